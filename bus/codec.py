@@ -1,0 +1,228 @@
+"""The bus wire format: one msgpack envelope per message, sans-IO.
+
+Theory of operation
+-------------------
+Everything that crosses the bus is an *envelope*, a msgpack map with six keys::
+
+    {v: 1, topic: "container.3f2a….die", seq: 41, ts: 1764300000.25, source: "dockyard", data: {...}}
+
+How envelopes travel (see docs/events.md for the full reference):
+
+* **Events** (PUB/XPUB socket ``events.sock``): two ZeroMQ frames, ``[topic, envelope]``.
+  The first frame repeats the topic so ZeroMQ's prefix filtering works on it.
+* **Requests** (DEALER -> ROUTER socket ``control.sock``): one frame, an envelope whose
+  topic is ``request.<op>``, whose ``seq`` is the client's request id and whose ``data`` is
+  the argument map.
+* **Replies** (ROUTER -> DEALER): one frame, topic ``reply.<op>``, ``seq`` = the request id,
+  ``data`` = ``{ok: true, result: ...}`` or ``{ok: false, error: {code, message, details}}``.
+  A streaming request (``run`` attached, for example) first gets any number of
+  ``stream.<op>`` envelopes with the same ``seq``, then exactly one reply.
+
+This module only turns bytes into validated envelopes and back: no sockets, no trio. A
+frame that is not a valid envelope raises :class:`~bus.errors.FrameError`; callers answer
+it with an error reply and carry on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from bus.errors import ERROR_CODES, FrameTooLarge, MalformedFrame, RemoteError
+
+VERSION = 1
+#: Largest frame the codec accepts or produces (bytes).
+MAX_FRAME = 8 * 1024 * 1024
+MAX_TOPIC = 255
+MAX_SOURCE = 255
+_KEYS = ("v", "topic", "seq", "ts", "source", "data")
+_TOPIC = re.compile(r"^[A-Za-z0-9_\-:@/+=]+(\.[A-Za-z0-9_\-:@/+=]+)*$")
+_SEQ_LIMIT = 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One bus message. Validated on construction, so an Envelope is always well-formed."""
+
+    topic: str
+    seq: int
+    data: Any = None
+    source: str = "dockyard"
+    ts: float = field(default_factory=time.time)
+    v: int = VERSION
+
+    def __post_init__(self) -> None:
+        if self.v != VERSION:
+            raise MalformedFrame(f"unsupported version {self.v!r} (this side speaks {VERSION})")
+        if not isinstance(self.topic, str) or not 0 < len(self.topic) <= MAX_TOPIC:
+            raise MalformedFrame(f"topic must be a string of 1 to {MAX_TOPIC} characters")
+        if not _TOPIC.match(self.topic):
+            raise MalformedFrame(f"topic {self.topic!r} is not dotted words")
+        if type(self.seq) is not int or not 0 <= self.seq < _SEQ_LIMIT:
+            raise MalformedFrame(f"seq must be an unsigned 64-bit integer, not {self.seq!r}")
+        if type(self.ts) not in (int, float) or self.ts < 0:
+            raise MalformedFrame(f"ts must be a non-negative number, not {self.ts!r}")
+        if not isinstance(self.source, str) or len(self.source) > MAX_SOURCE:
+            raise MalformedFrame(f"source must be a string of at most {MAX_SOURCE} characters")
+
+    def as_map(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "topic": self.topic,
+            "seq": self.seq,
+            "ts": self.ts,
+            "source": self.source,
+            "data": self.data,
+        }
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise MalformedFrame(f"msgpack extension type {code} is not allowed")
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Serialise an envelope. Raises FrameTooLarge rather than produce a frame peers refuse."""
+    try:
+        frame = msgpack.packb(envelope.as_map(), use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedFrame(f"data of {envelope.topic!r} cannot be encoded: {exc}") from exc
+    if len(frame) > MAX_FRAME:
+        raise FrameTooLarge(len(frame), MAX_FRAME)
+    return frame
+
+
+def decode(frame: bytes, *, max_size: int = MAX_FRAME) -> Envelope:
+    """Parse and validate one frame. Raises a FrameError subclass for anything invalid."""
+    if len(frame) > max_size:
+        raise FrameTooLarge(len(frame), max_size)
+    try:
+        obj = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_buffer_size=max_size,
+        )
+    except MalformedFrame:
+        raise
+    except (msgpack.UnpackException, ValueError, TypeError, RecursionError) as exc:
+        raise MalformedFrame(f"not msgpack ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise MalformedFrame(f"envelope must be a map, not {type(obj).__name__}")
+    missing = [key for key in _KEYS if key not in obj]
+    if missing:
+        raise MalformedFrame(f"envelope lacks {', '.join(missing)}")
+    return Envelope(
+        topic=obj["topic"],
+        seq=obj["seq"],
+        ts=obj["ts"],
+        source=obj["source"],
+        data=obj["data"],
+        v=obj["v"],
+    )
+
+
+# --- requests and replies -----------------------------------------------------------------
+
+
+def request(op: str, request_id: int, args: dict[str, Any], source: str) -> Envelope:
+    return Envelope(topic=f"request.{op}", seq=request_id, data=args, source=source)
+
+
+def request_op(envelope: Envelope) -> str:
+    """The operation a request names. Raises MalformedFrame for anything that is not one."""
+    prefix, _, op = envelope.topic.partition(".")
+    if prefix != "request" or not op:
+        raise MalformedFrame(f"topic {envelope.topic!r} is not a request (request.<op>)")
+    if not isinstance(envelope.data, dict):
+        raise MalformedFrame(f"arguments of {op!r} must be a map")
+    return op
+
+
+def reply(op: str, request_id: int, result: Any = None, source: str = "dockyard") -> Envelope:
+    return Envelope(topic=f"reply.{op}", seq=request_id, data={"ok": True, "result": result}, source=source)
+
+
+def error_reply(
+    op: str,
+    request_id: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    source: str = "dockyard",
+) -> Envelope:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    error = {"code": code, "message": message, "details": details or {}}
+    return Envelope(topic=f"reply.{op}", seq=request_id, data={"ok": False, "error": error}, source=source)
+
+
+def stream(op: str, request_id: int, payload: dict[str, Any], source: str = "dockyard") -> Envelope:
+    return Envelope(topic=f"stream.{op}", seq=request_id, data=payload, source=source)
+
+
+def is_stream(envelope: Envelope) -> bool:
+    return envelope.topic.startswith("stream.")
+
+
+def unwrap_reply(envelope: Envelope) -> Any:
+    """The result of a reply envelope; raises RemoteError for an error reply."""
+    if not envelope.topic.startswith("reply."):
+        raise MalformedFrame(f"expected a reply, got topic {envelope.topic!r}")
+    data = envelope.data
+    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+        raise MalformedFrame("reply data must be a map with a boolean 'ok'")
+    if data["ok"]:
+        return data.get("result")
+    error = data.get("error")
+    if not isinstance(error, dict):
+        raise MalformedFrame("error reply lacks its error map")
+    raise RemoteError(str(error.get("code", "internal")), str(error.get("message", "")), error.get("details"))
+
+
+# --- sequence numbers --------------------------------------------------------------------
+
+
+class Sequencer:
+    """Gap-free sequence numbers, one counter per channel (see docs/events.md)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def next(self, channel: str) -> int:
+        seq = self._next.get(channel, 1)
+        self._next[channel] = seq + 1
+        return seq
+
+    def last(self, channel: str) -> int:
+        """The last number handed out on a channel, 0 if none."""
+        return self._next.get(channel, 1) - 1
+
+    def forget(self, channel: str) -> None:
+        self._next.pop(channel, None)
+
+
+class GapDetector:
+    """Counts what a subscriber missed on one channel, from the sequence numbers it sees."""
+
+    __slots__ = ("last", "missed")
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+        self.missed = 0
+
+    def feed(self, seq: int) -> int | None:
+        """Record one sequence number. Returns how many were missed just before it, or
+        None when this one is a duplicate or older than the last one seen (drop it)."""
+        if seq <= self.last:
+            return None
+        gap = seq - self.last - 1 if self.last else 0
+        self.missed += gap
+        self.last = seq
+        return gap

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything dockyard needs on Debian 12, as root: Debian packages and a virtualenv
+# in .venv with dockyard and its test extras. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(busybox-static python3-venv python3-dev iproute2 iptables)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: ready (.venv/bin/dockyard)"

@@ -1,0 +1,124 @@
+"""Container specs: what a user asked for, validated once, on construction.
+
+A :class:`ContainerSpec` is frozen: every later stage (store, runtime, inspect) can trust it.
+``from_map`` is the door from the bus: unknown keys and wrong types are refused with an
+:class:`~supervisor.errors.InvalidArgument` that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from supervisor.errors import InvalidArgument
+
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
+USER = re.compile(r"^[a-zA-Z0-9_.-]+(:[a-zA-Z0-9_.-]+)?$")
+ENV_KEY = re.compile(r"^[^=\x00]+$")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def parse_signal(value: str | int) -> int:
+    """``9``, ``KILL`` or ``SIGKILL`` to 9; raises InvalidArgument for anything else."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        number = int(value)
+        if 0 < number < signal.NSIG:
+            return number
+        raise InvalidArgument(f"invalid signal {value!r}: out of range 1..{signal.NSIG - 1}")
+    name = str(value).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal {value!r}: no such signal") from None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""
+    name: str = ""
+    auto_remove: bool = False
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    stop_signal: int = int(signal.SIGTERM)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, str) or not self.image:
+            raise InvalidArgument("spec.image: an image name is required")
+        _strings("cmd", self.cmd)
+        _strings("env", self.env)
+        for entry in self.env:
+            key, eq, _ = entry.partition("=")
+            if not eq or not ENV_KEY.match(key):
+                raise InvalidArgument(f"spec.env: {entry!r} is not KEY=VALUE")
+        if self.workdir and not self.workdir.startswith("/"):
+            raise InvalidArgument(f"spec.workdir: {self.workdir!r} is not an absolute path")
+        if "\x00" in self.workdir:
+            raise InvalidArgument("spec.workdir: contains a NUL byte")
+        if self.user and not USER.match(self.user):
+            raise InvalidArgument(f"spec.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
+        if self.hostname and not HOSTNAME.match(self.hostname):
+            raise InvalidArgument(f"spec.hostname: {self.hostname!r} is not a valid hostname")
+        if self.name and not NAME.match(self.name):
+            raise InvalidArgument(
+                f"spec.name: {self.name!r} is invalid: use [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+            )
+        if type(self.auto_remove) is not bool:
+            raise InvalidArgument("spec.auto_remove: must be true or false")
+        if type(self.stop_timeout) is not int or self.stop_timeout < 0:
+            raise InvalidArgument(f"spec.stop_timeout: {self.stop_timeout!r} is not a whole number of seconds >= 0")
+        if type(self.stop_signal) is not int or not 0 < self.stop_signal < signal.NSIG:
+            raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
+
+    @classmethod
+    def from_map(cls, data: Any) -> ContainerSpec:
+        if not isinstance(data, dict):
+            raise InvalidArgument("spec: must be a map")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidArgument(f"spec: unknown field(s) {', '.join(map(str, unknown))}")
+        values = dict(data)
+        for key in ("cmd", "env"):
+            if key in values:
+                if not isinstance(values[key], (list, tuple)):
+                    raise InvalidArgument(f"spec.{key}: must be a list of strings")
+                values[key] = tuple(values[key])
+        if "stop_signal" in values and isinstance(values["stop_signal"], str):
+            values["stop_signal"] = parse_signal(values["stop_signal"])
+        for key in ("image", "workdir", "user", "hostname", "name"):
+            if key in values and not isinstance(values[key], str):
+                raise InvalidArgument(f"spec.{key}: must be a string")
+        return cls(**values)
+
+    def to_map(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cmd"] = list(self.cmd)
+        data["env"] = list(self.env)
+        return data
+
+
+def _strings(field: str, values: tuple[str, ...]) -> None:
+    if not isinstance(values, tuple) or not all(isinstance(v, str) for v in values):
+        raise InvalidArgument(f"spec.{field}: must be a list of strings")
+    if any("\x00" in v for v in values):
+        raise InvalidArgument(f"spec.{field}: contains a NUL byte")
+
+
+def merge_env(*layers: tuple[str, ...] | list[str]) -> list[str]:
+    """Later layers override earlier ones by key, keeping first-seen order (docker's rule)."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for entry in layer:
+            key, _, value = entry.partition("=")
+            merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
