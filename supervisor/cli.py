@@ -1,0 +1,501 @@
+"""The `dockyard` command line: a bus client like any other.
+
+It imports only the synchronous bus client (pyzmq + msgpack), never trio or structlog, so a
+`dockyard run` spends its time running the container, not importing Python. The daemon's
+own code is imported by `dockyard daemon` alone.
+
+Exit codes follow docker: a command's own failure is 1; for run, create and start a daemon
+side error is 125, a command that cannot be invoked 126, one that is not found 127, and
+otherwise the container's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from bus.errors import BusError, DaemonUnavailable, RemoteError
+
+EVENT_PREFIXES = ("container.", "daemon.", "image.")
+
+
+class UsageError(Exception):
+    pass
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"dockyard: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+
+def parse_rfc3339(value: str) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def human_ago(value: str) -> str:
+    moment = parse_rfc3339(value)
+    if moment is None:
+        return ""
+    seconds = max(0.0, (datetime.now(timezone.utc) - moment).total_seconds())
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a second ago" if seconds < 1 else f"{int(seconds)} seconds ago"
+
+
+def human_duration(value: str) -> str:
+    return human_ago(value).removesuffix(" ago") or "Less than a second"
+
+
+def human_status(row: dict[str, Any]) -> str:
+    status = row["status"]
+    if status == "running":
+        return f"Up {human_duration(row['started_at'])}"
+    if status == "exited":
+        return f"Exited ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
+    return status.capitalize()
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size:.3g}TB"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def parse_time(value: str | None) -> float | None:
+    """Unix seconds, a duration before now (10s, 5m, 2h, 1d), or an RFC 3339 time."""
+    if value is None:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", value)
+    if match:
+        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return time.time() - float(match.group(1)) * scale
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"invalid time {value!r}: use unix seconds, a duration like 10m, or RFC 3339") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def format_event(envelope: dict[str, Any]) -> str:
+    data = envelope.get("data") or {}
+    moment = datetime.fromtimestamp(envelope.get("ts", 0), timezone.utc)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    attributes = data.get("attributes") or {}
+    attrs = ", ".join(f"{k}={v}" for k, v in sorted(attributes.items()))
+    actor = data.get("id") or ""
+    line = f"{stamp} {data.get('type', '?')} {data.get('action', '?')}"
+    if actor:
+        line += f" {actor}"
+    return f"{line} ({attrs})" if attrs else line
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def env_entries(values: list[str]) -> list[str]:
+    entries = []
+    for value in values:
+        if "=" in value:
+            entries.append(value)
+        elif value in os.environ:
+            entries.append(f"{value}={os.environ[value]}")
+    return entries
+
+
+def container_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="", help="assign a name to the container")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set an environment variable (KEY alone takes it from this environment)")
+    parser.add_argument("-w", "--workdir", default="", help="working directory inside the container")
+    parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
+    parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
+    parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
+                        help="grace period between the stop signal and SIGKILL (default 10)")
+    parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
+    parser.add_argument("--network", default="none", choices=["none"],
+                        help="network mode; only 'none' (a namespace with loopback) for now")
+    parser.add_argument("image", help="image name, name:tag, or id")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
+
+
+def spec_from(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "image": args.image,
+        "cmd": args.command,
+        "env": env_entries(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "hostname": args.hostname,
+        "name": args.name,
+        "auto_remove": args.rm,
+    }
+    if args.stop_timeout is not None:
+        spec["stop_timeout"] = args.stop_timeout
+    if args.stop_signal is not None:
+        spec["stop_signal"] = args.stop_signal
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dockyard",
+        description="Run Standard Containers under a trio supervisor with a ZeroMQ bus.",
+        epilog="The CLI finds the daemon through --run, $DOCKYARD_RUN, or /run/dockyard.",
+    )
+    parser.add_argument("--run", dest="run_dir", default=None, metavar="DIR",
+                        help="the daemon's run directory, where its sockets are (default $DOCKYARD_RUN or /run/dockyard)")
+    parser.add_argument("--version", action="version", version="dockyard 0.1.0")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("daemon", help="run the supervisor daemon in the foreground")
+    p.add_argument("--root", default=None, metavar="DIR", help="state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
+    p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
+                   help="run directory for the sockets (default $DOCKYARD_RUN or /run/dockyard)")
+    p.add_argument("--cgroup-parent", default="dockyard", help="cgroup that holds this daemon's containers")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the daemon's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+    p = sub.add_parser("run", help="create and start a container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container id")
+    container_options(p)
+
+    p = sub.add_parser("create", help="create a container without starting it", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    container_options(p)
+
+    p = sub.add_parser("start", help="start stopped containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("stop", help="stop running containers: stop signal, then SIGKILL after the timeout")
+    p.add_argument("-t", "--time", type=int, default=None, metavar="SECONDS", help="seconds to wait before SIGKILL (default: the container's, 10)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("restart", help="stop then start containers")
+    p.add_argument("-t", "--time", type=int, default=None, metavar="SECONDS", help="seconds to wait before SIGKILL")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("kill", help="send a signal to running containers")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("wait", help="wait until containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default: running ones)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten ids and commands")
+
+    p = sub.add_parser("inspect", help="show containers (or images) as JSON, in docker's shape")
+    p.add_argument("--type", choices=["container", "image"], default=None, help="what the names refer to")
+    p.add_argument("objects", nargs="+", metavar="NAME")
+
+    p = sub.add_parser("import", help="create an image from a root filesystem tarball")
+    p.add_argument("source", metavar="TARBALL", help="a tar (plain, gz, bz2 or xz), or - for standard input")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+
+    p = sub.add_parser("events", help="stream lifecycle events (live, or from --since)")
+    p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
+                   help="container=NAME|ID, event=ACTION, type=container|image|daemon (repeatable)")
+    p.add_argument("--since", default=None, help="replay from this time (unix seconds, 10m, or RFC 3339)")
+    p.add_argument("--until", default=None, help="stop at this time")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
+
+    sub.add_parser("info", help="show the daemon's facts and counters")
+    return parser
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def client_for(args: argparse.Namespace) -> Any:
+    from bus.client import Client
+
+    return Client(args.run_dir or os.environ.get("DOCKYARD_RUN") or "/run/dockyard", source=f"cli:{os.getpid()}")
+
+
+def start_failure(error: RemoteError) -> NoReturn:
+    fail(error.message, int(error.details.get("exit_code", 125)))
+
+
+def cmd_run(args: argparse.Namespace, client: Any) -> int:
+    spec = spec_from(args)
+    if args.detach:
+        try:
+            result = client.request("container.run", {"spec": spec, "attach": False})
+        except RemoteError as error:
+            start_failure(error)
+        print(result["id"])
+        return 0
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        stream = client.stream("container.run", {"spec": spec, "attach": True})
+        while True:
+            try:
+                payload = next(stream)
+            except StopIteration as done:
+                result = done.value
+                break
+            target = out if payload.get("stream") == "stdout" else err
+            target.write(payload.get("data", b""))
+            target.flush()
+    except RemoteError as error:
+        start_failure(error)
+    if result.get("dropped"):
+        print(f"dockyard: {result['dropped']} chunks of output could not be delivered to this terminal "
+              f"(the logs have them)", file=sys.stderr)
+    return int(result["exit_code"])
+
+
+def cmd_create(args: argparse.Namespace, client: Any) -> int:
+    try:
+        result = client.request("container.create", {"spec": spec_from(args)})
+    except RemoteError as error:
+        start_failure(error)
+    print(result["id"])
+    return 0
+
+
+def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, Any], show=None) -> int:
+    """Apply one operation to each named container, as docker does: report each failure,
+    carry on, and exit 1 if any failed."""
+    status = 0
+    for ref in args.containers:
+        try:
+            result = client.request(op, {"container": ref, **extra}, timeout=None)
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1 if op != "container.start" else int(error.details.get("exit_code", 1))
+            continue
+        print(show(result) if show else ref)
+    return status
+
+
+def cmd_ps(args: argparse.Namespace, client: Any) -> int:
+    rows = client.request("container.list", {"all": args.all})["containers"]
+    if args.quiet:
+        for row in rows:
+            print(row["id"] if args.no_trunc else row["id"][:12])
+        return 0
+    lines = []
+    for row in rows:
+        command = row["command"] if args.no_trunc or len(row["command"]) <= 20 else row["command"][:19] + "…"
+        lines.append([
+            row["id"] if args.no_trunc else row["id"][:12],
+            row["image"],
+            json.dumps(command),
+            human_ago(row["created"]),
+            human_status(row),
+            "",
+            row["name"],
+        ])
+    print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], lines))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
+    documents, status = [], 0
+    for ref in args.objects:
+        kinds = [args.type] if args.type else ["container", "image"]
+        for kind in kinds:
+            try:
+                op, key = ("container.inspect", "container") if kind == "container" else ("image.inspect", "image")
+                documents.append(client.request(op, {key: ref}))
+                break
+            except RemoteError as error:
+                if error.code != "not_found" or kind == kinds[-1]:
+                    print(f"dockyard: {error.message}", file=sys.stderr)
+                    status = 1
+    print(json.dumps(documents, indent=4))
+    return status
+
+
+def cmd_import(args: argparse.Namespace, client: Any) -> int:
+    if args.source == "-":
+        # The daemon reads files, not our stdin: spool it where the daemon can read it.
+        with tempfile.NamedTemporaryFile(prefix="dockyard-import-", suffix=".tar") as spool:
+            while chunk := sys.stdin.buffer.read(1 << 20):
+                spool.write(chunk)
+            spool.flush()
+            result = client.request("image.import", {"path": spool.name, "reference": args.reference}, timeout=None)
+    else:
+        result = client.request("image.import", {"path": os.path.abspath(args.source), "reference": args.reference}, timeout=None)
+    print(f"sha256:{result['id']}")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, client: Any) -> int:
+    images = client.request("image.list")["images"]
+    if args.quiet:
+        for image in images:
+            print(image["id"][:12])
+        return 0
+    rows = []
+    for image in images:
+        for tag in image["repo_tags"] or ["<none>:<none>"]:
+            repository, _, name_tag = tag.rpartition(":")
+            rows.append([repository, name_tag, image["id"][:12], human_ago(image["created"]), human_size(image["size"])])
+    print(table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+    return 0
+
+
+def event_filter(filters: list[str]):
+    wanted: dict[str, set[str]] = {}
+    for item in filters:
+        key, eq, value = item.partition("=")
+        if not eq or key not in {"container", "event", "type", "image"}:
+            raise UsageError(f"invalid filter {item!r}: use container=, event=, type= or image=")
+        wanted.setdefault(key, set()).add(value)
+
+    def accept(envelope: dict[str, Any]) -> bool:
+        data = envelope.get("data") or {}
+        attributes = data.get("attributes") or {}
+        if "type" in wanted and data.get("type") not in wanted["type"]:
+            return False
+        if "event" in wanted and data.get("action") not in wanted["event"]:
+            return False
+        if "image" in wanted and attributes.get("image") not in wanted["image"]:
+            return False
+        if "container" in wanted:
+            if data.get("type") != "container":
+                return False
+            actor = data.get("id", "")
+            if not any(v == attributes.get("name") or (v and actor.startswith(v)) for v in wanted["container"]):
+                return False
+        return True
+
+    return accept
+
+
+def cmd_events(args: argparse.Namespace, client: Any) -> int:
+    accept = event_filter(args.filter)
+    since, until = parse_time(args.since), parse_time(args.until)
+    if until is not None and since is None:
+        since = 0.0
+
+    def emit(envelope: dict[str, Any]) -> None:
+        if accept(envelope):
+            print(json.dumps(envelope, default=repr) if args.format == "json" else format_event(envelope), flush=True)
+
+    with client.subscription(list(EVENT_PREFIXES)) as live:  # subscribed (handshake done) before the replay
+        last_seq = 0
+        if since is not None:
+            replay = client.request("events.replay", {"since": since, "until": until})
+            for envelope in replay["events"]:
+                emit(envelope)
+            last_seq = replay["last_seq"]
+        if until is not None and until <= time.time():
+            return 0
+        for envelope in live.iter(timeout=None if until is None else max(0.0, until - time.time())):
+            if envelope.seq <= last_seq:
+                continue  # already shown by the replay
+            if until is not None and envelope.ts > until:
+                break
+            emit(envelope.as_map())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, client: Any) -> int:
+    print(json.dumps(client.request("daemon.info"), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from supervisor.config import Config, default_root, default_run_dir
+    from supervisor.daemon import main as daemon_main
+
+    config = Config(
+        root=args.root or default_root(),
+        run_dir=args.daemon_run or args.run_dir or default_run_dir(),
+        cgroup_parent=args.cgroup_parent,
+    )
+    return daemon_main(config, args.log_format, args.log_level)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "daemon":
+        return cmd_daemon(args)
+    simple = {
+        "start": ("container.start", lambda a: {}),
+        "stop": ("container.stop", lambda a: {"timeout": a.time}),
+        "restart": ("container.restart", lambda a: {"timeout": a.time}),
+        "kill": ("container.kill", lambda a: {"signal": a.signal}),
+        "rm": ("container.remove", lambda a: {"force": a.force}),
+    }
+    with client_for(args) as client:
+        if args.cmd in simple:
+            op, extra = simple[args.cmd]
+            return for_each(args, client, op, extra(args))
+        if args.cmd == "wait":
+            return for_each(args, client, "container.wait", {}, show=lambda r: r["exit_code"])
+        handler = {
+            "run": cmd_run,
+            "create": cmd_create,
+            "ps": cmd_ps,
+            "inspect": cmd_inspect,
+            "import": cmd_import,
+            "images": cmd_images,
+            "events": cmd_events,
+            "info": cmd_info,
+        }[args.cmd]
+        return handler(args, client)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    launch_error_code = 125 if args.cmd in ("run", "create", "start") else 1
+    try:
+        return dispatch(args)
+    except UsageError as error:
+        parser.error(str(error))
+    except DaemonUnavailable as error:
+        fail(f"{error} (is `dockyard daemon` running?)", launch_error_code)
+    except RemoteError as error:
+        fail(error.message, launch_error_code)
+    except BusError as error:
+        fail(str(error), launch_error_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Where the daemon keeps its state and sockets, and its tunables. Every path is a parameter
+so that tests and benchmarks run private daemons side by side."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ROOT = "/var/lib/dockyard"
+DEFAULT_RUN = "/run/dockyard"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("DOCKYARD_ROOT") or DEFAULT_ROOT)
+
+
+def default_run_dir() -> Path:
+    return Path(os.environ.get("DOCKYARD_RUN") or DEFAULT_RUN)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Args:
+    root: persistent state: containers, images, the event journal.
+    run_dir: runtime files: the bus sockets (control.sock, events.sock).
+    cgroup_root: where the host's cgroup hierarchies are mounted.
+    cgroup_parent: the cgroup that holds every container of this daemon.
+    journal_events: how many events the persisted journal keeps for `events --since`.
+    shutdown_timeout: the most a daemon shutdown waits for containers to stop, beyond
+        each container's own stop timeout.
+    python: the interpreter that runs the container init stage.
+    """
+
+    root: Path = field(default_factory=default_root)
+    run_dir: Path = field(default_factory=default_run_dir)
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    cgroup_parent: str = "dockyard"
+    journal_events: int = 10_000
+    shutdown_timeout: float = 30.0
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).absolute())
+        object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
+        object.__setattr__(self, "cgroup_root", Path(self.cgroup_root))
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.root / "journal"

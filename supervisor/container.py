@@ -1,0 +1,212 @@
+"""A container as the supervisor knows it: its record (what is persisted) and, while it runs,
+its process and the tasks that watch it. Lifecycle operations live in :mod:`supervisor.api`;
+Linux mechanics live in :mod:`supervisor.runtime`; this module knows neither."""
+
+from __future__ import annotations
+
+import random
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from supervisor.spec import ContainerSpec
+from supervisor.state import Status, advance
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+_ADJECTIVES = (
+    "brave calm eager fond gentle happy jolly keen lucid merry nimble proud quiet "
+    "rapid sharp steady swift tidy vivid witty bold bright clever daring"
+).split()
+_NAMES = (
+    "babbage bohr curie darwin dijkstra einstein euler fermi galileo hopper knuth "
+    "lamport lovelace maxwell newton noether pascal ritchie shannon thompson turing"
+).split()
+
+
+def random_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Attachment(Protocol):
+    """A client that receives a container's output as it is produced (``run`` without -d)."""
+
+    async def send(self, stream: str, data: bytes) -> None: ...
+
+
+@dataclass
+class Resolved:
+    """What the container runs: the spec merged with its image's config."""
+
+    argv: list[str]
+    env: list[str]
+    workdir: str
+    user: str
+    hostname: str
+
+
+@dataclass(eq=False)
+class Container:
+    id: str
+    name: str
+    spec: ContainerSpec
+    image_id: str
+    image_ref: str
+    resolved: Resolved
+    directory: Path
+    layers: list[str]
+    created: str = field(default_factory=now_rfc3339)
+    status: Status = Status.CREATED
+    pid: int = 0
+    start_time: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = ZERO_TIME
+    finished_at: str = ZERO_TIME
+    restart_count: int = 0
+    # Runtime only, never persisted.
+    process: Any = None
+    cgroup: Any = None
+    stopping: bool = False
+    attachments: list[Attachment] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def upper(self) -> Path:
+        return self.directory / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.directory / "work"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    def move(self, event: str) -> None:
+        """Advance the state machine and wake everyone waiting on a change."""
+        self.status = advance(self.name, self.status, event)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # --- persistence ------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "spec": self.spec.to_map(),
+            "image_id": self.image_id,
+            "image_ref": self.image_ref,
+            "resolved": self.resolved.__dict__,
+            "directory": str(self.directory),
+            "layers": self.layers,
+            "created": self.created,
+            "status": self.status.value,
+            "pid": self.pid,
+            "start_time": self.start_time,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "restart_count": self.restart_count,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Container:
+        return cls(
+            id=record["id"],
+            name=record["name"],
+            spec=ContainerSpec.from_map(record["spec"]),
+            image_id=record["image_id"],
+            image_ref=record["image_ref"],
+            resolved=Resolved(**record["resolved"]),
+            directory=Path(record["directory"]),
+            layers=list(record["layers"]),
+            created=record["created"],
+            status=Status(record["status"]),
+            pid=record["pid"],
+            start_time=record["start_time"],
+            exit_code=record["exit_code"],
+            error=record["error"],
+            started_at=record["started_at"],
+            finished_at=record["finished_at"],
+            restart_count=record.get("restart_count", 0),
+        )
+
+    # --- views ------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """One row of ``ps``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image_ref,
+            "command": shlex.join(self.resolved.argv),
+            "created": self.created,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    def inspect(self) -> dict[str, Any]:
+        """The container in the shape of ``docker inspect``, so existing tools can read it."""
+        status = self.status
+        return {
+            "Id": self.id,
+            "Created": self.created,
+            "Path": self.resolved.argv[0] if self.resolved.argv else "",
+            "Args": self.resolved.argv[1:],
+            "State": {
+                "Status": status.value,
+                "Running": status is Status.RUNNING,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": False,
+                "Dead": status is Status.DEAD,
+                "Pid": self.pid if status is Status.RUNNING else 0,
+                "ExitCode": self.exit_code,
+                "Error": self.error,
+                "StartedAt": self.started_at,
+                "FinishedAt": self.finished_at,
+            },
+            "Image": f"sha256:{self.image_id}",
+            "Name": f"/{self.name}",
+            "RestartCount": self.restart_count,
+            "Driver": "overlay",
+            "Config": {
+                "Hostname": self.resolved.hostname,
+                "User": self.resolved.user,
+                "Env": self.resolved.env,
+                "Cmd": list(self.spec.cmd) or None,
+                "Image": self.image_ref,
+                "WorkingDir": self.resolved.workdir,
+                "Labels": {},
+                "StopSignal": str(self.spec.stop_signal),
+                "StopTimeout": self.spec.stop_timeout,
+            },
+            "HostConfig": {"AutoRemove": self.spec.auto_remove, "NetworkMode": "none"},
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": ":".join(self.layers),
+                    "UpperDir": str(self.upper),
+                    "WorkDir": str(self.work),
+                    "MergedDir": str(self.rootfs),
+                },
+            },
+        }
