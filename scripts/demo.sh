@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A tour of dockyard's main job, on a private daemon that is stopped again at the end:
+# build a `base` image from busybox, run containers that show isolation, output and events.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dockyard=$PWD/.venv/bin/dockyard
+work=$(mktemp -d /tmp/dockyard-demo.XXXXXX)
+export DOCKYARD_ROOT=$work/root DOCKYARD_RUN=$work/run
+daemon_pid=""; events_pid=""
+
+cleanup() {
+    [ -n "$events_pid" ] && kill "$events_pid" 2>/dev/null || true
+    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid"; wait "$daemon_pid" || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+step "start the daemon (state in $work)"
+"$dockyard" daemon --cgroup-parent dockyard-demo 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 100); do
+    [ -S "$DOCKYARD_RUN/control.sock" ] && "$dockyard" info >/dev/null 2>&1 && break
+    sleep 0.1
+done
+show "$dockyard" info | head -5
+
+step "stream lifecycle events in the background"
+"$dockyard" events --since 0 | sed 's/^/  [event] /' &
+events_pid=$!
+
+step "create the 'base' image from a busybox-static root filesystem"
+.venv/bin/python -c "from tests.rootfs import build_rootfs_tar; from pathlib import Path; build_rootfs_tar(Path('$work/busybox.tar'))"
+show "$dockyard" import "$work/busybox.tar" base
+show "$dockyard" images
+
+step "isolation: pid 1, its own hostname, only the image's files"
+show "$dockyard" run --rm base sh -c 'echo "pid $$ on $(hostname)"; ls /'
+
+step "isolation: no host processes, only loopback, docker's capabilities"
+show "$dockyard" run --rm base sh -c 'ps; ls /sys/class/net; grep -E "CapEff|NoNewPrivs" /proc/self/status'
+
+step "copy-on-write: a container's writes never reach the image"
+show "$dockyard" run --name scribble base sh -c 'echo scribbled > /etc/motd; cat /etc/motd'
+show "$dockyard" run --rm base sh -c 'cat /etc/motd 2>&1 || true'
+
+step "exit codes, stdout and stderr kept apart"
+show "$dockyard" run --rm base sh -c 'echo to-stdout; echo to-stderr >&2; exit 3' || echo "exit code: $?"
+
+step "a long-running container: ps, inspect, stop (SIGTERM, then SIGKILL after -t)"
+show "$dockyard" run -d --name sleeper base sleep 1000
+show "$dockyard" ps
+"$dockyard" inspect sleeper | grep -E '"(Status|Pid|StartedAt)"'
+show "$dockyard" stop -t 1 sleeper
+show "$dockyard" wait sleeper
+show "$dockyard" ps -a
+show "$dockyard" rm sleeper scribble
+
+sleep 0.5  # let the background event stream print the last events before we stop it
+step "stop the daemon (SIGTERM: running containers are stopped, exit 0)"
+kill -TERM "$events_pid"; events_pid=""
+kill -TERM "$daemon_pid"; wait "$daemon_pid"; echo "daemon exited with $?"; daemon_pid=""

@@ -1,0 +1,152 @@
+"""Fixtures shared by the whole suite: the busybox rootfs, and private daemons driven through
+the real CLI. Integration tests need root; they are skipped (with the reason) without it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.rootfs import build_rootfs_tar
+
+ROOT = os.geteuid() == 0
+DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if ROOT:
+        return
+    skip = pytest.mark.skip(reason="integration tests need root and the real kernel")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory) -> Path:
+    return build_rootfs_tar(tmp_path_factory.mktemp("image") / "busybox.tar")
+
+
+def cgroup_dirs(parent: str) -> list[str]:
+    found = []
+    base = Path("/sys/fs/cgroup")
+    for hierarchy in [base, *base.iterdir()] if base.exists() else []:
+        candidate = hierarchy / parent
+        if candidate.is_dir():
+            found.append(str(candidate))
+    return found
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(str(path))]
+
+
+class Daemon:
+    """A private dockyard daemon with its own root, run dir and cgroup parent."""
+
+    def __init__(self, base: Path):
+        self.root = base / "root"
+        self.run_dir = base / "run"
+        self.log_path = base / "daemon.log"
+        self.cgroup_parent = f"dockyard-test-{secrets.token_hex(4)}"
+        self.process: subprocess.Popen | None = None
+        self.env = {**os.environ, "DOCKYARD_RUN": str(self.run_dir)}
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
+             "--cgroup-parent", self.cgroup_parent],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            if (self.run_dir / "control.sock").exists() and self.cli("info").returncode == 0:
+                return
+            time.sleep(0.05)  # polls the readiness condition itself, bounded by the deadline
+        raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        return subprocess.run([DOCKYARD, *args], input=input, capture_output=True, timeout=timeout, env=self.env)
+
+    def out(self, *args: str, **kwargs) -> str:
+        """Run the CLI, insist on success, return its stdout as text."""
+        result = self.cli(*args, **kwargs)
+        assert result.returncode == 0, f"dockyard {' '.join(args)} -> {result.returncode}\n{result.stderr.decode()}"
+        return result.stdout.decode()
+
+    def cleanup(self) -> None:
+        """Whatever a failing test left: stop the daemon, kill leftovers, remove cgroups."""
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        for directory in cgroup_dirs(self.cgroup_parent):
+            for sub in sorted(Path(directory).glob("*/"), reverse=True):
+                kill_cgroup(sub)
+                try_rmdir(sub)
+            try_rmdir(Path(directory))
+
+
+def kill_cgroup(path: Path) -> None:
+    try:
+        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def try_rmdir(path: Path) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(tmp_path, busybox_tar):
+    if not ROOT:
+        pytest.skip("needs root")
+    instance = Daemon(tmp_path)
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        yield instance
+        assert instance.stop() == 0, instance.log()
+        assert mounts_under(tmp_path) == [], "mounts left behind"
+        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+    finally:
+        instance.cleanup()

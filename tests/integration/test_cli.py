@@ -1,0 +1,231 @@
+"""A real daemon, driven through the real CLI, running real containers on the host kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DOCKYARD, cgroup_dirs, mounts_under
+
+pytestmark = pytest.mark.integration
+
+IMAGE_TOP_LEVEL = {"bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr", "var"}
+
+
+def test_the_payload_is_pid_1_with_its_own_hostname_and_only_the_image_files(daemon):
+    result = daemon.cli("run", "--rm", "base", "sh", "-c", "echo $$; hostname; ls /")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().split()
+    assert lines[0] == "1"
+    assert lines[1] != os.uname().nodename and len(lines[1]) == 12
+    assert set(lines[2:]) == IMAGE_TOP_LEVEL
+    assert daemon.out("ps", "-aq") == ""  # --rm removed it
+
+
+def test_stdout_and_stderr_stay_apart(daemon):
+    result = daemon.cli("run", "--rm", "base", "sh", "-c", "echo out; echo err >&2")
+    assert (result.stdout, result.stderr) == (b"out\n", b"err\n")
+
+
+def test_processes_network_and_hostname_are_isolated(daemon):
+    result = daemon.cli("run", "--rm", "--hostname", "box", "base", "sh", "-c",
+                        "hostname; ps -o pid= | wc -l; ls /sys/class/net")
+    hostname, process_count, links = result.stdout.decode().split("\n", 2)
+    assert hostname == "box"
+    assert int(process_count) <= 4  # sh, ps, wc: nothing of the host's
+    assert links.split() == ["lo"]
+
+
+def test_security_defaults_match_docker(daemon):
+    status = daemon.out("run", "--rm", "base", "cat", "/proc/self/status")
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert int(fields["CapEff"], 16) == int(fields["CapBnd"], 16) == 0xA80425FB  # docker's default set
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert daemon.out("run", "--rm", "base", "sh", "-c", "cat /proc/kcore | wc -c").strip() == "0"
+    denied = daemon.cli("run", "--rm", "base", "sh", "-c", "echo 1 > /proc/sys/kernel/panic")
+    assert denied.returncode != 0 and b"Read-only" in denied.stderr
+
+
+def test_writes_never_reach_the_image(daemon):
+    daemon.out("run", "--name", "writer", "base", "sh", "-c", "echo changed > /etc/passwd; touch /new")
+    check = daemon.out("run", "--rm", "base", "sh", "-c", "cat /etc/passwd | head -1; ls /new 2>&1 || true")
+    assert check.startswith("root:x:0:0")
+    assert "No such file" in check
+    daemon.out("rm", "writer")
+
+
+def test_exit_codes_follow_docker(daemon):
+    assert daemon.cli("run", "--rm", "base", "true").returncode == 0
+    assert daemon.cli("run", "--rm", "base", "sh", "-c", "exit 7").returncode == 7
+    missing_image = daemon.cli("run", "--rm", "nosuchimage", "true")
+    assert missing_image.returncode == 125 and b"no such image" in missing_image.stderr.lower()
+    not_executable = daemon.cli("run", "--rm", "base", "/etc/passwd")
+    assert not_executable.returncode == 126 and b"/etc/passwd" in not_executable.stderr
+    not_found = daemon.cli("run", "--rm", "base", "nosuchcommand")
+    assert not_found.returncode == 127 and b"nosuchcommand" in not_found.stderr
+    bad_flag = daemon.cli("run", "--rm", "-e", "=x", "base", "true")
+    assert bad_flag.returncode == 125 and b"spec.env" in bad_flag.stderr
+    assert daemon.out("ps", "-aq") == ""
+
+
+def test_environment_workdir_and_user(daemon):
+    out = daemon.out("run", "--rm", "-e", "GREETING=hi", "-w", "/srv/app", "-u", "1000:1000",
+                     "base", "sh", "-c", 'echo $GREETING; pwd; id -u; id -g')
+    assert out.split() == ["hi", "/srv/app", "1000", "1000"]
+    assert daemon.out("run", "--rm", "-u", "app", "base", "id", "-un").strip() == "app"
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(daemon):
+    # sleep as pid 1 has no SIGTERM handler, so the kernel ignores SIGTERM for it.
+    container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+    began = time.monotonic()
+    daemon.out("stop", "-t", "1", container)
+    assert time.monotonic() - began >= 1.0  # it waited the grace period first
+    state = json.loads(daemon.out("inspect", container))[0]["State"]
+    assert (state["Status"], state["ExitCode"], state["Running"]) == ("exited", 137, False)
+    daemon.out("rm", container)
+
+
+def test_stop_lets_a_container_that_handles_sigterm_exit_cleanly(daemon):
+    container = daemon.out("run", "-d", "base", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done").strip()
+    daemon.out("stop", "-t", "30", container)
+    assert daemon.out("wait", container).strip() == "0"
+    daemon.out("rm", container)
+
+
+def test_lifecycle_commands(daemon):
+    container = daemon.out("create", "--name", "life", "base", "sh", "-c", "echo hi; sleep 1000").strip()
+    assert len(container) == 64
+    assert daemon.out("ps", "-aq") .split() == [container[:12]]
+    assert daemon.out("ps", "-q") == ""
+    daemon.out("start", "life")
+    assert daemon.out("ps", "-q").split() == [container[:12]]
+    duplicate = daemon.cli("run", "--name", "life", "base", "true")
+    assert duplicate.returncode == 125 and b"already in use" in duplicate.stderr
+    refused = daemon.cli("rm", "life")
+    assert refused.returncode == 1 and b"running" in refused.stderr
+    daemon.out("kill", "-s", "TERM", "life")  # delivered, and ignored: sh as pid 1 has no handler
+    assert daemon.out("ps", "-q").split() == [container[:12]]
+    daemon.out("kill", container[:8])
+    assert daemon.out("wait", "life").strip() == "137"
+    daemon.out("restart", "-t", "0", "life")
+    assert json.loads(daemon.out("inspect", "life"))[0]["State"]["Running"] is True
+    daemon.out("rm", "-f", "life")
+    assert daemon.out("ps", "-aq") == ""
+    missing = daemon.cli("kill", "life")
+    assert missing.returncode == 1 and b"no such container: life" in missing.stderr
+
+
+def test_inspect_has_dockers_shape(daemon):
+    container = daemon.out("run", "-d", "--name", "shape", "base", "sleep", "1000").strip()
+    document = json.loads(daemon.out("inspect", "shape"))[0]
+    assert document["Id"] == container and document["Name"] == "/shape"
+    state = document["State"]
+    assert state["Status"] == "running" and state["Running"] is True and state["Pid"] > 1
+    assert state["OOMKilled"] is False and state["StartedAt"].endswith("Z")
+    assert document["Config"]["Cmd"] == ["sleep", "1000"] and document["RestartCount"] == 0
+    with open(f"/proc/{state['Pid']}/cmdline", "rb") as cmdline:
+        assert cmdline.read().split(b"\0")[0] == b"sleep"
+    daemon.out("rm", "-f", "shape")
+    assert not Path(f"/proc/{state['Pid']}").exists()
+
+
+def test_events_show_a_whole_life_in_order(daemon):
+    since = f"{time.time():.3f}"
+    watcher = subprocess.Popen([DOCKYARD, "events", "--since", since, "--format", "json"],
+                               stdout=subprocess.PIPE, env=daemon.env)
+    try:
+        container = daemon.out("run", "--name", "evented", "base", "sh", "-c", "exit 3")
+        daemon.out("rm", "evented")
+        seen = []
+        while not seen or seen[-1]["data"]["action"] != "destroy":
+            line = watcher.stdout.readline()
+            assert line, "events stream ended early"
+            envelope = json.loads(line)
+            if envelope["data"].get("attributes", {}).get("name") == "evented":
+                seen.append(envelope)
+        actions = [e["data"]["action"] for e in seen]
+        assert actions == ["create", "start", "die", "destroy"]
+        assert seen[2]["data"]["attributes"]["exitCode"] == "3"
+        seqs = [e["seq"] for e in seen]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert container == ""  # run without -d prints only the container's output
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+
+
+def test_events_since_replays_then_continues_without_gap_or_duplicate(daemon):
+    daemon.out("run", "--rm", "--name", "before", "base", "true")
+    until = f"{time.time() + 30:.3f}"
+    watcher = subprocess.Popen([DOCKYARD, "events", "--since", "0", "--until", until, "--format", "json",
+                                "--filter", "type=container"], stdout=subprocess.PIPE, env=daemon.env)
+    try:
+        daemon.out("run", "--rm", "--name", "after", "base", "true")
+        seqs, names = [], []
+        while True:
+            line = watcher.stdout.readline()
+            assert line, "events stream ended early"
+            envelope = json.loads(line)
+            seqs.append(envelope["seq"])
+            names.append(envelope["data"]["attributes"]["name"])
+            if names[-1] == "after" and envelope["data"]["action"] == "destroy":
+                break
+        assert names.count("before") == 4 and names.count("after") == 4
+        assert len(set(seqs)) == len(seqs) and seqs == sorted(seqs)
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+
+
+def test_a_daemon_restart_keeps_ps_and_reconciles_what_was_running(daemon, tmp_path):
+    daemon.out("run", "--name", "done", "base", "sh", "-c", "exit 4")
+    running = daemon.out("run", "-d", "--name", "orphan", "base", "sleep", "1000").strip()
+    pid = json.loads(daemon.out("inspect", "orphan"))[0]["State"]["Pid"]
+    daemon.stop(signal.SIGKILL)  # a crash: nothing is cleaned up by the daemon itself
+    daemon.start()
+    rows = {row.split()[-1]: row for row in daemon.out("ps", "-a").splitlines()[1:]}
+    assert set(rows) == {"done", "orphan"}
+    assert "Exited (4)" in rows["done"]
+    state = json.loads(daemon.out("inspect", running))[0]["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 255)
+    assert not Path(f"/proc/{pid}").exists()
+    assert [d for d in cgroup_dirs(daemon.cgroup_parent) if list(Path(d).glob(f"{running}*"))] == []
+    daemon.out("rm", "done", "orphan")
+    assert mounts_under(tmp_path) == []
+
+
+def test_sigterm_stops_running_containers_and_exits_zero(daemon):
+    container = daemon.out("run", "-d", "base", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done").strip()
+    assert daemon.stop() == 0
+    daemon.start()
+    state = json.loads(daemon.out("inspect", container))[0]["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+    daemon.out("rm", container)
+
+
+def test_import_from_standard_input_and_list_images(daemon, busybox_tar):
+    image_id = daemon.out("import", "-", "other:v1", input=busybox_tar.read_bytes()).strip()
+    assert image_id.startswith("sha256:")
+    listing = daemon.out("images")
+    assert "other" in listing and "v1" in listing and "base" in listing
+    assert daemon.out("run", "--rm", "other:v1", "echo", "ok").strip() == "ok"
+    hostile = daemon.cli("import", "-", "evil", input=b"this is not a tar")
+    assert hostile.returncode == 1 and b"evil" not in daemon.out("images").encode()
+
+
+def test_no_mount_or_process_is_left_after_rm(daemon, tmp_path):
+    container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+    pid = json.loads(daemon.out("inspect", container))[0]["State"]["Pid"]
+    with open(f"/proc/{pid}/mounts") as inside:
+        assert any(" overlay " in line for line in inside)  # mounted in the container's namespace
+    assert mounts_under(tmp_path) == []  # and never on the host
+    daemon.out("rm", "-f", container)
+    assert not Path(f"/proc/{pid}").exists()
+    assert not (daemon.root / "containers" / container).exists()
