@@ -25,6 +25,7 @@ it with an error reply and carry on.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ class Envelope:
     v: int = VERSION
 
     def __post_init__(self) -> None:
-        if self.v != VERSION:
+        if type(self.v) is not int or self.v != VERSION:
             raise MalformedFrame(f"unsupported version {self.v!r} (this side speaks {VERSION})")
         if not isinstance(self.topic, str) or not 0 < len(self.topic) <= MAX_TOPIC:
             raise MalformedFrame(f"topic must be a string of 1 to {MAX_TOPIC} characters")
@@ -64,8 +65,8 @@ class Envelope:
             raise MalformedFrame(f"topic {self.topic!r} is not dotted words")
         if type(self.seq) is not int or not 0 <= self.seq < _SEQ_LIMIT:
             raise MalformedFrame(f"seq must be an unsigned 64-bit integer, not {self.seq!r}")
-        if type(self.ts) not in (int, float) or self.ts < 0:
-            raise MalformedFrame(f"ts must be a non-negative number, not {self.ts!r}")
+        if type(self.ts) not in (int, float) or not math.isfinite(self.ts) or self.ts < 0:
+            raise MalformedFrame(f"ts must be a finite, non-negative number of seconds, not {self.ts!r}")
         if not isinstance(self.source, str) or len(self.source) > MAX_SOURCE:
             raise MalformedFrame(f"source must be a string of at most {MAX_SOURCE} characters")
 
@@ -105,7 +106,6 @@ def decode(frame: bytes, *, max_size: int = MAX_FRAME) -> Envelope:
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=max_size,
         )
     except MalformedFrame:
         raise

@@ -1,0 +1,552 @@
+"""Clients of the dockyard bus: :class:`Client` (synchronous, for the CLI) and
+:class:`AsyncClient` (trio, for workers and embedding).
+
+Importing this module loads zmq, msgpack and bus.codec, not trio: the CLI starts fast.
+AsyncClient imports trio when it is first constructed.
+
+Requests
+    A DEALER socket connected to ``<run_dir>/control.sock`` sends one frame per request,
+    ``request.<op>`` with ``seq`` = a request id that grows by one per client. A reply (or
+    stream message) whose ``seq`` is not an outstanding request id is stale (its request
+    timed out) and is dropped. Every wait has a timeout or is polled in short slices, so
+    Ctrl-C works and a client never hangs on a daemon that is gone.
+
+Subscriptions
+    A SUB socket connected to ``<run_dir>/events.sock`` subscribes to the prefixes and to
+    ``sync.<token>``, then asks the daemon ``bus.sync {token}``; the reply comes once the
+    daemon's XPUB has seen the token, that is once every subscription made before it is in
+    effect (see bus/server.py). ``subscribe`` returns only after that, so an event published
+    after it returns is not missed (unless the subscriber falls behind by more than the
+    high-water marks; then ``seq`` shows the gap, see codec.GapDetector).
+"""
+
+from __future__ import annotations
+
+import _socket  # not `socket`: its enum wrappers cost the CLI ~6 ms of start-up
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from bus import codec
+from bus.codec import Envelope
+from bus.errors import DaemonUnavailable, FrameError, RequestTimeout
+
+if TYPE_CHECKING:
+    import trio
+
+    from bus.trio_zmq import AsyncSocket
+
+__all__ = [
+    "AsyncClient",
+    "AsyncSubscription",
+    "Client",
+    "Stream",
+    "Subscription",
+    "default_run_dir",
+    "CONTROL_SOCKET",
+    "EVENTS_SOCKET",
+]
+
+CONTROL_SOCKET = "control.sock"
+EVENTS_SOCKET = "events.sock"
+DEFAULT_RUN_DIR = "/run/dockyard"
+#: Longest a blocking wait lasts before the client looks again (Ctrl-C, daemon gone).
+POLL_SLICE = 0.25
+#: Timeout of the bus.sync handshake of subscribe (the daemon gives up after 5 s).
+SYNC_TIMEOUT = 10.0
+#: Events a SUB socket queues before ZeroMQ drops (on top of the daemon's SNDHWM).
+SUB_RCVHWM = 100_000
+
+
+def default_run_dir() -> str:
+    """``$DOCKYARD_RUN``, or /run/dockyard."""
+    return os.environ.get("DOCKYARD_RUN") or DEFAULT_RUN_DIR
+
+
+def _check_daemon(path: str) -> int:
+    """Make sure something listens on the unix socket at path; return its inode.
+
+    ZeroMQ connects in the background and retries forever, so without this check a request
+    to a daemon that is not running would only end in a timeout.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DaemonUnavailable(path, "no socket file; is the daemon running? ($DOCKYARD_RUN selects the run dir)") from None
+    except OSError as exc:
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise DaemonUnavailable(path, "this is not a socket")
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        pass  # the listen backlog is full: the daemon is there, just busy
+    except ConnectionRefusedError:
+        raise DaemonUnavailable(path, "connection refused; the daemon is not running (stale socket file)") from None
+    except PermissionError:
+        raise DaemonUnavailable(path, "permission denied; you need to be in the socket's group") from None
+    except OSError as exc:
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from None
+    finally:
+        probe.close()
+    return st.st_ino
+
+
+def _same_daemon(path: str, inode: int) -> bool:
+    """False once the daemon removed its socket, or another daemon bound the path."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _default_source() -> str:
+    return f"client.{os.getpid()}"
+
+
+def _sync_token() -> str:
+    return os.urandom(8).hex()  # not secrets: it costs the CLI a few ms of imports
+
+
+def _check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
+    if isinstance(prefixes, (str, bytes)):
+        raise TypeError("prefixes must be a sequence of topic prefixes, not one string")
+    return [prefix.encode() for prefix in prefixes]
+
+
+# --- synchronous ------------------------------------------------------------------------
+
+
+class Client:
+    """Synchronous bus client. Not thread-safe; one request or stream at a time.
+
+    Args:
+        run_dir: the daemon's run dir (default: :func:`default_run_dir`).
+        source: the ``source`` of the envelopes this client sends.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, source: str | None = None):
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir()
+        self.control_path = os.path.join(self.run_dir, CONTROL_SOCKET)
+        self.events_path = os.path.join(self.run_dir, EVENTS_SOCKET)
+        self.source = source or _default_source()
+        self._context: zmq.Context | None = None
+        self._dealer: zmq.Socket | None = None
+        self._daemon_inode = 0
+        self._last_id = 0
+        self._open_stream: Stream | None = None
+        self._closed = False
+
+    # requests
+
+    def request(self, op: str, args: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+        """Send one request and return the reply's result.
+
+        Raises:
+            RemoteError: the daemon answered with an error (``code`` says which).
+            RequestTimeout: no reply within ``timeout`` seconds.
+            DaemonUnavailable: no daemon at the control socket, or it went away.
+        """
+        request_id = self._send(op, args, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            envelope = self._receive(request_id, op, deadline, timeout)
+            if not codec.is_stream(envelope):
+                return codec.unwrap_reply(envelope)
+
+    def stream(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Stream:
+        """Send a streaming request. Iterate the returned :class:`Stream` for the stream
+        payloads; its ``result`` (and StopIteration.value) is the reply's result; an error
+        reply raises RemoteError from the iteration.
+
+        ``timeout`` bounds the silence between two messages (None: wait for ever, still
+        interruptible). The request is sent before this returns.
+        """
+        if self._open_stream is not None and not self._open_stream.done:
+            raise RuntimeError("a stream is still open on this client: finish or close it first")
+        request_id = self._send(op, args, timeout if timeout is not None else 30.0)
+        self._open_stream = Stream(self, op, request_id, timeout)
+        return self._open_stream
+
+    def _send(self, op: str, args: dict[str, Any] | None, timeout: float) -> int:
+        if self._open_stream is not None and not self._open_stream.done:
+            raise RuntimeError("a stream is still open on this client: finish or close it first")
+        dealer = self._control_socket()
+        self._last_id += 1
+        frame = codec.encode(codec.request(op, self._last_id, args if args is not None else {}, self.source))
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # 1000 requests queued for a daemon that does not read them
+            if not dealer.poll(int(timeout * 1000), zmq.POLLOUT):
+                raise RequestTimeout(op, timeout) from None
+            dealer.send(frame, zmq.NOBLOCK)
+        return self._last_id
+
+    def _receive(self, request_id: int, op: str, deadline: float | None, timeout: float | None) -> Envelope:
+        """The next stream message or reply for request_id."""
+        dealer = self._dealer
+        assert dealer is not None
+        while True:
+            if deadline is None:
+                wait = POLL_SLICE
+            else:
+                wait = min(POLL_SLICE, deadline - time.monotonic())
+                if wait <= 0:
+                    raise RequestTimeout(op, timeout or 0.0)
+            if not dealer.poll(max(1, int(wait * 1000)), zmq.POLLIN):
+                if not _same_daemon(self.control_path, self._daemon_inode):
+                    self._drop_dealer()
+                    raise DaemonUnavailable(self.control_path, f"the daemon went away before it answered {op!r}")
+                continue
+            envelope = codec.decode(dealer.recv(zmq.NOBLOCK))
+            if envelope.seq == request_id:
+                return envelope
+            # A late answer to a request that timed out: drop it.
+
+    def _control_socket(self) -> zmq.Socket:
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._dealer is None:
+            self._daemon_inode = _check_daemon(self.control_path)
+            dealer = self._zmq_context().socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(f"ipc://{self.control_path}")
+            self._dealer = dealer
+        return self._dealer
+
+    def _drop_dealer(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+
+    def _zmq_context(self) -> zmq.Context:
+        if self._context is None:
+            self._context = zmq.Context()
+        return self._context
+
+    # subscriptions
+
+    def subscribe(self, prefixes: Sequence[str], *, timeout: float | None = None) -> Subscription:
+        """Subscribe to events whose topic starts with one of ``prefixes`` (``[""]``: all).
+
+        Returns once the subscription is in effect at the daemon (bus.sync handshake): every
+        event published after that is delivered. Iterating the :class:`Subscription` yields
+        envelopes; it ends when ``timeout`` seconds pass without one (None: never).
+        """
+        topics = _check_prefixes(prefixes)
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        _check_daemon(self.events_path)
+        sub = self._zmq_context().socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+            sub.connect(f"ipc://{self.events_path}")
+            for topic in topics:
+                sub.setsockopt(zmq.SUBSCRIBE, topic)
+            token = _sync_token()
+            sync_topic = f"sync.{token}".encode()
+            sub.setsockopt(zmq.SUBSCRIBE, sync_topic)
+            self.request("bus.sync", {"token": token}, timeout=SYNC_TIMEOUT)
+            sub.setsockopt(zmq.UNSUBSCRIBE, sync_topic)
+        except BaseException:
+            sub.close(linger=0)
+            raise
+        return Subscription(sub, timeout)
+
+    # lifetime
+
+    def close(self) -> None:
+        """Close every socket of this client (subscriptions included)."""
+        self._closed = True
+        self._drop_dealer()
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Stream(Iterator[dict]):
+    """The stream payloads of one request, then its result (see Client.stream)."""
+
+    def __init__(self, client: Client, op: str, request_id: int, timeout: float | None):
+        self.op = op
+        self.request_id = request_id
+        self.timeout = timeout
+        self.result: Any = None
+        self.done = False
+        self._client = client
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> dict:
+        if self.done:
+            raise StopIteration(self.result)
+        deadline = time.monotonic() + self.timeout if self.timeout is not None else None
+        try:
+            envelope = self._client._receive(self.request_id, self.op, deadline, self.timeout)
+        except BaseException:
+            self.done = True
+            raise
+        if codec.is_stream(envelope):
+            return envelope.data
+        self.done = True
+        self.result = codec.unwrap_reply(envelope)
+        raise StopIteration(self.result)
+
+    def close(self) -> None:
+        """Stop listening; what the daemon still sends for this request is dropped."""
+        self.done = True
+
+
+class Subscription(Iterator[Envelope]):
+    """Events of a subscription, in the order published. ``bad_frames`` counts messages
+    that were not envelopes (skipped)."""
+
+    def __init__(self, sub: zmq.Socket, timeout: float | None):
+        self.timeout = timeout
+        self.bad_frames = 0
+        self._sub = sub
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> Envelope:
+        deadline = time.monotonic() + self.timeout if self.timeout is not None else None
+        sub = self._sub
+        while True:
+            try:
+                # recv() frame by frame: recv_multipart costs pyzmq several times more.
+                frames = [sub.recv(zmq.NOBLOCK)]
+                while sub.get(zmq.RCVMORE):
+                    frames.append(sub.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                if deadline is None:
+                    wait = POLL_SLICE
+                else:
+                    wait = min(POLL_SLICE, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise StopIteration from None
+                sub.poll(max(1, int(wait * 1000)), zmq.POLLIN)
+                continue
+            except zmq.ZMQError as exc:
+                if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
+                    raise StopIteration from None  # closed
+                raise
+            envelope = _event(frames)
+            if envelope is None:
+                self.bad_frames += 1
+                continue
+            return envelope
+
+    def close(self) -> None:
+        self._sub.close(linger=0)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _event(frames: list[bytes]) -> Envelope | None:
+    if len(frames) != 2:
+        return None
+    try:
+        envelope = codec.decode(frames[1])
+    except FrameError:
+        return None
+    if envelope.topic.encode() != frames[0]:
+        return None
+    return envelope
+
+
+# --- trio ---------------------------------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("reply",)
+
+    def __init__(self) -> None:
+        self.reply: Envelope | None = None
+
+
+class AsyncClient:
+    """trio bus client. Any number of tasks may have requests outstanding at once.
+
+    Theory of operation: replies arrive on one DEALER, and only one task may wait on it
+    (bus/trio_zmq.py). The first task whose reply has not come becomes the *reader*: it
+    receives and files every reply under its request id, waking the others, until its own
+    reply is in; then it steps down and wakes the others, one of which takes over if its
+    reply is still missing. The others wait in a ParkingLot. No background task, so no
+    nursery is needed to use the client.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, source: str | None = None):
+        import trio  # noqa: F401 - here, not at module level: the CLI never pays for it
+
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir()
+        self.control_path = os.path.join(self.run_dir, CONTROL_SOCKET)
+        self.events_path = os.path.join(self.run_dir, EVENTS_SOCKET)
+        self.source = source or _default_source()
+        self._context: zmq.Context | None = None
+        self._dealer: AsyncSocket | None = None
+        self._subscriptions: set[AsyncSocket] = set()
+        self._last_id = 0
+        self._pending: dict[int, _Pending] = {}
+        self._reading = False
+        self._replies = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    async def request(self, op: str, args: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+        """Send one request and return the reply's result. Raises like Client.request."""
+        import trio
+
+        dealer = self._control_socket()
+        self._last_id += 1
+        request_id = self._last_id
+        frame = codec.encode(codec.request(op, request_id, args if args is not None else {}, self.source))
+        pending = self._pending[request_id] = _Pending()
+        try:
+            with trio.fail_after(timeout):
+                delay = 0.001
+                while not dealer.send_nowait((frame,)):  # at the HWM: rare, back off
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                while pending.reply is None:
+                    if self._reading:
+                        await self._replies.park()
+                        continue
+                    self._reading = True
+                    try:
+                        while pending.reply is None:
+                            self._file_reply(await dealer.recv())
+                    finally:
+                        self._reading = False
+                        self._replies.unpark_all()
+        except trio.TooSlowError:
+            raise RequestTimeout(op, timeout) from None
+        finally:
+            del self._pending[request_id]
+        return codec.unwrap_reply(pending.reply)
+
+    def _file_reply(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            return
+        try:
+            envelope = codec.decode(frames[0])
+        except FrameError:
+            return
+        pending = self._pending.get(envelope.seq)
+        if pending is None or codec.is_stream(envelope):
+            return  # stale (its request timed out), or a stream message nobody asked for
+        pending.reply = envelope
+        self._replies.unpark_all()
+
+    def _control_socket(self) -> AsyncSocket:
+        from bus.trio_zmq import AsyncSocket
+
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._dealer is None:
+            _check_daemon(self.control_path)
+            dealer = self._zmq_context().socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(f"ipc://{self.control_path}")
+            self._dealer = AsyncSocket(dealer)
+        return self._dealer
+
+    def _zmq_context(self) -> zmq.Context:
+        if self._context is None:
+            self._context = zmq.Context()
+        return self._context
+
+    @asynccontextmanager
+    async def subscribe(self, prefixes: Sequence[str]) -> AsyncIterator[AsyncSubscription]:
+        """``async with client.subscribe(["container."]) as events: async for e in events``.
+
+        The bus.sync handshake is done before the context manager yields: every event
+        published after that is delivered. One task iterates a subscription.
+        """
+        from bus.trio_zmq import AsyncSocket
+
+        topics = _check_prefixes(prefixes)
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        _check_daemon(self.events_path)
+        raw = self._zmq_context().socket(zmq.SUB)
+        sub = AsyncSocket(raw)
+        self._subscriptions.add(sub)
+        try:
+            raw.setsockopt(zmq.LINGER, 0)
+            raw.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+            raw.connect(f"ipc://{self.events_path}")
+            for topic in topics:
+                raw.setsockopt(zmq.SUBSCRIBE, topic)
+            token = _sync_token()
+            sync_topic = f"sync.{token}".encode()
+            raw.setsockopt(zmq.SUBSCRIBE, sync_topic)
+            await self.request("bus.sync", {"token": token}, timeout=SYNC_TIMEOUT)
+            raw.setsockopt(zmq.UNSUBSCRIBE, sync_topic)
+            yield AsyncSubscription(sub)
+        finally:
+            self._subscriptions.discard(sub)
+            sub.close()
+
+    async def aclose(self) -> None:
+        """Close every socket of this client; tasks waiting on them get ClosedResourceError."""
+        import trio
+
+        self._closed = True
+        for sub in list(self._subscriptions):
+            sub.close()
+        self._subscriptions.clear()
+        if self._dealer is not None:
+            self._dealer.close()
+            self._dealer = None
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncSubscription:
+    """Async iterator of the events of one subscription. ``bad_frames`` counts skipped
+    messages that were not envelopes."""
+
+    def __init__(self, sub: AsyncSocket):
+        self.bad_frames = 0
+        self._sub = sub
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        while True:
+            envelope = _event(await self._sub.recv())
+            if envelope is not None:
+                return envelope
+            self.bad_frames += 1
+
+    async def receive(self) -> Envelope:
+        """The next event (same as ``await anext(subscription)``)."""
+        return await self.__anext__()

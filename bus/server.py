@@ -1,0 +1,540 @@
+"""The daemon's side of the bus: a ROUTER control socket and an XPUB event socket.
+
+Theory of operation
+-------------------
+::
+
+    client DEALER ──[request]──────────▶ ROUTER control.sock ──▶ one task per request ──▶ handler
+                  ◀──[stream.<op>]* [reply.<op>]── send_nowait from the request's own task
+
+    publish() ──▶ deque ──▶ events task ──[topic, envelope]──▶ XPUB events.sock ──▶ SUB sockets
+                               ◀──────── subscription messages b"\\x01<prefix>" ─────┘
+
+*Control.* One task receives on the ROUTER (it is the socket's only waiter, see
+``bus/trio_zmq.py``) and starts one task per request, so a ``wait`` that takes minutes
+does not hold up anything else. Stream messages and replies are sent by the request's task
+with non-blocking sends; :class:`~bus.trio_zmq.AsyncSocket` un-parks the receiving task
+after each one, so no wake-up is lost. ROUTER_MANDATORY makes a send to a peer that is gone
+(EHOSTUNREACH) or full (EAGAIN) fail instead of vanishing: a stream message that cannot be
+delivered is counted and ``Request.stream`` returns False; a reply waits up to
+``REPLY_SEND_TIMEOUT`` for a full peer to drain (ZeroMQ cannot say when *one* ROUTER peer
+has room, so it retries with a short back-off), then is counted and dropped.
+
+*Events.* ``publish`` is synchronous and cheap: it numbers the event (gap-free per channel),
+encodes it and appends ``(topic, frame)`` to a deque. The events task owns the XPUB socket:
+it drains the deque with non-blocking sends in batches, reads subscription messages, and
+parks on the socket when both are empty; ``publish`` wakes it when the deque goes from
+empty to non-empty. PUB/XPUB drops silently at a subscriber's high-water mark; subscribers
+find out from gaps in ``seq``. The publisher never blocks on a slow subscriber.
+
+*Slow joiner.* A SUB socket's subscriptions reach the XPUB asynchronously, so a subscriber
+cannot know when it starts to receive. ``bus.sync`` closes that gap::
+
+    subscriber                                  daemon
+    SUB  subscribe "container."    ──────────▶  XPUB  (subscriptions from one socket
+    SUB  subscribe "sync.<token>"  ──────────▶  XPUB   are applied in order)
+                                                  │ sees b"\\x01sync.<token>"
+    DEALER request bus.sync {token} ─────────▶  ROUTER ─ waits (<= 5 s) for the token ─┘
+           reply ◀──────────────────────────────  every earlier subscription is in effect
+
+libzmq adds a subscription to the XPUB's filter before handing its message to us, so once
+the token is seen, every event published afterwards reaches the subscriber (up to its
+high-water mark). XPUB_VERBOSE passes on repeated subscriptions, so two subscribers that
+happen to use the same prefix both get their token seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket as _socket
+import stat
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+import zmq
+
+from bus import codec
+from bus.client import CONTROL_SOCKET, EVENTS_SOCKET
+from bus.codec import Envelope
+from bus.errors import ERROR_CODES, BusError, FrameError, FrameTooLarge, MalformedFrame
+from bus.trio_zmq import AsyncSocket
+
+__all__ = ["BusServer", "BusStats", "Handler", "Request", "RequestFailed", "CONTROL_SOCKET", "EVENTS_SOCKET"]
+
+SOCKET_MODE = 0o660
+
+#: How long bus.sync waits for its subscription to reach the event socket (seconds).
+SYNC_TIMEOUT = 5.0
+#: How long a reply waits for a peer at its high-water mark before it is dropped (seconds).
+REPLY_SEND_TIMEOUT = 5.0
+#: Messages queued per subscriber before XPUB drops (per peer, on top of its RCVHWM).
+EVENTS_SNDHWM = 100_000
+#: Messages queued per client on the control socket before stream messages are refused.
+CONTROL_SNDHWM = 10_000
+#: Events publish() may queue before the events task has sent them; beyond, they are
+#: dropped (counted in stats.events_dropped; subscribers see a gap in seq).
+EVENT_QUEUE_LIMIT = 100_000
+#: Events the events task sends before it lets other tasks run.
+EVENT_BATCH = 2_000
+#: Inbound control messages larger than this make libzmq disconnect the peer; frames
+#: between codec.MAX_FRAME and this get a bad_frame reply.
+CONTROL_MAXMSGSIZE = 4 * codec.MAX_FRAME
+#: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
+SYNC_SEEN_LIMIT = 4_096
+
+_SYNC_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class RequestFailed(BusError):
+    """Raise from a handler to answer with an error reply (any exception with ``code``,
+    ``message`` and optionally ``details`` attributes works the same way)."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+@dataclass
+class BusStats:
+    """Counters of a BusServer (read them, do not write)."""
+
+    requests: int = 0  # well-formed requests received
+    replies: int = 0  # replies handed to libzmq (ok and error)
+    error_replies: int = 0  # of which error replies
+    replies_dropped: int = 0  # the peer was gone, or stayed full for REPLY_SEND_TIMEOUT
+    frames_bad: int = 0  # undecodable request frames, wrong number of frames
+    handler_errors: int = 0  # handlers that raised an exception without an error code
+    streamed: int = 0  # stream messages handed to libzmq
+    stream_dropped: int = 0  # stream messages refused: peer gone or over its high-water mark
+    events_published: int = 0  # publish() calls
+    events_sent: int = 0  # events written to the XPUB socket
+    events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
+    subscriptions: int = 0  # subscription messages seen on the XPUB socket
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request, as a handler gets it."""
+
+    op: str
+    args: dict[str, Any]
+    request_id: int
+    source: str
+    peer: bytes
+    _server: BusServer = field(repr=False, compare=False)
+
+    async def stream(self, payload: dict[str, Any]) -> bool:
+        """Send a ``stream.<op>`` envelope to the requester before the reply.
+
+        Returns False, and counts it in ``stats.stream_dropped``, when it could not be
+        delivered: the peer is gone or over its high-water mark. Never blocks for long;
+        a checkpoint. Raises MalformedFrame if the payload cannot be encoded.
+        """
+        await trio.lowlevel.checkpoint()
+        envelope = codec.stream(self.op, self.request_id, payload, source=self._server.source)
+        return self._server._send_stream(self.peer, codec.encode(envelope))
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class BusServer:
+    """The bus of one daemon. Handlers map an op name to ``async def handler(request)``;
+    the value a handler returns is the reply's result (it must be msgpack-encodable).
+    ``bus.ping`` and ``bus.sync`` are built in.
+
+    Not thread-safe: call publish() from the trio thread that runs serve().
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        handlers: Mapping[str, Handler],
+        *,
+        source: str = "dockyard",
+        log: Any = None,
+    ):
+        builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
+        clash = sorted(set(handlers) & set(builtin))
+        if clash:
+            raise ValueError(f"handlers may not replace the built-in ops {', '.join(clash)}")
+        for op in handlers:
+            codec.request(op, 0, {}, source)  # raises MalformedFrame for an op no topic can carry
+        self.run_dir = Path(run_dir)
+        self.control_path = self.run_dir / CONTROL_SOCKET
+        self.events_path = self.run_dir / EVENTS_SOCKET
+        self.source = source
+        self.stats = BusStats()
+        self._handlers: dict[str, Handler] = {**handlers, **builtin}
+        self._log = log
+        self._sequencer = codec.Sequencer()
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._queue: deque[tuple[bytes, bytes]] = deque()
+        self._control: AsyncSocket | None = None
+        self._events: AsyncSocket | None = None
+        self._serving = False
+        self._sync_seen: OrderedDict[str, None] = OrderedDict()
+        self._sync_waiting: dict[str, trio.Event] = {}
+
+    # --- events ---------------------------------------------------------------------------
+
+    def publish(self, topic: str, data: Any, *, channel: str) -> Envelope:
+        """Queue one event for the subscribers; never blocks.
+
+        Numbers it with the next seq of ``channel`` (gap-free: a seq is used only once the
+        event is encoded), stamps ts and source, and returns the envelope so the caller can
+        journal it. Raises MalformedFrame / FrameTooLarge (and uses no seq) when the topic
+        or data cannot go on the wire.
+        """
+        seq = self._sequencer.last(channel) + 1
+        envelope = Envelope(topic=topic, seq=seq, data=data, source=self.source)
+        # codec.encode() without its per-call Packer: same bytes (the unit tests compare),
+        # a third of the cost on the publisher's hot path.
+        try:
+            frame = self._packer.pack(
+                {
+                    "v": envelope.v,
+                    "topic": topic,
+                    "seq": seq,
+                    "ts": envelope.ts,
+                    "source": envelope.source,
+                    "data": data,
+                }
+            )
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedFrame(f"data of {topic!r} cannot be encoded: {exc}") from exc
+        if len(frame) > codec.MAX_FRAME:
+            raise FrameTooLarge(len(frame), codec.MAX_FRAME)
+        self._sequencer.next(channel)
+        self.stats.events_published += 1
+        queue = self._queue
+        if len(queue) >= EVENT_QUEUE_LIMIT:
+            self.stats.events_dropped += 1
+            return envelope
+        if not queue and self._events is not None:
+            self._events.wake()
+        queue.append((topic.encode(), frame))
+        return envelope
+
+    def last_seq(self, channel: str) -> int:
+        """The seq of the last event published on a channel, 0 if none."""
+        return self._sequencer.last(channel)
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind both sockets, report started, serve until cancelled, then close the sockets
+        and remove their files.
+
+        Raises BusError if a daemon is already listening on the control socket, ValueError
+        if run_dir makes a socket path too long for AF_UNIX.
+        """
+        if self._serving:
+            raise RuntimeError("this BusServer is already serving")
+        for path in (self.control_path, self.events_path):
+            if len(os.fsencode(path)) > _ipc_path_max():
+                raise ValueError(f"socket path {path} is longer than AF_UNIX allows ({_ipc_path_max()} bytes)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if _someone_listens(self.control_path):
+            raise BusError(f"another daemon is already serving {self.control_path}")
+        self._serving = True
+        context = zmq.Context()
+        bound: dict[Path, int] = {}
+        try:
+            control = context.socket(zmq.ROUTER)
+            control.setsockopt(zmq.LINGER, 0)
+            control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            control.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)
+            control.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAXMSGSIZE)
+            events = context.socket(zmq.XPUB)
+            events.setsockopt(zmq.LINGER, 0)
+            events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
+            events.setsockopt(zmq.XPUB_VERBOSE, 1)
+            for sock, path in ((control, self.control_path), (events, self.events_path)):
+                sock.bind(f"ipc://{path}")
+                os.chmod(path, SOCKET_MODE)
+                bound[path] = os.stat(path).st_ino
+            self._control = AsyncSocket(control)
+            self._events = AsyncSocket(events)
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve_events)
+                await self._serve_control(nursery)
+        finally:
+            for wrapped in (self._control, self._events):
+                if wrapped is not None:
+                    wrapped.close()
+            self._control = self._events = None
+            context.destroy(linger=0)
+            for path, inode in bound.items():
+                _unlink_if_ours(path, inode)
+            self.stats.events_dropped += len(self._queue)
+            self._queue.clear()
+            self._serving = False
+
+    # --- control socket -------------------------------------------------------------------
+
+    async def _serve_control(self, nursery: trio.Nursery) -> None:
+        control = self._control
+        assert control is not None
+        while True:
+            frames = await control.recv()
+            if len(frames) != 2:
+                self.stats.frames_bad += 1
+                self._debug("bus dropped a control message", frames=len(frames))
+                continue
+            peer, frame = frames
+            try:
+                envelope = codec.decode(frame)
+            except FrameError as exc:
+                self._answer_bad_frame(peer, "unknown", 0, exc)
+                continue
+            try:
+                op = codec.request_op(envelope)
+            except MalformedFrame as exc:
+                prefix, _, named = envelope.topic.partition(".")
+                self._answer_bad_frame(peer, named if prefix == "request" and named else "unknown", envelope.seq, exc)
+                continue
+            self.stats.requests += 1
+            handler = self._handlers.get(op)
+            if handler is None:
+                known = sorted(self._handlers)
+                frame = codec.encode(
+                    codec.error_reply(
+                        op,
+                        envelope.seq,
+                        "bad_request",
+                        f"unknown operation {op!r}; known operations: {', '.join(known)}",
+                        {"op": op, "known": known},
+                        source=self.source,
+                    )
+                )
+                self._send_reply(peer, frame, error=True)
+                continue
+            request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
+            nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
+
+    def _answer_bad_frame(self, peer: bytes, op: str, request_id: int, exc: FrameError) -> None:
+        self.stats.frames_bad += 1
+        self._debug("bus got a bad frame", error=str(exc))
+        frame = codec.encode(codec.error_reply(op, request_id, "bad_frame", str(exc), source=self.source))
+        self._send_reply(peer, frame, error=True)
+
+    async def _run_handler(self, handler: Handler, request: Request) -> None:
+        error = False
+        try:
+            result = await handler(request)
+            frame = codec.encode(codec.reply(request.op, request.request_id, result, source=self.source))
+        except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
+            error = True
+            frame = self._error_frame(request, exc)
+        # A peer over its high-water mark gets time to drain. ZeroMQ cannot tell when one
+        # ROUTER peer has room again (POLLOUT means "some peer"), hence the back-off.
+        with trio.move_on_after(REPLY_SEND_TIMEOUT):
+            delay = 0.001
+            while (sent := self._send_to(request.peer, frame)) is False:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            self._count_reply(sent, error)
+            return
+        self.stats.replies_dropped += 1
+        self._debug("bus dropped a reply: the peer stayed full", op=request.op, request_id=request.request_id)
+
+    def _error_frame(self, request: Request, exc: Exception) -> bytes:
+        code = getattr(exc, "code", None)
+        message = getattr(exc, "message", None)
+        if isinstance(code, str) and code in ERROR_CODES and isinstance(message, str):
+            details = getattr(exc, "details", None)
+            details = details if isinstance(details, dict) else None
+            if code == "internal":
+                self._error("bus request failed", request, exc)
+        else:
+            self.stats.handler_errors += 1
+            self._error("bus request failed", request, exc)
+            code = "internal"
+            message = f"internal error in {request.op!r}: {type(exc).__name__}: {exc} (the daemon logged it)"
+            details = None
+        try:
+            return codec.encode(
+                codec.error_reply(request.op, request.request_id, code, message, details, source=self.source)
+            )
+        except FrameError:  # details that do not encode: keep the code and message
+            return codec.encode(codec.error_reply(request.op, request.request_id, code, message, source=self.source))
+
+    def _send_reply(self, peer: bytes, frame: bytes, *, error: bool) -> None:
+        """Send a reply now or drop it (counted)."""
+        sent = self._send_to(peer, frame)
+        if sent is False:
+            self.stats.replies_dropped += 1
+            self._debug("bus dropped a reply: the peer is full")
+        else:
+            self._count_reply(sent, error)
+
+    def _count_reply(self, sent: bool | None, error: bool) -> None:
+        if sent:
+            self.stats.replies += 1
+            self.stats.error_replies += error
+        else:
+            self.stats.replies_dropped += 1
+            self._debug("bus dropped a reply: the peer is gone")
+
+    def _send_stream(self, peer: bytes, frame: bytes) -> bool:
+        if self._send_to(peer, frame) is True:
+            self.stats.streamed += 1
+            return True
+        self.stats.stream_dropped += 1
+        return False
+
+    def _send_to(self, peer: bytes, frame: bytes) -> bool | None:
+        """True: sent; False: the peer is over its high-water mark; None: the peer is gone
+        (or the server stopped)."""
+        control = self._control
+        if control is None or control.closed:
+            return None
+        try:
+            return control.send_nowait((peer, frame))
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                self._debug("bus send failed", error=str(exc))
+            return None
+
+    # --- event socket ---------------------------------------------------------------------
+
+    async def _serve_events(self) -> None:
+        events = self._events
+        assert events is not None
+        send = events.socket.send
+        more = zmq.SNDMORE | zmq.NOBLOCK
+        last = zmq.NOBLOCK
+        queue = self._queue
+        stats = self.stats
+        while True:
+            while (message := events.recv_nowait()) is not None:
+                self._on_subscription(message)
+            sent = 0
+            # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
+            # events.wait() before parking, so raw sends need no touched() here.
+            while queue and sent < EVENT_BATCH:
+                topic, frame = queue.popleft()
+                try:
+                    send(topic, more)
+                    send(frame, last)
+                except zmq.Again:  # only with XPUB_NODROP, which we do not set
+                    stats.events_dropped += 1
+                sent += 1
+            stats.events_sent += sent
+            if queue:
+                await trio.lowlevel.checkpoint()
+            else:
+                await events.wait(zmq.POLLIN)
+
+    def _on_subscription(self, message: list[bytes]) -> None:
+        if len(message) != 1 or not message[0]:
+            return
+        body = message[0]
+        subscribe = body[0] == 1
+        if subscribe:
+            self.stats.subscriptions += 1
+        if not body.startswith(b"sync.", 1):
+            return
+        token = body[6:].decode("utf-8", "replace")
+        if not subscribe:
+            self._sync_seen.pop(token, None)
+            return
+        waiting = self._sync_waiting.get(token)
+        if waiting is not None:
+            waiting.set()
+            return
+        self._sync_seen[token] = None
+        while len(self._sync_seen) > SYNC_SEEN_LIMIT:
+            self._sync_seen.popitem(last=False)
+
+    # --- built-in ops ---------------------------------------------------------------------
+
+    async def _ping(self, request: Request) -> dict[str, Any]:
+        """bus.ping {} -> {pid, source}"""
+        return {"pid": os.getpid(), "source": self.source}
+
+    async def _sync(self, request: Request) -> dict[str, Any]:
+        """bus.sync {token: str} -> {token}, once the event socket has seen the subscription
+        ``sync.<token>``; error ``timeout`` after SYNC_TIMEOUT seconds."""
+        token = request.args.get("token")
+        if not isinstance(token, str) or not _SYNC_TOKEN.match(token):
+            raise RequestFailed("bad_request", "bus.sync needs a token of 1 to 64 letters, digits, '_' or '-'")
+        if token in self._sync_seen:
+            del self._sync_seen[token]
+            return {"token": token}
+        if token in self._sync_waiting:
+            raise RequestFailed("conflict", f"a bus.sync with token {token!r} is already waiting")
+        seen = self._sync_waiting[token] = trio.Event()
+        try:
+            with trio.move_on_after(SYNC_TIMEOUT):
+                await seen.wait()
+                return {"token": token}
+        finally:
+            del self._sync_waiting[token]
+        raise RequestFailed(
+            "timeout",
+            f"the subscription sync.{token} did not reach {self.events_path} within {SYNC_TIMEOUT:g} s",
+            {"token": token},
+        )
+
+    # --- logging --------------------------------------------------------------------------
+
+    def _error(self, event: str, request: Request, exc: BaseException) -> None:
+        if self._log is not None:
+            self._log.error(
+                event,
+                op=request.op,
+                request_id=request.request_id,
+                source=request.source,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+
+    def _debug(self, event: str, **fields: Any) -> None:
+        if self._log is not None:
+            self._log.debug(event, **fields)
+
+
+def _ipc_path_max() -> int:
+    return getattr(zmq, "IPC_PATH_MAX_LEN", 107) or 107
+
+
+def _someone_listens(path: Path) -> bool:
+    """True if a process accepts connections on the unix socket at path."""
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(os.fspath(path))
+    except BlockingIOError:  # backlog full: someone is there
+        return True
+    except OSError:  # missing, refused (a stale file), not a socket
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _unlink_if_ours(path: Path, inode: int) -> None:
+    """Remove a socket file we bound, unless another daemon has bound the path since."""
+    try:
+        st = os.lstat(path)
+        if st.st_ino == inode and stat.S_ISSOCK(st.st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
