@@ -146,16 +146,17 @@ class Client:
 
     # requests
 
-    def request(self, op: str, args: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
-        """Send one request and return the reply's result.
+    def request(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Any:
+        """Send one request and return the reply's result (``timeout`` None: wait as long as
+        the daemon is there, interruptibly).
 
         Raises:
             RemoteError: the daemon answered with an error (``code`` says which).
             RequestTimeout: no reply within ``timeout`` seconds.
             DaemonUnavailable: no daemon at the control socket, or it went away.
         """
-        request_id = self._send(op, args, timeout)
-        deadline = time.monotonic() + timeout
+        request_id = self._send(op, args, 30.0 if timeout is None else timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             envelope = self._receive(request_id, op, deadline, timeout)
             if not codec.is_stream(envelope):

@@ -204,6 +204,10 @@ class Sequencer:
         """The last number handed out on a channel, 0 if none."""
         return self._next.get(channel, 1) - 1
 
+    def resume(self, channel: str, last: int) -> None:
+        """Carry on a channel after ``last`` (e.g. from a journal, after a restart)."""
+        self._next[channel] = max(self._next.get(channel, 1), last + 1)
+
     def forget(self, channel: str) -> None:
         self._next.pop(channel, None)
 

@@ -189,6 +189,8 @@ class BusServer:
         self._serving = False
         self._sync_seen: OrderedDict[str, None] = OrderedDict()
         self._sync_waiting: dict[str, trio.Event] = {}
+        self._drained = trio.Event()
+        self._events_linger_ms = 0
 
     # --- events ---------------------------------------------------------------------------
 
@@ -234,6 +236,21 @@ class BusServer:
         """The seq of the last event published on a channel, 0 if none."""
         return self._sequencer.last(channel)
 
+    def resume_seq(self, channel: str, last: int) -> None:
+        """Number the channel's next event ``last + 1``: a daemon restarting from its journal
+        keeps the channel's seq gap-free and increasing."""
+        self._sequencer.resume(channel, last)
+
+    async def drain(self, timeout: float = 1.0) -> bool:
+        """Wait (at most ``timeout``) until every published event is handed to the socket,
+        and let the socket linger that long on close to deliver them. True if drained."""
+        self._events_linger_ms = int(timeout * 1000)
+        with trio.move_on_after(timeout):
+            while self._queue and self._events is not None:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        return not self._queue
+
     # --- lifetime -------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -275,9 +292,10 @@ class BusServer:
                 nursery.start_soon(self._serve_events)
                 await self._serve_control(nursery)
         finally:
-            for wrapped in (self._control, self._events):
-                if wrapped is not None:
-                    wrapped.close()
+            if self._control is not None:
+                self._control.close()
+            if self._events is not None:
+                self._events.close(linger=self._events_linger_ms)
             self._control = self._events = None
             context.destroy(linger=0)
             for path, inode in bound.items():
@@ -440,6 +458,7 @@ class BusServer:
             if queue:
                 await trio.lowlevel.checkpoint()
             else:
+                self._drained.set()
                 await events.wait(zmq.POLLIN)
 
     def _on_subscription(self, message: list[bytes]) -> None:

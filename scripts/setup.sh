@@ -21,4 +21,7 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Byte-compile now: the CLI and the container init stage must not compile on every start
+# (and cannot cache it where PYTHONDONTWRITEBYTECODE is set).
+.venv/bin/python -m compileall -q supervisor bus logs workers .venv/lib >/dev/null || true
 echo "setup: ready (.venv/bin/dockyard)"

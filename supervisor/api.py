@@ -82,6 +82,7 @@ class Supervisor:
         try:
             with trio.CancelScope(shield=True):
                 await self.shutdown()
+                await trio.to_thread.run_sync(self._cgroups.remove_parent)
         finally:
             assert self._nursery is not None
             self._nursery.cancel_scope.cancel()
@@ -151,8 +152,11 @@ class Supervisor:
         )
         self._containers[container_id] = container  # reserves the name before any await
         try:
-            for folder in (container.directory, container.upper, container.work, container.rootfs):
-                folder.mkdir(mode=0o700, exist_ok=folder is container.directory)
+            container.directory.mkdir(mode=0o700, exist_ok=True)
+            # The upper dir gives the container's / its owner and mode: 0755, as docker.
+            for folder in (container.upper, container.work, container.rootfs):
+                folder.mkdir(mode=0o755)
+                folder.chmod(0o755)
             self._save(container)
         except OSError as exc:
             del self._containers[container_id]
@@ -266,16 +270,17 @@ class Supervisor:
             process = await launch(launch_config, python=self.config.python)
         except LaunchError as exc:
             await trio.to_thread.run_sync(cgroup.remove)
+            reason = exc.details.get("reason", exc.message)
             container.exit_code = exc.exit_code
-            container.error = exc.message
+            container.error = reason
             container.finished_at = now_rfc3339()
             container.move("start_failed")
             self._save(container)
-            self._emit_container(container, "die", exitCode=str(exc.exit_code), error=exc.message)
+            self._emit_container(container, "die", exitCode=str(exc.exit_code), error=reason)
             if container.spec.auto_remove:
                 self._nursery.start_soon(self._auto_remove, container)
             raise StartError(
-                f"cannot start container {container.name}: {exc.message}",
+                f"cannot start container {container.name}: {reason}",
                 exit_code=exc.exit_code,
                 container=container.id,
             ) from exc

@@ -413,21 +413,22 @@ def cmd_events(args: argparse.Namespace, client: Any) -> int:
         if accept(envelope):
             print(json.dumps(envelope, default=repr) if args.format == "json" else format_event(envelope), flush=True)
 
-    with client.subscription(list(EVENT_PREFIXES)) as live:  # subscribed (handshake done) before the replay
+    # Subscribed (and confirmed by the daemon) before the replay is asked for: nothing falls
+    # between the two, and the seq of the replay's end tells which live events are new.
+    with client.subscribe(list(EVENT_PREFIXES)) as live:
         last_seq = 0
         if since is not None:
             replay = client.request("events.replay", {"since": since, "until": until})
             for envelope in replay["events"]:
                 emit(envelope)
             last_seq = replay["last_seq"]
-        if until is not None and until <= time.time():
-            return 0
-        for envelope in live.iter(timeout=None if until is None else max(0.0, until - time.time())):
-            if envelope.seq <= last_seq:
-                continue  # already shown by the replay
-            if until is not None and envelope.ts > until:
+        while until is None or time.time() < until:
+            live.timeout = None if until is None else max(0.0, until - time.time())
+            envelope = next(live, None)
+            if envelope is None or (until is not None and envelope.ts > until):
                 break
-            emit(envelope.as_map())
+            if envelope.seq > last_seq:  # older ones were in the replay
+                emit(envelope.as_map())
     return 0
 
 

@@ -85,7 +85,7 @@ async def serve(config: Config, log: Any) -> None:
             supervisor,
             journal,
             last_event_seq=lambda: server.last_seq(EVENTS_CHANNEL),
-            bus_stats=lambda: dict(server.stats),
+            bus_stats=lambda: server.stats.as_dict(),
         )
         server = BusServer(config.run_dir, handlers.table(), log=log)
         # seq of the events channel carries on across restarts, as the journal does.

@@ -153,6 +153,10 @@ class CgroupV1:
         _check_name(name)
         return Cgroup(name, tuple(os.path.join(h, self.parent, name) for h in self.hierarchies()))
 
+    def remove_parent(self) -> None:
+        """Remove the parent cgroup where it is empty (when the daemon stops)."""
+        _remove_dirs([os.path.join(h, self.parent) for h in self.hierarchies()])
+
 
 def _inherit_cpuset(path: str) -> None:
     """Copy cpuset.cpus and cpuset.mems from the parent when they are empty (v1 only)."""
@@ -198,6 +202,10 @@ class CgroupV2:
     def open(self, name: str) -> Cgroup:
         _check_name(name)
         return Cgroup(name, (os.path.join(self.root, self.parent, name),))
+
+    def remove_parent(self) -> None:
+        """Remove the parent cgroup where it is empty (when the daemon stops)."""
+        _remove_dirs([os.path.join(self.root, self.parent)])
 
     @staticmethod
     def _enable_controllers(parent: str) -> None:
