@@ -30,7 +30,7 @@ done
 show "$dockyard" info | head -5
 
 step "stream lifecycle events in the background"
-"$dockyard" events --since 0 | sed 's/^/  [event] /' &
+"$dockyard" events --since 0 | sed -u 's/^/  [event] /' &
 events_pid=$!
 
 step "create the 'base' image from a busybox-static root filesystem"

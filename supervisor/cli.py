@@ -54,7 +54,9 @@ def human_ago(value: str) -> str:
         if seconds >= size:
             count = int(seconds // size)
             return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return "Less than a second ago" if seconds < 1 else f"{int(seconds)} seconds ago"
+    if seconds < 1:
+        return "Less than a second ago"
+    return f"{int(seconds)} second{'s' if seconds >= 2 else ''} ago"
 
 
 def human_duration(value: str) -> str:
@@ -319,7 +321,7 @@ def cmd_ps(args: argparse.Namespace, client: Any) -> int:
         lines.append([
             row["id"] if args.no_trunc else row["id"][:12],
             row["image"],
-            json.dumps(command),
+            json.dumps(command, ensure_ascii=False),
             human_ago(row["created"]),
             human_status(row),
             "",
