@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -45,30 +44,70 @@ _TOPIC = re.compile(r"^[A-Za-z0-9_\-:@/+=]+(\.[A-Za-z0-9_\-:@/+=]+)*$")
 _SEQ_LIMIT = 2**64
 
 
-@dataclass(frozen=True, slots=True)
 class Envelope:
-    """One bus message. Validated on construction, so an Envelope is always well-formed."""
+    """One bus message. Validated on construction, so an Envelope is always well-formed;
+    immutable, compared by value.
+
+    Not a dataclass on purpose: ``dataclasses`` imports ``inspect``, about 15 ms on every
+    CLI start, and the CLI is on the path of every ``dockyard run``.
+    """
+
+    __slots__ = ("topic", "seq", "data", "source", "ts", "v")
 
     topic: str
     seq: int
-    data: Any = None
-    source: str = "dockyard"
-    ts: float = field(default_factory=time.time)
-    v: int = VERSION
+    data: Any
+    source: str
+    ts: float
+    v: int
 
-    def __post_init__(self) -> None:
-        if type(self.v) is not int or self.v != VERSION:
-            raise MalformedFrame(f"unsupported version {self.v!r} (this side speaks {VERSION})")
-        if not isinstance(self.topic, str) or not 0 < len(self.topic) <= MAX_TOPIC:
+    def __init__(
+        self,
+        topic: str,
+        seq: int,
+        data: Any = None,
+        source: str = "dockyard",
+        ts: float | None = None,
+        v: int = VERSION,
+    ) -> None:
+        if type(v) is not int or v != VERSION:
+            raise MalformedFrame(f"unsupported version {v!r} (this side speaks {VERSION})")
+        if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC:
             raise MalformedFrame(f"topic must be a string of 1 to {MAX_TOPIC} characters")
-        if not _TOPIC.match(self.topic):
-            raise MalformedFrame(f"topic {self.topic!r} is not dotted words")
-        if type(self.seq) is not int or not 0 <= self.seq < _SEQ_LIMIT:
-            raise MalformedFrame(f"seq must be an unsigned 64-bit integer, not {self.seq!r}")
-        if type(self.ts) not in (int, float) or not math.isfinite(self.ts) or self.ts < 0:
-            raise MalformedFrame(f"ts must be a finite, non-negative number of seconds, not {self.ts!r}")
-        if not isinstance(self.source, str) or len(self.source) > MAX_SOURCE:
+        if not _TOPIC.match(topic):
+            raise MalformedFrame(f"topic {topic!r} is not dotted words")
+        if type(seq) is not int or not 0 <= seq < _SEQ_LIMIT:
+            raise MalformedFrame(f"seq must be an unsigned 64-bit integer, not {seq!r}")
+        if ts is None:
+            ts = time.time()
+        elif type(ts) not in (int, float) or not math.isfinite(ts) or ts < 0:
+            raise MalformedFrame(f"ts must be a finite, non-negative number of seconds, not {ts!r}")
+        if not isinstance(source, str) or len(source) > MAX_SOURCE:
             raise MalformedFrame(f"source must be a string of at most {MAX_SOURCE} characters")
+        set_field = object.__setattr__
+        set_field(self, "topic", topic)
+        set_field(self, "seq", seq)
+        set_field(self, "data", data)
+        set_field(self, "source", source)
+        set_field(self, "ts", ts)
+        set_field(self, "v", v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Envelope is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Envelope is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return all(getattr(self, key) == getattr(other, key) for key in _KEYS)
+
+    __hash__ = None  # type: ignore[assignment]  # data may be a dict
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in ("topic", "seq", "data", "source", "ts", "v"))
+        return f"Envelope({fields})"
 
     def as_map(self) -> dict[str, Any]:
         return {

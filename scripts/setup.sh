@@ -20,7 +20,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($python --version)"
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# compat mode: a plain path entry in a .pth file, not an import hook (20 ms per start).
+.venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 # Byte-compile now: the CLI and the container init stage must not compile on every start
 # (and cannot cache it where PYTHONDONTWRITEBYTECODE is set).
 .venv/bin/python -m compileall -q supervisor bus logs workers .venv/lib >/dev/null || true
