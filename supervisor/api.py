@@ -22,10 +22,12 @@ that reacts to an event and asks for the container sees the new state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -37,9 +39,11 @@ from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
 from supervisor.images.store import Image, ImageStore
+from supervisor import stats
 from supervisor.journal import Journal
+from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
-from supervisor.runtime.spawn import LaunchConfig, LaunchError, become_subreaper, launch
+from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, LaunchConfig, LaunchError, become_subreaper, launch
 from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env
 from supervisor.state import Status
 from supervisor.store import ContainerStore
@@ -54,6 +58,9 @@ ORPHAN_EXIT_CODE = 255
 #: How long output may keep flowing after pid 1 exited (processes in other namespaces that
 #: inherited the pipes); after that the pumps are cancelled.
 OUTPUT_DRAIN_SECONDS = 2.0
+#: cgroup v2 gets no device program (BPF) from dockyard yet: without CAP_MKNOD a container
+#: cannot make a node for a host device (docs/architecture.md, "Security defaults").
+V2_CAPABILITIES = tuple(cap for cap in DEFAULT_CAPABILITIES if cap != "CAP_MKNOD")
 
 
 class Supervisor:
@@ -65,6 +72,7 @@ class Supervisor:
         self._store = ContainerStore(self.config.containers_dir)
         self.images = ImageStore(self.config.root)
         self._cgroups = cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent)
+        self._host_memory = _host_memory()
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
 
@@ -75,6 +83,8 @@ class Supervisor:
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         await self._load_and_reconcile()
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        if self.config.stats_interval > 0:
+            self._nursery.start_soon(self._sample_forever, self.config.stats_interval)
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
 
@@ -130,6 +140,7 @@ class Supervisor:
     # --- containers ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> Container:
+        self._check_resources(spec.resources)
         image = self.images.resolve(spec.image)
         name = spec.name or self._unused_name()
         for other in self._containers.values():
@@ -247,11 +258,89 @@ class Supervisor:
         self._containers.pop(container.id, None)
         self._emit_container(container, "destroy")
 
+    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+        """Change a container's limits (``dockyard update``): in its record, and in its
+        cgroup when it is running. ``changes`` holds resource fields as ``Resources.from_map``
+        takes them; a value of 0 leaves a limit as it is (docker's rule)."""
+        container = self.get(ref)
+        unknown = sorted(set(changes) - set(UPDATABLE) - {"cpus"})
+        if unknown:
+            raise InvalidArgument(f"cannot update {', '.join(unknown)}: only {', '.join(UPDATABLE)} can be updated")
+        changes = {key: value for key, value in changes.items() if value not in (0, "0", "", None)}
+        async with container.lock:
+            resources = Resources.from_map(changes, base=container.spec.resources)
+            self._check_resources(resources)
+            if container.status.running and container.cgroup is not None:
+                try:
+                    container.cgroup.apply(resources)
+                except OSError as exc:
+                    raise InvalidArgument(f"cannot update container {container.name}: {exc.strerror}") from exc
+            container.spec = dataclasses.replace(container.spec, resources=resources)
+            self._save(container)
+        self._emit_container(container, "update")
+        return container
+
+    async def stats(self, refs: list[str] | None = None) -> list[dict[str, Any]]:
+        """One fresh sample of each named container (default: every running one), with the
+        CPU % over the time since the sampler's last sample (at least ~0.2 s)."""
+        containers = [self.get(ref) for ref in refs] if refs else self.list()
+        if any(c.last_sample is None and c.stats_reader is not None for c in containers):
+            for container in containers:
+                if container.stats_reader is not None and container.last_sample is None:
+                    container.last_sample = container.stats_reader.read()
+            await trio.sleep(0.2)
+        rows = []
+        for container in containers:
+            reader = container.stats_reader
+            if reader is None:  # not running: docker shows zeros
+                rows.append(stats.record(container.id, container.name, stats.Sample(time.monotonic()), None))
+                continue
+            rows.append(stats.record(container.id, container.name, reader.read(), container.last_sample))
+        return rows
+
     # --- internals ----------------------------------------------------------------------
+
+    def _check_resources(self, resources: Resources) -> None:
+        """Refuse limits this host cannot give, before anything is created."""
+        resources.check_host(os.cpu_count() or 1)
+        self._cgroups.check(resources)
+        _device_rules(resources)
+
+    async def _sample_forever(self, interval: float) -> None:
+        """Publish ``stats.<id>`` for every running container every ``interval`` seconds.
+
+        One pass reads every container's files in this thread: a few preads each, no
+        process, and no thread that could race with a container's cgroup being removed."""
+        deadline = trio.current_time()
+        while True:
+            deadline = max(deadline + interval, trio.current_time())
+            await trio.sleep_until(deadline)
+            self.sample_once()
+
+    def sample_once(self) -> int:
+        """Sample and publish every running container once; returns how many."""
+        count = 0
+        for container in tuple(self._containers.values()):
+            reader = container.stats_reader
+            if reader is None:
+                continue
+            sample = reader.read()
+            data = stats.record(container.id, container.name, sample, container.last_sample)
+            container.last_sample = sample
+            topic = f"stats.{container.id}"
+            self._publish(topic, data, topic)
+            count += 1
+        return count
 
     async def _launch(self, container: Container, attach: Attachment | None) -> None:
         """Start the container's process; the caller holds container.lock."""
         cgroup = self._cgroups.create(container.id)
+        try:
+            cgroup.apply(container.spec.resources, devices=_device_rules(container.spec.resources))
+        except (OSError, DockyardError) as exc:
+            await trio.to_thread.run_sync(cgroup.remove)
+            reason = getattr(exc, "message", None) or exc.strerror or str(exc)
+            await self._start_failed(container, LaunchError(f"cannot start container {container.name}: {reason}", reason=reason))
         resolved = container.resolved
         launch_config = LaunchConfig(
             container_id=container.id,
@@ -265,31 +354,22 @@ class Supervisor:
             user=resolved.user,
             hostname=resolved.hostname,
             cgroup_procs=tuple(cgroup.procs_files),
+            capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
         )
         try:
             process = await launch(launch_config, python=self.config.python)
         except LaunchError as exc:
             await trio.to_thread.run_sync(cgroup.remove)
-            reason = exc.details.get("reason", exc.message)
-            container.exit_code = exc.exit_code
-            container.error = reason
-            container.finished_at = now_rfc3339()
-            container.move("start_failed")
-            self._save(container)
-            self._emit_container(container, "die", exitCode=str(exc.exit_code), error=reason)
-            if container.spec.auto_remove:
-                self._nursery.start_soon(self._auto_remove, container)
-            raise StartError(
-                f"cannot start container {container.name}: {reason}",
-                exit_code=exc.exit_code,
-                container=container.id,
-            ) from exc
+            await self._start_failed(container, exc)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(cgroup.remove)
             raise
         container.process = process
         container.cgroup = cgroup
+        container.stats_reader = stats.StatsReader(cgroup, self._host_memory)
+        container.last_sample = None
+        container.oom_killed = False
         container.pid = process.pid
         container.start_time = process.start_time
         container.started_at = now_rfc3339()
@@ -304,6 +384,24 @@ class Supervisor:
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, container, process)
 
+    async def _start_failed(self, container: Container, exc: LaunchError) -> None:
+        """Record and announce a start that failed before the payload ran; raises StartError."""
+        reason = exc.details.get("reason", exc.message)
+        container.exit_code = exc.exit_code
+        container.error = reason
+        container.finished_at = now_rfc3339()
+        container.move("start_failed")
+        self._save(container)
+        self._emit_container(container, "die", exitCode=str(exc.exit_code), error=reason)
+        if container.spec.auto_remove:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._auto_remove, container)
+        raise StartError(
+            f"cannot start container {container.name}: {reason}",
+            exit_code=exc.exit_code,
+            container=container.id,
+        ) from exc
+
     async def _supervise(self, container: Container, process: Any) -> None:
         """Pump the container's output until it exits, then record the exit and clean up."""
         async with trio.open_nursery() as pumps:
@@ -313,14 +411,22 @@ class Supervisor:
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
         cgroup, container.cgroup = container.cgroup, None
+        reader, container.stats_reader = container.stats_reader, None
+        if reader is not None:
+            reader.close()
+        # Read before the cgroup goes: the kernel's count of OOM kills in it.
+        oom_killed = cgroup is not None and cgroup.oom_kills() > 0
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_kill_and_remove, cgroup)
         container.process = None
         container.attachments.clear()
         container.exit_code = exit_code
+        container.oom_killed = oom_killed
         container.finished_at = now_rfc3339()
         container.move("exit")
         self._save(container)
+        if oom_killed:
+            self._emit_container(container, "oom")
         self._emit_container(container, "die", exitCode=str(exit_code))
         if container.stopping:
             self._emit_container(container, "stop")
@@ -429,6 +535,37 @@ def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
         user=spec.user or config.get("User") or "",
         hostname=hostname,
     )
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return stats.host_memory(meminfo.read())
+    except OSError:
+        return 0
+
+
+def _device_rules(resources: Resources) -> tuple[str, ...]:
+    """The devices cgroup rules of ``--device`` mappings, from the host's nodes.
+
+    Raises:
+        InvalidArgument: a path that is not a device node on this host.
+    """
+    rules = []
+    for text in resources.devices:
+        mapping = DeviceMapping.parse(text)
+        try:
+            mode = os.stat(mapping.host)
+        except OSError as exc:
+            raise InvalidArgument(f"invalid value {mapping.host!r} for --device: {exc.strerror}", flag="--device") from None
+        if stat.S_ISCHR(mode.st_mode):
+            kind = "c"
+        elif stat.S_ISBLK(mode.st_mode):
+            kind = "b"
+        else:
+            raise InvalidArgument(f"invalid value {mapping.host!r} for --device: not a device node", flag="--device")
+        rules.append(device_rule(kind, os.major(mode.st_rdev), os.minor(mode.st_rdev), mapping.permissions))
+    return tuple(rules)
 
 
 def _kill_and_remove(cgroup: Any) -> None:

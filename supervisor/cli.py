@@ -79,6 +79,15 @@ def human_size(size: int) -> str:
     return f"{size:.3g}TB"
 
 
+def human_binary_size(size: float) -> str:
+    """docker stats' memory figures: 1.5MiB, 64MiB, 1.94GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.4g}{unit}"
+        size /= 1024
+    return f"{size:.4g}TiB"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = ["   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [headers, *rows]]
@@ -143,8 +152,36 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
     parser.add_argument("--network", default="none", choices=["none"],
                         help="network mode; only 'none' (a namespace with loopback) for now")
+    resource_options(parser)
+    parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
+                        help="allow the container to use a host device (it may mknod it; repeatable)")
     parser.add_argument("image", help="image name, name:tag, or id")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
+
+
+#: (flags, spec.resources key, metavar, help). Values go to the daemon as typed; it parses them.
+RESOURCE_OPTIONS = (
+    (("-m", "--memory"), "memory", "SIZE", "memory limit (e.g. 64m; units b, k, m, g)"),
+    (("--memory-swap",), "memory_swap", "SIZE", "memory plus swap limit; -1 for unlimited swap (default: twice --memory)"),
+    (("--memory-reservation",), "memory_reservation", "SIZE", "memory soft limit"),
+    (("--cpus",), "cpus", "CPUS", "number of CPUs (e.g. 0.5)"),
+    (("-c", "--cpu-shares"), "cpu_shares", "SHARES", "CPU shares (relative weight, 2..262144)"),
+    (("--cpuset-cpus",), "cpuset_cpus", "LIST", "CPUs allowed (0-3, 0,1)"),
+    (("--pids-limit",), "pids_limit", "N", "most processes at once; -1 for unlimited"),
+)
+
+
+def resource_options(parser: argparse.ArgumentParser) -> None:
+    for flags, key, metavar, text in RESOURCE_OPTIONS:
+        parser.add_argument(*flags, dest=f"resource_{key}", default=None, metavar=metavar, help=text)
+
+
+def resources_from(args: argparse.Namespace) -> dict[str, Any]:
+    resources = {key: getattr(args, f"resource_{key}") for _, key, _, _ in RESOURCE_OPTIONS}
+    resources = {key: value for key, value in resources.items() if value is not None}
+    if getattr(args, "device", None):
+        resources["devices"] = args.device
+    return resources
 
 
 def spec_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,6 +199,9 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["stop_timeout"] = args.stop_timeout
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
+    resources = resources_from(args)
+    if resources:
+        spec["resources"] = resources
     return spec
 
 
@@ -183,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup-parent", default="dockyard", help="cgroup that holds this daemon's containers")
     p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the daemon's log on stderr")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds between two samples of every container's resource usage (0: off)")
 
     p = sub.add_parser("run", help="create and start a container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
@@ -237,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default=None, help="replay from this time (unix seconds, 10m, or RFC 3339)")
     p.add_argument("--until", default=None, help="stop at this time")
     p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
+
+    p = sub.add_parser("update", help="change the resource limits of containers")
+    resource_options(p)
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("stats", help="show containers' resource usage, live")
+    p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="a table (as docker stats), or one JSON object per container and sample")
+    p.add_argument("-a", "--all", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("containers", nargs="*", metavar="CONTAINER", help="default: every running container")
 
     sub.add_parser("info", help="show the daemon's facts and counters")
     return parser
@@ -435,6 +488,59 @@ def cmd_events(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace, client: Any) -> int:
+    resources = resources_from(args)
+    if not resources:
+        raise UsageError("update: give at least one limit to change (--memory, --cpus, ...)")
+    return for_each(args, client, "container.update", {"resources": resources})
+
+
+STATS_HEADERS = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS", "BLOCK I/O"]
+
+
+def stats_row(row: dict[str, Any]) -> list[str]:
+    return [
+        row["id"][:12],
+        row["name"],
+        f"{row['cpu_percent']:.2f}%",
+        f"{human_binary_size(row['memory_usage'])} / {human_binary_size(row['memory_limit'])}",
+        f"{row['memory_percent']:.2f}%",
+        str(row["pids"]),
+        f"{human_size(row['block_read_bytes'])} / {human_size(row['block_write_bytes'])}",
+    ]
+
+
+def show_stats(rows: list[dict[str, Any]], as_json: bool, clear: bool = False) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return
+    text = table(STATS_HEADERS, [stats_row(row) for row in sorted(rows, key=lambda r: r["name"])])
+    print(("\x1b[2J\x1b[H" if clear else "") + text, flush=True)
+
+
+def cmd_stats(args: argparse.Namespace, client: Any) -> int:
+    as_json = args.format == "json"
+    if args.no_stream:
+        show_stats(client.request("container.stats", {"containers": args.containers})["stats"], as_json)
+        return 0
+    prefixes = ["stats."]
+    if args.containers:  # names to ids: the events are per id
+        rows = client.request("container.stats", {"containers": args.containers})["stats"]
+        prefixes = [f"stats.{row['id']}" for row in rows]
+    clear = not as_json and sys.stdout.isatty()
+    latest: dict[str, dict[str, Any]] = {}
+    with client.subscribe(prefixes) as live:
+        while True:
+            live.timeout = None if not latest else 0.2  # a round of samples arrives together
+            envelope = next(live, None)
+            if envelope is not None:
+                latest[envelope.data["id"]] = envelope.data
+                continue
+            show_stats(list(latest.values()), as_json, clear)  # one round: a stopped container drops out
+            latest.clear()
+
+
 def cmd_info(args: argparse.Namespace, client: Any) -> int:
     print(json.dumps(client.request("daemon.info"), indent=2, sort_keys=True))
     return 0
@@ -448,6 +554,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         root=args.root or default_root(),
         run_dir=args.daemon_run or args.run_dir or default_run_dir(),
         cgroup_parent=args.cgroup_parent,
+        stats_interval=args.stats_interval,
     )
     return daemon_main(config, args.log_format, args.log_level)
 
@@ -477,6 +584,8 @@ def dispatch(args: argparse.Namespace) -> int:
             "images": cmd_images,
             "events": cmd_events,
             "info": cmd_info,
+            "update": cmd_update,
+            "stats": cmd_stats,
         }[args.cmd]
         return handler(args, client)
 

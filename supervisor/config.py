@@ -31,6 +31,8 @@ class Config:
     shutdown_timeout: the most a daemon shutdown waits for containers to stop, beyond
         each container's own stop timeout.
     python: the interpreter that runs the container init stage.
+    stats_interval: seconds between two samples of every running container's cgroup
+        (``stats.<id>`` events); 0 turns the sampler off.
     """
 
     root: Path = field(default_factory=default_root)
@@ -40,11 +42,14 @@ class Config:
     journal_events: int = 10_000
     shutdown_timeout: float = 30.0
     python: str = sys.executable
+    stats_interval: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
         object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
         object.__setattr__(self, "cgroup_root", Path(self.cgroup_root))
+        if not self.stats_interval >= 0:
+            raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 
     @property
     def containers_dir(self) -> Path:

@@ -72,10 +72,13 @@ class Container:
     started_at: str = ZERO_TIME
     finished_at: str = ZERO_TIME
     restart_count: int = 0
+    oom_killed: bool = False
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
     stopping: bool = False
+    stats_reader: Any = None  # supervisor.stats.StatsReader while it runs
+    last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -123,6 +126,7 @@ class Container:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "restart_count": self.restart_count,
+            "oom_killed": self.oom_killed,
         }
 
     @classmethod
@@ -145,6 +149,7 @@ class Container:
             started_at=record["started_at"],
             finished_at=record["finished_at"],
             restart_count=record.get("restart_count", 0),
+            oom_killed=record.get("oom_killed", False),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -176,7 +181,7 @@ class Container:
                 "Running": status is Status.RUNNING,
                 "Paused": False,
                 "Restarting": False,
-                "OOMKilled": False,
+                "OOMKilled": self.oom_killed,
                 "Dead": status is Status.DEAD,
                 "Pid": self.pid if status is Status.RUNNING else 0,
                 "ExitCode": self.exit_code,
@@ -199,7 +204,11 @@ class Container:
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
             },
-            "HostConfig": {"AutoRemove": self.spec.auto_remove, "NetworkMode": "none"},
+            "HostConfig": {
+                "AutoRemove": self.spec.auto_remove,
+                "NetworkMode": "none",
+                **self.spec.resources.host_config(),
+            },
             "GraphDriver": {
                 "Name": "overlay",
                 "Data": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -106,11 +107,24 @@ async def serve(config: Config, log: Any) -> None:
     log.info("daemon stopped")
 
 
+def raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each running container holds about eight
+    descriptors (pidfd, two pipes, five cgroup files for stats), and 1024 is a common soft
+    default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(config: Config, log_format: str = "logfmt", log_level: str = "info") -> int:
     log = configure_logging(log_format, log_level)
     if os.geteuid() != 0:
         log.error("the dockyard daemon must run as root")
         return 1
+    raise_open_file_limit()
     try:
         trio.run(serve, config, log)
     except DockyardError as exc:

@@ -69,6 +69,8 @@ class Handlers:
             "container.remove": self.remove,
             "container.list": self.list,
             "container.inspect": self.inspect,
+            "container.update": self.update,
+            "container.stats": self.stats,
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
@@ -135,6 +137,22 @@ class Handlers:
     async def inspect(self, req: Any) -> dict[str, Any]:
         """{container} -> the docker-shaped inspect document"""
         return self.sup.get(_arg(req.args, "container", str)).inspect()
+
+    async def update(self, req: Any) -> dict[str, Any]:
+        """{container, resources: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
+        cpu_shares?, cpuset_cpus?, pids_limit?}} -> {id, resources}. Values as in a spec
+        ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
+        container = await self.sup.update(_arg(req.args, "container", str), _arg(req.args, "resources", dict))
+        return {"id": container.id, "resources": container.spec.resources.to_map()}
+
+    async def stats(self, req: Any) -> dict[str, Any]:
+        """{containers?: [ref]} -> {stats: [{id, name, time, cpu_usage_ns, cpu_percent,
+        memory_usage, memory_limit, memory_percent, pids, block_read_bytes,
+        block_write_bytes}]}: one fresh sample each (default: every running container)."""
+        refs = _arg(req.args, "containers", list, [])
+        if not all(isinstance(ref, str) for ref in refs):
+            raise InvalidArgument("argument 'containers' must be a list of strings")
+        return {"stats": await self.sup.stats(refs)}
 
     async def image_import(self, req: Any) -> dict[str, Any]:
         """{path: a tar file the daemon can read, reference: NAME[:TAG]} -> image summary"""

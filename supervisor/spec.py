@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from supervisor.errors import InvalidArgument
+from supervisor.resources import Resources
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
@@ -50,6 +51,7 @@ class ContainerSpec:
     auto_remove: bool = False
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     stop_signal: int = int(signal.SIGTERM)
+    resources: Resources = Resources()
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -78,6 +80,8 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_timeout: {self.stop_timeout!r} is not a whole number of seconds >= 0")
         if type(self.stop_signal) is not int or not 0 < self.stop_signal < signal.NSIG:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
+        if not isinstance(self.resources, Resources):
+            raise InvalidArgument("spec.resources: must be a Resources")
 
     @classmethod
     def from_map(cls, data: Any) -> ContainerSpec:
@@ -93,6 +97,8 @@ class ContainerSpec:
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
                 values[key] = tuple(values[key])
+        if "resources" in values:
+            values["resources"] = Resources.from_map(values["resources"])
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
         for key in ("image", "workdir", "user", "hostname", "name"):
@@ -104,6 +110,7 @@ class ContainerSpec:
         data = asdict(self)
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
+        data["resources"] = self.resources.to_map()
         return data
 
 

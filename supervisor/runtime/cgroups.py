@@ -14,6 +14,29 @@ The container's init stage joins the cgroup by writing its pid to every file of
 :attr:`Cgroup.procs_files` before it unshares its cgroup namespace. Nothing here remounts
 or reconfigures the host's hierarchies; the roots are parameters, so tests can use a plain
 directory tree.
+
+Limits (:meth:`Cgroup.apply`) are written after the cgroup is created and before the init
+stage joins it, and again by ``dockyard update``. Each backend turns a
+:class:`~supervisor.resources.Resources` into a list of ``(controller, file, value)`` writes
+(:meth:`Cgroup.limit_writes`, pure, what the unit tests check), then writes them in order:
+
+    v1                                      v2
+    memory.limit_in_bytes                   memory.max
+    memory.memsw.limit_in_bytes             memory.swap.max   (swap alone: memsw - memory)
+    memory.soft_limit_in_bytes              memory.low
+    cpu.cfs_period_us + cpu.cfs_quota_us    cpu.max           ("quota period")
+    cpu.shares                              cpu.weight        (runc's formula from shares)
+    cpuset.cpus                             cpuset.cpus
+    pids.max                                pids.max
+
+Devices: v1 writes ``a`` to devices.deny, then the standard devices and ``--device`` ones
+to devices.allow. v2 has no devices files (it takes a BPF program, not loaded here): the
+supervisor drops CAP_MKNOD instead (docs/architecture.md).
+
+OOM kills are counted by the kernel per cgroup: ``oom_kill`` in memory.oom_control (v1,
+kernel 4.13 and later) or memory.events (v2). :meth:`Cgroup.oom_kills` reads it once, when
+the container has exited and before its cgroup is removed: no process, thread or eventfd
+per container.
 """
 
 from __future__ import annotations
@@ -25,21 +48,163 @@ import time
 from dataclasses import dataclass
 
 from supervisor.errors import InvalidArgument
+from supervisor.resources import CFS_PERIOD_US, FLAGS, STANDARD_DEVICES, Resources, cfs_quota_us, cpu_weight
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio")
 CPUSET_FILES = ("cpuset.cpus", "cpuset.mems")  # empty in a new v1 cpuset cgroup, which then refuses tasks
+#: Files a kernel may lack; a write to one is skipped (docker's default memsw without swap).
+OPTIONAL_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
+#: Controllers whose absence only means "no such limit here" (a v1 host may not mount them).
+OPTIONAL_CONTROLLERS = ("devices",)
+UNLIMITED_V1 = "-1"
+
+
+def v1_limit_writes(resources: Resources) -> list[tuple[str, str, str]]:
+    """The cgroup v1 files for ``resources``, in order. Unset limits are not written."""
+    writes = []
+    if resources.memory:
+        writes.append(("memory", "memory.limit_in_bytes", str(resources.memory)))
+    if resources.memory_swap:
+        writes.append(("memory", "memory.memsw.limit_in_bytes", str(resources.memory_swap)))
+    if resources.memory_reservation:
+        writes.append(("memory", "memory.soft_limit_in_bytes", str(resources.memory_reservation)))
+    if resources.nano_cpus:
+        writes.append(("cpu", "cpu.cfs_period_us", str(CFS_PERIOD_US)))
+        writes.append(("cpu", "cpu.cfs_quota_us", str(cfs_quota_us(resources.nano_cpus))))
+    if resources.cpu_shares:
+        writes.append(("cpu", "cpu.shares", str(resources.cpu_shares)))
+    if resources.cpuset_cpus:
+        writes.append(("cpuset", "cpuset.cpus", resources.cpuset_cpus))
+    if resources.pids_limit:
+        writes.append(("pids", "pids.max", "max" if resources.pids_limit < 0 else str(resources.pids_limit)))
+    return writes
+
+
+def v2_limit_writes(resources: Resources) -> list[tuple[str, str, str]]:
+    """The cgroup v2 files for ``resources``, in order. Unset limits are not written."""
+    writes = []
+    if resources.memory:
+        writes.append(("memory", "memory.max", str(resources.memory)))
+    if resources.memory_swap:
+        swap = "max" if resources.memory_swap < 0 else str(resources.memory_swap - resources.memory)
+        writes.append(("memory", "memory.swap.max", swap))
+    if resources.memory_reservation:
+        writes.append(("memory", "memory.low", str(resources.memory_reservation)))
+    if resources.nano_cpus:
+        writes.append(("cpu", "cpu.max", f"{cfs_quota_us(resources.nano_cpus)} {CFS_PERIOD_US}"))
+    if resources.cpu_shares:
+        writes.append(("cpu", "cpu.weight", str(cpu_weight(resources.cpu_shares))))
+    if resources.cpuset_cpus:
+        writes.append(("cpuset", "cpuset.cpus", resources.cpuset_cpus))
+    if resources.pids_limit:
+        writes.append(("pids", "pids.max", "max" if resources.pids_limit < 0 else str(resources.pids_limit)))
+    return writes
 
 
 @dataclass(frozen=True)
 class Cgroup:
-    """One container's cgroup: a directory in each hierarchy."""
+    """One container's cgroup: a directory in each hierarchy.
+
+    ``controllers`` maps a controller to its directory (v1: one per hierarchy; v2: every
+    controller to the one directory)."""
 
     name: str
     paths: tuple[str, ...]
+    version: int = 1
+    controllers: tuple[tuple[str, str], ...] = ()
 
     @property
     def procs_files(self) -> tuple[str, ...]:
         return tuple(os.path.join(path, "cgroup.procs") for path in self.paths)
+
+    def file(self, controller: str, name: str) -> str | None:
+        """The path of ``name`` of ``controller``, None when that controller is not mounted."""
+        for known, path in self.controllers:
+            if known == controller:
+                return os.path.join(path, name)
+        if self.version == 2 and self.paths:
+            return os.path.join(self.paths[0], name)
+        return None
+
+    # --- limits -----------------------------------------------------------------------
+
+    def limit_writes(self, resources: Resources) -> list[tuple[str, str, str]]:
+        """The ``(controller, file, value)`` writes that set ``resources``, in order."""
+        return v2_limit_writes(resources) if self.version == 2 else v1_limit_writes(resources)
+
+    def device_writes(self, allowed: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """Deny every device but the standard ones and ``allowed`` rules (v1 only)."""
+        if self.version == 2:
+            return []
+        rules = [("devices", "devices.deny", "a")]
+        rules += [("devices", "devices.allow", rule) for rule in (*STANDARD_DEVICES, *allowed)]
+        return rules
+
+    def apply(self, resources: Resources, devices: tuple[str, ...] | None = None) -> None:
+        """Write the limits (and, given ``devices``, the device rules) into the cgroup.
+
+        A missing optional file (memsw without swap accounting, in docker's default of
+        twice the memory) is skipped; on v1, memory and memory+swap are written in the
+        order the kernel accepts (memory <= memsw at every step).
+
+        Raises:
+            OSError: the kernel refused a value; its message names the file and value.
+        """
+        writes = self.limit_writes(resources)
+        if devices is not None:
+            writes += self.device_writes(devices)
+        index = 0
+        while index < len(writes):
+            controller, name, value = writes[index]
+            following = writes[index + 1] if index + 1 < len(writes) else None
+            try:
+                self._write(controller, name, value)
+            except OSError as exc:
+                # v1: raising memory above the current memsw needs memsw raised first.
+                if exc.errno == errno.EINVAL and name == "memory.limit_in_bytes" and following and following[1] == "memory.memsw.limit_in_bytes":
+                    self._write(*following)
+                    self._write(controller, name, value)
+                    index += 2
+                    continue
+                raise
+            index += 1
+
+    def _write(self, controller: str, name: str, value: str) -> None:
+        path = self.file(controller, name)
+        if path is None:
+            if controller in OPTIONAL_CONTROLLERS:
+                return
+            raise OSError(errno.ENOENT, f"cannot set {name} of cgroup {self.name}: the {controller} controller is not mounted")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if name in OPTIONAL_FILES:
+                return
+            raise OSError(errno.ENOENT, f"cannot set {name} of cgroup {self.name}: the file is missing", path) from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot set {name} of cgroup {self.name} to {value!r}: {os.strerror(exc.errno)}", path) from None
+        finally:
+            os.close(fd)
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer killed in this cgroup (0 if unknown)."""
+        if self.version == 2:
+            path = self.file("memory", "memory.events")
+        else:
+            path = self.file("memory", "memory.oom_control")
+        if path is None:
+            return 0
+        try:
+            with open(path) as file:
+                for line in file:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
 
     def pids(self) -> list[int]:
         """The processes in the cgroup, in every hierarchy, as pids of our pid namespace."""
@@ -82,6 +247,16 @@ class Cgroup:
                         raise OSError(exc.errno, reason, path) from None
                 time.sleep(delay)  # the kernel offers no event for "the last task left"
                 delay = min(delay * 2, 0.05)
+
+
+def _check_swap(resources: Resources, has_accounting: bool, name: str) -> None:
+    explicit = resources.memory_swap not in (0, 2 * resources.memory)  # not docker's default
+    if explicit and not has_accounting:
+        raise InvalidArgument(
+            f"cannot set --memory-swap: this host has no swap accounting ({name} is missing); "
+            "leave --memory-swap out",
+            flag=FLAGS["memory_swap"],
+        )
 
 
 def _check_name(name: str) -> None:
@@ -151,11 +326,29 @@ class CgroupV1:
     def open(self, name: str) -> Cgroup:
         """The cgroup ``name`` as it would be created (for cleanup after a restart)."""
         _check_name(name)
-        return Cgroup(name, tuple(os.path.join(h, self.parent, name) for h in self.hierarchies()))
+        hierarchies = self.hierarchies()
+        paths = tuple(os.path.join(h, self.parent, name) for h in hierarchies)
+        controllers = tuple(
+            (controller, os.path.join(self.root, controller, self.parent, name))
+            for controller in V1_CONTROLLERS
+            if os.path.isdir(os.path.join(self.root, controller))
+        )
+        return Cgroup(name, paths, 1, controllers)
 
     def remove_parent(self) -> None:
         """Remove the parent cgroup where it is empty (when the daemon stops)."""
         _remove_dirs([os.path.join(h, self.parent) for h in self.hierarchies()])
+
+    def check(self, resources: Resources) -> None:
+        """Refuse a limit this host cannot set, before anything is created.
+
+        Raises:
+            InvalidArgument: naming the flag.
+        """
+        _check_swap(resources, self._has_swap_accounting(), "memory.memsw.limit_in_bytes")
+
+    def _has_swap_accounting(self) -> bool:
+        return os.path.exists(os.path.join(self.root, "memory", "memory.memsw.limit_in_bytes"))
 
 
 def _inherit_cpuset(path: str) -> None:
@@ -201,11 +394,25 @@ class CgroupV2:
 
     def open(self, name: str) -> Cgroup:
         _check_name(name)
-        return Cgroup(name, (os.path.join(self.root, self.parent, name),))
+        return Cgroup(name, (os.path.join(self.root, self.parent, name),), 2)
 
     def remove_parent(self) -> None:
         """Remove the parent cgroup where it is empty (when the daemon stops)."""
         _remove_dirs([os.path.join(self.root, self.parent)])
+
+    def check(self, resources: Resources) -> None:
+        """Refuse a limit this host cannot set, before anything is created.
+
+        Raises:
+            InvalidArgument: naming the flag.
+        """
+        _check_swap(resources, self._has_swap_accounting(), "memory.swap.max")
+
+    def _has_swap_accounting(self) -> bool:
+        parent = os.path.join(self.root, self.parent)
+        if not os.path.isdir(parent):
+            return True  # not known before the parent exists; the write will tell
+        return os.path.exists(os.path.join(parent, "memory.swap.max"))
 
     @staticmethod
     def _enable_controllers(parent: str) -> None:
