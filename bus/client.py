@@ -1,8 +1,9 @@
 """Clients of the dockyard bus: :class:`Client` (synchronous, for the CLI) and
 :class:`AsyncClient` (trio, for workers and embedding).
 
-Importing this module loads zmq, msgpack and bus.codec, not trio: the CLI starts fast.
-AsyncClient imports trio when it is first constructed.
+Importing this module loads msgpack and bus.codec, not pyzmq and not trio: the CLI starts
+fast. The synchronous client's requests go over :mod:`bus.zmtp` (a small ZMTP DEALER);
+pyzmq is imported by subscriptions and by AsyncClient, trio by AsyncClient.
 
 Requests
     A DEALER socket connected to ``<run_dir>/control.sock`` sends one frame per request,
@@ -30,14 +31,14 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import zmq
-
 from bus import codec
 from bus.codec import Envelope
 from bus.errors import DaemonUnavailable, FrameError, RequestTimeout
+from bus.zmtp import ZmtpDealer, ZmtpError
 
 if TYPE_CHECKING:
     import trio
+    import zmq
 
     from bus.trio_zmq import AsyncSocket
 
@@ -138,7 +139,7 @@ class Client:
         self.events_path = os.path.join(self.run_dir, EVENTS_SOCKET)
         self.source = source or _default_source()
         self._context: zmq.Context | None = None
-        self._dealer: zmq.Socket | None = None
+        self._dealer: ZmtpDealer | None = None
         self._daemon_inode = 0
         self._last_id = 0
         self._open_stream: Stream | None = None
@@ -183,11 +184,12 @@ class Client:
         self._last_id += 1
         frame = codec.encode(codec.request(op, self._last_id, args if args is not None else {}, self.source))
         try:
-            dealer.send(frame, zmq.NOBLOCK)
-        except zmq.Again:  # 1000 requests queued for a daemon that does not read them
-            if not dealer.poll(int(timeout * 1000), zmq.POLLOUT):
-                raise RequestTimeout(op, timeout) from None
-            dealer.send(frame, zmq.NOBLOCK)
+            dealer.send(frame, timeout)
+        except TimeoutError:  # the daemon does not read its socket
+            raise RequestTimeout(op, timeout) from None
+        except OSError as exc:
+            self._drop_dealer()
+            raise DaemonUnavailable(self.control_path, f"the connection broke: {exc}") from None
         return self._last_id
 
     def _receive(self, request_id: int, op: str, deadline: float | None, timeout: float | None) -> Envelope:
@@ -201,33 +203,43 @@ class Client:
                 wait = min(POLL_SLICE, deadline - time.monotonic())
                 if wait <= 0:
                     raise RequestTimeout(op, timeout or 0.0)
-            if not dealer.poll(max(1, int(wait * 1000)), zmq.POLLIN):
+            try:
+                ready = dealer.poll(wait)
+            except ZmtpError as exc:
+                self._drop_dealer()
+                raise DaemonUnavailable(self.control_path, f"the daemon went away before it answered {op!r}: {exc}") from None
+            if not ready:
                 if not _same_daemon(self.control_path, self._daemon_inode):
                     self._drop_dealer()
                     raise DaemonUnavailable(self.control_path, f"the daemon went away before it answered {op!r}")
                 continue
-            envelope = codec.decode(dealer.recv(zmq.NOBLOCK))
+            frames = dealer.recv()
+            if len(frames) != 1:
+                continue  # not a reply of this protocol
+            envelope = codec.decode(frames[0])
             if envelope.seq == request_id:
                 return envelope
             # A late answer to a request that timed out: drop it.
 
-    def _control_socket(self) -> zmq.Socket:
+    def _control_socket(self) -> ZmtpDealer:
         if self._closed:
             raise RuntimeError("this client is closed")
         if self._dealer is None:
             self._daemon_inode = _check_daemon(self.control_path)
-            dealer = self._zmq_context().socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, 0)
-            dealer.connect(f"ipc://{self.control_path}")
-            self._dealer = dealer
+            try:
+                self._dealer = ZmtpDealer(self.control_path)
+            except OSError as exc:
+                raise DaemonUnavailable(self.control_path, f"cannot connect: {exc}") from None
         return self._dealer
 
     def _drop_dealer(self) -> None:
         if self._dealer is not None:
-            self._dealer.close(linger=0)
+            self._dealer.close()
             self._dealer = None
 
     def _zmq_context(self) -> zmq.Context:
+        import zmq
+
         if self._context is None:
             self._context = zmq.Context()
         return self._context
@@ -241,6 +253,8 @@ class Client:
         event published after that is delivered. Iterating the :class:`Subscription` yields
         envelopes; it ends when ``timeout`` seconds pass without one (None: never).
         """
+        import zmq
+
         topics = _check_prefixes(prefixes)
         if self._closed:
             raise RuntimeError("this client is closed")
@@ -326,6 +340,8 @@ class Subscription(Iterator[Envelope]):
         return self
 
     def __next__(self) -> Envelope:
+        import zmq
+
         deadline = time.monotonic() + self.timeout if self.timeout is not None else None
         sub = self._sub
         while True:
@@ -458,6 +474,8 @@ class AsyncClient:
         self._replies.unpark_all()
 
     def _control_socket(self) -> AsyncSocket:
+        import zmq
+
         from bus.trio_zmq import AsyncSocket
 
         if self._closed:
@@ -471,6 +489,8 @@ class AsyncClient:
         return self._dealer
 
     def _zmq_context(self) -> zmq.Context:
+        import zmq
+
         if self._context is None:
             self._context = zmq.Context()
         return self._context
@@ -482,6 +502,8 @@ class AsyncClient:
         The bus.sync handshake is done before the context manager yields: every event
         published after that is delivered. One task iterates a subscription.
         """
+        import zmq
+
         from bus.trio_zmq import AsyncSocket
 
         topics = _check_prefixes(prefixes)
