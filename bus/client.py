@@ -116,6 +116,26 @@ def _sync_token() -> str:
     return os.urandom(8).hex()  # not secrets: it costs the CLI a few ms of imports
 
 
+def _subscriber(context: zmq.Context, path: str, topics: list[bytes]) -> tuple[zmq.Socket, str]:
+    """A SUB socket connected to ``path``, subscribed to ``topics`` and to ``sync.<token>``
+    for the bus.sync handshake (which the caller then does, sync or async)."""
+    import zmq
+
+    sub = context.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+        sub.connect(f"ipc://{path}")
+        for topic in topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        token = _sync_token()
+        sub.setsockopt(zmq.SUBSCRIBE, f"sync.{token}".encode())
+    except BaseException:
+        sub.close(linger=0)
+        raise
+    return sub, token
+
+
 def _check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
     if isinstance(prefixes, (str, bytes)):
         raise TypeError("prefixes must be a sequence of topic prefixes, not one string")
@@ -259,18 +279,10 @@ class Client:
         if self._closed:
             raise RuntimeError("this client is closed")
         _check_daemon(self.events_path)
-        sub = self._zmq_context().socket(zmq.SUB)
+        sub, token = _subscriber(self._zmq_context(), self.events_path, topics)
         try:
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
-            sub.connect(f"ipc://{self.events_path}")
-            for topic in topics:
-                sub.setsockopt(zmq.SUBSCRIBE, topic)
-            token = _sync_token()
-            sync_topic = f"sync.{token}".encode()
-            sub.setsockopt(zmq.SUBSCRIBE, sync_topic)
             self.request("bus.sync", {"token": token}, timeout=SYNC_TIMEOUT)
-            sub.setsockopt(zmq.UNSUBSCRIBE, sync_topic)
+            sub.setsockopt(zmq.UNSUBSCRIBE, f"sync.{token}".encode())
         except BaseException:
             sub.close(linger=0)
             raise
@@ -510,20 +522,12 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("this client is closed")
         _check_daemon(self.events_path)
-        raw = self._zmq_context().socket(zmq.SUB)
+        raw, token = _subscriber(self._zmq_context(), self.events_path, topics)
         sub = AsyncSocket(raw)
         self._subscriptions.add(sub)
         try:
-            raw.setsockopt(zmq.LINGER, 0)
-            raw.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
-            raw.connect(f"ipc://{self.events_path}")
-            for topic in topics:
-                raw.setsockopt(zmq.SUBSCRIBE, topic)
-            token = _sync_token()
-            sync_topic = f"sync.{token}".encode()
-            raw.setsockopt(zmq.SUBSCRIBE, sync_topic)
             await self.request("bus.sync", {"token": token}, timeout=SYNC_TIMEOUT)
-            raw.setsockopt(zmq.UNSUBSCRIBE, sync_topic)
+            raw.setsockopt(zmq.UNSUBSCRIBE, f"sync.{token}".encode())
             yield AsyncSubscription(sub)
         finally:
             self._subscriptions.discard(sub)
