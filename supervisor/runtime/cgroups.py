@@ -295,10 +295,17 @@ class CgroupV1:
         _check_name(parent)
         self.root = root
         self.parent = parent
+        self._hierarchies: list[str] | None = None
 
     def hierarchies(self) -> list[str]:
         """The mounted hierarchies of V1_CONTROLLERS, each once (co-mounts are symlinks to
-        one directory, ``cpu -> cpu,cpuacct``)."""
+        one directory, ``cpu -> cpu,cpuacct``). Found once: the host's mounts do not change
+        under a running daemon, and the eight realpath calls are on every container start."""
+        if self._hierarchies is None:
+            self._hierarchies = self._find_hierarchies()
+        return list(self._hierarchies)
+
+    def _find_hierarchies(self) -> list[str]:
         seen: set[str] = set()
         found = []
         for controller in V1_CONTROLLERS:
