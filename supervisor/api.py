@@ -43,7 +43,7 @@ from supervisor import stats
 from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
-from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, LaunchConfig, LaunchError, become_subreaper, launch
+from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
 from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env
 from supervisor.state import Status
 from supervisor.store import ContainerStore
@@ -75,6 +75,7 @@ class Supervisor:
         self._host_memory = _host_memory()
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
+        self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -82,6 +83,7 @@ class Supervisor:
         become_subreaper()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         await self._load_and_reconcile()
+        await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         if self.config.stats_interval > 0:
             self._nursery.start_soon(self._sample_forever, self.config.stats_interval)
@@ -357,7 +359,7 @@ class Supervisor:
             capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
         )
         try:
-            process = await launch(launch_config, python=self.config.python)
+            process = await self._fork_server.launch(launch_config)
         except LaunchError as exc:
             await trio.to_thread.run_sync(cgroup.remove)
             await self._start_failed(container, exc)

@@ -1,6 +1,10 @@
 """The lean init stage: turns a freshly exec'd Python into a container's pid 1.
 
-The supervisor runs this file as ``python -I -S init.py``: a new, single-threaded process
+The supervisor's fork server (``forkserver.py``) forks this stage from a warm process and
+runs ``linux.run_init_stage`` with the same fds; ``spawn.launch()`` still runs this file
+directly. Below, "posix_spawn(python init.py)" stands for either.
+
+Run directly as ``python -I -S init.py``, it is a new, single-threaded process
 (trio and pyzmq start threads, and a forked copy of a threaded process may only exec)
 that imports only the standard library and ``linux.py`` beside it, by path.
 

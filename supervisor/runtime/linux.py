@@ -129,6 +129,11 @@ def _libc() -> ctypes.CDLL:
     return _libc_handle
 
 
+def preload() -> None:
+    """Load libc and set up its prototypes now (the fork server, so that none of its forks pays)."""
+    _libc()
+
+
 def _check(result: int, what: str) -> int:
     if result == -1:
         number = ctypes.get_errno()

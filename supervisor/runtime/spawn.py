@@ -1,32 +1,42 @@
 """Launch a container: the supervisor's side of the init stage handshake.
 
-:func:`launch` spawns ``init.py`` (see its docstring for the protocol and the diagram)
-with posix_spawn, which, unlike ``subprocess``' ``pass_fds``, can put the config and status
-pipes on exactly fds 3 and 4 of the child, and is safe in a threaded process (it never
-runs Python code between fork and exec). It writes the config, reaps stage 0, reads
-``{"pid": N}`` from the status pipe and opens a pidfd on that pid at once; EOF means the
-payload's execve succeeded, an ``{"error": ...}`` line becomes a :class:`LaunchError`.
+Two ways to start the init stage (see ``init.py`` for the protocol and the diagram), one
+handshake after it (``_start_container``):
+
+- :func:`launch` spawns ``python -I -S init.py`` with posix_spawn, which, unlike
+  ``subprocess``' ``pass_fds``, can put the pipes on exactly fds 0-4 of the child, and is
+  safe in a threaded process (it never runs Python code between fork and exec);
+- :class:`ForkServer` sends the same five fds to a warm fork server (``forkserver.py``,
+  where the reasons and the diagram are), which forks the stage: no Python start-up per
+  container. The Supervisor uses this one.
+
+Either way the supervisor writes the config, waits until stage 0 has been reaped (by
+itself, or by the fork server, which then says so), reads ``{"pid": N}`` from the status
+pipe and opens a pidfd on that pid at once; EOF means the payload's execve succeeded, an
+``{"error": ...}`` line becomes a :class:`LaunchError`.
 
 The container's pid 1 is re-parented to the supervisor when stage 0 exits, so the
-supervisor must be a child subreaper (:func:`become_subreaper`, once, at start-up). A
-subreaper also adopts any orphan of its descendants, so it should reap children it does
-not know about.
+supervisor must be a child subreaper (:func:`become_subreaper`, once, at start-up) and the
+fork server must not be one. A subreaper also adopts any orphan of its descendants, so it
+should reap children it does not know about.
 """
 
 from __future__ import annotations
 
+import array
 import fcntl
 import json
 import os
 import re
 import signal
+import socket
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
 import trio
 
 from supervisor.errors import InvalidArgument, StartError
-from supervisor.runtime import linux
+from supervisor.runtime import forkserver, linux
 from supervisor.runtime.init import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from supervisor.spec import HOSTNAME, USER
 
@@ -36,6 +46,7 @@ __all__ = [
     "MASKED_PATHS",
     "READONLY_PATHS",
     "ContainerProcess",
+    "ForkServer",
     "LaunchConfig",
     "LaunchError",
     "become_subreaper",
@@ -43,6 +54,9 @@ __all__ = [
 ]
 
 INIT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init.py")
+FORK_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
+FORK_SERVER_START_TIMEOUT = 30.0  # seconds for a fresh fork server to say it is ready
+FORK_SERVER_STOP_TIMEOUT = 5.0  # seconds for it to exit after EOF before it is killed
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 INIT_FDS = 5  # stdin, stdout, stderr, config, status
 MAX_STATUS_BYTES = 65536  # more than any honest status report
@@ -202,24 +216,45 @@ def become_subreaper() -> None:
 
 async def launch(config: LaunchConfig, *, python: str = sys.executable) -> ContainerProcess:
     """Start the container described by ``config`` and return its pid 1 once its payload
-    has been exec'd. ``python`` is the absolute path of the interpreter for the init stage.
+    has been exec'd. ``python`` is the absolute path of the interpreter for the init stage,
+    started afresh for this container (:class:`ForkServer` forks it from a warm one).
 
     Raises:
         LaunchError: the container could not be started (exit_code 125/126/127); nothing
             of it is left running.
         RuntimeError: the calling process is not a child subreaper.
     """
+    _require_subreaper()
+    name = config.container_id[:12]
+    ours, theirs = _open_pipes(name)
+    try:
+        init_pid = _spawn_init(python, name, theirs)
+    except BaseException:
+        _close_all(ours)
+        raise
+    finally:
+        _close_all(theirs)
+    return await _start_container(config, _Child(init_pid), ours)
+
+
+def _require_subreaper() -> None:
     if not linux.is_child_subreaper():
         raise RuntimeError(
             "launch(): this process is not a child subreaper; call become_subreaper() at start-up, "
             "or the container's pid 1 would be adopted by the host's init and could not be waited for"
         )
+
+
+async def _start_container(config: LaunchConfig, init: _Child | _ForkedStage0, ours: list[int]) -> ContainerProcess:
+    """The supervisor's side of the handshake, once the init stage runs (spawned or forked):
+    ``ours`` are the read ends of stdout and stderr, the config pipe's write end and the
+    status pipe's read end. ``init.wait()`` returns only once stage 0 has been reaped, so
+    pid 1 is our child when it is adopted."""
     name = config.container_id[:12]
-    init_pid, stdout_fd, stderr_fd, config_fd, status_fd = _spawn_init(python, name)
+    stdout_fd, stderr_fd, config_fd, status_fd = ours
     stdout = trio.lowlevel.FdStream(stdout_fd)
     stderr = trio.lowlevel.FdStream(stderr_fd)
     status = _StatusReader(trio.lowlevel.FdStream(status_fd), name)
-    init = _Child(init_pid)
     container: _Child | None = None
     try:
         await _send_config(trio.lowlevel.FdStream(config_fd), config.to_json())
@@ -264,9 +299,15 @@ async def launch(config: LaunchConfig, *, python: str = sys.executable) -> Conta
     return process
 
 
-def _spawn_init(python: str, name: str) -> tuple[int, int, int, int, int]:
-    """posix_spawn the init stage with stdin=/dev/null, stdout, stderr, config and status
-    pipes on fds 0-4. Returns its pid and the supervisor's ends (all O_CLOEXEC)."""
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _open_pipes(name: str) -> tuple[list[int], list[int]]:
+    """The init stage's fds 0-4 (``theirs``: /dev/null, the write ends of stdout and stderr,
+    the config pipe's read end, the status pipe's write end) and the supervisor's ends
+    (``ours``: stdout, stderr, config, status). All O_CLOEXEC."""
     ours: list[int] = []
     theirs: list[int] = []
     try:
@@ -281,12 +322,20 @@ def _spawn_init(python: str, name: str) -> tuple[int, int, int, int, int]:
         status_read, status_write = os.pipe()
         ours.append(status_read)
         theirs.append(status_write)
+    except OSError as exc:
+        _close_all(ours + theirs)
+        raise LaunchError(f"cannot start container {name}: create the pipes: {linux.strerror(exc.errno)}") from exc
+    return ours, theirs
+
+
+def _spawn_init(python: str, name: str, theirs: list[int]) -> int:
+    """posix_spawn the init stage with ``theirs`` on fds 0-4; its pid."""
+    high: list[int] = []
+    try:
         # Copies of the child's ends above 4 first, so that no dup2 below clobbers a source.
-        high = []
-        for fd in theirs[:INIT_FDS]:
+        for fd in theirs:
             high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, INIT_FDS))
-            theirs.append(high[-1])
-        pid = os.posix_spawn(
+        return os.posix_spawn(
             python,
             [python, "-I", "-S", INIT_SCRIPT],
             {},
@@ -295,15 +344,11 @@ def _spawn_init(python: str, name: str) -> tuple[int, int, int, int, int]:
             setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
         )
     except OSError as exc:
-        for fd in ours:
-            os.close(fd)
         raise LaunchError(
             f"cannot start container {name}: run the init stage {python!r}: {linux.strerror(exc.errno)}"
         ) from exc
     finally:
-        for fd in theirs:
-            os.close(fd)
-    return (pid, *ours)  # type: ignore[return-value]
+        _close_all(high)
 
 
 async def _send_config(stream: trio.lowlevel.FdStream, data: bytes) -> None:
@@ -373,6 +418,7 @@ class _Child:
         self.pidfd = os.pidfd_open(pid)
         self.start_time = start_time
         self.returncode: int | None = None
+        self._wait_lock = trio.Lock()
 
     @classmethod
     def adopt(cls, pid: object, name: str) -> _Child:
@@ -405,9 +451,20 @@ class _Child:
             return None
 
     async def wait(self) -> int:
+        async with self._wait_lock:
+            if self.returncode is None:
+                await trio.lowlevel.wait_readable(self.pidfd)
+                self.poll()
+        assert self.returncode is not None
+        return self.returncode
+
+    def poll(self) -> int | None:
+        """Reap it if it has exited, without waiting; its exit code, or None if it runs."""
         if self.returncode is None:
-            await trio.lowlevel.wait_readable(self.pidfd)
-            self.returncode = _reap(self.pid)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                code = os.waitstatus_to_exitcode(status)
+                self.returncode = 128 - code if code < 0 else code
         return self.returncode
 
     async def kill_and_reap(self) -> None:
@@ -425,6 +482,207 @@ class _Child:
         if self.pidfd >= 0:
             _close_pidfd(self.pidfd)
             self.pidfd = -1
+
+
+class ForkServer:
+    """Launches containers by forking their init stage from one warm, single-threaded
+    process (``forkserver.py``: the protocol, the diagram and the reasons are there),
+    instead of starting a Python per container as :func:`launch` does.
+
+    Use as ``async with ForkServer(python) as server: await server.launch(config)``.
+    :meth:`start` runs the server (again, if it died); :meth:`launch` starts it when needed,
+    so a launch after the server's death gets a new one. A launch in flight when the
+    server dies fails with LaunchError(125). :meth:`aclose` closes the control socket: the
+    server exits at EOF, once its stage-0 children are reaped.
+    """
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+        self._control: trio.socket.SocketType | None = None
+        self._process: _Child | None = None
+        self._start_lock = trio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs (for inspection and tests)."""
+        return None if self._process is None or self._process.returncode is not None else self._process.pid
+
+    async def __aenter__(self) -> ForkServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Run the server and wait for its ``ready``; nothing if it is already running.
+
+        Raises:
+            LaunchError(125): it cannot be started, or died before it was ready.
+        """
+        async with self._start_lock:
+            if self._process is not None and self._process.poll() is None:
+                return
+            await self._stop()
+            control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                high = fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, forkserver.CONTROL_FD + 1)
+                try:
+                    pid = os.posix_spawn(
+                        self.python,
+                        [self.python, "-I", "-S", FORK_SERVER_SCRIPT],
+                        {},
+                        file_actions=[
+                            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                            (os.POSIX_SPAWN_DUP2, high, forkserver.CONTROL_FD),
+                        ],
+                        setsigmask=(),
+                        setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
+                    )
+                finally:
+                    os.close(high)
+            except OSError as exc:
+                control.close()
+                raise LaunchError(
+                    f"cannot start the fork server {self.python!r}: {linux.strerror(exc.errno)}"
+                ) from exc
+            finally:
+                theirs.close()
+            self._process = _Child(pid)
+            self._control = trio.socket.from_stdlib_socket(control)
+            try:
+                with trio.fail_after(FORK_SERVER_START_TIMEOUT):
+                    ready = await self._control.recv(len(forkserver.READY))
+            except trio.TooSlowError:
+                ready = b""
+            except BaseException:
+                await self._stop()
+                raise
+            if ready != forkserver.READY:
+                await self._stop()
+                raise LaunchError(f"cannot start the fork server {self.python!r}: it was not ready (got {ready!r})")
+
+    async def launch(self, config: LaunchConfig) -> ContainerProcess:
+        """As :func:`launch`, with the init stage forked by the server."""
+        _require_subreaper()
+        name = config.container_id[:12]
+        await self.start()
+        server, control = self._process, self._control
+        assert server is not None and control is not None
+        ours, theirs = _open_pipes(name)
+        try:
+            reply, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                fds = array.array("i", [*theirs, reply_theirs.fileno()])
+                await control.sendmsg([forkserver.REQUEST], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            except BaseException as exc:
+                reply.close()
+                if isinstance(exc, OSError):
+                    raise LaunchError(
+                        f"cannot start container {name}: send the request to the fork server: {linux.strerror(exc.errno)}"
+                    ) from exc
+                raise
+            finally:
+                reply_theirs.close()
+        except BaseException:
+            _close_all(ours)
+            raise
+        finally:
+            _close_all(theirs)  # the server has its copies now: EOF on them is its (or stage 0's) doing
+        return await _start_container(config, _ForkedStage0(name, trio.socket.from_stdlib_socket(reply), server), ours)
+
+    async def aclose(self) -> None:
+        """Stop the server: close the control socket, wait for it to exit (SIGKILL after
+        FORK_SERVER_STOP_TIMEOUT) and reap it."""
+        async with self._start_lock:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None:
+            process, self._process = self._process, None
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(FORK_SERVER_STOP_TIMEOUT):
+                    await process.wait()
+                await process.kill_and_reap()
+            process.close()
+
+
+class _ForkedStage0:
+    """Stage 0 as forked by the fork server, with :class:`_Child`'s interface for
+    ``_start_container``. Its pid and pidfd come from stage 0 itself, its exit status
+    from the server once it has reaped it; both on the launch's reply socket."""
+
+    def __init__(self, name: str, reply: trio.socket.SocketType, server: _Child):
+        self.name = name
+        self.pid = 0
+        self.pidfd = -1
+        self.returncode: int | None = None
+        self._reply = reply
+        self._server = server
+        self._orphaned = False  # the server died: stage 0 is (or will be) our own child
+        self._closed_by_server = False
+
+    async def _read_reply(self) -> None:
+        """One message: the pid (with the pidfd), or the exit status; EOF: the server died."""
+        data, ancdata, flags, _ = await self._reply.recvmsg(forkserver.MAX_MESSAGE, socket.CMSG_SPACE(4))
+        fds = forkserver._received_fds(ancdata)
+        try:
+            message = json.loads(data) if data else None
+        except ValueError:
+            message = None
+        if fds and isinstance(message, dict) and type(message.get("pid")) is int and self.pidfd < 0:
+            self.pid, self.pidfd = message["pid"], fds.pop()
+        _close_all(fds)
+        if not data:
+            self._orphaned = True
+            raise LaunchError(f"cannot start container {self.name}: the fork server died", 125)
+        if isinstance(message, dict) and type(message.get("exit")) is int:
+            self.returncode = message["exit"]
+        elif not isinstance(message, dict) or "pid" not in message:
+            raise LaunchError(f"cannot start container {self.name}: malformed reply from the fork server: {data[:200]!r}")
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await self._read_reply()
+        if not self._closed_by_server:  # the server closes its end right after the exit status:
+            await self._reply.recv(1)  # wait for that, so that it holds no fd of this launch
+            self._closed_by_server = True
+        return self.returncode
+
+    async def kill_and_reap(self) -> None:
+        """SIGKILL stage 0 and wait until it is reaped (by the server, or by us if the
+        server died), shielded but not for longer than REAP_TIMEOUT."""
+        if self.returncode is not None:
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + REAP_TIMEOUT):
+            try:
+                while self.pidfd < 0 and self.returncode is None:
+                    await self._read_reply()
+                if self.pidfd >= 0:
+                    try:
+                        signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                await self.wait()
+            except LaunchError:
+                if not self._orphaned or self.pidfd < 0:
+                    return
+                await self._server.wait()  # reaped: its children are ours from now on
+                await trio.lowlevel.wait_readable(self.pidfd)
+                try:
+                    self.returncode = _reap(self.pid)
+                except ChildProcessError:
+                    pass
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            _close_pidfd(self.pidfd)
+            self.pidfd = -1
+        self._reply.close()
 
 
 def _close_pidfd(pidfd: int) -> None:

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from supervisor.runtime import cgroups, linux
-from supervisor.runtime.spawn import ContainerProcess, LaunchConfig, LaunchError, become_subreaper, launch
+from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError, become_subreaper, launch
 from tests.rootfs import GROUP, PASSWD, build_rootfs
 
 pytestmark = [
@@ -414,3 +414,127 @@ async def test_nothing_is_left_behind(image: Path, layout: dict, tmp_path: Path)
     assert stat.S_ISDIR(os.stat(layout["merged"]).st_mode) and os.listdir(layout["merged"]) == []
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child left, running or unreaped
+
+
+# --- through the fork server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server():
+    server = ForkServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the server and every container reaped
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(child) for child in children.read().split()]
+    return found
+
+
+async def run_with(server: ForkServer, config: LaunchConfig) -> Result:
+    with trio.fail_after(TIMEOUT):
+        process = await server.launch(config)
+        try:
+            out: list[bytes] = []
+            err: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all, process.stdout, out)
+                nursery.start_soon(read_all, process.stderr, err)
+            code = await process.wait()
+        finally:
+            await finish(process)
+    return Result(code, b"".join(out).decode(), b"".join(err).decode())
+
+
+def many_layouts(tmp_path: Path, count: int) -> list[dict]:
+    layouts = []
+    for index in range(count):
+        dirs = {name: tmp_path / f"c{index}" / name for name in ("upper", "work", "merged")}
+        for path in dirs.values():
+            path.mkdir(parents=True)
+        layouts.append(dirs)
+    return layouts
+
+
+async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Path, server: ForkServer) -> None:
+    results: dict[int, Result] = {}
+
+    async def one(index: int, layout: dict) -> None:
+        script = f"echo out $$ {index}; echo err {index} >&2; ls /proc/self/fd; exit {index}"
+        results[index] = await run_with(server, config_for(image, layout, ("sh", "-c", script), hostname=f"c{index}"))
+
+    async with trio.open_nursery() as nursery:
+        for index, layout in enumerate(many_layouts(tmp_path, 20)):
+            nursery.start_soon(one, index, layout)
+    for index in range(20):
+        assert results[index].exit_code == index
+        assert results[index].stdout.split() == ["out", "1", str(index), "0", "1", "2", "3"]
+        assert results[index].stderr == f"err {index}\n"
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")) == [0, 1, 2, 3]  # no container fd
+    assert children_of(server.pid) == []  # no stage 0 left, running or zombie
+    assert host_mounts_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (("nosuchcmd",), 127, 'exec: "nosuchcmd": executable file not found in $PATH'),
+        (("/etc",), 126, 'exec: "/etc": permission denied'),
+    ],
+)
+async def test_fork_server_exec_failures(image: Path, layout: dict, server: ForkServer, argv: tuple[str, ...], code: int, message: str) -> None:
+    with pytest.raises(LaunchError) as caught:
+        await run_with(server, config_for(image, layout, argv))
+    assert caught.value.exit_code == code
+    assert caught.value.message == f"cannot start container {ID[:12]}: {message}"
+    assert children_of(os.getpid()) == [server.pid]  # pid 1 of the failed container reaped
+
+
+async def test_fork_server_runtime_failure_is_a_125(image: Path, layout: dict, server: ForkServer) -> None:
+    with pytest.raises(LaunchError) as caught:
+        await run_with(server, config_for(image, layout, ("true",), user="nosuchuser"))
+    assert caught.value.exit_code == 125
+    assert caught.value.message.endswith("unable to find user nosuchuser: no matching entries in passwd file")
+
+
+async def test_fork_server_pid_1_is_our_child(image: Path, layout: dict, server: ForkServer, cgroup_backend) -> None:
+    """pid 1 is re-parented to us (the server is no subreaper) and joined its cgroup."""
+    group = cgroup_backend.create(ID)
+    try:
+        config = config_for(image, layout, ("sh", "-c", "echo ready; exec sleep 1000"), cgroup_procs=group.procs_files)
+        with trio.fail_after(TIMEOUT):
+            process = await server.launch(config)
+            try:
+                assert await process.stdout.receive_some() == b"ready\n"
+                assert children_of(os.getpid()) == sorted([server.pid, process.pid])
+                assert group.pids() == [process.pid]
+                process.send_signal(signal.SIGKILL)
+                assert await process.wait() == 137
+            finally:
+                await finish(process)
+    finally:
+        group.kill_all()
+        group.remove()
+
+
+async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, server: ForkServer) -> None:
+    first = server.pid
+    assert first is not None
+    pidfd = os.pidfd_open(first)
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        with trio.fail_after(TIMEOUT):
+            await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    assert await run_with(server, config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
+    assert server.pid not in (None, first)
+    assert children_of(os.getpid()) == [server.pid]
