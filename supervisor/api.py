@@ -357,6 +357,7 @@ class Supervisor:
             hostname=resolved.hostname,
             cgroup_procs=tuple(cgroup.procs_files),
             capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
+            devices=_device_nodes(container.spec.resources),
         )
         try:
             process = await self._fork_server.launch(launch_config)
@@ -547,27 +548,49 @@ def _host_memory() -> int:
         return 0
 
 
-def _device_rules(resources: Resources) -> tuple[str, ...]:
-    """The devices cgroup rules of ``--device`` mappings, from the host's nodes.
+def _host_devices(resources: Resources) -> list[tuple[DeviceMapping, str, os.stat_result]]:
+    """Each ``--device`` mapping with its host node's kind ("c" or "b") and stat.
 
     Raises:
-        InvalidArgument: a path that is not a device node on this host.
+        InvalidArgument: a host path that is not a device node, or a container path that is
+            not under /dev.
     """
-    rules = []
+    found = []
     for text in resources.devices:
         mapping = DeviceMapping.parse(text)
+        if not mapping.container.startswith("/dev/") or " " in mapping.container:
+            raise InvalidArgument(
+                f"invalid value {text!r} for --device: the container path must be under /dev/", flag="--device"
+            )
         try:
-            mode = os.stat(mapping.host)
+            node = os.stat(mapping.host)
         except OSError as exc:
             raise InvalidArgument(f"invalid value {mapping.host!r} for --device: {exc.strerror}", flag="--device") from None
-        if stat.S_ISCHR(mode.st_mode):
+        if stat.S_ISCHR(node.st_mode):
             kind = "c"
-        elif stat.S_ISBLK(mode.st_mode):
+        elif stat.S_ISBLK(node.st_mode):
             kind = "b"
         else:
             raise InvalidArgument(f"invalid value {mapping.host!r} for --device: not a device node", flag="--device")
-        rules.append(device_rule(kind, os.major(mode.st_rdev), os.minor(mode.st_rdev), mapping.permissions))
-    return tuple(rules)
+        found.append((mapping, kind, node))
+    return found
+
+
+def _device_rules(resources: Resources) -> tuple[str, ...]:
+    """The devices cgroup rules of the ``--device`` mappings."""
+    return tuple(
+        device_rule(kind, os.major(node.st_rdev), os.minor(node.st_rdev), mapping.permissions)
+        for mapping, kind, node in _host_devices(resources)
+    )
+
+
+def _device_nodes(resources: Resources) -> tuple[str, ...]:
+    """The nodes the init stage makes in the container's /dev (LaunchConfig.devices), with
+    the host node's numbers and permission bits."""
+    return tuple(
+        f"{kind} {os.major(node.st_rdev)} {os.minor(node.st_rdev)} {stat.S_IMODE(node.st_mode):o} {mapping.container}"
+        for mapping, kind, node in _host_devices(resources)
+    )
 
 
 def _kill_and_remove(cgroup: Any) -> None:

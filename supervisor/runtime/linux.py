@@ -419,9 +419,23 @@ def _mount_point(rootfs: str, path: str) -> str:
     return target
 
 
-def mount_system(rootfs: str) -> None:
-    """/proc, /sys (read-only), /dev (tmpfs with the standard nodes), /dev/pts, /dev/shm and
-    /dev/mqueue under ``rootfs``, each mount point resolved with :func:`secure_join`."""
+def parse_device(entry: str) -> tuple[int, int, int, str]:
+    """A ``--device`` node of the launch config, ``"c 7 0 0660 /dev/loop0"``, as
+    (file type and mode for mknod, major, minor, path in the container)."""
+    parts = entry.split(" ")
+    if len(parts) != 5 or parts[0] not in ("c", "b") or not parts[4].startswith("/dev/"):
+        raise InitError(f"invalid device entry {entry!r}")
+    kind = stat.S_IFCHR if parts[0] == "c" else stat.S_IFBLK
+    try:
+        return kind | (int(parts[3], 8) & 0o777), int(parts[1]), int(parts[2]), parts[4]
+    except ValueError:
+        raise InitError(f"invalid device entry {entry!r}") from None
+
+
+def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = ()) -> None:
+    """/proc, /sys (read-only), /dev (tmpfs with the standard nodes and the ``--device``
+    ones), /dev/pts, /dev/shm and /dev/mqueue under ``rootfs``, each mount point resolved
+    with :func:`secure_join`."""
     mount("proc", _mount_point(rootfs, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = _mount_point(rootfs, "/dev")
@@ -433,6 +447,12 @@ def mount_system(rootfs: str) -> None:
             os.symlink(target, f"{dev}/{name}")
         for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
             os.mkdir(f"{dev}/{name}", mode)
+        for entry in devices:
+            mode, major, minor, path = parse_device(entry)
+            node = secure_join(dev, path[len("/dev/"):])
+            os.makedirs(os.path.dirname(node), 0o755, exist_ok=True)
+            os.mknod(node, mode, os.makedev(major, minor))
+            os.chmod(node, mode & 0o777)  # mknod applies the umask
     except OSError as exc:
         raise InitError(f'populate /dev: "{exc.filename}": {strerror(exc.errno)}') from None
     mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
@@ -595,7 +615,7 @@ def container(config: dict) -> None:
     os.umask(0)  # device nodes and mount points get exactly the modes given
     rootfs = config["rootfs"]
     mount_rootfs(rootfs, config["lower"], config["upper"], config["work"])
-    mount_system(rootfs)
+    mount_system(rootfs, config.get("devices", ()))
     enter_rootfs(rootfs)
     mask_paths(config.get("masked_paths", ()))
     make_readonly(config.get("readonly_paths", ()))

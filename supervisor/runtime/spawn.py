@@ -58,6 +58,7 @@ FORK_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "f
 FORK_SERVER_START_TIMEOUT = 30.0  # seconds for a fresh fork server to say it is ready
 FORK_SERVER_STOP_TIMEOUT = 5.0  # seconds for it to exit after EOF before it is killed
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00 ]+$")
 INIT_FDS = 5  # stdin, stdout, stderr, config, status
 MAX_STATUS_BYTES = 65536  # more than any honest status report
 REAP_TIMEOUT = 5.0  # seconds to wait for a killed process while cleaning up a failed launch
@@ -86,6 +87,7 @@ class LaunchConfig:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
+    devices: tuple[str, ...] = ()  # "c|b MAJOR MINOR MODE(octal) /dev/PATH", made in /dev
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -128,6 +130,9 @@ class LaunchConfig:
             raise InvalidArgument(f"launch config.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
         if self.hostname and not HOSTNAME.match(self.hostname):
             raise InvalidArgument(f"launch config.hostname: {self.hostname!r} is not a valid hostname")
+        for entry in self.devices:
+            if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
+                raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
         unknown = [name for name in self.capabilities if name not in linux.CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")

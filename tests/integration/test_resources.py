@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,20 @@ def test_a_node_made_for_the_host_disk_cannot_be_opened(daemon):
     read_only = daemon.cli("run", "--rm", "--device", "/dev/loop0:/dev/loop0:rm", "base", "sh", "-c",
                            f"mknod /tmp/loop b {os.major(loop)} {os.minor(loop)} && echo x > /tmp/loop")
     assert read_only.returncode != 0 and b"Operation not permitted" in read_only.stderr
+
+
+@needs_v1
+def test_device_appears_in_the_containers_dev_with_the_hosts_numbers(daemon):
+    if not Path("/dev/loop0").is_block_device():
+        pytest.skip("needs /dev/loop0 on the host (modprobe loop)")
+    host = os.stat("/dev/loop0")
+    expected = f"{os.major(host.st_rdev):x},{os.minor(host.st_rdev):x} {stat.S_IMODE(host.st_mode):o}"
+    out = daemon.out("run", "--rm", "--device", "/dev/loop0:/dev/xvdb", "base", "sh", "-c",
+                     "stat -c '%t,%T %a %F' /dev/xvdb && head -c 1 /dev/xvdb && echo opened")
+    assert out.split("\n")[0] == f"{expected} block special file" and "opened" in out
+    assert daemon.cli("run", "--rm", "base", "ls", "/dev/xvdb").returncode != 0  # not without --device
+    outside = daemon.cli("run", "--rm", "--device", "/dev/loop0:/tmp/loop", "base", "true")
+    assert outside.returncode == 125 and b"under /dev/" in outside.stderr
 
 
 @needs_v1
