@@ -98,7 +98,8 @@ class Supervisor:
         finally:
             assert self._nursery is not None
             self._nursery.cancel_scope.cancel()
-            return await self._stack.__aexit__(*exc_info)
+            suppress = await self._stack.__aexit__(*exc_info)
+        return suppress
 
     async def shutdown(self) -> None:
         """Stop every running container (each with its own grace period), in parallel."""

@@ -1,5 +1,5 @@
 """Resource limits, OOM, devices, stats and cgroup cleanup, through the real CLI on the host's
-cgroups (v1 here; the v2 backend is tested on a directory tree in tests/unit/test_resources.py)."""
+cgroups (v1 here; the v2 backend is tested on a directory tree in tests/unit/test_resources_unit.py; a real v2 host runs the last test)."""
 
 from __future__ import annotations
 
@@ -257,3 +257,32 @@ def test_run_rm_cycles_leave_no_cgroup_behind(daemon):
     leftovers = [str(child) for hierarchy in CGROUP.iterdir()
                  for child in (hierarchy / daemon.cgroup_parent).glob("*") if child.is_dir()]
     assert leftovers == []
+
+
+def _v2_controllers() -> set[str]:
+    try:
+        return set((CGROUP / "cgroup.controllers").read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.mark.skipif(
+    not {"memory", "pids", "cpu"} <= _v2_controllers(),
+    reason="no real cgroup v2 with the memory, pids and cpu controllers here: this host runs cgroup v1 "
+    "(hybrid; its v2 tree at /sys/fs/cgroup/unified has no controllers). The v2 backend is tested on a "
+    "directory tree in the v2 file format in tests/unit/test_resources_unit.py.",
+)
+def test_limits_on_a_real_cgroup_v2_host(daemon):
+    container = daemon.out("run", "-d", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5",
+                           "base", "sleep", "1000").strip()
+    try:
+        folder = CGROUP / daemon.cgroup_parent / container
+        assert (folder / "memory.max").read_text().strip() == str(64 * 1024 * 1024)
+        assert (folder / "pids.max").read_text().strip() == "20"
+        assert (folder / "cpu.max").read_text().split()[0] == "50000"
+        daemon.out("update", "--memory", "96m", container)
+        assert (folder / "memory.max").read_text().strip() == str(96 * 1024 * 1024)
+        oom = daemon.cli("run", "--rm", "--memory", "32m", "base", "sh", "-c", "x=a; while true; do x=$x$x; done")
+        assert oom.returncode == 137
+    finally:
+        daemon.out("rm", "-f", container)
