@@ -42,6 +42,17 @@ ANCHOR_PATHS = (
 UNIFIED = "/sys/fs/cgroup/unified"
 
 
+
+def terminate(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM a daemon we started, then SIGKILL it if it is still there after ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
 class BenchError(Exception):
     """A tool could not be set up; the message says which and why."""
 
@@ -393,13 +404,7 @@ class Docker(CliTool):
     def _stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         # shims outlive dockerd by design; theirs carry our exec root in their command line.
         kill_mentioning(str(self.base))
 
@@ -487,13 +492,7 @@ class Dockyard(CliTool):
     def _stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.exit_code = self.process.returncode
         leftovers = kill_mentioning(str(self.workspace.path / "dockyard"))
         if leftovers:
