@@ -112,6 +112,14 @@ def _default_source() -> str:
     return f"client.{os.getpid()}"
 
 
+def _locate(client: Client | AsyncClient, run_dir: str | os.PathLike[str] | None, source: str | None) -> None:
+    """Set where a client finds the daemon (run_dir, control_path, events_path) and its source."""
+    client.run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir()
+    client.control_path = os.path.join(client.run_dir, CONTROL_SOCKET)
+    client.events_path = os.path.join(client.run_dir, EVENTS_SOCKET)
+    client.source = source or _default_source()
+
+
 def _sync_token() -> str:
     return os.urandom(8).hex()  # not secrets: it costs the CLI a few ms of imports
 
@@ -154,10 +162,7 @@ class Client:
     """
 
     def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, source: str | None = None):
-        self.run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir()
-        self.control_path = os.path.join(self.run_dir, CONTROL_SOCKET)
-        self.events_path = os.path.join(self.run_dir, EVENTS_SOCKET)
-        self.source = source or _default_source()
+        _locate(self, run_dir, source)
         self._context: zmq.Context | None = None
         self._dealer: ZmtpDealer | None = None
         self._daemon_inode = 0
@@ -427,10 +432,7 @@ class AsyncClient:
     def __init__(self, run_dir: str | os.PathLike[str] | None = None, *, source: str | None = None):
         import trio  # noqa: F401 - here, not at module level: the CLI never pays for it
 
-        self.run_dir = os.fspath(run_dir) if run_dir is not None else default_run_dir()
-        self.control_path = os.path.join(self.run_dir, CONTROL_SOCKET)
-        self.events_path = os.path.join(self.run_dir, EVENTS_SOCKET)
-        self.source = source or _default_source()
+        _locate(self, run_dir, source)
         self._context: zmq.Context | None = None
         self._dealer: AsyncSocket | None = None
         self._subscriptions: set[AsyncSocket] = set()

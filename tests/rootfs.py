@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -67,3 +68,24 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
             else:
                 tar.addfile(info)
     return buffer.getvalue()
+
+
+def snapshot(root: Path, exclude: Path | None = None) -> dict[str, tuple]:
+    """Every entry under ``root`` (not under ``exclude``): type, mode, link count, content."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if exclude is not None and (path == exclude or exclude in path.parents):
+                continue
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                content = path.read_bytes()
+            elif stat.S_ISLNK(info.st_mode):
+                content = os.readlink(path)
+            else:
+                content = None
+            entries[str(path.relative_to(root))] = (
+                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_nlink, content
+            )
+    return entries

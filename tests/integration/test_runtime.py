@@ -102,9 +102,10 @@ async def finish(process: ContainerProcess) -> None:
         process.close()
 
 
-async def run(config: LaunchConfig) -> Result:
+async def run(config: LaunchConfig, launcher=launch) -> Result:
+    """Launch (directly, or with ``launcher``, e.g. a fork server's), collect, wait."""
     with trio.fail_after(TIMEOUT):
-        process = await launch(config)
+        process = await launcher(config)
         try:
             out: list[bytes] = []
             err: list[bytes] = []
@@ -439,21 +440,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-async def run_with(server: ForkServer, config: LaunchConfig) -> Result:
-    with trio.fail_after(TIMEOUT):
-        process = await server.launch(config)
-        try:
-            out: list[bytes] = []
-            err: list[bytes] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_all, process.stdout, out)
-                nursery.start_soon(read_all, process.stderr, err)
-            code = await process.wait()
-        finally:
-            await finish(process)
-    return Result(code, b"".join(out).decode(), b"".join(err).decode())
-
-
 def many_layouts(tmp_path: Path, count: int) -> list[dict]:
     layouts = []
     for index in range(count):
@@ -469,7 +455,7 @@ async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Pat
 
     async def one(index: int, layout: dict) -> None:
         script = f"echo out $$ {index}; echo err {index} >&2; ls /proc/self/fd; exit {index}"
-        results[index] = await run_with(server, config_for(image, layout, ("sh", "-c", script), hostname=f"c{index}"))
+        results[index] = await run(launcher=server.launch, config=config_for(image, layout, ("sh", "-c", script), hostname=f"c{index}"))
 
     async with trio.open_nursery() as nursery:
         for index, layout in enumerate(many_layouts(tmp_path, 20)):
@@ -492,7 +478,7 @@ async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Pat
 )
 async def test_fork_server_exec_failures(image: Path, layout: dict, server: ForkServer, argv: tuple[str, ...], code: int, message: str) -> None:
     with pytest.raises(LaunchError) as caught:
-        await run_with(server, config_for(image, layout, argv))
+        await run(launcher=server.launch, config=config_for(image, layout, argv))
     assert caught.value.exit_code == code
     assert caught.value.message == f"cannot start container {ID[:12]}: {message}"
     assert children_of(os.getpid()) == [server.pid]  # pid 1 of the failed container reaped
@@ -500,7 +486,7 @@ async def test_fork_server_exec_failures(image: Path, layout: dict, server: Fork
 
 async def test_fork_server_runtime_failure_is_a_125(image: Path, layout: dict, server: ForkServer) -> None:
     with pytest.raises(LaunchError) as caught:
-        await run_with(server, config_for(image, layout, ("true",), user="nosuchuser"))
+        await run(launcher=server.launch, config=config_for(image, layout, ("true",), user="nosuchuser"))
     assert caught.value.exit_code == 125
     assert caught.value.message.endswith("unable to find user nosuchuser: no matching entries in passwd file")
 
@@ -535,6 +521,6 @@ async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, se
             await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
-    assert await run_with(server, config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
+    assert await run(launcher=server.launch, config=config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
     assert server.pid not in (None, first)
     assert children_of(os.getpid()) == [server.pid]

@@ -21,7 +21,7 @@ import pytest
 from supervisor.errors import Conflict, ImageError, InvalidArgument, NotFound
 from supervisor.images import store as store_module
 from supervisor.images.store import ImageStore, container_config, image_config, parse_reference
-from tests.rootfs import BUSYBOX, tar_bytes
+from tests.rootfs import BUSYBOX, snapshot, tar_bytes
 
 START = 1_700_000_000.0
 
@@ -45,25 +45,6 @@ def small_tar(content: bytes = b"hello") -> bytes:
 
 def diff_id(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root``: type, mode, link count and content (files, symlinks)."""
-    entries = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode):
-                content = path.read_bytes()
-            elif stat.S_ISLNK(info.st_mode):
-                content = os.readlink(path)
-            else:
-                content = None
-            entries[str(path.relative_to(root))] = (
-                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_nlink, content
-            )
-    return entries
 
 
 @pytest.fixture

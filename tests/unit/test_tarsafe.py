@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from supervisor.errors import ImageError
 from supervisor.images.tarsafe import UnsafeMember, extract, member_path
-from tests.rootfs import BUSYBOX, tar_bytes
+from tests.rootfs import BUSYBOX, snapshot, tar_bytes
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="preserving owners (chown) needs root")
@@ -62,27 +62,6 @@ def hardlink(name, target, **kwargs):
 
 def extract_bytes(data: bytes, dest: Path):
     return extract(io.BytesIO(data), dest)
-
-
-def snapshot(root: Path, exclude: Path | None = None) -> dict[str, tuple]:
-    """Every entry under ``root`` (not under ``exclude``): type, mode, link count, content."""
-    entries = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if exclude is not None and (path == exclude or exclude in path.parents):
-                continue
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode):
-                content = path.read_bytes()
-            elif stat.S_ISLNK(info.st_mode):
-                content = os.readlink(path)
-            else:
-                content = None
-            entries[str(path.relative_to(root))] = (
-                stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_nlink, content
-            )
-    return entries
 
 
 @pytest.fixture
