@@ -515,6 +515,11 @@ class Supervisor:
         attributes = {"name": container.name, "image": container.image_ref, **attributes}
         self._emit("container", action, container.id, attributes)
 
+    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
+        """Publish a ``<kind>.<actor>.<action>`` event in the shape of container events (for
+        the daemon's own actors: workers)."""
+        self._emit(kind, action, actor, attributes)
+
     def _emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
         topic = f"{kind}.{actor}.{action}" if actor else f"{kind}.{action}"
         data = {"type": kind, "action": action, "id": actor, "attributes": attributes, "time": time.time()}

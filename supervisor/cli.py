@@ -225,6 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
                    help="seconds between two samples of every container's resource usage (0: off)")
+    p.add_argument("--workers", default=None, metavar="NAMES",
+                   help="comma-separated workers the daemon starts and keeps running (default: all; "
+                        "'none': none, for workers run as their own units with `dockyard worker`)")
+
+    p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
+    p.add_argument("name", metavar="NAME", help="the worker (the daemon lists them in `info`)")
+    p.add_argument("--root", default=None, metavar="DIR", help="the daemon's state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
+    p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
+                   help="the daemon's run directory (default $DOCKYARD_RUN or /run/dockyard)")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the worker's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
     p = sub.add_parser("run", help="create and start a container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
@@ -550,18 +561,35 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from supervisor.config import Config, default_root, default_run_dir
     from supervisor.daemon import main as daemon_main
 
-    config = Config(
-        root=args.root or default_root(),
-        run_dir=args.daemon_run or args.run_dir or default_run_dir(),
-        cgroup_parent=args.cgroup_parent,
-        stats_interval=args.stats_interval,
-    )
+    workers = None
+    if args.workers is not None:
+        workers = tuple(name for name in args.workers.split(",") if name and name != "none")
+    try:
+        config = Config(
+            root=args.root or default_root(),
+            run_dir=args.daemon_run or args.run_dir or default_run_dir(),
+            cgroup_parent=args.cgroup_parent,
+            stats_interval=args.stats_interval,
+            workers=workers,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return daemon_main(config, args.log_format, args.log_level)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from supervisor.config import default_root, default_run_dir
+    from workers import main as worker_main
+
+    return worker_main(args.name, args.root or default_root(), args.daemon_run or args.run_dir or default_run_dir(),
+                       args.log_format, args.log_level)
 
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "daemon":
         return cmd_daemon(args)
+    if args.cmd == "worker":
+        return cmd_worker(args)
     simple = {
         "start": ("container.start", lambda a: {}),
         "stop": ("container.stop", lambda a: {"timeout": a.time}),

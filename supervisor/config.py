@@ -43,13 +43,28 @@ class Config:
     shutdown_timeout: float = 30.0
     python: str = sys.executable
     stats_interval: float = 1.0
+    workers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
         object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
         object.__setattr__(self, "cgroup_root", Path(self.cgroup_root))
+        if self.workers is not None:
+            from workers import WORKERS
+
+            unknown = [name for name in self.workers if name not in WORKERS]
+            if unknown:
+                known = ", ".join(sorted(WORKERS)) or "none"
+                raise ValueError(f"unknown worker {', '.join(unknown)} (known: {known})")
+            object.__setattr__(self, "workers", tuple(self.workers))
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        from workers import WORKERS
+
+        return tuple(WORKERS) if self.workers is None else self.workers
 
     @property
     def containers_dir(self) -> Path:

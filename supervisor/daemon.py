@@ -1,8 +1,10 @@
 """`dockyard daemon`: the Supervisor, served over the bus.
 
     main ─┬─ BusServer.serve       control.sock (ROUTER) + events.sock (XPUB)
-          └─ Supervisor            containers; publishes through the bus + the journal
-               └─ waits for SIGTERM/SIGINT, then stops containers and exits 0
+          ├─ Supervisor            containers; publishes through the bus + the journal
+          │    └─ waits for SIGTERM/SIGINT, then stops containers
+          └─ WorkerManager         the workers' processes (log collector, monitor), stopped
+                                   last, so that they see every container's end; exit 0
 
 Only one daemon may use a state root at a time: it holds an exclusive lock on
 ``<root>/daemon.lock`` for as long as it runs.
@@ -28,6 +30,7 @@ from supervisor.config import Config
 from supervisor.errors import DockyardError
 from supervisor.handlers import Handlers
 from supervisor.journal import Journal
+from supervisor.workers import WorkerManager
 
 
 def configure_logging(log_format: str = "logfmt", level: str = "info") -> Any:
@@ -70,7 +73,15 @@ class DaemonLock:
         os.close(self.fd)
 
 
-async def serve(config: Config, log: Any) -> None:
+def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
+    return {
+        name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
+               "--log-format", log_format, "--log-level", log_level]
+        for name in config.worker_names
+    }
+
+
+async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level: str = "info") -> None:
     lock = DaemonLock(config.root)
     journal = Journal(config.journal_dir, config.journal_events)
     server: BusServer | None = None
@@ -82,11 +93,17 @@ async def serve(config: Config, log: Any) -> None:
 
     try:
         supervisor = Supervisor(config, publish=publish, log=log)
+        workers = WorkerManager(
+            worker_commands(config, log_format, log_level),
+            emit=lambda action, name, attributes: supervisor.emit("worker", action, name, attributes),
+            log=log,
+        )
         handlers = Handlers(
             supervisor,
             journal,
             last_event_seq=lambda: server.last_seq(EVENTS_CHANNEL),
             bus_stats=lambda: server.stats.as_dict(),
+            workers=workers.status,
         )
         server = BusServer(config.run_dir, handlers.table(), log=log)
         # seq of the events channel carries on across restarts, as the journal does.
@@ -95,10 +112,12 @@ async def serve(config: Config, log: Any) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
                 async with supervisor:
+                    await nursery.start(workers.run)
                     log.info("daemon ready", root=str(config.root), run=str(config.run_dir), pid=os.getpid())
                     async for signum in signals:
                         log.info("stopping", signal=signal.Signals(signum).name)
                         break
+                await workers.stop()
                 await server.drain(timeout=1.0)
                 nursery.cancel_scope.cancel()
     finally:
@@ -126,7 +145,7 @@ def main(config: Config, log_format: str = "logfmt", log_level: str = "info") ->
         return 1
     raise_open_file_limit()
     try:
-        trio.run(serve, config, log)
+        trio.run(serve, config, log, log_format, log_level)
     except DockyardError as exc:
         log.error(exc.message)
         return 1

@@ -51,11 +51,13 @@ def image_summary(image: Image) -> dict[str, Any]:
 
 
 class Handlers:
-    def __init__(self, supervisor: Supervisor, journal: Journal, last_event_seq: Callable[[], int], bus_stats: Callable[[], dict]):
+    def __init__(self, supervisor: Supervisor, journal: Journal, last_event_seq: Callable[[], int],
+                 bus_stats: Callable[[], dict], workers: Callable[[], dict] = dict):
         self.sup = supervisor
         self.journal = journal
         self.last_event_seq = last_event_seq
         self.bus_stats = bus_stats
+        self.workers = workers
 
     def table(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         return {
@@ -199,4 +201,5 @@ class Handlers:
             "images": len(self.sup.images.list()),
             "events_channel": EVENTS_CHANNEL,
             "bus": self.bus_stats(),
+            "workers": self.workers(),
         }

@@ -1,0 +1,59 @@
+"""The daemon's workers: separate processes that subscribe to the bus and act only through
+requests to the supervisor. The daemon starts and supervises them (supervisor/workers.py);
+each can also run on its own, for example as its own systemd unit:
+
+    dockyard worker NAME [--root DIR] [--run DIR]
+
+A worker is a module ``workers.<name>`` with ``async def serve(ctx: WorkerContext)``, listed
+in :data:`WORKERS`. ``serve`` runs until it is cancelled (SIGTERM or SIGINT); the daemon
+restarts a worker that exits or dies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: name -> module; the daemon starts every one of them unless told otherwise (--workers).
+WORKERS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    name: str
+    root: Path  # the daemon's state root (a worker keeps its own state under it)
+    run_dir: Path  # where the bus sockets are
+    log: Any
+
+
+def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_level: str = "info") -> int:
+    import trio
+
+    from supervisor.daemon import configure_logging
+
+    if name not in WORKERS:
+        known = ", ".join(sorted(WORKERS)) or "none"
+        raise SystemExit(f"dockyard worker: unknown worker {name!r} (known: {known})")
+    module = importlib.import_module(WORKERS[name])
+    log = configure_logging(log_format, log_level).bind(worker=name)
+    ctx = WorkerContext(name=name, root=Path(root).absolute(), run_dir=Path(run_dir).absolute(), log=log)
+
+    async def run() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve_then_cancel, module.serve, ctx, nursery.cancel_scope)
+                async for signum in signals:
+                    log.info("worker stopping", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(run)
+    return 0
+
+
+async def _serve_then_cancel(serve: Any, ctx: WorkerContext, scope: Any) -> None:
+    await serve(ctx)
+    scope.cancel()  # serve returned on its own: the worker is done

@@ -1,0 +1,16 @@
+"""python -m workers NAME --root DIR --run DIR [--log-format F] [--log-level L]: how the
+daemon starts a worker (the same as `dockyard worker`, without the CLI's parser)."""
+
+import argparse
+import sys
+
+from workers import main
+
+parser = argparse.ArgumentParser(prog="python -m workers")
+parser.add_argument("name")
+parser.add_argument("--root", required=True)
+parser.add_argument("--run", required=True)
+parser.add_argument("--log-format", default="logfmt")
+parser.add_argument("--log-level", default="info")
+args = parser.parse_args()
+sys.exit(main(args.name, args.root, args.run, args.log_format, args.log_level))
