@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import secrets
 import select
 import signal
 import struct
@@ -17,7 +18,12 @@ import time
 import pytest
 
 from bus.client import Client
-from tests.conftest import DOCKYARD
+from supervisor.api import Supervisor
+from supervisor.config import Config
+from supervisor.errors import DockyardError, StartError
+from supervisor.runtime import linux
+from supervisor.spec import ContainerSpec
+from tests.conftest import DOCKYARD, cgroup_dirs
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +267,28 @@ def test_several_clients_attach_at_once_and_eof_closes_stdin(daemon):
                 if pipe is not None:
                     pipe.close()
     daemon.out("rm", "echoer")
+
+
+async def test_exec_run_gives_exit_code_and_output_and_kills_at_its_timeout(tmp_path, busybox_tar):
+    """The library call health checks use (Supervisor.exec_run), without the bus."""
+    config = Config(root=tmp_path / "root", run_dir=tmp_path / "run",
+                    cgroup_parent=f"dockyard-test-{secrets.token_hex(4)}", stats_interval=0)
+    try:
+        async with Supervisor(config) as supervisor:
+            with open(busybox_tar, "rb") as tar:
+                await supervisor.import_image(tar, "base")
+            container = await supervisor.run(ContainerSpec(image="base", cmd=("sleep", "1000")))
+            result = await supervisor.exec_run(container.id, ["sh", "-c", "echo healthy; echo warn >&2; exit 3"])
+            assert result.exit_code == 3 and sorted(result.output.splitlines()) == [b"healthy", b"warn"]
+            slow = await supervisor.exec_run(container.id, ["sleep", "100"], timeout=0.2)
+            assert slow.timed_out and slow.exit_code is None
+            assert container.status.running  # an exec's end is not the container's
+            with pytest.raises(StartError) as missing:
+                await supervisor.exec_run(container.id, ["no-such-command"])
+            assert missing.value.exit_code == 127
+            await supervisor.remove(container.id, force=True)
+            with pytest.raises(DockyardError, match="no such container"):
+                await supervisor.exec_run(container.id, ["true"])
+    finally:
+        linux.set_child_subreaper(False)  # the Supervisor made this test process one
+        assert cgroup_dirs(config.cgroup_parent) == []
