@@ -23,7 +23,7 @@ from supervisor.config import Config
 from supervisor.errors import DockyardError, StartError
 from supervisor.runtime import linux
 from supervisor.spec import ContainerSpec
-from tests.conftest import DOCKYARD, cgroup_dirs
+from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, mounts_under
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +104,29 @@ class Terminal:
             os.waitpid(self.pid, 0)
             self.exit_code = -9
         os.close(self.fd)
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory, busybox_tar):
+    """One private daemon for this module's tests (each starts ~3 s): every test removes
+    what it made, and the daemon must stop cleanly, leaving no mount or cgroup, at the end."""
+    base = tmp_path_factory.mktemp("interactive")
+    instance = Daemon(base)
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        yield instance
+        assert instance.stop() == 0, instance.log()
+        assert mounts_under(base) == [], "mounts left behind"
+        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def daemon(shared_daemon):
+    yield shared_daemon
+    assert shared_daemon.out("ps", "-aq") == "", "a test left a container behind"
 
 
 @pytest.fixture
