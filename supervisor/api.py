@@ -44,7 +44,10 @@ from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
-from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env
+from supervisor.runtime.stdio import StdioPlan, set_window_size
+from supervisor.attach import Collector, Target, receive_chunk
+from supervisor.exec import ExecConfig, ExecResult, ExecSpec, Execution
+from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env, parse_signal
 from supervisor.state import Status
 from supervisor.store import ContainerStore
 from logs.lines import LineSplitter
@@ -301,6 +304,111 @@ class Supervisor:
             rows.append(stats.record(container.id, container.name, reader.read(), container.last_sample))
         return rows
 
+    # --- attached clients and exec (supervisor/attach.py, supervisor/exec.py) -------------
+
+    def attach(self, ref: str, attachment: Any) -> Container:
+        """Send a running container's output to ``attachment`` from now on, until it exits
+        or :meth:`detach`. Raises InvalidState if it is not running."""
+        container = self.get(ref)
+        if not container.status.running or container.process is None:
+            raise InvalidState(container.name, "attach to", container.status.value, "it is not running")
+        container.attachments.append(attachment)
+        return container
+
+    def detach(self, container: Container, attachment: Any) -> None:
+        with contextlib.suppress(ValueError):
+            container.attachments.remove(attachment)
+
+    def target(self, container: Container) -> Target:
+        """What an attached client acts on: the running process's stdin, terminal, signals."""
+        process = container.process
+
+        def resize(rows: int, columns: int) -> None:
+            if process is not None and process.tty and process.returncode is None and process.stdout is not None:
+                with contextlib.suppress(OSError):
+                    set_window_size(process.stdout.fileno(), rows, columns)
+
+        async def deliver(number: int) -> None:
+            number = parse_signal(number)
+            if container.process is process and container.status.running:
+                await self.kill(container.id, number)
+
+        return Target(stdin=process.stdin if process is not None else None, resize=resize, signal=deliver)
+
+    async def exec(self, ref: str, spec: ExecSpec, attach: Any = None) -> Execution:
+        """Start ``spec.cmd`` inside the running container ``ref``: in all its namespaces
+        and its cgroup, with its capabilities, no_new_privs, environment (plus ``spec.env``),
+        user and working dir unless ``spec`` says otherwise. Returns once the command runs;
+        ``await execution.wait()`` for its exit code. Its output goes to ``attach`` (and to
+        any attachment added to ``execution.attachments``).
+
+        Raises:
+            InvalidState: the container is not running.
+            StartError: the command could not be started (exit_code 125/126/127).
+        """
+        container = self.get(ref)
+        process, cgroup = container.process, container.cgroup
+        if not container.status.running or process is None or cgroup is None:
+            raise InvalidState(container.name, "exec in", container.status.value, "it is not running")
+        execution = Execution(container=container, spec=spec)
+        if attach is not None:
+            execution.attachments.append(attach)
+        resolved = container.resolved
+        config = ExecConfig(
+            container_id=container.id,
+            pid=process.pid,
+            start_time=process.start_time,
+            argv=spec.cmd,
+            env=tuple(merge_env(resolved.env, spec.env)),
+            cwd=spec.workdir or resolved.workdir,
+            user=spec.user or resolved.user,
+            cgroup_procs=tuple(cgroup.procs_files),
+            capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
+        )
+        names = {"execID": execution.id, "command": execution.command}
+        self._emit_container(container, "exec_create", **names)
+        stdio = StdioPlan(stdin=spec.stdin, tty=spec.tty, output=not spec.detach)
+        try:
+            execution.process = await self._fork_server.launch(config, stdio)  # type: ignore[arg-type]
+        except LaunchError as exc:
+            execution.exit_code = exc.exit_code
+            execution.done.set()
+            self._emit_container(container, "exec_die", **names, exitCode=str(exc.exit_code))
+            reason = exc.details.get("reason", exc.message)
+            raise StartError(
+                f"cannot exec in container {container.name}: {reason}", exit_code=exc.exit_code, container=container.id
+            ) from exc
+        execution.pid = execution.process.pid
+        self._emit_container(container, "exec_start", **names)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise_exec, execution, names)
+        return execution
+
+    async def exec_run(
+        self, ref: str, argv: list[str] | tuple[str, ...], *, timeout: float | None = None, output_limit: int = 4096
+    ) -> ExecResult:
+        """Run ``argv`` in the container to its end (health checks): its exit code and the
+        last ``output_limit`` bytes of its output. After ``timeout`` seconds it is killed
+        and the result says ``timed_out``. Raises as :meth:`exec`."""
+        collector = Collector(output_limit)
+        execution = await self.exec(ref, ExecSpec(cmd=tuple(argv)), attach=collector)
+        with trio.move_on_after(float("inf") if timeout is None else timeout):
+            exit_code = await execution.wait()
+            return ExecResult(exit_code, bytes(collector.data))
+        if execution.process is not None:
+            execution.process.send_signal(signal.SIGKILL)
+        await execution.wait()
+        return ExecResult(None, bytes(collector.data), timed_out=True)
+
+    async def _supervise_exec(self, execution: Execution, names: dict[str, str]) -> None:
+        try:
+            exit_code = await execution.supervise(OUTPUT_DRAIN_SECONDS)
+        finally:
+            if execution.exit_code is None:  # cancelled: the daemon stops, and the container with it
+                execution.exit_code = ORPHAN_EXIT_CODE
+            execution.done.set()
+        self._emit_container(execution.container, "exec_die", **names, exitCode=str(exit_code))
+
     # --- internals ----------------------------------------------------------------------
 
     def _check_resources(self, resources: Resources) -> None:
@@ -361,7 +469,8 @@ class Supervisor:
             devices=_device_nodes(container.spec.resources),
         )
         try:
-            process = await self._fork_server.launch(launch_config)
+            stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
+            process = await self._fork_server.launch(launch_config, stdio)
         except LaunchError as exc:
             await trio.to_thread.run_sync(cgroup.remove)
             await self._start_failed(container, exc)
@@ -409,8 +518,9 @@ class Supervisor:
     async def _supervise(self, container: Container, process: Any) -> None:
         """Pump the container's output until it exits, then record the exit and clean up."""
         async with trio.open_nursery() as pumps:
-            pumps.start_soon(self._pump, container, process.stdout, "stdout")
-            pumps.start_soon(self._pump, container, process.stderr, "stderr")
+            for name in ("stdout", "stderr"):  # a terminal has no stderr: it is merged
+                if getattr(process, name) is not None:
+                    pumps.start_soon(self._pump, container, getattr(process, name), name)
             exit_code = await process.wait()
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
@@ -447,7 +557,7 @@ class Supervisor:
         splitter = LineSplitter()
         topic = f"log.{container.id}.{name}"
         while True:
-            chunk = await stream.receive_some(65536)
+            chunk = await receive_chunk(stream)  # b"" also for a pty's EIO
             if not chunk:
                 break
             for attachment in tuple(container.attachments):

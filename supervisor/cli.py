@@ -147,6 +147,8 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
     parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open, and attach it (run)")
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
@@ -195,6 +197,10 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name,
         "auto_remove": args.rm,
     }
+    if args.tty:
+        spec["tty"] = True
+    if args.interactive:
+        spec["open_stdin"] = True
     if args.stop_timeout is not None:
         spec["stop_timeout"] = args.stop_timeout
     if args.stop_signal is not None:
@@ -203,6 +209,11 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     if resources:
         spec["resources"] = resources
     return spec
+
+
+def detach_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default="", metavar="KEYS",
+                        help="keys that detach from a terminal, e.g. ctrl-x,y (default ctrl-p,ctrl-q)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="create and start a container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container id")
+    detach_keys_option(p)
     container_options(p)
 
     p = sub.add_parser("create", help="create a container without starting it", add_help=False)
@@ -247,7 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
     container_options(p)
 
     p = sub.add_parser("start", help="start stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="attach to its output (and signals) until it exits")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach stdin too")
+    detach_keys_option(p)
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("attach", help="attach this terminal to a running container (ctrl-p ctrl-q detaches)")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    p.add_argument("--sig-proxy", default="true", choices=["true", "false"],
+                   help="forward the signals the CLI gets to the container (without a terminal; default true)")
+    detach_keys_option(p)
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("exec", help="run a command in a running container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and attach it")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone takes it from this environment)")
+    p.add_argument("-w", "--workdir", default="", help="working directory (default: the container's)")
+    p.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] (default: the container's)")
+    detach_keys_option(p)
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
 
     p = sub.add_parser("stop", help="stop running containers: stop signal, then SIGKILL after the timeout")
     p.add_argument("-t", "--time", type=int, default=None, metavar="SECONDS", help="seconds to wait before SIGKILL (default: the container's, 10)")
@@ -328,24 +363,84 @@ def cmd_run(args: argparse.Namespace, client: Any) -> int:
             start_failure(error)
         print(result["id"])
         return 0
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+    args_map = {"spec": spec, "attach": True, "stdin": args.interactive}
+    return attached_exit(client, "container.run", args_map, args.tty, args.interactive, args.detach_keys)
+
+
+def attached_exit(client: Any, op: str, request: dict[str, Any], tty: bool, interactive: bool, detach_keys: str,
+                  start_error: bool = True, sig_proxy: bool = True) -> int:
+    """Run an attached session (supervisor/terminal.py) and turn its end into an exit code."""
+    from supervisor.terminal import TerminalError, attached
+
     try:
-        stream = client.stream("container.run", {"spec": spec, "attach": True})
-        while True:
-            try:
-                payload = next(stream)
-            except StopIteration as done:
-                result = done.value
-                break
-            target = out if payload.get("stream") == "stdout" else err
-            target.write(payload.get("data", b""))
-            target.flush()
+        result = attached(client, op, request, tty=tty, interactive=interactive, detach_keys=detach_keys,
+                          sig_proxy=sig_proxy)
+    except TerminalError as error:
+        fail(str(error))
     except RemoteError as error:
-        start_failure(error)
+        if start_error or "exit_code" in error.details:
+            start_failure(error)
+        fail(error.message)
     if result.get("dropped"):
         print(f"dockyard: {result['dropped']} chunks of output could not be delivered to this terminal "
               f"(the logs have them)", file=sys.stderr)
+    if "left" in result:
+        return 128 + int(result["left"])
+    if result.get("detached"):
+        return 0
     return int(result["exit_code"])
+
+
+def cmd_start(args: argparse.Namespace, client: Any) -> int:
+    if not args.attach and not args.interactive:
+        return for_each(args, client, "container.start", {})
+    if len(args.containers) != 1:
+        raise UsageError("start: you cannot start and attach multiple containers at once")
+    ref = args.containers[0]
+    config = client.request("container.inspect", {"container": ref})["Config"]
+    interactive = args.interactive and bool(config.get("OpenStdin"))
+    request = {"container": ref, "attach": True, "stdin": interactive}
+    return attached_exit(client, "container.start", request, bool(config.get("Tty")), interactive, args.detach_keys)
+
+
+def cmd_attach(args: argparse.Namespace, client: Any) -> int:
+    try:
+        document = client.request("container.inspect", {"container": args.container})
+    except RemoteError as error:
+        fail(error.message)
+    config, state = document["Config"], document["State"]
+    if not state.get("Running"):
+        fail(f"cannot attach to container {args.container}: it is not running")
+    interactive = bool(config.get("OpenStdin")) and not args.no_stdin
+    tty = bool(config.get("Tty"))
+    request = {"container": document["Id"], "stdin": interactive}
+    return attached_exit(client, "container.attach", request, tty, interactive, args.detach_keys, start_error=False,
+                         sig_proxy=args.sig_proxy == "true")
+
+
+def cmd_exec(args: argparse.Namespace, client: Any) -> int:
+    if not args.command:
+        raise UsageError("exec: a command is needed: exec [OPTIONS] CONTAINER COMMAND [ARG...]")
+    spec = {
+        "cmd": args.command,
+        "env": env_entries(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "tty": args.tty,
+        "stdin": args.interactive,
+        "detach": args.detach,
+    }
+    request = {"container": args.container, "exec": spec}
+    if args.detach:
+        try:
+            client.request("container.exec", request)
+        except RemoteError as error:
+            if "exit_code" in error.details:
+                start_failure(error)
+            fail(error.message)
+        return 0
+    return attached_exit(client, "container.exec", request, args.tty, args.interactive, args.detach_keys,
+                         start_error=False)
 
 
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
@@ -591,7 +686,6 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "worker":
         return cmd_worker(args)
     simple = {
-        "start": ("container.start", lambda a: {}),
         "stop": ("container.stop", lambda a: {"timeout": a.time}),
         "restart": ("container.restart", lambda a: {"timeout": a.time}),
         "kill": ("container.kill", lambda a: {"signal": a.signal}),
@@ -614,6 +708,9 @@ def dispatch(args: argparse.Namespace) -> int:
             "info": cmd_info,
             "update": cmd_update,
             "stats": cmd_stats,
+            "start": cmd_start,
+            "attach": cmd_attach,
+            "exec": cmd_exec,
         }[args.cmd]
         return handler(args, client)
 

@@ -203,6 +203,8 @@ class Container:
                 "Labels": {},
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
+                "Tty": self.spec.tty,
+                "OpenStdin": self.spec.open_stdin,
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,

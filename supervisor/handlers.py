@@ -14,7 +14,9 @@ from typing import Any
 
 from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
+from supervisor.attach import Session, Target, chunk_window
 from supervisor.errors import InvalidArgument
+from supervisor.exec import ExecSpec
 from supervisor.images.store import Image
 from supervisor.journal import Journal
 from supervisor.spec import ContainerSpec, parse_signal
@@ -73,6 +75,8 @@ class Handlers:
             "container.inspect": self.inspect,
             "container.update": self.update,
             "container.stats": self.stats,
+            "container.attach": self.attach,
+            "container.exec": self.exec,
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
@@ -86,22 +90,68 @@ class Handlers:
         return {"id": container.id, "name": container.name}
 
     async def run(self, req: Any) -> dict[str, Any]:
-        """{spec, attach: bool} -> {id, name} at once, or, attached: stream payloads
-        {stream: "stdout"|"stderr", data: bytes} while it runs, then {id, name, exit_code,
-        dropped} once it has exited and all its output was sent."""
+        """{spec, attach: bool, stdin?: bool, window?: chunks} -> {id, name} at once, or,
+        attached: a session (supervisor/attach.py: stream payloads {stream: "stdout"|"stderr",
+        data: bytes} while it runs, input and control messages from the client), then
+        {id, name, exit_code, dropped} once it has exited and all its output was sent, or
+        {id, name, detached: true}."""
         spec = ContainerSpec.from_map(_arg(req.args, "spec", dict))
         if not _arg(req.args, "attach", bool, False):
             container = await self.sup.run(spec)
             return {"id": container.id, "name": container.name}
-        attachment = StreamAttachment(req)
-        container = await self.sup.run(spec, attach=attachment)
-        exit_code = await self.sup.wait_for(container)
-        return {"id": container.id, "name": container.name, "exit_code": exit_code, "dropped": attachment.dropped}
+        session = self._session(req)
+        container = await self.sup.run(spec, attach=session)
+        return await self._serve_container(session, container)
 
     async def start(self, req: Any) -> dict[str, Any]:
-        """{container} -> {id}"""
-        container = await self.sup.start(_arg(req.args, "container", str))
-        return {"id": container.id}
+        """{container, attach?: bool, stdin?: bool, window?} -> {id}, or attached: a session
+        as for run, then {id, name, exit_code, dropped} or {id, name, detached: true}"""
+        ref = _arg(req.args, "container", str)
+        if not _arg(req.args, "attach", bool, False):
+            container = await self.sup.start(ref)
+            return {"id": container.id}
+        session = self._session(req)
+        container = await self.sup.start(ref, attach=session)
+        return await self._serve_container(session, container)
+
+    async def attach(self, req: Any) -> dict[str, Any]:
+        """{container, stdin?: bool, window?} -> a session with a running container (its
+        output from now on), then {id, name, exit_code, dropped} or {id, name, detached: true}"""
+        session = self._session(req)
+        container = self.sup.attach(_arg(req.args, "container", str), session)
+        return await self._serve_container(session, container)
+
+    async def exec(self, req: Any) -> dict[str, Any]:
+        """{container, exec: {cmd, env?, workdir?, user?, tty?, stdin?, detach?}, window?}
+        -> with detach: {exec_id, pid} once it runs; else a session with the exec'd process,
+        then {exec_id, exit_code, dropped} or {exec_id, detached: true}"""
+        ref = _arg(req.args, "container", str)
+        spec = ExecSpec.from_map(_arg(req.args, "exec", dict))
+        if spec.detach:
+            execution = await self.sup.exec(ref, spec)
+            return {"exec_id": execution.id, "pid": execution.pid}
+        session = Session(req, chunk_window(req.args), stdin=spec.stdin)
+        execution = await self.sup.exec(ref, spec, attach=session)
+        try:
+            exit_code = await session.serve(execution.target(), execution.wait)
+        finally:
+            if session in execution.attachments:
+                execution.attachments.remove(session)
+        if session.detached or exit_code is None:
+            return {"exec_id": execution.id, "detached": True}
+        return {"exec_id": execution.id, "exit_code": exit_code, "dropped": session.dropped}
+
+    def _session(self, req: Any) -> Session:
+        return Session(req, chunk_window(req.args), stdin=_arg(req.args, "stdin", bool, False))
+
+    async def _serve_container(self, session: Session, container: Any) -> dict[str, Any]:
+        try:
+            exit_code = await session.serve(self.sup.target(container), lambda: self.sup.wait_for(container))
+        finally:
+            self.sup.detach(container, session)
+        if session.detached or exit_code is None:
+            return {"id": container.id, "name": container.name, "detached": True}
+        return {"id": container.id, "name": container.name, "exit_code": exit_code, "dropped": session.dropped}
 
     async def stop(self, req: Any) -> dict[str, Any]:
         """{container, timeout?: seconds} -> {id}"""

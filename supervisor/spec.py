@@ -52,6 +52,8 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     stop_signal: int = int(signal.SIGTERM)
     resources: Resources = Resources()
+    tty: bool = False  # -t: a pseudo-terminal as its stdio (docs/interactive.md)
+    open_stdin: bool = False  # -i: its stdin is a pipe (or the terminal) clients can write to
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -82,6 +84,9 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
             raise InvalidArgument("spec.resources: must be a Resources")
+        for flag in ("tty", "open_stdin"):
+            if type(getattr(self, flag)) is not bool:
+                raise InvalidArgument(f"spec.{flag}: must be true or false")
 
     @classmethod
     def from_map(cls, data: Any) -> ContainerSpec:
