@@ -226,6 +226,40 @@ class LayerView:
             return directories, os.lstat(self.layers[0]) if self.layers else None
         return directories, info
 
+    def resolve(self, path: str, *, follow_last: bool = False) -> str:
+        """``path`` with the symlinks in it resolved inside this root (as the container
+        would see them, never towards the host), ``..`` included; at most 40 links.
+
+        Raises:
+            FileNotFoundError: a component is missing or is not a directory.
+        """
+        parts = [c for c in path.split("/") if c not in ("", ".")]
+        resolved: list[str] = []
+        links = 0
+        while parts:
+            component = parts.pop(0)
+            if component == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join([*resolved, component])
+            _, info = self._sources(candidate)
+            if info is None:
+                raise FileNotFoundError(errno.ENOENT, "no such file or directory", candidate)
+            if stat.S_ISLNK(info.st_mode) and (parts or follow_last):
+                links += 1
+                if links > 40:
+                    raise FileNotFoundError(errno.ELOOP, "too many levels of symbolic links", candidate)
+                target = os.readlink(self._real(candidate))
+                if target.startswith("/"):
+                    resolved = []
+                parts = [c for c in target.split("/") if c not in ("", ".")] + parts
+                continue
+            if parts and not stat.S_ISDIR(info.st_mode):
+                raise FileNotFoundError(errno.ENOTDIR, "not a directory", candidate)
+            resolved.append(component)
+        return "/" + "/".join(resolved)
+
     def lookup(self, path: str) -> Meta | None:
         _, info = self._sources(path)
         return None if info is None else Meta.of(info)
@@ -339,15 +373,16 @@ def container_diff(upper: str, lower_layers: Iterable[str]) -> list[tuple[str, s
 class _TarWriter:
     """Adds filesystem entries to a PAX tar: numeric owners, xattrs, ns mtimes, hard links."""
 
-    def __init__(self, output: BinaryIO):
+    def __init__(self, output: BinaryIO, owner: tuple[int, int] | None = None):
         self.tar = tarfile.open(fileobj=output, mode="w|", format=tarfile.PAX_FORMAT)
+        self._owner = owner
         self._inodes: dict[tuple[int, int], str] = {}
         self.skipped_sockets = 0
 
     def add(self, name: str, real: str, info: os.stat_result, *, xattrs: dict[str, bytes] | None = None) -> None:
         member = tarfile.TarInfo(name)
         member.mode = stat.S_IMODE(info.st_mode)
-        member.uid, member.gid = info.st_uid, info.st_gid
+        member.uid, member.gid = self._owner or (info.st_uid, info.st_gid)
         member.uname = member.gname = ""
         member.mtime = _mtime(info)
         pax = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in (xattrs or {}).items()}
@@ -460,11 +495,13 @@ def write_layer(upper: str, output: BinaryIO) -> None:
     writer.close()
 
 
-def write_tree(view: LayerView, path: str, output: BinaryIO, *, prefix: str = "") -> None:
+def write_tree(view: LayerView, path: str, output: BinaryIO, *, prefix: str = "",
+               owner: tuple[int, int] | None = None) -> None:
     """Write the merged view below ``path`` as a plain tar (``export``, ``cp`` out):
     no whiteouts, each entry from the layer where it is visible. Members are named
-    relative to ``path``, under ``prefix`` (``"name"`` for ``cp``)."""
-    writer = _TarWriter(output)
+    relative to ``path``, under ``prefix`` (``"name"`` for ``cp``); ``owner`` replaces
+    every entry's uid and gid."""
+    writer = _TarWriter(output, owner)
     base = path.rstrip("/")
     for container_path, real in view.walk(path):
         relative = container_path[len(base) :].lstrip("/")

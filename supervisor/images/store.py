@@ -246,8 +246,9 @@ class ImageStore:
         image = self.resolve(ref)
         history = [entry for entry in image.document.get("history") or [] if isinstance(entry, dict)]
         sizes = [self._layer_size(chain) for chain in chain_ids(list(image.diff_ids))]
-        if not history:
-            history = [{"created_by": ""} for _ in sizes]
+        missing = len(sizes) - sum(1 for entry in history if not entry.get("empty_layer"))
+        if missing > 0:  # e.g. imported layers, which have no history entry
+            history = [{"created_by": ""} for _ in range(missing)] + history
         rows, layer = [], 0
         for entry in history:
             size = 0
