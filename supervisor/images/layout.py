@@ -211,6 +211,8 @@ class Stage:
             with open(blob_file, "wb") as blob:
                 try:
                     report = extract(hashing, work / "diff", whiteouts=True, copy_to=blob, **self.bomb)
+                except ImageError as exc:  # name the layer (and its archive) as well as the member
+                    raise ImageError(f"{what}: {exc.message}", **exc.details) from exc
                 except OSError as exc:
                     raise ImageError(f"cannot unpack {what}: {exc.strerror or exc}", reason=str(exc)) from exc
                 while _read(hashing, CHUNK, what):  # the compressed stream's own trailer
