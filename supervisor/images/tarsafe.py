@@ -61,8 +61,8 @@ Layers (``whiteouts=True``)
     e.g. ``redirect``); they are skipped and counted.
 
 Decompression bombs: a compressed stream that inflates more than :data:`BOMB_RATIO` times
-once past :data:`BOMB_FLOOR` bytes is refused (gzip cannot exceed about 1032:1 by design; a
-layer that does is all zeros). A full disk is an ordinary error: the caller discards the
+once past :data:`BOMB_FLOOR` bytes is refused (gzip cannot exceed about 1032:1 by design; only
+a stream of almost nothing but zeros comes near it: a real layer is far below). A full disk is an ordinary error: the caller discards the
 partial tree, so either way nothing is left behind.
 
 A truncated or corrupt archive is an error. Python's tarfile silently ends the archive at
@@ -97,7 +97,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
 OPAQUE_XATTR = "trusted.overlay.opaque"
 #: A compressed stream inflating more than BOMB_RATIO times, past BOMB_FLOOR bytes, is refused.
-BOMB_RATIO = 2000
+BOMB_RATIO = 1000
 BOMB_FLOOR = 16 << 20
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _IMPLIED_DIRECTORY_MODE = 0o755
