@@ -183,12 +183,15 @@ class Supervisor:
         return [(c.name, c.status.running) for c in self._containers.values() if c.image_id == image_id]
 
     async def remove_image(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        image_id = self.images.resolve(ref).id
         report = await trio.to_thread.run_sync(
             functools.partial(self.images.remove, ref, force=force, users=self.image_users)
         )
-        for line in report:
-            for action, subject in line.items():
-                self._emit("image", action.lower(), subject.removeprefix("sha256:"), {"name": ref})
+        for line in report:  # docker's actions: untag (per tag), then delete
+            if "Untagged" in line:
+                self._emit("image", "untag", image_id, {"name": line["Untagged"]})
+            else:
+                self._emit("image", "delete", image_id, {"name": ref})
         return report
 
     async def tag_image(self, ref: str, reference: str) -> Image:

@@ -539,6 +539,11 @@ class ImageStore:
             return {"images": {}, "tags": {}}
         except (OSError, ValueError) as exc:
             raise DockyardError(f"image store: cannot read {self._index_path}: {exc}") from exc
+        if isinstance(data, dict) and data.get("version") == 1 and "images" in data:
+            raise DockyardError(
+                f"image store: {self._index_path} is in the single-layer format of an older dockyard, which "
+                f"kept no layer blobs to convert: move {self.dir} aside and import the images again"
+            )
         if not isinstance(data, dict) or data.get("schemaVersion") != 2 or not isinstance(data.get("manifests"), list):
             raise DockyardError(f"image store: {self._index_path} is not an OCI image index")
         images: dict[str, dict[str, str]] = {}
