@@ -394,7 +394,7 @@ class _Extractor:
             return
         if not parts and not member.isdir():
             raise UnsafeMember("only a directory may stand for the target itself")
-        if self._layer and parts[-1].startswith(WHITEOUT_PREFIX):
+        if self._layer and parts and parts[-1].startswith(WHITEOUT_PREFIX):
             self._whiteout(parts)
             return
         if member.islnk():

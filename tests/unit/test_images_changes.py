@@ -258,3 +258,20 @@ def test_commit_refuses_redirect_dirs(tmp_path):
     os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/old")
     with pytest.raises(ImageError, match="redirect_dir"):
         write_layer(str(upper), io.BytesIO())
+
+
+def test_a_layer_with_a_dot_slash_root_entry_unpacks(tmp_path):
+    # GNU tar -C dir . writes "./" first: the target itself, as a directory.
+    root = tarfile.TarInfo("./")
+    root.type = tarfile.DIRTYPE
+    root.mode = 0o755
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.addfile(root)
+        info = tarfile.TarInfo("./etc/hostname")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"box"))
+    target = tmp_path / "layer"
+    target.mkdir()
+    extract(io.BytesIO(data.getvalue()), target, whiteouts=True)
+    assert (target / "etc" / "hostname").read_bytes() == b"box"
