@@ -293,10 +293,8 @@ class ImageStore:
             ImageError: a layer is neither staged nor in the store.
         """
         prepared = []
+        images = list(images)
         for new in images:
-            for layer in new.layers:
-                if layer.chain_id not in stage.layers and self._find_layer(layer.chain_id) is None:
-                    raise ImageError(f"cannot commit: layer {layer.chain_id} is not unpacked", reason="layer")
             config_blob = stage.write_bytes(new.config)
             manifest_blob = stage.write_bytes(
                 manifest(config_blob.digest, config_blob.size, [(layer.diff_id, self._staged_size(stage, layer))
@@ -304,6 +302,14 @@ class ImageStore:
             )
             prepared.append((config_blob.digest.removeprefix("sha256:"), manifest_blob, new.tags))
         with self._lock:
+            # Checked under the lock: an rmi may have removed a layer the stage relied on.
+            for new in images:
+                for layer in new.layers:
+                    if layer.chain_id not in stage.layers and (
+                        self._find_layer(layer.chain_id) is None or not self.blob_path(layer.diff_id).exists()
+                    ):
+                        raise ImageError(f"cannot commit: layer {layer.chain_id} is neither staged nor in the store "
+                                         "(removed meanwhile?); try again", reason="layer")
             index = self._read_index()
             moved: list[tuple[Path, Path]] = []
             try:

@@ -15,7 +15,7 @@ import pytest
 
 from supervisor.errors import ImageError
 from supervisor.images import archive
-from supervisor.images.store import ImageStore
+from supervisor.images.store import ImageStore, NewImage
 from tests.rootfs import snapshot, tar_bytes
 
 
@@ -165,3 +165,27 @@ def test_bad_archive_is_refused_and_changes_nothing(store, tmp_path, case):
 def test_escaping_layer_names_the_member(store, tmp_path):
     with pytest.raises(ImageError, match="escaped"):
         load_bytes(store, bad_archives()["escaping-layer"], tmp_path)
+
+
+def test_blob_ingest_verifies_digest_and_size_and_keeps_nothing_half_written(store):
+    data = b"a blob a registry client streams in"
+    with store.stage() as stage:
+        with pytest.raises(ImageError, match="not the expected"):
+            stage.write_blob(io.BytesIO(data), digest=sha(b"something else"))
+        with pytest.raises(ImageError, match="size"):
+            stage.write_blob(io.BytesIO(data), digest=sha(data), size=len(data) - 1)
+        with pytest.raises(ImageError, match="invalid digest"):
+            stage.write_blob(io.BytesIO(data), digest="md5:abc")
+        assert sorted(p.name for p in stage.dir.iterdir()) == ["blobs", "layers"]
+        assert list(stage.blobs_dir.iterdir()) == []
+        blob = stage.write_blob(io.BytesIO(data), digest=sha(data), size=len(data))
+        assert stage.blob_path(blob.digest).read_bytes() == data
+        # A gzip layer checked against its descriptor and its diff id, then committed.
+        packed = gzip.compress(BASE)
+        layer = stage.add_layer(io.BytesIO(packed), parent=None, diff_id=sha(BASE), digest=sha(packed),
+                                size=len(packed))
+        config = json.dumps({"os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(BASE)]}}).encode()
+        [image] = store.commit(stage, [NewImage(config, (layer,), ("pulled:1",))])
+    assert store.resolve("pulled:1") == image
+    assert store.read_blob(sha(BASE)) == BASE  # layers are kept uncompressed
+    assert os.listdir(store.tmp_dir) == []
