@@ -9,8 +9,8 @@ argument and result schema of each operation is in its docstring and in docs/eve
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
