@@ -137,6 +137,9 @@ def test_rmi_refuses_while_a_container_uses_the_image_and_keeps_shared_layers(da
     assert "Deleted: sha256:" in daemon.out("rmi", "child:1")
     assert daemon.out("images", "-q").split() != []  # the dangling base is still there
     assert daemon.cli("run", "--rm", "child:1", "true").returncode == 125
+    events = daemon.out("events", "--since", "5m", "--until", "0s", "--filter", "type=image").splitlines()
+    actions = [line.split()[2] for line in events]
+    assert actions.count("tag") == 1 and "untag" in actions and actions[-1] == "delete"
 
 
 def test_export_import_and_cp_both_ways(daemon, tmp_path):
@@ -193,7 +196,8 @@ def test_podman_save_in_both_formats_loads_and_runs(daemon, tmp_path, busybox_ta
         podman(podman_dir, "save", "--format", form, "-o", str(archive), "localhost/pod/made:1")
         packed = tmp_path / f"{form}.tar.gz"
         packed.write_bytes(gzip.compress(archive.read_bytes(), compresslevel=1))
-        loaded = daemon.out("load", "-i", str(packed))
+        loaded = daemon.out("load", "-i", str(packed)) if form == "oci-archive" else \
+            daemon.out("load", input=packed.read_bytes())  # from standard input
         assert loaded == "Loaded image: localhost/pod/made:1\n", form
         assert daemon.out("run", "--rm", "localhost/pod/made:1") == "from podman\n"
         daemon.out("rmi", "localhost/pod/made:1")

@@ -435,3 +435,18 @@ def test_reopen_keeps_images_and_sweeps_leftovers(root):
     manifest = json.loads((images_dir / "blobs" / "sha256" / image.manifest.removeprefix("sha256:")).read_bytes())
     live = {image.id, image.manifest.removeprefix("sha256:"), *(l["digest"].removeprefix("sha256:") for l in manifest["layers"])}
     assert set(os.listdir(images_dir / "blobs" / "sha256")) == live
+
+
+def test_rmi_refuses_while_containers_use_the_image_and_force_untags_but_keeps_it(store):
+    image = import_bytes(store, small_tar(b"used"), "used")
+    store.tag("used", "used:v2")
+    stopped = lambda image_id: [("web", False)] if image_id == image.id else []
+    running = lambda image_id: [("web", True)] if image_id == image.id else []
+    with pytest.raises(Conflict, match="several tags"):
+        store.remove(image.id, users=stopped)
+    with pytest.raises(Conflict, match="used by running container web"):
+        store.remove(image.id, force=True, users=running)
+    assert store.remove(image.id, force=True, users=stopped) == [
+        {"Untagged": "used:latest"}, {"Untagged": "used:v2"}]
+    assert store.resolve(image.id).repo_tags == ()  # dangling, kept for "web"
+    assert store.remove(image.id) == [{"Deleted": f"sha256:{image.id}"}]
