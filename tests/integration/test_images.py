@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cgroup_dirs, try_rmdir
 from tests.rootfs import snapshot, tar_bytes
 
 pytestmark = pytest.mark.integration
@@ -51,10 +52,16 @@ A /soft
 
 @pytest.fixture
 def podman_dir():
-    """A private, throw-away podman store (a short path: podman limits its run root to 50 bytes)."""
+    """A private, throw-away podman store (a short path: podman limits its run root to 50
+    bytes); its containers' cgroups (and conmon's) go under a cgroup removed at the end."""
     directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+    for hierarchy in cgroup_dirs(directory.name):
+        for child in sorted(Path(hierarchy).glob("*/"), reverse=True):
+            try_rmdir(child)
+        try_rmdir(Path(hierarchy))
+    assert cgroup_dirs(directory.name) == [], "podman left cgroups behind"
 
 
 def podman(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -68,7 +75,7 @@ def podman(tmp_path: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 
 def podman_run(tmp_path: Path, image: str, *command: str) -> str:
-    return podman(tmp_path, "run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
+    return podman(tmp_path, "run", "--rm", "--cgroup-parent", f"/{tmp_path.name}", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
                   "--ulimit", "nproc=4096:4096", image, *command).stdout.decode()
 
 
