@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
@@ -38,6 +41,10 @@ import trio
 from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
+from supervisor.images import archive as image_archive
+from supervisor.images import containerfs
+from supervisor.images.changes import container_diff
+from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import stats
 from supervisor.journal import Journal
@@ -115,10 +122,97 @@ class Supervisor:
 
     # --- images -----------------------------------------------------------------------
 
-    async def import_image(self, source: BinaryIO, reference: str) -> Image:
-        image = await trio.to_thread.run_sync(self.images.import_tar, source, reference)
+    async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None) -> Image:
+        config = parse_changes(changes, operation="import") if changes else None
+        image = await trio.to_thread.run_sync(
+            functools.partial(self.images.import_tar, source, reference, changes=config)
+        )
         self._emit("image", "import", image.id, {"name": reference})
         return image
+
+    async def commit(self, ref: str, reference: str | None = None, *, comment: str = "", author: str = "",
+                     changes: list[str] | tuple[str, ...] = ()) -> Image:
+        """A new image from a container's changes (``docker commit``); running is fine
+        (it is not paused: a file being written at that moment may be caught half-way)."""
+        container = self.get(ref)
+        base = self.images.resolve(container.image_id)
+        config = commit_config(container.spec, base.config)
+        if changes:
+            config = container_config(parse_changes(list(changes), config.get("Env")), base=config, operation="commit")
+        image = await trio.to_thread.run_sync(functools.partial(
+            self.images.commit_container, str(container.upper), base.id, reference=reference, config=config,
+            created_by=shlex.join(container.resolved.argv), comment=comment, author=author,
+        ))
+        self._emit("container", "commit", container.id, {"name": container.name, "image": image.id,
+                                                          **({"reference": reference} if reference else {})})
+        return image
+
+    async def diff(self, ref: str) -> list[tuple[str, str]]:
+        """``docker diff``: (kind, path) with kind A, C or D, sorted by path."""
+        container = self.get(ref)
+        return await trio.to_thread.run_sync(container_diff, str(container.upper), list(container.layers))
+
+    async def export(self, ref: str, output: Path) -> None:
+        """Write the container's filesystem as a tar to ``output`` (replaced atomically)."""
+        container = self.get(ref)
+        await trio.to_thread.run_sync(_write_file, output,
+                                      functools.partial(containerfs.export, str(container.upper), container.layers))
+        self._emit("container", "export", container.id, {"name": container.name})
+
+    async def copy_from(self, ref: str, source: str, output: Path) -> str:
+        """A tar of ``source`` in the container, written to ``output``; returns the name
+        of its top member."""
+        container = self.get(ref)
+        names: list[str] = []
+
+        def write(stream: BinaryIO) -> None:
+            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream))
+
+        await trio.to_thread.run_sync(_write_file, output, write)
+        return names[0]
+
+    async def copy_to(self, ref: str, source: Path, dest: str) -> str:
+        """Copy the host path ``source`` to ``dest`` in the container."""
+        container = self.get(ref)
+        async with container.lock:
+            pid = container.pid if container.status.running else 0
+            return await trio.to_thread.run_sync(functools.partial(
+                containerfs.copy_in, container.name, str(container.upper), container.layers, pid, source, dest,
+                container.directory,
+            ))
+
+    def image_users(self, image_id: str) -> list[tuple[str, bool]]:
+        """(name, running) of every container made from the image."""
+        return [(c.name, c.status.running) for c in self._containers.values() if c.image_id == image_id]
+
+    async def remove_image(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        image_id = self.images.resolve(ref).id
+        report = await trio.to_thread.run_sync(
+            functools.partial(self.images.remove, ref, force=force, users=self.image_users)
+        )
+        for line in report:  # docker's actions: untag (per tag), then delete
+            if "Untagged" in line:
+                self._emit("image", "untag", image_id, {"name": line["Untagged"]})
+            else:
+                self._emit("image", "delete", image_id, {"name": ref})
+        return report
+
+    async def tag_image(self, ref: str, reference: str) -> Image:
+        image = await trio.to_thread.run_sync(self.images.tag, ref, reference)
+        self._emit("image", "tag", image.id, {"name": reference})
+        return image
+
+    async def save_images(self, refs: list[str], output: Path) -> list[str]:
+        saved = await trio.to_thread.run_sync(image_archive.save, self.images, refs, output)
+        for name in saved:
+            self._emit("image", "save", "", {"name": name})
+        return saved
+
+    async def load_images(self, source: Path) -> list[Image]:
+        images = await trio.to_thread.run_sync(image_archive.load, self.images, source)
+        for image in images:
+            self._emit("image", "load", image.id, {"name": ",".join(image.repo_tags)})
+        return images
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -642,7 +736,10 @@ class Supervisor:
 
 def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
     config = image.config or {}
-    argv = list(config.get("Entrypoint") or []) + list(spec.cmd or config.get("Cmd") or [])
+    if spec.entrypoint is not None:  # docker: --entrypoint also drops the image's CMD
+        argv = list(spec.entrypoint) + list(spec.cmd)
+    else:
+        argv = list(config.get("Entrypoint") or []) + list(spec.cmd or config.get("Cmd") or [])
     if not argv:
         raise InvalidArgument(f"no command specified: image {spec.image} has no default command")
     hostname = spec.hostname or container_id[:12]
@@ -654,6 +751,37 @@ def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
         user=spec.user or config.get("User") or "",
         hostname=hostname,
     )
+
+
+def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:
+    """The config a commit gives its image: the image's, with what the container's spec
+    set (command, entrypoint, env, workdir, user), as ``docker commit``."""
+    config = dict(image_config)
+    if spec.entrypoint is not None:
+        config["Entrypoint"] = list(spec.entrypoint) or None
+        config["Cmd"] = list(spec.cmd) or None
+    elif spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    if spec.env:
+        config["Env"] = merge_env(config.get("Env") or [], spec.env)
+    if spec.workdir:
+        config["WorkingDir"] = spec.workdir
+    if spec.user:
+        config["User"] = spec.user
+    return config
+
+
+def _write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` with a file that replaces ``output`` once complete (never half-written)."""
+    temporary = output.with_name(f".{output.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            write(stream)
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
 
 
 def _host_memory() -> int:

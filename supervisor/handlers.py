@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
@@ -34,6 +35,20 @@ def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InvalidArgument(f"argument {name!r} must be {expected}, not {type(value).__name__}")
     return value
+
+
+def _strings(args: dict[str, Any], name: str) -> list[str]:
+    values = _arg(args, name, list, [])
+    if not all(isinstance(value, str) for value in values):
+        raise InvalidArgument(f"argument {name!r} must be a list of strings")
+    return values
+
+
+def _path(args: dict[str, Any], name: str) -> Path:
+    value = _arg(args, name, str)
+    if not os.path.isabs(value) or "\x00" in value:
+        raise InvalidArgument(f"argument {name!r} must be an absolute path, not {value!r}")
+    return Path(value)
 
 
 class StreamAttachment:
@@ -80,6 +95,16 @@ class Handlers:
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
+            "image.tag": self.image_tag,
+            "image.remove": self.image_remove,
+            "image.history": self.image_history,
+            "image.save": self.image_save,
+            "image.load": self.image_load,
+            "container.commit": self.commit,
+            "container.diff": self.diff,
+            "container.export": self.export,
+            "container.copy_from": self.copy_from,
+            "container.copy_to": self.copy_to,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
         }
@@ -214,9 +239,72 @@ class Handlers:
             source = open(path, "rb")
         except OSError as exc:
             raise InvalidArgument(f"cannot import {path}: {exc.strerror}", path=path) from exc
+        changes = _strings(req.args, "changes")
         with source:
-            image = await self.sup.import_image(source, reference)
+            image = await self.sup.import_image(source, reference, changes)
         return image_summary(image)
+
+    async def image_tag(self, req: Any) -> dict[str, Any]:
+        """{image, reference: NAME[:TAG]} -> image summary"""
+        image = await self.sup.tag_image(_arg(req.args, "image", str), _arg(req.args, "reference", str))
+        return image_summary(image)
+
+    async def image_remove(self, req: Any) -> dict[str, Any]:
+        """{image, force?: bool} -> {report: [{"Untagged": ref} | {"Deleted": "sha256:<id>"}]}"""
+        report = await self.sup.remove_image(_arg(req.args, "image", str), _arg(req.args, "force", bool, False))
+        return {"report": report}
+
+    async def image_history(self, req: Any) -> dict[str, Any]:
+        """{image} -> {history: [{id, created, created_by, size, comment}], newest first}"""
+        return {"history": self.sup.images.history(_arg(req.args, "image", str))}
+
+    async def image_save(self, req: Any) -> dict[str, Any]:
+        """{images: [ref], path: absolute path the daemon writes} -> {saved: [ref]}"""
+        refs = _strings(req.args, "images")
+        if not refs:
+            raise InvalidArgument("argument 'images' must name at least one image")
+        return {"saved": await self.sup.save_images(refs, _path(req.args, "path"))}
+
+    async def image_load(self, req: Any) -> dict[str, Any]:
+        """{path: an archive the daemon can read} -> {images: [summary]}"""
+        images = await self.sup.load_images(_path(req.args, "path"))
+        return {"images": [image_summary(image) for image in images]}
+
+    async def commit(self, req: Any) -> dict[str, Any]:
+        """{container, reference?: NAME[:TAG], comment?, author?, changes?: [Dockerfile
+        instruction]} -> image summary"""
+        image = await self.sup.commit(
+            _arg(req.args, "container", str),
+            _arg(req.args, "reference", str, None) or None,
+            comment=_arg(req.args, "comment", str, ""),
+            author=_arg(req.args, "author", str, ""),
+            changes=_strings(req.args, "changes"),
+        )
+        return image_summary(image)
+
+    async def diff(self, req: Any) -> dict[str, Any]:
+        """{container} -> {changes: [[kind ("A"|"C"|"D"), path]]}, sorted by path"""
+        return {"changes": [list(change) for change in await self.sup.diff(_arg(req.args, "container", str))]}
+
+    async def export(self, req: Any) -> dict[str, Any]:
+        """{container, path: absolute path the daemon writes the tar to} -> {path}"""
+        path = _path(req.args, "path")
+        await self.sup.export(_arg(req.args, "container", str), path)
+        return {"path": str(path)}
+
+    async def copy_from(self, req: Any) -> dict[str, Any]:
+        """{container, source: container path, path: where the daemon writes a tar of it}
+        -> {name: the tar's top member}"""
+        path = _path(req.args, "path")
+        name = await self.sup.copy_from(_arg(req.args, "container", str), _arg(req.args, "source", str), path)
+        return {"name": name}
+
+    async def copy_to(self, req: Any) -> dict[str, Any]:
+        """{container, source: absolute host path, dest: container path} -> {path: written}"""
+        written = await self.sup.copy_to(
+            _arg(req.args, "container", str), _path(req.args, "source"), _arg(req.args, "dest", str)
+        )
+        return {"path": written}
 
     async def image_list(self, req: Any) -> dict[str, Any]:
         """{} -> {images: [summary]}"""

@@ -54,12 +54,16 @@ class ContainerSpec:
     resources: Resources = Resources()
     tty: bool = False  # -t: a pseudo-terminal as its stdio (docs/interactive.md)
     open_stdin: bool = False  # -i: its stdin is a pipe (or the terminal) clients can write to
+    #: None keeps the image's ENTRYPOINT; () resets it (``--entrypoint ""``), as docker.
+    entrypoint: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
             raise InvalidArgument("spec.image: an image name is required")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
+        if self.entrypoint is not None:
+            _strings("entrypoint", self.entrypoint)
         for entry in self.env:
             key, eq, _ = entry.partition("=")
             if not eq or not ENV_KEY.match(key):
@@ -97,6 +101,10 @@ class ContainerSpec:
         if unknown:
             raise InvalidArgument(f"spec: unknown field(s) {', '.join(map(str, unknown))}")
         values = dict(data)
+        if values.get("entrypoint") is not None:
+            if not isinstance(values["entrypoint"], (list, tuple)):
+                raise InvalidArgument("spec.entrypoint: must be a list of strings")
+            values["entrypoint"] = tuple(values["entrypoint"])
         for key in ("cmd", "env"):
             if key in values:
                 if not isinstance(values[key], (list, tuple)):
@@ -115,6 +123,7 @@ class ContainerSpec:
         data = asdict(self)
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
+        data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         return data
 
