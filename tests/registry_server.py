@@ -89,7 +89,7 @@ class TokenIssuer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.realm = f"http://127.0.0.1:{self.port}/token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
@@ -334,7 +334,7 @@ class Misbehaving:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:

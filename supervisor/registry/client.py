@@ -80,6 +80,7 @@ class RegistryClient:
         self.challenge: Challenge | None = None
         self.token: str | None = None
         self._http: httpx.AsyncClient | None = None
+        self._ping_lock = trio.Lock()  # concurrent blob tasks share one ping and one pool
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -110,8 +111,11 @@ class RegistryClient:
 
     async def ping(self) -> None:
         """Choose the scheme, learn the challenge, and authenticate for ``self.scopes``."""
-        if self.base_url is not None:
-            return
+        async with self._ping_lock:
+            if self.base_url is None:
+                await self._ping()
+
+    async def _ping(self) -> None:
         insecure = self.options.is_insecure(self.api_host)
         attempts = [("https", not insecure)] + ([("http", False)] if insecure else [])
         last: Exception | None = None
