@@ -6,8 +6,9 @@ Pull::
           │                                                          │
           └──────────────────────────────┬───────────────────────────┘
                                          ▼
-         config + layers: has_blob(digest)? skip : download (max_concurrent at once,
-         streamed to a temporary file, digest and size verified, renamed into place)
+         config (always: its diff ids give each layer's chain id), then each layer:
+         has_layer(chain id) or has_blob(digest)? skip : download (max_concurrent at
+         once, streamed to a temporary file, digest and size verified, renamed into place)
                                          ▼
          write manifest blob, then index.json (the commit point) ──▶ PullResult
 
@@ -22,6 +23,7 @@ manifest (the children of an index first, then the index).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +34,21 @@ from supervisor.registry import layout
 from supervisor.registry.auth import CredentialStore, Credentials, repository_scope
 from supervisor.registry.client import RegistryClient
 from supervisor.registry.errors import NotFoundError, ProtocolError, RegistryError, VerificationError
-from supervisor.registry.manifest import Descriptor, Index, Manifest, Platform, digest_of, host_platform, select_platform
+from supervisor.registry.manifest import (
+    DOCKER_CONFIG,
+    OCI_CONFIG,
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    digest_of,
+    host_platform,
+    select_platform,
+)
 from supervisor.registry.manifest import parse as parse_manifest
 from supervisor.registry.options import Options
 from supervisor.registry.progress import Meter, Progress, ProgressCallback, ignore
-from supervisor.registry.reference import Reference, normalise_registry
+from supervisor.registry.reference import Reference, check_digest, normalise_registry
 from supervisor.registry.reference import parse as parse_reference
 
 
@@ -78,6 +90,7 @@ class PullResult:
             for a multi-platform image): ``name@repo_digest`` pulls the same image again.
         manifest: the descriptor of the image manifest of this platform.
         config: the config descriptor; layers: the layer descriptors, in order.
+        diff_ids, chain_ids: of each layer (from the config), for the store's layer lookup.
         fetched: digests downloaded into the layout; skipped: digests the store had.
         bytes_fetched: bytes of blobs downloaded (manifests not counted).
     """
@@ -88,6 +101,8 @@ class PullResult:
     manifest: Descriptor
     config: Descriptor
     layers: tuple[Descriptor, ...]
+    diff_ids: tuple[str, ...]
+    chain_ids: tuple[str, ...]
     fetched: tuple[str, ...]
     skipped: tuple[str, ...]
     bytes_fetched: int
@@ -96,13 +111,18 @@ class PullResult:
         return layout.blob_path(self.layout, digest)
 
 
-async def pull(reference: str | Reference, dest: Path, *, has_blob: Callable[[str], bool] = lambda digest: False,
+async def pull(reference: str | Reference, dest: Path, *, has_layer: Callable[[str], bool] = lambda chain_id: False,
+               has_blob: Callable[[str], bool] = lambda digest: False,
                platform: Platform | None = None, credentials: CredentialStore | Credentials | None = None,
                options: Options | None = None, on_progress: ProgressCallback = ignore) -> PullResult:
     """Pull ``reference`` into the OCI layout ``dest`` (created if missing).
 
     Args:
-        has_blob: tells whether the store already holds a blob; those are never fetched.
+        has_layer: tells whether the store holds a layer, by chain id (computed from the
+            config's diff ids); such layers are never fetched.
+        has_blob: tells whether the store holds a blob by its digest (a store that keeps
+            layers as the registry sends them); such layers are never fetched either.
+            The config is always fetched: it is small, and it names the layers.
         platform: the entry to choose from a multi-platform index (default: this machine).
         credentials: the credentials file, or credentials to use as they are.
 
@@ -135,24 +155,27 @@ async def pull(reference: str | Reference, dest: Path, *, has_blob: Callable[[st
                 descriptor = Descriptor(document.media_type, digest, len(data), chosen.platform)
             on_progress(Progress("pull", str(ref), descriptor.digest, "manifest", "done", len(data), len(data)))
 
-            todo: dict[str, tuple[Descriptor, str]] = {}
-            for kind, blob in [("config", document.config), *(("layer", layer) for layer in document.layers)]:
-                if blob.digest in todo or blob.digest in skipped:
-                    continue
-                if has_blob(blob.digest):
-                    skipped.append(blob.digest)
-                    on_progress(Progress("pull", str(ref), blob.digest, kind, "exists", blob.size, blob.size))
-                else:
-                    todo[blob.digest] = (blob, kind)
-                    on_progress(Progress("pull", str(ref), blob.digest, kind, "waiting", 0, blob.size))
-
             async def fetch(blob: Descriptor, kind: str) -> None:
                 meter = Meter(on_progress, Progress("pull", str(ref), blob.digest, kind, "downloading", 0, blob.size))
                 await client.fetch_blob(ref.repository, blob, dest, meter)
                 fetched.append(blob.digest)
                 meter.emit("done")
 
-            await _gather([lambda b=b, k=k: fetch(b, k) for b, k in todo.values()], options.max_concurrent)
+            # The config first: its diff ids name the layers as the store knows them.
+            await fetch(document.config, "config")
+            diff_ids = _diff_ids(dest, document, ref)
+            chains = chain_ids(diff_ids)
+            todo: dict[str, Descriptor] = {}
+            for blob, chain in zip(document.layers, chains):
+                if blob.digest in todo or blob.digest in skipped:
+                    continue
+                if has_layer(chain) or has_blob(blob.digest):
+                    skipped.append(blob.digest)
+                    on_progress(Progress("pull", str(ref), blob.digest, "layer", "exists", blob.size, blob.size))
+                else:
+                    todo[blob.digest] = blob
+                    on_progress(Progress("pull", str(ref), blob.digest, "layer", "waiting", 0, blob.size))
+            await _gather([lambda b=b: fetch(b, "layer") for b in todo.values()], options.max_concurrent)
             layout.write_blob_bytes(dest, descriptor.digest, data)
     except BaseException:
         layout.remove_partials(dest)
@@ -163,8 +186,36 @@ async def pull(reference: str | Reference, dest: Path, *, has_blob: Callable[[st
     layout.write_index(dest, [Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
                                          descriptor.platform, annotations)])
     sizes = {blob.digest: blob.size for blob in document.blobs}
-    return PullResult(ref, dest, repo_digest, descriptor, document.config, document.layers, tuple(fetched),
-                      tuple(skipped), sum(sizes[d] for d in fetched))
+    return PullResult(ref, dest, repo_digest, descriptor, document.config, document.layers, tuple(diff_ids),
+                      tuple(chains), tuple(fetched), tuple(skipped), sum(sizes[d] for d in fetched))
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain ids: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        chains.append(digest_of(f"{chains[-1]} {diff_id}".encode()) if chains else diff_id)
+    return chains
+
+
+def _diff_ids(root: Path, manifest: Manifest, ref: Reference) -> list[str]:
+    """The config's ``rootfs.diff_ids``, one per layer of the manifest."""
+    object = f"config {manifest.config.digest} of {ref.repository}"
+    if manifest.config.media_type not in (OCI_CONFIG, DOCKER_CONFIG):
+        raise ProtocolError(f"registry {ref.registry}: {ref.repository}:{ref.target} is not a container image "
+                            f"(its config is {manifest.config.media_type})", registry=ref.registry, object=object)
+    try:
+        document = json.loads(layout.blob_path(root, manifest.config.digest).read_bytes())
+        diff_ids = document["rootfs"]["diff_ids"]
+        for diff_id in diff_ids:
+            check_digest(diff_id)
+    except (ValueError, KeyError, TypeError, RegistryError) as exc:
+        raise ProtocolError(f"registry {ref.registry}: {object} is not a valid image config ({exc})",
+                            registry=ref.registry, object=object) from None
+    if len(diff_ids) != len(manifest.layers):
+        raise ProtocolError(f"registry {ref.registry}: {object} names {len(diff_ids)} layers, the manifest "
+                            f"{len(manifest.layers)}", registry=ref.registry, object=object)
+    return list(diff_ids)
 
 
 def _select(index: Index, platform: Platform, ref: Reference, what: str) -> Descriptor:

@@ -142,11 +142,17 @@ async def test_layers_the_store_has_are_never_fetched(open_registry, image, tmp_
     ref = f"{open_registry.host}/dockyard/again:1"
     await push(layout.find_image(image.root), ref)
     first = await pull(ref, tmp_path / "first")
-    store = set(blobs_in(tmp_path / "first"))
-    second = await pull(ref, tmp_path / "second", has_blob=store.__contains__)
-    assert second.fetched == () and second.bytes_fetched == 0
-    assert set(second.skipped) == set(first.fetched)
-    assert set(blobs_in(tmp_path / "second")) == {second.manifest.digest}  # only the manifest
+    assert first.chain_ids[0] == first.diff_ids[0] and len(first.chain_ids) == 2
+    # a store that keeps layers by chain id (dockyard's), and one that keeps registry blobs
+    second = await pull(ref, tmp_path / "second", has_layer=set(first.chain_ids).__contains__)
+    assert second.fetched == (first.config.digest,) and second.bytes_fetched == first.config.size  # no layer
+    assert set(second.skipped) == {layer.digest for layer in first.layers}
+    assert set(blobs_in(tmp_path / "second")) == {second.manifest.digest, second.config.digest}
+    third = await pull(ref, tmp_path / "third", has_blob=set(blobs_in(tmp_path / "first")).__contains__)
+    assert third.skipped == second.skipped and third.bytes_fetched == first.config.size
+    # only the top layer missing: only it is fetched
+    fourth = await pull(ref, tmp_path / "fourth", has_layer={first.chain_ids[0]}.__contains__)
+    assert fourth.fetched == (first.config.digest, first.layers[1].digest)
 
 
 async def test_multi_platform_index_gives_each_machine_its_image(open_registry, tmp_path, busybox_layer):
@@ -276,8 +282,9 @@ def impostor():
 
 
 def serve_image(server: Misbehaving, repository: str = "bad/app", tag: str = "1",
-                layer: bytes = b"layer-bytes" * 1000) -> dict:
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+                layer: bytes = b"layer-bytes" * 1000, diff_ids: list[str] | None = None) -> dict:
+    diff_ids = [sha256(layer)] if diff_ids is None else diff_ids
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": len(config)},
@@ -400,3 +407,12 @@ async def test_a_good_pull_from_the_impostor_for_contrast(impostor, tmp_path):
     pulled = await pull(f"{impostor.host}/bad/app:1", tmp_path / "out")
     assert set(pulled.fetched) == {served["config"], served["layer"]}
     assert (tmp_path / "out" / "index.json").exists()
+
+
+async def test_config_that_does_not_match_the_manifest(impostor, tmp_path):
+    served = serve_image(impostor, diff_ids=[])
+    with pytest.raises(ProtocolError) as caught:
+        await pull(f"{impostor.host}/bad/app:1", tmp_path / "out")
+    assert impostor.host in caught.value.message and served["config"] in caught.value.message
+    assert "names 0 layers" in caught.value.message
+    assert_nothing_half_done(tmp_path / "out", served["layer"])
