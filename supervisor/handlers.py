@@ -76,6 +76,8 @@ class Handlers:
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
+            "image.login": self.image_login,
+            "image.logout": self.image_logout,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
         }
@@ -175,6 +177,19 @@ class Handlers:
     async def image_inspect(self, req: Any) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
         return self.sup.images.resolve(_arg(req.args, "image", str)).to_inspect()
+
+    async def image_login(self, req: Any) -> dict[str, Any]:
+        """{registry, username, password} -> {registry, status}: checked, then saved (0600)."""
+        from supervisor.registry import service
+
+        return await service.login(req.args, root=self.sup.config.root,
+                                   options=service.options_for(self.sup.config.insecure_registries))
+
+    async def image_logout(self, req: Any) -> dict[str, Any]:
+        """{registry} -> {registry, removed}"""
+        from supervisor.registry import service
+
+        return await service.logout(req.args, root=self.sup.config.root)
 
     async def events_replay(self, req: Any) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.

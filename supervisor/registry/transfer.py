@@ -24,7 +24,8 @@ manifest (the children of an index first, then the index).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,23 +59,45 @@ def _credentials(store: CredentialStore | Credentials | None, registry: str) -> 
     return store
 
 
+@contextmanager
+def single_error() -> Iterator[None]:
+    """Re-raise the one exception of a nursery's exception group as itself, so callers
+    see a RegistryError (or an OSError), not a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 async def _gather(jobs: list[Callable[[], object]], limit: int) -> None:
     """Run the async ``jobs`` at most ``limit`` at a time; the first failure cancels the
     rest and is raised as itself (not inside an exception group)."""
     failures: list[BaseException] = []
     limiter = trio.CapacityLimiter(limit)
 
-    async with trio.open_nursery() as nursery:
-        async def run(job: Callable[[], object]) -> None:
-            async with limiter:
-                try:
-                    await job()
-                except RegistryError as exc:
-                    failures.append(exc)
-                    nursery.cancel_scope.cancel()
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            async def run(job: Callable[[], object]) -> None:
+                async with limiter:
+                    try:
+                        await job()
+                    except RegistryError as exc:
+                        failures.append(exc)
+                        nursery.cancel_scope.cancel()
 
-        for job in jobs:
-            nursery.start_soon(run, job)
+            for job in jobs:
+                nursery.start_soon(run, job)
     if failures:
         raise failures[0]
 
