@@ -312,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("server", nargs="?", default="docker.io", metavar="REGISTRY", help="default docker.io")
 
+    p = sub.add_parser("pull", help="download an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the reference, no progress")
+    p.add_argument("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+                   help="the image of this platform from a multi-platform index (default: this machine's)")
+    p.add_argument("reference", metavar="NAME[:TAG|@DIGEST]")
+
+    p = sub.add_parser("push", help="upload an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the digest line, no progress")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+
     p = sub.add_parser("logout", help="log out from a registry (forget its credentials)")
     p.add_argument("server", nargs="?", default="docker.io", metavar="REGISTRY", help="default docker.io")
     return parser
@@ -596,6 +606,39 @@ def cmd_login(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def transfer_with_progress(client: Any, op: str, request: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """Send a pull or push and draw its streamed progress on stdout if it is a terminal."""
+    from supervisor.registry.progress import Progress, TerminalProgress
+
+    view = TerminalProgress(sys.stdout, force=False if quiet else None)
+    stream = client.stream(op, request, timeout=None)
+    while True:
+        try:
+            payload = next(stream)
+        except StopIteration as done:
+            return done.value
+        if "progress" in payload:
+            view(Progress.from_json(payload["progress"]))
+
+
+def cmd_pull(args: argparse.Namespace, client: Any) -> int:
+    request = {"reference": args.reference, **({"platform": args.platform} if args.platform else {})}
+    result = transfer_with_progress(client, "image.pull", request, args.quiet)
+    if not args.quiet:
+        print(f"Digest: {result['digest']}")
+        status = "Downloaded newer image" if result["fetched"] else "Image is up to date"
+        print(f"Status: {status} for {result['reference']}")
+    print(result["reference"])
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, client: Any) -> int:
+    result = transfer_with_progress(client, "image.push", {"reference": args.reference}, args.quiet)
+    tag = result["reference"].rpartition(":")[2] if "@" not in result["reference"] else "digest"
+    print(f"{tag}: digest: {result['digest']} size: {result['size']}")
+    return 0
+
+
 def cmd_logout(args: argparse.Namespace, client: Any) -> int:
     result = client.request("image.logout", {"registry": args.server})
     if result["removed"]:
@@ -665,6 +708,8 @@ def dispatch(args: argparse.Namespace) -> int:
             "stats": cmd_stats,
             "login": cmd_login,
             "logout": cmd_logout,
+            "pull": cmd_pull,
+            "push": cmd_push,
         }[args.cmd]
         return handler(args, client)
 

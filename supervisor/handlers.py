@@ -78,6 +78,8 @@ class Handlers:
             "image.inspect": self.image_inspect,
             "image.login": self.image_login,
             "image.logout": self.image_logout,
+            "image.pull": self.image_pull,
+            "image.push": self.image_push,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
         }
@@ -190,6 +192,26 @@ class Handlers:
         from supervisor.registry import service
 
         return await service.logout(req.args, root=self.sup.config.root)
+
+    async def image_pull(self, req: Any) -> dict[str, Any]:
+        """{reference, platform?: OS/ARCH[/VARIANT]} -> {reference, digest, image, fetched,
+        skipped, bytes}; streams {progress} while the blobs come in (docs/registry.md)."""
+        from supervisor.registry import service
+        from supervisor.registry.store_adapter import ImageStoreAdapter
+
+        return await service.pull(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+                                  options=service.options_for(self.sup.config.insecure_registries),
+                                  stream=req.stream, emit=self.sup.emit)
+
+    async def image_push(self, req: Any) -> dict[str, Any]:
+        """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
+        streams {progress} while the blobs go out."""
+        from supervisor.registry import service
+        from supervisor.registry.store_adapter import ImageStoreAdapter
+
+        return await service.push(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+                                  options=service.options_for(self.sup.config.insecure_registries),
+                                  stream=req.stream, emit=self.sup.emit)
 
     async def events_replay(self, req: Any) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.

@@ -10,10 +10,9 @@ login runs, never when the daemon starts.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ContextManager, Protocol
 
 from supervisor.errors import InvalidArgument
 from supervisor.registry.auth import Credentials, CredentialStore
@@ -31,18 +30,25 @@ Emit = Callable[[str, str, str, dict[str, str]], None]
 Stream = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
+class Receiver(Protocol):
+    """A place in the store for one pull: ``dir`` is filled by the pull, then ``ingest``."""
+
+    dir: Path
+
+    def ingest(self, result: Any) -> dict[str, Any]:
+        """Take a :class:`~supervisor.registry.transfer.PullResult`'s layout into the store,
+        all or nothing, tagged ``result.reference.familiar()``; returns the image summary."""
+
+
 class RegistryStore(Protocol):
-    """What pull and push need of the image store."""
+    """What pull and push need of the image store
+    (:class:`supervisor.registry.store_adapter.ImageStoreAdapter` over dockyard's)."""
 
     def has_layer(self, chain_id: str) -> bool:
         """True when the store holds the layer with this chain id."""
 
-    def staging_dir(self) -> Path:
-        """A fresh directory on the store's filesystem for a pull to fill (removed by the caller)."""
-
-    def ingest(self, result: Any) -> dict[str, Any]:
-        """Take a :class:`~supervisor.registry.transfer.PullResult`'s layout into the store
-        (all or nothing), tag it with ``result.reference.familiar()``; returns the image summary."""
+    def receive(self) -> ContextManager[Receiver]:
+        """A receiver whose directory and leftovers are removed when the block ends."""
 
     def layout_image(self, reference: str) -> LayoutImage:
         """The image ``reference`` as an entry of an OCI layout (for push); NotFound if absent."""
@@ -100,14 +106,11 @@ async def pull(args: dict[str, Any], *, store: RegistryStore, root: Path, option
             platform = Platform.parse(_string(args, "platform"))
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
-    staging = store.staging_dir()
-    try:
+    with store.receive() as receiver:
         result = await _with_progress(stream, lambda on_progress: transfer.pull(
-            ref, staging, has_layer=store.has_layer, platform=platform,
+            ref, receiver.dir, has_layer=store.has_layer, platform=platform,
             credentials=CredentialStore(credentials_path(root)), options=options, on_progress=on_progress))
-        image = await trio.to_thread.run_sync(store.ingest, result)
-    finally:
-        await trio.to_thread.run_sync(shutil.rmtree, staging, True)
+        image = await trio.to_thread.run_sync(receiver.ingest, result)
     if emit is not None:
         emit("image", "pull", ref.familiar(), {"name": ref.familiar(), "digest": result.repo_digest})
     return {"reference": ref.familiar(), "digest": result.repo_digest, "image": image,
@@ -119,10 +122,12 @@ async def push(args: dict[str, Any], *, store: RegistryStore, root: Path, option
                stream: Stream | None = None, emit: Emit | None = None) -> dict[str, Any]:
     """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
     streams ``{"progress": Progress}`` payloads while it runs."""
+    import trio
+
     from supervisor.registry import transfer
 
     ref = parse_reference(_string(args, "reference"))
-    source = store.layout_image(_string(args, "reference"))
+    source = await trio.to_thread.run_sync(store.layout_image, _string(args, "reference"))
     result = await _with_progress(stream, lambda on_progress: transfer.push(
         source, ref, credentials=CredentialStore(credentials_path(root)), options=options, on_progress=on_progress))
     if emit is not None:
