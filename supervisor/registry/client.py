@@ -355,15 +355,19 @@ class RegistryClient:
                                             f"but the manifest says {size}", registry=self.registry, object=what)
                 meter.emit("downloading")
                 with open(partial, "wb") as out:
+                    # Hashing and writing run in a worker thread (both release the GIL), so
+                    # the blobs downloaded at the same time use more than one core.
+                    sink = _Sink(out, hasher)
+                    encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
                     try:
-                        async for chunk in response.aiter_bytes(READ_CHUNK):
+                        async for chunk in (response.aiter_bytes() if encoded else response.aiter_raw()):
                             received += len(chunk)
                             if received > size:
                                 raise VerificationError(f"registry {self.registry}: {what} is longer than the "
                                                         f"{size} bytes the manifest says", registry=self.registry, object=what)
-                            hasher.update(chunk)
-                            out.write(chunk)
+                            await sink.put(chunk)
                             meter.advance(len(chunk))
+                        await sink.drain()
                     except httpx.TransportError as exc:
                         raise RegistryUnavailable(
                             f"registry {self.registry}: the connection dropped after {received} of {size} bytes of "
@@ -474,6 +478,33 @@ class RegistryClient:
             if response.status_code != 200:
                 raise await self._fail(response, what)
         return True
+
+
+class _Sink:
+    """Hashes and writes a blob's chunks in a worker thread, batched to about
+    :data:`READ_CHUNK` bytes per hand-off; one batch in flight at a time."""
+
+    def __init__(self, out: Any, hasher: Any):
+        self.out = out
+        self.hasher = hasher
+        self.batch: list[bytes] = []
+        self.batched = 0
+
+    def _consume(self, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
+        self.hasher.update(data)
+        self.out.write(data)
+
+    async def put(self, chunk: bytes) -> None:
+        self.batch.append(chunk)
+        self.batched += len(chunk)
+        if self.batched >= READ_CHUNK:
+            await self.drain()
+
+    async def drain(self) -> None:
+        if self.batch:
+            chunks, self.batch, self.batched = self.batch, [], 0
+            await trio.to_thread.run_sync(self._consume, chunks)
 
 
 def _with_query(url: str, **params: str) -> str:
