@@ -113,7 +113,9 @@ def measure(reps: int, log=lambda message: print(message, file=sys.stderr, flush
         figure.ratio = ratio(ours.median, skopeo.median)
         figure.ratio_basis = "skopeo copy docker:// dir:"
         if figure.ratio is not None:
-            figure.status = "ok" if figure.ratio <= TARGET else f"over target ({figure.ratio:.2f}x > {TARGET}x)"
+            figure.met = figure.ratio <= TARGET
+            if not ours.note.startswith("second pull: 0 layers"):
+                figure.met = False
     finally:
         if registry is not None:
             registry.stop()
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             median = f"{m.median:.3f} s" if m.median is not None else m.status
             print(f"{m.tool:9} median {median}  samples {[round(s, 3) for s in m.samples]} failures {m.failures}"
                   + (f"  ({m.note})" if m.note else ""))
-        print(f"ratio {figure.ratio:.2f}x (target <= {TARGET}x): {figure.status}" if figure.ratio else figure.status)
+        print(f"ratio {figure.ratio:.2f}x (target <= {TARGET}x), met: {figure.met}" if figure.ratio else figure.status)
     return 0
 
 

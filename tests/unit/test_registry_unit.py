@@ -300,5 +300,6 @@ def test_importing_the_pure_modules_does_not_import_httpx():
 
     code = ("import sys, supervisor.registry, supervisor.registry.reference, supervisor.registry.manifest, "
             "supervisor.registry.auth, supervisor.registry.layout, supervisor.registry.progress, "
-            "supervisor.registry.options, supervisor.cli; print('httpx' in sys.modules)")
+            "supervisor.registry.options, supervisor.registry.service, supervisor.registry.store_adapter, "
+            "supervisor.cli, supervisor.handlers; print('httpx' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
