@@ -115,7 +115,7 @@ class TerminalProgress:
         text = f"{short}: {label}"
         if progress.status in ("downloading", "uploading") and progress.total:
             text += f"  {human_bytes(progress.current)}/{human_bytes(progress.total)}"
-            if started is not None:
+            if started is not None and progress.current > started[1]:
                 elapsed = self.clock() - started[0]
                 if elapsed > 0:
                     text += f"  {human_bytes((progress.current - started[1]) / elapsed)}/s"

@@ -256,7 +256,9 @@ def test_terminal_progress_draws_lines_with_speed_on_a_terminal():
     out = io.StringIO()
     view = TerminalProgress(out, clock=lambda: now[0], force=True)
     view(Progress("pull", "r", D1, "layer", "downloading", 0, 4_000_000))
+    now[0] = 11.0
     view(Progress("pull", "r", D2, "layer", "exists", 5, 5))
+    assert "/s" not in out.getvalue()  # no speed before a byte has moved
     now[0] = 12.0
     view(Progress("pull", "r", D1, "layer", "downloading", 2_000_000, 4_000_000))
     screen = out.getvalue()
