@@ -2,7 +2,9 @@
 
 A transfer calls its ``on_progress`` callback with :class:`Progress` events: one when a
 blob's fate is known (``exists``, ``mounted``, ``waiting``), then ``downloading`` or
-``uploading`` at most every :data:`INTERVAL` seconds while bytes flow, then ``done``.
+``uploading`` at most every :data:`INTERVAL` seconds while bytes flow, then ``done``
+(verified); for a pull through the daemon, ``extracting`` while the store unpacks the
+layer and ``complete`` once the image is in the store.
 The daemon forwards them (as dicts, :meth:`Progress.to_json`) to the client that asked
 and to the bus; :class:`TerminalProgress` draws them as docker does, one line per layer
 with bytes and speed, redrawn in place, and draws nothing when the output is not a
@@ -19,7 +21,7 @@ from typing import Any, Callable, TextIO
 #: Seconds between two byte-count events of one blob.
 INTERVAL = 0.2
 
-STATUSES = ("waiting", "exists", "mounted", "downloading", "uploading", "verifying", "done")
+STATUSES = ("waiting", "exists", "mounted", "downloading", "uploading", "verifying", "done", "extracting", "complete")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def human_bytes(size: float) -> str:
 
 _LABELS = {"waiting": "Waiting", "exists": "Already exists", "mounted": "Mounted from another repository",
            "downloading": "Downloading", "uploading": "Pushing", "verifying": "Verifying checksum",
-           "done": "Done"}
+           "done": "Download complete", "extracting": "Extracting", "complete": "Pull complete"}
 
 
 class TerminalProgress:
@@ -111,7 +113,8 @@ class TerminalProgress:
 
     def line(self, progress: Progress, started: tuple[float, int] | None) -> str:
         short = progress.digest.partition(":")[2][:12]
-        label = _LABELS.get(progress.status, progress.status)
+        label = "Pushed" if progress.operation == "push" and progress.status == "done" else \
+            _LABELS.get(progress.status, progress.status)
         text = f"{short}: {label}"
         if progress.status in ("downloading", "uploading") and progress.total:
             text += f"  {human_bytes(progress.current)}/{human_bytes(progress.total)}"

@@ -107,10 +107,19 @@ async def pull(args: dict[str, Any], *, store: RegistryStore, root: Path, option
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
     with store.receive() as receiver:
-        result = await _with_progress(stream, lambda on_progress: transfer.pull(
-            ref, receiver.dir, has_layer=store.has_layer, platform=platform,
-            credentials=CredentialStore(credentials_path(root)), options=options, on_progress=on_progress))
-        image = await trio.to_thread.run_sync(receiver.ingest, result)
+        async def pull_and_store(on_progress: Callable[[Progress], None]) -> tuple[Any, dict[str, Any]]:
+            pulled = await transfer.pull(ref, receiver.dir, has_layer=store.has_layer, platform=platform,
+                                         credentials=CredentialStore(credentials_path(root)), options=options,
+                                         on_progress=on_progress)
+            layers = [layer for layer in pulled.layers if layer.digest in pulled.fetched]
+            for layer in layers:  # the store unpacks them now: say so, it takes a while
+                on_progress(Progress("pull", str(ref), layer.digest, "layer", "extracting", layer.size, layer.size))
+            stored = await trio.to_thread.run_sync(receiver.ingest, pulled)
+            for layer in layers:
+                on_progress(Progress("pull", str(ref), layer.digest, "layer", "complete", layer.size, layer.size))
+            return pulled, stored
+
+        result, image = await _with_progress(stream, pull_and_store)
     if emit is not None:
         emit("image", "pull", ref.familiar(), {"name": ref.familiar(), "digest": result.repo_digest})
     return {"reference": ref.familiar(), "digest": result.repo_digest, "image": image,

@@ -267,6 +267,14 @@ def test_terminal_progress_draws_lines_with_speed_on_a_terminal():
     assert "\x1b[2F" in screen  # redrawn in place
 
 
+def test_terminal_progress_labels_as_docker():
+    out = io.StringIO()
+    view = TerminalProgress(out, force=True)
+    view(Progress("push", "r", D1, "layer", "done", 2, 2))
+    view(Progress("pull", "r", D2, "layer", "complete", 2, 2))
+    assert "111111111111: Pushed" in out.getvalue() and "222222222222: Pull complete" in out.getvalue()
+
+
 def test_terminal_progress_is_quiet_when_not_a_terminal():
     out = io.StringIO()  # isatty() is False
     view = TerminalProgress(out)
