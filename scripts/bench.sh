@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-packages=(runc crun podman docker.io skopeo umoci busybox-static)
+packages=(runc crun podman docker.io skopeo umoci busybox-static docker-registry)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

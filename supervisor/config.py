@@ -33,6 +33,8 @@ class Config:
     python: the interpreter that runs the container init stage.
     stats_interval: seconds between two samples of every running container's cgroup
         (``stats.<id>`` events); 0 turns the sampler off.
+    insecure_registries: registries (``host[:port]``) reached over plain HTTP or unverified
+        TLS, as docker's ``--insecure-registry``; loopback registries always are.
     """
 
     root: Path = field(default_factory=default_root)
@@ -44,6 +46,7 @@ class Config:
     python: str = sys.executable
     stats_interval: float = 1.0
     workers: tuple[str, ...] | None = None
+    insecure_registries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())

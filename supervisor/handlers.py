@@ -105,6 +105,10 @@ class Handlers:
             "container.export": self.export,
             "container.copy_from": self.copy_from,
             "container.copy_to": self.copy_to,
+            "image.login": self.image_login,
+            "image.logout": self.image_logout,
+            "image.pull": self.image_pull,
+            "image.push": self.image_push,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
         }
@@ -313,6 +317,39 @@ class Handlers:
     async def image_inspect(self, req: Any) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
         return self.sup.images.resolve(_arg(req.args, "image", str)).to_inspect()
+
+    async def image_login(self, req: Any) -> dict[str, Any]:
+        """{registry, username, password} -> {registry, status}: checked, then saved (0600)."""
+        from supervisor.registry import service
+
+        return await service.login(req.args, root=self.sup.config.root,
+                                   options=service.options_for(self.sup.config.insecure_registries))
+
+    async def image_logout(self, req: Any) -> dict[str, Any]:
+        """{registry} -> {registry, removed}"""
+        from supervisor.registry import service
+
+        return await service.logout(req.args, root=self.sup.config.root)
+
+    async def image_pull(self, req: Any) -> dict[str, Any]:
+        """{reference, platform?: OS/ARCH[/VARIANT]} -> {reference, digest, image, fetched,
+        skipped, bytes}; streams {progress} while the blobs come in (docs/registry.md)."""
+        from supervisor.registry import service
+        from supervisor.registry.store_adapter import ImageStoreAdapter
+
+        return await service.pull(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+                                  options=service.options_for(self.sup.config.insecure_registries),
+                                  stream=req.stream, emit=self.sup.emit)
+
+    async def image_push(self, req: Any) -> dict[str, Any]:
+        """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
+        streams {progress} while the blobs go out."""
+        from supervisor.registry import service
+        from supervisor.registry.store_adapter import ImageStoreAdapter
+
+        return await service.push(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+                                  options=service.options_for(self.sup.config.insecure_registries),
+                                  stream=req.stream, emit=self.sup.emit)
 
     async def events_replay(self, req: Any) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.
