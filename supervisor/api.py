@@ -39,7 +39,7 @@ from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
 from supervisor.images.store import Image, ImageStore
-from supervisor import stats
+from supervisor import restart as restart_policy, stats
 from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
@@ -63,6 +63,16 @@ OUTPUT_DRAIN_SECONDS = 2.0
 V2_CAPABILITIES = tuple(cap for cap in DEFAULT_CAPABILITIES if cap != "CAP_MKNOD")
 
 
+@dataclasses.dataclass(eq=False)
+class PendingRestart:
+    """A policy restart waiting for its delay (Supervisor.schedule_restart)."""
+
+    exit_id: str
+    attempt: int
+    delay: float
+    scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
+
+
 class Supervisor:
     def __init__(self, config: Config | None = None, *, publish: EventSink | None = None, log: Any = None):
         self.config = config or Config()
@@ -76,6 +86,7 @@ class Supervisor:
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
+        self._shutting_down = False  # stops from now on are the daemon's, not the user's
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -103,6 +114,9 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every running container (each with its own grace period), in parallel."""
+        self._shutting_down = True
+        for container in self._containers.values():
+            self._cancel_pending_restart(container)
         running = [c for c in self._containers.values() if c.status.running]
         with trio.move_on_after(self.config.shutdown_timeout + max((c.spec.stop_timeout for c in running), default=0)):
             async with trio.open_nursery() as nursery:
@@ -138,7 +152,7 @@ class Supervisor:
 
     def list(self, all: bool = False) -> list[Container]:
         containers = sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
-        return [c for c in containers if all or c.status.running]
+        return [c for c in containers if all or c.status.running or c.pending_restart is not None]
 
     # --- containers ---------------------------------------------------------------------
 
@@ -184,6 +198,7 @@ class Supervisor:
         async with container.lock:
             if not container.status.can_start():
                 raise InvalidState(container.name, "start", container.status.value)
+            self._started_by_user(container)
             await self._launch(container, attach)
         return container
 
@@ -202,9 +217,13 @@ class Supervisor:
         """SIGTERM (or the container's stop signal), then SIGKILL after ``timeout`` seconds.
         Stopping a container that is not running does nothing, as in docker."""
         container = self.get(ref)
+        if container.pending_restart is not None:
+            self._cancel_pending_restart(container)
+            self._stopped_by_user(container)
         if not container.status.running:
             return container
         grace = container.spec.stop_timeout if timeout is None else timeout
+        self._stopped_by_user(container)
         container.stopping = True
         self._signal(container, container.spec.stop_signal)
         with trio.move_on_after(grace):
@@ -216,8 +235,13 @@ class Supervisor:
 
     async def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
         container = self.get(ref)
+        if container.pending_restart is not None:  # docker: a kill ends the restart loop
+            self._cancel_pending_restart(container)
+            self._stopped_by_user(container)
+            return container
         if not container.status.can_kill():
             raise InvalidState(container.name, "kill", container.status.value, "it is not running")
+        self._stopped_by_user(container)
         self._signal(container, sig)
         return container
 
@@ -225,6 +249,7 @@ class Supervisor:
         container = await self.stop(ref, timeout)
         async with container.lock:
             if container.status.can_start():
+                self._started_by_user(container)
                 await self._launch(container, None)
         self._emit_container(container, "restart")
         return container
@@ -240,6 +265,7 @@ class Supervisor:
 
     async def remove(self, ref: str, force: bool = False) -> None:
         container = self.get(ref)
+        self._cancel_pending_restart(container)
         if container.status.running:
             if not force:
                 raise InvalidState(
@@ -300,6 +326,88 @@ class Supervisor:
                 continue
             rows.append(stats.record(container.id, container.name, reader.read(), container.last_sample))
         return rows
+
+    # --- restart policies (the monitor decides, see supervisor/restart.py) --------------
+
+    async def schedule_restart(self, ref: str, exit_id: str, attempt: int, delay: float) -> Container:
+        """Restart an exited container after ``delay`` seconds, for its restart policy.
+
+        ``exit_id`` names the exit this restart answers (the container's ``finished_at``): a
+        second request for the same exit, or one for an exit that is no longer the last, is
+        refused, so one exit never causes two restarts, whoever asks and however often.
+        Publishes ``container.<id>.restart`` with the attempt and the delay at once.
+
+        Raises:
+            Conflict: the exit was already answered (restart scheduled or done), it is not the
+                container's last exit, the user stopped the container, or the daemon is stopping.
+            InvalidState: the container is not exited, or its policy is ``no``.
+            InvalidArgument: attempt < 1, or a delay outside 0..3600 s.
+        """
+        container = self.get(ref)
+        if type(attempt) is not int or attempt < 1:
+            raise InvalidArgument(f"argument 'attempt' must be a whole number >= 1, not {attempt!r}")
+        if not 0 <= delay <= 3600:
+            raise InvalidArgument(f"argument 'delay' must be 0..3600 seconds, not {delay!r}")
+        refused = f"cannot restart container {container.name} for its exit at {exit_id}"
+        if self._shutting_down:
+            raise Conflict(f"{refused}: the daemon is shutting down", container=container.id)
+        if container.pending_restart is not None:
+            raise Conflict(f"{refused}: a restart is already scheduled", container=container.id)
+        if container.status.running:
+            raise Conflict(f"{refused}: it is running", container=container.id)
+        if container.status is not Status.EXITED:
+            raise InvalidState(container.name, "restart", container.status.value)
+        if container.finished_at != exit_id:
+            raise Conflict(f"{refused}: its last exit is at {container.finished_at}", container=container.id)
+        if container.user_stopped:
+            raise Conflict(f"{refused}: the user stopped it", container=container.id)
+        if container.spec.restart_policy.name == "no":
+            raise InvalidState(container.name, "restart", container.status.value, "its restart policy is no")
+        pending = PendingRestart(exit_id, attempt, delay)
+        container.pending_restart = pending
+        container.restart_count += 1
+        container.restart_attempt = attempt
+        self._save(container)
+        self._emit_container(
+            container, "restart", attempt=str(attempt), delay=f"{delay:.3f}", exitCode=str(container.exit_code),
+            restartCount=str(container.restart_count), policy=container.spec.restart,
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._restart_after, container, pending)
+        return container
+
+    async def _restart_after(self, container: Container, pending: PendingRestart) -> None:
+        with pending.scope:
+            await trio.sleep(pending.delay)
+            async with container.lock:
+                if container.pending_restart is not pending:
+                    return
+                container.pending_restart = None
+                if not container.status.can_start():
+                    return
+                try:
+                    await self._launch(container, None)
+                except StartError as exc:  # its die event is out: the monitor decides again
+                    self.log.warning("restart failed", container=container.id, error=exc.message)
+
+    def _cancel_pending_restart(self, container: Container) -> None:
+        pending, container.pending_restart = container.pending_restart, None
+        if pending is not None:
+            pending.scope.cancel()
+
+    def _started_by_user(self, container: Container) -> None:
+        """A user's start: the restart policy starts over (docker resets its count)."""
+        self._cancel_pending_restart(container)
+        container.user_stopped = False
+        container.restart_count = 0
+        container.restart_attempt = 0
+
+    def _stopped_by_user(self, container: Container) -> None:
+        """A user's stop or kill is not a failure: no restart policy applies to this exit."""
+        if self._shutting_down or container.user_stopped:
+            return
+        container.user_stopped = True
+        self._save(container)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -490,6 +598,9 @@ class Supervisor:
                 self.log.warning("invalid container record, left alone", id=record.get("id"), reason=str(exc))
                 continue
             self._containers[container.id] = container
+            if container.user_stopped and restart_policy.forgets_user_stop_at_daemon_start(container.spec.restart_policy):
+                container.user_stopped = False  # docker: `always` comes back when the daemon starts
+                self._save(container)
             if container.status is Status.RUNNING:
                 await self._reconcile_orphan(container)
             elif container.status is Status.REMOVING:

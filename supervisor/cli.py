@@ -66,6 +66,8 @@ def human_status(row: dict[str, Any]) -> str:
     status = row["status"]
     if status == "running":
         return f"Up {human_duration(row['started_at'])}"
+    if row.get("restarting"):
+        return f"Restarting ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     if status == "exited":
         return f"Exited ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     return status.capitalize()
@@ -150,6 +152,9 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
+    parser.add_argument("--restart", default=None, metavar="POLICY",
+                        help="restart policy when it exits: no (default), on-failure[:MAX-RETRIES], always, "
+                             "unless-stopped (the monitor worker applies it)")
     parser.add_argument("--network", default="none", choices=["none"],
                         help="network mode; only 'none' (a namespace with loopback) for now")
     resource_options(parser)
@@ -199,6 +204,8 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["stop_timeout"] = args.stop_timeout
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
+    if args.restart is not None:
+        spec["restart"] = args.restart
     resources = resources_from(args)
     if resources:
         spec["resources"] = resources

@@ -76,7 +76,7 @@ class DaemonLock:
 def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
     return {
         name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
-               "--log-format", log_format, "--log-level", log_level]
+               "--log-format", log_format, "--log-level", log_level, "--parent-pid", str(os.getpid())]
         for name in config.worker_names
     }
 

@@ -73,6 +73,7 @@ class Handlers:
             "container.inspect": self.inspect,
             "container.update": self.update,
             "container.stats": self.stats,
+            "container.schedule_restart": self.schedule_restart,
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
@@ -155,6 +156,19 @@ class Handlers:
         if not all(isinstance(ref, str) for ref in refs):
             raise InvalidArgument("argument 'containers' must be a list of strings")
         return {"stats": await self.sup.stats(refs)}
+
+    async def schedule_restart(self, req: Any) -> dict[str, Any]:
+        """{container, exit: the exit's finished_at, attempt: int >= 1, delay: seconds} ->
+        {id, restart_count}: restart an exited container after delay, for its restart policy
+        (the monitor's request). Refused with ``conflict`` when that exit was already answered
+        or is not the container's last: one exit never causes two restarts."""
+        container = await self.sup.schedule_restart(
+            _arg(req.args, "container", str),
+            _arg(req.args, "exit", str),
+            _arg(req.args, "attempt", int),
+            float(_arg(req.args, "delay", (int, float))),
+        )
+        return {"id": container.id, "restart_count": container.restart_count}
 
     async def image_import(self, req: Any) -> dict[str, Any]:
         """{path: a tar file the daemon can read, reference: NAME[:TAG]} -> image summary"""

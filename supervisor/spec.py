@@ -14,6 +14,7 @@ from typing import Any
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
+from supervisor.restart import RestartPolicy
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
@@ -52,6 +53,7 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     stop_signal: int = int(signal.SIGTERM)
     resources: Resources = Resources()
+    restart: str = "no"  # restart policy: no, on-failure[:N], always, unless-stopped
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -82,6 +84,14 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
             raise InvalidArgument("spec.resources: must be a Resources")
+        policy = RestartPolicy.parse(self.restart)
+        object.__setattr__(self, "restart", str(policy))
+        if policy.name != "no" and self.auto_remove:
+            raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy.parse(self.restart)
 
     @classmethod
     def from_map(cls, data: Any) -> ContainerSpec:
