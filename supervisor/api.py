@@ -87,6 +87,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
         self._shutting_down = False  # stops from now on are the daemon's, not the user's
+        self._sampler: trio.CancelScope | None = None
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -96,8 +97,7 @@ class Supervisor:
         await self._load_and_reconcile()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
-        if self.config.stats_interval > 0:
-            self._nursery.start_soon(self._sample_forever, self.config.stats_interval)
+        self._start_sampler()
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
 
@@ -408,6 +408,30 @@ class Supervisor:
             return
         container.user_stopped = True
         self._save(container)
+
+    # --- settings that change while running --------------------------------------------
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Apply new values of the settings that can change while the supervisor runs (the
+        daemon's reload on SIGHUP): ``stats_interval`` and ``shutdown_timeout``."""
+        unknown = sorted(set(changes) - {"stats_interval", "shutdown_timeout"})
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(unknown)} while the supervisor runs")
+        old, self.config = self.config, dataclasses.replace(self.config, **changes)
+        if self.config.stats_interval != old.stats_interval:
+            self._start_sampler()
+
+    def _start_sampler(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        if self.config.stats_interval > 0 and self._nursery is not None:
+            self._sampler = trio.CancelScope()
+            self._nursery.start_soon(self._sample_within, self._sampler, self.config.stats_interval)
+
+    async def _sample_within(self, scope: trio.CancelScope, interval: float) -> None:
+        with scope:
+            await self._sample_forever(interval)
 
     # --- internals ----------------------------------------------------------------------
 

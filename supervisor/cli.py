@@ -227,11 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, metavar="DIR", help="state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
     p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
                    help="run directory for the sockets (default $DOCKYARD_RUN or /run/dockyard)")
-    p.add_argument("--cgroup-parent", default="dockyard", help="cgroup that holds this daemon's containers")
-    p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the daemon's log on stderr")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds between two samples of every container's resource usage (0: off)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file with these settings (flags win); SIGHUP reloads log-level, stats-interval "
+                        "and shutdown-timeout from it (docs/operations.md)")
+    p.add_argument("--cgroup-parent", default=None, help="cgroup that holds this daemon's containers (default dockyard)")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default=None, help="format of the daemon's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
+                   help="seconds between two samples of every container's resource usage (default 1; 0: off)")
     p.add_argument("--workers", default=None, metavar="NAMES",
                    help="comma-separated workers the daemon starts and keeps running (default: all; "
                         "'none': none, for workers run as their own units with `dockyard worker`)")
@@ -565,23 +568,44 @@ def cmd_info(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from supervisor import configfile
     from supervisor.config import Config, default_root, default_run_dir
-    from supervisor.daemon import main as daemon_main
+    from supervisor.daemon import Reloader, main as daemon_main
+    from supervisor.errors import DockyardError
 
-    workers = None
-    if args.workers is not None:
-        workers = tuple(name for name in args.workers.split(",") if name and name != "none")
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            settings = configfile.load(args.config)
+        except DockyardError as error:
+            fail(error.message)
+    flags = {
+        "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
+        "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
+        "workers": args.workers,
+    }
+    given = frozenset(key for key, value in flags.items() if value is not None)
+
+    def setting(key: str, default: Any) -> Any:
+        value = flags.get(key)
+        return value if value is not None else settings.get(key, default)
+
+    workers = setting("workers", None)
+    if isinstance(workers, str):
+        workers = tuple(name for name in workers.split(",") if name and name != "none")
     try:
         config = Config(
-            root=args.root or default_root(),
-            run_dir=args.daemon_run or args.run_dir or default_run_dir(),
-            cgroup_parent=args.cgroup_parent,
-            stats_interval=args.stats_interval,
-            workers=workers,
+            root=setting("root", None) or default_root(),
+            run_dir=setting("run", None) or default_run_dir(),
+            cgroup_parent=setting("cgroup-parent", "dockyard"),
+            stats_interval=float(setting("stats-interval", 1.0)),
+            shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
+            workers=tuple(workers) if workers is not None else None,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return daemon_main(config, args.log_format, args.log_level)
+    reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
+    return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
