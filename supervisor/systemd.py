@@ -47,7 +47,7 @@ class Notifier:
 
     address: str | None = None
     sent: int = 0
-    failed: int = 0  # datagrams the socket refused (counted, never fatal)
+    failed: int = 0  # datagrams not sent: no socket, or its queue full (counted, never fatal)
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Notifier:
@@ -68,7 +68,9 @@ class Notifier:
         payload = "\n".join(lines).encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             try:
-                sock.sendto(payload, address)
+                # Never block the daemon's loop: a unix datagram send blocks while the
+                # receiver's queue is full (net.unix.max_dgram_qlen, often 10 messages).
+                sock.sendto(payload, socket.MSG_DONTWAIT, address)
             except OSError:
                 self.failed += 1
                 return False

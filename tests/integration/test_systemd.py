@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -44,33 +45,45 @@ class CustomDaemon(Daemon):
 
 
 class Notifications:
-    """The systemd side of NOTIFY_SOCKET: a datagram socket and what arrived on it."""
+    """The systemd side of NOTIFY_SOCKET: a datagram socket, read by a thread as systemd
+    would (promptly: the queue of a unix datagram socket is short)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
         self.received: list[dict[str, str]] = []
+        self.arrived = threading.Condition()
+        self.closing = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-    def until(self, predicate, what: str, timeout: float = 20.0) -> dict[str, str]:
-        """Read datagrams until one satisfies predicate; returns it."""
-        for message in self.received:
-            if predicate(message):
-                return message
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
+    def _read(self) -> None:
+        while not self.closing:
             try:
                 data = self.sock.recv(4096)
             except TimeoutError:
-                break
-            message = dict(line.split("=", 1) for line in data.decode().split("\n"))
-            self.received.append(message)
-            if predicate(message):
-                return message
-        raise AssertionError(f"no notification {what}; got {self.received}")
+                continue
+            with self.arrived:
+                self.received.append(dict(line.split("=", 1) for line in data.decode().split("\n")))
+                self.arrived.notify_all()
+
+    def until(self, predicate, what: str, timeout: float = 20.0) -> dict[str, str]:
+        """The first message (oldest first) that satisfies predicate, waiting for it."""
+        with self.arrived:
+            found = self.arrived.wait_for(lambda: next((m for m in self.received if predicate(m)), None), timeout)
+        if found is None:
+            raise AssertionError(f"no notification {what}; got {self.received}")
+        return found
+
+    def count(self, key: str) -> int:
+        with self.arrived:
+            return sum(key in m for m in self.received)
 
     def close(self) -> None:
+        self.closing = True
+        self.reader.join()
         self.sock.close()
 
 
@@ -98,10 +111,8 @@ def test_ready_status_watchdog_reload_and_stopping_on_a_real_notify_socket(notif
     ready = notifications.until(lambda m: "READY" in m, "READY=1")
     assert ready == {"READY": "1", "STATUS": "0 containers: 0 running, 0 restarting"}
     # WATCHDOG_USEC=200000: a ping every 0.1 s; wait for a few after READY.
-    for _ in range(3):
-        count = sum("WATCHDOG" in m for m in notifications.received)
-        notifications.until(lambda m, n=count: "WATCHDOG" in m and sum("WATCHDOG" in x for x in notifications.received) > n,
-                            "another WATCHDOG=1")
+    pings = notifications.count("WATCHDOG")
+    notifications.until(lambda m: notifications.count("WATCHDOG") >= pings + 3, "three more WATCHDOG=1")
     assert all(m == {"WATCHDOG": "1"} for m in notifications.received if "WATCHDOG" in m)
 
     ref = daemon.out("run", "-d", "base", "sleep", "1000").strip()
@@ -116,8 +127,7 @@ def test_ready_status_watchdog_reload_and_stopping_on_a_real_notify_socket(notif
     daemon.process.send_signal(signal.SIGHUP)
     reloading = notifications.until(lambda m: "RELOADING" in m, "RELOADING=1")
     assert int(reloading["MONOTONIC_USEC"]) > 0
-    index = notifications.received.index(reloading)
-    notifications.until(lambda m: "READY" in m and notifications.received.index(m) > index, "READY=1 after the reload")
+    notifications.until(lambda m: notifications.count("READY") >= 2, "READY=1 after the reload")
     log = daemon.log()
     assert "config reloaded" in log and "stats-interval" in log
     assert "take effect at the next start" in log and "root" in log
@@ -126,8 +136,7 @@ def test_ready_status_watchdog_reload_and_stopping_on_a_real_notify_socket(notif
     # A broken file on reload changes nothing, and the daemon stays up.
     daemon.config.write_text("stats-interval = -5\n")
     daemon.process.send_signal(signal.SIGHUP)
-    notifications.until(lambda m: "READY" in m and sum("READY" in x for x in notifications.received) >= 3,
-                        "READY=1 after the failed reload")
+    notifications.until(lambda m: notifications.count("READY") >= 3, "READY=1 after the failed reload")
     assert "config reload failed; nothing changed" in daemon.log()
 
     daemon.out("rm", "-f", ref)
@@ -147,6 +156,9 @@ def test_socket_activation_through_systemd_socket_activate(tmp_path, busybox_tar
     daemon = CustomDaemon(tmp_path, prefix=activate)
     try:
         daemon.start()  # the first connection (the readiness probe) launches the daemon
+        deadline = time.monotonic() + 20
+        while "daemon ready" not in daemon.log() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the bus answers before the daemon logs that it is ready
         assert "socket_activated=\"['control', 'events']\"" in daemon.log()
         daemon.out("import", str(busybox_tar), "base")
         assert daemon.out("run", "--rm", "base", "echo", "activated") == "activated\n"
