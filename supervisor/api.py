@@ -39,7 +39,7 @@ from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
 from supervisor.images.store import Image, ImageStore
-from supervisor import restart as restart_policy, stats
+from supervisor import health, restart as restart_policy, stats
 from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
@@ -159,6 +159,7 @@ class Supervisor:
     async def create(self, spec: ContainerSpec) -> Container:
         self._check_resources(spec.resources)
         image = self.images.resolve(spec.image)
+        healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
         name = spec.name or self._unused_name()
         for other in self._containers.values():
             if other.name == name:
@@ -177,6 +178,7 @@ class Supervisor:
             resolved=_resolve(spec, image, container_id),
             directory=self._store.path(container_id),
             layers=list(image.layers),
+            healthcheck=healthcheck,
         )
         self._containers[container_id] = container  # reserves the name before any await
         try:
@@ -409,6 +411,26 @@ class Supervisor:
         container.user_stopped = True
         self._save(container)
 
+    # --- health checks (the monitor probes, see supervisor/health.py) -------------------
+
+    def report_health(self, ref: str, probe: health.Probe) -> Container:
+        """Record one probe of a running container's health check; publishes
+        ``container.<id>.health_status`` when its status changes.
+
+        Raises:
+            InvalidState: it is not running, or has no health check.
+        """
+        container = self.get(ref)
+        if not container.status.running or container.health is None or container.healthcheck is None:
+            why = "it is not running" if not container.status.running else "it has no health check"
+            raise InvalidState(container.name, "record the health of", container.status.value, why)
+        started = _unix_time(container.started_at)
+        before = container.health.status
+        container.health = container.health.record(container.healthcheck, probe, started)
+        if container.health.status != before:
+            self._emit_container(container, "health_status", health_status=container.health.status)
+        return container
+
     # --- settings that change while running --------------------------------------------
 
     def reconfigure(self, **changes: Any) -> None:
@@ -512,6 +534,7 @@ class Supervisor:
         container.exit_code = 0
         container.error = ""
         container.stopping = False
+        container.health = health.HealthState() if container.healthcheck else None
         if attach is not None:
             container.attachments.append(attach)
         container.move("start")
@@ -679,6 +702,12 @@ def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
         user=spec.user or config.get("User") or "",
         hostname=hostname,
     )
+
+
+def _unix_time(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def _host_memory() -> int:

@@ -65,7 +65,9 @@ def human_duration(value: str) -> str:
 def human_status(row: dict[str, Any]) -> str:
     status = row["status"]
     if status == "running":
-        return f"Up {human_duration(row['started_at'])}"
+        health = row.get("health")
+        suffix = {"": "", "starting": " (health: starting)"}.get(health, f" ({health})")
+        return f"Up {human_duration(row['started_at'])}{suffix}"
     if row.get("restarting"):
         return f"Restarting ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     if status == "exited":
@@ -155,6 +157,16 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", default=None, metavar="POLICY",
                         help="restart policy when it exits: no (default), on-failure[:MAX-RETRIES], always, "
                              "unless-stopped (the monitor worker applies it)")
+    parser.add_argument("--health-cmd", default=None, metavar="COMMAND",
+                        help="command to run to check health (a shell command line; exit 0: healthy)")
+    parser.add_argument("--health-interval", default=None, metavar="DURATION", help="time between checks (default 30s)")
+    parser.add_argument("--health-timeout", default=None, metavar="DURATION",
+                        help="longest a check may run before it counts as failed (default 30s)")
+    parser.add_argument("--health-retries", default=None, metavar="N",
+                        help="failures in a row that make it unhealthy (default 3)")
+    parser.add_argument("--health-start-period", default=None, metavar="DURATION",
+                        help="time after start when failures do not count (default 0s)")
+    parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
     parser.add_argument("--network", default="none", choices=["none"],
                         help="network mode; only 'none' (a namespace with loopback) for now")
     resource_options(parser)
@@ -206,10 +218,27 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["stop_signal"] = args.stop_signal
     if args.restart is not None:
         spec["restart"] = args.restart
+    healthcheck = health_flags(args)
+    if healthcheck is not None:
+        spec["healthcheck"] = healthcheck
     resources = resources_from(args)
     if resources:
         spec["resources"] = resources
     return spec
+
+
+def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --health-* flags as the spec's healthcheck fields (the daemon checks them)."""
+    if args.no_healthcheck:
+        return {"test": ["NONE"]}
+    flags: dict[str, Any] = {}
+    if args.health_cmd is not None:
+        flags["test"] = ["CMD-SHELL", args.health_cmd]
+    for name in ("interval", "timeout", "retries", "start_period"):
+        value = getattr(args, f"health_{name}")
+        if value is not None:
+            flags[name] = value
+    return flags or None
 
 
 def build_parser() -> argparse.ArgumentParser:

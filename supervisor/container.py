@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import trio
 
+from supervisor.health import HealthConfig, HealthState
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status, advance
 
@@ -26,6 +27,10 @@ _NAMES = (
     "babbage bohr curie darwin dijkstra einstein euler fermi galileo hopper knuth "
     "lamport lovelace maxwell newton noether pascal ritchie shannon thompson turing"
 ).split()
+
+
+def status_running(container: Container) -> bool:
+    return container.status is Status.RUNNING
 
 
 def random_name() -> str:
@@ -75,6 +80,7 @@ class Container:
     oom_killed: bool = False
     user_stopped: bool = False  # the user's stop or kill ended the last run (restart policies)
     restart_attempt: int = 0  # backoff attempt of the last policy restart (0: none since start)
+    healthcheck: HealthConfig | None = None  # the effective one (flags over the image's)
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -83,6 +89,7 @@ class Container:
     last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)
     pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
+    health: HealthState | None = None  # since the last start, when it has a health check
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -132,6 +139,7 @@ class Container:
             "oom_killed": self.oom_killed,
             "user_stopped": self.user_stopped,
             "restart_attempt": self.restart_attempt,
+            "healthcheck": self.healthcheck.to_map() if self.healthcheck else None,
         }
 
     @classmethod
@@ -157,6 +165,7 @@ class Container:
             oom_killed=record.get("oom_killed", False),
             user_stopped=record.get("user_stopped", False),
             restart_attempt=record.get("restart_attempt", 0),
+            healthcheck=HealthConfig.from_map(record["healthcheck"]) if record.get("healthcheck") else None,
         )
 
     # --- views ------------------------------------------------------------------------
@@ -176,6 +185,7 @@ class Container:
             "restart_policy": self.spec.restart,
             "restart_count": self.restart_count,
             "restarting": self.pending_restart is not None,
+            "health": self.health.status if self.health is not None and status_running(self) else "",
         }
 
     def inspect(self) -> dict[str, Any]:
@@ -199,6 +209,7 @@ class Container:
                 "Error": self.error,
                 "StartedAt": self.started_at,
                 "FinishedAt": self.finished_at,
+                **({"Health": self.health.docker()} if self.health is not None else {}),
             },
             "Image": f"sha256:{self.image_id}",
             "Name": f"/{self.name}",
@@ -217,6 +228,7 @@ class Container:
                 "Labels": {},
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
+                **({"Healthcheck": self.healthcheck.docker()} if self.healthcheck else {}),
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,

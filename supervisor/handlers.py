@@ -15,6 +15,7 @@ from typing import Any
 from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.errors import InvalidArgument
+from supervisor.health import Probe
 from supervisor.images.store import Image
 from supervisor.journal import Journal
 from supervisor.spec import ContainerSpec, parse_signal
@@ -74,6 +75,7 @@ class Handlers:
             "container.update": self.update,
             "container.stats": self.stats,
             "container.schedule_restart": self.schedule_restart,
+            "container.health_report": self.health_report,
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
@@ -169,6 +171,19 @@ class Handlers:
             float(_arg(req.args, "delay", (int, float))),
         )
         return {"id": container.id, "restart_count": container.restart_count}
+
+    async def health_report(self, req: Any) -> dict[str, Any]:
+        """{container, start, end: unix seconds, exit_code: int (-1: timed out), output: str}
+        -> {id, status, failing_streak}: one probe of the container's health check (the
+        monitor's report)."""
+        probe = Probe(
+            start=float(_arg(req.args, "start", (int, float))),
+            end=float(_arg(req.args, "end", (int, float))),
+            exit_code=_arg(req.args, "exit_code", int),
+            output=_arg(req.args, "output", str, ""),
+        )
+        container = self.sup.report_health(_arg(req.args, "container", str), probe)
+        return {"id": container.id, "status": container.health.status, "failing_streak": container.health.failing_streak}
 
     async def image_import(self, req: Any) -> dict[str, Any]:
         """{path: a tar file the daemon can read, reference: NAME[:TAG]} -> image summary"""

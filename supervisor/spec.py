@@ -54,6 +54,9 @@ class ContainerSpec:
     stop_signal: int = int(signal.SIGTERM)
     resources: Resources = Resources()
     restart: str = "no"  # restart policy: no, on-failure[:N], always, unless-stopped
+    # The --health-* flags the user gave (HealthConfig fields; test ["NONE"]: --no-healthcheck),
+    # merged with the image's HEALTHCHECK at create (supervisor/health.py).
+    healthcheck: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -84,6 +87,8 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
             raise InvalidArgument("spec.resources: must be a Resources")
+        if self.healthcheck is not None:
+            object.__setattr__(self, "healthcheck", _health_flags(self.healthcheck))
         policy = RestartPolicy.parse(self.restart)
         object.__setattr__(self, "restart", str(policy))
         if policy.name != "no" and self.auto_remove:
@@ -122,6 +127,16 @@ class ContainerSpec:
         data["env"] = list(self.env)
         data["resources"] = self.resources.to_map()
         return data
+
+
+def _health_flags(flags: Any) -> dict[str, Any]:
+    """The user's health check fields, checked and normalised (durations in seconds)."""
+    from supervisor.health import HealthConfig
+
+    if not isinstance(flags, dict):
+        raise InvalidArgument("spec.healthcheck: must be a map")
+    checked = HealthConfig.from_map({"test": ["NONE"], **flags}).to_map()
+    return {key: checked[key] for key in flags}
 
 
 def _strings(field: str, values: tuple[str, ...]) -> None:

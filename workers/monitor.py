@@ -22,13 +22,17 @@ never restarted twice for one exit, whether the monitor died before, during or a
 request, or two monitors run at once.
 
 ``stats.<id>`` events tell the monitor which containers run (a missed ``start`` event is
-noticed within one sampling interval); health checks, once ``exec`` is available, probe
-those (see docs/operations.md).
+noticed within one sampling interval). For each running container with a health check it
+keeps one probe task: every ``interval`` it runs the check in the container (:func:`run_probe`,
+through the supervisor's ``container.exec``) and reports the result with
+``container.health_report``; the supervisor keeps the health state machine
+(supervisor/health.py), so nothing is lost when the monitor restarts.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 import trio
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
+from supervisor import health
 from supervisor.restart import CONTAINER_BACKOFF, Exit, RestartPolicy, decide
 
 #: Seconds between two resyncs from the supervisor's state (events are the fast path; this
@@ -54,6 +59,7 @@ class Counters:
     refused: int = 0  # restarts the supervisor refused (already answered, user stop, ...)
     failed: int = 0  # requests that failed otherwise (daemon gone, timeout)
     resyncs: int = 0
+    probes: int = 0  # health probes reported
 
 
 def _seconds_between(start: str, end: str) -> float:
@@ -90,6 +96,9 @@ class Monitor:
         self.running: set[str] = set()
         self._answered: dict[str, str] = {}  # container id -> the last exit decided on
         self._lock = trio.Lock()  # one decision at a time: events and resyncs interleave
+        self.nursery: trio.Nursery | None = None  # where probe tasks run (health checks)
+        self.probing: set[str] = set()
+        self.exec_missing = False  # the daemon has no container.exec: health checks cannot run
 
     async def consider(self, container_id: str) -> None:
         """Decide on the container's last exit, and ask for a restart if its policy wants one."""
@@ -140,6 +149,8 @@ class Monitor:
         rows = (await self.client.request("container.list", {"all": True}))["containers"]
         self.counters.resyncs += 1
         self.running = {row["id"] for row in rows if row["status"] == "running"}
+        for container_id in self.running:
+            self.watch_health(container_id)
         known = {row["id"] for row in rows}
         for container_id in list(self._answered):
             if container_id not in known:
@@ -151,7 +162,9 @@ class Monitor:
     async def on_event(self, topic: str, data: Any) -> None:
         kind, _, rest = topic.partition(".")
         if kind == "stats":
-            self.running.add(rest)
+            if rest not in self.running:  # a start this monitor did not see
+                self.running.add(rest)
+                self.watch_health(rest)
             return
         if kind == "daemon":
             if rest == "start":  # a new daemon: its records are all there is
@@ -164,8 +177,46 @@ class Monitor:
             await self.consider(container_id)
         elif action == "start":
             self.running.add(container_id)
+            self.watch_health(container_id)
         elif action == "destroy":
             self._forget(container_id)
+
+    def watch_health(self, container_id: str) -> None:
+        """Make sure a probe task runs for the container (it ends by itself when the container
+        has no health check or stops)."""
+        if self.nursery is None or self.exec_missing or container_id in self.probing:
+            return
+        self.probing.add(container_id)
+        self.nursery.start_soon(self._probe_forever, container_id)
+
+    async def _probe_forever(self, container_id: str) -> None:
+        try:
+            document = await self.client.request("container.inspect", {"container": container_id})
+            fields = health.from_image(document["Config"].get("Healthcheck"))
+            if fields is None or not document["State"]["Running"]:
+                return
+            config = health.HealthConfig.from_map(fields)
+            while True:
+                await trio.sleep(config.interval)
+                probe = await run_probe(self.client, container_id, config.argv(), config.timeout)
+                if probe is None:
+                    if not self.exec_missing:
+                        self.log.warning("health checks cannot run: the daemon has no container.exec")
+                    self.exec_missing = True
+                    return
+                await self.client.request("container.health_report", {
+                    "container": container_id, "start": probe.start, "end": probe.end,
+                    "exit_code": probe.exit_code, "output": probe.output,
+                })
+                self.counters.probes += 1
+        except RemoteError as error:
+            if error.code not in ("not_found", "invalid_state"):  # those: it stopped or is gone
+                self.log.warning("health probe failed", container=container_id, error=error.message)
+        except BusError as error:
+            self.counters.failed += 1
+            self.log.warning("health probe failed", container=container_id, error=str(error))
+        finally:
+            self.probing.discard(container_id)
 
     def _forget(self, container_id: str) -> None:
         self._answered.pop(container_id, None)
@@ -179,6 +230,29 @@ class Monitor:
         except BusError as error:
             self.counters.failed += 1
             self.log.warning("monitor step failed", step=what, error=str(error))
+
+
+async def run_probe(client: Any, container_id: str, argv: list[str], timeout: float) -> health.Probe | None:
+    """Run one health probe in the container, through the supervisor's exec. Returns None
+    when the daemon has no ``container.exec`` (an error reply ``bad_request``).
+
+    This is the one place that knows the exec request's shape: ``{container, cmd, timeout}``
+    -> ``{exit_code, output}``, a ``timeout`` error when the command ran too long."""
+    start = time.time()
+    try:
+        result = await client.request("container.exec", {"container": container_id, "cmd": argv, "timeout": timeout},
+                                      timeout=timeout + 10)
+    except RemoteError as error:
+        if error.code == "bad_request":
+            return None
+        if error.code == "timeout":
+            return health.Probe(start, time.time(), health.TIMEOUT_EXIT_CODE,
+                                f"Health check exceeded timeout ({timeout:g}s)")
+        raise
+    output = result.get("output", "")
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return health.Probe(start, time.time(), int(result["exit_code"]), output)
 
 
 async def serve(ctx: Any) -> None:
@@ -201,6 +275,7 @@ async def _run(monitor: Monitor, client: Any) -> None:
     async with client.subscribe(["container.", "daemon.", "stats."]) as events:
         monitor.log.info("monitor subscribed")
         async with trio.open_nursery() as nursery:
+            monitor.nursery = nursery
             nursery.start_soon(_resync_forever, monitor)
             async for envelope in events:
                 await monitor.guarded(envelope.topic, monitor.on_event, envelope.topic, envelope.data)
