@@ -1,8 +1,11 @@
 """`dockyard daemon`: the Supervisor, served over the bus.
 
-    main ─┬─ BusServer.serve       control.sock (ROUTER) + events.sock (XPUB)
+    main ─┬─ BusServer.serve       control.sock (ROUTER) + events.sock (XPUB), bound here or
+          │                        taken from systemd (socket activation, supervisor/systemd.py)
           ├─ Supervisor            containers; publishes through the bus + the journal
-          │    └─ waits for SIGTERM/SIGINT, then stops containers
+          │    ├─ READY=1 to systemd once reconciled; STATUS= counts; WATCHDOG=1 pings
+          │    ├─ SIGHUP: reload the config file (RELOADING=1 ... READY=1)
+          │    └─ waits for SIGTERM/SIGINT (STOPPING=1), then stops containers
           └─ WorkerManager         the workers' processes (log collector, monitor), stopped
                                    last, so that they see every container's end; exit 0
 
