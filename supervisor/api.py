@@ -243,7 +243,8 @@ class Supervisor:
             return container
         if not container.status.can_kill():
             raise InvalidState(container.name, "kill", container.status.value, "it is not running")
-        self._stopped_by_user(container)
+        if sig in (signal.SIGKILL, container.spec.stop_signal):  # a HUP to reload is no stop
+            self._stopped_by_user(container)
         self._signal(container, sig)
         return container
 

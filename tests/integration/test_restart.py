@@ -102,6 +102,19 @@ def test_a_user_start_resets_the_restart_count(daemon):
     assert inspect(daemon, ref)["RestartCount"] == 1
 
 
+def test_a_kill_with_the_stop_signal_or_sigkill_is_a_user_stop_another_signal_is_not(daemon):
+    ref = daemon.out("run", "-d", "--restart", "always", "base", "sleep", "1000").strip()
+    daemon.out("kill", "-s", "HUP", ref)  # pid 1 without a handler: the kernel ignores it
+    assert inspect(daemon, ref)["Dockyard"]["UserStopped"] is False
+    daemon.out("kill", ref)
+    wait_for(lambda: inspect(daemon, ref)["State"]["Status"] == "exited", "the kill to end it")
+    barrier(daemon)
+    document = inspect(daemon, ref)
+    assert document["Dockyard"]["UserStopped"] is True
+    assert (document["State"]["Status"], document["RestartCount"]) == ("exited", 0)
+    daemon.out("rm", ref)
+
+
 def test_policies_across_a_daemon_restart(daemon):
     # Oldest first: the monitor's resync goes newest first, so `kept` is considered last.
     kept = daemon.out("run", "-d", "--restart", "always", "--name", "kept", "--stop-timeout", "0", "base", "sleep", "1000").strip()
