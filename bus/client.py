@@ -343,6 +343,70 @@ class Stream(Iterator[dict]):
         """Stop listening; what the daemon still sends for this request is dropped."""
         self.done = True
 
+    # Both ways, for attached sessions (supervisor/attach.py has the protocol): the caller
+    # multiplexes the socket with its own fds (select on fileno()), sends stream messages
+    # of its own and takes the daemon's without blocking.
+
+    def fileno(self) -> int:
+        """The fd of the connection to the daemon, to select on."""
+        dealer = self._client._dealer
+        if dealer is None:
+            raise RuntimeError("the connection to the daemon is closed")
+        return dealer.fileno()
+
+    def send(self, payload: dict[str, Any], timeout: float = 30.0) -> None:
+        """Send a ``stream.<op>`` message of this request to the daemon.
+
+        Raises:
+            RequestTimeout: the daemon did not take it within ``timeout`` seconds.
+            DaemonUnavailable: the connection broke.
+        """
+        client = self._client
+        dealer = client._dealer
+        if dealer is None or self.done:
+            raise RuntimeError(f"the stream of {self.op!r} is finished")
+        frame = codec.encode(codec.stream(self.op, self.request_id, payload, client.source))
+        try:
+            dealer.send(frame, timeout)
+        except TimeoutError:
+            raise RequestTimeout(self.op, timeout) from None
+        except OSError as exc:
+            client._drop_dealer()
+            self.done = True
+            raise DaemonUnavailable(client.control_path, f"the connection broke: {exc}") from None
+
+    def receive_nowait(self) -> dict | None:
+        """The next stream payload if one has arrived, None if none has. At the reply:
+        StopIteration (its ``value`` is the result), or RemoteError for an error reply.
+
+        Raises:
+            DaemonUnavailable: the daemon went away.
+        """
+        if self.done:
+            raise StopIteration(self.result)
+        client = self._client
+        dealer = client._dealer
+        assert dealer is not None
+        while True:
+            try:
+                if not dealer.poll(0):
+                    return None
+            except ZmtpError as exc:
+                client._drop_dealer()
+                self.done = True
+                raise DaemonUnavailable(client.control_path, f"the daemon went away during {self.op!r}: {exc}") from None
+            frames = dealer.recv()
+            if len(frames) != 1:
+                continue
+            envelope = codec.decode(frames[0])
+            if envelope.seq != self.request_id:
+                continue
+            if codec.is_stream(envelope):
+                return envelope.data
+            self.done = True
+            self.result = codec.unwrap_reply(envelope)
+            raise StopIteration(self.result)
+
 
 class Subscription(Iterator[Envelope]):
     """Events of a subscription, in the order published. ``bad_frames`` counts messages

@@ -20,6 +20,14 @@ delivered is counted and ``Request.stream`` returns False; a reply waits up to
 ``REPLY_SEND_TIMEOUT`` for a full peer to drain (ZeroMQ cannot say when *one* ROUTER peer
 has room, so it retries with a short back-off), then is counted and dropped.
 
+*Client stream messages.* While a request runs, its client may send ``stream.<op>``
+envelopes with the request's id (``seq``): input of an attached session, credits, resize.
+The control task files each one in the request's *inbox* (a bounded deque, never a wait)
+and the handler takes them with ``await request.receive()``. A client that sends more than
+``INBOX_LIMIT`` messages the handler has not taken yet is cut off: its next ``receive``
+raises ``bad_request``. Messages for a request that has ended (or never existed) are
+counted in ``stats.stream_in_dropped``, never answered.
+
 *Events.* ``publish`` is synchronous and cheap: it numbers the event (gap-free per channel),
 encodes it and appends ``(topic, frame)`` to a deque. The events task owns the XPUB socket:
 it drains the deque with non-blocking sends in batches, reads subscription messages, and
@@ -86,6 +94,8 @@ EVENT_BATCH = 2_000
 #: Inbound control messages larger than this make libzmq disconnect the peer; frames
 #: between codec.MAX_FRAME and this get a bad_frame reply.
 CONTROL_MAXMSGSIZE = 4 * codec.MAX_FRAME
+#: Stream messages from a client that its request's handler has not taken yet, at most.
+INBOX_LIMIT = 1_024
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
 
@@ -117,6 +127,8 @@ class BusStats:
     handler_errors: int = 0  # handlers that raised an exception without an error code
     streamed: int = 0  # stream messages handed to libzmq
     stream_dropped: int = 0  # stream messages refused: peer gone or over its high-water mark
+    stream_in: int = 0  # stream messages from clients filed in a request's inbox
+    stream_in_dropped: int = 0  # from clients, for no running request, or over INBOX_LIMIT
     events_published: int = 0  # publish() calls
     events_sent: int = 0  # events written to the XPUB socket
     events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
@@ -136,6 +148,7 @@ class Request:
     source: str
     peer: bytes
     _server: BusServer = field(repr=False, compare=False)
+    _inbox: Inbox = field(default_factory=lambda: Inbox(), repr=False, compare=False)
 
     async def stream(self, payload: dict[str, Any]) -> bool:
         """Send a ``stream.<op>`` envelope to the requester before the reply.
@@ -145,8 +158,54 @@ class Request:
         a checkpoint. Raises MalformedFrame if the payload cannot be encoded.
         """
         await trio.lowlevel.checkpoint()
+        return self.send_stream(payload) is True
+
+    def send_stream(self, payload: dict[str, Any]) -> bool | None:
+        """As :meth:`stream`, without the checkpoint, telling the two failures apart:
+        True sent, False the peer is over its high-water mark, None the peer is gone."""
         envelope = codec.stream(self.op, self.request_id, payload, source=self._server.source)
-        return self._server._send_stream(self.peer, codec.encode(envelope))
+        return self._server._send_stream_status(self.peer, codec.encode(envelope))
+
+    async def receive(self) -> dict[str, Any]:
+        """The next stream message the client sent for this request (its ``data`` map), in
+        order. Waits until one comes.
+
+        Raises:
+            RequestFailed(bad_request): the client sent more than INBOX_LIMIT messages
+                that were not taken, or a message whose data is not a map.
+        """
+        return await self._inbox.receive()
+
+
+class Inbox:
+    """The stream messages a client sent for one running request (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._messages: deque[Any] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.overflowed = False
+
+    def put(self, data: Any) -> bool:
+        if self.overflowed or len(self._messages) >= INBOX_LIMIT:
+            self.overflowed = True
+            self._lot.unpark_all()
+            return False
+        self._messages.append(data)
+        self._lot.unpark_all()
+        return True
+
+    async def receive(self) -> dict[str, Any]:
+        while not self._messages and not self.overflowed:
+            await self._lot.park()
+        if self.overflowed:
+            raise RequestFailed(
+                "bad_request", f"the client sent more than {INBOX_LIMIT} stream messages without waiting for acks"
+            )
+        data = self._messages.popleft()
+        if not isinstance(data, dict):
+            raise RequestFailed("bad_request", "a stream message from the client must carry a map")
+        await trio.lowlevel.checkpoint()
+        return data
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -190,6 +249,7 @@ class BusServer:
         self._serving = False
         self._sync_seen: OrderedDict[str, None] = OrderedDict()
         self._sync_waiting: dict[str, trio.Event] = {}
+        self._running: dict[tuple[bytes, int], Request] = {}  # (peer, request id): for stream input
         self._drained = trio.Event()
         self._events_linger_ms = 0
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
@@ -335,6 +395,9 @@ class BusServer:
             except FrameError as exc:
                 self._answer_bad_frame(peer, "unknown", 0, exc)
                 continue
+            if codec.is_stream(envelope):
+                self._file_stream_message(peer, envelope)
+                continue
             try:
                 op = codec.request_op(envelope)
             except MalformedFrame as exc:
@@ -358,7 +421,15 @@ class BusServer:
                 self._send_reply(peer, frame, error=True)
                 continue
             request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
+            self._running[(peer, envelope.seq)] = request
             nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
+
+    def _file_stream_message(self, peer: bytes, envelope: Envelope) -> None:
+        request = self._running.get((peer, envelope.seq))
+        if request is None or not request._inbox.put(envelope.data):
+            self.stats.stream_in_dropped += 1
+            return
+        self.stats.stream_in += 1
 
     def _answer_bad_frame(self, peer: bytes, op: str, request_id: int, exc: FrameError) -> None:
         self.stats.frames_bad += 1
@@ -374,6 +445,9 @@ class BusServer:
         except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
             error = True
             frame = self._error_frame(request, exc)
+        finally:
+            if self._running.get((request.peer, request.request_id)) is request:
+                del self._running[(request.peer, request.request_id)]
         # A peer over its high-water mark gets time to drain. ZeroMQ cannot tell when one
         # ROUTER peer has room again (POLLOUT means "some peer"), hence the back-off.
         with trio.move_on_after(REPLY_SEND_TIMEOUT):
@@ -424,12 +498,13 @@ class BusServer:
             self.stats.replies_dropped += 1
             self._debug("bus dropped a reply: the peer is gone")
 
-    def _send_stream(self, peer: bytes, frame: bytes) -> bool:
-        if self._send_to(peer, frame) is True:
+    def _send_stream_status(self, peer: bytes, frame: bytes) -> bool | None:
+        sent = self._send_to(peer, frame)
+        if sent is True:
             self.stats.streamed += 1
-            return True
-        self.stats.stream_dropped += 1
-        return False
+        else:
+            self.stats.stream_dropped += 1
+        return sent
 
     def _send_to(self, peer: bytes, frame: bytes) -> bool | None:
         """True: sent; False: the peer is over its high-water mark; None: the peer is gone

@@ -137,6 +137,9 @@ class ZmtpDealer:
         """The next whole message; call after :meth:`poll` said True."""
         return self._reader.messages.pop(0)
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def close(self) -> None:
         self._sock.close()
 

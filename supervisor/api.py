@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
@@ -38,13 +41,20 @@ import trio
 from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
+from supervisor.images import archive as image_archive
+from supervisor.images import containerfs
+from supervisor.images.changes import container_diff
+from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import health, restart as restart_policy, stats
 from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
-from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env
+from supervisor.runtime.stdio import StdioPlan, set_window_size
+from supervisor.attach import Collector, Target, receive_chunk
+from supervisor.exec import ExecConfig, ExecResult, ExecSpec, Execution
+from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env, parse_signal
 from supervisor.state import Status
 from supervisor.store import ContainerStore
 from logs.lines import LineSplitter
@@ -126,10 +136,97 @@ class Supervisor:
 
     # --- images -----------------------------------------------------------------------
 
-    async def import_image(self, source: BinaryIO, reference: str) -> Image:
-        image = await trio.to_thread.run_sync(self.images.import_tar, source, reference)
+    async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None) -> Image:
+        config = parse_changes(changes, operation="import") if changes else None
+        image = await trio.to_thread.run_sync(
+            functools.partial(self.images.import_tar, source, reference, changes=config)
+        )
         self._emit("image", "import", image.id, {"name": reference})
         return image
+
+    async def commit(self, ref: str, reference: str | None = None, *, comment: str = "", author: str = "",
+                     changes: list[str] | tuple[str, ...] = ()) -> Image:
+        """A new image from a container's changes (``docker commit``); running is fine
+        (it is not paused: a file being written at that moment may be caught half-way)."""
+        container = self.get(ref)
+        base = self.images.resolve(container.image_id)
+        config = commit_config(container.spec, base.config)
+        if changes:
+            config = container_config(parse_changes(list(changes), config.get("Env")), base=config, operation="commit")
+        image = await trio.to_thread.run_sync(functools.partial(
+            self.images.commit_container, str(container.upper), base.id, reference=reference, config=config,
+            created_by=shlex.join(container.resolved.argv), comment=comment, author=author,
+        ))
+        self._emit("container", "commit", container.id, {"name": container.name, "image": image.id,
+                                                          **({"reference": reference} if reference else {})})
+        return image
+
+    async def diff(self, ref: str) -> list[tuple[str, str]]:
+        """``docker diff``: (kind, path) with kind A, C or D, sorted by path."""
+        container = self.get(ref)
+        return await trio.to_thread.run_sync(container_diff, str(container.upper), list(container.layers))
+
+    async def export(self, ref: str, output: Path) -> None:
+        """Write the container's filesystem as a tar to ``output`` (replaced atomically)."""
+        container = self.get(ref)
+        await trio.to_thread.run_sync(_write_file, output,
+                                      functools.partial(containerfs.export, str(container.upper), container.layers))
+        self._emit("container", "export", container.id, {"name": container.name})
+
+    async def copy_from(self, ref: str, source: str, output: Path) -> str:
+        """A tar of ``source`` in the container, written to ``output``; returns the name
+        of its top member."""
+        container = self.get(ref)
+        names: list[str] = []
+
+        def write(stream: BinaryIO) -> None:
+            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream))
+
+        await trio.to_thread.run_sync(_write_file, output, write)
+        return names[0]
+
+    async def copy_to(self, ref: str, source: Path, dest: str) -> str:
+        """Copy the host path ``source`` to ``dest`` in the container."""
+        container = self.get(ref)
+        async with container.lock:
+            pid = container.pid if container.status.running else 0
+            return await trio.to_thread.run_sync(functools.partial(
+                containerfs.copy_in, container.name, str(container.upper), container.layers, pid, source, dest,
+                container.directory,
+            ))
+
+    def image_users(self, image_id: str) -> list[tuple[str, bool]]:
+        """(name, running) of every container made from the image."""
+        return [(c.name, c.status.running) for c in self._containers.values() if c.image_id == image_id]
+
+    async def remove_image(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        image_id = self.images.resolve(ref).id
+        report = await trio.to_thread.run_sync(
+            functools.partial(self.images.remove, ref, force=force, users=self.image_users)
+        )
+        for line in report:  # docker's actions: untag (per tag), then delete
+            if "Untagged" in line:
+                self._emit("image", "untag", image_id, {"name": line["Untagged"]})
+            else:
+                self._emit("image", "delete", image_id, {"name": ref})
+        return report
+
+    async def tag_image(self, ref: str, reference: str) -> Image:
+        image = await trio.to_thread.run_sync(self.images.tag, ref, reference)
+        self._emit("image", "tag", image.id, {"name": reference})
+        return image
+
+    async def save_images(self, refs: list[str], output: Path) -> list[str]:
+        saved = await trio.to_thread.run_sync(image_archive.save, self.images, refs, output)
+        for name in saved:
+            self._emit("image", "save", "", {"name": name})
+        return saved
+
+    async def load_images(self, source: Path) -> list[Image]:
+        images = await trio.to_thread.run_sync(image_archive.load, self.images, source)
+        for image in images:
+            self._emit("image", "load", image.id, {"name": ",".join(image.repo_tags)})
+        return images
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -432,6 +529,33 @@ class Supervisor:
             self._emit_container(container, "health_status", health_status=container.health.status)
         return container
 
+    async def run_health_check(self, ref: str) -> Container:
+        """Run the container's health check once (its command, through :meth:`exec_run`, with
+        its timeout) and record the result as :meth:`report_health` does. A command that
+        cannot be started counts as a failed probe (exit 125/126/127), as in docker.
+
+        Raises:
+            InvalidState: it is not running, or has no health check.
+        """
+        container = self.get(ref)
+        config = container.healthcheck
+        if not container.status.running or container.health is None or config is None:
+            why = "it is not running" if not container.status.running else "it has no health check"
+            raise InvalidState(container.name, "check the health of", container.status.value, why)
+        start = time.time()
+        try:
+            result = await self.exec_run(container.id, config.argv(), timeout=config.timeout,
+                                         output_limit=health.OUTPUT_LIMIT)
+        except StartError as exc:
+            probe = health.Probe(start, time.time(), exc.exit_code, exc.message)
+        else:
+            if result.timed_out or result.exit_code is None:
+                probe = health.Probe(start, time.time(), health.TIMEOUT_EXIT_CODE,
+                                     f"Health check exceeded timeout ({config.timeout:g}s)")
+            else:
+                probe = health.Probe(start, time.time(), result.exit_code, result.output.decode(errors="replace"))
+        return self.report_health(container.id, probe)
+
     # --- settings that change while running --------------------------------------------
 
     def reconfigure(self, **changes: Any) -> None:
@@ -455,6 +579,111 @@ class Supervisor:
     async def _sample_within(self, scope: trio.CancelScope, interval: float) -> None:
         with scope:
             await self._sample_forever(interval)
+
+    # --- attached clients and exec (supervisor/attach.py, supervisor/exec.py) -------------
+
+    def attach(self, ref: str, attachment: Any) -> Container:
+        """Send a running container's output to ``attachment`` from now on, until it exits
+        or :meth:`detach`. Raises InvalidState if it is not running."""
+        container = self.get(ref)
+        if not container.status.running or container.process is None:
+            raise InvalidState(container.name, "attach to", container.status.value, "it is not running")
+        container.attachments.append(attachment)
+        return container
+
+    def detach(self, container: Container, attachment: Any) -> None:
+        with contextlib.suppress(ValueError):
+            container.attachments.remove(attachment)
+
+    def target(self, container: Container) -> Target:
+        """What an attached client acts on: the running process's stdin, terminal, signals."""
+        process = container.process
+
+        def resize(rows: int, columns: int) -> None:
+            if process is not None and process.tty and process.returncode is None and process.stdout is not None:
+                with contextlib.suppress(OSError):
+                    set_window_size(process.stdout.fileno(), rows, columns)
+
+        async def deliver(number: int) -> None:
+            number = parse_signal(number)
+            if container.process is process and container.status.running:
+                await self.kill(container.id, number)
+
+        return Target(stdin=process.stdin if process is not None else None, resize=resize, signal=deliver)
+
+    async def exec(self, ref: str, spec: ExecSpec, attach: Any = None) -> Execution:
+        """Start ``spec.cmd`` inside the running container ``ref``: in all its namespaces
+        and its cgroup, with its capabilities, no_new_privs, environment (plus ``spec.env``),
+        user and working dir unless ``spec`` says otherwise. Returns once the command runs;
+        ``await execution.wait()`` for its exit code. Its output goes to ``attach`` (and to
+        any attachment added to ``execution.attachments``).
+
+        Raises:
+            InvalidState: the container is not running.
+            StartError: the command could not be started (exit_code 125/126/127).
+        """
+        container = self.get(ref)
+        process, cgroup = container.process, container.cgroup
+        if not container.status.running or process is None or cgroup is None:
+            raise InvalidState(container.name, "exec in", container.status.value, "it is not running")
+        execution = Execution(container=container, spec=spec)
+        if attach is not None:
+            execution.attachments.append(attach)
+        resolved = container.resolved
+        config = ExecConfig(
+            container_id=container.id,
+            pid=process.pid,
+            start_time=process.start_time,
+            argv=spec.cmd,
+            env=tuple(merge_env(resolved.env, spec.env)),
+            cwd=spec.workdir or resolved.workdir,
+            user=spec.user or resolved.user,
+            cgroup_procs=tuple(cgroup.procs_files),
+            capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
+        )
+        names = {"execID": execution.id, "command": execution.command}
+        self._emit_container(container, "exec_create", **names)
+        stdio = StdioPlan(stdin=spec.stdin, tty=spec.tty, output=not spec.detach)
+        try:
+            execution.process = await self._fork_server.launch(config, stdio)  # type: ignore[arg-type]
+        except LaunchError as exc:
+            execution.exit_code = exc.exit_code
+            execution.done.set()
+            self._emit_container(container, "exec_die", **names, exitCode=str(exc.exit_code))
+            reason = exc.details.get("reason", exc.message)
+            raise StartError(
+                f"cannot exec in container {container.name}: {reason}", exit_code=exc.exit_code, container=container.id
+            ) from exc
+        execution.pid = execution.process.pid
+        self._emit_container(container, "exec_start", **names)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise_exec, execution, names)
+        return execution
+
+    async def exec_run(
+        self, ref: str, argv: list[str] | tuple[str, ...], *, timeout: float | None = None, output_limit: int = 4096
+    ) -> ExecResult:
+        """Run ``argv`` in the container to its end (health checks): its exit code and the
+        last ``output_limit`` bytes of its output. After ``timeout`` seconds it is killed
+        and the result says ``timed_out``. Raises as :meth:`exec`."""
+        collector = Collector(output_limit)
+        execution = await self.exec(ref, ExecSpec(cmd=tuple(argv)), attach=collector)
+        with trio.move_on_after(float("inf") if timeout is None else timeout):
+            exit_code = await execution.wait()
+            return ExecResult(exit_code, bytes(collector.data))
+        if execution.process is not None:
+            execution.process.send_signal(signal.SIGKILL)
+        await execution.wait()
+        return ExecResult(None, bytes(collector.data), timed_out=True)
+
+    async def _supervise_exec(self, execution: Execution, names: dict[str, str]) -> None:
+        try:
+            exit_code = await execution.supervise(OUTPUT_DRAIN_SECONDS)
+        finally:
+            if execution.exit_code is None:  # cancelled: the daemon stops, and the container with it
+                execution.exit_code = ORPHAN_EXIT_CODE
+            execution.done.set()
+        self._emit_container(execution.container, "exec_die", **names, exitCode=str(exit_code))
 
     # --- internals ----------------------------------------------------------------------
 
@@ -516,7 +745,8 @@ class Supervisor:
             devices=_device_nodes(container.spec.resources),
         )
         try:
-            process = await self._fork_server.launch(launch_config)
+            stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
+            process = await self._fork_server.launch(launch_config, stdio)
         except LaunchError as exc:
             await trio.to_thread.run_sync(cgroup.remove)
             await self._start_failed(container, exc)
@@ -565,8 +795,9 @@ class Supervisor:
     async def _supervise(self, container: Container, process: Any) -> None:
         """Pump the container's output until it exits, then record the exit and clean up."""
         async with trio.open_nursery() as pumps:
-            pumps.start_soon(self._pump, container, process.stdout, "stdout")
-            pumps.start_soon(self._pump, container, process.stderr, "stderr")
+            for name in ("stdout", "stderr"):  # a terminal has no stderr: it is merged
+                if getattr(process, name) is not None:
+                    pumps.start_soon(self._pump, container, getattr(process, name), name)
             exit_code = await process.wait()
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
@@ -603,7 +834,7 @@ class Supervisor:
         splitter = LineSplitter()
         topic = f"log.{container.id}.{name}"
         while True:
-            chunk = await stream.receive_some(65536)
+            chunk = await receive_chunk(stream)  # b"" also for a pty's EIO
             if not chunk:
                 break
             for attachment in tuple(container.attachments):
@@ -691,7 +922,10 @@ class Supervisor:
 
 def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
     config = image.config or {}
-    argv = list(config.get("Entrypoint") or []) + list(spec.cmd or config.get("Cmd") or [])
+    if spec.entrypoint is not None:  # docker: --entrypoint also drops the image's CMD
+        argv = list(spec.entrypoint) + list(spec.cmd)
+    else:
+        argv = list(config.get("Entrypoint") or []) + list(spec.cmd or config.get("Cmd") or [])
     if not argv:
         raise InvalidArgument(f"no command specified: image {spec.image} has no default command")
     hostname = spec.hostname or container_id[:12]
@@ -709,6 +943,37 @@ def _unix_time(rfc3339: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:
+    """The config a commit gives its image: the image's, with what the container's spec
+    set (command, entrypoint, env, workdir, user), as ``docker commit``."""
+    config = dict(image_config)
+    if spec.entrypoint is not None:
+        config["Entrypoint"] = list(spec.entrypoint) or None
+        config["Cmd"] = list(spec.cmd) or None
+    elif spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    if spec.env:
+        config["Env"] = merge_env(config.get("Env") or [], spec.env)
+    if spec.workdir:
+        config["WorkingDir"] = spec.workdir
+    if spec.user:
+        config["User"] = spec.user
+    return config
+
+
+def _write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` with a file that replaces ``output`` once complete (never half-written)."""
+    temporary = output.with_name(f".{output.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            write(stream)
+        os.replace(temporary, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
 
 
 def _host_memory() -> int:

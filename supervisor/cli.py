@@ -150,7 +150,11 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
     parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
+    parser.add_argument("--entrypoint", default=None, metavar="COMMAND",
+                        help="override the image's ENTRYPOINT (\"\" clears it; the image's CMD is dropped too)")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open, and attach it (run)")
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
@@ -212,6 +216,12 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name,
         "auto_remove": args.rm,
     }
+    if args.tty:
+        spec["tty"] = True
+    if args.interactive:
+        spec["open_stdin"] = True
+    if getattr(args, "entrypoint", None) is not None:
+        spec["entrypoint"] = [args.entrypoint] if args.entrypoint else []
     if args.stop_timeout is not None:
         spec["stop_timeout"] = args.stop_timeout
     if args.stop_signal is not None:
@@ -239,6 +249,11 @@ def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
         if value is not None:
             flags[name] = value
     return flags or None
+
+
+def detach_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default="", metavar="KEYS",
+                        help="keys that detach from a terminal, e.g. ctrl-x,y (default ctrl-p,ctrl-q)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="create and start a container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container id")
+    detach_keys_option(p)
     container_options(p)
 
     p = sub.add_parser("create", help="create a container without starting it", add_help=False)
@@ -286,7 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     container_options(p)
 
     p = sub.add_parser("start", help="start stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="attach to its output (and signals) until it exits")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach stdin too")
+    detach_keys_option(p)
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("attach", help="attach this terminal to a running container (ctrl-p ctrl-q detaches)")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    p.add_argument("--sig-proxy", default="true", choices=["true", "false"],
+                   help="forward the signals the CLI gets to the container (without a terminal; default true)")
+    detach_keys_option(p)
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("exec", help="run a command in a running container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and attach it")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone takes it from this environment)")
+    p.add_argument("-w", "--workdir", default="", help="working directory (default: the container's)")
+    p.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] (default: the container's)")
+    detach_keys_option(p)
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
 
     p = sub.add_parser("stop", help="stop running containers: stop signal, then SIGKILL after the timeout")
     p.add_argument("-t", "--time", type=int, default=None, metavar="SECONDS", help="seconds to wait before SIGKILL (default: the container's, 10)")
@@ -319,9 +358,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="create an image from a root filesystem tarball")
     p.add_argument("source", metavar="TARBALL", help="a tar (plain, gz, bz2 or xz), or - for standard input")
     p.add_argument("reference", metavar="NAME[:TAG]")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="IMAGE", help="name[:tag] or id")
+    p.add_argument("target", metavar="NAME[:TAG]")
+
+    p = sub.add_parser("rmi", help="remove images (untag; delete once no tag is left)")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove every tag of an image named by id; untag an image that stopped containers use")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = sub.add_parser("history", help="show the layers and history of an image")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten ids and commands")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    p.add_argument("image", metavar="IMAGE")
+
+    p = sub.add_parser("commit", help="create an image from a container's changes")
+    p.add_argument("-m", "--message", default="", help="commit message")
+    p.add_argument("-a", "--author", default="", help='author (e.g. "Jane <jane@example.com>")')
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("reference", nargs="?", default=None, metavar="REPO[:TAG]")
+
+    p = sub.add_parser("diff", help="show the files a container added (A), changed (C) or deleted (D)")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("export", help="write a container's filesystem as a tar")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("save", help="write images to an archive (OCI layout and docker's manifest.json)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = sub.add_parser("load", help="load images from a docker-archive or oci-archive (gzip or not)")
+    p.add_argument("-i", "--input", default=None, metavar="FILE", help="read FILE (default: standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the loaded names")
+
+    p = sub.add_parser("cp", help="copy files between a container and the host",
+                       description="dockyard cp CONTAINER:SRC DEST|-   or   dockyard cp SRC CONTAINER:DEST")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
 
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since)")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
@@ -367,24 +450,84 @@ def cmd_run(args: argparse.Namespace, client: Any) -> int:
             start_failure(error)
         print(result["id"])
         return 0
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+    args_map = {"spec": spec, "attach": True, "stdin": args.interactive}
+    return attached_exit(client, "container.run", args_map, args.tty, args.interactive, args.detach_keys)
+
+
+def attached_exit(client: Any, op: str, request: dict[str, Any], tty: bool, interactive: bool, detach_keys: str,
+                  start_error: bool = True, sig_proxy: bool = True) -> int:
+    """Run an attached session (supervisor/terminal.py) and turn its end into an exit code."""
+    from supervisor.terminal import TerminalError, attached
+
     try:
-        stream = client.stream("container.run", {"spec": spec, "attach": True})
-        while True:
-            try:
-                payload = next(stream)
-            except StopIteration as done:
-                result = done.value
-                break
-            target = out if payload.get("stream") == "stdout" else err
-            target.write(payload.get("data", b""))
-            target.flush()
+        result = attached(client, op, request, tty=tty, interactive=interactive, detach_keys=detach_keys,
+                          sig_proxy=sig_proxy)
+    except TerminalError as error:
+        fail(str(error))
     except RemoteError as error:
-        start_failure(error)
+        if start_error or "exit_code" in error.details:
+            start_failure(error)
+        fail(error.message)
     if result.get("dropped"):
         print(f"dockyard: {result['dropped']} chunks of output could not be delivered to this terminal "
               f"(the logs have them)", file=sys.stderr)
+    if "left" in result:
+        return 128 + int(result["left"])
+    if result.get("detached"):
+        return 0
     return int(result["exit_code"])
+
+
+def cmd_start(args: argparse.Namespace, client: Any) -> int:
+    if not args.attach and not args.interactive:
+        return for_each(args, client, "container.start", {})
+    if len(args.containers) != 1:
+        raise UsageError("start: you cannot start and attach multiple containers at once")
+    ref = args.containers[0]
+    config = client.request("container.inspect", {"container": ref})["Config"]
+    interactive = args.interactive and bool(config.get("OpenStdin"))
+    request = {"container": ref, "attach": True, "stdin": interactive}
+    return attached_exit(client, "container.start", request, bool(config.get("Tty")), interactive, args.detach_keys)
+
+
+def cmd_attach(args: argparse.Namespace, client: Any) -> int:
+    try:
+        document = client.request("container.inspect", {"container": args.container})
+    except RemoteError as error:
+        fail(error.message)
+    config, state = document["Config"], document["State"]
+    if not state.get("Running"):
+        fail(f"cannot attach to container {args.container}: it is not running")
+    interactive = bool(config.get("OpenStdin")) and not args.no_stdin
+    tty = bool(config.get("Tty"))
+    request = {"container": document["Id"], "stdin": interactive}
+    return attached_exit(client, "container.attach", request, tty, interactive, args.detach_keys, start_error=False,
+                         sig_proxy=args.sig_proxy == "true")
+
+
+def cmd_exec(args: argparse.Namespace, client: Any) -> int:
+    if not args.command:
+        raise UsageError("exec: a command is needed: exec [OPTIONS] CONTAINER COMMAND [ARG...]")
+    spec = {
+        "cmd": args.command,
+        "env": env_entries(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "tty": args.tty,
+        "stdin": args.interactive,
+        "detach": args.detach,
+    }
+    request = {"container": args.container, "exec": spec}
+    if args.detach:
+        try:
+            client.request("container.exec", request)
+        except RemoteError as error:
+            if "exit_code" in error.details:
+                start_failure(error)
+            fail(error.message)
+        return 0
+    return attached_exit(client, "container.exec", request, args.tty, args.interactive, args.detach_keys,
+                         start_error=False)
 
 
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
@@ -451,6 +594,7 @@ def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_import(args: argparse.Namespace, client: Any) -> int:
+    changes = {"changes": args.change} if args.change else {}
     if args.source == "-":
         import tempfile  # only here: it costs the other commands 10 ms of start-up
 
@@ -459,9 +603,9 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
             while chunk := sys.stdin.buffer.read(1 << 20):
                 spool.write(chunk)
             spool.flush()
-            result = client.request("image.import", {"path": spool.name, "reference": args.reference}, timeout=None)
+            result = client.request("image.import", {"path": spool.name, "reference": args.reference, **changes}, timeout=None)
     else:
-        result = client.request("image.import", {"path": os.path.abspath(args.source), "reference": args.reference}, timeout=None)
+        result = client.request("image.import", {"path": os.path.abspath(args.source), "reference": args.reference, **changes}, timeout=None)
     print(f"sha256:{result['id']}")
     return 0
 
@@ -478,6 +622,148 @@ def cmd_images(args: argparse.Namespace, client: Any) -> int:
             repository, _, name_tag = tag.rpartition(":")
             rows.append([repository, name_tag, image["id"][:12], human_ago(image["created"]), human_size(image["size"])])
     print(table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace, client: Any) -> int:
+    client.request("image.tag", {"image": args.source, "reference": args.target})
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace, client: Any) -> int:
+    status = 0
+    for ref in args.images:
+        try:
+            report = client.request("image.remove", {"image": ref, "force": args.force}, timeout=None)["report"]
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1
+            continue
+        for line in report:
+            for action, subject in line.items():
+                print(f"{action}: {subject}")
+    return status
+
+
+def cmd_history(args: argparse.Namespace, client: Any) -> int:
+    rows = client.request("image.history", {"image": args.image})["history"]
+    if args.quiet:
+        for row in rows:
+            print(row["id"] if args.no_trunc or row["id"] == "<missing>" else row["id"][:12])
+        return 0
+    lines = []
+    for row in rows:
+        created_by = row["created_by"]
+        if not args.no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        image_id = row["id"] if args.no_trunc or row["id"] == "<missing>" else row["id"][:12]
+        lines.append([image_id, human_ago(row["created"]), created_by, human_size(row["size"]), row["comment"]])
+    print(table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], lines))
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace, client: Any) -> int:
+    result = client.request("container.commit", {
+        "container": args.container, "reference": args.reference, "comment": args.message,
+        "author": args.author, "changes": args.change,
+    }, timeout=None)
+    print(f"sha256:{result['id']}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace, client: Any) -> int:
+    for kind, path in client.request("container.diff", {"container": args.container}, timeout=None)["changes"]:
+        print(f"{kind} {path}")
+    return 0
+
+
+def _to_output(output: str | None, op: str, request: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Have the daemon write a file (same host: it gets a path), to ``output`` or stdout."""
+    if output is not None:
+        return client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None)
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect the output")
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dockyard-") as scratch:
+        path = os.path.join(scratch, "out.tar")
+        result = client.request(op, {**request, "path": path}, timeout=None)
+        with open(path, "rb") as source:
+            shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    return result
+
+
+def cmd_export(args: argparse.Namespace, client: Any) -> int:
+    _to_output(args.output, "container.export", {"container": args.container}, client)
+    return 0
+
+
+def cmd_save(args: argparse.Namespace, client: Any) -> int:
+    _to_output(args.output, "image.save", {"images": args.images}, client)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, client: Any) -> int:
+    if args.input is not None:
+        images = client.request("image.load", {"path": os.path.abspath(args.input)}, timeout=None)["images"]
+    else:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="dockyard-load-", suffix=".tar") as spool:
+            while chunk := sys.stdin.buffer.read(1 << 20):
+                spool.write(chunk)
+            spool.flush()
+            images = client.request("image.load", {"path": spool.name}, timeout=None)["images"]
+    for image in images:
+        for tag in image["repo_tags"] or [None]:
+            print(f"Loaded image: {tag}" if tag else f"Loaded image ID: sha256:{image['id']}")
+    return 0
+
+
+def split_container_path(value: str) -> tuple[str, str] | None:
+    """``CONTAINER:PATH`` to (container, path); None for a host path (absolute or ./...)."""
+    if value.startswith(("/", ".")) or ":" not in value:
+        return None
+    container, _, path = value.partition(":")
+    return container, path
+
+
+def cmd_cp(args: argparse.Namespace, client: Any) -> int:
+    source, dest = split_container_path(args.source), split_container_path(args.dest)
+    if (source is None) == (dest is None):
+        raise UsageError("cp: exactly one of SRC and DEST must be CONTAINER:PATH")
+    if dest is not None:
+        container, path = dest
+        client.request("container.copy_to", {"container": container, "source": os.path.abspath(args.source),
+                                             "dest": path or "/"}, timeout=None)
+        return 0
+    assert source is not None
+    container, path = source
+    import tempfile
+
+    if args.dest == "-":
+        _to_output(None, "container.copy_from", {"container": container, "source": path or "/"}, client)
+        return 0
+    from supervisor.images.tarsafe import extract
+
+    target = os.path.abspath(args.dest)
+    with tempfile.TemporaryDirectory(prefix=".dockyard-cp-", dir=os.path.dirname(target)) as scratch:
+        archive = os.path.join(scratch, "copy.tar")
+        name = client.request("container.copy_from", {"container": container, "source": path or "/",
+                                                      "path": archive}, timeout=None)["name"]
+        try:
+            with open(archive, "rb") as stream:
+                if os.path.isdir(target):
+                    extract(stream, target)
+                else:
+                    unpacked = os.path.join(scratch, "unpacked")
+                    os.mkdir(unpacked)
+                    extract(stream, unpacked)
+                    os.replace(os.path.join(unpacked, name), target)
+        except Exception as exc:  # ImageError or OSError: say which copy failed
+            fail(f"cannot copy {args.source} to {args.dest}: {getattr(exc, 'message', None) or exc}")
     return 0
 
 
@@ -651,7 +937,6 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "worker":
         return cmd_worker(args)
     simple = {
-        "start": ("container.start", lambda a: {}),
         "stop": ("container.stop", lambda a: {"timeout": a.time}),
         "restart": ("container.restart", lambda a: {"timeout": a.time}),
         "kill": ("container.kill", lambda a: {"signal": a.signal}),
@@ -674,6 +959,18 @@ def dispatch(args: argparse.Namespace) -> int:
             "info": cmd_info,
             "update": cmd_update,
             "stats": cmd_stats,
+            "start": cmd_start,
+            "attach": cmd_attach,
+            "exec": cmd_exec,
+            "tag": cmd_tag,
+            "rmi": cmd_rmi,
+            "history": cmd_history,
+            "commit": cmd_commit,
+            "diff": cmd_diff,
+            "export": cmd_export,
+            "save": cmd_save,
+            "load": cmd_load,
+            "cp": cmd_cp,
         }[args.cmd]
         return handler(args, client)
 

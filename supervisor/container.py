@@ -229,6 +229,8 @@ class Container:
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
                 **({"Healthcheck": self.healthcheck.docker()} if self.healthcheck else {}),
+                "Tty": self.spec.tty,
+                "OpenStdin": self.spec.open_stdin,
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
+from supervisor.attach import Session, Target, chunk_window
 from supervisor.errors import InvalidArgument
 from supervisor.health import Probe
+from supervisor.exec import ExecSpec
 from supervisor.images.store import Image
 from supervisor.journal import Journal
 from supervisor.spec import ContainerSpec, parse_signal
@@ -33,6 +36,20 @@ def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InvalidArgument(f"argument {name!r} must be {expected}, not {type(value).__name__}")
     return value
+
+
+def _strings(args: dict[str, Any], name: str) -> list[str]:
+    values = _arg(args, name, list, [])
+    if not all(isinstance(value, str) for value in values):
+        raise InvalidArgument(f"argument {name!r} must be a list of strings")
+    return values
+
+
+def _path(args: dict[str, Any], name: str) -> Path:
+    value = _arg(args, name, str)
+    if not os.path.isabs(value) or "\x00" in value:
+        raise InvalidArgument(f"argument {name!r} must be an absolute path, not {value!r}")
+    return Path(value)
 
 
 class StreamAttachment:
@@ -76,9 +93,22 @@ class Handlers:
             "container.stats": self.stats,
             "container.schedule_restart": self.schedule_restart,
             "container.health_report": self.health_report,
+            "container.health_check": self.health_check,
+            "container.attach": self.attach,
+            "container.exec": self.exec,
             "image.import": self.image_import,
             "image.list": self.image_list,
             "image.inspect": self.image_inspect,
+            "image.tag": self.image_tag,
+            "image.remove": self.image_remove,
+            "image.history": self.image_history,
+            "image.save": self.image_save,
+            "image.load": self.image_load,
+            "container.commit": self.commit,
+            "container.diff": self.diff,
+            "container.export": self.export,
+            "container.copy_from": self.copy_from,
+            "container.copy_to": self.copy_to,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
         }
@@ -89,22 +119,68 @@ class Handlers:
         return {"id": container.id, "name": container.name}
 
     async def run(self, req: Any) -> dict[str, Any]:
-        """{spec, attach: bool} -> {id, name} at once, or, attached: stream payloads
-        {stream: "stdout"|"stderr", data: bytes} while it runs, then {id, name, exit_code,
-        dropped} once it has exited and all its output was sent."""
+        """{spec, attach: bool, stdin?: bool, window?: chunks} -> {id, name} at once, or,
+        attached: a session (supervisor/attach.py: stream payloads {stream: "stdout"|"stderr",
+        data: bytes} while it runs, input and control messages from the client), then
+        {id, name, exit_code, dropped} once it has exited and all its output was sent, or
+        {id, name, detached: true}."""
         spec = ContainerSpec.from_map(_arg(req.args, "spec", dict))
         if not _arg(req.args, "attach", bool, False):
             container = await self.sup.run(spec)
             return {"id": container.id, "name": container.name}
-        attachment = StreamAttachment(req)
-        container = await self.sup.run(spec, attach=attachment)
-        exit_code = await self.sup.wait_for(container)
-        return {"id": container.id, "name": container.name, "exit_code": exit_code, "dropped": attachment.dropped}
+        session = self._session(req)
+        container = await self.sup.run(spec, attach=session)
+        return await self._serve_container(session, container)
 
     async def start(self, req: Any) -> dict[str, Any]:
-        """{container} -> {id}"""
-        container = await self.sup.start(_arg(req.args, "container", str))
-        return {"id": container.id}
+        """{container, attach?: bool, stdin?: bool, window?} -> {id}, or attached: a session
+        as for run, then {id, name, exit_code, dropped} or {id, name, detached: true}"""
+        ref = _arg(req.args, "container", str)
+        if not _arg(req.args, "attach", bool, False):
+            container = await self.sup.start(ref)
+            return {"id": container.id}
+        session = self._session(req)
+        container = await self.sup.start(ref, attach=session)
+        return await self._serve_container(session, container)
+
+    async def attach(self, req: Any) -> dict[str, Any]:
+        """{container, stdin?: bool, window?} -> a session with a running container (its
+        output from now on), then {id, name, exit_code, dropped} or {id, name, detached: true}"""
+        session = self._session(req)
+        container = self.sup.attach(_arg(req.args, "container", str), session)
+        return await self._serve_container(session, container)
+
+    async def exec(self, req: Any) -> dict[str, Any]:
+        """{container, exec: {cmd, env?, workdir?, user?, tty?, stdin?, detach?}, window?}
+        -> with detach: {exec_id, pid} once it runs; else a session with the exec'd process,
+        then {exec_id, exit_code, dropped} or {exec_id, detached: true}"""
+        ref = _arg(req.args, "container", str)
+        spec = ExecSpec.from_map(_arg(req.args, "exec", dict))
+        if spec.detach:
+            execution = await self.sup.exec(ref, spec)
+            return {"exec_id": execution.id, "pid": execution.pid}
+        session = Session(req, chunk_window(req.args), stdin=spec.stdin)
+        execution = await self.sup.exec(ref, spec, attach=session)
+        try:
+            exit_code = await session.serve(execution.target(), execution.wait)
+        finally:
+            if session in execution.attachments:
+                execution.attachments.remove(session)
+        if session.detached or exit_code is None:
+            return {"exec_id": execution.id, "detached": True}
+        return {"exec_id": execution.id, "exit_code": exit_code, "dropped": session.dropped}
+
+    def _session(self, req: Any) -> Session:
+        return Session(req, chunk_window(req.args), stdin=_arg(req.args, "stdin", bool, False))
+
+    async def _serve_container(self, session: Session, container: Any) -> dict[str, Any]:
+        try:
+            exit_code = await session.serve(self.sup.target(container), lambda: self.sup.wait_for(container))
+        finally:
+            self.sup.detach(container, session)
+        if session.detached or exit_code is None:
+            return {"id": container.id, "name": container.name, "detached": True}
+        return {"id": container.id, "name": container.name, "exit_code": exit_code, "dropped": session.dropped}
 
     async def stop(self, req: Any) -> dict[str, Any]:
         """{container, timeout?: seconds} -> {id}"""
@@ -172,6 +248,15 @@ class Handlers:
         )
         return {"id": container.id, "restart_count": container.restart_count}
 
+    async def health_check(self, req: Any) -> dict[str, Any]:
+        """{container} -> {id, status, failing_streak, exit_code}: run the container's health
+        check once now (in the container, with its timeout) and record it (the monitor
+        asks for this every interval)."""
+        container = await self.sup.run_health_check(_arg(req.args, "container", str))
+        state = container.health
+        return {"id": container.id, "status": state.status, "failing_streak": state.failing_streak,
+                "exit_code": state.log[-1].exit_code}
+
     async def health_report(self, req: Any) -> dict[str, Any]:
         """{container, start, end: unix seconds, exit_code: int (-1: timed out), output: str}
         -> {id, status, failing_streak}: one probe of the container's health check (the
@@ -193,9 +278,72 @@ class Handlers:
             source = open(path, "rb")
         except OSError as exc:
             raise InvalidArgument(f"cannot import {path}: {exc.strerror}", path=path) from exc
+        changes = _strings(req.args, "changes")
         with source:
-            image = await self.sup.import_image(source, reference)
+            image = await self.sup.import_image(source, reference, changes)
         return image_summary(image)
+
+    async def image_tag(self, req: Any) -> dict[str, Any]:
+        """{image, reference: NAME[:TAG]} -> image summary"""
+        image = await self.sup.tag_image(_arg(req.args, "image", str), _arg(req.args, "reference", str))
+        return image_summary(image)
+
+    async def image_remove(self, req: Any) -> dict[str, Any]:
+        """{image, force?: bool} -> {report: [{"Untagged": ref} | {"Deleted": "sha256:<id>"}]}"""
+        report = await self.sup.remove_image(_arg(req.args, "image", str), _arg(req.args, "force", bool, False))
+        return {"report": report}
+
+    async def image_history(self, req: Any) -> dict[str, Any]:
+        """{image} -> {history: [{id, created, created_by, size, comment}], newest first}"""
+        return {"history": self.sup.images.history(_arg(req.args, "image", str))}
+
+    async def image_save(self, req: Any) -> dict[str, Any]:
+        """{images: [ref], path: absolute path the daemon writes} -> {saved: [ref]}"""
+        refs = _strings(req.args, "images")
+        if not refs:
+            raise InvalidArgument("argument 'images' must name at least one image")
+        return {"saved": await self.sup.save_images(refs, _path(req.args, "path"))}
+
+    async def image_load(self, req: Any) -> dict[str, Any]:
+        """{path: an archive the daemon can read} -> {images: [summary]}"""
+        images = await self.sup.load_images(_path(req.args, "path"))
+        return {"images": [image_summary(image) for image in images]}
+
+    async def commit(self, req: Any) -> dict[str, Any]:
+        """{container, reference?: NAME[:TAG], comment?, author?, changes?: [Dockerfile
+        instruction]} -> image summary"""
+        image = await self.sup.commit(
+            _arg(req.args, "container", str),
+            _arg(req.args, "reference", str, None) or None,
+            comment=_arg(req.args, "comment", str, ""),
+            author=_arg(req.args, "author", str, ""),
+            changes=_strings(req.args, "changes"),
+        )
+        return image_summary(image)
+
+    async def diff(self, req: Any) -> dict[str, Any]:
+        """{container} -> {changes: [[kind ("A"|"C"|"D"), path]]}, sorted by path"""
+        return {"changes": [list(change) for change in await self.sup.diff(_arg(req.args, "container", str))]}
+
+    async def export(self, req: Any) -> dict[str, Any]:
+        """{container, path: absolute path the daemon writes the tar to} -> {path}"""
+        path = _path(req.args, "path")
+        await self.sup.export(_arg(req.args, "container", str), path)
+        return {"path": str(path)}
+
+    async def copy_from(self, req: Any) -> dict[str, Any]:
+        """{container, source: container path, path: where the daemon writes a tar of it}
+        -> {name: the tar's top member}"""
+        path = _path(req.args, "path")
+        name = await self.sup.copy_from(_arg(req.args, "container", str), _arg(req.args, "source", str), path)
+        return {"name": name}
+
+    async def copy_to(self, req: Any) -> dict[str, Any]:
+        """{container, source: absolute host path, dest: container path} -> {path: written}"""
+        written = await self.sup.copy_to(
+            _arg(req.args, "container", str), _path(req.args, "source"), _arg(req.args, "dest", str)
+        )
+        return {"path": written}
 
     async def image_list(self, req: Any) -> dict[str, Any]:
         """{} -> {images: [summary]}"""

@@ -11,9 +11,9 @@ docker's rules: a probe succeeds when its command exits 0; any other exit, or ru
 does not count (it is still logged) but a success makes it healthy. The last 5 probes are
 kept (``State.Health.Log``), each with at most 4 KiB of output.
 
-Who does what: the monitor worker runs a probe every ``interval`` (through the supervisor's
-``exec``) and reports it with ``container.health_report``; the supervisor applies
-:meth:`HealthState.record`, stores the state (``inspect``: ``State.Health``; ``ps``:
+Who does what: the monitor worker asks for a probe every ``interval``
+(``container.health_check``); the supervisor runs the command in the container (its exec),
+applies :meth:`HealthState.record`, stores the state (``inspect``: ``State.Health``; ``ps``:
 ``(healthy)``) and publishes ``container.<id>.health_status`` when the status changes.
 """
 

@@ -57,12 +57,18 @@ class ContainerSpec:
     # The --health-* flags the user gave (HealthConfig fields; test ["NONE"]: --no-healthcheck),
     # merged with the image's HEALTHCHECK at create (supervisor/health.py).
     healthcheck: dict[str, Any] | None = None
+    tty: bool = False  # -t: a pseudo-terminal as its stdio (docs/interactive.md)
+    open_stdin: bool = False  # -i: its stdin is a pipe (or the terminal) clients can write to
+    #: None keeps the image's ENTRYPOINT; () resets it (``--entrypoint ""``), as docker.
+    entrypoint: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
             raise InvalidArgument("spec.image: an image name is required")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
+        if self.entrypoint is not None:
+            _strings("entrypoint", self.entrypoint)
         for entry in self.env:
             key, eq, _ = entry.partition("=")
             if not eq or not ENV_KEY.match(key):
@@ -93,6 +99,9 @@ class ContainerSpec:
         object.__setattr__(self, "restart", str(policy))
         if policy.name != "no" and self.auto_remove:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
+        for flag in ("tty", "open_stdin"):
+            if type(getattr(self, flag)) is not bool:
+                raise InvalidArgument(f"spec.{flag}: must be true or false")
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -107,6 +116,10 @@ class ContainerSpec:
         if unknown:
             raise InvalidArgument(f"spec: unknown field(s) {', '.join(map(str, unknown))}")
         values = dict(data)
+        if values.get("entrypoint") is not None:
+            if not isinstance(values["entrypoint"], (list, tuple)):
+                raise InvalidArgument("spec.entrypoint: must be a list of strings")
+            values["entrypoint"] = tuple(values["entrypoint"])
         for key in ("cmd", "env"):
             if key in values:
                 if not isinstance(values[key], (list, tuple)):
@@ -125,6 +138,7 @@ class ContainerSpec:
         data = asdict(self)
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
+        data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         return data
 

@@ -23,16 +23,15 @@ request, or two monitors run at once.
 
 ``stats.<id>`` events tell the monitor which containers run (a missed ``start`` event is
 noticed within one sampling interval). For each running container with a health check it
-keeps one probe task: every ``interval`` it runs the check in the container (:func:`run_probe`,
-through the supervisor's ``container.exec``) and reports the result with
-``container.health_report``; the supervisor keeps the health state machine
-(supervisor/health.py), so nothing is lost when the monitor restarts.
+keeps one probe task: every ``interval`` it asks the supervisor to run the check
+(``container.health_check``: the command runs in the container through the supervisor's
+exec, and the result goes through the health state machine, supervisor/health.py, which the
+supervisor keeps), so nothing is lost when the monitor restarts.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,7 +97,7 @@ class Monitor:
         self._lock = trio.Lock()  # one decision at a time: events and resyncs interleave
         self.nursery: trio.Nursery | None = None  # where probe tasks run (health checks)
         self.probing: set[str] = set()
-        self.exec_missing = False  # the daemon has no container.exec: health checks cannot run
+        self.exec_missing = False  # the daemon has no container.health_check: an older daemon
 
     async def consider(self, container_id: str) -> None:
         """Decide on the container's last exit, and ask for a restart if its policy wants one."""
@@ -198,16 +197,12 @@ class Monitor:
             config = health.HealthConfig.from_map(fields)
             while True:
                 await trio.sleep(config.interval)
-                probe = await run_probe(self.client, container_id, config.argv(), config.timeout)
-                if probe is None:
+                result = await run_probe(self.client, container_id, config.timeout)
+                if result is None:
                     if not self.exec_missing:
-                        self.log.warning("health checks cannot run: the daemon has no container.exec")
+                        self.log.warning("health checks cannot run: the daemon has no container.health_check")
                     self.exec_missing = True
                     return
-                await self.client.request("container.health_report", {
-                    "container": container_id, "start": probe.start, "end": probe.end,
-                    "exit_code": probe.exit_code, "output": probe.output,
-                })
                 self.counters.probes += 1
         except RemoteError as error:
             if error.code not in ("not_found", "invalid_state"):  # those: it stopped or is gone
@@ -232,27 +227,16 @@ class Monitor:
             self.log.warning("monitor step failed", step=what, error=str(error))
 
 
-async def run_probe(client: Any, container_id: str, argv: list[str], timeout: float) -> health.Probe | None:
-    """Run one health probe in the container, through the supervisor's exec. Returns None
-    when the daemon has no ``container.exec`` (an error reply ``bad_request``).
-
-    This is the one place that knows the exec request's shape: ``{container, cmd, timeout}``
-    -> ``{exit_code, output}``, a ``timeout`` error when the command ran too long."""
-    start = time.time()
+async def run_probe(client: Any, container_id: str, timeout: float) -> dict[str, Any] | None:
+    """Ask the supervisor to run the container's health check once; its reply
+    ``{status, failing_streak, exit_code}``, or None when the daemon does not know the
+    operation (``bad_request``)."""
     try:
-        result = await client.request("container.exec", {"container": container_id, "cmd": argv, "timeout": timeout},
-                                      timeout=timeout + 10)
+        return await client.request("container.health_check", {"container": container_id}, timeout=timeout + 10)
     except RemoteError as error:
         if error.code == "bad_request":
             return None
-        if error.code == "timeout":
-            return health.Probe(start, time.time(), health.TIMEOUT_EXIT_CODE,
-                                f"Health check exceeded timeout ({timeout:g}s)")
         raise
-    output = result.get("output", "")
-    if isinstance(output, bytes):
-        output = output.decode(errors="replace")
-    return health.Probe(start, time.time(), int(result["exit_code"]), output)
 
 
 async def serve(ctx: Any) -> None:

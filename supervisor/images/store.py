@@ -1,44 +1,39 @@
-"""The minimal image store: single-layer images imported from a root filesystem tar.
+"""The image store: layered, content-addressed images in an OCI image layout.
 
-``dockyard import TARBALL|- NAME[:TAG]`` lands in :meth:`ImageStore.import_tar`;
-``dockyard images`` is :meth:`ImageStore.list`. A later store (OCI image layout, many
-layers per image) replaces this one behind the same :class:`Image` shape, so the on-disk
-layout already follows it::
+Layout (``<root>/images``, an OCI image layout plus dockyard's unpacked layers)::
 
-    <root>/images/
-        index.json                 {"version": 1, "images": {id: {created, size}}, "tags": {"name:tag": id}}
-        configs/<id>.json          the image config; id = sha256 of these exact bytes
-        layers/<chain-hex>/diff/   an unpacked layer, an overlay lower dir (read-only use)
-        layers/<chain-hex>/layer.json  {"diff_id", "parent", "size"}
-        tmp/                       imports in progress and layers being deleted
+    oci-layout                  {"imageLayoutVersion": "1.0.0"}
+    index.json                  OCI image index: one manifest descriptor per tag, annotated
+                                with org.opencontainers.image.ref.name = "name:tag" and
+                                org.opencontainers.image.created; a dangling image has one
+                                descriptor without a ref name. The single commit point.
+    blobs/sha256/<hex>          manifests, configs, and layer tars (kept uncompressed, so a
+                                layer blob's digest is its diff id)
+    layers/<chain-hex>/diff/    a layer unpacked once, in overlay notation (whiteouts are
+                                0/0 devices, opaque dirs carry trusted.overlay.opaque=y),
+                                shared read-only as an overlay lower dir by every container
+                                of every image that has it
+    layers/<chain-hex>/layer.json  {"diff_id", "parent", "size"}
+    tmp/                        stages of imports, loads and commits; layers being deleted
+
+Tools that read OCI layouts (skopeo ``oci:<root>/images:name:tag``, umoci) read it as it
+is; they ignore ``layers/`` and ``tmp/``.
 
 Ids
-    The config is OCI-shaped: ``{"architecture", "os", "config": {Env, Cmd, Entrypoint,
-    WorkingDir, User}, "rootfs": {"type": "layers", "diff_ids": [...]}}``, serialised
-    canonically (sorted keys, no spaces). It has **no** ``created`` field: docker puts the
-    import time in the config, so the same tar imported twice gets two ids, or one id if
-    both imports fall in the same second. We keep ids a function of content (config and
-    diff ids) instead: importing the same tar with the same changes gives the same image,
-    which gains the new tag and keeps its first creation time (kept in the index).
-    Layers live under their chain id (for one layer, its diff id), so images that differ
-    only in config share one unpacked layer.
+    An image's id is the sha256 of its config blob (docker's rule). ``import`` writes a
+    config without a time, so importing the same tar with the same changes gives the same
+    image; ``commit`` and ``load`` configs carry their own ``created``.
 
 Atomicity
-    The tar is extracted into ``tmp/import-*/layer/diff`` outside the lock (it is slow),
-    its metadata is written, and the filesystem is synced. Then, under the store's lock,
-    the layer is renamed into ``layers/`` (unless an identical one is there already), the
-    config is written, and ``index.json`` is replaced. The index is the single commit
-    point: an image exists when the index names it. Every JSON file is written to a
-    temporary name, fsynced and renamed. Any failure before the index is replaced undoes
-    the renames and removes the temporary directory, so the store is exactly as it was.
-    After a crash, files the index does not reference (temporary dirs, orphan layers and
-    configs) are removed when the store is next opened. The lock makes concurrent imports
-    in one process safe; two processes must not share a store.
+    Everything new is prepared in a :class:`~supervisor.images.layout.Stage` under ``tmp/``
+    (blobs verified, layers unpacked, outside the lock). :meth:`ImageStore.commit` then,
+    under the lock, renames into place what the store lacks, and replaces ``index.json``:
+    an image exists when the index names it. A failure before that undoes the renames.
+    After a crash, what the index does not reference (stages, blobs, layers) is removed
+    when the store is next opened. One process per store; threads are safe.
 
 References
-    ``name[:tag]`` with docker's grammar: lowercase path components separated by ``/``,
-    optionally behind a registry host (``localhost:5000/app``); the tag defaults to
-    ``latest``. Digests (``name@sha256:...``) are not supported yet. :meth:`resolve` also
+    ``name[:tag]`` with docker's grammar (default tag ``latest``); :meth:`resolve` also
     takes a full id, ``sha256:<id>`` or a unique id prefix of at least
     :data:`MIN_ID_PREFIX` characters; as in docker, a tag wins over an id prefix.
 """
@@ -46,29 +41,48 @@ References
 from __future__ import annotations
 
 import copy
-import ctypes
-import hashlib
 import json
 import os
-import platform
 import re
-import shutil
-import tempfile
+import shlex
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from supervisor.errors import Conflict, DockyardError, ImageError, InvalidArgument, NotFound
-from supervisor.images.tarsafe import extract
+from supervisor.images import changes as changes_module
+from supervisor.images.layout import (
+    Layer,
+    Stage,
+    chain_ids,
+    fsync_directory,
+    json_bytes,
+    remove_path,
+    write_atomic,
+    write_json_atomic,
+)
+from supervisor.images.oci import (
+    CONFIG_KEYS,
+    CREATED,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    container_config,
+    image_config,
+    manifest,
+)
+from supervisor.images.tarsafe import BOMB_FLOOR, BOMB_RATIO
+
+__all__ = ["Image", "ImageStore", "NewImage", "parse_reference", "container_config", "image_config", "chain_ids",
+           "CONFIG_KEYS"]
 
 MIN_ID_PREFIX = 3
 DEFAULT_TAG = "latest"
-INDEX_VERSION = 1
-CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
@@ -78,9 +92,6 @@ TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 NAME_MAX = 255
 FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
-_GOARCH = {
-    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"
-}
 
 
 @dataclass(frozen=True)
@@ -88,15 +99,17 @@ class Image:
     """An image as the rest of dockyard sees it.
 
     Attributes:
-        id: 64 hex digits, the sha256 of the config JSON.
+        id: 64 hex digits, the sha256 of the config blob.
         repo_tags: ``"name:tag"`` references, oldest first; empty for a dangling image.
-        created: RFC 3339 UTC time of the first import.
+        created: RFC 3339 UTC time (the config's, else when the store first had it).
         size: bytes of the uncompressed layer tars.
-        config: ``{"Env", "Cmd", "Entrypoint", "WorkingDir", "User"}`` (docker's names); a
-            copy, free to change.
+        config: the container config (docker's names: Env, Cmd, Entrypoint, WorkingDir,
+            User, ...); a copy, free to change.
         layers: absolute paths of the read-only layer directories, top first (the order of
             overlay's ``lowerdir``).
         diff_ids: ``"sha256:<hex>"`` of each layer tar, bottom first (OCI ``rootfs.diff_ids``).
+        manifest: digest of the image's manifest in the store.
+        document: the whole config document (history, author, architecture, ...).
     """
 
     id: str
@@ -106,17 +119,42 @@ class Image:
     config: dict[str, Any]
     layers: tuple[str, ...]
     diff_ids: tuple[str, ...] = field(default=())
+    manifest: str = ""
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_inspect(self) -> dict[str, Any]:
         """The image as ``docker image inspect`` shapes it."""
         return {
             "Id": f"sha256:{self.id}",
             "RepoTags": list(self.repo_tags),
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": _last_comment(self.document),
             "Created": self.created,
+            "Author": self.document.get("author", ""),
+            "Architecture": self.document.get("architecture", ""),
+            "Os": self.document.get("os", "linux"),
             "Size": self.size,
             "Config": copy.deepcopy(self.config),
             "RootFS": {"Type": "layers", "Layers": list(self.diff_ids)},
+            "GraphDriver": {"Name": "overlay", "Data": {"LowerDir": ":".join(self.layers)}},
+            "Metadata": {"ManifestDigest": self.manifest},
         }
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image prepared in a stage, for :meth:`ImageStore.commit`.
+
+    Attributes:
+        config: the config blob's exact bytes.
+        layers: the image's layers, bottom first (from :meth:`Stage.add_layer`).
+        tags: references to point at it (``name:tag``, parsed), moved from other images.
+    """
+
+    config: bytes
+    layers: tuple[Layer, ...]
+    tags: tuple[str, ...] = ()
 
 
 # --- pure helpers -----------------------------------------------------------------------
@@ -147,62 +185,13 @@ def parse_reference(reference: str) -> str:
     return f"{name}:{tag}"
 
 
-def container_config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The default config of an imported image with ``changes`` applied, validated."""
-    config: dict[str, Any] = {"Env": [], "Cmd": None, "Entrypoint": None, "WorkingDir": "", "User": ""}
-    if changes is None:
-        return config
-    if not isinstance(changes, dict):
-        raise InvalidArgument("import: changes must be a map")
-    unknown = sorted(set(changes) - set(CONFIG_KEYS))
-    if unknown:
-        raise InvalidArgument(f"import: unknown config change(s) {', '.join(map(str, unknown))}")
-    for key, value in changes.items():
-        if key in ("Env", "Cmd", "Entrypoint"):
-            nullable = key != "Env"
-            if value is None and nullable:
-                config[key] = None
-                continue
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise InvalidArgument(f"import: change {key} must be a list of strings")
-            if any("\x00" in v for v in value):
-                raise InvalidArgument(f"import: change {key} contains a NUL byte")
-            if key == "Env" and any(not v.partition("=")[0] or "=" not in v for v in value):
-                raise InvalidArgument("import: change Env entries must be KEY=VALUE")
-            config[key] = list(value)
-        else:
-            if not isinstance(value, str) or "\x00" in value:
-                raise InvalidArgument(f"import: change {key} must be a string")
-            if key == "WorkingDir" and value and not value.startswith("/"):
-                raise InvalidArgument(f"import: change WorkingDir {value!r} is not an absolute path")
-            config[key] = value
-    return config
-
-
-def image_config(diff_ids: list[str], config: dict[str, Any], architecture: str | None = None) -> bytes:
-    """The canonical config JSON whose sha256 is the image id (see the module docstring)."""
-    document = {
-        "architecture": architecture or _GOARCH.get(platform.machine(), platform.machine()),
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
-    }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """OCI chain ids: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    chains: list[str] = []
-    for diff_id in diff_ids:
-        if not chains:
-            chains.append(diff_id)
-        else:
-            chains.append("sha256:" + hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest())
-    return chains
-
-
 def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _last_comment(document: dict[str, Any]) -> str:
+    history = document.get("history") or []
+    return (history[-1].get("comment") or "") if history and isinstance(history[-1], dict) else ""
 
 
 # --- the store --------------------------------------------------------------------------
@@ -211,17 +200,21 @@ def rfc3339(timestamp: float) -> str:
 class ImageStore:
     """Images under ``root/images``; see the module docstring for layout and guarantees."""
 
-    def __init__(self, root: Path, *, clock: Callable[[], float] = time.time):
-        self._dir = Path(root).absolute() / "images"
-        self._configs_dir = self._dir / "configs"
-        self._layers_dir = self._dir / "layers"
-        self._tmp_dir = self._dir / "tmp"
-        self._index_path = self._dir / "index.json"
-        for directory in (self._configs_dir, self._layers_dir, self._tmp_dir):
+    def __init__(self, root: Path, *, clock: Callable[[], float] = time.time, bomb_ratio: int = BOMB_RATIO,
+                 bomb_floor: int = BOMB_FLOOR):
+        self.dir = Path(root).absolute() / "images"
+        self.blobs_dir = self.dir / "blobs" / "sha256"
+        self.layers_dir = self.dir / "layers"
+        self.tmp_dir = self.dir / "tmp"
+        self._index_path = self.dir / "index.json"
+        for directory in (self.blobs_dir, self.layers_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "oci-layout").exists():
+            write_atomic(self.dir / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         self._clock = clock
+        self._bomb = {"bomb_ratio": bomb_ratio, "bomb_floor": bomb_floor}
         self._lock = threading.Lock()
-        self._config_cache: dict[str, dict[str, Any]] = {}
+        self._json_cache: dict[str, dict[str, Any]] = {}
         with self._lock:
             self._collect_garbage(self._read_index(), sweep_tmp=True)
 
@@ -247,16 +240,111 @@ class ImageStore:
             image_id, _ = self._find(index, ref)
             return self._image(index, image_id)
 
+    def history(self, ref: str) -> list[dict[str, Any]]:
+        """``docker history`` rows, newest first: {id, created, created_by, size, comment}.
+        The row of the image's top layer carries the image id; the others ``<missing>``."""
+        image = self.resolve(ref)
+        history = [entry for entry in image.document.get("history") or [] if isinstance(entry, dict)]
+        sizes = [self._layer_size(chain) for chain in chain_ids(list(image.diff_ids))]
+        missing = len(sizes) - sum(1 for entry in history if not entry.get("empty_layer"))
+        if missing > 0:  # e.g. imported layers, which have no history entry
+            history = [{"created_by": ""} for _ in range(missing)] + history
+        rows, layer = [], 0
+        for entry in history:
+            size = 0
+            if not entry.get("empty_layer") and layer < len(sizes):
+                size = sizes[layer]
+                layer += 1
+            rows.append({
+                "id": "<missing>",
+                "created": entry.get("created") or image.created,
+                "created_by": entry.get("created_by", ""),
+                "size": size,
+                "comment": entry.get("comment", ""),
+            })
+        rows.reverse()
+        if rows:
+            rows[0]["id"] = image.id
+        return rows
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / digest.removeprefix("sha256:")
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    def layer_dir(self, chain_id: str) -> Path:
+        return self.layers_dir / chain_id.removeprefix("sha256:") / "diff"
+
+    # --- staging and commit (the ingest API) --------------------------------------------
+
+    def stage(self) -> Stage:
+        """A new stage under tmp/: write blobs and unpack layers into it, then
+        :meth:`commit` it (or close it to discard everything)."""
+        return Stage(self.tmp_dir, self._find_layer, **self._bomb)
+
+    def commit(self, stage: Stage, images: Iterable[NewImage]) -> list[Image]:
+        """Make the staged images part of the store, all or nothing.
+
+        Writes each image's manifest into the stage, then, under the lock, renames the
+        blobs and layer directories the store lacks into place and replaces the index.
+
+        Raises:
+            ImageError: a layer is neither staged nor in the store.
+        """
+        prepared = []
+        images = list(images)
+        for new in images:
+            config_blob = stage.write_bytes(new.config)
+            manifest_blob = stage.write_bytes(
+                manifest(config_blob.digest, config_blob.size, [(layer.diff_id, self._staged_size(stage, layer))
+                                                                 for layer in new.layers])
+            )
+            prepared.append((config_blob.digest.removeprefix("sha256:"), manifest_blob, new.tags))
+        with self._lock:
+            # Checked under the lock: an rmi may have removed a layer the stage relied on.
+            for new in images:
+                for layer in new.layers:
+                    if layer.chain_id not in stage.layers and (
+                        self._find_layer(layer.chain_id) is None or not self.blob_path(layer.diff_id).exists()
+                    ):
+                        raise ImageError(f"cannot commit: layer {layer.chain_id} is neither staged nor in the store "
+                                         "(removed meanwhile?); try again", reason="layer")
+            index = self._read_index()
+            moved: list[tuple[Path, Path]] = []
+            try:
+                for source in sorted(stage.blobs_dir.iterdir()):
+                    target = self.blobs_dir / source.name
+                    if not target.exists():
+                        os.rename(source, target)
+                        moved.append((target, source))
+                for source in sorted(stage.layers_dir.iterdir()):
+                    target = self.layers_dir / source.name
+                    if not target.exists():
+                        os.rename(source, target)
+                        moved.append((target, source))
+                fsync_directory(self.blobs_dir)
+                fsync_directory(self.layers_dir)
+                updated = copy.deepcopy(index)
+                now = rfc3339(self._clock())
+                for image_id, manifest_blob, tags in prepared:
+                    entry = updated["images"].setdefault(image_id, {"manifest": manifest_blob.digest, "created": now})
+                    entry["manifest"] = manifest_blob.digest
+                    for tag in tags:
+                        updated["tags"].pop(tag, None)
+                        updated["tags"][tag] = image_id
+                self._write_index(updated)  # the commit
+            except BaseException:
+                for target, source in reversed(moved):
+                    os.rename(target, source)
+                raise
+            return [self._image(updated, image_id) for image_id, _, _ in prepared]
+
     # --- changes --------------------------------------------------------------------
 
     def import_tar(self, fileobj: BinaryIO, reference: str, *, changes: dict[str, Any] | None = None) -> Image:
         """Import a root filesystem tar (plain, gzip, bzip2 or xz; a stream is fine) as a
         single-layer image tagged ``reference``. Blocking: the daemon runs it in a thread.
-
-        Args:
-            fileobj: the tar stream, read once to the end.
-            reference: ``name[:tag]``; the tag moves here from any image that held it.
-            changes: config overrides, docker's names: Env, Cmd, Entrypoint, WorkingDir, User.
 
         Raises:
             InvalidArgument: a bad reference or change (checked before reading the tar).
@@ -264,24 +352,49 @@ class ImageStore:
         """
         tag = parse_reference(reference)
         config = container_config(changes)
-        staging = Path(tempfile.mkdtemp(prefix="import-", dir=self._tmp_dir))
-        try:
-            layer = staging / "layer"
-            (layer / "diff").mkdir(parents=True)
-            (layer / "diff").chmod(0o755)  # the container's "/", unless the tar has "./"
-            try:
-                report = extract(fileobj, layer / "diff")
-            except OSError as exc:  # e.g. the target disk: extract wraps member errors itself
-                raise ImageError(f"cannot import {reference}: {exc}", reason=str(exc)) from exc
-            config_bytes = image_config([report.diff_id], config)
-            image_id = hashlib.sha256(config_bytes).hexdigest()
-            _write_json_atomic(layer / "layer.json", {"diff_id": report.diff_id, "parent": None, "size": report.size})
-            _sync_filesystem(layer)
-            with self._lock:
-                self._commit_import(staging, report.diff_id, report.size, image_id, config_bytes, tag)
-                return self._image(self._read_index(), image_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with self.stage() as stage:
+            layer = stage.add_layer(fileobj, parent=None, what=f"the import of {reference}")
+            # No history entry: OCI tools (umoci) expect one to carry a time, and a time
+            # would make the id differ between two imports of the same tar.
+            config_bytes = image_config([layer.diff_id], config)
+            return self.commit(stage, [NewImage(config_bytes, (layer,), (tag,))])[0]
+
+    def commit_container(self, upper: str, base_ref: str, *, reference: str | None = None,
+                         config: dict[str, Any] | None = None, created_by: str = "", comment: str = "",
+                         author: str = "") -> Image:
+        """A new image: the image ``base_ref`` plus the upper dir ``upper`` as a new layer.
+
+        Args:
+            config: the new image's container config (docker's names); default the base's.
+            reference: ``name[:tag]`` to tag it with; none gives a dangling image.
+        """
+        tag = parse_reference(reference) if reference else None
+        base = self.resolve(base_ref)
+        with self.stage() as stage:
+            tar_path = stage.dir / "commit.tar"
+            with open(tar_path, "wb") as output:
+                changes_module.write_layer(upper, output)
+            parent = chain_ids(list(base.diff_ids))[-1] if base.diff_ids else None
+            with open(tar_path, "rb") as source:
+                layer = stage.add_layer(source, parent=parent, what=f"the commit of {upper}")
+            tar_path.unlink()
+            layers = tuple(self._find_layer(chain) for chain in chain_ids(list(base.diff_ids)))
+            now = rfc3339(self._clock())
+            entry = {"created": now, "created_by": created_by}
+            if author:
+                entry["author"] = author
+            if comment:
+                entry["comment"] = comment
+            history = [*(base.document.get("history") or []), entry]
+            config_bytes = image_config(
+                [*base.diff_ids, layer.diff_id],
+                config if config is not None else base.config,
+                base=base.document,
+                history=history,
+                created=now,
+                author=author,
+            )
+            return self.commit(stage, [NewImage(config_bytes, (*layers, layer), (tag,) if tag else ())])[0]
 
     def tag(self, ref: str, new_reference: str) -> Image:
         """Tag the image ``ref`` as ``new_reference``, moving the tag if another image had it."""
@@ -295,14 +408,21 @@ class ImageStore:
             self._write_index(updated)
             return self._image(updated, image_id)
 
-    def remove(self, ref: str) -> list[dict[str, str]]:
-        """``docker rmi`` without ``--force``: untag, and delete the image once no tag is left.
+    def remove(self, ref: str, *, force: bool = False,
+               users: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []) -> list[dict[str, str]]:
+        """``docker rmi``: untag, and delete the image once no tag is left.
+
+        Args:
+            force: remove every tag of an image named by id; untag an image that stopped
+                containers use (it stays, dangling, while they need its layers).
+            users: ``(container name, running)`` of the containers made from an image id.
 
         Returns:
             docker's report: ``[{"Untagged": "name:tag"}, ..., {"Deleted": "sha256:<id>"}]``.
 
         Raises:
-            Conflict: ``ref`` is an id and the image has several tags.
+            Conflict: ``ref`` is an id and the image has several tags (without force), or a
+                container uses the image (a running one even with force).
         """
         with self._lock:
             index = self._read_index()
@@ -313,49 +433,48 @@ class ImageStore:
                 del updated["tags"][via_tag]
                 self._write_index(updated)
                 return [{"Untagged": via_tag}]
-            if via_tag is None and len(tags) > 1:
+            if via_tag is None and len(tags) > 1 and not force:
                 raise Conflict(
-                    f"cannot remove image {ref}: it is referenced by several tags ({', '.join(tags)})",
+                    f"cannot remove image {ref}: it is referenced by several tags ({', '.join(tags)}); "
+                    "use --force to remove them all",
                     image=image_id,
+                )
+            containers = users(image_id)
+            running = [name for name, is_running in containers if is_running]
+            if running or (containers and not force):
+                names = ", ".join(name for name, _ in containers)
+                why = "running container" if running else "container"
+                hint = "" if running else "; stop and remove it first, or use --force"
+                raise Conflict(
+                    f"cannot remove image {ref}: it is used by {why} {names}{hint}", image=image_id,
                 )
             for tag in tags:
                 del updated["tags"][tag]
-            del updated["images"][image_id]
+            report = [{"Untagged": tag} for tag in tags]
+            if not containers:
+                del updated["images"][image_id]
+                report.append({"Deleted": f"sha256:{image_id}"})
             self._write_index(updated)
             self._collect_garbage(updated, sweep_tmp=False)
-            return [{"Untagged": tag} for tag in tags] + [{"Deleted": f"sha256:{image_id}"}]
+            return report
 
-    # --- internals (called with the lock held) --------------------------------------
+    # --- internals ----------------------------------------------------------------------
 
-    def _commit_import(
-        self, staging: Path, diff_id: str, size: int, image_id: str, config_bytes: bytes, tag: str
-    ) -> None:
-        """Move the staged layer and config into place and replace the index; undo on failure."""
-        index = self._read_index()
-        layer_dir = self._layer_dir(chain_ids([diff_id])[-1])
-        config_path = self._configs_dir / f"{image_id}.json"
-        layer_moved = config_written = False
+    def _find_layer(self, chain_id: str) -> Layer | None:
+        path = self.layers_dir / chain_id.removeprefix("sha256:") / "layer.json"
         try:
-            if not layer_dir.exists():
-                os.rename(staging / "layer", layer_dir)
-                layer_moved = True
-            if not config_path.exists():
-                _write_atomic(config_path, config_bytes)
-                config_written = True
-            _fsync_directory(self._layers_dir)
-            updated = copy.deepcopy(index)
-            if image_id not in updated["images"]:
-                updated["images"][image_id] = {"created": rfc3339(self._clock()), "size": size}
-            updated["tags"].pop(tag, None)
-            updated["tags"][tag] = image_id
-            _write_atomic(self._index_path, _json_bytes(updated), sync_directory=False)  # the commit
-        except BaseException:
-            if config_written:
-                config_path.unlink(missing_ok=True)
-            if layer_moved:
-                os.rename(layer_dir, staging / "layer")  # removed with the staging dir
-            raise
-        _fsync_directory(self._dir)  # committed: a failure here must not undo the layer
+            meta = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return Layer(meta["diff_id"], meta["size"], chain_id)
+
+    def _layer_size(self, chain_id: str) -> int:
+        layer = self._find_layer(chain_id)
+        return layer.size if layer is not None else 0
+
+    @staticmethod
+    def _staged_size(stage: Stage, layer: Layer) -> int:
+        return stage.layers[layer.chain_id].size if layer.chain_id in stage.layers else layer.size
 
     def _find(self, index: dict[str, Any], ref: str) -> tuple[str, str | None]:
         """The image id for ``ref`` and the tag it was found by (None for an id)."""
@@ -390,139 +509,114 @@ class ImageStore:
         return matches[0]
 
     def _image(self, index: dict[str, Any], image_id: str) -> Image:
-        document = self._config(image_id)
+        document = self._json(image_id)
         diff_ids = list(document["rootfs"]["diff_ids"])
-        layers = [str(self._layer_dir(chain_id) / "diff") for chain_id in chain_ids(diff_ids)]
+        chains = chain_ids(diff_ids)
         entry = index["images"][image_id]
         return Image(
             id=image_id,
             repo_tags=tuple(tag for tag, target in index["tags"].items() if target == image_id),
-            created=entry["created"],
-            size=entry["size"],
+            created=document.get("created") or entry["created"],
+            size=sum(self._layer_size(chain) for chain in chains),
             config=copy.deepcopy(document.get("config") or {}),
-            layers=tuple(reversed(layers)),
+            layers=tuple(str(self.layer_dir(chain)) for chain in reversed(chains)),
             diff_ids=tuple(diff_ids),
+            manifest=entry["manifest"],
+            document=copy.deepcopy(document),
         )
 
-    def _config(self, image_id: str) -> dict[str, Any]:
-        cached = self._config_cache.get(image_id)
+    def _json(self, digest: str) -> dict[str, Any]:
+        digest = digest.removeprefix("sha256:")
+        cached = self._json_cache.get(digest)
         if cached is None:
-            path = self._configs_dir / f"{image_id}.json"
+            path = self.blob_path(digest)
             try:
                 cached = json.loads(path.read_bytes())
             except (OSError, ValueError) as exc:
-                raise DockyardError(f"image store: cannot read the config of image {image_id}: {exc}") from exc
-            self._config_cache[image_id] = cached
+                raise DockyardError(f"image store: cannot read blob {digest}: {exc}") from exc
+            self._json_cache[digest] = cached
         return cached
 
-    def _layer_dir(self, chain_id: str) -> Path:
-        return self._layers_dir / chain_id.removeprefix("sha256:")
-
     def _read_index(self) -> dict[str, Any]:
+        """index.json as ``{"images": {id: {manifest, created}}, "tags": {tag: id}}``."""
         try:
             data = json.loads(self._index_path.read_bytes())
         except FileNotFoundError:
-            return {"version": INDEX_VERSION, "images": {}, "tags": {}}
+            return {"images": {}, "tags": {}}
         except (OSError, ValueError) as exc:
             raise DockyardError(f"image store: cannot read {self._index_path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
-            raise DockyardError(f"image store: {self._index_path} has an unknown format")
-        return data
+        if isinstance(data, dict) and data.get("version") == 1 and "images" in data:
+            raise DockyardError(
+                f"image store: {self._index_path} is in the single-layer format of an older dockyard, which "
+                f"kept no layer blobs to convert: move {self.dir} aside and import the images again"
+            )
+        if not isinstance(data, dict) or data.get("schemaVersion") != 2 or not isinstance(data.get("manifests"), list):
+            raise DockyardError(f"image store: {self._index_path} is not an OCI image index")
+        images: dict[str, dict[str, str]] = {}
+        tags: dict[str, str] = {}
+        for descriptor in data["manifests"]:
+            document = self._json(descriptor["digest"])
+            image_id = document["config"]["digest"].removeprefix("sha256:")
+            annotations = descriptor.get("annotations") or {}
+            images.setdefault(image_id, {"manifest": descriptor["digest"], "created": annotations.get(CREATED, "")})
+            if REF_NAME in annotations:
+                tags[annotations[REF_NAME]] = image_id
+        return {"images": images, "tags": tags}
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _write_json_atomic(self._index_path, index)
+        manifests = []
+        for image_id, entry in index["images"].items():
+            tags = [tag for tag, target in index["tags"].items() if target == image_id] or [None]
+            size = self.blob_path(entry["manifest"]).stat().st_size
+            for tag in tags:
+                annotations = {CREATED: entry["created"]}
+                if tag is not None:
+                    annotations[REF_NAME] = tag
+                manifests.append({"mediaType": OCI_MANIFEST, "digest": entry["manifest"], "size": size,
+                                  "annotations": annotations})
+        # Tags in the order they were given: sort descriptors by the tag order.
+        order = {tag: position for position, tag in enumerate(index["tags"])}
+        manifests.sort(key=lambda d: order.get(d["annotations"].get(REF_NAME), len(order)))
+        document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+        write_atomic(self._index_path, json_bytes(document))
 
     def _collect_garbage(self, index: dict[str, Any], *, sweep_tmp: bool) -> None:
-        """Remove configs and layers the index does not reference (and, on open, tmp/)."""
+        """Remove blobs and layers the index does not reference (and, on open, tmp/)."""
         if sweep_tmp:
-            for entry in self._tmp_dir.iterdir():
-                _remove(entry)
+            for entry in self.tmp_dir.iterdir():
+                remove_path(entry)
+        live_blobs: set[str] = set()
         live_layers: set[str] = set()
-        for image_id in index["images"]:
-            diff_ids = self._config(image_id)["rootfs"]["diff_ids"]
+        for image_id, entry in index["images"].items():
+            document = self._json(entry["manifest"])
+            live_blobs.add(entry["manifest"].removeprefix("sha256:"))
+            live_blobs.add(image_id)
+            live_blobs.update(layer["digest"].removeprefix("sha256:") for layer in document["layers"])
+            diff_ids = self._json(image_id)["rootfs"]["diff_ids"]
             live_layers.update(chain.removeprefix("sha256:") for chain in chain_ids(diff_ids))
-        for path in self._configs_dir.iterdir():
-            if path.name.removesuffix(".json") not in index["images"]:
-                self._config_cache.pop(path.name.removesuffix(".json"), None)
-                _remove(path)
-        for path in self._layers_dir.iterdir():
+        for path in self.blobs_dir.iterdir():
+            if path.name not in live_blobs:
+                self._json_cache.pop(path.name, None)
+                remove_path(path)
+        for path in self.layers_dir.iterdir():
             if path.name not in live_layers:
                 # Renamed away first, so a half-deleted layer is never under layers/. A
                 # failure here leaves garbage for the next open, never a broken image.
-                doomed = self._tmp_dir / f"delete-{uuid.uuid4().hex}"
+                doomed = self.tmp_dir / f"delete-{uuid.uuid4().hex}"
                 try:
                     os.rename(path, doomed)
                 except OSError:
                     continue
-                _remove(doomed)
+                remove_path(doomed)
 
 
-# --- files ------------------------------------------------------------------------------
+def export_container(upper: str, lower_layers: Iterable[str], output: BinaryIO, path: str = "/",
+                     prefix: str = "") -> None:
+    """The merged filesystem of a container (its upper dir over its layers) as a tar."""
+    view = changes_module.LayerView([upper, *lower_layers])
+    changes_module.write_tree(view, path, output, prefix=prefix)
 
 
-def _json_bytes(data: Any) -> bytes:
-    return json.dumps(data, indent=1).encode() + b"\n"
+def commit_created_by(argv: list[str]) -> str:
+    return shlex.join(argv)
 
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    _write_atomic(path, _json_bytes(data))
-
-
-def _write_atomic(path: Path, payload: bytes, *, sync_directory: bool = True) -> None:
-    """Write, fsync, rename over ``path``, fsync the directory: readers see old or new, whole."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if sync_directory:
-        _fsync_directory(path.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_filesystem(path: Path) -> None:
-    """Flush the layer's files before the index names it (syncfs(2), else sync(2)), so a
-    power loss cannot leave an indexed layer with empty files."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncfs = getattr(_LIBC, "syncfs", None) if _LIBC is not None else None
-        if syncfs is None:
-            os.sync()
-        elif syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(path))
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    """Best effort: what cannot be removed now is garbage for the next open."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - no libc to load
-    _LIBC = None

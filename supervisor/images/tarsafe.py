@@ -51,6 +51,20 @@ deepest first, because creating children changes a directory's mtime and a read-
 directory would stop them being created. An xattr the filesystem refuses with
 ``ENOTSUP``/``EPERM`` is skipped and counted, as docker does.
 
+Layers (``whiteouts=True``)
+    An image layer marks deletions with AUFS-style whiteouts, as docker and OCI do:
+    ``dir/.wh.NAME`` deletes ``NAME`` from the layers below, ``dir/.wh..wh..opq`` hides
+    everything below ``dir``. Each layer is unpacked into its own directory, used as an
+    overlay lower dir, so they become overlayfs whiteouts: a 0/0 character device at
+    ``dir/NAME``, and the ``trusted.overlay.opaque=y`` xattr on ``dir``. xattrs in the
+    ``trusted.overlay.`` namespace in an archive are never set (they would steer overlayfs,
+    e.g. ``redirect``); they are skipped and counted.
+
+Decompression bombs: a compressed stream that inflates more than :data:`BOMB_RATIO` times
+once past :data:`BOMB_FLOOR` bytes is refused (gzip cannot exceed about 1032:1 by design; only
+a stream of almost nothing but zeros comes near it: a real layer is far below). A full disk is an ordinary error: the caller discards the
+partial tree, so either way nothing is left behind.
+
 A truncated or corrupt archive is an error. Python's tarfile silently ends the archive at
 a short or invalid header (and at a missing end-of-archive block); we record why it
 stopped and accept only a zero block. On error the target holds a partial tree: the caller
@@ -72,12 +86,19 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from supervisor.errors import ImageError
 
 CHUNK = 1 << 20
 XATTR_PREFIX = "SCHILY.xattr."
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+OPAQUE_XATTR = "trusted.overlay.opaque"
+#: A compressed stream inflating more than BOMB_RATIO times, past BOMB_FLOOR bytes, is refused.
+BOMB_RATIO = 1000
+BOMB_FLOOR = 16 << 20
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _IMPLIED_DIRECTORY_MODE = 0o755
 
@@ -96,7 +117,9 @@ class ExtractReport:
         size: length in bytes of the uncompressed tar stream.
         files: members written (directories, files, links, FIFOs).
         skipped_devices: character/block devices (and hard links to them) not created.
-        skipped_xattrs: extended attributes the filesystem refused (ENOTSUP/EPERM).
+        skipped_xattrs: extended attributes the filesystem refused (ENOTSUP/EPERM), and
+            ``trusted.overlay.*`` ones from the archive, which are never set.
+        whiteouts: ``.wh.`` members turned into overlay whiteouts or opaque directories.
     """
 
     diff_id: str
@@ -104,6 +127,7 @@ class ExtractReport:
     files: int
     skipped_devices: int
     skipped_xattrs: int = 0
+    whiteouts: int = 0
 
 
 class UnsafeMember(Exception):
@@ -126,12 +150,23 @@ def member_path(name: str) -> tuple[str, ...]:
     return tuple(normal.split("/"))
 
 
-def extract(fileobj: BinaryIO, dest: Path) -> ExtractReport:
+def extract(
+    fileobj: BinaryIO,
+    dest: Path | int,
+    *,
+    whiteouts: bool = False,
+    copy_to: BinaryIO | None = None,
+    bomb_ratio: int = BOMB_RATIO,
+    bomb_floor: int = BOMB_FLOOR,
+) -> ExtractReport:
     """Extract a (possibly compressed) tar stream into the existing directory ``dest``.
 
     Args:
         fileobj: a readable binary stream; only ``read`` is used, so a pipe works.
-        dest: the target directory; it should be empty and private to the caller.
+        dest: the target directory (or an fd of it); it should be private to the caller.
+        whiteouts: unpack an image layer: ``.wh.`` members become overlay whiteouts.
+        copy_to: receives the uncompressed tar stream as it is read (the layer blob).
+        bomb_ratio, bomb_floor: see :data:`BOMB_RATIO`.
 
     Returns:
         An :class:`ExtractReport` with the diff id and size of the uncompressed stream.
@@ -141,11 +176,14 @@ def extract(fileobj: BinaryIO, dest: Path) -> ExtractReport:
             ``details`` carry ``member`` (when known) and ``reason``. ``dest`` may then
             hold a partial tree.
     """
-    reader = _ArchiveReader(fileobj)
+    reader = _ArchiveReader(fileobj, copy_to=copy_to, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)
     header_errors: list[tarfile.HeaderError] = []
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if isinstance(dest, int):
+        root_fd = os.dup(dest)
+    else:
+        root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        extractor = _Extractor(root_fd)
+        extractor = _Extractor(root_fd, whiteouts=whiteouts)
         try:
             tar = tarfile.open(
                 fileobj=reader,  # type: ignore[arg-type]
@@ -177,6 +215,7 @@ def extract(fileobj: BinaryIO, dest: Path) -> ExtractReport:
         files=extractor.files,
         skipped_devices=extractor.skipped_devices,
         skipped_xattrs=extractor.skipped_xattrs,
+        whiteouts=extractor.whiteouts,
     )
 
 
@@ -234,19 +273,44 @@ class _Replay:
         return self._fileobj.read(size)
 
 
+class _Counter:
+    """Counts the compressed bytes read from the source (for the bomb check)."""
+
+    def __init__(self, fileobj: BinaryIO):
+        self._fileobj = fileobj
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fileobj.read(size)
+        self.count += len(data)
+        return data
+
+
 class _ArchiveReader:
     """The uncompressed tar stream, hashed and counted as it is read."""
 
-    def __init__(self, fileobj: BinaryIO):
+    def __init__(
+        self, fileobj: BinaryIO, *, copy_to: BinaryIO | None = None, bomb_ratio: int = BOMB_RATIO,
+        bomb_floor: int = BOMB_FLOOR,
+    ):
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._copy_to = copy_to
+        self._bomb_ratio = bomb_ratio
+        self._bomb_floor = bomb_floor
+        self._compressed: _Counter | None = None
         prefix = b""
         while len(prefix) < len(_MAGIC_XZ):
             chunk = self._guarded(fileobj.read, len(_MAGIC_XZ) - len(prefix))
             if not chunk:
                 break
             prefix += chunk
-        raw = _Replay(prefix, fileobj)
+        raw: Any = _Replay(prefix, fileobj)
+        if prefix.startswith((_MAGIC_GZIP, _MAGIC_BZIP2, _MAGIC_XZ)):
+            raw = self._compressed = _Counter(raw)
         self._stream: BinaryIO
         if prefix.startswith(_MAGIC_GZIP):
             self._stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
@@ -263,6 +327,19 @@ class _ArchiveReader:
         data = self._guarded(self._stream.read, size)
         self.sha256.update(data)
         self.size += len(data)
+        if self._copy_to is not None and data:
+            self._copy_to.write(data)
+        compressed = self._compressed
+        if (
+            compressed is not None
+            and self.size > self._bomb_floor
+            and self.size > self._bomb_ratio * max(compressed.count, 1)
+        ):
+            reason = (
+                f"decompression bomb: {self.size} bytes inflated from {compressed.count} "
+                f"(more than {self._bomb_ratio}:1)"
+            )
+            raise ImageError(f"cannot import the archive: {reason}", reason=reason)
         return data
 
     def drain(self) -> None:
@@ -282,8 +359,10 @@ class _ArchiveReader:
 class _Extractor:
     """Writes members below ``root_fd``, never through a symlink (see the module docstring)."""
 
-    def __init__(self, root_fd: int):
+    def __init__(self, root_fd: int, *, whiteouts: bool = False):
         self._root_fd = root_fd
+        self._layer = whiteouts
+        self.whiteouts = 0
         self._as_root = os.geteuid() == 0
         self._written: set[tuple[str, ...]] = set()  # non-directory members, for hard links
         self._devices: set[tuple[str, ...]] = set()
@@ -315,6 +394,9 @@ class _Extractor:
             return
         if not parts and not member.isdir():
             raise UnsafeMember("only a directory may stand for the target itself")
+        if self._layer and parts and parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts)
+            return
         if member.islnk():
             self._hard_link(member, parts)
             return
@@ -347,6 +429,29 @@ class _Extractor:
         self._devices.discard(parts)
         self._written.add(parts)
         self.files += 1
+
+    def _whiteout(self, parts: tuple[str, ...]) -> None:
+        """``.wh..wh..opq`` makes its directory opaque; ``.wh.NAME`` a whiteout for NAME."""
+        name = parts[-1]
+        if name == OPAQUE_MARKER:
+            fd = self._open_or_make_directory(parts[:-1])
+            try:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+            self.whiteouts += 1
+            return
+        target = name[len(WHITEOUT_PREFIX) :]
+        if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+            raise UnsafeMember(f"invalid whiteout {name!r}")
+        parent_fd = self._open_parent(parts, create=True)
+        try:
+            self._remove_existing(parent_fd, target)
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+        self._written.discard(parts[:-1] + (target,))
+        self.whiteouts += 1
 
     def _directory(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         if parts:
@@ -457,6 +562,26 @@ class _Extractor:
             os.close(fd)
             raise
 
+    def _open_or_make_directory(self, parts: tuple[str, ...]) -> int:
+        """An fd of the directory ``parts``, made (0755) if missing, never through a link."""
+        if not parts:
+            return os.dup(self._root_fd)
+        parent_fd = self._open_parent(parts, create=True)
+        try:
+            try:
+                return os.open(parts[-1], _DIRECTORY_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                os.mkdir(parts[-1], _IMPLIED_DIRECTORY_MODE, dir_fd=parent_fd)
+                fd = os.open(parts[-1], _DIRECTORY_FLAGS, dir_fd=parent_fd)
+                os.fchmod(fd, _IMPLIED_DIRECTORY_MODE)
+                return fd
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise UnsafeMember(f"{'/'.join(parts)!r} is not a directory") from None
+                raise
+        finally:
+            os.close(parent_fd)
+
     def _open_directory(self, parts: tuple[str, ...]) -> int:
         if not parts:
             return os.dup(self._root_fd)
@@ -485,6 +610,9 @@ class _Extractor:
             os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
         for name, value in _xattrs(member):
+            if name.startswith(OVERLAY_XATTR_PREFIX):
+                self.skipped_xattrs += 1
+                continue
             try:
                 os.setxattr(fd, name, value)
             except OSError as exc:
@@ -502,6 +630,9 @@ class _Extractor:
             # last component is not followed.
             path = f"/proc/self/fd/{parent_fd}/{name}"
             for xattr, value in xattrs:
+                if xattr.startswith(OVERLAY_XATTR_PREFIX):
+                    self.skipped_xattrs += 1
+                    continue
                 try:
                     os.setxattr(path, xattr, value, follow_symlinks=False)
                 except OSError as exc:
@@ -525,3 +656,9 @@ def _nanoseconds(mtime: float) -> int:
 
 def _member_error(member: tarfile.TarInfo, reason: str) -> ImageError:
     return ImageError(f"cannot import member {member.name!r}: {reason}", member=member.name, reason=reason)
+
+
+def decompressed(fileobj: BinaryIO, *, bomb_ratio: int = BOMB_RATIO, bomb_floor: int = BOMB_FLOOR) -> Any:
+    """A readable stream of ``fileobj`` with its gzip, bzip2 or xz compression undone (or
+    as it is), refusing a decompression bomb; read errors are ImageErrors."""
+    return _ArchiveReader(fileobj, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)

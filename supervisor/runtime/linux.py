@@ -58,6 +58,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+TIOCSCTTY = 0x540E  # asm-generic/ioctls.h (x86_64 and aarch64)
+
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -546,6 +548,19 @@ def switch_user(uid: int, gid: int, groups: tuple[int, ...]) -> None:
         raise InitError(f"switch to user {uid}:{gid}: {strerror(exc.errno)}") from None
 
 
+def take_terminal() -> None:
+    """With a terminal on fd 0 (``-t``: the supervisor's pty slave), start a new session
+    and make that terminal its controlling terminal, so that ctrl-c, job control and
+    SIGWINCH work. Without one, nothing."""
+    if not os.isatty(0):
+        return
+    try:
+        os.setsid()
+        fcntl.ioctl(0, TIOCSCTTY, 0)
+    except OSError as exc:
+        raise InitError(f"make the terminal the controlling terminal: {strerror(exc.errno)}") from None
+
+
 def read_text(path: str) -> str:
     """The text of ``path``, or "" when it does not exist."""
     try:
@@ -613,6 +628,7 @@ def stage0(config: dict) -> None:
 def container(config: dict) -> None:
     """pid 1: build the container's world, become the user, execve. Never returns."""
     os.umask(0)  # device nodes and mount points get exactly the modes given
+    take_terminal()
     rootfs = config["rootfs"]
     mount_rootfs(rootfs, config["lower"], config["upper"], config["work"])
     mount_system(rootfs, config.get("devices", ()))
@@ -671,6 +687,10 @@ def run_init_stage() -> None:
     try:
         os.closerange(STATUS_FD + 1, 1 << 20)  # nothing else of the supervisor reaches the container
         config = read_config()
+        if config.get("join"):  # an exec: join a running container instead of making one
+            import nsenter  # beside this file: the stage runs with this directory on sys.path
+
+            nsenter.run(config)
         stage0(config)
         container(config)
     except InitError as exc:

@@ -38,6 +38,7 @@ import trio
 from supervisor.errors import InvalidArgument, StartError
 from supervisor.runtime import forkserver, linux
 from supervisor.runtime.init import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from supervisor.runtime.stdio import InputPort, StdioEnds, StdioPlan
 from supervisor.spec import HOSTNAME, USER
 
 __all__ = [
@@ -177,9 +178,11 @@ class ContainerProcess:
     pid: int  # host pid of the container's pid 1
     pidfd: int
     start_time: int  # field 22 of /proc/<pid>/stat: with pid, names this process for good
-    stdout: trio.lowlevel.FdStream  # read ends of the output pipes; stdin is /dev/null
-    stderr: trio.lowlevel.FdStream
+    stdout: trio.lowlevel.FdStream | None  # read ends of the output pipes, or the pty master
+    stderr: trio.lowlevel.FdStream | None  # None with a terminal (merged into stdout)
     returncode: int | None = None
+    stdin: InputPort | None = None  # -i: the write end of stdin (the pty master with -t)
+    tty: bool = False  # stdout is a pty master: resize with stdio.set_window_size
     _wait_lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
 
     async def wait(self) -> int:
@@ -209,8 +212,9 @@ class ContainerProcess:
         if self.pidfd >= 0:
             _close_pidfd(self.pidfd)
             self.pidfd = -1
-        self.stdout.close()
-        self.stderr.close()
+        for stream in (self.stdout, self.stderr, self.stdin):
+            if stream is not None:
+                stream.close()
 
 
 def become_subreaper() -> None:
@@ -219,10 +223,11 @@ def become_subreaper() -> None:
     linux.set_child_subreaper(True)
 
 
-async def launch(config: LaunchConfig, *, python: str = sys.executable) -> ContainerProcess:
+async def launch(config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan()) -> ContainerProcess:
     """Start the container described by ``config`` and return its pid 1 once its payload
     has been exec'd. ``python`` is the absolute path of the interpreter for the init stage,
     started afresh for this container (:class:`ForkServer` forks it from a warm one).
+    ``stdio`` says what its fds 0-2 are (pipes, a stdin pipe, a terminal: ``stdio.py``).
 
     Raises:
         LaunchError: the container could not be started (exit_code 125/126/127); nothing
@@ -231,15 +236,16 @@ async def launch(config: LaunchConfig, *, python: str = sys.executable) -> Conta
     """
     _require_subreaper()
     name = config.container_id[:12]
-    ours, theirs = _open_pipes(name)
+    ours, theirs, ends = _open_pipes(name, stdio)
     try:
         init_pid = _spawn_init(python, name, theirs)
     except BaseException:
         _close_all(ours)
+        ends.close_fds()
         raise
     finally:
         _close_all(theirs)
-    return await _start_container(config, _Child(init_pid), ours)
+    return await _start_container(config, _Child(init_pid), ours, ends, stdio)
 
 
 def _require_subreaper() -> None:
@@ -250,15 +256,17 @@ def _require_subreaper() -> None:
         )
 
 
-async def _start_container(config: LaunchConfig, init: _Child | _ForkedStage0, ours: list[int]) -> ContainerProcess:
+async def _start_container(
+    config: LaunchConfig, init: _Child | _ForkedStage0, ours: list[int], ends: StdioEnds, stdio: StdioPlan
+) -> ContainerProcess:
     """The supervisor's side of the handshake, once the init stage runs (spawned or forked):
-    ``ours`` are the read ends of stdout and stderr, the config pipe's write end and the
-    status pipe's read end. ``init.wait()`` returns only once stage 0 has been reaped, so
-    pid 1 is our child when it is adopted."""
+    ``ours`` are the config pipe's write end and the status pipe's read end, ``ends`` the
+    supervisor's ends of the process's stdio. ``init.wait()`` returns only once stage 0 has
+    been reaped, so pid 1 is our child when it is adopted. ``config`` is a LaunchConfig or an
+    exec's config (``supervisor/exec.py``): the same handshake starts both."""
     name = config.container_id[:12]
-    stdout_fd, stderr_fd, config_fd, status_fd = ours
-    stdout = trio.lowlevel.FdStream(stdout_fd)
-    stderr = trio.lowlevel.FdStream(stderr_fd)
+    config_fd, status_fd = ours
+    stdin, stdout, stderr = ends.streams(stdio)
     status = _StatusReader(trio.lowlevel.FdStream(status_fd), name)
     container: _Child | None = None
     try:
@@ -287,8 +295,9 @@ async def _start_container(config: LaunchConfig, init: _Child | _ForkedStage0, o
                 f"cannot start container {name}: the init stage {_describe(init_exit)} after forking"
             )
     except BaseException:
-        stdout.close()
-        stderr.close()
+        for stream in (stdin, stdout, stderr):
+            if stream is not None:
+                stream.close()
         await init.kill_and_reap()
         if container is None:  # cancelled or failed before the pid was read: it may be there
             container = _Child.adopt_quietly(status.pending_pid())
@@ -299,7 +308,7 @@ async def _start_container(config: LaunchConfig, init: _Child | _ForkedStage0, o
     finally:
         init.close()
         status.close()
-    process = ContainerProcess(container.pid, container.pidfd, start_time, stdout, stderr)
+    process = ContainerProcess(container.pid, container.pidfd, start_time, stdout, stderr, stdin=stdin, tty=stdio.tty)
     container.pidfd = -1  # now owned by ``process``
     return process
 
@@ -309,18 +318,17 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _open_pipes(name: str) -> tuple[list[int], list[int]]:
-    """The init stage's fds 0-4 (``theirs``: /dev/null, the write ends of stdout and stderr,
-    the config pipe's read end, the status pipe's write end) and the supervisor's ends
-    (``ours``: stdout, stderr, config, status). All O_CLOEXEC."""
+def _open_pipes(name: str, stdio: StdioPlan) -> tuple[list[int], list[int], StdioEnds]:
+    """The init stage's fds 0-4 (``theirs``: stdin, stdout and stderr as ``stdio`` plans
+    them, the config pipe's read end, the status pipe's write end), the supervisor's ends of
+    the config and status pipes (``ours``) and of the stdio. All O_CLOEXEC."""
     ours: list[int] = []
     theirs: list[int] = []
     try:
-        theirs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-        for _ in ("stdout", "stderr"):
-            read_end, write_end = os.pipe()
-            ours.append(read_end)
-            theirs.append(write_end)
+        theirs, ends = stdio.open()
+    except OSError as exc:
+        raise LaunchError(f"cannot start container {name}: open its stdio: {linux.strerror(exc.errno)}") from exc
+    try:
         config_read, config_write = os.pipe()
         ours.append(config_write)
         theirs.append(config_read)
@@ -329,8 +337,9 @@ def _open_pipes(name: str) -> tuple[list[int], list[int]]:
         theirs.append(status_write)
     except OSError as exc:
         _close_all(ours + theirs)
+        ends.close_fds()
         raise LaunchError(f"cannot start container {name}: create the pipes: {linux.strerror(exc.errno)}") from exc
-    return ours, theirs
+    return ours, theirs, ends
 
 
 def _spawn_init(python: str, name: str, theirs: list[int]) -> int:
@@ -568,14 +577,14 @@ class ForkServer:
                 await self._stop()
                 raise LaunchError(f"cannot start the fork server {self.python!r}: it was not ready (got {ready!r})")
 
-    async def launch(self, config: LaunchConfig) -> ContainerProcess:
+    async def launch(self, config: LaunchConfig, stdio: StdioPlan = StdioPlan()) -> ContainerProcess:
         """As :func:`launch`, with the init stage forked by the server."""
         _require_subreaper()
         name = config.container_id[:12]
         await self.start()
         server, control = self._process, self._control
         assert server is not None and control is not None
-        ours, theirs = _open_pipes(name)
+        ours, theirs, ends = _open_pipes(name, stdio)
         try:
             reply, reply_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
@@ -592,10 +601,12 @@ class ForkServer:
                 reply_theirs.close()
         except BaseException:
             _close_all(ours)
+            ends.close_fds()
             raise
         finally:
             _close_all(theirs)  # the server has its copies now: EOF on them is its (or stage 0's) doing
-        return await _start_container(config, _ForkedStage0(name, trio.socket.from_stdlib_socket(reply), server), ours)
+        stage0 = _ForkedStage0(name, trio.socket.from_stdlib_socket(reply), server)
+        return await _start_container(config, stage0, ours, ends, stdio)
 
     async def aclose(self) -> None:
         """Stop the server: close the control socket, wait for it to exit (SIGKILL after

@@ -202,39 +202,39 @@ def test_kill_9_of_the_daemon_then_restart_reconciles_and_leaks_nothing(daemon, 
     daemon.out("rm", "-f", always)
 
 
-# --- health checks: the supervisor's side (the probe itself needs `exec`, see
-# docs/operations.md); reports go over the bus as the monitor sends them.
+# --- health checks: the monitor asks every interval, the supervisor runs the command in the
+# container (exec) and keeps the state.
 
 
-def test_health_status_flips_to_unhealthy_and_back_in_ps_inspect_and_events(daemon):
+def test_health_check_flips_to_unhealthy_and_back(daemon):
     bad = daemon.cli("run", "-d", "--health-cmd", "true", "--health-interval", "soon", "base", "true")
     assert bad.returncode == 125 and b"--health-interval" in bad.stderr
     assert daemon.out("ps", "-aq") == ""  # refused before anything was created
 
-    # An interval of an hour: the monitor's own probes stay out of this test's way.
-    ref = daemon.out("run", "-d", "--health-cmd", "test -f /tmp/ok", "--health-interval", "1h",
+    ref = daemon.out("run", "-d", "--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms",
                      "--health-retries", "2", "base", "sleep", "1000").strip()
     document = inspect(daemon, ref)
-    assert document["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /tmp/ok"], "Interval": 3600 * 10**9,
+    assert document["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "test -f /tmp/ok"], "Interval": 200_000_000,
                                                  "Timeout": 30 * 10**9, "StartPeriod": 0, "Retries": 2}
-    assert document["State"]["Health"] == {"Status": "starting", "FailingStreak": 0, "Log": []}
-    assert "(health: starting)" in daemon.out("ps")
 
-    def report(code: int) -> str:
-        now = time.time()
-        with Client(daemon.run_dir) as client:
-            return client.request("container.health_report", {"container": ref, "start": now, "end": now,
-                                                               "exit_code": code, "output": f"exit {code}"})["status"]
+    def status() -> str:
+        return inspect(daemon, ref)["State"]["Health"]["Status"]
 
-    assert [report(code) for code in (0, 1, 1, 1, 0)] == ["healthy", "healthy", "unhealthy", "unhealthy", "healthy"]
+    wait_for(lambda: status() == "unhealthy", "two failed probes")
+    assert "(unhealthy)" in daemon.out("ps")
+    daemon.out("exec", ref, "touch", "/tmp/ok")
+    wait_for(lambda: status() == "healthy", "a probe that passes")
     assert "(healthy)" in daemon.out("ps")
+    daemon.out("exec", ref, "rm", "/tmp/ok")
+    wait_for(lambda: status() == "unhealthy", "the probes to fail again")
     health = inspect(daemon, ref)["State"]["Health"]
-    assert health["Status"] == "healthy" and [entry["ExitCode"] for entry in health["Log"]] == [0, 1, 1, 1, 0]
+    assert health["FailingStreak"] >= 2 and len(health["Log"]) == 5
+    assert {entry["ExitCode"] for entry in health["Log"][-2:]} == {1}
     changes = [e["attributes"]["health_status"] for e in events(daemon, ref) if e["action"] == "health_status"]
-    assert changes == ["healthy", "unhealthy", "healthy"]
+    assert changes == ["unhealthy", "healthy", "unhealthy"]
 
     daemon.out("stop", "-t", "0", ref)
-    with pytest.raises(RemoteError) as stopped:
-        report(0)
+    with Client(daemon.run_dir) as client, pytest.raises(RemoteError) as stopped:
+        client.request("container.health_check", {"container": ref})
     assert stopped.value.code == "invalid_state"
     daemon.out("rm", ref)

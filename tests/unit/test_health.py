@@ -107,16 +107,15 @@ class FakeDaemon:
         if op == "container.inspect":
             return {"State": {"Running": True, "StartedAt": "2026-01-01T00:00:00Z"},
                     "Config": {"Healthcheck": CHECK.docker()}}
-        if op == "container.exec":
+        if op == "container.health_check":
             if self.exit_codes is None:
-                raise RemoteError("bad_request", "unknown operation 'container.exec'")
-            return {"exit_code": self.exit_codes.pop(0), "output": b"probe output"}
-        if op == "container.health_report":
+                raise RemoteError("bad_request", "unknown operation 'container.health_check'")
             if self.reports_left == 0:
                 raise RemoteError("invalid_state", "it is not running")
             self.reports_left -= 1
             before = self.state.status
-            self.state = self.state.record(CHECK, Probe(args["start"], args["end"], args["exit_code"], args["output"]), 0)
+            now = trio.current_time()
+            self.state = self.state.record(CHECK, Probe(now, now, self.exit_codes.pop(0), ""), 0)
             if self.state.status != before:
                 self.statuses.append(self.state.status)
             return {"status": self.state.status}
@@ -124,26 +123,26 @@ class FakeDaemon:
 
 
 async def test_the_monitor_probes_every_interval_and_reports_until_the_container_stops(autojump_clock):
-    daemon = FakeDaemon([0, 1, 1, 1, 0, 0], running_for=5)
+    daemon = FakeDaemon([0, 1, 1, 1, 0], running_for=5)
     monitor = Monitor(daemon, structlog.get_logger())
     async with trio.open_nursery() as nursery:
         monitor.nursery = nursery
         monitor.watch_health("c1")
         monitor.watch_health("c1")  # one task per container, however often it is seen
     assert daemon.statuses == [HEALTHY, UNHEALTHY, HEALTHY]
-    execs = [args for op, args in daemon.requests if op == "container.exec"]
-    assert len(execs) == 6 and execs[0] == {"container": "c1", "cmd": ["/bin/sh", "-c", "test -f /ok"], "timeout": 1.0}
+    checks = [args for op, args in daemon.requests if op == "container.health_check"]
+    assert len(checks) == 6 and checks[0] == {"container": "c1"}  # the sixth: it had stopped
     assert monitor.counters.probes == 5 and "c1" not in monitor.probing
     # Intervals of one (fake) second apart, the first one interval after the task began.
     assert trio.current_time() == pytest.approx(6.0)
 
 
-async def test_without_exec_the_monitor_reports_nothing_and_stops_probing(autojump_clock):
+async def test_an_older_daemon_without_health_checks_stops_the_probing(autojump_clock):
     daemon = FakeDaemon(None)
     monitor = Monitor(daemon, structlog.get_logger())
     async with trio.open_nursery() as nursery:
         monitor.nursery = nursery
         monitor.watch_health("c1")
-    assert monitor.exec_missing and not any(op == "container.health_report" for op, _ in daemon.requests)
+    assert monitor.exec_missing and daemon.state.status == STARTING
     monitor.watch_health("c2")  # the nursery is closed: starting a task there would raise
     assert "c2" not in monitor.probing

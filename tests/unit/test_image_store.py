@@ -81,7 +81,7 @@ def test_busybox_rootfs_imports_lists_and_resolves(store, root, busybox_tar):
     assert stat.S_IMODE((layer / "tmp").lstat().st_mode) == 0o1777
 
     # The id is the sha256 of the stored config, which names the layer by its diff id.
-    config_path = root / "images" / "configs" / f"{image.id}.json"
+    config_path = root / "images" / "blobs" / "sha256" / image.id
     assert hashlib.sha256(config_path.read_bytes()).hexdigest() == image.id
     assert json.loads(config_path.read_bytes())["rootfs"] == {"type": "layers", "diff_ids": [diff_id(data)]}
 
@@ -93,7 +93,9 @@ def test_busybox_rootfs_imports_lists_and_resolves(store, root, busybox_tar):
 
 def test_to_inspect_is_docker_shaped(store):
     image = import_bytes(store, small_tar(), "app:v1", changes={"Cmd": ["/bin/sh"]})
-    assert image.to_inspect() == {
+    inspected = image.to_inspect()
+    assert inspected["Os"] == "linux" and inspected["Metadata"]["ManifestDigest"] == image.manifest
+    assert {key: inspected[key] for key in ("Id", "RepoTags", "Created", "Size", "Config", "RootFS")} == {
         "Id": f"sha256:{image.id}",
         "RepoTags": ["app:v1"],
         "Created": "2023-11-14T22:13:20.000000Z",
@@ -286,7 +288,7 @@ def test_tag_and_remove(store, root):
     assert store.list() == []
     assert not Path(other.layers[0]).exists()
     images_dir = root / "images"
-    assert [os.listdir(images_dir / d) for d in ("configs", "layers", "tmp")] == [[], [], []]
+    assert [os.listdir(images_dir / d) for d in ("blobs/sha256", "layers", "tmp")] == [[], [], []]
 
 
 # --- all or nothing -----------------------------------------------------------------------
@@ -373,14 +375,14 @@ def test_failure_at_the_commit_rolls_back_the_layer_and_config(tmp_path, monkeyp
     store = ImageStore(tmp_path / "root", clock=StepClock())
     import_bytes(store, small_tar(b"a"), "base")
     before = snapshot(tmp_path)
-    real_write = store_module._write_atomic
+    real_write = store_module.write_atomic
 
     def disk_full_on_index(path, payload, **kwargs):
         if path.name == "index.json":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, payload, **kwargs)
 
-    monkeypatch.setattr(store_module, "_write_atomic", disk_full_on_index)
+    monkeypatch.setattr(store_module, "write_atomic", disk_full_on_index)
     with pytest.raises(OSError, match="No space left"):
         import_bytes(store, small_tar(b"b"), "base")
     assert snapshot(tmp_path) == before
@@ -424,10 +426,27 @@ def test_reopen_keeps_images_and_sweeps_leftovers(root):
     images_dir = root / "images"
     (images_dir / "tmp" / "import-crashed" / "layer" / "diff").mkdir(parents=True)
     (images_dir / "layers" / ("e" * 64) / "diff").mkdir(parents=True)  # renamed in, never indexed
-    (images_dir / "configs" / f"{'d' * 64}.json").write_text("{}")
+    (images_dir / "blobs" / "sha256" / ("d" * 64)).write_text("{}")  # written, never indexed
 
     reopened = ImageStore(root)
     assert reopened.list() == [image]
     assert os.listdir(images_dir / "tmp") == []
     assert os.listdir(images_dir / "layers") == [image.diff_ids[0].removeprefix("sha256:")]
-    assert os.listdir(images_dir / "configs") == [f"{image.id}.json"]
+    manifest = json.loads((images_dir / "blobs" / "sha256" / image.manifest.removeprefix("sha256:")).read_bytes())
+    live = {image.id, image.manifest.removeprefix("sha256:"), *(l["digest"].removeprefix("sha256:") for l in manifest["layers"])}
+    assert set(os.listdir(images_dir / "blobs" / "sha256")) == live
+
+
+def test_rmi_refuses_while_containers_use_the_image_and_force_untags_but_keeps_it(store):
+    image = import_bytes(store, small_tar(b"used"), "used")
+    store.tag("used", "used:v2")
+    stopped = lambda image_id: [("web", False)] if image_id == image.id else []
+    running = lambda image_id: [("web", True)] if image_id == image.id else []
+    with pytest.raises(Conflict, match="several tags"):
+        store.remove(image.id, users=stopped)
+    with pytest.raises(Conflict, match="used by running container web"):
+        store.remove(image.id, force=True, users=running)
+    assert store.remove(image.id, force=True, users=stopped) == [
+        {"Untagged": "used:latest"}, {"Untagged": "used:v2"}]
+    assert store.resolve(image.id).repo_tags == ()  # dangling, kept for "web"
+    assert store.remove(image.id) == [{"Deleted": f"sha256:{image.id}"}]

@@ -1,0 +1,200 @@
+"""A container's filesystem seen from the host: ``export``, and ``cp`` in both directions.
+
+Reading (``export``, ``cp CONTAINER:SRC``) never mounts anything: the merged view of the
+container's upper dir over its image's layers is read in user space
+(:class:`~supervisor.images.changes.LayerView`), the same way for running and stopped
+containers. Symlinks in a container path resolve inside the container's root, never
+towards the host.
+
+Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
+
+- running: into the container's own mount of its root, ``/proc/<pid>/root``. The target
+  directory is opened with ``openat2(RESOLVE_IN_ROOT)``, so the kernel resolves every
+  symlink and ``..`` inside the container's root; the tar is then unpacked relative to
+  that fd by :mod:`supervisor.images.tarsafe`, which never follows a link.
+- stopped: into its upper dir. The target's ancestors are first copied up (made in the
+  upper dir with the lower directory's owner, mode, xattrs and mtime, as overlayfs would),
+  and a whiteout that the copy replaces by a directory makes that directory opaque, so
+  what was deleted does not come back.
+
+Files copied in are owned by root (0:0), as ``docker cp`` without ``-a``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import posixpath
+import stat
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from supervisor.errors import InvalidArgument, NotFound
+from supervisor.images.changes import LayerView, is_whiteout, write_tree
+from supervisor.images.tarsafe import OPAQUE_XATTR, extract
+
+_SYS_OPENAT2 = 437  # the same number on x86_64 and arm64
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    """openat2(root_fd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return int(fd)
+
+
+def export(upper: str, layers: Iterable[str], output: BinaryIO) -> None:
+    """The container's whole filesystem as a tar (``docker export``)."""
+    write_tree(LayerView([upper, *layers]), "/", output)
+
+
+def copy_out(container: str, upper: str, layers: Iterable[str], source: str, output: BinaryIO) -> str:
+    """A tar of ``source`` in the container, its members under the source's base name.
+
+    Returns:
+        That base name (``rootfs`` for ``/``).
+
+    Raises:
+        NotFound: the path does not exist in the container.
+    """
+    view = LayerView([upper, *layers])
+    try:
+        resolved = view.resolve(source)
+    except FileNotFoundError:
+        resolved = None
+    if resolved is None or view.lookup(resolved) is None:
+        raise NotFound(f"cannot copy from container {container}: no such file or directory: {source}",
+                       container=container, path=source)
+    name = posixpath.basename(resolved.rstrip("/")) or "rootfs"
+    if source.endswith("/.") or source == ".":
+        name = ""
+    write_tree(view, resolved, output, prefix=name)
+    return name
+
+
+def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source: Path, dest: str,
+            scratch: Path) -> str:
+    """Copy the host path ``source`` to ``dest`` in the container (``docker cp`` rules:
+    into ``dest`` if it is a directory, else as ``dest``).
+
+    Args:
+        pid: the container's pid 1 while it runs, else 0.
+        scratch: a directory of the daemon's for the intermediate tar.
+
+    Returns:
+        The container path written.
+    """
+    where = f"cannot copy to container {container}"
+    if not source.exists() and not source.is_symlink():
+        raise InvalidArgument(f"{where}: no such file or directory on the host: {source}", path=str(source))
+    if not dest.startswith("/"):
+        dest = "/" + dest
+    view = LayerView([upper, *layers])
+    try:
+        target = view.resolve(dest, follow_last=True)
+        meta = view.lookup(target)
+    except FileNotFoundError:
+        meta = None
+    if meta is not None and meta.kind == "dir":
+        directory, name = target, source.name
+    else:
+        if dest.endswith("/"):
+            raise InvalidArgument(f"{where}: {dest} is not a directory", path=dest)
+        if meta is not None and source.is_dir() and not source.is_symlink():
+            raise InvalidArgument(f"{where}: cannot overwrite the file {dest} with a directory", path=dest)
+        parent, name = posixpath.split(dest.rstrip("/"))
+        try:
+            directory = view.resolve(parent or "/", follow_last=True)
+        except FileNotFoundError:
+            directory = None
+        if directory is None or (view.lookup(directory) or _NONE).kind != "dir":
+            raise InvalidArgument(f"{where}: {parent or '/'} is not a directory in the container", path=dest)
+    if not name or name in (".", ".."):
+        raise InvalidArgument(f"{where}: cannot name the copy {name!r}", path=dest)
+    with tempfile.TemporaryFile(dir=scratch) as archive:
+        write_tree(LayerView([str(source.parent)]), "/" + source.name, archive, prefix=name, owner=(0, 0))
+        archive.seek(0)
+        if pid:
+            _extract_running(pid, directory, archive)
+        else:
+            _extract_stopped(view, upper, directory, name, source.is_dir() and not source.is_symlink(), archive)
+    return posixpath.join(directory, name)
+
+
+class _Meta:
+    kind = ""
+
+
+_NONE = _Meta()
+
+
+def _extract_running(pid: int, directory: str, archive: BinaryIO) -> None:
+    root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(root_fd, directory, os.O_RDONLY | os.O_DIRECTORY)
+    finally:
+        os.close(root_fd)
+    try:
+        extract(archive, fd)
+    finally:
+        os.close(fd)
+
+
+def _extract_stopped(view: LayerView, upper: str, directory: str, name: str, is_dir: bool,
+                     archive: BinaryIO) -> None:
+    _copy_up(view, upper, directory)
+    real_dir = os.path.join(upper, directory.lstrip("/"))
+    existing = os.path.join(real_dir, name)
+    opaque = False
+    try:
+        opaque = is_whiteout(os.lstat(existing)) and is_dir
+    except FileNotFoundError:
+        pass
+    if opaque:  # the directory was deleted: its old contents must stay hidden
+        os.unlink(existing)
+        os.mkdir(existing, 0o755)
+        os.setxattr(existing, OPAQUE_XATTR, b"y", follow_symlinks=False)
+    extract(archive, Path(real_dir))
+
+
+def _copy_up(view: LayerView, upper: str, directory: str) -> None:
+    """Make ``directory`` and its ancestors real directories in the upper dir, each with
+    the metadata of the merged view's (what overlayfs' copy-up does)."""
+    current = upper
+    path = ""
+    for component in [c for c in directory.split("/") if c]:
+        path += "/" + component
+        real = os.path.join(current, component)
+        try:
+            info = os.lstat(real)
+        except FileNotFoundError:
+            info = None
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            current = real
+            continue
+        if info is not None:
+            raise OSError(errno.ENOTDIR, "not a directory in the upper dir", path)
+        source = dict(view.entries(posixpath.dirname(path)))[component]
+        lower = os.lstat(source)
+        os.mkdir(real, 0o700)
+        os.chown(real, lower.st_uid, lower.st_gid, follow_symlinks=False)
+        os.chmod(real, stat.S_IMODE(lower.st_mode))
+        for xattr in os.listxattr(source, follow_symlinks=False):
+            if not xattr.startswith("trusted.overlay."):
+                os.setxattr(real, xattr, os.getxattr(source, xattr, follow_symlinks=False), follow_symlinks=False)
+        os.utime(real, ns=(lower.st_atime_ns, lower.st_mtime_ns), follow_symlinks=False)
+        current = real

@@ -1,0 +1,268 @@
+"""Images end to end through the real CLI: commit, diff, run from the committed image,
+rmi, export/import, cp, save/load with podman and skopeo, umoci and skopeo reading the
+store, and hostile archives."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cgroup_dirs, try_rmdir
+from tests.rootfs import snapshot, tar_bytes
+
+pytestmark = pytest.mark.integration
+
+#: What the first container does to the busybox image (a deleted file from the image,
+#: a deleted-and-remade directory, a changed file, and new entries of every kind).
+CHANGES = (
+    "echo new > /added && chown 1000:1000 /added && chmod 4751 /added && touch -d @1600000000 /added"
+    " && ln /added /hard && ln -s /added /soft && mkfifo /fifo"
+    " && echo changed >> /etc/passwd && rm /bin/vi"
+    " && rm -rf /home && mkdir -p /home/fresh && echo inside > /home/fresh/file"
+)
+#: Prints what a container sees of those changes (and of the deletions).
+SHOW = (
+    "stat -c '%n %a %u %g %h %Y %F' /added /hard /fifo /home/fresh/file; readlink /soft;"
+    " tail -1 /etc/passwd; ls /home; test -e /bin/vi || echo no-vi"
+)
+DIFF = """\
+A /added
+C /bin
+D /bin/vi
+C /etc
+C /etc/passwd
+A /fifo
+A /hard
+C /home
+D /home/app
+A /home/fresh
+A /home/fresh/file
+A /soft
+"""
+
+
+@pytest.fixture
+def podman_dir():
+    """A private, throw-away podman store (a short path: podman limits its run root to 50
+    bytes); its containers' cgroups (and conmon's) go under a cgroup removed at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+    for hierarchy in cgroup_dirs(directory.name):
+        for child in sorted(Path(hierarchy).glob("*/"), reverse=True):
+            try_rmdir(child)
+        try_rmdir(Path(hierarchy))
+    assert cgroup_dirs(directory.name) == [], "podman left cgroups behind"
+
+
+def podman(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """podman on the store in ``tmp_path`` (vfs: no mounts left behind)."""
+    command = ["podman", "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"),
+               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none", *args]
+    result = subprocess.run(command, capture_output=True, timeout=120)
+    if check:
+        assert result.returncode == 0, f"{' '.join(args)}: {result.stderr.decode()}"
+    return result
+
+
+def podman_run(tmp_path: Path, image: str, *command: str) -> str:
+    return podman(tmp_path, "run", "--rm", "--cgroup-parent", f"/{tmp_path.name}", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
+                  "--ulimit", "nproc=4096:4096", image, *command).stdout.decode()
+
+
+def test_diff_commit_and_run_from_the_committed_image(daemon):
+    daemon.out("run", "--name", "first", "base", "sh", "-c", CHANGES)
+    assert daemon.out("diff", "first") == DIFF
+    original = daemon.out("run", "--rm", "--entrypoint", "", "base", "true")  # the base is untouched
+    assert original == ""
+
+    image_id = daemon.out("commit", "-m", "my changes", "-a", "Jane", "first", "mine:1").strip()
+    assert image_id.startswith("sha256:")
+    inspect = json.loads(daemon.out("inspect", "mine:1"))[0]
+    assert inspect["Id"] == image_id and inspect["Author"] == "Jane" and inspect["Comment"] == "my changes"
+    assert len(inspect["RootFS"]["Layers"]) == 2
+
+    shown = daemon.out("run", "--rm", "mine:1", "sh", "-c", SHOW).splitlines()
+    assert shown == [
+        "/added 4751 1000 1000 2 1600000000 regular file",
+        "/hard 4751 1000 1000 2 1600000000 regular file",
+        "/fifo 644 0 0 1 " + shown[2].split()[5] + " fifo",
+        "/home/fresh/file 644 0 0 1 " + shown[3].split()[5] + " regular file",
+        "/added",
+        "changed",
+        "fresh",  # /home was deleted and made again: /home/app stays deleted
+        "no-vi",
+    ]
+    # A second commit on top: deleting a file that lives two layers down.
+    daemon.out("run", "--name", "second", "mine:1", "sh", "-c", "rm /added /bin/ls && mkdir /home/app2")
+    assert daemon.out("diff", "second") == "D /added\nC /bin\nD /bin/ls\nC /home\nA /home/app2\n"
+    daemon.out("commit", "-c", "CMD [\"sh\", \"-c\", \"ls /home; test -e /added || echo gone\"]", "second", "mine:2")
+    assert daemon.out("run", "--rm", "mine:2").split() == ["app2", "fresh", "gone"]
+    history = daemon.out("history", "mine:2").splitlines()
+    top = json.loads(daemon.out("inspect", "mine:2"))[0]["Id"][7:19]
+    assert len(history) == 4 and history[1].split()[0] == top and history[3].startswith("<missing>")
+    assert "my changes" in history[2]
+
+
+def test_a_running_container_can_be_committed_and_the_config_is_honoured(daemon):
+    container = daemon.out("run", "-d", "-e", "GREETING=hi", "-w", "/home/app", "-u", "app", "base", "sh", "-c",
+                           "echo $GREETING > out; sleep 1000").strip()
+    for _ in range(200):  # the payload writes its file right after it starts
+        if "A /home/app/out" in daemon.out("diff", container):
+            break
+    daemon.out("commit", "-c", "ENTRYPOINT [\"sh\", \"-c\"]", "-c", "CMD [\"pwd; id -u; echo $GREETING; cat out\"]",
+               container, "running:1")
+    assert daemon.out("run", "--rm", "running:1").split() == ["/home/app", "1000", "hi", "hi"]
+    # -w, -u, -e and --entrypoint override the image's config, as in docker
+    assert daemon.out("run", "--rm", "-w", "/", "-u", "0", "-e", "GREETING=yo", "running:1",
+                      "pwd; id -u; echo $GREETING").split() == ["/", "0", "yo"]
+    assert daemon.out("run", "--rm", "--entrypoint", "echo", "running:1", "plain").strip() == "plain"
+    daemon.out("rm", "-f", container)
+
+
+def test_rmi_refuses_while_a_container_uses_the_image_and_keeps_shared_layers(daemon):
+    daemon.out("run", "--name", "user", "base", "sh", "-c", "echo x > /x")
+    daemon.out("commit", "user", "child:1")
+    daemon.out("tag", "base", "alias:1")
+    refused = daemon.cli("rmi", "base")
+    assert refused.returncode == 0 and refused.stdout.decode() == "Untagged: base:latest\n"  # another tag is left
+    refused = daemon.cli("rmi", "alias:1")
+    assert refused.returncode == 1 and b"used by container user" in refused.stderr
+    assert daemon.out("run", "--rm", "child:1", "cat", "/x").strip() == "x"
+    forced = daemon.out("rmi", "-f", "alias:1")
+    assert forced == "Untagged: alias:1\n"  # untagged; kept while "user" needs it
+    daemon.out("rm", "user")
+    assert "Deleted: sha256:" in daemon.out("rmi", "child:1")
+    assert daemon.out("images", "-q").split() != []  # the dangling base is still there
+    assert daemon.cli("run", "--rm", "child:1", "true").returncode == 125
+    events = daemon.out("events", "--since", "5m", "--until", "0s", "--filter", "type=image").splitlines()
+    actions = [line.split()[2] for line in events]
+    assert actions.count("tag") == 1 and "untag" in actions and actions[-1] == "delete"
+
+
+def test_export_import_and_cp_both_ways(daemon, tmp_path):
+    container = daemon.out("run", "-d", "base", "sh", "-c", "mkdir /data && echo one > /data/a && sleep 1000").strip()
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "in.txt").write_text("from the host")
+    for _ in range(200):
+        if "A /data/a" in daemon.out("diff", container):
+            break
+    daemon.out("cp", str(tmp_path / "host" / "in.txt"), f"{container}:/data/")  # running: via its mount
+    daemon.out("cp", f"{container}:/data", str(tmp_path / "copy"))
+    assert sorted(os.listdir(tmp_path / "copy")) == ["a", "in.txt"]
+    assert (tmp_path / "copy" / "in.txt").read_text() == "from the host"
+    daemon.out("rm", "-f", container)
+
+    stopped = daemon.out("create", "base", "cat", "/etc/extra/note", "/bin/vi").strip()
+    (tmp_path / "host" / "extra").mkdir()
+    (tmp_path / "host" / "extra" / "note").write_text("note")
+    daemon.out("cp", str(tmp_path / "host" / "extra"), f"{stopped}:/etc/")  # stopped: into its upper dir
+    daemon.out("cp", str(tmp_path / "host" / "in.txt"), f"{stopped}:/bin/vi")  # replaces a file of the image
+    assert daemon.out("start", stopped) and daemon.out("wait", stopped).strip() == "0"
+    assert daemon.out("diff", stopped) == "C /bin\nC /bin/vi\nC /etc\nA /etc/extra\nA /etc/extra/note\n"
+    assert daemon.cli("cp", str(tmp_path / "nope"), f"{stopped}:/").returncode == 1
+    assert b"no such file" in daemon.cli("cp", f"{stopped}:/nope", str(tmp_path / "x")).stderr
+
+    exported = tmp_path / "fs.tar"
+    daemon.out("export", "-o", str(exported), stopped)
+    with tarfile.open(exported) as tar:
+        names = set(tar.getnames())
+    assert {"etc/extra/note", "bin/busybox", "bin/vi"} <= names
+    daemon.out("import", str(exported), "flat:1")
+    assert daemon.out("run", "--rm", "flat:1", "cat", "/etc/extra/note", "/bin/vi") == "notefrom the host"
+
+
+def test_save_is_loaded_by_podman_and_read_by_skopeo(daemon, tmp_path, podman_dir):
+    daemon.out("run", "--name", "maker", "base", "sh", "-c", "rm /bin/vi && echo saved > /saved")
+    daemon.out("commit", "-c", "CMD [\"cat\", \"/saved\"]", "maker", "dyk/saved:1")
+    archive = tmp_path / "saved.tar"
+    daemon.out("save", "-o", str(archive), "dyk/saved:1")
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True,
+                                          check=True).stdout)
+    assert len(inspected["Layers"]) == 2
+    assert "Loaded image: localhost/dyk/saved:1" in podman(podman_dir, "load", "-i", str(archive)).stdout.decode()
+    assert podman_run(podman_dir, "localhost/dyk/saved:1") == "saved\n"
+    assert podman_run(podman_dir, "localhost/dyk/saved:1", "sh", "-c", "test -e /bin/vi || echo gone") == "gone\n"
+    # and save to standard output
+    assert daemon.cli("save", "dyk/saved:1").stdout == archive.read_bytes()
+
+
+def test_podman_save_in_both_formats_loads_and_runs(daemon, tmp_path, busybox_tar, podman_dir):
+    podman(podman_dir, "import", "--change", "CMD [\"echo\", \"from podman\"]", str(busybox_tar), "pod/made:1")
+    for form in ("docker-archive", "oci-archive"):
+        archive = tmp_path / f"{form}.tar"
+        podman(podman_dir, "save", "--format", form, "-o", str(archive), "localhost/pod/made:1")
+        packed = tmp_path / f"{form}.tar.gz"
+        packed.write_bytes(gzip.compress(archive.read_bytes(), compresslevel=1))
+        loaded = daemon.out("load", "-i", str(packed)) if form == "oci-archive" else \
+            daemon.out("load", input=packed.read_bytes())  # from standard input
+        assert loaded == "Loaded image: localhost/pod/made:1\n", form
+        assert daemon.out("run", "--rm", "localhost/pod/made:1") == "from podman\n"
+        daemon.out("rmi", "localhost/pod/made:1")
+
+
+def test_oci_tools_read_the_store_layout(daemon):
+    layout = daemon.root / "images"
+    daemon.out("tag", "base", "tools:1")
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{layout}:tools:1"], capture_output=True,
+                                          check=True).stdout)
+    assert inspected["Os"] == "linux" and len(inspected["Layers"]) == 1
+    listed = subprocess.run(["umoci", "ls", "--layout", str(layout)], capture_output=True, check=True).stdout.split()
+    assert sorted(listed) == [b"base:latest", b"tools:1"]
+    stat = subprocess.run(["umoci", "stat", "--image", f"{layout}:tools:1"], capture_output=True)
+    assert stat.returncode == 0, stat.stderr
+
+
+def hostile_tars(tmp_path: Path) -> dict[str, bytes]:
+    def entry(name, kind=tarfile.REGTYPE, data=b"x", link=""):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = link
+        return info, (data if kind == tarfile.REGTYPE else None)
+
+    return {
+        "dotdot": tar_bytes([entry("../../escaped")]),
+        "absolute": tar_bytes([entry("/../../../escaped")]),
+        "symlink-out-then-write": tar_bytes([entry("evil", tarfile.SYMTYPE, link=str(tmp_path / "outside")),
+                                             entry("evil/pwned")]),
+        "hardlink-out": tar_bytes([entry("link", tarfile.LNKTYPE, link="/etc/passwd")]),
+        "device": tar_bytes([entry("dev/sda", tarfile.BLKTYPE), entry("ok")]),  # skipped, not refused
+        "truncated": gzip.compress(tar_bytes([entry("big", data=os.urandom(100000))]))[:50000],
+        "bomb": bz2.compress(b"\0" * (8 << 20)) * 64,  # 512 MiB of zeros from a few kB
+    }
+
+
+def test_hostile_archives_are_refused_with_the_member_named_and_change_nothing(daemon, tmp_path):
+    (tmp_path / "outside").mkdir()
+    images_before = daemon.out("images", "-q")
+    store = daemon.root / "images"
+    before = snapshot(store)
+    for case, data in hostile_tars(tmp_path).items():
+        path = tmp_path / f"{case}.tar"
+        path.write_bytes(data)
+        result = daemon.cli("import", str(path), f"{case}:1")
+        error = result.stderr.decode()
+        if case == "device":
+            assert result.returncode == 0, error
+            daemon.out("rmi", "device:1")
+            continue
+        assert result.returncode == 1, case
+        expected = {"dotdot": "'../../escaped'", "absolute": "escaped", "symlink-out-then-write": "'evil/pwned'",
+                    "hardlink-out": "'link'", "truncated": "truncated", "bomb": "decompression bomb"}[case]
+        assert expected in error, (case, error)
+        loaded = daemon.cli("load", "-i", str(path))
+        assert loaded.returncode == 1, case
+    assert os.listdir(tmp_path / "outside") == []
+    assert not (tmp_path / "escaped").exists()
+    assert daemon.out("images", "-q") == images_before
+    assert snapshot(store) == before
+    shutil.rmtree(tmp_path / "outside")
