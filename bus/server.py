@@ -226,6 +226,7 @@ class BusServer:
         *,
         source: str = "dockyard",
         log: Any = None,
+        activated: Mapping[str, int] | None = None,
     ):
         builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
         clash = sorted(set(handlers) & set(builtin))
@@ -251,6 +252,11 @@ class BusServer:
         self._running: dict[tuple[bytes, int], Request] = {}  # (peer, request id): for stream input
         self._drained = trio.Event()
         self._events_linger_ms = 0
+        # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
+        self._activated = dict(activated or {})
+        unknown = sorted(set(self._activated) - {"control", "events"})
+        if unknown:
+            raise ValueError(f"activated sockets must be 'control' or 'events', not {', '.join(unknown)}")
 
     # --- events ---------------------------------------------------------------------------
 
@@ -319,6 +325,10 @@ class BusServer:
 
         Raises BusError if a daemon is already listening on the control socket, ValueError
         if run_dir makes a socket path too long for AF_UNIX.
+
+        A socket given in ``activated`` (a listening unix socket already bound to its path,
+        e.g. by a systemd socket unit) is taken over with ZMQ_USE_FD instead of bound; its
+        file belongs to whoever bound it, so it is neither chmod-ed nor removed.
         """
         if self._serving:
             raise RuntimeError("this BusServer is already serving")
@@ -326,7 +336,7 @@ class BusServer:
             if len(os.fsencode(path)) > _ipc_path_max():
                 raise ValueError(f"socket path {path} is longer than AF_UNIX allows ({_ipc_path_max()} bytes)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if _someone_listens(self.control_path):
+        if "control" not in self._activated and _someone_listens(self.control_path):
             raise BusError(f"another daemon is already serving {self.control_path}")
         self._serving = True
         context = zmq.Context()
@@ -341,7 +351,11 @@ class BusServer:
             events.setsockopt(zmq.LINGER, 0)
             events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
             events.setsockopt(zmq.XPUB_VERBOSE, 1)
-            for sock, path in ((control, self.control_path), (events, self.events_path)):
+            for role, sock, path in (("control", control, self.control_path), ("events", events, self.events_path)):
+                if role in self._activated:
+                    sock.setsockopt(zmq.USE_FD, self._activated.pop(role))  # libzmq closes it
+                    sock.bind(f"ipc://{path}")
+                    continue
                 sock.bind(f"ipc://{path}")
                 os.chmod(path, SOCKET_MODE)
                 bound[path] = os.stat(path).st_ino

@@ -46,7 +46,7 @@ from supervisor.images import containerfs
 from supervisor.images.changes import container_diff
 from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
-from supervisor import stats
+from supervisor import health, restart as restart_policy, stats
 from supervisor.journal import Journal
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
@@ -73,6 +73,16 @@ OUTPUT_DRAIN_SECONDS = 2.0
 V2_CAPABILITIES = tuple(cap for cap in DEFAULT_CAPABILITIES if cap != "CAP_MKNOD")
 
 
+@dataclasses.dataclass(eq=False)
+class PendingRestart:
+    """A policy restart waiting for its delay (Supervisor.schedule_restart)."""
+
+    exit_id: str
+    attempt: int
+    delay: float
+    scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
+
+
 class Supervisor:
     def __init__(self, config: Config | None = None, *, publish: EventSink | None = None, log: Any = None):
         self.config = config or Config()
@@ -86,6 +96,8 @@ class Supervisor:
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
+        self._shutting_down = False  # stops from now on are the daemon's, not the user's
+        self._sampler: trio.CancelScope | None = None
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -95,8 +107,7 @@ class Supervisor:
         await self._load_and_reconcile()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
-        if self.config.stats_interval > 0:
-            self._nursery.start_soon(self._sample_forever, self.config.stats_interval)
+        self._start_sampler()
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
 
@@ -113,6 +124,9 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every running container (each with its own grace period), in parallel."""
+        self._shutting_down = True
+        for container in self._containers.values():
+            self._cancel_pending_restart(container)
         running = [c for c in self._containers.values() if c.status.running]
         with trio.move_on_after(self.config.shutdown_timeout + max((c.spec.stop_timeout for c in running), default=0)):
             async with trio.open_nursery() as nursery:
@@ -235,13 +249,14 @@ class Supervisor:
 
     def list(self, all: bool = False) -> list[Container]:
         containers = sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
-        return [c for c in containers if all or c.status.running]
+        return [c for c in containers if all or c.status.running or c.pending_restart is not None]
 
     # --- containers ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> Container:
         self._check_resources(spec.resources)
         image = self.images.resolve(spec.image)
+        healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
         name = spec.name or self._unused_name()
         for other in self._containers.values():
             if other.name == name:
@@ -260,6 +275,7 @@ class Supervisor:
             resolved=_resolve(spec, image, container_id),
             directory=self._store.path(container_id),
             layers=list(image.layers),
+            healthcheck=healthcheck,
         )
         self._containers[container_id] = container  # reserves the name before any await
         try:
@@ -281,6 +297,7 @@ class Supervisor:
         async with container.lock:
             if not container.status.can_start():
                 raise InvalidState(container.name, "start", container.status.value)
+            self._started_by_user(container)
             await self._launch(container, attach)
         return container
 
@@ -299,9 +316,13 @@ class Supervisor:
         """SIGTERM (or the container's stop signal), then SIGKILL after ``timeout`` seconds.
         Stopping a container that is not running does nothing, as in docker."""
         container = self.get(ref)
+        if container.pending_restart is not None:
+            self._cancel_pending_restart(container)
+            self._stopped_by_user(container)
         if not container.status.running:
             return container
         grace = container.spec.stop_timeout if timeout is None else timeout
+        self._stopped_by_user(container)
         container.stopping = True
         self._signal(container, container.spec.stop_signal)
         with trio.move_on_after(grace):
@@ -313,8 +334,14 @@ class Supervisor:
 
     async def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
         container = self.get(ref)
+        if container.pending_restart is not None:  # docker: a kill ends the restart loop
+            self._cancel_pending_restart(container)
+            self._stopped_by_user(container)
+            return container
         if not container.status.can_kill():
             raise InvalidState(container.name, "kill", container.status.value, "it is not running")
+        if sig in (signal.SIGKILL, container.spec.stop_signal):  # a HUP to reload is no stop
+            self._stopped_by_user(container)
         self._signal(container, sig)
         return container
 
@@ -322,6 +349,7 @@ class Supervisor:
         container = await self.stop(ref, timeout)
         async with container.lock:
             if container.status.can_start():
+                self._started_by_user(container)
                 await self._launch(container, None)
         self._emit_container(container, "restart")
         return container
@@ -337,6 +365,7 @@ class Supervisor:
 
     async def remove(self, ref: str, force: bool = False) -> None:
         container = self.get(ref)
+        self._cancel_pending_restart(container)
         if container.status.running:
             if not force:
                 raise InvalidState(
@@ -397,6 +426,159 @@ class Supervisor:
                 continue
             rows.append(stats.record(container.id, container.name, reader.read(), container.last_sample))
         return rows
+
+    # --- restart policies (the monitor decides, see supervisor/restart.py) --------------
+
+    async def schedule_restart(self, ref: str, exit_id: str, attempt: int, delay: float) -> Container:
+        """Restart an exited container after ``delay`` seconds, for its restart policy.
+
+        ``exit_id`` names the exit this restart answers (the container's ``finished_at``): a
+        second request for the same exit, or one for an exit that is no longer the last, is
+        refused, so one exit never causes two restarts, whoever asks and however often.
+        Publishes ``container.<id>.restart`` with the attempt and the delay at once.
+
+        Raises:
+            Conflict: the exit was already answered (restart scheduled or done), it is not the
+                container's last exit, the user stopped the container, or the daemon is stopping.
+            InvalidState: the container is not exited, or its policy is ``no``.
+            InvalidArgument: attempt < 1, or a delay outside 0..3600 s.
+        """
+        container = self.get(ref)
+        if type(attempt) is not int or attempt < 1:
+            raise InvalidArgument(f"argument 'attempt' must be a whole number >= 1, not {attempt!r}")
+        if not 0 <= delay <= 3600:
+            raise InvalidArgument(f"argument 'delay' must be 0..3600 seconds, not {delay!r}")
+        refused = f"cannot restart container {container.name} for its exit at {exit_id}"
+        if self._shutting_down:
+            raise Conflict(f"{refused}: the daemon is shutting down", container=container.id)
+        if container.pending_restart is not None:
+            raise Conflict(f"{refused}: a restart is already scheduled", container=container.id)
+        if container.status.running:
+            raise Conflict(f"{refused}: it is running", container=container.id)
+        if container.status is not Status.EXITED:
+            raise InvalidState(container.name, "restart", container.status.value)
+        if container.finished_at != exit_id:
+            raise Conflict(f"{refused}: its last exit is at {container.finished_at}", container=container.id)
+        if container.user_stopped:
+            raise Conflict(f"{refused}: the user stopped it", container=container.id)
+        if container.spec.restart_policy.name == "no":
+            raise InvalidState(container.name, "restart", container.status.value, "its restart policy is no")
+        pending = PendingRestart(exit_id, attempt, delay)
+        container.pending_restart = pending
+        container.restart_count += 1
+        container.restart_attempt = attempt
+        self._save(container)
+        self._emit_container(
+            container, "restart", attempt=str(attempt), delay=f"{delay:.3f}", exitCode=str(container.exit_code),
+            restartCount=str(container.restart_count), policy=container.spec.restart,
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._restart_after, container, pending)
+        return container
+
+    async def _restart_after(self, container: Container, pending: PendingRestart) -> None:
+        with pending.scope:
+            await trio.sleep(pending.delay)
+            async with container.lock:
+                if container.pending_restart is not pending:
+                    return
+                container.pending_restart = None
+                if not container.status.can_start():
+                    return
+                try:
+                    await self._launch(container, None)
+                except StartError as exc:  # its die event is out: the monitor decides again
+                    self.log.warning("restart failed", container=container.id, error=exc.message)
+
+    def _cancel_pending_restart(self, container: Container) -> None:
+        pending, container.pending_restart = container.pending_restart, None
+        if pending is not None:
+            pending.scope.cancel()
+
+    def _started_by_user(self, container: Container) -> None:
+        """A user's start: the restart policy starts over (docker resets its count)."""
+        self._cancel_pending_restart(container)
+        container.user_stopped = False
+        container.restart_count = 0
+        container.restart_attempt = 0
+
+    def _stopped_by_user(self, container: Container) -> None:
+        """A user's stop or kill is not a failure: no restart policy applies to this exit."""
+        if self._shutting_down or container.user_stopped:
+            return
+        container.user_stopped = True
+        self._save(container)
+
+    # --- health checks (the monitor probes, see supervisor/health.py) -------------------
+
+    def report_health(self, ref: str, probe: health.Probe) -> Container:
+        """Record one probe of a running container's health check; publishes
+        ``container.<id>.health_status`` when its status changes.
+
+        Raises:
+            InvalidState: it is not running, or has no health check.
+        """
+        container = self.get(ref)
+        if not container.status.running or container.health is None or container.healthcheck is None:
+            why = "it is not running" if not container.status.running else "it has no health check"
+            raise InvalidState(container.name, "record the health of", container.status.value, why)
+        started = _unix_time(container.started_at)
+        before = container.health.status
+        container.health = container.health.record(container.healthcheck, probe, started)
+        if container.health.status != before:
+            self._emit_container(container, "health_status", health_status=container.health.status)
+        return container
+
+    async def run_health_check(self, ref: str) -> Container:
+        """Run the container's health check once (its command, through :meth:`exec_run`, with
+        its timeout) and record the result as :meth:`report_health` does. A command that
+        cannot be started counts as a failed probe (exit 125/126/127), as in docker.
+
+        Raises:
+            InvalidState: it is not running, or has no health check.
+        """
+        container = self.get(ref)
+        config = container.healthcheck
+        if not container.status.running or container.health is None or config is None:
+            why = "it is not running" if not container.status.running else "it has no health check"
+            raise InvalidState(container.name, "check the health of", container.status.value, why)
+        start = time.time()
+        try:
+            result = await self.exec_run(container.id, config.argv(), timeout=config.timeout,
+                                         output_limit=health.OUTPUT_LIMIT)
+        except StartError as exc:
+            probe = health.Probe(start, time.time(), exc.exit_code, exc.message)
+        else:
+            if result.timed_out or result.exit_code is None:
+                probe = health.Probe(start, time.time(), health.TIMEOUT_EXIT_CODE,
+                                     f"Health check exceeded timeout ({config.timeout:g}s)")
+            else:
+                probe = health.Probe(start, time.time(), result.exit_code, result.output.decode(errors="replace"))
+        return self.report_health(container.id, probe)
+
+    # --- settings that change while running --------------------------------------------
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Apply new values of the settings that can change while the supervisor runs (the
+        daemon's reload on SIGHUP): ``stats_interval`` and ``shutdown_timeout``."""
+        unknown = sorted(set(changes) - {"stats_interval", "shutdown_timeout"})
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(unknown)} while the supervisor runs")
+        old, self.config = self.config, dataclasses.replace(self.config, **changes)
+        if self.config.stats_interval != old.stats_interval:
+            self._start_sampler()
+
+    def _start_sampler(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        if self.config.stats_interval > 0 and self._nursery is not None:
+            self._sampler = trio.CancelScope()
+            self._nursery.start_soon(self._sample_within, self._sampler, self.config.stats_interval)
+
+    async def _sample_within(self, scope: trio.CancelScope, interval: float) -> None:
+        with scope:
+            await self._sample_forever(interval)
 
     # --- attached clients and exec (supervisor/attach.py, supervisor/exec.py) -------------
 
@@ -583,6 +765,7 @@ class Supervisor:
         container.exit_code = 0
         container.error = ""
         container.stopping = False
+        container.health = health.HealthState() if container.healthcheck else None
         if attach is not None:
             container.attachments.append(attach)
         container.move("start")
@@ -694,6 +877,9 @@ class Supervisor:
                 self.log.warning("invalid container record, left alone", id=record.get("id"), reason=str(exc))
                 continue
             self._containers[container.id] = container
+            if container.user_stopped and restart_policy.forgets_user_stop_at_daemon_start(container.spec.restart_policy):
+                container.user_stopped = False  # docker: `always` comes back when the daemon starts
+                self._save(container)
             if container.status is Status.RUNNING:
                 await self._reconcile_orphan(container)
             elif container.status is Status.REMOVING:
@@ -751,6 +937,12 @@ def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:
         user=spec.user or config.get("User") or "",
         hostname=hostname,
     )
+
+
+def _unix_time(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:

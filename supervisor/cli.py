@@ -65,7 +65,11 @@ def human_duration(value: str) -> str:
 def human_status(row: dict[str, Any]) -> str:
     status = row["status"]
     if status == "running":
-        return f"Up {human_duration(row['started_at'])}"
+        health = row.get("health")
+        suffix = {"": "", "starting": " (health: starting)"}.get(health, f" ({health})")
+        return f"Up {human_duration(row['started_at'])}{suffix}"
+    if row.get("restarting"):
+        return f"Restarting ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     if status == "exited":
         return f"Exited ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     return status.capitalize()
@@ -154,6 +158,19 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
+    parser.add_argument("--restart", default=None, metavar="POLICY",
+                        help="restart policy when it exits: no (default), on-failure[:MAX-RETRIES], always, "
+                             "unless-stopped (the monitor worker applies it)")
+    parser.add_argument("--health-cmd", default=None, metavar="COMMAND",
+                        help="command to run to check health (a shell command line; exit 0: healthy)")
+    parser.add_argument("--health-interval", default=None, metavar="DURATION", help="time between checks (default 30s)")
+    parser.add_argument("--health-timeout", default=None, metavar="DURATION",
+                        help="longest a check may run before it counts as failed (default 30s)")
+    parser.add_argument("--health-retries", default=None, metavar="N",
+                        help="failures in a row that make it unhealthy (default 3)")
+    parser.add_argument("--health-start-period", default=None, metavar="DURATION",
+                        help="time after start when failures do not count (default 0s)")
+    parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
     parser.add_argument("--network", default="none", choices=["none"],
                         help="network mode; only 'none' (a namespace with loopback) for now")
     resource_options(parser)
@@ -209,10 +226,29 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["stop_timeout"] = args.stop_timeout
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
+    if args.restart is not None:
+        spec["restart"] = args.restart
+    healthcheck = health_flags(args)
+    if healthcheck is not None:
+        spec["healthcheck"] = healthcheck
     resources = resources_from(args)
     if resources:
         spec["resources"] = resources
     return spec
+
+
+def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --health-* flags as the spec's healthcheck fields (the daemon checks them)."""
+    if args.no_healthcheck:
+        return {"test": ["NONE"]}
+    flags: dict[str, Any] = {}
+    if args.health_cmd is not None:
+        flags["test"] = ["CMD-SHELL", args.health_cmd]
+    for name in ("interval", "timeout", "retries", "start_period"):
+        value = getattr(args, f"health_{name}")
+        if value is not None:
+            flags[name] = value
+    return flags or None
 
 
 def detach_keys_option(parser: argparse.ArgumentParser) -> None:
@@ -235,11 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, metavar="DIR", help="state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
     p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
                    help="run directory for the sockets (default $DOCKYARD_RUN or /run/dockyard)")
-    p.add_argument("--cgroup-parent", default="dockyard", help="cgroup that holds this daemon's containers")
-    p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the daemon's log on stderr")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds between two samples of every container's resource usage (0: off)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file with these settings (flags win); SIGHUP reloads log-level, stats-interval "
+                        "and shutdown-timeout from it (docs/operations.md)")
+    p.add_argument("--cgroup-parent", default=None, help="cgroup that holds this daemon's containers (default dockyard)")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default=None, help="format of the daemon's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
+                   help="seconds between two samples of every container's resource usage (default 1; 0: off)")
     p.add_argument("--workers", default=None, metavar="NAMES",
                    help="comma-separated workers the daemon starts and keeps running (default: all; "
                         "'none': none, for workers run as their own units with `dockyard worker`)")
@@ -935,24 +974,45 @@ def cmd_logout(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from supervisor import configfile
     from supervisor.config import Config, default_root, default_run_dir
-    from supervisor.daemon import main as daemon_main
+    from supervisor.daemon import Reloader, main as daemon_main
+    from supervisor.errors import DockyardError
 
-    workers = None
-    if args.workers is not None:
-        workers = tuple(name for name in args.workers.split(",") if name and name != "none")
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            settings = configfile.load(args.config)
+        except DockyardError as error:
+            fail(error.message)
+    flags = {
+        "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
+        "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
+        "workers": args.workers,
+    }
+    given = frozenset(key for key, value in flags.items() if value is not None)
+
+    def setting(key: str, default: Any) -> Any:
+        value = flags.get(key)
+        return value if value is not None else settings.get(key, default)
+
+    workers = setting("workers", None)
+    if isinstance(workers, str):
+        workers = tuple(name for name in workers.split(",") if name and name != "none")
     try:
         config = Config(
-            root=args.root or default_root(),
-            run_dir=args.daemon_run or args.run_dir or default_run_dir(),
-            cgroup_parent=args.cgroup_parent,
-            stats_interval=args.stats_interval,
-            workers=workers,
-            insecure_registries=tuple(args.insecure_registry),
+            root=setting("root", None) or default_root(),
+            run_dir=setting("run", None) or default_run_dir(),
+            cgroup_parent=setting("cgroup-parent", "dockyard"),
+            stats_interval=float(setting("stats-interval", 1.0)),
+            shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
+            workers=tuple(workers) if workers is not None else None,
+            insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return daemon_main(config, args.log_format, args.log_level)
+    reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
+    return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import trio
 
+from supervisor.health import HealthConfig, HealthState
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status, advance
 
@@ -26,6 +27,10 @@ _NAMES = (
     "babbage bohr curie darwin dijkstra einstein euler fermi galileo hopper knuth "
     "lamport lovelace maxwell newton noether pascal ritchie shannon thompson turing"
 ).split()
+
+
+def status_running(container: Container) -> bool:
+    return container.status is Status.RUNNING
 
 
 def random_name() -> str:
@@ -73,6 +78,9 @@ class Container:
     finished_at: str = ZERO_TIME
     restart_count: int = 0
     oom_killed: bool = False
+    user_stopped: bool = False  # the user's stop or kill ended the last run (restart policies)
+    restart_attempt: int = 0  # backoff attempt of the last policy restart (0: none since start)
+    healthcheck: HealthConfig | None = None  # the effective one (flags over the image's)
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -80,6 +88,8 @@ class Container:
     stats_reader: Any = None  # supervisor.stats.StatsReader while it runs
     last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)
+    pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
+    health: HealthState | None = None  # since the last start, when it has a health check
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -127,6 +137,9 @@ class Container:
             "finished_at": self.finished_at,
             "restart_count": self.restart_count,
             "oom_killed": self.oom_killed,
+            "user_stopped": self.user_stopped,
+            "restart_attempt": self.restart_attempt,
+            "healthcheck": self.healthcheck.to_map() if self.healthcheck else None,
         }
 
     @classmethod
@@ -150,6 +163,9 @@ class Container:
             finished_at=record["finished_at"],
             restart_count=record.get("restart_count", 0),
             oom_killed=record.get("oom_killed", False),
+            user_stopped=record.get("user_stopped", False),
+            restart_attempt=record.get("restart_attempt", 0),
+            healthcheck=HealthConfig.from_map(record["healthcheck"]) if record.get("healthcheck") else None,
         )
 
     # --- views ------------------------------------------------------------------------
@@ -166,21 +182,26 @@ class Container:
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "restart_policy": self.spec.restart,
+            "restart_count": self.restart_count,
+            "restarting": self.pending_restart is not None,
+            "health": self.health.status if self.health is not None and status_running(self) else "",
         }
 
     def inspect(self) -> dict[str, Any]:
         """The container in the shape of ``docker inspect``, so existing tools can read it."""
         status = self.status
+        restarting = self.pending_restart is not None
         return {
             "Id": self.id,
             "Created": self.created,
             "Path": self.resolved.argv[0] if self.resolved.argv else "",
             "Args": self.resolved.argv[1:],
             "State": {
-                "Status": status.value,
+                "Status": "restarting" if restarting else status.value,
                 "Running": status is Status.RUNNING,
                 "Paused": False,
-                "Restarting": False,
+                "Restarting": restarting,
                 "OOMKilled": self.oom_killed,
                 "Dead": status is Status.DEAD,
                 "Pid": self.pid if status is Status.RUNNING else 0,
@@ -188,10 +209,14 @@ class Container:
                 "Error": self.error,
                 "StartedAt": self.started_at,
                 "FinishedAt": self.finished_at,
+                **({"Health": self.health.docker()} if self.health is not None else {}),
             },
             "Image": f"sha256:{self.image_id}",
             "Name": f"/{self.name}",
             "RestartCount": self.restart_count,
+            # dockyard's own: what the monitor needs to apply restart policies (docker keeps
+            # these in its config.v2.json).
+            "Dockyard": {"UserStopped": self.user_stopped, "RestartAttempt": self.restart_attempt},
             "Driver": "overlay",
             "Config": {
                 "Hostname": self.resolved.hostname,
@@ -203,11 +228,13 @@ class Container:
                 "Labels": {},
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
+                **({"Healthcheck": self.healthcheck.docker()} if self.healthcheck else {}),
                 "Tty": self.spec.tty,
                 "OpenStdin": self.spec.open_stdin,
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
+                "RestartPolicy": self.spec.restart_policy.host_config(),
                 "NetworkMode": "none",
                 **self.spec.resources.host_config(),
             },

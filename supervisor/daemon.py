@@ -1,8 +1,11 @@
 """`dockyard daemon`: the Supervisor, served over the bus.
 
-    main ─┬─ BusServer.serve       control.sock (ROUTER) + events.sock (XPUB)
+    main ─┬─ BusServer.serve       control.sock (ROUTER) + events.sock (XPUB), bound here or
+          │                        taken from systemd (socket activation, supervisor/systemd.py)
           ├─ Supervisor            containers; publishes through the bus + the journal
-          │    └─ waits for SIGTERM/SIGINT, then stops containers
+          │    ├─ READY=1 to systemd once reconciled; STATUS= counts; WATCHDOG=1 pings
+          │    ├─ SIGHUP: reload the config file (RELOADING=1 ... READY=1)
+          │    └─ waits for SIGTERM/SIGINT (STOPPING=1), then stops containers
           └─ WorkerManager         the workers' processes (log collector, monitor), stopped
                                    last, so that they see every container's end; exit 0
 
@@ -25,6 +28,7 @@ import structlog
 import trio
 
 from bus.server import BusServer
+from supervisor import configfile, systemd
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.config import Config
 from supervisor.errors import DockyardError
@@ -33,20 +37,39 @@ from supervisor.journal import Journal
 from supervisor.workers import WorkerManager
 
 
+#: The least level logged; set_log_level() changes it while running (the SIGHUP reload).
+_log_level = {"min": logging.INFO}
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
+                  "error": logging.ERROR, "critical": logging.CRITICAL, "exception": logging.ERROR}
+
+
+def set_log_level(level: str) -> None:
+    _log_level["min"] = getattr(logging, level.upper())
+
+
+def _drop_below_level(logger: Any, method_name: str, event_dict: Any) -> Any:
+    if _LEVEL_NUMBERS.get(method_name, logging.INFO) < _log_level["min"]:
+        raise structlog.DropEvent
+    return event_dict
+
+
 def configure_logging(log_format: str = "logfmt", level: str = "info") -> Any:
     renderer = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
         else structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"])
     )
+    set_log_level(level)
     structlog.configure(
         processors=[
+            _drop_below_level,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        # Filtered by _drop_below_level instead, so that a reload can lower the level.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
@@ -76,12 +99,17 @@ class DaemonLock:
 def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
     return {
         name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
-               "--log-format", log_format, "--log-level", log_level]
+               "--log-format", log_format, "--log-level", log_level, "--parent-pid", str(os.getpid())]
         for name in config.worker_names
     }
 
 
-async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level: str = "info") -> None:
+async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level: str = "info",
+                reloader: Reloader | None = None) -> None:
+    # Read (and removed from the environment) before anything starts a child process.
+    notifier = systemd.Notifier.from_environment()
+    watchdog = systemd.watchdog_interval()
+    activated = systemd.bus_sockets(systemd.listen_fds(), config.run_dir)
     lock = DaemonLock(config.root)
     journal = Journal(config.journal_dir, config.journal_events)
     server: BusServer | None = None
@@ -90,9 +118,12 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         envelope = server.publish(topic, data, channel=channel)
         if channel == EVENTS_CHANNEL:
             journal.append(envelope.as_map())
+            if topic.startswith("container."):
+                status.poke()
 
     try:
         supervisor = Supervisor(config, publish=publish, log=log)
+        status = systemd.StatusReporter(notifier, lambda: status_line(supervisor))
         workers = WorkerManager(
             worker_commands(config, log_format, log_level),
             emit=lambda action, name, attributes: supervisor.emit("worker", action, name, attributes),
@@ -105,17 +136,33 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
             bus_stats=lambda: server.stats.as_dict(),
             workers=workers.status,
         )
-        server = BusServer(config.run_dir, handlers.table(), log=log)
+        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
                 async with supervisor:
                     await nursery.start(workers.run)
-                    log.info("daemon ready", root=str(config.root), run=str(config.run_dir), pid=os.getpid())
+                    log.info("daemon ready", root=str(config.root), run=str(config.run_dir), pid=os.getpid(),
+                             socket_activated=sorted(activated), notify=notifier.enabled)
+                    notifier.ready(status_line(supervisor))  # the bus listens, the state is reconciled
+                    if notifier.enabled:
+                        nursery.start_soon(status.run)
+                    if watchdog is not None:
+                        nursery.start_soon(systemd.keep_watchdog_fed, notifier, watchdog)
                     async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            notifier.reloading()
+                            if reloader is None:
+                                log.warning("SIGHUP: no config file to reload (--config)")
+                            else:
+                                reloader.reload(supervisor, log)
+                            notifier.ready(status_line(supervisor))
+                            continue
                         log.info("stopping", signal=signal.Signals(signum).name)
+                        notifier.stopping()
+                        notifier.status("stopping containers")
                         break
                 await workers.stop()
                 await server.drain(timeout=1.0)
@@ -124,6 +171,55 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         journal.close()
         lock.release()
     log.info("daemon stopped")
+
+
+def status_line(supervisor: Supervisor) -> str:
+    """systemd's STATUS= text: the container counts."""
+    containers = supervisor.list(all=True)
+    running = sum(1 for c in containers if c.status.running)
+    restarting = sum(1 for c in containers if c.pending_restart is not None)
+    return f"{len(containers)} containers: {running} running, {restarting} restarting"
+
+
+class Reloader:
+    """Applies the config file again on SIGHUP (see supervisor/configfile.py): the reloadable
+    keys that changed, unless a command-line flag set them."""
+
+    def __init__(self, path: str, settings: dict[str, Any], flags: frozenset[str] = frozenset()):
+        self.path = path
+        self.settings = settings  # as last applied
+        self.flags = flags  # keys given on the command line: they win over the file
+        self.reloads = 0
+        self.failures = 0
+
+    def reload(self, supervisor: Supervisor, log: Any) -> bool:
+        try:
+            new = configfile.load(self.path)
+        except DockyardError as exc:
+            self.failures += 1
+            log.error("config reload failed; nothing changed", path=self.path, error=exc.message)
+            return False
+        apply, need_restart = configfile.changes(self.settings, new)
+        apply = {key: value for key, value in apply.items() if key not in self.flags}
+        if need_restart:
+            log.warning("config keys changed that take effect at the next start", path=self.path, keys=need_restart)
+        changes: dict[str, Any] = {}
+        for key, value in apply.items():
+            if key == "log-level":
+                set_log_level(value or "info")
+            elif key == "stats-interval":
+                changes["stats_interval"] = float(1.0 if value is None else value)
+            elif key == "shutdown-timeout":
+                changes["shutdown_timeout"] = float(30.0 if value is None else value)
+        supervisor.reconfigure(**changes)
+        for key in configfile.RELOADABLE:
+            if key in new:
+                self.settings[key] = new[key]
+            else:
+                self.settings.pop(key, None)
+        self.reloads += 1
+        log.info("config reloaded", path=self.path, applied=sorted(apply))
+        return True
 
 
 def raise_open_file_limit() -> None:
@@ -138,14 +234,14 @@ def raise_open_file_limit() -> None:
             pass
 
 
-def main(config: Config, log_format: str = "logfmt", log_level: str = "info") -> int:
+def main(config: Config, log_format: str = "logfmt", log_level: str = "info", reloader: Reloader | None = None) -> int:
     log = configure_logging(log_format, log_level)
     if os.geteuid() != 0:
         log.error("the dockyard daemon must run as root")
         return 1
     raise_open_file_limit()
     try:
-        trio.run(serve, config, log, log_format, log_level)
+        trio.run(serve, config, log, log_format, log_level, reloader)
     except DockyardError as exc:
         log.error(exc.message)
         return 1

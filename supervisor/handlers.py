@@ -17,6 +17,7 @@ from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.attach import Session, Target, chunk_window
 from supervisor.errors import InvalidArgument
+from supervisor.health import Probe
 from supervisor.exec import ExecSpec
 from supervisor.images.store import Image
 from supervisor.journal import Journal
@@ -90,6 +91,9 @@ class Handlers:
             "container.inspect": self.inspect,
             "container.update": self.update,
             "container.stats": self.stats,
+            "container.schedule_restart": self.schedule_restart,
+            "container.health_report": self.health_report,
+            "container.health_check": self.health_check,
             "container.attach": self.attach,
             "container.exec": self.exec,
             "image.import": self.image_import,
@@ -234,6 +238,41 @@ class Handlers:
         if not all(isinstance(ref, str) for ref in refs):
             raise InvalidArgument("argument 'containers' must be a list of strings")
         return {"stats": await self.sup.stats(refs)}
+
+    async def schedule_restart(self, req: Any) -> dict[str, Any]:
+        """{container, exit: the exit's finished_at, attempt: int >= 1, delay: seconds} ->
+        {id, restart_count}: restart an exited container after delay, for its restart policy
+        (the monitor's request). Refused with ``conflict`` when that exit was already answered
+        or is not the container's last: one exit never causes two restarts."""
+        container = await self.sup.schedule_restart(
+            _arg(req.args, "container", str),
+            _arg(req.args, "exit", str),
+            _arg(req.args, "attempt", int),
+            float(_arg(req.args, "delay", (int, float))),
+        )
+        return {"id": container.id, "restart_count": container.restart_count}
+
+    async def health_check(self, req: Any) -> dict[str, Any]:
+        """{container} -> {id, status, failing_streak, exit_code}: run the container's health
+        check once now (in the container, with its timeout) and record it (the monitor
+        asks for this every interval)."""
+        container = await self.sup.run_health_check(_arg(req.args, "container", str))
+        state = container.health
+        return {"id": container.id, "status": state.status, "failing_streak": state.failing_streak,
+                "exit_code": state.log[-1].exit_code}
+
+    async def health_report(self, req: Any) -> dict[str, Any]:
+        """{container, start, end: unix seconds, exit_code: int (-1: timed out), output: str}
+        -> {id, status, failing_streak}: one probe of the container's health check (the
+        monitor's report)."""
+        probe = Probe(
+            start=float(_arg(req.args, "start", (int, float))),
+            end=float(_arg(req.args, "end", (int, float))),
+            exit_code=_arg(req.args, "exit_code", int),
+            output=_arg(req.args, "output", str, ""),
+        )
+        container = self.sup.report_health(_arg(req.args, "container", str), probe)
+        return {"id": container.id, "status": container.health.status, "failing_streak": container.health.failing_streak}
 
     async def image_import(self, req: Any) -> dict[str, Any]:
         """{path: a tar file the daemon can read, reference: NAME[:TAG]} -> image summary"""

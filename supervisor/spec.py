@@ -14,6 +14,7 @@ from typing import Any
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
+from supervisor.restart import RestartPolicy
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
@@ -52,6 +53,10 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     stop_signal: int = int(signal.SIGTERM)
     resources: Resources = Resources()
+    restart: str = "no"  # restart policy: no, on-failure[:N], always, unless-stopped
+    # The --health-* flags the user gave (HealthConfig fields; test ["NONE"]: --no-healthcheck),
+    # merged with the image's HEALTHCHECK at create (supervisor/health.py).
+    healthcheck: dict[str, Any] | None = None
     tty: bool = False  # -t: a pseudo-terminal as its stdio (docs/interactive.md)
     open_stdin: bool = False  # -i: its stdin is a pipe (or the terminal) clients can write to
     #: None keeps the image's ENTRYPOINT; () resets it (``--entrypoint ""``), as docker.
@@ -88,9 +93,19 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
             raise InvalidArgument("spec.resources: must be a Resources")
+        if self.healthcheck is not None:
+            object.__setattr__(self, "healthcheck", _health_flags(self.healthcheck))
+        policy = RestartPolicy.parse(self.restart)
+        object.__setattr__(self, "restart", str(policy))
+        if policy.name != "no" and self.auto_remove:
+            raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        return RestartPolicy.parse(self.restart)
 
     @classmethod
     def from_map(cls, data: Any) -> ContainerSpec:
@@ -126,6 +141,16 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         return data
+
+
+def _health_flags(flags: Any) -> dict[str, Any]:
+    """The user's health check fields, checked and normalised (durations in seconds)."""
+    from supervisor.health import HealthConfig
+
+    if not isinstance(flags, dict):
+        raise InvalidArgument("spec.healthcheck: must be a map")
+    checked = HealthConfig.from_map({"test": ["NONE"], **flags}).to_map()
+    return {key: checked[key] for key in flags}
 
 
 def _strings(field: str, values: tuple[str, ...]) -> None:

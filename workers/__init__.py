@@ -12,13 +12,16 @@ restarts a worker that exits or dies.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 #: name -> module; the daemon starts every one of them unless told otherwise (--workers).
-WORKERS: dict[str, str] = {}
+WORKERS: dict[str, str] = {
+    "monitor": "workers.monitor",
+}
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,12 @@ class WorkerContext:
     log: Any
 
 
-def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_level: str = "info") -> int:
+def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_level: str = "info",
+         parent_pid: int = 0) -> int:
     import trio
+
+    if parent_pid:
+        end_with_parent(parent_pid)
 
     from supervisor.daemon import configure_logging
 
@@ -52,6 +59,17 @@ def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_l
 
     trio.run(run)
     return 0
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """SIGTERM this worker when the daemon that started it dies, even by SIGKILL: the next
+    daemon starts its own workers, and two monitors must not outlive their daemon."""
+    from supervisor.runtime.linux import prctl
+
+    PR_SET_PDEATHSIG = 1
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM, what="prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent_pid:  # it died before the prctl
+        raise SystemExit(f"dockyard worker: the daemon (pid {parent_pid}) is gone")
 
 
 async def _serve_then_cancel(serve: Any, ctx: WorkerContext, scope: Any) -> None:

@@ -1,0 +1,76 @@
+"""The daemon's config file (``dockyard daemon --config FILE``): TOML, keys named as the
+daemon's flags. A flag given on the command line wins over the file.
+
+    # /etc/dockyard/daemon.toml
+    root = "/var/lib/dockyard"
+    run = "/run/dockyard"
+    cgroup-parent = "dockyard"
+    log-format = "json"
+    log-level = "info"          # reloadable
+    stats-interval = 1.0        # reloadable
+    shutdown-timeout = 30       # reloadable
+    workers = ["monitor"]
+
+On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
+changed key outside it is reported in the log (it needs a restart) and keeps its value. A
+file that does not parse or has a bad value changes nothing: the error is logged and the
+daemon carries on with what it had.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import InvalidArgument
+
+LOG_FORMATS = ("logfmt", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: key -> (accepted types, what it must be)
+KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "root": ((str,), "a path"),
+    "run": ((str,), "a path"),
+    "cgroup-parent": ((str,), "a cgroup name"),
+    "log-format": ((str,), f"one of {', '.join(LOG_FORMATS)}"),
+    "log-level": ((str,), f"one of {', '.join(LOG_LEVELS)}"),
+    "stats-interval": ((int, float), "seconds >= 0"),
+    "shutdown-timeout": ((int, float), "seconds >= 0"),
+    "workers": ((list,), "a list of worker names"),
+    "insecure-registries": ((list,), "a list of HOST[:PORT]"),
+}
+RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The file's settings, checked. Raises InvalidArgument naming the file and the key."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read config file {path}: {exc.strerror}", path=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not valid TOML: {exc}", path=str(path)) from None
+    for key, value in data.items():
+        if key not in KEYS:
+            raise InvalidArgument(f"config file {path}: unknown key {key!r} (known: {', '.join(KEYS)})", path=str(path))
+        kinds, what = KEYS[key]
+        bad = not isinstance(value, kinds) or isinstance(value, bool)
+        if not bad and key == "log-format":
+            bad = value not in LOG_FORMATS
+        elif not bad and key == "log-level":
+            bad = value not in LOG_LEVELS
+        elif not bad and key in ("stats-interval", "shutdown-timeout"):
+            bad = not value >= 0
+        elif not bad and key == "workers":
+            bad = not all(isinstance(name, str) for name in value)
+        if bad:
+            raise InvalidArgument(f"config file {path}: {key} must be {what}, not {value!r}", path=str(path))
+    return data
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the reloadable settings that changed, the names of changed keys that need a restart)."""
+    changed = {key for key in set(old) | set(new) if old.get(key) != new.get(key)}
+    apply = {key: new.get(key) for key in changed & RELOADABLE}
+    return apply, sorted(changed - RELOADABLE)
