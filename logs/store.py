@@ -43,10 +43,19 @@ from logs.format import (
     record_header,
 )
 
+#: The store's directory under the daemon's state root: <root>/logs/<container id>/.
+LOGS_DIR = "logs"
 SEGMENT_NAME = re.compile(r"^(\d{8})\.log$")
 HEADER_END = SEGMENT_HEADER.size
 #: iovecs per writev (Linux allows 1024).
 WRITEV_BATCH = 512
+
+
+def container_directory(root: Path, container_id: str) -> Path:
+    """Where one container's log lives (the id is checked: it names a directory)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", container_id):
+        raise ValueError(f"not a container id: {container_id!r}")
+    return Path(root) / LOGS_DIR / container_id
 
 
 def segment_path(directory: Path, number: int) -> Path:
@@ -248,6 +257,13 @@ class LogWriter:
                     except FileNotFoundError:
                         pass
 
+    def take_dirty(self) -> tuple[int, ...]:
+        """The fds written to since the last call, for an fsync elsewhere (a thread)."""
+        if not self._dirty or self._fd < 0:
+            return ()
+        self._dirty = False
+        return (self._fd, self._index_fd)
+
     def sync(self) -> None:
         if self._dirty and self._fd >= 0:
             os.fsync(self._fd)
@@ -311,6 +327,24 @@ class LogReader:
         finally:
             os.close(fd)
         return (number, offset)
+
+    def last_seqs(self) -> dict[int, int]:
+        """Each stream's last stored seq (0 for none), from the last segment's header, index
+        and the records after its last index entry."""
+        numbers = self.segments()
+        if not numbers:
+            return {STDOUT: 0, STDERR: 0}
+        number = numbers[-1]
+        entry = self.index(number)[-1]
+        last = {STDOUT: entry.last_stdout, STDERR: entry.last_stderr}
+        path = segment_path(self.directory, number)
+        fd = _open(path, os.O_RDONLY)
+        try:
+            for _, record in _records_in(fd, str(path), entry.offset):
+                last[record.stream] = record.seq
+        finally:
+            os.close(fd)
+        return last
 
     def header(self, number: int) -> SegmentHeader:
         path = segment_path(self.directory, number)
