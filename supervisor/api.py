@@ -41,13 +41,13 @@ from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidS
 from supervisor.images.store import Image, ImageStore
 from supervisor import stats
 from supervisor.journal import Journal
+from supervisor.logbuffer import LogBuffers, pump
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
 from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env
 from supervisor.state import Status
 from supervisor.store import ContainerStore
-from logs.lines import LineSplitter
 
 #: publish(topic, data, channel): where the supervisor sends its events (the daemon's bus).
 EventSink = Callable[[str, dict[str, Any], str], Any]
@@ -76,6 +76,7 @@ class Supervisor:
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
+        self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -258,6 +259,7 @@ class Supervisor:
             container.move("remove_failed")
             self._save(container)
             raise DockyardError(f"cannot remove container {container.name}: {exc}") from exc
+        await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
         self._containers.pop(container.id, None)
         self._emit_container(container, "destroy")
 
@@ -385,6 +387,7 @@ class Supervisor:
         container.move("start")
         self._save(container)
         self._emit_container(container, "start")
+        self.logs.open(container.id, container.spec.log_options)
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, container, process)
 
@@ -412,6 +415,7 @@ class Supervisor:
             pumps.start_soon(self._pump, container, process.stdout, "stdout")
             pumps.start_soon(self._pump, container, process.stderr, "stderr")
             exit_code = await process.wait()
+            self.logs.open(container.id, container.spec.log_options).finish()  # the pumps no longer block
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
         cgroup, container.cgroup = container.cgroup, None
@@ -444,18 +448,18 @@ class Supervisor:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 
     async def _pump(self, container: Container, stream: Any, name: str) -> None:
-        splitter = LineSplitter()
-        topic = f"log.{container.id}.{name}"
-        while True:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                break
-            for attachment in tuple(container.attachments):
-                await attachment.send(name, chunk)
-            for line, partial in splitter.feed(chunk):
-                self._publish(topic, {"line": line, "partial": partial}, topic)
-        for line, partial in splitter.flush():
-            self._publish(topic, {"line": line, "partial": partial}, topic)
+        await pump(self.logs.open(container.id, container.spec.log_options), name, stream, container.attachments)
+
+    def _log_dropped(self, container_id: str, stream: str, lines: int, size: int) -> None:
+        """A non-blocking container's buffered output was lost before the collector stored it."""
+        container = self._containers.get(container_id)
+        if container is None:
+            return
+        container.log_dropped_lines += lines
+        container.log_dropped_bytes += size
+        self._save(container)
+        self._emit_container(container, "logs-dropped", stream=stream, lines=str(lines), bytes=str(size),
+                             total=str(container.log_dropped_lines))
 
     async def _until_not_running(self, container: Container) -> None:
         while container.status.running:

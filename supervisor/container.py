@@ -73,6 +73,8 @@ class Container:
     finished_at: str = ZERO_TIME
     restart_count: int = 0
     oom_killed: bool = False
+    log_dropped_lines: int = 0  # output lost in non-blocking log mode (supervisor/logbuffer.py)
+    log_dropped_bytes: int = 0
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -127,6 +129,8 @@ class Container:
             "finished_at": self.finished_at,
             "restart_count": self.restart_count,
             "oom_killed": self.oom_killed,
+            "log_dropped_lines": self.log_dropped_lines,
+            "log_dropped_bytes": self.log_dropped_bytes,
         }
 
     @classmethod
@@ -150,6 +154,8 @@ class Container:
             finished_at=record["finished_at"],
             restart_count=record.get("restart_count", 0),
             oom_killed=record.get("oom_killed", False),
+            log_dropped_lines=record.get("log_dropped_lines", 0),
+            log_dropped_bytes=record.get("log_dropped_bytes", 0),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class Container:
                 "Error": self.error,
                 "StartedAt": self.started_at,
                 "FinishedAt": self.finished_at,
+                "LogDropped": {"Lines": self.log_dropped_lines, "Bytes": self.log_dropped_bytes},
             },
             "Image": f"sha256:{self.image_id}",
             "Name": f"/{self.name}",
@@ -208,6 +215,7 @@ class Container:
                 "AutoRemove": self.spec.auto_remove,
                 "NetworkMode": "none",
                 **self.spec.resources.host_config(),
+                "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
             },
             "GraphDriver": {
                 "Name": "overlay",

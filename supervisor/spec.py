@@ -12,6 +12,8 @@ import signal
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from logs.errors import InvalidLogOption
+from logs.options import LogOptions
 from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
 
@@ -52,6 +54,7 @@ class ContainerSpec:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     stop_signal: int = int(signal.SIGTERM)
     resources: Resources = Resources()
+    log_options: LogOptions = LogOptions()
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -82,6 +85,8 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
             raise InvalidArgument("spec.resources: must be a Resources")
+        if not isinstance(self.log_options, LogOptions):
+            raise InvalidArgument("spec.log_options: must be a LogOptions")
 
     @classmethod
     def from_map(cls, data: Any) -> ContainerSpec:
@@ -99,6 +104,11 @@ class ContainerSpec:
                 values[key] = tuple(values[key])
         if "resources" in values:
             values["resources"] = Resources.from_map(values["resources"])
+        if "log_options" in values:
+            try:
+                values["log_options"] = LogOptions.from_map(values["log_options"])
+            except InvalidLogOption as exc:
+                raise InvalidArgument(exc.message, flag="--log-opt", key=exc.key) from None
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
         for key in ("image", "workdir", "user", "hostname", "name"):
@@ -111,6 +121,7 @@ class ContainerSpec:
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
         data["resources"] = self.resources.to_map()
+        data["log_options"] = self.log_options.to_map()
         return data
 
 

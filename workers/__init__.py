@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 #: name -> module; the daemon starts every one of them unless told otherwise (--workers).
-WORKERS: dict[str, str] = {}
+WORKERS: dict[str, str] = {
+    "logcollector": "workers.logcollector",
+}
 
 
 @dataclass(frozen=True)
