@@ -426,7 +426,7 @@ class LogReader:
                 offset = max(offset, HEADER_END)
                 while True:
                     progress = False
-                    for at, record in _records_in(fd, str(path), offset):
+                    for at, record in _records_in(fd, str(path), offset, budget + RECORD_HEADER.size):
                         if stop is not None and (number, at) >= stop:
                             return Page(records, (number, at), UNTIL)
                         progress = True
@@ -463,6 +463,7 @@ class LogReader:
         if lines <= 0 or not numbers:
             return self.end(), 0
         needed = lines
+        found_at: Position | None = None  # the answer, once the count is reached
         for number in reversed(numbers):
             path = segment_path(self.directory, number)
             entries = self.index(number)
@@ -476,20 +477,23 @@ class LogReader:
                             break
                         if (since is None or record.ts >= since) and (until is None or record.ts <= until):
                             found.append((at, record))
-                    for index in range(len(found) - 1, -1, -1):
-                        at, record = found[index]
+                    for at, record in reversed(found):
+                        if found_at is not None:
+                            # The line found starts in the PARTIAL pieces before it, if any.
+                            if not (record.flags & PARTIAL and record.stream == stream):
+                                return found_at, 0
+                            found_at = (number, at)
+                            continue
                         count = count_lines(record)
-                        if count >= needed:
-                            # A line longer than a record starts in the PARTIAL pieces before it.
-                            while count == needed and index > 0 and found[index - 1][1].flags & PARTIAL \
-                                    and found[index - 1][1].stream == record.stream:
-                                index -= 1
-                                at = found[index][0]
-                                needed = count = 0
+                        if count > needed:
                             return (number, at), count - needed
                         needed -= count
+                        if needed == 0:
+                            found_at, stream = (number, at), record.stream
             finally:
                 os.close(fd)
+        if found_at is not None:
+            return found_at, 0
         return self.start(), 0
 
 

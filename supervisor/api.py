@@ -415,7 +415,7 @@ class Supervisor:
             pumps.start_soon(self._pump, container, process.stdout, "stdout")
             pumps.start_soon(self._pump, container, process.stderr, "stderr")
             exit_code = await process.wait()
-            self.logs.open(container.id, container.spec.log_options).finish()  # the pumps no longer block
+            self.logs.get(container.id).finish()  # from now on the pumps never block
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
         cgroup, container.cgroup = container.cgroup, None
@@ -448,7 +448,7 @@ class Supervisor:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 
     async def _pump(self, container: Container, stream: Any, name: str) -> None:
-        await pump(self.logs.open(container.id, container.spec.log_options), name, stream, container.attachments)
+        await pump(self.logs.get(container.id), name, stream, container.attachments)
 
     def _log_dropped(self, container_id: str, stream: str, lines: int, size: int) -> None:
         """A non-blocking container's buffered output was lost before the collector stored it."""

@@ -21,6 +21,8 @@ from supervisor.handlers import _arg
 READ_BYTES = 4 << 20
 #: The longest a following logs.read waits for new records before it answers with none.
 FOLLOW_WAIT = 30.0
+#: The longest a first logs.read waits for the collector to store what was written before it.
+STORED_WAIT = 5.0
 
 
 class LogReadError(DockyardError):
@@ -46,8 +48,9 @@ class LogHandlers:
 
     async def status(self, req: Any) -> dict[str, Any]:
         """{container?} -> {containers: [{id, name, running, options: {mode, max-buffer-size,
-        max-size, max-file}, streams: {stdout: {last, acked, buffered}, stderr: ...}}]}.
-        ``last`` is the last seq given out since the daemon started (0: none yet)."""
+        max-size, max-file}, streams: {stdout: {last, acked, buffered}, stderr: ...}, blocked}]}.
+        ``last`` is the last seq given out since the daemon started (0: none yet); ``blocked``:
+        the buffer is full and the container's output is not being read (blocking mode)."""
         ref = _arg(req.args, "container", str, None)
         containers = [self.sup.get(ref)] if ref else self.sup.list(all=True)
         rows = []
@@ -56,7 +59,8 @@ class LogHandlers:
             streams = log.status() if log is not None else {
                 name: {"last": 0, "acked": 0, "buffered": 0} for name in STREAMS}
             rows.append({"id": container.id, "name": container.name, "running": container.status.running,
-                         "options": container.spec.log_options.to_map(), "streams": streams})
+                         "options": container.spec.log_options.to_map(), "streams": streams,
+                         "blocked": log is not None and log.waiting})
         return {"containers": rows}
 
     async def ack(self, req: Any) -> dict[str, Any]:
@@ -108,6 +112,9 @@ class LogHandlers:
         follow = _arg(req.args, "follow", bool, False)
         cursor = _arg(req.args, "cursor", list, None)
         wait = min(float(_arg(req.args, "wait", (int, float), FOLLOW_WAIT)), FOLLOW_WAIT)
+        # Times are shown to the microsecond (-t): a time copied from there selects its record.
+        since = since - 5e-7 if since is not None else None
+        until = until + 5e-7 if until is not None else None
         if tail is not None and tail < 0:
             raise InvalidArgument(f"argument 'tail' must be >= 0, not {tail}")
         if cursor is not None and (len(cursor) != 2 or not all(type(n) is int and n >= 0 for n in cursor)):
@@ -123,6 +130,14 @@ class LogHandlers:
                 position = await trio.to_thread.run_sync(reader.seek_time, since)
             else:
                 position = reader.start()
+            log = self.sup.logs.get(container.id)
+            if cursor is None and log is not None:
+                # Read your writes: what the container wrote before this request is shown,
+                # once the collector stored it (or after STORED_WAIT, if it is away).
+                target = {code: buffer.last for code, buffer in log.streams.items()}
+                with trio.move_on_after(STORED_WAIT):
+                    while any(log.streams[code].acked < last for code, last in target.items()):
+                        await log.wait_changed(0.5)
             deadline = trio.current_time() + wait
             while True:
                 log = self.sup.logs.get(container.id)
