@@ -305,6 +305,17 @@ class LogBuffers:
     def get(self, container_id: str) -> ContainerLog | None:
         return self._logs.get(container_id)
 
+    async def wait_settled(self, timeout: float) -> bool:
+        """Until the collector stored every record given out (at most ``timeout`` seconds):
+        the daemon calls it before it stops its workers. True if all were stored."""
+        with trio.move_on_after(timeout):
+            while True:
+                waiting = [log for log in self._logs.values() if not log.settled()]
+                if not waiting:
+                    return True
+                await waiting[0].wait_changed(0.5)
+        return False
+
     def remove(self, container_id: str) -> None:
         """Forget the container's buffer and delete its stored log (``rm``)."""
         import shutil
