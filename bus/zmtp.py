@@ -77,7 +77,8 @@ class FrameReader:
                 raise ZmtpError(f"frame of {size} bytes is over the limit of {MAX_FRAME}")
             if len(buffer) < start + size:
                 return
-            body = bytes(buffer[start : start + size])
+            with memoryview(buffer) as view:  # one copy, not two (a slice of a bytearray is one)
+                body = bytes(view[start : start + size])
             del buffer[: start + size]
             if flags & COMMAND:
                 self.commands.append(body)

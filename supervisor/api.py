@@ -48,16 +48,16 @@ from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import health, restart as restart_policy, stats
 from supervisor.journal import Journal
+from supervisor.logbuffer import LogBuffers, pump
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
 from supervisor.runtime.stdio import StdioPlan, set_window_size
-from supervisor.attach import Collector, Target, receive_chunk
+from supervisor.attach import Collector, Target
 from supervisor.exec import ExecConfig, ExecResult, ExecSpec, Execution
 from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env, parse_signal
 from supervisor.state import Status
 from supervisor.store import ContainerStore
-from logs.lines import LineSplitter
 
 #: publish(topic, data, channel): where the supervisor sends its events (the daemon's bus).
 EventSink = Callable[[str, dict[str, Any], str], Any]
@@ -98,6 +98,7 @@ class Supervisor:
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
         self._shutting_down = False  # stops from now on are the daemon's, not the user's
         self._sampler: trio.CancelScope | None = None
+        self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -384,6 +385,7 @@ class Supervisor:
             container.move("remove_failed")
             self._save(container)
             raise DockyardError(f"cannot remove container {container.name}: {exc}") from exc
+        await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
         self._containers.pop(container.id, None)
         self._emit_container(container, "destroy")
 
@@ -771,6 +773,7 @@ class Supervisor:
         container.move("start")
         self._save(container)
         self._emit_container(container, "start")
+        self.logs.open(container.id, container.spec.log_options)
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, container, process)
 
@@ -799,6 +802,7 @@ class Supervisor:
                 if getattr(process, name) is not None:
                     pumps.start_soon(self._pump, container, getattr(process, name), name)
             exit_code = await process.wait()
+            self.logs.get(container.id).finish()  # from now on the pumps never block
             pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
         process.close()
         cgroup, container.cgroup = container.cgroup, None
@@ -831,18 +835,18 @@ class Supervisor:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 
     async def _pump(self, container: Container, stream: Any, name: str) -> None:
-        splitter = LineSplitter()
-        topic = f"log.{container.id}.{name}"
-        while True:
-            chunk = await receive_chunk(stream)  # b"" also for a pty's EIO
-            if not chunk:
-                break
-            for attachment in tuple(container.attachments):
-                await attachment.send(name, chunk)
-            for line, partial in splitter.feed(chunk):
-                self._publish(topic, {"line": line, "partial": partial}, topic)
-        for line, partial in splitter.flush():
-            self._publish(topic, {"line": line, "partial": partial}, topic)
+        await pump(self.logs.get(container.id), name, stream, container.attachments)
+
+    def _log_dropped(self, container_id: str, stream: str, lines: int, size: int) -> None:
+        """A non-blocking container's buffered output was lost before the collector stored it."""
+        container = self._containers.get(container_id)
+        if container is None:
+            return
+        container.log_dropped_lines += lines
+        container.log_dropped_bytes += size
+        self._save(container)
+        self._emit_container(container, "logs-dropped", stream=stream, lines=str(lines), bytes=str(size),
+                             total=str(container.log_dropped_lines))
 
     async def _until_not_running(self, container: Container) -> None:
         while container.status.running:

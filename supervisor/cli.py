@@ -176,6 +176,9 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
+    parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="log option (repeatable): mode=blocking|non-blocking, max-buffer-size=SIZE "
+                             "(default 4m), max-size=SIZE (one segment, default 64m), max-file=N (default 5)")
     parser.add_argument("image", help="image name, name:tag, or id")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
@@ -234,6 +237,8 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     resources = resources_from(args)
     if resources:
         spec["resources"] = resources
+    if args.log_opt:
+        spec["log_options"] = log_options_from(args.log_opt)
     return spec
 
 
@@ -254,6 +259,17 @@ def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
 def detach_keys_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach-keys", default="", metavar="KEYS",
                         help="keys that detach from a terminal, e.g. ctrl-x,y (default ctrl-p,ctrl-q)")
+
+
+def log_options_from(entries: list[str]) -> dict[str, str]:
+    """``--log-opt KEY=VALUE`` entries to a map; the daemon checks keys and values."""
+    options = {}
+    for entry in entries:
+        key, eq, value = entry.partition("=")
+        if not eq or not key:
+            raise UsageError(f"invalid --log-opt {entry!r}: use KEY=VALUE (e.g. max-size=10m)")
+        options[key] = value
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a table (as docker stats), or one JSON object per container and sample")
     p.add_argument("-a", "--all", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("containers", nargs="*", metavar="CONTAINER", help="default: every running container")
+
+    p = sub.add_parser("logs", help="show a container's output (stdout to stdout, stderr to stderr)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following new output until the container ends")
+    p.add_argument("--since", default=None, help="only output since this time (unix seconds, 10m, or RFC 3339)")
+    p.add_argument("--until", default=None, help="only output before this time (same forms)")
+    p.add_argument("-n", "--tail", default="all", metavar="N", help="only the last N lines (default all)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with the time it was read")
+    p.add_argument("container", metavar="CONTAINER")
 
     sub.add_parser("info", help="show the daemon's facts and counters")
 
@@ -898,6 +922,59 @@ def cmd_stats(args: argparse.Namespace, client: Any) -> int:
             latest.clear()
 
 
+#: How long a following `logs.read` may wait at the daemon (it answers sooner when output comes).
+LOGS_WAIT = 10.0
+
+
+def timestamped(data: bytes, ts: float, at_line_start: bool) -> tuple[bytes, bool]:
+    """``data`` with each line that starts in it prefixed by ``ts`` (docker's RFC 3339 form);
+    returns it and whether the next data starts a line."""
+    if not data:
+        return data, at_line_start
+    stamp = (datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z ").encode()
+    lines = data.split(b"\n")
+    out = []
+    for index, line in enumerate(lines):
+        last = index == len(lines) - 1
+        if last and not line:
+            break
+        if at_line_start or index > 0:
+            out.append(stamp)
+        out.append(line if last else line + b"\n")
+    return b"".join(out), data.endswith(b"\n")
+
+
+def cmd_logs(args: argparse.Namespace, client: Any) -> int:
+    if args.tail in ("all", "-1"):
+        tail = None
+    elif args.tail.isdigit():
+        tail = int(args.tail)
+    else:
+        raise UsageError(f"invalid --tail {args.tail!r}: use a number of lines or all")
+    request = {"container": args.container, "since": parse_time(args.since), "until": parse_time(args.until),
+               "tail": tail, "follow": args.follow, "wait": LOGS_WAIT}
+    targets = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    at_line_start = {1: True, 2: True}
+    previous = None
+    while True:
+        result = client.request("logs.read", request, timeout=LOGS_WAIT + 30)
+        for stream, ts, data, flags in result["records"]:
+            stream = 2 if flags & 2 else stream  # a marker of lost output goes to stderr
+            target = targets[stream]
+            if previous is not None and previous is not target:
+                previous.flush()  # keeps stdout and stderr in their original order
+            previous = target
+            if args.timestamps:
+                data, at_line_start[stream] = timestamped(data, ts, at_line_start[stream])
+            target.write(data)
+        if previous is not None:
+            previous.flush()
+        if result["done"]:
+            return 0
+        request["cursor"] = result["cursor"]
+        request["tail"] = None
+
+
 def cmd_info(args: argparse.Namespace, client: Any) -> int:
     print(json.dumps(client.request("daemon.info"), indent=2, sort_keys=True))
     return 0
@@ -1067,6 +1144,7 @@ def dispatch(args: argparse.Namespace) -> int:
             "logout": cmd_logout,
             "pull": cmd_pull,
             "push": cmd_push,
+            "logs": cmd_logs,
         }[args.cmd]
         return handler(args, client)
 

@@ -81,6 +81,8 @@ class Container:
     user_stopped: bool = False  # the user's stop or kill ended the last run (restart policies)
     restart_attempt: int = 0  # backoff attempt of the last policy restart (0: none since start)
     healthcheck: HealthConfig | None = None  # the effective one (flags over the image's)
+    log_dropped_lines: int = 0  # output lost in non-blocking log mode (supervisor/logbuffer.py)
+    log_dropped_bytes: int = 0
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -140,6 +142,8 @@ class Container:
             "user_stopped": self.user_stopped,
             "restart_attempt": self.restart_attempt,
             "healthcheck": self.healthcheck.to_map() if self.healthcheck else None,
+            "log_dropped_lines": self.log_dropped_lines,
+            "log_dropped_bytes": self.log_dropped_bytes,
         }
 
     @classmethod
@@ -166,6 +170,8 @@ class Container:
             user_stopped=record.get("user_stopped", False),
             restart_attempt=record.get("restart_attempt", 0),
             healthcheck=HealthConfig.from_map(record["healthcheck"]) if record.get("healthcheck") else None,
+            log_dropped_lines=record.get("log_dropped_lines", 0),
+            log_dropped_bytes=record.get("log_dropped_bytes", 0),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -210,6 +216,7 @@ class Container:
                 "StartedAt": self.started_at,
                 "FinishedAt": self.finished_at,
                 **({"Health": self.health.docker()} if self.health is not None else {}),
+                "LogDropped": {"Lines": self.log_dropped_lines, "Bytes": self.log_dropped_bytes},
             },
             "Image": f"sha256:{self.image_id}",
             "Name": f"/{self.name}",
@@ -237,6 +244,7 @@ class Container:
                 "RestartPolicy": self.spec.restart_policy.host_config(),
                 "NetworkMode": "none",
                 **self.spec.resources.host_config(),
+                "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
             },
             "GraphDriver": {
                 "Name": "overlay",

@@ -164,6 +164,9 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
                         notifier.stopping()
                         notifier.status("stopping containers")
                         break
+                # The log collector stores the containers' last output before it is stopped.
+                if "logcollector" in config.worker_names and not await supervisor.logs.wait_settled(5.0):
+                    log.warning("stopping with container output the log collector has not stored")
                 await workers.stop()
                 await server.drain(timeout=1.0)
                 nursery.cancel_scope.cancel()

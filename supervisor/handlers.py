@@ -78,7 +78,10 @@ class Handlers:
         self.workers = workers
 
     def table(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        from supervisor.loghandlers import LogHandlers
+
         return {
+            **LogHandlers(self.sup).table(),
             "container.create": self.create,
             "container.run": self.run,
             "container.start": self.start,

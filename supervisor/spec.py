@@ -12,6 +12,8 @@ import signal
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from logs.errors import InvalidLogOption
+from logs.options import LogOptions
 from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
 from supervisor.restart import RestartPolicy
@@ -61,6 +63,7 @@ class ContainerSpec:
     open_stdin: bool = False  # -i: its stdin is a pipe (or the terminal) clients can write to
     #: None keeps the image's ENTRYPOINT; () resets it (``--entrypoint ""``), as docker.
     entrypoint: tuple[str, ...] | None = None
+    log_options: LogOptions = LogOptions()
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -102,6 +105,8 @@ class ContainerSpec:
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
+        if not isinstance(self.log_options, LogOptions):
+            raise InvalidArgument("spec.log_options: must be a LogOptions")
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -127,6 +132,11 @@ class ContainerSpec:
                 values[key] = tuple(values[key])
         if "resources" in values:
             values["resources"] = Resources.from_map(values["resources"])
+        if "log_options" in values:
+            try:
+                values["log_options"] = LogOptions.from_map(values["log_options"])
+            except InvalidLogOption as exc:
+                raise InvalidArgument(exc.message, flag="--log-opt", key=exc.key) from None
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
         for key in ("image", "workdir", "user", "hostname", "name"):
@@ -140,6 +150,7 @@ class ContainerSpec:
         data["env"] = list(self.env)
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
+        data["log_options"] = self.log_options.to_map()
         return data
 
 

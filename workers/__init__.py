@@ -21,6 +21,7 @@ from typing import Any
 #: name -> module; the daemon starts every one of them unless told otherwise (--workers).
 WORKERS: dict[str, str] = {
     "monitor": "workers.monitor",
+    "logcollector": "workers.logcollector",
 }
 
 

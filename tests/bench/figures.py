@@ -5,7 +5,9 @@ figure still runs."""
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import shlex
 import sys
 import time
@@ -473,13 +475,20 @@ def many_running(bench: Bench) -> list[Figure]:
 
 
 def logs(bench: Bench) -> list[Figure]:
-    """Figure 7: ``logs_mb`` MB of stdout stored and read back. Pending until ``dockyard
-    logs`` exists (issue 3); then dockyard against podman's and docker's logs."""
+    """Figure 7 (issue 3): ``logs_mb`` MB of stdout stored and read back. The producer makes
+    a 1 MB file of 41-byte lines in the container's /tmp and cats it ``logs_mb`` times (fast
+    enough not to be the limit). Per tool: the time from ``run -d`` to the container's end
+    (the log driver stores as it goes), the time of ``logs`` (read back, counted), and the
+    bytes on disk per byte of output. dockyard's yardsticks, in the same run: the producer
+    writing to a file in the container (``> /tmp/out``) and to /dev/null."""
     params = bench.params
     size = params.logs_mb * 1_000_000
-    line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxy"
-    script = f"yes {line} | head -c {size}"
-    figure = Figure("logs", f"{params.logs_mb} MB of stdout stored and read back", "(see issue 3)", "s")
+    line = "0123456789abcdefghijklmnopqrstuvwxyz0123"  # + newline: 41 bytes
+    make = f"i=0; while [ $i -lt 24390 ]; do echo {line}; i=$((i+1)); done > /tmp/mb"
+    cats = f"i=0; while [ $i -lt {params.logs_mb} ]; do cat /tmp/mb; i=$((i+1)); done"
+    output = 24390 * 41 * params.logs_mb
+    figure = Figure("logs", f"{params.logs_mb} MB of stdout stored and read back", "store >= 0.5x a plain file, "
+                    "read >= 200 MB/s, <= 1.3 bytes per byte", "s")
     dockyard = bench.tools.get("dockyard")
     if not isinstance(dockyard, Dockyard) or not dockyard.has_command("logs"):
         figure.status = f"{PENDING} (issue 3)"
@@ -487,6 +496,8 @@ def logs(bench: Bench) -> list[Figure]:
         return [figure]
     names = ["dockyard", "podman", "docker"]
     measures = {n: bench.measure_for(n, "s") for n in names}
+    rates: dict[str, dict[str, list[float]]] = {n: {"store": [], "read": [], "disk": []} for n in names}
+    yardstick: dict[str, list[float]] = {"file": [], "null": []}
     live = [n for n in names if n in bench.tools]
     bench.log(f"fig 7: {params.logs_mb} MB through the log store x{params.logs_reps} ({', '.join(live)})")
     for repetition, name in interleaved(live, params.logs_reps):
@@ -494,27 +505,75 @@ def logs(bench: Bench) -> list[Figure]:
             break
         tool = bench.tools[name]
         container = f"dockyard-bench-logs-{repetition}"
-        run = [a for a in tool.run_detached(("sh", "-c", script)) if a != "-d"]
+        if name == "dockyard":  # the yardsticks, in the same run
+            for key, target in (("file", "/tmp/out"), ("null", "/dev/null")):
+                started = time.perf_counter()
+                plain = tool.time([*tool.run_rm(True, ("sh", "-c", f"{make}; {cats} > {target}"))], timeout=600)
+                if plain.ok:
+                    yardstick[key].append(output / (time.perf_counter() - started) / 1e6)
+        run = tool.run_detached(("sh", "-c", f"{make}; {cats}"))
         run[run.index("base"):run.index("base")] = ["--name", container]
-        # the run is attached (its output is read and dropped); it ends once all is stored
+        if name == "dockyard":  # keep all 200 MB (the default keeps 5 x 64 MiB)
+            run[run.index("base"):run.index("base")] = ["--log-opt", "max-size=256m"]
         start = time.perf_counter()
-        stored = procs.counted(run, env=tool.env, timeout=600)
+        started = tool.time(run, timeout=600)
+        waited = tool.time([*tool.cli(), "wait", container], timeout=600)
+        stored_seconds = time.perf_counter() - start
         read = procs.counted([*tool.cli(), "logs", container], env=tool.env, timeout=600)
-        seconds = time.perf_counter() - start
-        ok = stored.ok and read.ok and read.stdout_bytes >= size
-        measures[name].add(seconds if ok else None)
-        if not ok and not measures[name].note:
-            measures[name].note = (f"run exited {stored.returncode}, logs exited {read.returncode} "
-                                   f"after {read.stdout_bytes} of {size} bytes: {read.stderr.strip()[-200:]}")
+        ok = started.ok and waited.ok and read.ok and read.stdout_bytes == output
+        measures[name].add(stored_seconds + read.seconds if ok else None)
+        if ok:
+            rates[name]["store"].append(output / stored_seconds / 1e6)
+            rates[name]["read"].append(output / read.seconds / 1e6)
+            disk = _log_bytes(tool, container)
+            if disk:
+                rates[name]["disk"].append(disk / output)
+        elif not measures[name].note:
+            measures[name].note = (f"run exited {started.returncode}, logs exited {read.returncode} "
+                                   f"after {read.stdout_bytes} of {output} bytes: {read.stderr.strip()[-200:]}")
         tool.time(tool.remove([container]))
     figure.anchors = [measures["podman"], measures["docker"]]
     figure.dockyard = [measures["dockyard"]]
-    figure.commands = {n: f"{shlex.join(bench.tools[n].run_rm(True, ('sh', '-c', script)))} (with --name N, not --rm), "
-                          f"then {shlex.join([*bench.tools[n].cli(), 'logs', 'N'])}" for n in live}
+    figure.commands = {n: f"{shlex.join(bench.tools[n].run_detached(('sh', '-c', make + '; ' + cats)))} "
+                          f"(with --name N), wait N, then {shlex.join([*bench.tools[n].cli(), 'logs', 'N'])}"
+                       for n in live}
+    med = lambda values: statistics.median(values) if values else None
+    for name in live:
+        store, read, disk = (med(rates[name][k]) for k in ("store", "read", "disk"))
+        if store is not None:
+            figure.notes.append(f"{name}: stored at {store:.1f} MB/s, read back at {read:.1f} MB/s"
+                                + (f", {disk:.2f} bytes on disk per byte" if disk else ""))
+    file_rate, null_rate = med(yardstick["file"]), med(yardstick["null"])
+    store, read, disk = (med(rates["dockyard"][k]) for k in ("store", "read", "disk"))
+    if file_rate and null_rate:
+        figure.notes.append(f"yardsticks (dockyard run, same producer): to a file in the container {file_rate:.1f} MB/s, "
+                            f"to /dev/null {null_rate:.1f} MB/s")
+    if store and read and disk and file_rate and null_rate:
+        figure.notes.append(f"dockyard: store {store / file_rate:.2f}x the plain file (target >= 0.5x), "
+                            f"read {read:.0f} MB/s (target >= 200), {disk:.2f} bytes per byte (target <= 1.3), "
+                            f"slowed {null_rate / store:.2f}x against /dev/null (target <= 2x)")
+        figure.met = store >= 0.5 * file_rate and read >= 200 and disk <= 1.3 and null_rate / store <= 2
     best = fastest(figure.anchors)
     figure.ratio = ratio(measures["dockyard"].median, best.median if best else None)
     figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
     return [figure]
+
+
+def _log_bytes(tool, container: str) -> int:
+    """Bytes the tool's log of ``container`` takes on disk (0 when it cannot tell)."""
+    if isinstance(tool, Dockyard):
+        found = tool.time([*tool.cli(), "inspect", container])
+        try:
+            directory = tool.root / "logs" / json.loads(found.stdout)[0]["Id"]
+            return sum(path.stat().st_blocks * 512 for path in directory.iterdir())
+        except (ValueError, KeyError, IndexError, OSError):
+            return 0
+    found = tool.time([*tool.cli(), "inspect", "--format", "{{.LogPath}}", container])
+    path = found.stdout.strip() if found.ok else ""
+    try:
+        return os.stat(path).st_blocks * 512 if path else 0
+    except OSError:
+        return 0
 
 
 def not_available(key: str, title: str, target: str, unit: str, reason: str) -> Figure:

@@ -168,7 +168,7 @@ def test_run_it_gives_a_shell_whose_size_follows_the_terminal_and_exit_restores_
 
         logs.timeout = 5.0
         for envelope in logs:  # the terminal's output is in the logs too (stream "stdout")
-            if envelope.topic.endswith(".stdout") and envelope.data["line"].startswith(b"ttybox"):
+            if envelope.topic.endswith(".stdout") and envelope.data["data"].startswith(b"ttybox"):
                 break
         else:
             pytest.fail("the shell's output did not reach the logs")

@@ -1,0 +1,356 @@
+"""The supervisor's side of the logs: a container's output becomes numbered records, published
+on the bus and kept in a bounded buffer until the log collector says it stored them.
+
+Theory of operation
+-------------------
+::
+
+    pipe / pty ──chunks──▶ pump() ──▶ ContainerLog.write(stream, chunk)
+                                         │ RecordCutter: payloads cut at the last newline
+                                         │ seq + 1 (per stream), ts (never decreasing)
+                                         ├──▶ buffer (unacknowledged records, <= max-buffer-size)
+                                         └──▶ publish log.<id>.<stream> {seq, ts, data, partial}
+                                                   │
+    log collector ◀──────────────────────── events.sock
+       │ writes records, then
+       ├── logs.ack {acks: {id: {stdout: seq, stderr: seq}}} ──▶ ack(): the buffer frees them
+       └── a gap (it was away, or the bus dropped) ── logs.replay {container, stream, from} ──▶
+              replay(): the records still buffered, and the range that is not (``lost``)
+
+A record is one read's worth of whole lines of one stream (or a PARTIAL piece of a line longer
+than ``MAX_RECORD``), so the hot path does a few C calls per read, never per line.
+
+*Blocking* (default): when the buffer holds ``max-buffer-size`` bytes, ``write`` waits for an
+ack before it returns, so the pump stops reading, the pipe fills and the container's writes
+block. Nothing is dropped. Once the container's pid 1 exited (:meth:`ContainerLog.finish`) it
+no longer waits: what is left in the pipe (at most its size) is read into the buffer, so a
+container whose collector is away still exits.
+
+*Non-blocking*: ``write`` never waits; the oldest buffered records are evicted instead. An
+evicted record is not lost yet: it was published, and a live collector stores it. It is lost
+when the collector asks for it and the buffer no longer has it: then ``replay`` reports the
+range with its exact line and byte counts, the supervisor counts it (``inspect``), publishes
+``container.<id>.logs-dropped``, and the collector stores a marker record in its place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from logs.format import MAX_RECORD, PARTIAL, STDERR, STDOUT, STREAM_NAMES, STREAMS, Record, RecordCutter
+from logs.options import BLOCKING, LogOptions
+from logs.store import LogReader, container_directory, count_lines
+from supervisor.attach import receive_chunk
+
+#: Bytes asked of the pipe per read; the pipe is enlarged to this (F_SETPIPE_SZ) where allowed.
+READ_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+#: A replay answer carries about this much (a bus frame may hold 8 MiB).
+REPLAY_BYTES = 4 << 20
+#: Evicted records remembered one by one (for exact counts) before they are lumped together.
+EVICTED_TRACKED = 100_000
+
+#: publish(topic, data, channel)
+Publish = Callable[[str, dict[str, Any], str], None]
+#: dropped(container id, stream name, lines, bytes): a loss became certain.
+Dropped = Callable[[str, str, int, int], None]
+
+
+class StreamBuffer:
+    """One stream's unacknowledged records, sans-IO. Seqs are gap-free from 1."""
+
+    def __init__(self, last: int = 0):
+        self.last = last  # the last seq given out
+        self.acked = last  # the collector stored everything up to here
+        self.records: deque[Record] = deque()  # seqs contiguous, ending at self.last
+        self.bytes = 0
+        # Evicted and not yet acknowledged: (seq, lines, bytes), oldest first, contiguous,
+        # ending just before records[0]; beyond EVICTED_TRACKED the oldest are lumped into
+        # self._lumped = [first seq, last seq, lines, bytes].
+        self.evicted: deque[tuple[int, int, int]] = deque()
+        self._lumped: list[int] | None = None
+
+    def append(self, record: Record) -> None:
+        self.records.append(record)
+        self.bytes += len(record.payload)
+
+    def first_buffered(self) -> int:
+        return self.records[0].seq if self.records else self.last + 1
+
+    def ack(self, seq: int) -> int:
+        """The collector stored through ``seq``; returns the bytes freed."""
+        seq = min(seq, self.last)
+        if seq <= self.acked:
+            return 0
+        self.acked = seq
+        freed = 0
+        records = self.records
+        while records and records[0].seq <= seq:
+            freed += len(records.popleft().payload)
+        self.bytes -= freed
+        while self.evicted and self.evicted[0][0] <= seq:
+            self.evicted.popleft()
+        if self._lumped is not None and self._lumped[1] <= seq:
+            self._lumped = None
+        return freed
+
+    def evict_oldest(self) -> int:
+        """Drop the oldest buffered record (non-blocking mode); returns its size."""
+        record = self.records.popleft()
+        size = len(record.payload)
+        self.bytes -= size
+        if len(self.evicted) >= EVICTED_TRACKED:
+            seq, lines, count = self.evicted.popleft()
+            if self._lumped is None:
+                self._lumped = [seq, seq, lines, count]
+            else:
+                self._lumped[1:] = [seq, self._lumped[2] + lines, self._lumped[3] + count]
+        self.evicted.append((record.seq, count_lines(record), size))
+        return size
+
+    def replay(self, start: int, max_bytes: int = REPLAY_BYTES) -> tuple[list[Record], tuple[int, int, int, int] | None]:
+        """Records from seq ``start`` on (about ``max_bytes``, at least one), and the range
+        before them that is gone, as (first, last, lines, bytes), or None.
+
+        The lost range is settled: it is treated as acknowledged from now on.
+        """
+        start = max(start, 1)
+        first = self.first_buffered()
+        lost = None
+        if start < first:
+            lines = size = 0
+            if self._lumped is not None and self._lumped[1] >= start:
+                lines, size = self._lumped[2], self._lumped[3]  # lumped: counted whole
+            for seq, seq_lines, seq_bytes in self.evicted:
+                if seq >= start:
+                    lines += seq_lines
+                    size += seq_bytes
+            lost = (start, first - 1, lines, size)
+            self.evicted.clear()
+            self._lumped = None
+            self.acked = max(self.acked, first - 1)
+            start = first
+        out: list[Record] = []
+        total = 0
+        if self.records and start <= self.last:
+            for record in islice(self.records, start - first, None):
+                out.append(record)
+                total += len(record.payload)
+                if total >= max_bytes:
+                    break
+        return out, lost
+
+
+class ContainerLog:
+    """One container's output on its way to the log: cut, numbered, published, buffered.
+
+    ``write(stream, chunk)`` is the one entry for output, whether it comes from a pipe or a
+    pty master (one stream, "stdout").
+    """
+
+    def __init__(self, container_id: str, options: LogOptions, last: dict[int, int], publish: Publish,
+                 dropped: Dropped, clock: Callable[[], float] = time.time):
+        self.id = container_id
+        self.options = options
+        self.streams = {STDOUT: StreamBuffer(last.get(STDOUT, 0)), STDERR: StreamBuffer(last.get(STDERR, 0))}
+        self.cutters: dict[int, RecordCutter] = {}
+        self.bytes = 0
+        self.exited = False
+        self.waiting = False  # write() is waiting for room (the container is held up)
+        self._publish = publish
+        self._dropped = dropped
+        self._clock = clock
+        self._last_ts = 0.0
+        self._room = trio.Event()
+        self._changed = trio.Event()
+        self._topics = {code: f"log.{container_id}.{name}" for code, name in STREAM_NAMES.items()}
+
+    # --- output in ---------------------------------------------------------------------
+
+    async def write(self, stream: str, chunk: bytes) -> None:
+        """Take a chunk of a stream's output; in blocking mode, return only once the buffer
+        has room again (so the caller stops reading its source meanwhile)."""
+        code = STREAMS[stream]
+        cutter = self.cutters.get(code)
+        if cutter is None:
+            cutter = self.cutters[code] = RecordCutter(MAX_RECORD)
+        for payload, partial in cutter.feed(chunk):
+            self._add(code, payload, partial)
+        if self.options.mode == BLOCKING:
+            while self.bytes >= self.options.max_buffer_size and not self.exited:
+                self.waiting = True
+                # Both streams' pumps may wait here at once: they share one event, which
+                # _make_room() sets (waking both) and then replaces.
+                await self._room.wait()
+            self.waiting = False
+        await trio.lowlevel.checkpoint()
+
+    def end_stream(self, stream: str) -> None:
+        """The stream ended: its last bytes without a newline become a record."""
+        cutter = self.cutters.pop(STREAMS[stream], None)
+        if cutter is not None:
+            for payload, partial in cutter.flush():
+                self._add(STREAMS[stream], payload, partial)
+
+    def _add(self, code: int, payload: bytes, partial: bool) -> None:
+        ts = self._clock()
+        if ts <= self._last_ts:
+            ts = self._last_ts + 1e-6  # strictly increasing: the store's time order is the output's
+        self._last_ts = ts
+        buffer = self.streams[code]
+        buffer.last += 1
+        buffer.append(Record(ts, code, buffer.last, PARTIAL if partial else 0, payload))
+        self.bytes += len(payload)
+        topic = self._topics[code]
+        self._publish(topic, {"seq": buffer.last, "ts": ts, "data": payload, "partial": partial}, topic)
+        if self.options.mode != BLOCKING:
+            while self.bytes > self.options.max_buffer_size:
+                self.bytes -= self._oldest_buffer().evict_oldest()
+
+    def _oldest_buffer(self) -> StreamBuffer:
+        out, err = self.streams[STDOUT], self.streams[STDERR]
+        if not err.records:
+            return out
+        if not out.records:
+            return err
+        return out if out.records[0].ts <= err.records[0].ts else err
+
+    # --- the collector -------------------------------------------------------------------
+
+    def ack(self, stream: int, seq: int) -> None:
+        freed = self.streams[stream].ack(seq)
+        if freed:
+            self.bytes -= freed
+            self._make_room()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def replay(self, stream: int, start: int, max_bytes: int = REPLAY_BYTES) -> dict[str, Any]:
+        buffer = self.streams[stream]
+        before = buffer.bytes
+        records, lost = buffer.replay(start, max_bytes)
+        self.bytes -= before - buffer.bytes
+        if lost is not None:
+            self._dropped(self.id, STREAM_NAMES[stream], lost[2], lost[3])
+            self._make_room()
+        return {
+            "records": [[r.seq, r.ts, r.payload, bool(r.flags & PARTIAL)] for r in records],
+            "lost": list(lost) if lost is not None else None,
+            "last": buffer.last,
+        }
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    def started(self) -> None:
+        """The container (re)starts: block again when full; fresh line cutters."""
+        self.exited = False
+        self.cutters.clear()
+
+    def _make_room(self) -> None:
+        self._room.set()
+        self._room = trio.Event()
+
+    def finish(self) -> None:
+        """pid 1 exited: never hold the pumps up again (what is left in the pipes is bounded)."""
+        self.exited = True
+        self._make_room()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def settled(self) -> bool:
+        """Every record given out was stored (or its loss reported)."""
+        return all(buffer.acked >= buffer.last for buffer in self.streams.values())
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Until the next ack or exit, or ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
+            await self._changed.wait()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            name: {"last": self.streams[code].last, "acked": self.streams[code].acked,
+                   "buffered": self.streams[code].bytes}
+            for code, name in STREAM_NAMES.items()
+        }
+
+
+class LogBuffers:
+    """Every container's :class:`ContainerLog`, kept while the daemon runs (seqs continue
+    across a container's restarts; after a daemon restart they continue from the store)."""
+
+    def __init__(self, root: Path, publish: Publish, dropped: Dropped):
+        self.root = Path(root)
+        self._publish = publish
+        self._dropped = dropped
+        self._logs: dict[str, ContainerLog] = {}
+
+    def directory(self, container_id: str) -> Path:
+        return container_directory(self.root, container_id)
+
+    def open(self, container_id: str, options: LogOptions) -> ContainerLog:
+        """The container's log, ready for a start."""
+        log = self._logs.get(container_id)
+        if log is None:
+            try:
+                last = LogReader(self.directory(container_id)).last_seqs()
+            except Exception:  # an unreadable store: the collector reports it; start afresh
+                last = {STDOUT: 0, STDERR: 0}
+            log = self._logs[container_id] = ContainerLog(container_id, options, last, self._publish, self._dropped)
+        log.options = options
+        log.started()
+        return log
+
+    def get(self, container_id: str) -> ContainerLog | None:
+        return self._logs.get(container_id)
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Until the collector stored every record given out (at most ``timeout`` seconds):
+        the daemon calls it before it stops its workers. True if all were stored."""
+        with trio.move_on_after(timeout):
+            while True:
+                waiting = [log for log in self._logs.values() if not log.settled()]
+                if not waiting:
+                    return True
+                await waiting[0].wait_changed(0.5)
+        return False
+
+    def remove(self, container_id: str) -> None:
+        """Forget the container's buffer and delete its stored log (``rm``)."""
+        import shutil
+
+        self._logs.pop(container_id, None)
+        shutil.rmtree(self.directory(container_id), ignore_errors=True)
+
+
+def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
+    """Ask for a larger pipe (fewer, larger reads); a pty or a refusal leaves it as it is."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except OSError:
+        pass
+
+
+async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any]) -> None:
+    """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
+    log as ``stream``, forwarding each chunk to the attached clients first."""
+    fileno = getattr(source, "fileno", None)
+    if fileno is not None:
+        enlarge_pipe(fileno())
+    try:
+        while True:
+            chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
+            if not chunk:
+                break
+            for attachment in tuple(attachments):
+                await attachment.send(stream, chunk)
+            await log.write(stream, chunk)
+    finally:
+        log.end_stream(stream)

@@ -1,0 +1,183 @@
+"""The bus operations of the logs: what the log collector asks (``logs.status``, ``logs.ack``,
+``logs.replay``) and what any client asks (``logs.read``). Schemas in docs/logs.md.
+
+``logs.read`` reads the store's files itself (in a thread): the collector is the only writer,
+and the reader never sees half a record (logs/store.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from logs.errors import LogError
+from logs.format import DROPPED, STREAM_NAMES, STREAMS
+from logs.store import END, UNTIL, LogReader
+from supervisor.errors import DockyardError, InvalidArgument
+from supervisor.handlers import _arg
+
+#: The most a logs.read answer carries (a bus frame holds 8 MiB).
+READ_BYTES = 4 << 20
+#: The longest a following logs.read waits for new records before it answers with none.
+FOLLOW_WAIT = 30.0
+#: The longest a first logs.read waits for a collector that makes no progress to store what
+#: was written before it (it waits as long as the collector keeps storing).
+STORED_WAIT = 5.0
+
+
+class LogReadError(DockyardError):
+    code = "invalid_state"
+
+
+def dropped_message(stream: str, first: int, last: int, lines: int, size: int) -> bytes:
+    return (f"dockyard: {lines} lines ({size} bytes) of {stream} were dropped here: the log buffer was full "
+            f"(--log-opt mode=non-blocking; records {first}-{last})\n").encode()
+
+
+class LogHandlers:
+    def __init__(self, supervisor: Any):
+        self.sup = supervisor
+
+    def table(self) -> dict[str, Any]:
+        return {
+            "logs.status": self.status,
+            "logs.ack": self.ack,
+            "logs.replay": self.replay,
+            "logs.read": self.read,
+        }
+
+    async def status(self, req: Any) -> dict[str, Any]:
+        """{container?} -> {containers: [{id, name, running, options: {mode, max-buffer-size,
+        max-size, max-file}, streams: {stdout: {last, acked, buffered}, stderr: ...}, blocked}]}.
+        ``last`` is the last seq given out since the daemon started (0: none yet); ``blocked``:
+        the buffer is full and the container's output is not being read (blocking mode)."""
+        ref = _arg(req.args, "container", str, None)
+        containers = [self.sup.get(ref)] if ref else self.sup.list(all=True)
+        rows = []
+        for container in containers:
+            log = self.sup.logs.get(container.id)
+            streams = log.status() if log is not None else {
+                name: {"last": 0, "acked": 0, "buffered": 0} for name in STREAMS}
+            rows.append({"id": container.id, "name": container.name, "running": container.status.running,
+                         "options": container.spec.log_options.to_map(), "streams": streams,
+                         "blocked": log is not None and log.waiting})
+        return {"containers": rows}
+
+    async def ack(self, req: Any) -> dict[str, Any]:
+        """{acks: {container id: {stdout?: seq, stderr?: seq}}} -> {}: the collector stored
+        every record up to these seqs; the buffer frees them. Unknown ids are ignored."""
+        acks = _arg(req.args, "acks", dict)
+        for container_id, streams in acks.items():
+            log = self.sup.logs.get(container_id) if isinstance(container_id, str) else None
+            if log is None or not isinstance(streams, dict):
+                continue
+            for name, seq in streams.items():
+                if name in STREAMS and isinstance(seq, int) and not isinstance(seq, bool):
+                    log.ack(STREAMS[name], seq)
+        return {}
+
+    async def replay(self, req: Any) -> dict[str, Any]:
+        """{container: id, stream: "stdout"|"stderr", from: seq, max_bytes?} ->
+        {records: [[seq, ts, data, partial]], lost: [first, last, lines, bytes] | null, last}.
+        ``lost``: records from ``from`` on that the buffer no longer has (counted as dropped,
+        and published as container.<id>.logs-dropped)."""
+        container = self.sup.get(_arg(req.args, "container", str))
+        stream = _arg(req.args, "stream", str)
+        if stream not in STREAMS:
+            raise InvalidArgument(f"argument 'stream' must be stdout or stderr, not {stream!r}")
+        start = _arg(req.args, "from", int)
+        max_bytes = _arg(req.args, "max_bytes", int, 4 << 20)
+        if start < 1 or not 1 <= max_bytes <= 4 << 20:
+            raise InvalidArgument("argument 'from' must be >= 1 and 'max_bytes' 1..4 MiB")
+        log = self.sup.logs.get(container.id)
+        if log is None:
+            return {"records": [], "lost": None, "last": 0}
+        return log.replay(STREAMS[stream], start, max_bytes)
+
+    async def read(self, req: Any) -> dict[str, Any]:
+        """{container, since?: unix s, until?: unix s, tail?: lines, follow?: bool,
+        cursor?: [segment, offset], wait?: s} -> {records: [[stream, ts, data, flags]],
+        cursor, done}.
+
+        Ask again with the returned ``cursor`` (and the same other arguments) until ``done``.
+        ``tail`` applies to a first request (no cursor). With ``follow``, a request at the end
+        waits (up to ``wait`` seconds) for more; ``done`` comes once the container is not
+        running and every record it wrote is stored. A ``flags`` of 2 marks lost output: its
+        ``data`` says how much, for people.
+        """
+        container = self.sup.get(_arg(req.args, "container", str))
+        since = _arg(req.args, "since", (int, float), None)
+        until = _arg(req.args, "until", (int, float), None)
+        tail = _arg(req.args, "tail", int, None)
+        follow = _arg(req.args, "follow", bool, False)
+        cursor = _arg(req.args, "cursor", list, None)
+        wait = min(float(_arg(req.args, "wait", (int, float), FOLLOW_WAIT)), FOLLOW_WAIT)
+        # Times are shown to the microsecond (-t): a time copied from there selects its record.
+        since = since - 5e-7 if since is not None else None
+        until = until + 5e-7 if until is not None else None
+        if tail is not None and tail < 0:
+            raise InvalidArgument(f"argument 'tail' must be >= 0, not {tail}")
+        if cursor is not None and (len(cursor) != 2 or not all(type(n) is int and n >= 0 for n in cursor)):
+            raise InvalidArgument("argument 'cursor' must be [segment, offset] as returned by logs.read")
+        reader = LogReader(self.sup.logs.directory(container.id))
+        skip = 0
+        try:
+            if cursor is not None:
+                position = (cursor[0], cursor[1])
+            elif tail is not None:
+                position, skip = await trio.to_thread.run_sync(reader.tail_position, tail, since, until)
+            elif since is not None:
+                position = await trio.to_thread.run_sync(reader.seek_time, since)
+            else:
+                position = reader.start()
+            log = self.sup.logs.get(container.id)
+            if cursor is None and log is not None:
+                # Read your writes: what the container wrote before this request is shown,
+                # once the collector stored it (or after STORED_WAIT, if it is away).
+                # It waits as long as the collector makes progress, and gives up once it
+                # made none for STORED_WAIT (stopped, or away).
+                target = {code: buffer.last for code, buffer in log.streams.items()}
+                progress, idle_since = -1, trio.current_time()
+                while any(log.streams[code].acked < last for code, last in target.items()):
+                    acked = sum(buffer.acked for buffer in log.streams.values())
+                    if acked > progress:
+                        progress, idle_since = acked, trio.current_time()
+                    elif trio.current_time() - idle_since >= STORED_WAIT:
+                        break
+                    await log.wait_changed(0.5)
+            deadline = trio.current_time() + wait
+            while True:
+                log = self.sup.logs.get(container.id)
+                # Looked at before the read: if it holds now, the read sees every record.
+                settled = not container.status.running and (log is None or log.settled())
+                page = await trio.to_thread.run_sync(reader.read, position, READ_BYTES, since, until, skip)
+                skip = 0
+                position = page.position
+                if page.records or page.status != END or not follow or settled:
+                    break
+                remaining = deadline - trio.current_time()
+                if remaining <= 0:
+                    break
+                if log is not None:
+                    await log.wait_changed(min(remaining, 0.5))
+                else:
+                    await trio.sleep(min(remaining, 0.5))
+        except LogError as exc:
+            raise LogReadError(f"cannot read the logs of container {container.name}: {exc.message}",
+                               container=container.id) from None
+        done = page.status == UNTIL or (page.status == END and (not follow or settled))
+        return {
+            "records": [_wire(record) for record in page.records],
+            "cursor": list(position),
+            "done": done,
+        }
+
+
+def _wire(record: Any) -> list[Any]:
+    if record.flags & DROPPED:
+        first, last, lines, size = record.dropped
+        return [record.stream, record.ts, dropped_message(STREAM_NAMES[record.stream], first, last, lines, size),
+                record.flags]
+    return [record.stream, record.ts, record.payload, record.flags]
+
