@@ -93,3 +93,21 @@ async def test_a_long_line_is_cut_into_partial_records():
     log, sink = make(size="8m")
     await log.write("stdout", b"z" * (3 << 20) + b"\n")
     assert [(len(d["data"]), d["partial"]) for _, d in sink.events] == [(1 << 20, True)] * 3 + [(1, False)]
+
+
+async def test_both_streams_blocked_at_once_both_wake():
+    """stdout and stderr pumps waiting for room together: one ack wakes both."""
+    log, sink = make(size="4k")
+    finished = []
+    async with trio.open_nursery() as nursery:
+        async def writer(stream):
+            await log.write(stream, b"x" * 4095 + b"\n")
+            await log.write(stream, b"y\n")
+            finished.append(stream)
+
+        nursery.start_soon(writer, "stdout")
+        nursery.start_soon(writer, "stderr")
+        await trio.testing.wait_all_tasks_blocked()
+        assert finished == [] and log.waiting
+        log.finish()
+    assert sorted(finished) == ["stderr", "stdout"]
