@@ -48,7 +48,7 @@ from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import health, restart as restart_policy, stats
 from supervisor.journal import Journal
-from supervisor.logbuffer import LogBuffers, pump
+from supervisor.logbuffer import LogBuffers, drain, pump
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
@@ -65,8 +65,8 @@ EventSink = Callable[[str, dict[str, Any], str], Any]
 EVENTS_CHANNEL = "events"
 #: Exit code recorded for a container that was running when the daemon died (as docker).
 ORPHAN_EXIT_CODE = 255
-#: How long output may keep flowing after pid 1 exited (processes in other namespaces that
-#: inherited the pipes); after that the pumps are cancelled.
+#: After pid 1 exited, the pumps are cancelled once no output came for this long (processes
+#: in other namespaces that inherited the pipes may hold them open).
 OUTPUT_DRAIN_SECONDS = 2.0
 #: cgroup v2 gets no device program (BPF) from dockyard yet: without CAP_MKNOD a container
 #: cannot make a node for a host device (docs/architecture.md, "Security defaults").
@@ -802,8 +802,9 @@ class Supervisor:
                 if getattr(process, name) is not None:
                     pumps.start_soon(self._pump, container, getattr(process, name), name)
             exit_code = await process.wait()
-            self.logs.get(container.id).finish()  # from now on the pumps never block
-            pumps.cancel_scope.deadline = trio.current_time() + OUTPUT_DRAIN_SECONDS
+            output = self.logs.get(container.id)
+            output.finish()  # from now on the pumps never block
+            pumps.start_soon(drain, output, pumps.cancel_scope, OUTPUT_DRAIN_SECONDS)
         process.close()
         cgroup, container.cgroup = container.cgroup, None
         reader, container.stats_reader = container.stats_reader, None

@@ -169,6 +169,9 @@ class ContainerLog:
         self._dropped = dropped
         self._clock = clock
         self._last_ts = 0.0
+        self.last_read = 0.0  # trio time of the last chunk taken (pump), for the drain after exit
+        self.pumping = 0  # pumps reading into this log
+        self._pump_ended = trio.Event()
         self._room = trio.Event()
         self._changed = trio.Event()
         self._topics = {code: f"log.{container_id}.{name}" for code, name in STREAM_NAMES.items()}
@@ -344,13 +347,32 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         enlarge_pipe(fileno())
+    log.pumping += 1
     try:
         while True:
             chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
             if not chunk:
                 break
+            log.last_read = trio.current_time()
             for attachment in tuple(attachments):
                 await attachment.send(stream, chunk)
             await log.write(stream, chunk)
     finally:
+        log.pumping -= 1
+        log._pump_ended.set()
+        log._pump_ended = trio.Event()
         log.end_stream(stream)
+
+
+async def drain(log: ContainerLog, pumps: trio.CancelScope, idle: float) -> None:
+    """After pid 1 exited: let the pumps read what is left in the pipes, and cancel them only
+    once no output came for ``idle`` seconds (a process outside the container may hold a pipe
+    open for ever). A busy or slow machine never cuts off output that is still flowing."""
+    log.last_read = max(log.last_read, trio.current_time())
+    while log.pumping:
+        quiet_until = log.last_read + idle
+        if trio.current_time() >= quiet_until:
+            pumps.cancel()
+            return
+        with trio.move_on_at(quiet_until):
+            await log._pump_ended.wait()
