@@ -47,9 +47,28 @@ show "$dockyard" run --rm base sh -c 'ps; ls /sys/class/net; grep -E "CapEff|NoN
 step "copy-on-write: a container's writes never reach the image"
 show "$dockyard" run --name scribble base sh -c 'echo scribbled > /etc/motd; cat /etc/motd'
 show "$dockyard" run --rm base sh -c 'cat /etc/motd 2>&1 || true'
+show "$dockyard" diff scribble
+show "$dockyard" commit -m "scribbled on" scribble scribbled:1
+show "$dockyard" run --rm scribbled:1 cat /etc/motd
+show "$dockyard" history scribbled:1
 
 step "exit codes, stdout and stderr kept apart"
 show "$dockyard" run --rm base sh -c 'echo to-stdout; echo to-stderr >&2; exit 3' || echo "exit code: $?"
+
+step "logs: stored by the collector worker, kept after exit"
+show "$dockyard" run -d --name chatty base sh -c 'for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2'
+show "$dockyard" wait chatty
+show "$dockyard" logs --tail 3 chatty
+show "$dockyard" rm chatty
+
+step "restart policy: a failing container is restarted by the monitor worker, with backoff"
+show "$dockyard" run -d --name flaky --restart on-failure:2 base sh -c 'exit 1'
+for _ in $(seq 50); do  # bounded: 2 restarts take about 0.3 s of backoff
+    "$dockyard" inspect flaky | grep -q '"RestartCount": 2' && break
+    sleep 0.1
+done
+"$dockyard" inspect flaky | grep -E '"RestartCount"'
+show "$dockyard" rm -f flaky
 
 step "a long-running container: ps, inspect, stop (SIGTERM, then SIGKILL after -t)"
 show "$dockyard" run -d --name sleeper base sleep 1000
