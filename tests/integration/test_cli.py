@@ -12,17 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOCKYARD, cgroup_dirs, mounts_under
+from tests.polling import process_gone
 
 pytestmark = pytest.mark.integration
-
-def process_gone(pid: int) -> bool:
-    """Dead: no such process, or a zombie waiting for its parent to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
 
 IMAGE_TOP_LEVEL = {"bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr", "var"}
 

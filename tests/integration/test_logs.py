@@ -15,6 +15,7 @@ import pytest
 
 from bus.client import Client
 from tests.conftest import DOCKYARD
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +28,6 @@ def counter(lines: int, prefix: str = "line") -> str:
 
 def collector_pid(daemon) -> int:
     return json.loads(daemon.out("info"))["workers"]["logcollector"]["pid"]
-
-
-def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    """Polls the condition itself, bounded by a deadline (no timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def new_collector(daemon, old: int) -> int:

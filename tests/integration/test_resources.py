@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOCKYARD
+from tests.polling import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +29,6 @@ def cgroup_file(daemon, container: str, controller: str, name: str) -> Path:
 
 def read_int(path: Path) -> int:
     return int(path.read_text().split()[0])
-
-
-def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``condition`` (a kernel counter has no change notification) until it is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_bad_limits_are_refused_before_anything_is_created(daemon):

@@ -14,18 +14,9 @@ import pytest
 from bus.client import Client
 from bus.errors import RemoteError
 from tests.conftest import cgroup_dirs, mounts_under
+from tests.polling import process_gone, wait_until as wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def inspect(daemon, ref: str) -> dict:
@@ -166,14 +157,6 @@ def test_monitor_killed_while_a_container_crash_loops_never_restarts_twice(daemo
         assert (earlier, later) in {("start", "die"), ("die", "restart"), ("restart", "start"), ("die", "start")}, order
     assert inspect(daemon, ref)["RestartCount"] == len(restarts)
     assert order.count("start") in (len(restarts), len(restarts) + 1)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_kill_9_of_the_daemon_then_restart_reconciles_and_leaks_nothing(daemon, tmp_path):
