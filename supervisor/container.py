@@ -90,6 +90,7 @@ class Container:
     attachments: list[Attachment] = field(default_factory=list)
     pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
     health: HealthState | None = None  # since the last start, when it has a health check
+    network: Any = None  # supervisor.network.manager.Attachment while it runs
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -235,9 +236,14 @@ class Container:
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
                 "RestartPolicy": self.spec.restart_policy.host_config(),
-                "NetworkMode": "none",
+                "NetworkMode": self.spec.network,
+                "PortBindings": _port_bindings(self.spec.publish),
+                "PublishAllPorts": self.spec.publish_all,
+                "ExtraHosts": list(self.spec.add_host) or None,
+                "Dns": list(self.spec.dns),
                 **self.spec.resources.host_config(),
             },
+            "NetworkSettings": _network_settings(self),
             "GraphDriver": {
                 "Name": "overlay",
                 "Data": {
@@ -248,3 +254,21 @@ class Container:
                 },
             },
         }
+
+
+def _network_settings(container: Container) -> dict[str, Any]:
+    if container.network is not None and container.status is Status.RUNNING:
+        return container.network.settings()
+    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}}
+
+
+def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    from supervisor.network import PortMapping
+
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for entry in publish:
+        mapping = PortMapping.parse(entry)
+        bindings.setdefault(mapping.key, []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port or "")}
+        )
+    return bindings
