@@ -736,7 +736,7 @@ class Supervisor:
         resolved = container.resolved
         launch_config = LaunchConfig(
             container_id=container.id,
-            lower=tuple(container.layers),
+            lower=(network.init_layer,) + tuple(container.layers),
             upper=str(container.upper),
             work=str(container.work),
             rootfs=str(container.rootfs),

@@ -37,6 +37,7 @@ class Attachment:
     mode: str
     etc_dir: str
     namespace: str = ""  # LaunchConfig.network_namespace
+    init_layer: str = ""  # the top lower dir with the mount points of the /etc files
     address: str = ""
     gateway: str = ""
     prefixlen: int = 0
@@ -135,6 +136,7 @@ class Network:
         etc_dir = Path(container.directory) / "network"
         etc_dir.mkdir(mode=0o755, exist_ok=True)
         attachment = Attachment(container.id, "container" if mode.startswith("container:") else mode, str(etc_dir))
+        attachment.init_layer = _init_layer(Path(container.directory) / "init")
         try:
             hostname = container.resolved.hostname or container.id[:12]
             extra = [parse_add_host(entry) for entry in spec.add_host]
@@ -221,3 +223,15 @@ def _write(path: Path, text: str) -> None:
     temporary.write_text(text)
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
+
+
+def _init_layer(directory: Path) -> str:
+    """docker's init layer: a lower dir above the image's with empty /etc/hosts, hostname
+    and resolv.conf, so the bind mounts have mount points without anything being created
+    in the upper dir (which a diff, a commit or an export would show)."""
+    etc = directory / "etc"
+    if not etc.is_dir():
+        etc.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for name in ("hosts", "hostname", "resolv.conf"):
+            (etc / name).touch(mode=0o644)
+    return str(directory)

@@ -1,0 +1,185 @@
+"""Container networking on the real kernel: each private daemon has its own bridge and
+/24 of 10.213.0.0/16 (conftest). Traffic stays on loopback and that bridge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import Daemon, link_exists
+
+pytestmark = pytest.mark.integration
+
+
+def settings(daemon: Daemon, name: str) -> dict:
+    return json.loads(daemon.out("inspect", name))[0]["NetworkSettings"]
+
+
+def veths(daemon: Daemon) -> list[str]:
+    """Links enslaved to the daemon's bridge."""
+    directory = f"/sys/class/net/{daemon.bridge}/brif"
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+def leases(daemon: Daemon) -> dict:
+    path = daemon.root / "network" / f"leases-{daemon.bridge}.json"
+    return json.loads(path.read_text())["leases"] if path.exists() else {}
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fetch(url: str, tries: int = 100) -> str:
+    """GET through the proxy, polling until the server in the container is listening."""
+    for _ in range(tries):
+        result = subprocess.run(["busybox", "wget", "-qO-", url], capture_output=True, timeout=10)
+        if result.returncode == 0:
+            return result.stdout.decode()
+        time.sleep(0.05)  # polls the readiness of the container's server
+    raise AssertionError(f"{url}: {result.stderr.decode()}")
+
+
+def test_bridge_address_hosts_files_and_reach_by_address_and_published_port(daemon):
+    port = free_port()
+    daemon.out("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "--add-host", "db.test:10.1.2.3",
+               "base", "httpd", "-f", "-p", "80", "-h", "/etc")
+    web = settings(daemon, "web")
+    address = web["IPAddress"]
+    subnet = daemon.subnet.rsplit(".", 1)[0]
+    assert address.startswith(subnet + ".") and web["Gateway"] == subnet + ".1"
+    assert web["MacAddress"] == "02:42:" + ":".join(f"{int(b):02x}" for b in address.split("."))
+    assert web["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert daemon.out("port", "web") == f"80/tcp -> 127.0.0.1:{port}\n"
+    hostname = daemon.out("exec", "web", "hostname").strip()
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
+    hosts = daemon.out("exec", "web", "cat", "/etc/hosts")
+    assert f"{address}\t{hostname}" in hosts and "10.1.2.3\tdb.test" in hosts
+    # Another container fetches the same page by web's address, through the bridge.
+    assert daemon.out("run", "--rm", "base", "wget", "-qO-", f"http://{address}/hostname") == hostname + "\n"
+    eth0 = daemon.out("exec", "web", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert f"{address}/24" in eth0
+    assert "default via " + web["Gateway"] in daemon.out("exec", "web", "ip", "route")
+    assert len(veths(daemon)) == 1
+    daemon.out("rm", "-f", "web")
+    assert veths(daemon) == [] and leases(daemon) == {}
+    # The generated files never reach an image.
+    assert "hosts" not in daemon.out("run", "--name", "probe", "base", "true") + daemon.out("diff", "probe")
+
+
+def test_published_udp_port(daemon):
+    port = free_port(socket.SOCK_DGRAM)
+    daemon.out("run", "-d", "--name", "echo", "-p", f"127.0.0.1:{port}:5353/udp",
+               "base", "sh", "-c", "while true; do nc -u -l -p 5353 -e cat; done")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(0.2)
+        for _ in range(100):  # polls until nc in the container listens
+            client.sendto(b"ping", ("127.0.0.1", port))
+            try:
+                reply = client.recv(100)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("no UDP reply through the published port")
+    assert reply == b"ping"
+    daemon.out("rm", "-f", "echo")
+
+
+def test_none_host_and_container_modes(daemon):
+    assert daemon.out("run", "--rm", "--network", "none", "base", "ls", "/sys/class/net").split() == ["lo"]
+    host_links = sorted(os.listdir("/sys/class/net"))
+    assert daemon.out("run", "--rm", "--network", "host", "base", "ls", "/sys/class/net").split() == host_links
+    daemon.out("run", "-d", "--name", "first", "base", "sleep", "1000")
+    address = settings(daemon, "first")["IPAddress"]
+    shared = daemon.out("run", "--rm", "--network", "container:first", "base", "ip", "-o", "-4", "addr", "show", "eth0")
+    assert f"{address}/24" in shared
+    daemon.out("rm", "-f", "first")
+    failed = daemon.cli("run", "--rm", "--network", "container:first", "base", "true")
+    assert failed.returncode != 0 and b"no such container: first" in failed.stderr
+    bad = daemon.cli("run", "--network", "bogus", "base", "true")
+    assert bad.returncode != 0 and b"invalid network mode 'bogus'" in bad.stderr
+
+
+def test_port_conflict_is_a_clear_error_before_the_start(daemon):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = daemon.cli("run", "--name", "clash", "-p", f"127.0.0.1:{port}:80", "base", "true")
+    assert result.returncode == 125
+    assert f"bind 127.0.0.1:{port}/tcp for port 80/tcp of container clash: port is already allocated" in result.stderr.decode()
+    assert json.loads(daemon.out("inspect", "clash"))[0]["State"]["Status"] == "exited"
+    assert veths(daemon) == [] and leases(daemon) == {}
+    daemon.out("rm", "clash")
+
+
+def test_daemon_sigkill_and_restart_leaves_no_veth_or_lease(daemon):
+    daemon.out("run", "-d", "--name", "orphan", "-p", "127.0.0.1::80", "base", "sleep", "1000")
+    assert len(veths(daemon)) == 1 and len(leases(daemon)) == 1
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    assert veths(daemon) == [] and leases(daemon) == {}
+    assert link_exists(daemon.bridge)
+    daemon.out("rm", "orphan")
+
+
+def test_ip_masq_rule_exists_while_the_daemon_runs(tmp_path, busybox_tar):
+    from tests.conftest import ROOT
+
+    if not ROOT:
+        pytest.skip("needs root")
+    instance = Daemon(tmp_path)
+    rule = ["POSTROUTING", "-s", instance.subnet, "!", "-o", instance.bridge, "-m", "comment",
+            "--comment", f"dockyard:{instance.bridge}", "-j", "MASQUERADE"]
+    check = ["iptables", "-w", "-t", "nat", "-C", *rule]
+    try:
+        instance.start_with = ["--ip-masq"]
+        original = instance.start.__func__
+        instance.process = subprocess.Popen(
+            [*_daemon_argv(instance), "--ip-masq"], stdout=open(instance.log_path, "ab"), stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=instance.env,
+        )
+        _wait_ready(instance)
+        assert subprocess.run(check, capture_output=True).returncode == 0, "the MASQUERADE rule is missing"
+        assert instance.stop() == 0
+        assert subprocess.run(check, capture_output=True).returncode != 0, "the MASQUERADE rule is left behind"
+        assert not link_exists(instance.bridge)
+        del original
+    finally:
+        subprocess.run(["iptables", "-w", "-t", "nat", "-D", *rule], capture_output=True)
+        instance.cleanup()
+
+
+def _daemon_argv(instance: Daemon) -> list[str]:
+    from tests.conftest import DOCKYARD
+
+    return [DOCKYARD, "daemon", "--root", str(instance.root), "--run", str(instance.run_dir), "--cgroup-parent",
+            instance.cgroup_parent, "--bridge-name", instance.bridge, "--bridge-subnet", instance.subnet]
+
+
+def _wait_ready(instance: Daemon) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert instance.process.poll() is None, instance.log()
+        if (instance.run_dir / "control.sock").exists() and instance.cli("info").returncode == 0:
+            return
+        time.sleep(0.05)  # polls the readiness condition, bounded by the deadline
+    raise AssertionError(f"daemon not ready:\n{instance.log()}")
+
+
+def test_run_rm_cycles_leave_no_link_lease_or_listener(daemon):
+    port = free_port()
+    for _ in range(30):
+        daemon.out("run", "--rm", "-p", f"127.0.0.1:{port}:80", "base", "true")
+    assert veths(daemon) == [] and leases(daemon) == {}
+    with socket.socket() as probe:  # the proxy's listener is gone: the port binds again
+        probe.bind(("127.0.0.1", port))
