@@ -65,6 +65,7 @@ CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00 ]+$")
 INIT_FDS = 5  # stdin, stdout, stderr, config, status
 MAX_STATUS_BYTES = 65536  # more than any honest status report
+PREPARE_GRACE = 1.0  # seconds for pid 1's own error to arrive when prepare() failed
 REAP_TIMEOUT = 5.0  # seconds to wait for a killed process while cleaning up a failed launch
 
 
@@ -314,7 +315,17 @@ async def _start_container(
         start_time = container.start_time
         if sync:
             if prepare is not None:
-                await prepare(container.pid)
+                try:
+                    await prepare(container.pid)
+                except Exception:
+                    # pid 1 may have failed first (a missing command): its error is the cause.
+                    with trio.move_on_after(PREPARE_GRACE):
+                        await container.wait()
+                    if container.returncode is not None:
+                        outcome = await status.next_message()
+                        if outcome is not None and "error" in outcome:
+                            raise _launch_error(name, config, outcome) from None
+                    raise
             try:
                 await config_stream.send_all(b"x")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
