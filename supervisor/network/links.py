@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -39,11 +42,26 @@ def host_name(container_id: str) -> str:
 
 
 def _ipr() -> IPRoute:
-    """One host-namespace netlink socket per worker thread, kept."""
-    ipr = getattr(_local, "ipr", None)
-    if ipr is None:
-        ipr = _local.ipr = IPRoute()
-    return ipr
+    """The host-namespace netlink socket of the current :func:`_netlink` call."""
+    return _local.ipr
+
+
+def _netlink(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``function`` with a host netlink socket of its own, closed after it (one per
+    outermost call: a socket left to the garbage collector is a ResourceWarning)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_local, "ipr", None) is not None:
+            return function(*args, **kwargs)
+        _local.ipr = IPRoute()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _local.ipr.close()
+            _local.ipr = None
+
+    return wrapper
 
 
 def _setns(fd: int) -> None:
@@ -52,6 +70,7 @@ def _setns(fd: int) -> None:
         raise OSError(number, os.strerror(number))
 
 
+@_netlink
 def ensure_bridge(name: str, subnet: str) -> int:
     """Create the bridge ``name`` with the subnet's first address, up; reuse it if it
     exists (with that address added if missing). Returns its index."""
@@ -73,6 +92,7 @@ def ensure_bridge(name: str, subnet: str) -> int:
     return index
 
 
+@_netlink
 def remove_bridge(name: str) -> None:
     ipr = _ipr()
     for index in ipr.link_lookup(ifname=name):
@@ -83,6 +103,7 @@ def remove_bridge(name: str) -> None:
                 raise
 
 
+@_netlink
 def stale_veths(bridge: str, keep: set[str]) -> list[str]:
     """Host ends of our veths (``dy*``) on ``bridge`` whose name is not in ``keep``."""
     ipr = _ipr()
@@ -97,6 +118,7 @@ def stale_veths(bridge: str, keep: set[str]) -> list[str]:
     return names
 
 
+@_netlink
 def delete_link(name: str) -> bool:
     """Delete the link ``name`` if it exists; True if it did."""
     ipr = _ipr()
@@ -110,6 +132,7 @@ def delete_link(name: str) -> bool:
     return False
 
 
+@_netlink
 def attach(container_id: str, pid: int, bridge: str, address: str, prefixlen: int, gateway: str, mac: str) -> None:
     """Give the network namespace of ``pid`` an ``eth0`` on ``bridge``: a veth pair, the
     host end enslaved to the bridge and up, the peer moved in, renamed, addressed, up,
