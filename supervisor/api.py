@@ -109,6 +109,7 @@ class Supervisor:
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self.networking.nursery = self._nursery
         self._start_sampler()
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
@@ -380,6 +381,7 @@ class Supervisor:
         if container.status is Status.REMOVING:
             return
         container.move("remove")
+        await self.networking.settle(container.id)  # no veth of it is left once it is gone
         try:
             await trio.to_thread.run_sync(shutil.rmtree, container.directory)
         except FileNotFoundError:

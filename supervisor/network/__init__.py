@@ -160,7 +160,9 @@ class LeaseError(InvalidArgument):
 
 class Leases:
     """The persisted address leases of one bridge subnet: ``{address: container id}`` in a
-    JSON file written atomically (temporary file, fsync, rename). The gateway (the first
+    JSON file written atomically (temporary file, rename). No fsync: a lease matters only
+    while its container runs, and after a power loss none runs (the next daemon releases
+    whatever the file says), while a daemon crash leaves the page cache intact. The gateway (the first
     host address) is never leased; allocation goes round the subnet from the last address
     handed out, so a released address is not reused at once."""
 
@@ -191,8 +193,6 @@ class Leases:
         data = json.dumps({"subnet": str(self.network), "last": self.last, "leases": self.leases}, sort_keys=True)
         with open(temporary, "w") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
         os.replace(temporary, self.path)
 
     def allocate(self, container_id: str) -> str:

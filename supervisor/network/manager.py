@@ -82,6 +82,8 @@ class Network:
         self.log = log
         self.leases = Leases(str(Path(state_dir) / "network" / f"leases-{bridge}.json"), str(self.subnet))
         self.counters = {"veths_removed_at_start": 0, "leases_released_at_start": 0}
+        self.nursery: trio.Nursery | None = None  # the Supervisor's: veth deletions run there
+        self._deleting: dict[str, trio.Event] = {}  # container id -> set once its veth is gone
 
     # --- the daemon --------------------------------------------------------------------
 
@@ -104,6 +106,8 @@ class Network:
 
     async def stop(self) -> None:
         """Remove the masquerading rule and the bridge (after every container has stopped)."""
+        for event in list(self._deleting.values()):
+            await event.wait()
         if self.ip_masq:
             await self._iptables("-D", check=False)
         await trio.to_thread.run_sync(links.remove_bridge, self.bridge)
@@ -131,6 +135,7 @@ class Network:
         Raises:
             Conflict: a published port is taken. DockyardError: no address left, a bad entry.
         """
+        await self.settle(container.id)  # a restart: the last run's veth has the same name
         spec = container.spec
         mode = spec.network
         etc_dir = Path(container.directory) / "network"
@@ -201,13 +206,33 @@ class Network:
         for sock in attachment.sockets:
             sock.close()
         with trio.CancelScope(shield=True):
-            if attachment.mode == "bridge":
-                try:
-                    await trio.to_thread.run_sync(links.delete_link, links.host_name(attachment.container_id))
-                except OSError as exc:
-                    if self.log is not None:
-                        self.log.warning("cannot delete a veth", container=attachment.container_id, error=str(exc))
             self.leases.release(attachment.container_id)
+            if attachment.mode == "bridge":
+                # Deleting a veth waits for the kernel's RCU grace periods (20-40 ms here), so
+                # it runs beside the exit, not in its way; rm waits for it (:meth:`settle`).
+                done = self._deleting[attachment.container_id] = trio.Event()
+                if self.nursery is not None:
+                    self.nursery.start_soon(self._delete_veth, attachment.container_id, done)
+                else:
+                    await self._delete_veth(attachment.container_id, done)
+
+    async def settle(self, container_id: str) -> None:
+        """Wait until the container's veth deletion (if one runs) is done."""
+        event = self._deleting.get(container_id)
+        if event is not None:
+            await event.wait()
+
+    async def _delete_veth(self, container_id: str, done: trio.Event) -> None:
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(links.delete_link, links.host_name(container_id))
+        except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+            if self.log is not None:
+                self.log.warning("cannot delete a veth", container=container_id, error=str(exc))
+        finally:
+            if self._deleting.get(container_id) is done:
+                del self._deleting[container_id]
+            done.set()
 
 
 def _read(path: str) -> str:
