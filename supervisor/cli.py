@@ -621,7 +621,7 @@ def cmd_ps(args: argparse.Namespace, client: Any) -> int:
             json.dumps(command, ensure_ascii=False),
             human_ago(row["created"]),
             human_status(row),
-            "",
+            row.get("ports", ""),
             row["name"],
         ])
     print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], lines))

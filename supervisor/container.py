@@ -187,6 +187,7 @@ class Container:
             "restart_count": self.restart_count,
             "restarting": self.pending_restart is not None,
             "health": self.health.status if self.health is not None and status_running(self) else "",
+            "ports": _ports_column(self),
         }
 
     def inspect(self) -> dict[str, Any]:
@@ -272,3 +273,10 @@ def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
             {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port or "")}
         )
     return bindings
+
+
+def _ports_column(container: Container) -> str:
+    """ps's PORTS, as docker: ``127.0.0.1:8080->80/tcp, 81/udp``."""
+    if container.network is None or container.status is not Status.RUNNING:
+        return ""
+    return ", ".join(f"{m.host_ip}:{port}->{m.key}" for m, port in container.network.ports)

@@ -60,6 +60,8 @@ def test_bridge_address_hosts_files_and_reach_by_address_and_published_port(daem
     assert web["MacAddress"] == "02:42:" + ":".join(f"{int(b):02x}" for b in address.split("."))
     assert web["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert daemon.out("port", "web") == f"80/tcp -> 127.0.0.1:{port}\n"
+    assert daemon.out("port", "web", "80") == f"127.0.0.1:{port}\n"
+    assert f"127.0.0.1:{port}->80/tcp" in daemon.out("ps")
     hostname = daemon.out("exec", "web", "hostname").strip()
     assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
     hosts = daemon.out("exec", "web", "cat", "/etc/hosts")
@@ -110,6 +112,18 @@ def test_a_missing_command_is_reported_not_the_network(daemon):
     result = daemon.cli("run", "--rm", "base", "no-such-command")
     assert result.returncode == 127 and b"executable file not found" in result.stderr
     assert veths(daemon) == [] and leases(daemon) == {}
+
+
+def test_publish_all_uses_the_images_exposed_ports(daemon, busybox_tar):
+    daemon.out("import", "-c", "EXPOSE 80 53/udp", str(busybox_tar), "exposed")
+    daemon.out("run", "-d", "--name", "all", "-P", "exposed", "httpd", "-f", "-p", "80", "-h", "/etc")
+    ports = settings(daemon, "all")["Ports"]
+    assert sorted(ports) == ["53/udp", "80/tcp"]
+    assert all(b["HostIp"] == "0.0.0.0" and int(b["HostPort"]) > 0 for v in ports.values() for b in v)
+    host_port = ports["80/tcp"][0]["HostPort"]
+    hostname = daemon.out("exec", "all", "hostname").strip()
+    assert fetch(f"http://127.0.0.1:{host_port}/hostname") == hostname + "\n"
+    daemon.out("rm", "-f", "all")
 
 
 def test_none_host_and_container_modes(daemon):
