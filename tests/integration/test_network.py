@@ -72,6 +72,10 @@ def test_bridge_address_hosts_files_and_reach_by_address_and_published_port(daem
     assert f"{address}/24" in eth0
     assert "default via " + web["Gateway"] in daemon.out("exec", "web", "ip", "route")
     assert len(veths(daemon)) == 1
+    daemon.out("restart", "-t", "0", "web")  # a new namespace: a new veth (same name), a new lease
+    again = settings(daemon, "web")["IPAddress"]
+    assert again != address and list(leases(daemon)) == [again] and len(veths(daemon)) == 1
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
     daemon.out("rm", "-f", "web")
     assert veths(daemon) == [] and leases(daemon) == {}
     # The generated files never reach an image.
