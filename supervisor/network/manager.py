@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from supervisor.errors import DockyardError
+from supervisor.network.nat import Nat
 from supervisor.network import (
     Leases,
     PortMapping,
@@ -37,6 +38,7 @@ class Attachment:
     mode: str
     etc_dir: str
     namespace: str = ""  # LaunchConfig.network_namespace
+    nat_rules: list[list[str]] = field(default_factory=list)  # DNAT rules installed for it
     init_layer: str = ""  # the top lower dir with the mount points of the /etc files
     address: str = ""
     gateway: str = ""
@@ -82,6 +84,7 @@ class Network:
         self.log = log
         self.leases = Leases(str(Path(state_dir) / "network" / f"leases-{bridge}.json"), str(self.subnet))
         self.counters = {"veths_removed_at_start": 0, "leases_released_at_start": 0}
+        self.nat = Nat(bridge, log)
         self.nursery: trio.Nursery | None = None  # the Supervisor's: veth deletions run there
         self._deleting: dict[str, trio.Event] = {}  # container id -> set once its veth is gone
 
@@ -100,6 +103,7 @@ class Network:
         self.counters["leases_released_at_start"] = len(released)
         if (released or stale) and self.log is not None:
             self.log.info("network reconciled", leases_released=len(released), veths_removed=len(stale))
+        await self.nat.start()
         if self.ip_masq:
             await self._iptables("-D", check=False)  # a crashed daemon's copy
             await self._iptables("-A")
@@ -108,6 +112,7 @@ class Network:
         """Remove the masquerading rule and the bridge (after every container has stopped)."""
         for event in list(self._deleting.values()):
             await event.wait()
+        await self.nat.stop()
         if self.ip_masq:
             await self._iptables("-D", check=False)
         await trio.to_thread.run_sync(links.remove_bridge, self.bridge)
@@ -160,6 +165,7 @@ class Network:
                     sock, port = await proxy.bind(mapping, container.name)
                     attachment.sockets.append(sock)
                     attachment.ports.append((mapping, port))
+                attachment.nat_rules = await self.nat.add(container.id, attachment.address, attachment.ports)
             elif mode == "host":
                 attachment.namespace = "host"
             elif attachment.mode == "container":
@@ -206,6 +212,8 @@ class Network:
         for sock in attachment.sockets:
             sock.close()
         with trio.CancelScope(shield=True):
+            rules, attachment.nat_rules = attachment.nat_rules, []
+            await self.nat.remove(rules)
             self.leases.release(attachment.container_id)
             if attachment.mode == "bridge":
                 # Deleting a veth waits for the kernel's RCU grace periods (20-40 ms here), so

@@ -33,6 +33,12 @@ def leases(daemon: Daemon) -> dict:
     return json.loads(path.read_text())["leases"] if path.exists() else {}
 
 
+def nat_rules(daemon: Daemon) -> str:
+    """The daemon's DNAT chain (supervisor/network/nat.py)."""
+    result = subprocess.run(["iptables", "-w", "-t", "nat", "-S", f"DY-{daemon.bridge}"], capture_output=True, text=True)
+    return result.stdout
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -125,9 +131,14 @@ def test_publish_all_uses_the_images_exposed_ports(daemon, busybox_tar):
     assert sorted(ports) == ["53/udp", "80/tcp"]
     assert all(b["HostIp"] == "0.0.0.0" and int(b["HostPort"]) > 0 for v in ports.values() for b in v)
     host_port = ports["80/tcp"][0]["HostPort"]
+    address = settings(daemon, "all")["IPAddress"]
+    rules = nat_rules(daemon)  # DNAT for the other host addresses (loopback: the proxy)
+    assert f"-p tcp -m tcp --dport {host_port}" in rules and f"--to-destination {address}:80" in rules
+    assert f"--to-destination {address}:53" in rules
     hostname = daemon.out("exec", "all", "hostname").strip()
     assert fetch(f"http://127.0.0.1:{host_port}/hostname") == hostname + "\n"
     daemon.out("rm", "-f", "all")
+    assert "DNAT" not in nat_rules(daemon)
 
 
 def test_none_host_and_container_modes(daemon):
@@ -159,11 +170,15 @@ def test_port_conflict_is_a_clear_error_before_the_start(daemon):
 
 
 def test_daemon_sigkill_and_restart_leaves_no_veth_or_lease(daemon):
-    daemon.out("run", "-d", "--name", "orphan", "-p", "127.0.0.1::80", "base", "sleep", "1000")
-    assert len(veths(daemon)) == 1 and len(leases(daemon)) == 1
+    daemon.out("run", "-d", "--name", "orphan", "-p", "127.0.0.1::80", "-p", "80", "base", "sleep", "1000")
+    assert len(veths(daemon)) == 1 and len(leases(daemon)) == 1 and "DNAT" in nat_rules(daemon)
     daemon.stop(signal.SIGKILL)
-    daemon.start()
-    assert veths(daemon) == [] and leases(daemon) == {}
+    ready = daemon.log().count("daemon ready")
+    daemon.start()  # ready when the bus answers; the Supervisor (and its reconcile) may still run
+    deadline = time.monotonic() + 20
+    while daemon.log().count("daemon ready") == ready and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert veths(daemon) == [] and leases(daemon) == {} and "DNAT" not in nat_rules(daemon)
     assert link_exists(daemon.bridge)
     daemon.out("rm", "orphan")
 
@@ -188,6 +203,8 @@ def test_ip_masq_rule_exists_while_the_daemon_runs(tmp_path, busybox_tar):
         assert instance.stop() == 0
         assert subprocess.run(check, capture_output=True).returncode != 0, "the MASQUERADE rule is left behind"
         assert not link_exists(instance.bridge)
+        assert subprocess.run(["iptables", "-w", "-t", "nat", "-S", f"DY-{instance.bridge}"],
+                              capture_output=True).returncode != 0, "the DNAT chain is left behind"
     finally:
         subprocess.run(["iptables", "-w", "-t", "nat", "-D", *rule], capture_output=True)
         instance.cleanup()
@@ -213,8 +230,8 @@ def _wait_ready(instance: Daemon) -> None:
 def test_run_rm_cycles_leave_no_link_lease_or_listener(daemon):
     port = free_port()
     for _ in range(30):
-        daemon.out("run", "--rm", "-p", f"127.0.0.1:{port}:80", "base", "true")
-    assert leases(daemon) == {}  # given back before the exit is reported
+        daemon.out("run", "--rm", "-p", f"127.0.0.1:{port}:80", "-p", "80", "base", "true")
+    assert leases(daemon) == {} and "DNAT" not in nat_rules(daemon)  # given back before the exit is reported
     # The last veth's deletion may still run beside the auto-remove (rm waits for it; a
     # run --rm client does not wait for the remove): poll, bounded.
     deadline = time.monotonic() + 10
