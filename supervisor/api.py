@@ -99,6 +99,7 @@ class Supervisor:
         self._shutting_down = False  # stops from now on are the daemon's, not the user's
         self._sampler: trio.CancelScope | None = None
         self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
+        self.networking: Any = None  # supervisor.network.manager.Network, from __aenter__
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -106,8 +107,10 @@ class Supervisor:
         become_subreaper()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         await self._load_and_reconcile()
+        await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self.networking.nursery = self._nursery
         self._start_sampler()
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
@@ -117,6 +120,8 @@ class Supervisor:
             with trio.CancelScope(shield=True):
                 await self.shutdown()
                 await trio.to_thread.run_sync(self._cgroups.remove_parent)
+                if self.networking is not None:
+                    await self.networking.stop()
         finally:
             assert self._nursery is not None
             self._nursery.cancel_scope.cancel()
@@ -377,6 +382,7 @@ class Supervisor:
         if container.status is Status.REMOVING:
             return
         container.move("remove")
+        await self.networking.settle(container.id)  # no veth of it is left once it is gone
         try:
             await trio.to_thread.run_sync(shutil.rmtree, container.directory)
         except FileNotFoundError:
@@ -730,10 +736,11 @@ class Supervisor:
             await trio.to_thread.run_sync(cgroup.remove)
             reason = getattr(exc, "message", None) or exc.strerror or str(exc)
             await self._start_failed(container, LaunchError(f"cannot start container {container.name}: {reason}", reason=reason))
+        network = await self._network_prepare(container, cgroup)
         resolved = container.resolved
         launch_config = LaunchConfig(
             container_id=container.id,
-            lower=tuple(container.layers),
+            lower=(network.init_layer,) + tuple(container.layers),
             upper=str(container.upper),
             work=str(container.work),
             rootfs=str(container.rootfs),
@@ -745,17 +752,28 @@ class Supervisor:
             cgroup_procs=tuple(cgroup.procs_files),
             capabilities=V2_CAPABILITIES if cgroup.version == 2 else DEFAULT_CAPABILITIES,
             devices=_device_nodes(container.spec.resources),
+            network_namespace=network.namespace,
+            etc_dir=network.etc_dir,
+            network_sync=network.sync,
         )
         try:
             stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
-            process = await self._fork_server.launch(launch_config, stdio)
+            prepare = functools.partial(self.networking.connect, network)
+            process = await self._fork_server.launch(launch_config, stdio, prepare=prepare)
         except LaunchError as exc:
+            await self.networking.release(network)
             await trio.to_thread.run_sync(cgroup.remove)
             await self._start_failed(container, exc)
+        except DockyardError as exc:  # the network set-up (links.NetworkError)
+            await self.networking.release(network)
+            await trio.to_thread.run_sync(cgroup.remove)
+            await self._start_failed(container, LaunchError(exc.message, reason=exc.message))
         except BaseException:
             with trio.CancelScope(shield=True):
+                await self.networking.release(network)
                 await trio.to_thread.run_sync(cgroup.remove)
             raise
+        container.network = network
         container.process = process
         container.cgroup = cgroup
         container.stats_reader = stats.StatsReader(cgroup, self._host_memory)
@@ -776,6 +794,36 @@ class Supervisor:
         self.logs.open(container.id, container.spec.log_options)
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, container, process)
+        self.networking.serve(network, self._nursery)
+
+    async def _start_networking(self) -> None:
+        """The bridge, and the clean-up of what a crashed daemon left (after the records are
+        reconciled: no container runs yet, so every lease and veth of ours is stale)."""
+        from supervisor.network.manager import Network  # pyroute2: the daemon only
+
+        self.networking = Network(
+            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log
+        )
+        running = {c.id for c in self._containers.values() if c.status.running}
+        await self.networking.start(running)
+
+    async def _network_prepare(self, container: Container, cgroup: Any) -> Any:
+        """The container's network before its launch (lease, ports bound, /etc files); a
+        failure is a failed start (the cgroup goes)."""
+        try:
+            peer = None
+            if container.spec.network.startswith("container:"):
+                peer = self.get(container.spec.network.partition(":")[2])
+                if peer.id == container.id or not peer.status.running or peer.network is None:
+                    raise InvalidState(
+                        peer.name, "join the network of", peer.status.value,
+                        "it is not running",
+                    )
+            image_config = self.images.resolve(container.image_id).config if container.spec.publish_all else None
+            return await self.networking.prepare(container, peer, image_config)
+        except DockyardError as exc:
+            await trio.to_thread.run_sync(cgroup.remove)
+            await self._start_failed(container, LaunchError(exc.message, reason=exc.message))
 
     async def _start_failed(self, container: Container, exc: LaunchError) -> None:
         """Record and announce a start that failed before the payload ran; raises StartError."""
@@ -814,6 +862,8 @@ class Supervisor:
         oom_killed = cgroup is not None and cgroup.oom_kills() > 0
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_kill_and_remove, cgroup)
+            network, container.network = container.network, None
+            await self.networking.release(network)
         container.process = None
         container.attachments.clear()
         container.exit_code = exit_code

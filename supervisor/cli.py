@@ -171,8 +171,17 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-start-period", default=None, metavar="DURATION",
                         help="time after start when failures do not count (default 0s)")
     parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
-    parser.add_argument("--network", default="none", choices=["none"],
-                        help="network mode; only 'none' (a namespace with loopback) for now")
+    parser.add_argument("--network", "--net", default=None, metavar="MODE",
+                        help="bridge (default: an address on the daemon's bridge), none (loopback only), "
+                             "host (the host's network) or container:NAME (share that container's)")
+    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT:]PORT[/PROTO]",
+                        help="publish a container port on the host (repeatable; tcp or udp)")
+    parser.add_argument("-P", "--publish-all", action="store_true",
+                        help="publish the image's exposed ports on random host ports")
+    parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                        help="add a line to the container's /etc/hosts (repeatable)")
+    parser.add_argument("--dns", action="append", default=[], metavar="IP",
+                        help="a name server for the container's /etc/resolv.conf (repeatable)")
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
@@ -239,7 +248,19 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["resources"] = resources
     if args.log_opt:
         spec["log_options"] = log_options_from(args.log_opt)
+    network_spec(args, spec)
     return spec
+
+
+def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """The network flags into the spec (the daemon validates them)."""
+    if getattr(args, "network", None) is not None:
+        spec["network"] = args.network
+    for flag, key in (("publish", "publish"), ("add_host", "add_host"), ("dns", "dns")):
+        if getattr(args, flag, None):
+            spec[key] = list(getattr(args, flag))
+    if getattr(args, "publish_all", False):
+        spec["publish_all"] = True
 
 
 def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -300,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': none, for workers run as their own units with `dockyard worker`)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
+    p.add_argument("--bridge-name", default=None, metavar="NAME",
+                   help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
+    p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
+                   help="the bridge's subnet; its first address is the gateway (default 172.31.0.0/16)")
+    p.add_argument("--ip-masq", action="store_true",
+                   help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
 
     p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
     p.add_argument("name", metavar="NAME", help="the worker (the daemon lists them in `info`)")
@@ -372,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show containers (or images) as JSON, in docker's shape")
     p.add_argument("--type", choices=["container", "image"], default=None, help="what the names refer to")
     p.add_argument("objects", nargs="+", metavar="NAME")
+
+    p = sub.add_parser("port", help="list a container's published ports (or the one of PORT[/PROTO])")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("port", nargs="?", default=None, metavar="PORT[/PROTO]")
 
     p = sub.add_parser("import", help="create an image from a root filesystem tarball")
     p.add_argument("source", metavar="TARBALL", help="a tar (plain, gz, bz2 or xz), or - for standard input")
@@ -614,7 +645,7 @@ def cmd_ps(args: argparse.Namespace, client: Any) -> int:
             json.dumps(command, ensure_ascii=False),
             human_ago(row["created"]),
             human_status(row),
-            "",
+            row.get("ports", ""),
             row["name"],
         ])
     print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], lines))
@@ -636,6 +667,23 @@ def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
                     status = 1
     print(json.dumps(documents, indent=4))
     return status
+
+
+def cmd_port(args: argparse.Namespace, client: Any) -> int:
+    """docker port: ``80/tcp -> 127.0.0.1:8080``, or the host addresses of one port."""
+    document = client.request("container.inspect", {"container": args.container})
+    ports = (document.get("NetworkSettings") or {}).get("Ports") or {}
+    if args.port is not None:
+        key = args.port if "/" in args.port else f"{args.port}/tcp"
+        if key not in ports:
+            fail(f"no public port '{key}' published for {args.container}")
+        for binding in ports[key]:
+            print(f"{binding['HostIp']}:{binding['HostPort']}")
+        return 0
+    for key in sorted(ports, key=lambda k: (int(k.split("/")[0]), k)):
+        for binding in ports[key]:
+            print(f"{key} -> {binding['HostIp']}:{binding['HostPort']}")
+    return 0
 
 
 def cmd_import(args: argparse.Namespace, client: Any) -> int:
@@ -1085,11 +1133,24 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
             workers=tuple(workers) if workers is not None else None,
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
+            **network_settings(args),
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
     reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
     return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
+
+
+def network_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's network flags as Config fields (only those given)."""
+    settings: dict[str, Any] = {}
+    if args.bridge_name is not None:
+        settings["bridge_name"] = args.bridge_name
+    if args.bridge_subnet is not None:
+        settings["bridge_subnet"] = args.bridge_subnet
+    if args.ip_masq:
+        settings["ip_masq"] = True
+    return settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -1122,6 +1183,7 @@ def dispatch(args: argparse.Namespace) -> int:
             "create": cmd_create,
             "ps": cmd_ps,
             "inspect": cmd_inspect,
+            "port": cmd_port,
             "import": cmd_import,
             "images": cmd_images,
             "events": cmd_events,

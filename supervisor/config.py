@@ -47,6 +47,9 @@ class Config:
     stats_interval: float = 1.0
     workers: tuple[str, ...] | None = None
     insecure_registries: tuple[str, ...] = ()
+    bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
+    bridge_subnet: str = "172.31.0.0/16"
+    ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -60,6 +63,18 @@ class Config:
                 known = ", ".join(sorted(WORKERS)) or "none"
                 raise ValueError(f"unknown worker {', '.join(unknown)} (known: {known})")
             object.__setattr__(self, "workers", tuple(self.workers))
+        from supervisor.network import BRIDGE_NAME
+
+        if not BRIDGE_NAME.match(self.bridge_name):
+            raise ValueError(f"invalid bridge name {self.bridge_name!r}: at most 15 of [a-zA-Z0-9_.-]")
+        import ipaddress
+
+        try:
+            subnet = ipaddress.IPv4Network(self.bridge_subnet, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: {exc}") from None
+        if subnet.prefixlen > 30:
+            raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: at most /30")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

@@ -92,6 +92,7 @@ class Container:
     attachments: list[Attachment] = field(default_factory=list)
     pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
     health: HealthState | None = None  # since the last start, when it has a health check
+    network: Any = None  # supervisor.network.manager.Attachment while it runs
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -192,6 +193,7 @@ class Container:
             "restart_count": self.restart_count,
             "restarting": self.pending_restart is not None,
             "health": self.health.status if self.health is not None and status_running(self) else "",
+            "ports": _ports_column(self),
         }
 
     def inspect(self) -> dict[str, Any]:
@@ -242,10 +244,15 @@ class Container:
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
                 "RestartPolicy": self.spec.restart_policy.host_config(),
-                "NetworkMode": "none",
+                "NetworkMode": self.spec.network,
+                "PortBindings": _port_bindings(self.spec.publish),
+                "PublishAllPorts": self.spec.publish_all,
+                "ExtraHosts": list(self.spec.add_host) or None,
+                "Dns": list(self.spec.dns),
                 **self.spec.resources.host_config(),
                 "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
             },
+            "NetworkSettings": _network_settings(self),
             "GraphDriver": {
                 "Name": "overlay",
                 "Data": {
@@ -256,3 +263,28 @@ class Container:
                 },
             },
         }
+
+
+def _network_settings(container: Container) -> dict[str, Any]:
+    if container.network is not None and container.status is Status.RUNNING:
+        return container.network.settings()
+    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}}
+
+
+def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    from supervisor.network import PortMapping
+
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for entry in publish:
+        mapping = PortMapping.parse(entry)
+        bindings.setdefault(mapping.key, []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port or "")}
+        )
+    return bindings
+
+
+def _ports_column(container: Container) -> str:
+    """ps's PORTS, as docker: ``127.0.0.1:8080->80/tcp, 81/udp``."""
+    if container.network is None or container.status is not Status.RUNNING:
+        return ""
+    return ", ".join(f"{m.host_ip}:{port}->{m.key}" for m, port in container.network.ports)

@@ -64,6 +64,12 @@ class ContainerSpec:
     #: None keeps the image's ENTRYPOINT; () resets it (``--entrypoint ""``), as docker.
     entrypoint: tuple[str, ...] | None = None
     log_options: LogOptions = LogOptions()
+    # Networking (supervisor/network/, docs/network.md).
+    network: str = "bridge"  # bridge, none, host or container:NAME
+    publish: tuple[str, ...] = ()  # -p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]
+    publish_all: bool = False  # -P: the image's exposed ports on random host ports
+    add_host: tuple[str, ...] = ()  # --add-host HOST:IP
+    dns: tuple[str, ...] = ()  # --dns IP
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image:
@@ -102,6 +108,7 @@ class ContainerSpec:
         object.__setattr__(self, "restart", str(policy))
         if policy.name != "no" and self.auto_remove:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
+        _check_network(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -125,7 +132,7 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env"):
+        for key in ("cmd", "env", "publish", "add_host", "dns"):
             if key in values:
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
@@ -151,7 +158,34 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
+        for key in ("publish", "add_host", "dns"):
+            data[key] = list(getattr(self, key))
         return data
+
+
+def _check_network(spec: ContainerSpec) -> None:
+    from supervisor import network
+
+    object.__setattr__(spec, "network", network.parse_mode(spec.network))
+    for key in ("publish", "add_host", "dns"):
+        _strings(key, getattr(spec, key))
+    if type(spec.publish_all) is not bool:
+        raise InvalidArgument("spec.publish_all: must be true or false")
+    for entry in spec.publish:
+        network.PortMapping.parse(entry)
+    for entry in spec.add_host:
+        network.parse_add_host(entry)
+    for entry in spec.dns:
+        network.parse_dns(entry)
+    if spec.network != "bridge" and (spec.publish or spec.publish_all):
+        raise InvalidArgument(
+            f"published ports need the bridge network, not --network {spec.network}", flag="--publish"
+        )
+    if spec.network.startswith("container:") and (spec.add_host or spec.dns or spec.hostname):
+        raise InvalidArgument(
+            f"--network {spec.network} shares that container's network: --add-host, --dns and --hostname "
+            "cannot be set", flag="--network"
+        )
 
 
 def _health_flags(flags: Any) -> dict[str, Any]:

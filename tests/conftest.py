@@ -56,6 +56,7 @@ class Daemon:
         self.run_dir = base / "run"
         self.log_path = base / "daemon.log"
         self.cgroup_parent = f"dockyard-test-{secrets.token_hex(4)}"
+        self.bridge, self.subnet = private_bridge()
         self.process: subprocess.Popen | None = None
         self.env = {**os.environ, "DOCKYARD_RUN": str(self.run_dir)}
 
@@ -63,7 +64,7 @@ class Daemon:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
-             "--cgroup-parent", self.cgroup_parent],
+             "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
         )
         log.close()
@@ -108,6 +109,23 @@ class Daemon:
                 kill_cgroup(sub)
                 try_rmdir(sub)
             try_rmdir(Path(directory))
+        remove_link(self.bridge)
+
+
+def private_bridge() -> tuple[str, str]:
+    """A bridge name and a /24 of 10.213.0.0/16 for one private daemon, so that daemons
+    of parallel tests never share a bridge or an address."""
+    return f"dyt-{secrets.token_hex(3)}", f"10.213.{secrets.randbelow(256)}.0/24"
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def remove_link(name: str) -> None:
+    """Delete a link a failed test left (the daemon removes its bridge when it stops)."""
+    if link_exists(name):
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 def kill_cgroup(path: Path) -> None:
@@ -148,5 +166,6 @@ def daemon(tmp_path, busybox_tar):
         assert instance.stop() == 0, instance.log()
         assert mounts_under(tmp_path) == [], "mounts left behind"
         assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+        assert not link_exists(instance.bridge), f"bridge {instance.bridge} left behind"
     finally:
         instance.cleanup()

@@ -35,7 +35,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "org.opencontainers.image.created"
 CONTAINERD_NAME = "io.containerd.image.name"
 
-CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts")
 GOARCH = {
     "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"
 }
@@ -59,6 +59,11 @@ def container_config(changes: dict[str, Any] | None = None, base: dict[str, Any]
     if unknown:
         raise InvalidArgument(f"{operation}: unknown config change(s) {', '.join(map(str, unknown))}")
     for key, value in changes.items():
+        if key == "ExposedPorts":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise InvalidArgument(f"{operation}: change ExposedPorts must be a map of PORT/PROTO")
+            config[key] = {k: {} for k in value}
+            continue
         if key in ("Env", "Cmd", "Entrypoint"):
             nullable = key != "Env"
             if value is None and nullable:
@@ -126,6 +131,16 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
                         raise InvalidArgument(f"{operation}: change {text!r}: {word!r} is not KEY=VALUE")
                     merged_env[name] = value
             changes["Env"] = [f"{k}={v}" for k, v in merged_env.items()]
+        elif keyword == "EXPOSE":  # docker import -c "EXPOSE 80 53/udp": for run -P
+            ports = dict(changes.get("ExposedPorts") or {})
+            for word in rest.split():
+                number, _, protocol = word.partition("/")
+                if not number.isdigit() or not 0 < int(number) < 65536 or protocol not in ("", "tcp", "udp"):
+                    raise InvalidArgument(f"{operation}: change {text!r}: {word!r} is not PORT[/tcp|/udp]")
+                ports[f"{int(number)}/{protocol or 'tcp'}"] = {}
+            if not ports:
+                raise InvalidArgument(f"{operation}: change {text!r}: EXPOSE needs a port")
+            changes["ExposedPorts"] = ports
         elif keyword in ("WORKDIR", "USER"):
             if not rest:
                 raise InvalidArgument(f"{operation}: change {text!r}: {keyword} needs a value")
@@ -133,7 +148,7 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
         else:
             raise InvalidArgument(
                 f"{operation}: change {text!r}: unsupported instruction {keyword!r} "
-                "(CMD, ENTRYPOINT, ENV, WORKDIR and USER are)"
+                "(CMD, ENTRYPOINT, ENV, EXPOSE, WORKDIR and USER are)"
             )
     return changes
 

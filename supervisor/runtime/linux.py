@@ -578,17 +578,72 @@ CONTAINER_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET 
 
 
 def read_config() -> dict:
+    """The config JSON on fd 3, up to EOF, or up to a newline that ends a read: with
+    ``network_sync`` the supervisor keeps fd 3 open after the config and its newline, and
+    pid 1 later reads the network's go byte on it (:func:`wait_for_network`)."""
     chunks = []
     while chunk := os.read(CONFIG_FD, 65536):
         chunks.append(chunk)
-    os.close(CONFIG_FD)
+        if chunk.endswith(b"\n"):  # compact JSON has no raw newline: this is the end
+            break
     try:
         config = loads(b"".join(chunks).decode())
     except ValueError as exc:
         raise InitError(f"read the config: invalid JSON: {exc}") from None
     if not isinstance(config, dict) or not config.get("argv"):
         raise InitError("read the config: not a JSON object with a non-empty argv")
+    if not config.get("network_sync"):
+        os.close(CONFIG_FD)
     return config
+
+
+def wait_for_network(config: dict) -> None:
+    """With ``network_sync``: block until the supervisor has configured the container's
+    network namespace (one byte on fd 3), so the payload never runs without its eth0."""
+    if not config.get("network_sync"):
+        return
+    try:
+        go = os.read(CONFIG_FD, 1)
+    except OSError as exc:
+        raise InitError(f"wait for the network set-up: {strerror(exc.errno)}") from None
+    os.close(CONFIG_FD)
+    if go != b"x":
+        raise InitError("the supervisor did not finish the network set-up")
+
+
+def join_network_namespace(path: str) -> None:
+    """setns(2) into the network namespace at ``path`` (``--network container:NAME``)."""
+    libc = _libc()
+    libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InitError(f'open the network namespace "{path}": {strerror(exc.errno)}') from None
+    try:
+        _check(libc.setns(fd, CLONE_NEWNET), f'join the network namespace "{path}" (setns)')
+    finally:
+        os.close(fd)
+
+
+ETC_FILES = ("hosts", "hostname", "resolv.conf")
+
+
+def mount_etc_files(rootfs: str, directory: str) -> None:
+    """Bind-mount the supervisor's generated /etc/hosts, /etc/hostname and /etc/resolv.conf
+    from ``directory`` over the image's (read-write, as docker). Bind mounts sit over the
+    overlay, so nothing of them reaches the upper dir, a commit or a diff."""
+    for name in ETC_FILES:
+        source = directory + "/" + name
+        if not os.path.exists(source):
+            continue
+        target = secure_join(rootfs, "/etc/" + name)
+        try:
+            if not os.path.exists(target):
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError as exc:
+            raise InitError(f'create the mount point "/etc/{name}": {strerror(exc.errno)}') from None
+        mount(source, target, None, MS_BIND, None, f'bind-mount "{source}" on "/etc/{name}"')
 
 
 def stage0(config: dict) -> None:
@@ -604,7 +659,14 @@ def stage0(config: dict) -> None:
                 os.close(fd)
         except OSError as exc:
             raise InitError(f'join the cgroup: write "{path}": {strerror(exc.errno)}') from None
-    unshare(CONTAINER_NAMESPACES)  # the cgroup namespace is rooted at the cgroups just joined
+    namespaces = CONTAINER_NAMESPACES
+    network = config.get("network_namespace") or ""
+    if network == "host":
+        namespaces &= ~CLONE_NEWNET
+    elif network:  # another container's: join it, keep it
+        join_network_namespace(network)
+        namespaces &= ~CLONE_NEWNET
+    unshare(namespaces)  # the cgroup namespace is rooted at the cgroups just joined
     sync_read, sync_write = os.pipe()
     try:
         child = os.fork()
@@ -632,6 +694,8 @@ def container(config: dict) -> None:
     rootfs = config["rootfs"]
     mount_rootfs(rootfs, config["lower"], config["upper"], config["work"])
     mount_system(rootfs, config.get("devices", ()))
+    if config.get("etc_dir"):
+        mount_etc_files(rootfs, config["etc_dir"])
     enter_rootfs(rootfs)
     mask_paths(config.get("masked_paths", ()))
     make_readonly(config.get("readonly_paths", ()))
@@ -659,6 +723,7 @@ def container(config: dict) -> None:
     argv = config["argv"]
     path_value = next((entry[5:] for entry in env if entry.startswith("PATH=")), DEFAULT_PATH)
     program = look_path(argv[0], path_value)
+    wait_for_network(config)  # last: the supervisor's set-up overlaps with ours
     reset_ignored_signals()
     os.umask(0o022)
     environment = dict(entry.split("=", 1) for entry in env if "=" in entry)

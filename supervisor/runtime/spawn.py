@@ -31,6 +31,7 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 
 import trio
@@ -54,6 +55,8 @@ __all__ = [
     "launch",
 ]
 
+Prepare = Callable[[int], Awaitable[None]]  # launch(prepare=...): called with pid 1's host pid
+
 INIT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init.py")
 FORK_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
 FORK_SERVER_START_TIMEOUT = 30.0  # seconds for a fresh fork server to say it is ready
@@ -62,6 +65,7 @@ CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00 ]+$")
 INIT_FDS = 5  # stdin, stdout, stderr, config, status
 MAX_STATUS_BYTES = 65536  # more than any honest status report
+PREPARE_GRACE = 1.0  # seconds for pid 1's own error to arrive when prepare() failed
 REAP_TIMEOUT = 5.0  # seconds to wait for a killed process while cleaning up a failed launch
 
 
@@ -89,10 +93,20 @@ class LaunchConfig:
     masked_paths: tuple[str, ...] = MASKED_PATHS
     readonly_paths: tuple[str, ...] = READONLY_PATHS
     devices: tuple[str, ...] = ()  # "c|b MAJOR MINOR MODE(octal) /dev/PATH", made in /dev
+    # "" a new network namespace, "host" the host's, or a /proc/PID/ns/net path to join.
+    network_namespace: str = ""
+    etc_dir: str = ""  # where hosts, hostname and resolv.conf are, bind-mounted into /etc
+    # pid 1 waits, before its execve, for the supervisor's go (the network is configured):
+    # launch(prepare=...) runs between the pid report and that go.
+    network_sync: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.type == "bool":
+                if type(value) is not bool:
+                    raise InvalidArgument(f"launch config.{item.name}: must be true or false")
+                continue
             if item.type == "str":
                 if not isinstance(value, str):
                     raise InvalidArgument(f"launch config.{item.name}: must be a string")
@@ -119,6 +133,10 @@ class LaunchConfig:
                     raise InvalidArgument(
                         f"launch config.{name}: {path!r} contains ',' or ':' (overlayfs option syntax)"
                     )
+        if self.network_namespace not in ("", "host"):
+            _check_path("network_namespace", self.network_namespace)
+        if self.etc_dir:
+            _check_path("etc_dir", self.etc_dir)
         for name in ("rootfs", "cwd", "cgroup_procs", "masked_paths", "readonly_paths"):
             for path in _as_tuple(getattr(self, name)):
                 _check_path(name, path)
@@ -223,11 +241,15 @@ def become_subreaper() -> None:
     linux.set_child_subreaper(True)
 
 
-async def launch(config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan()) -> ContainerProcess:
+async def launch(
+    config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None
+) -> ContainerProcess:
     """Start the container described by ``config`` and return its pid 1 once its payload
     has been exec'd. ``python`` is the absolute path of the interpreter for the init stage,
     started afresh for this container (:class:`ForkServer` forks it from a warm one).
     ``stdio`` says what its fds 0-2 are (pipes, a stdin pipe, a terminal: ``stdio.py``).
+    ``prepare(pid)``, with ``config.network_sync``, runs once pid 1 exists and before its
+    payload may exec (the network set-up); if it raises, the container is killed.
 
     Raises:
         LaunchError: the container could not be started (exit_code 125/126/127); nothing
@@ -245,7 +267,7 @@ async def launch(config: LaunchConfig, *, python: str = sys.executable, stdio: S
         raise
     finally:
         _close_all(theirs)
-    return await _start_container(config, _Child(init_pid), ours, ends, stdio)
+    return await _start_container(config, _Child(init_pid), ours, ends, stdio, prepare)
 
 
 def _require_subreaper() -> None:
@@ -257,7 +279,12 @@ def _require_subreaper() -> None:
 
 
 async def _start_container(
-    config: LaunchConfig, init: _Child | _ForkedStage0, ours: list[int], ends: StdioEnds, stdio: StdioPlan
+    config: LaunchConfig,
+    init: _Child | _ForkedStage0,
+    ours: list[int],
+    ends: StdioEnds,
+    stdio: StdioPlan,
+    prepare: Prepare | None = None,
 ) -> ContainerProcess:
     """The supervisor's side of the handshake, once the init stage runs (spawned or forked):
     ``ours`` are the config pipe's write end and the status pipe's read end, ``ends`` the
@@ -269,8 +296,13 @@ async def _start_container(
     stdin, stdout, stderr = ends.streams(stdio)
     status = _StatusReader(trio.lowlevel.FdStream(status_fd), name)
     container: _Child | None = None
+    sync = bool(getattr(config, "network_sync", False))
+    config_stream = trio.lowlevel.FdStream(config_fd)
     try:
-        await _send_config(trio.lowlevel.FdStream(config_fd), config.to_json())
+        if sync:  # fd 3 stays open: pid 1 reads the go byte on it (linux.wait_for_network)
+            await _send_config(config_stream, config.to_json() + b"\n", keep_open=True)
+        else:
+            await _send_config(config_stream, config.to_json())
         init_exit = await init.wait()
         first = await status.next_message()
         if first is None:
@@ -281,6 +313,24 @@ async def _start_container(
             raise _launch_error(name, config, first)
         container = _Child.adopt(first.get("pid"), name)
         start_time = container.start_time
+        if sync:
+            if prepare is not None:
+                try:
+                    await prepare(container.pid)
+                except Exception:
+                    # pid 1 may have failed first (a missing command): its error is the cause.
+                    with trio.move_on_after(PREPARE_GRACE):
+                        await container.wait()
+                    if container.returncode is not None:
+                        outcome = await status.next_message()
+                        if outcome is not None and "error" in outcome:
+                            raise _launch_error(name, config, outcome) from None
+                    raise
+            try:
+                await config_stream.send_all(b"x")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # pid 1 died: its status says why
+            config_stream.close()
         outcome = await status.next_message()  # None: EOF, the payload's execve succeeded
         if outcome is not None:
             if "error" not in outcome:
@@ -295,6 +345,7 @@ async def _start_container(
                 f"cannot start container {name}: the init stage {_describe(init_exit)} after forking"
             )
     except BaseException:
+        config_stream.close()
         for stream in (stdin, stdout, stderr):
             if stream is not None:
                 stream.close()
@@ -365,13 +416,14 @@ def _spawn_init(python: str, name: str, theirs: list[int]) -> int:
         _close_all(high)
 
 
-async def _send_config(stream: trio.lowlevel.FdStream, data: bytes) -> None:
+async def _send_config(stream: trio.lowlevel.FdStream, data: bytes, keep_open: bool = False) -> None:
     try:
         await stream.send_all(data)
     except trio.BrokenResourceError:
         pass  # the init stage died first; its exit status says so
     finally:
-        await stream.aclose()
+        if not keep_open:
+            await stream.aclose()
 
 
 class _StatusReader:
@@ -577,7 +629,9 @@ class ForkServer:
                 await self._stop()
                 raise LaunchError(f"cannot start the fork server {self.python!r}: it was not ready (got {ready!r})")
 
-    async def launch(self, config: LaunchConfig, stdio: StdioPlan = StdioPlan()) -> ContainerProcess:
+    async def launch(
+        self, config: LaunchConfig, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None
+    ) -> ContainerProcess:
         """As :func:`launch`, with the init stage forked by the server."""
         _require_subreaper()
         name = config.container_id[:12]
@@ -606,7 +660,7 @@ class ForkServer:
         finally:
             _close_all(theirs)  # the server has its copies now: EOF on them is its (or stage 0's) doing
         stage0 = _ForkedStage0(name, trio.socket.from_stdlib_socket(reply), server)
-        return await _start_container(config, stage0, ours, ends, stdio)
+        return await _start_container(config, stage0, ours, ends, stdio, prepare)
 
     async def aclose(self) -> None:
         """Stop the server: close the control socket, wait for it to exit (SIGKILL after

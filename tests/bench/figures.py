@@ -124,8 +124,8 @@ def run_rm(bench: Bench) -> list[Figure]:
     measures["podman"].note = measures["podman"].note or "netavark bridge podman0"
     if "dockyard" in bench.tools:
         measures["dockyard"].note = measures["dockyard"].note or (
-            f"what `dockyard run` does with no --network flag today ({_default_network(bench.tools['dockyard'])}); "
-            "bridge networking is a later issue")
+            f"bridge mode, the default: {_default_network(bench.tools['dockyard'])}, a veth on the daemon's "
+            "bridge, a lease and the generated /etc files")
     figure = Figure("run_rm_default", "`run --rm base true`, default network, CLI", "<= 0.5x podman", "s",
                     anchors=[measures["podman"]], dockyard=[measures["dockyard"]], commands=_commands(commands))
     figure.ratio = ratio(measures["dockyard"].median, measures["podman"].median)

@@ -455,6 +455,9 @@ class Dockyard(CliTool):
         argv = [self.executable, "daemon", "--root", str(self.root), "--run", str(self.run_dir)]
         if "--cgroup-parent" in self.time([self.executable, "daemon", "--help"], timeout=20).stdout:
             argv += ["--cgroup-parent", self.cgroup_parent]  # ours alone, and removed at the end
+        if "--bridge-name" in self.time([self.executable, "daemon", "--help"], timeout=20).stdout:
+            # Our own bridge and subnet (removed at the daemon's shutdown), never the default.
+            argv += ["--bridge-name", f"dyb-{os.getpid() % 0xFFFFFF:06x}", "--bridge-subnet", "10.213.250.0/24"]
         log = open(self.workspace.path / "dockyard-daemon.log", "wb")
         self.process = subprocess.Popen(
             argv,

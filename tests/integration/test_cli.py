@@ -40,7 +40,7 @@ def test_processes_network_and_hostname_are_isolated(daemon):
     hostname, process_count, links = result.stdout.decode().split("\n", 2)
     assert hostname == "box"
     assert int(process_count) <= 4  # sh, ps, wc: nothing of the host's
-    assert links.split() == ["lo"]
+    assert links.split() == ["eth0", "lo"]  # the bridge network: its own eth0, nothing of the host's
 
 
 def test_security_defaults_match_docker(daemon):

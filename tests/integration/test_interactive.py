@@ -23,7 +23,7 @@ from supervisor.config import Config
 from supervisor.errors import DockyardError, StartError
 from supervisor.runtime import linux
 from supervisor.spec import ContainerSpec
-from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, mounts_under
+from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, link_exists, mounts_under, private_bridge, remove_link
 
 pytestmark = pytest.mark.integration
 
@@ -294,8 +294,10 @@ def test_several_clients_attach_at_once_and_eof_closes_stdin(daemon):
 
 async def test_exec_run_gives_exit_code_and_output_and_kills_at_its_timeout(tmp_path, busybox_tar):
     """The library call health checks use (Supervisor.exec_run), without the bus."""
+    bridge, subnet = private_bridge()
     config = Config(root=tmp_path / "root", run_dir=tmp_path / "run",
-                    cgroup_parent=f"dockyard-test-{secrets.token_hex(4)}", stats_interval=0)
+                    cgroup_parent=f"dockyard-test-{secrets.token_hex(4)}", stats_interval=0,
+                    bridge_name=bridge, bridge_subnet=subnet)
     try:
         async with Supervisor(config) as supervisor:
             with open(busybox_tar, "rb") as tar:
@@ -315,3 +317,6 @@ async def test_exec_run_gives_exit_code_and_output_and_kills_at_its_timeout(tmp_
     finally:
         linux.set_child_subreaper(False)  # the Supervisor made this test process one
         assert cgroup_dirs(config.cgroup_parent) == []
+        left = link_exists(bridge)
+        remove_link(bridge)
+        assert not left, f"bridge {bridge} left behind"

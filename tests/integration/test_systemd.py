@@ -31,7 +31,8 @@ class CustomDaemon(Daemon):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*self.prefix, DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
-                 "--cgroup-parent", self.cgroup_parent, *self.extra],
+                 "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge,
+                 "--bridge-subnet", self.subnet, *self.extra],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
             )
         deadline = time.monotonic() + timeout
