@@ -821,9 +821,10 @@ class Supervisor:
                     )
             image_config = self.images.resolve(container.image_id).config if container.spec.publish_all else None
             return await self.networking.prepare(container, peer, image_config)
-        except DockyardError as exc:
+        except (DockyardError, OSError) as exc:  # OSError: the /etc files could not be written
             await trio.to_thread.run_sync(cgroup.remove)
-            await self._start_failed(container, LaunchError(exc.message, reason=exc.message))
+            reason = exc.message if isinstance(exc, DockyardError) else f"set up the network: {exc}"
+            await self._start_failed(container, LaunchError(reason, reason=reason))
 
     async def _start_failed(self, container: Container, exc: LaunchError) -> None:
         """Record and announce a start that failed before the payload ran; raises StartError."""

@@ -419,4 +419,5 @@ class Handlers:
             "events_channel": EVENTS_CHANNEL,
             "bus": self.bus_stats(),
             "workers": self.workers(),
+            "network": self.sup.networking.info() if self.sup.networking is not None else None,
         }

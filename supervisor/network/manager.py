@@ -117,6 +117,19 @@ class Network:
             await self._iptables("-D", check=False)
         await trio.to_thread.run_sync(links.remove_bridge, self.bridge)
 
+    def info(self) -> dict[str, Any]:
+        """For ``dockyard info``: the bridge, the leases held, and what was cleaned or failed."""
+        return {
+            "bridge": self.bridge,
+            "subnet": str(self.subnet),
+            "gateway": self.leases.gateway,
+            "leases": len(self.leases.leases),
+            "ip_masq": self.ip_masq,
+            "dnat": self.nat.available,
+            "dnat_failures": self.nat.failures,
+            **self.counters,
+        }
+
     def masquerade_rule(self) -> list[str]:
         return [
             "POSTROUTING", "-s", str(self.subnet), "!", "-o", self.bridge,

@@ -40,6 +40,12 @@ successful execve closes it and the supervisor reads EOF). Any other fd is close
     <-- EOF (execve closed fd 4) --------------------------------------  execve(argv)
     <-- {"error": "...", "exit_code": N}\\n --------------------------  or report and _exit(N)
 
+With ``"network_sync": true`` the supervisor keeps fd 3 open after the config (which then
+ends with a newline), configures pid 1's network namespace once it has the pid (the veth,
+eth0, the route: ``supervisor/network``), and writes one byte on fd 3; pid 1 reads it last,
+right before execve, so its own set-up overlaps the supervisor's. EOF instead of the byte
+(the supervisor gave up) makes pid 1 report an error and exit 125.
+
 The pid line always comes first: pid 1 does not start until stage 0 has written it and
 sent one byte on the sync pipe. EOF without that byte means stage 0 died before telling
 anyone the pid, and the child exits at once. No per-container helper process stays
@@ -69,7 +75,11 @@ Config (one JSON document on fd 3)::
      "capabilities": ["CAP_CHOWN", ...],   kept in the bounding set (and for root in the
                                            effective and permitted sets); the rest dropped
      "masked_paths": [...],            /dev/null or an empty read-only tmpfs over them
-     "readonly_paths": [...]}          bind-mounted read-only
+     "readonly_paths": [...],          bind-mounted read-only
+     "network_namespace": "" | "host" | "/proc/PID/ns/net",
+                                       a new one, the host's, or another container's (setns)
+     "etc_dir": "/dir",                hosts, hostname, resolv.conf bind-mounted into /etc
+     "network_sync": false}            wait on fd 3 for the network before execve (above)
 """
 
 import sys

@@ -631,7 +631,8 @@ ETC_FILES = ("hosts", "hostname", "resolv.conf")
 def mount_etc_files(rootfs: str, directory: str) -> None:
     """Bind-mount the supervisor's generated /etc/hosts, /etc/hostname and /etc/resolv.conf
     from ``directory`` over the image's (read-write, as docker). Bind mounts sit over the
-    overlay, so nothing of them reaches the upper dir, a commit or a diff."""
+    overlay, and the daemon's init layer (a lower dir) has the mount points, so nothing of
+    them reaches the upper dir, a commit or a diff; a missing mount point is created."""
     for name in ETC_FILES:
         source = directory + "/" + name
         if not os.path.exists(source):

@@ -180,6 +180,9 @@ def test_daemon_sigkill_and_restart_leaves_no_veth_or_lease(daemon):
         time.sleep(0.02)
     assert veths(daemon) == [] and leases(daemon) == {} and "DNAT" not in nat_rules(daemon)
     assert link_exists(daemon.bridge)
+    info = json.loads(daemon.out("info"))["network"]
+    assert info["bridge"] == daemon.bridge and info["subnet"] == daemon.subnet and info["leases"] == 0
+    assert info["leases_released_at_start"] == 1 and info["dnat"] and info["dnat_failures"] == 0
     daemon.out("rm", "orphan")
 
 

@@ -4,6 +4,7 @@ fails, and checks that no mount of it shows up on the host."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import stat
@@ -524,3 +525,44 @@ async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, se
     assert await run(launcher=server.launch, config=config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
     assert server.pid not in (None, first)
     assert children_of(os.getpid()) == [server.pid]
+
+
+# --- the network sync point (network_sync, launch's prepare hook) ----------------------------------
+
+
+async def test_payload_waits_for_prepare_and_sees_its_work(image: Path, layout: dict, tmp_path: Path) -> None:
+    """pid 1 execs only after prepare(pid) returned: prepare sees the init stage, not the
+    payload, and what it does (here: a file in the generated /etc dir) is there for it."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "hosts").write_text("10.9.9.9\tgenerated\n")
+    seen: list[str] = []
+
+    async def prepare(pid: int) -> None:
+        seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        (etc / "hostname").write_text("from-prepare\n")
+
+    init_layer = tmp_path / "init"  # the mount points, as the daemon's init layer has them
+    (init_layer / "etc").mkdir(parents=True)
+    for name in ("hosts", "hostname", "resolv.conf"):
+        (init_layer / "etc" / name).touch()
+    config = config_for((init_layer, image), layout, ("cat", "/etc/hosts", "/etc/hostname"), network_sync=True,
+                        etc_dir=str(etc))
+    result = await run(config, functools.partial(launch, prepare=prepare))
+    assert result == Result(0, "10.9.9.9\tgenerated\nfrom-prepare\n", "")
+    assert seen and "python" in seen[0]  # still the init stage when prepare ran
+    assert not (Path(layout["upper"]) / "etc").exists()  # bind mounts over the init layer: nothing in upper
+
+
+async def test_a_failing_prepare_kills_the_container(image: Path, layout: dict) -> None:
+    async def prepare(pid: int) -> None:
+        raise LaunchError("cannot connect it: no bridge")
+
+    config = config_for(image, layout, ("true",), network_sync=True)
+    with trio.fail_after(TIMEOUT), pytest.raises(LaunchError, match="no bridge"):
+        await launch(config, prepare=prepare)
+
+
+async def test_host_network_mode_keeps_the_host_namespace(image: Path, layout: dict) -> None:
+    result = await sh(image, layout, "readlink /proc/1/ns/net", network_namespace="host")
+    assert result.stdout.strip() == os.readlink("/proc/self/ns/net")
