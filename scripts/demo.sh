@@ -21,7 +21,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "start the daemon (state in $work)"
-"$dockyard" daemon --cgroup-parent dockyard-demo 2>"$work/daemon.log" &
+"$dockyard" daemon --cgroup-parent dockyard-demo --bridge-name dydemo0 --bridge-subnet 10.213.254.0/24 \
+    2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 100); do
     [ -S "$DOCKYARD_RUN/control.sock" ] && "$dockyard" info >/dev/null 2>&1 && break
@@ -41,8 +42,21 @@ show "$dockyard" images
 step "isolation: pid 1, its own hostname, only the image's files"
 show "$dockyard" run --rm base sh -c 'echo "pid $$ on $(hostname)"; ls /'
 
-step "isolation: no host processes, only loopback, docker's capabilities"
-show "$dockyard" run --rm base sh -c 'ps; ls /sys/class/net; grep -E "CapEff|NoNewPrivs" /proc/self/status'
+step "isolation: no host processes, docker's capabilities; its own network namespace"
+show "$dockyard" run --rm base sh -c 'ps; grep -E "CapEff|NoNewPrivs" /proc/self/status; ip -o -4 addr'
+show "$dockyard" run --rm --network none base ls /sys/class/net
+
+step "network: a published port on the host's loopback, and container to container by address"
+show "$dockyard" run -d --name web -p 127.0.0.1:18080:80 base httpd -f -p 80 -h /etc
+for _ in $(seq 50); do  # bounded: until httpd listens
+    "$dockyard" exec web sh -c 'netstat -ltn | grep -q ":80 "' 2>/dev/null && break
+    sleep 0.1
+done
+show "$dockyard" port web
+show .venv/bin/python -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:18080/hostname", timeout=5).read().decode().strip())'
+web_ip=$("$dockyard" inspect web | grep -m1 '"IPAddress"' | grep -oE '[0-9]+(\.[0-9]+){3}')
+show "$dockyard" run --rm base wget -qO- "http://$web_ip/hostname"
+show "$dockyard" rm -f web
 
 step "copy-on-write: a container's writes never reach the image"
 show "$dockyard" run --name scribble base sh -c 'echo scribbled > /etc/motd; cat /etc/motd'
