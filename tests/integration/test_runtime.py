@@ -536,6 +536,9 @@ async def test_payload_waits_for_prepare_and_sees_its_work(image: Path, layout: 
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "hosts").write_text("10.9.9.9\tgenerated\n")
+    # The files exist before the launch (the daemon writes them first); pid 1 bind-mounts
+    # them while prepare runs, so prepare changes one in place (same inode).
+    (etc / "hostname").write_text("before-prepare\n")
     seen: list[str] = []
 
     async def prepare(pid: int) -> None:
