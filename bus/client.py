@@ -46,6 +46,7 @@ __all__ = [
     "AsyncClient",
     "AsyncSubscription",
     "Client",
+    "Pending",
     "Stream",
     "Subscription",
     "default_run_dir",
@@ -188,6 +189,15 @@ class Client:
             if not codec.is_stream(envelope):
                 return codec.unwrap_reply(envelope)
 
+    def send_request(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Pending:
+        """Send one request now and take its reply later (:meth:`Pending.result`): the caller
+        works while the daemon answers (``logs`` keeps its next page in flight this way).
+        Take each reply before sending the next request: replies to requests that are not
+        the one being waited for are dropped as stale."""
+        request_id = self._send(op, args, 30.0 if timeout is None else timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return Pending(self, op, request_id, deadline, timeout)
+
     def stream(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> Stream:
         """Send a streaming request. Iterate the returned :class:`Stream` for the stream
         payloads; its ``result`` (and StopIteration.value) is the reply's result; an error
@@ -308,6 +318,24 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Pending:
+    """A request sent by :meth:`Client.send_request`; :meth:`result` waits for its reply."""
+
+    def __init__(self, client: Client, op: str, request_id: int, deadline: float | None, timeout: float | None):
+        self._client = client
+        self.op = op
+        self.request_id = request_id
+        self._deadline = deadline
+        self._timeout = timeout
+
+    def result(self) -> Any:
+        """The reply's result; raises like :meth:`Client.request`."""
+        while True:
+            envelope = self._client._receive(self.request_id, self.op, self._deadline, self._timeout)
+            if not codec.is_stream(envelope):
+                return codec.unwrap_reply(envelope)
 
 
 class Stream(Iterator[dict]):

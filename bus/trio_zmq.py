@@ -54,6 +54,9 @@ from collections.abc import Sequence
 import trio
 import zmq
 
+#: Frames at least this big are sent without a copy (pyzmq keeps them alive until sent).
+ZERO_COPY = 1 << 20
+
 __all__ = ["AsyncSocket"]
 
 
@@ -83,7 +86,8 @@ class AsyncSocket:
         try:
             last = len(frames) - 1
             for index, frame in enumerate(frames):
-                send(frame, (zmq.NOBLOCK | zmq.SNDMORE) if index < last else zmq.NOBLOCK)
+                # A big frame (a page of logs) is handed to libzmq without a copy.
+                send(frame, (zmq.NOBLOCK | zmq.SNDMORE) if index < last else zmq.NOBLOCK, copy=len(frame) < ZERO_COPY)
         except zmq.Again:
             return False
         finally:

@@ -25,6 +25,8 @@ GREETING = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
 #: The largest frame accepted from the daemon (the codec refuses bigger ones anyway).
 MAX_FRAME = 64 * 1024 * 1024
+#: A frame this big whose body has not all come is received into a buffer of its own.
+BIG_FRAME = 256 * 1024
 
 
 class ZmtpError(ConnectionError):
@@ -61,10 +63,41 @@ class FrameReader:
         self._frames: list[bytes] = []
         self.messages: list[list[bytes]] = []
         self.commands: list[bytes] = []
+        # A big frame whose header came: its body is received straight into ``_body`` (no
+        # copies through the buffer); ``_filled`` bytes of it are in, ``_flags`` its flags.
+        self._body: bytearray | None = None
+        self._filled = 0
+        self._flags = 0
+
+    def body_view(self) -> memoryview | None:
+        """Where the next bytes go, for recv_into, when a big frame is being received (then
+        call :meth:`body_received`); None: receive and :meth:`feed` as usual."""
+        if self._body is None:
+            return None
+        return memoryview(self._body)[self._filled :]
+
+    def body_received(self, count: int) -> None:
+        self._filled += count
+        if self._body is not None and self._filled == len(self._body):
+            body, self._body = self._body, None
+            self._frame(self._flags, body)
+
+    def _frame(self, flags: int, body: bytes | bytearray) -> None:
+        if flags & COMMAND:
+            self.commands.append(bytes(body))
+            return
+        self._frames.append(body)  # type: ignore[arg-type]  # a bytearray for a big frame
+        if not flags & MORE:
+            self.messages.append(self._frames)
+            self._frames = []
 
     def feed(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
+        self._parse()
+
+    def _parse(self) -> None:
+        buffer = self._buffer
         while len(buffer) >= 2:
             flags = buffer[0]
             if flags & LONG:
@@ -76,17 +109,19 @@ class FrameReader:
             if size > MAX_FRAME:
                 raise ZmtpError(f"frame of {size} bytes is over the limit of {MAX_FRAME}")
             if len(buffer) < start + size:
+                if size >= BIG_FRAME:
+                    # The body goes to its own bytearray, the rest of it straight from the
+                    # socket (body_view): each byte is copied once, by the kernel.
+                    body = bytearray(size)
+                    have = len(buffer) - start
+                    body[:have] = memoryview(buffer)[start:]
+                    buffer.clear()
+                    self._body, self._filled, self._flags = body, have, flags
                 return
             with memoryview(buffer) as view:  # one copy, not two (a slice of a bytearray is one)
                 body = bytes(view[start : start + size])
             del buffer[: start + size]
-            if flags & COMMAND:
-                self.commands.append(body)
-                continue
-            self._frames.append(body)
-            if not flags & MORE:
-                self.messages.append(self._frames)
-                self._frames = []
+            self._frame(flags, body)
 
 
 class ZmtpDealer:
@@ -145,6 +180,19 @@ class ZmtpDealer:
         self._sock.close()
 
     def _fill(self, timeout: float) -> None:
+        view = self._reader.body_view()
+        if view is not None:
+            with view:
+                try:
+                    count = self._sock.recv_into(view)
+                except BlockingIOError:
+                    return
+                except TimeoutError:
+                    raise ZmtpError(f"no answer from the peer within {timeout:g} s") from None
+            if not count:
+                raise ZmtpError("the peer closed the connection")
+            self._reader.body_received(count)
+            return
         try:
             data = self._sock.recv(1 << 20)
         except BlockingIOError:

@@ -1004,8 +1004,15 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
     targets = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     at_line_start = {1: True, 2: True}
     previous = None
+    pending = client.send_request("logs.read", request, timeout=LOGS_WAIT + 30)
     while True:
-        result = client.request("logs.read", request, timeout=LOGS_WAIT + 30)
+        result = pending.result()
+        if not result["done"]:
+            # The next page is asked for before this one is written: the daemon reads it
+            # while the CLI writes (the cursor is all the next request needs).
+            request["cursor"] = result["cursor"]
+            request["tail"] = None
+            pending = client.send_request("logs.read", request, timeout=LOGS_WAIT + 30)
         for stream, ts, data, flags in result["records"]:
             stream = 2 if flags & 2 else stream  # a marker of lost output goes to stderr
             target = targets[stream]
@@ -1019,8 +1026,6 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
             previous.flush()
         if result["done"]:
             return 0
-        request["cursor"] = result["cursor"]
-        request["tail"] = None
 
 
 def cmd_info(args: argparse.Namespace, client: Any) -> int:
