@@ -611,16 +611,35 @@ def wait_for_network(config: dict) -> None:
         raise InitError("the supervisor did not finish the network set-up")
 
 
-def join_network_namespace(path: str) -> None:
-    """setns(2) into the network namespace at ``path`` (``--network container:NAME``)."""
+def setns(fd: int, nstype: int, action: str) -> None:
+    """setns(2) into the namespace open at ``fd``; ``action`` says what, in the error."""
     libc = _libc()
     libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    _check(libc.setns(fd, nstype), action)
+
+
+def join_cgroups(cgroup_procs: "tuple[str, ...] | list[str]") -> None:
+    """Move this process into each cgroup (its ``cgroup.procs`` paths)."""
+    pid = str(os.getpid()).encode()
+    for path in cgroup_procs:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise InitError(f'join the cgroup: write "{path}": {strerror(exc.errno)}') from None
+
+
+def join_network_namespace(path: str) -> None:
+    """setns(2) into the network namespace at ``path`` (``--network container:NAME``)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise InitError(f'open the network namespace "{path}": {strerror(exc.errno)}') from None
     try:
-        _check(libc.setns(fd, CLONE_NEWNET), f'join the network namespace "{path}" (setns)')
+        setns(fd, CLONE_NEWNET, f'join the network namespace "{path}" (setns)')
     finally:
         os.close(fd)
 
@@ -650,16 +669,7 @@ def mount_etc_files(rootfs: str, directory: str) -> None:
 def stage0(config: dict) -> None:
     """Join the cgroups, unshare, fork, report the child's pid. Returns only in the child,
     pid 1 of the new pid namespace; stage 0 itself exits here."""
-    pid = str(os.getpid()).encode()
-    for path in config.get("cgroup_procs", ()):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise InitError(f'join the cgroup: write "{path}": {strerror(exc.errno)}') from None
+    join_cgroups(config.get("cgroup_procs", ()))
     namespaces = CONTAINER_NAMESPACES
     network = config.get("network_namespace") or ""
     if network == "host":

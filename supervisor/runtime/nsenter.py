@@ -31,7 +31,6 @@ standard library. The last steps (user, capabilities, execve) repeat the end of
 ``linux.container``: that function is kept as it is so that other changes to it merge.
 """
 
-import ctypes
 import os
 
 if __package__:
@@ -48,12 +47,6 @@ NAMESPACES = (
     ("cgroup", linux.CLONE_NEWCGROUP),
     ("mnt", linux.CLONE_NEWNS),
 )
-
-
-def setns(fd: int, nstype: int, what: str) -> None:
-    libc = linux._libc()
-    libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-    linux._check(libc.setns(fd, nstype), f"join the {what} namespace (setns)")
 
 
 def _start_time(pid: int) -> int:
@@ -80,18 +73,9 @@ def join(config: dict) -> None:
                 fds.append(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
             except OSError as exc:
                 raise linux.InitError(f"open the {name} namespace of process {pid}: {linux.strerror(exc.errno)}") from None
-        own = str(os.getpid()).encode()
-        for path in config.get("cgroup_procs", ()):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, own)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise linux.InitError(f'join the cgroup: write "{path}": {linux.strerror(exc.errno)}') from None
+        linux.join_cgroups(config.get("cgroup_procs", ()))
         for fd, (name, nstype) in zip(fds, NAMESPACES):
-            setns(fd, nstype, name)
+            linux.setns(fd, nstype, f"join the {name} namespace (setns)")
     finally:
         for fd in fds:
             os.close(fd)
