@@ -37,8 +37,7 @@ def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_l
          parent_pid: int = 0) -> int:
     import trio
 
-    if parent_pid:
-        end_with_parent(parent_pid)
+    parent = open_parent(parent_pid) if parent_pid else None
 
     from supervisor.daemon import configure_logging
 
@@ -53,6 +52,8 @@ def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_l
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_serve_then_cancel, module.serve, ctx, nursery.cancel_scope)
+                if parent is not None:
+                    nursery.start_soon(_end_with_parent, parent, parent_pid, log, nursery.cancel_scope)
                 async for signum in signals:
                     log.info("worker stopping", signal=signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
@@ -62,15 +63,35 @@ def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_l
     return 0
 
 
-def end_with_parent(parent_pid: int) -> None:
-    """SIGTERM this worker when the daemon that started it dies, even by SIGKILL: the next
-    daemon starts its own workers, and two monitors must not outlive their daemon."""
-    from supervisor.runtime.linux import prctl
+def open_parent(parent_pid: int) -> int:
+    """A pidfd of the daemon that started this worker, so the worker can end with it, even
+    when it was SIGKILLed: the next daemon starts its own workers, and two monitors must not
+    outlive their daemon.
 
-    PR_SET_PDEATHSIG = 1
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM, what="prctl(PR_SET_PDEATHSIG)")
-    if os.getppid() != parent_pid:  # it died before the prctl
+    Not PR_SET_PDEATHSIG: that fires when the *thread* that forked the worker exits, and trio
+    forks from a worker thread that ends after 10 s idle, which stopped every worker then.
+    """
+    try:
+        pidfd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        raise SystemExit(f"dockyard worker: the daemon (pid {parent_pid}) is gone") from None
+    if os.getppid() != parent_pid:  # it died before: that pid is another process now
+        os.close(pidfd)
         raise SystemExit(f"dockyard worker: the daemon (pid {parent_pid}) is gone")
+    return pidfd
+
+
+async def parent_exited(pidfd: int) -> None:
+    """Until the process of ``pidfd`` (from :func:`open_parent`) exited."""
+    import trio
+
+    await trio.lowlevel.wait_readable(pidfd)  # a pidfd is readable once its process exited
+
+
+async def _end_with_parent(pidfd: int, parent_pid: int, log: Any, scope: Any) -> None:
+    await parent_exited(pidfd)
+    log.info("worker stopping", reason=f"the daemon (pid {parent_pid}) is gone")
+    scope.cancel()
 
 
 async def _serve_then_cancel(serve: Any, ctx: WorkerContext, scope: Any) -> None:

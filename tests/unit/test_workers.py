@@ -99,3 +99,53 @@ async def test_cancelling_the_manager_kills_its_workers():
         nursery.cancel_scope.cancel()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+PARENT = """
+import subprocess, sys, threading
+child = {}
+def spawn():  # from a thread that ends once the child is set up, as trio's cached threads do
+    child["p"] = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())],
+                                  stdout=subprocess.PIPE)
+    child["p"].stdout.readline()
+thread = threading.Thread(target=spawn)
+thread.start()
+thread.join()
+print(child["p"].pid, flush=True)
+sys.stdin.readline()  # until the test closes our stdin
+"""
+
+CHILD = """
+import sys, trio, workers
+pidfd = workers.open_parent(int(sys.argv[1]))
+print("ready", flush=True)
+trio.run(workers.parent_exited, pidfd)
+"""
+
+
+def test_a_worker_outlives_the_thread_that_started_it_and_ends_with_its_daemon():
+    """The daemon starts workers from a trio thread that ends after 10 s idle: the worker
+    must not end with that thread (PR_SET_PDEATHSIG did), only with the daemon process."""
+    import subprocess
+
+    from tests.polling import process_gone, wait_until
+
+    with subprocess.Popen([sys.executable, "-c", PARENT, CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__)))) as parent:
+        child = int(parent.stdout.readline())
+        # The spawning thread has ended; give a thread-bound death signal time to arrive.
+        trio.run(trio.sleep, 0.5)
+        assert not process_gone(child)
+        parent.stdin.close()
+        parent.wait(timeout=10)
+    wait_until(lambda: process_gone(child), timeout=10, what=f"worker {child} ending with its parent")
+
+
+def test_a_worker_whose_daemon_is_gone_refuses_to_start():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "workers", "monitor", "--root", "/nonexistent", "--run",
+                           "/nonexistent", "--parent-pid", "999999999"], capture_output=True, text=True, timeout=30,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode != 0
+    assert "the daemon (pid 999999999) is gone" in done.stderr
