@@ -38,6 +38,7 @@ from logs.format import (
     IndexEntry,
     Record,
     SegmentHeader,
+    VERSION,
     parse_index,
     parse_record,
     record_header,
@@ -158,7 +159,7 @@ class LogWriter:
         position = 0
         while position < len(data):
             try:
-                record = parse_record(data, position, str(path), offset)
+                record = parse_record(data, position, str(path), offset, header.version)
             except (Incomplete, CorruptLog):
                 break
             last[record.stream] = record.seq
@@ -179,6 +180,8 @@ class LogWriter:
         self._fd, self._index_fd = fd, index_fd
         self.number, self.size, self.last, self.max_ts = number, end, last, max_ts
         self._index_offset = entries[-1].offset if entries else 0
+        if header.version != VERSION:  # written by an older dockyard: new records go in a new segment
+            self._rotate()
 
     def _create(self, number: int) -> None:
         """A new segment (header written to a temporary name, fsynced, renamed: a segment
@@ -500,13 +503,14 @@ class LogReader:
 def _records_in(fd: int, where: str, offset: int, chunk: int = 4 << 20):
     """(offset, record) of each complete record of an open segment from ``offset`` on; stops
     at the end of the file or at a record not yet wholly written. Raises CorruptLog."""
+    version = SegmentHeader.parse(os.pread(fd, HEADER_END, 0), where).version
     size = os.fstat(fd).st_size
     while offset < size:
         data = os.pread(fd, min(size - offset, max(chunk, RECORD_HEADER.size + MAX_RECORD)), offset)
         position = 0
         while position < len(data):
             try:
-                record = parse_record(data, position, where, offset)
+                record = parse_record(data, position, where, offset, version)
             except Incomplete:
                 break
             yield offset + position, record

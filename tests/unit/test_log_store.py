@@ -17,9 +17,12 @@ from logs.format import (
     SEGMENT_HEADER,
     STDERR,
     STDOUT,
+    VERSION,
     Record,
     RecordCutter,
+    SegmentHeader,
     dropped_marker,
+    record_header,
 )
 from logs.store import END, MORE, UNTIL, LogReader, LogWriter, count_lines, index_path, list_segments, segment_path
 
@@ -195,6 +198,31 @@ def test_corrupt_and_hostile_segments_give_a_clear_error(tmp_path):
     path.write_bytes(b"garbage")
     writer = LogWriter(tmp_path, max_size=1 << 20, max_file=2)
     assert writer.number == 2 and writer.last == {STDOUT: 0, STDERR: 0}
+
+
+def test_a_version_1_segment_is_read_and_its_writer_goes_on_in_a_new_version_2_segment(tmp_path):
+    """Segments written before CRC-32C (version 1, zlib's CRC-32) stay readable."""
+    import zlib
+
+    assert VERSION == 2
+    old = [Record(10.0 + i, STDOUT, i + 1, 0, b"old line %d\n" % i) for i in range(3)]
+    body = b"".join(record_header(r.ts, r.stream, r.seq, r.flags, r.payload, version=1) + r.payload for r in old)
+    segment_path(tmp_path, 1).write_bytes(SegmentHeader(version=1).pack() + body)
+    # The crc really is zlib's: a version 2 reading of these bytes would fail.
+    first = old[0]
+    header = record_header(first.ts, first.stream, first.seq, first.flags, first.payload, version=1)
+    assert struct.unpack_from("<I", header, 4)[0] == zlib.crc32(first.payload, zlib.crc32(header[8:]))
+    assert payload(read_all(LogReader(tmp_path))) == b"old line 0\nold line 1\nold line 2\n"
+    assert LogReader(tmp_path).last_seqs() == {STDOUT: 3, STDERR: 0}
+
+    writer = LogWriter(tmp_path, max_size=1 << 20, max_file=3)
+    assert writer.number == 2 and writer.last == {STDOUT: 3, STDERR: 0}
+    writer.append([Record(20.0, STDOUT, 4, 0, b"new line\n")])
+    writer.close()
+    assert LogReader(tmp_path).header(2).version == 2
+    assert payload(read_all(LogReader(tmp_path))) == b"old line 0\nold line 1\nold line 2\nnew line\n"
+    assert payload(read_all(LogReader(tmp_path), position=LogReader(tmp_path).tail_position(2)[0])) == (
+        b"old line 2\nnew line\n")
 
 
 def test_markers_and_line_counts():
