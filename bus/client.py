@@ -617,7 +617,7 @@ class AsyncClient:
             raise RuntimeError("this client is closed")
         _check_daemon(self.events_path)
         raw, token = _subscriber(self._zmq_context(), self.events_path, topics)
-        sub = AsyncSocket(raw)
+        sub = AsyncSocket(raw, receive_views=True)
         self._subscriptions.add(sub)
         try:
             await self.request("bus.sync", {"token": token}, timeout=SYNC_TIMEOUT)

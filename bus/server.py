@@ -91,6 +91,8 @@ CONTROL_SNDHWM = 10_000
 EVENT_QUEUE_LIMIT = 100_000
 #: Events the events task sends before it lets other tasks run.
 EVENT_BATCH = 2_000
+#: Event frames at least this big (a log record) go to libzmq without a copy.
+EVENT_ZERO_COPY = 64 << 10
 #: Inbound control messages larger than this make libzmq disconnect the peer; frames
 #: between codec.MAX_FRAME and this get a bad_frame reply.
 CONTROL_MAXMSGSIZE = 4 * codec.MAX_FRAME
@@ -539,7 +541,7 @@ class BusServer:
                 topic, frame = queue.popleft()
                 try:
                     send(topic, more)
-                    send(frame, last)
+                    send(frame, last, copy=len(frame) < EVENT_ZERO_COPY)
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
                     stats.events_dropped += 1
                 sent += 1
