@@ -755,6 +755,7 @@ class Supervisor:
             network_namespace=network.namespace,
             etc_dir=network.etc_dir,
             network_sync=network.sync,
+            volatile=container.spec.auto_remove,
         )
         try:
             stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)

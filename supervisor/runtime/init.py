@@ -64,6 +64,7 @@ Config (one JSON document on fd 3)::
      "work": "/dir/work",
      "rootfs": "/dir/merged",          where the overlay is mounted: inside the container's
                                        mount namespace only, so it vanishes with it
+     "volatile": false,                mount the overlay volatile: never synced (--rm)
      "argv": ["sh", "-c", "..."],      argv[0] without a slash is looked up in env's PATH
      "env": ["PATH=...", ...],         the whole environment; HOME is added from passwd
      "cwd": "/",                       created if missing

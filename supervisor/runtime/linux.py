@@ -404,11 +404,29 @@ def quote(text: str) -> str:
 # --- steps of the init stage ------------------------------------------------------------------
 
 
-def mount_rootfs(rootfs: str, lower: list[str], upper: str, work: str) -> None:
+def mount_rootfs(rootfs: str, lower: list[str], upper: str, work: str, volatile: bool = False) -> None:
     """Make every mount private (nothing propagates back to the host), then mount the
-    overlay on ``rootfs``. Must run in the container's own mount namespace."""
+    overlay on ``rootfs``. Must run in the container's own mount namespace.
+
+    ``volatile`` (a ``--rm`` container, whose writable layer is deleted at its exit, as
+    podman does): the overlay never syncs. Without it, unmounting an overlay (when pid 1
+    exits and its mount namespace goes) runs syncfs() on the *whole* filesystem of the upper
+    dir, which held a container's exit up for as long as the host took to write back every
+    dirty page on it (0.15-0.4 s after 200 MB of logs here). A kernel without the option
+    (before 5.10) mounts without it."""
     mount(None, "/", None, MS_REC | MS_PRIVATE, None, "make the mounts private (MS_REC|MS_PRIVATE on /)")
     options = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    # A volatile mount leaves this behind and the kernel refuses the dirs while it exists.
+    try:
+        os.rmdir(f"{work}/work/incompat/volatile")
+    except OSError:
+        pass
+    if volatile:
+        try:
+            mount("overlay", rootfs, "overlay", 0, options + ",volatile", "")
+            return
+        except InitError:
+            pass  # an older kernel: mount it as usual
     mount("overlay", rootfs, "overlay", 0, options, f'mount overlay on "{rootfs}" ({options})')
 
 
@@ -703,7 +721,7 @@ def container(config: dict) -> None:
     os.umask(0)  # device nodes and mount points get exactly the modes given
     take_terminal()
     rootfs = config["rootfs"]
-    mount_rootfs(rootfs, config["lower"], config["upper"], config["work"])
+    mount_rootfs(rootfs, config["lower"], config["upper"], config["work"], config.get("volatile", False))
     mount_system(rootfs, config.get("devices", ()))
     if config.get("etc_dir"):
         mount_etc_files(rootfs, config["etc_dir"])

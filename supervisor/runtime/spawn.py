@@ -99,6 +99,8 @@ class LaunchConfig:
     # pid 1 waits, before its execve, for the supervisor's go (the network is configured):
     # launch(prepare=...) runs between the pid report and that go.
     network_sync: bool = False
+    # The writable layer is thrown away at exit (--rm): mount it volatile (never synced).
+    volatile: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -63,6 +63,23 @@ def test_writes_never_reach_the_image(daemon):
     daemon.out("rm", "writer")
 
 
+def test_a_rm_container_mounts_its_layer_volatile_and_a_kept_one_does_not(daemon):
+    """--rm: the writable layer is thrown away, so its overlay is never synced (podman does
+    the same); a kept container's layer is synced as usual. A volatile mount's marker in the
+    work dir does not stop the layer from being mounted again."""
+    overlay = lambda mounts: next(line for line in mounts.splitlines() if line.startswith("overlay / "))
+    assert "volatile" in overlay(daemon.out("run", "--rm", "base", "cat", "/proc/mounts"))  # "fsync=volatile"
+    kept = daemon.out("run", "-d", "--name", "kept", "base", "cat", "/proc/mounts").strip()
+    assert daemon.out("wait", "kept").strip() == "0"
+    assert "volatile" not in overlay(daemon.out("logs", "kept"))
+    marker = daemon.root / "containers" / kept / "work" / "work" / "incompat" / "volatile"
+    marker.mkdir(parents=True)  # as a volatile mount of this layer would have left it
+    daemon.out("start", "kept")
+    assert daemon.out("wait", "kept").strip() == "0"
+    assert not marker.exists()
+    daemon.out("rm", "kept")
+
+
 def test_exit_codes_follow_docker(daemon):
     assert daemon.cli("run", "--rm", "base", "true").returncode == 0
     assert daemon.cli("run", "--rm", "base", "sh", "-c", "exit 7").returncode == 7
