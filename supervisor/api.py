@@ -383,6 +383,7 @@ class Supervisor:
             return
         container.move("remove")
         await self.networking.settle(container.id)  # no veth of it is left once it is gone
+        await self._mounts_released(container)
         try:
             await trio.to_thread.run_sync(shutil.rmtree, container.directory)
         except FileNotFoundError:
@@ -729,6 +730,7 @@ class Supervisor:
 
     async def _launch(self, container: Container, attach: Attachment | None) -> None:
         """Start the container's process; the caller holds container.lock."""
+        await self._mounts_released(container)
         cgroup = self._cgroups.create(container.id)
         try:
             cgroup.apply(container.spec.resources, devices=_device_rules(container.spec.resources))
@@ -738,6 +740,11 @@ class Supervisor:
             await self._start_failed(container, LaunchError(f"cannot start container {container.name}: {reason}", reason=reason))
         network = await self._network_prepare(container, cgroup)
         resolved = container.resolved
+        # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
+        # namespace so that happens after its exit is reported (_release_mounts), and pid 1
+        # waits for the go (network_sync) so the namespace is there to hold. A --rm layer is
+        # mounted volatile instead: it is deleted at the exit and never synced.
+        hold = not container.spec.auto_remove
         launch_config = LaunchConfig(
             container_id=container.id,
             lower=(network.init_layer,) + tuple(container.layers),
@@ -754,13 +761,13 @@ class Supervisor:
             devices=_device_nodes(container.spec.resources),
             network_namespace=network.namespace,
             etc_dir=network.etc_dir,
-            network_sync=network.sync,
-            volatile=container.spec.auto_remove,
+            network_sync=network.sync or hold,
+            volatile=not hold,
         )
         try:
             stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
             prepare = functools.partial(self.networking.connect, network)
-            process = await self._fork_server.launch(launch_config, stdio, prepare=prepare)
+            process = await self._fork_server.launch(launch_config, stdio, prepare=prepare, hold_mounts=hold)
         except LaunchError as exc:
             await self.networking.release(network)
             await trio.to_thread.run_sync(cgroup.remove)
@@ -855,6 +862,9 @@ class Supervisor:
             output = self.logs.get(container.id)
             output.finish()  # from now on the pumps never block
             pumps.start_soon(drain, output, pumps.cancel_scope, OUTPUT_DRAIN_SECONDS)
+        mounts = process.take_mount_namespace()
+        if mounts >= 0:
+            container.unmounted = trio.Event()
         process.close()
         cgroup, container.cgroup = container.cgroup, None
         reader, container.stats_reader = container.stats_reader, None
@@ -878,8 +888,28 @@ class Supervisor:
         self._emit_container(container, "die", exitCode=str(exit_code))
         if container.stopping:
             self._emit_container(container, "stop")
+        if mounts >= 0:
+            await self._release_mounts(container, mounts)
         if container.spec.auto_remove:
             await self._auto_remove(container)
+
+    async def _release_mounts(self, container: Container, mount_namespace: int) -> None:
+        """Let the exited container's mounts go (see ContainerProcess.take_mount_namespace):
+        the overlay's unmount syncs the upper dir's filesystem in a thread, after the exit
+        was reported. A start or rm of the container waits for it (_mounts_released)."""
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.close, mount_namespace)
+        finally:
+            released, container.unmounted = container.unmounted, None
+            if released is not None:
+                released.set()
+
+    @staticmethod
+    async def _mounts_released(container: Container) -> None:
+        """Until the last run's overlay is unmounted (it is mounted again, or deleted, next)."""
+        if container.unmounted is not None:
+            await container.unmounted.wait()
 
     async def _auto_remove(self, container: Container) -> None:
         try:

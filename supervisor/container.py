@@ -93,6 +93,7 @@ class Container:
     pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
     health: HealthState | None = None  # since the last start, when it has a health check
     network: Any = None  # supervisor.network.manager.Attachment while it runs
+    unmounted: trio.Event | None = None  # set once the last run's overlay is unmounted
     changed: trio.Event = field(default_factory=trio.Event)
     lock: trio.Lock = field(default_factory=trio.Lock)
 

@@ -203,6 +203,9 @@ class ContainerProcess:
     returncode: int | None = None
     stdin: InputPort | None = None  # -i: the write end of stdin (the pty master with -t)
     tty: bool = False  # stdout is a pty master: resize with stdio.set_window_size
+    # An fd of pid 1's mount namespace (launch(hold_mounts=True)), -1 for none: see
+    # take_mount_namespace().
+    mount_namespace: int = -1
     _wait_lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
 
     async def wait(self) -> int:
@@ -227,8 +230,19 @@ class ContainerProcess:
         except ProcessLookupError:
             pass  # exited, not reaped yet
 
+    def take_mount_namespace(self) -> int:
+        """The fd of pid 1's mount namespace, now the caller's to close (-1 for none).
+
+        Held, the namespace outlives pid 1, so its mounts do too: unmounting the overlay runs
+        syncfs() on the whole filesystem of the upper dir (the host's disk), which would
+        otherwise hold pid 1's exit up. Whoever closes the fd pays for that sync: do it in a
+        thread, after the exit is reported, and before the layer is mounted again."""
+        fd, self.mount_namespace = self.mount_namespace, -1
+        return fd
+
     def close(self) -> None:
-        """Close the pidfd and the output streams (after :meth:`wait`, or the zombie stays)."""
+        """Close the pidfd and the output streams (after :meth:`wait`, or the zombie stays).
+        The mount namespace is not closed here (a blocking sync): see take_mount_namespace()."""
         if self.pidfd >= 0:
             _close_pidfd(self.pidfd)
             self.pidfd = -1
@@ -244,7 +258,8 @@ def become_subreaper() -> None:
 
 
 async def launch(
-    config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None
+    config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None,
+    hold_mounts: bool = False,
 ) -> ContainerProcess:
     """Start the container described by ``config`` and return its pid 1 once its payload
     has been exec'd. ``python`` is the absolute path of the interpreter for the init stage,
@@ -269,7 +284,7 @@ async def launch(
         raise
     finally:
         _close_all(theirs)
-    return await _start_container(config, _Child(init_pid), ours, ends, stdio, prepare)
+    return await _start_container(config, _Child(init_pid), ours, ends, stdio, prepare, hold_mounts)
 
 
 def _require_subreaper() -> None:
@@ -287,17 +302,24 @@ async def _start_container(
     ends: StdioEnds,
     stdio: StdioPlan,
     prepare: Prepare | None = None,
+    hold_mounts: bool = False,
 ) -> ContainerProcess:
     """The supervisor's side of the handshake, once the init stage runs (spawned or forked):
     ``ours`` are the config pipe's write end and the status pipe's read end, ``ends`` the
     supervisor's ends of the process's stdio. ``init.wait()`` returns only once stage 0 has
     been reaped, so pid 1 is our child when it is adopted. ``config`` is a LaunchConfig or an
-    exec's config (``supervisor/exec.py``): the same handshake starts both."""
+    exec's config (``supervisor/exec.py``): the same handshake starts both.
+
+    ``hold_mounts``: keep an fd of pid 1's mount namespace (ContainerProcess.mount_namespace).
+    It is opened as soon as the pid is known; with ``network_sync`` pid 1 is then still
+    waiting for the go, so it is always there; without, pid 1 may already be gone (nothing
+    is held then)."""
     name = config.container_id[:12]
     config_fd, status_fd = ours
     stdin, stdout, stderr = ends.streams(stdio)
     status = _StatusReader(trio.lowlevel.FdStream(status_fd), name)
     container: _Child | None = None
+    mount_namespace = -1
     sync = bool(getattr(config, "network_sync", False))
     config_stream = trio.lowlevel.FdStream(config_fd)
     try:
@@ -315,6 +337,8 @@ async def _start_container(
             raise _launch_error(name, config, first)
         container = _Child.adopt(first.get("pid"), name)
         start_time = container.start_time
+        if hold_mounts:
+            mount_namespace = _open_mount_namespace(container.pid)
         if sync:
             if prepare is not None:
                 try:
@@ -351,6 +375,9 @@ async def _start_container(
         for stream in (stdin, stdout, stderr):
             if stream is not None:
                 stream.close()
+        if mount_namespace >= 0:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(os.close, mount_namespace)  # may sync: not in trio's thread
         await init.kill_and_reap()
         if container is None:  # cancelled or failed before the pid was read: it may be there
             container = _Child.adopt_quietly(status.pending_pid())
@@ -361,9 +388,18 @@ async def _start_container(
     finally:
         init.close()
         status.close()
-    process = ContainerProcess(container.pid, container.pidfd, start_time, stdout, stderr, stdin=stdin, tty=stdio.tty)
+    process = ContainerProcess(container.pid, container.pidfd, start_time, stdout, stderr, stdin=stdin, tty=stdio.tty,
+                               mount_namespace=mount_namespace)
     container.pidfd = -1  # now owned by ``process``
     return process
+
+
+def _open_mount_namespace(pid: int) -> int:
+    """An fd of the process's mount namespace; -1 when it is gone already."""
+    try:
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 def _close_all(fds: list[int]) -> None:
@@ -632,7 +668,8 @@ class ForkServer:
                 raise LaunchError(f"cannot start the fork server {self.python!r}: it was not ready (got {ready!r})")
 
     async def launch(
-        self, config: LaunchConfig, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None
+        self, config: LaunchConfig, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None,
+        hold_mounts: bool = False,
     ) -> ContainerProcess:
         """As :func:`launch`, with the init stage forked by the server."""
         _require_subreaper()
@@ -662,7 +699,7 @@ class ForkServer:
         finally:
             _close_all(theirs)  # the server has its copies now: EOF on them is its (or stage 0's) doing
         stage0 = _ForkedStage0(name, trio.socket.from_stdlib_socket(reply), server)
-        return await _start_container(config, stage0, ours, ends, stdio, prepare)
+        return await _start_container(config, stage0, ours, ends, stdio, prepare, hold_mounts)
 
     async def aclose(self) -> None:
         """Stop the server: close the control socket, wait for it to exit (SIGKILL after

@@ -154,6 +154,32 @@ async def test_writes_go_to_the_upper_dir_only(image: Path, layout: dict) -> Non
     assert os.listdir(layout["merged"]) == []  # the overlay only ever existed inside
 
 
+async def test_a_held_mount_namespace_keeps_the_overlay_mounted_after_pid_1_exits(image: Path, layout: dict) -> None:
+    """hold_mounts: the overlay's unmount (a sync of the upper dir's whole filesystem) waits
+    for the supervisor to let the namespace go, not for pid 1's exit."""
+    import subprocess
+
+    config = config_for(image, layout, ("sh", "-c", "echo kept > /kept"), network_sync=True)
+    with trio.fail_after(TIMEOUT):
+        process = await launch(config, hold_mounts=True)
+        try:
+            assert await process.wait() == 0
+            namespace = process.take_mount_namespace()
+        finally:
+            await finish(process)
+    assert namespace >= 0 and process.take_mount_namespace() == -1
+    try:
+        assert os.readlink(f"/proc/self/fd/{namespace}").startswith("mnt:")
+        assert os.readlink(f"/proc/self/fd/{namespace}") != os.readlink("/proc/self/ns/mnt")
+        # pid 1 is gone; its root, the overlay, is still mounted in the namespace.
+        inside = subprocess.run(["nsenter", f"--mount=/proc/{os.getpid()}/fd/{namespace}", "cat", "/kept"],
+                                capture_output=True, text=True, timeout=30)
+        assert (inside.returncode, inside.stdout) == (0, "kept\n"), inside.stderr
+    finally:
+        await trio.to_thread.run_sync(os.close, namespace)
+    assert host_mounts_under(layout["merged"]) == []
+
+
 async def test_stdout_stderr_stdin_and_fds(image: Path, layout: dict) -> None:
     result = await sh(image, layout, "echo out; echo err >&2; cat; ls /proc/self/fd")
     assert result.stdout.split("\n")[0] == "out"
