@@ -96,8 +96,9 @@ class LaunchConfig:
     # "" a new network namespace, "host" the host's, or a /proc/PID/ns/net path to join.
     network_namespace: str = ""
     etc_dir: str = ""  # where hosts, hostname and resolv.conf are, bind-mounted into /etc
-    # pid 1 waits, before its execve, for the supervisor's go (the network is configured):
-    # launch(prepare=...) runs between the pid report and that go.
+    # pid 1 waits, before its execve, for the supervisor's go (the network is configured,
+    # its mount namespace held: launch(hold_mounts=True)); launch(prepare=...) runs between
+    # the pid report and that go.
     network_sync: bool = False
     # The writable layer is thrown away at exit (--rm): mount it volatile (never synced).
     volatile: bool = False
