@@ -102,8 +102,11 @@ def count_lines(record: Record) -> int:
     """Lines that end in ``record``: its newlines, plus a stream's last line without one."""
     if record.flags & DROPPED:
         return 0
-    lines = record.payload.count(b"\n")
-    if not record.flags & PARTIAL and record.payload and not record.payload.endswith(b"\n"):
+    payload = record.payload
+    if not isinstance(payload, bytes):  # a view of the buffer it was read into (the supervisor's)
+        payload = bytes(payload)
+    lines = payload.count(b"\n")
+    if not record.flags & PARTIAL and payload and not payload.endswith(b"\n"):
         lines += 1
     return lines
 

@@ -60,7 +60,9 @@ from supervisor.state import Status
 from supervisor.store import ContainerStore
 
 #: publish(topic, data, channel): where the supervisor sends its events (the daemon's bus).
-EventSink = Callable[[str, dict[str, Any], str], Any]
+#: publish(topic, data, channel[, payload]): payload as BusServer.publish takes it, only for
+#: a log record read into a buffer with room for its frame (supervisor/logbuffer.py).
+EventSink = Callable[..., Any]
 
 EVENTS_CHANNEL = "events"
 #: Exit code recorded for a container that was running when the daemon died (as docker).
@@ -1002,9 +1004,13 @@ class Supervisor:
         data = {"type": kind, "action": action, "id": actor, "attributes": attributes, "time": time.time()}
         self._publish(topic, data, EVENTS_CHANNEL)
 
-    def _publish(self, topic: str, data: dict[str, Any], channel: str) -> None:
-        if self._sink is not None:
+    def _publish(self, topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:
+        if self._sink is None:
+            return
+        if payload is None:
             self._sink(topic, data, channel)
+        else:
+            self._sink(topic, data, channel, payload)
 
 
 def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:

@@ -114,8 +114,8 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
     journal = Journal(config.journal_dir, config.journal_events)
     server: BusServer | None = None
 
-    def publish(topic: str, data: dict[str, Any], channel: str) -> None:
-        envelope = server.publish(topic, data, channel=channel)
+    def publish(topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:
+        envelope = server.publish(topic, data, channel=channel, payload=payload)
         if channel == EVENTS_CHANNEL:
             journal.append(envelope.as_map())
             if topic.startswith("container."):

@@ -20,6 +20,13 @@ Theory of operation
 A record is one read's worth of whole lines of one stream (or a PARTIAL piece of a line longer
 than ``MAX_RECORD``), so the hot path does a few C calls per read, never per line.
 
+A pipe is read straight into a buffer laid out as the event's frame: ``FRAME_ROOM`` free
+bytes, then the output. A big record (``OWN_MIN`` or more) keeps that buffer: its event frame
+is written around it (``BusServer.publish(payload=...)``) and sent from it, and the buffer
+holds the record until it is acknowledged; the unfinished line after it starts the next
+buffer. The kernel's copy out of the pipe is the only copy of the output in the daemon. A
+smaller record is copied out, and the buffer is used again.
+
 *Blocking* (default): when the buffer holds ``max-buffer-size`` bytes, ``write`` waits for an
 ack before it returns, so the pump stops reading, the pipe fills and the container's writes
 block. Nothing is dropped. Once the container's pid 1 exited (:meth:`ContainerLog.finish`) it
@@ -35,7 +42,9 @@ range with its exact line and byte counts, the supervisor counts it (``inspect``
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,14 +61,19 @@ from supervisor.attach import receive_chunk
 
 #: Bytes asked of the pipe per read; the pipe is enlarged to this (F_SETPIPE_SZ) where allowed.
 READ_SIZE = 1 << 20
+#: Free bytes before the output in a pipe buffer, for the header of its event frame.
+FRAME_ROOM = 512
+#: A record at least this big keeps the buffer it was read into (so a buffer is at most
+#: twice the bytes it holds for the log's buffer); a smaller one is copied out of it.
+OWN_MIN = MAX_RECORD // 2
 F_SETPIPE_SZ = 1031
 #: A replay answer carries about this much (a bus frame may hold 8 MiB).
 REPLAY_BYTES = 4 << 20
 #: Evicted records remembered one by one (for exact counts) before they are lumped together.
 EVICTED_TRACKED = 100_000
 
-#: publish(topic, data, channel)
-Publish = Callable[[str, dict[str, Any], str], None]
+#: publish(topic, data, channel[, payload]): see BusServer.publish
+Publish = Callable[..., None]
 #: dropped(container id, stream name, lines, bytes): a loss became certain.
 Dropped = Callable[[str, str, int, int], None]
 
@@ -187,6 +201,25 @@ class ContainerLog:
             cutter = self.cutters[code] = RecordCutter(MAX_RECORD)
         for payload, partial in cutter.feed(chunk):
             self._add(code, payload, partial)
+        await self._room_for_more()
+
+    async def write_record(self, stream: str, buffer: bytearray, start: int, end: int, partial: bool) -> None:
+        """Take ``buffer[start:end]``, already cut (whole lines, or ``partial``), as one record
+        without copying it: the record and its event keep ``buffer``, whose bytes before
+        ``start`` are free for the event's frame. Blocks like :meth:`write`."""
+        self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end))
+        await self._room_for_more()
+
+    async def write_record_bytes(self, stream: str, payload: bytes, partial: bool) -> None:
+        """Take ``payload``, already cut, as one record. Blocks like :meth:`write`."""
+        self._add(STREAMS[stream], payload, partial)
+        await self._room_for_more()
+
+    def add_unfinished(self, stream: str, payload: bytes) -> None:
+        """The stream ended in the middle of a line: that line, as a last record."""
+        self._add(STREAMS[stream], payload, False)
+
+    async def _room_for_more(self) -> None:
         if self.options.mode == BLOCKING:
             while self.bytes >= self.options.max_buffer_size and not self.exited:
                 self.waiting = True
@@ -203,7 +236,8 @@ class ContainerLog:
             for payload, partial in cutter.flush():
                 self._add(STREAMS[stream], payload, partial)
 
-    def _add(self, code: int, payload: bytes, partial: bool) -> None:
+    def _add(self, code: int, payload: bytes | memoryview, partial: bool,
+             frame: tuple[bytearray, int, int] | None = None) -> None:
         ts = self._clock()
         if ts <= self._last_ts:
             ts = self._last_ts + 1e-6  # strictly increasing: the store's time order is the output's
@@ -213,7 +247,10 @@ class ContainerLog:
         buffer.append(Record(ts, code, buffer.last, PARTIAL if partial else 0, payload))
         self.bytes += len(payload)
         topic = self._topics[code]
-        self._publish(topic, {"seq": buffer.last, "ts": ts, "data": payload, "partial": partial}, topic)
+        if frame is None:
+            self._publish(topic, {"seq": buffer.last, "ts": ts, "data": payload, "partial": partial}, topic)
+        else:
+            self._publish(topic, {"seq": buffer.last, "ts": ts, "partial": partial}, topic, frame)
         if self.options.mode != BLOCKING:
             while self.bytes > self.options.max_buffer_size:
                 self.bytes -= self._oldest_buffer().evict_oldest()
@@ -349,19 +386,76 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
         enlarge_pipe(fileno())
     log.pumping += 1
     try:
-        while True:
-            chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
-            if not chunk:
-                break
-            log.last_read = trio.current_time()
-            for attachment in tuple(attachments):
-                await attachment.send(stream, chunk)
-            await log.write(stream, chunk)
+        if isinstance(source, trio.lowlevel.FdStream):
+            await _pump_fd(log, stream, source.fileno(), attachments)
+        else:
+            while True:
+                chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
+                if not chunk:
+                    break
+                log.last_read = trio.current_time()
+                for attachment in tuple(attachments):
+                    await attachment.send(stream, chunk)
+                await log.write(stream, chunk)
     finally:
         log.pumping -= 1
         log._pump_ended.set()
         log._pump_ended = trio.Event()
         log.end_stream(stream)
+
+
+async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
+    """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
+    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it."""
+    buffer = bytearray(FRAME_ROOM + MAX_RECORD)
+    end = FRAME_ROOM
+    try:
+        while True:
+            if end == len(buffer):  # a line longer than MAX_RECORD: a PARTIAL piece of it
+                buffer, end = await _take(log, stream, buffer, end, end, partial=True)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                count = os.readv(fd, [memoryview(buffer)[end:]])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # a pty master reads EIO once its slave is closed
+                    raise
+                count = 0
+            if not count:
+                break
+            log.last_read = trio.current_time()
+            if attachments:
+                chunk = bytes(memoryview(buffer)[end : end + count])
+                for attachment in tuple(attachments):
+                    await attachment.send(stream, chunk)
+            cut = buffer.rfind(b"\n", end, end + count)  # the part before has none
+            end += count
+            if cut >= 0:
+                buffer, end = await _take(log, stream, buffer, cut + 1, end, partial=False)
+    except trio.ClosedResourceError:
+        pass
+    finally:
+        if end > FRAME_ROOM:  # the last line, without its newline
+            log.add_unfinished(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]))
+
+
+async def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
+                partial: bool) -> tuple[bytearray, int]:
+    """Hand ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
+    into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
+    view = memoryview(buffer)
+    rest = bytes(view[cut:end])
+    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer
+        fresh = bytearray(FRAME_ROOM + MAX_RECORD)
+        fresh[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
+        await log.write_record(stream, buffer, FRAME_ROOM, cut, partial)
+        return fresh, FRAME_ROOM + len(rest)
+    record = bytes(view[FRAME_ROOM:cut])
+    buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
+    await log.write_record_bytes(stream, record, partial)
+    return buffer, FRAME_ROOM + len(rest)
 
 
 async def drain(log: ContainerLog, pumps: trio.CancelScope, idle: float) -> None:

@@ -453,6 +453,46 @@ async def test_published_frames_are_exactly_codec_encode(server: BusServer, clie
         context.term()
 
 
+async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_makes(
+    server: BusServer, client: AsyncClient, run_dir: Path
+) -> None:
+    """publish(payload=(buffer, start, end)): the frame is written around the payload in its
+    own buffer (no copy of it), and is byte for byte what codec.encode makes of the event
+    with data["data"] = those bytes; too little room or payload falls back to a copy."""
+    context = zmq.Context()
+    raw = context.socket(zmq.SUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(f"ipc://{run_dir / 'events.sock'}")
+    raw.setsockopt(zmq.SUBSCRIBE, b"log.")
+    raw.setsockopt(zmq.SUBSCRIBE, b"sync.payloadtoken")
+    sub = AsyncSocket(raw)
+    room = bus_server.PAYLOAD_ROOM
+    big = bytearray(room + 300_000)
+    big[room:] = b"0123456789abcdef\n" * (300_000 // 17) + b"x" * (300_000 % 17)
+    small = bytearray(room + 100)
+    small[room:] = b"s" * 100
+    cramped = bytearray(10 + 100_000)
+    cramped[10:] = b"c" * 100_000
+    try:
+        await client.request("bus.sync", {"token": "payloadtoken"})
+        published = []
+        for buffer, start in ((big, room), (small, room), (cramped, 10)):
+            published.append(server.publish("log.c.stdout", {"seq": 1, "ts": 2.5, "partial": False},
+                                            channel="log.c.stdout", payload=(buffer, start, len(buffer))))
+        assert isinstance(published[0].data["data"], memoryview)  # the buffer's own bytes
+        assert published[0].data["data"].obj is big
+        with trio.fail_after(GUARD):
+            for envelope, buffer, start in zip(published, (big, small, cramped), (room, room, 10)):
+                expected = codec.Envelope(topic=envelope.topic, seq=envelope.seq, source=envelope.source, ts=envelope.ts,
+                                    data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
+                assert await sub.recv() == [b"log.c.stdout", codec.encode(expected)]
+        with pytest.raises(ValueError):
+            server.publish("log.c.stdout", {"data": b"x"}, channel="log.c.stdout", payload=(big, room, len(big)))
+    finally:
+        sub.close()
+        context.term()
+
+
 async def test_bus_sync_replies_only_once_the_subscription_is_seen(
     server: BusServer, client: AsyncClient, run_dir: Path, nursery: trio.Nursery
 ) -> None:

@@ -116,3 +116,58 @@ async def test_both_streams_blocked_at_once_are_both_released():
             assert released == [] and log.waiting
             log.finish()
     assert sorted(released) == ["stderr", "stdout"]
+
+
+class FrameSink(Sink):
+    """A publisher that, like BusServer.publish(payload=...), takes the payload as a buffer."""
+
+    def publish(self, topic, data, channel, payload=None):
+        if payload is not None:
+            buffer, start, end = payload
+            assert start >= 512 and "data" not in data
+            data = {**data, "data": memoryview(buffer)[start:end]}
+        super().publish(topic, data, channel)
+
+
+async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_copied_twice():
+    """pump() on a real pipe: whole lines per record, big records published from the buffer
+    they were read into, a line longer than a record in PARTIAL pieces, the unfinished last
+    line at the end; the bytes come out exactly as written."""
+    import os
+
+    from logs.format import MAX_RECORD
+    from supervisor.logbuffer import OWN_MIN, pump
+
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "64m"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    big = b"".join(b"line %07d\n" % i for i in range(OWN_MIN // 13 + 1000))  # > OWN_MIN
+    parts = [b"a\n", b"b", b"c\n", big + b"half", b" done\n", b"L" * (MAX_RECORD + 10) + b"\n", b"tail"]
+
+    async def writer():
+        stream = trio.lowlevel.FdStream(write_end)
+        try:
+            for part in parts:
+                await stream.send_all(part)
+                await trio.testing.wait_all_tasks_blocked()  # the pump reads each part alone
+        finally:
+            await stream.aclose()
+
+    source = trio.lowlevel.FdStream(read_end)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await pump(log, "stdout", source, [])
+    await source.aclose()
+    payloads = [bytes(data["data"]) for _, data in sink.events]
+    assert b"".join(payloads) == b"".join(parts)
+    assert [data["seq"] for _, data in sink.events] == list(range(1, len(payloads) + 1))
+    assert payloads[:3] == [b"a\n", b"bc\n", big]
+    assert isinstance(sink.events[2][1]["data"], memoryview)  # published from its read buffer
+    assert payloads[3] == b"half done\n" and payloads[-1] == b"tail"
+    partial = [data["partial"] for _, data in sink.events]
+    assert partial == [False, False, False, False, True, False, False]
+    assert len(payloads[4]) == MAX_RECORD and payloads[5] == b"L" * 10 + b"\n"
+    assert log.streams[STDOUT].bytes == sum(map(len, payloads))  # buffered until acked
+    log.ack(STDOUT, len(payloads))
+    assert log.bytes == 0
