@@ -63,6 +63,8 @@ class Collector:
         self._progress = trio.Event()
         self.written = 0  # records written (for the log line at exit)
         self._writing = trio.Lock()  # live events and catch-ups take turns at the writers
+        # Each stream's last seq given out, as the previous periodic catch-up saw it.
+        self._given_out: dict[tuple[str, int], int] = {}
 
     # --- containers -----------------------------------------------------------------------
 
@@ -96,18 +98,21 @@ class Collector:
 
     # --- catching up ----------------------------------------------------------------------
 
-    async def catch_up(self) -> None:
-        """Store whatever the supervisor gave out that the store does not have."""
+    async def catch_up(self, periodic: bool = False) -> None:
+        """Store whatever the supervisor gave out that the store does not have. ``periodic``:
+        only what it had given out by the previous periodic call and is still not here (the
+        rest is most likely on its way as live events: replaying it would send it twice)."""
         async with self._writing:
-            await self._catch_up()
+            await self._catch_up(periodic)
 
     async def catch_up_forever(self) -> None:
         while True:
             await trio.sleep(CATCH_UP_INTERVAL)
-            await self.catch_up()
+            await self.catch_up(periodic=True)
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, periodic: bool = False) -> None:
         status = await self.client.request("logs.status", {})
+        given_out, self._given_out = self._given_out, {}
         for row in status["containers"]:
             container_id = row["id"]
             behind = any(row["streams"][name]["last"] > 0 for name in STREAMS)
@@ -119,7 +124,9 @@ class Collector:
             missing = []
             for name, code in STREAMS.items():
                 last = row["streams"][name]["last"]
-                if last > writer.last[code]:
+                self._given_out[(container_id, code)] = last
+                overdue = given_out.get((container_id, code), 0) if periodic else last
+                if last > writer.last[code] and overdue > writer.last[code]:
                     missing.append(await self.fetch(container_id, code, writer.last[code] + 1, last, writer))
             records = list(heapq.merge(*missing, key=lambda r: r.ts)) if missing else []
             if records:
