@@ -607,6 +607,10 @@ class AsyncClient:
 
         The bus.sync handshake is done before the context manager yields: every event
         published after that is delivered. One task iterates a subscription.
+
+        A big event whose data ends with a bin value (a log record's ``data``) gives that
+        value as a read-only memoryview of the received message, not a bytes copy
+        (``bytes(view)`` makes one).
         """
         import zmq
 

@@ -128,21 +128,26 @@ def encode(envelope: Envelope) -> bytes:
     return frame
 
 
-def decode(frame: bytes, *, max_size: int = MAX_FRAME) -> Envelope:
-    """Parse and validate one frame. Raises a FrameError subclass for anything invalid."""
+#: decode() of a memoryview this big leaves a bin value that ends the frame (a log record's
+#: output) in the frame, as a view, rather than copying it out (see _unpack_leaving_tail).
+TAIL_VIEW_MIN = 64 << 10
+#: Where such a bin's header may start: within this many bytes of the frame's start.
+TAIL_SEARCH = 1024
+
+
+def decode(frame: bytes | memoryview, *, max_size: int = MAX_FRAME) -> Envelope:
+    """Parse and validate one frame. Raises a FrameError subclass for anything invalid.
+
+    A big ``memoryview`` frame (a subscriber's, ``bus.trio_zmq.VIEW_MIN``) whose data ends
+    with a bin value, as a log record's event does, gives that value as a memoryview of
+    the frame: the one copy of the output a subscriber would otherwise make."""
     if len(frame) > max_size:
         raise FrameTooLarge(len(frame), max_size)
-    try:
-        obj = msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-        )
-    except MalformedFrame:
-        raise
-    except (msgpack.UnpackException, ValueError, TypeError, RecursionError) as exc:
-        raise MalformedFrame(f"not msgpack ({type(exc).__name__}: {exc})") from exc
+    obj = None
+    if type(frame) is memoryview and len(frame) >= TAIL_VIEW_MIN:
+        obj = _unpack_leaving_tail(frame)
+    if obj is None:
+        obj = _unpack(frame)
     if type(obj) is not dict:
         raise MalformedFrame(f"envelope must be a map, not {type(obj).__name__}")
     try:
@@ -150,6 +155,46 @@ def decode(frame: bytes, *, max_size: int = MAX_FRAME) -> Envelope:
     except KeyError:
         missing = [key for key in _KEYS if key not in obj]
         raise MalformedFrame(f"envelope lacks {', '.join(missing)}") from None
+
+
+def _unpack(frame: bytes | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except MalformedFrame:
+        raise
+    except (msgpack.UnpackException, ValueError, TypeError, RecursionError) as exc:
+        raise MalformedFrame(f"not msgpack ({type(exc).__name__}: {exc})") from exc
+
+
+def _unpack_leaving_tail(frame: memoryview) -> Any:
+    """The envelope map, its ``data`` map's last value a view of the frame's end; None when
+    the frame is not laid out so (then it is decoded as usual).
+
+    If ``frame[k]`` starts a bin 32 header whose length reaches exactly the end of the frame,
+    and ``frame[:k] + c4 00`` (an empty bin) is one whole msgpack object, then the frame is
+    that same object with its last value, the empty bin, standing for ``frame[k + 5:]``:
+    msgpack is read front to back, so the bytes before ``k`` parse the same either way, and
+    after the bin neither has anything left. That value is ``data``'s last one when the
+    envelope's last key is "data" and ``data`` is a map whose last value is that empty bin.
+    """
+    size = len(frame)
+    head = bytes(frame[: min(size, TAIL_SEARCH)])
+    k = head.find(b"\xc6")
+    while 0 <= k <= len(head) - 5:
+        if int.from_bytes(head[k + 1 : k + 5], "big") == size - k - 5:
+            try:
+                obj = _unpack(head[:k] + b"\xc4\x00")
+            except MalformedFrame:
+                obj = None
+            if type(obj) is dict and obj and next(reversed(obj)) == "data":
+                data = obj["data"]
+                if type(data) is dict and data:
+                    last = next(reversed(data))
+                    if data[last] == b"":
+                        data[last] = frame[k + 5 :]
+                        return obj
+        k = head.find(b"\xc6", k + 1)
+    return None
 
 
 # --- requests and replies -----------------------------------------------------------------

@@ -178,7 +178,7 @@ class Collector:
         except (KeyError, TypeError, ValueError):
             self.log.warning("skipped a malformed log event", topic=envelope.topic)
             return
-        if not isinstance(payload, bytes):
+        if not isinstance(payload, (bytes, memoryview)):
             self.log.warning("skipped a malformed log event", topic=envelope.topic)
             return
         writer = await self.writer(container_id)

@@ -260,3 +260,28 @@ def test_gap_detector_counts_every_missing_seq(received: set[int]) -> None:
     first, last = min(received), max(received)
     assert gaps.missed == (last - first + 1) - len(received)
     assert gaps.last == last
+
+
+def test_a_big_frame_given_as_a_view_keeps_its_trailing_output_in_it() -> None:
+    """decode(memoryview): data's last bin value, when it ends the frame, is a view of the
+    frame (no copy); anything else is decoded as usual, and always to the same values."""
+    output = b"0123456789\n" * 20_000
+    last = Envelope(topic="log.c.stdout", seq=1, source="s", data={"seq": 4, "ts": 1.5, "partial": False, "data": output})
+    frame = encode(last)
+    decoded = decode(memoryview(frame))
+    assert type(decoded.data["data"]) is memoryview and decoded.data["data"].obj is not None
+    assert decoded == decode(frame) and bytes(decoded.data["data"]) == output
+    # Not last, nested deeper, or a \xc6 inside a string that looks like a header: no view.
+    for data in ({"data": output, "seq": 4}, {"x": {"data": output}}, {"n": "\xc6", "data": [output]}):
+        envelope = Envelope(topic="log.c.stdout", seq=1, source="s", data=data)
+        assert decode(memoryview(encode(envelope))) == envelope
+    # A value early in the frame that reads as a bin 32 header reaching exactly the end.
+    placeholder = b"\xc6\x00\x00\x00\x00"
+    frame_before = encode(Envelope(topic="log.c.stdout", seq=1, source="s", data={"a": placeholder, "data": [output]}))
+    k = frame_before.find(placeholder)
+    fake = b"\xc6" + (len(frame_before) - k - 5).to_bytes(4, "big")
+    trap = Envelope(topic="log.c.stdout", seq=1, source="s", data={"a": fake, "data": [output]})
+    assert encode(trap).find(fake) == k
+    assert decode(memoryview(encode(trap))) == trap
+    with pytest.raises(MalformedFrame):
+        decode(memoryview(frame[:-1]))
