@@ -201,25 +201,21 @@ class ContainerLog:
             cutter = self.cutters[code] = RecordCutter(MAX_RECORD)
         for payload, partial in cutter.feed(chunk):
             self._add(code, payload, partial)
-        await self._room_for_more()
+        await self.wait_for_room()
 
-    async def write_record(self, stream: str, buffer: bytearray, start: int, end: int, partial: bool) -> None:
-        """Take ``buffer[start:end]``, already cut (whole lines, or ``partial``), as one record
-        without copying it: the record and its event keep ``buffer``, whose bytes before
-        ``start`` are free for the event's frame. Blocks like :meth:`write`."""
-        self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end))
-        await self._room_for_more()
-
-    async def write_record_bytes(self, stream: str, payload: bytes, partial: bool) -> None:
-        """Take ``payload``, already cut, as one record. Blocks like :meth:`write`."""
+    def add(self, stream: str, payload: bytes, partial: bool) -> None:
+        """Take ``payload``, already cut (whole lines, or ``partial``), as one record. Then
+        :meth:`wait_for_room`."""
         self._add(STREAMS[stream], payload, partial)
-        await self._room_for_more()
 
-    def add_unfinished(self, stream: str, payload: bytes) -> None:
-        """The stream ended in the middle of a line: that line, as a last record."""
-        self._add(STREAMS[stream], payload, False)
+    def add_in_place(self, stream: str, buffer: bytearray, start: int, end: int, partial: bool) -> None:
+        """:meth:`add` for ``buffer[start:end]``, without copying it: the record and its event
+        keep ``buffer``, whose bytes before ``start`` are free for the event's frame."""
+        self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end))
 
-    async def _room_for_more(self) -> None:
+    async def wait_for_room(self) -> None:
+        """In blocking mode, until the buffer has room again (the caller stops reading its
+        source meanwhile); a checkpoint."""
         if self.options.mode == BLOCKING:
             while self.bytes >= self.options.max_buffer_size and not self.exited:
                 self.waiting = True
@@ -406,13 +402,15 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
 
 async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
     """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
-    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it."""
+    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it. The
+    state is updated before any wait, so what is left at a cancellation is exactly that."""
     buffer = bytearray(FRAME_ROOM + MAX_RECORD)
     end = FRAME_ROOM
     try:
         while True:
             if end == len(buffer):  # a line longer than MAX_RECORD: a PARTIAL piece of it
-                buffer, end = await _take(log, stream, buffer, end, end, partial=True)
+                buffer, end = _take(log, stream, buffer, end, end, partial=True)
+                await log.wait_for_room()
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 count = os.readv(fd, [memoryview(buffer)[end:]])
@@ -425,36 +423,34 @@ async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[An
                 count = 0
             if not count:
                 break
+            start, end = end, end + count
             log.last_read = trio.current_time()
-            if attachments:
-                chunk = bytes(memoryview(buffer)[end : end + count])
-                for attachment in tuple(attachments):
-                    await attachment.send(stream, chunk)
-            cut = buffer.rfind(b"\n", end, end + count)  # the part before has none
-            end += count
+            cut = buffer.rfind(b"\n", start, end)  # the part before has none
+            chunk = bytes(memoryview(buffer)[start:end]) if attachments else b""
             if cut >= 0:
-                buffer, end = await _take(log, stream, buffer, cut + 1, end, partial=False)
+                buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
+            for attachment in tuple(attachments):
+                await attachment.send(stream, chunk)
+            if cut >= 0:
+                await log.wait_for_room()
     except trio.ClosedResourceError:
         pass
     finally:
         if end > FRAME_ROOM:  # the last line, without its newline
-            log.add_unfinished(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]))
+            log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]), False)
 
 
-async def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
-                partial: bool) -> tuple[bytearray, int]:
-    """Hand ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
+def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
+          partial: bool) -> tuple[bytearray, int]:
+    """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
     into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
-    view = memoryview(buffer)
-    rest = bytes(view[cut:end])
+    rest = bytes(memoryview(buffer)[cut:end])
     if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer
-        fresh = bytearray(FRAME_ROOM + MAX_RECORD)
-        fresh[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
-        await log.write_record(stream, buffer, FRAME_ROOM, cut, partial)
-        return fresh, FRAME_ROOM + len(rest)
-    record = bytes(view[FRAME_ROOM:cut])
+        log.add_in_place(stream, buffer, FRAME_ROOM, cut, partial)
+        buffer = bytearray(FRAME_ROOM + MAX_RECORD)
+    else:
+        log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial)
     buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
-    await log.write_record_bytes(stream, record, partial)
     return buffer, FRAME_ROOM + len(rest)
 
 

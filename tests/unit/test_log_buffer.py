@@ -171,3 +171,27 @@ async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_c
     assert log.streams[STDOUT].bytes == sum(map(len, payloads))  # buffered until acked
     log.ack(STDOUT, len(payloads))
     assert log.bytes == 0
+
+
+async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
+    """Blocking mode holds the pump after a record; cancelled there (the daemon stopping),
+    the unfinished line read after that record becomes the last record, once."""
+    import os
+
+    from supervisor.logbuffer import pump
+
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "4k"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    written = b"a" * 5000 + b"\n" + b"unfinished"
+    os.write(write_end, written)
+    source = trio.lowlevel.FdStream(read_end)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, log, "stdout", source, [])
+            await trio.testing.wait_all_tasks_blocked()
+            assert log.waiting  # held: 5001 bytes in a 4 KiB buffer
+            nursery.cancel_scope.cancel()
+    os.close(write_end)
+    await source.aclose()
+    assert [bytes(data["data"]) for _, data in sink.events] == [b"a" * 5000 + b"\n", b"unfinished"]
