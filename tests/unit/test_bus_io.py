@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -431,16 +432,26 @@ async def test_seq_is_gap_free_per_channel(server: BusServer, client: AsyncClien
         assert gaps.missed == 0
 
 
-async def test_published_frames_are_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+@asynccontextmanager
+async def raw_subscriber(client: AsyncClient, run_dir: Path, prefix: bytes, token: str):
+    """A plain SUB socket on the events socket (not the client's), synced with bus.sync."""
     context = zmq.Context()
     raw = context.socket(zmq.SUB)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(f"ipc://{run_dir / 'events.sock'}")
-    raw.setsockopt(zmq.SUBSCRIBE, b"x.")
-    raw.setsockopt(zmq.SUBSCRIBE, b"sync.rawtoken")
+    raw.setsockopt(zmq.SUBSCRIBE, prefix)
+    raw.setsockopt(zmq.SUBSCRIBE, f"sync.{token}".encode())
     sub = AsyncSocket(raw)
     try:
-        await client.request("bus.sync", {"token": "rawtoken"})
+        await client.request("bus.sync", {"token": token})
+        yield sub
+    finally:
+        sub.close()
+        context.term()
+
+
+async def test_published_frames_are_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+    async with raw_subscriber(client, run_dir, b"x.", "rawtoken") as sub:
         published = [
             server.publish("x.y", {"n": 1, "b": b"\x00bytes", "f": 1.5, "l": [None, True]}, channel="x"),
             server.publish("x.z", None, channel="x"),
@@ -448,9 +459,6 @@ async def test_published_frames_are_exactly_codec_encode(server: BusServer, clie
         with trio.fail_after(GUARD):
             for envelope in published:
                 assert await sub.recv() == [envelope.topic.encode(), codec.encode(envelope)]
-    finally:
-        sub.close()
-        context.term()
 
 
 async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_makes(
@@ -459,13 +467,6 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
     """publish(payload=(buffer, start, end)): the frame is written around the payload in its
     own buffer (no copy of it), and is byte for byte what codec.encode makes of the event
     with data["data"] = those bytes; too little room or payload falls back to a copy."""
-    context = zmq.Context()
-    raw = context.socket(zmq.SUB)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(f"ipc://{run_dir / 'events.sock'}")
-    raw.setsockopt(zmq.SUBSCRIBE, b"log.")
-    raw.setsockopt(zmq.SUBSCRIBE, b"sync.payloadtoken")
-    sub = AsyncSocket(raw)
     room = bus_server.PAYLOAD_ROOM
     big = bytearray(room + 300_000)
     big[room:] = b"0123456789abcdef\n" * (300_000 // 17) + b"x" * (300_000 % 17)
@@ -473,8 +474,7 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
     small[room:] = b"s" * 100
     cramped = bytearray(10 + 100_000)
     cramped[10:] = b"c" * 100_000
-    try:
-        await client.request("bus.sync", {"token": "payloadtoken"})
+    async with raw_subscriber(client, run_dir, b"log.", "payloadtoken") as sub:
         published = []
         for buffer, start in ((big, room), (small, room), (cramped, 10)):
             published.append(server.publish("log.c.stdout", {"seq": 1, "ts": 2.5, "partial": False},
@@ -484,13 +484,10 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
         with trio.fail_after(GUARD):
             for envelope, buffer, start in zip(published, (big, small, cramped), (room, room, 10)):
                 expected = codec.Envelope(topic=envelope.topic, seq=envelope.seq, source=envelope.source, ts=envelope.ts,
-                                    data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
+                                          data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
                 assert await sub.recv() == [b"log.c.stdout", codec.encode(expected)]
         with pytest.raises(ValueError):
             server.publish("log.c.stdout", {"data": b"x"}, channel="log.c.stdout", payload=(big, room, len(big)))
-    finally:
-        sub.close()
-        context.term()
 
 
 async def test_bus_sync_replies_only_once_the_subscription_is_seen(
