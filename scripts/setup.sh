@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(busybox-static python3-venv python3-dev iproute2 iptables podman skopeo umoci docker-registry)
+# Every package a test or the demo calls a program from (tests/tools.py lists them; a unit
+# test checks the two agree). runc: podman runs with --runtime runc in the tests, and
+# Debian's podman brings only crun, which refuses hybrid cgroup hosts.
+packages=(busybox-static python3-venv python3-dev iproute2 iptables podman runc skopeo umoci docker-registry systemd util-linux)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -15,9 +15,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
-REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+from tests.tools import require
+
 SERVICE = "dockyard-test-registry"
 ISSUER = "dockyard-test-issuer"
 
@@ -184,10 +183,11 @@ class Registry:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 20.0) -> Registry:
+        require("docker-registry")
         config_path = self.directory / "config.yml"
         config_path.write_text(self.config())
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config_path)], stdout=log, stderr=log,
+        self.process = subprocess.Popen(["docker-registry", "serve", str(config_path)], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout

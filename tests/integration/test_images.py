@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import cgroup_dirs, try_rmdir
 from tests.rootfs import snapshot, tar_bytes
+from tests.tools import require
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,7 @@ A /soft
 def podman_dir():
     """A private, throw-away podman store (a short path: podman limits its run root to 50
     bytes); its containers' cgroups (and conmon's) go under a cgroup removed at the end."""
+    require("podman", "runc")
     directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
@@ -182,6 +184,7 @@ def test_export_import_and_cp_both_ways(daemon, tmp_path):
 
 
 def test_save_is_loaded_by_podman_and_read_by_skopeo(daemon, tmp_path, podman_dir):
+    require("skopeo")
     daemon.out("run", "--name", "maker", "base", "sh", "-c", "rm /bin/vi && echo saved > /saved")
     daemon.out("commit", "-c", "CMD [\"cat\", \"/saved\"]", "maker", "dyk/saved:1")
     archive = tmp_path / "saved.tar"
@@ -211,6 +214,7 @@ def test_podman_save_in_both_formats_loads_and_runs(daemon, tmp_path, busybox_ta
 
 
 def test_oci_tools_read_the_store_layout(daemon):
+    require("skopeo", "umoci")
     layout = daemon.root / "images"
     daemon.out("tag", "base", "tools:1")
     inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{layout}:tools:1"], capture_output=True,

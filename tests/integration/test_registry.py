@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -26,13 +25,11 @@ from supervisor.registry.errors import (
 from supervisor.registry.manifest import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Platform
 from supervisor.registry.options import Options
 from supervisor.registry.transfer import login, logout, pull, push
-from tests.registry_server import REGISTRY_BINARY, Layer, Misbehaving, OCIImage, Registry, respond, sha256, tar_of, tar_of_directory
+from tests.registry_server import Layer, Misbehaving, OCIImage, Registry, respond, sha256, tar_of, tar_of_directory
 from tests.rootfs import build_rootfs
+from tests.tools import require
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(REGISTRY_BINARY), reason="docker-registry is not installed (scripts/setup.sh)"),
-]
+pytestmark = pytest.mark.integration
 
 USERS = {"alice": "wonder-land", "bob": "builder"}
 ALICE = Credentials("alice", "wonder-land")
@@ -85,6 +82,7 @@ def blobs_in(root: Path) -> dict[str, int]:
 
 
 def skopeo(*args: str) -> str:
+    require("skopeo")
     result = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -194,8 +192,7 @@ async def test_unknown_tag_and_repository_are_not_found(open_registry, tmp_path)
 
 
 async def test_podman_pulls_what_dockyard_pushed(open_registry, image, tmp_path):
-    if not shutil.which("podman"):
-        pytest.skip("podman is not installed")
+    require("podman")
     ref = f"{open_registry.host}/dockyard/forpodman:1"
     result = await push(layout.find_image(image.root), ref)
     import tempfile

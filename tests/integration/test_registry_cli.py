@@ -4,17 +4,14 @@ with htpasswd basic auth on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 
 import pytest
 
-from tests.registry_server import REGISTRY_BINARY, Registry
+from tests.registry_server import Registry
+from tests.tools import require
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not os.path.exists(REGISTRY_BINARY), reason="docker-registry is not installed (scripts/setup.sh)"),
-]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -100,17 +97,17 @@ def test_tag_push_rmi_pull_run_and_podman_pulls_it(daemon, open_registry, tmp_pa
     import subprocess
     import tempfile
 
-    if shutil.which("podman"):
-        runroot = tempfile.mkdtemp(prefix="dy-podman-")
-        storage = ["--root", str(tmp_path / "podman-root"), "--runroot", runroot, "--storage-driver", "vfs",
-                   "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-        try:
-            done = subprocess.run(["podman", *storage, "pull", "--tls-verify=false", ref], capture_output=True,
-                                  text=True, timeout=120)
-            assert done.returncode == 0, done.stderr
-        finally:
-            subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=60)
-            shutil.rmtree(runroot, ignore_errors=True)
+    require("podman")
+    runroot = tempfile.mkdtemp(prefix="dy-podman-")
+    storage = ["--root", str(tmp_path / "podman-root"), "--runroot", runroot, "--storage-driver", "vfs",
+               "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    try:
+        done = subprocess.run(["podman", *storage, "pull", "--tls-verify=false", ref], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=60)
+        shutil.rmtree(runroot, ignore_errors=True)
 
 
 @needs_layered_store
@@ -120,6 +117,7 @@ def test_skopeo_copied_image_pulls_and_runs(daemon, open_registry, tmp_path):
     from tests.registry_server import Layer, OCIImage, tar_of, tar_of_directory
     from tests.rootfs import build_rootfs
 
+    require("skopeo")
     built = OCIImage(tmp_path / "source")
     busybox = Layer(tar_of_directory(build_rootfs(tmp_path / "rootfs")))
     motd = Layer(tar_of({"etc/motd": b"hello from skopeo\n"}))

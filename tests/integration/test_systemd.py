@@ -4,7 +4,6 @@ NOTIFY_SOCKET, and systemd-socket-activate (Debian's systemd package) passes the
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOCKYARD, ROOT, Daemon, cgroup_dirs
+from tests.tools import require
 
 pytestmark = pytest.mark.integration
 
@@ -146,10 +146,10 @@ def test_ready_status_watchdog_reload_and_stopping_on_a_real_notify_socket(notif
     assert cgroup_dirs(daemon.cgroup_parent) == []
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed")
 def test_socket_activation_through_systemd_socket_activate(tmp_path, busybox_tar):
     if not ROOT:
         pytest.skip("needs root")
+    require("systemd-socket-activate")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     activate = ["systemd-socket-activate", "-l", str(run_dir / "control.sock"), "-l", str(run_dir / "events.sock"),

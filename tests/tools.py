@@ -1,0 +1,32 @@
+"""The programs outside Python that the tests and the demo call, and the Debian package that
+brings each one. ``scripts/setup.sh`` installs every package named here (a unit test checks
+it), so on a fresh machine a missing tool is a set-up defect, and a test that needs one fails
+at once with a message naming the tool and its package, not with an unrelated assertion."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+#: program -> Debian package (util-linux and mount are Essential in Debian, installed everywhere)
+TOOLS = {
+    "busybox": "busybox-static",
+    "docker-registry": "docker-registry",
+    "ip": "iproute2",
+    "iptables": "iptables",
+    "nsenter": "util-linux",
+    "podman": "podman",
+    "runc": "runc",  # podman --runtime runc: crun refuses this VM's hybrid cgroups
+    "skopeo": "skopeo",
+    "systemd-socket-activate": "systemd",
+    "umoci": "umoci",
+}
+
+
+def require(*programs: str) -> None:
+    """Fail the calling test, naming each missing program and its package."""
+    missing = [program for program in programs if shutil.which(program) is None]
+    if missing:
+        named = ", ".join(f"{program} (Debian package {TOOLS[program]})" for program in missing)
+        pytest.fail(f"not installed: {named}; ./scripts/setup.sh installs it", pytrace=False)
