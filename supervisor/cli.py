@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
+from supervisor import EVENT_TYPES
 
-EVENT_PREFIXES = ("container.", "daemon.", "image.")
+#: The events channel, whole: a subscriber to fewer prefixes would see gaps in its seq.
+EVENT_PREFIXES = tuple(f"{kind}." for kind in EVENT_TYPES)
 
 
 class UsageError(Exception):
@@ -457,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since)")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
-                   help="container=NAME|ID, event=ACTION, type=container|image|daemon (repeatable)")
+                   help="container=NAME|ID, event=ACTION, image=NAME, type=container|image|daemon|worker "
+                        "(repeatable: values of one key are alternatives)")
     p.add_argument("--since", default=None, help="replay from this time (unix seconds, 10m, or RFC 3339)")
     p.add_argument("--until", default=None, help="stop at this time")
     p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
