@@ -30,7 +30,7 @@ GUARD = 30.0  # seconds: a hang guard, not a timing assertion
 def documented_prefixes() -> list[str]:
     """The `events` channel's topics, from the page's channel table."""
     row = next(line for line in EVENTS_DOC.read_text().splitlines() if line.startswith("| `events` |"))
-    prefixes = [topic[:-1] for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]
+    prefixes = [topic for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]
     assert prefixes, f"no topics in {row!r}"
     return prefixes
 

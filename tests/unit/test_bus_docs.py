@@ -81,5 +81,5 @@ def test_the_events_channel_is_the_same_in_the_docs_the_daemon_and_the_cli():
     from supervisor.cli import EVENT_PREFIXES
 
     row = next(line for line in EVENTS_DOC.read_text().splitlines() if line.startswith("| `events` |"))
-    documented = [topic[:-1] for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]
+    documented = [topic for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]
     assert documented == [f"{kind}." for kind in EVENT_TYPES] == list(EVENT_PREFIXES)
