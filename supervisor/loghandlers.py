@@ -180,6 +180,8 @@ class LogHandlers:
                     await log.wait_changed(0.5)
                 collector = self.collector_present()
                 unstored = unstored_map(log, target, collector)
+                if unstored is not None and until is not None and (unstored["since"] or 0) > until:
+                    unstored = None  # all of it after --until: not what was asked for
             deadline = trio.current_time() + wait
             while True:
                 log = self.sup.logs.get(container.id)

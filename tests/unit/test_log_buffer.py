@@ -213,3 +213,16 @@ async def test_unstored_counts_what_was_given_out_before_a_moment_and_not_stored
     log.ack(STDOUT, 2)
     assert log.unstored(through) is None
     assert log.unstored() == {"records": 1, "bytes": 6, "since": 4.0}
+
+
+def test_a_collector_counts_as_there_for_a_window_after_its_last_request():
+    from supervisor.logbuffer import CollectorSightings
+
+    now = [100.0]
+    sightings = CollectorSightings(window=10.0, clock=lambda: now[0], wall=lambda: 1.7e9 + now[0])
+    assert not sightings.recent() and sightings.last_seen is None
+    sightings.seen()
+    now[0] += 9.9
+    assert sightings.recent() and sightings.last_seen == 1.7e9 + 100.0
+    now[0] += 0.1
+    assert not sightings.recent()
