@@ -83,3 +83,6 @@ def test_the_events_channel_is_the_same_in_the_docs_the_daemon_and_the_cli():
     row = next(line for line in EVENTS_DOC.read_text().splitlines() if line.startswith("| `events` |"))
     documented = [topic for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]
     assert documented == [f"{kind}." for kind in EVENT_TYPES] == list(EVENT_PREFIXES)
+    example = re.search(r"## An example client.*?```python\n(.*?)```", EVENTS_DOC.read_text(), re.S).group(1)
+    subscribed = re.search(r"for prefix in \(([^)]*)\)", example).group(1)
+    assert re.findall(r'b"([^"]+)"', subscribed) == documented
