@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
                    help="seconds between two samples of every container's resource usage (default 1; 0: off)")
     p.add_argument("--workers", default=None, metavar="NAMES",
-                   help="comma-separated workers the daemon starts and keeps running (default: all; "
-                        "'none': none, for workers run as their own units with `dockyard worker`)")
+                   help="comma-separated workers the daemon starts and keeps running (default: all, "
+                        "logcollector,monitor; 'none': none, for workers run as their own units with "
+                        "`dockyard worker`; without a log collector no output is stored)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
