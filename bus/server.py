@@ -264,6 +264,10 @@ class BusServer:
         if unknown:
             raise ValueError(f"activated sockets must be 'control' or 'events', not {', '.join(unknown)}")
 
+    def operations(self) -> list[str]:
+        """Every op this server answers, built-in ones included, sorted."""
+        return sorted(self._handlers)
+
     # --- events ---------------------------------------------------------------------------
 
     def publish(self, topic: str, data: Any, *, channel: str,

@@ -46,7 +46,7 @@ from supervisor.images import containerfs
 from supervisor.images.changes import container_diff
 from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
-from supervisor import health, restart as restart_policy, stats
+from supervisor import EVENT_TYPES, health, restart as restart_policy, stats
 from supervisor.journal import Journal
 from supervisor.logbuffer import LogBuffers, drain, pump
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
@@ -1000,6 +1000,8 @@ class Supervisor:
         self._emit(kind, action, actor, attributes)
 
     def _emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
+        if kind not in EVENT_TYPES:  # a subscriber to the documented prefixes would see a gap
+            raise ValueError(f"cannot publish a {kind!r} event: the events channel holds {', '.join(EVENT_TYPES)}")
         topic = f"{kind}.{actor}.{action}" if actor else f"{kind}.{action}"
         data = {"type": kind, "action": action, "id": actor, "attributes": attributes, "time": time.time()}
         self._publish(topic, data, EVENTS_CHANNEL)

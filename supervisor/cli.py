@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
+from supervisor import EVENT_TYPES
 
-EVENT_PREFIXES = ("container.", "daemon.", "image.")
+#: The events channel, whole: a subscriber to fewer prefixes would see gaps in its seq.
+EVENT_PREFIXES = tuple(f"{kind}." for kind in EVENT_TYPES)
 
 
 class UsageError(Exception):
@@ -317,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
                    help="seconds between two samples of every container's resource usage (default 1; 0: off)")
     p.add_argument("--workers", default=None, metavar="NAMES",
-                   help="comma-separated workers the daemon starts and keeps running (default: all; "
-                        "'none': none, for workers run as their own units with `dockyard worker`)")
+                   help="comma-separated workers the daemon starts and keeps running (default: all, "
+                        "logcollector,monitor; 'none': none, for workers run as their own units with "
+                        "`dockyard worker`; without a log collector no output is stored)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
@@ -457,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since)")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
-                   help="container=NAME|ID, event=ACTION, type=container|image|daemon (repeatable)")
+                   help="container=NAME|ID, event=ACTION, image=NAME, type=container|image|daemon|worker "
+                        "(repeatable: values of one key are alternatives)")
     p.add_argument("--since", default=None, help="replay from this time (unix seconds, 10m, or RFC 3339)")
     p.add_argument("--until", default=None, help="stop at this time")
     p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
@@ -473,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--all", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("containers", nargs="*", metavar="CONTAINER", help="default: every running container")
 
-    p = sub.add_parser("logs", help="show a container's output (stdout to stdout, stderr to stderr)")
+    p = sub.add_parser("logs", help="show a container's output (stdout to stdout, stderr to stderr)",
+                       description="Show a container's stored output. Output that no log collector has "
+                                   "stored is not shown: it is reported on stderr and the exit code is 1.")
     p.add_argument("-f", "--follow", action="store_true", help="keep following new output until the container ends")
     p.add_argument("--since", default=None, help="only output since this time (unix seconds, 10m, or RFC 3339)")
     p.add_argument("--until", default=None, help="only output before this time (same forms)")
@@ -481,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with the time it was read")
     p.add_argument("container", metavar="CONTAINER")
 
-    sub.add_parser("info", help="show the daemon's facts and counters")
+    sub.add_parser("info", help="show the daemon's facts and counters (JSON; warnings on stderr)")
 
     p = sub.add_parser("login", help="log in to a registry (the daemon checks and keeps the credentials)")
     p.add_argument("-u", "--username", default=None)
@@ -992,6 +998,20 @@ def timestamped(data: bytes, ts: float, at_line_start: bool) -> tuple[bytes, boo
     return b"".join(out), data.endswith(b"\n")
 
 
+def unstored_message(container: str, unstored: dict[str, Any]) -> str:
+    """What `dockyard logs` says, on stderr, about output no log collector has stored."""
+    since = ""
+    if unstored.get("since") is not None:
+        moment = datetime.fromtimestamp(unstored["since"], timezone.utc)
+        since = f", since {moment.strftime('%Y-%m-%dT%H:%M:%S')}Z"
+    why = ("the log collector has not stored it" if unstored.get("collector")
+           else "no log collector is running (`dockyard info` says more; start one with the daemon's "
+                "logcollector worker or `dockyard worker logcollector`)")
+    held = "; the container is blocked writing until it is stored" if unstored.get("blocked") else ""
+    return (f"{unstored['bytes']} bytes ({unstored['records']} records) of container {container}'s output "
+            f"are waiting for a log collector{since}, not stored and not shown: {why}{held}")
+
+
 def cmd_logs(args: argparse.Namespace, client: Any) -> int:
     if args.tail in ("all", "-1"):
         tail = None
@@ -1005,8 +1025,16 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
     at_line_start = {1: True, 2: True}
     previous = None
     pending = client.send_request("logs.read", request, timeout=LOGS_WAIT + 30)
+    unstored = None  # what the container wrote before this command and no collector stored
+    first = True
     while True:
         result = pending.result()
+        if first:
+            first = False
+            unstored = result.get("unstored")
+            if unstored and args.follow:  # said now; following shows it if a collector comes
+                print(f"dockyard: warning: {unstored_message(args.container, unstored)}", file=sys.stderr,
+                      flush=True)
         if not result["done"]:
             # The next page is asked for before this one is written: the daemon reads it
             # while the CLI writes (the cursor is all the next request needs).
@@ -1025,11 +1053,18 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
         if previous is not None:
             previous.flush()
         if result["done"]:
+            if args.follow:
+                unstored = result.get("unstored") or None
+            if unstored:
+                fail(unstored_message(args.container, unstored))
             return 0
 
 
 def cmd_info(args: argparse.Namespace, client: Any) -> int:
-    print(json.dumps(client.request("daemon.info"), indent=2, sort_keys=True))
+    info = client.request("daemon.info")
+    print(json.dumps(info, indent=2, sort_keys=True))
+    for warning in info.get("warnings") or ():  # as docker info: after the facts, on stderr
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 0
 
 

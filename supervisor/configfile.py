@@ -9,7 +9,7 @@ daemon's flags. A flag given on the command line wins over the file.
     log-level = "info"          # reloadable
     stats-interval = 1.0        # reloadable
     shutdown-timeout = 30       # reloadable
-    workers = ["monitor"]
+    workers = ["logcollector", "monitor"]   # the default; [] for none
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A

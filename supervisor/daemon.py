@@ -96,6 +96,13 @@ class DaemonLock:
         os.close(self.fd)
 
 
+#: Logged at start by a daemon that does not run the log collector itself (issue 15).
+NO_COLLECTOR_WARNING = (
+    "the log collector is not among the daemon's workers: container output is not stored unless one runs "
+    "on its own (dockyard worker logcollector); until then dockyard logs shows nothing and a container in "
+    "blocking log mode stops once it has written its max-buffer-size")
+
+
 def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
     return {
         name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
@@ -146,6 +153,8 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
                     await nursery.start(workers.run)
                     log.info("daemon ready", root=str(config.root), run=str(config.run_dir), pid=os.getpid(),
                              socket_activated=sorted(activated), notify=notifier.enabled)
+                    if "logcollector" not in config.worker_names:
+                        log.warning(NO_COLLECTOR_WARNING, workers=list(config.worker_names))
                     notifier.ready(status_line(supervisor))  # the bus listens, the state is reconciled
                     if notifier.enabled:
                         nursery.start_soon(status.run)

@@ -81,7 +81,7 @@ class Handlers:
         from supervisor.loghandlers import LogHandlers
 
         return {
-            **LogHandlers(self.sup).table(),
+            **LogHandlers(self.sup, self.workers).table(),
             "container.create": self.create,
             "container.run": self.run,
             "container.start": self.start,
@@ -405,8 +405,11 @@ class Handlers:
         return {"events": events, "last_seq": self.last_event_seq()}
 
     async def info(self, req: Any) -> dict[str, Any]:
-        """{} -> daemon facts and counters"""
+        """{} -> daemon facts and counters; ``logs``: whether a log collector is there and
+        the output no collector has stored yet; ``warnings``: what an operator should fix,
+        for people (``dockyard info`` prints them on stderr)."""
         containers = self.sup.list(all=True)
+        logs = self._logs_info(containers)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -420,4 +423,37 @@ class Handlers:
             "bus": self.bus_stats(),
             "workers": self.workers(),
             "network": self.sup.networking.info() if self.sup.networking is not None else None,
+            "logs": logs,
+            "warnings": logs_warnings(logs),
         }
+
+    def _logs_info(self, containers: list[Any]) -> dict[str, Any]:
+        from supervisor.loghandlers import LogHandlers, unstored_map
+
+        present = LogHandlers(self.sup, self.workers).collector_present()
+        names = {container.id: container.name for container in containers}
+        unstored = []
+        for container_id, log in self.sup.logs.all().items():
+            waiting = unstored_map(log, None, present)
+            if waiting is not None and container_id in names:
+                del waiting["collector"]
+                unstored.append({"id": container_id, "name": names[container_id], **waiting})
+        return {
+            "collector": {"present": present, "last_seen": self.sup.logs.collector.last_seen},
+            "unstored": sorted(unstored, key=lambda row: row["name"]),
+        }
+
+
+def logs_warnings(logs: dict[str, Any]) -> list[str]:
+    warnings = []
+    if not logs["collector"]["present"]:
+        warnings.append(
+            "no log collector is running: container output is not stored (dockyard logs cannot show it), "
+            "and a container in blocking log mode stops once it has written its max-buffer-size; run the "
+            "daemon with the logcollector worker, or `dockyard worker logcollector` beside it")
+    blocked = [row for row in logs["unstored"] if row["blocked"]]
+    if blocked:
+        warnings.append(
+            f"{len(blocked)} container(s) blocked until a log collector stores their output: "
+            + ", ".join(f"{row['name']} ({row['bytes']} bytes waiting)" for row in blocked))
+    return warnings

@@ -310,12 +310,60 @@ class ContainerLog:
         with trio.move_on_after(timeout):
             await self._changed.wait()
 
+    def unstored(self, through: dict[int, int] | None = None) -> dict[str, Any] | None:
+        """What was given out (up to the seqs ``through``, per stream; default: all) and the
+        collector has not stored: ``{records, bytes, since}``, or None when it stored all.
+        ``bytes`` counts what the buffer still holds (non-blocking mode may have evicted
+        more); ``since`` is the ts of the oldest record held (None if none is)."""
+        records = size = 0
+        since: float | None = None
+        for code, buffer in self.streams.items():
+            last = buffer.last if through is None else min(through.get(code, 0), buffer.last)
+            if last <= buffer.acked:
+                continue
+            records += last - buffer.acked
+            held = buffer.bytes
+            for record in reversed(buffer.records):  # the newest ones, given out after ``through``
+                if record.seq <= last:
+                    break
+                held -= len(record.payload)
+            size += held
+            if buffer.records and buffer.records[0].seq <= last:
+                oldest = buffer.records[0].ts
+                since = oldest if since is None else min(since, oldest)
+        if not records:
+            return None
+        return {"records": records, "bytes": size, "since": since}
+
     def status(self) -> dict[str, Any]:
         return {
             name: {"last": self.streams[code].last, "acked": self.streams[code].acked,
                    "buffered": self.streams[code].bytes}
             for code, name in STREAM_NAMES.items()
         }
+
+
+class CollectorSightings:
+    """When a log collector last asked the supervisor something, sans-IO: a collector run on
+    its own (its own unit) is known only by its requests. It asks ``logs.status`` of every
+    container each second (workers/logcollector.py, CATCH_UP_INTERVAL), and ``logs.ack``
+    and ``logs.replay`` as it stores; :meth:`recent` is true within ``window`` seconds of
+    the last one."""
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.window = window
+        self.last_seen: float | None = None  # Unix time, for people
+        self._seen_at: float | None = None
+        self._clock = clock
+        self._wall = wall
+
+    def seen(self) -> None:
+        self._seen_at = self._clock()
+        self.last_seen = self._wall()
+
+    def recent(self) -> bool:
+        return self._seen_at is not None and self._clock() - self._seen_at < self.window
 
 
 class LogBuffers:
@@ -327,6 +375,7 @@ class LogBuffers:
         self._publish = publish
         self._dropped = dropped
         self._logs: dict[str, ContainerLog] = {}
+        self.collector = CollectorSightings()
 
     def directory(self, container_id: str) -> Path:
         return container_directory(self.root, container_id)
@@ -346,6 +395,10 @@ class LogBuffers:
 
     def get(self, container_id: str) -> ContainerLog | None:
         return self._logs.get(container_id)
+
+    def all(self) -> dict[str, ContainerLog]:
+        """Container id -> its log, for every container that ran since the daemon started."""
+        return dict(self._logs)
 
     async def wait_settled(self, timeout: float) -> bool:
         """Until the collector stored every record given out (at most ``timeout`` seconds):

@@ -3,10 +3,16 @@
 
 ``logs.read`` reads the store's files itself (in a thread): the collector is the only writer,
 and the reader never sees half a record (logs/store.py).
+
+Whether a collector is there at all (the daemon's ``logcollector`` worker runs, or one run on
+its own made the collector's requests lately) decides whether ``logs.read`` waits for it, and
+what it and ``daemon.info`` say about output no collector has stored (issue 15: without a
+collector, ``dockyard logs`` printed nothing and exited 0).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -35,9 +41,24 @@ def dropped_message(stream: str, first: int, last: int, lines: int, size: int) -
             f"(--log-opt mode=non-blocking; records {first}-{last})\n").encode()
 
 
+def unstored_map(log: Any, through: dict[int, int] | None, collector: bool) -> dict[str, Any] | None:
+    """``ContainerLog.unstored`` with what a reader needs to explain it: whether a collector
+    is there, and whether the container is held up waiting for it (blocking mode)."""
+    unstored = log.unstored(through) if log is not None else None
+    if unstored is not None:
+        unstored.update(collector=collector, blocked=log.waiting)
+    return unstored
+
+
 class LogHandlers:
-    def __init__(self, supervisor: Any):
+    def __init__(self, supervisor: Any, workers: Callable[[], dict] = dict):
         self.sup = supervisor
+        self.workers = workers
+
+    def collector_present(self) -> bool:
+        """The daemon's own log collector runs, or one run on its own asked lately."""
+        worker = self.workers().get("logcollector")
+        return bool(worker and worker.get("running")) or self.sup.logs.collector.recent()
 
     def table(self) -> dict[str, Any]:
         return {
@@ -53,6 +74,8 @@ class LogHandlers:
         ``last`` is the last seq given out since the daemon started (0: none yet); ``blocked``:
         the buffer is full and the container's output is not being read (blocking mode)."""
         ref = _arg(req.args, "container", str, None)
+        if not ref:
+            self.sup.logs.collector.seen()  # the collector's poll (workers/logcollector.py)
         containers = [self.sup.get(ref)] if ref else self.sup.list(all=True)
         rows = []
         for container in containers:
@@ -68,6 +91,7 @@ class LogHandlers:
         """{acks: {container id: {stdout?: seq, stderr?: seq}}} -> {}: the collector stored
         every record up to these seqs; the buffer frees them. Unknown ids are ignored."""
         acks = _arg(req.args, "acks", dict)
+        self.sup.logs.collector.seen()
         for container_id, streams in acks.items():
             log = self.sup.logs.get(container_id) if isinstance(container_id, str) else None
             if log is None or not isinstance(streams, dict):
@@ -90,6 +114,7 @@ class LogHandlers:
         max_bytes = _arg(req.args, "max_bytes", int, 4 << 20)
         if start < 1 or not 1 <= max_bytes <= 4 << 20:
             raise InvalidArgument("argument 'from' must be >= 1 and 'max_bytes' 1..4 MiB")
+        self.sup.logs.collector.seen()
         log = self.sup.logs.get(container.id)
         if log is None:
             return {"records": [], "lost": None, "last": 0}
@@ -98,13 +123,17 @@ class LogHandlers:
     async def read(self, req: Any) -> dict[str, Any]:
         """{container, since?: unix s, until?: unix s, tail?: lines, follow?: bool,
         cursor?: [segment, offset], wait?: s} -> {records: [[stream, ts, data, flags]],
-        cursor, done}.
+        cursor, done, unstored}.
 
         Ask again with the returned ``cursor`` (and the same other arguments) until ``done``.
         ``tail`` applies to a first request (no cursor). With ``follow``, a request at the end
         waits (up to ``wait`` seconds) for more; ``done`` comes once the container is not
-        running and every record it wrote is stored. A ``flags`` of 2 marks lost output: its
-        ``data`` says how much, for people.
+        running and every record it wrote is stored, or no collector is there to store it.
+        A ``flags`` of 2 marks lost output: its ``data`` says how much, for people.
+
+        ``unstored`` ({records, bytes, since, collector, blocked} or null): in a first answer
+        (no cursor), what the container wrote before the request and no collector stored; in
+        the last answer of a follow, what it wrote and no collector stored. Otherwise null.
         """
         container = self.sup.get(_arg(req.args, "container", str))
         since = _arg(req.args, "since", (int, float), None)
@@ -122,6 +151,8 @@ class LogHandlers:
             raise InvalidArgument("argument 'cursor' must be [segment, offset] as returned by logs.read")
         reader = LogReader(self.sup.logs.directory(container.id))
         skip = 0
+        collector = self.collector_present()
+        unstored = None
         try:
             if cursor is not None:
                 position = (cursor[0], cursor[1])
@@ -136,21 +167,28 @@ class LogHandlers:
                 # Read your writes: what the container wrote before this request is shown,
                 # once the collector stored it (or after STORED_WAIT, if it is away).
                 # It waits as long as the collector makes progress, and gives up once it
-                # made none for STORED_WAIT (stopped, or away).
+                # made none for STORED_WAIT (stopped, or away). Without a collector there
+                # is nothing to wait for.
                 target = {code: buffer.last for code, buffer in log.streams.items()}
                 progress, idle_since = -1, trio.current_time()
-                while any(log.streams[code].acked < last for code, last in target.items()):
+                while collector and any(log.streams[code].acked < last for code, last in target.items()):
                     acked = sum(buffer.acked for buffer in log.streams.values())
                     if acked > progress:
                         progress, idle_since = acked, trio.current_time()
                     elif trio.current_time() - idle_since >= STORED_WAIT:
                         break
                     await log.wait_changed(0.5)
+                collector = self.collector_present()
+                unstored = unstored_map(log, target, collector)
+                if unstored is not None and until is not None and (unstored["since"] or 0) > until:
+                    unstored = None  # all of it after --until: not what was asked for
             deadline = trio.current_time() + wait
             while True:
                 log = self.sup.logs.get(container.id)
-                # Looked at before the read: if it holds now, the read sees every record.
-                settled = not container.status.running and (log is None or log.settled())
+                # Looked at before the read: if it holds now, the read sees every record
+                # that will ever be stored (without a collector, none will be).
+                settled = not container.status.running and (log is None or log.settled()
+                                                            or not self.collector_present())
                 page = await trio.to_thread.run_sync(reader.read, position, READ_BYTES, since, until, skip)
                 skip = 0
                 position = page.position
@@ -167,10 +205,13 @@ class LogHandlers:
             raise LogReadError(f"cannot read the logs of container {container.name}: {exc.message}",
                                container=container.id) from None
         done = page.status == UNTIL or (page.status == END and (not follow or settled))
+        if done and follow and cursor is not None:
+            unstored = unstored_map(self.sup.logs.get(container.id), None, self.collector_present())
         return {
             "records": [_wire(record) for record in page.records],
             "cursor": list(position),
             "done": done,
+            "unstored": unstored,
         }
 
 

@@ -39,9 +39,11 @@ class WorkerState:
     done: trio.Event = field(default_factory=trio.Event)
 
     def as_dict(self) -> dict[str, Any]:
+        """``dockyard info``'s view. ``pid`` is None while no process runs (starting, in the
+        restart delay, stopped): never 0, which ``kill`` takes for its own process group."""
         running = self.process is not None and self.process.returncode is None
         return {
-            "pid": self.process.pid if running else 0,
+            "pid": self.process.pid if running else None,
             "running": running,
             "restarts": self.restarts,
             "last_exit": self.last_exit,

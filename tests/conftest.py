@@ -3,12 +3,14 @@ the real CLI. Integration tests need root; they are skipped (with the reason) wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,8 @@ def mounts_under(path: Path) -> list[str]:
 class Daemon:
     """A private dockyard daemon with its own root, run dir and cgroup parent."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, args: Sequence[str] = ()):
+        self.args = list(args)  # more flags for `dockyard daemon` (--config, --workers, ...)
         self.root = base / "root"
         self.run_dir = base / "run"
         self.log_path = base / "daemon.log"
@@ -64,7 +67,8 @@ class Daemon:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
-             "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet],
+             "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet,
+             *self.args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
         )
         log.close()
@@ -154,11 +158,11 @@ def try_rmdir(path: Path) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def daemon(tmp_path, busybox_tar):
-    if not ROOT:
-        pytest.skip("needs root")
-    instance = Daemon(tmp_path)
+@contextlib.contextmanager
+def private_daemon(tmp_path: Path, busybox_tar: Path, *args: str) -> Iterator[Daemon]:
+    """A started daemon (with ``args`` besides its private paths) that has the busybox image
+    as `base`; stopped at the end, which must leave nothing behind."""
+    instance = Daemon(tmp_path, args)
     try:
         instance.start()
         instance.out("import", str(busybox_tar), "base")
@@ -169,3 +173,11 @@ def daemon(tmp_path, busybox_tar):
         assert not link_exists(instance.bridge), f"bridge {instance.bridge} left behind"
     finally:
         instance.cleanup()
+
+
+@pytest.fixture
+def daemon(tmp_path, busybox_tar):
+    if not ROOT:
+        pytest.skip("needs root")
+    with private_daemon(tmp_path, busybox_tar) as instance:
+        yield instance

@@ -30,7 +30,7 @@ def collector_pid(daemon) -> int:
 
 
 def new_collector(daemon, old: int) -> int:
-    return wait_until(lambda: (pid := collector_pid(daemon)) not in (0, old) and pid, what="a new collector")
+    return wait_until(lambda: (pid := collector_pid(daemon)) not in (None, old) and pid, what="a new collector")
 
 
 def status(daemon, container: str) -> dict:

@@ -195,3 +195,34 @@ async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
     os.close(write_end)
     await source.aclose()
     assert [bytes(data["data"]) for _, data in sink.events] == [b"a" * 5000 + b"\n", b"unfinished"]
+
+
+async def test_unstored_counts_what_was_given_out_before_a_moment_and_not_stored():
+    log, _ = make(size="64k")
+    assert log.unstored() is None
+    await log.write("stdout", b"one\n")  # ts 1
+    await log.write("stderr", b"err\n")  # ts 2
+    await log.write("stdout", b"three\n")  # ts 3
+    through = {code: buffer.last for code, buffer in log.streams.items()}
+    await log.write("stdout", b"later\n")  # given out after the moment: not counted
+    assert log.unstored(through) == {"records": 3, "bytes": 14, "since": 1.0}
+    assert log.unstored() == {"records": 4, "bytes": 20, "since": 1.0}
+    log.ack(STDOUT, 1)
+    assert log.unstored(through) == {"records": 2, "bytes": 10, "since": 2.0}
+    log.ack(STDERR, 1)
+    log.ack(STDOUT, 2)
+    assert log.unstored(through) is None
+    assert log.unstored() == {"records": 1, "bytes": 6, "since": 4.0}
+
+
+def test_a_collector_counts_as_there_for_a_window_after_its_last_request():
+    from supervisor.logbuffer import CollectorSightings
+
+    now = [100.0]
+    sightings = CollectorSightings(window=10.0, clock=lambda: now[0], wall=lambda: 1.7e9 + now[0])
+    assert not sightings.recent() and sightings.last_seen is None
+    sightings.seen()
+    now[0] += 9.9
+    assert sightings.recent() and sightings.last_seen == 1.7e9 + 100.0
+    now[0] += 0.1
+    assert not sightings.recent()

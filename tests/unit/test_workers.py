@@ -51,7 +51,7 @@ async def test_a_worker_that_dies_is_restarted_and_stop_ends_it():
         assert first and manager.status()["w"]["running"]
         os.kill(first, signal.SIGKILL)
         with trio.fail_after(10):
-            while manager.status()["w"]["pid"] in (0, first):
+            while manager.status()["w"]["pid"] in (None, first):
                 await trio.sleep(0.01)
         second = manager.status()["w"]["pid"]
         assert manager.status()["w"]["restarts"] == 1
@@ -63,6 +63,28 @@ async def test_a_worker_that_dies_is_restarted_and_stop_ends_it():
     assert not manager.status()["w"]["running"]
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+
+
+async def test_a_worker_in_its_restart_delay_has_no_pid():
+    """issue 15 item 8: `kill -9 $(dockyard info | jq .workers.NAME.pid)` must not get 0 (its
+    own process group) while the worker waits to be restarted."""
+    restarting = trio.Event()
+
+    def emit(action: str, name: str, attributes: dict[str, str]) -> None:
+        if action == "restart":
+            restarting.set()
+
+    manager = WorkerManager({"w": sleeper()}, emit=emit, log=structlog.get_logger(),
+                            backoff=Backoff(initial=60.0, maximum=60.0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        os.kill(manager.status()["w"]["pid"], signal.SIGKILL)
+        with trio.fail_after(10):
+            await restarting.wait()
+        status = manager.status()["w"]
+        assert status["pid"] is None and not status["running"]
+        await manager.stop(timeout=5)
+    assert manager.status()["w"]["pid"] is None
 
 
 async def test_a_worker_that_ignores_sigterm_is_killed_after_the_timeout():
