@@ -372,31 +372,34 @@ class Supervisor:
         return container.exit_code
 
     async def remove(self, ref: str, force: bool = False) -> None:
+        """Remove a container (``force``: kill it first if it runs). Holds the container's lock,
+        so a start in progress, a restart policy's included, is never removed from under."""
         container = self.get(ref)
         self._cancel_pending_restart(container)
-        if container.status.running:
-            if not force:
-                raise InvalidState(
-                    container.name, "remove", "running", "it is running: stop it first, or use --force"
-                )
-            self._signal(container, signal.SIGKILL)
-            await self._until_not_running(container)
-        if container.status is Status.REMOVING:
-            return
-        container.move("remove")
-        await self.networking.settle(container.id)  # no veth of it is left once it is gone
-        await self._mounts_released(container)
-        try:
-            await trio.to_thread.run_sync(shutil.rmtree, container.directory)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            container.move("remove_failed")
-            self._save(container)
-            raise DockyardError(f"cannot remove container {container.name}: {exc}") from exc
-        await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
-        self._containers.pop(container.id, None)
-        self._emit_container(container, "destroy")
+        async with container.lock:  # a start under way (a user's or a restart policy's) ends first
+            if container.status.running:
+                if not force:
+                    raise InvalidState(
+                        container.name, "remove", "running", "it is running: stop it first, or use --force"
+                    )
+                self._signal(container, signal.SIGKILL)
+                await self._until_not_running(container)
+            if container.status is Status.REMOVING:
+                return
+            container.move("remove")
+            await self.networking.settle(container.id)  # no veth of it is left once it is gone
+            await self._mounts_released(container)
+            try:
+                await trio.to_thread.run_sync(shutil.rmtree, container.directory)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                container.move("remove_failed")
+                self._save(container)
+                raise DockyardError(f"cannot remove container {container.name}: {exc}") from exc
+            await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
+            self._containers.pop(container.id, None)
+            self._emit_container(container, "destroy")
 
     async def update(self, ref: str, changes: dict[str, Any]) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
@@ -500,6 +503,8 @@ class Supervisor:
                     await self._launch(container, None)
                 except StartError as exc:  # its die event is out: the monitor decides again
                     self.log.warning("restart failed", container=container.id, error=exc.message)
+                except DockyardError as exc:  # a background task: a refusal must not end the daemon
+                    self.log.error("restart refused", container=container.id, error=exc.message)
 
     def _cancel_pending_restart(self, container: Container) -> None:
         pending, container.pending_restart = container.pending_restart, None
