@@ -955,8 +955,16 @@ class Supervisor:
 
     async def _load_and_reconcile(self) -> None:
         """Load every record; a container that was running when the daemon died is killed
-        (if anything of it is left), its cgroup removed, and it is marked exited."""
+        (if anything of it is left), its cgroup removed, and it is marked exited.
+
+        No container runs yet, so the cgroup of every container, whatever its record says, is
+        a leftover: a daemon killed in the middle of a start (after the cgroup was made, before
+        the record said "running") or of an exit's clean-up leaves one, maybe with the
+        container's processes in it. Each is emptied (SIGKILL) and removed in every hierarchy;
+        the overlay goes with the last process of its mount namespace, and the network's
+        leases and veths are reconciled next (_start_networking)."""
         records, broken = self._store.load_all()
+        leftovers = [folder.name for folder, _ in broken]  # a record's folder is named by its id
         for folder, reason in broken:
             self.log.warning("unreadable container record, left alone", path=str(folder), reason=reason)
         for record in records:
@@ -964,6 +972,8 @@ class Supervisor:
                 container = Container.from_record(record)
             except (KeyError, ValueError, TypeError, DockyardError) as exc:
                 self.log.warning("invalid container record, left alone", id=record.get("id"), reason=str(exc))
+                if isinstance(record.get("id"), str):
+                    leftovers.append(record["id"])
                 continue
             self._containers[container.id] = container
             if container.user_stopped and restart_policy.forgets_user_stop_at_daemon_start(container.spec.restart_policy):
@@ -971,14 +981,36 @@ class Supervisor:
                 self._save(container)
             if container.status is Status.RUNNING:
                 await self._reconcile_orphan(container)
-            elif container.status is Status.REMOVING:
+                continue
+            if container.status is Status.REMOVING:
                 container.status = Status.DEAD  # the removal was interrupted
                 self._save(container)
+            leftovers.append(container.id)
+        await self._remove_cgroups(leftovers)
+
+    async def _remove_cgroups(self, container_ids: list[str]) -> None:
+        """Kill what is left in these containers' cgroups and remove them (at daemon start)."""
+        def remove_all() -> list[tuple[str, str]]:
+            failures = []
+            for container_id in container_ids:
+                try:
+                    self._cgroups.open(container_id).kill_and_remove()
+                except (OSError, DockyardError) as exc:  # DockyardError: not a cgroup name
+                    failures.append((container_id, getattr(exc, "message", None) or exc.strerror or str(exc)))
+            return failures
+
+        for container_id, reason in await trio.to_thread.run_sync(remove_all):
+            self.log.warning("cannot remove the cgroup of a container that is not running", container=container_id,
+                             error=reason)
 
     async def _reconcile_orphan(self, container: Container) -> None:
         _kill_if_same(container.pid, container.start_time)
         cgroup = self._cgroups.open(container.id)
-        await trio.to_thread.run_sync(_kill_and_remove, cgroup)
+        try:
+            await trio.to_thread.run_sync(_kill_and_remove, cgroup)
+        except OSError as exc:  # recorded as exited all the same; the log says what is left
+            self.log.warning("cannot remove the cgroup of a container left running", container=container.id,
+                             error=exc.strerror)
         container.exit_code = ORPHAN_EXIT_CODE
         container.error = "the daemon stopped while the container was running"
         container.finished_at = now_rfc3339()
@@ -1125,8 +1157,7 @@ def _device_nodes(resources: Resources) -> tuple[str, ...]:
 def _kill_and_remove(cgroup: Any) -> None:
     if cgroup is None:
         return
-    cgroup.kill_all(signal.SIGKILL)
-    cgroup.remove()
+    cgroup.kill_and_remove()
 
 
 def _kill_if_same(pid: int, start_time: int) -> None:

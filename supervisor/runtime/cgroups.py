@@ -248,6 +248,26 @@ class Cgroup:
                 time.sleep(delay)  # the kernel offers no event for "the last task left"
                 delay = min(delay * 2, 0.05)
 
+    def kill_and_remove(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup, then rmdir it in every hierarchy. A process
+        forked while this runs (EBUSY) is killed in the next round, until ``timeout``.
+
+        Raises:
+            OSError: a directory could not be removed.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            self.kill_all(signal.SIGKILL)
+            try:
+                self.remove(timeout=0)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)  # the killed processes are still exiting
+            delay = min(delay * 2, 0.05)
+
 
 def _check_swap(resources: Resources, has_accounting: bool, name: str) -> None:
     explicit = resources.memory_swap not in (0, 2 * resources.memory)  # not docker's default
