@@ -108,6 +108,10 @@ class Supervisor:
     async def __aenter__(self) -> Supervisor:
         become_subreaper()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._cgroups.enter()  # a delegated v2 cgroup: the daemon moves into its leaf first
+        except OSError as exc:
+            raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery

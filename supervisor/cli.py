@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML file with these settings (flags win); SIGHUP reloads log-level, stats-interval "
                         "and shutdown-timeout from it (docs/operations.md)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup that holds this daemon's containers (default dockyard)")
+    p.add_argument("--cgroup-root", default=None, metavar="DIR",
+                   help="where the cgroup hierarchies are mounted (default /sys/fs/cgroup; docs/operations.md)")
     p.add_argument("--log-format", choices=["logfmt", "json"], default=None, help="format of the daemon's log on stderr")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
@@ -1117,6 +1119,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             fail(error.message)
     flags = {
         "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
+        "cgroup-root": args.cgroup_root,
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers,
     }
@@ -1134,6 +1137,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             root=setting("root", None) or default_root(),
             run_dir=setting("run", None) or default_run_dir(),
             cgroup_parent=setting("cgroup-parent", "dockyard"),
+            cgroup_root=setting("cgroup-root", "/sys/fs/cgroup"),
             stats_interval=float(setting("stats-interval", 1.0)),
             shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
             workers=tuple(workers) if workers is not None else None,

@@ -32,6 +32,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "root": ((str,), "a path"),
     "run": ((str,), "a path"),
     "cgroup-parent": ((str,), "a cgroup name"),
+    "cgroup-root": ((str,), "a path"),
     "log-format": ((str,), f"one of {', '.join(LOG_FORMATS)}"),
     "log-level": ((str,), f"one of {', '.join(LOG_LEVELS)}"),
     "stats-interval": ((int, float), "seconds >= 0"),

@@ -3,6 +3,7 @@ the real CLI. Integration tests need root; they are skipped (with the reason) wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -51,7 +52,9 @@ def mounts_under(path: Path) -> list[str]:
 class Daemon:
     """A private dockyard daemon with its own root, run dir and cgroup parent."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, extra_args: tuple[str, ...] = (), launcher: tuple[str, ...] = ()):
+        self.extra_args = extra_args  # more `dockyard daemon` flags
+        self.launcher = launcher  # a command that execs its arguments (the daemon's command line)
         self.root = base / "root"
         self.run_dir = base / "run"
         self.log_path = base / "daemon.log"
@@ -63,8 +66,9 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
-             "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet],
+            [*self.launcher, DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
+             "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet,
+             *self.extra_args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
         )
         log.close()
@@ -152,6 +156,24 @@ def try_rmdir(path: Path) -> None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def private_daemon(base: Path, busybox_tar: Path, extra_args: tuple[str, ...] = (), launcher: tuple[str, ...] = ()):
+    """Another private daemon (with more flags, or started through ``launcher``), checked and
+    cleaned up as the ``daemon`` fixture's."""
+    base.mkdir(parents=True, exist_ok=True)
+    instance = Daemon(base, extra_args, launcher)
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        yield instance
+        assert instance.stop() == 0, instance.log()
+        assert mounts_under(base) == [], "mounts left behind"
+        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+        assert not link_exists(instance.bridge), f"bridge {instance.bridge} left behind"
+    finally:
+        instance.cleanup()
 
 
 @pytest.fixture

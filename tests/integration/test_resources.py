@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKYARD
+from tests.conftest import DOCKYARD, kill_cgroup, private_daemon, try_rmdir
 from tests.polling import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
@@ -276,3 +277,71 @@ def test_limits_on_a_real_cgroup_v2_host(daemon):
         assert oom.returncode == 137
     finally:
         daemon.out("rm", "-f", container)
+
+
+# --- cgroup v2 under systemd (issue 15, item 10) -------------------------------------------
+
+
+def _v2_mount() -> Path | None:
+    """A cgroup2 mount of the host: /sys/fs/cgroup on a v2 host, its `unified` tree on a hybrid
+    one (no controllers there, but the layout, the moves and the removals are the kernel's)."""
+    for candidate in (CGROUP, CGROUP / "unified"):
+        if (candidate / "cgroup.controllers").exists():
+            return candidate
+    return None
+
+
+def _v2_cgroup_of(pid: int) -> str:
+    return next(line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.startswith("0::"))
+
+
+def _remove_tree(path: Path) -> None:
+    """Kill whatever is left below ``path`` and remove its cgroups, deepest first."""
+    if not path.exists():
+        return
+    for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        kill_cgroup(folder)
+        try_rmdir(folder)
+    kill_cgroup(path)
+    try_rmdir(path)
+
+
+@pytest.mark.skipif(_v2_mount() is None, reason="no cgroup2 mount on this host")
+@pytest.mark.parametrize("delegated", [True, False], ids=["delegated", "not-delegated"])
+def test_on_cgroup_v2_containers_live_below_the_daemons_delegated_cgroup(tmp_path, busybox_tar, delegated):
+    """A daemon whose cgroup systemd delegated (Delegate=yes: the trusted.delegate xattr) moves
+    itself into <its cgroup>/supervisor and makes containers in <its cgroup>/<parent>/<id>; one
+    whose cgroup is not delegated keeps the root layout <root>/<parent>/<id>."""
+    mount = _v2_mount()
+    unit = mount / f"dyt-{secrets.token_hex(4)}.service"  # as systemd makes a unit's cgroup
+    unit.mkdir()
+    try:
+        if delegated:
+            try:
+                os.setxattr(unit, "trusted.delegate", b"1")
+            except OSError as exc:
+                pytest.skip(f"cannot mark a cgroup as delegated here: {exc}")
+        launcher = ("sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh")
+        with private_daemon(tmp_path / "d", busybox_tar, ("--cgroup-root", str(mount)), launcher) as daemon:
+            own = _v2_cgroup_of(daemon.process.pid)
+            workers = json.loads(daemon.out("info"))["workers"]
+            container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+            pid = json.loads(daemon.out("inspect", container))[0]["State"]["Pid"]
+            if delegated:
+                assert own == f"/{unit.name}/supervisor"
+                assert (unit / "cgroup.procs").read_text() == ""  # v2: no processes in an inner node
+                for status in workers.values():
+                    assert _v2_cgroup_of(status["pid"]) == own
+                folder = unit / daemon.cgroup_parent / container
+                assert _v2_cgroup_of(pid) == f"/{unit.name}/{daemon.cgroup_parent}/{container}"
+            else:
+                assert own == f"/{unit.name}"
+                folder = mount / daemon.cgroup_parent / container
+                assert _v2_cgroup_of(pid) == f"/{daemon.cgroup_parent}/{container}"
+            assert str(pid) in (folder / "cgroup.procs").read_text().split()
+            daemon.out("rm", "-f", container)
+            assert not folder.exists()
+        assert not (unit / daemon.cgroup_parent).exists()  # removed when the daemon stops
+        assert not (mount / daemon.cgroup_parent).exists()
+    finally:
+        _remove_tree(unit)
