@@ -102,6 +102,8 @@ class Supervisor:
         self._sampler: trio.CancelScope | None = None
         self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
         self.networking: Any = None  # supervisor.network.manager.Network, from __aenter__
+        #: The pids limit given to a container created without one (-1: none); see __aenter__.
+        self.default_pids_limit = self.config.default_pids_limit
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -112,6 +114,7 @@ class Supervisor:
             self._cgroups.enter()  # a delegated v2 cgroup: the daemon moves into its leaf first
         except OSError as exc:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
+        self._check_default_pids_limit()
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
@@ -266,6 +269,9 @@ class Supervisor:
     # --- containers ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> Container:
+        if not spec.resources.pids_limit and self.default_pids_limit > 0:
+            # Stored in the spec (inspect shows it; a later change of the default leaves it), as podman.
+            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
         self._check_resources(spec.resources)
         image = self.images.resolve(spec.image)
         healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
@@ -701,6 +707,14 @@ class Supervisor:
         self._emit_container(execution.container, "exec_die", **names, exitCode=str(exit_code))
 
     # --- internals ----------------------------------------------------------------------
+
+    def _check_default_pids_limit(self) -> None:
+        """A host without the pids controller cannot apply the default: say so once, then create
+        containers without it (an explicit --pids-limit still fails there, naming the controller)."""
+        if self.config.default_pids_limit > 0 and not self._cgroups.has_controller("pids"):
+            self.log.warning("no pids cgroup controller: containers get no default pids limit",
+                             default_pids_limit=self.config.default_pids_limit)
+            self.default_pids_limit = -1
 
     def _check_resources(self, resources: Resources) -> None:
         """Refuse limits this host cannot give, before anything is created."""

@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': none, for workers run as their own units with `dockyard worker`)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
+    p.add_argument("--default-pids-limit", type=int, default=None, metavar="N",
+                   help="the pids limit of a container created without --pids-limit (default 4096; -1: none)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -1107,7 +1109,7 @@ def cmd_logout(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from supervisor import configfile
-    from supervisor.config import Config, default_root, default_run_dir
+    from supervisor.config import DEFAULT_PIDS_LIMIT, Config, default_root, default_run_dir
     from supervisor.daemon import Reloader, main as daemon_main
     from supervisor.errors import DockyardError
 
@@ -1121,7 +1123,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
         "cgroup-root": args.cgroup_root,
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
-        "workers": args.workers,
+        "workers": args.workers, "default-pids-limit": args.default_pids_limit,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -1142,6 +1144,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
             workers=tuple(workers) if workers is not None else None,
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
+            default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             **network_settings(args),
         )
     except ValueError as error:

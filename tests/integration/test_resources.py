@@ -149,6 +149,46 @@ def test_a_fork_loop_is_contained_by_the_pids_limit(daemon):
     daemon.out("rm", container)
 
 
+@needs_v1
+def test_a_fork_bomb_without_flags_stops_at_the_default_pids_limit(daemon):
+    """Issue 25, item 6: the daemon's --default-pids-limit (4096) holds a container that sets
+    no --pids-limit."""
+    assert json.loads(daemon.out("info"))["default_pids_limit"] == 4096
+    bomb = "(for i in $(seq 5000); do sleep 1000 & done); sleep 1000"
+    container = daemon.out("run", "-d", "base", "sh", "-c", bomb).strip()
+    try:
+        document = json.loads(daemon.out("inspect", container))[0]
+        assert document["HostConfig"]["PidsLimit"] == 4096
+        assert read_int(cgroup_file(daemon, container, "pids", "pids.max")) == 4096
+        events = cgroup_file(daemon, container, "pids", "pids.events")  # "max N": forks refused
+        wait_for(lambda: int(events.read_text().split()[1]) > 0, what="a refused fork", timeout=120)
+        assert read_int(cgroup_file(daemon, container, "pids", "pids.current")) <= 4096
+        daemon.out("run", "--rm", "base", "true")  # the host (and the daemon) can still start processes
+    finally:
+        daemon.out("rm", "-f", container)
+    own = daemon.out("create", "--pids-limit", "20", "base", "true").strip()
+    unlimited = daemon.out("create", "--pids-limit", "-1", "base", "true").strip()
+    limits = {ref: json.loads(daemon.out("inspect", ref))[0]["HostConfig"]["PidsLimit"] for ref in (own, unlimited)}
+    assert limits == {own: 20, unlimited: -1}
+    daemon.out("rm", own, unlimited)
+
+
+@needs_v1
+def test_the_default_pids_limit_comes_from_the_flag_or_the_config_file(tmp_path, busybox_tar):
+    config = tmp_path / "daemon.toml"
+    config.write_text("default-pids-limit = -1\n")
+    for flags, expected, cgroup_value in [(("--config", str(config)), None, "max"),
+                                          (("--config", str(config), "--default-pids-limit", "64"), 64, "64")]:
+        with private_daemon(tmp_path / f"d{len(flags)}", busybox_tar, flags) as other:
+            assert json.loads(other.out("info"))["default_pids_limit"] == expected
+            container = other.out("run", "-d", "base", "sleep", "1000").strip()
+            assert cgroup_file(other, container, "pids", "pids.max").read_text().strip() == cgroup_value
+            other.out("rm", "-f", container)
+    bad = subprocess.run([DOCKYARD, "daemon", "--root", str(tmp_path / "bad"), "--default-pids-limit", "0"],
+                         capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"default pids limit" in bad.stderr
+
+
 def host_idle_seconds() -> float:
     """Idle CPU time of the whole host, in CPU-seconds (/proc/stat: idle + iowait)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
@@ -324,7 +364,11 @@ def test_on_cgroup_v2_containers_live_below_the_daemons_delegated_cgroup(tmp_pat
         launcher = ("sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh")
         with private_daemon(tmp_path / "d", busybox_tar, ("--cgroup-root", str(mount)), launcher) as daemon:
             own = _v2_cgroup_of(daemon.process.pid)
-            workers = json.loads(daemon.out("info"))["workers"]
+            info = json.loads(daemon.out("info"))
+            workers = info["workers"]
+            # The default pids limit needs the pids controller for the containers (none on a hybrid host's v2 tree).
+            given = ((unit if delegated else mount) / "cgroup.subtree_control").read_text().split()
+            assert info["default_pids_limit"] == (4096 if "pids" in given else None)
             container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
             pid = json.loads(daemon.out("inspect", container))[0]["State"]["Pid"]
             if delegated:
