@@ -708,6 +708,11 @@ class Supervisor:
 
     # --- internals ----------------------------------------------------------------------
 
+    @property
+    def cgroup_path(self) -> str:
+        """The cgroup that holds the containers' cgroups (``<controller>`` in it on v1)."""
+        return self._cgroups.parent_path
+
     def _check_default_pids_limit(self) -> None:
         """A host without the pids controller cannot apply the default: say so once, then create
         containers without it (an explicit --pids-limit still fails there, naming the controller)."""

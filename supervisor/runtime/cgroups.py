@@ -382,6 +382,11 @@ class CgroupV1:
         """Remove the parent cgroup where it is empty (when the daemon stops)."""
         _remove_dirs([os.path.join(h, self.parent) for h in self.hierarchies()])
 
+    @property
+    def parent_path(self) -> str:
+        """Where the containers' cgroups are, for people (``info``)."""
+        return os.path.join(self.root, "<controller>", self.parent)
+
     def enter(self) -> None:
         """Nothing to prepare on v1: the parent is created with the first container."""
 
@@ -435,6 +440,11 @@ class CgroupV2:
             raise InvalidArgument(f"cgroup parent {parent!r} is the daemon's own leaf in {self.base}: pick another name")
         self.base_dir = os.path.join(root, self.base) if self.base else root
         self.parent_dir = os.path.join(self.base_dir, parent)
+
+    @property
+    def parent_path(self) -> str:
+        """Where the containers' cgroups are, for people (``info``)."""
+        return self.parent_dir
 
     def enter(self) -> None:
         """With a delegated ``base``: move every process in it (the daemon, at least) into its

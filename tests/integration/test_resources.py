@@ -371,16 +371,17 @@ def test_on_cgroup_v2_containers_live_below_the_daemons_delegated_cgroup(tmp_pat
             assert info["default_pids_limit"] == (4096 if "pids" in given else None)
             container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
             pid = json.loads(daemon.out("inspect", container))[0]["State"]["Pid"]
+            parent = (unit if delegated else mount) / daemon.cgroup_parent
+            folder = parent / container
+            assert info["cgroup_path"] == str(parent)
             if delegated:
                 assert own == f"/{unit.name}/supervisor"
                 assert (unit / "cgroup.procs").read_text() == ""  # v2: no processes in an inner node
                 for status in workers.values():
                     assert _v2_cgroup_of(status["pid"]) == own
-                folder = unit / daemon.cgroup_parent / container
                 assert _v2_cgroup_of(pid) == f"/{unit.name}/{daemon.cgroup_parent}/{container}"
             else:
                 assert own == f"/{unit.name}"
-                folder = mount / daemon.cgroup_parent / container
                 assert _v2_cgroup_of(pid) == f"/{daemon.cgroup_parent}/{container}"
             assert str(pid) in (folder / "cgroup.procs").read_text().split()
             daemon.out("rm", "-f", container)
