@@ -102,12 +102,19 @@ class Supervisor:
         self._sampler: trio.CancelScope | None = None
         self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
         self.networking: Any = None  # supervisor.network.manager.Network, from __aenter__
+        #: The pids limit given to a container created without one (-1: none); see __aenter__.
+        self.default_pids_limit = self.config.default_pids_limit
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
     async def __aenter__(self) -> Supervisor:
         become_subreaper()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._cgroups.enter()  # a delegated v2 cgroup: the daemon moves into its leaf first
+        except OSError as exc:
+            raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
+        self._check_default_pids_limit()
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
@@ -262,6 +269,9 @@ class Supervisor:
     # --- containers ---------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> Container:
+        if not spec.resources.pids_limit and self.default_pids_limit > 0:
+            # Stored in the spec (inspect shows it; a later change of the default leaves it), as podman.
+            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
         self._check_resources(spec.resources)
         image = self.images.resolve(spec.image)
         healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
@@ -703,6 +713,19 @@ class Supervisor:
 
     # --- internals ----------------------------------------------------------------------
 
+    @property
+    def cgroup_path(self) -> str:
+        """The cgroup that holds the containers' cgroups (``<controller>`` in it on v1)."""
+        return self._cgroups.parent_path
+
+    def _check_default_pids_limit(self) -> None:
+        """A host without the pids controller cannot apply the default: say so once, then create
+        containers without it (an explicit --pids-limit still fails there, naming the controller)."""
+        if self.config.default_pids_limit > 0 and not self._cgroups.has_controller("pids"):
+            self.log.warning("no pids cgroup controller: containers get no default pids limit",
+                             default_pids_limit=self.config.default_pids_limit)
+            self.default_pids_limit = -1
+
     def _check_resources(self, resources: Resources) -> None:
         """Refuse limits this host cannot give, before anything is created."""
         resources.check_host(os.cpu_count() or 1)
@@ -960,8 +983,16 @@ class Supervisor:
 
     async def _load_and_reconcile(self) -> None:
         """Load every record; a container that was running when the daemon died is killed
-        (if anything of it is left), its cgroup removed, and it is marked exited."""
+        (if anything of it is left), its cgroup removed, and it is marked exited.
+
+        No container runs yet, so the cgroup of every container, whatever its record says, is
+        a leftover: a daemon killed in the middle of a start (after the cgroup was made, before
+        the record said "running") or of an exit's clean-up leaves one, maybe with the
+        container's processes in it. Each is emptied (SIGKILL) and removed in every hierarchy;
+        the overlay goes with the last process of its mount namespace, and the network's
+        leases and veths are reconciled next (_start_networking)."""
         records, broken = self._store.load_all()
+        leftovers = [folder.name for folder, _ in broken]  # a record's folder is named by its id
         for folder, reason in broken:
             self.log.warning("unreadable container record, left alone", path=str(folder), reason=reason)
         for record in records:
@@ -969,6 +1000,8 @@ class Supervisor:
                 container = Container.from_record(record)
             except (KeyError, ValueError, TypeError, DockyardError) as exc:
                 self.log.warning("invalid container record, left alone", id=record.get("id"), reason=str(exc))
+                if isinstance(record.get("id"), str):
+                    leftovers.append(record["id"])
                 continue
             self._containers[container.id] = container
             if container.user_stopped and restart_policy.forgets_user_stop_at_daemon_start(container.spec.restart_policy):
@@ -976,14 +1009,36 @@ class Supervisor:
                 self._save(container)
             if container.status is Status.RUNNING:
                 await self._reconcile_orphan(container)
-            elif container.status is Status.REMOVING:
+                continue
+            if container.status is Status.REMOVING:
                 container.status = Status.DEAD  # the removal was interrupted
                 self._save(container)
+            leftovers.append(container.id)
+        await self._remove_cgroups(leftovers)
+
+    async def _remove_cgroups(self, container_ids: list[str]) -> None:
+        """Kill what is left in these containers' cgroups and remove them (at daemon start)."""
+        def remove_all() -> list[tuple[str, str]]:
+            failures = []
+            for container_id in container_ids:
+                try:
+                    self._cgroups.open(container_id).kill_and_remove()
+                except (OSError, DockyardError) as exc:  # DockyardError: not a cgroup name
+                    failures.append((container_id, getattr(exc, "message", None) or exc.strerror or str(exc)))
+            return failures
+
+        for container_id, reason in await trio.to_thread.run_sync(remove_all):
+            self.log.warning("cannot remove the cgroup of a container that is not running", container=container_id,
+                             error=reason)
 
     async def _reconcile_orphan(self, container: Container) -> None:
         _kill_if_same(container.pid, container.start_time)
         cgroup = self._cgroups.open(container.id)
-        await trio.to_thread.run_sync(_kill_and_remove, cgroup)
+        try:
+            await trio.to_thread.run_sync(_kill_and_remove, cgroup)
+        except OSError as exc:  # recorded as exited all the same; the log says what is left
+            self.log.warning("cannot remove the cgroup of a container left running", container=container.id,
+                             error=exc.strerror)
         container.exit_code = ORPHAN_EXIT_CODE
         container.error = "the daemon stopped while the container was running"
         container.finished_at = now_rfc3339()
@@ -1132,8 +1187,7 @@ def _device_nodes(resources: Resources) -> tuple[str, ...]:
 def _kill_and_remove(cgroup: Any) -> None:
     if cgroup is None:
         return
-    cgroup.kill_all(signal.SIGKILL)
-    cgroup.remove()
+    cgroup.kill_and_remove()
 
 
 def _kill_if_same(pid: int, start_time: int) -> None:

@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML file with these settings (flags win); SIGHUP reloads log-level, stats-interval "
                         "and shutdown-timeout from it (docs/operations.md)")
     p.add_argument("--cgroup-parent", default=None, help="cgroup that holds this daemon's containers (default dockyard)")
+    p.add_argument("--cgroup-root", default=None, metavar="DIR",
+                   help="where the cgroup hierarchies are mounted (default /sys/fs/cgroup; docs/operations.md)")
     p.add_argument("--log-format", choices=["logfmt", "json"], default=None, help="format of the daemon's log on stderr")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
@@ -324,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "`dockyard worker`; without a log collector no output is stored)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
+    p.add_argument("--default-pids-limit", type=int, default=None, metavar="N",
+                   help="the pids limit of a container created without --pids-limit (default 4096; -1: none)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -1140,7 +1144,7 @@ def cmd_logout(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from supervisor import configfile
-    from supervisor.config import Config, default_root, default_run_dir
+    from supervisor.config import DEFAULT_PIDS_LIMIT, Config, default_root, default_run_dir
     from supervisor.daemon import Reloader, main as daemon_main
     from supervisor.errors import DockyardError
 
@@ -1152,8 +1156,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             fail(error.message)
     flags = {
         "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
+        "cgroup-root": args.cgroup_root,
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
-        "workers": args.workers,
+        "workers": args.workers, "default-pids-limit": args.default_pids_limit,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -1169,10 +1174,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             root=setting("root", None) or default_root(),
             run_dir=setting("run", None) or default_run_dir(),
             cgroup_parent=setting("cgroup-parent", "dockyard"),
+            cgroup_root=setting("cgroup-root", "/sys/fs/cgroup"),
             stats_interval=float(setting("stats-interval", 1.0)),
             shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
             workers=tuple(workers) if workers is not None else None,
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
+            default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             **network_settings(args),
         )
     except ValueError as error:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/dockyard"
 DEFAULT_RUN = "/run/dockyard"
+#: Processes a container may have at once when it sets no --pids-limit (--default-pids-limit).
+DEFAULT_PIDS_LIMIT = 4096
 
 
 def default_root() -> Path:
@@ -35,6 +37,8 @@ class Config:
         (``stats.<id>`` events); 0 turns the sampler off.
     insecure_registries: registries (``host[:port]``) reached over plain HTTP or unverified
         TLS, as docker's ``--insecure-registry``; loopback registries always are.
+    default_pids_limit: the pids limit given at create to a container without its own
+        ``--pids-limit`` (podman's default is 2048; docker has none); -1 for none.
     """
 
     root: Path = field(default_factory=default_root)
@@ -50,6 +54,7 @@ class Config:
     bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
+    default_pids_limit: int = DEFAULT_PIDS_LIMIT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -75,6 +80,9 @@ class Config:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: {exc}") from None
         if subnet.prefixlen > 30:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: at most /30")
+        if type(self.default_pids_limit) is not int or not (self.default_pids_limit == -1 or self.default_pids_limit > 0):
+            raise ValueError(f"the default pids limit must be a positive number of processes, or -1 for none, "
+                             f"not {self.default_pids_limit!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

@@ -10,6 +10,7 @@ daemon's flags. A flag given on the command line wins over the file.
     stats-interval = 1.0        # reloadable
     shutdown-timeout = 30       # reloadable
     workers = ["logcollector", "monitor"]   # the default; [] for none
+    default-pids-limit = 4096   # -1: none
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -32,12 +33,14 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "root": ((str,), "a path"),
     "run": ((str,), "a path"),
     "cgroup-parent": ((str,), "a cgroup name"),
+    "cgroup-root": ((str,), "a path"),
     "log-format": ((str,), f"one of {', '.join(LOG_FORMATS)}"),
     "log-level": ((str,), f"one of {', '.join(LOG_LEVELS)}"),
     "stats-interval": ((int, float), "seconds >= 0"),
     "shutdown-timeout": ((int, float), "seconds >= 0"),
     "workers": ((list,), "a list of worker names"),
     "insecure-registries": ((list,), "a list of HOST[:PORT]"),
+    "default-pids-limit": ((int,), "a positive number of processes, or -1 for none"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -62,6 +65,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = value not in LOG_LEVELS
         elif not bad and key in ("stats-interval", "shutdown-timeout"):
             bad = not value >= 0
+        elif not bad and key == "default-pids-limit":
+            bad = not (value == -1 or value > 0)
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)
         if bad:

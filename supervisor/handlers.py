@@ -416,6 +416,8 @@ class Handlers:
             "root": str(self.sup.config.root),
             "run_dir": str(self.sup.config.run_dir),
             "cgroup_parent": self.sup.config.cgroup_parent,
+            "cgroup_path": self.sup.cgroup_path,
+            "default_pids_limit": self.sup.default_pids_limit if self.sup.default_pids_limit > 0 else None,
             "containers": len(containers),
             "running": sum(1 for c in containers if c.status.running),
             "images": len(self.sup.images.list()),

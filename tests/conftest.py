@@ -53,8 +53,9 @@ def mounts_under(path: Path) -> list[str]:
 class Daemon:
     """A private dockyard daemon with its own root, run dir and cgroup parent."""
 
-    def __init__(self, base: Path, args: Sequence[str] = ()):
+    def __init__(self, base: Path, args: Sequence[str] = (), launcher: Sequence[str] = ()):
         self.args = list(args)  # more flags for `dockyard daemon` (--config, --workers, ...)
+        self.launcher = list(launcher)  # a command that execs its arguments (the daemon's command line)
         self.root = base / "root"
         self.run_dir = base / "run"
         self.log_path = base / "daemon.log"
@@ -66,7 +67,7 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
+            [*self.launcher, DOCKYARD, "daemon", "--root", str(self.root), "--run", str(self.run_dir),
              "--cgroup-parent", self.cgroup_parent, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet,
              *self.args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env,
@@ -159,16 +160,18 @@ def try_rmdir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def private_daemon(tmp_path: Path, busybox_tar: Path, *args: str) -> Iterator[Daemon]:
-    """A started daemon (with ``args`` besides its private paths) that has the busybox image
-    as `base`; stopped at the end, which must leave nothing behind."""
-    instance = Daemon(tmp_path, args)
+def private_daemon(base: Path, busybox_tar: Path, *args: str, launcher: Sequence[str] = ()) -> Iterator[Daemon]:
+    """A started daemon (with ``args`` besides its private paths, started through ``launcher``
+    if given: a command that execs its arguments) that has the busybox image as `base`;
+    stopped at the end, which must leave nothing behind."""
+    base.mkdir(parents=True, exist_ok=True)
+    instance = Daemon(base, args, launcher)
     try:
         instance.start()
         instance.out("import", str(busybox_tar), "base")
         yield instance
         assert instance.stop() == 0, instance.log()
-        assert mounts_under(tmp_path) == [], "mounts left behind"
+        assert mounts_under(base) == [], "mounts left behind"
         assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
         assert not link_exists(instance.bridge), f"bridge {instance.bridge} left behind"
     finally:

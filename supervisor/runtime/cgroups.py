@@ -3,8 +3,18 @@
 Two backends with one interface, picked by :func:`detect`:
 
 - :class:`CgroupV2` (the unified hierarchy, ``<root>/cgroup.controllers`` exists):
-  ``<root>/<parent>/<name>``, with the parent's available controllers enabled for its
-  children in ``<parent>/cgroup.subtree_control``.
+  ``<root>/<base>/<parent>/<name>``, with the parent's available controllers enabled for its
+  children in ``<parent>/cgroup.subtree_control``. ``<base>`` is empty (the root of the
+  hierarchy), unless the daemon's own cgroup was delegated to it (systemd's ``Delegate=yes``
+  marks it with the ``trusted.delegate`` xattr): then ``<base>`` is that cgroup, so that the
+  unit's accounting, ``systemctl status`` and ``KillMode=`` see the containers. v2 lets only
+  leaves hold processes, so :meth:`CgroupV2.enter` first moves the daemon (and whatever else
+  is in ``<base>``) into the leaf ``<base>/supervisor``::
+
+      <root>/system.slice/dockyard.service/     delegated: ours below, no process of its own
+      ├── supervisor/                           the daemon, its workers, its fork server
+      └── <parent>/                             "dockyard" by default
+          └── <container id>/                   one container
 - :class:`CgroupV1`: ``<root>/<controller>/<parent>/<name>`` in each hierarchy of
   :data:`V1_CONTROLLERS` that is mounted; a hierarchy co-mounting several of them
   (``cpu,cpuacct``) is used once. The ``systemd`` named hierarchy and ``unified`` are
@@ -43,8 +53,10 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.errors import InvalidArgument
@@ -57,6 +69,10 @@ OPTIONAL_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
 #: Controllers whose absence only means "no such limit here" (a v1 host may not mount them).
 OPTIONAL_CONTROLLERS = ("devices",)
 UNLIMITED_V1 = "-1"
+#: The leaf of a delegated v2 cgroup that holds the daemon (v2: no processes in inner nodes).
+SUPERVISOR_LEAF = "supervisor"
+#: The xattrs systemd sets on the cgroup of a unit with Delegate=yes (user.* from v251).
+DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")
 
 
 def v1_limit_writes(resources: Resources) -> list[tuple[str, str, str]]:
@@ -248,6 +264,26 @@ class Cgroup:
                 time.sleep(delay)  # the kernel offers no event for "the last task left"
                 delay = min(delay * 2, 0.05)
 
+    def kill_and_remove(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup, then rmdir it in every hierarchy. A process
+        forked while this runs (EBUSY) is killed in the next round, until ``timeout``.
+
+        Raises:
+            OSError: a directory could not be removed.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            self.kill_all(signal.SIGKILL)
+            try:
+                self.remove(timeout=0)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)  # the killed processes are still exiting
+            delay = min(delay * 2, 0.05)
+
 
 def _check_swap(resources: Resources, has_accounting: bool, name: str) -> None:
     explicit = resources.memory_swap not in (0, 2 * resources.memory)  # not docker's default
@@ -346,6 +382,18 @@ class CgroupV1:
         """Remove the parent cgroup where it is empty (when the daemon stops)."""
         _remove_dirs([os.path.join(h, self.parent) for h in self.hierarchies()])
 
+    @property
+    def parent_path(self) -> str:
+        """Where the containers' cgroups are, for people (``info``)."""
+        return os.path.join(self.root, "<controller>", self.parent)
+
+    def enter(self) -> None:
+        """Nothing to prepare on v1: the parent is created with the first container."""
+
+    def has_controller(self, controller: str) -> bool:
+        """Whether containers get ``controller`` (its hierarchy is mounted)."""
+        return os.path.isdir(os.path.join(self.root, controller))
+
     def check(self, resources: Resources) -> None:
         """Refuse a limit this host cannot set, before anything is created.
 
@@ -378,22 +426,70 @@ def _inherit_cpuset(path: str) -> None:
 
 
 class CgroupV2:
-    """One directory in the unified hierarchy (cgroup v2)."""
+    """One directory in the unified hierarchy (cgroup v2), below ``base`` (a cgroup path
+    relative to ``root``; empty: the root of the hierarchy)."""
 
     version = 2
 
-    def __init__(self, root: str = "/sys/fs/cgroup", parent: str = "dockyard"):
+    def __init__(self, root: str = "/sys/fs/cgroup", parent: str = "dockyard", base: str = ""):
         _check_name(parent)
         self.root = root
         self.parent = parent
+        self.base = base.strip("/")
+        if self.base and parent == SUPERVISOR_LEAF:
+            raise InvalidArgument(f"cgroup parent {parent!r} is the daemon's own leaf in {self.base}: pick another name")
+        self.base_dir = os.path.join(root, self.base) if self.base else root
+        self.parent_dir = os.path.join(self.base_dir, parent)
+
+    @property
+    def parent_path(self) -> str:
+        """Where the containers' cgroups are, for people (``info``)."""
+        return self.parent_dir
+
+    def enter(self) -> None:
+        """With a delegated ``base``: move every process in it (the daemon, at least) into its
+        leaf ``supervisor``, then enable the controllers it has for its children. Processes
+        the daemon starts later (workers, fork server, containers' init stages) start there.
+
+        Raises:
+            OSError: a step failed; its message names the cgroup.
+        """
+        if not self.base:
+            return
+        leaf = os.path.join(self.base_dir, SUPERVISOR_LEAF)
+        _make_dirs(self.base_dir, (SUPERVISOR_LEAF,))
+        for _ in range(100):  # a process forked meanwhile shows up in the next read
+            pids = _read_pids(os.path.join(self.base_dir, "cgroup.procs"))
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    _write_file(os.path.join(leaf, "cgroup.procs"), str(pid))
+                except ProcessLookupError:
+                    continue  # it exited
+                except OSError as exc:
+                    raise OSError(exc.errno, f"cannot move process {pid} into cgroup {leaf}: {os.strerror(exc.errno)}",
+                                  leaf) from None
+        else:
+            raise OSError(errno.EBUSY, f"cannot empty cgroup {self.base_dir} into its leaf: processes keep appearing",
+                          self.base_dir)
+        self._enable_controllers(self.base_dir)
+
+    def has_controller(self, controller: str) -> bool:
+        """Whether containers get ``controller``: the parent's parent enables it for its
+        children (the root's by whoever owns it, systemd; a delegated base's by :meth:`enter`)."""
+        try:
+            with open(os.path.join(self.base_dir, "cgroup.subtree_control")) as file:
+                return controller in file.read().split()
+        except FileNotFoundError:
+            return False
 
     def create(self, name: str) -> Cgroup:
         _check_name(name)
-        parent = os.path.join(self.root, self.parent)
-        created = _make_dirs(self.root, (self.parent,))
+        created = _make_dirs(self.base_dir, (self.parent,))
         try:
-            self._enable_controllers(parent)
-            created.extend(_make_dirs(parent, (name,)))
+            self._enable_controllers(self.parent_dir)
+            created.extend(_make_dirs(self.parent_dir, (name,)))
         except OSError:
             _remove_dirs(created)
             raise
@@ -401,11 +497,11 @@ class CgroupV2:
 
     def open(self, name: str) -> Cgroup:
         _check_name(name)
-        return Cgroup(name, (os.path.join(self.root, self.parent, name),), 2)
+        return Cgroup(name, (os.path.join(self.parent_dir, name),), 2)
 
     def remove_parent(self) -> None:
         """Remove the parent cgroup where it is empty (when the daemon stops)."""
-        _remove_dirs([os.path.join(self.root, self.parent)])
+        _remove_dirs([self.parent_dir])
 
     def check(self, resources: Resources) -> None:
         """Refuse a limit this host cannot set, before anything is created.
@@ -416,7 +512,7 @@ class CgroupV2:
         _check_swap(resources, self._has_swap_accounting(), "memory.swap.max")
 
     def _has_swap_accounting(self) -> bool:
-        parent = os.path.join(self.root, self.parent)
+        parent = self.parent_dir
         if not os.path.isdir(parent):
             return True  # not known before the parent exists; the write will tell
         return os.path.exists(os.path.join(parent, "memory.swap.max"))
@@ -441,8 +537,66 @@ class CgroupV2:
                 pass
 
 
-def detect(root: str = "/sys/fs/cgroup", parent: str = "dockyard") -> CgroupV1 | CgroupV2:
-    """The backend for the host: v2 when ``<root>/cgroup.controllers`` exists, else v1."""
+def detect(root: str = "/sys/fs/cgroup", parent: str = "dockyard", own_cgroup_file: str = "/proc/self/cgroup") -> CgroupV1 | CgroupV2:
+    """The backend for the host: v2 when ``<root>/cgroup.controllers`` exists, else v1. On v2,
+    containers go below the daemon's own cgroup when it was delegated (:func:`delegated_base`,
+    the process's cgroup read from ``own_cgroup_file``)."""
     if os.path.exists(os.path.join(root, "cgroup.controllers")):
-        return CgroupV2(root, parent)
+        base = delegated_base(own_v2_cgroup(own_cgroup_file), lambda path: is_delegated(root, path))
+        return CgroupV2(root, parent, base)
     return CgroupV1(root, parent)
+
+
+def own_v2_cgroup(path: str = "/proc/self/cgroup") -> str | None:
+    """The unified-hierarchy cgroup of the process (``0::/system.slice/x.service``), or None."""
+    try:
+        with open(path) as file:
+            for line in file:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+def delegated_base(own: str | None, delegated: Callable[[str], bool]) -> str:
+    """The cgroup (relative to the root) that holds the daemon's containers on v2: its own
+    cgroup when ``delegated(own)``, or the parent of its own when it is already in that
+    cgroup's ``supervisor`` leaf (a second start in the same process, or systemd's
+    ``DelegateSubgroup=supervisor``); else "" (the root of the hierarchy)."""
+    if not own or own == "/" or own.startswith("/.."):  # "/..": outside our cgroup namespace
+        return ""
+    if delegated(own):
+        return own.strip("/")
+    parent, leaf = posixpath.split(own.rstrip("/"))
+    if leaf == SUPERVISOR_LEAF and parent != "/" and delegated(parent):
+        return parent.strip("/")
+    return ""
+
+
+def is_delegated(root: str, cgroup: str) -> bool:
+    """Whether systemd marked ``cgroup`` (a path below ``root``) as delegated (Delegate=yes)."""
+    path = os.path.join(root, cgroup.strip("/"))
+    for name in DELEGATE_XATTRS:
+        try:
+            if os.getxattr(path, name).strip() in (b"1", b"yes", b"true"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _read_pids(path: str) -> list[int]:
+    try:
+        with open(path) as file:
+            return [int(line) for line in file if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKYARD
+from tests.conftest import DOCKYARD, kill_cgroup, private_daemon, try_rmdir
 from tests.polling import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
@@ -148,6 +149,46 @@ def test_a_fork_loop_is_contained_by_the_pids_limit(daemon):
     daemon.out("rm", container)
 
 
+@needs_v1
+def test_a_fork_bomb_without_flags_stops_at_the_default_pids_limit(daemon):
+    """Issue 25, item 6: the daemon's --default-pids-limit (4096) holds a container that sets
+    no --pids-limit."""
+    assert json.loads(daemon.out("info"))["default_pids_limit"] == 4096
+    bomb = "(for i in $(seq 5000); do sleep 1000 & done); sleep 1000"
+    container = daemon.out("run", "-d", "base", "sh", "-c", bomb).strip()
+    try:
+        document = json.loads(daemon.out("inspect", container))[0]
+        assert document["HostConfig"]["PidsLimit"] == 4096
+        assert read_int(cgroup_file(daemon, container, "pids", "pids.max")) == 4096
+        events = cgroup_file(daemon, container, "pids", "pids.events")  # "max N": forks refused
+        wait_for(lambda: int(events.read_text().split()[1]) > 0, what="a refused fork", timeout=120)
+        assert read_int(cgroup_file(daemon, container, "pids", "pids.current")) <= 4096
+        daemon.out("run", "--rm", "base", "true")  # the host (and the daemon) can still start processes
+    finally:
+        daemon.out("rm", "-f", container)
+    own = daemon.out("create", "--pids-limit", "20", "base", "true").strip()
+    unlimited = daemon.out("create", "--pids-limit", "-1", "base", "true").strip()
+    limits = {ref: json.loads(daemon.out("inspect", ref))[0]["HostConfig"]["PidsLimit"] for ref in (own, unlimited)}
+    assert limits == {own: 20, unlimited: -1}
+    daemon.out("rm", own, unlimited)
+
+
+@needs_v1
+def test_the_default_pids_limit_comes_from_the_flag_or_the_config_file(tmp_path, busybox_tar):
+    config = tmp_path / "daemon.toml"
+    config.write_text("default-pids-limit = -1\n")
+    for flags, expected, cgroup_value in [(("--config", str(config)), None, "max"),
+                                          (("--config", str(config), "--default-pids-limit", "64"), 64, "64")]:
+        with private_daemon(tmp_path / f"d{len(flags)}", busybox_tar, *flags) as other:
+            assert json.loads(other.out("info"))["default_pids_limit"] == expected
+            container = other.out("run", "-d", "base", "sleep", "1000").strip()
+            assert cgroup_file(other, container, "pids", "pids.max").read_text().strip() == cgroup_value
+            other.out("rm", "-f", container)
+    bad = subprocess.run([DOCKYARD, "daemon", "--root", str(tmp_path / "bad"), "--default-pids-limit", "0"],
+                         capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"default pids limit" in bad.stderr
+
+
 def host_idle_seconds() -> float:
     """Idle CPU time of the whole host, in CPU-seconds (/proc/stat: idle + iowait)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
@@ -276,3 +317,76 @@ def test_limits_on_a_real_cgroup_v2_host(daemon):
         assert oom.returncode == 137
     finally:
         daemon.out("rm", "-f", container)
+
+
+# --- cgroup v2 under systemd (issue 15, item 10) -------------------------------------------
+
+
+def _v2_mount() -> Path | None:
+    """A cgroup2 mount of the host: /sys/fs/cgroup on a v2 host, its `unified` tree on a hybrid
+    one (no controllers there, but the layout, the moves and the removals are the kernel's)."""
+    for candidate in (CGROUP, CGROUP / "unified"):
+        if (candidate / "cgroup.controllers").exists():
+            return candidate
+    return None
+
+
+def _v2_cgroup_of(pid: int) -> str:
+    return next(line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.startswith("0::"))
+
+
+def _remove_tree(path: Path) -> None:
+    """Kill whatever is left below ``path`` and remove its cgroups, deepest first."""
+    if not path.exists():
+        return
+    for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        kill_cgroup(folder)
+        try_rmdir(folder)
+    kill_cgroup(path)
+    try_rmdir(path)
+
+
+@pytest.mark.skipif(_v2_mount() is None, reason="no cgroup2 mount on this host")
+@pytest.mark.parametrize("delegated", [True, False], ids=["delegated", "not-delegated"])
+def test_on_cgroup_v2_containers_live_below_the_daemons_delegated_cgroup(tmp_path, busybox_tar, delegated):
+    """A daemon whose cgroup systemd delegated (Delegate=yes: the trusted.delegate xattr) moves
+    itself into <its cgroup>/supervisor and makes containers in <its cgroup>/<parent>/<id>; one
+    whose cgroup is not delegated keeps the root layout <root>/<parent>/<id>."""
+    mount = _v2_mount()
+    unit = mount / f"dyt-{secrets.token_hex(4)}.service"  # as systemd makes a unit's cgroup
+    unit.mkdir()
+    try:
+        if delegated:
+            try:
+                os.setxattr(unit, "trusted.delegate", b"1")
+            except OSError as exc:
+                pytest.skip(f"cannot mark a cgroup as delegated here: {exc}")
+        launcher = ("sh", "-c", f'echo $$ > {unit}/cgroup.procs && exec "$@"', "sh")
+        with private_daemon(tmp_path / "d", busybox_tar, "--cgroup-root", str(mount), launcher=launcher) as daemon:
+            own = _v2_cgroup_of(daemon.process.pid)
+            info = json.loads(daemon.out("info"))
+            workers = info["workers"]
+            # The default pids limit needs the pids controller for the containers (none on a hybrid host's v2 tree).
+            given = ((unit if delegated else mount) / "cgroup.subtree_control").read_text().split()
+            assert info["default_pids_limit"] == (4096 if "pids" in given else None)
+            container = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+            pid = json.loads(daemon.out("inspect", container))[0]["State"]["Pid"]
+            parent = (unit if delegated else mount) / daemon.cgroup_parent
+            folder = parent / container
+            assert info["cgroup_path"] == str(parent)
+            if delegated:
+                assert own == f"/{unit.name}/supervisor"
+                assert (unit / "cgroup.procs").read_text() == ""  # v2: no processes in an inner node
+                for status in workers.values():
+                    assert _v2_cgroup_of(status["pid"]) == own
+                assert _v2_cgroup_of(pid) == f"/{unit.name}/{daemon.cgroup_parent}/{container}"
+            else:
+                assert own == f"/{unit.name}"
+                assert _v2_cgroup_of(pid) == f"/{daemon.cgroup_parent}/{container}"
+            assert str(pid) in (folder / "cgroup.procs").read_text().split()
+            daemon.out("rm", "-f", container)
+            assert not folder.exists()
+        assert not (unit / daemon.cgroup_parent).exists()  # removed when the daemon stops
+        assert not (mount / daemon.cgroup_parent).exists()
+    finally:
+        _remove_tree(unit)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import secrets
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from bus.client import Client
 from bus.errors import RemoteError
-from tests.conftest import cgroup_dirs, mounts_under
+from tests.conftest import DOCKYARD, cgroup_dirs, mounts_under
 from tests.polling import process_gone, wait_until as wait_for
 
 pytestmark = pytest.mark.integration
@@ -183,6 +186,84 @@ def test_kill_9_of_the_daemon_then_restart_reconciles_and_leaks_nothing(daemon, 
     assert names == {always}
     assert mounts_under(tmp_path) == []
     daemon.out("rm", "-f", always)
+
+
+def _processes_with_argv(argv: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == argv:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return [pid for pid in found if not process_gone(pid)]
+
+
+def _mounted_anywhere(path: str) -> list[str]:
+    """Mounts of ``path`` (or below it) in the mount namespace of any process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found += [line for line in (entry / "mountinfo").read_text().splitlines() if path in line]
+            except OSError:
+                continue
+    return found
+
+
+def _leftovers(daemon, container: str, argv: bytes) -> dict:
+    """Whatever of ``container`` (not running) is still on the host."""
+    document = inspect(daemon, container)
+    leftovers = {
+        "running": document["State"]["Running"],
+        "cgroups": [d for parent in cgroup_dirs(daemon.cgroup_parent) if (d := Path(parent) / container).exists()],
+        "processes": _processes_with_argv(argv),
+        "mounts": _mounted_anywhere(str(daemon.root / "containers" / container)),
+        "veth": os.path.exists(f"/sys/class/net/dy{container[:11]}"),
+        "leases": json.loads(daemon.out("info"))["network"]["leases"],
+    }
+    return {key: value for key, value in leftovers.items() if value}
+
+
+def test_a_daemon_killed_during_a_start_leaves_nothing_after_its_restart(daemon):
+    """Issue 15, item 13: SIGKILL the daemon at some point of a `start`, restart it: the
+    container is not running and nothing of it is left, whatever its record said."""
+    seed = secrets.randbits(32)
+    rng = random.Random(seed)
+    marker = str(rng.randrange(10**6, 10**7))
+    argv = b"sleep\0" + marker.encode() + b"\0"
+    container = daemon.out("create", "base", "sleep", marker).strip()
+    base = Path("/sys/fs/cgroup")
+    cgroups = [hierarchy / daemon.cgroup_parent / container for hierarchy in [base, *base.iterdir()]]
+    kill_points = ["cgroup made", "process started"] + ["random"] * 10
+    for attempt, point in enumerate(kill_points):
+        starter = subprocess.Popen([DOCKYARD, "start", container], env=daemon.env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if point == "cgroup made":  # after _launch made the cgroup, before the record says running
+                wait_until_fast(lambda: any(path.exists() for path in cgroups) or starter.poll() is not None)
+            elif point == "process started":
+                wait_until_fast(lambda: _processes_with_argv(argv) or starter.poll() is not None)
+            else:
+                # Where the kill lands is what varies; nothing below depends on it.
+                time.sleep(rng.uniform(0, 0.3))
+            daemon.process.kill()
+            daemon.process.wait()
+        finally:
+            starter.wait(timeout=60)
+        daemon.start()
+        left = _leftovers(daemon, container, argv)
+        assert left == {}, f"try {attempt} (kill point {point}, seed {seed}) left {left}\n{daemon.log()[-3000:]}"
+        assert inspect(daemon, container)["State"]["Status"] in ("created", "exited")
+    daemon.out("rm", container)
+
+
+def wait_until_fast(condition, timeout: float = 30.0) -> None:
+    """Poll ``condition`` without sleeping: the moment it becomes true is a kill point."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the kill point"
 
 
 # --- health checks: the monitor asks every interval, the supervisor runs the command in the

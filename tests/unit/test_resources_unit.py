@@ -11,7 +11,7 @@ import pytest
 from supervisor import stats
 from supervisor.errors import InvalidArgument
 from supervisor.resources import DeviceMapping, Resources, cfs_quota_us, cpu_weight, parse_cpus, parse_size
-from supervisor.runtime.cgroups import STANDARD_DEVICES, CgroupV1, CgroupV2, detect
+from supervisor.runtime.cgroups import STANDARD_DEVICES, CgroupV1, CgroupV2, delegated_base, detect, own_v2_cgroup
 from supervisor.spec import ContainerSpec
 
 MiB = 1 << 20
@@ -250,3 +250,54 @@ def test_a_missing_cgroup_file_reads_as_zero(tmp_path):
     os.unlink(tmp_path / "blkio" / "dockyard" / "c1" / "blkio.throttle.io_service_bytes")
     sample = stats.StatsReader(cgroup, host_memory=MiB).read()
     assert (sample.block_read, sample.block_write) == (0, 0)
+
+
+# --- cgroup v2 under systemd: containers below the daemon's own (delegated) cgroup -----------
+
+
+def test_a_delegated_cgroup_is_the_base_of_the_v2_layout():
+    marked = {"/system.slice/dockyard.service"}
+    delegated = marked.__contains__
+    assert delegated_base("/system.slice/dockyard.service", delegated) == "system.slice/dockyard.service"
+    # Already in its leaf (a second Supervisor in the process, or DelegateSubgroup=supervisor).
+    assert delegated_base("/system.slice/dockyard.service/supervisor", delegated) == "system.slice/dockyard.service"
+    for own in ("/user.slice/user-0.slice/session-3.scope", "/system.slice/dockyard.service/other", "/", None,
+                "/../outside"):
+        assert delegated_base(own, delegated) == ""  # the root of the hierarchy, as before
+
+
+def test_the_v2_cgroup_of_the_process_is_read_from_proc(tmp_path):
+    hybrid = tmp_path / "cgroup"
+    hybrid.write_text("9:name=systemd:/system.slice/x.service\n8:pids:/system.slice/x.service\n0::/system.slice/x.service\n")
+    assert own_v2_cgroup(str(hybrid)) == "/system.slice/x.service"
+    hybrid.write_text("8:pids:/\n")
+    assert own_v2_cgroup(str(hybrid)) is None
+    assert own_v2_cgroup(str(tmp_path / "missing")) is None
+
+
+def test_v2_containers_go_below_a_delegated_cgroup_and_the_root_layout_stays(tmp_path):
+    root = tmp_path / "v2"
+    unit = root / "system.slice" / "dockyard.service"
+    unit.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (unit / "cgroup.controllers").write_text("cpu memory pids\n")
+    (unit / "cgroup.subtree_control").write_text("")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("0::/system.slice/dockyard.service\n")
+    os.setxattr(unit, "user.delegate", b"1")  # what systemd sets for Delegate=yes (and trusted.delegate)
+    backend = detect(str(root), "dockyard", own_cgroup_file=str(proc))
+    assert isinstance(backend, CgroupV2) and backend.base == "system.slice/dockyard.service"
+    cgroup = backend.create("c1")
+    assert cgroup.paths == (str(unit / "dockyard" / "c1"),) and (unit / "dockyard" / "c1").is_dir()
+    assert cgroup.procs_files == (str(unit / "dockyard" / "c1" / "cgroup.procs"),)
+    assert not backend.has_controller("pids")  # not enabled for the children yet
+    (unit / "cgroup.subtree_control").write_text("cpu memory pids\n")  # as enter() has the kernel do
+    assert backend.has_controller("pids")
+    cgroup.remove()
+    backend.remove_parent()
+    assert not (unit / "dockyard").exists()
+    with pytest.raises(InvalidArgument, match="the daemon's own leaf"):
+        CgroupV2(str(root), "supervisor", "system.slice/dockyard.service")
+    os.removexattr(unit, "user.delegate")  # not delegated: the root of the hierarchy, as before
+    backend = detect(str(root), "dockyard", own_cgroup_file=str(proc))
+    assert backend.base == "" and backend.open("c1").paths == (str(root / "dockyard" / "c1"),)

@@ -141,12 +141,27 @@ def test_config_file_is_checked_key_by_key(tmp_path):
         ("stats-interval = true", "stats-interval must be"),
         ("workers = [1]", "workers must be a list of worker names"),
         ("log-level = ", "is not valid TOML"),
+        ("default-pids-limit = 0", "default-pids-limit must be a positive number of processes, or -1"),
+        ('default-pids-limit = "4096"', "default-pids-limit must be"),
     ]:
         path.write_text(text + "\n")
         with pytest.raises(InvalidArgument, match=says):
             configfile.load(path)
     with pytest.raises(InvalidArgument, match="cannot read config file"):
         configfile.load(tmp_path / "missing.toml")
+    for limit in (-1, 4096):
+        path.write_text(f"default-pids-limit = {limit}\n")
+        assert configfile.load(path) == {"default-pids-limit": limit}
+
+
+def test_the_default_pids_limit_is_4096_and_checked():
+    from supervisor.config import Config
+
+    assert Config().default_pids_limit == 4096
+    assert Config(default_pids_limit=-1).default_pids_limit == -1
+    for bad in (0, -2, 1.5, "4096", True):
+        with pytest.raises(ValueError, match="default pids limit must be a positive number"):
+            Config(default_pids_limit=bad)
 
 
 def test_reload_applies_only_the_reloadable_keys():
