@@ -46,7 +46,7 @@ from logs.format import (
 
 #: The store's directory under the daemon's state root: <root>/logs/<container id>/.
 LOGS_DIR = "logs"
-SEGMENT_NAME = re.compile(r"^(\d{8})\.log$")
+SEGMENT_NAME = re.compile(r"^(\d{8})\.log\Z")
 HEADER_END = SEGMENT_HEADER.size
 #: iovecs per writev (Linux allows 1024).
 WRITEV_BATCH = 512

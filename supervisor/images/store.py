@@ -87,11 +87,11 @@ DEFAULT_TAG = "latest"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
+TAG = re.compile(r"^[\w][\w.-]{0,127}\Z", re.ASCII)
 NAME_MAX = 255
-FULL_ID = re.compile(r"^[0-9a-f]{64}$")
-ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
+FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
+ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 
 @dataclass(frozen=True)
