@@ -149,6 +149,16 @@ def test_non_blocking_mode_drops_and_reports_the_exact_count(daemon):
     assert json.loads(daemon.out("inspect", "lossy"))[0]["HostConfig"]["LogConfig"]["Config"]["mode"] == "non-blocking"
 
 
+def test_since_and_until_take_go_durations_as_docker(daemon):
+    daemon.out("run", "--name", "dated", "base", "echo", "hello")
+    assert daemon.out("logs", "--since", "1m30s", "dated") == "hello\n"
+    assert daemon.out("logs", "--since", "1h2m3.5s", "--until=-1m", "dated") == "hello\n"
+    assert daemon.out("logs", "--until", "1h2m3.5s", "dated") == ""
+    bad = daemon.cli("logs", "--since", "1m30", "dated")
+    assert bad.returncode != 0 and b"invalid value '1m30' for --since" in bad.stderr
+    assert '"dated"' in daemon.out("events", "--since", "1h30m", "--until", "1ms", "--format", "json")
+
+
 def test_rotation_keeps_max_file_segments(daemon):
     cid = daemon.out("run", "-d", "--name", "rotating", "--log-opt", "max-size=64k", "--log-opt", "max-file=3",
                      "base", "sh", "-c", counter(40_000)).strip()
