@@ -402,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference", metavar="NAME[:TAG]")
     p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
                    help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
+    p.add_argument("-m", "--message", default="", help="the history comment (default: Imported from -)")
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
@@ -681,6 +682,8 @@ def cmd_port(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_import(args: argparse.Namespace, client: Any) -> int:
     changes = {"changes": args.change} if args.change else {}
+    if args.message:
+        changes["message"] = args.message
     if args.source == "-":
         import tempfile  # only here: it costs the other commands 10 ms of start-up
 
@@ -803,7 +806,7 @@ def cmd_load(args: argparse.Namespace, client: Any) -> int:
             spool.flush()
             images = client.request("image.load", {"path": spool.name}, timeout=None)["images"]
     for image in images:
-        for tag in image["repo_tags"] or [None]:
+        for tag in image["loaded_tags"] or [None]:  # what the archive named, as docker
             print(f"Loaded image: {tag}" if tag else f"Loaded image ID: sha256:{image['id']}")
     return 0
 
