@@ -41,7 +41,7 @@ MAX_FRAME = 8 * 1024 * 1024
 MAX_TOPIC = 255
 MAX_SOURCE = 255
 _KEYS = ("v", "topic", "seq", "ts", "source", "data")
-_TOPIC = re.compile(r"^[A-Za-z0-9_\-:@/+=]+(\.[A-Za-z0-9_\-:@/+=]+)*$")
+_TOPIC = re.compile(r"^[A-Za-z0-9_\-:@/+=]+(\.[A-Za-z0-9_\-:@/+=]+)*\Z")
 _SEQ_LIMIT = 2**64
 #: Topics already checked, so the hot path does not run the regex for every event.
 _VALID_TOPICS: set[str] = set()

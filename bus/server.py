@@ -105,7 +105,7 @@ INBOX_LIMIT = 1_024
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
 
-_SYNC_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_SYNC_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 
 
 class RequestFailed(BusError):

@@ -29,7 +29,7 @@ KEYS = ("mode", "max-buffer-size", "max-size", "max-file")
 MIN_SEGMENT = 4096
 MIN_BUFFER = 4096
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg])?(?:i?b)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)[ \t]*([bkmg])?(?:i?b)?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 

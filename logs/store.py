@@ -2,7 +2,8 @@
 (the format is in :mod:`logs.format`).
 
 :class:`LogWriter` is used by one process only, the log collector: it appends records, rotates
-segments at ``max_size`` keeping ``max_file`` of them, and, when it opens a log, recovers from
+segments at ``max_size`` keeping ``max_file`` of them (a segment is larger than ``max_size`` only
+when it holds one record, bigger than the limit: records are never split), and, when it opens a log, recovers from
 a crash (a torn last record is cut off, each stream's last seq is found from the last segment's
 header and index). :class:`LogReader` is used by anyone (the daemon answers ``logs.read`` with
 it) while the writer writes: it never sees a record before the whole of it is there, and it
@@ -46,7 +47,7 @@ from logs.format import (
 
 #: The store's directory under the daemon's state root: <root>/logs/<container id>/.
 LOGS_DIR = "logs"
-SEGMENT_NAME = re.compile(r"^(\d{8})\.log$")
+SEGMENT_NAME = re.compile(r"^(\d{8})\.log\Z")
 HEADER_END = SEGMENT_HEADER.size
 #: iovecs per writev (Linux allows 1024).
 WRITEV_BATCH = 512
@@ -213,6 +214,9 @@ class LogWriter:
         pending = written = 0
         for record in records:
             size = record.size
+            # What max-size promises (docs/logs.md): a record that would take the segment past
+            # it starts a new segment. A record is never split, so the one segment larger than
+            # max_size is one that holds a single record bigger than the whole limit.
             if self.size + size > self.max_size and self.size > HEADER_END:
                 self._writev(iov)
                 iov = []

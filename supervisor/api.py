@@ -151,10 +151,11 @@ class Supervisor:
 
     # --- images -----------------------------------------------------------------------
 
-    async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None) -> Image:
+    async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None,
+                           message: str = "") -> Image:
         config = parse_changes(changes, operation="import") if changes else None
         image = await trio.to_thread.run_sync(
-            functools.partial(self.images.import_tar, source, reference, changes=config)
+            functools.partial(self.images.import_tar, source, reference, changes=config, message=message)
         )
         self._emit("image", "import", image.id, {"name": reference})
         return image
@@ -237,11 +238,12 @@ class Supervisor:
             self._emit("image", "save", "", {"name": name})
         return saved
 
-    async def load_images(self, source: Path) -> list[Image]:
-        images = await trio.to_thread.run_sync(image_archive.load, self.images, source)
-        for image in images:
-            self._emit("image", "load", image.id, {"name": ",".join(image.repo_tags)})
-        return images
+    async def load_images(self, source: Path) -> list[image_archive.LoadedImage]:
+        """The images of an archive, each with the tags the archive named."""
+        loaded = await trio.to_thread.run_sync(image_archive.load, self.images, source)
+        for each in loaded:
+            self._emit("image", "load", each.image.id, {"name": ",".join(each.tags)})
+        return loaded
 
     # --- lookups ----------------------------------------------------------------------
 

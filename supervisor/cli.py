@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
-from supervisor import EVENT_TYPES
+from supervisor import EVENT_TYPES, durations
 
 #: The events channel, whole: a subscriber to fewer prefixes would see gaps in its seq.
 EVENT_PREFIXES = tuple(f"{kind}." for kind in EVENT_TYPES)
@@ -100,23 +98,15 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def parse_time(value: str | None) -> float | None:
-    """Unix seconds, a duration before now (10s, 5m, 2h, 1d), or an RFC 3339 time."""
+def parse_time(value: str | None, flag: str) -> float | None:
+    """``--since``/``--until``: a duration before now (Go's: 10m, 1m30s), unix seconds or an
+    RFC 3339 time, as docker takes them (supervisor/durations.py)."""
     if value is None:
         return None
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", value)
-    if match:
-        scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return time.time() - float(match.group(1)) * scale
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"invalid time {value!r}: use unix seconds, a duration like 10m, or RFC 3339") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+        return durations.parse_time(value, flag, time.time())
+    except durations.InvalidDuration as error:
+        raise UsageError(str(error)) from None
 
 
 def format_event(envelope: dict[str, Any]) -> str:
@@ -416,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference", metavar="NAME[:TAG]")
     p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
                    help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
+    p.add_argument("-m", "--message", default="", help="the history comment (default: Imported from -)")
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
@@ -466,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
                    help="container=NAME|ID, event=ACTION, image=NAME, type=container|image|daemon|worker "
                         "(repeatable: values of one key are alternatives)")
-    p.add_argument("--since", default=None, help="replay from this time (unix seconds, 10m, or RFC 3339)")
+    p.add_argument("--since", default=None, help="replay from this time (unix seconds, a duration before now such as 10m or 1m30s, or RFC 3339)")
     p.add_argument("--until", default=None, help="stop at this time")
     p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
 
@@ -485,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show a container's stored output. Output that no log collector has "
                                    "stored is not shown: it is reported on stderr and the exit code is 1.")
     p.add_argument("-f", "--follow", action="store_true", help="keep following new output until the container ends")
-    p.add_argument("--since", default=None, help="only output since this time (unix seconds, 10m, or RFC 3339)")
+    p.add_argument("--since", default=None, help="only output since this time (unix seconds, a duration before now such as 10m or 1m30s, or RFC 3339)")
     p.add_argument("--until", default=None, help="only output before this time (same forms)")
     p.add_argument("-n", "--tail", default="all", metavar="N", help="only the last N lines (default all)")
     p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with the time it was read")
@@ -698,6 +689,8 @@ def cmd_port(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_import(args: argparse.Namespace, client: Any) -> int:
     changes = {"changes": args.change} if args.change else {}
+    if args.message:
+        changes["message"] = args.message
     if args.source == "-":
         import tempfile  # only here: it costs the other commands 10 ms of start-up
 
@@ -820,7 +813,7 @@ def cmd_load(args: argparse.Namespace, client: Any) -> int:
             spool.flush()
             images = client.request("image.load", {"path": spool.name}, timeout=None)["images"]
     for image in images:
-        for tag in image["repo_tags"] or [None]:
+        for tag in image["loaded_tags"] or [None]:  # what the archive named, as docker
             print(f"Loaded image: {tag}" if tag else f"Loaded image ID: sha256:{image['id']}")
     return 0
 
@@ -900,7 +893,7 @@ def event_filter(filters: list[str]):
 
 def cmd_events(args: argparse.Namespace, client: Any) -> int:
     accept = event_filter(args.filter)
-    since, until = parse_time(args.since), parse_time(args.until)
+    since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
     if until is not None and since is None:
         since = 0.0
 
@@ -1023,8 +1016,8 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
         tail = int(args.tail)
     else:
         raise UsageError(f"invalid --tail {args.tail!r}: use a number of lines or all")
-    request = {"container": args.container, "since": parse_time(args.since), "until": parse_time(args.until),
-               "tail": tail, "follow": args.follow, "wait": LOGS_WAIT}
+    request = {"container": args.container, "since": parse_time(args.since, "--since"),
+               "until": parse_time(args.until, "--until"), "tail": tail, "follow": args.follow, "wait": LOGS_WAIT}
     targets = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     at_line_start = {1: True, 2: True}
     previous = None

@@ -29,7 +29,7 @@ from supervisor.errors import InvalidArgument
 from supervisor.runtime.stdio import set_window_size
 from supervisor.spec import ENV_KEY, USER, parse_signal
 
-CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)

@@ -278,7 +278,8 @@ class Handlers:
         return {"id": container.id, "status": container.health.status, "failing_streak": container.health.failing_streak}
 
     async def image_import(self, req: Any) -> dict[str, Any]:
-        """{path: a tar file the daemon can read, reference: NAME[:TAG]} -> image summary"""
+        """{path: a tar file the daemon can read, reference: NAME[:TAG], changes?: [Dockerfile
+        instruction], message?: the history comment} -> image summary"""
         path = _arg(req.args, "path", str)
         reference = _arg(req.args, "reference", str)
         try:
@@ -286,8 +287,9 @@ class Handlers:
         except OSError as exc:
             raise InvalidArgument(f"cannot import {path}: {exc.strerror}", path=path) from exc
         changes = _strings(req.args, "changes")
+        message = _arg(req.args, "message", str, "")
         with source:
-            image = await self.sup.import_image(source, reference, changes)
+            image = await self.sup.import_image(source, reference, changes, message)
         return image_summary(image)
 
     async def image_tag(self, req: Any) -> dict[str, Any]:
@@ -312,9 +314,10 @@ class Handlers:
         return {"saved": await self.sup.save_images(refs, _path(req.args, "path"))}
 
     async def image_load(self, req: Any) -> dict[str, Any]:
-        """{path: an archive the daemon can read} -> {images: [summary]}"""
-        images = await self.sup.load_images(_path(req.args, "path"))
-        return {"images": [image_summary(image) for image in images]}
+        """{path: an archive the daemon can read} -> {images: [summary + loaded_tags: the
+        tags the archive named]}"""
+        loaded = await self.sup.load_images(_path(req.args, "path"))
+        return {"images": [{**image_summary(each.image), "loaded_tags": list(each.tags)} for each in loaded]}
 
     async def commit(self, req: Any) -> dict[str, Any]:
         """{container, reference?: NAME[:TAG], comment?, author?, changes?: [Dockerfile

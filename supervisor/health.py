@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from supervisor import durations
 from supervisor.errors import InvalidArgument
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
@@ -35,21 +36,18 @@ OUTPUT_LIMIT = 4096
 TIMEOUT_EXIT_CODE = -1  # docker's ExitCode for a probe that ran past its timeout
 NANOSECONDS = 1_000_000_000
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str | int | float, flag: str) -> float:
-    """Go's duration syntax, as docker's flags take it: ``30s``, ``1m30s``, ``500ms``; a
-    bare number is seconds. Returns seconds."""
+    """Go's duration syntax, as docker's flags take it (``30s``, ``1m30s``, ``500ms``;
+    supervisor/durations.py); a bare number is seconds. Returns seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     elif isinstance(text, str) and re.fullmatch(r"\d+(\.\d+)?", text):
         seconds = float(text)
-    elif isinstance(text, str) and text and re.fullmatch(f"(?:{_DURATION.pattern})+", text):
-        seconds = sum(float(number) * _UNITS[unit] for number, unit in _DURATION.findall(text))
     else:
-        raise InvalidArgument(f"invalid value {text!r} for {flag}: use a duration such as 30s, 1m30s or 500ms", flag=flag)
+        try:
+            seconds = durations.parse_duration(text, flag)
+        except durations.InvalidDuration as error:
+            raise InvalidArgument(str(error), flag=flag) from None
     if seconds < 0:
         raise InvalidArgument(f"invalid value {text!r} for {flag}: must not be negative", flag=flag)
     return seconds

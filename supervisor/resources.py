@@ -27,10 +27,10 @@ from typing import Any
 from supervisor.errors import InvalidArgument
 
 #: docker's RAMInBytes: a number, an optional binary unit, an optional "b".
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([bkmgtp])?(?:i?b)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([bkmgtp])?(?:i?b)?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_DEVICE_PERMISSIONS = re.compile(r"^[rwm]{1,3}$")
+_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*\Z")
+_DEVICE_PERMISSIONS = re.compile(r"^[rwm]{1,3}\Z")
 
 MIN_MEMORY = 6 << 20  # docker: "Minimum memory limit allowed is 6MB"
 MIN_SHARES, MAX_SHARES = 2, 262144

@@ -18,10 +18,10 @@ from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
 from supervisor.restart import RestartPolicy
 
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
-USER = re.compile(r"^[a-zA-Z0-9_.-]+(:[a-zA-Z0-9_.-]+)?$")
-ENV_KEY = re.compile(r"^[^=\x00]+$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
+HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})\Z")
+USER = re.compile(r"^[a-zA-Z0-9_.-]+(:[a-zA-Z0-9_.-]+)?\Z")
+ENV_KEY = re.compile(r"^[^=\x00]+\Z")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_STOP_TIMEOUT = 10
 

@@ -49,8 +49,8 @@ SYNC_INTERVAL = 1.0
 #: events show a gap only when a later one arrives: this finds the end of a stream whose
 #: last events the bus dropped (a subscriber over its high-water mark) and nothing followed.
 CATCH_UP_INTERVAL = 1.0
-_LOG_TOPIC = re.compile(r"^log\.([0-9a-f]{64})\.(stdout|stderr)$")
-_DESTROY_TOPIC = re.compile(r"^container\.([0-9a-f]{64})\.destroy$")
+_LOG_TOPIC = re.compile(r"^log\.([0-9a-f]{64})\.(stdout|stderr)\Z")
+_DESTROY_TOPIC = re.compile(r"^container\.([0-9a-f]{64})\.destroy\Z")
 
 
 class Collector:

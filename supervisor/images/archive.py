@@ -31,6 +31,7 @@ import os
 import posixpath
 import tarfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -127,11 +128,20 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # --- load -----------------------------------------------------------------------------------
 
 
-def load(store: ImageStore, source: Path) -> list[Image]:
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image a load stored, and the tags its archive named: what ``docker load`` reports
+    (``image.repo_tags`` also has the tags the image already had in the store)."""
+
+    image: Image
+    tags: tuple[str, ...]
+
+
+def load(store: ImageStore, source: Path) -> list[LoadedImage]:
     """Load every image of the archive at ``source`` into the store, all or nothing.
 
     Returns:
-        The loaded images (with their tags).
+        The loaded images, each with the tags the archive gave it.
 
     Raises:
         ImageError: the archive is not an image archive, or is corrupt, truncated, hostile
@@ -155,7 +165,7 @@ def load(store: ImageStore, source: Path) -> list[Image]:
                                  "index.json (oci-archive)", reason="format")
             if not images:
                 raise ImageError(f"cannot load {what}: it holds no image", reason="format")
-            return store.commit(stage, images)
+            return [LoadedImage(image, new.tags) for image, new in zip(store.commit(stage, images), images)]
 
 
 def _plain_archive(source: Path, stage: Stage, what: str) -> Path:

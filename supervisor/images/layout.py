@@ -35,7 +35,7 @@ from supervisor.errors import ImageError
 from supervisor.images.tarsafe import BOMB_FLOOR, BOMB_RATIO, extract
 
 CHUNK = 1 << 20
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def check_digest(digest: Any, what: str) -> str:

@@ -87,11 +87,11 @@ DEFAULT_TAG = "latest"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
+TAG = re.compile(r"^[\w][\w.-]{0,127}\Z", re.ASCII)
 NAME_MAX = 255
-FULL_ID = re.compile(r"^[0-9a-f]{64}$")
-ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}$")
+FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
+ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -342,9 +342,14 @@ class ImageStore:
 
     # --- changes --------------------------------------------------------------------
 
-    def import_tar(self, fileobj: BinaryIO, reference: str, *, changes: dict[str, Any] | None = None) -> Image:
+    def import_tar(self, fileobj: BinaryIO, reference: str, *, changes: dict[str, Any] | None = None,
+                   message: str = "") -> Image:
         """Import a root filesystem tar (plain, gzip, bzip2 or xz; a stream is fine) as a
         single-layer image tagged ``reference``. Blocking: the daemon runs it in a thread.
+
+        As ``docker import``, the config and the layer's history entry carry the time of the
+        import (so each import is a new image, sharing the layer), no command, and the
+        comment ``message`` or ``Imported from -`` (docker's for a file or standard input).
 
         Raises:
             InvalidArgument: a bad reference or change (checked before reading the tar).
@@ -354,9 +359,10 @@ class ImageStore:
         config = container_config(changes)
         with self.stage() as stage:
             layer = stage.add_layer(fileobj, parent=None, what=f"the import of {reference}")
-            # No history entry: OCI tools (umoci) expect one to carry a time, and a time
-            # would make the id differ between two imports of the same tar.
-            config_bytes = image_config([layer.diff_id], config)
+            # The entry needs a time: OCI tools (umoci stat) fail on a history entry without one.
+            now = rfc3339(self._clock())
+            entry = {"created": now, "created_by": "", "comment": message or "Imported from -"}
+            config_bytes = image_config([layer.diff_id], config, history=[entry], created=now)
             return self.commit(stage, [NewImage(config_bytes, (layer,), (tag,))])[0]
 
     def commit_container(self, upper: str, base_ref: str, *, reference: str | None = None,

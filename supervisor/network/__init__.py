@@ -37,9 +37,9 @@ from supervisor.errors import InvalidArgument
 MODES = ("bridge", "none", "host")
 DEFAULT_BRIDGE = "dockyard0"
 DEFAULT_SUBNET = "172.31.0.0/16"
-BRIDGE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$")
-HOST_ENTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})$")
-PUBLISH = re.compile(r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+BRIDGE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}\Z")
+HOST_ENTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})\Z")
+PUBLISH = re.compile(r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?\Z")
 
 
 def parse_mode(value: str) -> str:

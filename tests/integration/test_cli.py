@@ -94,6 +94,17 @@ def test_exit_codes_follow_docker(daemon):
     assert daemon.out("ps", "-aq") == ""
 
 
+def test_a_name_hostname_user_or_tag_with_a_trailing_newline_is_refused(daemon):
+    for flags, field in ((["--name", "web\n"], b"spec.name"), (["-h", "box\n"], b"spec.hostname"),
+                         (["-u", "nobody\n"], b"spec.user")):
+        refused = daemon.cli("run", "--rm", *flags, "base", "true")
+        assert refused.returncode == 125 and field in refused.stderr, (flags, refused.stderr)
+    assert daemon.out("ps", "-aq") == ""
+    tagged = daemon.cli("tag", "base", "web:v1\n")
+    assert tagged.returncode != 0 and b"invalid reference format" in tagged.stderr
+    assert "web" not in daemon.out("images")
+
+
 def test_environment_workdir_and_user(daemon):
     out = daemon.out("run", "--rm", "-e", "GREETING=hi", "-w", "/srv/app", "-u", "1000:1000",
                      "base", "sh", "-c", 'echo $GREETING; pwd; id -u; id -g')

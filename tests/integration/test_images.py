@@ -270,3 +270,27 @@ def test_hostile_archives_are_refused_with_the_member_named_and_change_nothing(d
     assert daemon.out("images", "-q") == images_before
     assert snapshot(store) == before
     shutil.rmtree(tmp_path / "outside")
+
+
+def test_load_prints_only_the_tags_the_archive_named(daemon, tmp_path):
+    daemon.out("tag", "base", "extra:1")  # another tag of the same image, not in the archive
+    archive = tmp_path / "base.tar"
+    daemon.out("save", "-o", str(archive), "base")
+    assert daemon.out("load", "-i", str(archive)) == "Loaded image: base:latest\n"
+    daemon.out("save", "-o", str(archive), json.loads(daemon.out("inspect", "base"))[0]["Id"])
+    assert daemon.out("load", "-i", str(archive)).startswith("Loaded image ID: sha256:")
+    daemon.out("rmi", "extra:1")
+
+
+def test_an_imported_image_has_a_history_entry_for_its_layer_as_docker(daemon, busybox_tar):
+    image_id = daemon.out("import", str(busybox_tar), "imported:1").strip()
+    header, row = daemon.out("history", "imported:1").splitlines()
+    assert header.split()[:2] == ["IMAGE", "CREATED"]
+    assert row.split()[0] == image_id[7:19] and row.endswith("Imported from -") and " ago " in row
+    assert daemon.out("history", "-q", "imported:1").split() == [image_id[7:19]]
+    daemon.out("import", "-m", "nightly build", "-", "imported:2", input=busybox_tar.read_bytes())
+    assert daemon.out("history", "imported:2").splitlines()[1].endswith("nightly build")
+    layout = daemon.root / "images"
+    stat = subprocess.run(["umoci", "stat", "--image", f"{layout}:imported:2"], capture_output=True)
+    assert stat.returncode == 0 and b"nightly build" in stat.stdout, stat.stderr
+    daemon.out("rmi", "imported:1", "imported:2")

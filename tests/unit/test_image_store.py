@@ -212,12 +212,16 @@ def test_resolve_errors(store):
         store.resolve("sha256:xyz")
 
 
-def test_ambiguous_id_prefix_is_a_conflict(store):
+def test_ambiguous_id_prefix_is_a_conflict(root):
     # Find two configs whose ids share a 3-digit prefix (pure functions, no imports needed).
+    store = ImageStore(root, clock=lambda: 0.5)  # an import's config carries the time
     layer = diff_id(small_tar())
+    when = "1970-01-01T00:00:00.500000Z"
+    history = [{"created": when, "created_by": "", "comment": "Imported from -"}]
     seen: dict[str, int] = {}
     for n in itertools.count():
-        prefix = hashlib.sha256(image_config([layer], container_config({"Env": [f"N={n}"]}))).hexdigest()[:3]
+        config = image_config([layer], container_config({"Env": [f"N={n}"]}), history=history, created=when)
+        prefix = hashlib.sha256(config).hexdigest()[:3]
         if prefix in seen:
             first, second = seen[prefix], n
             break
@@ -255,14 +259,26 @@ def test_reimport_moves_the_tag_and_leaves_the_old_image_dangling(store):
     assert old.id in {image.id for image in store.list()}
 
 
-def test_same_tar_and_config_is_the_same_image(store):
+def test_each_import_is_an_image_of_its_own_that_shares_the_layer(store):
     first = import_bytes(store, small_tar(), "a")
     second = import_bytes(store, small_tar(), "b")
-    assert second.id == first.id
-    assert second.repo_tags == ("a:latest", "b:latest")
-    assert second.created == first.created  # the first import's time, though the clock moved
-    assert len(store.list()) == 1
+    assert second.id != first.id  # as docker: the config carries the time of the import
+    assert (first.repo_tags, second.repo_tags) == (("a:latest",), ("b:latest",))
+    assert second.diff_ids == first.diff_ids and second.layers == first.layers
+    assert len(store.list()) == 2
     assert len(os.listdir(Path(first.layers[0]).parent.parent)) == 1
+
+
+def test_an_import_has_a_history_entry_for_its_layer_as_docker(root):
+    store = ImageStore(root, clock=lambda: 0.5)
+    image = import_bytes(store, small_tar(), "a")
+    assert image.document["created"] == "1970-01-01T00:00:00.500000Z"
+    assert image.document["history"] == [
+        {"created": "1970-01-01T00:00:00.500000Z", "created_by": "", "comment": "Imported from -"}]
+    assert store.history("a") == [{"id": image.id, "created": "1970-01-01T00:00:00.500000Z", "created_by": "",
+                                   "size": len(small_tar()), "comment": "Imported from -"}]
+    told = import_bytes(store, small_tar(), "b", message="from the build server")
+    assert [row["comment"] for row in store.history("b")] == ["from the build server"]
 
 
 def test_list_is_newest_first(store):
@@ -394,7 +410,7 @@ def test_failure_at_the_commit_rolls_back_the_layer_and_config(tmp_path, monkeyp
 
 def test_concurrent_imports_keep_every_tag(store, root):
     references = [f"app{n}:v{n}" for n in range(12)]
-    contents = [small_tar(str(n % 4).encode()) for n in range(12)]  # some share a layer and id
+    contents = [small_tar(str(n % 4).encode()) for n in range(12)]  # some share a layer
     barrier = threading.Barrier(len(references))
     results: dict[str, str] = {}
     errors: list[BaseException] = []
@@ -414,7 +430,7 @@ def test_concurrent_imports_keep_every_tag(store, root):
     assert errors == []
     for reference in references:
         assert store.resolve(reference).id == results[reference]
-    assert len(store.list()) == 4
+    assert len(store.list()) == 12 and len({image.layers for image in store.list()}) == 4
     assert os.listdir(root / "images" / "tmp") == []
     reopened = ImageStore(root)
     assert reopened.list() == store.list()

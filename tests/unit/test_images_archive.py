@@ -87,7 +87,7 @@ TOP = layer(file_member("etc/conf", b"a=2\n"), file_member("srv/data", b"data"))
 def load_bytes(store: ImageStore, data: bytes, tmp_path: Path, name: str = "in.tar"):
     path = tmp_path / name
     path.write_bytes(data)
-    return archive.load(store, path)
+    return [loaded.image for loaded in archive.load(store, path)]
 
 
 def test_docker_archive_loads_with_its_layers_and_tags(store, tmp_path):
@@ -116,8 +116,21 @@ def test_oci_archive_with_gzip_layers_loads_and_saves_back_identically(store, tm
     assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "app:v1"
 
     other = ImageStore(tmp_path / "other")
-    [again] = archive.load(other, saved)
+    [again] = [loaded.image for loaded in archive.load(other, saved)]
     assert (again.id, again.repo_tags, again.diff_ids) == (image.id, image.repo_tags, image.diff_ids)
+
+
+def test_a_load_reports_only_the_tags_the_archive_named(store, tmp_path):
+    [first] = load_bytes(store, docker_archive([BASE], tags=("one:1",)), tmp_path, "a.tar")
+    store.tag("one:1", "extra:2")
+    path = tmp_path / "b.tar"
+    path.write_bytes(docker_archive([BASE], tags=("two:1",)))
+    [loaded] = archive.load(store, path)
+    assert loaded.image.id == first.id and loaded.tags == ("two:1",)
+    assert set(loaded.image.repo_tags) == {"one:1", "extra:2", "two:1"}
+    path.write_bytes(docker_archive([BASE], tags=()))
+    [untagged] = archive.load(store, path)
+    assert untagged.image.id == first.id and untagged.tags == ()
 
 
 def test_a_loaded_layer_shared_with_an_existing_image_is_unpacked_once(store, tmp_path):

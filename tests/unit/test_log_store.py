@@ -7,11 +7,14 @@ import os
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logs.errors import CorruptLog
 from logs.format import (
     DROPPED,
     INDEX_ENTRY,
+    MAX_RECORD,
     PARTIAL,
     RECORD_HEADER,
     SEGMENT_HEADER,
@@ -22,6 +25,7 @@ from logs.format import (
     RecordCutter,
     SegmentHeader,
     dropped_marker,
+    parse_record,
     record_header,
 )
 from logs.store import END, MORE, UNTIL, LogReader, LogWriter, count_lines, index_path, list_segments, segment_path
@@ -80,6 +84,66 @@ def test_rotation_keeps_max_file_segments_and_readers_follow_it(tmp_path):
     rest = read_all(reader, position=page.position)
     assert rest[0].ts > page.records[-1].ts
     assert payload(rest).endswith(lines_of(2000)[-1000:])
+
+
+def segment_records(path) -> list[Record]:
+    """Every record of one segment file, parsed and checked."""
+    data = path.read_bytes()
+    header = SegmentHeader.parse(data[:SEGMENT_HEADER.size], str(path))
+    records, position = [], SEGMENT_HEADER.size
+    while position < len(data):
+        record = parse_record(data, position, str(path), 0, header.version)
+        records.append(record)
+        position += record.size
+    return records
+
+
+def assert_max_size_kept(directory, max_size: int) -> list[Record]:
+    """What max-size promises: a segment is at most max_size, or holds one record that is
+    bigger than the whole limit. Returns the records of the segments kept, oldest first."""
+    kept = []
+    for number in list_segments(directory):
+        path = segment_path(directory, number)
+        records = segment_records(path)
+        size = os.path.getsize(path)
+        assert size == SEGMENT_HEADER.size + sum(r.size for r in records)
+        assert size <= max_size or (len(records) == 1 and SEGMENT_HEADER.size + records[0].size > max_size), \
+            (number, size, [r.size for r in records])
+        kept += records
+    return kept
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.integers(0, 3 * 4096), min_size=1, max_size=8), min_size=1, max_size=8),
+       reopen=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_a_segment_outgrows_max_size_only_with_a_single_record_and_none_is_split(tmp_path_factory, batches, reopen):
+    directory = tmp_path_factory.mktemp("log")
+    max_size = 4096
+    writer = LogWriter(directory, max_size=max_size, max_file=1000)
+    written, seq = [], 0
+    for batch, again in zip(batches, reopen):
+        records = []
+        for length in batch:
+            seq += 1
+            records.append(Record(float(seq), STDOUT, seq, 0, bytes([seq % 251]) * length))
+        writer.append(records)
+        written += records
+        if again:  # a restarted collector goes on in the last segment
+            writer.close()
+            writer = LogWriter(directory, max_size=max_size, max_file=1000)
+    writer.close()
+    stored = assert_max_size_kept(directory, max_size)
+    assert [(r.seq, r.payload) for r in stored] == [(r.seq, r.payload) for r in written]
+
+
+def test_a_record_of_the_largest_size_gets_a_segment_of_its_own(tmp_path):
+    writer = LogWriter(tmp_path, max_size=4096, max_file=10)
+    big = Record(2.0, STDOUT, 2, 0, b"y" * MAX_RECORD)
+    writer.append([Record(1.0, STDOUT, 1, 0, b"before\n"), big, Record(3.0, STDOUT, 3, 0, b"after\n")])
+    writer.close()
+    stored = assert_max_size_kept(tmp_path, 4096)
+    assert [r.seq for r in stored] == [1, 2, 3] and stored[1].payload == big.payload
+    assert [len(segment_records(segment_path(tmp_path, n))) for n in list_segments(tmp_path)] == [1, 1, 1]
 
 
 def test_a_reader_at_the_end_of_a_segment_moves_to_the_next_one_without_losing_records(tmp_path):
