@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from logs.atomic import write_atomic
 from logs.errors import CorruptLog
 from logs.format import (
     DROPPED,
@@ -89,14 +90,6 @@ def _open(path: Path, flags: int) -> int:
         os.close(fd)
         raise CorruptLog(str(path), 0, "not a regular file")
     return fd
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def count_lines(record: Record) -> int:
@@ -191,18 +184,16 @@ class LogWriter:
         """A new segment (header written to a temporary name, fsynced, renamed: a segment
         never exists without its whole header)."""
         path = segment_path(self.directory, number)
-        temporary = path.with_name(f".{path.name}.tmp")
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        index_fd = os.open(index_path(self.directory, number),
+                           os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, SegmentHeader(self.last[STDOUT], self.last[STDERR], self.max_ts).pack())
-            os.fsync(fd)
-            index_fd = os.open(index_path(self.directory, number),
-                               os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            write_atomic(path, SegmentHeader(self.last[STDOUT], self.last[STDERR], self.max_ts).pack(),
+                         durable=True, mode=0o600)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.lseek(fd, 0, os.SEEK_END)
         except BaseException:
-            os.close(fd)
+            os.close(index_fd)
             raise
-        os.replace(temporary, path)
-        _fsync_directory(self.directory)
         self._fd, self._index_fd = fd, index_fd
         self.number, self.size, self._index_offset = number, HEADER_END, 0
 

@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 import structlog
 import trio
 
+from logs.atomic import atomic_file
 from supervisor.config import Config
 from supervisor.container import Attachment, Container, Resolved, now_rfc3339, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
@@ -1122,15 +1123,8 @@ def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str
 
 def _write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write`` with a file that replaces ``output`` once complete (never half-written)."""
-    temporary = output.with_name(f".{output.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            write(stream)
-        os.replace(temporary, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
+    with atomic_file(output, durable=False, mode=0o644) as stream:
+        write(stream)
 
 
 def _host_memory() -> int:

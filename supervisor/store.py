@@ -8,28 +8,13 @@ a reader finds either the old or the new record, never a torn one. ``ps -a`` and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from logs.atomic import write_atomic
+
 RECORD = "container.json"
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class ContainerStore:
@@ -43,7 +28,7 @@ class ContainerStore:
     def save(self, container_id: str, record: dict[str, Any]) -> None:
         folder = self.path(container_id)
         folder.mkdir(exist_ok=True, mode=0o700)
-        write_atomic(folder / RECORD, json.dumps(record, sort_keys=True).encode())
+        write_atomic(folder / RECORD, json.dumps(record, sort_keys=True).encode(), durable=True, mode=0o600)
 
     def load_all(self) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
         """Every readable record, and (path, reason) for each folder whose record is not."""

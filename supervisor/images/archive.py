@@ -30,11 +30,11 @@ import json
 import os
 import posixpath
 import tarfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from logs.atomic import atomic_file
 from supervisor.errors import ImageError, InvalidArgument
 from supervisor.images.layout import CHUNK, DIGEST, Stage, canonical_json, chain_ids
 from supervisor.images.oci import (
@@ -77,36 +77,31 @@ def save(store: ImageStore, refs: list[str], output: Path) -> list[str]:
             pass
         if all(not (image.id == other.id and tag == other_tag) for other, other_tag in chosen):
             chosen.append((image, tag))
-    temporary = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "wb") as stream, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            written: set[str] = set()
-            index_manifests, docker_manifest = [], []
-            for image, tag in chosen:
-                manifest_bytes = store.read_blob(image.manifest)
-                manifest = json.loads(manifest_bytes)
-                for digest in [image.manifest, manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
-                    if digest not in written:
-                        _add_file(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}", store.blob_path(digest))
-                        written.add(digest)
-                descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": image.manifest,
-                                              "size": len(manifest_bytes)}
-                if tag:
-                    descriptor["annotations"] = {CONTAINERD_NAME: tag, REF_NAME: tag}
-                index_manifests.append(descriptor)
-                docker_manifest.append({
-                    "Config": f"blobs/sha256/{image.id}",
-                    "RepoTags": [tag] if tag else None,
-                    "Layers": [f"blobs/sha256/{l['digest'].removeprefix('sha256:')}" for l in manifest["layers"]],
-                })
-            _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            _add_bytes(tar, "index.json", canonical_json(
-                {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}))
-            _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
-        os.replace(temporary, output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_file(output, durable=False, mode=0o644) as stream, \
+            tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        written: set[str] = set()
+        index_manifests, docker_manifest = [], []
+        for image, tag in chosen:
+            manifest_bytes = store.read_blob(image.manifest)
+            manifest = json.loads(manifest_bytes)
+            for digest in [image.manifest, manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
+                if digest not in written:
+                    _add_file(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}", store.blob_path(digest))
+                    written.add(digest)
+            descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": image.manifest,
+                                          "size": len(manifest_bytes)}
+            if tag:
+                descriptor["annotations"] = {CONTAINERD_NAME: tag, REF_NAME: tag}
+            index_manifests.append(descriptor)
+            docker_manifest.append({
+                "Config": f"blobs/sha256/{image.id}",
+                "RepoTags": [tag] if tag else None,
+                "Layers": [f"blobs/sha256/{l['digest'].removeprefix('sha256:')}" for l in manifest["layers"]],
+            })
+        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        _add_bytes(tar, "index.json", canonical_json(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}))
+        _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
     return [tag or f"sha256:{image.id}" for image, tag in chosen]
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from logs.atomic import write_atomic
 from supervisor.errors import ImageError
 from supervisor.images.tarsafe import BOMB_FLOOR, BOMB_RATIO, extract
 
@@ -144,9 +145,7 @@ class Stage:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self.blob_path(digest)
         if not path.exists():
-            temporary = self.dir / f"incoming-{uuid.uuid4().hex}"
-            temporary.write_bytes(data)
-            os.rename(temporary, path)
+            write_atomic(path, data, durable=False, mode=0o644)
         return Blob(digest, len(data))
 
     def write_blob(self, source: BinaryIO, *, digest: str | None = None, size: int | None = None,
@@ -263,35 +262,7 @@ def json_bytes(data: Any) -> bytes:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, json_bytes(data))
-
-
-def write_atomic(path: Path, payload: bytes, *, sync_directory: bool = True) -> None:
-    """Write, fsync, rename over ``path``, fsync the directory: readers see old or new, whole."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if sync_directory:
-        fsync_directory(path.parent)
-
-
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, json_bytes(data), durable=True, mode=0o644)
 
 
 def sync_filesystem(path: Path) -> None:

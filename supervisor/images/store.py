@@ -54,16 +54,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from logs.atomic import fsync_directory, write_atomic
 from supervisor.errors import Conflict, DockyardError, ImageError, InvalidArgument, NotFound
 from supervisor.images import changes as changes_module
 from supervisor.images.layout import (
     Layer,
     Stage,
     chain_ids,
-    fsync_directory,
     json_bytes,
     remove_path,
-    write_atomic,
     write_json_atomic,
 )
 from supervisor.images.oci import (
@@ -210,7 +209,7 @@ class ImageStore:
         for directory in (self.blobs_dir, self.layers_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "oci-layout").exists():
-            write_atomic(self.dir / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            write_atomic(self.dir / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', durable=True, mode=0o644)
         self._clock = clock
         self._bomb = {"bomb_ratio": bomb_ratio, "bomb_floor": bomb_floor}
         self._lock = threading.Lock()
@@ -584,7 +583,7 @@ class ImageStore:
         order = {tag: position for position, tag in enumerate(index["tags"])}
         manifests.sort(key=lambda d: order.get(d["annotations"].get(REF_NAME), len(order)))
         document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-        write_atomic(self._index_path, json_bytes(document))
+        write_atomic(self._index_path, json_bytes(document), durable=True, mode=0o644)
 
     def _collect_garbage(self, index: dict[str, Any], *, sweep_tmp: bool) -> None:
         """Remove blobs and layers the index does not reference (and, on open, tmp/)."""

@@ -32,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from logs.atomic import write_atomic
 from supervisor.errors import InvalidArgument
 
 MODES = ("bridge", "none", "host")
@@ -189,11 +190,8 @@ class Leases:
     def save(self) -> None:
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
-        temporary = f"{self.path}.tmp"
         data = json.dumps({"subnet": str(self.network), "last": self.last, "leases": self.leases}, sort_keys=True)
-        with open(temporary, "w") as file:
-            file.write(data)
-        os.replace(temporary, self.path)
+        write_atomic(self.path, data.encode(), durable=False, mode=0o644)
 
     def allocate(self, container_id: str) -> str:
         for address, owner in self.leases.items():

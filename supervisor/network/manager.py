@@ -5,13 +5,13 @@ published ports, masquerading, and the clean-up after an exit or a crash."""
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from logs.atomic import write_atomic
 from supervisor.errors import DockyardError
 from supervisor.network.nat import Nat
 from supervisor.network import (
@@ -190,9 +190,9 @@ class Network:
                 hosts = _read("/etc/hosts") + render_hosts(hostname, "", extra).split("\n", 2)[2]
             else:
                 hosts = render_hosts(hostname, attachment.address, extra)
-            _write(etc_dir / "hosts", hosts)
-            _write(etc_dir / "hostname", hostname + "\n")
-            _write(etc_dir / "resolv.conf", render_resolv_conf(host_resolv, dns))
+            write_atomic(etc_dir / "hosts", hosts.encode(), durable=False, mode=0o644)
+            write_atomic(etc_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)
+            write_atomic(etc_dir / "resolv.conf", render_resolv_conf(host_resolv, dns).encode(), durable=False, mode=0o644)
         except BaseException:
             await self.release(attachment)
             raise
@@ -262,13 +262,6 @@ def _read(path: str) -> str:
             return file.read()
     except OSError:
         return ""
-
-
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
 
 
 def _init_layer(directory: Path) -> str:

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from logs.atomic import write_atomic
 from supervisor.registry.errors import AuthError
 
 
@@ -167,17 +166,4 @@ class CredentialStore:
 
     def _write(self, document: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, temporary = tempfile.mkstemp(prefix=".auth-", dir=self.path.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(document, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(self.path, json.dumps(document, indent=1, sort_keys=True).encode(), durable=True, mode=0o600)

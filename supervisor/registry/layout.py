@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from logs.atomic import write_atomic
 from supervisor.registry.errors import NotFoundError, ProtocolError
 from supervisor.registry.manifest import OCI_INDEX, Descriptor, _descriptor
 
@@ -59,15 +60,7 @@ def write_json_atomic(path: Path, document: dict) -> None:
     """Atomic (rename), not durable: a pull's layout is a staging area, and the store syncs
     what it takes from it when it commits. An fsync here would also flush every blob just
     written (ext4 commits the journal), costing a tenth of a second per pull."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, separators=(",", ":"))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(document, separators=(",", ":")).encode(), durable=False, mode=0o644)
 
 
 def init_layout(root: Path) -> None:
@@ -80,14 +73,8 @@ def init_layout(root: Path) -> None:
 def write_blob_bytes(root: Path, digest: str, data: bytes) -> Path:
     """A small blob (a manifest, a config) already verified by the caller."""
     final = blob_path(root, digest)
-    temporary = partial_path(root, digest)
-    try:
-        temporary.write_bytes(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    final.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(final, data, durable=False, mode=0o644)
     return final
 
 

@@ -3,12 +3,12 @@ init stage of every container, so that no container pays for a Python start-up.
 
 Why
 ---
-``python -I -S init.py`` costs ~20 ms of interpreter start-up and ~8 ms of imports (ctypes
-above all) before the first namespace call, per container. This process pays that once:
-it is exec'd fresh by the supervisor (``python -I -S forkserver.py``, like ``init.py``: a
-new process that never had a thread, so it may fork and go on running Python), imports
-``linux.py`` and loads libc, then waits. A fork of it is ready to run stage 0 at once
-(``linux.run_init_stage``, exactly what ``init.py`` runs). The supervisor itself has
+A fresh ``python -I -S`` per container would cost ~20 ms of interpreter start-up and ~8 ms
+of imports (ctypes above all) before the first namespace call. This process pays that
+once: it is exec'd fresh by the supervisor (``python -I -S forkserver.py``: a new process
+that never had a thread, so it may fork and go on running Python), imports ``linux.py``
+and loads libc, then waits. A fork of it is ready to run stage 0 at once
+(``linux.run_init_stage``; the handshake is in ``protocol.py``). The supervisor itself has
 threads (trio, pyzmq) and must never fork and go on.
 
 Theory of operation
@@ -30,7 +30,7 @@ per-launch *reply socket* (SOCK_SEQPACKET) whose other end the launch keeps.
                                   pidfd                       dup2 fds onto 0-4; then
     <-- {"pid": N} + pidfd ------------------------------------ linux.run_init_stage():
                                                               read config, cgroups,
-                                                              unshare, fork ----------> (as init.py)
+                                                              unshare, fork ----------> (protocol.py)
     <-- {"pid": <pid 1>}\\n on the status pipe ---------------- report, _exit(0)
                                   pidfd readable: waitpid
     <-- {"exit": status} -------- on the reply socket, close it
@@ -157,12 +157,9 @@ class Server:
         try:
             pid = os.fork()
         except OSError as exc:
-            line = '{"error": %s, "exit_code": %d}\n' % (
-                linux.quote(f"fork the init stage: {linux.strerror(exc.errno)}"),
-                linux.EXIT_RUNTIME,
-            )
+            line = linux.status_error(f"fork the init stage: {linux.strerror(exc.errno)}", linux.EXIT_RUNTIME)
             try:
-                os.write(fds[4], line.encode())
+                os.write(fds[4], line)
             except OSError:
                 pass
             _close(fds[:5])

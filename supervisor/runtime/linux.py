@@ -1,4 +1,4 @@
-"""Linux mechanics of the init stage (see ``init.py`` for the protocol), and the few the
+"""Linux mechanics of the init stage (see ``protocol.py`` for the protocol), and the few the
 launcher shares with it.
 
 - ctypes wrappers for what Python 3.11's ``os`` lacks: mount, umount2, unshare,
@@ -7,7 +7,8 @@ launcher shares with it.
 - the steps of the stage (overlay, /proc, /sys, /dev, pivot_root, masked and read-only
   paths, ``lo``, capabilities, user), and :func:`run_init_stage`, which runs them in order.
 
-The init stage imports this module by path, as the top-level module ``linux``, so it
+The fork server (``forkserver.py``) imports this module by path, as the top-level module
+``linux``, and forks the init stage from it, so it
 imports only the standard library, not even our package. It also avoids the modules that
 import ``re`` or ``enum`` (``json``, ``socket``, ``signal``; and ``from __future__``):
 they would add a third to a `true` container's start-up time. JSON goes through the C
@@ -709,7 +710,7 @@ def stage0(config: dict) -> None:
             os._exit(EXIT_RUNTIME)  # stage 0 died: nobody knows our pid
         return
     try:
-        os.write(STATUS_FD, b'{"pid": %d}\n' % child)
+        os.write(STATUS_FD, status_pid(child))
         os.write(sync_write, b"x")
     except OSError:
         os._exit(EXIT_RUNTIME)  # the child reads EOF without the byte and exits
@@ -762,18 +763,28 @@ def container(config: dict) -> None:
         raise exec_error(argv[0], exc) from None
 
 
+def status_pid(pid: int) -> bytes:
+    """The status pipe's first line: pid 1's host pid (``protocol.StatusDecoder`` reads it)."""
+    return b'{"pid": %d}\n' % pid
+
+
+def status_error(message: str, exit_code: int) -> bytes:
+    """The status pipe's error line (``protocol.launch_error`` reads it): below PIPE_BUF, so
+    that it is one atomic write."""
+    return ('{"error": %s, "exit_code": %d}\n' % (quote(message[:3000]), exit_code)).encode()
+
+
 def fail(message: str, exit_code: int) -> None:
     """Report one error line on the status pipe and exit with ``exit_code``."""
-    line = '{"error": %s, "exit_code": %d}\n' % (quote(message[:3000]), exit_code)
     try:
-        os.write(STATUS_FD, line.encode())  # below PIPE_BUF: one atomic write
+        os.write(STATUS_FD, status_error(message, exit_code))
     except OSError:
         pass  # the supervisor is gone
     os._exit(exit_code)
 
 
 def run_init_stage() -> None:
-    """The whole stage, from fds 3 and 4 to execve (init.py's ``__main__``). Never returns."""
+    """The whole stage, from fds 3 and 4 to execve (forked by ``forkserver.py``). Never returns."""
     try:
         os.set_inheritable(STATUS_FD, False)  # FD_CLOEXEC: a successful execve closes it
     except OSError:

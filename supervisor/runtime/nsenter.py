@@ -1,7 +1,7 @@
 """The exec stage: a new process inside a running container (``dockyard exec``).
 
 It is the init stage's twin (same fds, same status protocol, same fork server; see
-``init.py``), told apart by ``"join"`` in its config: instead of unsharing new namespaces
+``protocol.py``), told apart by ``"join"`` in its config: instead of unsharing new namespaces
 and building a root filesystem, it joins those of the container's pid 1.
 
 ::
@@ -92,7 +92,7 @@ def join(config: dict) -> None:
             os._exit(linux.EXIT_RUNTIME)
         return
     try:
-        os.write(linux.STATUS_FD, b'{"pid": %d}\n' % child)
+        os.write(linux.STATUS_FD, linux.status_pid(child))
         os.write(sync_write, b"x")
     except OSError:
         os._exit(linux.EXIT_RUNTIME)

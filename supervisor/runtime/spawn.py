@@ -1,19 +1,15 @@
 """Launch a container: the supervisor's side of the init stage handshake.
 
-Two ways to start the init stage (see ``init.py`` for the protocol and the diagram), one
-handshake after it (``_start_container``):
+:class:`ForkServer` is the one launcher: it sends a launch's five fds to a warm fork
+server (``forkserver.py``, where the reasons and the diagram are), which forks the init
+stage: no Python start-up per container. The handshake after it (``_start_container``)
+moves the bytes; what they mean (the config, the status lines, the server's replies) is
+``protocol.py``, sans-IO, where the theory of operation and its diagram are.
 
-- :func:`launch` spawns ``python -I -S init.py`` with posix_spawn, which, unlike
-  ``subprocess``' ``pass_fds``, can put the pipes on exactly fds 0-4 of the child, and is
-  safe in a threaded process (it never runs Python code between fork and exec);
-- :class:`ForkServer` sends the same five fds to a warm fork server (``forkserver.py``,
-  where the reasons and the diagram are), which forks the stage: no Python start-up per
-  container. The Supervisor uses this one.
-
-Either way the supervisor writes the config, waits until stage 0 has been reaped (by
-itself, or by the fork server, which then says so), reads ``{"pid": N}`` from the status
-pipe and opens a pidfd on that pid at once; EOF means the payload's execve succeeded, an
-``{"error": ...}`` line becomes a :class:`LaunchError`.
+The supervisor writes the config, waits until stage 0 has been reaped by the fork server
+(which then says so), reads ``{"pid": N}`` from the status pipe and opens a pidfd on that
+pid at once; EOF means the payload's execve succeeded, an ``{"error": ...}`` line becomes
+a :class:`LaunchError`.
 
 The container's pid 1 is re-parented to the supervisor when stage 0 exits, so the
 supervisor must be a child subreaper (:func:`become_subreaper`, once, at start-up) and the
@@ -25,26 +21,33 @@ from __future__ import annotations
 
 import array
 import fcntl
-import json
 import os
-import re
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import trio
 
-from supervisor.errors import InvalidArgument, StartError
 from supervisor.runtime import forkserver, linux
-from supervisor.runtime.init import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from supervisor.runtime.protocol import (
+    DEFAULT_CAPABILITIES,
+    MASKED_PATHS,
+    MAX_STATUS_BYTES,
+    NEED_DATA,
+    NeedData,
+    READONLY_PATHS,
+    LaunchConfig,
+    LaunchError,
+    StatusDecoder,
+    decode_server_reply,
+    launch_error,
+)
 from supervisor.runtime.stdio import InputPort, StdioEnds, StdioPlan
-from supervisor.spec import HOSTNAME, USER
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
-    "INIT_SCRIPT",
     "MASKED_PATHS",
     "READONLY_PATHS",
     "ContainerProcess",
@@ -52,144 +55,15 @@ __all__ = [
     "LaunchConfig",
     "LaunchError",
     "become_subreaper",
-    "launch",
 ]
 
 Prepare = Callable[[int], Awaitable[None]]  # launch(prepare=...): called with pid 1's host pid
 
-INIT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init.py")
 FORK_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
 FORK_SERVER_START_TIMEOUT = 30.0  # seconds for a fresh fork server to say it is ready
 FORK_SERVER_STOP_TIMEOUT = 5.0  # seconds for it to exit after EOF before it is killed
-CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")
-DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00\s]+\Z")
-INIT_FDS = 5  # stdin, stdout, stderr, config, status
-MAX_STATUS_BYTES = 65536  # more than any honest status report
 PREPARE_GRACE = 1.0  # seconds for pid 1's own error to arrive when prepare() failed
 REAP_TIMEOUT = 5.0  # seconds to wait for a killed process while cleaning up a failed launch
-
-
-class LaunchError(StartError):
-    """The container could not be started; ``exit_code`` is 125, 126 or 127 as with docker."""
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """What the init stage needs, validated on construction; the JSON of ``init.py``
-    (``container_id`` is ``"id"`` there). Lists are accepted and stored as tuples."""
-
-    container_id: str
-    lower: tuple[str, ...]
-    upper: str
-    work: str
-    rootfs: str
-    argv: tuple[str, ...]
-    env: tuple[str, ...]
-    cwd: str = "/"
-    user: str = ""
-    hostname: str = ""
-    cgroup_procs: tuple[str, ...] = ()
-    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
-    masked_paths: tuple[str, ...] = MASKED_PATHS
-    readonly_paths: tuple[str, ...] = READONLY_PATHS
-    devices: tuple[str, ...] = ()  # "c|b MAJOR MINOR MODE(octal) /dev/PATH", made in /dev
-    # "" a new network namespace, "host" the host's, or a /proc/PID/ns/net path to join.
-    network_namespace: str = ""
-    etc_dir: str = ""  # where hosts, hostname and resolv.conf are, bind-mounted into /etc
-    # pid 1 waits, before its execve, for the supervisor's go (the network is configured,
-    # its mount namespace held: launch(hold_mounts=True)); launch(prepare=...) runs between
-    # the pid report and that go.
-    network_sync: bool = False
-    # The writable layer is thrown away at exit (--rm): mount it volatile (never synced).
-    volatile: bool = False
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.type == "bool":
-                if type(value) is not bool:
-                    raise InvalidArgument(f"launch config.{item.name}: must be true or false")
-                continue
-            if item.type == "str":
-                if not isinstance(value, str):
-                    raise InvalidArgument(f"launch config.{item.name}: must be a string")
-                values: tuple = (value,)
-            else:
-                if not isinstance(value, (list, tuple)):
-                    raise InvalidArgument(f"launch config.{item.name}: must be a list of strings")
-                values = tuple(value)
-                object.__setattr__(self, item.name, values)
-            if not all(isinstance(text, str) for text in values):
-                raise InvalidArgument(f"launch config.{item.name}: must be a list of strings")
-            if any("\x00" in text for text in values):
-                raise InvalidArgument(f"launch config.{item.name}: contains a NUL byte")
-        if not CONTAINER_ID.match(self.container_id):
-            raise InvalidArgument(
-                f"launch config.container_id: {self.container_id!r} is not 64 lowercase hex digits"
-            )
-        if not self.lower:
-            raise InvalidArgument("launch config.lower: at least one lower dir is needed")
-        for name in ("lower", "upper", "work"):  # overlay mount options: ',' and ':' are syntax
-            for path in _as_tuple(getattr(self, name)):
-                _check_path(name, path)
-                if "," in path or ":" in path:
-                    raise InvalidArgument(
-                        f"launch config.{name}: {path!r} contains ',' or ':' (overlayfs option syntax)"
-                    )
-        if self.network_namespace not in ("", "host"):
-            _check_path("network_namespace", self.network_namespace)
-        if self.etc_dir:
-            _check_path("etc_dir", self.etc_dir)
-        for name in ("rootfs", "cwd", "cgroup_procs", "masked_paths", "readonly_paths"):
-            for path in _as_tuple(getattr(self, name)):
-                _check_path(name, path)
-        if not self.argv or not self.argv[0]:
-            raise InvalidArgument("launch config.argv: a command is needed")
-        for entry in self.env:
-            if not entry.partition("=")[0] or "=" not in entry:
-                raise InvalidArgument(f"launch config.env: {entry!r} is not KEY=VALUE")
-        if self.user and not USER.match(self.user):
-            raise InvalidArgument(f"launch config.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
-        if self.hostname and not HOSTNAME.match(self.hostname):
-            raise InvalidArgument(f"launch config.hostname: {self.hostname!r} is not a valid hostname")
-        for entry in self.devices:
-            if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
-                raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
-        unknown = [name for name in self.capabilities if name not in linux.CAPABILITIES]
-        if unknown:
-            raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
-
-    def to_map(self) -> dict:
-        data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-        data["id"] = data.pop("container_id")
-        return data
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_map(), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> LaunchConfig:
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            raise InvalidArgument(f"launch config: invalid JSON: {exc}") from None
-        if not isinstance(document, dict) or "id" not in document:
-            raise InvalidArgument("launch config: not a JSON object with an id")
-        document["container_id"] = document.pop("id")
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(document) - known)
-        if unknown:
-            raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
-        return cls(**document)
-
-
-def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
-    return value if isinstance(value, tuple) else (value,)
-
-
-def _check_path(name: str, path: str) -> None:
-    if not path.startswith("/"):
-        raise InvalidArgument(f"launch config.{name}: {path!r} is not an absolute path")
 
 
 @dataclass(eq=False)
@@ -258,36 +132,6 @@ def become_subreaper() -> None:
     linux.set_child_subreaper(True)
 
 
-async def launch(
-    config: LaunchConfig, *, python: str = sys.executable, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None,
-    hold_mounts: bool = False,
-) -> ContainerProcess:
-    """Start the container described by ``config`` and return its pid 1 once its payload
-    has been exec'd. ``python`` is the absolute path of the interpreter for the init stage,
-    started afresh for this container (:class:`ForkServer` forks it from a warm one).
-    ``stdio`` says what its fds 0-2 are (pipes, a stdin pipe, a terminal: ``stdio.py``).
-    ``prepare(pid)``, with ``config.network_sync``, runs once pid 1 exists and before its
-    payload may exec (the network set-up); if it raises, the container is killed.
-
-    Raises:
-        LaunchError: the container could not be started (exit_code 125/126/127); nothing
-            of it is left running.
-        RuntimeError: the calling process is not a child subreaper.
-    """
-    _require_subreaper()
-    name = config.container_id[:12]
-    ours, theirs, ends = _open_pipes(name, stdio)
-    try:
-        init_pid = _spawn_init(python, name, theirs)
-    except BaseException:
-        _close_all(ours)
-        ends.close_fds()
-        raise
-    finally:
-        _close_all(theirs)
-    return await _start_container(config, _Child(init_pid), ours, ends, stdio, prepare, hold_mounts)
-
-
 def _require_subreaper() -> None:
     if not linux.is_child_subreaper():
         raise RuntimeError(
@@ -298,14 +142,14 @@ def _require_subreaper() -> None:
 
 async def _start_container(
     config: LaunchConfig,
-    init: _Child | _ForkedStage0,
+    init: _ForkedStage0,
     ours: list[int],
     ends: StdioEnds,
     stdio: StdioPlan,
     prepare: Prepare | None = None,
     hold_mounts: bool = False,
 ) -> ContainerProcess:
-    """The supervisor's side of the handshake, once the init stage runs (spawned or forked):
+    """The supervisor's side of the handshake, once the fork server has forked the init stage:
     ``ours`` are the config pipe's write end and the status pipe's read end, ``ends`` the
     supervisor's ends of the process's stdio. ``init.wait()`` returns only once stage 0 has
     been reaped, so pid 1 is our child when it is adopted. ``config`` is a LaunchConfig or an
@@ -335,7 +179,7 @@ async def _start_container(
                 f"cannot start container {name}: the init stage {_describe(init_exit)} before reporting a pid"
             )
         if "error" in first:  # stage 0 itself failed: cgroups, unshare, fork
-            raise _launch_error(name, config, first)
+            raise launch_error(name, config.container_id, first)
         container = _Child.adopt(first.get("pid"), name)
         start_time = container.start_time
         if hold_mounts:
@@ -351,7 +195,7 @@ async def _start_container(
                     if container.returncode is not None:
                         outcome = await status.next_message()
                         if outcome is not None and "error" in outcome:
-                            raise _launch_error(name, config, outcome) from None
+                            raise launch_error(name, config.container_id, outcome) from None
                     raise
             try:
                 await config_stream.send_all(b"x")
@@ -365,7 +209,7 @@ async def _start_container(
                     f"cannot start container {name}: unexpected status from the init stage: {outcome!r}"
                 )
             await container.wait()
-            raise _launch_error(name, config, outcome)
+            raise launch_error(name, config.container_id, outcome)
         if init_exit != 0:  # stage 0 failed after the fork: its child gave up on its own
             await container.wait()
             raise LaunchError(
@@ -432,29 +276,6 @@ def _open_pipes(name: str, stdio: StdioPlan) -> tuple[list[int], list[int], Stdi
     return ours, theirs, ends
 
 
-def _spawn_init(python: str, name: str, theirs: list[int]) -> int:
-    """posix_spawn the init stage with ``theirs`` on fds 0-4; its pid."""
-    high: list[int] = []
-    try:
-        # Copies of the child's ends above 4 first, so that no dup2 below clobbers a source.
-        for fd in theirs:
-            high.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, INIT_FDS))
-        return os.posix_spawn(
-            python,
-            [python, "-I", "-S", INIT_SCRIPT],
-            {},
-            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)],
-            setsigmask=(),
-            setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
-        )
-    except OSError as exc:
-        raise LaunchError(
-            f"cannot start container {name}: run the init stage {python!r}: {linux.strerror(exc.errno)}"
-        ) from exc
-    finally:
-        _close_all(high)
-
-
 async def _send_config(stream: trio.lowlevel.FdStream, data: bytes, keep_open: bool = False) -> None:
     try:
         await stream.send_all(data)
@@ -466,50 +287,26 @@ async def _send_config(stream: trio.lowlevel.FdStream, data: bytes, keep_open: b
 
 
 class _StatusReader:
-    """JSON lines from the status pipe."""
+    """The status pipe's messages (``protocol.StatusDecoder``), read as they come."""
 
     def __init__(self, stream: trio.lowlevel.FdStream, name: str):
         self._stream = stream
-        self._name = name
-        self._buffer = bytearray()
-        self._eof = False
+        self._decoder = StatusDecoder(name)
 
     async def next_message(self) -> dict | None:
         """The next message, or None at EOF. Garbage is a LaunchError."""
-        while b"\n" not in self._buffer and not self._eof:
-            chunk = await self._stream.receive_some(4096)
-            self._eof = not chunk
-            self._buffer += chunk
-            if len(self._buffer) > MAX_STATUS_BYTES:
-                raise LaunchError(
-                    f"cannot start container {self._name}: "
-                    f"the init stage sent more than {MAX_STATUS_BYTES} bytes of status"
-                )
-        if not self._buffer:
-            return None
-        line, _, rest = bytes(self._buffer).partition(b"\n")
-        self._buffer[:] = rest
-        try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict):
-            raise LaunchError(
-                f"cannot start container {self._name}: malformed status from the init stage: {line[:200]!r}"
-            )
+        while (message := self._decoder.next_message()) is NEED_DATA:
+            self._decoder.feed(await self._stream.receive_some(4096))
+        assert not isinstance(message, NeedData)
         return message
 
     def pending_pid(self) -> object:
         """The pid of a pid line already in the pipe, without waiting; None if there is none."""
         try:
-            self._buffer += os.read(self._stream.fileno(), MAX_STATUS_BYTES)
+            data = os.read(self._stream.fileno(), MAX_STATUS_BYTES)
         except OSError:  # nothing there (EAGAIN), or closed
-            pass
-        line = bytes(self._buffer).partition(b"\n")[0]
-        try:
-            return json.loads(line).get("pid")
-        except (ValueError, AttributeError):
-            return None
+            data = b""
+        return self._decoder.pending_pid(data)
 
     def close(self) -> None:
         self._stream.close()
@@ -591,8 +388,8 @@ class _Child:
 
 class ForkServer:
     """Launches containers by forking their init stage from one warm, single-threaded
-    process (``forkserver.py``: the protocol, the diagram and the reasons are there),
-    instead of starting a Python per container as :func:`launch` does.
+    process (``forkserver.py``: the protocol, the diagram and the reasons are there), so
+    that no container pays for a Python start-up.
 
     Use as ``async with ForkServer(python) as server: await server.launch(config)``.
     :meth:`start` runs the server (again, if it died); :meth:`launch` starts it when needed,
@@ -672,7 +469,17 @@ class ForkServer:
         self, config: LaunchConfig, stdio: StdioPlan = StdioPlan(), prepare: Prepare | None = None,
         hold_mounts: bool = False,
     ) -> ContainerProcess:
-        """As :func:`launch`, with the init stage forked by the server."""
+        """Start the container described by ``config`` and return its pid 1 once its payload
+        has been exec'd. ``stdio`` says what its fds 0-2 are (pipes, a stdin pipe, a
+        terminal: ``stdio.py``). ``prepare(pid)``, with ``config.network_sync``, runs once
+        pid 1 exists and before its payload may exec (the network set-up); if it raises, the
+        container is killed. ``hold_mounts``: see ``_start_container``.
+
+        Raises:
+            LaunchError: the container could not be started (exit_code 125/126/127); nothing
+                of it is left running.
+            RuntimeError: the calling process is not a child subreaper.
+        """
         _require_subreaper()
         name = config.container_id[:12]
         await self.start()
@@ -741,19 +548,16 @@ class _ForkedStage0:
         data, ancdata, flags, _ = await self._reply.recvmsg(forkserver.MAX_MESSAGE, socket.CMSG_SPACE(4))
         fds = forkserver._received_fds(ancdata)
         try:
-            message = json.loads(data) if data else None
-        except ValueError:
-            message = None
-        if fds and isinstance(message, dict) and type(message.get("pid")) is int and self.pidfd < 0:
-            self.pid, self.pidfd = message["pid"], fds.pop()
-        _close_all(fds)
-        if not data:
-            self._orphaned = True
-            raise LaunchError(f"cannot start container {self.name}: the fork server died", 125)
-        if isinstance(message, dict) and type(message.get("exit")) is int:
-            self.returncode = message["exit"]
-        elif not isinstance(message, dict) or "pid" not in message:
-            raise LaunchError(f"cannot start container {self.name}: malformed reply from the fork server: {data[:200]!r}")
+            if not data:
+                self._orphaned = True
+                raise LaunchError(f"cannot start container {self.name}: the fork server died", 125)
+            reply = decode_server_reply(self.name, data)
+            if reply.pid is not None and fds and self.pidfd < 0:
+                self.pid, self.pidfd = reply.pid, fds.pop()
+            if reply.exit is not None:
+                self.returncode = reply.exit
+        finally:
+            _close_all(fds)
 
     async def wait(self) -> int:
         while self.returncode is None:
@@ -824,13 +628,3 @@ def _parent_and_start_time(pid: int) -> tuple[int, int]:
         data = file.read()
     fields_after_name = data[data.rindex(b")") + 2 :].split()  # field 3 (state) onwards
     return int(fields_after_name[1]), int(fields_after_name[19])  # fields 4 (ppid) and 22
-
-
-def _launch_error(name: str, config: LaunchConfig, message: dict) -> LaunchError:
-    reason = str(message.get("error"))
-    exit_code = message.get("exit_code")
-    if exit_code not in (125, 126, 127):
-        exit_code = 125
-    return LaunchError(
-        f"cannot start container {name}: {reason}", exit_code, container=config.container_id, reason=reason
-    )

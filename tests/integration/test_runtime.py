@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from supervisor.runtime import cgroups, linux
-from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError, become_subreaper, launch
+from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError, become_subreaper
 from tests.rootfs import GROUP, PASSWD, build_rootfs
 
 pytestmark = [
@@ -39,6 +39,13 @@ def subreaper():
     become_subreaper()
     yield
     linux.set_child_subreaper(False)
+
+
+async def launch(config: LaunchConfig, **options: object) -> ContainerProcess:
+    """Launch with a fork server of its own (the one launcher, as in the daemon), stopped
+    again once the container runs: the container is our child, not the server's."""
+    async with ForkServer() as server:
+        return await server.launch(config, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -104,7 +111,7 @@ async def finish(process: ContainerProcess) -> None:
 
 
 async def run(config: LaunchConfig, launcher=launch) -> Result:
-    """Launch (directly, or with ``launcher``, e.g. a fork server's), collect, wait."""
+    """Launch (with a fork server of its own, or ``launcher``, e.g. a test's server), collect, wait."""
     with trio.fail_after(TIMEOUT):
         process = await launcher(config)
         try:

@@ -1,5 +1,6 @@
 """Unit tests of the runtime (no root): secure_join, user lookup, PATH lookup, the launch
-config, the cgroup backends on a fake tree, and launch() against fake init stages."""
+config, the cgroup backends on a fake tree, and the fork server's launch against scripted
+stage 0s (``tests/fake_forkserver.py``)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,15 @@ from hypothesis import strategies as st
 
 from supervisor.errors import InvalidArgument, StartError
 from supervisor.runtime import cgroups, linux
-from supervisor.runtime.init import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from supervisor.runtime.protocol import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from supervisor.runtime.linux import InitError, look_path, resolve_user, secure_join
 from supervisor.runtime.spawn import (
     FORK_SERVER_SCRIPT,
-    INIT_SCRIPT,
+    ContainerProcess,
     ForkServer,
     LaunchConfig,
     LaunchError,
     become_subreaper,
-    launch,
 )
 
 ID = "0123456789abcdef" * 4
@@ -235,13 +235,18 @@ def test_quote_matches_json() -> None:
     assert json.loads(linux.quote(text)) == text
 
 
+RUNTIME_DIR = os.path.dirname(FORK_SERVER_SCRIPT)
+# The init stage as the fork server runs it (linux.py imported by path), in a fresh process.
+INIT_STAGE = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import linux; linux.run_init_stage()"
+
+
 def test_init_stage_imports_only_the_standard_library() -> None:
     """Start-up time: no trio, zmq, our package, nor the re/enum-importing modules."""
-    directory = os.path.dirname(INIT_SCRIPT)
-    code = f"import sys; sys.path.insert(0, {directory!r}); import init; print(' '.join(sorted(sys.modules)))"
+    code = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import linux; print(' '.join(sorted(sys.modules)))"
     modules = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout.split())
-    assert {"init", "linux", "ctypes"} <= modules
-    assert not modules & {"trio", "zmq", "structlog", "msgpack", "supervisor", "re", "enum", "json", "socket", "signal"}
+    assert {"linux", "ctypes"} <= modules
+    assert not modules & {"trio", "zmq", "structlog", "msgpack", "supervisor", "re", "enum", "json", "socket", "signal",
+                          "dataclasses", "protocol"}
 
 
 def test_init_stage_reports_a_bad_config_on_the_status_pipe() -> None:
@@ -251,7 +256,7 @@ def test_init_stage_reports_a_bad_config_on_the_status_pipe() -> None:
     os.close(config_write)
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5) for fd in (config_read, status_write)]  # clear of 3 and 4
     pid = os.posix_spawn(
-        sys.executable, [sys.executable, "-I", "-S", INIT_SCRIPT], {},
+        sys.executable, [sys.executable, "-I", "-S", "-c", INIT_STAGE], {},
         file_actions=[(os.POSIX_SPAWN_DUP2, high[0], 3), (os.POSIX_SPAWN_DUP2, high[1], 4)],
     )
     for fd in (config_read, status_write, *high):
@@ -421,7 +426,10 @@ def test_pids_and_kill_all(tmp_path: Path) -> None:
         sleeper.wait()
 
 
-# --- launch() against fake init stages ------------------------------------------------------------
+# --- the handshake against scripted stage 0s (tests/fake_forkserver.py) ----------------------------
+
+
+FAKE_FORK_SERVER = Path(__file__).parent.parent / "fake_forkserver.py"
 
 
 @pytest.fixture
@@ -431,12 +439,29 @@ def subreaper():
     linux.set_child_subreaper(False)
 
 
-def fake_init(tmp_path: Path, body: str) -> str:
-    """An executable that launch() runs in place of python: ``$0 -I -S init.py``."""
-    script = tmp_path / "fake-python"
+def fake_init(tmp_path: Path, body: str, name: str = "fake-python") -> str:
+    """An executable shell script ``name`` in ``tmp_path`` with ``body``."""
+    script = tmp_path / name
     script.write_text("#!/bin/sh\n" + textwrap.dedent(body))
     script.chmod(0o755)
     return str(script)
+
+
+def scripted_server(tmp_path: Path, stage0: str) -> ForkServer:
+    """A ForkServer whose stage 0 is the executable ``stage0`` instead of the init stage."""
+    python = fake_init(tmp_path, f"exec {sys.executable} -I -S {FAKE_FORK_SERVER} {RUNTIME_DIR} {stage0}\n", "server")
+    return ForkServer(python=python)
+
+
+async def launch_scripted(tmp_path: Path, body: str, config: LaunchConfig | None = None) -> ContainerProcess:
+    """Launch ``config`` with a stage 0 running the shell script ``body``; the server is
+    stopped again before this returns (the container, if any, is our child)."""
+    return await launch_with(tmp_path, fake_init(tmp_path, body, "stage0"), config)
+
+
+async def launch_with(tmp_path: Path, stage0: str, config: LaunchConfig | None = None) -> ContainerProcess:
+    async with scripted_server(tmp_path, stage0) as server:
+        return await server.launch(config or make_config())
 
 
 def inheritable_fds() -> list[int]:
@@ -471,7 +496,7 @@ def assert_no_child(pid: int) -> None:
 async def test_launch_requires_a_subreaper(tmp_path: Path) -> None:
     linux.set_child_subreaper(False)
     with pytest.raises(RuntimeError, match="become_subreaper"):
-        await launch(make_config(), python=fake_init(tmp_path, "exit 0"))
+        await scripted_server(tmp_path, fake_init(tmp_path, "exit 0", "stage0")).launch(make_config())
 
 
 async def test_launch_gives_the_init_stage_fds_0_to_4(tmp_path: Path, subreaper: None) -> None:
@@ -494,26 +519,25 @@ async def test_launch_gives_the_init_stage_fds_0_to_4(tmp_path: Path, subreaper:
         os.write(4, b'{{"error": "fake stage: stop here", "exit_code": 125}}\\n')
         sys.exit(125)
     """
-    script = tmp_path / "fake-python"
+    script = tmp_path / "stage0"
     script.write_text(textwrap.dedent(python))
     script.chmod(0o755)
     config = make_config()
+    assert inheritable_fds()  # the test runner's, and one of ours: the fork server closes them
     with pytest.raises(LaunchError) as caught:
-        await launch(config, python=str(script))
+        await launch_with(tmp_path, str(script), config)
     assert caught.value.exit_code == 125
     assert "fake stage: stop here" in caught.value.message
     argv, stdin, other_fds, received = eval(seen.read_text())  # noqa: S307 - our own repr
-    assert argv == ["-I", "-S", INIT_SCRIPT]
+    assert argv == []
     assert stdin == "/dev/null"
-    # nothing launch() opened leaks; what the test runner inherited without O_CLOEXEC does
-    # (the real init stage closes every fd above 4, see the integration tests)
-    assert other_fds == inheritable_fds()
+    assert other_fds == []  # nothing of the launch, the server or the test runner leaks
     assert json.loads(received) == json.loads(config.to_json())
 
 
 async def test_launch_init_dies_before_reporting(tmp_path: Path, subreaper: None) -> None:
     with pytest.raises(LaunchError) as caught:
-        await launch(make_config(), python=fake_init(tmp_path, "cat <&3 >/dev/null; exit 3\n"))
+        await launch_scripted(tmp_path, "cat <&3 >/dev/null; exit 3\n")
     assert caught.value.exit_code == 125
     assert "exited with status 3 before reporting a pid" in caught.value.message
     assert isinstance(caught.value, StartError)
@@ -521,21 +545,21 @@ async def test_launch_init_dies_before_reporting(tmp_path: Path, subreaper: None
 
 async def test_launch_garbage_on_the_status_pipe(tmp_path: Path, subreaper: None) -> None:
     with pytest.raises(LaunchError) as caught:
-        await launch(make_config(), python=fake_init(tmp_path, "echo 'hello there' >&4\n"))
+        await launch_scripted(tmp_path, "echo 'hello there' >&4\n")
     assert caught.value.exit_code == 125
     assert "malformed status" in caught.value.message and "hello there" in caught.value.message
 
 
 async def test_launch_never_adopts_a_pid_that_is_not_its_child(tmp_path: Path, subreaper: None) -> None:
     with pytest.raises(LaunchError, match="pid 1, which is not its child") as caught:
-        await launch(make_config(), python=fake_init(tmp_path, "echo '{\"pid\": 1}' >&4\n"))
+        await launch_scripted(tmp_path, "echo '{\"pid\": 1}' >&4\n")
     assert caught.value.exit_code == 125
 
 
 async def test_launch_stage0_error_passes_through(tmp_path: Path, subreaper: None) -> None:
     body = """echo '{"error": "join the cgroup: write \\"/x\\": no such file or directory", "exit_code": 125}' >&4; exit 125\n"""
     with pytest.raises(LaunchError) as caught:
-        await launch(make_config(), python=fake_init(tmp_path, body))
+        await launch_scripted(tmp_path, body)
     assert caught.value.message == f'cannot start container {ID[:12]}: join the cgroup: write "/x": no such file or directory'
     assert caught.value.details["reason"].startswith("join the cgroup")
 
@@ -543,7 +567,7 @@ async def test_launch_stage0_error_passes_through(tmp_path: Path, subreaper: Non
 async def test_launch_reaps_a_container_that_failed_to_exec(tmp_path: Path, subreaper: None) -> None:
     body = with_child("exit 126", """echo '{"error": "exec: \\"/etc\\": permission denied", "exit_code": 126}' >&4""")
     with pytest.raises(LaunchError) as caught:
-        await launch(make_config(), python=fake_init(tmp_path, body))
+        await launch_scripted(tmp_path, body)
     assert caught.value.exit_code == 126
     assert caught.value.message.endswith('exec: "/etc": permission denied')
     assert_no_children()
@@ -560,7 +584,7 @@ async def test_container_process_wait_and_signal(tmp_path: Path, subreaper: None
         sleep 60 4>&- &
         echo "{\\"pid\\": $!}" >&4
     """
-    process = await launch(make_config(), python=fake_init(tmp_path, body))
+    process = await launch_scripted(tmp_path, body)
     try:
         with open(f"/proc/{process.pid}/stat") as stat:
             assert int(stat.read().rpartition(")")[2].split()[19]) == process.start_time
@@ -578,7 +602,7 @@ async def test_container_process_wait_and_signal(tmp_path: Path, subreaper: None
 
 
 async def test_container_process_wait_from_two_tasks(tmp_path: Path, subreaper: None) -> None:
-    process = await launch(make_config(), python=fake_init(tmp_path, with_child("exit 5")))
+    process = await launch_scripted(tmp_path, with_child("exit 5"))
     codes: list[int] = []
 
     async def waiter() -> None:

@@ -7,6 +7,7 @@ level, generates values it accepts, and checks that the value plus a newline is 
 """
 
 import importlib
+import pkgutil
 import re
 
 import pytest
@@ -18,17 +19,24 @@ from supervisor.images.store import parse_reference
 from supervisor.registry.reference import ReferenceError, parse as parse_registry_reference
 from supervisor.spec import ContainerSpec
 
-MODULES = [
-    "bus.codec", "bus.server", "logs.options", "logs.store", "supervisor.exec", "supervisor.images.layout",
-    "supervisor.images.store", "supervisor.network", "supervisor.registry.reference", "supervisor.resources",
-    "supervisor.runtime.spawn", "supervisor.spec", "workers.logcollector",
-]
+#: Scripts that run on their own (not imported as modules).
+SCRIPTS = ("supervisor.runtime.forkserver", "workers.__main__")
+
+
+def validating_modules() -> list[str]:
+    """Every module of the four packages: a validator added anywhere is checked."""
+    names = []
+    for package in ("bus", "logs", "supervisor", "workers"):
+        module = importlib.import_module(package)
+        names += [info.name for info in pkgutil.walk_packages(module.__path__, f"{package}.")
+                  if info.name not in SCRIPTS]
+    return names
 
 
 def anchored_patterns() -> list[tuple[str, re.Pattern]]:
     """Module-level compiled patterns anchored at the start: the validators."""
     found = []
-    for name in MODULES:
+    for name in validating_modules():
         module = importlib.import_module(name)
         for attribute, value in vars(module).items():
             if isinstance(value, re.Pattern) and value.pattern.startswith("^"):
