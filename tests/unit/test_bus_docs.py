@@ -78,7 +78,7 @@ async def test_the_built_in_operations_reply_what_the_table_says(tmp_path, nurse
 
 def test_the_events_channel_is_the_same_in_the_docs_the_daemon_and_the_cli():
     from supervisor import EVENT_TYPES
-    from supervisor.cli import EVENT_PREFIXES
+    from supervisor.cli.system import EVENT_PREFIXES
 
     row = next(line for line in EVENTS_DOC.read_text().splitlines() if line.startswith("| `events` |"))
     documented = [topic for topic in re.findall(r"`([a-z]+\.)\*`", row.split("|")[2])]

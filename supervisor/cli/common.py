@@ -1,0 +1,76 @@
+"""What every command shares: the usage error, failing with docker's exit codes, the client,
+one operation applied to each named container, and files the daemon writes for the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, NoReturn
+
+from bus.errors import RemoteError
+from supervisor import durations
+
+
+class UsageError(Exception):
+    pass
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"dockyard: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def client_for(args: argparse.Namespace) -> Any:
+    from bus.client import Client
+
+    return Client(args.run_dir or os.environ.get("DOCKYARD_RUN") or "/run/dockyard", source=f"cli:{os.getpid()}")
+
+
+def start_failure(error: RemoteError) -> NoReturn:
+    fail(error.message, int(error.details.get("exit_code", 125)))
+
+
+def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, Any], show=None) -> int:
+    """Apply one operation to each named container, as docker does: report each failure,
+    carry on, and exit 1 if any failed."""
+    status = 0
+    for ref in args.containers:
+        try:
+            result = client.request(op, {"container": ref, **extra}, timeout=None)
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1 if op != "container.start" else int(error.details.get("exit_code", 1))
+            continue
+        print(show(result) if show else ref)
+    return status
+
+
+def to_output(output: str | None, op: str, request: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Have the daemon write a file (same host: it gets a path), to ``output`` or stdout."""
+    if output is not None:
+        return client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None)
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect the output")
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dockyard-") as scratch:
+        path = os.path.join(scratch, "out.tar")
+        result = client.request(op, {**request, "path": path}, timeout=None)
+        with open(path, "rb") as source:
+            shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+    return result
+
+
+def parse_time(value: str | None, flag: str) -> float | None:
+    """``--since``/``--until``: a duration before now (Go's: 10m, 1m30s), unix seconds or an
+    RFC 3339 time, as docker takes them (supervisor/durations.py)."""
+    if value is None:
+        return None
+    try:
+        return durations.parse_time(value, flag, time.time())
+    except durations.InvalidDuration as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,118 @@
+"""`dockyard daemon` and `dockyard worker`: the only commands that import the daemon's code
+(trio, structlog, pyzmq), and only when they run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .common import UsageError, fail
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the subparsers ``sub``."""
+    p = sub.add_parser("daemon", help="run the supervisor daemon in the foreground")
+    p.add_argument("--root", default=None, metavar="DIR", help="state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
+    p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
+                   help="run directory for the sockets (default $DOCKYARD_RUN or /run/dockyard)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file with these settings (flags win); SIGHUP reloads log-level, stats-interval "
+                        "and shutdown-timeout from it (docs/operations.md)")
+    p.add_argument("--cgroup-parent", default=None, help="cgroup that holds this daemon's containers (default dockyard)")
+    p.add_argument("--cgroup-root", default=None, metavar="DIR",
+                   help="where the cgroup hierarchies are mounted (default /sys/fs/cgroup; docs/operations.md)")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default=None, help="format of the daemon's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--stats-interval", type=float, default=None, metavar="SECONDS",
+                   help="seconds between two samples of every container's resource usage (default 1; 0: off)")
+    p.add_argument("--workers", default=None, metavar="NAMES",
+                   help="comma-separated workers the daemon starts and keeps running (default: all, "
+                        "logcollector,monitor; 'none': none, for workers run as their own units with "
+                        "`dockyard worker`; without a log collector no output is stored)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
+    p.add_argument("--default-pids-limit", type=int, default=None, metavar="N",
+                   help="the pids limit of a container created without --pids-limit (default 4096; -1: none)")
+    p.add_argument("--bridge-name", default=None, metavar="NAME",
+                   help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
+    p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
+                   help="the bridge's subnet; its first address is the gateway (default 172.31.0.0/16)")
+    p.add_argument("--ip-masq", action="store_true",
+                   help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
+    p.set_defaults(handler=cmd_daemon, client=False)
+
+    p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
+    p.add_argument("name", metavar="NAME", help="the worker (the daemon lists them in `info`)")
+    p.add_argument("--root", default=None, metavar="DIR", help="the daemon's state directory (default $DOCKYARD_ROOT or /var/lib/dockyard)")
+    p.add_argument("--run", dest="daemon_run", default=None, metavar="DIR",
+                   help="the daemon's run directory (default $DOCKYARD_RUN or /run/dockyard)")
+    p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the worker's log on stderr")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(handler=cmd_worker, client=False)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from supervisor import configfile
+    from supervisor.config import DEFAULT_PIDS_LIMIT, Config, default_root, default_run_dir
+    from supervisor.daemon import Reloader, main as daemon_main
+    from supervisor.errors import DockyardError
+
+    settings: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            settings = configfile.load(args.config)
+        except DockyardError as error:
+            fail(error.message)
+    flags = {
+        "root": args.root, "run": args.daemon_run or args.run_dir, "cgroup-parent": args.cgroup_parent,
+        "cgroup-root": args.cgroup_root,
+        "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
+        "workers": args.workers, "default-pids-limit": args.default_pids_limit,
+    }
+    given = frozenset(key for key, value in flags.items() if value is not None)
+
+    def setting(key: str, default: Any) -> Any:
+        value = flags.get(key)
+        return value if value is not None else settings.get(key, default)
+
+    workers = setting("workers", None)
+    if isinstance(workers, str):
+        workers = tuple(name for name in workers.split(",") if name and name != "none")
+    try:
+        config = Config(
+            root=setting("root", None) or default_root(),
+            run_dir=setting("run", None) or default_run_dir(),
+            cgroup_parent=setting("cgroup-parent", "dockyard"),
+            cgroup_root=setting("cgroup-root", "/sys/fs/cgroup"),
+            stats_interval=float(setting("stats-interval", 1.0)),
+            shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
+            workers=tuple(workers) if workers is not None else None,
+            insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
+            default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
+            **network_settings(args),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
+    return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
+
+
+def network_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's network flags as Config fields (only those given)."""
+    settings: dict[str, Any] = {}
+    if args.bridge_name is not None:
+        settings["bridge_name"] = args.bridge_name
+    if args.bridge_subnet is not None:
+        settings["bridge_subnet"] = args.bridge_subnet
+    if args.ip_masq:
+        settings["ip_masq"] = True
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from supervisor.config import default_root, default_run_dir
+    from workers import main as worker_main
+
+    return worker_main(args.name, args.root or default_root(), args.daemon_run or args.run_dir or default_run_dir(),
+                       args.log_format, args.log_level)

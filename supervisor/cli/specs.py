@@ -1,0 +1,170 @@
+"""The container flags of run and create, and how they become the bus's container spec
+(the daemon validates the values: the CLI only shapes them)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .common import UsageError
+
+
+def env_entries(values: list[str]) -> list[str]:
+    entries = []
+    for value in values:
+        if "=" in value:
+            entries.append(value)
+        elif value in os.environ:
+            entries.append(f"{value}={os.environ[value]}")
+    return entries
+
+
+def container_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="", help="assign a name to the container")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set an environment variable (KEY alone takes it from this environment)")
+    parser.add_argument("-w", "--workdir", default="", help="working directory inside the container")
+    parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
+    parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
+    parser.add_argument("--entrypoint", default=None, metavar="COMMAND",
+                        help="override the image's ENTRYPOINT (\"\" clears it; the image's CMD is dropped too)")
+    parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open, and attach it (run)")
+    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
+                        help="grace period between the stop signal and SIGKILL (default 10)")
+    parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
+    parser.add_argument("--restart", default=None, metavar="POLICY",
+                        help="restart policy when it exits: no (default), on-failure[:MAX-RETRIES], always, "
+                             "unless-stopped (the monitor worker applies it)")
+    parser.add_argument("--health-cmd", default=None, metavar="COMMAND",
+                        help="command to run to check health (a shell command line; exit 0: healthy)")
+    parser.add_argument("--health-interval", default=None, metavar="DURATION", help="time between checks (default 30s)")
+    parser.add_argument("--health-timeout", default=None, metavar="DURATION",
+                        help="longest a check may run before it counts as failed (default 30s)")
+    parser.add_argument("--health-retries", default=None, metavar="N",
+                        help="failures in a row that make it unhealthy (default 3)")
+    parser.add_argument("--health-start-period", default=None, metavar="DURATION",
+                        help="time after start when failures do not count (default 0s)")
+    parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
+    parser.add_argument("--network", "--net", default=None, metavar="MODE",
+                        help="bridge (default: an address on the daemon's bridge), none (loopback only), "
+                             "host (the host's network) or container:NAME (share that container's)")
+    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT:]PORT[/PROTO]",
+                        help="publish a container port on the host (repeatable; tcp or udp)")
+    parser.add_argument("-P", "--publish-all", action="store_true",
+                        help="publish the image's exposed ports on random host ports")
+    parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                        help="add a line to the container's /etc/hosts (repeatable)")
+    parser.add_argument("--dns", action="append", default=[], metavar="IP",
+                        help="a name server for the container's /etc/resolv.conf (repeatable)")
+    resource_options(parser)
+    parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
+                        help="allow the container to use a host device (it may mknod it; repeatable)")
+    parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="log option (repeatable): mode=blocking|non-blocking, max-buffer-size=SIZE "
+                             "(default 4m), max-size=SIZE (one segment, default 64m), max-file=N (default 5)")
+    parser.add_argument("image", help="image name, name:tag, or id")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
+
+
+#: (flags, spec.resources key, metavar, help). Values go to the daemon as typed; it parses them.
+RESOURCE_OPTIONS = (
+    (("-m", "--memory"), "memory", "SIZE", "memory limit (e.g. 64m; units b, k, m, g)"),
+    (("--memory-swap",), "memory_swap", "SIZE", "memory plus swap limit; -1 for unlimited swap (default: twice --memory)"),
+    (("--memory-reservation",), "memory_reservation", "SIZE", "memory soft limit"),
+    (("--cpus",), "cpus", "CPUS", "number of CPUs (e.g. 0.5)"),
+    (("-c", "--cpu-shares"), "cpu_shares", "SHARES", "CPU shares (relative weight, 2..262144)"),
+    (("--cpuset-cpus",), "cpuset_cpus", "LIST", "CPUs allowed (0-3, 0,1)"),
+    (("--pids-limit",), "pids_limit", "N", "most processes at once; -1 for unlimited"),
+)
+
+
+def resource_options(parser: argparse.ArgumentParser) -> None:
+    for flags, key, metavar, text in RESOURCE_OPTIONS:
+        parser.add_argument(*flags, dest=f"resource_{key}", default=None, metavar=metavar, help=text)
+
+
+def resources_from(args: argparse.Namespace) -> dict[str, Any]:
+    resources = {key: getattr(args, f"resource_{key}") for _, key, _, _ in RESOURCE_OPTIONS}
+    resources = {key: value for key, value in resources.items() if value is not None}
+    if getattr(args, "device", None):
+        resources["devices"] = args.device
+    return resources
+
+
+def spec_from(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "image": args.image,
+        "cmd": args.command,
+        "env": env_entries(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "hostname": args.hostname,
+        "name": args.name,
+        "auto_remove": args.rm,
+    }
+    if args.tty:
+        spec["tty"] = True
+    if args.interactive:
+        spec["open_stdin"] = True
+    if getattr(args, "entrypoint", None) is not None:
+        spec["entrypoint"] = [args.entrypoint] if args.entrypoint else []
+    if args.stop_timeout is not None:
+        spec["stop_timeout"] = args.stop_timeout
+    if args.stop_signal is not None:
+        spec["stop_signal"] = args.stop_signal
+    if args.restart is not None:
+        spec["restart"] = args.restart
+    healthcheck = health_flags(args)
+    if healthcheck is not None:
+        spec["healthcheck"] = healthcheck
+    resources = resources_from(args)
+    if resources:
+        spec["resources"] = resources
+    if args.log_opt:
+        spec["log_options"] = log_options_from(args.log_opt)
+    network_spec(args, spec)
+    return spec
+
+
+def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """The network flags into the spec (the daemon validates them)."""
+    if getattr(args, "network", None) is not None:
+        spec["network"] = args.network
+    for flag, key in (("publish", "publish"), ("add_host", "add_host"), ("dns", "dns")):
+        if getattr(args, flag, None):
+            spec[key] = list(getattr(args, flag))
+    if getattr(args, "publish_all", False):
+        spec["publish_all"] = True
+
+
+def health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --health-* flags as the spec's healthcheck fields (the daemon checks them)."""
+    if args.no_healthcheck:
+        return {"test": ["NONE"]}
+    flags: dict[str, Any] = {}
+    if args.health_cmd is not None:
+        flags["test"] = ["CMD-SHELL", args.health_cmd]
+    for name in ("interval", "timeout", "retries", "start_period"):
+        value = getattr(args, f"health_{name}")
+        if value is not None:
+            flags[name] = value
+    return flags or None
+
+
+def detach_keys_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default="", metavar="KEYS",
+                        help="keys that detach from a terminal, e.g. ctrl-x,y (default ctrl-p,ctrl-q)")
+
+
+def log_options_from(entries: list[str]) -> dict[str, str]:
+    """``--log-opt KEY=VALUE`` entries to a map; the daemon checks keys and values."""
+    options = {}
+    for entry in entries:
+        key, eq, value = entry.partition("=")
+        if not eq or not key:
+            raise UsageError(f"invalid --log-opt {entry!r}: use KEY=VALUE (e.g. max-size=10m)")
+        options[key] = value
+    return options
