@@ -1,10 +1,13 @@
 """The supervisor as a library: create, start, stop, wait for and remove containers from any
 trio program. The daemon (:mod:`supervisor.daemon`) is this API plus a bus.
 
-    async with Supervisor(Config(root=..., run_dir=...)) as sup:
+    async with Supervisor(Config(root=..., run_dir=...), publish=on_event) as sup:
         await sup.import_image(open("rootfs.tar", "rb"), "base")
-        container = await sup.run(ContainerSpec(image="base", cmd=("echo", "hi")))
+        container = await sup.run(ContainerSpec(image="base", cmd=["echo", "hi"]))
         exit_code = await sup.wait(container.id)
+
+docs/operations.md ("Embedding") is the user's guide: the event callback's contract, where the
+containers' output goes (``log_store``).
 
 Theory of operation
 -------------------
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import secrets
 import shlex
@@ -31,7 +35,7 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,8 +52,8 @@ from supervisor.images.changes import container_diff
 from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import EVENT_TYPES, health, restart as restart_policy, stats
-from supervisor.journal import Journal
 from supervisor.logbuffer import LogBuffers, drain, pump
+from supervisor.locallogs import LocalLogStore, discard, read_records
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups
 from supervisor.runtime.spawn import DEFAULT_CAPABILITIES, ForkServer, LaunchConfig, LaunchError, become_subreaper
@@ -60,10 +64,20 @@ from supervisor.spec import DEFAULT_PATH, ContainerSpec, merge_env, parse_signal
 from supervisor.state import Status
 from supervisor.store import ContainerStore
 
-#: publish(topic, data, channel): where the supervisor sends its events (the daemon's bus).
-#: publish(topic, data, channel[, payload]): payload as BusServer.publish takes it, only for
-#: a log record read into a buffer with room for its frame (supervisor/logbuffer.py).
+#: publish(topic, data, channel): the user's event callback (Supervisor(publish=...)). It
+#: gets every event in one shape; a log record's bytes are in data["data"], whatever its size.
+EventCallback = Callable[[str, dict[str, Any], str], Any]
+#: publish(topic, data, channel, payload): the daemon's bus (BusServer.publish's shape), which
+#: takes a big log record as ``payload`` (buffer, start, end) instead of data["data"], to
+#: send it without a copy (supervisor/logbuffer.py). Supervisor(publish_frames=...) only.
 EventSink = Callable[..., Any]
+
+#: Who stores the containers' output (Supervisor(log_store=...), docs/operations.md):
+#: "local": the Supervisor, in <root>/logs/<id>/ (supervisor/locallogs.py; the default);
+#: "collector": a log collector over the bus acknowledges it (the daemon); a container whose
+#: buffer is full waits for it (blocking mode). "none": nobody; records are let go once
+#: published (the event callback is their only reader).
+LOG_STORES = ("local", "collector", "none")
 
 EVENTS_CHANNEL = "events"
 #: Exit code recorded for a container that was running when the daemon died (as docker).
@@ -87,10 +101,35 @@ class PendingRestart:
 
 
 class Supervisor:
-    def __init__(self, config: Config | None = None, *, publish: EventSink | None = None, log: Any = None):
+    """Containers for a trio program (``async with Supervisor(config) as sup``).
+
+    Args:
+        config: paths and tunables (a private cgroup parent and bridge let it run beside a
+            dockyard daemon).
+        publish: ``publish(topic, data, channel)``, called on the trio thread for every event
+            (docs/events.md: lifecycle events, ``log.<id>.stdout|stderr`` with the output's
+            bytes in ``data["data"]``, ``stats.<id>``); it must not block. An exception it
+            raises is logged and counted (:attr:`callback_errors`), never raised here.
+        log: a structlog-style logger (default: structlog's ``dockyard`` logger).
+        log_store: who stores the containers' output, one of :data:`LOG_STORES`.
+        publish_frames: the daemon's bus (:data:`EventSink`); not for user code.
+    """
+
+    def __init__(self, config: Config | None = None, *, publish: EventCallback | None = None, log: Any = None,
+                 log_store: str = "local", publish_frames: EventSink | None = None):
+        if log_store not in LOG_STORES:
+            raise ValueError(f"log_store must be one of {', '.join(LOG_STORES)}, not {log_store!r}")
+        if publish is not None and (not callable(publish) or inspect.iscoroutinefunction(publish)):
+            raise TypeError(f"publish must be a plain function publish(topic, data, channel), not {publish!r}: "
+                            "it is called on the trio thread for every event (to handle events in a task, "
+                            "give it a trio memory channel's send_nowait)")
         self.config = config or Config()
-        self._sink = publish
+        self._callback = publish
+        self._sink = publish_frames
+        self.callback_errors = 0  # exceptions the event callback raised (each logged, at most one a second)
+        self._callback_error_logged = -1.0
         self.log = log or structlog.get_logger("dockyard")
+        self.log_store = log_store
         self._containers: dict[str, Container] = {}
         self._store = ContainerStore(self.config.containers_dir)
         self.images = ImageStore(self.config.root)
@@ -101,7 +140,9 @@ class Supervisor:
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
         self._shutting_down = False  # stops from now on are the daemon's, not the user's
         self._sampler: trio.CancelScope | None = None
-        self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped)
+        self.local_logs = LocalLogStore(self.config.root, self._log_dropped, self.log) if log_store == "local" else None
+        keep = self.local_logs.keep if self.local_logs is not None else discard if log_store == "none" else None
+        self.logs = LogBuffers(self.config.root, publish=self._publish, dropped=self._log_dropped, keep=keep)
         self.networking: Any = None  # supervisor.network.manager.Network, from __aenter__
         #: The pids limit given to a container created without one (-1: none); see __aenter__.
         self.default_pids_limit = self.config.default_pids_limit
@@ -122,6 +163,8 @@ class Supervisor:
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         self.networking.nursery = self._nursery
         self._start_sampler()
+        if self.local_logs is not None:
+            self._nursery.start_soon(self.local_logs.sync_forever)
         self._emit("daemon", "start", "", {"pid": str(os.getpid()), "root": str(self.config.root)})
         return self
 
@@ -129,6 +172,8 @@ class Supervisor:
         try:
             with trio.CancelScope(shield=True):
                 await self.shutdown()
+                if self.local_logs is not None:
+                    self.local_logs.close()
                 await trio.to_thread.run_sync(self._cgroups.remove_parent)
                 if self.networking is not None:
                     await self.networking.stop()
@@ -410,9 +455,23 @@ class Supervisor:
                 container.move("remove_failed")
                 self._save(container)
                 raise DockyardError(f"cannot remove container {container.name}: {exc}") from exc
+            if self.local_logs is not None:
+                self.local_logs.forget(container.id)
             await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
             self._containers.pop(container.id, None)
             self._emit_container(container, "destroy")
+
+    async def read_logs(self, ref: str) -> AsyncIterator[tuple[str, float, bytes]]:
+        """The container's stored output, oldest first: ``(stream, time, data)`` per record,
+        where ``stream`` is "stdout" or "stderr", ``time`` a unix time, and ``data`` whole
+        lines (or a piece of a line longer than 1 MiB). Lost output comes as a line saying how
+        much. Needs a store: ``log_store="local"``, or the daemon's log collector."""
+        from supervisor.loghandlers import dropped_message
+
+        container = self.get(ref)
+        async for record in read_records(self.logs.directory(container.id),
+                                         lambda stream, lost: dropped_message(stream, *lost)):
+            yield record
 
     async def update(self, ref: str, changes: dict[str, Any]) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
@@ -1070,12 +1129,27 @@ class Supervisor:
         self._publish(topic, data, EVENTS_CHANNEL)
 
     def _publish(self, topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:
-        if self._sink is None:
-            return
-        if payload is None:
-            self._sink(topic, data, channel)
-        else:
+        if self._sink is not None:
             self._sink(topic, data, channel, payload)
+        if self._callback is None:
+            return
+        if payload is not None:  # the callback's one shape: the record's bytes in data["data"]
+            buffer, start, end = payload
+            data = {**data, "data": bytes(memoryview(buffer)[start:end])}
+        try:
+            self._callback(topic, data, channel)
+        except Exception as exc:  # the user's code: it must not take the containers down
+            self._callback_failed(topic, exc)
+
+    def _callback_failed(self, topic: str, exc: Exception) -> None:
+        """Count, and log (the first one with its traceback, then at most one a second)."""
+        self.callback_errors += 1
+        now = time.monotonic()
+        if self._callback_error_logged < 0 or now - self._callback_error_logged >= 1.0:
+            self._callback_error_logged = now
+            first = {"exc_info": exc} if self.callback_errors == 1 else {}
+            self.log.error("the event callback raised an exception; the event was not retried", topic=topic,
+                           error=f"{type(exc).__name__}: {exc}", errors=self.callback_errors, **first)
 
 
 def _resolve(spec: ContainerSpec, image: Image, container_id: str) -> Resolved:

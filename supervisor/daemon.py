@@ -129,7 +129,7 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
                 status.poke()
 
     try:
-        supervisor = Supervisor(config, publish=publish, log=log)
+        supervisor = Supervisor(config, publish_frames=publish, log=log, log_store="collector")
         status = systemd.StatusReporter(notifier, lambda: status_line(supervisor))
         workers = WorkerManager(
             worker_commands(config, log_format, log_level),

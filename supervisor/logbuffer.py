@@ -33,6 +33,9 @@ block. Nothing is dropped. Once the container's pid 1 exited (:meth:`ContainerLo
 no longer waits: what is left in the pipe (at most its size) is read into the buffer, so a
 container whose collector is away still exits.
 
+*Kept in this process* (``keep``, an embedded Supervisor: supervisor/locallogs.py): each
+record is stored (or let go) as it is cut and acknowledged at once, so nothing ever waits.
+
 *Non-blocking*: ``write`` never waits; the oldest buffered records are evicted instead. An
 evicted record is not lost yet: it was published, and a live collector stores it. It is lost
 when the collector asks for it and the buffer no longer has it: then ``replay`` reports the
@@ -76,6 +79,9 @@ EVICTED_TRACKED = 100_000
 Publish = Callable[..., None]
 #: dropped(container id, stream name, lines, bytes): a loss became certain.
 Dropped = Callable[[str, str, int, int], None]
+#: keep(container log, record): stores a record in this process, which then frees it at once
+#: (an embedded Supervisor, supervisor/locallogs.py); None: a log collector acknowledges it.
+Keep = Callable[["ContainerLog", Record], None]
 
 
 class StreamBuffer:
@@ -171,7 +177,7 @@ class ContainerLog:
     """
 
     def __init__(self, container_id: str, options: LogOptions, last: dict[int, int], publish: Publish,
-                 dropped: Dropped, clock: Callable[[], float] = time.time):
+                 dropped: Dropped, clock: Callable[[], float] = time.time, keep: Keep | None = None):
         self.id = container_id
         self.options = options
         self.streams = {STDOUT: StreamBuffer(last.get(STDOUT, 0)), STDERR: StreamBuffer(last.get(STDERR, 0))}
@@ -181,6 +187,7 @@ class ContainerLog:
         self.waiting = False  # write() is waiting for room (the container is held up)
         self._publish = publish
         self._dropped = dropped
+        self._keep = keep
         self._clock = clock
         self._last_ts = 0.0
         self.last_read = 0.0  # trio time of the last chunk taken (pump), for the drain after exit
@@ -240,13 +247,17 @@ class ContainerLog:
         self._last_ts = ts
         buffer = self.streams[code]
         buffer.last += 1
-        buffer.append(Record(ts, code, buffer.last, PARTIAL if partial else 0, payload))
+        record = Record(ts, code, buffer.last, PARTIAL if partial else 0, payload)
+        buffer.append(record)
         self.bytes += len(payload)
         topic = self._topics[code]
         if frame is None:
             self._publish(topic, {"seq": buffer.last, "ts": ts, "data": payload, "partial": partial}, topic)
         else:
             self._publish(topic, {"seq": buffer.last, "ts": ts, "partial": partial}, topic, frame)
+        if self._keep is not None:  # kept in this process: nobody else will acknowledge it
+            self._keep(self, record)
+            self.ack(code, record.seq)
         if self.options.mode != BLOCKING:
             while self.bytes > self.options.max_buffer_size:
                 self.bytes -= self._oldest_buffer().evict_oldest()
@@ -370,10 +381,11 @@ class LogBuffers:
     """Every container's :class:`ContainerLog`, kept while the daemon runs (seqs continue
     across a container's restarts; after a daemon restart they continue from the store)."""
 
-    def __init__(self, root: Path, publish: Publish, dropped: Dropped):
+    def __init__(self, root: Path, publish: Publish, dropped: Dropped, keep: Keep | None = None):
         self.root = Path(root)
         self._publish = publish
         self._dropped = dropped
+        self._keep = keep
         self._logs: dict[str, ContainerLog] = {}
         self.collector = CollectorSightings()
 
@@ -388,7 +400,8 @@ class LogBuffers:
                 last = LogReader(self.directory(container_id)).last_seqs()
             except Exception:  # an unreadable store: the collector reports it; start afresh
                 last = {STDOUT: 0, STDERR: 0}
-            log = self._logs[container_id] = ContainerLog(container_id, options, last, self._publish, self._dropped)
+            log = self._logs[container_id] = ContainerLog(container_id, options, last, self._publish, self._dropped,
+                                                          keep=self._keep)
         log.options = options
         log.started()
         return log

@@ -210,7 +210,7 @@ class Resources:
         for key, value in data.items():
             name = ALIASES.get(key, key)
             if name not in FLAGS:
-                raise InvalidArgument(f"spec.resources: unknown field {key!r}")
+                raise InvalidArgument(f"spec.resources: unknown field {key!r} (known: {', '.join([*FLAGS, *ALIASES])})")
             if name in ("memory", "memory_swap", "memory_reservation"):
                 values[name] = parse_size(value, name)
             elif name == "nano_cpus":

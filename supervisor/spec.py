@@ -44,6 +44,15 @@ def parse_signal(value: str | int) -> int:
 
 @dataclass(frozen=True)
 class ContainerSpec:
+    """What to run. Takes what a Python caller naturally passes and keeps it in the frozen
+    spec's own types: a list of strings for ``cmd``, ``env``, ``entrypoint``, ``publish``,
+    ``add_host`` and ``dns`` (kept as a tuple); a map for ``env`` (``{"A": "1"}``, kept as
+    ``("A=1",)``), ``resources`` (``{"memory": "64m"}``, as :meth:`Resources.from_map`) and
+    ``log_options`` (``{"max-size": "10m"}``, as :meth:`LogOptions.from_map`); a signal name
+    for ``stop_signal``. Anything else is refused with an InvalidArgument that names the field
+    and what it takes.
+    """
+
     image: str
     cmd: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
@@ -72,8 +81,9 @@ class ContainerSpec:
     dns: tuple[str, ...] = ()  # --dns IP
 
     def __post_init__(self) -> None:
+        _normalise(self)
         if not isinstance(self.image, str) or not self.image:
-            raise InvalidArgument("spec.image: an image name is required")
+            raise InvalidArgument(f"spec.image: an image name is required, not {_given(self.image)}")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
         if self.entrypoint is not None:
@@ -101,7 +111,9 @@ class ContainerSpec:
         if type(self.stop_signal) is not int or not 0 < self.stop_signal < signal.NSIG:
             raise InvalidArgument(f"spec.stop_signal: {self.stop_signal!r} is not a signal number")
         if not isinstance(self.resources, Resources):
-            raise InvalidArgument("spec.resources: must be a Resources")
+            raise InvalidArgument(
+                f"spec.resources: must be a map of limits (e.g. {{'memory': '64m'}}) or a Resources, "
+                f"not {_given(self.resources)}")
         if self.healthcheck is not None:
             object.__setattr__(self, "healthcheck", _health_flags(self.healthcheck))
         policy = RestartPolicy.parse(self.restart)
@@ -113,7 +125,9 @@ class ContainerSpec:
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
         if not isinstance(self.log_options, LogOptions):
-            raise InvalidArgument("spec.log_options: must be a LogOptions")
+            raise InvalidArgument(
+                f"spec.log_options: must be a map of --log-opt keys (e.g. {{'max-size': '10m'}}) or a LogOptions, "
+                f"not {_given(self.log_options)}")
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -198,9 +212,60 @@ def _health_flags(flags: Any) -> dict[str, Any]:
     return {key: checked[key] for key in flags}
 
 
+#: The fields that hold a list of strings.
+_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns")
+
+
+def _normalise(spec: ContainerSpec) -> None:
+    """Lists to tuples, maps to their types, a signal name to its number (see ContainerSpec)."""
+    for key in _STRING_LISTS:
+        if isinstance(getattr(spec, key), list):
+            object.__setattr__(spec, key, tuple(getattr(spec, key)))
+    if isinstance(spec.env, dict):
+        object.__setattr__(spec, "env", tuple(_env_entry(key, value) for key, value in spec.env.items()))
+    if isinstance(spec.resources, dict):
+        try:
+            object.__setattr__(spec, "resources", Resources.from_map(spec.resources))
+        except InvalidArgument as exc:
+            if exc.message.startswith("spec.resources"):
+                raise
+            raise InvalidArgument(f"spec.resources.{exc.details.get('field', '')}: {exc.message}",
+                                  **exc.details) from None
+    if isinstance(spec.log_options, dict):
+        try:
+            object.__setattr__(spec, "log_options", LogOptions.from_map(spec.log_options))
+        except InvalidLogOption as exc:
+            raise InvalidArgument(f"spec.log_options: {exc.message}", flag="--log-opt", key=exc.key) from None
+    if isinstance(spec.stop_signal, str):
+        try:
+            object.__setattr__(spec, "stop_signal", parse_signal(spec.stop_signal))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"spec.stop_signal: {exc.message}") from None
+
+
+def _env_entry(key: Any, value: Any) -> str:
+    """One KEY=VALUE of an environment given as a map."""
+    if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidArgument(
+            f"spec.env: a map of environment variables takes string keys and string (or number) values, "
+            f"not {key!r}: {_given(value)}")
+    return f"{key}={value}"
+
+
+def _given(value: Any) -> str:
+    """What a caller passed, for an error message: ``'echo hi' (str)``."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
 def _strings(field: str, values: tuple[str, ...]) -> None:
-    if not isinstance(values, tuple) or not all(isinstance(v, str) for v in values):
-        raise InvalidArgument(f"spec.{field}: must be a list of strings")
+    if not isinstance(values, tuple):
+        raise InvalidArgument(f"spec.{field}: must be a list of strings, not {_given(values)}")
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"spec.{field}: must be a list of strings, but holds {_given(value)}")
     if any("\x00" in v for v in values):
         raise InvalidArgument(f"spec.{field}: contains a NUL byte")
 

@@ -19,7 +19,6 @@ otherwise the container's own exit code.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
 
@@ -57,6 +56,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

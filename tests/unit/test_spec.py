@@ -2,7 +2,9 @@ import signal
 
 import pytest
 
+from logs.options import LogOptions
 from supervisor.errors import InvalidArgument
+from supervisor.resources import Resources
 from supervisor.spec import ContainerSpec, merge_env, parse_signal
 
 
@@ -45,3 +47,42 @@ def test_signals_by_name_and_number():
 
 def test_later_environment_wins_and_order_is_kept():
     assert merge_env(["PATH=/bin", "A=1"], ["A=2", "B=3"]) == ["PATH=/bin", "A=2", "B=3"]
+
+
+def test_what_a_python_caller_naturally_passes_is_taken_and_kept_as_the_specs_own_types():
+    """Lists for the string lists, maps for env, resources and log options, a signal name:
+    normalised, so the spec equals (and hashes as) the one built from the stored types."""
+    spec = ContainerSpec(
+        image="base", cmd=["echo", "hi"], env={"A": "1", "N": 2}, entrypoint=[], publish=["8080:80"],
+        add_host=["db:10.0.0.2"], dns=["10.0.0.53"], resources={"memory": "64m", "cpus": "0.5"},
+        log_options={"max-size": "10m", "max-file": "2"}, stop_signal="SIGKILL",
+    )
+    stored = ContainerSpec(
+        image="base", cmd=("echo", "hi"), env=("A=1", "N=2"), entrypoint=(), publish=("8080:80",),
+        add_host=("db:10.0.0.2",), dns=("10.0.0.53",), resources=Resources.from_map({"memory": "64m", "cpus": "0.5"}),
+        log_options=LogOptions(max_size=10 << 20, max_file=2), stop_signal=int(signal.SIGKILL),
+    )
+    assert spec == stored and hash(spec) == hash(stored)
+    assert spec.cmd == ("echo", "hi") and spec.resources.memory == 64 << 20 and spec.log_options.max_file == 2
+    assert ContainerSpec.from_map(spec.to_map()) == spec
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"cmd": "echo hi"}, r"spec\.cmd: must be a list of strings, not 'echo hi' \(str\)"),
+        ({"cmd": ["echo", 1]}, r"spec\.cmd: must be a list of strings, but holds 1 \(int\)"),
+        ({"env": {"A": None}}, r"spec\.env: a map of environment variables takes string keys and string"),
+        ({"env": "A=1"}, r"spec\.env: must be a list of strings, not 'A=1' \(str\)"),
+        ({"resources": {"memory": "lots"}}, r"spec\.resources\.memory: invalid value 'lots' for --memory: use a number"),
+        ({"resources": {"mem": "64m"}}, r"spec\.resources: unknown field 'mem' \(known: memory, "),
+        ({"resources": 64}, r"spec\.resources: must be a map of limits .* not 64 \(int\)"),
+        ({"log_options": {"max-size": "big"}}, r"spec\.log_options: invalid value 'big' for --log-opt max-size"),
+        ({"log_options": "max-size=10m"}, r"spec\.log_options: must be a map of --log-opt keys"),
+        ({"stop_signal": "NOPE"}, r"spec\.stop_signal: invalid signal 'NOPE'"),
+        ({"image": None}, r"spec\.image: an image name is required, not None"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_is_refused_naming_the_field_and_what_it_takes(fields, message):
+    with pytest.raises(InvalidArgument, match=message):
+        ContainerSpec(**{"image": "base", **fields})

@@ -20,7 +20,7 @@ from supervisor.registry.reference import ReferenceError, parse as parse_registr
 from supervisor.spec import ContainerSpec
 
 #: Scripts that run on their own (not imported as modules).
-SCRIPTS = ("supervisor.runtime.forkserver", "workers.__main__")
+SCRIPTS = ("supervisor.runtime.forkserver", "workers.__main__", "supervisor.cli.__main__")
 
 
 def validating_modules() -> list[str]:
