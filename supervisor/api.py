@@ -1063,9 +1063,11 @@ def _write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
         with open(temporary, "wb") as stream:
             write(stream)
         os.replace(temporary, output)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             temporary.unlink()
+        if isinstance(exc, OSError) and exc.filename == str(temporary):  # the output, not the source
+            raise InvalidArgument(f"cannot write {output}: {exc.strerror}", path=str(output)) from None
         raise
 
 

@@ -24,6 +24,7 @@ in one commit, or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -103,8 +104,11 @@ def save(store: ImageStore, refs: list[str], output: Path) -> list[str]:
                 {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}))
             _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
         os.replace(temporary, output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(exc, OSError) and exc.filename == str(temporary):  # the output, not the store
+            raise InvalidArgument(f"cannot save to {output}: {exc.strerror}", path=str(output)) from None
         raise
     return [tag or f"sha256:{image.id}" for image, tag in chosen]
 
