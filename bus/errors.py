@@ -18,8 +18,8 @@ from __future__ import annotations
 ERROR_CODES = frozenset(
     {
         "bad_frame",  # the request frame could not be decoded
-        "bad_request",  # unknown operation, or arguments of the wrong shape
-        "invalid_argument",  # well-formed, but a value is not acceptable (bad spec, bad signal)
+        "bad_request",  # unknown operation, or a client's stream message of the wrong shape
+        "invalid_argument",  # an argument missing, unknown, of the wrong type or not acceptable
         "not_found",  # no such container or image
         "conflict",  # the name is taken, the object is in use
         "invalid_state",  # the operation is not possible in the object's current state

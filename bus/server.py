@@ -423,45 +423,50 @@ class BusServer:
         control = self._control
         assert control is not None
         while True:
-            frames = await control.recv()
-            if len(frames) != 2:
-                self.stats.frames_bad += 1
-                self._debug("bus dropped a control message", frames=len(frames))
-                continue
-            peer, frame = frames
-            try:
-                envelope = codec.decode(frame)
-            except FrameError as exc:
-                self._answer_bad_frame(peer, "unknown", 0, exc)
-                continue
-            if codec.is_stream(envelope):
-                self._file_stream_message(peer, envelope)
-                continue
-            try:
-                op = codec.request_op(envelope)
-            except MalformedFrame as exc:
-                prefix, _, named = envelope.topic.partition(".")
-                self._answer_bad_frame(peer, named if prefix == "request" and named else "unknown", envelope.seq, exc)
-                continue
-            self.stats.requests += 1
-            handler = self._handlers.get(op)
-            if handler is None:
-                known = sorted(self._handlers)
-                frame = codec.encode(
-                    codec.error_reply(
-                        op,
-                        envelope.seq,
-                        "bad_request",
-                        f"unknown operation {op!r}; known operations: {', '.join(known)}",
-                        {"op": op, "known": known},
-                        source=self.source,
-                    )
+            self._on_control_message(nursery, await control.recv())
+
+    def _on_control_message(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
+        """One message from the ROUTER (``[peer, frame]``): a request gets a task that
+        answers it with exactly one reply; a bad frame or an unknown operation is answered
+        at once; a client's stream message is filed; anything else is counted."""
+        if len(frames) != 2:
+            self.stats.frames_bad += 1
+            self._debug("bus dropped a control message", frames=len(frames))
+            return
+        peer, frame = frames
+        try:
+            envelope = codec.decode(frame)
+        except FrameError as exc:
+            self._answer_bad_frame(peer, "unknown", 0, exc)
+            return
+        if codec.is_stream(envelope):
+            self._file_stream_message(peer, envelope)
+            return
+        try:
+            op = codec.request_op(envelope)
+        except MalformedFrame as exc:
+            prefix, _, named = envelope.topic.partition(".")
+            self._answer_bad_frame(peer, named if prefix == "request" and named else "unknown", envelope.seq, exc)
+            return
+        self.stats.requests += 1
+        handler = self._handlers.get(op)
+        if handler is None:
+            known = sorted(self._handlers)
+            frame = codec.encode(
+                codec.error_reply(
+                    op,
+                    envelope.seq,
+                    "bad_request",
+                    f"unknown operation {op!r}; known operations: {', '.join(known)}",
+                    {"op": op, "known": known},
+                    source=self.source,
                 )
-                self._send_reply(peer, frame, error=True)
-                continue
-            request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
-            self._running[(peer, envelope.seq)] = request
-            nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
+            )
+            self._send_reply(peer, frame, error=True)
+            return
+        request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
+        self._running[(peer, envelope.seq)] = request
+        nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
 
     def _file_stream_message(self, peer: bytes, envelope: Envelope) -> None:
         request = self._running.get((peer, envelope.seq))
@@ -621,7 +626,8 @@ class BusServer:
         ``sync.<token>``; error ``timeout`` after SYNC_TIMEOUT seconds."""
         token = request.args.get("token")
         if not isinstance(token, str) or not _SYNC_TOKEN.match(token):
-            raise RequestFailed("bad_request", "bus.sync needs a token of 1 to 64 letters, digits, '_' or '-'")
+            raise RequestFailed("invalid_argument", "bus.sync: argument 'token' must be 1 to 64 letters, digits, "
+                                "'_' or '-'", {"op": "bus.sync", "argument": "token"})
         if token in self._sync_seen:
             del self._sync_seen[token]
             return {"token": token}

@@ -45,12 +45,20 @@ def atomic_file(path: str | os.PathLike[str], *, durable: bool, mode: int) -> It
     (for content streamed in parts, such as a tar). On an error, or if the block raises,
     the temporary file is removed and ``path`` is left as it was.
 
+    Raises:
+        OSError: with ``filename`` ``path`` itself when ``path`` cannot be created or replaced
+            (its directory is missing or not writable, or it is a directory); an error of the
+            content written (a source that vanished, say) passes through as it is.
+
     The temporary file is ``.<name>.<random>.tmp`` beside ``path`` (the same filesystem,
     so the rename is atomic), created exclusively and without following a link.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     try:
         with open(fd, "wb") as stream:
             os.fchmod(fd, mode)  # os.open applied the umask
@@ -58,7 +66,10 @@ def atomic_file(path: str | os.PathLike[str], *, durable: bool, mode: int) -> It
             stream.flush()
             if durable:
                 os.fsync(fd)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -1197,8 +1197,13 @@ def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str
 
 def _write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write`` with a file that replaces ``output`` once complete (never half-written)."""
-    with atomic_file(output, durable=False, mode=0o644) as stream:
-        write(stream)
+    try:
+        with atomic_file(output, durable=False, mode=0o644) as stream:
+            write(stream)
+    except OSError as exc:
+        if exc.filename != str(output):  # the source, not the output
+            raise
+        raise InvalidArgument(f"cannot write {output}: {exc.strerror}", path=str(output)) from None
 
 
 def _host_memory() -> int:

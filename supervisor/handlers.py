@@ -1,6 +1,7 @@
 """The daemon's bus commands: one small handler per operation.
 
-Each handler validates its arguments (an :class:`InvalidArgument` names the bad one), calls
+Each handler gets its arguments already checked against the operation's declaration in
+supervisor/operations.py (the one place an argument's presence and type are checked), calls
 the :class:`~supervisor.api.Supervisor`, and returns a msgpack-able result that becomes the
 reply. Errors raised here carry a stable ``code`` that the bus puts in the error reply. The
 argument and result schema of each operation is in its docstring and in docs/events.md.
@@ -15,41 +16,42 @@ from typing import Any
 
 from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
-from supervisor.attach import Session, Target, chunk_window
+from supervisor.attach import Session
 from supervisor.errors import InvalidArgument
 from supervisor.health import Probe
 from supervisor.exec import ExecSpec
 from supervisor.images.store import Image
 from supervisor.journal import Journal
+from supervisor.operations import OPERATIONS
 from supervisor.spec import ContainerSpec, parse_signal
 
-_REQUIRED = object()
+#: ``async def handler(request, args)``: ``args`` checked by supervisor/operations.py.
+CheckedHandler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 
 
-def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
-    if name not in args or args[name] is None:
-        if default is _REQUIRED:
-            raise InvalidArgument(f"argument {name!r} is required")
-        return default
-    value = args[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InvalidArgument(f"argument {name!r} must be {expected}, not {type(value).__name__}")
-    return value
+def checked(op: str, handler: CheckedHandler) -> Callable[[Any], Awaitable[Any]]:
+    """The bus handler of ``op``: checks the request's arguments against the operation's
+    declaration, then runs ``handler`` with them; a bad argument is refused before it runs."""
+    operation = OPERATIONS[op]
+
+    async def run(request: Any) -> Any:
+        return await handler(request, operation.check(request.args))
+
+    run.__name__ = run.__qualname__ = f"checked {op}"
+    return run
 
 
-def _strings(args: dict[str, Any], name: str) -> list[str]:
-    values = _arg(args, name, list, [])
-    if not all(isinstance(value, str) for value in values):
-        raise InvalidArgument(f"argument {name!r} must be a list of strings")
-    return values
+def checked_table(handlers: dict[str, CheckedHandler]) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+    """Every handler wrapped by :func:`checked`; an operation without a declaration is a bug."""
+    undeclared = sorted(set(handlers) - set(OPERATIONS))
+    if undeclared:
+        raise ValueError(f"operations without a declaration in supervisor/operations.py: {', '.join(undeclared)}")
+    return {op: checked(op, handler) for op, handler in handlers.items()}
 
 
-def _path(args: dict[str, Any], name: str) -> Path:
-    value = _arg(args, name, str)
-    if not os.path.isabs(value) or "\x00" in value:
-        raise InvalidArgument(f"argument {name!r} must be an absolute path, not {value!r}")
-    return Path(value)
+def _given(args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the client gave (the registry service applies its own defaults)."""
+    return {name: value for name, value in args.items() if value is not None}
 
 
 class StreamAttachment:
@@ -78,9 +80,10 @@ class Handlers:
         self.workers = workers
 
     def table(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
 
-        return {
+        return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             "container.create": self.create,
             "container.run": self.run,
@@ -118,55 +121,55 @@ class Handlers:
             "image.push": self.image_push,
             "events.replay": self.events_replay,
             "daemon.info": self.info,
-        }
+        })
 
-    async def create(self, req: Any) -> dict[str, Any]:
+    async def create(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{spec: ContainerSpec map} -> {id, name}"""
-        container = await self.sup.create(ContainerSpec.from_map(_arg(req.args, "spec", dict)))
+        container = await self.sup.create(ContainerSpec.from_map(args["spec"]))
         return {"id": container.id, "name": container.name}
 
-    async def run(self, req: Any) -> dict[str, Any]:
+    async def run(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{spec, attach: bool, stdin?: bool, window?: chunks} -> {id, name} at once, or,
         attached: a session (supervisor/attach.py: stream payloads {stream: "stdout"|"stderr",
         data: bytes} while it runs, input and control messages from the client), then
         {id, name, exit_code, dropped} once it has exited and all its output was sent, or
         {id, name, detached: true}."""
-        spec = ContainerSpec.from_map(_arg(req.args, "spec", dict))
-        if not _arg(req.args, "attach", bool, False):
+        spec = ContainerSpec.from_map(args["spec"])
+        if not args["attach"]:
             container = await self.sup.run(spec)
             return {"id": container.id, "name": container.name}
-        session = self._session(req)
+        session = self._session(req, args)
         container = await self.sup.run(spec, attach=session)
         return await self._serve_container(session, container)
 
-    async def start(self, req: Any) -> dict[str, Any]:
+    async def start(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, attach?: bool, stdin?: bool, window?} -> {id}, or attached: a session
         as for run, then {id, name, exit_code, dropped} or {id, name, detached: true}"""
-        ref = _arg(req.args, "container", str)
-        if not _arg(req.args, "attach", bool, False):
+        ref = args["container"]
+        if not args["attach"]:
             container = await self.sup.start(ref)
             return {"id": container.id}
-        session = self._session(req)
+        session = self._session(req, args)
         container = await self.sup.start(ref, attach=session)
         return await self._serve_container(session, container)
 
-    async def attach(self, req: Any) -> dict[str, Any]:
+    async def attach(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, stdin?: bool, window?} -> a session with a running container (its
         output from now on), then {id, name, exit_code, dropped} or {id, name, detached: true}"""
-        session = self._session(req)
-        container = self.sup.attach(_arg(req.args, "container", str), session)
+        session = self._session(req, args)
+        container = self.sup.attach(args["container"], session)
         return await self._serve_container(session, container)
 
-    async def exec(self, req: Any) -> dict[str, Any]:
+    async def exec(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, exec: {cmd, env?, workdir?, user?, tty?, stdin?, detach?}, window?}
         -> with detach: {exec_id, pid} once it runs; else a session with the exec'd process,
         then {exec_id, exit_code, dropped} or {exec_id, detached: true}"""
-        ref = _arg(req.args, "container", str)
-        spec = ExecSpec.from_map(_arg(req.args, "exec", dict))
+        ref = args["container"]
+        spec = ExecSpec.from_map(args["exec"])
         if spec.detach:
             execution = await self.sup.exec(ref, spec)
             return {"exec_id": execution.id, "pid": execution.pid}
-        session = Session(req, chunk_window(req.args), stdin=spec.stdin)
+        session = Session(req, args["window"], stdin=spec.stdin)
         execution = await self.sup.exec(ref, spec, attach=session)
         try:
             exit_code = await session.serve(execution.target(), execution.wait)
@@ -177,8 +180,8 @@ class Handlers:
             return {"exec_id": execution.id, "detached": True}
         return {"exec_id": execution.id, "exit_code": exit_code, "dropped": session.dropped}
 
-    def _session(self, req: Any) -> Session:
-        return Session(req, chunk_window(req.args), stdin=_arg(req.args, "stdin", bool, False))
+    def _session(self, req: Any, args: dict[str, Any]) -> Session:
+        return Session(req, args["window"], stdin=args["stdin"])
 
     async def _serve_container(self, session: Session, container: Any) -> dict[str, Any]:
         try:
@@ -189,225 +192,219 @@ class Handlers:
             return {"id": container.id, "name": container.name, "detached": True}
         return {"id": container.id, "name": container.name, "exit_code": exit_code, "dropped": session.dropped}
 
-    async def stop(self, req: Any) -> dict[str, Any]:
+    async def stop(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, timeout?: seconds} -> {id}"""
-        timeout = _arg(req.args, "timeout", int, None)
-        if timeout is not None and timeout < 0:
-            raise InvalidArgument(f"argument 'timeout' must be >= 0, not {timeout}")
-        container = await self.sup.stop(_arg(req.args, "container", str), timeout)
+        container = await self.sup.stop(args["container"], args["timeout"])
         return {"id": container.id}
 
-    async def kill(self, req: Any) -> dict[str, Any]:
+    async def kill(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, signal?: name or number (default KILL)} -> {id}"""
-        sig = parse_signal(_arg(req.args, "signal", (str, int), "KILL"))
-        container = await self.sup.kill(_arg(req.args, "container", str), sig)
+        sig = parse_signal(args["signal"])
+        container = await self.sup.kill(args["container"], sig)
         return {"id": container.id}
 
-    async def restart(self, req: Any) -> dict[str, Any]:
+    async def restart(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, timeout?} -> {id}"""
-        container = await self.sup.restart(_arg(req.args, "container", str), _arg(req.args, "timeout", int, None))
+        container = await self.sup.restart(args["container"], args["timeout"])
         return {"id": container.id}
 
-    async def wait(self, req: Any) -> dict[str, Any]:
+    async def wait(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> {exit_code}, once the container is not running"""
-        return {"exit_code": await self.sup.wait(_arg(req.args, "container", str))}
+        return {"exit_code": await self.sup.wait(args["container"])}
 
-    async def remove(self, req: Any) -> dict[str, Any]:
+    async def remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, force?: bool} -> {id}"""
-        container = self.sup.get(_arg(req.args, "container", str))
-        await self.sup.remove(container.id, force=_arg(req.args, "force", bool, False))
+        container = self.sup.get(args["container"])
+        await self.sup.remove(container.id, force=args["force"])
         return {"id": container.id}
 
-    async def list(self, req: Any) -> dict[str, Any]:
+    async def list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{all?: bool} -> {containers: [ps rows]}"""
-        return {"containers": [c.summary() for c in self.sup.list(all=_arg(req.args, "all", bool, False))]}
+        return {"containers": [c.summary() for c in self.sup.list(all=args["all"])]}
 
-    async def inspect(self, req: Any) -> dict[str, Any]:
+    async def inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> the docker-shaped inspect document"""
-        return self.sup.get(_arg(req.args, "container", str)).inspect()
+        return self.sup.get(args["container"]).inspect()
 
-    async def update(self, req: Any) -> dict[str, Any]:
+    async def update(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, resources: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
         cpu_shares?, cpuset_cpus?, pids_limit?}} -> {id, resources}. Values as in a spec
         ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
-        container = await self.sup.update(_arg(req.args, "container", str), _arg(req.args, "resources", dict))
+        container = await self.sup.update(args["container"], args["resources"])
         return {"id": container.id, "resources": container.spec.resources.to_map()}
 
-    async def stats(self, req: Any) -> dict[str, Any]:
+    async def stats(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{containers?: [ref]} -> {stats: [{id, name, time, cpu_usage_ns, cpu_percent,
         memory_usage, memory_limit, memory_percent, pids, block_read_bytes,
         block_write_bytes}]}: one fresh sample each (default: every running container)."""
-        refs = _arg(req.args, "containers", list, [])
-        if not all(isinstance(ref, str) for ref in refs):
-            raise InvalidArgument("argument 'containers' must be a list of strings")
-        return {"stats": await self.sup.stats(refs)}
+        return {"stats": await self.sup.stats(args["containers"])}
 
-    async def schedule_restart(self, req: Any) -> dict[str, Any]:
+    async def schedule_restart(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, exit: the exit's finished_at, attempt: int >= 1, delay: seconds} ->
         {id, restart_count}: restart an exited container after delay, for its restart policy
         (the monitor's request). Refused with ``conflict`` when that exit was already answered
         or is not the container's last: one exit never causes two restarts."""
         container = await self.sup.schedule_restart(
-            _arg(req.args, "container", str),
-            _arg(req.args, "exit", str),
-            _arg(req.args, "attempt", int),
-            float(_arg(req.args, "delay", (int, float))),
+            args["container"],
+            args["exit"],
+            args["attempt"],
+            float(args["delay"]),
         )
         return {"id": container.id, "restart_count": container.restart_count}
 
-    async def health_check(self, req: Any) -> dict[str, Any]:
+    async def health_check(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> {id, status, failing_streak, exit_code}: run the container's health
         check once now (in the container, with its timeout) and record it (the monitor
         asks for this every interval)."""
-        container = await self.sup.run_health_check(_arg(req.args, "container", str))
+        container = await self.sup.run_health_check(args["container"])
         state = container.health
         return {"id": container.id, "status": state.status, "failing_streak": state.failing_streak,
                 "exit_code": state.log[-1].exit_code}
 
-    async def health_report(self, req: Any) -> dict[str, Any]:
+    async def health_report(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, start, end: unix seconds, exit_code: int (-1: timed out), output: str}
         -> {id, status, failing_streak}: one probe of the container's health check (the
         monitor's report)."""
         probe = Probe(
-            start=float(_arg(req.args, "start", (int, float))),
-            end=float(_arg(req.args, "end", (int, float))),
-            exit_code=_arg(req.args, "exit_code", int),
-            output=_arg(req.args, "output", str, ""),
+            start=float(args["start"]),
+            end=float(args["end"]),
+            exit_code=args["exit_code"],
+            output=args["output"],
         )
-        container = self.sup.report_health(_arg(req.args, "container", str), probe)
+        container = self.sup.report_health(args["container"], probe)
         return {"id": container.id, "status": container.health.status, "failing_streak": container.health.failing_streak}
 
-    async def image_import(self, req: Any) -> dict[str, Any]:
+    async def image_import(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{path: a tar file the daemon can read, reference: NAME[:TAG], changes?: [Dockerfile
         instruction], message?: the history comment} -> image summary"""
-        path = _arg(req.args, "path", str)
-        reference = _arg(req.args, "reference", str)
+        path = args["path"]
+        reference = args["reference"]
         try:
             source = open(path, "rb")
         except OSError as exc:
             raise InvalidArgument(f"cannot import {path}: {exc.strerror}", path=path) from exc
-        changes = _strings(req.args, "changes")
-        message = _arg(req.args, "message", str, "")
+        changes = args["changes"]
+        message = args["message"]
         with source:
             image = await self.sup.import_image(source, reference, changes, message)
         return image_summary(image)
 
-    async def image_tag(self, req: Any) -> dict[str, Any]:
+    async def image_tag(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image, reference: NAME[:TAG]} -> image summary"""
-        image = await self.sup.tag_image(_arg(req.args, "image", str), _arg(req.args, "reference", str))
+        image = await self.sup.tag_image(args["image"], args["reference"])
         return image_summary(image)
 
-    async def image_remove(self, req: Any) -> dict[str, Any]:
+    async def image_remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image, force?: bool} -> {report: [{"Untagged": ref} | {"Deleted": "sha256:<id>"}]}"""
-        report = await self.sup.remove_image(_arg(req.args, "image", str), _arg(req.args, "force", bool, False))
+        report = await self.sup.remove_image(args["image"], args["force"])
         return {"report": report}
 
-    async def image_history(self, req: Any) -> dict[str, Any]:
+    async def image_history(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> {history: [{id, created, created_by, size, comment}], newest first}"""
-        return {"history": self.sup.images.history(_arg(req.args, "image", str))}
+        return {"history": self.sup.images.history(args["image"])}
 
-    async def image_save(self, req: Any) -> dict[str, Any]:
+    async def image_save(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{images: [ref], path: absolute path the daemon writes} -> {saved: [ref]}"""
-        refs = _strings(req.args, "images")
+        refs = args["images"]
         if not refs:
-            raise InvalidArgument("argument 'images' must name at least one image")
-        return {"saved": await self.sup.save_images(refs, _path(req.args, "path"))}
+            raise InvalidArgument("image.save: argument 'images' must name at least one image", argument="images")
+        return {"saved": await self.sup.save_images(refs, Path(args["path"]))}
 
-    async def image_load(self, req: Any) -> dict[str, Any]:
+    async def image_load(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{path: an archive the daemon can read} -> {images: [summary + loaded_tags: the
         tags the archive named]}"""
-        loaded = await self.sup.load_images(_path(req.args, "path"))
+        loaded = await self.sup.load_images(Path(args["path"]))
         return {"images": [{**image_summary(each.image), "loaded_tags": list(each.tags)} for each in loaded]}
 
-    async def commit(self, req: Any) -> dict[str, Any]:
+    async def commit(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, reference?: NAME[:TAG], comment?, author?, changes?: [Dockerfile
         instruction]} -> image summary"""
         image = await self.sup.commit(
-            _arg(req.args, "container", str),
-            _arg(req.args, "reference", str, None) or None,
-            comment=_arg(req.args, "comment", str, ""),
-            author=_arg(req.args, "author", str, ""),
-            changes=_strings(req.args, "changes"),
+            args["container"],
+            args["reference"] or None,
+            comment=args["comment"],
+            author=args["author"],
+            changes=args["changes"],
         )
         return image_summary(image)
 
-    async def diff(self, req: Any) -> dict[str, Any]:
+    async def diff(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> {changes: [[kind ("A"|"C"|"D"), path]]}, sorted by path"""
-        return {"changes": [list(change) for change in await self.sup.diff(_arg(req.args, "container", str))]}
+        return {"changes": [list(change) for change in await self.sup.diff(args["container"])]}
 
-    async def export(self, req: Any) -> dict[str, Any]:
+    async def export(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, path: absolute path the daemon writes the tar to} -> {path}"""
-        path = _path(req.args, "path")
-        await self.sup.export(_arg(req.args, "container", str), path)
+        path = Path(args["path"])
+        await self.sup.export(args["container"], path)
         return {"path": str(path)}
 
-    async def copy_from(self, req: Any) -> dict[str, Any]:
+    async def copy_from(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, source: container path, path: where the daemon writes a tar of it}
         -> {name: the tar's top member}"""
-        path = _path(req.args, "path")
-        name = await self.sup.copy_from(_arg(req.args, "container", str), _arg(req.args, "source", str), path)
+        path = Path(args["path"])
+        name = await self.sup.copy_from(args["container"], args["source"], path)
         return {"name": name}
 
-    async def copy_to(self, req: Any) -> dict[str, Any]:
+    async def copy_to(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, source: absolute host path, dest: container path} -> {path: written}"""
         written = await self.sup.copy_to(
-            _arg(req.args, "container", str), _path(req.args, "source"), _arg(req.args, "dest", str)
+            args["container"], Path(args["source"]), args["dest"]
         )
         return {"path": written}
 
-    async def image_list(self, req: Any) -> dict[str, Any]:
+    async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{} -> {images: [summary]}"""
         return {"images": [image_summary(image) for image in self.sup.images.list()]}
 
-    async def image_inspect(self, req: Any) -> dict[str, Any]:
+    async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
-        return self.sup.images.resolve(_arg(req.args, "image", str)).to_inspect()
+        return self.sup.images.resolve(args["image"]).to_inspect()
 
-    async def image_login(self, req: Any) -> dict[str, Any]:
+    async def image_login(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{registry, username, password} -> {registry, status}: checked, then saved (0600)."""
         from supervisor.registry import service
 
-        return await service.login(req.args, root=self.sup.config.root,
+        return await service.login(_given(args), root=self.sup.config.root,
                                    options=service.options_for(self.sup.config.insecure_registries))
 
-    async def image_logout(self, req: Any) -> dict[str, Any]:
+    async def image_logout(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{registry} -> {registry, removed}"""
         from supervisor.registry import service
 
-        return await service.logout(req.args, root=self.sup.config.root)
+        return await service.logout(_given(args), root=self.sup.config.root)
 
-    async def image_pull(self, req: Any) -> dict[str, Any]:
+    async def image_pull(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{reference, platform?: OS/ARCH[/VARIANT]} -> {reference, digest, image, fetched,
         skipped, bytes}; streams {progress} while the blobs come in (docs/registry.md)."""
         from supervisor.registry import service
         from supervisor.registry.store_adapter import ImageStoreAdapter
 
-        return await service.pull(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+        return await service.pull(_given(args), store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
                                   options=service.options_for(self.sup.config.insecure_registries),
                                   stream=req.stream, emit=self.sup.emit)
 
-    async def image_push(self, req: Any) -> dict[str, Any]:
+    async def image_push(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
         streams {progress} while the blobs go out."""
         from supervisor.registry import service
         from supervisor.registry.store_adapter import ImageStoreAdapter
 
-        return await service.push(req.args, store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
+        return await service.push(_given(args), store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
                                   options=service.options_for(self.sup.config.insecure_registries),
                                   stream=req.stream, emit=self.sup.emit)
 
-    async def events_replay(self, req: Any) -> dict[str, Any]:
+    async def events_replay(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.
         ``last_seq`` is the seq of the newest event published so far: a client that
         subscribed before asking shows live events with a greater seq, and so sees each
         event exactly once."""
-        since = _arg(req.args, "since", (int, float), None)
-        until = _arg(req.args, "until", (int, float), None)
+        since = args["since"]
+        until = args["until"]
         # No await between these two lines: the replay and last_seq describe the same moment.
         events = list(self.journal.replay(since, until))
         return {"events": events, "last_seq": self.last_event_seq()}
 
-    async def info(self, req: Any) -> dict[str, Any]:
+    async def info(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{} -> daemon facts and counters; ``logs``: whether a log collector is there and
         the output no collector has stored yet; ``warnings``: what an operator should fix,
         for people (``dockyard info`` prints them on stderr)."""

@@ -21,7 +21,6 @@ from logs.errors import LogError
 from logs.format import DROPPED, STREAM_NAMES, STREAMS
 from logs.store import END, UNTIL, LogReader
 from supervisor.errors import DockyardError, InvalidArgument
-from supervisor.handlers import _arg
 
 #: The most a logs.read answer carries (a bus frame holds 8 MiB).
 READ_BYTES = 4 << 20
@@ -68,12 +67,12 @@ class LogHandlers:
             "logs.read": self.read,
         }
 
-    async def status(self, req: Any) -> dict[str, Any]:
+    async def status(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container?} -> {containers: [{id, name, running, options: {mode, max-buffer-size,
         max-size, max-file}, streams: {stdout: {last, acked, buffered}, stderr: ...}, blocked}]}.
         ``last`` is the last seq given out since the daemon started (0: none yet); ``blocked``:
         the buffer is full and the container's output is not being read (blocking mode)."""
-        ref = _arg(req.args, "container", str, None)
+        ref = args["container"]
         if not ref:
             self.sup.logs.collector.seen()  # the collector's poll (workers/logcollector.py)
         containers = [self.sup.get(ref)] if ref else self.sup.list(all=True)
@@ -87,10 +86,10 @@ class LogHandlers:
                          "blocked": log is not None and log.waiting})
         return {"containers": rows}
 
-    async def ack(self, req: Any) -> dict[str, Any]:
+    async def ack(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{acks: {container id: {stdout?: seq, stderr?: seq}}} -> {}: the collector stored
         every record up to these seqs; the buffer frees them. Unknown ids are ignored."""
-        acks = _arg(req.args, "acks", dict)
+        acks = args["acks"]
         self.sup.logs.collector.seen()
         for container_id, streams in acks.items():
             log = self.sup.logs.get(container_id) if isinstance(container_id, str) else None
@@ -101,26 +100,20 @@ class LogHandlers:
                     log.ack(STREAMS[name], seq)
         return {}
 
-    async def replay(self, req: Any) -> dict[str, Any]:
+    async def replay(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container: id, stream: "stdout"|"stderr", from: seq, max_bytes?} ->
         {records: [[seq, ts, data, partial]], lost: [first, last, lines, bytes] | null, last}.
         ``lost``: records from ``from`` on that the buffer no longer has (counted as dropped,
         and published as container.<id>.logs-dropped)."""
-        container = self.sup.get(_arg(req.args, "container", str))
-        stream = _arg(req.args, "stream", str)
-        if stream not in STREAMS:
-            raise InvalidArgument(f"argument 'stream' must be stdout or stderr, not {stream!r}")
-        start = _arg(req.args, "from", int)
-        max_bytes = _arg(req.args, "max_bytes", int, 4 << 20)
-        if start < 1 or not 1 <= max_bytes <= 4 << 20:
-            raise InvalidArgument("argument 'from' must be >= 1 and 'max_bytes' 1..4 MiB")
+        container = self.sup.get(args["container"])
+        stream, start, max_bytes = args["stream"], args["from"], args["max_bytes"]
         self.sup.logs.collector.seen()
         log = self.sup.logs.get(container.id)
         if log is None:
             return {"records": [], "lost": None, "last": 0}
         return log.replay(STREAMS[stream], start, max_bytes)
 
-    async def read(self, req: Any) -> dict[str, Any]:
+    async def read(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, since?: unix s, until?: unix s, tail?: lines, follow?: bool,
         cursor?: [segment, offset], wait?: s} -> {records: [[stream, ts, data, flags]],
         cursor, done, unstored}.
@@ -135,20 +128,19 @@ class LogHandlers:
         (no cursor), what the container wrote before the request and no collector stored; in
         the last answer of a follow, what it wrote and no collector stored. Otherwise null.
         """
-        container = self.sup.get(_arg(req.args, "container", str))
-        since = _arg(req.args, "since", (int, float), None)
-        until = _arg(req.args, "until", (int, float), None)
-        tail = _arg(req.args, "tail", int, None)
-        follow = _arg(req.args, "follow", bool, False)
-        cursor = _arg(req.args, "cursor", list, None)
-        wait = min(float(_arg(req.args, "wait", (int, float), FOLLOW_WAIT)), FOLLOW_WAIT)
+        container = self.sup.get(args["container"])
+        since = args["since"]
+        until = args["until"]
+        tail = args["tail"]
+        follow = args["follow"]
+        cursor = args["cursor"]
+        wait = min(float(args["wait"] if args["wait"] is not None else FOLLOW_WAIT), FOLLOW_WAIT)
         # Times are shown to the microsecond (-t): a time copied from there selects its record.
         since = since - 5e-7 if since is not None else None
         until = until + 5e-7 if until is not None else None
-        if tail is not None and tail < 0:
-            raise InvalidArgument(f"argument 'tail' must be >= 0, not {tail}")
         if cursor is not None and (len(cursor) != 2 or not all(type(n) is int and n >= 0 for n in cursor)):
-            raise InvalidArgument("argument 'cursor' must be [segment, offset] as returned by logs.read")
+            raise InvalidArgument("logs.read: argument 'cursor' must be [segment, offset] as returned by logs.read",
+                                  argument="cursor")
         reader = LogReader(self.sup.logs.directory(container.id))
         skip = 0
         collector = self.collector_present()

@@ -141,6 +141,8 @@ class ContainerSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgument(f"spec: unknown field(s) {', '.join(map(str, unknown))}")
+        if "image" not in data:
+            raise InvalidArgument("spec.image: an image name is required")
         values = dict(data)
         if values.get("entrypoint") is not None:
             if not isinstance(values["entrypoint"], (list, tuple)):

@@ -77,31 +77,36 @@ def save(store: ImageStore, refs: list[str], output: Path) -> list[str]:
             pass
         if all(not (image.id == other.id and tag == other_tag) for other, other_tag in chosen):
             chosen.append((image, tag))
-    with atomic_file(output, durable=False, mode=0o644) as stream, \
-            tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        written: set[str] = set()
-        index_manifests, docker_manifest = [], []
-        for image, tag in chosen:
-            manifest_bytes = store.read_blob(image.manifest)
-            manifest = json.loads(manifest_bytes)
-            for digest in [image.manifest, manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
-                if digest not in written:
-                    _add_file(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}", store.blob_path(digest))
-                    written.add(digest)
-            descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": image.manifest,
-                                          "size": len(manifest_bytes)}
-            if tag:
-                descriptor["annotations"] = {CONTAINERD_NAME: tag, REF_NAME: tag}
-            index_manifests.append(descriptor)
-            docker_manifest.append({
-                "Config": f"blobs/sha256/{image.id}",
-                "RepoTags": [tag] if tag else None,
-                "Layers": [f"blobs/sha256/{l['digest'].removeprefix('sha256:')}" for l in manifest["layers"]],
-            })
-        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        _add_bytes(tar, "index.json", canonical_json(
-            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}))
-        _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+    try:
+        with atomic_file(output, durable=False, mode=0o644) as stream, \
+                tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            written: set[str] = set()
+            index_manifests, docker_manifest = [], []
+            for image, tag in chosen:
+                manifest_bytes = store.read_blob(image.manifest)
+                manifest = json.loads(manifest_bytes)
+                for digest in [image.manifest, manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
+                    if digest not in written:
+                        _add_file(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}", store.blob_path(digest))
+                        written.add(digest)
+                descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": image.manifest,
+                                              "size": len(manifest_bytes)}
+                if tag:
+                    descriptor["annotations"] = {CONTAINERD_NAME: tag, REF_NAME: tag}
+                index_manifests.append(descriptor)
+                docker_manifest.append({
+                    "Config": f"blobs/sha256/{image.id}",
+                    "RepoTags": [tag] if tag else None,
+                    "Layers": [f"blobs/sha256/{l['digest'].removeprefix('sha256:')}" for l in manifest["layers"]],
+                })
+            _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            _add_bytes(tar, "index.json", canonical_json(
+                {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}))
+            _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+    except OSError as exc:
+        if exc.filename != str(output):  # the store, not the output
+            raise
+        raise InvalidArgument(f"cannot save to {output}: {exc.strerror}", path=str(output)) from None
     return [tag or f"sha256:{image.id}" for image, tag in chosen]
 
 

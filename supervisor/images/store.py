@@ -63,7 +63,6 @@ from supervisor.images.layout import (
     chain_ids,
     json_bytes,
     remove_path,
-    write_json_atomic,
 )
 from supervisor.images.oci import (
     CONFIG_KEYS,

@@ -291,6 +291,10 @@ def test_malformed_frames_and_bad_requests_get_error_replies_and_the_daemon_stay
         assert unknown["error"]["code"] == "bad_request" and "container.explode" in unknown["error"]["message"]
         wrong_type = request("container.kill", {"container": 5})
         assert wrong_type["error"]["code"] == "invalid_argument" and "container" in wrong_type["error"]["message"]
+        empty_spec = request("container.create", {"spec": {}})
+        assert empty_spec["error"]["code"] == "invalid_argument" and "spec.image" in empty_spec["error"]["message"]
+        unknown_argument = request("container.remove", {"container": "x", "forse": True})
+        assert unknown_argument["error"]["code"] == "invalid_argument" and "'forse'" in unknown_argument["error"]["message"]
         bad_spec = request("container.create", {"spec": {"image": "base", "cmd": "true"}})
         assert bad_spec["error"]["code"] == "invalid_argument" and "spec.cmd" in bad_spec["error"]["message"]
         bad_signal = request("container.kill", {"container": "x", "signal": "NOPE"})
@@ -302,4 +306,5 @@ def test_malformed_frames_and_bad_requests_get_error_replies_and_the_daemon_stay
         context.term()
     info = json.loads(daemon.out("info"))
     assert info["bus"]["frames_bad"] >= 3
+    assert info["bus"]["handler_errors"] == 0  # no request above was answered `internal`
     assert daemon.out("run", "--rm", "base", "echo", "still up").strip() == "still up"

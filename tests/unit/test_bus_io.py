@@ -526,7 +526,7 @@ async def test_bus_sync_validates_and_times_out(
 ) -> None:
     with pytest.raises(RemoteError) as caught:
         await client.request("bus.sync", {"token": "not a token!"})
-    assert caught.value.code == "bad_request"
+    assert caught.value.code == "invalid_argument" and "'token'" in caught.value.message
     monkeypatch.setattr(bus_server, "SYNC_TIMEOUT", 0.05)
     with pytest.raises(RemoteError) as caught:
         await client.request("bus.sync", {"token": "nobodysubscribed"})
