@@ -755,17 +755,26 @@ def cmd_history(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def warn_changed(result: dict[str, Any]) -> dict[str, Any]:
+    """Print the reply's ``warnings`` (files of a running container that changed while the
+    daemon read them) to stderr; returns the reply."""
+    for warning in result.get("warnings") or []:
+        print(f"dockyard: warning: {warning}", file=sys.stderr)
+    return result
+
+
 def cmd_commit(args: argparse.Namespace, client: Any) -> int:
-    result = client.request("container.commit", {
+    result = warn_changed(client.request("container.commit", {
         "container": args.container, "reference": args.reference, "comment": args.message,
         "author": args.author, "changes": args.change,
-    }, timeout=None)
+    }, timeout=None))
     print(f"sha256:{result['id']}")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace, client: Any) -> int:
-    for kind, path in client.request("container.diff", {"container": args.container}, timeout=None)["changes"]:
+    result = warn_changed(client.request("container.diff", {"container": args.container}, timeout=None))
+    for kind, path in result["changes"]:
         print(f"{kind} {path}")
     return 0
 
@@ -773,7 +782,7 @@ def cmd_diff(args: argparse.Namespace, client: Any) -> int:
 def _to_output(output: str | None, op: str, request: dict[str, Any], client: Any) -> dict[str, Any]:
     """Have the daemon write a file (same host: it gets a path), to ``output`` or stdout."""
     if output is not None:
-        return client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None)
+        return warn_changed(client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None))
     if sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect the output")
     import shutil
@@ -781,7 +790,7 @@ def _to_output(output: str | None, op: str, request: dict[str, Any], client: Any
 
     with tempfile.TemporaryDirectory(prefix="dockyard-") as scratch:
         path = os.path.join(scratch, "out.tar")
-        result = client.request(op, {**request, "path": path}, timeout=None)
+        result = warn_changed(client.request(op, {**request, "path": path}, timeout=None))
         with open(path, "rb") as source:
             shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
         sys.stdout.buffer.flush()
@@ -829,8 +838,9 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
         raise UsageError("cp: exactly one of SRC and DEST must be CONTAINER:PATH")
     if dest is not None:
         container, path = dest
-        client.request("container.copy_to", {"container": container, "source": os.path.abspath(args.source),
-                                             "dest": path or "/"}, timeout=None)
+        warn_changed(client.request("container.copy_to", {"container": container,
+                                                          "source": os.path.abspath(args.source),
+                                                          "dest": path or "/"}, timeout=None))
         return 0
     assert source is not None
     container, path = source
@@ -844,8 +854,8 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
     target = os.path.abspath(args.dest)
     with tempfile.TemporaryDirectory(prefix=".dockyard-cp-", dir=os.path.dirname(target)) as scratch:
         archive = os.path.join(scratch, "copy.tar")
-        name = client.request("container.copy_from", {"container": container, "source": path or "/",
-                                                      "path": archive}, timeout=None)["name"]
+        name = warn_changed(client.request("container.copy_from", {"container": container, "source": path or "/",
+                                                                   "path": archive}, timeout=None))["name"]
         try:
             with open(archive, "rb") as stream:
                 if os.path.isdir(target):
