@@ -385,3 +385,58 @@ def test_cp_into_a_racing_container_never_writes_to_the_host(daemon, tmp_path):
                 assert not (host / payload.name).exists(), (state, attempt)
     assert outcomes.get("running 0") and outcomes.get("stopped 0"), outcomes  # copies did land in the container
     daemon.out("rm", "-f", container)
+
+
+class Churner:
+    """Makes and removes files in a directory in a tight loop from a host thread, about a
+    hundred there at any instant, each removed soon after it was made: names that a walk lists
+    and then finds gone."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        paths = [self._directory / f"f{n:03}" for n in range(400)]
+        step = 0
+        while not self._stop.is_set():
+            paths[step % len(paths)].write_bytes(b"x" * 100)
+            if step >= 100:
+                paths[(step - 100) % len(paths)].unlink()
+            step += 1
+
+    def __enter__(self) -> Churner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+
+
+def test_files_that_vanish_mid_walk_are_skipped_with_a_warning_never_an_error(daemon, tmp_path):
+    container = daemon.out("run", "-d", "base", "sh", "-c", "mkdir /churn && sleep 1000").strip()
+    churn = daemon.root / "containers" / container / "upper" / "churn"
+    wait_until(churn.is_dir, "the container's /churn")
+    operations = {
+        "cp": ["cp", f"{container}:/churn", "-"], "export": ["export", container], "diff": ["diff", container],
+        "commit": ["commit", container, "churned:1"],
+    }
+    warned = set()
+    with Churner(churn):
+        for _ in range(200):  # until each operation has met a vanished file
+            for operation, command in operations.items():
+                if operation in warned:
+                    continue
+                result = daemon.cli(*command)
+                assert result.returncode == 0, (operation, result.stderr.decode())
+                if b"dockyard: warning: /churn/f" in result.stderr:
+                    assert b"vanished while it was read: skipped" in result.stderr, result.stderr
+                    warned.add(operation)
+            if len(warned) == len(operations):
+                break
+    assert warned == set(operations), f"no file vanished under {set(operations) - warned} in 200 tries"
+    assert "files changed while they were read" in daemon.log()
+    daemon.out("rm", "-f", container)
