@@ -6,7 +6,6 @@ import ctypes
 import functools
 import io
 import os
-import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -366,45 +365,43 @@ def test_a_directory_swapped_for_a_symlink_after_it_was_met_is_read_as_the_direc
 
 
 def test_entries_that_vanish_or_change_type_mid_walk_are_skipped_or_taken_as_they_are(tmp_path, monkeypatch):
-    upper = tmp_path / "upper"
-    upper.mkdir()
-    for name in ("a", "b", "c", "d"):
-        (upper / name).write_text(name)
-    os.symlink("a", upper / "e")
-
-    def meddle():
-        (upper / "b").unlink()  # vanishes
-        (upper / "c").unlink()
-        (upper / "c").mkdir()  # a file becomes a directory
-        (upper / "d").unlink()
-        os.symlink("/", upper / "d")  # a file becomes a symlink (to the host's root, seen from here)
-        (upper / "e").unlink()
-        (upper / "e").write_text("was a link")  # a symlink becomes a file: readlink would fail (EINVAL)
-
     lower = tmp_path / "lower"
     lower.mkdir()
-    for write in ("tree", "layer"):
-        for name in ("b", "c", "d", "e"):
-            shutil.rmtree(upper / name, ignore_errors=True) if (upper / name).is_dir() else None
-            if (upper / name).exists() or (upper / name).is_symlink():
-                (upper / name).unlink()
-            (upper / name).write_text(name)
-        (upper / "e").unlink()
+
+    def make_upper(name: str) -> Path:
+        upper = tmp_path / name
+        upper.mkdir()
+        for entry in ("a", "b", "c", "d", "f"):
+            (upper / entry).write_text(entry)
         os.symlink("a", upper / "e")
+        return upper
+
+    def meddle(upper: Path) -> None:
+        for entry in ("b", "c", "d", "e", "f"):
+            (upper / entry).unlink()  # b vanishes
+        (upper / "c").mkdir()  # a file becomes a directory
+        os.symlink("/", upper / "d")  # a file becomes a symlink (to the host's root, seen from here)
+        (upper / "e").write_text("was a link")  # a symlink becomes a file: readlink would fail (EINVAL)
+        os.mkfifo(upper / "f")  # a file becomes a FIFO: opening it would block
+
+    walk = changes._walk
+    for write in ("tree", "layer"):
+        upper = make_upper(write)
         warnings = WalkWarnings()
         output = io.BytesIO()
         if write == "tree":
-            write_tree(MeddledView([str(upper), str(lower)], "/a", meddle), "/", output, warnings=warnings)
+            view = MeddledView([str(upper), str(lower)], "/a", functools.partial(meddle, upper))
+            write_tree(view, "/", output, warnings=warnings)
         else:
-            walk = changes._walk
-            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(walk(root, found), "/a", meddle))
+            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(
+                walk(root, found), "/a", functools.partial(meddle, upper)))
             write_layer(str(upper), output, warnings)
-            monkeypatch.undo()
         with tarfile.open(fileobj=io.BytesIO(output.getvalue())) as tar:
             members = {member.name: member for member in tar}
             assert tar.extractfile(members["e"]).read() == b"was a link", write
-        assert sorted(members) == ["a", "c", "d", "e"], write
+        assert sorted(members) == ["a", "c", "d", "e", "f"], write
         assert members["c"].isdir() and members["d"].issym() and members["d"].linkname == "/", write
+        assert members["f"].isfifo(), write
         assert warnings.count == 1 and warnings.messages() == ["/b vanished while it was read: skipped"], write
 
 
