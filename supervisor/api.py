@@ -48,7 +48,7 @@ from supervisor.container import Attachment, Container, Resolved, now_rfc3339, r
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound, StartError
 from supervisor.images import archive as image_archive
 from supervisor.images import containerfs
-from supervisor.images.changes import container_diff
+from supervisor.images.changes import WalkWarnings, container_diff
 from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import EVENT_TYPES, health, restart as restart_policy, stats
@@ -207,55 +207,79 @@ class Supervisor:
         return image
 
     async def commit(self, ref: str, reference: str | None = None, *, comment: str = "", author: str = "",
-                     changes: list[str] | tuple[str, ...] = ()) -> Image:
+                     changes: list[str] | tuple[str, ...] = (), warnings: list[str] | None = None) -> Image:
         """A new image from a container's changes (``docker commit``); running is fine
-        (it is not paused: a file being written at that moment may be caught half-way)."""
+        (it is not paused: a file being written at that moment may be caught half-way, one
+        that vanishes is skipped; both are logged and added to ``warnings``)."""
         container = self.get(ref)
         base = self.images.resolve(container.image_id)
         config = commit_config(container.spec, base.config)
         if changes:
             config = container_config(parse_changes(list(changes), config.get("Env")), base=config, operation="commit")
+        walked = WalkWarnings()
         image = await trio.to_thread.run_sync(functools.partial(
             self.images.commit_container, str(container.upper), base.id, reference=reference, config=config,
-            created_by=shlex.join(container.resolved.argv), comment=comment, author=author,
+            created_by=shlex.join(container.resolved.argv), comment=comment, author=author, warnings=walked,
         ))
+        self._walk_warnings("commit", container, walked, warnings)
         self._emit("container", "commit", container.id, {"name": container.name, "image": image.id,
                                                           **({"reference": reference} if reference else {})})
         return image
 
-    async def diff(self, ref: str) -> list[tuple[str, str]]:
+    async def diff(self, ref: str, warnings: list[str] | None = None) -> list[tuple[str, str]]:
         """``docker diff``: (kind, path) with kind A, C or D, sorted by path."""
         container = self.get(ref)
-        return await trio.to_thread.run_sync(container_diff, str(container.upper), list(container.layers))
+        walked = WalkWarnings()
+        changes = await trio.to_thread.run_sync(container_diff, str(container.upper), list(container.layers), walked)
+        self._walk_warnings("diff", container, walked, warnings)
+        return changes
 
-    async def export(self, ref: str, output: Path) -> None:
+    async def export(self, ref: str, output: Path, warnings: list[str] | None = None) -> None:
         """Write the container's filesystem as a tar to ``output`` (replaced atomically)."""
         container = self.get(ref)
-        await trio.to_thread.run_sync(_write_file, output,
-                                      functools.partial(containerfs.export, str(container.upper), container.layers))
+        walked = WalkWarnings()
+        await trio.to_thread.run_sync(_write_file, output, functools.partial(
+            containerfs.export, str(container.upper), container.layers, warnings=walked))
+        self._walk_warnings("export", container, walked, warnings)
         self._emit("container", "export", container.id, {"name": container.name})
 
-    async def copy_from(self, ref: str, source: str, output: Path) -> str:
+    async def copy_from(self, ref: str, source: str, output: Path, warnings: list[str] | None = None) -> str:
         """A tar of ``source`` in the container, written to ``output``; returns the name
         of its top member."""
         container = self.get(ref)
         names: list[str] = []
+        walked = WalkWarnings()
 
         def write(stream: BinaryIO) -> None:
-            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream))
+            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream,
+                                              walked))
 
         await trio.to_thread.run_sync(_write_file, output, write)
+        self._walk_warnings("copy from", container, walked, warnings)
         return names[0]
 
-    async def copy_to(self, ref: str, source: Path, dest: str) -> str:
+    async def copy_to(self, ref: str, source: Path, dest: str, warnings: list[str] | None = None) -> str:
         """Copy the host path ``source`` to ``dest`` in the container."""
         container = self.get(ref)
+        walked = WalkWarnings()
         async with container.lock:
             pid = container.pid if container.status.running else 0
-            return await trio.to_thread.run_sync(functools.partial(
+            written = await trio.to_thread.run_sync(functools.partial(
                 containerfs.copy_in, container.name, str(container.upper), container.layers, pid, source, dest,
-                container.directory,
+                container.directory, walked,
             ))
+        self._walk_warnings("copy to", container, walked, warnings)
+        return written
+
+    def _walk_warnings(self, operation: str, container: Container, walked: WalkWarnings,
+                       warnings: list[str] | None) -> None:
+        """Log what a walk of live files skipped or took half-way, and hand it to the caller."""
+        if not walked.count:
+            return
+        self.log.warning("files changed while they were read", operation=operation, container=container.id,
+                         count=walked.count, first=walked.notes)
+        if warnings is not None:
+            warnings.extend(walked.messages())
 
     def image_users(self, image_id: str) -> list[tuple[str, bool]]:
         """(name, running) of every container made from the image."""

@@ -54,6 +54,12 @@ def _given(args: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in args.items() if value is not None}
 
 
+def _with_warnings(reply: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """``reply`` with ``warnings`` (what changed in a running container's files while they
+    were read: docs/images.md) when there are any."""
+    return {**reply, "warnings": warnings} if warnings else reply
+
+
 class StreamAttachment:
     """Forwards a container's output to the client that asked for it, over its request."""
 
@@ -318,39 +324,46 @@ class Handlers:
 
     async def commit(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, reference?: NAME[:TAG], comment?, author?, changes?: [Dockerfile
-        instruction]} -> image summary"""
+        instruction]} -> image summary (+ warnings?: [what changed while it was read])"""
+        warnings: list[str] = []
         image = await self.sup.commit(
             args["container"],
             args["reference"] or None,
             comment=args["comment"],
             author=args["author"],
             changes=args["changes"],
+            warnings=warnings,
         )
-        return image_summary(image)
+        return _with_warnings(image_summary(image), warnings)
 
     async def diff(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{container} -> {changes: [[kind ("A"|"C"|"D"), path]]}, sorted by path"""
-        return {"changes": [list(change) for change in await self.sup.diff(args["container"])]}
+        """{container} -> {changes: [[kind ("A"|"C"|"D"), path]], warnings?}, sorted by path"""
+        warnings: list[str] = []
+        changes = await self.sup.diff(args["container"], warnings)
+        return _with_warnings({"changes": [list(change) for change in changes]}, warnings)
 
     async def export(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{container, path: absolute path the daemon writes the tar to} -> {path}"""
+        """{container, path: absolute path the daemon writes the tar to} -> {path, warnings?}"""
         path = Path(args["path"])
-        await self.sup.export(args["container"], path)
-        return {"path": str(path)}
+        warnings: list[str] = []
+        await self.sup.export(args["container"], path, warnings)
+        return _with_warnings({"path": str(path)}, warnings)
 
     async def copy_from(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, source: container path, path: where the daemon writes a tar of it}
-        -> {name: the tar's top member}"""
+        -> {name: the tar's top member, warnings?}"""
         path = Path(args["path"])
-        name = await self.sup.copy_from(args["container"], args["source"], path)
-        return {"name": name}
+        warnings: list[str] = []
+        name = await self.sup.copy_from(args["container"], args["source"], path, warnings)
+        return _with_warnings({"name": name}, warnings)
 
     async def copy_to(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{container, source: absolute host path, dest: container path} -> {path: written}"""
+        """{container, source: absolute host path, dest: container path} -> {path: written, warnings?}"""
+        warnings: list[str] = []
         written = await self.sup.copy_to(
-            args["container"], Path(args["source"]), args["dest"]
+            args["container"], Path(args["source"]), args["dest"], warnings
         )
-        return {"path": written}
+        return _with_warnings({"path": written}, warnings)
 
     async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{} -> {images: [summary]}"""

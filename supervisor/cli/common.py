@@ -47,10 +47,18 @@ def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, An
     return status
 
 
+def warn_changed(result: dict[str, Any]) -> dict[str, Any]:
+    """Print the reply's ``warnings`` (files of a running container that changed while the
+    daemon read them) to stderr; returns the reply."""
+    for warning in result.get("warnings") or []:
+        print(f"dockyard: warning: {warning}", file=sys.stderr)
+    return result
+
+
 def to_output(output: str | None, op: str, request: dict[str, Any], client: Any) -> dict[str, Any]:
     """Have the daemon write a file (same host: it gets a path), to ``output`` or stdout."""
     if output is not None:
-        return client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None)
+        return warn_changed(client.request(op, {**request, "path": os.path.abspath(output)}, timeout=None))
     if sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect the output")
     import shutil
@@ -58,7 +66,7 @@ def to_output(output: str | None, op: str, request: dict[str, Any], client: Any)
 
     with tempfile.TemporaryDirectory(prefix="dockyard-") as scratch:
         path = os.path.join(scratch, "out.tar")
-        result = client.request(op, {**request, "path": path}, timeout=None)
+        result = warn_changed(client.request(op, {**request, "path": path}, timeout=None))
         with open(path, "rb") as source:
             shutil.copyfileobj(source, sys.stdout.buffer, 1 << 20)
         sys.stdout.buffer.flush()

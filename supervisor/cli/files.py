@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from .common import UsageError, to_output, fail
+from .common import UsageError, to_output, fail, warn_changed
 
 
 def register(sub: Any) -> None:
@@ -37,16 +37,17 @@ def register(sub: Any) -> None:
 
 
 def cmd_commit(args: argparse.Namespace, client: Any) -> int:
-    result = client.request("container.commit", {
+    result = warn_changed(client.request("container.commit", {
         "container": args.container, "reference": args.reference, "comment": args.message,
         "author": args.author, "changes": args.change,
-    }, timeout=None)
+    }, timeout=None))
     print(f"sha256:{result['id']}")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace, client: Any) -> int:
-    for kind, path in client.request("container.diff", {"container": args.container}, timeout=None)["changes"]:
+    result = warn_changed(client.request("container.diff", {"container": args.container}, timeout=None))
+    for kind, path in result["changes"]:
         print(f"{kind} {path}")
     return 0
 
@@ -70,8 +71,9 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
         raise UsageError("cp: exactly one of SRC and DEST must be CONTAINER:PATH")
     if dest is not None:
         container, path = dest
-        client.request("container.copy_to", {"container": container, "source": os.path.abspath(args.source),
-                                             "dest": path or "/"}, timeout=None)
+        warn_changed(client.request("container.copy_to", {"container": container,
+                                                          "source": os.path.abspath(args.source),
+                                                          "dest": path or "/"}, timeout=None))
         return 0
     assert source is not None
     container, path = source
@@ -85,8 +87,8 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
     target = os.path.abspath(args.dest)
     with tempfile.TemporaryDirectory(prefix=".dockyard-cp-", dir=os.path.dirname(target)) as scratch:
         archive = os.path.join(scratch, "copy.tar")
-        name = client.request("container.copy_from", {"container": container, "source": path or "/",
-                                                      "path": archive}, timeout=None)["name"]
+        name = warn_changed(client.request("container.copy_from", {"container": container, "source": path or "/",
+                                                                   "path": archive}, timeout=None))["name"]
         try:
             with open(archive, "rb") as stream:
                 if os.path.isdir(target):

@@ -3,8 +3,9 @@
 Reading (``export``, ``cp CONTAINER:SRC``) never mounts anything: the merged view of the
 container's upper dir over its image's layers is read in user space
 (:class:`~supervisor.images.changes.LayerView`), the same way for running and stopped
-containers. Symlinks in a container path resolve inside the container's root, never
-towards the host.
+containers, by fd-relative walks that a running container cannot redirect by renaming its
+files ("Walking a live container's files" in :mod:`supervisor.images.changes`). Symlinks in
+a container path resolve inside the container's root, never towards the host.
 
 Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
 
@@ -14,8 +15,13 @@ Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
   that fd by :mod:`supervisor.images.tarsafe`, which never follows a link.
 - stopped: into its upper dir. The target's ancestors are first copied up (made in the
   upper dir with the lower directory's owner, mode, xattrs and mtime, as overlayfs would),
-  and a whiteout that the copy replaces by a directory makes that directory opaque, so
-  what was deleted does not come back.
+  walked one component at a time from the upper dir's fd without following a link
+  (:func:`~supervisor.images.tarsafe.open_directory`, the extractor's own walk), and a
+  whiteout that the copy replaces by a directory makes that directory opaque, so what was
+  deleted does not come back.
+
+A target that changes between its look-up and the copy is a ``conflict`` error that says
+so, never an internal one.
 
 Files copied in are owned by root (0:0), as ``docker cp`` without ``-a``.
 """
@@ -23,7 +29,6 @@ Files copied in are owned by root (0:0), as ``docker cp`` without ``-a``.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import posixpath
 import stat
@@ -32,9 +37,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from supervisor.errors import InvalidArgument, NotFound
-from supervisor.images.changes import LayerView, is_whiteout, write_tree
-from supervisor.images.tarsafe import OPAQUE_XATTR, extract
+from supervisor.errors import Conflict, InvalidArgument, NotFound
+from supervisor.images.changes import LayerView, WalkWarnings, entry_xattrs, is_whiteout, write_tree
+from supervisor.images.tarsafe import OPAQUE_XATTR, UnsafeMember, extract, open_directory
 
 _SYS_OPENAT2 = 437  # the same number on x86_64 and arm64
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -57,13 +62,16 @@ def open_in_root(root_fd: int, path: str, flags: int) -> int:
     return int(fd)
 
 
-def export(upper: str, layers: Iterable[str], output: BinaryIO) -> None:
-    """The container's whole filesystem as a tar (``docker export``)."""
-    write_tree(LayerView([upper, *layers]), "/", output)
+def export(upper: str, layers: Iterable[str], output: BinaryIO, warnings: WalkWarnings | None = None) -> None:
+    """The container's whole filesystem as a tar (``docker export``); what changed while it
+    was read goes to ``warnings``."""
+    write_tree(LayerView([upper, *layers]), "/", output, warnings=warnings)
 
 
-def copy_out(container: str, upper: str, layers: Iterable[str], source: str, output: BinaryIO) -> str:
-    """A tar of ``source`` in the container, its members under the source's base name.
+def copy_out(container: str, upper: str, layers: Iterable[str], source: str, output: BinaryIO,
+             warnings: WalkWarnings | None = None) -> str:
+    """A tar of ``source`` in the container, its members under the source's base name;
+    what changed while it was read goes to ``warnings``.
 
     Returns:
         That base name (``rootfs`` for ``/``).
@@ -82,18 +90,19 @@ def copy_out(container: str, upper: str, layers: Iterable[str], source: str, out
     name = posixpath.basename(resolved.rstrip("/")) or "rootfs"
     if source.endswith("/.") or source == ".":
         name = ""
-    write_tree(view, resolved, output, prefix=name)
+    write_tree(view, resolved, output, prefix=name, warnings=warnings)
     return name
 
 
 def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source: Path, dest: str,
-            scratch: Path) -> str:
+            scratch: Path, warnings: WalkWarnings | None = None) -> str:
     """Copy the host path ``source`` to ``dest`` in the container (``docker cp`` rules:
     into ``dest`` if it is a directory, else as ``dest``).
 
     Args:
         pid: the container's pid 1 while it runs, else 0.
         scratch: a directory of the daemon's for the intermediate tar.
+        warnings: receives what changed in ``source`` while it was read.
 
     Returns:
         The container path written.
@@ -126,12 +135,14 @@ def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source:
     if not name or name in (".", ".."):
         raise InvalidArgument(f"{where}: cannot name the copy {name!r}", path=dest)
     with tempfile.TemporaryFile(dir=scratch) as archive:
-        write_tree(LayerView([str(source.parent)]), "/" + source.name, archive, prefix=name, owner=(0, 0))
+        write_tree(LayerView([str(source.parent)]), "/" + source.name, archive, prefix=name, owner=(0, 0),
+                   warnings=warnings)
         archive.seek(0)
         if pid:
-            _extract_running(pid, directory, archive)
+            _extract_running(container, pid, directory, archive)
         else:
-            _extract_stopped(view, upper, directory, name, source.is_dir() and not source.is_symlink(), archive)
+            _extract_stopped(container, view, upper, directory, name, source.is_dir() and not source.is_symlink(),
+                             archive)
     return posixpath.join(directory, name)
 
 
@@ -142,10 +153,13 @@ class _Meta:
 _NONE = _Meta()
 
 
-def _extract_running(pid: int, directory: str, archive: BinaryIO) -> None:
+def _extract_running(container: str, pid: int, directory: str, archive: BinaryIO) -> None:
     root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd = open_in_root(root_fd, directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:  # the container changed it since it was looked up
+        raise Conflict(f"cannot copy to container {container}: {directory} changed while it was copied to "
+                       f"({exc.strerror})", container=container, path=directory) from None
     finally:
         os.close(root_fd)
     try:
@@ -154,47 +168,66 @@ def _extract_running(pid: int, directory: str, archive: BinaryIO) -> None:
         os.close(fd)
 
 
-def _extract_stopped(view: LayerView, upper: str, directory: str, name: str, is_dir: bool,
+def _extract_stopped(container: str, view: LayerView, upper: str, directory: str, name: str, is_dir: bool,
                      archive: BinaryIO) -> None:
-    _copy_up(view, upper, directory)
-    real_dir = os.path.join(upper, directory.lstrip("/"))
-    existing = os.path.join(real_dir, name)
-    opaque = False
+    directory_fd = _copy_up(container, view, upper, directory)
     try:
-        opaque = is_whiteout(os.lstat(existing)) and is_dir
-    except FileNotFoundError:
-        pass
-    if opaque:  # the directory was deleted: its old contents must stay hidden
-        os.unlink(existing)
-        os.mkdir(existing, 0o755)
-        os.setxattr(existing, OPAQUE_XATTR, b"y", follow_symlinks=False)
-    extract(archive, Path(real_dir))
-
-
-def _copy_up(view: LayerView, upper: str, directory: str) -> None:
-    """Make ``directory`` and its ancestors real directories in the upper dir, each with
-    the metadata of the merged view's (what overlayfs' copy-up does)."""
-    current = upper
-    path = ""
-    for component in [c for c in directory.split("/") if c]:
-        path += "/" + component
-        real = os.path.join(current, component)
         try:
-            info = os.lstat(real)
+            existing = os.stat(name, dir_fd=directory_fd, follow_symlinks=False)
         except FileNotFoundError:
-            info = None
-        if info is not None and stat.S_ISDIR(info.st_mode):
-            current = real
-            continue
-        if info is not None:
-            raise OSError(errno.ENOTDIR, "not a directory in the upper dir", path)
-        source = dict(view.entries(posixpath.dirname(path)))[component]
-        lower = os.lstat(source)
-        os.mkdir(real, 0o700)
-        os.chown(real, lower.st_uid, lower.st_gid, follow_symlinks=False)
-        os.chmod(real, stat.S_IMODE(lower.st_mode))
-        for xattr in os.listxattr(source, follow_symlinks=False):
-            if not xattr.startswith("trusted.overlay."):
-                os.setxattr(real, xattr, os.getxattr(source, xattr, follow_symlinks=False), follow_symlinks=False)
-        os.utime(real, ns=(lower.st_atime_ns, lower.st_mtime_ns), follow_symlinks=False)
-        current = real
+            existing = None
+        if existing is not None and is_whiteout(existing) and is_dir:
+            # The directory was deleted: its old contents must stay hidden.
+            os.unlink(name, dir_fd=directory_fd)
+            os.mkdir(name, 0o755, dir_fd=directory_fd)
+            fd = open_directory(directory_fd, [name])
+            try:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+        extract(archive, directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _copy_up(container: str, view: LayerView, upper: str, directory: str) -> int:
+    """An fd of ``directory`` in the upper dir, it and its ancestors made real directories
+    there first, each with the metadata of the merged view's (what overlayfs' copy-up does).
+    Walked one component at a time from the upper dir's fd, never through a symlink."""
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    path = ""
+    try:
+        for component in [c for c in directory.split("/") if c]:
+            path += "/" + component
+            try:
+                next_fd = open_directory(fd, [component])
+            except FileNotFoundError:
+                next_fd = _copy_up_directory(container, view, fd, component, path)
+            except UnsafeMember as exc:
+                raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
+                               f"({exc} in its upper dir)", container=container, path=path) from None
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _copy_up_directory(container: str, view: LayerView, parent_fd: int, name: str, path: str) -> int:
+    with view.open(path) as lower:
+        if lower is None or not stat.S_ISDIR(lower.info.st_mode):
+            raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
+                           "(no longer a directory)", container=container, path=path)
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        fd = open_directory(parent_fd, [name])
+        try:
+            os.fchown(fd, lower.info.st_uid, lower.info.st_gid)
+            os.fchmod(fd, stat.S_IMODE(lower.info.st_mode))
+            for xattr, value in entry_xattrs(lower.fd).items():
+                os.setxattr(fd, xattr, value)
+            os.utime(fd, ns=(lower.info.st_atime_ns, lower.info.st_mtime_ns))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd

@@ -84,6 +84,7 @@ import shutil
 import stat
 import tarfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -536,60 +537,14 @@ class _Extractor:
 
     def _open_parent(self, parts: tuple[str, ...], *, create: bool) -> int:
         """An fd of the directory that holds ``parts[-1]``, walked without following links."""
-        fd = os.dup(self._root_fd)
-        try:
-            for depth, component in enumerate(parts[:-1], start=1):
-                try:
-                    next_fd = os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(component, _IMPLIED_DIRECTORY_MODE, dir_fd=fd)
-                    next_fd = os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
-                    os.fchmod(next_fd, _IMPLIED_DIRECTORY_MODE)  # regardless of the umask
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        raise
-                    prefix = "/".join(parts[:depth])
-                    mode = os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode
-                    if stat.S_ISLNK(mode):
-                        raise UnsafeMember(f"its parent {prefix!r} is a symbolic link") from None
-                    raise UnsafeMember(f"its parent {prefix!r} is not a directory") from None
-                os.close(fd)
-                fd = next_fd
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
+        return open_directory(self._root_fd, parts[:-1], create=create, what="its parent ")
 
     def _open_or_make_directory(self, parts: tuple[str, ...]) -> int:
         """An fd of the directory ``parts``, made (0755) if missing, never through a link."""
-        if not parts:
-            return os.dup(self._root_fd)
-        parent_fd = self._open_parent(parts, create=True)
-        try:
-            try:
-                return os.open(parts[-1], _DIRECTORY_FLAGS, dir_fd=parent_fd)
-            except FileNotFoundError:
-                os.mkdir(parts[-1], _IMPLIED_DIRECTORY_MODE, dir_fd=parent_fd)
-                fd = os.open(parts[-1], _DIRECTORY_FLAGS, dir_fd=parent_fd)
-                os.fchmod(fd, _IMPLIED_DIRECTORY_MODE)
-                return fd
-            except OSError as exc:
-                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-                    raise UnsafeMember(f"{'/'.join(parts)!r} is not a directory") from None
-                raise
-        finally:
-            os.close(parent_fd)
+        return open_directory(self._root_fd, parts, create=True)
 
     def _open_directory(self, parts: tuple[str, ...]) -> int:
-        if not parts:
-            return os.dup(self._root_fd)
-        parent_fd = self._open_parent(parts, create=False)
-        try:
-            return os.open(parts[-1], _DIRECTORY_FLAGS, dir_fd=parent_fd)
-        finally:
-            os.close(parent_fd)
+        return open_directory(self._root_fd, parts)
 
     @staticmethod
     def _remove_existing(parent_fd: int, name: str) -> None:
@@ -656,6 +611,109 @@ def _nanoseconds(mtime: float) -> int:
 
 def _member_error(member: tarfile.TarInfo, reason: str) -> ImageError:
     return ImageError(f"cannot import member {member.name!r}: {reason}", member=member.name, reason=reason)
+
+
+# --- fd-relative primitives ------------------------------------------------------------------
+# The extractor's walk (see "Why nothing is written through a symbolic link" above), shared
+# with the readers of a live container's files (supervisor.images.changes, .containerfs; see
+# "Walking a live container's files" in changes.py): a name is only ever looked up in a
+# directory already held as an fd, one component at a time, and never followed.
+
+_ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_directory(root_fd: int, parts: Sequence[str], *, create: bool = False, what: str = "") -> int:
+    """An fd of the directory ``parts`` below ``root_fd``, reached one component at a time
+    with ``O_DIRECTORY | O_NOFOLLOW``, so never through a symlink.
+
+    Args:
+        create: make a missing component (0755, whatever the umask).
+        what: put before the path in the error (``"its parent "``).
+
+    Raises:
+        UnsafeMember: a component is a symlink or not a directory (the message names it).
+        FileNotFoundError: a component is missing (without ``create``).
+    """
+    fd = os.dup(root_fd)
+    try:
+        for depth, component in enumerate(parts, start=1):
+            try:
+                next_fd = _open_component(fd, component, create)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                prefix = "/".join(parts[:depth])
+                mode = os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    raise UnsafeMember(f"{what}{prefix!r} is a symbolic link") from None
+                raise UnsafeMember(f"{what}{prefix!r} is not a directory") from None
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_component(fd: int, component: str, create: bool) -> int:
+    try:
+        return os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(component, _IMPLIED_DIRECTORY_MODE, dir_fd=fd)
+    except FileExistsError:  # made meanwhile (a running container): open what is there
+        return os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
+    next_fd = os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
+    os.fchmod(next_fd, _IMPLIED_DIRECTORY_MODE)  # regardless of the umask
+    return next_fd
+
+
+def open_entry(dir_fd: int, name: str) -> int | None:
+    """An ``O_PATH`` fd of the entry ``name`` of the directory ``dir_fd``, not followed even
+    when it is a symlink, or None when there is no such entry. The fd pins the inode that is
+    at the name now: whatever happens to the name later, what is read through the fd (with
+    the functions below) is that inode."""
+    try:
+        return os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+
+
+def entry_path(entry_fd: int) -> str:
+    """A path to the inode an ``O_PATH`` fd pins, for calls that take no fd (``getxattr`` of
+    a symlink). ``/proc/self/fd/N`` is a magic link: it leads to that inode itself, even a
+    symlink, and never on through it."""
+    return f"/proc/self/fd/{entry_fd}"
+
+
+def open_contents(entry_fd: int) -> int:
+    """A readable fd of the regular file an ``O_PATH`` fd pins (the same inode, reopened
+    through :func:`entry_path`, not whatever is at its name now).
+
+    Raises:
+        ValueError: the inode is not a regular file (opening a device node could act on the
+            host's hardware; a FIFO could block).
+    """
+    if not stat.S_ISREG(os.fstat(entry_fd).st_mode):
+        raise ValueError("only a regular file is opened for its contents")
+    return os.open(entry_path(entry_fd), os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+def open_listing(entry_fd: int) -> int:
+    """A readable fd of the directory an ``O_PATH`` fd pins (``.`` relative to it), for
+    ``os.listdir`` and as the ``dir_fd`` of its entries.
+
+    Raises:
+        NotADirectoryError: the inode is not a directory.
+    """
+    return os.open(".", _DIRECTORY_FLAGS, dir_fd=entry_fd)
+
+
+def read_link(entry_fd: int) -> str:
+    """The target of the symlink an ``O_PATH`` fd pins (``readlinkat`` with an empty name)."""
+    return os.readlink("", dir_fd=entry_fd)
 
 
 def decompressed(fileobj: BinaryIO, *, bomb_ratio: int = BOMB_RATIO, bomb_floor: int = BOMB_FLOOR) -> Any:

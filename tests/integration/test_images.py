@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import cgroup_dirs, try_rmdir
+from tests.polling import wait_until
 from tests.rootfs import snapshot, tar_bytes
 from tests.tools import require
 
@@ -294,3 +297,174 @@ def test_an_imported_image_has_a_history_entry_for_its_layer_as_docker(daemon, b
     stat = subprocess.run(["umoci", "stat", "--image", f"{layout}:imported:2"], capture_output=True)
     assert stat.returncode == 0 and b"nightly build" in stat.stdout, stat.stderr
     daemon.out("rmi", "imported:1", "imported:2")
+
+
+# --- a container that races the daemon's walks of its files (issue 25) ----------------------
+
+RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+PAIRS = 4
+
+
+class Exchanger:
+    """Swaps pairs of names in a directory in a tight loop with renameat2(RENAME_EXCHANGE),
+    from a host thread, until stopped. Run on a container's upper dir, this is what a process
+    in the container swapping its own files looks like to the daemon walking that directory
+    (the CVE-2018-15664 attack), only faster than a busybox shell could do it."""
+
+    def __init__(self, directory: Path, pairs: list[tuple[str, str]]):
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._pairs = [(os.fsencode(str(directory / a)), os.fsencode(str(directory / b))) for a, b in pairs]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swaps = 0
+
+    def _run(self) -> None:
+        renameat2, pairs, stop = self._libc.renameat2, self._pairs, self._stop
+        while not stop.is_set():
+            for _ in range(100):
+                for first, second in pairs:
+                    assert renameat2(_AT_FDCWD, first, _AT_FDCWD, second, RENAME_EXCHANGE) == 0
+            self.swaps += 100 * len(pairs)
+
+    def __enter__(self) -> Exchanger:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        assert self._thread is not None
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+
+
+def racing_container(daemon, tmp_path: Path) -> tuple[str, Path, Exchanger, str]:
+    """A running container with directories /data/sub<N> and symlinks /data/link<N> to a host
+    directory that holds a marker file; returns (its id, the host directory, an Exchanger of
+    each pair in its upper dir, the marker's secret)."""
+    secret = f"host-secret-{os.urandom(8).hex()}"
+    host = tmp_path / "host-only"
+    host.mkdir()
+    (host / secret).write_text(secret * 64)
+    made = " && ".join(f"mkdir /data/sub{n} && echo inside > /data/sub{n}/inside && ln -s {host} /data/link{n}"
+                       for n in range(PAIRS))
+    container = daemon.out("run", "-d", "base", "sh", "-c", f"mkdir /data && {made} && sleep 1000").strip()
+    data = daemon.root / "containers" / container / "upper" / "data"
+    wait_until(lambda: (data / f"link{PAIRS - 1}").is_symlink(), "the container's files")
+    return container, host, Exchanger(data, [(f"sub{n}", f"link{n}") for n in range(PAIRS)]), secret
+
+
+def members_of(archive: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {member.name: member for member in tar}
+
+
+def test_cp_export_diff_and_commit_never_read_the_host_through_a_racing_container(daemon, tmp_path):
+    container, _, exchanger, secret = racing_container(daemon, tmp_path)
+    swapped = {"cp": 0, "export": 0}  # walks that met a /data/sub<N> as the symlink
+    with exchanger:
+        for _ in range(40):
+            copied = daemon.cli("cp", f"{container}:/data", "-")
+            assert copied.returncode == 0, copied.stderr.decode()
+            assert secret.encode() not in copied.stdout
+            swapped["cp"] += any(members_of(copied.stdout)[f"data/sub{n}"].issym() for n in range(PAIRS))
+        for _ in range(15):
+            exported = daemon.cli("export", container)
+            assert exported.returncode == 0, exported.stderr.decode()
+            assert secret.encode() not in exported.stdout
+            swapped["export"] += any(members_of(exported.stdout)[f"data/sub{n}"].issym() for n in range(PAIRS))
+            diff = daemon.cli("diff", container)
+            assert diff.returncode == 0 and secret.encode() not in diff.stdout, diff.stderr.decode()
+        for number in range(15):
+            committed = daemon.cli("commit", container, f"raced:{number}")
+            assert committed.returncode == 0, committed.stderr.decode()
+    # The race was on: walks met the symlink where a directory had been, and took it as a symlink.
+    assert exchanger.swaps > 0 and swapped["cp"] > 0 and swapped["export"] > 0, swapped
+    for directory, _, files in os.walk(daemon.root / "images"):
+        for name in files:
+            path = Path(directory, name)
+            assert secret not in name, path
+            if path.is_file() and not path.is_symlink():
+                assert secret.encode() not in path.read_bytes(), path
+    daemon.out("rm", "-f", container)
+
+
+def test_cp_into_a_racing_container_never_writes_to_the_host(daemon, tmp_path):
+    container, host, exchanger, _ = racing_container(daemon, tmp_path)
+    payload = tmp_path / f"payload-{os.urandom(4).hex()}"
+    payload.write_text("from the host")
+    outcomes: dict[str, int] = {}
+    for state in ("running", "stopped"):
+        if state == "stopped":
+            daemon.out("stop", "-t", "0", container)
+        with exchanger:
+            for attempt in range(30):
+                result = daemon.cli("cp", str(payload), f"{container}:/data/sub{attempt % PAIRS}/")
+                error = result.stderr.decode()
+                # Through the swapped symlink the target is not a directory in the container,
+                # or it changed between look-up and copy: a clear error, never an internal one.
+                assert result.returncode == 0 or ("internal" not in error
+                                                  and ("changed while" in error or "not a directory" in error)), error
+                outcomes[f"{state} {result.returncode}"] = outcomes.get(f"{state} {result.returncode}", 0) + 1
+                assert not (host / payload.name).exists(), (state, attempt)
+    assert outcomes.get("running 0") and outcomes.get("stopped 0"), outcomes  # copies did land in the container
+    daemon.out("rm", "-f", container)
+
+
+class Churner:
+    """Makes and removes files in a directory in a tight loop from a host thread, about a
+    hundred there at any instant, each removed soon after it was made: names that a walk lists
+    and then finds gone."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        paths = [self._directory / f"f{n:03}" for n in range(400)]
+        step = 0
+        while not self._stop.is_set():
+            paths[step % len(paths)].write_bytes(b"x" * 100)
+            if step >= 100:
+                paths[(step - 100) % len(paths)].unlink()
+            step += 1
+
+    def __enter__(self) -> Churner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+
+
+def test_files_that_vanish_mid_walk_are_skipped_with_a_warning_never_an_error(daemon, tmp_path):
+    container = daemon.out("run", "-d", "base", "sh", "-c", "mkdir /churn && sleep 1000").strip()
+    churn = daemon.root / "containers" / container / "upper" / "churn"
+    wait_until(churn.is_dir, "the container's /churn")
+    operations = {
+        "cp": ["cp", f"{container}:/churn", "-"], "export": ["export", container], "diff": ["diff", container],
+        "commit": ["commit", container, "churned:1"],
+    }
+    warned = set()
+    with Churner(churn):
+        for _ in range(200):  # until each operation has met a vanished file
+            for operation, command in operations.items():
+                if operation in warned:
+                    continue
+                result = daemon.cli(*command)
+                assert result.returncode == 0, (operation, result.stderr.decode())
+                if b"dockyard: warning: /churn/f" in result.stderr:
+                    assert b"vanished while it was read: skipped" in result.stderr, result.stderr
+                    warned.add(operation)
+            if len(warned) == len(operations):
+                break
+    assert warned == set(operations), f"no file vanished under {set(operations) - warned} in 200 tries"
+    assert "files changed while they were read" in daemon.log()
+    daemon.out("rm", "-f", container)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
 import stat
@@ -11,18 +13,21 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import ImageError, InvalidArgument
+from supervisor.images import changes
 from supervisor.images.changes import (
     LayerView,
     Meta,
     UpperEntry,
+    WalkWarnings,
     compute_diff,
     container_diff,
     opaque_marker,
     whiteout_name,
     write_layer,
+    write_tree,
 )
 from supervisor.images.oci import container_config, parse_changes
-from supervisor.images.tarsafe import OPAQUE_XATTR, extract
+from supervisor.images.tarsafe import OPAQUE_XATTR, extract, open_contents
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="overlay whiteouts are 0/0 devices: mknod needs root")
@@ -233,7 +238,7 @@ def test_merged_view_follows_overlay_rules(tmp_path):
     with pytest.raises(FileNotFoundError):
         view.resolve("/soft/x")  # through a file
     assert view.resolve("/soft", follow_last=True) == "/new"
-    walked = [path for path, _ in view.walk("/")]
+    walked = [entry.path for entry in view.walk("/")]
     assert "/bin/vi" not in walked and "/var/cache/a" not in walked and "/var/cache/c" in walked
 
 
@@ -246,8 +251,8 @@ def test_symlinks_resolve_inside_the_root_never_towards_the_host(tmp_path):
     view = LayerView([str(layer)])
     assert view.resolve("/escape/passwd") == "/etc/passwd"
     assert view.resolve("/up/passwd") == "/etc/passwd"  # ".." stops at the container's root
-    real = dict(view.entries("/etc"))["passwd"]
-    assert Path(real).read_text() == "container"
+    with view.open("/etc/passwd") as entry, os.fdopen(open_contents(entry.fd)) as passwd:
+        assert passwd.read() == "container"
 
 
 def test_commit_refuses_redirect_dirs(tmp_path):
@@ -275,3 +280,135 @@ def test_a_layer_with_a_dot_slash_root_entry_unpacks(tmp_path):
     target.mkdir()
     extract(io.BytesIO(data.getvalue()), target, whiteouts=True)
     assert (target / "etc" / "hostname").read_bytes() == b"box"
+
+
+# --- walks of a live container's files (issue 25): the container changes them meanwhile ------
+
+RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): what a container does to swap a directory and a symlink."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(str(first)), -100, os.fsencode(str(second)), RENAME_EXCHANGE) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2", str(first))
+
+
+@pytest.fixture
+def racing(tmp_path):
+    """An upper dir with /data/sub (a directory) and /data/link (a symlink to a host directory
+    holding a secret), a lower layer, and the secret."""
+    host = tmp_path / "host"
+    host.mkdir()
+    secret = "host-secret-" + os.urandom(4).hex()
+    (host / secret).write_text(secret)
+    upper = tmp_path / "upper"
+    (upper / "data" / "sub").mkdir(parents=True)
+    (upper / "data" / "sub" / "inside").write_text("inside")
+    os.symlink(str(host), upper / "data" / "link")
+    lower = tmp_path / "lower"
+    (lower / "etc").mkdir(parents=True)
+    return upper, lower, secret
+
+
+def meddling(entries, when: str, act):
+    """The entries of a walk, with ``act()`` run right after the one at ``when`` came out:
+    the container acting between two steps of the daemon's walk."""
+    for entry in entries:
+        yield entry
+        if entry.path == when:
+            act()
+
+
+class MeddledView(LayerView):
+    def __init__(self, layers, when, act):
+        super().__init__(layers)
+        self._when, self._act = when, act
+
+    def walk(self, path="/", warnings=None):
+        return meddling(super().walk(path, warnings), self._when, self._act)
+
+
+def tar_names_and_data(data: bytes) -> tuple[list[str], bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        contents = b"".join(tar.extractfile(m).read() for m in tar if m.isreg())
+    return names, contents
+
+
+def test_a_directory_swapped_for_a_symlink_after_it_was_met_is_read_as_the_directory(racing, monkeypatch):
+    upper, lower, secret = racing
+    swap = functools.partial(exchange, upper / "data" / "sub", upper / "data" / "link")
+    walk = changes._walk
+    # The walk meets /data/sub as a directory, and the container swaps it for the symlink
+    # before the walk lists it.
+    for operation in ("export", "commit", "diff"):
+        if (upper / "data" / "sub").is_symlink():
+            swap()  # back to the start
+        if operation == "export":  # and cp out: the merged view
+            output = io.BytesIO()
+            write_tree(MeddledView([str(upper), str(lower)], "/data/sub", swap), "/", output)
+        else:
+            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(walk(root, found), "/data/sub", swap))
+            if operation == "commit":
+                output = io.BytesIO()
+                write_layer(str(upper), output)
+            else:
+                paths = [path for _, path in container_diff(str(upper), [str(lower)])]
+                assert "/data/sub/inside" in paths and not any(secret in path for path in paths)
+                continue
+            monkeypatch.undo()
+        assert (upper / "data" / "sub").is_symlink(), operation  # the swap happened
+        names, contents = tar_names_and_data(output.getvalue())
+        assert "data/sub/inside" in names and contents == b"inside", operation  # the directory it had opened
+        assert secret not in " ".join(names) and secret.encode() not in contents, operation
+
+
+def test_entries_that_vanish_or_change_type_mid_walk_are_skipped_or_taken_as_they_are(tmp_path, monkeypatch):
+    lower = tmp_path / "lower"
+    lower.mkdir()
+
+    def make_upper(name: str) -> Path:
+        upper = tmp_path / name
+        upper.mkdir()
+        for entry in ("a", "b", "c", "d", "f"):
+            (upper / entry).write_text(entry)
+        os.symlink("a", upper / "e")
+        return upper
+
+    def meddle(upper: Path) -> None:
+        for entry in ("b", "c", "d", "e", "f"):
+            (upper / entry).unlink()  # b vanishes
+        (upper / "c").mkdir()  # a file becomes a directory
+        os.symlink("/", upper / "d")  # a file becomes a symlink (to the host's root, seen from here)
+        (upper / "e").write_text("was a link")  # a symlink becomes a file: readlink would fail (EINVAL)
+        os.mkfifo(upper / "f")  # a file becomes a FIFO: opening it would block
+
+    walk = changes._walk
+    for write in ("tree", "layer"):
+        upper = make_upper(write)
+        warnings = WalkWarnings()
+        output = io.BytesIO()
+        if write == "tree":
+            view = MeddledView([str(upper), str(lower)], "/a", functools.partial(meddle, upper))
+            write_tree(view, "/", output, warnings=warnings)
+        else:
+            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(
+                walk(root, found), "/a", functools.partial(meddle, upper)))
+            write_layer(str(upper), output, warnings)
+        with tarfile.open(fileobj=io.BytesIO(output.getvalue())) as tar:
+            members = {member.name: member for member in tar}
+            assert tar.extractfile(members["e"]).read() == b"was a link", write
+        assert sorted(members) == ["a", "c", "d", "e", "f"], write
+        assert members["c"].isdir() and members["d"].issym() and members["d"].linkname == "/", write
+        assert members["f"].isfifo(), write
+        assert warnings.count == 1 and warnings.messages() == ["/b vanished while it was read: skipped"], write
+
+
+def test_walk_warnings_keep_the_first_few_and_count_all():
+    warnings = WalkWarnings()
+    for number in range(WalkWarnings.LIMIT + 5):
+        warnings.note(f"/f{number}", "vanished")
+    assert warnings.count == WalkWarnings.LIMIT + 5
+    assert warnings.messages()[0] == "/f0 vanished" and warnings.messages()[-1] == "and 5 more"
+    assert len(warnings.messages()) == WalkWarnings.LIMIT + 1
