@@ -3,11 +3,10 @@
 Theory of operation
 -------------------
 The archive is read as a stream (``tarfile`` mode ``"r|"``), so a pipe or stdin works. The
-compression (gzip, bzip2, xz or none) is sniffed from the first bytes and undone by
-:class:`_ArchiveReader`, which also hashes the *uncompressed* bytes as tarfile reads them:
-that sha256 is the layer's diff id (OCI ``rootfs.diff_ids``), taken over the whole stream,
-trailing padding included. We decompress ourselves rather than use ``"r|*"`` because only
-then do we see the uncompressed bytes to hash.
+compression is undone by :class:`~supervisor.images.tarstream.ArchiveReader`, which also
+hashes the *uncompressed* bytes as tarfile reads them: that sha256 is the layer's diff id
+(OCI ``rootfs.diff_ids``). This module owns the members: their names, their types and
+how each is written; the walk it writes through is :mod:`~supervisor.images.fdwalk`'s.
 
 Every member name goes through :func:`member_path` first, a pure function: a leading ``/``
 is stripped (docker does the same: ``/etc/hosts`` means ``etc/hosts``), the name is
@@ -17,7 +16,7 @@ holds a NUL, is refused. The result is a tuple of plain components: no ``""``, `
 
 Why nothing is written through a symbolic link (the proof)
     The target is opened once as a directory fd. To reach the parent of a member we walk
-    its components one at a time with ``os.open(component, O_DIRECTORY | O_NOFOLLOW,
+    its components one at a time (:func:`~supervisor.images.fdwalk.open_directory`) with ``os.open(component, O_DIRECTORY | O_NOFOLLOW,
     dir_fd=parent_fd)``; a missing component is created with ``mkdir(component,
     dir_fd=parent_fd)`` and then opened the same way. Each call gets a single component,
     so the kernel resolves exactly one name in a directory we already hold; ``O_NOFOLLOW``
@@ -60,10 +59,8 @@ Layers (``whiteouts=True``)
     ``trusted.overlay.`` namespace in an archive are never set (they would steer overlayfs,
     e.g. ``redirect``); they are skipped and counted.
 
-Decompression bombs: a compressed stream that inflates more than :data:`BOMB_RATIO` times
-once past :data:`BOMB_FLOOR` bytes is refused (gzip cannot exceed about 1032:1 by design; only
-a stream of almost nothing but zeros comes near it: a real layer is far below). A full disk is an ordinary error: the caller discards the
-partial tree, so either way nothing is left behind.
+Decompression bombs are refused (:mod:`~supervisor.images.tarstream`). A full disk is an
+ordinary error: the caller discards the partial tree, so either way nothing is left behind.
 
 A truncated or corrupt archive is an error. Python's tarfile silently ends the archive at
 a short or invalid header (and at a missing end-of-archive block); we record why it
@@ -73,40 +70,27 @@ stopped and accept only a zero block. On error the target holds a partial tree: 
 
 from __future__ import annotations
 
-import bz2
+
+from __future__ import annotations
+
 import errno
-import gzip
-import hashlib
-import lzma
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
-import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from supervisor.errors import ImageError
+# Some of these are only re-exported: they lived here before fdwalk, tarstream and whiteouts.
+from supervisor.images.fdwalk import UnsafeMember, open_directory
+from supervisor.images.fdwalk import entry_path, open_contents, open_entry, open_listing, read_link  # noqa: F401
+from supervisor.images.tarstream import BOMB_FLOOR, BOMB_RATIO, CHUNK, ArchiveReader, decompressed  # noqa: F401
+from supervisor.images.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX
 
-CHUNK = 1 << 20
 XATTR_PREFIX = "SCHILY.xattr."
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
-OPAQUE_XATTR = "trusted.overlay.opaque"
-#: A compressed stream inflating more than BOMB_RATIO times, past BOMB_FLOOR bytes, is refused.
-BOMB_RATIO = 1000
-BOMB_FLOOR = 16 << 20
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_IMPLIED_DIRECTORY_MODE = 0o755
-
-_MAGIC_GZIP = b"\x1f\x8b"
-_MAGIC_BZIP2 = b"BZh"
-_MAGIC_XZ = b"\xfd7zXZ\x00"
-_MAGIC_ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -129,10 +113,6 @@ class ExtractReport:
     skipped_devices: int
     skipped_xattrs: int = 0
     whiteouts: int = 0
-
-
-class UnsafeMember(Exception):
-    """A member that must not be extracted; the message says why (no member name)."""
 
 
 def member_path(name: str) -> tuple[str, ...]:
@@ -177,7 +157,7 @@ def extract(
             ``details`` carry ``member`` (when known) and ``reason``. ``dest`` may then
             hold a partial tree.
     """
-    reader = _ArchiveReader(fileobj, copy_to=copy_to, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)
+    reader = ArchiveReader(fileobj, copy_to=copy_to, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)
     header_errors: list[tarfile.HeaderError] = []
     if isinstance(dest, int):
         root_fd = os.dup(dest)
@@ -252,109 +232,6 @@ def _recording_tarinfo(header_errors: list[tarfile.HeaderError]) -> type[tarfile
                 raise
 
     return RecordingTarInfo
-
-
-class _Replay:
-    """A read-only stream that returns ``prefix`` before the rest of ``fileobj``."""
-
-    def __init__(self, prefix: bytes, fileobj: BinaryIO):
-        self._prefix = prefix
-        self._fileobj = fileobj
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._prefix:
-            if size is None or size < 0:
-                data, self._prefix = self._prefix + self._fileobj.read(), b""
-                return data
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data
-        return self._fileobj.read(size)
-
-
-class _Counter:
-    """Counts the compressed bytes read from the source (for the bomb check)."""
-
-    def __init__(self, fileobj: BinaryIO):
-        self._fileobj = fileobj
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fileobj.read(size)
-        self.count += len(data)
-        return data
-
-
-class _ArchiveReader:
-    """The uncompressed tar stream, hashed and counted as it is read."""
-
-    def __init__(
-        self, fileobj: BinaryIO, *, copy_to: BinaryIO | None = None, bomb_ratio: int = BOMB_RATIO,
-        bomb_floor: int = BOMB_FLOOR,
-    ):
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-        self._copy_to = copy_to
-        self._bomb_ratio = bomb_ratio
-        self._bomb_floor = bomb_floor
-        self._compressed: _Counter | None = None
-        prefix = b""
-        while len(prefix) < len(_MAGIC_XZ):
-            chunk = self._guarded(fileobj.read, len(_MAGIC_XZ) - len(prefix))
-            if not chunk:
-                break
-            prefix += chunk
-        raw: Any = _Replay(prefix, fileobj)
-        if prefix.startswith((_MAGIC_GZIP, _MAGIC_BZIP2, _MAGIC_XZ)):
-            raw = self._compressed = _Counter(raw)
-        self._stream: BinaryIO
-        if prefix.startswith(_MAGIC_GZIP):
-            self._stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-        elif prefix.startswith(_MAGIC_BZIP2):
-            self._stream = bz2.BZ2File(raw)  # type: ignore[arg-type]
-        elif prefix.startswith(_MAGIC_XZ):
-            self._stream = lzma.LZMAFile(raw)  # type: ignore[arg-type]
-        elif prefix.startswith(_MAGIC_ZSTD):
-            raise ImageError("cannot import the archive: zstd compression is not supported", reason="zstd")
-        else:
-            self._stream = raw  # type: ignore[assignment]
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._guarded(self._stream.read, size)
-        self.sha256.update(data)
-        self.size += len(data)
-        if self._copy_to is not None and data:
-            self._copy_to.write(data)
-        compressed = self._compressed
-        if (
-            compressed is not None
-            and self.size > self._bomb_floor
-            and self.size > self._bomb_ratio * max(compressed.count, 1)
-        ):
-            reason = (
-                f"decompression bomb: {self.size} bytes inflated from {compressed.count} "
-                f"(more than {self._bomb_ratio}:1)"
-            )
-            raise ImageError(f"cannot import the archive: {reason}", reason=reason)
-        return data
-
-    def drain(self) -> None:
-        """Read to the end so that the diff id covers the whole stream."""
-        while self.read(CHUNK):
-            pass
-
-    @staticmethod
-    def _guarded(read, size: int) -> bytes:  # type: ignore[no-untyped-def]
-        try:
-            return read(size)
-        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise ImageError(f"cannot read the archive: {reason}", reason=reason) from exc
 
 
 class _Extractor:
@@ -611,112 +488,3 @@ def _nanoseconds(mtime: float) -> int:
 
 def _member_error(member: tarfile.TarInfo, reason: str) -> ImageError:
     return ImageError(f"cannot import member {member.name!r}: {reason}", member=member.name, reason=reason)
-
-
-# --- fd-relative primitives ------------------------------------------------------------------
-# The extractor's walk (see "Why nothing is written through a symbolic link" above), shared
-# with the readers of a live container's files (supervisor.images.changes, .containerfs; see
-# "Walking a live container's files" in changes.py): a name is only ever looked up in a
-# directory already held as an fd, one component at a time, and never followed.
-
-_ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def open_directory(root_fd: int, parts: Sequence[str], *, create: bool = False, what: str = "") -> int:
-    """An fd of the directory ``parts`` below ``root_fd``, reached one component at a time
-    with ``O_DIRECTORY | O_NOFOLLOW``, so never through a symlink.
-
-    Args:
-        create: make a missing component (0755, whatever the umask).
-        what: put before the path in the error (``"its parent "``).
-
-    Raises:
-        UnsafeMember: a component is a symlink or not a directory (the message names it).
-        FileNotFoundError: a component is missing (without ``create``).
-    """
-    fd = os.dup(root_fd)
-    try:
-        for depth, component in enumerate(parts, start=1):
-            try:
-                next_fd = _open_component(fd, component, create)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                    raise
-                prefix = "/".join(parts[:depth])
-                mode = os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode
-                if stat.S_ISLNK(mode):
-                    raise UnsafeMember(f"{what}{prefix!r} is a symbolic link") from None
-                raise UnsafeMember(f"{what}{prefix!r} is not a directory") from None
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _open_component(fd: int, component: str, create: bool) -> int:
-    try:
-        return os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    try:
-        os.mkdir(component, _IMPLIED_DIRECTORY_MODE, dir_fd=fd)
-    except FileExistsError:  # made meanwhile (a running container): open what is there
-        return os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
-    next_fd = os.open(component, _DIRECTORY_FLAGS, dir_fd=fd)
-    os.fchmod(next_fd, _IMPLIED_DIRECTORY_MODE)  # regardless of the umask
-    return next_fd
-
-
-def open_entry(dir_fd: int, name: str) -> int | None:
-    """An ``O_PATH`` fd of the entry ``name`` of the directory ``dir_fd``, not followed even
-    when it is a symlink, or None when there is no such entry. The fd pins the inode that is
-    at the name now: whatever happens to the name later, what is read through the fd (with
-    the functions below) is that inode."""
-    try:
-        return os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-
-
-def entry_path(entry_fd: int) -> str:
-    """A path to the inode an ``O_PATH`` fd pins, for calls that take no fd (``getxattr`` of
-    a symlink). ``/proc/self/fd/N`` is a magic link: it leads to that inode itself, even a
-    symlink, and never on through it."""
-    return f"/proc/self/fd/{entry_fd}"
-
-
-def open_contents(entry_fd: int) -> int:
-    """A readable fd of the regular file an ``O_PATH`` fd pins (the same inode, reopened
-    through :func:`entry_path`, not whatever is at its name now).
-
-    Raises:
-        ValueError: the inode is not a regular file (opening a device node could act on the
-            host's hardware; a FIFO could block).
-    """
-    if not stat.S_ISREG(os.fstat(entry_fd).st_mode):
-        raise ValueError("only a regular file is opened for its contents")
-    return os.open(entry_path(entry_fd), os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
-
-
-def open_listing(entry_fd: int) -> int:
-    """A readable fd of the directory an ``O_PATH`` fd pins (``.`` relative to it), for
-    ``os.listdir`` and as the ``dir_fd`` of its entries.
-
-    Raises:
-        NotADirectoryError: the inode is not a directory.
-    """
-    return os.open(".", _DIRECTORY_FLAGS, dir_fd=entry_fd)
-
-
-def read_link(entry_fd: int) -> str:
-    """The target of the symlink an ``O_PATH`` fd pins (``readlinkat`` with an empty name)."""
-    return os.readlink("", dir_fd=entry_fd)
-
-
-def decompressed(fileobj: BinaryIO, *, bomb_ratio: int = BOMB_RATIO, bomb_floor: int = BOMB_FLOOR) -> Any:
-    """A readable stream of ``fileobj`` with its gzip, bzip2 or xz compression undone (or
-    as it is), refusing a decompression bomb; read errors are ImageErrors."""
-    return _ArchiveReader(fileobj, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import ImageError, InvalidArgument
-from supervisor.images import changes
+from supervisor.images import changes, tarwrite
 from supervisor.images.changes import (
     LayerView,
     Meta,
@@ -339,7 +339,7 @@ def tar_names_and_data(data: bytes) -> tuple[list[str], bytes]:
 def test_a_directory_swapped_for_a_symlink_after_it_was_met_is_read_as_the_directory(racing, monkeypatch):
     upper, lower, secret = racing
     swap = functools.partial(exchange, upper / "data" / "sub", upper / "data" / "link")
-    walk = changes._walk
+    walk = changes.walk_tree
     # The walk meets /data/sub as a directory, and the container swaps it for the symlink
     # before the walk lists it.
     for operation in ("export", "commit", "diff"):
@@ -349,7 +349,9 @@ def test_a_directory_swapped_for_a_symlink_after_it_was_met_is_read_as_the_direc
             output = io.BytesIO()
             write_tree(MeddledView([str(upper), str(lower)], "/data/sub", swap), "/", output)
         else:
-            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(walk(root, found), "/data/sub", swap))
+            for module in (changes, tarwrite):  # diff's walk and commit's
+                monkeypatch.setattr(module, "walk_tree",
+                                    lambda root, found: meddling(walk(root, found), "/data/sub", swap))
             if operation == "commit":
                 output = io.BytesIO()
                 write_layer(str(upper), output)
@@ -384,7 +386,7 @@ def test_entries_that_vanish_or_change_type_mid_walk_are_skipped_or_taken_as_the
         (upper / "e").write_text("was a link")  # a symlink becomes a file: readlink would fail (EINVAL)
         os.mkfifo(upper / "f")  # a file becomes a FIFO: opening it would block
 
-    walk = changes._walk
+    walk = changes.walk_tree
     for write in ("tree", "layer"):
         upper = make_upper(write)
         warnings = WalkWarnings()
@@ -393,7 +395,7 @@ def test_entries_that_vanish_or_change_type_mid_walk_are_skipped_or_taken_as_the
             view = MeddledView([str(upper), str(lower)], "/a", functools.partial(meddle, upper))
             write_tree(view, "/", output, warnings=warnings)
         else:
-            monkeypatch.setattr(changes, "_walk", lambda root, found: meddling(
+            monkeypatch.setattr(tarwrite, "walk_tree", lambda root, found: meddling(
                 walk(root, found), "/a", functools.partial(meddle, upper)))
             write_layer(str(upper), output, warnings)
         with tarfile.open(fileobj=io.BytesIO(output.getvalue())) as tar:
