@@ -34,8 +34,10 @@ Atomicity
 
 References
     ``name[:tag]`` with docker's grammar (default tag ``latest``); :meth:`resolve` also
-    takes a full id, ``sha256:<id>`` or a unique id prefix of at least
-    :data:`MIN_ID_PREFIX` characters; as in docker, a tag wins over an id prefix.
+    takes a full id, ``sha256:<id>`` or a unique id prefix; as in docker, a tag wins over
+    an id prefix. The grammar and the lookup are pure, in :mod:`~supervisor.images.references`;
+    the records the store hands out (:class:`Image`, :class:`NewImage`) are in
+    :mod:`~supervisor.images.image`. Both are re-exported here, where they lived before.
 """
 
 from __future__ import annotations
@@ -43,20 +45,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
-import shlex
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from logs.atomic import fsync_directory, write_atomic
-from supervisor.errors import Conflict, DockyardError, ImageError, InvalidArgument, NotFound
-from supervisor.images import changes as changes_module
+from supervisor.errors import Conflict, DockyardError, ImageError
+from supervisor.images.fdwalk import WalkWarnings
+from supervisor.images.image import Image, NewImage, rfc3339
 from supervisor.images.layout import (
     Layer,
     Stage,
@@ -74,125 +73,18 @@ from supervisor.images.oci import (
     image_config,
     manifest,
 )
-from supervisor.images.tarsafe import BOMB_FLOOR, BOMB_RATIO
+from supervisor.images.references import (  # noqa: F401 (re-exported: their home was here)
+    MIN_ID_PREFIX,
+    NAME,
+    TAG,
+    find_image,
+    parse_reference,
+)
+from supervisor.images.tarstream import BOMB_FLOOR, BOMB_RATIO
+from supervisor.images.tarwrite import write_layer
 
 __all__ = ["Image", "ImageStore", "NewImage", "parse_reference", "container_config", "image_config", "chain_ids",
            "CONFIG_KEYS"]
-
-MIN_ID_PREFIX = 3
-DEFAULT_TAG = "latest"
-
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-NAME = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*\Z")
-TAG = re.compile(r"^[\w][\w.-]{0,127}\Z", re.ASCII)
-NAME_MAX = 255
-FULL_ID = re.compile(r"^[0-9a-f]{64}\Z")
-ID_PREFIX = re.compile(r"^[0-9a-f]{1,64}\Z")
-
-
-@dataclass(frozen=True)
-class Image:
-    """An image as the rest of dockyard sees it.
-
-    Attributes:
-        id: 64 hex digits, the sha256 of the config blob.
-        repo_tags: ``"name:tag"`` references, oldest first; empty for a dangling image.
-        created: RFC 3339 UTC time (the config's, else when the store first had it).
-        size: bytes of the uncompressed layer tars.
-        config: the container config (docker's names: Env, Cmd, Entrypoint, WorkingDir,
-            User, ...); a copy, free to change.
-        layers: absolute paths of the read-only layer directories, top first (the order of
-            overlay's ``lowerdir``).
-        diff_ids: ``"sha256:<hex>"`` of each layer tar, bottom first (OCI ``rootfs.diff_ids``).
-        manifest: digest of the image's manifest in the store.
-        document: the whole config document (history, author, architecture, ...).
-    """
-
-    id: str
-    repo_tags: tuple[str, ...]
-    created: str
-    size: int
-    config: dict[str, Any]
-    layers: tuple[str, ...]
-    diff_ids: tuple[str, ...] = field(default=())
-    manifest: str = ""
-    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def to_inspect(self) -> dict[str, Any]:
-        """The image as ``docker image inspect`` shapes it."""
-        return {
-            "Id": f"sha256:{self.id}",
-            "RepoTags": list(self.repo_tags),
-            "RepoDigests": [],
-            "Parent": "",
-            "Comment": _last_comment(self.document),
-            "Created": self.created,
-            "Author": self.document.get("author", ""),
-            "Architecture": self.document.get("architecture", ""),
-            "Os": self.document.get("os", "linux"),
-            "Size": self.size,
-            "Config": copy.deepcopy(self.config),
-            "RootFS": {"Type": "layers", "Layers": list(self.diff_ids)},
-            "GraphDriver": {"Name": "overlay", "Data": {"LowerDir": ":".join(self.layers)}},
-            "Metadata": {"ManifestDigest": self.manifest},
-        }
-
-
-@dataclass(frozen=True)
-class NewImage:
-    """An image prepared in a stage, for :meth:`ImageStore.commit`.
-
-    Attributes:
-        config: the config blob's exact bytes.
-        layers: the image's layers, bottom first (from :meth:`Stage.add_layer`).
-        tags: references to point at it (``name:tag``, parsed), moved from other images.
-    """
-
-    config: bytes
-    layers: tuple[Layer, ...]
-    tags: tuple[str, ...] = ()
-
-
-# --- pure helpers -----------------------------------------------------------------------
-
-
-def parse_reference(reference: str) -> str:
-    """``name[:tag]`` to ``"name:tag"`` (tag ``latest`` by default), or InvalidArgument."""
-    if not isinstance(reference, str) or not reference:
-        raise InvalidArgument(f"invalid reference format: {reference!r}")
-    if "@" in reference:
-        raise InvalidArgument(f"invalid reference format: {reference!r}: digest references are not supported")
-    name, tag = reference, DEFAULT_TAG
-    colon = reference.rfind(":")
-    if colon > reference.rfind("/"):
-        name, tag = reference[:colon], reference[colon + 1 :]
-        if not TAG.match(tag):
-            raise InvalidArgument(f"invalid reference format: {reference!r}: bad tag {tag!r}")
-    if not NAME.match(name):
-        if NAME.match(name.lower()):
-            raise InvalidArgument(f"invalid reference format: repository name {name!r} must be lowercase")
-        raise InvalidArgument(f"invalid reference format: {reference!r}")
-    if len(name) > NAME_MAX:
-        raise InvalidArgument(f"invalid reference format: repository name is longer than {NAME_MAX} characters")
-    if FULL_ID.match(name):
-        raise InvalidArgument(
-            f"invalid reference format: repository name {name!r} cannot be a 64-character hexadecimal string"
-        )
-    return f"{name}:{tag}"
-
-
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _last_comment(document: dict[str, Any]) -> str:
-    history = document.get("history") or []
-    return (history[-1].get("comment") or "") if history and isinstance(history[-1], dict) else ""
-
-
-# --- the store --------------------------------------------------------------------------
 
 
 class ImageStore:
@@ -235,7 +127,7 @@ class ImageStore:
         """
         with self._lock:
             index = self._read_index()
-            image_id, _ = self._find(index, ref)
+            image_id, _ = find_image(index, ref)
             return self._image(index, image_id)
 
     def history(self, ref: str) -> list[dict[str, Any]]:
@@ -365,7 +257,7 @@ class ImageStore:
 
     def commit_container(self, upper: str, base_ref: str, *, reference: str | None = None,
                          config: dict[str, Any] | None = None, created_by: str = "", comment: str = "",
-                         author: str = "", warnings: changes_module.WalkWarnings | None = None) -> Image:
+                         author: str = "", warnings: WalkWarnings | None = None) -> Image:
         """A new image: the image ``base_ref`` plus the upper dir ``upper`` as a new layer.
 
         Args:
@@ -378,7 +270,7 @@ class ImageStore:
         with self.stage() as stage:
             tar_path = stage.dir / "commit.tar"
             with open(tar_path, "wb") as output:
-                changes_module.write_layer(upper, output, warnings)
+                write_layer(upper, output, warnings)
             parent = chain_ids(list(base.diff_ids))[-1] if base.diff_ids else None
             with open(tar_path, "rb") as source:
                 layer = stage.add_layer(source, parent=parent, what=f"the commit of {upper}")
@@ -406,7 +298,7 @@ class ImageStore:
         tag = parse_reference(new_reference)
         with self._lock:
             index = self._read_index()
-            image_id, _ = self._find(index, ref)
+            image_id, _ = find_image(index, ref)
             updated = copy.deepcopy(index)
             updated["tags"].pop(tag, None)
             updated["tags"][tag] = image_id
@@ -431,7 +323,7 @@ class ImageStore:
         """
         with self._lock:
             index = self._read_index()
-            image_id, via_tag = self._find(index, ref)
+            image_id, via_tag = find_image(index, ref)
             tags = [tag for tag, target in index["tags"].items() if target == image_id]
             updated = copy.deepcopy(index)
             if via_tag is not None and len(tags) > 1:
@@ -480,38 +372,6 @@ class ImageStore:
     @staticmethod
     def _staged_size(stage: Stage, layer: Layer) -> int:
         return stage.layers[layer.chain_id].size if layer.chain_id in stage.layers else layer.size
-
-    def _find(self, index: dict[str, Any], ref: str) -> tuple[str, str | None]:
-        """The image id for ``ref`` and the tag it was found by (None for an id)."""
-        if not isinstance(ref, str) or not ref:
-            raise InvalidArgument(f"invalid reference format: {ref!r}")
-        if ref.startswith("sha256:"):
-            prefix = ref[len("sha256:") :]
-            if not ID_PREFIX.match(prefix):
-                raise InvalidArgument(f"invalid reference format: {ref!r}")
-            return self._by_prefix(index, prefix, ref), None
-        try:
-            tag: str | None = parse_reference(ref)
-        except InvalidArgument:
-            tag = None
-        if tag is not None and tag in index["tags"]:
-            return index["tags"][tag], tag
-        if ID_PREFIX.match(ref):
-            return self._by_prefix(index, ref, ref), None
-        if tag is None:
-            raise InvalidArgument(f"invalid reference format: {ref!r}")
-        raise NotFound(f"no such image: {ref}", image=ref)
-
-    @staticmethod
-    def _by_prefix(index: dict[str, Any], prefix: str, ref: str) -> str:
-        if len(prefix) < MIN_ID_PREFIX:
-            raise NotFound(f"no such image: {ref}", image=ref)
-        matches = [image_id for image_id in index["images"] if image_id.startswith(prefix)]
-        if not matches:
-            raise NotFound(f"no such image: {ref}", image=ref)
-        if len(matches) > 1:
-            raise Conflict(f"image id prefix {ref} is ambiguous: it matches {len(matches)} images", image=ref)
-        return matches[0]
 
     def _image(self, index: dict[str, Any], image_id: str) -> Image:
         document = self._json(image_id)
@@ -613,15 +473,3 @@ class ImageStore:
                 except OSError:
                     continue
                 remove_path(doomed)
-
-
-def export_container(upper: str, lower_layers: Iterable[str], output: BinaryIO, path: str = "/",
-                     prefix: str = "") -> None:
-    """The merged filesystem of a container (its upper dir over its layers) as a tar."""
-    view = changes_module.LayerView([upper, *lower_layers])
-    changes_module.write_tree(view, path, output, prefix=prefix)
-
-
-def commit_created_by(argv: list[str]) -> str:
-    return shlex.join(argv)
-
