@@ -20,12 +20,10 @@ Theory of operation
 A record is one read's worth of whole lines of one stream (or a PARTIAL piece of a line longer
 than ``MAX_RECORD``), so the hot path does a few C calls per read, never per line.
 
-A pipe is read straight into a buffer laid out as the event's frame: ``FRAME_ROOM`` free
-bytes, then the output. A big record (``OWN_MIN`` or more) keeps that buffer: its event frame
-is written around it (``BusServer.publish(payload=...)``) and sent from it, and the buffer
-holds the record until it is acknowledged; the unfinished line after it starts the next
-buffer. The kernel's copy out of the pipe is the only copy of the output in the daemon. A
-smaller record is copied out, and the buffer is used again.
+The reading is :mod:`supervisor.logpump`'s (a pipe is read straight into a buffer laid out
+as the event's frame, so the kernel's copy out of the pipe is the only copy of the output
+in the daemon); each stream's bookkeeping is :mod:`supervisor.streambuffer`'s. Their names
+are re-exported here, where they lived before.
 
 *Blocking* (default): when the buffer holds ``max-buffer-size`` bytes, ``write`` waits for an
 ack before it returns, so the pump stops reading, the pipe fills and the container's writes
@@ -45,13 +43,8 @@ range with its exact line and byte counts, the supervisor counts it (``inspect``
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
 import time
-from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +52,9 @@ import trio
 
 from logs.format import MAX_RECORD, PARTIAL, STDERR, STDOUT, STREAM_NAMES, STREAMS, Record, RecordCutter
 from logs.options import BLOCKING, LogOptions
-from logs.store import LogReader, container_directory, count_lines
-from supervisor.attach import receive_chunk
-
-#: Bytes asked of the pipe per read; the pipe is enlarged to this (F_SETPIPE_SZ) where allowed.
-READ_SIZE = 1 << 20
-#: Free bytes before the output in a pipe buffer, for the header of its event frame.
-FRAME_ROOM = 512
-#: A record at least this big keeps the buffer it was read into (so a buffer is at most
-#: twice the bytes it holds for the log's buffer); a smaller one is copied out of it.
-OWN_MIN = MAX_RECORD // 2
-F_SETPIPE_SZ = 1031
-#: A replay answer carries about this much (a bus frame may hold 8 MiB).
-REPLAY_BYTES = 4 << 20
-#: Evicted records remembered one by one (for exact counts) before they are lumped together.
-EVICTED_TRACKED = 100_000
+from logs.store import LogReader, container_directory, count_lines  # noqa: F401 (count_lines: re-exported)
+from supervisor.logpump import FRAME_ROOM, F_SETPIPE_SZ, OWN_MIN, READ_SIZE, drain, enlarge_pipe, pump  # noqa: F401
+from supervisor.streambuffer import EVICTED_TRACKED, REPLAY_BYTES, StreamBuffer  # noqa: F401 (EVICTED_TRACKED)
 
 #: publish(topic, data, channel[, payload]): see BusServer.publish
 Publish = Callable[..., None]
@@ -82,91 +63,6 @@ Dropped = Callable[[str, str, int, int], None]
 #: keep(container log, record): stores a record in this process, which then frees it at once
 #: (an embedded Supervisor, supervisor/locallogs.py); None: a log collector acknowledges it.
 Keep = Callable[["ContainerLog", Record], None]
-
-
-class StreamBuffer:
-    """One stream's unacknowledged records, sans-IO. Seqs are gap-free from 1."""
-
-    def __init__(self, last: int = 0):
-        self.last = last  # the last seq given out
-        self.acked = last  # the collector stored everything up to here
-        self.records: deque[Record] = deque()  # seqs contiguous, ending at self.last
-        self.bytes = 0
-        # Evicted and not yet acknowledged: (seq, lines, bytes), oldest first, contiguous,
-        # ending just before records[0]; beyond EVICTED_TRACKED the oldest are lumped into
-        # self._lumped = [first seq, last seq, lines, bytes].
-        self.evicted: deque[tuple[int, int, int]] = deque()
-        self._lumped: list[int] | None = None
-
-    def append(self, record: Record) -> None:
-        self.records.append(record)
-        self.bytes += len(record.payload)
-
-    def first_buffered(self) -> int:
-        return self.records[0].seq if self.records else self.last + 1
-
-    def ack(self, seq: int) -> int:
-        """The collector stored through ``seq``; returns the bytes freed."""
-        seq = min(seq, self.last)
-        if seq <= self.acked:
-            return 0
-        self.acked = seq
-        freed = 0
-        records = self.records
-        while records and records[0].seq <= seq:
-            freed += len(records.popleft().payload)
-        self.bytes -= freed
-        while self.evicted and self.evicted[0][0] <= seq:
-            self.evicted.popleft()
-        if self._lumped is not None and self._lumped[1] <= seq:
-            self._lumped = None
-        return freed
-
-    def evict_oldest(self) -> int:
-        """Drop the oldest buffered record (non-blocking mode); returns its size."""
-        record = self.records.popleft()
-        size = len(record.payload)
-        self.bytes -= size
-        if len(self.evicted) >= EVICTED_TRACKED:
-            seq, lines, count = self.evicted.popleft()
-            if self._lumped is None:
-                self._lumped = [seq, seq, lines, count]
-            else:
-                self._lumped[1:] = [seq, self._lumped[2] + lines, self._lumped[3] + count]
-        self.evicted.append((record.seq, count_lines(record), size))
-        return size
-
-    def replay(self, start: int, max_bytes: int = REPLAY_BYTES) -> tuple[list[Record], tuple[int, int, int, int] | None]:
-        """Records from seq ``start`` on (about ``max_bytes``, at least one), and the range
-        before them that is gone, as (first, last, lines, bytes), or None.
-
-        The lost range is settled: it is treated as acknowledged from now on.
-        """
-        start = max(start, 1)
-        first = self.first_buffered()
-        lost = None
-        if start < first:
-            lines = size = 0
-            if self._lumped is not None and self._lumped[1] >= start:
-                lines, size = self._lumped[2], self._lumped[3]  # lumped: counted whole
-            for seq, seq_lines, seq_bytes in self.evicted:
-                if seq >= start:
-                    lines += seq_lines
-                    size += seq_bytes
-            lost = (start, first - 1, lines, size)
-            self.evicted.clear()
-            self._lumped = None
-            self.acked = max(self.acked, first - 1)
-            start = first
-        out: list[Record] = []
-        total = 0
-        if self.records and start <= self.last:
-            for record in islice(self.records, start - first, None):
-                out.append(record)
-                total += len(record.payload)
-                if total >= max_bytes:
-                    break
-        return out, lost
 
 
 class ContainerLog:
@@ -430,105 +326,3 @@ class LogBuffers:
 
         self._logs.pop(container_id, None)
         shutil.rmtree(self.directory(container_id), ignore_errors=True)
-
-
-def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
-    """Ask for a larger pipe (fewer, larger reads); a pty or a refusal leaves it as it is."""
-    try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
-    except OSError:
-        pass
-
-
-async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any]) -> None:
-    """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
-    log as ``stream``, forwarding each chunk to the attached clients first."""
-    fileno = getattr(source, "fileno", None)
-    if fileno is not None:
-        enlarge_pipe(fileno())
-    log.pumping += 1
-    try:
-        if isinstance(source, trio.lowlevel.FdStream):
-            await _pump_fd(log, stream, source.fileno(), attachments)
-        else:
-            while True:
-                chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
-                if not chunk:
-                    break
-                log.last_read = trio.current_time()
-                for attachment in tuple(attachments):
-                    await attachment.send(stream, chunk)
-                await log.write(stream, chunk)
-    finally:
-        log.pumping -= 1
-        log._pump_ended.set()
-        log._pump_ended = trio.Event()
-        log.end_stream(stream)
-
-
-async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
-    """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
-    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it. The
-    state is updated before any wait, so what is left at a cancellation is exactly that."""
-    buffer = bytearray(FRAME_ROOM + MAX_RECORD)
-    end = FRAME_ROOM
-    try:
-        while True:
-            if end == len(buffer):  # a line longer than MAX_RECORD: a PARTIAL piece of it
-                buffer, end = _take(log, stream, buffer, end, end, partial=True)
-                await log.wait_for_room()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                count = os.readv(fd, [memoryview(buffer)[end:]])
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
-                continue
-            except OSError as exc:
-                if exc.errno != errno.EIO:  # a pty master reads EIO once its slave is closed
-                    raise
-                count = 0
-            if not count:
-                break
-            start, end = end, end + count
-            log.last_read = trio.current_time()
-            cut = buffer.rfind(b"\n", start, end)  # the part before has none
-            chunk = bytes(memoryview(buffer)[start:end]) if attachments else b""
-            if cut >= 0:
-                buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
-            for attachment in tuple(attachments):
-                await attachment.send(stream, chunk)
-            if cut >= 0:
-                await log.wait_for_room()
-    except trio.ClosedResourceError:
-        pass
-    finally:
-        if end > FRAME_ROOM:  # the last line, without its newline
-            log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]), False)
-
-
-def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
-          partial: bool) -> tuple[bytearray, int]:
-    """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
-    into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
-    rest = bytes(memoryview(buffer)[cut:end])
-    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer
-        log.add_in_place(stream, buffer, FRAME_ROOM, cut, partial)
-        buffer = bytearray(FRAME_ROOM + MAX_RECORD)
-    else:
-        log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial)
-    buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
-    return buffer, FRAME_ROOM + len(rest)
-
-
-async def drain(log: ContainerLog, pumps: trio.CancelScope, idle: float) -> None:
-    """After pid 1 exited: let the pumps read what is left in the pipes, and cancel them only
-    once no output came for ``idle`` seconds (a process outside the container may hold a pipe
-    open for ever). A busy or slow machine never cuts off output that is still flowing."""
-    log.last_read = max(log.last_read, trio.current_time())
-    while log.pumping:
-        quiet_until = log.last_read + idle
-        if trio.current_time() >= quiet_until:
-            pumps.cancel()
-            return
-        with trio.move_on_at(quiet_until):
-            await log._pump_ended.wait()
