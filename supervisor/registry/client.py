@@ -1,20 +1,9 @@
-"""One registry over HTTP: the distribution API calls that pull and push need, with auth.
+"""One registry's distribution API: the calls that pull and push need (manifests, blobs,
+login), each checking what comes back (digests, sizes, limits).
 
-httpx (on trio through anyio) does the HTTP; this module decides what to send and checks
-what comes back. It is the only module of the package that imports httpx, and only
-:mod:`supervisor.registry.transfer` imports it.
-
-Scheme
-    A registry is reached over HTTPS with certificates verified. A loopback registry or one
-    listed as insecure is tried over HTTPS without verification first, then over plain HTTP
-    (docker's rule), once per client, in :meth:`RegistryClient.ping`.
-
-Auth
-    ``ping`` (GET /v2/) learns the registry's challenge. Before the first request for a set
-    of scopes, a bearer token is fetched from the challenge's realm (with the saved
-    credentials, if any); with a basic challenge the credentials go on every request. A
-    401 later (a token expired) fetches one new token and retries once; a 401 without a
-    challenge, or a second 401, is an :class:`AuthError`.
+The connection and the auth they go through are :mod:`supervisor.registry.session`'s (its
+docstring tells the scheme and auth rules); only :mod:`supervisor.registry.transfer`
+imports this module, so httpx stays off every other path.
 
 Every error names the registry and the object (``blob sha256:... of REPO``,
 ``manifest REPO:TAG``) and the cause.
@@ -23,10 +12,8 @@ Every error names the registry and the object (``blob sha256:... of REPO``,
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -34,233 +21,21 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from supervisor.registry.auth import Challenge, Credentials, parse_challenges
-from supervisor.registry.errors import (
-    AuthError,
-    NotFoundError,
-    ProtocolError,
-    RegistryError,
-    RegistryUnavailable,
-    VerificationError,
-)
+from supervisor.registry.errors import NotFoundError, ProtocolError, RegistryUnavailable, VerificationError
 from supervisor.registry.layout import blob_path, partial_path
 from supervisor.registry.manifest import ACCEPT, Descriptor
-from supervisor.registry.options import Options
 from supervisor.registry.progress import Meter
+from supervisor.registry.session import RegistrySession
 
 READ_CHUNK = 1 << 20
 
 
-def _distribution_errors(body: bytes) -> str:
-    """The ``errors`` of a distribution error body, as ``CODE: message`` text."""
-    try:
-        document = json.loads(body)
-        parts = [f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in document["errors"]]
-        return "; ".join(parts)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = body[:200].decode("utf-8", "replace").strip()
-        return text
-
-
-class RegistryClient:
+class RegistryClient(RegistrySession):
     """Talks to one registry for one set of repository scopes.
 
     Use as ``async with RegistryClient(...) as client:``; the HTTP connections are pooled
     for the client's life.
     """
-
-    def __init__(self, registry: str, api_host: str | None = None, *, scopes: tuple[str, ...] = (),
-                 credentials: Credentials | None = None, options: Options | None = None):
-        self.registry = registry
-        self.api_host = api_host or registry
-        self.scopes = tuple(scopes)
-        self.credentials = credentials
-        self.options = options or Options()
-        self.base_url: str | None = None
-        self.challenge: Challenge | None = None
-        self.token: str | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._ping_lock = trio.Lock()  # concurrent blob tasks share one ping and one pool
-
-    async def __aenter__(self) -> RegistryClient:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    # --- connection and auth -------------------------------------------------------------
-
-    def _new_http(self, verify: bool) -> httpx.AsyncClient:
-        options = self.options
-        return httpx.AsyncClient(
-            verify=verify,
-            timeout=httpx.Timeout(options.read_timeout, connect=options.connect_timeout),
-            follow_redirects=True,
-            max_redirects=options.max_redirects,
-            headers={"User-Agent": options.user_agent},
-            # No proxy, netrc or certificate settings from the environment: the daemon talks
-            # to the host in the reference and nothing else.
-            trust_env=False,
-        )
-
-    def _unavailable(self, exc: Exception, what: str) -> RegistryUnavailable:
-        return RegistryUnavailable(f"cannot reach registry {self.registry} for {what}: {type(exc).__name__}: {exc}",
-                                   registry=self.registry, object=what)
-
-    async def ping(self) -> None:
-        """Choose the scheme, learn the challenge, and authenticate for ``self.scopes``."""
-        async with self._ping_lock:
-            if self.base_url is None:
-                await self._ping()
-
-    async def _ping(self) -> None:
-        insecure = self.options.is_insecure(self.api_host)
-        attempts = [("https", not insecure)] + ([("http", False)] if insecure else [])
-        last: Exception | None = None
-        for scheme, verify in attempts:
-            http = self._new_http(verify)
-            try:
-                response = await http.get(f"{scheme}://{self.api_host}/v2/")
-            except httpx.TooManyRedirects as exc:
-                await http.aclose()
-                raise self._redirect_loop(exc, "the API version check (GET /v2/)") from None
-            except httpx.TransportError as exc:
-                await http.aclose()
-                last = exc
-                continue
-            self._http, self.base_url = http, f"{scheme}://{self.api_host}"
-            break
-        else:
-            assert last is not None
-            raise self._unavailable(last, "the API version check (GET /v2/)") from None
-        if response.status_code == 401:
-            self.challenge = self._challenge_of(response, "the API version check (GET /v2/)")
-            if self.challenge.scheme == "bearer":
-                await self._fetch_token("the API version check (GET /v2/)")
-        elif response.status_code >= 400 and response.status_code != 404:
-            # 404: some registries (and proxies) serve the API without /v2/ itself.
-            raise ProtocolError(
-                f"registry {self.registry} answered GET /v2/ with {response.status_code} "
-                f"({_distribution_errors(response.content) or response.reason_phrase})",
-                registry=self.registry, object="/v2/")
-
-    def _challenge_of(self, response: httpx.Response, what: str) -> Challenge:
-        header = response.headers.get("www-authenticate", "")
-        for challenge in parse_challenges(header):
-            if challenge.scheme == "bearer" and challenge.realm:
-                return challenge
-        for challenge in parse_challenges(header):
-            if challenge.scheme == "basic":
-                return challenge
-        if header:
-            raise AuthError(f"registry {self.registry} asks for unsupported authentication for {what}: {header!r}",
-                            registry=self.registry, object=what)
-        raise AuthError(f"registry {self.registry} refused {what} with 401 Unauthorized and no WWW-Authenticate "
-                        "challenge: there is no way to authenticate", registry=self.registry, object=what)
-
-    async def _fetch_token(self, what: str, scopes: tuple[str, ...] | None = None) -> None:
-        assert self.challenge is not None and self._http is not None
-        realm = self.challenge.realm
-        if not realm or not realm.startswith(("https://", "http://")):
-            raise AuthError(f"registry {self.registry} gave a bearer challenge without a valid realm ({realm!r})",
-                            registry=self.registry, object=what)
-        query: list[tuple[str, str]] = []
-        if self.challenge.params.get("service"):
-            query.append(("service", self.challenge.params["service"]))
-        for scope in self.scopes if scopes is None else scopes:
-            query.append(("scope", scope))
-        headers = {}
-        if self.credentials is not None:
-            headers["Authorization"] = self.credentials.basic_header()
-            query.append(("account", self.credentials.username))
-        url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
-        try:
-            response = await self._http.get(url, headers=headers)
-        except httpx.TooManyRedirects as exc:
-            raise self._redirect_loop(exc, f"a token from {realm}") from None
-        except httpx.TransportError as exc:
-            raise AuthError(f"cannot get a token for registry {self.registry} from {realm}: {type(exc).__name__}: {exc}",
-                            registry=self.registry, object=what) from None
-        if response.status_code in (401, 403):
-            who = f"as {self.credentials.username}" if self.credentials else "anonymously (no saved credentials: `dockyard login`)"
-            raise AuthError(f"the token server of registry {self.registry} refused {what} {who}: "
-                            f"{response.status_code} {_distribution_errors(response.content) or response.reason_phrase}",
-                            registry=self.registry, object=what)
-        try:
-            document = response.json()
-            token = document.get("token") or document.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            raise AuthError(f"the token server of registry {self.registry} ({realm}) gave no token for {what} "
-                            f"(status {response.status_code})", registry=self.registry, object=what)
-        self.token = token
-
-    def _auth_headers(self) -> dict[str, str]:
-        if self.challenge is None:
-            return {}
-        if self.challenge.scheme == "bearer" and self.token:
-            return {"Authorization": f"Bearer {self.token}"}
-        if self.challenge.scheme == "basic" and self.credentials is not None:
-            return {"Authorization": self.credentials.basic_header()}
-        return {}
-
-    def _redirect_loop(self, exc: Exception, what: str) -> ProtocolError:
-        return ProtocolError(f"registry {self.registry}: redirect loop for {what} (more than "
-                             f"{self.options.max_redirects} redirects)", registry=self.registry, object=what)
-
-    @asynccontextmanager
-    async def _stream(self, method: str, url: str, what: str, headers: dict[str, str] | None = None,
-                      content: Callable[[], Any] | None = None) -> AsyncIterator[httpx.Response]:
-        """Send a request (``url`` relative to the API root, or absolute) and yield the
-        streaming response, after answering one 401 with fresh credentials."""
-        await self.ping()
-        assert self._http is not None and self.base_url is not None
-        if not url.startswith(("http://", "https://")):
-            url = self.base_url + url
-        for attempt in (1, 2):
-            request_headers = {**(headers or {}), **self._auth_headers()}
-            request = self._http.build_request(method, url, headers=request_headers,
-                                               content=content() if content else None)
-            try:
-                response = await self._http.send(request, stream=True)
-            except httpx.TooManyRedirects as exc:
-                raise self._redirect_loop(exc, what) from None
-            except httpx.TransportError as exc:
-                raise self._unavailable(exc, what) from None
-            try:
-                if response.status_code == 401:
-                    challenge = self._challenge_of(response, what)
-                    if attempt == 2 or (challenge.scheme == "basic" and (self.credentials is None or self.challenge == challenge)):
-                        who = f"as {self.credentials.username}" if self.credentials else \
-                            "anonymously (no saved credentials: `dockyard login " + self.registry + "`)"
-                        raise AuthError(f"registry {self.registry} refused {what} {who}: 401 "
-                                        f"{_distribution_errors(await response.aread()) or 'Unauthorized'}",
-                                        registry=self.registry, object=what)
-                    self.challenge = challenge
-                    if challenge.scheme == "bearer":
-                        await self._fetch_token(what)
-                    continue
-                yield response
-                return
-            finally:
-                await response.aclose()
-
-    async def _fail(self, response: httpx.Response, what: str) -> RegistryError:
-        """The error for an unexpected status (the body is read for the registry's reason)."""
-        try:
-            detail = _distribution_errors(await response.aread())
-        except httpx.HTTPError:
-            detail = ""
-        detail = detail or response.reason_phrase
-        if response.status_code == 404:
-            return NotFoundError(f"registry {self.registry}: {what} not found ({detail})", registry=self.registry, object=what)
-        if response.status_code == 403:
-            return AuthError(f"registry {self.registry} denied {what}: 403 {detail}", registry=self.registry, object=what)
-        return ProtocolError(f"registry {self.registry} answered {response.status_code} for {what}: {detail}",
-                             registry=self.registry, object=what, status=response.status_code)
 
     # --- manifests -----------------------------------------------------------------------
 
@@ -274,9 +49,9 @@ class RegistryClient:
         separator = "@" if ":" in reference else ":"
         what = f"manifest {repository}{separator}{reference}"
         limit = self.options.manifest_limit
-        async with self._stream("GET", f"/v2/{repository}/manifests/{reference}", what, {"Accept": ACCEPT}) as response:
+        async with self.request("GET", f"/v2/{repository}/manifests/{reference}", what, {"Accept": ACCEPT}) as response:
             if response.status_code != 200:
-                raise await self._fail(response, what)
+                raise await self.failure(response, what)
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ProtocolError(f"registry {self.registry}: {what} is {declared} bytes, over the {limit}-byte manifest limit",
@@ -289,7 +64,7 @@ class RegistryClient:
                         raise ProtocolError(f"registry {self.registry}: {what} is over the {limit}-byte manifest limit",
                                             registry=self.registry, object=what)
             except httpx.TransportError as exc:
-                raise self._unavailable(exc, what) from None
+                raise self.unavailable(exc, what) from None
             media_type = response.headers.get("content-type", "").split(";")[0].strip()
             header_digest = response.headers.get("docker-content-digest")
         data = bytes(body)
@@ -313,10 +88,10 @@ class RegistryClient:
         separator = "@" if ":" in reference else ":"
         what = f"manifest {repository}{separator}{reference}"
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-        async with self._stream("PUT", f"/v2/{repository}/manifests/{reference}", what,
+        async with self.request("PUT", f"/v2/{repository}/manifests/{reference}", what,
                                 {"Content-Type": media_type}, content=lambda: data) as response:
             if response.status_code not in (200, 201):
-                raise await self._fail(response, what)
+                raise await self.failure(response, what)
             header_digest = response.headers.get("docker-content-digest")
         if header_digest and header_digest != digest:
             raise VerificationError(f"registry {self.registry} stored {what} as {header_digest}, not {digest}",
@@ -327,11 +102,11 @@ class RegistryClient:
 
     async def blob_exists(self, repository: str, descriptor: Descriptor) -> bool:
         what = f"blob {descriptor.digest} of {repository}"
-        async with self._stream("HEAD", f"/v2/{repository}/blobs/{descriptor.digest}", what) as response:
+        async with self.request("HEAD", f"/v2/{repository}/blobs/{descriptor.digest}", what) as response:
             if response.status_code == 404:
                 return False
             if response.status_code != 200:
-                raise await self._fail(response, what)
+                raise await self.failure(response, what)
             return True
 
     async def fetch_blob(self, repository: str, descriptor: Descriptor, root: Path, meter: Meter) -> Path:
@@ -345,10 +120,10 @@ class RegistryClient:
         hasher = hashlib.new(algorithm)
         received = 0
         try:
-            async with self._stream("GET", f"/v2/{repository}/blobs/{digest}", what,
+            async with self.request("GET", f"/v2/{repository}/blobs/{digest}", what,
                                     {"Accept-Encoding": "identity"}) as response:
                 if response.status_code != 200:
-                    raise await self._fail(response, what)
+                    raise await self.failure(response, what)
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) != size:
                     raise VerificationError(f"registry {self.registry}: {what} is {declared} bytes, "
@@ -394,16 +169,16 @@ class RegistryClient:
         what = f"blob {descriptor.digest} of {repository}"
         for source in mount_from:
             query = urlencode({"mount": descriptor.digest, "from": source})
-            async with self._stream("POST", f"/v2/{repository}/blobs/uploads/?{query}", what) as response:
+            async with self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", what) as response:
                 if response.status_code == 201:
                     return None
                 if response.status_code == 202:
                     # The registry could not mount (no access to the source) and opened an
                     # ordinary upload instead.
                     return self._location(response, what)
-        async with self._stream("POST", f"/v2/{repository}/blobs/uploads/", what) as response:
+        async with self.request("POST", f"/v2/{repository}/blobs/uploads/", what) as response:
             if response.status_code != 202:
-                raise await self._fail(response, what)
+                raise await self.failure(response, what)
             return self._location(response, what)
 
     def _location(self, response: httpx.Response, what: str) -> str:
@@ -440,24 +215,24 @@ class RegistryClient:
                 length = min(chunk_size, size - offset)
                 headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                            "Content-Range": f"{offset}-{offset + length - 1}"}
-                async with self._stream("PATCH", location, what, headers,
+                async with self.request("PATCH", location, what, headers,
                                         content=lambda o=offset, n=length: _file_chunks(path, o, n, meter)) as response:
                     if response.status_code != 202:
-                        raise await self._fail(response, f"{what} (chunk at byte {offset})")
+                        raise await self.failure(response, f"{what} (chunk at byte {offset})")
                     location = self._location(response, what)
                 offset += length
             final = _with_query(location, digest=digest)
-            async with self._stream("PUT", final, what, {"Content-Length": "0"}) as response:
+            async with self.request("PUT", final, what, {"Content-Length": "0"}) as response:
                 if response.status_code != 201:
-                    raise await self._fail(response, what)
+                    raise await self.failure(response, what)
                 stored = response.headers.get("docker-content-digest")
         else:
             final = _with_query(location, digest=digest)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-            async with self._stream("PUT", final, what, headers,
+            async with self.request("PUT", final, what, headers,
                                     content=lambda: _file_chunks(path, 0, size, meter)) as response:
                 if response.status_code != 201:
-                    raise await self._fail(response, what)
+                    raise await self.failure(response, what)
                 stored = response.headers.get("docker-content-digest")
         if stored and stored != digest:
             raise VerificationError(f"registry {self.registry} stored {what} as {stored}", registry=self.registry, object=what)
@@ -474,9 +249,9 @@ class RegistryClient:
             return False
         if self.challenge.scheme == "bearer":
             return True  # ping fetched a token with these credentials: they are good
-        async with self._stream("GET", "/v2/", what) as response:
+        async with self.request("GET", "/v2/", what) as response:
             if response.status_code != 200:
-                raise await self._fail(response, what)
+                raise await self.failure(response, what)
         return True
 
 
