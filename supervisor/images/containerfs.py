@@ -2,9 +2,9 @@
 
 Reading (``export``, ``cp CONTAINER:SRC``) never mounts anything: the merged view of the
 container's upper dir over its image's layers is read in user space
-(:class:`~supervisor.images.changes.LayerView`), the same way for running and stopped
+(:class:`~supervisor.images.layerview.LayerView`), the same way for running and stopped
 containers, by fd-relative walks that a running container cannot redirect by renaming its
-files ("Walking a live container's files" in :mod:`supervisor.images.changes`). Symlinks in
+files ("Walking a live container's files" in :mod:`supervisor.images.fdwalk`). Symlinks in
 a container path resolve inside the container's root, never towards the host.
 
 Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
@@ -16,7 +16,7 @@ Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
 - stopped: into its upper dir. The target's ancestors are first copied up (made in the
   upper dir with the lower directory's owner, mode, xattrs and mtime, as overlayfs would),
   walked one component at a time from the upper dir's fd without following a link
-  (:func:`~supervisor.images.tarsafe.open_directory`, the extractor's own walk), and a
+  (:func:`~supervisor.images.fdwalk.open_directory`, the extractor's own walk), and a
   whiteout that the copy replaces by a directory makes that directory opaque, so what was
   deleted does not come back.
 
@@ -38,8 +38,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from supervisor.errors import Conflict, InvalidArgument, NotFound
-from supervisor.images.changes import LayerView, WalkWarnings, entry_xattrs, is_whiteout, write_tree
-from supervisor.images.tarsafe import OPAQUE_XATTR, UnsafeMember, extract, open_directory
+from supervisor.images.fdwalk import UnsafeMember, WalkWarnings, descend, entry_xattrs, open_directory
+from supervisor.images.layerview import LayerView
+from supervisor.images.tarsafe import extract
+from supervisor.images.tarwrite import write_tree
+from supervisor.images.whiteouts import OPAQUE_XATTR, is_whiteout
 
 _SYS_OPENAT2 = 437  # the same number on x86_64 and arm64
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -194,24 +197,23 @@ def _copy_up(container: str, view: LayerView, upper: str, directory: str) -> int
     """An fd of ``directory`` in the upper dir, it and its ancestors made real directories
     there first, each with the metadata of the merged view's (what overlayfs' copy-up does).
     Walked one component at a time from the upper dir's fd, never through a symlink."""
-    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    path = ""
+    components = [c for c in directory.split("/") if c]
+
+    def step(fd: int, depth: int, component: str) -> int:
+        path = "/" + "/".join(components[:depth])
+        try:
+            return open_directory(fd, [component])
+        except FileNotFoundError:
+            return _copy_up_directory(container, view, fd, component, path)
+        except UnsafeMember as exc:
+            raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
+                           f"({exc} in its upper dir)", container=container, path=path) from None
+
+    upper_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for component in [c for c in directory.split("/") if c]:
-            path += "/" + component
-            try:
-                next_fd = open_directory(fd, [component])
-            except FileNotFoundError:
-                next_fd = _copy_up_directory(container, view, fd, component, path)
-            except UnsafeMember as exc:
-                raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
-                               f"({exc} in its upper dir)", container=container, path=path) from None
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+        return descend(upper_fd, components, step)
+    finally:
+        os.close(upper_fd)
 
 
 def _copy_up_directory(container: str, view: LayerView, parent_fd: int, name: str, path: str) -> int:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from supervisor.images.whiteouts import OVERLAY_XATTR_PREFIX
@@ -73,19 +73,30 @@ def open_directory(root_fd: int, parts: Sequence[str], *, create: bool = False, 
         UnsafeMember: a component is a symlink or not a directory (the message names it).
         FileNotFoundError: a component is missing (without ``create``).
     """
-    fd = os.dup(root_fd)
+    def step(fd: int, depth: int, component: str) -> int:
+        try:
+            return _open_component(fd, component, create)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            prefix = "/".join(parts[:depth])
+            mode = os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                raise UnsafeMember(f"{what}{prefix!r} is a symbolic link") from None
+            raise UnsafeMember(f"{what}{prefix!r} is not a directory") from None
+
+    return descend(root_fd, parts, step)
+
+
+def descend(start_fd: int, parts: Sequence[str], step: Callable[[int, int, str], int]) -> int:
+    """Hand over hand from ``start_fd`` down ``parts``: ``step(fd, depth, component)`` opens
+    the next directory relative to ``fd`` (one component, never followed) and returns its fd;
+    each fd is closed once the next one is held, and the one held when ``step`` raises. The
+    caller keeps ``start_fd``; the fd returned (a dup of it for no parts) is the caller's."""
+    fd = os.dup(start_fd)
     try:
         for depth, component in enumerate(parts, start=1):
-            try:
-                next_fd = _open_component(fd, component, create)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                    raise
-                prefix = "/".join(parts[:depth])
-                mode = os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode
-                if stat.S_ISLNK(mode):
-                    raise UnsafeMember(f"{what}{prefix!r} is a symbolic link") from None
-                raise UnsafeMember(f"{what}{prefix!r} is not a directory") from None
+            next_fd = step(fd, depth, component)
             os.close(fd)
             fd = next_fd
         return fd
