@@ -1,4 +1,5 @@
-"""Whiteout conversion, diff computation, Dockerfile changes, and layer round trips."""
+"""supervisor/images/changes.py: diff computation (pure, and on real layers), and the walks of
+diff, commit and export against a container that changes its files meanwhile (issue 25)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import ImageError, InvalidArgument
 from supervisor.images import changes, tarwrite
-from supervisor.images.changes import (
-    LayerView,
-    Meta,
-    UpperEntry,
-    WalkWarnings,
-    compute_diff,
-    container_diff,
-    opaque_marker,
-    whiteout_name,
-    write_layer,
-    write_tree,
-)
-from supervisor.images.oci import container_config, parse_changes
-from supervisor.images.tarsafe import OPAQUE_XATTR, extract, open_contents
+from supervisor.images.changes import UpperEntry, compute_diff, container_diff
+from supervisor.images.fdwalk import WalkWarnings
+from supervisor.images.layerview import LayerView, Meta
+from supervisor.images.tarwrite import write_layer, write_tree
+from tests.layers import make_lower, make_upper
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="overlay whiteouts are 0/0 devices: mknod needs root")
@@ -36,16 +27,7 @@ DIR = Meta("dir", 0o755, 0, 0, 1)
 FILE = Meta("file", 0o644, 0, 0, 1)
 
 
-# --- pure: names and diff ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name, expected", [("a", ".wh.a"), ("etc/passwd", "etc/.wh.passwd"), ("a/b/c", "a/b/.wh.c")])
-def test_whiteout_names(name, expected):
-    assert whiteout_name(name) == expected
-
-
-def test_opaque_marker():
-    assert opaque_marker("var/cache") == "var/cache/.wh..wh..opq"
+# --- pure: diff ---------------------------------------------------------------------------
 
 
 def fake_lower(tree: dict[str, Meta]):
@@ -112,73 +94,7 @@ def test_diff_of_a_type_change_and_a_new_directory():
     ]
 
 
-# --- pure: config changes ------------------------------------------------------------------
-
-
-def test_dockerfile_changes():
-    changes = parse_changes(
-        ['CMD ["sh", "-c", "echo hi"]', "ENTRYPOINT /init --flag", "ENV A=1 B='two words'", "ENV C 3",
-         "WORKDIR /srv", "USER app:app"],
-        env=["PATH=/bin", "A=0"],
-    )
-    assert changes == {
-        "Cmd": ["sh", "-c", "echo hi"],
-        "Entrypoint": ["/bin/sh", "-c", "/init --flag"],
-        "Env": ["PATH=/bin", "A=1", "B=two words", "C=3"],
-        "WorkingDir": "/srv",
-        "User": "app:app",
-    }
-    assert container_config(changes)["Cmd"] == ["sh", "-c", "echo hi"]
-
-
-@pytest.mark.parametrize("change", ["RUN make", "CMD", "CMD [1, 2]", "CMD [nope", "ENV", "ENV =x", "WORKDIR"])
-def test_bad_dockerfile_changes_are_refused(change):
-    with pytest.raises(InvalidArgument, match="change"):
-        parse_changes([change])
-
-
-def test_workdir_change_must_be_absolute():
-    with pytest.raises(InvalidArgument, match="absolute"):
-        container_config(parse_changes(["WORKDIR srv"]))
-
-
 # --- the filesystem shell (root: whiteouts are devices) ---------------------------------------
-
-
-def whiteout(path: Path) -> None:
-    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
-
-
-def make_lower(base: Path) -> Path:
-    lower = base / "lower"
-    for directory in ("bin", "etc", "var/cache", "keep"):
-        (lower / directory).mkdir(parents=True)
-    (lower / "bin" / "sh").write_text("shell")
-    (lower / "bin" / "vi").write_text("editor")
-    (lower / "etc" / "passwd").write_text("root\n")
-    (lower / "var" / "cache" / "a").write_text("a")
-    (lower / "var" / "cache" / "b").write_text("b")
-    return lower
-
-
-def make_upper(base: Path) -> Path:
-    upper = base / "upper"
-    (upper / "bin").mkdir(parents=True)
-    whiteout(upper / "bin" / "vi")
-    (upper / "etc").mkdir()
-    (upper / "etc" / "passwd").write_text("root\napp\n")
-    (upper / "var" / "cache").mkdir(parents=True)
-    os.setxattr(upper / "var" / "cache", OPAQUE_XATTR, b"y")
-    (upper / "var" / "cache" / "c").write_text("c")
-    (upper / "new").write_text("new")
-    os.chown(upper / "new", 1000, 1000)
-    os.chmod(upper / "new", 0o4751)
-    os.setxattr(upper / "new", "user.note", b"hello")
-    os.link(upper / "new", upper / "hard")
-    os.symlink("/new", upper / "soft")
-    os.mkfifo(upper / "fifo")
-    os.utime(upper / "new", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
-    return upper
 
 
 @needs_root
@@ -191,95 +107,6 @@ def test_container_diff_on_real_layers(tmp_path):
         ("A", "/new"), ("A", "/soft"), ("C", "/var"), ("C", "/var/cache"), ("D", "/var/cache/a"),
         ("D", "/var/cache/b"), ("A", "/var/cache/c"),
     ]
-
-
-@needs_root
-def test_layer_tar_round_trip_keeps_whiteouts_opaque_dirs_and_metadata(tmp_path):
-    upper = make_upper(tmp_path)
-    buffer = io.BytesIO()
-    write_layer(str(upper), buffer)
-
-    with tarfile.open(fileobj=io.BytesIO(buffer.getvalue())) as tar:
-        members = {member.name: member for member in tar}
-    assert members["bin/.wh.vi"].isreg() and members["bin/.wh.vi"].size == 0
-    assert members["var/cache/.wh..wh..opq"].isreg()
-    assert members["hard"].islnk() and members["hard"].linkname == "new" or members["new"].islnk()
-    assert members["soft"].issym() and members["soft"].linkname == "/new"
-    assert members["new"].pax_headers.get("SCHILY.xattr.user.note") == "hello"
-    assert not any("trusted.overlay" in key for m in members.values() for key in m.pax_headers)
-
-    unpacked = tmp_path / "unpacked"
-    unpacked.mkdir()
-    report = extract(io.BytesIO(buffer.getvalue()), unpacked, whiteouts=True)
-    assert report.whiteouts == 2
-    vi = os.lstat(unpacked / "bin" / "vi")
-    assert stat.S_ISCHR(vi.st_mode) and vi.st_rdev == 0
-    assert os.getxattr(unpacked / "var" / "cache", OPAQUE_XATTR) == b"y"
-    assert not (unpacked / "var" / "cache" / ".wh..wh..opq").exists()
-    new = os.lstat(unpacked / "new")
-    assert (stat.S_IMODE(new.st_mode), new.st_uid, new.st_gid, new.st_nlink) == (0o4751, 1000, 1000, 2)
-    assert os.lstat(unpacked / "hard").st_ino == new.st_ino
-    assert abs(new.st_mtime_ns - 1_600_000_000_123_456_789) < 1000
-    assert os.getxattr(unpacked / "new", "user.note") == b"hello"
-    assert os.readlink(unpacked / "soft") == "/new"
-    assert stat.S_ISFIFO(os.lstat(unpacked / "fifo").st_mode)
-
-
-@needs_root
-def test_merged_view_follows_overlay_rules(tmp_path):
-    lower, upper = make_lower(tmp_path), make_upper(tmp_path)
-    view = LayerView([str(upper), str(lower)])
-    assert view.children("/bin") == ["sh"]
-    assert view.children("/var/cache") == ["c"]
-    assert view.lookup("/bin/vi") is None and view.lookup("/var/cache/a") is None
-    assert view.lookup("/etc/passwd").kind == "file"
-    os.symlink("/etc", upper / "etclink")
-    assert view.resolve("/etclink/../bin/sh") == "/bin/sh"
-    with pytest.raises(FileNotFoundError):
-        view.resolve("/soft/x")  # through a file
-    assert view.resolve("/soft", follow_last=True) == "/new"
-    walked = [entry.path for entry in view.walk("/")]
-    assert "/bin/vi" not in walked and "/var/cache/a" not in walked and "/var/cache/c" in walked
-
-
-def test_symlinks_resolve_inside_the_root_never_towards_the_host(tmp_path):
-    layer = tmp_path / "layer"
-    (layer / "etc").mkdir(parents=True)
-    (layer / "etc" / "passwd").write_text("container")
-    os.symlink("/etc", layer / "escape")
-    os.symlink("../../../../../../etc", layer / "up")
-    view = LayerView([str(layer)])
-    assert view.resolve("/escape/passwd") == "/etc/passwd"
-    assert view.resolve("/up/passwd") == "/etc/passwd"  # ".." stops at the container's root
-    with view.open("/etc/passwd") as entry, os.fdopen(open_contents(entry.fd)) as passwd:
-        assert passwd.read() == "container"
-
-
-def test_commit_refuses_redirect_dirs(tmp_path):
-    if not ROOT:
-        pytest.skip("trusted.* xattrs need root")
-    upper = tmp_path / "upper"
-    (upper / "moved").mkdir(parents=True)
-    os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/old")
-    with pytest.raises(ImageError, match="redirect_dir"):
-        write_layer(str(upper), io.BytesIO())
-
-
-def test_a_layer_with_a_dot_slash_root_entry_unpacks(tmp_path):
-    # GNU tar -C dir . writes "./" first: the target itself, as a directory.
-    root = tarfile.TarInfo("./")
-    root.type = tarfile.DIRTYPE
-    root.mode = 0o755
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.addfile(root)
-        info = tarfile.TarInfo("./etc/hostname")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"box"))
-    target = tmp_path / "layer"
-    target.mkdir()
-    extract(io.BytesIO(data.getvalue()), target, whiteouts=True)
-    assert (target / "etc" / "hostname").read_bytes() == b"box"
 
 
 # --- walks of a live container's files (issue 25): the container changes them meanwhile ------
@@ -405,12 +232,3 @@ def test_entries_that_vanish_or_change_type_mid_walk_are_skipped_or_taken_as_the
         assert members["c"].isdir() and members["d"].issym() and members["d"].linkname == "/", write
         assert members["f"].isfifo(), write
         assert warnings.count == 1 and warnings.messages() == ["/b vanished while it was read: skipped"], write
-
-
-def test_walk_warnings_keep_the_first_few_and_count_all():
-    warnings = WalkWarnings()
-    for number in range(WalkWarnings.LIMIT + 5):
-        warnings.note(f"/f{number}", "vanished")
-    assert warnings.count == WalkWarnings.LIMIT + 5
-    assert warnings.messages()[0] == "/f0 vanished" and warnings.messages()[-1] == "and 5 more"
-    assert len(warnings.messages()) == WalkWarnings.LIMIT + 1

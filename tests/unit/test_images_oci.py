@@ -1,0 +1,35 @@
+"""supervisor/images/oci.py: Dockerfile-style changes (``--change``) to a container config."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.errors import InvalidArgument
+from supervisor.images.oci import container_config, parse_changes
+
+
+def test_dockerfile_changes():
+    changes = parse_changes(
+        ['CMD ["sh", "-c", "echo hi"]', "ENTRYPOINT /init --flag", "ENV A=1 B='two words'", "ENV C 3",
+         "WORKDIR /srv", "USER app:app"],
+        env=["PATH=/bin", "A=0"],
+    )
+    assert changes == {
+        "Cmd": ["sh", "-c", "echo hi"],
+        "Entrypoint": ["/bin/sh", "-c", "/init --flag"],
+        "Env": ["PATH=/bin", "A=1", "B=two words", "C=3"],
+        "WorkingDir": "/srv",
+        "User": "app:app",
+    }
+    assert container_config(changes)["Cmd"] == ["sh", "-c", "echo hi"]
+
+
+@pytest.mark.parametrize("change", ["RUN make", "CMD", "CMD [1, 2]", "CMD [nope", "ENV", "ENV =x", "WORKDIR"])
+def test_bad_dockerfile_changes_are_refused(change):
+    with pytest.raises(InvalidArgument, match="change"):
+        parse_changes([change])
+
+
+def test_workdir_change_must_be_absolute():
+    with pytest.raises(InvalidArgument, match="absolute"):
+        container_config(parse_changes(["WORKDIR srv"]))
