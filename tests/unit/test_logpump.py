@@ -1,0 +1,90 @@
+"""supervisor/logpump.py: pump() on a real pipe, into a ContainerLog, sans bus."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+import trio.testing
+
+from logs.format import MAX_RECORD, STDOUT
+from logs.options import LogOptions
+from supervisor.logbuffer import ContainerLog
+from supervisor.logpump import OWN_MIN, pump
+
+
+class FrameSink:
+    """A publisher that, like BusServer.publish(payload=...), takes the payload as a buffer."""
+
+    def __init__(self):
+        self.events = []
+
+    def publish(self, topic, data, channel, payload=None):
+        assert topic == channel
+        if payload is not None:
+            buffer, start, end = payload
+            assert start >= 512 and "data" not in data
+            data = {**data, "data": memoryview(buffer)[start:end]}
+        self.events.append((topic, data))
+
+    def drop(self, container, stream, lines, size):
+        raise AssertionError(f"nothing is dropped in blocking mode ({stream}: {lines} lines, {size} bytes)")
+
+
+async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_copied_twice():
+    """pump() on a real pipe: whole lines per record, big records published from the buffer
+    they were read into, a line longer than a record in PARTIAL pieces, the unfinished last
+    line at the end; the bytes come out exactly as written."""
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "64m"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    big = b"".join(b"line %07d\n" % i for i in range(OWN_MIN // 13 + 1000))  # > OWN_MIN
+    parts = [b"a\n", b"b", b"c\n", big + b"half", b" done\n", b"L" * (MAX_RECORD + 10) + b"\n", b"tail"]
+
+    async def writer():
+        stream = trio.lowlevel.FdStream(write_end)
+        try:
+            for part in parts:
+                await stream.send_all(part)
+                await trio.testing.wait_all_tasks_blocked()  # the pump reads each part alone
+        finally:
+            await stream.aclose()
+
+    source = trio.lowlevel.FdStream(read_end)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await pump(log, "stdout", source, [])
+    await source.aclose()
+    payloads = [bytes(data["data"]) for _, data in sink.events]
+    assert b"".join(payloads) == b"".join(parts)
+    assert [data["seq"] for _, data in sink.events] == list(range(1, len(payloads) + 1))
+    assert payloads[:3] == [b"a\n", b"bc\n", big]
+    assert isinstance(sink.events[2][1]["data"], memoryview)  # published from its read buffer
+    assert payloads[3] == b"half done\n" and payloads[-1] == b"tail"
+    partial = [data["partial"] for _, data in sink.events]
+    assert partial == [False, False, False, False, True, False, False]
+    assert len(payloads[4]) == MAX_RECORD and payloads[5] == b"L" * 10 + b"\n"
+    assert log.streams[STDOUT].bytes == sum(map(len, payloads))  # buffered until acked
+    log.ack(STDOUT, len(payloads))
+    assert log.bytes == 0
+
+
+async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
+    """Blocking mode holds the pump after a record; cancelled there (the daemon stopping),
+    the unfinished line read after that record becomes the last record, once."""
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "4k"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    written = b"a" * 5000 + b"\n" + b"unfinished"
+    os.write(write_end, written)
+    source = trio.lowlevel.FdStream(read_end)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, log, "stdout", source, [])
+            await trio.testing.wait_all_tasks_blocked()
+            assert log.waiting  # held: 5001 bytes in a 4 KiB buffer
+            nursery.cancel_scope.cancel()
+    os.close(write_end)
+    await source.aclose()
+    assert [bytes(data["data"]) for _, data in sink.events] == [b"a" * 5000 + b"\n", b"unfinished"]
