@@ -20,7 +20,7 @@ import pytest
 
 from supervisor.errors import Conflict, ImageError, InvalidArgument, NotFound
 from supervisor.images import store as store_module
-from supervisor.images.store import ImageStore, container_config, image_config, parse_reference
+from supervisor.images.store import ImageStore, container_config, image_config
 from tests.rootfs import BUSYBOX, snapshot, tar_bytes
 
 START = 1_700_000_000.0
@@ -160,32 +160,6 @@ def test_bad_changes_are_refused_before_reading_the_tar(store, changes):
 
 
 # --- references -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "reference, parsed",
-    [
-        ("base", "base:latest"),
-        ("base:v1", "base:v1"),
-        ("library/busy-box_2.x:1.36.1-musl", "library/busy-box_2.x:1.36.1-musl"),
-        ("a__b/c", "a__b/c:latest"),
-        ("localhost:5000/app", "localhost:5000/app:latest"),
-        ("registry.example.com:5000/team/app:prod", "registry.example.com:5000/team/app:prod"),
-        ("localhost:5000", "localhost:5000"),  # docker reads this as name "localhost", tag "5000"
-    ],
-)
-def test_valid_references(reference, parsed):
-    assert parse_reference(reference) == parsed
-
-
-@pytest.mark.parametrize(
-    "reference",
-    ["", "Base", "base:", ":tag", "-base", "base-", "a//b", "a/", "a:b:c", "base:-x", "base:" + "t" * 129,
-     "a___b", "base@sha256:" + "0" * 64, "a b", "a\x00", "0" * 64, "x/" * 128 + "x"],
-)
-def test_invalid_references(reference):
-    with pytest.raises(InvalidArgument, match="invalid reference format"):
-        parse_reference(reference)
 
 
 def test_import_with_a_bad_reference_changes_nothing(store, root):
