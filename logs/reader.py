@@ -15,20 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logs.errors import CorruptLog
-from logs.format import (
-    DROPPED,
-    MAX_RECORD,
-    PARTIAL,
-    RECORD_HEADER,
-    STDERR,
-    STDOUT,
-    Incomplete,
-    IndexEntry,
-    Record,
-    SegmentHeader,
-    parse_index,
-    parse_record,
-)
+from logs.format import DROPPED, MAX_RECORD, PARTIAL, RECORD_HEADER, STDERR, STDOUT
+from logs.format import Incomplete, IndexEntry, Record, SegmentHeader, parse_index, parse_record
 from logs.segments import HEADER_END, index_path, list_segments, open_store_file, read_all, segment_path
 
 #: A place in a log: (segment number, byte offset of a record in it).

@@ -23,20 +23,8 @@ from pathlib import Path
 
 from logs.atomic import write_atomic
 from logs.errors import CorruptLog
-from logs.format import (
-    INDEX_ENTRY,
-    INDEX_INTERVAL,
-    STDERR,
-    STDOUT,
-    Incomplete,
-    IndexEntry,
-    Record,
-    SegmentHeader,
-    VERSION,
-    parse_index,
-    parse_record,
-    record_header,
-)
+from logs.format import INDEX_ENTRY, INDEX_INTERVAL, STDERR, STDOUT, Incomplete, IndexEntry
+from logs.format import Record, SegmentHeader, VERSION, parse_index, parse_record, record_header
 from logs.segments import HEADER_END, index_path, list_segments, open_store_file, read_all, segment_path
 
 #: iovecs per writev (Linux allows 1024).
