@@ -184,3 +184,30 @@ def daemon(tmp_path, busybox_tar):
         pytest.skip("needs root")
     with private_daemon(tmp_path, busybox_tar) as instance:
         yield instance
+
+
+@pytest.fixture
+def subreaper():
+    """This test process a child subreaper (a launch's pid 1 becomes its child), undone after."""
+    from supervisor.runtime import libc
+    from supervisor.runtime.process import become_subreaper
+
+    become_subreaper()
+    yield
+    libc.set_child_subreaper(False)
+
+
+@pytest.fixture
+async def fork_server(subreaper):
+    """A started fork server (the one launcher, as in the daemon); stopping it must leave no
+    child of this process, running or unreaped."""
+    from supervisor.runtime.spawn import ForkServer
+
+    server = ForkServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

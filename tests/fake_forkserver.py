@@ -12,8 +12,8 @@ import sys
 
 runtime_dir, script = sys.argv[1], sys.argv[2]
 sys.path.insert(0, runtime_dir)
-import forkserver  # noqa: E402 - found by the path above, as the real server finds linux
-import linux  # noqa: E402
+import forkserver  # noqa: E402 - found by the path above, as the real server finds the stage
+import init_stage  # noqa: E402
 
 
 def run_script() -> None:
@@ -23,5 +23,5 @@ def run_script() -> None:
         os._exit(127)  # never back into the server's loop
 
 
-linux.run_init_stage = run_script
+init_stage.run_init_stage = run_script
 forkserver.main()

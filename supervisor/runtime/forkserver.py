@@ -6,9 +6,10 @@ Why
 A fresh ``python -I -S`` per container would cost ~20 ms of interpreter start-up and ~8 ms
 of imports (ctypes above all) before the first namespace call. This process pays that
 once: it is exec'd fresh by the supervisor (``python -I -S forkserver.py``: a new process
-that never had a thread, so it may fork and go on running Python), imports ``linux.py``
-and loads libc, then waits. A fork of it is ready to run stage 0 at once
-(``linux.run_init_stage``; the handshake is in ``protocol.py``). The supervisor itself has
+that never had a thread, so it may fork and go on running Python), imports the init
+stage (``init_stage.py`` and the modules of its steps, as top-level modules beside this
+file) and loads libc, then waits. A fork of it is ready to run stage 0 at once
+(``init_stage.run_init_stage``; the handshake is in ``protocol.py``). The supervisor itself has
 threads (trio, pyzmq) and must never fork and go on.
 
 Theory of operation
@@ -28,7 +29,7 @@ per-launch *reply socket* (SOCK_SEQPACKET) whose other end the launch keeps.
     close its copies              close fds 0-4 of the        + its own pidfd on the
     write config, close  -------- launch; poll the child's    reply socket, close it;
                                   pidfd                       dup2 fds onto 0-4; then
-    <-- {"pid": N} + pidfd ------------------------------------ linux.run_init_stage():
+    <-- {"pid": N} + pidfd ------------------------------------ init_stage.run_init_stage():
                                                               read config, cgroups,
                                                               unshare, fork ----------> (protocol.py)
     <-- {"pid": <pid 1>}\\n on the status pipe ---------------- report, _exit(0)
@@ -64,8 +65,8 @@ LaunchError (125); the supervisor reaps the server (its child), after which any 
 still alive is the supervisor's child too, and is killed and reaped by that launch. The
 next launch starts a new server.
 
-Like ``linux.py`` this file imports only C modules of the standard library beside
-``linux.py`` (no ``socket``, ``signal``, ``json``: they import ``re`` and ``enum``).
+Like the init stage's modules this file imports only C modules of the standard library
+beside them (no ``socket``, ``signal``, ``json``: they import ``re`` and ``enum``).
 """
 
 import fcntl
@@ -78,10 +79,11 @@ import _signal
 import _socket
 
 if __package__:  # imported by the supervisor, for the constants below
-    from supervisor.runtime import linux
+    from supervisor.runtime import init_stage, libc
 else:  # run as a script: -I keeps the script's directory off sys.path
     sys.path.insert(0, __file__.rpartition("/")[0] or ".")
-    import linux
+    import init_stage
+    import libc
 
 CONTROL_FD = 3
 READY = b"ready"
@@ -120,8 +122,8 @@ def _start_stage0(fds: list[int]) -> None:
         for target, fd in enumerate(high):
             os.dup2(fd, target)  # inheritable: a plain fd of the stage, as after posix_spawn
     except OSError:
-        os._exit(linux.EXIT_RUNTIME)  # the server reports the exit status; nothing else can
-    linux.run_init_stage()  # closes every fd above 4: the control and reply sockets, pidfds
+        os._exit(libc.EXIT_RUNTIME)  # the server reports the exit status; nothing else can
+    init_stage.run_init_stage()  # closes every fd above 4: the control and reply sockets, pidfds
 
 
 class Server:
@@ -157,13 +159,13 @@ class Server:
         try:
             pid = os.fork()
         except OSError as exc:
-            line = linux.status_error(f"fork the init stage: {linux.strerror(exc.errno)}", linux.EXIT_RUNTIME)
+            line = init_stage.status_error(f"fork the init stage: {libc.strerror(exc.errno)}", libc.EXIT_RUNTIME)
             try:
                 os.write(fds[4], line)
             except OSError:
                 pass
             _close(fds[:5])
-            self.send_exit(reply, linux.EXIT_RUNTIME)
+            self.send_exit(reply, libc.EXIT_RUNTIME)
             return
         if pid == 0:
             _start_stage0(fds)
@@ -193,7 +195,7 @@ class Server:
 def main() -> None:
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     os.closerange(CONTROL_FD + 1, 1 << 20)  # whatever the supervisor had open without O_CLOEXEC
-    linux.preload()
+    libc.preload()
     Server().serve()
 
 

@@ -26,33 +26,21 @@ container's pid namespace and cgroup, so it dies with the container's pid 1 and 
 against its limits. Errors: 127 (command not found), 126 (cannot be run), 125 (anything
 else), as for ``run``.
 
-Like ``linux.py`` this module is imported by path in the init stage and uses only the
-standard library. The last steps (user, capabilities, execve) repeat the end of
-``linux.container``: that function is kept as it is so that other changes to it merge.
+Like the init stage's modules this one is imported by path in the stage and uses only the
+standard library. It differs from the init stage in its first half (join instead of
+unshare, no root filesystem to build); the second is the same functions
+(``security.drop_privileges``, ``init_stage.execute``).
 """
 
 import os
 
 if __package__:
-    from supervisor.runtime import linux
+    from supervisor.runtime import init_stage, libc, namespaces, security
 else:
-    import linux
-
-#: The namespaces an exec joins, in order: mnt last, since entering it changes / and cwd.
-NAMESPACES = (
-    ("ipc", linux.CLONE_NEWIPC),
-    ("uts", linux.CLONE_NEWUTS),
-    ("net", linux.CLONE_NEWNET),
-    ("pid", linux.CLONE_NEWPID),
-    ("cgroup", linux.CLONE_NEWCGROUP),
-    ("mnt", linux.CLONE_NEWNS),
-)
-
-
-def _start_time(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as file:
-        data = file.read()
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    import init_stage
+    import libc
+    import namespaces
+    import security
 
 
 def join(config: dict) -> None:
@@ -61,79 +49,36 @@ def join(config: dict) -> None:
     target = config["join"]
     pid, start_time = int(target["pid"]), int(target["start_time"])
     try:
-        alive = _start_time(pid) == start_time
+        alive = namespaces.process_start_time(pid) == start_time
     except (OSError, ValueError, IndexError):
         alive = False
     if not alive:
-        raise linux.InitError(f"the container's process {pid} is gone: it is not running")
-    fds = []
-    try:
-        for name, _ in NAMESPACES:
-            try:
-                fds.append(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
-            except OSError as exc:
-                raise linux.InitError(f"open the {name} namespace of process {pid}: {linux.strerror(exc.errno)}") from None
-        linux.join_cgroups(config.get("cgroup_procs", ()))
-        for fd, (name, nstype) in zip(fds, NAMESPACES):
-            linux.setns(fd, nstype, f"join the {name} namespace (setns)")
-    finally:
-        for fd in fds:
-            os.close(fd)
-    sync_read, sync_write = os.pipe()
-    try:
-        child = os.fork()
-    except OSError as exc:
-        raise linux.InitError(f"fork the exec process: {linux.strerror(exc.errno)}") from None
-    if child == 0:
-        os.close(sync_write)
-        go = os.read(sync_read, 1)
-        os.close(sync_read)
-        if go != b"x":
-            os._exit(linux.EXIT_RUNTIME)
-        return
-    try:
-        os.write(linux.STATUS_FD, linux.status_pid(child))
-        os.write(sync_write, b"x")
-    except OSError:
-        os._exit(linux.EXIT_RUNTIME)
-    os._exit(0)
+        raise libc.InitError(f"the container's process {pid} is gone: it is not running")
+    namespaces.join_process(pid, config.get("cgroup_procs", ()))
+    init_stage.fork_and_report("the exec process")
 
 
 def become(config: dict) -> None:
     """The exec'd process: terminal, cwd, user, capabilities, no_new_privs, execve."""
-    linux.take_terminal()
-    uid, gid, groups, home = linux.resolve_user(
-        config.get("user", ""), linux.read_text("/etc/passwd"), linux.read_text("/etc/group")
+    init_stage.take_terminal()
+    uid, gid, groups, home = security.resolve_user(
+        config.get("user", ""), init_stage.read_text("/etc/passwd"), init_stage.read_text("/etc/group")
     )
-    env = list(config.get("env", ()))
-    if not any(entry.startswith("HOME=") for entry in env):
-        env.append("HOME=" + home)
+    env = init_stage.environment_with_home(config, home)
     cwd = config.get("cwd") or "/"
     try:  # not created, as docker exec: a missing directory is an error
         os.chdir(cwd)
     except OSError as exc:
-        raise linux.InitError(f'enter the working dir "{cwd}": {linux.strerror(exc.errno)}') from None
-    keep = linux.capability_mask(config.get("capabilities", ()))
-    linux.limit_bounding_set(keep)
-    linux.switch_user(uid, gid, groups)
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
-    if uid == 0:
-        linux.capset(effective=keep, permitted=keep, inheritable=0)
+        raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
+    security.drop_privileges(config.get("capabilities", ()), uid, gid, groups)
     argv = config["argv"]
-    path_value = next((entry[5:] for entry in env if entry.startswith("PATH=")), linux.DEFAULT_PATH)
-    program = linux.look_path(argv[0], path_value)
-    linux.reset_ignored_signals()
-    os.umask(0o022)
-    environment = dict(entry.split("=", 1) for entry in env if "=" in entry)
-    try:
-        os.execve(program, argv, environment)
-    except OSError as exc:
-        raise linux.exec_error(argv[0], exc) from None
+    program = init_stage.find_program(argv, env)
+    init_stage.execute(program, argv, env)
 
 
 def run(config: dict) -> None:
     """The whole exec stage after the config is read. Never returns (errors are raised to
-    ``linux.run_init_stage``, which reports them)."""
+    ``init_stage.run_init_stage``, which reports them)."""
     join(config)
     become(config)
-    os._exit(linux.EXIT_RUNTIME)
+    os._exit(libc.EXIT_RUNTIME)

@@ -2,9 +2,9 @@
 
 Sans-IO, as h11: no trio, no syscalls. The supervisor's launcher (``spawn.py``) moves bytes
 between pipes and sockets and asks this module what they mean; the lean side (the fork
-server and the stage, ``forkserver.py`` and ``linux.py``, run by ``python -I -S`` with the
-standard library's C modules only) writes them with its own few lines of formatting
-(``linux.status_pid``, ``linux.status_error``; the fork server's replies in
+server and the stage, ``forkserver.py`` and ``init_stage.py``, run by ``python -I -S`` with
+the standard library's C modules only) writes them with its own few lines of formatting
+(``init_stage.status_pid``, ``init_stage.status_error``; the fork server's replies in
 ``forkserver.py``). The stage imports nothing from here: this module needs
 ``dataclasses`` and ``re`` and our package (``dataclasses`` alone takes ~15 ms to import
 under ``python -I -S``, more than a forked stage's own work). A unit test decodes what the
@@ -90,7 +90,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 from supervisor.errors import InvalidArgument, StartError
-from supervisor.runtime.linux import CAPABILITIES
+from supervisor.runtime.security import CAPABILITIES
 from supervisor.spec import HOSTNAME, USER
 
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")

@@ -4,17 +4,17 @@
 server (``forkserver.py``, where the reasons and the diagram are), which forks the init
 stage: no Python start-up per container. The handshake after it (``_start_container``)
 moves the bytes; what they mean (the config, the status lines, the server's replies) is
-``protocol.py``, sans-IO, where the theory of operation and its diagram are.
+``protocol.py``, sans-IO, where the theory of operation and its diagram are. What it
+returns, the container's pid 1 held by a pidfd, is ``process.py``'s.
 
 The supervisor writes the config, waits until stage 0 has been reaped by the fork server
 (which then says so), reads ``{"pid": N}`` from the status pipe and opens a pidfd on that
 pid at once; EOF means the payload's execve succeeded, an ``{"error": ...}`` line becomes
 a :class:`LaunchError`.
 
-The container's pid 1 is re-parented to the supervisor when stage 0 exits, so the
-supervisor must be a child subreaper (:func:`become_subreaper`, once, at start-up) and the
-fork server must not be one. A subreaper also adopts any orphan of its descendants, so it
-should reap children it does not know about.
+The names the lifecycle uses are exported here, wherever they are defined, so that it
+imports the launcher from one place: ``from supervisor.runtime.spawn import ForkServer,
+LaunchConfig, LaunchError, DEFAULT_CAPABILITIES, become_subreaper``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,18 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import trio
 
-from supervisor.runtime import forkserver, linux
+from supervisor.runtime import forkserver, libc
+from supervisor.runtime.process import (
+    REAP_TIMEOUT,
+    Child,
+    ContainerProcess,
+    become_subreaper,
+    close_pidfd,
+    reap,
+)
 from supervisor.runtime.protocol import (
     DEFAULT_CAPABILITIES,
     MASKED_PATHS,
@@ -44,7 +51,7 @@ from supervisor.runtime.protocol import (
     decode_server_reply,
     launch_error,
 )
-from supervisor.runtime.stdio import InputPort, StdioEnds, StdioPlan
+from supervisor.runtime.stdio import StdioEnds, StdioPlan
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -63,77 +70,10 @@ FORK_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "f
 FORK_SERVER_START_TIMEOUT = 30.0  # seconds for a fresh fork server to say it is ready
 FORK_SERVER_STOP_TIMEOUT = 5.0  # seconds for it to exit after EOF before it is killed
 PREPARE_GRACE = 1.0  # seconds for pid 1's own error to arrive when prepare() failed
-REAP_TIMEOUT = 5.0  # seconds to wait for a killed process while cleaning up a failed launch
-
-
-@dataclass(eq=False)
-class ContainerProcess:
-    """A running container's pid 1, as seen from the supervisor (its parent)."""
-
-    pid: int  # host pid of the container's pid 1
-    pidfd: int
-    start_time: int  # field 22 of /proc/<pid>/stat: with pid, names this process for good
-    stdout: trio.lowlevel.FdStream | None  # read ends of the output pipes, or the pty master
-    stderr: trio.lowlevel.FdStream | None  # None with a terminal (merged into stdout)
-    returncode: int | None = None
-    stdin: InputPort | None = None  # -i: the write end of stdin (the pty master with -t)
-    tty: bool = False  # stdout is a pty master: resize with stdio.set_window_size
-    # An fd of pid 1's mount namespace (launch(hold_mounts=True)), -1 for none: see
-    # take_mount_namespace().
-    mount_namespace: int = -1
-    _wait_lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
-
-    async def wait(self) -> int:
-        """Wait for pid 1 to exit and reap it. Returns its exit code, 128 + the signal
-        number when a signal killed it. Safe to call again, and from several tasks."""
-        async with self._wait_lock:
-            if self.returncode is None:
-                if self.pidfd < 0:
-                    raise trio.ClosedResourceError(f"container process {self.pid}: closed before it was waited for")
-                await trio.lowlevel.wait_readable(self.pidfd)
-                self.returncode = _reap(self.pid)
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        """Signal pid 1 through its pidfd; nothing happens if it has already exited."""
-        if self.returncode is not None:
-            return
-        if self.pidfd < 0:
-            raise trio.ClosedResourceError(f"container process {self.pid}: closed")
-        try:
-            signal.pidfd_send_signal(self.pidfd, sig)
-        except ProcessLookupError:
-            pass  # exited, not reaped yet
-
-    def take_mount_namespace(self) -> int:
-        """The fd of pid 1's mount namespace, now the caller's to close (-1 for none).
-
-        Held, the namespace outlives pid 1, so its mounts do too: unmounting the overlay runs
-        syncfs() on the whole filesystem of the upper dir (the host's disk), which would
-        otherwise hold pid 1's exit up. Whoever closes the fd pays for that sync: do it in a
-        thread, after the exit is reported, and before the layer is mounted again."""
-        fd, self.mount_namespace = self.mount_namespace, -1
-        return fd
-
-    def close(self) -> None:
-        """Close the pidfd and the output streams (after :meth:`wait`, or the zombie stays).
-        The mount namespace is not closed here (a blocking sync): see take_mount_namespace()."""
-        if self.pidfd >= 0:
-            _close_pidfd(self.pidfd)
-            self.pidfd = -1
-        for stream in (self.stdout, self.stderr, self.stdin):
-            if stream is not None:
-                stream.close()
-
-
-def become_subreaper() -> None:
-    """Make the calling process a child subreaper: orphans of its descendants, including
-    every container's pid 1 once its init stage exits, become its children."""
-    linux.set_child_subreaper(True)
 
 
 def _require_subreaper() -> None:
-    if not linux.is_child_subreaper():
+    if not libc.is_child_subreaper():
         raise RuntimeError(
             "launch(): this process is not a child subreaper; call become_subreaper() at start-up, "
             "or the container's pid 1 would be adopted by the host's init and could not be waited for"
@@ -163,12 +103,12 @@ async def _start_container(
     config_fd, status_fd = ours
     stdin, stdout, stderr = ends.streams(stdio)
     status = _StatusReader(trio.lowlevel.FdStream(status_fd), name)
-    container: _Child | None = None
+    container: Child | None = None
     mount_namespace = -1
     sync = bool(getattr(config, "network_sync", False))
     config_stream = trio.lowlevel.FdStream(config_fd)
     try:
-        if sync:  # fd 3 stays open: pid 1 reads the go byte on it (linux.wait_for_network)
+        if sync:  # fd 3 stays open: pid 1 reads the go byte on it (init_stage.wait_for_network)
             await _send_config(config_stream, config.to_json() + b"\n", keep_open=True)
         else:
             await _send_config(config_stream, config.to_json())
@@ -180,7 +120,7 @@ async def _start_container(
             )
         if "error" in first:  # stage 0 itself failed: cgroups, unshare, fork
             raise launch_error(name, config.container_id, first)
-        container = _Child.adopt(first.get("pid"), name)
+        container = Child.adopt(first.get("pid"), name)
         start_time = container.start_time
         if hold_mounts:
             mount_namespace = _open_mount_namespace(container.pid)
@@ -225,7 +165,7 @@ async def _start_container(
                 await trio.to_thread.run_sync(os.close, mount_namespace)  # may sync: not in trio's thread
         await init.kill_and_reap()
         if container is None:  # cancelled or failed before the pid was read: it may be there
-            container = _Child.adopt_quietly(status.pending_pid())
+            container = Child.adopt_quietly(status.pending_pid())
         if container is not None:
             await container.kill_and_reap()
             container.close()
@@ -261,7 +201,7 @@ def _open_pipes(name: str, stdio: StdioPlan) -> tuple[list[int], list[int], Stdi
     try:
         theirs, ends = stdio.open()
     except OSError as exc:
-        raise LaunchError(f"cannot start container {name}: open its stdio: {linux.strerror(exc.errno)}") from exc
+        raise LaunchError(f"cannot start container {name}: open its stdio: {libc.strerror(exc.errno)}") from exc
     try:
         config_read, config_write = os.pipe()
         ours.append(config_write)
@@ -272,7 +212,7 @@ def _open_pipes(name: str, stdio: StdioPlan) -> tuple[list[int], list[int], Stdi
     except OSError as exc:
         _close_all(ours + theirs)
         ends.close_fds()
-        raise LaunchError(f"cannot start container {name}: create the pipes: {linux.strerror(exc.errno)}") from exc
+        raise LaunchError(f"cannot start container {name}: create the pipes: {libc.strerror(exc.errno)}") from exc
     return ours, theirs, ends
 
 
@@ -312,80 +252,6 @@ class _StatusReader:
         self._stream.close()
 
 
-class _Child:
-    """A child process of the supervisor, held by a pidfd, for the launch's own use."""
-
-    def __init__(self, pid: int, start_time: int = 0):
-        self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
-        self.start_time = start_time
-        self.returncode: int | None = None
-        self._wait_lock = trio.Lock()
-
-    @classmethod
-    def adopt(cls, pid: object, name: str) -> _Child:
-        """The container's pid 1 as reported by stage 0: checked to be our child before
-        anything is done to it (a garbage pid must not get signalled)."""
-        if type(pid) is not int or pid <= 0:
-            raise LaunchError(f"cannot start container {name}: the init stage reported an invalid pid {pid!r}")
-        try:
-            child = cls(pid)
-        except ProcessLookupError:
-            raise LaunchError(
-                f"cannot start container {name}: the init stage reported pid {pid}, which does not exist"
-            ) from None
-        try:
-            parent, child.start_time = _parent_and_start_time(pid)
-        except (OSError, ValueError, IndexError):
-            parent = None
-        if parent != os.getpid():
-            child.close()
-            raise LaunchError(
-                f"cannot start container {name}: the init stage reported pid {pid}, which is not its child"
-            )
-        return child
-
-    @classmethod
-    def adopt_quietly(cls, pid: object) -> _Child | None:
-        try:
-            return cls.adopt(pid, "")
-        except LaunchError:
-            return None
-
-    async def wait(self) -> int:
-        async with self._wait_lock:
-            if self.returncode is None:
-                await trio.lowlevel.wait_readable(self.pidfd)
-                self.poll()
-        assert self.returncode is not None
-        return self.returncode
-
-    def poll(self) -> int | None:
-        """Reap it if it has exited, without waiting; its exit code, or None if it runs."""
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                code = os.waitstatus_to_exitcode(status)
-                self.returncode = 128 - code if code < 0 else code
-        return self.returncode
-
-    async def kill_and_reap(self) -> None:
-        """SIGKILL and reap, shielded from cancellation but not for longer than REAP_TIMEOUT."""
-        if self.returncode is not None or self.pidfd < 0:
-            return
-        try:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + REAP_TIMEOUT):
-            await self.wait()
-
-    def close(self) -> None:
-        if self.pidfd >= 0:
-            _close_pidfd(self.pidfd)
-            self.pidfd = -1
-
-
 class ForkServer:
     """Launches containers by forking their init stage from one warm, single-threaded
     process (``forkserver.py``: the protocol, the diagram and the reasons are there), so
@@ -401,7 +267,7 @@ class ForkServer:
     def __init__(self, python: str = sys.executable):
         self.python = python
         self._control: trio.socket.SocketType | None = None
-        self._process: _Child | None = None
+        self._process: Child | None = None
         self._start_lock = trio.Lock()
 
     @property
@@ -447,11 +313,11 @@ class ForkServer:
             except OSError as exc:
                 control.close()
                 raise LaunchError(
-                    f"cannot start the fork server {self.python!r}: {linux.strerror(exc.errno)}"
+                    f"cannot start the fork server {self.python!r}: {libc.strerror(exc.errno)}"
                 ) from exc
             finally:
                 theirs.close()
-            self._process = _Child(pid)
+            self._process = Child(pid)
             self._control = trio.socket.from_stdlib_socket(control)
             try:
                 with trio.fail_after(FORK_SERVER_START_TIMEOUT):
@@ -495,7 +361,7 @@ class ForkServer:
                 reply.close()
                 if isinstance(exc, OSError):
                     raise LaunchError(
-                        f"cannot start container {name}: send the request to the fork server: {linux.strerror(exc.errno)}"
+                        f"cannot start container {name}: send the request to the fork server: {libc.strerror(exc.errno)}"
                     ) from exc
                 raise
             finally:
@@ -529,11 +395,11 @@ class ForkServer:
 
 
 class _ForkedStage0:
-    """Stage 0 as forked by the fork server, with :class:`_Child`'s interface for
+    """Stage 0 as forked by the fork server, with :class:`Child`'s interface for
     ``_start_container``. Its pid and pidfd come from stage 0 itself, its exit status
     from the server once it has reaped it; both on the launch's reply socket."""
 
-    def __init__(self, name: str, reply: trio.socket.SocketType, server: _Child):
+    def __init__(self, name: str, reply: trio.socket.SocketType, server: Child):
         self.name = name
         self.pid = 0
         self.pidfd = -1
@@ -588,30 +454,15 @@ class _ForkedStage0:
                 await self._server.wait()  # reaped: its children are ours from now on
                 await trio.lowlevel.wait_readable(self.pidfd)
                 try:
-                    self.returncode = _reap(self.pid)
+                    self.returncode = reap(self.pid)
                 except ChildProcessError:
                     pass
 
     def close(self) -> None:
         if self.pidfd >= 0:
-            _close_pidfd(self.pidfd)
+            close_pidfd(self.pidfd)
             self.pidfd = -1
         self._reply.close()
-
-
-def _close_pidfd(pidfd: int) -> None:
-    try:
-        trio.lowlevel.notify_closing(pidfd)  # wake a task waiting on it
-    except RuntimeError:
-        pass  # not inside trio
-    os.close(pidfd)
-
-
-def _reap(pid: int) -> int:
-    """waitpid a child known to have exited; the exit code, or 128 + the killing signal."""
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def _describe(exit_code: int) -> str:
@@ -622,9 +473,3 @@ def _describe(exit_code: int) -> str:
             pass
     return f"exited with status {exit_code}"
 
-
-def _parent_and_start_time(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/stat", "rb") as file:
-        data = file.read()
-    fields_after_name = data[data.rindex(b")") + 2 :].split()  # field 3 (state) onwards
-    return int(fields_after_name[1]), int(fields_after_name[19])  # fields 4 (ppid) and 22

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from supervisor import Config, ContainerSpec, Supervisor
-from supervisor.runtime import linux
+from supervisor.runtime import libc
 from tests.conftest import cgroup_dirs, kill_cgroup, link_exists, mounts_under, private_bridge, remove_link, try_rmdir
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def config(tmp_path):
     try:
         yield config
     finally:
-        linux.set_child_subreaper(False)  # the Supervisor made this test process one
+        libc.set_child_subreaper(False)  # the Supervisor made this test process one
         left = cgroup_dirs(config.cgroup_parent)
         for cgroup in left:
             for child in sorted(Path(cgroup).glob("*/"), reverse=True):

@@ -21,7 +21,7 @@ from bus.client import Client
 from supervisor.api import Supervisor
 from supervisor.config import Config
 from supervisor.errors import DockyardError, StartError
-from supervisor.runtime import linux
+from supervisor.runtime import libc
 from supervisor.spec import ContainerSpec
 from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, link_exists, mounts_under, private_bridge, remove_link
 
@@ -315,7 +315,7 @@ async def test_exec_run_gives_exit_code_and_output_and_kills_at_its_timeout(tmp_
             with pytest.raises(DockyardError, match="no such container"):
                 await supervisor.exec_run(container.id, ["true"])
     finally:
-        linux.set_child_subreaper(False)  # the Supervisor made this test process one
+        libc.set_child_subreaper(False)  # the Supervisor made this test process one
         assert cgroup_dirs(config.cgroup_parent) == []
         left = link_exists(bridge)
         remove_link(bridge)

@@ -1,5 +1,5 @@
 """Resource limits, OOM, devices, stats and cgroup cleanup, through the real CLI on the host's
-cgroups (v1 here; the v2 backend is tested on a directory tree in tests/unit/test_resources_unit.py; a real v2 host runs the last test)."""
+cgroups (v1 here; the v2 backend is tested on a directory tree in tests/unit/test_runtime_cgroups.py; a real v2 host runs the last test)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def _v2_controllers() -> set[str]:
     not {"memory", "pids", "cpu"} <= _v2_controllers(),
     reason="no real cgroup v2 with the memory, pids and cpu controllers here: this host runs cgroup v1 "
     "(hybrid; its v2 tree at /sys/fs/cgroup/unified has no controllers). The v2 backend is tested on a "
-    "directory tree in the v2 file format in tests/unit/test_resources_unit.py.",
+    "directory tree in the v2 file format in tests/unit/test_runtime_cgroups.py.",
 )
 def test_limits_on_a_real_cgroup_v2_host(daemon):
     container = daemon.out("run", "-d", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5",

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.runtime import cgroups, linux
-from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError, become_subreaper
+from supervisor.runtime import cgroups, libc
+from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError
 from tests.rootfs import GROUP, PASSWD, build_rootfs
+from tests.runtime_helpers import children_of
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, overlayfs, cgroups"),
+    pytest.mark.usefixtures("subreaper"),  # tests/conftest.py
 ]
 
 ID = "feedc0de" * 8
@@ -32,13 +34,6 @@ DOCKER_DEFAULT_CAPS = 0xA80425FB  # CapEff of a root process under docker's defa
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_rootfs(tmp_path_factory.mktemp("image") / "rootfs")
-
-
-@pytest.fixture(autouse=True)
-def subreaper():
-    become_subreaper()
-    yield
-    linux.set_child_subreaper(False)
 
 
 async def launch(config: LaunchConfig, **options: object) -> ContainerProcess:
@@ -229,9 +224,9 @@ async def test_mounts_do_not_propagate_to_a_shared_host_mount(image: Path, tmp_p
     the rest must stay in the container's mount namespace."""
     shared = tmp_path / "shared"
     shared.mkdir()
-    linux.mount("tmpfs", str(shared), "tmpfs", 0, "size=64m")
+    libc.mount("tmpfs", str(shared), "tmpfs", 0, "size=64m")
     try:
-        linux.mount(None, str(shared), None, MS_SHARED)
+        libc.mount(None, str(shared), None, MS_SHARED)
         layout = {name: shared / name for name in ("upper", "work", "merged")}
         for path in layout.values():
             path.mkdir()
@@ -244,7 +239,7 @@ async def test_mounts_do_not_propagate_to_a_shared_host_mount(image: Path, tmp_p
             finally:
                 await finish(process)
     finally:
-        linux.umount2(str(shared), linux.MNT_DETACH)
+        libc.umount2(str(shared), libc.MNT_DETACH)
 
 
 async def test_symlinked_mount_points_stay_inside_the_rootfs(image: Path, layout: dict, tmp_path: Path) -> None:
@@ -454,26 +449,6 @@ async def test_nothing_is_left_behind(image: Path, layout: dict, tmp_path: Path)
 # --- through the fork server ---------------------------------------------------------------------
 
 
-@pytest.fixture
-async def server():
-    server = ForkServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.aclose()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # the server and every container reaped
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            found += [int(child) for child in children.read().split()]
-    return found
-
-
 def many_layouts(tmp_path: Path, count: int) -> list[dict]:
     layouts = []
     for index in range(count):
@@ -484,12 +459,12 @@ def many_layouts(tmp_path: Path, count: int) -> list[dict]:
     return layouts
 
 
-async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Path, server: ForkServer) -> None:
+async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Path, fork_server: ForkServer) -> None:
     results: dict[int, Result] = {}
 
     async def one(index: int, layout: dict) -> None:
         script = f"echo out $$ {index}; echo err {index} >&2; ls /proc/self/fd; exit {index}"
-        results[index] = await run(launcher=server.launch, config=config_for(image, layout, ("sh", "-c", script), hostname=f"c{index}"))
+        results[index] = await run(launcher=fork_server.launch, config=config_for(image, layout, ("sh", "-c", script), hostname=f"c{index}"))
 
     async with trio.open_nursery() as nursery:
         for index, layout in enumerate(many_layouts(tmp_path, 20)):
@@ -498,8 +473,8 @@ async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Pat
         assert results[index].exit_code == index
         assert results[index].stdout.split() == ["out", "1", str(index), "0", "1", "2", "3"]
         assert results[index].stderr == f"err {index}\n"
-    assert sorted(int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")) == [0, 1, 2, 3]  # no container fd
-    assert children_of(server.pid) == []  # no stage 0 left, running or zombie
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{fork_server.pid}/fd")) == [0, 1, 2, 3]  # no container fd
+    assert children_of(fork_server.pid) == []  # no stage 0 left, running or zombie
     assert host_mounts_under(tmp_path) == []
 
 
@@ -510,31 +485,31 @@ async def test_fork_server_runs_20_containers_at_once(image: Path, tmp_path: Pat
         (("/etc",), 126, 'exec: "/etc": permission denied'),
     ],
 )
-async def test_fork_server_exec_failures(image: Path, layout: dict, server: ForkServer, argv: tuple[str, ...], code: int, message: str) -> None:
+async def test_fork_server_exec_failures(image: Path, layout: dict, fork_server: ForkServer, argv: tuple[str, ...], code: int, message: str) -> None:
     with pytest.raises(LaunchError) as caught:
-        await run(launcher=server.launch, config=config_for(image, layout, argv))
+        await run(launcher=fork_server.launch, config=config_for(image, layout, argv))
     assert caught.value.exit_code == code
     assert caught.value.message == f"cannot start container {ID[:12]}: {message}"
-    assert children_of(os.getpid()) == [server.pid]  # pid 1 of the failed container reaped
+    assert children_of(os.getpid()) == [fork_server.pid]  # pid 1 of the failed container reaped
 
 
-async def test_fork_server_runtime_failure_is_a_125(image: Path, layout: dict, server: ForkServer) -> None:
+async def test_fork_server_runtime_failure_is_a_125(image: Path, layout: dict, fork_server: ForkServer) -> None:
     with pytest.raises(LaunchError) as caught:
-        await run(launcher=server.launch, config=config_for(image, layout, ("true",), user="nosuchuser"))
+        await run(launcher=fork_server.launch, config=config_for(image, layout, ("true",), user="nosuchuser"))
     assert caught.value.exit_code == 125
     assert caught.value.message.endswith("unable to find user nosuchuser: no matching entries in passwd file")
 
 
-async def test_fork_server_pid_1_is_our_child(image: Path, layout: dict, server: ForkServer, cgroup_backend) -> None:
+async def test_fork_server_pid_1_is_our_child(image: Path, layout: dict, fork_server: ForkServer, cgroup_backend) -> None:
     """pid 1 is re-parented to us (the server is no subreaper) and joined its cgroup."""
     group = cgroup_backend.create(ID)
     try:
         config = config_for(image, layout, ("sh", "-c", "echo ready; exec sleep 1000"), cgroup_procs=group.procs_files)
         with trio.fail_after(TIMEOUT):
-            process = await server.launch(config)
+            process = await fork_server.launch(config)
             try:
                 assert await process.stdout.receive_some() == b"ready\n"
-                assert children_of(os.getpid()) == sorted([server.pid, process.pid])
+                assert children_of(os.getpid()) == sorted([fork_server.pid, process.pid])
                 assert group.pids() == [process.pid]
                 process.send_signal(signal.SIGKILL)
                 assert await process.wait() == 137
@@ -545,8 +520,8 @@ async def test_fork_server_pid_1_is_our_child(image: Path, layout: dict, server:
         group.remove()
 
 
-async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, server: ForkServer) -> None:
-    first = server.pid
+async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, fork_server: ForkServer) -> None:
+    first = fork_server.pid
     assert first is not None
     pidfd = os.pidfd_open(first)
     try:
@@ -555,9 +530,9 @@ async def test_fork_server_restarted_after_sigkill(image: Path, layout: dict, se
             await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
-    assert await run(launcher=server.launch, config=config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
-    assert server.pid not in (None, first)
-    assert children_of(os.getpid()) == [server.pid]
+    assert await run(launcher=fork_server.launch, config=config_for(image, layout, ("sh", "-c", "echo again"))) == Result(0, "again\n", "")
+    assert fork_server.pid not in (None, first)
+    assert children_of(os.getpid()) == [fork_server.pid]
 
 
 # --- the network sync point (network_sync, launch's prepare hook) ----------------------------------

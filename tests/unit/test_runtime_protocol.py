@@ -1,30 +1,35 @@
-"""supervisor/runtime/protocol.py: the status pipe's and the fork server's messages, sans-IO
-(the launch config's own tests are in test_runtime_unit.py). What the lean side writes
-(``linux.status_pid``/``status_error``) is decoded here, so the two sides cannot drift."""
+"""supervisor/runtime/protocol.py: the launch config, the status pipe's and the fork server's
+messages, sans-IO. What the lean side writes (``init_stage.status_pid``/``status_error``)
+is decoded here, so the two sides cannot drift."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from supervisor.errors import StartError
-from supervisor.runtime import linux
+from supervisor.errors import InvalidArgument, StartError
+from supervisor.runtime import init_stage
 from supervisor.runtime.protocol import (
+    DEFAULT_CAPABILITIES,
+    MASKED_PATHS,
     MAX_STATUS_BYTES,
     NEED_DATA,
+    READONLY_PATHS,
+    LaunchConfig,
     LaunchError,
     ServerReply,
     StatusDecoder,
     decode_server_reply,
     launch_error,
 )
-
-ID = "0123456789abcdef" * 4
+from tests.runtime_helpers import ID, make_config
 
 
 def test_the_pid_line_then_eof() -> None:
     decoder = StatusDecoder("web")
     assert decoder.next_message() is NEED_DATA
-    decoder.feed(linux.status_pid(4242))
+    decoder.feed(init_stage.status_pid(4242))
     assert decoder.next_message() == {"pid": 4242}
     assert decoder.next_message() is NEED_DATA
     decoder.feed(b"")  # EOF: the payload's execve closed the pipe
@@ -34,10 +39,10 @@ def test_the_pid_line_then_eof() -> None:
 
 def test_a_line_in_pieces_and_two_lines_in_one_read() -> None:
     decoder = StatusDecoder("web")
-    line = linux.status_pid(7)
+    line = init_stage.status_pid(7)
     decoder.feed(line[:3])
     assert decoder.next_message() is NEED_DATA
-    decoder.feed(line[3:] + linux.status_error("exec: \"x\": not found", 127))
+    decoder.feed(line[3:] + init_stage.status_error("exec: \"x\": not found", 127))
     assert decoder.next_message() == {"pid": 7}
     assert decoder.next_message() == {"error": 'exec: "x": not found', "exit_code": 127}
 
@@ -79,7 +84,7 @@ def test_pending_pid_never_raises() -> None:
 
 def test_the_stage_error_line_becomes_a_launch_error() -> None:
     decoder = StatusDecoder("web")
-    decoder.feed(linux.status_error('mount overlay on "/m": no such file or directory', 125))
+    decoder.feed(init_stage.status_error('mount overlay on "/m": no such file or directory', 125))
     error = launch_error("web", ID, decoder.next_message())
     assert isinstance(error, StartError)
     assert error.message == 'cannot start container web: mount overlay on "/m": no such file or directory'
@@ -94,7 +99,7 @@ def test_only_docker_s_exit_codes_pass(exit_code: object, expected: int) -> None
 
 def test_an_error_line_is_cut_and_quoted_as_json() -> None:
     decoder = StatusDecoder("web")
-    decoder.feed(linux.status_error('a "quoted"\nline é' + "x" * 5000, 126))
+    decoder.feed(init_stage.status_error('a "quoted"\nline é' + "x" * 5000, 126))
     message = decoder.next_message()
     assert message["error"].startswith('a "quoted"\nline é') and len(message["error"]) == 3000
     assert message["exit_code"] == 126
@@ -127,3 +132,53 @@ def test_the_protocol_imports_no_io_library() -> None:
     code = "import sys, supervisor.runtime.protocol; print(' '.join(sorted(sys.modules)))"
     modules = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert not modules & {"trio", "zmq", "structlog", "httpx", "supervisor.runtime.spawn", "supervisor.runtime.stdio"}
+
+
+# --- the launch config ------------------------------------------------------------------------
+
+
+def test_launch_config_json_round_trip() -> None:
+    config = make_config(user="app:wheel", hostname="web", cwd="/srv", cgroup_procs=["/sys/fs/cgroup/pids/d/x/cgroup.procs"])
+    document = json.loads(config.to_json())
+    assert document["id"] == ID
+    assert "container_id" not in document
+    assert document["lower"] == ["/l/top", "/l/base"]
+    assert document["capabilities"] == list(DEFAULT_CAPABILITIES)
+    assert document["masked_paths"] == list(MASKED_PATHS)
+    assert document["readonly_paths"] == list(READONLY_PATHS)
+    assert LaunchConfig.from_json(config.to_json()) == config
+    assert config.cgroup_procs == ("/sys/fs/cgroup/pids/d/x/cgroup.procs",)  # list stored as tuple
+    assert init_stage.loads(config.to_json().decode()) == document  # what the init stage reads
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"container_id": "abc"}, "container_id"),
+        ({"lower": ()}, "lower"),
+        ({"lower": "/l/top"}, "lower"),
+        ({"lower": ("relative",)}, "lower"),
+        ({"lower": ("/a,b",)}, "lower"),
+        ({"upper": "/a:b"}, "upper"),
+        ({"work": ["/w"]}, "work"),
+        ({"rootfs": "merged"}, "rootfs"),
+        ({"argv": ()}, "argv"),
+        ({"argv": ("a\x00b",)}, "argv"),
+        ({"env": ("NOEQUALS",)}, "env"),
+        ({"cwd": "srv"}, "cwd"),
+        ({"user": "a b"}, "user"),
+        ({"hostname": "-bad"}, "hostname"),
+        ({"capabilities": ("CAP_NOPE",)}, "capabilities"),
+        ({"masked_paths": ("proc/kcore",)}, "masked_paths"),
+    ],
+)
+def test_launch_config_refuses_bad_values(overrides: dict, field: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"launch config.{field}"):
+        make_config(**overrides)
+
+
+def test_launch_config_from_json_refuses_unknown_fields() -> None:
+    document = json.loads(make_config().to_json())
+    document["privileged"] = True
+    with pytest.raises(InvalidArgument, match="privileged"):
+        LaunchConfig.from_json(json.dumps(document))

@@ -1,0 +1,199 @@
+"""The libc calls the init stage needs that Python 3.11's ``os`` lacks, through ctypes:
+mount, umount2, unshare, setns, pivot_root, prctl, capset, rt_sigaction; their constants;
+and the one error the stage raises, :class:`InitError`, since every wrapper raises it.
+
+Why a module of its own (as youki's ``syscall/`` and crun's thin libc layer): the steps of
+the stage (``namespaces.py``, ``rootfs.py``, ``security.py``) read as what they do, and
+only this file knows argument types, syscall numbers and errno. libc is loaded once, by
+the fork server (:func:`preload`), so that no forked stage pays for it.
+
+Like every module the stage imports, this one runs under ``python -I -S`` as a top-level
+module beside ``forkserver.py``: the standard library's C modules only (``forkserver.py``
+says why; ``json``, ``socket``, ``signal`` import ``re`` and ``enum``, a third of a `true`
+container's start-up).
+"""
+
+import ctypes
+import errno
+import os
+
+EXIT_RUNTIME = 125  # the runtime failed (mount, pivot_root, user lookup, ...)
+EXIT_CANNOT_INVOKE = 126  # the command exists but cannot be executed
+EXIT_NOT_FOUND = 127  # the command does not exist
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_STRICTATIME = 0x1000000
+MNT_DETACH = 0x2
+
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {  # no glibc wrapper (pivot_root), only libcap's (capset), or glibc refuses (rt_sigaction)
+    "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13},
+    "aarch64": {"pivot_root": 41, "capset": 91, "rt_sigaction": 134},
+}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class InitError(Exception):
+    """A step before execve failed: ``message`` names the step and the path, ``exit_code``
+    is the container's exit status (125, 126 or 127)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def strerror(number: int | None) -> str:
+    """``No such file or directory`` as docker writes it: ``no such file or directory``."""
+    text = os.strerror(number or errno.EIO)
+    return text[:1].lower() + text[1:]
+
+
+# --- syscalls -----------------------------------------------------------------------------
+
+_libc_handle: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _libc_handle
+    if _libc_handle is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+        libc.unshare.argtypes = (ctypes.c_int,)
+        libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+        libc.syscall.restype = ctypes.c_long
+        _libc_handle = libc
+    return _libc_handle
+
+
+def preload() -> None:
+    """Load libc and set up its prototypes now (the fork server, so that none of its forks pays)."""
+    _libc()
+
+
+def _check(result: int, what: str) -> int:
+    if result == -1:
+        number = ctypes.get_errno()
+        raise InitError(f"{what}: {strerror(number)}")
+    return result
+
+
+def _syscall_number(name: str) -> int:
+    machine = os.uname().machine
+    try:
+        return _SYSCALLS[machine][name]
+    except KeyError:
+        raise InitError(f"{name}: unsupported architecture {machine}") from None
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None, what: str = ""
+) -> None:
+    """mount(2); raises InitError(125) naming ``what`` (default: the filesystem and the target)."""
+    encode = os.fsencode
+    result = _libc().mount(
+        None if source is None else encode(source),
+        encode(target),
+        None if fstype is None else encode(fstype),
+        flags,
+        None if data is None else encode(data),
+    )
+    _check(result, what or f'mount {fstype or source} on "{target}"')
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc().umount2(os.fsencode(target), flags), f'umount "{target}"')
+
+
+def unshare(flags: int) -> None:
+    _check(_libc().unshare(flags), "unshare the namespaces")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0, what: str = "prctl") -> int:
+    return _check(_libc().prctl(option, arg2, arg3, arg4, arg5), what)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = ctypes.c_long(_syscall_number("pivot_root"))
+    result = _libc().syscall(number, ctypes.c_char_p(os.fsencode(new_root)), ctypes.c_char_p(os.fsencode(put_old)))
+    _check(result, f'pivot_root to "{new_root}"')
+
+
+def setns(fd: int, nstype: int, action: str) -> None:
+    """setns(2) into the namespace open at ``fd``; ``action`` says what, in the error."""
+    _check(_libc().setns(fd, nstype), action)
+
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+
+
+def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
+    """Set the calling thread's capability sets from bit masks (capset(2), version 3)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for index in (0, 1):
+        shift = 32 * index
+        data[index].effective = (effective >> shift) & 0xFFFFFFFF
+        data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    result = _libc().syscall(ctypes.c_long(_syscall_number("capset")), ctypes.byref(header), data)
+    _check(result, "set the capabilities (capset)")
+
+
+def reset_ignored_signals() -> None:
+    """Set every ignored signal back to SIG_DFL, since an ignored signal stays ignored across
+    execve: python ignores SIGPIPE and SIGXFSZ, and glibc's posix_spawn leaves its two
+    internal signals (32, 33) ignored, which glibc's sigaction refuses to touch; hence the
+    raw rt_sigaction."""
+    ignored = 0
+    with open("/proc/self/status", encoding="utf-8", errors="replace") as file:
+        status = file.read()
+    for line in status.splitlines():
+        if line.startswith("SigIgn:"):
+            ignored = int(line.split()[1], 16)
+            break
+    default = ctypes.create_string_buffer(32)  # struct sigaction, all zero: SIG_DFL, no flags
+    number = ctypes.c_long(_syscall_number("rt_sigaction"))
+    for sig in range(1, 65):
+        if ignored >> (sig - 1) & 1:
+            result = _libc().syscall(number, ctypes.c_long(sig), default, None, ctypes.c_long(8))
+            _check(result, f"reset the disposition of signal {sig}")
+
+
+def set_child_subreaper(enabled: bool) -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, int(enabled), what="prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def is_child_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(value), what="prctl(PR_GET_CHILD_SUBREAPER)")
+    return bool(value.value)
+
