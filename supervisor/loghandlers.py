@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from logs.errors import LogError
-from logs.format import DROPPED, STREAM_NAMES, STREAMS
+from logs.format import DROPPED, STREAM_NAMES, STREAMS, dropped_message
 from logs.store import END, UNTIL, LogReader
 from supervisor.errors import DockyardError, InvalidArgument
 
@@ -33,11 +33,6 @@ STORED_WAIT = 5.0
 
 class LogReadError(DockyardError):
     code = "invalid_state"
-
-
-def dropped_message(stream: str, first: int, last: int, lines: int, size: int) -> bytes:
-    return (f"dockyard: {lines} lines ({size} bytes) of {stream} were dropped here: the log buffer was full "
-            f"(--log-opt mode=non-blocking; records {first}-{last})\n").encode()
 
 
 def unstored_map(log: Any, through: dict[int, int] | None, collector: bool) -> dict[str, Any] | None:
