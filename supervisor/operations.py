@@ -23,97 +23,15 @@ The declarations are the one source of (issue 16):
 serves and checks them itself (bus/server.py). This module imports nothing heavy: the CLI
 imports it.
 
-Types:
-
-    str      a string               bool     true or false
-    int      an integer             number   an integer or a finite float
-    map      a map                  list     a list (its items checked by the handler)
-    strings  a list of strings      path     an absolute path (a string without NUL)
-    signal   a signal name or number
+Argument types: supervisor/arguments.py.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from supervisor.arguments import EXPECTED, Argument, kind_of, shown  # EXPECTED, Argument: for the declarations
 from supervisor.errors import InvalidArgument
-
-#: What each type accepts, as an error message says it.
-EXPECTED = {
-    "str": "a string",
-    "int": "an integer",
-    "number": "a number",
-    "bool": "true or false",
-    "map": "a map",
-    "list": "a list",
-    "strings": "a list of strings",
-    "path": "an absolute path",
-    "signal": "a signal name or number",
-}
-
-
-class Argument:
-    """One argument of an operation."""
-
-    __slots__ = ("name", "type", "required", "default", "minimum", "maximum", "choices", "doc")
-
-    def __init__(self, name: str, type: str, *, required: bool = False, default: Any = None,
-                 minimum: float | None = None, maximum: float | None = None,
-                 choices: tuple[str, ...] | None = None, doc: str = ""):
-        if type not in EXPECTED:
-            raise ValueError(f"argument {name!r}: unknown type {type!r}")
-        self.name = name
-        self.type = type
-        self.required = required
-        self.default = default
-        self.minimum = minimum
-        self.maximum = maximum
-        self.choices = choices
-        self.doc = doc
-
-    @property
-    def expected(self) -> str:
-        """What a value must be, in words: ``an integer from 1 to 256``."""
-        words = EXPECTED[self.type]
-        if self.choices is not None:
-            return " or ".join(repr(choice) for choice in self.choices)
-        if self.minimum is not None and self.maximum is not None:
-            return f"{words} from {self.minimum:g} to {self.maximum:g}"
-        if self.minimum is not None:
-            return f"{words} >= {self.minimum:g}"
-        if self.maximum is not None:
-            return f"{words} <= {self.maximum:g}"
-        return words
-
-    def accepts(self, value: Any) -> bool:
-        kind = self.type
-        if kind == "str":
-            ok = type(value) is str
-        elif kind == "int":
-            ok = type(value) is int
-        elif kind == "number":
-            ok = type(value) in (int, float) and math.isfinite(value)
-        elif kind == "bool":
-            ok = type(value) is bool
-        elif kind == "map":
-            ok = type(value) is dict
-        elif kind == "list":
-            ok = type(value) is list
-        elif kind == "strings":
-            ok = type(value) is list and all(type(item) is str for item in value)
-        elif kind == "path":
-            ok = type(value) is str and value.startswith("/") and "\x00" not in value
-        else:  # signal
-            ok = type(value) in (str, int)
-        if not ok:
-            return False
-        if self.choices is not None and value not in self.choices:
-            return False
-        if self.minimum is not None and value < self.minimum:
-            return False
-        return self.maximum is None or value <= self.maximum
-
 
 #: The error codes any operation may answer, besides its own (docs/events.md explains each):
 #: a request of the wrong shape, an argument refused by :meth:`Operation.check`, a bug.
@@ -159,7 +77,7 @@ class Operation:
                 names the operation, the argument and what was expected.
         """
         if type(args) is not dict:
-            raise InvalidArgument(f"{self.name}: its arguments must be a map, not {_kind(args)}", op=self.name)
+            raise InvalidArgument(f"{self.name}: its arguments must be a map, not {kind_of(args)}", op=self.name)
         unknown = sorted(repr(name) for name in args if name not in self.arguments)
         if unknown:
             takes = ", ".join(self.arguments) or "no arguments"
@@ -179,23 +97,11 @@ class Operation:
                 continue
             if not argument.accepts(value):
                 raise InvalidArgument(
-                    f"{self.name}: argument {name!r} must be {argument.expected}, not {_shown(value)}",
+                    f"{self.name}: argument {name!r} must be {argument.expected}, not {shown(value)}",
                     op=self.name, argument=name, expected=argument.expected,
                 )
             checked[name] = value
         return checked
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a map", list: "a list", str: "a string", bytes: "bytes", bool: "a boolean",
-            int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _shown(value: Any) -> str:
-    """A value as an error message shows it: short, and its type when that is the problem."""
-    if type(value) in (int, float, bool) or (type(value) is str and len(value) <= 60):
-        return f"{_kind(value)} {value!r}"
-    return _kind(value)
 
 
 # --- the operations ----------------------------------------------------------------------
