@@ -107,6 +107,12 @@ class Record:
         return DROPPED_PAYLOAD.unpack(self.payload)
 
 
+def dropped_message(stream: str, first: int, last: int, lines: int, size: int) -> bytes:
+    """What a reader shows in place of a ``DROPPED`` marker of ``stream``, for people."""
+    return (f"dockyard: {lines} lines ({size} bytes) of {stream} were dropped here: the log buffer was full "
+            f"(--log-opt mode=non-blocking; records {first}-{last})\n").encode()
+
+
 def record_header(ts: float, stream: int, seq: int, flags: int, payload: bytes, version: int = VERSION) -> bytes:
     meta = RECORD_META.pack(ts, seq, stream, flags, 0)
     checksum = CHECKSUMS[version]

@@ -490,7 +490,7 @@ class Supervisor:
         where ``stream`` is "stdout" or "stderr", ``time`` a unix time, and ``data`` whole
         lines (or a piece of a line longer than 1 MiB). Lost output comes as a line saying how
         much. Needs a store: ``log_store="local"``, or the daemon's log collector."""
-        from supervisor.loghandlers import dropped_message
+        from logs.format import dropped_message
 
         container = self.get(ref)
         async for record in read_records(self.logs.directory(container.id),

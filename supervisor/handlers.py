@@ -3,8 +3,9 @@
 Each handler gets its arguments already checked against the operation's declaration in
 supervisor/operations.py (the one place an argument's presence and type are checked), calls
 the :class:`~supervisor.api.Supervisor`, and returns a msgpack-able result that becomes the
-reply. Errors raised here carry a stable ``code`` that the bus puts in the error reply. The
-argument and result schema of each operation is in its docstring and in docs/events.md.
+reply. Errors raised here carry a stable ``code`` that the bus puts in the error reply. Each
+operation's arguments, reply and error codes are declared in supervisor/operations.py (which
+generates docs/events.md's table); a handler's docstring sums them up beside the code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from supervisor.health import Probe
 from supervisor.exec import ExecSpec
 from supervisor.images.store import Image
 from supervisor.journal import Journal
-from supervisor.operations import OPERATIONS
+from supervisor import operations as ops
 from supervisor.spec import ContainerSpec, parse_signal
 
 #: ``async def handler(request, args)``: ``args`` checked by supervisor/operations.py.
@@ -32,7 +33,7 @@ CheckedHandler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 def checked(op: str, handler: CheckedHandler) -> Callable[[Any], Awaitable[Any]]:
     """The bus handler of ``op``: checks the request's arguments against the operation's
     declaration, then runs ``handler`` with them; a bad argument is refused before it runs."""
-    operation = OPERATIONS[op]
+    operation = ops.DAEMON_OPERATIONS[op]
 
     async def run(request: Any) -> Any:
         return await handler(request, operation.check(request.args))
@@ -42,10 +43,14 @@ def checked(op: str, handler: CheckedHandler) -> Callable[[Any], Awaitable[Any]]
 
 
 def checked_table(handlers: dict[str, CheckedHandler]) -> dict[str, Callable[[Any], Awaitable[Any]]]:
-    """Every handler wrapped by :func:`checked`; an operation without a declaration is a bug."""
-    undeclared = sorted(set(handlers) - set(OPERATIONS))
+    """Every handler wrapped by :func:`checked`; an operation without a declaration, or a
+    declared one without a handler, is a bug."""
+    undeclared = sorted(set(handlers) - set(ops.DAEMON_OPERATIONS))
     if undeclared:
         raise ValueError(f"operations without a declaration in supervisor/operations.py: {', '.join(undeclared)}")
+    unserved = sorted(set(ops.DAEMON_OPERATIONS) - set(handlers))
+    if unserved:
+        raise ValueError(f"declared operations without a handler: {', '.join(unserved)}")
     return {op: checked(op, handler) for op, handler in handlers.items()}
 
 
@@ -91,42 +96,42 @@ class Handlers:
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
-            "container.create": self.create,
-            "container.run": self.run,
-            "container.start": self.start,
-            "container.stop": self.stop,
-            "container.kill": self.kill,
-            "container.restart": self.restart,
-            "container.wait": self.wait,
-            "container.remove": self.remove,
-            "container.list": self.list,
-            "container.inspect": self.inspect,
-            "container.update": self.update,
-            "container.stats": self.stats,
-            "container.schedule_restart": self.schedule_restart,
-            "container.health_report": self.health_report,
-            "container.health_check": self.health_check,
-            "container.attach": self.attach,
-            "container.exec": self.exec,
-            "image.import": self.image_import,
-            "image.list": self.image_list,
-            "image.inspect": self.image_inspect,
-            "image.tag": self.image_tag,
-            "image.remove": self.image_remove,
-            "image.history": self.image_history,
-            "image.save": self.image_save,
-            "image.load": self.image_load,
-            "container.commit": self.commit,
-            "container.diff": self.diff,
-            "container.export": self.export,
-            "container.copy_from": self.copy_from,
-            "container.copy_to": self.copy_to,
-            "image.login": self.image_login,
-            "image.logout": self.image_logout,
-            "image.pull": self.image_pull,
-            "image.push": self.image_push,
-            "events.replay": self.events_replay,
-            "daemon.info": self.info,
+            ops.CONTAINER_CREATE: self.create,
+            ops.CONTAINER_RUN: self.run,
+            ops.CONTAINER_START: self.start,
+            ops.CONTAINER_STOP: self.stop,
+            ops.CONTAINER_KILL: self.kill,
+            ops.CONTAINER_RESTART: self.restart,
+            ops.CONTAINER_WAIT: self.wait,
+            ops.CONTAINER_REMOVE: self.remove,
+            ops.CONTAINER_LIST: self.list,
+            ops.CONTAINER_INSPECT: self.inspect,
+            ops.CONTAINER_UPDATE: self.update,
+            ops.CONTAINER_STATS: self.stats,
+            ops.CONTAINER_SCHEDULE_RESTART: self.schedule_restart,
+            ops.CONTAINER_HEALTH_REPORT: self.health_report,
+            ops.CONTAINER_HEALTH_CHECK: self.health_check,
+            ops.CONTAINER_ATTACH: self.attach,
+            ops.CONTAINER_EXEC: self.exec,
+            ops.IMAGE_IMPORT: self.image_import,
+            ops.IMAGE_LIST: self.image_list,
+            ops.IMAGE_INSPECT: self.image_inspect,
+            ops.IMAGE_TAG: self.image_tag,
+            ops.IMAGE_REMOVE: self.image_remove,
+            ops.IMAGE_HISTORY: self.image_history,
+            ops.IMAGE_SAVE: self.image_save,
+            ops.IMAGE_LOAD: self.image_load,
+            ops.CONTAINER_COMMIT: self.commit,
+            ops.CONTAINER_DIFF: self.diff,
+            ops.CONTAINER_EXPORT: self.export,
+            ops.CONTAINER_COPY_FROM: self.copy_from,
+            ops.CONTAINER_COPY_TO: self.copy_to,
+            ops.IMAGE_LOGIN: self.image_login,
+            ops.IMAGE_LOGOUT: self.image_logout,
+            ops.IMAGE_PULL: self.image_pull,
+            ops.IMAGE_PUSH: self.image_push,
+            ops.EVENTS_REPLAY: self.events_replay,
+            ops.DAEMON_INFO: self.info,
         })
 
     async def create(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +318,8 @@ class Handlers:
         """{images: [ref], path: absolute path the daemon writes} -> {saved: [ref]}"""
         refs = args["images"]
         if not refs:
-            raise InvalidArgument("image.save: argument 'images' must name at least one image", argument="images")
+            raise InvalidArgument(f"{ops.IMAGE_SAVE}: argument 'images' must name at least one image",
+                                  argument="images")
         return {"saved": await self.sup.save_images(refs, Path(args["path"]))}
 
     async def image_load(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:

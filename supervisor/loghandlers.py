@@ -18,8 +18,9 @@ from typing import Any
 import trio
 
 from logs.errors import LogError
-from logs.format import DROPPED, STREAM_NAMES, STREAMS
+from logs.format import DROPPED, STREAM_NAMES, STREAMS, dropped_message
 from logs.store import END, UNTIL, LogReader
+from supervisor import operations as ops
 from supervisor.errors import DockyardError, InvalidArgument
 
 #: The most a logs.read answer carries (a bus frame holds 8 MiB).
@@ -33,11 +34,6 @@ STORED_WAIT = 5.0
 
 class LogReadError(DockyardError):
     code = "invalid_state"
-
-
-def dropped_message(stream: str, first: int, last: int, lines: int, size: int) -> bytes:
-    return (f"dockyard: {lines} lines ({size} bytes) of {stream} were dropped here: the log buffer was full "
-            f"(--log-opt mode=non-blocking; records {first}-{last})\n").encode()
 
 
 def unstored_map(log: Any, through: dict[int, int] | None, collector: bool) -> dict[str, Any] | None:
@@ -61,10 +57,10 @@ class LogHandlers:
 
     def table(self) -> dict[str, Any]:
         return {
-            "logs.status": self.status,
-            "logs.ack": self.ack,
-            "logs.replay": self.replay,
-            "logs.read": self.read,
+            ops.LOGS_STATUS: self.status,
+            ops.LOGS_ACK: self.ack,
+            ops.LOGS_REPLAY: self.replay,
+            ops.LOGS_READ: self.read,
         }
 
     async def status(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +135,8 @@ class LogHandlers:
         since = since - 5e-7 if since is not None else None
         until = until + 5e-7 if until is not None else None
         if cursor is not None and (len(cursor) != 2 or not all(type(n) is int and n >= 0 for n in cursor)):
-            raise InvalidArgument("logs.read: argument 'cursor' must be [segment, offset] as returned by logs.read",
+            raise InvalidArgument(f"{ops.LOGS_READ}: argument 'cursor' must be [segment, offset] as returned by "
+                                  f"{ops.LOGS_READ}",
                                   argument="cursor")
         reader = LogReader(self.sup.logs.directory(container.id))
         skip = 0

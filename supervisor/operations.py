@@ -1,4 +1,4 @@
-"""Every bus operation's arguments, declared once, and the one place they are checked.
+"""Every bus operation, declared once: its name, its arguments, its reply and its errors.
 
 Each :class:`Operation` names its arguments: a type (below), required or not, a default, and
 for some a range or a set of choices. :func:`check_arguments` runs before a handler: it
@@ -10,110 +10,64 @@ nested map (a spec's fields are checked by :class:`~supervisor.spec.ContainerSpe
 
 An argument sent as ``null`` counts as absent, as the CLI sends unset options.
 
-This is the first part of the single operation registry (issue 16): the CLI and the
-operation table of docs/events.md are to be built from it. It imports nothing heavy.
+The declarations are the one source of (issue 16):
 
-Types:
+* the handlers' table (supervisor/handlers.py refuses a handler without a declaration);
+* the operation names the CLI and the workers send (the constants below: ``CONTAINER_RUN``);
+* the operation table of docs/events.md, generated from :data:`OPERATIONS`::
 
-    str      a string               bool     true or false
-    int      an integer             number   an integer or a finite float
-    map      a map                  list     a list (its items checked by the handler)
-    strings  a list of strings      path     an absolute path (a string without NUL)
-    signal   a signal name or number
+      python -m supervisor.operations --markdown          # print it
+      python -m supervisor.operations --update docs/events.md
+
+``bus.ping`` and ``bus.sync`` are declared here too, for the table and the clients; the bus
+serves and checks them itself (bus/server.py). This module imports nothing heavy: the CLI
+imports it.
+
+Argument types: supervisor/arguments.py.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from supervisor.arguments import EXPECTED, Argument, kind_of, shown  # EXPECTED, Argument: for the declarations
 from supervisor.errors import InvalidArgument
 
-#: What each type accepts, as an error message says it.
-EXPECTED = {
-    "str": "a string",
-    "int": "an integer",
-    "number": "a number",
-    "bool": "true or false",
-    "map": "a map",
-    "list": "a list",
-    "strings": "a list of strings",
-    "path": "an absolute path",
-    "signal": "a signal name or number",
-}
-
-
-class Argument:
-    """One argument of an operation."""
-
-    __slots__ = ("name", "type", "required", "default", "minimum", "maximum", "choices", "doc")
-
-    def __init__(self, name: str, type: str, *, required: bool = False, default: Any = None,
-                 minimum: float | None = None, maximum: float | None = None,
-                 choices: tuple[str, ...] | None = None, doc: str = ""):
-        if type not in EXPECTED:
-            raise ValueError(f"argument {name!r}: unknown type {type!r}")
-        self.name = name
-        self.type = type
-        self.required = required
-        self.default = default
-        self.minimum = minimum
-        self.maximum = maximum
-        self.choices = choices
-        self.doc = doc
-
-    @property
-    def expected(self) -> str:
-        """What a value must be, in words: ``an integer from 1 to 256``."""
-        words = EXPECTED[self.type]
-        if self.choices is not None:
-            return " or ".join(repr(choice) for choice in self.choices)
-        if self.minimum is not None and self.maximum is not None:
-            return f"{words} from {self.minimum:g} to {self.maximum:g}"
-        if self.minimum is not None:
-            return f"{words} >= {self.minimum:g}"
-        if self.maximum is not None:
-            return f"{words} <= {self.maximum:g}"
-        return words
-
-    def accepts(self, value: Any) -> bool:
-        kind = self.type
-        if kind == "str":
-            ok = type(value) is str
-        elif kind == "int":
-            ok = type(value) is int
-        elif kind == "number":
-            ok = type(value) in (int, float) and math.isfinite(value)
-        elif kind == "bool":
-            ok = type(value) is bool
-        elif kind == "map":
-            ok = type(value) is dict
-        elif kind == "list":
-            ok = type(value) is list
-        elif kind == "strings":
-            ok = type(value) is list and all(type(item) is str for item in value)
-        elif kind == "path":
-            ok = type(value) is str and value.startswith("/") and "\x00" not in value
-        else:  # signal
-            ok = type(value) in (str, int)
-        if not ok:
-            return False
-        if self.choices is not None and value not in self.choices:
-            return False
-        if self.minimum is not None and value < self.minimum:
-            return False
-        return self.maximum is None or value <= self.maximum
+#: The error codes any operation may answer, besides its own (docs/events.md explains each):
+#: a request of the wrong shape, an argument refused by :meth:`Operation.check`, a bug.
+COMMON_ERRORS = ("bad_request", "invalid_argument", "internal")
 
 
 class Operation:
-    """One bus operation: its name, its arguments and what it answers (for people)."""
+    """One bus operation, as clients and docs/events.md see it.
 
-    __slots__ = ("name", "arguments", "result")
+    Args:
+        name: the operation, ``noun.verb``: the request's topic is ``request.<name>``.
+        arguments: what it takes.
+        reply: what it answers, for people (markdown: the table's reply column).
+        keys: the keys of a successful reply's map (``name?``: present only sometimes);
+            ``None`` when it is not a map of fixed keys (an inspect document).
+        errors: the error codes it may answer besides :data:`COMMON_ERRORS`, each with when
+            (empty: as the code's meaning says).
+        served_by: ``daemon`` (supervisor/handlers.py) or ``bus`` (bus/server.py itself).
+    """
 
-    def __init__(self, name: str, arguments: tuple[Argument, ...] = (), result: str = ""):
+    __slots__ = ("name", "arguments", "reply", "keys", "errors", "served_by")
+
+    def __init__(self, name: str, arguments: tuple[Argument, ...] = (), reply: str = "",
+                 keys: tuple[str, ...] | None = None, errors: dict[str, str] | None = None,
+                 served_by: str = "daemon"):
         self.name = name
         self.arguments = {argument.name: argument for argument in arguments}
-        self.result = result
+        self.reply = reply
+        self.keys = keys
+        self.errors = dict(errors or {})
+        self.served_by = served_by
+
+    @property
+    def error_codes(self) -> frozenset[str]:
+        """Every code an error reply to it may carry."""
+        return frozenset(COMMON_ERRORS) | frozenset(self.errors)
 
     def check(self, args: Any) -> dict[str, Any]:
         """The arguments, checked; every declared one present (absent ones: their default).
@@ -123,7 +77,7 @@ class Operation:
                 names the operation, the argument and what was expected.
         """
         if type(args) is not dict:
-            raise InvalidArgument(f"{self.name}: its arguments must be a map, not {_kind(args)}", op=self.name)
+            raise InvalidArgument(f"{self.name}: its arguments must be a map, not {kind_of(args)}", op=self.name)
         unknown = sorted(repr(name) for name in args if name not in self.arguments)
         if unknown:
             takes = ", ".join(self.arguments) or "no arguments"
@@ -143,112 +97,325 @@ class Operation:
                 continue
             if not argument.accepts(value):
                 raise InvalidArgument(
-                    f"{self.name}: argument {name!r} must be {argument.expected}, not {_shown(value)}",
+                    f"{self.name}: argument {name!r} must be {argument.expected}, not {shown(value)}",
                     op=self.name, argument=name, expected=argument.expected,
                 )
             checked[name] = value
         return checked
 
 
-def _kind(value: Any) -> str:
-    return {dict: "a map", list: "a list", str: "a string", bytes: "bytes", bool: "a boolean",
-            int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+# --- the operations ----------------------------------------------------------------------
+# Their names, for the code that sends them (the CLI, the workers, the clients): a name is
+# written once, here.
+
+BUS_PING = "bus.ping"
+BUS_SYNC = "bus.sync"
+CONTAINER_CREATE = "container.create"
+CONTAINER_RUN = "container.run"
+CONTAINER_START = "container.start"
+CONTAINER_ATTACH = "container.attach"
+CONTAINER_EXEC = "container.exec"
+CONTAINER_STOP = "container.stop"
+CONTAINER_KILL = "container.kill"
+CONTAINER_RESTART = "container.restart"
+CONTAINER_WAIT = "container.wait"
+CONTAINER_REMOVE = "container.remove"
+CONTAINER_LIST = "container.list"
+CONTAINER_INSPECT = "container.inspect"
+CONTAINER_UPDATE = "container.update"
+CONTAINER_STATS = "container.stats"
+CONTAINER_HEALTH_CHECK = "container.health_check"
+CONTAINER_HEALTH_REPORT = "container.health_report"
+CONTAINER_SCHEDULE_RESTART = "container.schedule_restart"
+IMAGE_IMPORT = "image.import"
+IMAGE_TAG = "image.tag"
+IMAGE_REMOVE = "image.remove"
+IMAGE_HISTORY = "image.history"
+IMAGE_SAVE = "image.save"
+IMAGE_LOAD = "image.load"
+CONTAINER_COMMIT = "container.commit"
+CONTAINER_DIFF = "container.diff"
+CONTAINER_EXPORT = "container.export"
+CONTAINER_COPY_FROM = "container.copy_from"
+CONTAINER_COPY_TO = "container.copy_to"
+IMAGE_LIST = "image.list"
+IMAGE_INSPECT = "image.inspect"
+IMAGE_PULL = "image.pull"
+IMAGE_PUSH = "image.push"
+IMAGE_LOGIN = "image.login"
+IMAGE_LOGOUT = "image.logout"
+EVENTS_REPLAY = "events.replay"
+LOGS_READ = "logs.read"
+LOGS_STATUS = "logs.status"
+LOGS_ACK = "logs.ack"
+LOGS_REPLAY = "logs.replay"
+DAEMON_INFO = "daemon.info"
 
 
-def _shown(value: Any) -> str:
-    """A value as an error message shows it: short, and its type when that is the problem."""
-    if type(value) in (int, float, bool) or (type(value) is str and len(value) <= 60):
-        return f"{_kind(value)} {value!r}"
-    return _kind(value)
+def _op(name: str, *arguments: Argument, reply: str, keys: tuple[str, ...] | None,
+        errors: dict[str, str] | None = None, served_by: str = "daemon") -> Operation:
+    return Operation(name, arguments, reply, keys, errors, served_by)
 
 
-def _op(name: str, *arguments: Argument, result: str = "") -> Operation:
-    return Operation(name, arguments, result)
-
-
-def _container(doc: str = "a name, a full id or a unique id prefix") -> Argument:
+def _container(doc: str = "") -> Argument:
     return Argument("container", "str", required=True, doc=doc)
 
 
+def _image() -> Argument:
+    return Argument("image", "str", required=True)
+
+
 def _window() -> Argument:
-    return Argument("window", "int", minimum=1, maximum=256, doc="output credits: flow control of a session")
+    return Argument("window", "int", minimum=1, maximum=256, doc="output credits: flow control, 1..256")
 
 
 def _session(*arguments: Argument) -> tuple[Argument, ...]:
-    return (*arguments, Argument("stdin", "bool", default=False, doc="send the client's input to the process"),
-            _window())
+    return (*arguments, Argument("stdin", "bool", default=False, doc="send your input to the process"), _window())
 
+
+def _attach() -> Argument:
+    return Argument("attach", "bool", default=False, doc="a session, below")
+
+
+#: A container named by a name, an id or an id prefix.
+_CONTAINER_REF = {"not_found": "no such container", "conflict": "an ambiguous id prefix"}
+#: An image named by a reference, an id or an id prefix.
+_IMAGE_REF = {"not_found": "no such image", "conflict": "an ambiguous id prefix"}
+_START = {"invalid_state": "it could not start: `details.exit_code` 125, 126 or 127"}
+_NO_HEALTH = {**_CONTAINER_REF, "invalid_state": "it is not running or has no health check"}
+_REGISTRY = {
+    "invalid_argument": "also a malformed reference, or credentials the registry refused: `details.reason` tells which",
+    "not_found": "no such repository, manifest or tag",
+    "invalid_state": "the registry is unreachable, answered what the spec does not allow, or a digest differs",
+}
+#: The final reply of an attached session (container.run, start, attach).
+_SESSION_KEYS = ("id", "name?", "exit_code?", "dropped?", "detached?")
+_SUMMARY_KEYS = ("id", "repo_tags", "created", "size")
 
 _OPERATIONS = (
-    _op("container.create", Argument("spec", "map", required=True, doc="a container spec"), result="{id, name}"),
-    _op("container.run", Argument("spec", "map", required=True), *_session(Argument("attach", "bool", default=False)),
-        result="{id, name}, or a session"),
-    _op("container.start", *_session(_container(), Argument("attach", "bool", default=False)),
-        result="{id}, or a session"),
-    _op("container.attach", *_session(_container()), result="a session"),
-    _op("container.exec", _container(), Argument("exec", "map", required=True, doc="{cmd, env?, workdir?, ...}"),
-        _window(), result="{exec_id, pid}, or a session"),
-    _op("container.stop", _container(), Argument("timeout", "int", minimum=0, doc="seconds"), result="{id}"),
-    _op("container.kill", _container(), Argument("signal", "signal", default="KILL"), result="{id}"),
-    _op("container.restart", _container(), Argument("timeout", "int", minimum=0, doc="seconds"), result="{id}"),
-    _op("container.wait", _container(), result="{exit_code}"),
-    _op("container.remove", _container(), Argument("force", "bool", default=False), result="{id}"),
-    _op("container.list", Argument("all", "bool", default=False), result="{containers}"),
-    _op("container.inspect", _container(), result="the inspect document"),
-    _op("container.update", _container(), Argument("resources", "map", required=True), result="{id, resources}"),
-    _op("container.stats", Argument("containers", "strings", default=[]), result="{stats}"),
-    _op("container.schedule_restart", _container(),
-        Argument("exit", "str", required=True, doc="the exit's finished_at"),
-        Argument("attempt", "int", required=True, minimum=1), Argument("delay", "number", required=True),
-        result="{id, restart_count}"),
-    _op("container.health_report", _container(), Argument("start", "number", required=True),
-        Argument("end", "number", required=True), Argument("exit_code", "int", required=True),
-        Argument("output", "str", default=""), result="{id, status, failing_streak}"),
-    _op("container.health_check", _container(), result="{id, status, failing_streak, exit_code}"),
-    _op("container.commit", _container(), Argument("reference", "str"), Argument("comment", "str", default=""),
-        Argument("author", "str", default=""), Argument("changes", "strings", default=[]), result="image summary"),
-    _op("container.diff", _container(), result="{changes}"),
-    _op("container.export", _container(), Argument("path", "path", required=True), result="{path}"),
-    _op("container.copy_from", _container(), Argument("source", "str", required=True),
-        Argument("path", "path", required=True), result="{name}"),
-    _op("container.copy_to", _container(), Argument("source", "path", required=True),
-        Argument("dest", "str", required=True), result="{path}"),
-    _op("image.import", Argument("path", "path", required=True), Argument("reference", "str", required=True),
-        Argument("changes", "strings", default=[]), Argument("message", "str", default=""), result="image summary"),
-    _op("image.list", result="{images}"),
-    _op("image.inspect", Argument("image", "str", required=True), result="the image inspect document"),
-    _op("image.tag", Argument("image", "str", required=True), Argument("reference", "str", required=True),
-        result="image summary"),
-    _op("image.remove", Argument("image", "str", required=True), Argument("force", "bool", default=False),
-        result="{report}"),
-    _op("image.history", Argument("image", "str", required=True), result="{history}"),
-    _op("image.save", Argument("images", "strings", required=True), Argument("path", "path", required=True),
-        result="{saved}"),
-    _op("image.load", Argument("path", "path", required=True), result="{images}"),
-    _op("image.login", Argument("registry", "str"), Argument("username", "str", required=True),
-        Argument("password", "str", required=True), result="{registry, status}"),
-    _op("image.logout", Argument("registry", "str"), result="{registry, removed}"),
-    _op("image.pull", Argument("reference", "str", required=True), Argument("platform", "str"),
-        result="{reference, digest, image, fetched, skipped, bytes}"),
-    _op("image.push", Argument("reference", "str", required=True),
-        result="{reference, digest, size, uploaded, existed, mounted, bytes}"),
-    _op("events.replay", Argument("since", "number"), Argument("until", "number"), result="{events, last_seq}"),
-    _op("daemon.info", result="daemon facts and counters"),
-    _op("logs.status", Argument("container", "str"), result="{containers}"),
-    _op("logs.ack", Argument("acks", "map", required=True), result="{}"),
-    _op("logs.replay", _container("a container id"), Argument("stream", "str", required=True, choices=("stdout", "stderr")),
-        Argument("from", "int", required=True, minimum=1), Argument("max_bytes", "int", default=4 << 20, minimum=1,
-                                                                    maximum=4 << 20),
-        result="{records, lost, last}"),
-    _op("logs.read", _container(), Argument("since", "number"), Argument("until", "number"),
+    _op(BUS_PING, reply="`{pid, source}`", keys=("pid", "source"), served_by="bus"),
+    _op(BUS_SYNC, Argument("token", "str", required=True, doc="1 to 64 of `[A-Za-z0-9_-]`"),
+        reply="`{token}` once the XPUB has seen your subscription to `sync.<token>`: every subscription you "
+              "made before it is then in effect",
+        keys=("token",), served_by="bus",
+        errors={"timeout": "after 5 s", "conflict": "while another `bus.sync` with that token waits"}),
+    _op(CONTAINER_CREATE, Argument("spec", "map", required=True, doc="the map below"),
+        reply="`{id, name}`", keys=("id", "name"),
+        errors={"not_found": "no such image", "conflict": "the name is in use"}),
+    _op(CONTAINER_RUN, Argument("spec", "map", required=True, doc="the map below"), *_session(_attach()),
+        reply="detached: `{id, name}`; attached: a session (below), then `{id, name, exit_code, dropped}` or "
+              "`{id, name, detached: true}`",
+        keys=("id", "name", "exit_code?", "dropped?", "detached?"),
+        errors={"not_found": "no such image", "conflict": "the name is in use", **_START}),
+    _op(CONTAINER_START, *_session(_container(), _attach()),
+        reply="`{id}`; attached: a session, then as run", keys=_SESSION_KEYS,
+        errors={**_CONTAINER_REF, "invalid_state": "it is running; " + _START["invalid_state"]}),
+    _op(CONTAINER_ATTACH, *_session(_container()),
+        reply="a session with a running container, then as run", keys=_SESSION_KEYS,
+        errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
+    _op(CONTAINER_EXEC, _container(),
+        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?}`"),
+        _window(),
+        reply="`exec.detach`: `{exec_id, pid}` once it runs; else a session, then `{exec_id, exit_code, dropped}` "
+              "or `{exec_id, detached: true}`",
+        keys=("exec_id", "pid?", "exit_code?", "dropped?", "detached?"),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not running; the command could not start "
+                                                   "(`details.exit_code` 125, 126 or 127)"}),
+    _op(CONTAINER_STOP, _container(), Argument("timeout", "int", minimum=0, doc="s"),
+        reply="`{id}`", keys=("id",), errors=_CONTAINER_REF),
+    _op(CONTAINER_KILL, _container(), Argument("signal", "signal", default="KILL", doc="name or number, default KILL"),
+        reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
+    _op(CONTAINER_RESTART, _container(), Argument("timeout", "int", minimum=0, doc="s"),
+        reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, **_START}),
+    _op(CONTAINER_WAIT, _container(), reply="`{exit_code}` once it is not running", keys=("exit_code",),
+        errors=_CONTAINER_REF),
+    _op(CONTAINER_REMOVE, _container(), Argument("force", "bool", default=False),
+        reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
+    _op(CONTAINER_LIST, Argument("all", "bool", default=False),
+        reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
+              "restart_policy, restart_count, restarting}]}`; without `all`, running and restarting ones",
+        keys=("containers",)),
+    _op(CONTAINER_INSPECT, _container(),
+        reply="docker's inspect document (`HostConfig` has Memory, MemorySwap, MemoryReservation, NanoCpus, "
+              "CpuShares, CpusetCpus, PidsLimit, Devices; `State.OOMKilled`)",
+        keys=None, errors=_CONTAINER_REF),
+    _op(CONTAINER_UPDATE, _container(),
+        Argument("resources", "map", required=True,
+                 doc="the map below; 0 leaves a limit unchanged; not `devices`"),
+        reply="`{id, resources}`", keys=("id", "resources"), errors=_CONTAINER_REF),
+    _op(CONTAINER_STATS, Argument("containers", "strings", default=[], doc="[ref], default every running one"),
+        reply="`{stats: [the stats.<id> data]}`, sampled now", keys=("stats",), errors=_CONTAINER_REF),
+    _op(CONTAINER_HEALTH_CHECK, _container(),
+        reply="`{id, status, failing_streak, exit_code}`: runs its health check once now (the monitor's request "
+              "every interval)",
+        keys=("id", "status", "failing_streak", "exit_code"), errors=_NO_HEALTH),
+    _op(CONTAINER_HEALTH_REPORT, _container(), Argument("start", "number", required=True, doc="Unix s"),
+        Argument("end", "number", required=True, doc="Unix s"),
+        Argument("exit_code", "int", required=True, doc="-1: timed out"), Argument("output", "str", default=""),
+        reply="`{id, status, failing_streak}`; the monitor's report of one health probe",
+        keys=("id", "status", "failing_streak"), errors=_NO_HEALTH),
+    _op(CONTAINER_SCHEDULE_RESTART, _container(),
+        Argument("exit", "str", required=True, doc="its `State.FinishedAt`"),
+        Argument("attempt", "int", required=True, minimum=1, doc="int >= 1"),
+        Argument("delay", "number", required=True, doc="s, 0..3600"),
+        reply="`{id, restart_count}`; the monitor's request for a restart policy",
+        keys=("id", "restart_count"),
+        errors={"not_found": "no such container",
+                "conflict": "an ambiguous id prefix; that exit was already answered or is not the last, the user "
+                            "stopped it, or the daemon is stopping",
+                "invalid_state": "it is not exited or its policy is `no`"}),
+    _op(IMAGE_IMPORT, Argument("path", "path", required=True, doc="absolute, read by the daemon"),
+        Argument("reference", "str", required=True),
+        Argument("changes", "strings", default=[], doc="[Dockerfile instruction]"),
+        Argument("message", "str", default="", doc="the history comment"),
+        reply="`{id, repo_tags, created, size}`", keys=_SUMMARY_KEYS,
+        errors={"invalid_argument": "also a file that is not a tar the daemon can import safely"}),
+    _op(IMAGE_TAG, _image(), Argument("reference", "str", required=True),
+        reply="image summary", keys=_SUMMARY_KEYS, errors=_IMAGE_REF),
+    _op(IMAGE_REMOVE, _image(), Argument("force", "bool", default=False),
+        reply='`{report: [{"Untagged": ref} \\| {"Deleted": "sha256:<id>"}]}`', keys=("report",),
+        errors={**_IMAGE_REF, "conflict": "an ambiguous id prefix; without `force`: a container uses it, or an id "
+                                          "names an image with several tags"}),
+    _op(IMAGE_HISTORY, _image(), reply="`{history: [{id, created, created_by, size, comment}]}`, newest first",
+        keys=("history",), errors=_IMAGE_REF),
+    _op(IMAGE_SAVE, Argument("images", "strings", required=True, doc="[ref]"),
+        Argument("path", "path", required=True, doc="absolute, written by the daemon"),
+        reply="`{saved: [ref]}`", keys=("saved",), errors=_IMAGE_REF),
+    _op(IMAGE_LOAD, Argument("path", "path", required=True, doc="absolute, read by the daemon"),
+        reply="`{images: [summary + loaded_tags]}` (`loaded_tags`: the tags the archive named; `repo_tags` has "
+              "all of the image's)",
+        keys=("images",)),
+    _op(CONTAINER_COMMIT, _container(), Argument("reference", "str"), Argument("comment", "str", default=""),
+        Argument("author", "str", default=""), Argument("changes", "strings", default=[]),
+        reply="image summary, `warnings`?", keys=(*_SUMMARY_KEYS, "warnings?"), errors=_CONTAINER_REF),
+    _op(CONTAINER_DIFF, _container(), reply='`{changes: [["A"\\|"C"\\|"D", path]], warnings?}`, sorted by path',
+        keys=("changes", "warnings?"), errors=_CONTAINER_REF),
+    _op(CONTAINER_EXPORT, _container(), Argument("path", "path", required=True, doc="absolute"),
+        reply="`{path, warnings?}`", keys=("path", "warnings?"), errors=_CONTAINER_REF),
+    _op(CONTAINER_COPY_FROM, _container(), Argument("source", "str", required=True, doc="container path"),
+        Argument("path", "path", required=True, doc="absolute: the daemon writes a tar of it there"),
+        reply="`{name, warnings?}` (the tar's top member)", keys=("name", "warnings?"), errors=_CONTAINER_REF),
+    _op(CONTAINER_COPY_TO, _container(), Argument("source", "path", required=True, doc="absolute host path"),
+        Argument("dest", "str", required=True, doc="container path"),
+        reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
+    _op(IMAGE_LIST, reply="`{images: [...]}`", keys=("images",)),
+    _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
+    _op(IMAGE_PULL, Argument("reference", "str", required=True), Argument("platform", "str", doc="`OS/ARCH[/VARIANT]`"),
+        reply="streams `{progress: {operation, reference, digest, kind, status, current, total}}`; then "
+              "`{reference, digest, image: {id, repo_tags, created, size}, fetched, skipped, bytes}`",
+        keys=("reference", "digest", "image", "fetched", "skipped", "bytes"), errors=_REGISTRY),
+    _op(IMAGE_PUSH, Argument("reference", "str", required=True),
+        reply="streams `{progress}` as pull; then `{reference, digest, size, uploaded, existed, mounted, bytes}`",
+        keys=("reference", "digest", "size", "uploaded", "existed", "mounted", "bytes"),
+        errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),
+    _op(IMAGE_LOGIN, Argument("registry", "str", doc="default docker.io"), Argument("username", "str", required=True),
+        Argument("password", "str", required=True),
+        reply="`{registry, status}`; credentials checked by the registry, then saved (0600)",
+        keys=("registry", "status"), errors=_REGISTRY),
+    _op(IMAGE_LOGOUT, Argument("registry", "str"), reply="`{registry, removed}`", keys=("registry", "removed")),
+    _op(EVENTS_REPLAY, Argument("since", "number", doc="Unix s"), Argument("until", "number", doc="Unix s"),
+        reply="`{events: [envelope maps], last_seq}`", keys=("events", "last_seq")),
+    _op(LOGS_READ, _container(), Argument("since", "number"), Argument("until", "number"),
         Argument("tail", "int", minimum=0), Argument("follow", "bool", default=False), Argument("cursor", "list"),
-        Argument("wait", "number", minimum=0), result="{records, cursor, done}"),
+        Argument("wait", "number", minimum=0),
+        reply="`{records: [[stream, ts, data, flags]], cursor, done, unstored}`; ask again with `cursor` until "
+              "`done`; `unstored`: output no log collector has stored (docs/logs.md)",
+        keys=("records", "cursor", "done", "unstored"),
+        errors={**_CONTAINER_REF, "invalid_state": "its stored log cannot be read"}),
+    _op(LOGS_STATUS, Argument("container", "str"),
+        reply="`{containers: [{id, name, running, options, streams: {stdout: {last, acked, buffered}, stderr}, "
+              "blocked}]}`",
+        keys=("containers",), errors=_CONTAINER_REF),
+    _op(LOGS_ACK, Argument("acks", "map", required=True, doc="`{id: {stdout?, stderr?}}`"),
+        reply="`{}` (the log collector's: stored through these seqs)", keys=()),
+    _op(LOGS_REPLAY, _container("an id"),
+        Argument("stream", "str", required=True, choices=("stdout", "stderr")),
+        Argument("from", "int", required=True, minimum=1),
+        Argument("max_bytes", "int", default=4 << 20, minimum=1, maximum=4 << 20),
+        reply="`{records: [[seq, ts, data, partial]], lost, last}` (the log collector's)",
+        keys=("records", "lost", "last"), errors=_CONTAINER_REF),
+    _op(DAEMON_INFO,
+        reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
+              "images, events_channel, bus, workers, network, logs, warnings}`: `workers` `{name: {pid (null while "
+              "no process runs), running, restarts, last_exit}}`; `logs` `{collector: {present, last_seen}, "
+              "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
+              "collector, containers blocked on one)",
+        keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
+              "containers", "running", "images", "events_channel", "bus", "workers", "network", "logs", "warnings")),
 )
 
-#: The daemon's operations by name (``bus.ping`` and ``bus.sync`` are the bus's own: bus/server.py).
+#: Every operation by name, in the order of docs/events.md's table.
 OPERATIONS: dict[str, Operation] = {operation.name: operation for operation in _OPERATIONS}
+#: The ones the daemon's handlers serve (the others, ``bus.*``, the bus serves itself).
+DAEMON_OPERATIONS: dict[str, Operation] = {
+    name: operation for name, operation in OPERATIONS.items() if operation.served_by == "daemon"}
 
 
 def check_arguments(op: str, args: Any) -> dict[str, Any]:
     """``OPERATIONS[op].check(args)``."""
     return OPERATIONS[op].check(args)
+
+
+# --- docs/events.md's table ----------------------------------------------------------------
+
+#: The lines around the generated table in docs/events.md.
+TABLE_BEGIN = "<!-- the operation table: generated by `python -m supervisor.operations --update docs/events.md` -->"
+TABLE_END = "<!-- end of the generated operation table -->"
+
+
+def _argument_cell(operation: Operation) -> str:
+    if not operation.arguments:
+        return "—"
+    cells = []
+    for argument in operation.arguments.values():
+        cell = f"`{argument.name}`" + ("" if argument.required else "?")
+        cells.append(f"{cell} ({argument.doc})" if argument.doc else cell)
+    return ", ".join(cells)
+
+
+def _errors_cell(operation: Operation) -> str:
+    return ", ".join(f"`{code}`" + (f" ({when})" if when else "") for code, when in operation.errors.items()) or "—"
+
+
+def markdown_table() -> str:
+    """The operation table of docs/events.md, from :data:`OPERATIONS`."""
+    lines = ["| op | arguments | reply | errors (besides " + ", ".join(f"`{code}`" for code in COMMON_ERRORS) + ") |",
+             "| --- | --- | --- | --- |"]
+    for operation in OPERATIONS.values():
+        lines.append(f"| `{operation.name}` | {_argument_cell(operation)} | {operation.reply} | "
+                     f"{_errors_cell(operation)} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_table(document: str) -> str:
+    """``document`` (docs/events.md's text) with its generated table replaced by the current one.
+
+    Raises:
+        ValueError: the document lacks the lines that mark the table.
+    """
+    begin, end = document.find(TABLE_BEGIN), document.find(TABLE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"no generated operation table: the lines {TABLE_BEGIN!r} and {TABLE_END!r} are missing")
+    return document[:begin] + TABLE_BEGIN + "\n\n" + markdown_table() + "\n" + document[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m supervisor.operations",
+                                     description="docs/events.md's operation table, from the declarations.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--markdown", action="store_true", help="print the table")
+    action.add_argument("--update", metavar="FILE", help="replace the generated table in FILE (docs/events.md)")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(), end="")
+        return 0
+    path = Path(args.update)
+    path.write_text(with_table(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

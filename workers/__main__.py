@@ -4,7 +4,7 @@ daemon starts a worker (the same as `dockyard worker`, without the CLI's parser)
 import argparse
 import sys
 
-from workers import main
+from workers.runner import main
 
 parser = argparse.ArgumentParser(prog="python -m workers")
 parser.add_argument("name")

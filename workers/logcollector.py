@@ -43,6 +43,7 @@ from bus.errors import RemoteError
 from logs.format import PARTIAL, STDERR, STDOUT, STREAM_NAMES, STREAMS, Record, dropped_marker
 from logs.options import LogOptions
 from logs.store import LogWriter, container_directory
+from supervisor import operations as ops
 
 SYNC_INTERVAL = 1.0
 #: How often the collector asks the supervisor whether a stream is ahead of the store. Live
@@ -76,7 +77,7 @@ class Collector:
             return writer
         if options is None:
             try:
-                status = await self.client.request("logs.status", {"container": container_id})
+                status = await self.client.request(ops.LOGS_STATUS, {"container": container_id})
             except RemoteError as error:
                 if error.code == "not_found":
                     return None
@@ -111,7 +112,7 @@ class Collector:
             await self.catch_up(periodic=True)
 
     async def _catch_up(self, periodic: bool = False) -> None:
-        status = await self.client.request("logs.status", {})
+        status = await self.client.request(ops.LOGS_STATUS, {})
         given_out, self._given_out = self._given_out, {}
         for row in status["containers"]:
             container_id = row["id"]
@@ -141,7 +142,7 @@ class Collector:
         records: list[Record] = []
         while start <= end:
             reply = await self.client.request(
-                "logs.replay", {"container": container_id, "stream": STREAM_NAMES[stream], "from": start})
+                ops.LOGS_REPLAY, {"container": container_id, "stream": STREAM_NAMES[stream], "from": start})
             lost = reply["lost"]
             if lost:
                 first, last, lines, size = lost
@@ -212,7 +213,7 @@ class Collector:
                     acks[container_id] = {"stdout": writer.last[STDOUT], "stderr": writer.last[STDERR]}
             self.unacked.clear()
             if acks:
-                await self.client.request("logs.ack", {"acks": acks})
+                await self.client.request(ops.LOGS_ACK, {"acks": acks})
 
     async def sync_forever(self) -> None:
         while True:

@@ -40,6 +40,7 @@ import trio
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
 from supervisor import health
+from supervisor import operations as ops
 from supervisor.restart import CONTAINER_BACKOFF, Exit, RestartPolicy, decide
 
 #: Seconds between two resyncs from the supervisor's state (events are the fast path; this
@@ -106,7 +107,7 @@ class Monitor:
 
     async def _consider(self, container_id: str) -> None:
         try:
-            document = await self.client.request("container.inspect", {"container": container_id})
+            document = await self.client.request(ops.CONTAINER_INSPECT, {"container": container_id})
         except RemoteError as error:
             if error.code == "not_found":
                 self._forget(container_id)
@@ -126,7 +127,7 @@ class Monitor:
             self.log.debug("no restart", container=container_id, reason=decision.reason)
             return
         try:
-            await self.client.request("container.schedule_restart", {
+            await self.client.request(ops.CONTAINER_SCHEDULE_RESTART, {
                 "container": container_id,
                 "exit": exit_id,
                 "attempt": decision.attempt,
@@ -145,7 +146,7 @@ class Monitor:
     async def resync(self) -> None:
         """Consider every exited container that has a restart policy (from the supervisor's
         records: nothing this monitor remembers is needed)."""
-        rows = (await self.client.request("container.list", {"all": True}))["containers"]
+        rows = (await self.client.request(ops.CONTAINER_LIST, {"all": True}))["containers"]
         self.counters.resyncs += 1
         self.running = {row["id"] for row in rows if row["status"] == "running"}
         for container_id in self.running:
@@ -190,7 +191,7 @@ class Monitor:
 
     async def _probe_forever(self, container_id: str) -> None:
         try:
-            document = await self.client.request("container.inspect", {"container": container_id})
+            document = await self.client.request(ops.CONTAINER_INSPECT, {"container": container_id})
             fields = health.from_image(document["Config"].get("Healthcheck"))
             if fields is None or not document["State"]["Running"]:
                 return
@@ -232,7 +233,7 @@ async def run_probe(client: Any, container_id: str, timeout: float) -> dict[str,
     ``{status, failing_streak, exit_code}``, or None when the daemon does not know the
     operation (``bad_request``)."""
     try:
-        return await client.request("container.health_check", {"container": container_id}, timeout=timeout + 10)
+        return await client.request(ops.CONTAINER_HEALTH_CHECK, {"container": container_id}, timeout=timeout + 10)
     except RemoteError as error:
         if error.code == "bad_request":
             return None

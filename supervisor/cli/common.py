@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from bus.errors import RemoteError
 from supervisor import durations
+from supervisor import operations as ops
 
 
 class UsageError(Exception):
@@ -41,7 +42,7 @@ def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, An
             result = client.request(op, {"container": ref, **extra}, timeout=None)
         except RemoteError as error:
             print(f"dockyard: {error.message}", file=sys.stderr)
-            status = 1 if op != "container.start" else int(error.details.get("exit_code", 1))
+            status = 1 if op != ops.CONTAINER_START else int(error.details.get("exit_code", 1))
             continue
         print(show(result) if show else ref)
     return status

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from bus.errors import RemoteError
+from supervisor import operations as ops
 
 from .common import UsageError, fail, for_each, start_failure
 from .output import human_ago, human_status, show_stats, table
@@ -116,13 +117,13 @@ def cmd_run(args: argparse.Namespace, client: Any) -> int:
     spec = spec_from(args)
     if args.detach:
         try:
-            result = client.request("container.run", {"spec": spec, "attach": False})
+            result = client.request(ops.CONTAINER_RUN, {"spec": spec, "attach": False})
         except RemoteError as error:
             start_failure(error)
         print(result["id"])
         return 0
     args_map = {"spec": spec, "attach": True, "stdin": args.interactive}
-    return attached_exit(client, "container.run", args_map, args.tty, args.interactive, args.detach_keys)
+    return attached_exit(client, ops.CONTAINER_RUN, args_map, args.tty, args.interactive, args.detach_keys)
 
 
 def attached_exit(client: Any, op: str, request: dict[str, Any], tty: bool, interactive: bool, detach_keys: str,
@@ -151,19 +152,19 @@ def attached_exit(client: Any, op: str, request: dict[str, Any], tty: bool, inte
 
 def cmd_start(args: argparse.Namespace, client: Any) -> int:
     if not args.attach and not args.interactive:
-        return for_each(args, client, "container.start", {})
+        return for_each(args, client, ops.CONTAINER_START, {})
     if len(args.containers) != 1:
         raise UsageError("start: you cannot start and attach multiple containers at once")
     ref = args.containers[0]
-    config = client.request("container.inspect", {"container": ref})["Config"]
+    config = client.request(ops.CONTAINER_INSPECT, {"container": ref})["Config"]
     interactive = args.interactive and bool(config.get("OpenStdin"))
     request = {"container": ref, "attach": True, "stdin": interactive}
-    return attached_exit(client, "container.start", request, bool(config.get("Tty")), interactive, args.detach_keys)
+    return attached_exit(client, ops.CONTAINER_START, request, bool(config.get("Tty")), interactive, args.detach_keys)
 
 
 def cmd_attach(args: argparse.Namespace, client: Any) -> int:
     try:
-        document = client.request("container.inspect", {"container": args.container})
+        document = client.request(ops.CONTAINER_INSPECT, {"container": args.container})
     except RemoteError as error:
         fail(error.message)
     config, state = document["Config"], document["State"]
@@ -172,7 +173,7 @@ def cmd_attach(args: argparse.Namespace, client: Any) -> int:
     interactive = bool(config.get("OpenStdin")) and not args.no_stdin
     tty = bool(config.get("Tty"))
     request = {"container": document["Id"], "stdin": interactive}
-    return attached_exit(client, "container.attach", request, tty, interactive, args.detach_keys, start_error=False,
+    return attached_exit(client, ops.CONTAINER_ATTACH, request, tty, interactive, args.detach_keys, start_error=False,
                          sig_proxy=args.sig_proxy == "true")
 
 
@@ -191,19 +192,19 @@ def cmd_exec(args: argparse.Namespace, client: Any) -> int:
     request = {"container": args.container, "exec": spec}
     if args.detach:
         try:
-            client.request("container.exec", request)
+            client.request(ops.CONTAINER_EXEC, request)
         except RemoteError as error:
             if "exit_code" in error.details:
                 start_failure(error)
             fail(error.message)
         return 0
-    return attached_exit(client, "container.exec", request, args.tty, args.interactive, args.detach_keys,
+    return attached_exit(client, ops.CONTAINER_EXEC, request, args.tty, args.interactive, args.detach_keys,
                          start_error=False)
 
 
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
     try:
-        result = client.request("container.create", {"spec": spec_from(args)})
+        result = client.request(ops.CONTAINER_CREATE, {"spec": spec_from(args)})
     except RemoteError as error:
         start_failure(error)
     print(result["id"])
@@ -211,7 +212,7 @@ def cmd_create(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_ps(args: argparse.Namespace, client: Any) -> int:
-    rows = client.request("container.list", {"all": args.all})["containers"]
+    rows = client.request(ops.CONTAINER_LIST, {"all": args.all})["containers"]
     if args.quiet:
         for row in rows:
             print(row["id"] if args.no_trunc else row["id"][:12])
@@ -238,7 +239,7 @@ def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
         kinds = [args.type] if args.type else ["container", "image"]
         for kind in kinds:
             try:
-                op, key = ("container.inspect", "container") if kind == "container" else ("image.inspect", "image")
+                op, key = (ops.CONTAINER_INSPECT, "container") if kind == "container" else (ops.IMAGE_INSPECT, "image")
                 documents.append(client.request(op, {key: ref}))
                 break
             except RemoteError as error:
@@ -251,7 +252,7 @@ def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_port(args: argparse.Namespace, client: Any) -> int:
     """docker port: ``80/tcp -> 127.0.0.1:8080``, or the host addresses of one port."""
-    document = client.request("container.inspect", {"container": args.container})
+    document = client.request(ops.CONTAINER_INSPECT, {"container": args.container})
     ports = (document.get("NetworkSettings") or {}).get("Ports") or {}
     if args.port is not None:
         key = args.port if "/" in args.port else f"{args.port}/tcp"
@@ -270,17 +271,17 @@ def cmd_update(args: argparse.Namespace, client: Any) -> int:
     resources = resources_from(args)
     if not resources:
         raise UsageError("update: give at least one limit to change (--memory, --cpus, ...)")
-    return for_each(args, client, "container.update", {"resources": resources})
+    return for_each(args, client, ops.CONTAINER_UPDATE, {"resources": resources})
 
 
 def cmd_stats(args: argparse.Namespace, client: Any) -> int:
     as_json = args.format == "json"
     if args.no_stream:
-        show_stats(client.request("container.stats", {"containers": args.containers})["stats"], as_json)
+        show_stats(client.request(ops.CONTAINER_STATS, {"containers": args.containers})["stats"], as_json)
         return 0
     prefixes = ["stats."]
     if args.containers:  # names to ids: the events are per id
-        rows = client.request("container.stats", {"containers": args.containers})["stats"]
+        rows = client.request(ops.CONTAINER_STATS, {"containers": args.containers})["stats"]
         prefixes = [f"stats.{row['id']}" for row in rows]
     clear = not as_json and sys.stdout.isatty()
     latest: dict[str, dict[str, Any]] = {}
@@ -296,20 +297,20 @@ def cmd_stats(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, "container.stop", {"timeout": args.time})
+    return for_each(args, client, ops.CONTAINER_STOP, {"timeout": args.time})
 
 
 def cmd_restart(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, "container.restart", {"timeout": args.time})
+    return for_each(args, client, ops.CONTAINER_RESTART, {"timeout": args.time})
 
 
 def cmd_kill(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, "container.kill", {"signal": args.signal})
+    return for_each(args, client, ops.CONTAINER_KILL, {"signal": args.signal})
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, "container.remove", {"force": args.force})
+    return for_each(args, client, ops.CONTAINER_REMOVE, {"force": args.force})
 
 
 def cmd_wait(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, "container.wait", {}, show=lambda result: result["exit_code"])
+    return for_each(args, client, ops.CONTAINER_WAIT, {}, show=lambda result: result["exit_code"])

@@ -112,7 +112,7 @@ def network_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from supervisor.config import default_root, default_run_dir
-    from workers import main as worker_main
+    from workers.runner import main as worker_main
 
     return worker_main(args.name, args.root or default_root(), args.daemon_run or args.run_dir or default_run_dir(),
                        args.log_format, args.log_level)

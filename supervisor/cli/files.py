@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from supervisor import operations as ops
+
 from .common import UsageError, to_output, fail, warn_changed
 
 
@@ -37,7 +39,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_commit(args: argparse.Namespace, client: Any) -> int:
-    result = warn_changed(client.request("container.commit", {
+    result = warn_changed(client.request(ops.CONTAINER_COMMIT, {
         "container": args.container, "reference": args.reference, "comment": args.message,
         "author": args.author, "changes": args.change,
     }, timeout=None))
@@ -46,14 +48,14 @@ def cmd_commit(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_diff(args: argparse.Namespace, client: Any) -> int:
-    result = warn_changed(client.request("container.diff", {"container": args.container}, timeout=None))
+    result = warn_changed(client.request(ops.CONTAINER_DIFF, {"container": args.container}, timeout=None))
     for kind, path in result["changes"]:
         print(f"{kind} {path}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace, client: Any) -> int:
-    to_output(args.output, "container.export", {"container": args.container}, client)
+    to_output(args.output, ops.CONTAINER_EXPORT, {"container": args.container}, client)
     return 0
 
 
@@ -71,7 +73,7 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
         raise UsageError("cp: exactly one of SRC and DEST must be CONTAINER:PATH")
     if dest is not None:
         container, path = dest
-        warn_changed(client.request("container.copy_to", {"container": container,
+        warn_changed(client.request(ops.CONTAINER_COPY_TO, {"container": container,
                                                           "source": os.path.abspath(args.source),
                                                           "dest": path or "/"}, timeout=None))
         return 0
@@ -80,14 +82,14 @@ def cmd_cp(args: argparse.Namespace, client: Any) -> int:
     import tempfile
 
     if args.dest == "-":
-        to_output(None, "container.copy_from", {"container": container, "source": path or "/"}, client)
+        to_output(None, ops.CONTAINER_COPY_FROM, {"container": container, "source": path or "/"}, client)
         return 0
     from supervisor.images.tarsafe import extract
 
     target = os.path.abspath(args.dest)
     with tempfile.TemporaryDirectory(prefix=".dockyard-cp-", dir=os.path.dirname(target)) as scratch:
         archive = os.path.join(scratch, "copy.tar")
-        name = warn_changed(client.request("container.copy_from", {"container": container, "source": path or "/",
+        name = warn_changed(client.request(ops.CONTAINER_COPY_FROM, {"container": container, "source": path or "/",
                                                                    "path": archive}, timeout=None))["name"]
         try:
             with open(archive, "rb") as stream:

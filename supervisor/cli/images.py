@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bus.errors import RemoteError
+from supervisor import operations as ops
 
 from .common import to_output
 from .output import human_ago, human_size, table
@@ -67,15 +68,15 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
             while chunk := sys.stdin.buffer.read(1 << 20):
                 spool.write(chunk)
             spool.flush()
-            result = client.request("image.import", {"path": spool.name, "reference": args.reference, **changes}, timeout=None)
+            result = client.request(ops.IMAGE_IMPORT, {"path": spool.name, "reference": args.reference, **changes}, timeout=None)
     else:
-        result = client.request("image.import", {"path": os.path.abspath(args.source), "reference": args.reference, **changes}, timeout=None)
+        result = client.request(ops.IMAGE_IMPORT, {"path": os.path.abspath(args.source), "reference": args.reference, **changes}, timeout=None)
     print(f"sha256:{result['id']}")
     return 0
 
 
 def cmd_images(args: argparse.Namespace, client: Any) -> int:
-    images = client.request("image.list")["images"]
+    images = client.request(ops.IMAGE_LIST)["images"]
     if args.quiet:
         for image in images:
             print(image["id"][:12])
@@ -90,7 +91,7 @@ def cmd_images(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_tag(args: argparse.Namespace, client: Any) -> int:
-    client.request("image.tag", {"image": args.source, "reference": args.target})
+    client.request(ops.IMAGE_TAG, {"image": args.source, "reference": args.target})
     return 0
 
 
@@ -98,7 +99,7 @@ def cmd_rmi(args: argparse.Namespace, client: Any) -> int:
     status = 0
     for ref in args.images:
         try:
-            report = client.request("image.remove", {"image": ref, "force": args.force}, timeout=None)["report"]
+            report = client.request(ops.IMAGE_REMOVE, {"image": ref, "force": args.force}, timeout=None)["report"]
         except RemoteError as error:
             print(f"dockyard: {error.message}", file=sys.stderr)
             status = 1
@@ -110,7 +111,7 @@ def cmd_rmi(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_history(args: argparse.Namespace, client: Any) -> int:
-    rows = client.request("image.history", {"image": args.image})["history"]
+    rows = client.request(ops.IMAGE_HISTORY, {"image": args.image})["history"]
     if args.quiet:
         for row in rows:
             print(row["id"] if args.no_trunc or row["id"] == "<missing>" else row["id"][:12])
@@ -127,13 +128,13 @@ def cmd_history(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_save(args: argparse.Namespace, client: Any) -> int:
-    to_output(args.output, "image.save", {"images": args.images}, client)
+    to_output(args.output, ops.IMAGE_SAVE, {"images": args.images}, client)
     return 0
 
 
 def cmd_load(args: argparse.Namespace, client: Any) -> int:
     if args.input is not None:
-        images = client.request("image.load", {"path": os.path.abspath(args.input)}, timeout=None)["images"]
+        images = client.request(ops.IMAGE_LOAD, {"path": os.path.abspath(args.input)}, timeout=None)["images"]
     else:
         import tempfile
 
@@ -141,7 +142,7 @@ def cmd_load(args: argparse.Namespace, client: Any) -> int:
             while chunk := sys.stdin.buffer.read(1 << 20):
                 spool.write(chunk)
             spool.flush()
-            images = client.request("image.load", {"path": spool.name}, timeout=None)["images"]
+            images = client.request(ops.IMAGE_LOAD, {"path": spool.name}, timeout=None)["images"]
     for image in images:
         for tag in image["loaded_tags"] or [None]:  # what the archive named, as docker
             print(f"Loaded image: {tag}" if tag else f"Loaded image ID: sha256:{image['id']}")

@@ -7,6 +7,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from supervisor import operations as ops
+
 from .common import UsageError, fail, parse_time
 from .output import timestamped
 
@@ -55,7 +57,7 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
     targets = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     at_line_start = {1: True, 2: True}
     previous = None
-    pending = client.send_request("logs.read", request, timeout=LOGS_WAIT + 30)
+    pending = client.send_request(ops.LOGS_READ, request, timeout=LOGS_WAIT + 30)
     unstored = None  # what the container wrote before this command and no collector stored
     first = True
     while True:
@@ -71,7 +73,7 @@ def cmd_logs(args: argparse.Namespace, client: Any) -> int:
             # while the CLI writes (the cursor is all the next request needs).
             request["cursor"] = result["cursor"]
             request["tail"] = None
-            pending = client.send_request("logs.read", request, timeout=LOGS_WAIT + 30)
+            pending = client.send_request(ops.LOGS_READ, request, timeout=LOGS_WAIT + 30)
         for stream, ts, data, flags in result["records"]:
             stream = 2 if flags & 2 else stream  # a marker of lost output goes to stderr
             target = targets[stream]

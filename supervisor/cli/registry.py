@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from supervisor import operations as ops
+
 from .common import UsageError
 
 
@@ -57,7 +59,7 @@ def cmd_login(args: argparse.Namespace, client: Any) -> int:
         password = getpass.getpass("Password: ")
     if not username or not password:
         raise UsageError("the username and the password must not be empty")
-    result = client.request("image.login", {"registry": args.server, "username": username, "password": password},
+    result = client.request(ops.IMAGE_LOGIN, {"registry": args.server, "username": username, "password": password},
                             timeout=120)
     print(result["status"])
     return 0
@@ -80,7 +82,7 @@ def transfer_with_progress(client: Any, op: str, request: dict[str, Any], quiet:
 
 def cmd_pull(args: argparse.Namespace, client: Any) -> int:
     request = {"reference": args.reference, **({"platform": args.platform} if args.platform else {})}
-    result = transfer_with_progress(client, "image.pull", request, args.quiet)
+    result = transfer_with_progress(client, ops.IMAGE_PULL, request, args.quiet)
     if not args.quiet:
         print(f"Digest: {result['digest']}")
         status = "Downloaded newer image" if result["fetched"] else "Image is up to date"
@@ -90,14 +92,14 @@ def cmd_pull(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_push(args: argparse.Namespace, client: Any) -> int:
-    result = transfer_with_progress(client, "image.push", {"reference": args.reference}, args.quiet)
+    result = transfer_with_progress(client, ops.IMAGE_PUSH, {"reference": args.reference}, args.quiet)
     tag = result["reference"].rpartition(":")[2] if "@" not in result["reference"] else "digest"
     print(f"{tag}: digest: {result['digest']} size: {result['size']}")
     return 0
 
 
 def cmd_logout(args: argparse.Namespace, client: Any) -> int:
-    result = client.request("image.logout", {"registry": args.server})
+    result = client.request(ops.IMAGE_LOGOUT, {"registry": args.server})
     if result["removed"]:
         print(f"Removing login credentials for {result['registry']}")
     else:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from supervisor import EVENT_TYPES
+from supervisor import operations as ops
 
 from .common import UsageError, parse_time
 from .output import format_event
@@ -76,7 +77,7 @@ def cmd_events(args: argparse.Namespace, client: Any) -> int:
     with client.subscribe(list(EVENT_PREFIXES)) as live:
         last_seq = 0
         if since is not None:
-            replay = client.request("events.replay", {"since": since, "until": until})
+            replay = client.request(ops.EVENTS_REPLAY, {"since": since, "until": until})
             for envelope in replay["events"]:
                 emit(envelope)
             last_seq = replay["last_seq"]
@@ -91,7 +92,7 @@ def cmd_events(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_info(args: argparse.Namespace, client: Any) -> int:
-    info = client.request("daemon.info")
+    info = client.request(ops.DAEMON_INFO)
     print(json.dumps(info, indent=2, sort_keys=True))
     for warning in info.get("warnings") or ():  # as docker info: after the facts, on stderr
         print(f"WARNING: {warning}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""docs/events.md is the wire reference: its operation table must list exactly the ops the
-daemon answers, and the built-in ops' results must have the keys it documents (issue 15
-item 9: bus.sync answered {token} where the page said {})."""
+"""docs/events.md is the wire reference: its operation table (generated from
+supervisor/operations.py) must list exactly the ops the daemon answers, and the built-in ops'
+results must have the keys declared for them (issue 15 item 9: bus.sync answered {token} where
+the page said {})."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bus.client import AsyncClient
 from bus.server import BusServer
 from bus.trio_zmq import AsyncSocket
 from supervisor.handlers import Handlers
+from supervisor.operations import OPERATIONS
 
 EVENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
@@ -72,8 +74,13 @@ async def test_the_built_in_operations_reply_what_the_table_says(tmp_path, nurse
     finally:
         sub.close()
         context.term()
-    assert set(ping) == documented_keys(documented["bus.ping"])
-    assert set(sync) == documented_keys(documented["bus.sync"])
+    assert set(ping) == documented_keys(documented["bus.ping"]) == set(OPERATIONS["bus.ping"].keys)
+    assert set(sync) == documented_keys(documented["bus.sync"]) == set(OPERATIONS["bus.sync"].keys)
+
+
+def test_the_operations_the_bus_serves_itself_are_declared_as_such(tmp_path):
+    served = set(BusServer(tmp_path, {}).operations())
+    assert served == {name for name, operation in OPERATIONS.items() if operation.served_by == "bus"}
 
 
 def test_the_events_channel_is_the_same_in_the_docs_the_daemon_and_the_cli():

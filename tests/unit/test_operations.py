@@ -35,11 +35,13 @@ from supervisor import api
 from supervisor.api import Supervisor
 from supervisor.attach import MAX_WINDOW
 from supervisor.config import Config
-from supervisor.errors import DockyardError, InvalidArgument, StartError
+from supervisor.errors import InvalidArgument, StartError
 from supervisor.exec import ExecSpec
 from supervisor.handlers import Handlers
 from supervisor.journal import Journal
-from supervisor.operations import OPERATIONS, Argument, Operation, check_arguments
+from supervisor import operations
+from supervisor.operations import DAEMON_OPERATIONS, OPERATIONS, Argument, Operation, check_arguments
+from supervisor.registry.errors import RegistryUnavailable
 from supervisor.resources import Resources
 from supervisor.spec import ContainerSpec
 
@@ -60,7 +62,20 @@ def test_every_handler_is_declared_and_every_declaration_has_a_handler(tmp_path:
         table = Handlers(sup, journal, lambda: 0, dict).table()
     finally:
         journal.close()
-    assert set(table) == set(OPERATIONS)
+    assert set(table) == set(DAEMON_OPERATIONS)
+    assert set(OPERATIONS) - set(DAEMON_OPERATIONS) == {"bus.ping", "bus.sync"}
+
+
+def test_a_declared_operation_without_a_handler_is_a_bug() -> None:
+    from supervisor.handlers import checked_table
+
+    async def handler(request: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ValueError, match="without a handler: .*container.wait"):
+        checked_table({name: handler for name in DAEMON_OPERATIONS if name != "container.wait"})
+    with pytest.raises(ValueError, match="without a declaration .*: bus.ping"):
+        checked_table({name: handler for name in [*DAEMON_OPERATIONS, "bus.ping"]})
 
 
 def test_the_window_bound_is_the_session_s() -> None:
@@ -160,8 +175,8 @@ class NoNetwork:
         return {}
 
 
-class NoRegistry(DockyardError):
-    code = "timeout"
+class NoRegistry(RegistryUnavailable):
+    """What an unreachable registry raises (a declared error of the registry operations)."""
 
 
 async def _no_registry(*args: Any, **kwargs: Any) -> Any:
@@ -294,7 +309,21 @@ def _request(world: World, op: str, args: Any) -> tuple[codec.Envelope, bool]:
     assert not log.errors, f"{op} {args!r}: the daemon logged {log.errors}"
     if not reply.data["ok"] and error["code"] not in STATE_MAY_CHANGE:
         assert unchanged, f"{op} {args!r} was refused ({error['code']}) but changed the daemon's state"
+    declared = OPERATIONS.get(op)
+    if declared is not None and not reply.data["ok"]:
+        assert error["code"] in declared.error_codes, (
+            f"{op} {args!r} answered {error['code']} ({error['message']}), not declared in supervisor/operations.py")
+    if declared is not None and reply.data["ok"] and declared.keys is not None:
+        _assert_keys(op, reply.data["result"], declared.keys)
     return reply, unchanged
+
+
+def _assert_keys(op: str, result: Any, keys: tuple[str, ...]) -> None:
+    """A reply has every declared key (``name?``: it may lack it) and no other."""
+    required = {key for key in keys if not key.endswith("?")}
+    known = required | {key.rstrip("?") for key in keys}
+    assert type(result) is dict and required <= set(result) <= known, (
+        f"{op} answered the keys {sorted(result)}; supervisor/operations.py declares {list(keys)}")
 
 
 def test_create_with_an_empty_spec_is_an_invalid_argument_naming_the_image(world: World) -> None:
@@ -486,7 +515,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
                                                                         HealthCheck.too_slow])
 
 
-@pytest.mark.parametrize("op", [*sorted(OPERATIONS), "bus.ping", "bus.sync"])
+@pytest.mark.parametrize("op", sorted(OPERATIONS))
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_arguments_get_one_reply_never_internal_and_refusals_change_nothing(
@@ -546,19 +575,69 @@ def test_a_fuzzed_control_message_gets_at_most_one_reply_and_never_internal(
 # --- the documentation -------------------------------------------------------------------
 
 
-def test_docs_events_md_lists_every_operation_with_its_arguments() -> None:
-    """docs/events.md's operation table names each declared argument of each operation
-    (`name`, with `?` when optional); until issue 16 generates the table, this keeps them one."""
-    rows = {}
-    for line in (Path(__file__).parents[2] / "docs" / "events.md").read_text().splitlines():
-        if line.startswith("| `") and line.count("|") >= 4:
-            op = line.split("`")[1]
-            rows[op] = line.split("|")[2]
-    missing = []
-    for op, operation in OPERATIONS.items():
-        assert op in rows, f"docs/events.md has no row for {op}"
-        for name, argument in operation.arguments.items():
-            shown = f"`{name}`" if argument.required else f"`{name}`?"
-            if shown not in rows[op]:
-                missing.append(f"{op}: {shown}")
-    assert missing == [], "\n".join(missing)
+EVENTS_DOC = Path(__file__).parents[2] / "docs" / "events.md"
+
+
+def test_docs_events_md_s_operation_table_is_the_generated_one() -> None:
+    document = EVENTS_DOC.read_text()
+    assert operations.with_table(document) == document, (
+        "docs/events.md's operation table differs from supervisor/operations.py; regenerate it with "
+        "`python -m supervisor.operations --update docs/events.md`")
+
+
+def test_the_generated_table_names_every_argument_and_error_of_each_operation() -> None:
+    table = operations.markdown_table()
+    rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `")}
+    assert list(rows) == list(OPERATIONS)
+    for name, operation in OPERATIONS.items():
+        for argument in operation.arguments.values():
+            assert (f"`{argument.name}`" if argument.required else f"`{argument.name}`?") in rows[name]
+        for code in operation.errors:
+            assert f"`{code}`" in rows[name].rsplit(" | ", 1)[1]
+
+
+def test_the_generated_table_is_refused_where_its_markers_are_missing() -> None:
+    with pytest.raises(ValueError, match="no generated operation table"):
+        operations.with_table("# the bus\n\nno table here\n")
+
+
+def test_the_update_command_rewrites_only_the_table(tmp_path: Path) -> None:
+    page = tmp_path / "events.md"
+    page.write_text(f"before\n{operations.TABLE_BEGIN}\n| stale |\n{operations.TABLE_END}\nafter\n")
+    assert operations.main(["--update", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith(f"before\n{operations.TABLE_BEGIN}\n\n| op | arguments | reply |")
+    assert "| stale |" not in text and text.endswith(f"{operations.TABLE_END}\nafter\n")
+    assert "| `container.run` | `spec`" in text
+
+
+def test_declared_errors_and_replies_are_the_bus_s_codes_and_keys() -> None:
+    from bus.errors import ERROR_CODES
+
+    for name, operation in OPERATIONS.items():
+        assert operation.error_codes <= ERROR_CODES, name
+        assert operation.served_by in ("daemon", "bus"), name
+        if "as run" in operation.reply or operation.reply.startswith("image summary"):
+            continue  # the column refers to another reply's keys
+        for key in operation.keys or ():  # every declared key is shown in the reply column
+            assert key.rstrip("?") in operation.reply, f"{name}: {key} is not in its reply column"
+
+
+#: The code that sends or serves operations; an operation's name is written in none of them.
+SENDERS = ("supervisor/cli", "supervisor/handlers.py", "supervisor/loghandlers.py", "workers")
+
+
+def test_no_operation_name_is_written_out_beside_the_registry() -> None:
+    """The CLI, the handlers and the workers name operations by the registry's constants
+    (``ops.CONTAINER_RUN``), never as a string of their own."""
+    import ast
+
+    repo = Path(__file__).parents[2]
+    found = []
+    for place in SENDERS:
+        paths = [repo / place] if place.endswith(".py") else sorted((repo / place).rglob("*.py"))
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in OPERATIONS:
+                    found.append(f"{path.relative_to(repo)}:{node.lineno}: {node.value!r}")
+    assert found == [], "operation names written out; use supervisor.operations' constants:\n" + "\n".join(found)

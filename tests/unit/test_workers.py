@@ -138,10 +138,11 @@ sys.stdin.readline()  # until the test closes our stdin
 """
 
 CHILD = """
-import sys, trio, workers
-pidfd = workers.open_parent(int(sys.argv[1]))
+import sys, trio
+from workers import runner
+pidfd = runner.open_parent(int(sys.argv[1]))
 print("ready", flush=True)
-trio.run(workers.parent_exited, pidfd)
+trio.run(runner.parent_exited, pidfd)
 """
 
 
