@@ -37,7 +37,6 @@ from bus.errors import DaemonUnavailable, FrameError, RequestTimeout
 from bus.zmtp import ZmtpDealer, ZmtpError
 
 if TYPE_CHECKING:
-    import trio
     import zmq
 
     from bus.trio_zmq import AsyncSocket

@@ -52,7 +52,8 @@ from supervisor.images.changes import WalkWarnings, container_diff
 from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor import EVENT_TYPES, health, restart as restart_policy, stats
-from supervisor.logbuffer import LogBuffers, drain, pump
+from supervisor.logbuffer import LogBuffers
+from supervisor.logpump import drain, pump
 from supervisor.locallogs import LocalLogStore, discard, read_records
 from supervisor.resources import UPDATABLE, DeviceMapping, Resources, device_rule
 from supervisor.runtime import cgroups

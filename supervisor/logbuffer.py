@@ -53,7 +53,6 @@ import trio
 from logs.format import MAX_RECORD, PARTIAL, STDERR, STDOUT, STREAM_NAMES, STREAMS, Record, RecordCutter
 from logs.options import BLOCKING, LogOptions
 from logs.store import LogReader, container_directory, count_lines  # noqa: F401 (count_lines: re-exported)
-from supervisor.logpump import FRAME_ROOM, F_SETPIPE_SZ, OWN_MIN, READ_SIZE, drain, enlarge_pipe, pump  # noqa: F401
 from supervisor.streambuffer import EVICTED_TRACKED, REPLAY_BYTES, StreamBuffer  # noqa: F401 (EVICTED_TRACKED)
 
 #: publish(topic, data, channel[, payload]): see BusServer.publish

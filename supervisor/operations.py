@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.arguments import EXPECTED, Argument, kind_of, shown  # EXPECTED, Argument: for the declarations
+from supervisor.arguments import Argument, kind_of, shown  # EXPECTED, Argument: for the declarations
 from supervisor.errors import InvalidArgument
 
 #: The error codes any operation may answer, besides its own (docs/events.md explains each):

@@ -16,7 +16,7 @@ import forkserver  # noqa: E402 - found by the path above, as the real server fi
 import init_stage  # noqa: E402
 
 
-def run_script() -> None:
+def run_script(join=None) -> None:
     try:
         os.execv(script, [script])
     finally:

@@ -79,11 +79,12 @@ import _signal
 import _socket
 
 if __package__:  # imported by the supervisor, for the constants below
-    from supervisor.runtime import init_stage, libc
+    from supervisor.runtime import init_stage, libc, nsenter
 else:  # run as a script: -I keeps the script's directory off sys.path
     sys.path.insert(0, __file__.rpartition("/")[0] or ".")
     import init_stage
     import libc
+    import nsenter
 
 CONTROL_FD = 3
 READY = b"ready"
@@ -123,7 +124,7 @@ def _start_stage0(fds: list[int]) -> None:
             os.dup2(fd, target)  # inheritable: a plain fd of the stage, as after posix_spawn
     except OSError:
         os._exit(libc.EXIT_RUNTIME)  # the server reports the exit status; nothing else can
-    init_stage.run_init_stage()  # closes every fd above 4: the control and reply sockets, pidfds
+    init_stage.run_init_stage(join=nsenter.run)  # closes every fd above 4: the control and reply sockets, pidfds
 
 
 class Server:

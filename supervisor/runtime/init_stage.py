@@ -281,8 +281,10 @@ def fail(message: str, exit_code: int) -> None:
     os._exit(exit_code)
 
 
-def run_init_stage() -> None:
-    """The whole stage, from fds 3 and 4 to execve (forked by ``forkserver.py``). Never returns."""
+def run_init_stage(join) -> None:  # join(config: dict): no typing import in the stage
+    """The whole stage, from fds 3 and 4 to execve (forked by ``forkserver.py``). Never returns.
+    ``join`` runs an exec's stage instead (``nsenter.run``: passed in, as nsenter uses this
+    module's steps and this module must not import it back)."""
     try:
         os.set_inheritable(STATUS_FD, False)  # FD_CLOEXEC: a successful execve closes it
     except OSError:
@@ -291,11 +293,7 @@ def run_init_stage() -> None:
         os.closerange(STATUS_FD + 1, 1 << 20)  # nothing else of the supervisor reaches the container
         config = read_config()
         if config.get("join"):  # an exec: join a running container instead of making one
-            if __package__:
-                from supervisor.runtime import nsenter
-            else:  # beside this file: the stage runs with this directory on sys.path
-                import nsenter
-            nsenter.run(config)
+            join(config)
         stage0(config)
         container(config)
     except libc.InitError as exc:

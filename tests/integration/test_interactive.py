@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import pty
 import secrets
 import select
 import signal

@@ -45,6 +45,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                   ("model", "leaves", "logs"),
                   "Linux, files and the registry protocol: they know nothing of the lifecycle or the bus"),
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",
+                  "supervisor.logpump", "supervisor.streambuffer",
                   "supervisor.locallogs", "supervisor.workers", "supervisor.registry.service",
                   "supervisor.registry.store_adapter"),
                  ("mechanics", "model", "leaves", "logs"),
@@ -114,11 +115,17 @@ def import_graph(known: dict[str, Path]) -> dict[str, set[str]]:
     return graph
 
 
+#: Packages whose entry in LAYERS is the package module alone, not everything below it: a
+#: new module of theirs must be placed in a layer knowingly.
+PACKAGES_ALONE = {"supervisor", "workers"}
+
+
 def layer_of(module: str) -> str:
     best, length = None, -1
     for layer, (prefixes, _, _) in LAYERS.items():
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > length:
+            below = module.startswith(prefix + ".") and prefix not in PACKAGES_ALONE
+            if (module == prefix or below) and len(prefix) > length:
                 best, length = layer, len(prefix)
     assert best is not None, f"{module} is in no layer: add it to LAYERS in {__file__}"
     return best

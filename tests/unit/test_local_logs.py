@@ -15,7 +15,8 @@ from logs.options import LogOptions
 from logs.store import LogReader, LogWriter, container_directory
 from supervisor import Config, Supervisor
 from supervisor.locallogs import LocalLogStore, read_records
-from supervisor.logbuffer import OWN_MIN, ContainerLog, pump
+from supervisor.logbuffer import ContainerLog
+from supervisor.logpump import OWN_MIN, pump
 
 CID = "c" * 64
 

@@ -71,7 +71,7 @@ def test_quote_matches_json() -> None:
 
 
 # The init stage as the fork server runs it (its modules imported by path), in a fresh process.
-INIT_STAGE = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import init_stage; init_stage.run_init_stage()"
+INIT_STAGE = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import init_stage, nsenter; init_stage.run_init_stage(nsenter.run)"
 #: The stage's own modules, top-level beside forkserver.py.
 STAGE_MODULES = {"init_stage", "libc", "namespaces", "rootfs", "security"}
 
