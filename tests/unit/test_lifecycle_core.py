@@ -118,3 +118,14 @@ async def test_a_rm_container_is_removed_at_its_exit(fakes: Fakes) -> None:
     await fakes.wait_for_event(container.id, "destroy")
     assert fakes.actions(container.id) == ["create", "start", "die", "destroy"]
     assert fakes.core.list(all=True) == []
+
+
+def test_the_core_imports_no_network_library() -> None:
+    """The core is built in unit tests: pyroute2 (and with it root) stays behind the network."""
+    import subprocess
+    import sys
+
+    code = ("import sys, supervisor.lifecycle.core, supervisor.lifecycle.start, supervisor.lifecycle.reconcile; "
+            "print(sorted(m for m in ('pyroute2', 'supervisor.network.manager') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
