@@ -115,7 +115,6 @@ class Supervisor:
         self.log_store = log_store
         self.events = Events(publish, publish_frames, self.log)
         self.images = ImageStore(self.config.root)
-        self._cgroups = cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent)
         self._stack = contextlib.AsyncExitStack()
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
         self.local_logs = (LocalLogStore(self.config.root, self._log_dropped, self.log)
@@ -123,11 +122,11 @@ class Supervisor:
         keep = self.local_logs.keep if self.local_logs is not None else discard if log_store == "none" else None
         self.logs = LogBuffers(self.config.root, publish=self.events.publish, dropped=self._log_dropped, keep=keep)
         self.lifecycle = Lifecycle(
-            store=ContainerStore(self.config.containers_dir), images=self.images, cgroups=self._cgroups,
+            store=ContainerStore(self.config.containers_dir), images=self.images,
+            cgroups=cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent),
             launcher=self._fork_server, logs=self.logs, events=self.events, log=self.log,
-            default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(),
+            default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
         )
-        self.lifecycle.local_logs = self.local_logs
         self.image_service = Images(self.lifecycle, self.images)
         self.execs = Execs(self.lifecycle)
         self.restarts = Restarts(self.lifecycle)
@@ -160,7 +159,7 @@ class Supervisor:
     @property
     def cgroup_path(self) -> str:
         """The cgroup that holds the containers' cgroups (``<controller>`` in it on v1)."""
-        return self._cgroups.parent_path
+        return self.lifecycle.cgroups.parent_path
 
     # --- lifecycle of the supervisor itself --------------------------------------------
 
@@ -168,7 +167,7 @@ class Supervisor:
         become_subreaper()
         self.config.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._cgroups.enter()  # a delegated v2 cgroup: the daemon moves into its leaf first
+            self.lifecycle.cgroups.enter()  # a delegated v2 cgroup: the daemon moves into its leaf first
         except OSError as exc:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         self.lifecycle.check_default_pids_limit()
@@ -190,7 +189,7 @@ class Supervisor:
                 await self.shutdown()
                 if self.local_logs is not None:
                     self.local_logs.close()
-                await trio.to_thread.run_sync(self._cgroups.remove_parent)
+                await trio.to_thread.run_sync(self.lifecycle.cgroups.remove_parent)
                 if self.networking is not None:
                     await self.networking.stop()
         finally:

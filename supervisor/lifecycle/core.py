@@ -52,11 +52,13 @@ class Lifecycle:
             records are reconciled), before the first start.
         default_pids_limit: the pids limit of a container created without one (-1: none).
         host_memory: the host's memory in bytes (the stats of a container without a limit).
+        local_logs: the log store of an embedded supervisor (``supervisor.locallogs``), or None:
+            a removed container's log is forgotten there.
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
-                 host_memory: int = 0):
+                 host_memory: int = 0, local_logs: Any = None):
         self.containers: dict[str, Container] = {}
         self.store = store
         self.images = images
@@ -68,7 +70,7 @@ class Lifecycle:
         self.network: Any = network
         self.default_pids_limit = default_pids_limit
         self.host_memory = host_memory
-        self.local_logs: Any = None  # supervisor.locallogs.LocalLogStore, when the supervisor stores logs
+        self.local_logs = local_logs
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 

@@ -129,3 +129,14 @@ def test_the_core_imports_no_network_library() -> None:
             "print(sorted(m for m in ('pyroute2', 'supervisor.network.manager') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+async def test_update_writes_a_running_containers_cgroup_and_refuses_what_cannot_change(fakes: Fakes) -> None:
+    container = await _running(fakes)
+    await fakes.core.update("web", {"memory": "64m"})
+    assert container.spec.resources.memory == 64 * 1024 * 1024
+    assert container.cgroup.applied[-1].memory == 64 * 1024 * 1024
+    assert fakes.actions(container.id)[-1] == "update"
+    with pytest.raises(Exception, match="cannot update image"):
+        await fakes.core.update("web", {"image": "other"})
+    assert container.spec.resources.memory == 64 * 1024 * 1024
