@@ -1,5 +1,5 @@
 """A container as the supervisor knows it: its record (what is persisted) and, while it runs,
-its process and the tasks that watch it. Lifecycle operations live in :mod:`supervisor.api`;
+its process and the tasks that watch it. Lifecycle operations live in :mod:`supervisor.lifecycle`;
 Linux mechanics live in :mod:`supervisor.runtime`; this module knows neither."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Container:
     stats_reader: Any = None  # supervisor.stats.StatsReader while it runs
     last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)
-    pending_restart: Any = None  # supervisor.api.PendingRestart while a policy restart waits
+    pending_restart: Any = None  # supervisor.services.restarts.PendingRestart while a policy restart waits
     health: HealthState | None = None  # since the last start, when it has a health check
     network: Any = None  # supervisor.network.manager.Attachment while it runs
     unmounted: trio.Event | None = None  # set once the last run's overlay is unmounted

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import tarfile
 from dataclasses import fields
@@ -31,11 +32,10 @@ from bus import codec
 from bus import server as bus_server
 from bus.server import BusServer
 from logs.options import LogOptions
-from supervisor import api
 from supervisor.api import Supervisor
 from supervisor.attach import MAX_WINDOW
 from supervisor.config import Config
-from supervisor.errors import InvalidArgument, StartError
+from supervisor.errors import InvalidArgument
 from supervisor.exec import ExecSpec
 from supervisor.handlers import Handlers
 from supervisor.journal import Journal
@@ -44,6 +44,7 @@ from supervisor.operations import DAEMON_OPERATIONS, OPERATIONS, Argument, Opera
 from supervisor.registry.errors import RegistryUnavailable
 from supervisor.resources import Resources
 from supervisor.spec import ContainerSpec
+from tests.fakes import FakeCgroups, FakeLauncher, FakeNetwork, launch_error
 
 GUARD = 30  # seconds: hang guard only
 PEER = b"peer"
@@ -159,17 +160,18 @@ class RecordingServer(BusServer):
 
 
 class NoLaunch(Supervisor):
-    """The real Supervisor, except that a container's launch (root, the kernel) is refused."""
+    """The real Supervisor, except that its cgroups are fakes and a container's launch
+    (root, the kernel) is refused."""
 
-    async def _launch(self, container: Any, attach: Any) -> None:
-        raise StartError(f"cannot start container {container.name}: the unit test launches nothing")
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lifecycle.cgroups = FakeCgroups()
+        self.lifecycle.launcher = FakeLauncher()
+        self.lifecycle.launcher.error = launch_error("the unit test launches nothing")
 
 
-class NoNetwork:
+class NoNetwork(FakeNetwork):
     """Stands in for supervisor.network.manager.Network (pyroute2, root)."""
-
-    async def settle(self, container_id: str) -> None:
-        pass
 
     def info(self) -> dict[str, Any]:
         return {}
@@ -224,7 +226,7 @@ class World:
         with open(self.image_tar, "rb") as source:
             self.image_id = (await sup.import_image(source, "base:1", ['CMD ["true"]'])).id
         with pytest.MonkeyPatch.context() as patch:  # the same id each time: an example names it
-            patch.setattr(api.secrets, "token_hex", lambda size=32: "b0c5" * (size // 2))
+            patch.setattr(secrets, "token_hex", lambda size=32: "b0c5" * (size // 2))
             self.box_id = (await sup.create(ContainerSpec(image="base:1", name="box", cmd=("true",)))).id
 
     def paths(self) -> list[str]:
@@ -278,7 +280,7 @@ def _send(world: World, frames: list[bytes]) -> tuple[RecordingServer, FakeLog, 
 
     async def main() -> tuple[RecordingServer, bool]:
         sup = NoLaunch(_config(base), publish=lambda topic, data, channel, payload=None: events.append(topic), log=log)
-        sup.networking = NoNetwork()
+        sup.networking = NoNetwork(base)
         await sup._load_and_reconcile()
         journal = Journal(base / "root" / "journal", 100)
         handlers = Handlers(sup, journal, lambda: 0, dict)

@@ -1,0 +1,68 @@
+"""Publishing events: the user's callback and the daemon's bus, in one place.
+
+Every event of the events channel goes through :meth:`Events.emit` (its ``type`` checked
+against :data:`supervisor.EVENT_TYPES`); log records and stats go through
+:meth:`Events.publish` on their own channels. An exception the user's callback raises is
+counted and logged, never raised into the lifecycle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from supervisor import EVENT_TYPES
+
+EVENTS_CHANNEL = "events"
+
+
+class Events:
+    """Args:
+        callback: the user's ``publish(topic, data, channel)`` (Supervisor(publish=...)).
+        sink: the daemon's bus, ``publish(topic, data, channel, payload)``.
+        log: a structlog-style logger.
+    """
+
+    def __init__(self, callback: Callable[..., Any] | None, sink: Callable[..., Any] | None, log: Any):
+        self.callback = callback
+        self.sink = sink
+        self.log = log
+        self.callback_errors = 0  # exceptions the callback raised (each logged, at most one a second)
+        self._callback_error_logged = -1.0
+
+    def container(self, container: Any, action: str, **attributes: str) -> None:
+        """``container.<id>.<action>``, with the container's name and image."""
+        attributes = {"name": container.name, "image": container.image_ref, **attributes}
+        self.emit("container", action, container.id, attributes)
+
+    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
+        """Publish ``<kind>.<actor>.<action>`` (``<kind>.<action>`` without an actor)."""
+        if kind not in EVENT_TYPES:  # a subscriber to the documented prefixes would see a gap
+            raise ValueError(f"cannot publish a {kind!r} event: the events channel holds {', '.join(EVENT_TYPES)}")
+        topic = f"{kind}.{actor}.{action}" if actor else f"{kind}.{action}"
+        data = {"type": kind, "action": action, "id": actor, "attributes": attributes, "time": time.time()}
+        self.publish(topic, data, EVENTS_CHANNEL)
+
+    def publish(self, topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:
+        if self.sink is not None:
+            self.sink(topic, data, channel, payload)
+        if self.callback is None:
+            return
+        if payload is not None:  # the callback's one shape: the record's bytes in data["data"]
+            buffer, start, end = payload
+            data = {**data, "data": bytes(memoryview(buffer)[start:end])}
+        try:
+            self.callback(topic, data, channel)
+        except Exception as exc:  # the user's code: it must not take the containers down
+            self._callback_failed(topic, exc)
+
+    def _callback_failed(self, topic: str, exc: Exception) -> None:
+        """Count, and log (the first one with its traceback, then at most one a second)."""
+        self.callback_errors += 1
+        now = time.monotonic()
+        if self._callback_error_logged < 0 or now - self._callback_error_logged >= 1.0:
+            self._callback_error_logged = now
+            first = {"exc_info": exc} if self.callback_errors == 1 else {}
+            self.log.error("the event callback raised an exception; the event was not retried", topic=topic,
+                           error=f"{type(exc).__name__}: {exc}", errors=self.callback_errors, **first)

@@ -1,0 +1,261 @@
+"""Starting a container, and what happens when its process exits.
+
+Theory of operation
+-------------------
+A start takes, in order, the container's cgroup (created, limits written), its network
+(lease, ports, /etc files) and its process (launched by the fork server, which calls the
+network's ``connect`` once pid 1 exists)::
+
+    cgroups.create ─▶ cgroup.apply ─▶ network.prepare ─▶ launcher.launch(prepare=connect)
+          │                                 │
+          └─ undo: cgroup.remove            └─ undo: network.release
+
+Each step that takes something pushes its undo on one exit stack (:func:`start_attempt`).
+If any step fails, or the start is cancelled, the stack is unwound (shielded), the failure
+recorded (exited, exit code 125 or the launcher's 126/127, the reason in ``error``), ``die``
+published, a ``--rm`` container removed, and StartError raised (a cancellation is re-raised
+as it is). That is the only clean-up path of a failed start. Once the process runs, the
+container owns what the stack held, and :func:`supervise` gives it back at the exit.
+
+The container's overlay is mounted inside its own mount namespace, so it disappears with the
+container: nothing to unmount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import trio
+
+from supervisor import health, stats
+from supervisor.container import Attachment, Container, now_rfc3339
+from supervisor.errors import DockyardError, InvalidState, StartError
+from supervisor.lifecycle import devices
+from supervisor.lifecycle.events import Events
+from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
+from supervisor.logpump import drain, pump
+from supervisor.runtime.spawn import LaunchConfig, LaunchError
+from supervisor.runtime.stdio import StdioPlan
+
+#: After pid 1 exited, the pumps are cancelled once no output came for this long (processes
+#: in other namespaces that inherited the pipes may hold them open).
+OUTPUT_DRAIN_SECONDS = 2.0
+#: The reason recorded for a start that was cancelled (the daemon stopping, a client gone).
+CANCELLED_REASON = "the start was cancelled"
+
+
+class Lifecycle(Protocol):
+    """What a start needs of the lifecycle core (core.py's ``Lifecycle``; a protocol here, so
+    that the core imports this module and not the other way round)."""
+
+    cgroups: CgroupBackend
+    network: Network
+    launcher: Launcher
+    images: ImageResolver
+    logs: Any
+    events: Events
+    host_memory: int
+    nursery: trio.Nursery | None
+
+    def get(self, ref: str) -> Container: ...
+
+    def save(self, container: Container) -> None: ...
+
+    async def auto_remove(self, container: Container) -> None: ...
+
+
+async def mounts_released(container: Container) -> None:
+    """Until the last run's overlay is unmounted (it is mounted again, or deleted, next)."""
+    if container.unmounted is not None:
+        await container.unmounted.wait()
+
+
+async def launch(core: Lifecycle, container: Container, attach: Attachment | None) -> None:
+    """Start the container's process; the caller holds container.lock.
+
+    Raises:
+        StartError: the start failed (recorded and announced; nothing of it is left).
+    """
+    await mounts_released(container)
+    async with start_attempt(core, container) as undo:
+        cgroup = core.cgroups.create(container.id)
+        undo.push_async_callback(trio.to_thread.run_sync, cgroup.remove)
+        cgroup.apply(container.spec.resources, devices=devices.device_rules(container.spec.resources))
+        network = await prepare_network(core, container)
+        undo.push_async_callback(core.network.release, network)
+        # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
+        # namespace so that happens after its exit is reported (release_mounts), and pid 1
+        # waits for the go (network_sync) so the namespace is there to hold. A --rm layer is
+        # mounted volatile instead: it is deleted at the exit and never synced.
+        hold = not container.spec.auto_remove
+        stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
+        prepare = functools.partial(core.network.connect, network)
+        process = await core.launcher.launch(launch_config(container, cgroup, network, hold), stdio,
+                                             prepare=prepare, hold_mounts=hold)
+    container.network = network
+    container.process = process
+    container.cgroup = cgroup
+    container.stats_reader = stats.StatsReader(cgroup, core.host_memory)
+    container.last_sample = None
+    container.oom_killed = False
+    container.pid = process.pid
+    container.start_time = process.start_time
+    container.started_at = now_rfc3339()
+    container.exit_code = 0
+    container.error = ""
+    container.stopping = False
+    container.health = health.HealthState() if container.healthcheck else None
+    if attach is not None:
+        container.attachments.append(attach)
+    container.move("start")
+    core.save(container)
+    core.events.container(container, "start")
+    core.logs.open(container.id, container.spec.log_options)
+    assert core.nursery is not None
+    core.nursery.start_soon(supervise, core, container, process)
+    core.network.serve(network, core.nursery)
+
+
+def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -> LaunchConfig:
+    """What the init stage needs to make the container's process."""
+    resolved = container.resolved
+    return LaunchConfig(
+        container_id=container.id,
+        lower=(network.init_layer,) + tuple(container.layers),
+        upper=str(container.upper),
+        work=str(container.work),
+        rootfs=str(container.rootfs),
+        argv=tuple(resolved.argv),
+        env=tuple(resolved.env),
+        cwd=resolved.workdir,
+        user=resolved.user,
+        hostname=resolved.hostname,
+        cgroup_procs=tuple(cgroup.procs_files),
+        capabilities=devices.capabilities(cgroup),
+        devices=devices.device_nodes(container.spec.resources),
+        network_namespace=network.namespace,
+        etc_dir=network.etc_dir,
+        network_sync=network.sync or hold,
+        volatile=not hold,
+    )
+
+
+async def prepare_network(core: Lifecycle, container: Container) -> Any:
+    """The container's network before its launch (lease, ports bound, /etc files)."""
+    peer = None
+    if container.spec.network.startswith("container:"):
+        peer = core.get(container.spec.network.partition(":")[2])
+        if peer.id == container.id or not peer.status.running or peer.network is None:
+            raise InvalidState(peer.name, "join the network of", peer.status.value, "it is not running")
+    image_config = core.images.resolve(container.image_id).config if container.spec.publish_all else None
+    try:
+        return await core.network.prepare(container, peer, image_config)
+    except OSError as exc:  # the /etc files could not be written
+        reason = f"set up the network: {exc}"
+        raise LaunchError(reason, reason=reason) from exc
+
+
+@contextlib.asynccontextmanager
+async def start_attempt(core: Lifecycle, container: Container) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """The one clean-up path of a failed start (see the module's docstring): yields an exit
+    stack for the undo of each step; kept on success, unwound on any failure."""
+    undo = contextlib.AsyncExitStack()
+    try:
+        yield undo
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            await undo.aclose()
+            exit_code, reason = failure(exc)
+            start_failed(core, container, exit_code, reason)
+        if isinstance(exc, (LaunchError, DockyardError, OSError)):
+            raise StartError(f"cannot start container {container.name}: {reason}", exit_code=exit_code,
+                             container=container.id) from exc
+        raise
+    undo.pop_all()
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the reason a failed start records."""
+    if isinstance(exc, LaunchError):
+        return exc.exit_code, exc.details.get("reason", exc.message)
+    if isinstance(exc, DockyardError):  # a limit the cgroup cannot give, the network's refusal
+        return 125, exc.message
+    if isinstance(exc, OSError):  # the cgroup could not be made or written
+        return 125, exc.strerror or str(exc)
+    if isinstance(exc, trio.Cancelled):
+        return 125, CANCELLED_REASON
+    return 125, f"{type(exc).__name__}: {exc}"
+
+
+def start_failed(core: Lifecycle, container: Container, exit_code: int, reason: str) -> None:
+    """Record and announce a start that failed before the payload ran."""
+    container.exit_code = exit_code
+    container.error = reason
+    container.finished_at = now_rfc3339()
+    container.move("start_failed")
+    core.save(container)
+    core.events.container(container, "die", exitCode=str(exit_code), error=reason)
+    if container.spec.auto_remove:
+        assert core.nursery is not None
+        core.nursery.start_soon(core.auto_remove, container)
+
+
+async def supervise(core: Lifecycle, container: Container, process: Any) -> None:
+    """Pump the container's output until it exits, then record the exit and clean up."""
+    async with trio.open_nursery() as pumps:
+        for name in ("stdout", "stderr"):  # a terminal has no stderr: it is merged
+            if getattr(process, name) is not None:
+                pumps.start_soon(pump, core.logs.get(container.id), name, getattr(process, name),
+                                 container.attachments)
+        exit_code = await process.wait()
+        output = core.logs.get(container.id)
+        output.finish()  # from now on the pumps never block
+        pumps.start_soon(drain, output, pumps.cancel_scope, OUTPUT_DRAIN_SECONDS)
+    mounts = process.take_mount_namespace()
+    if mounts >= 0:
+        container.unmounted = trio.Event()
+    process.close()
+    cgroup, container.cgroup = container.cgroup, None
+    reader, container.stats_reader = container.stats_reader, None
+    if reader is not None:
+        reader.close()
+    # Read before the cgroup goes: the kernel's count of OOM kills in it.
+    oom_killed = cgroup is not None and cgroup.oom_kills() > 0
+    with trio.CancelScope(shield=True):
+        if cgroup is not None:
+            await trio.to_thread.run_sync(cgroup.kill_and_remove)
+        network, container.network = container.network, None
+        await core.network.release(network)
+    container.process = None
+    container.attachments.clear()
+    container.exit_code = exit_code
+    container.oom_killed = oom_killed
+    container.finished_at = now_rfc3339()
+    container.move("exit")
+    core.save(container)
+    if oom_killed:
+        core.events.container(container, "oom")
+    core.events.container(container, "die", exitCode=str(exit_code))
+    if container.stopping:
+        core.events.container(container, "stop")
+    if mounts >= 0:
+        await release_mounts(container, mounts)
+    if container.spec.auto_remove:
+        await core.auto_remove(container)
+
+
+async def release_mounts(container: Container, mount_namespace: int) -> None:
+    """Let the exited container's mounts go (see ContainerProcess.take_mount_namespace):
+    the overlay's unmount syncs the upper dir's filesystem in a thread, after the exit
+    was reported. A start or rm of the container waits for it (mounts_released)."""
+    try:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(os.close, mount_namespace)
+    finally:
+        released, container.unmounted = container.unmounted, None
+        if released is not None:
+            released.set()

@@ -1,0 +1,180 @@
+"""Images and containers' files: import, commit, diff, export, cp, tag, rmi, save, load.
+
+The image store (:mod:`supervisor.images`) does the work, in a thread; this service finds
+the container, publishes the ``image.*`` and ``container.<id>.commit|export`` events, and
+reports what a walk of a running container's live files skipped or caught half-way.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import trio
+
+from logs.atomic import atomic_file
+from supervisor.container import Container
+from supervisor.errors import InvalidArgument
+from supervisor.images import archive as image_archive
+from supervisor.images import containerfs
+from supervisor.images.changes import WalkWarnings, container_diff
+from supervisor.images.oci import container_config, parse_changes
+from supervisor.images.store import Image, ImageStore
+from supervisor.lifecycle.core import Lifecycle
+from supervisor.spec import ContainerSpec, merge_env
+
+
+class Images:
+    def __init__(self, core: Lifecycle, store: ImageStore):
+        self.core = core
+        self.store = store
+        self.events = core.events
+
+    async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None,
+                           message: str = "") -> Image:
+        config = parse_changes(changes, operation="import") if changes else None
+        image = await trio.to_thread.run_sync(
+            functools.partial(self.store.import_tar, source, reference, changes=config, message=message)
+        )
+        self.events.emit("image", "import", image.id, {"name": reference})
+        return image
+
+    async def commit(self, ref: str, reference: str | None = None, *, comment: str = "", author: str = "",
+                     changes: list[str] | tuple[str, ...] = (), warnings: list[str] | None = None) -> Image:
+        """A new image from a container's changes (``docker commit``); running is fine
+        (it is not paused: a file being written at that moment may be caught half-way, one
+        that vanishes is skipped; both are logged and added to ``warnings``)."""
+        container = self.core.get(ref)
+        base = self.store.resolve(container.image_id)
+        config = commit_config(container.spec, base.config)
+        if changes:
+            config = container_config(parse_changes(list(changes), config.get("Env")), base=config, operation="commit")
+        walked = WalkWarnings()
+        image = await trio.to_thread.run_sync(functools.partial(
+            self.store.commit_container, str(container.upper), base.id, reference=reference, config=config,
+            created_by=shlex.join(container.resolved.argv), comment=comment, author=author, warnings=walked,
+        ))
+        self._walk_warnings("commit", container, walked, warnings)
+        self.events.container(container, "commit", image=image.id, **({"reference": reference} if reference else {}))
+        return image
+
+    async def diff(self, ref: str, warnings: list[str] | None = None) -> list[tuple[str, str]]:
+        """``docker diff``: (kind, path) with kind A, C or D, sorted by path."""
+        container = self.core.get(ref)
+        walked = WalkWarnings()
+        changes = await trio.to_thread.run_sync(container_diff, str(container.upper), list(container.layers), walked)
+        self._walk_warnings("diff", container, walked, warnings)
+        return changes
+
+    async def export(self, ref: str, output: Path, warnings: list[str] | None = None) -> None:
+        """Write the container's filesystem as a tar to ``output`` (replaced atomically)."""
+        container = self.core.get(ref)
+        walked = WalkWarnings()
+        await trio.to_thread.run_sync(write_file, output, functools.partial(
+            containerfs.export, str(container.upper), container.layers, warnings=walked))
+        self._walk_warnings("export", container, walked, warnings)
+        self.events.emit("container", "export", container.id, {"name": container.name})
+
+    async def copy_from(self, ref: str, source: str, output: Path, warnings: list[str] | None = None) -> str:
+        """A tar of ``source`` in the container, written to ``output``; returns the name
+        of its top member."""
+        container = self.core.get(ref)
+        names: list[str] = []
+        walked = WalkWarnings()
+
+        def write(stream: BinaryIO) -> None:
+            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream,
+                                              walked))
+
+        await trio.to_thread.run_sync(write_file, output, write)
+        self._walk_warnings("copy from", container, walked, warnings)
+        return names[0]
+
+    async def copy_to(self, ref: str, source: Path, dest: str, warnings: list[str] | None = None) -> str:
+        """Copy the host path ``source`` to ``dest`` in the container."""
+        container = self.core.get(ref)
+        walked = WalkWarnings()
+        async with container.lock:
+            pid = container.pid if container.status.running else 0
+            written = await trio.to_thread.run_sync(functools.partial(
+                containerfs.copy_in, container.name, str(container.upper), container.layers, pid, source, dest,
+                container.directory, walked,
+            ))
+        self._walk_warnings("copy to", container, walked, warnings)
+        return written
+
+    def _walk_warnings(self, operation: str, container: Container, walked: WalkWarnings,
+                       warnings: list[str] | None) -> None:
+        """Log what a walk of live files skipped or took half-way, and hand it to the caller."""
+        if not walked.count:
+            return
+        self.core.log.warning("files changed while they were read", operation=operation, container=container.id,
+                              count=walked.count, first=walked.notes)
+        if warnings is not None:
+            warnings.extend(walked.messages())
+
+    def users(self, image_id: str) -> list[tuple[str, bool]]:
+        """(name, running) of every container made from the image."""
+        return [(c.name, c.status.running) for c in self.core.containers.values() if c.image_id == image_id]
+
+    async def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        image_id = self.store.resolve(ref).id
+        report = await trio.to_thread.run_sync(
+            functools.partial(self.store.remove, ref, force=force, users=self.users)
+        )
+        for line in report:  # docker's actions: untag (per tag), then delete
+            if "Untagged" in line:
+                self.events.emit("image", "untag", image_id, {"name": line["Untagged"]})
+            else:
+                self.events.emit("image", "delete", image_id, {"name": ref})
+        return report
+
+    async def tag(self, ref: str, reference: str) -> Image:
+        image = await trio.to_thread.run_sync(self.store.tag, ref, reference)
+        self.events.emit("image", "tag", image.id, {"name": reference})
+        return image
+
+    async def save(self, refs: list[str], output: Path) -> list[str]:
+        saved = await trio.to_thread.run_sync(image_archive.save, self.store, refs, output)
+        for name in saved:
+            self.events.emit("image", "save", "", {"name": name})
+        return saved
+
+    async def load(self, source: Path) -> list[image_archive.LoadedImage]:
+        """The images of an archive, each with the tags the archive named."""
+        loaded = await trio.to_thread.run_sync(image_archive.load, self.store, source)
+        for each in loaded:
+            self.events.emit("image", "load", each.image.id, {"name": ",".join(each.tags)})
+        return loaded
+
+
+def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:
+    """The config a commit gives its image: the image's, with what the container's spec
+    set (command, entrypoint, env, workdir, user), as ``docker commit``."""
+    config = dict(image_config)
+    if spec.entrypoint is not None:
+        config["Entrypoint"] = list(spec.entrypoint) or None
+        config["Cmd"] = list(spec.cmd) or None
+    elif spec.cmd:
+        config["Cmd"] = list(spec.cmd)
+    if spec.env:
+        config["Env"] = merge_env(config.get("Env") or [], spec.env)
+    if spec.workdir:
+        config["WorkingDir"] = spec.workdir
+    if spec.user:
+        config["User"] = spec.user
+    return config
+
+
+def write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` with a file that replaces ``output`` once complete (never half-written)."""
+    try:
+        with atomic_file(output, durable=False, mode=0o644) as stream:
+            write(stream)
+    except OSError as exc:
+        if exc.filename != str(output):  # the source, not the output
+            raise
+        raise InvalidArgument(f"cannot write {output}: {exc.strerror}", path=str(output)) from None
