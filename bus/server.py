@@ -56,10 +56,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import resource
 import socket as _socket
 import stat
+import struct
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,7 @@ from bus import codec
 from bus.client import CONTROL_SOCKET, EVENTS_SOCKET
 from bus.codec import Envelope
 from bus.errors import ERROR_CODES, BusError, FrameError, FrameTooLarge, MalformedFrame
+from bus.peers import Peers
 from bus.trio_zmq import AsyncSocket
 
 __all__ = ["BusServer", "BusStats", "Handler", "Request", "RequestFailed", "CONTROL_SOCKET", "EVENTS_SOCKET"]
@@ -104,6 +107,15 @@ CONTROL_MAXMSGSIZE = 4 * codec.MAX_FRAME
 INBOX_LIMIT = 1_024
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
+#: Connections per bus socket, at most (and a quarter of it per client process); lowered to
+#: a quarter of the open-file limit, so that both sockets together leave half of the
+#: descriptors to containers and the store (see bus/peers.py).
+MAX_CONNECTIONS = 4_096
+#: Requests of one client without a reply yet, at most; the next gets ``too_many_requests``.
+MAX_IN_FLIGHT = 1_024
+#: Ops whose requests are cancelled when their client disconnects: they only wait, and an
+#: answer nobody will read is not worth the memory (a daemon adds its own, e.g. container.wait).
+CANCEL_ON_DISCONNECT = frozenset({"bus.sync"})
 
 _SYNC_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
@@ -139,6 +151,14 @@ class BusStats:
     events_sent: int = 0  # events written to the XPUB socket
     events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
     subscriptions: int = 0  # subscription messages seen on the XPUB socket
+    requests_refused: int = 0  # too_many_requests: the client had max_in_flight without a reply
+    requests_cancelled: int = 0  # abandoned: their client disconnected before the reply
+    requests_abandoned: int = 0  # not run: they came from a connection that is gone or refused
+    in_flight: int = 0  # requests without a reply, now
+    clients_cut_off: int = 0  # clients disconnected because they left a reply unread (queue full)
+    connections: int = 0  # control.sock connections, now
+    subscribers: int = 0  # events.sock connections, now
+    connections_refused: int = 0  # closed at once: over the bound (both sockets)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -233,6 +253,9 @@ class BusServer:
         source: str = "dockyard",
         log: Any = None,
         activated: Mapping[str, int] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        cancel_on_disconnect: Collection[str] = (),
     ):
         builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
         clash = sorted(set(handlers) & set(builtin))
@@ -258,6 +281,13 @@ class BusServer:
         self._running: dict[tuple[bytes, int], Request] = {}  # (peer, request id): for stream input
         self._drained = trio.Event()
         self._events_linger_ms = 0
+        if max_connections < 1 or max_in_flight < 1:
+            raise ValueError("max_connections and max_in_flight must be at least 1")
+        self.max_connections = max_connections
+        self._peers = {role: Peers(max_connections, max_in_flight) for role in ("control", "events")}
+        self._monitors: dict[str, AsyncSocket] = {}
+        self._cancel_on_disconnect = CANCEL_ON_DISCONNECT | frozenset(cancel_on_disconnect)
+        self._abandonable: dict[bytes, set[trio.CancelScope]] = {}  # peer -> its cancellable requests
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -386,6 +416,8 @@ class BusServer:
             events.setsockopt(zmq.LINGER, 0)
             events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
             events.setsockopt(zmq.XPUB_VERBOSE, 1)
+            for role, sock in (("control", control), ("events", events)):
+                self._monitors[role] = AsyncSocket(_monitor(context, sock, f"inproc://bus-monitor-{role}-{id(self)}"))
             for role, sock, path in (("control", control, self.control_path), ("events", events, self.events_path)):
                 if role in self._activated:
                     sock.setsockopt(zmq.USE_FD, self._activated.pop(role))  # libzmq closes it
@@ -399,6 +431,8 @@ class BusServer:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._serve_events)
+                for role in self._monitors:
+                    nursery.start_soon(self._serve_monitor, role)
                 await self._serve_control(nursery)
         finally:
             if self._control is not None:
@@ -406,6 +440,9 @@ class BusServer:
             if self._events is not None:
                 self._events.close(linger=self._events_linger_ms)
             self._control = self._events = None
+            for monitor in self._monitors.values():
+                monitor.close()
+            self._monitors.clear()
             context.destroy(linger=0)
             for path, inode in bound.items():
                 _unlink_if_ours(path, inode)
@@ -418,8 +455,15 @@ class BusServer:
     async def _serve_control(self, nursery: trio.Nursery) -> None:
         control = self._control
         assert control is not None
+        peers = self._peers["control"]
         while True:
-            frames = await control.recv()
+            frames, fd = await control.recv_from()
+            # Every monitor event libzmq reported before this message: fd is then current.
+            self._read_monitor("control")
+            if peers.is_refused(fd) or (frames and not peers.seen(frames[0], fd)):
+                # From a connection refused, cut off or gone: nobody would read an answer.
+                self.stats.requests_abandoned += 1
+                continue
             if len(frames) != 2:
                 self.stats.frames_bad += 1
                 self._debug("bus dropped a control message", frames=len(frames))
@@ -455,9 +499,29 @@ class BusServer:
                 )
                 self._send_reply(peer, frame, error=True)
                 continue
+            if not peers.begin(peer):
+                self._refuse_request(peer, op, envelope.seq)
+                continue
+            self.stats.in_flight += 1
             request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
             self._running[(peer, envelope.seq)] = request
             nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
+
+    def _refuse_request(self, peer: bytes, op: str, request_id: int) -> None:
+        self.stats.requests_refused += 1
+        limit = self._peers["control"].max_in_flight
+        frame = codec.encode(
+            codec.error_reply(
+                op,
+                request_id,
+                "too_many_requests",
+                f"cannot run {op!r}: this client already has {limit} requests without a reply "
+                "(wait for some replies first)",
+                {"limit": limit},
+                source=self.source,
+            )
+        )
+        self._send_reply(peer, frame, error=True)
 
     def _file_stream_message(self, peer: bytes, envelope: Envelope) -> None:
         request = self._running.get((peer, envelope.seq))
@@ -473,16 +537,36 @@ class BusServer:
         self._send_reply(peer, frame, error=True)
 
     async def _run_handler(self, handler: Handler, request: Request) -> None:
-        error = False
         try:
-            result = await handler(request)
-            frame = codec.encode(codec.reply(request.op, request.request_id, result, source=self.source))
-        except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
-            error = True
-            frame = self._error_frame(request, exc)
+            await self._handle(handler, request)
         finally:
-            if self._running.get((request.peer, request.request_id)) is request:
-                del self._running[(request.peer, request.request_id)]
+            self._peers["control"].end(request.peer)
+            self.stats.in_flight -= 1
+
+    async def _handle(self, handler: Handler, request: Request) -> None:
+        error = False
+        frame = b""
+        abandonable = self._abandonable_scopes(request)
+        with trio.CancelScope() as scope:
+            if abandonable is not None:
+                abandonable.add(scope)
+            try:
+                result = await handler(request)
+                frame = codec.encode(codec.reply(request.op, request.request_id, result, source=self.source))
+            except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
+                error = True
+                frame = self._error_frame(request, exc)
+            finally:
+                if self._running.get((request.peer, request.request_id)) is request:
+                    del self._running[(request.peer, request.request_id)]
+                if abandonable is not None:
+                    abandonable.discard(scope)
+                    if not abandonable:
+                        self._abandonable.pop(request.peer, None)
+        if scope.cancelled_caught:
+            self.stats.requests_cancelled += 1
+            self._debug("bus cancelled a request: its client is gone", op=request.op, request_id=request.request_id)
+            return
         # A peer over its high-water mark gets time to drain. ZeroMQ cannot tell when one
         # ROUTER peer has room again (POLLOUT means "some peer"), hence the back-off.
         with trio.move_on_after(REPLY_SEND_TIMEOUT):
@@ -493,7 +577,15 @@ class BusServer:
             self._count_reply(sent, error)
             return
         self.stats.replies_dropped += 1
-        self._debug("bus dropped a reply: the peer stayed full", op=request.op, request_id=request.request_id)
+        self._cut_off(request.peer, f"it left {CONTROL_SNDHWM} replies unread for {REPLY_SEND_TIMEOUT:g} s")
+
+    def _abandonable_scopes(self, request: Request) -> set[trio.CancelScope] | None:
+        """The set to file the request's cancel scope in, if its client's leaving cancels it."""
+        if request.op not in self._cancel_on_disconnect:
+            return None
+        if not self._peers["control"].connected(request.peer):
+            return None  # unknown connection (no monitor event for it): nothing would cancel it
+        return self._abandonable.setdefault(request.peer, set())
 
     def _error_frame(self, request: Request, exc: Exception) -> bytes:
         code = getattr(exc, "code", None)
@@ -521,7 +613,7 @@ class BusServer:
         sent = self._send_to(peer, frame)
         if sent is False:
             self.stats.replies_dropped += 1
-            self._debug("bus dropped a reply: the peer is full")
+            self._cut_off(peer, f"it left {CONTROL_SNDHWM} replies unread")
         else:
             self._count_reply(sent, error)
 
@@ -553,6 +645,87 @@ class BusServer:
             if exc.errno != zmq.EHOSTUNREACH:
                 self._debug("bus send failed", error=str(exc))
             return None
+
+    # --- connections (bus/peers.py) --------------------------------------------------------
+
+    async def _serve_monitor(self, role: str) -> None:
+        monitor = self._monitors[role]
+        while True:
+            await monitor.wait(zmq.POLLIN)
+            self._read_monitor(role)
+
+    def _read_monitor(self, role: str) -> None:
+        """Take every pending monitor event of one socket: count connections, refuse the
+        excess, cancel what a departed client left waiting."""
+        monitor = self._monitors.get(role)
+        if monitor is None:
+            return
+        batch = []
+        while (message := monitor.recv_nowait()) is not None:
+            if len(message) == 2 and len(message[0]) == 6:
+                batch.append((int.from_bytes(message[0][:2], "little"), int.from_bytes(message[0][2:], "little")))
+        if not batch:
+            return
+        peers = self._peers[role]
+        peers.max_connections = self.connection_limit()
+        path = os.fsencode(self.control_path if role == "control" else self.events_path)
+        # An fd that is both accepted and gone in this batch may already be another file.
+        gone = {fd for event, fd in batch if event == zmq.EVENT_DISCONNECTED}
+        for event, fd in batch:
+            if event == zmq.EVENT_ACCEPTED:
+                pid = 0 if fd in gone else _peer_pid(fd, path)
+                if not peers.accepted(fd, pid) and fd not in gone:
+                    _close_connection(fd, path)
+                    self._warn_refused(role, pid)
+            elif event == zmq.EVENT_DISCONNECTED:
+                for routing_id in peers.disconnected(fd):
+                    for scope in self._abandonable.pop(routing_id, ()):
+                        scope.cancel()
+        self.stats.connections = self._peers["control"].stats.connections
+        self.stats.subscribers = self._peers["events"].stats.connections
+        self.stats.connections_refused = sum(p.stats.connections_refused for p in self._peers.values())
+
+    def connection_limit(self) -> int:
+        """Connections per socket now: max_connections, at most a quarter of the open-file
+        limit (read each time: an administrator may lower it while the daemon runs)."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft // 4))
+
+    def _warn_refused(self, role: str, pid: int) -> None:
+        peers = self._peers[role]
+        refused = peers.stats.connections_refused
+        if self._log is not None and (refused & (refused - 1)) == 0:  # 1, 2, 4, 8...: never a flood of lines
+            self._log.warning(
+                "bus refused a connection: too many",
+                socket=role,
+                pid=pid,
+                connections=peers.stats.connections,
+                limit=peers.max_connections,
+                per_process=peers.max_per_process,
+                refused=refused,
+            )
+
+    def _cut_off(self, peer: bytes, reason: str) -> None:
+        """Disconnect a control client that does not read its replies: it learns that its
+        replies were lost from the closed connection, not by waiting for them forever."""
+        self._read_monitor("control")
+        path = os.fsencode(self.control_path)
+        cut = self._peers["control"].cut_off(peer)
+        if cut is None:
+            self._debug("bus dropped a reply: the peer is gone", reason=reason)
+            return
+        fd, routing_ids = cut
+        pid = _peer_pid(fd, path)
+        _close_connection(fd, path)
+        for routing_id in routing_ids:
+            for scope in self._abandonable.pop(routing_id, ()):
+                scope.cancel()
+        self.stats.clients_cut_off += 1
+        self.stats.connections = self._peers["control"].stats.connections
+        if self._log is not None:
+            self._log.warning("bus disconnected a client that does not read its replies", reason=reason, pid=pid)
 
     # --- event socket ---------------------------------------------------------------------
 
@@ -652,6 +825,63 @@ class BusServer:
     def _debug(self, event: str, **fields: Any) -> None:
         if self._log is not None:
             self._log.debug(event, **fields)
+
+
+def _monitor(context: zmq.Context, sock: zmq.Socket, address: str) -> zmq.Socket:
+    """A PAIR socket that gets sock's ACCEPTED and DISCONNECTED events, none dropped: its
+    receive queue is unbounded (libzmq drops monitor events at a full queue, and a lost
+    DISCONNECTED would leak a connection from the count). Call before sock binds."""
+    sock.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    pair = context.socket(zmq.PAIR)
+    pair.setsockopt(zmq.LINGER, 0)
+    pair.setsockopt(zmq.RCVHWM, 0)
+    pair.connect(address)
+    return pair
+
+
+def _own_connection(fd: int, path: bytes) -> _socket.socket | None:
+    """A socket object over fd (detach() it after use) if fd is a connection accepted on the
+    unix socket bound at path, else None: fds are reused, see bus/peers.py."""
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        name = sock.getsockname() if sock.family == _socket.AF_UNIX else None
+    except OSError:
+        name = None
+    if name is None or os.fsencode(name) != path:
+        sock.detach()
+        return None
+    return sock
+
+
+def _peer_pid(fd: int, path: bytes) -> int:
+    """The pid of the process at the other end of one of our connections, 0 if unknown."""
+    sock = _own_connection(fd, path)
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return 0
+    finally:
+        sock.detach()
+
+
+def _close_connection(fd: int, path: bytes) -> bool:
+    """Shut one of our connections down both ways: libzmq (which owns the fd) sees the end of
+    the stream and closes it. False if fd is no longer such a connection."""
+    sock = _own_connection(fd, path)
+    if sock is None:
+        return False
+    try:
+        sock.shutdown(_socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.detach()
 
 
 def _ipc_path_max() -> int:
