@@ -669,14 +669,19 @@ class BusServer:
         peers = self._peers[role]
         peers.max_connections = self.connection_limit()
         path = os.fsencode(self.control_path if role == "control" else self.events_path)
-        # An fd that is both accepted and gone in this batch may already be another file.
-        gone = {fd for event, fd in batch if event == zmq.EVENT_DISCONNECTED}
-        for event, fd in batch:
+        # A connection that is gone later in this batch: its fd may already be another file.
+        last_gone = {fd: index for index, (event, fd) in enumerate(batch) if event == zmq.EVENT_DISCONNECTED}
+        for index, (event, fd) in enumerate(batch):
             if event == zmq.EVENT_ACCEPTED:
-                pid = 0 if fd in gone else _peer_pid(fd, path)
-                if not peers.accepted(fd, pid) and fd not in gone:
-                    _close_connection(fd, path)
-                    self._warn_refused(role, pid)
+                sock = None if last_gone.get(fd, -1) > index else _own_connection(fd, path)
+                try:
+                    pid = _peer_pid(sock)
+                    if not peers.accepted(fd, pid) and sock is not None:
+                        _shut_down(sock)
+                        self._warn_refused(role, pid)
+                finally:
+                    if sock is not None:
+                        sock.detach()
             elif event == zmq.EVENT_DISCONNECTED:
                 for routing_id in peers.disconnected(fd):
                     for scope in self._abandonable.pop(routing_id, ()):
@@ -717,8 +722,12 @@ class BusServer:
             self._debug("bus dropped a reply: the peer is gone", reason=reason)
             return
         fd, routing_ids = cut
-        pid = _peer_pid(fd, path)
-        _close_connection(fd, path)
+        pid = 0
+        sock = _own_connection(fd, path)
+        if sock is not None:
+            pid = _peer_pid(sock)
+            _shut_down(sock)
+            sock.detach()
         for routing_id in routing_ids:
             for scope in self._abandonable.pop(routing_id, ()):
                 scope.cancel()
@@ -856,32 +865,23 @@ def _own_connection(fd: int, path: bytes) -> _socket.socket | None:
     return sock
 
 
-def _peer_pid(fd: int, path: bytes) -> int:
-    """The pid of the process at the other end of one of our connections, 0 if unknown."""
-    sock = _own_connection(fd, path)
+def _peer_pid(sock: _socket.socket | None) -> int:
+    """The pid of the process at the other end of a connection, 0 if unknown."""
     if sock is None:
         return 0
     try:
         return struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))[0]
     except OSError:
         return 0
-    finally:
-        sock.detach()
 
 
-def _close_connection(fd: int, path: bytes) -> bool:
-    """Shut one of our connections down both ways: libzmq (which owns the fd) sees the end of
-    the stream and closes it. False if fd is no longer such a connection."""
-    sock = _own_connection(fd, path)
-    if sock is None:
-        return False
+def _shut_down(sock: _socket.socket) -> None:
+    """Shut a connection down both ways: libzmq (which owns the fd) sees the end of the
+    stream and closes it."""
     try:
         sock.shutdown(_socket.SHUT_RDWR)
-        return True
     except OSError:
-        return False
-    finally:
-        sock.detach()
+        pass
 
 
 def _ipc_path_max() -> int:

@@ -35,6 +35,10 @@ class Config:
         (``stats.<id>`` events); 0 turns the sampler off.
     insecure_registries: registries (``host[:port]``) reached over plain HTTP or unverified
         TLS, as docker's ``--insecure-registry``; loopback registries always are.
+    max_connections: connections per bus socket, at most (a quarter of it per client
+        process); never more than a quarter of the open-file limit (docs/events.md, "Bounds").
+    max_requests_in_flight: requests of one client without a reply, at most; the next one
+        gets a ``too_many_requests`` error reply.
     """
 
     root: Path = field(default_factory=default_root)
@@ -50,6 +54,8 @@ class Config:
     bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
+    max_connections: int = 4_096
+    max_requests_in_flight: int = 1_024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -75,6 +81,10 @@ class Config:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: {exc}") from None
         if subnet.prefixlen > 30:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: at most /30")
+        for name in ("max_connections", "max_requests_in_flight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

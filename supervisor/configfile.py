@@ -38,6 +38,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "shutdown-timeout": ((int, float), "seconds >= 0"),
     "workers": ((list,), "a list of worker names"),
     "insecure-registries": ((list,), "a list of HOST[:PORT]"),
+    "max-connections": ((int,), "a whole number >= 1"),
+    "max-requests-in-flight": ((int,), "a whole number >= 1"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -62,6 +64,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = value not in LOG_LEVELS
         elif not bad and key in ("stats-interval", "shutdown-timeout"):
             bad = not value >= 0
+        elif not bad and key in ("max-connections", "max-requests-in-flight"):
+            bad = value < 1
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)
         if bad:

@@ -37,6 +37,10 @@ from supervisor.journal import Journal
 from supervisor.workers import WorkerManager
 
 
+#: Requests that only wait for something: cancelled when their client disconnects (the
+#: others run to the end, their reply dropped, so that no change is left half-made).
+CANCEL_ON_DISCONNECT = frozenset({"container.wait", "logs.read"})
+
 #: The least level logged; set_log_level() changes it while running (the SIGHUP reload).
 _log_level = {"min": logging.INFO}
 _LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
@@ -136,7 +140,9 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
             bus_stats=lambda: server.stats.as_dict(),
             workers=workers.status,
         )
-        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated)
+        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated,
+                           max_connections=config.max_connections, max_in_flight=config.max_requests_in_flight,
+                           cancel_on_disconnect=CANCEL_ON_DISCONNECT)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
