@@ -75,11 +75,14 @@ class Peers:
 
     # --- connections ------------------------------------------------------------------
 
-    def accepted(self, fd: int, pid: int) -> bool:
+    def accepted(self, fd: int, pid: int, refusable: bool = True) -> bool:
         """A connection was accepted on ``fd`` by process ``pid`` (0: unknown). False: refuse
-        it (the caller closes it; its DISCONNECTED still comes and is taken here)."""
+        it (the caller closes it; its DISCONNECTED still comes and is taken here). One the
+        caller cannot close (``refusable=False``: gone already) is always kept, so that a
+        live connection is never taken for a refused one whose messages are ignored."""
         self._forget(fd)
-        if len(self._live) >= self.max_connections or self._per_pid.get(pid, 0) >= self.max_per_process:
+        over = len(self._live) >= self.max_connections or self._per_pid.get(pid, 0) >= self.max_per_process
+        if over and refusable:
             self._refused.add(fd)
             self.stats.connections_refused += 1
             return False

@@ -676,7 +676,8 @@ class BusServer:
                 sock = None if last_gone.get(fd, -1) > index else _own_connection(fd, path)
                 try:
                     pid = _peer_pid(sock)
-                    if not peers.accepted(fd, pid) and sock is not None:
+                    # One that cannot be closed (gone already, or not recognised) is counted.
+                    if not peers.accepted(fd, pid, refusable=sock is not None):
                         _shut_down(sock)
                         self._warn_refused(role, pid)
                 finally:
@@ -859,10 +860,21 @@ def _own_connection(fd: int, path: bytes) -> _socket.socket | None:
         name = sock.getsockname() if sock.family == _socket.AF_UNIX else None
     except OSError:
         name = None
-    if name is None or os.fsencode(name) != path:
-        sock.detach()
-        return None
-    return sock
+    if name is not None and (os.fsencode(name) == path or _same_file(name, path)):
+        return sock
+    sock.detach()
+    return None
+
+
+def _same_file(name: str | bytes, path: bytes) -> bool:
+    """The socket file a connection was accepted on is ours under another name (a socket
+    bound by systemd through a symlinked run dir)."""
+    if not name:
+        return False
+    try:
+        return os.path.samefile(name, path)
+    except (OSError, ValueError):
+        return False
 
 
 def _peer_pid(sock: _socket.socket | None) -> int:

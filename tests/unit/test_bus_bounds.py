@@ -85,6 +85,8 @@ def test_peers_keep_at_most_the_bound_and_a_quarter_per_process() -> None:
     assert peers.disconnected(10) == {b"client"} and not peers.connected(b"client")
     assert peers.stats.connections == 7
     assert peers.accepted(10, pid=100)  # the fd reused by a new connection of the same process
+    assert peers.accepted(30, pid=300, refusable=False)  # over the bound, but cannot be closed
+    assert not peers.is_refused(30) and peers.seen(b"other", 30)
 
 
 def test_peers_cap_requests_in_flight_per_client() -> None:
