@@ -111,6 +111,8 @@ SYNC_SEEN_LIMIT = 4_096
 #: a quarter of the open-file limit, so that both sockets together leave half of the
 #: descriptors to containers and the store (see bus/peers.py).
 MAX_CONNECTIONS = 4_096
+#: After a subscriber leaves, free heap pages go back to the system after these delays (s).
+TRIM_DELAYS = (0.2, 1.0, 4.0)
 #: Requests of one client without a reply yet, at most; the next gets ``too_many_requests``.
 MAX_IN_FLIGHT = 1_024
 #: Ops whose requests are cancelled when their client disconnects: they only wait, and an
@@ -288,6 +290,8 @@ class BusServer:
         self._monitors: dict[str, AsyncSocket] = {}
         self._cancel_on_disconnect = CANCEL_ON_DISCONNECT | frozenset(cancel_on_disconnect)
         self._abandonable: dict[bytes, set[trio.CancelScope]] = {}  # peer -> its cancellable requests
+        self._nursery: trio.Nursery | None = None
+        self._trimming = False
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -430,6 +434,7 @@ class BusServer:
             self._events = AsyncSocket(events)
             task_status.started()
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._serve_events)
                 for role in self._monitors:
                     nursery.start_soon(self._serve_monitor, role)
@@ -440,6 +445,7 @@ class BusServer:
             if self._events is not None:
                 self._events.close(linger=self._events_linger_ms)
             self._control = self._events = None
+            self._nursery = None
             for monitor in self._monitors.values():
                 monitor.close()
             self._monitors.clear()
@@ -666,6 +672,7 @@ class BusServer:
                 batch.append((int.from_bytes(message[0][:2], "little"), int.from_bytes(message[0][2:], "little")))
         if not batch:
             return
+        subscriber_left = False
         peers = self._peers[role]
         peers.max_connections = self.connection_limit()
         path = os.fsencode(self.control_path if role == "control" else self.events_path)
@@ -687,9 +694,30 @@ class BusServer:
                 for routing_id in peers.disconnected(fd):
                     for scope in self._abandonable.pop(routing_id, ()):
                         scope.cancel()
+                subscriber_left = subscriber_left or role == "events"
+        if subscriber_left:
+            # libzmq has freed (or is freeing) what it queued for the subscriber: give the
+            # pages back to the system, which glibc's arenas would otherwise keep.
+            self._trim_memory()
         self.stats.connections = self._peers["control"].stats.connections
         self.stats.subscribers = self._peers["events"].stats.connections
         self.stats.connections_refused = sum(p.stats.connections_refused for p in self._peers.values())
+
+    def _trim_memory(self) -> None:
+        if self._trimming or self._nursery is None:
+            return
+        self._trimming = True
+        self._nursery.start_soon(self._trim_later)
+
+    async def _trim_later(self) -> None:
+        """libzmq frees a departed subscriber's queue after its pipe is torn down, and pyzmq
+        lets go of zero-copy frames after that: trim a few times over the next seconds."""
+        try:
+            for delay in TRIM_DELAYS:
+                await trio.sleep(delay)
+                _release_free_memory()
+        finally:
+            self._trimming = False
 
     def connection_limit(self) -> int:
         """Connections per socket now: max_connections, at most a quarter of the open-file
@@ -885,6 +913,23 @@ def _peer_pid(sock: _socket.socket | None) -> int:
         return struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))[0]
     except OSError:
         return 0
+
+
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): return free heap pages to the system (nothing elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6", use_errno=True).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _shut_down(sock: _socket.socket) -> None:
