@@ -127,6 +127,14 @@ class Peers:
         self._refused.add(fd)
         return fd, routing_ids
 
+    def refuse(self, fd: int) -> None:
+        """The server closed a live connection (a subscriber that reads nothing)."""
+        self._forget(fd)
+        self._refused.add(fd)
+
+    def live_fds(self) -> list[int]:
+        return list(self._live)
+
     def seen(self, routing_id: bytes, fd: int) -> bool:
         """A message from ``routing_id`` came in on ``fd``. False if that connection is known
         to be gone or refused (its requests need not run)."""

@@ -54,12 +54,15 @@ happen to use the same prefix both get their token seen.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 import resource
 import socket as _socket
 import stat
 import struct
+import sys
+import termios
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -111,6 +114,9 @@ SYNC_SEEN_LIMIT = 4_096
 #: a quarter of the open-file limit, so that both sockets together leave half of the
 #: descriptors to containers and the store (see bus/peers.py).
 MAX_CONNECTIONS = 4_096
+#: A subscriber that reads nothing while this many bytes of events are published is
+#: disconnected: what the daemon queues for it stays below about this much.
+SUBSCRIBER_QUEUE_BYTES = 8 << 20
 #: After a subscriber leaves, free heap pages go back to the system after these delays (s).
 TRIM_DELAYS = (0.2, 1.0, 4.0)
 #: Requests of one client without a reply yet, at most; the next gets ``too_many_requests``.
@@ -158,6 +164,7 @@ class BusStats:
     requests_abandoned: int = 0  # not run: they came from a connection that is gone or refused
     in_flight: int = 0  # requests without a reply, now
     clients_cut_off: int = 0  # clients disconnected because they left a reply unread (queue full)
+    subscribers_cut_off: int = 0  # subscribers disconnected: they read nothing for subscriber_queue_bytes
     connections: int = 0  # control.sock connections, now
     subscribers: int = 0  # events.sock connections, now
     connections_refused: int = 0  # closed at once: over the bound (both sockets)
@@ -258,6 +265,7 @@ class BusServer:
         max_connections: int = MAX_CONNECTIONS,
         max_in_flight: int = MAX_IN_FLIGHT,
         cancel_on_disconnect: Collection[str] = (),
+        subscriber_queue_bytes: int = SUBSCRIBER_QUEUE_BYTES,
     ):
         builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
         clash = sorted(set(handlers) & set(builtin))
@@ -292,6 +300,11 @@ class BusServer:
         self._abandonable: dict[bytes, set[trio.CancelScope]] = {}  # peer -> its cancellable requests
         self._nursery: trio.Nursery | None = None
         self._trimming = False
+        if subscriber_queue_bytes < 1:
+            raise ValueError("subscriber_queue_bytes must be at least 1")
+        self.subscriber_queue_bytes = subscriber_queue_bytes
+        self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
+        self._stalled: dict[int, tuple[int, int]] = {}  # subscriber fd -> (unread, _events_bytes then)
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -778,7 +791,7 @@ class BusServer:
         while True:
             while (message := events.recv_nowait()) is not None:
                 self._on_subscription(message)
-            sent = 0
+            sent = sent_bytes = 0
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
@@ -789,12 +802,52 @@ class BusServer:
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
                     stats.events_dropped += 1
                 sent += 1
+                sent_bytes += len(frame)
             stats.events_sent += sent
+            if sent:
+                self._events_bytes += sent_bytes
+                self._check_subscribers()
             if queue:
                 await trio.lowlevel.checkpoint()
             else:
                 self._drained.set()
                 await events.wait(zmq.POLLIN)
+
+    def _check_subscribers(self) -> None:
+        """Disconnect a subscriber that read nothing while subscriber_queue_bytes of events
+        were published (module doc, *Slow subscribers*)."""
+        peers = self._peers["events"]
+        stalled = self._stalled
+        total = self._events_bytes
+        for fd in peers.live_fds():
+            unread = _unread_bytes(fd)
+            previous = stalled.get(fd)
+            if unread <= 0 or previous is None or previous[0] != unread:
+                stalled[fd] = (unread, total)  # it reads (or has nothing to read)
+            elif total - previous[1] >= self.subscriber_queue_bytes:
+                del stalled[fd]
+                self._cut_off_subscriber(fd, total - previous[1])
+        if len(stalled) > peers.stats.connections:
+            live = set(peers.live_fds())
+            for fd in [fd for fd in stalled if fd not in live]:
+                del stalled[fd]
+
+    def _cut_off_subscriber(self, fd: int, published: int) -> None:
+        sock = _own_connection(fd, os.fsencode(self.events_path))
+        if sock is None:
+            return
+        try:
+            pid = _peer_pid(sock)
+            _shut_down(sock)
+        finally:
+            sock.detach()
+        self._peers["events"].refuse(fd)
+        self.stats.subscribers_cut_off += 1
+        self.stats.subscribers = self._peers["events"].stats.connections
+        self._trim_memory()
+        if self._log is not None:
+            self._log.warning("bus disconnected a subscriber that reads nothing", pid=pid,
+                              published=published, limit=self.subscriber_queue_bytes)
 
     def _on_subscription(self, message: list[bytes]) -> None:
         if len(message) != 1 or not message[0]:
@@ -930,6 +983,16 @@ def _release_free_memory() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes sent on a connection that its peer has not read yet (SIOCOUTQ); -1 if unknown."""
+    buffer = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.TIOCOUTQ, buffer)
+    except OSError:
+        return -1
+    return int.from_bytes(buffer, sys.byteorder, signed=True)
 
 
 def _shut_down(sock: _socket.socket) -> None:
