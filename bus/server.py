@@ -35,6 +35,21 @@ parks on the socket when both are empty; ``publish`` wakes it when the deque goe
 empty to non-empty. PUB/XPUB drops silently at a subscriber's high-water mark; subscribers
 find out from gaps in ``seq``. The publisher never blocks on a slow subscriber.
 
+*Slow subscribers.* The high-water mark counts messages, and a log record can be 1 MiB, so
+it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
+kernel does: SIOCOUTQ on a subscriber's connection is what it has not read yet. After each
+batch the events task reads it for every subscriber; one whose unread count has not moved
+(and is not 0) while ``subscriber_queue_bytes`` of events were published reads nothing, and
+is disconnected (libzmq frees its queue; the heap is trimmed soon after).
+
+*Connections and clients* (bus/peers.py). Socket monitors count the connections of both
+sockets; past the bound (a quarter of the open-file limit at most) a new connection is shut
+down at once, before libzmq can run out of descriptors, which aborts it. Each control
+message carries its connection's fd (ZMQ_SRCFD), so the server knows which client sent it:
+a client over ``max_in_flight`` requests without a reply gets ``too_many_requests``; when
+it disconnects, its requests in ``cancel_on_disconnect`` are cancelled; when its replies
+stay unread (its queue full), it is disconnected rather than left waiting for them.
+
 *Slow joiner.* A SUB socket's subscriptions reach the XPUB asynchronously, so a subscriber
 cannot know when it starts to receive. ``bus.sync`` closes that gap::
 

@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "more than a quarter of the open-file limit)")
     p.add_argument("--max-requests-in-flight", type=int, default=None, metavar="N",
                    help="requests of one client without a reply; more get too_many_requests (default 1024)")
+    p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
+                   help="an event subscriber that reads nothing while this many bytes are published is "
+                        "disconnected (default 8 MiB)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
 
@@ -1125,6 +1128,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers, "max-connections": args.max_connections,
         "max-requests-in-flight": args.max_requests_in_flight,
+        "subscriber-queue-bytes": args.subscriber_queue_bytes,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -1146,6 +1150,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
             max_connections=setting("max-connections", 4096),
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
+            subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             **network_settings(args),
         )
     except ValueError as error:

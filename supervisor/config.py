@@ -39,6 +39,8 @@ class Config:
         process); never more than a quarter of the open-file limit (docs/events.md, "Bounds").
     max_requests_in_flight: requests of one client without a reply, at most; the next one
         gets a ``too_many_requests`` error reply.
+    subscriber_queue_bytes: a subscriber of the event socket that reads nothing while this
+        many bytes of events are published is disconnected.
     """
 
     root: Path = field(default_factory=default_root)
@@ -56,6 +58,7 @@ class Config:
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
     max_connections: int = 4_096
     max_requests_in_flight: int = 1_024
+    subscriber_queue_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -81,7 +84,7 @@ class Config:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: {exc}") from None
         if subnet.prefixlen > 30:
             raise ValueError(f"invalid bridge subnet {self.bridge_subnet!r}: at most /30")
-        for name in ("max_connections", "max_requests_in_flight"):
+        for name in ("max_connections", "max_requests_in_flight", "subscriber_queue_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")

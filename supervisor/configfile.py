@@ -40,6 +40,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "insecure-registries": ((list,), "a list of HOST[:PORT]"),
     "max-connections": ((int,), "a whole number >= 1"),
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
+    "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -64,7 +65,7 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = value not in LOG_LEVELS
         elif not bad and key in ("stats-interval", "shutdown-timeout"):
             bad = not value >= 0
-        elif not bad and key in ("max-connections", "max-requests-in-flight"):
+        elif not bad and key in ("max-connections", "max-requests-in-flight", "subscriber-queue-bytes"):
             bad = value < 1
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)

@@ -142,7 +142,8 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         )
         server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated,
                            max_connections=config.max_connections, max_in_flight=config.max_requests_in_flight,
-                           cancel_on_disconnect=CANCEL_ON_DISCONNECT)
+                           cancel_on_disconnect=CANCEL_ON_DISCONNECT,
+                           subscriber_queue_bytes=config.subscriber_queue_bytes)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
