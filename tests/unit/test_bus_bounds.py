@@ -230,3 +230,38 @@ async def test_a_client_that_leaves_replies_unread_is_disconnected_not_left_wait
         assert server.stats.clients_cut_off == 1
     finally:
         context.destroy(linger=0)
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+async def test_a_subscriber_that_reads_nothing_is_disconnected_and_a_reader_keeps_up(
+    run_dir: Path, waits: Waits, nursery: trio.Nursery
+) -> None:
+    server = await start_server(nursery, run_dir, waits, subscriber_queue_bytes=1 << 20)
+    context = zmq.Context()
+    try:
+        stuck = context.socket(zmq.SUB)
+        stuck.setsockopt(zmq.LINGER, 0)
+        stuck.setsockopt(zmq.RCVHWM, 1)
+        stuck.setsockopt(zmq.RECONNECT_IVL, -1)
+        stuck.setsockopt(zmq.SUBSCRIBE, b"")
+        stuck.connect(f"ipc://{run_dir / 'events.sock'}")
+        await until(lambda: server.stats.subscribers == 1, "the stuck subscriber connected")
+        async with AsyncClient(run_dir) as client, client.subscribe(["big."]) as events:
+            received = []
+
+            async def read() -> None:
+                for _ in range(200):
+                    received.append(await events.receive())
+
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(read)
+                    for i in range(200):
+                        server.publish("big.thing", {"i": i, "pad": bytes(64 << 10)}, channel="big")
+                        await trio.sleep(0)  # let the reader and the events task run
+        assert [envelope.data["i"] for envelope in received] == list(range(200))
+        assert server.stats.subscribers_cut_off == 1  # the stuck one, not the reader
+    finally:
+        context.destroy(linger=0)
