@@ -39,8 +39,8 @@ find out from gaps in ``seq``. The publisher never blocks on a slow subscriber.
 it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
 kernel does: SIOCOUTQ on a subscriber's connection is what it has not read yet. After each
 batch the events task reads it for every subscriber; one whose unread count has not moved
-(and is not 0) while ``subscriber_queue_bytes`` of events were published reads nothing, and
-is disconnected (libzmq frees its queue; the heap is trimmed soon after).
+(and is not 0) while ``subscriber_queue_bytes`` of events were published, for 0.1 s at
+least, reads nothing, and is disconnected (libzmq frees its queue; the heap is trimmed soon after).
 
 *Connections and clients* (bus/peers.py). Socket monitors count the connections of both
 sockets; past the bound (a quarter of the open-file limit at most) a new connection is shut
@@ -132,6 +132,9 @@ MAX_CONNECTIONS = 4_096
 #: A subscriber that reads nothing while this many bytes of events are published is
 #: disconnected: what the daemon queues for it stays below about this much.
 SUBSCRIBER_QUEUE_BYTES = 8 << 20
+#: ... and at least this long (seconds): a reader that the scheduler left aside for a moment
+#: is not taken for one that reads nothing.
+SUBSCRIBER_STALL_SECONDS = 0.1
 #: After a subscriber leaves, free heap pages go back to the system after these delays (s).
 TRIM_DELAYS = (0.2, 1.0, 4.0)
 #: Requests of one client without a reply yet, at most; the next gets ``too_many_requests``.
@@ -319,7 +322,7 @@ class BusServer:
             raise ValueError("subscriber_queue_bytes must be at least 1")
         self.subscriber_queue_bytes = subscriber_queue_bytes
         self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
-        self._stalled: dict[int, tuple[int, int]] = {}  # subscriber fd -> (unread, _events_bytes then)
+        self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -830,16 +833,18 @@ class BusServer:
 
     def _check_subscribers(self) -> None:
         """Disconnect a subscriber that read nothing while subscriber_queue_bytes of events
-        were published (module doc, *Slow subscribers*)."""
+        were published, over SUBSCRIBER_STALL_SECONDS at least (module doc, *Slow
+        subscribers*)."""
         peers = self._peers["events"]
         stalled = self._stalled
         total = self._events_bytes
+        now = trio.current_time()
         for fd in peers.live_fds():
             unread = _unread_bytes(fd)
             previous = stalled.get(fd)
             if unread <= 0 or previous is None or previous[0] != unread:
-                stalled[fd] = (unread, total)  # it reads (or has nothing to read)
-            elif total - previous[1] >= self.subscriber_queue_bytes:
+                stalled[fd] = (unread, total, now)  # it reads (or has nothing to read)
+            elif total - previous[1] >= self.subscriber_queue_bytes and now - previous[2] >= SUBSCRIBER_STALL_SECONDS:
                 del stalled[fd]
                 self._cut_off_subscriber(fd, total - previous[1])
         if len(stalled) > peers.stats.connections:
