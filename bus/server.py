@@ -322,6 +322,7 @@ class BusServer:
             raise ValueError("subscriber_queue_bytes must be at least 1")
         self.subscriber_queue_bytes = subscriber_queue_bytes
         self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
+        self._checked_at = 0  # _events_bytes at the last _check_subscribers()
         self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
@@ -824,7 +825,10 @@ class BusServer:
             stats.events_sent += sent
             if sent:
                 self._events_bytes += sent_bytes
-                self._check_subscribers()
+                # An ioctl per subscriber: once per eighth of the bound published, not per batch.
+                if self._events_bytes - self._checked_at >= self.subscriber_queue_bytes >> 3:
+                    self._checked_at = self._events_bytes
+                    self._check_subscribers()
             if queue:
                 await trio.lowlevel.checkpoint()
             else:
