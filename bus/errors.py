@@ -24,6 +24,7 @@ ERROR_CODES = frozenset(
         "conflict",  # the name is taken, the object is in use
         "invalid_state",  # the operation is not possible in the object's current state
         "timeout",  # the daemon gave up waiting
+        "too_many_requests",  # the client has too many requests without a reply; retry after some
         "internal",  # a bug or an unexpected system error; the daemon logged it
     }
 )

@@ -35,6 +35,21 @@ parks on the socket when both are empty; ``publish`` wakes it when the deque goe
 empty to non-empty. PUB/XPUB drops silently at a subscriber's high-water mark; subscribers
 find out from gaps in ``seq``. The publisher never blocks on a slow subscriber.
 
+*Slow subscribers.* The high-water mark counts messages, and a log record can be 1 MiB, so
+it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
+kernel does: SIOCOUTQ on a subscriber's connection is what it has not read yet. After each
+batch the events task reads it for every subscriber; one whose unread count has not moved
+(and is not 0) while ``subscriber_queue_bytes`` of events were published, for 0.1 s at
+least, reads nothing, and is disconnected (libzmq frees its queue; the heap is trimmed soon after).
+
+*Connections and clients* (bus/peers.py). Socket monitors count the connections of both
+sockets; past the bound (a quarter of the open-file limit at most) a new connection is shut
+down at once, before libzmq can run out of descriptors, which aborts it. Each control
+message carries its connection's fd (ZMQ_SRCFD), so the server knows which client sent it:
+a client over ``max_in_flight`` requests without a reply gets ``too_many_requests``; when
+it disconnects, its requests in ``cancel_on_disconnect`` are cancelled; when its replies
+stay unread (its queue full), it is disconnected rather than left waiting for them.
+
 *Slow joiner.* A SUB socket's subscriptions reach the XPUB asynchronously, so a subscriber
 cannot know when it starts to receive. ``bus.sync`` closes that gap::
 
@@ -54,12 +69,17 @@ happen to use the same prefix both get their token seen.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
+import resource
 import socket as _socket
 import stat
+import struct
+import sys
+import termios
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +92,7 @@ from bus import codec
 from bus.client import CONTROL_SOCKET, EVENTS_SOCKET
 from bus.codec import Envelope
 from bus.errors import ERROR_CODES, BusError, FrameError, FrameTooLarge, MalformedFrame
+from bus.peers import Peers
 from bus.trio_zmq import AsyncSocket
 
 __all__ = ["BusServer", "BusStats", "Handler", "Request", "RequestFailed", "CONTROL_SOCKET", "EVENTS_SOCKET"]
@@ -104,6 +125,23 @@ CONTROL_MAXMSGSIZE = 4 * codec.MAX_FRAME
 INBOX_LIMIT = 1_024
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
+#: Connections per bus socket, at most (and a quarter of it per client process); lowered to
+#: a quarter of the open-file limit, so that both sockets together leave half of the
+#: descriptors to containers and the store (see bus/peers.py).
+MAX_CONNECTIONS = 4_096
+#: A subscriber that reads nothing while this many bytes of events are published is
+#: disconnected: what the daemon queues for it stays below about this much.
+SUBSCRIBER_QUEUE_BYTES = 8 << 20
+#: ... and at least this long (seconds): a reader that the scheduler left aside for a moment
+#: is not taken for one that reads nothing.
+SUBSCRIBER_STALL_SECONDS = 0.1
+#: After a subscriber leaves, free heap pages go back to the system after these delays (s).
+TRIM_DELAYS = (0.2, 1.0, 4.0)
+#: Requests of one client without a reply yet, at most; the next gets ``too_many_requests``.
+MAX_IN_FLIGHT = 1_024
+#: Ops whose requests are cancelled when their client disconnects: they only wait, and an
+#: answer nobody will read is not worth the memory (a daemon adds its own, e.g. container.wait).
+CANCEL_ON_DISCONNECT = frozenset({"bus.sync"})
 
 _SYNC_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}\Z")
 
@@ -139,6 +177,15 @@ class BusStats:
     events_sent: int = 0  # events written to the XPUB socket
     events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
     subscriptions: int = 0  # subscription messages seen on the XPUB socket
+    requests_refused: int = 0  # too_many_requests: the client had max_in_flight without a reply
+    requests_cancelled: int = 0  # abandoned: their client disconnected before the reply
+    requests_abandoned: int = 0  # not run: they came from a connection that is gone or refused
+    in_flight: int = 0  # requests without a reply, now
+    clients_cut_off: int = 0  # clients disconnected because they left a reply unread (queue full)
+    subscribers_cut_off: int = 0  # subscribers disconnected: they read nothing for subscriber_queue_bytes
+    connections: int = 0  # control.sock connections, now
+    subscribers: int = 0  # events.sock connections, now
+    connections_refused: int = 0  # closed at once: over the bound (both sockets)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -233,6 +280,10 @@ class BusServer:
         source: str = "dockyard",
         log: Any = None,
         activated: Mapping[str, int] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        cancel_on_disconnect: Collection[str] = (),
+        subscriber_queue_bytes: int = SUBSCRIBER_QUEUE_BYTES,
     ):
         builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
         clash = sorted(set(handlers) & set(builtin))
@@ -258,6 +309,21 @@ class BusServer:
         self._running: dict[tuple[bytes, int], Request] = {}  # (peer, request id): for stream input
         self._drained = trio.Event()
         self._events_linger_ms = 0
+        if max_connections < 1 or max_in_flight < 1:
+            raise ValueError("max_connections and max_in_flight must be at least 1")
+        self.max_connections = max_connections
+        self._peers = {role: Peers(max_connections, max_in_flight) for role in ("control", "events")}
+        self._monitors: dict[str, AsyncSocket] = {}
+        self._cancel_on_disconnect = CANCEL_ON_DISCONNECT | frozenset(cancel_on_disconnect)
+        self._abandonable: dict[bytes, set[trio.CancelScope]] = {}  # peer -> its cancellable requests
+        self._nursery: trio.Nursery | None = None
+        self._trimming = False
+        if subscriber_queue_bytes < 1:
+            raise ValueError("subscriber_queue_bytes must be at least 1")
+        self.subscriber_queue_bytes = subscriber_queue_bytes
+        self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
+        self._checked_at = 0  # _events_bytes at the last _check_subscribers()
+        self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -390,6 +456,8 @@ class BusServer:
             events.setsockopt(zmq.LINGER, 0)
             events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
             events.setsockopt(zmq.XPUB_VERBOSE, 1)
+            for role, sock in (("control", control), ("events", events)):
+                self._monitors[role] = AsyncSocket(_monitor(context, sock, f"inproc://bus-monitor-{role}-{id(self)}"))
             for role, sock, path in (("control", control, self.control_path), ("events", events, self.events_path)):
                 if role in self._activated:
                     sock.setsockopt(zmq.USE_FD, self._activated.pop(role))  # libzmq closes it
@@ -402,7 +470,10 @@ class BusServer:
             self._events = AsyncSocket(events)
             task_status.started()
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._serve_events)
+                for role in self._monitors:
+                    nursery.start_soon(self._serve_monitor, role)
                 await self._serve_control(nursery)
         finally:
             if self._control is not None:
@@ -410,6 +481,10 @@ class BusServer:
             if self._events is not None:
                 self._events.close(linger=self._events_linger_ms)
             self._control = self._events = None
+            self._nursery = None
+            for monitor in self._monitors.values():
+                monitor.close()
+            self._monitors.clear()
             context.destroy(linger=0)
             for path, inode in bound.items():
                 _unlink_if_ours(path, inode)
@@ -422,13 +497,22 @@ class BusServer:
     async def _serve_control(self, nursery: trio.Nursery) -> None:
         control = self._control
         assert control is not None
+        peers = self._peers["control"]
         while True:
-            self._on_control_message(nursery, await control.recv())
+            frames, fd = await control.recv_from()
+            # Every monitor event libzmq reported before this message: fd is then current.
+            self._read_monitor("control")
+            if peers.is_refused(fd) or (frames and not peers.seen(frames[0], fd)):
+                # From a connection refused, cut off or gone: nobody would read an answer.
+                self.stats.requests_abandoned += 1
+                continue
+            self._on_control_message(nursery, frames)
 
     def _on_control_message(self, nursery: trio.Nursery, frames: list[bytes]) -> None:
         """One message from the ROUTER (``[peer, frame]``): a request gets a task that
-        answers it with exactly one reply; a bad frame or an unknown operation is answered
-        at once; a client's stream message is filed; anything else is counted."""
+        answers it with exactly one reply (or ``too_many_requests`` at once past the client's
+        cap); a bad frame or an unknown operation is answered at once; a client's stream
+        message is filed; anything else is counted."""
         if len(frames) != 2:
             self.stats.frames_bad += 1
             self._debug("bus dropped a control message", frames=len(frames))
@@ -464,9 +548,29 @@ class BusServer:
             )
             self._send_reply(peer, frame, error=True)
             return
+        if not self._peers["control"].begin(peer):
+            self._refuse_request(peer, op, envelope.seq)
+            return
+        self.stats.in_flight += 1
         request = Request(op, envelope.data, envelope.seq, envelope.source, peer, self)
         self._running[(peer, envelope.seq)] = request
         nursery.start_soon(self._run_handler, handler, request, name=f"bus request {op}")
+
+    def _refuse_request(self, peer: bytes, op: str, request_id: int) -> None:
+        self.stats.requests_refused += 1
+        limit = self._peers["control"].max_in_flight
+        frame = codec.encode(
+            codec.error_reply(
+                op,
+                request_id,
+                "too_many_requests",
+                f"cannot run {op!r}: this client already has {limit} requests without a reply "
+                "(wait for some replies first)",
+                {"limit": limit},
+                source=self.source,
+            )
+        )
+        self._send_reply(peer, frame, error=True)
 
     def _file_stream_message(self, peer: bytes, envelope: Envelope) -> None:
         request = self._running.get((peer, envelope.seq))
@@ -482,16 +586,36 @@ class BusServer:
         self._send_reply(peer, frame, error=True)
 
     async def _run_handler(self, handler: Handler, request: Request) -> None:
-        error = False
         try:
-            result = await handler(request)
-            frame = codec.encode(codec.reply(request.op, request.request_id, result, source=self.source))
-        except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
-            error = True
-            frame = self._error_frame(request, exc)
+            await self._handle(handler, request)
         finally:
-            if self._running.get((request.peer, request.request_id)) is request:
-                del self._running[(request.peer, request.request_id)]
+            self._peers["control"].end(request.peer)
+            self.stats.in_flight -= 1
+
+    async def _handle(self, handler: Handler, request: Request) -> None:
+        error = False
+        frame = b""
+        abandonable = self._abandonable_scopes(request)
+        with trio.CancelScope() as scope:
+            if abandonable is not None:
+                abandonable.add(scope)
+            try:
+                result = await handler(request)
+                frame = codec.encode(codec.reply(request.op, request.request_id, result, source=self.source))
+            except Exception as exc:  # noqa: BLE001 - the daemon outlives any handler
+                error = True
+                frame = self._error_frame(request, exc)
+            finally:
+                if self._running.get((request.peer, request.request_id)) is request:
+                    del self._running[(request.peer, request.request_id)]
+                if abandonable is not None:
+                    abandonable.discard(scope)
+                    if not abandonable:
+                        self._abandonable.pop(request.peer, None)
+        if scope.cancelled_caught:
+            self.stats.requests_cancelled += 1
+            self._debug("bus cancelled a request: its client is gone", op=request.op, request_id=request.request_id)
+            return
         # A peer over its high-water mark gets time to drain. ZeroMQ cannot tell when one
         # ROUTER peer has room again (POLLOUT means "some peer"), hence the back-off.
         with trio.move_on_after(REPLY_SEND_TIMEOUT):
@@ -502,7 +626,15 @@ class BusServer:
             self._count_reply(sent, error)
             return
         self.stats.replies_dropped += 1
-        self._debug("bus dropped a reply: the peer stayed full", op=request.op, request_id=request.request_id)
+        self._cut_off(request.peer, f"it left {CONTROL_SNDHWM} replies unread for {REPLY_SEND_TIMEOUT:g} s")
+
+    def _abandonable_scopes(self, request: Request) -> set[trio.CancelScope] | None:
+        """The set to file the request's cancel scope in, if its client's leaving cancels it."""
+        if request.op not in self._cancel_on_disconnect:
+            return None
+        if not self._peers["control"].connected(request.peer):
+            return None  # unknown connection (no monitor event for it): nothing would cancel it
+        return self._abandonable.setdefault(request.peer, set())
 
     def _error_frame(self, request: Request, exc: Exception) -> bytes:
         code = getattr(exc, "code", None)
@@ -530,7 +662,7 @@ class BusServer:
         sent = self._send_to(peer, frame)
         if sent is False:
             self.stats.replies_dropped += 1
-            self._debug("bus dropped a reply: the peer is full")
+            self._cut_off(peer, f"it left {CONTROL_SNDHWM} replies unread")
         else:
             self._count_reply(sent, error)
 
@@ -563,6 +695,119 @@ class BusServer:
                 self._debug("bus send failed", error=str(exc))
             return None
 
+    # --- connections (bus/peers.py) --------------------------------------------------------
+
+    async def _serve_monitor(self, role: str) -> None:
+        monitor = self._monitors[role]
+        while True:
+            await monitor.wait(zmq.POLLIN)
+            self._read_monitor(role)
+
+    def _read_monitor(self, role: str) -> None:
+        """Take every pending monitor event of one socket: count connections, refuse the
+        excess, cancel what a departed client left waiting."""
+        monitor = self._monitors.get(role)
+        if monitor is None:
+            return
+        batch = []
+        while (message := monitor.recv_nowait()) is not None:
+            if len(message) == 2 and len(message[0]) == 6:
+                batch.append((int.from_bytes(message[0][:2], "little"), int.from_bytes(message[0][2:], "little")))
+        if not batch:
+            return
+        subscriber_left = False
+        peers = self._peers[role]
+        peers.max_connections = self.connection_limit()
+        path = os.fsencode(self.control_path if role == "control" else self.events_path)
+        # A connection that is gone later in this batch: its fd may already be another file.
+        last_gone = {fd: index for index, (event, fd) in enumerate(batch) if event == zmq.EVENT_DISCONNECTED}
+        for index, (event, fd) in enumerate(batch):
+            if event == zmq.EVENT_ACCEPTED:
+                sock = None if last_gone.get(fd, -1) > index else _own_connection(fd, path)
+                try:
+                    pid = _peer_pid(sock)
+                    # One that cannot be closed (gone already, or not recognised) is counted.
+                    if not peers.accepted(fd, pid, refusable=sock is not None):
+                        _shut_down(sock)
+                        self._warn_refused(role, pid)
+                finally:
+                    if sock is not None:
+                        sock.detach()
+            elif event == zmq.EVENT_DISCONNECTED:
+                for routing_id in peers.disconnected(fd):
+                    for scope in self._abandonable.pop(routing_id, ()):
+                        scope.cancel()
+                subscriber_left = subscriber_left or role == "events"
+        if subscriber_left:
+            # libzmq has freed (or is freeing) what it queued for the subscriber: give the
+            # pages back to the system, which glibc's arenas would otherwise keep.
+            self._trim_memory()
+        self.stats.connections = self._peers["control"].stats.connections
+        self.stats.subscribers = self._peers["events"].stats.connections
+        self.stats.connections_refused = sum(p.stats.connections_refused for p in self._peers.values())
+
+    def _trim_memory(self) -> None:
+        if self._trimming or self._nursery is None:
+            return
+        self._trimming = True
+        self._nursery.start_soon(self._trim_later)
+
+    async def _trim_later(self) -> None:
+        """libzmq frees a departed subscriber's queue after its pipe is torn down, and pyzmq
+        lets go of zero-copy frames after that: trim a few times over the next seconds."""
+        try:
+            for delay in TRIM_DELAYS:
+                await trio.sleep(delay)
+                _release_free_memory()
+        finally:
+            self._trimming = False
+
+    def connection_limit(self) -> int:
+        """Connections per socket now: max_connections, at most a quarter of the open-file
+        limit (read each time: an administrator may lower it while the daemon runs)."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft // 4))
+
+    def _warn_refused(self, role: str, pid: int) -> None:
+        peers = self._peers[role]
+        refused = peers.stats.connections_refused
+        if self._log is not None and (refused & (refused - 1)) == 0:  # 1, 2, 4, 8...: never a flood of lines
+            self._log.warning(
+                "bus refused a connection: too many",
+                socket=role,
+                pid=pid,
+                connections=peers.stats.connections,
+                limit=peers.max_connections,
+                per_process=peers.max_per_process,
+                refused=refused,
+            )
+
+    def _cut_off(self, peer: bytes, reason: str) -> None:
+        """Disconnect a control client that does not read its replies: it learns that its
+        replies were lost from the closed connection, not by waiting for them forever."""
+        self._read_monitor("control")
+        path = os.fsencode(self.control_path)
+        cut = self._peers["control"].cut_off(peer)
+        if cut is None:
+            self._debug("bus dropped a reply: the peer is gone", reason=reason)
+            return
+        fd, routing_ids = cut
+        pid = 0
+        sock = _own_connection(fd, path)
+        if sock is not None:
+            pid = _peer_pid(sock)
+            _shut_down(sock)
+            sock.detach()
+        for routing_id in routing_ids:
+            for scope in self._abandonable.pop(routing_id, ()):
+                scope.cancel()
+        self.stats.clients_cut_off += 1
+        self.stats.connections = self._peers["control"].stats.connections
+        if self._log is not None:
+            self._log.warning("bus disconnected a client that does not read its replies", reason=reason, pid=pid)
+
     # --- event socket ---------------------------------------------------------------------
 
     async def _serve_events(self) -> None:
@@ -576,7 +821,7 @@ class BusServer:
         while True:
             while (message := events.recv_nowait()) is not None:
                 self._on_subscription(message)
-            sent = 0
+            sent = sent_bytes = 0
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
@@ -587,12 +832,57 @@ class BusServer:
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
                     stats.events_dropped += 1
                 sent += 1
+                sent_bytes += len(frame)
             stats.events_sent += sent
+            if sent:
+                self._events_bytes += sent_bytes
+                # An ioctl per subscriber: once per eighth of the bound published, not per batch.
+                if self._events_bytes - self._checked_at >= self.subscriber_queue_bytes >> 3:
+                    self._checked_at = self._events_bytes
+                    self._check_subscribers()
             if queue:
                 await trio.lowlevel.checkpoint()
             else:
                 self._drained.set()
                 await events.wait(zmq.POLLIN)
+
+    def _check_subscribers(self) -> None:
+        """Disconnect a subscriber that read nothing while subscriber_queue_bytes of events
+        were published, over SUBSCRIBER_STALL_SECONDS at least (module doc, *Slow
+        subscribers*)."""
+        peers = self._peers["events"]
+        stalled = self._stalled
+        total = self._events_bytes
+        now = trio.current_time()
+        for fd in peers.live_fds():
+            unread = _unread_bytes(fd)
+            previous = stalled.get(fd)
+            if unread <= 0 or previous is None or previous[0] != unread:
+                stalled[fd] = (unread, total, now)  # it reads (or has nothing to read)
+            elif total - previous[1] >= self.subscriber_queue_bytes and now - previous[2] >= SUBSCRIBER_STALL_SECONDS:
+                del stalled[fd]
+                self._cut_off_subscriber(fd, total - previous[1])
+        if len(stalled) > peers.stats.connections:
+            live = set(peers.live_fds())
+            for fd in [fd for fd in stalled if fd not in live]:
+                del stalled[fd]
+
+    def _cut_off_subscriber(self, fd: int, published: int) -> None:
+        sock = _own_connection(fd, os.fsencode(self.events_path))
+        if sock is None:
+            return
+        try:
+            pid = _peer_pid(sock)
+            _shut_down(sock)
+        finally:
+            sock.detach()
+        self._peers["events"].refuse(fd)
+        self.stats.subscribers_cut_off += 1
+        self.stats.subscribers = self._peers["events"].stats.connections
+        self._trim_memory()
+        if self._log is not None:
+            self._log.warning("bus disconnected a subscriber that reads nothing", pid=pid,
+                              published=published, limit=self.subscriber_queue_bytes)
 
     def _on_subscription(self, message: list[bytes]) -> None:
         if len(message) != 1 or not message[0]:
@@ -662,6 +952,92 @@ class BusServer:
     def _debug(self, event: str, **fields: Any) -> None:
         if self._log is not None:
             self._log.debug(event, **fields)
+
+
+def _monitor(context: zmq.Context, sock: zmq.Socket, address: str) -> zmq.Socket:
+    """A PAIR socket that gets sock's ACCEPTED and DISCONNECTED events, none dropped: its
+    receive queue is unbounded (libzmq drops monitor events at a full queue, and a lost
+    DISCONNECTED would leak a connection from the count). Call before sock binds."""
+    sock.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    pair = context.socket(zmq.PAIR)
+    pair.setsockopt(zmq.LINGER, 0)
+    pair.setsockopt(zmq.RCVHWM, 0)
+    pair.connect(address)
+    return pair
+
+
+def _own_connection(fd: int, path: bytes) -> _socket.socket | None:
+    """A socket object over fd (detach() it after use) if fd is a connection accepted on the
+    unix socket bound at path, else None: fds are reused, see bus/peers.py."""
+    try:
+        sock = _socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        name = sock.getsockname() if sock.family == _socket.AF_UNIX else None
+    except OSError:
+        name = None
+    if name is not None and (os.fsencode(name) == path or _same_file(name, path)):
+        return sock
+    sock.detach()
+    return None
+
+
+def _same_file(name: str | bytes, path: bytes) -> bool:
+    """The socket file a connection was accepted on is ours under another name (a socket
+    bound by systemd through a symlinked run dir)."""
+    if not name:
+        return False
+    try:
+        return os.path.samefile(name, path)
+    except (OSError, ValueError):
+        return False
+
+
+def _peer_pid(sock: _socket.socket | None) -> int:
+    """The pid of the process at the other end of a connection, 0 if unknown."""
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))[0]
+    except OSError:
+        return 0
+
+
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): return free heap pages to the system (nothing elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6", use_errno=True).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes sent on a connection that its peer has not read yet (SIOCOUTQ); -1 if unknown."""
+    buffer = bytearray(4)
+    try:
+        fcntl.ioctl(fd, termios.TIOCOUTQ, buffer)
+    except OSError:
+        return -1
+    return int.from_bytes(buffer, sys.byteorder, signed=True)
+
+
+def _shut_down(sock: _socket.socket) -> None:
+    """Shut a connection down both ways: libzmq (which owns the fd) sees the end of the
+    stream and closes it."""
+    try:
+        sock.shutdown(_socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _ipc_path_max() -> int:

@@ -118,6 +118,26 @@ class AsyncSocket:
             self.touched()
         return message
 
+    def recv_from_nowait(self) -> tuple[list[bytes], int] | None:
+        """As :meth:`recv_nowait` (bytes frames), with the descriptor of the connection the
+        message came in on (ZMQ_SRCFD, -1 if libzmq does not tell). libzmq closes that
+        descriptor when the peer goes, and the kernel may reuse it: see bus/peers.py."""
+        socket = self.socket
+        try:
+            first = socket.recv(zmq.NOBLOCK, copy=False)
+            message = [first.bytes]
+            while socket.get(zmq.RCVMORE):
+                message.append(socket.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            return None
+        finally:
+            self.touched()
+        try:
+            fd = first.get(zmq.SRCFD)
+        except zmq.ZMQError:
+            fd = -1
+        return message, fd
+
     def touched(self) -> None:
         """Tell the waiting task (if any) that libzmq was called, so it re-reads EVENTS."""
         if self._parked is not None:
@@ -171,6 +191,16 @@ class AsyncSocket:
             if message is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return message
+            await self.wait(zmq.POLLIN)
+
+    async def recv_from(self) -> tuple[list[bytes], int]:
+        """As :meth:`recv`, with the connection's descriptor (:meth:`recv_from_nowait`)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            received = self.recv_from_nowait()
+            if received is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return received
             await self.wait(zmq.POLLIN)
 
     async def send(self, frames: Sequence[bytes]) -> None:

@@ -39,6 +39,12 @@ class Config:
         TLS, as docker's ``--insecure-registry``; loopback registries always are.
     default_pids_limit: the pids limit given at create to a container without its own
         ``--pids-limit`` (podman's default is 2048; docker has none); -1 for none.
+    max_connections: connections per bus socket, at most (a quarter of it per client
+        process); never more than a quarter of the open-file limit (docs/events.md, "Bounds").
+    max_requests_in_flight: requests of one client without a reply, at most; the next one
+        gets a ``too_many_requests`` error reply.
+    subscriber_queue_bytes: a subscriber of the event socket that reads nothing while this
+        many bytes of events are published is disconnected.
     """
 
     root: Path = field(default_factory=default_root)
@@ -55,6 +61,9 @@ class Config:
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
     default_pids_limit: int = DEFAULT_PIDS_LIMIT
+    max_connections: int = 4_096
+    max_requests_in_flight: int = 1_024
+    subscriber_queue_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -83,6 +92,10 @@ class Config:
         if type(self.default_pids_limit) is not int or not (self.default_pids_limit == -1 or self.default_pids_limit > 0):
             raise ValueError(f"the default pids limit must be a positive number of processes, or -1 for none, "
                              f"not {self.default_pids_limit!r}")
+        for name in ("max_connections", "max_requests_in_flight", "subscriber_queue_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

@@ -41,6 +41,9 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "workers": ((list,), "a list of worker names"),
     "insecure-registries": ((list,), "a list of HOST[:PORT]"),
     "default-pids-limit": ((int,), "a positive number of processes, or -1 for none"),
+    "max-connections": ((int,), "a whole number >= 1"),
+    "max-requests-in-flight": ((int,), "a whole number >= 1"),
+    "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -67,6 +70,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = not value >= 0
         elif not bad and key == "default-pids-limit":
             bad = not (value == -1 or value > 0)
+        elif not bad and key in ("max-connections", "max-requests-in-flight", "subscriber-queue-bytes"):
+            bad = value < 1
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)
         if bad:

@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from bus.server import BusServer
-from supervisor import configfile, systemd
+from supervisor import configfile, operations, systemd
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.config import Config
 from supervisor.errors import DockyardError
@@ -33,6 +33,11 @@ from supervisor.handlers import Handlers
 from supervisor.journal import Journal
 from supervisor.logconfig import configure_logging, set_log_level
 from supervisor.workers import WorkerManager
+
+
+#: Requests that only wait for something: cancelled when their client disconnects (the
+#: others run to the end, their reply dropped, so that no change is left half-made).
+CANCEL_ON_DISCONNECT = frozenset({operations.CONTAINER_WAIT, operations.LOGS_READ})
 
 
 class DaemonLock:
@@ -102,7 +107,10 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
             bus_stats=lambda: server.stats.as_dict(),
             workers=workers.status,
         )
-        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated)
+        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated,
+                           max_connections=config.max_connections, max_in_flight=config.max_requests_in_flight,
+                           cancel_on_disconnect=CANCEL_ON_DISCONNECT,
+                           subscriber_queue_bytes=config.subscriber_queue_bytes)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

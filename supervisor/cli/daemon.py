@@ -38,6 +38,14 @@ def register(sub: Any) -> None:
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
                    help="the bridge's subnet; its first address is the gateway (default 172.31.0.0/16)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="connections per bus socket, a quarter of it per client process (default 4096; never "
+                        "more than a quarter of the open-file limit)")
+    p.add_argument("--max-requests-in-flight", type=int, default=None, metavar="N",
+                   help="requests of one client without a reply; more get too_many_requests (default 1024)")
+    p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
+                   help="an event subscriber that reads nothing while this many bytes are published is "
+                        "disconnected (default 8 MiB)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
     p.set_defaults(handler=cmd_daemon, client=False)
@@ -69,6 +77,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "cgroup-root": args.cgroup_root,
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
+        "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
+        "subscriber-queue-bytes": args.subscriber_queue_bytes,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -89,6 +99,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             shutdown_timeout=float(setting("shutdown-timeout", 30.0)),
             workers=tuple(workers) if workers is not None else None,
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
+            max_connections=setting("max-connections", 4096),
+            max_requests_in_flight=setting("max-requests-in-flight", 1024),
+            subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             **network_settings(args),
         )
