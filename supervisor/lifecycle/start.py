@@ -34,7 +34,7 @@ import trio
 from supervisor import health, stats
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import devices
+from supervisor.lifecycle import privileges
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
@@ -84,7 +84,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
     async with start_attempt(core, container) as undo:
         cgroup = core.cgroups.create(container.id)
         undo.push_async_callback(trio.to_thread.run_sync, cgroup.remove)
-        cgroup.apply(container.spec.resources, devices=devices.device_rules(container.spec.resources))
+        cgroup.apply(container.spec.resources, devices=privileges.device_rules(container.spec))
         network = await prepare_network(core, container)
         undo.push_async_callback(core.network.release, network)
         # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
@@ -135,12 +135,11 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -
         user=resolved.user,
         hostname=resolved.hostname,
         cgroup_procs=tuple(cgroup.procs_files),
-        capabilities=devices.capabilities(cgroup),
-        devices=devices.device_nodes(container.spec.resources),
         network_namespace=network.namespace,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,
+        **privileges.launch_fields(container.spec, cgroup),
     )
 
 
