@@ -94,7 +94,10 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         hold = not container.spec.auto_remove
         stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
         prepare = functools.partial(core.network.connect, network)
-        process = await core.launcher.launch(launch_config(container, cgroup, network, hold), stdio,
+        # In a thread: the first start with a profile and capability set compiles its seccomp
+        # filter (~30 ms); later ones find it cached (lifecycle/privileges.py).
+        security = await trio.to_thread.run_sync(privileges.launch_fields, container.spec, cgroup)
+        process = await core.launcher.launch(launch_config(container, cgroup, network, hold, security), stdio,
                                              prepare=prepare, hold_mounts=hold)
     container.network = network
     container.process = process
@@ -120,8 +123,9 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
     core.network.serve(network, core.nursery)
 
 
-def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -> LaunchConfig:
-    """What the init stage needs to make the container's process."""
+def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, security: dict[str, Any]) -> LaunchConfig:
+    """What the init stage needs to make the container's process (``security``: the fields
+    of ``privileges.launch_fields``)."""
     resolved = container.resolved
     return LaunchConfig(
         container_id=container.id,
@@ -139,7 +143,7 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,
-        **privileges.launch_fields(container.spec, cgroup),
+        **security,
     )
 
 
