@@ -250,6 +250,7 @@ class Container:
                 "PublishAllPorts": self.spec.publish_all,
                 "ExtraHosts": list(self.spec.add_host) or None,
                 "Dns": list(self.spec.dns),
+                **_security_host_config(self.spec),
                 **self.spec.resources.host_config(),
                 "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
             },
@@ -264,6 +265,18 @@ class Container:
                 },
             },
         }
+
+
+def _security_host_config(spec: Any) -> dict[str, Any]:
+    """The security fields of docker's HostConfig (docs/security.md)."""
+    return {
+        "CapAdd": list(spec.cap_add) or None,
+        "CapDrop": list(spec.cap_drop) or None,
+        "Privileged": spec.privileged,
+        "SecurityOpt": list(spec.security_opt) or None,
+        "GroupAdd": list(spec.group_add) or None,
+        "Sysctls": dict(entry.split("=", 1) for entry in spec.sysctls) or None,
+    }
 
 
 def _network_settings(container: Container) -> dict[str, Any]:

@@ -99,6 +99,11 @@ class ExecConfig:
     user: str
     cgroup_procs: tuple[str, ...]
     capabilities: tuple[str, ...]
+    # The container's own (lifecycle/privileges.py): the seccomp program in hex, no_new_privs,
+    # the --group-add groups.
+    seccomp: str = ""
+    no_new_privileges: bool = False
+    group_add: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not CONTAINER_ID.match(self.container_id):
@@ -117,6 +122,9 @@ class ExecConfig:
                 "user": self.user,
                 "cgroup_procs": list(self.cgroup_procs),
                 "capabilities": list(self.capabilities),
+                "seccomp": self.seccomp,
+                "no_new_privileges": self.no_new_privileges,
+                "group_add": list(self.group_add),
             },
             separators=(",", ":"),
         ).encode()

@@ -79,6 +79,13 @@ class ContainerSpec:
     publish_all: bool = False  # -P: the image's exposed ports on random host ports
     add_host: tuple[str, ...] = ()  # --add-host HOST:IP
     dns: tuple[str, ...] = ()  # --dns IP
+    # Security (supervisor/privileges.py, docs/security.md).
+    cap_add: tuple[str, ...] = ()  # CAP_NAME or ALL, normalised
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    security_opt: tuple[str, ...] = ()  # seccomp=unconfined|<profile JSON>, no-new-privileges[=bool]
+    group_add: tuple[str, ...] = ()  # group names or ids
+    sysctls: tuple[str, ...] = ()  # KEY=VALUE, namespaced keys only (a map is accepted too)
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -121,6 +128,7 @@ class ContainerSpec:
         if policy.name != "no" and self.auto_remove:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
         _check_network(self)
+        _check_security(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -148,8 +156,8 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns"):
-            if key in values:
+        for key in ("cmd", "env", "publish", "add_host", "dns", *_SECURITY_LISTS):
+            if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
                 values[key] = tuple(values[key])
@@ -174,9 +182,16 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
-        for key in ("publish", "add_host", "dns"):
+        for key in ("publish", "add_host", "dns", *_SECURITY_LISTS):
             data[key] = list(getattr(self, key))
         return data
+
+    @property
+    def security_options(self) -> Any:
+        """The parsed ``security_opt`` (privileges.SecurityOptions)."""
+        from supervisor import privileges
+
+        return privileges.parse_security_options(self.security_opt)
 
 
 def _check_network(spec: ContainerSpec) -> None:
@@ -202,6 +217,31 @@ def _check_network(spec: ContainerSpec) -> None:
             f"--network {spec.network} shares that container's network: --add-host, --dns and --hostname "
             "cannot be set", flag="--network"
         )
+
+
+#: The security fields that hold a list of strings.
+_SECURITY_LISTS = ("cap_add", "cap_drop", "security_opt", "group_add", "sysctls")
+
+
+def _check_security(spec: ContainerSpec) -> None:
+    """The security fields (supervisor/privileges.py), normalised: capability names to
+    CAP_NAME, sysctls given as a map to KEY=VALUE entries."""
+    from supervisor import privileges
+
+    if isinstance(spec.sysctls, dict):
+        object.__setattr__(spec, "sysctls", tuple(f"{key}={value}" for key, value in spec.sysctls.items()))
+    for key in _SECURITY_LISTS:
+        if isinstance(getattr(spec, key), list):
+            object.__setattr__(spec, key, tuple(getattr(spec, key)))
+        _strings(key, getattr(spec, key))
+    if type(spec.privileged) is not bool:
+        raise InvalidArgument("spec.privileged: must be true or false")
+    for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop")):
+        names = tuple(privileges.capability(name, flag) for name in getattr(spec, key))
+        object.__setattr__(spec, key, tuple(dict.fromkeys(names)))
+    privileges.parse_security_options(spec.security_opt)
+    object.__setattr__(spec, "group_add", tuple(privileges.check_group(entry) for entry in spec.group_add))
+    object.__setattr__(spec, "sysctls", tuple(privileges.check_sysctl(entry, spec.network) for entry in spec.sysctls))
 
 
 def _health_flags(flags: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 TOOLS = {
     "busybox": "busybox-static",
     "docker-registry": "docker-registry",
+    "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",
     "iptables": "iptables",
     "nsenter": "util-linux",

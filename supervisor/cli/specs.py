@@ -62,6 +62,7 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
+    security_options(parser)
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="log option (repeatable): mode=blocking|non-blocking, max-buffer-size=SIZE "
                              "(default 4m), max-size=SIZE (one segment, default 64m), max-file=N (default 5)")
@@ -126,7 +127,51 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.log_opt:
         spec["log_options"] = log_options_from(args.log_opt)
     network_spec(args, spec)
+    security_spec(args, spec)
     return spec
+
+
+def security_options(parser: argparse.ArgumentParser) -> None:
+    """The security flags (docs/security.md)."""
+    parser.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                        help="add a capability (CAP_NET_ADMIN or NET_ADMIN; ALL for every one; repeatable)")
+    parser.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                        help="drop a capability (ALL for every one; repeatable)")
+    parser.add_argument("--privileged", action="store_true",
+                        help="every capability, no seccomp filter, no masked or read-only paths, every host device")
+    parser.add_argument("--security-opt", action="append", default=[], metavar="OPTION",
+                        help="seccomp=PROFILE.json|unconfined, no-new-privileges[=true|false] (repeatable)")
+    parser.add_argument("--group-add", action="append", default=[], metavar="GROUP",
+                        help="another supplementary group for the process (name or id; repeatable)")
+    parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
+                        help="a namespaced kernel parameter: net.*, kernel.msg*, kernel.shm*, kernel.sem, "
+                             "fs.mqueue.* (repeatable)")
+
+
+def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """The security flags into the spec; a ``seccomp=FILE`` profile is read here, as docker's
+    CLI does (the daemon gets its JSON)."""
+    for flag, key in (("cap_add", "cap_add"), ("cap_drop", "cap_drop"), ("group_add", "group_add"),
+                      ("sysctl", "sysctls")):
+        if getattr(args, flag, None):
+            spec[key] = list(getattr(args, flag))
+    if getattr(args, "privileged", False):
+        spec["privileged"] = True
+    options = []
+    for entry in getattr(args, "security_opt", None) or []:
+        key, separator, value = entry.partition("=")
+        if not separator:
+            key, separator, value = entry.partition(":")
+        if key == "seccomp" and value and value != "unconfined":
+            try:
+                with open(value, encoding="utf-8") as file:
+                    value = file.read()
+            except OSError as exc:
+                raise UsageError(f"invalid --security-opt seccomp={value}: {exc.strerror}") from None
+            entry = f"seccomp={value}"
+        options.append(entry)
+    if options:
+        spec["security_opt"] = options
 
 
 def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ import trio
 from supervisor import health, stats
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import devices
+from supervisor.lifecycle import privileges
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
@@ -84,7 +84,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
     async with start_attempt(core, container) as undo:
         cgroup = core.cgroups.create(container.id)
         undo.push_async_callback(trio.to_thread.run_sync, cgroup.remove)
-        cgroup.apply(container.spec.resources, devices=devices.device_rules(container.spec.resources))
+        cgroup.apply(container.spec.resources, devices=privileges.device_rules(container.spec))
         network = await prepare_network(core, container)
         undo.push_async_callback(core.network.release, network)
         # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
@@ -94,7 +94,10 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         hold = not container.spec.auto_remove
         stdio = StdioPlan(stdin=container.spec.open_stdin, tty=container.spec.tty)
         prepare = functools.partial(core.network.connect, network)
-        process = await core.launcher.launch(launch_config(container, cgroup, network, hold), stdio,
+        # In a thread: the first start with a profile and capability set compiles its seccomp
+        # filter (~30 ms); later ones find it cached (lifecycle/privileges.py).
+        security = await trio.to_thread.run_sync(privileges.launch_fields, container.spec, cgroup)
+        process = await core.launcher.launch(launch_config(container, cgroup, network, hold, security), stdio,
                                              prepare=prepare, hold_mounts=hold)
     container.network = network
     container.process = process
@@ -120,8 +123,9 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
     core.network.serve(network, core.nursery)
 
 
-def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -> LaunchConfig:
-    """What the init stage needs to make the container's process."""
+def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, security: dict[str, Any]) -> LaunchConfig:
+    """What the init stage needs to make the container's process (``security``: the fields
+    of ``privileges.launch_fields``)."""
     resolved = container.resolved
     return LaunchConfig(
         container_id=container.id,
@@ -135,12 +139,11 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -
         user=resolved.user,
         hostname=resolved.hostname,
         cgroup_procs=tuple(cgroup.procs_files),
-        capabilities=devices.capabilities(cgroup),
-        devices=devices.device_nodes(container.spec.resources),
         network_namespace=network.namespace,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,
+        **security,
     )
 
 

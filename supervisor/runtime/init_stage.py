@@ -228,16 +228,23 @@ def execute(program: str, argv: list[str], env: list[str]) -> None:
         raise exec_error(argv[0], exc) from None
 
 
+def with_additional_groups(config: dict, groups: tuple) -> tuple:
+    """The user's groups and the ``--group-add`` ones (``group_add``), without repeats."""
+    extra = security.additional_groups(config.get("group_add", ()), read_text("/etc/group"))
+    return tuple(dict.fromkeys(groups + extra))
+
+
 def container(config: dict) -> None:
     """pid 1: build the container's world, become the user, execve. Never returns."""
     os.umask(0)  # device nodes and mount points get exactly the modes given
     take_terminal()
     root = config["rootfs"]
     rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
-    rootfs.mount_system(root, config.get("devices", ()))
+    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False))
     if config.get("etc_dir"):
         rootfs.mount_etc_files(root, config["etc_dir"])
     rootfs.enter_rootfs(root)
+    security.write_sysctls(config.get("sysctls", ()))  # before /proc/sys is made read-only
     rootfs.mask_paths(config.get("masked_paths", ()))
     rootfs.make_readonly(config.get("readonly_paths", ()))
     namespaces.set_hostname(config.get("hostname") or config["id"][:12])
@@ -253,7 +260,9 @@ def container(config: dict) -> None:
         os.chdir(cwd)
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
-    security.drop_privileges(config.get("capabilities", ()), uid, gid, groups)
+    groups = with_additional_groups(config, groups)
+    security.drop_privileges(config.get("capabilities", ()), uid, gid, groups,
+                             config.get("no_new_privileges", False), config.get("seccomp", ""))
 
     argv = config["argv"]
     program = find_program(argv, env)

@@ -45,6 +45,8 @@ PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 
 _SYSCALLS = {  # no glibc wrapper (pivot_root), only libcap's (capset), or glibc refuses (rt_sigaction)
     "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13},
@@ -166,6 +168,19 @@ def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     result = _libc().syscall(ctypes.c_long(_syscall_number("capset")), ctypes.byref(header), data)
     _check(result, "set the capabilities (capset)")
+
+
+class _SockFprog(ctypes.Structure):  # struct sock_fprog (linux/filter.h)
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Install a compiled seccomp BPF program (8 bytes per instruction, native byte order)
+    on the calling thread: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER). Needs no_new_privs
+    or CAP_SYS_ADMIN."""
+    instructions = ctypes.create_string_buffer(program, len(program))
+    header = _SockFprog(len(program) // 8, ctypes.addressof(instructions))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(header), what="load the seccomp filter")
 
 
 def reset_ignored_signals() -> None:

@@ -70,7 +70,9 @@ def become(config: dict) -> None:
         os.chdir(cwd)
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
-    security.drop_privileges(config.get("capabilities", ()), uid, gid, groups)
+    groups = init_stage.with_additional_groups(config, groups)
+    security.drop_privileges(config.get("capabilities", ()), uid, gid, groups,
+                             config.get("no_new_privileges", False), config.get("seccomp", ""))
     argv = config["argv"]
     program = init_stage.find_program(argv, env)
     init_stage.execute(program, argv, env)

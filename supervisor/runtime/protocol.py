@@ -80,7 +80,13 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
      "network_namespace": "" | "host" | "/proc/PID/ns/net",
                                        a new one, the host's, or another container's (setns)
      "etc_dir": "/dir",                hosts, hostname, resolv.conf bind-mounted into /etc
-     "network_sync": false}            wait on fd 3 for the network before execve (above)
+     "network_sync": false,            wait on fd 3 for the network before execve (above)
+     "seccomp": "<hex>",               the compiled BPF program ("" none), loaded last
+                                       (security.drop_privileges: runc's order)
+     "no_new_privileges": false,       set no_new_privs (--security-opt no-new-privileges)
+     "group_add": ["audio", "1000"],   more supplementary groups (--group-add)
+     "sysctls": ["net.ipv4.ip_forward=1"],  written under /proc/sys (--sysctl)
+     "writable_sysfs": false}          /sys read-write (--privileged)
 """
 
 from __future__ import annotations
@@ -164,6 +170,13 @@ class LaunchConfig:
     network_sync: bool = False
     # The writable layer is thrown away at exit (--rm): mount it volatile (never synced).
     volatile: bool = False
+    # Security (issue 18, docs/security.md): the compiled seccomp program in hex ("" none),
+    # no_new_privs, --group-add entries, --sysctl KEY=VALUE entries, /sys writable (--privileged).
+    seccomp: str = ""
+    no_new_privileges: bool = False
+    group_add: tuple[str, ...] = ()
+    sysctls: tuple[str, ...] = ()
+    writable_sysfs: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -220,6 +233,7 @@ class LaunchConfig:
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
+        _check_security(self)
 
     def to_map(self) -> dict:
         data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -243,6 +257,22 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
         return cls(**document)
+
+
+SECCOMP_PROGRAM = re.compile(r"^(?:[0-9a-f]{16})*\Z")  # struct sock_filter: 8 bytes each
+SYSCTL_ENTRY = re.compile(r"^[a-z0-9_]+(?:[./][a-zA-Z0-9_-]+)+=[^\n]*\Z")
+
+
+def _check_security(config: LaunchConfig) -> None:
+    """The fields of issue 18 (the daemon checked their meaning; here only their shape)."""
+    if not SECCOMP_PROGRAM.match(config.seccomp):
+        raise InvalidArgument("launch config.seccomp: not a BPF program in hex")
+    for entry in config.group_add:
+        if not USER.match(entry) or ":" in entry:
+            raise InvalidArgument(f"launch config.group_add: {entry!r} is not a group name or id")
+    for entry in config.sysctls:
+        if not SYSCTL_ENTRY.match(entry) or ".." in entry.partition("=")[0]:
+            raise InvalidArgument(f"launch config.sysctls: {entry!r} is not KEY=VALUE")
 
 
 def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -125,12 +125,13 @@ def parse_device(entry: str) -> tuple[int, int, int, str]:
         raise libc.InitError(f"invalid device entry {entry!r}") from None
 
 
-def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = ()) -> None:
-    """/proc, /sys (read-only), /dev (tmpfs with the standard nodes and the ``--device``
-    ones), /dev/pts, /dev/shm and /dev/mqueue under ``rootfs``, each mount point resolved
-    with :func:`secure_join`."""
+def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writable_sysfs: bool = False) -> None:
+    """/proc, /sys (read-only, unless ``writable_sysfs``: --privileged), /dev (tmpfs with the
+    standard nodes and the ``--device`` ones), /dev/pts, /dev/shm and /dev/mqueue under
+    ``rootfs``, each mount point resolved with :func:`secure_join`."""
     libc.mount("proc", _mount_point(rootfs, "/proc"), "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
-    libc.mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    sysfs_flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC | (0 if writable_sysfs else libc.MS_RDONLY)
+    libc.mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", sysfs_flags)
     dev = _mount_point(rootfs, "/dev")
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k")
     try:  # a fresh tmpfs: nothing in it is a link, plain paths are safe

@@ -3,8 +3,8 @@ container's /etc/passwd and /etc/group, the capability sets, no_new_privs.
 
 Why a module of its own (youki's and crun's security code apart from the mounts): it is
 the last thing the stage and an exec do before execve, in the same order for both, and
-what a security profile changes; a seccomp filter will be loaded here
-(:func:`drop_privileges`, after no_new_privs, as runc does).
+what a security profile changes; the seccomp filter (compiled by the daemon,
+``seccomp_bpf.py``) is loaded here, in runc's order (:func:`drop_privileges`).
 
 Imported by the init stage under ``python -I -S``: the standard library's C modules only
 (see ``libc.py``).
@@ -121,17 +121,65 @@ def resolve_user(spec: str, passwd: str, group: str) -> tuple[int, int, tuple[in
 
 
 
-def drop_privileges(capabilities: "list[str] | tuple[str, ...]", uid: int, gid: int, groups: "tuple[int, ...]") -> None:
+def drop_privileges(capabilities: "list[str] | tuple[str, ...]", uid: int, gid: int, groups: "tuple[int, ...]",
+                    no_new_privileges: bool = False, seccomp: str = "") -> None:
     """Keep only ``capabilities`` in the bounding set, become ``uid``:``gid`` with
-    ``groups``, set no_new_privs, and give root exactly ``capabilities`` (a non-zero uid
-    has none left after setuid). The same for a container's pid 1 and an exec.
+    ``groups``, give root exactly ``capabilities`` (a non-zero uid has none left after
+    setuid), set no_new_privs if asked, and load the ``seccomp`` filter (the BPF program in
+    hex; "" for none). The same for a container's pid 1 and an exec.
+
+    The filter is loaded as runc does: without no_new_privs the kernel wants CAP_SYS_ADMIN
+    for it, so it goes first, while we still hold every capability (the profile allows what
+    the rest of this function and execve need); with no_new_privs it goes last.
 
     Raises:
         InitError(125): an unknown capability name, or a step the kernel refused.
     """
     keep = capability_mask(capabilities)
+    program = bytes.fromhex(seccomp) if seccomp else b""
+    if program and not no_new_privileges:
+        libc.set_seccomp_filter(program)
     limit_bounding_set(keep)
     switch_user(uid, gid, groups)
-    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
+    if no_new_privileges:
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
     if uid == 0:
         libc.capset(effective=keep, permitted=keep, inheritable=0)
+    if program and no_new_privileges:
+        libc.set_seccomp_filter(program)
+
+
+# --- --group-add and --sysctl (issue 18) ---------------------------------------------------
+
+
+def additional_groups(names: "list[str] | tuple[str, ...]", group: str) -> "tuple[int, ...]":
+    """``--group-add`` entries (numbers, or names from the text of the container's
+    /etc/group) to gids, as docker.
+
+    Raises:
+        InitError(125): a name the group file does not have.
+    """
+    gids = []
+    rows = _table(group, 4)
+    for name in names:
+        if name.isdigit():
+            gids.append(int(name))
+            continue
+        match = next((row for row in rows if row[0] == name and row[2].isdigit()), None)
+        if match is None:
+            raise libc.InitError(f"unable to find group {name}: no matching entries in group file")
+        gids.append(int(match[2]))
+    return tuple(gids)
+
+
+def write_sysctls(entries: "list[str] | tuple[str, ...]") -> None:
+    """``KEY=VALUE`` entries (checked namespaced by the daemon) into /proc/sys, in the
+    container's own namespaces, before /proc/sys is made read-only."""
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as file:
+                file.write(value)
+        except OSError as exc:
+            raise libc.InitError(f"set sysctl {key}={value}: {libc.strerror(exc.errno)}") from None

@@ -18,7 +18,7 @@ from supervisor.attach import Collector, Target
 from supervisor.container import Container
 from supervisor.errors import InvalidState, StartError
 from supervisor.exec import ExecConfig, ExecResult, ExecSpec, Execution
-from supervisor.lifecycle import devices
+from supervisor.lifecycle import privileges
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.lifecycle.reconcile import ORPHAN_EXIT_CODE
 from supervisor.lifecycle.start import OUTPUT_DRAIN_SECONDS
@@ -84,7 +84,7 @@ class Execs:
             cwd=spec.workdir or resolved.workdir,
             user=spec.user or resolved.user,
             cgroup_procs=tuple(cgroup.procs_files),
-            capabilities=devices.capabilities(cgroup),
+            **privileges.process_security(container.spec, cgroup).launch_fields(),
         )
         names = {"execID": execution.id, "command": execution.command}
         events = self.core.events

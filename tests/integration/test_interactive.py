@@ -208,12 +208,13 @@ def test_exec_it_runs_inside_the_container(daemon, terminals):
     assert rows == [["1", "sleep"], ["2", "sh"], ["3", "ps"]], listing
 
     status = daemon.cli("exec", "-u", "1000", "-w", "/tmp", "-e", "EXTRA=1", "host", "sh", "-c",
-                        "id -u; pwd; echo $EXTRA $HOSTNAME; grep -E 'NoNewPrivs|CapBnd' /proc/self/status; exit 5")
+                        "id -u; pwd; echo $EXTRA $HOSTNAME; grep -E 'NoNewPrivs|CapBnd|Seccomp' /proc/self/status; exit 5")
     lines = status.stdout.decode().splitlines()
     assert status.returncode == 5, status.stderr
     assert lines[:2] == ["1000", "/tmp"] and lines[2].startswith("1 ")
     fields = dict(line.split(":\t") for line in lines[3:])
-    assert int(fields["CapBnd"], 16) == 0xA80425FB and fields["NoNewPrivs"] == "1"
+    assert int(fields["CapBnd"], 16) == 0xA80425FB and fields["NoNewPrivs"] == "0"  # docker's default
+    assert fields["Seccomp"] == "2"  # the container's filter (docs/security.md)
 
     missing = daemon.cli("exec", "host", "no-such-command")
     assert missing.returncode == 127 and b"no-such-command" in missing.stderr

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.runtime import cgroups, libc
+from supervisor import seccomp
+from supervisor.runtime import cgroups, libc, seccomp_bpf
+from supervisor.runtime.protocol import DEFAULT_CAPABILITIES
 from supervisor.runtime.spawn import ContainerProcess, ForkServer, LaunchConfig, LaunchError
 from tests.rootfs import GROUP, PASSWD, build_rootfs
 from tests.runtime_helpers import children_of
@@ -341,8 +343,22 @@ async def test_capabilities_and_no_new_privs(image: Path, layout: dict) -> None:
     assert int(fields["CapBnd"], 16) == DOCKER_DEFAULT_CAPS
     assert int(fields["CapInh"], 16) == 0
     assert int(fields["CapAmb"], 16) == 0
-    assert fields["NoNewPrivs"] == "1"
+    assert fields["NoNewPrivs"] == "0"  # docker's default: setuid works (docs/security.md)
+    assert fields["Seccomp"] == "0"  # a launch config without a program has no filter
     assert int(fields["SigIgn"], 16) == 0  # python's SIGPIPE and posix_spawn's 32/33 reset
+
+
+@pytest.mark.parametrize("no_new_privileges", [False, True])
+async def test_the_seccomp_program_is_loaded_in_either_order(image: Path, layout: dict, no_new_privileges: bool) -> None:
+    """Without no_new_privs the filter goes in before the capabilities are dropped (it needs
+    CAP_SYS_ADMIN then), with it after: both give the payload the filter (runc's order)."""
+    program = seccomp_bpf.compiled(seccomp.default_profile_text(), frozenset(DEFAULT_CAPABILITIES)).hex()
+    script = "grep -E 'NoNewPrivs|Seccomp:' /proc/self/status; unshare -U true 2>&1; echo rc=$?"
+    result = await sh(image, layout, script, seccomp=program, no_new_privileges=no_new_privileges, user="1000")
+    lines = result.stdout.split("\n")
+    assert lines[0].split() == ["NoNewPrivs:", str(int(no_new_privileges))]
+    assert lines[1].split() == ["Seccomp:", "2"]
+    assert "Operation not permitted" in lines[2] and lines[3] == "rc=1", result.stdout
 
 
 async def test_without_cap_sys_admin_mount_fails(image: Path, layout: dict) -> None:
