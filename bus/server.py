@@ -88,15 +88,13 @@ import trio
 import zmq
 
 from bus import codec
-from bus.client import CONTROL_SOCKET, EVENTS_SOCKET
+from bus.sockets import CONTROL_SOCKET, EVENTS_SOCKET, SOCKET_MODE
 from bus.codec import Envelope
 from bus.errors import ERROR_CODES, BusError, FrameError, MalformedFrame
 from bus.peers import Peers
 from bus.trio_zmq import AsyncSocket
 
 __all__ = ["BusServer", "BusStats", "Handler", "Request", "RequestFailed", "CONTROL_SOCKET", "EVENTS_SOCKET"]
-
-SOCKET_MODE = 0o660
 
 #: How long bus.sync waits for its subscription to reach the event socket (seconds).
 SYNC_TIMEOUT = 5.0
