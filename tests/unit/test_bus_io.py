@@ -21,7 +21,7 @@ import trio.testing
 import zmq
 
 from bus import client as bus_client
-from bus import codec, server as bus_server
+from bus import codec, control as bus_control, publisher as bus_publisher, server as bus_server
 from bus.client import AsyncClient, Client
 from bus.errors import BusError, DaemonUnavailable, RemoteError, RequestTimeout
 from bus.server import BusServer, Request, RequestFailed
@@ -330,7 +330,7 @@ async def test_stream_error_reply_raises(server: BusServer, run_dir: Path) -> No
 async def test_stream_to_a_full_peer_is_refused_and_the_reply_waits(
     server: BusServer, handlers: Handlers, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bus_server, "REPLY_SEND_TIMEOUT", GUARD)  # reading the backlog may be slow
+    monkeypatch.setattr(bus_control, "REPLY_SEND_TIMEOUT", GUARD)  # reading the backlog may be slow
     raw = RawDealer(run_dir)
     try:
         await raw.send(codec.encode(codec.request("flood", 1, {}, "raw")))
@@ -467,7 +467,7 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
     """publish(payload=(buffer, start, end)): the frame is written around the payload in its
     own buffer (no copy of it), and is byte for byte what codec.encode makes of the event
     with data["data"] = those bytes; too little room or payload falls back to a copy."""
-    room = bus_server.PAYLOAD_ROOM
+    room = bus_publisher.PAYLOAD_ROOM
     big = bytearray(room + 300_000)
     big[room:] = b"0123456789abcdef\n" * (300_000 // 17) + b"x" * (300_000 % 17)
     small = bytearray(room + 100)
