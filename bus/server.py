@@ -148,17 +148,15 @@ class BusServer:
         return self.publisher.publish(topic, data, channel=channel, payload=payload)
 
     def last_seq(self, channel: str) -> int:
-        """The seq of the last event published on a channel, 0 if none."""
+        """:meth:`bus.publisher.Publisher.last_seq`."""
         return self.publisher.last_seq(channel)
 
     def resume_seq(self, channel: str, last: int) -> None:
-        """Number the channel's next event ``last + 1``: a daemon restarting from its journal
-        keeps the channel's seq gap-free and increasing."""
+        """:meth:`bus.publisher.Publisher.resume_seq` (a daemon restarting from its journal)."""
         self.publisher.resume_seq(channel, last)
 
     async def drain(self, timeout: float = 1.0) -> bool:
-        """Wait (at most ``timeout``) until every published event is handed to the socket,
-        and let the socket linger that long on close to deliver them. True if drained."""
+        """:meth:`bus.publisher.Publisher.drain`: every published event handed to the socket."""
         return await self.publisher.drain(timeout)
 
     # --- lifetime -------------------------------------------------------------------------
@@ -185,20 +183,19 @@ class BusServer:
         self._serving = True
         context = zmq.Context()
         bound: dict[Path, int] = {}
-        control_part, publisher = self.control, self.publisher
         try:
-            control = context.socket(zmq.ROUTER)
-            control.setsockopt(zmq.LINGER, 0)
-            control.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            control.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)
-            control.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAXMSGSIZE)
-            events = context.socket(zmq.XPUB)
-            events.setsockopt(zmq.LINGER, 0)
-            events.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
-            events.setsockopt(zmq.XPUB_VERBOSE, 1)
-            for role, sock in (("control", control), ("events", events)):
+            router = context.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            router.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)
+            router.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAXMSGSIZE)
+            xpub = context.socket(zmq.XPUB)
+            xpub.setsockopt(zmq.LINGER, 0)
+            xpub.setsockopt(zmq.SNDHWM, EVENTS_SNDHWM)
+            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            for role, sock in (("control", router), ("events", xpub)):
                 self.connections.watch(context, role, sock)
-            for role, sock, path in (("control", control, self.control_path), ("events", events, self.events_path)):
+            for role, sock, path in (("control", router, self.control_path), ("events", xpub, self.events_path)):
                 if role in self._activated:
                     sock.setsockopt(zmq.USE_FD, self._activated.pop(role))  # libzmq closes it
                     sock.bind(f"ipc://{path}")
@@ -206,25 +203,25 @@ class BusServer:
                 sock.bind(f"ipc://{path}")
                 os.chmod(path, SOCKET_MODE)
                 bound[path] = os.stat(path).st_ino
-            control_part.socket = AsyncSocket(control)
-            publisher.socket = AsyncSocket(events)
+            self.control.socket = AsyncSocket(router)
+            self.publisher.socket = AsyncSocket(xpub)
             task_status.started()
             async with trio.open_nursery() as nursery:
                 self.connections.nursery = nursery
-                nursery.start_soon(publisher.serve)
+                nursery.start_soon(self.publisher.serve)
                 nursery.start_soon(self.connections.serve_monitors)
-                await control_part.serve(nursery)
+                await self.control.serve(nursery)
         finally:
-            if control_part.socket is not None:
-                control_part.socket.close()
-            if publisher.socket is not None:
-                publisher.socket.close(linger=publisher.linger_ms)
-            control_part.socket = publisher.socket = None
+            if self.control.socket is not None:
+                self.control.socket.close()
+            if self.publisher.socket is not None:
+                self.publisher.socket.close(linger=self.publisher.linger_ms)
+            self.control.socket = self.publisher.socket = None
             self.connections.close()
             context.destroy(linger=0)
             for path, inode in bound.items():
                 _unlink_if_ours(path, inode)
-            publisher.drop_queued()
+            self.publisher.drop_queued()
             self._serving = False
 
     # --- built-in ops ---------------------------------------------------------------------
