@@ -128,6 +128,70 @@ def encode(envelope: Envelope) -> bytes:
     return frame
 
 
+class Encoder:
+    """:func:`encode` with one reusable msgpack Packer (the same bytes at a third of the
+    cost: the daemon's publisher encodes every event), and :meth:`encode_around`, which
+    lays a frame out around a payload already in a buffer. Not thread-safe."""
+
+    __slots__ = ("_packer",)
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """The bytes of :func:`encode`. Raises MalformedFrame, FrameTooLarge like it."""
+        topic, seq, data, source, ts, v = envelope
+        try:
+            frame = self._packer.pack({"v": v, "topic": topic, "seq": seq, "ts": ts, "source": source, "data": data})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedFrame(f"data of {topic!r} cannot be encoded: {exc}") from exc
+        if len(frame) > MAX_FRAME:
+            raise FrameTooLarge(len(frame), MAX_FRAME)
+        return frame
+
+    def encode_around(self, envelope: Envelope, buffer: bytearray, start: int, end: int) -> memoryview | None:
+        """The frame of ``envelope`` whose ``data`` map's last value, ``b""`` in the
+        envelope, is ``buffer[start:end]`` instead, laid out in ``buffer`` without copying
+        the payload: the frame's header (everything before the payload) is written into
+        the bytes just before ``start``. Its bytes are those :func:`encode` makes of the
+        envelope with the payload in place of ``b""``.
+
+        Returns a view of ``buffer`` holding the whole frame, or None, with ``buffer``
+        untouched, when the header is longer than ``start`` (then encode it as usual).
+
+        Raises:
+            ValueError: data is not a map whose last value is ``b""``.
+            MalformedFrame, FrameTooLarge: like :func:`encode`.
+        """
+        topic, seq, data, source, ts, v = envelope
+        try:
+            packed = self._packer.pack({"v": v, "topic": topic, "seq": seq, "ts": ts, "source": source, "data": data})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MalformedFrame(f"data of {topic!r} cannot be encoded: {exc}") from exc
+        # data is packed last: a map whose last value is b"" ends the frame with c4 00, the
+        # empty bin's header, which gives way to the payload's.
+        if packed[-1] or packed[-2] != 0xC4 or type(data) is not dict:
+            raise ValueError("encode_around: the envelope's data must be a map whose last value is b''")
+        length = end - start
+        header = packed[:-2] + (b"\xc6" + length.to_bytes(4, "big") if length >= 1 << 16 else _bin_header(length))
+        first = start - len(header)
+        if first < 0:
+            return None
+        if end - first > MAX_FRAME:
+            raise FrameTooLarge(end - first, MAX_FRAME)
+        buffer[first:start] = header
+        return memoryview(buffer)[first:end]
+
+
+def _bin_header(length: int) -> bytes:
+    """The msgpack header of a bin value of ``length`` bytes, as msgpack packs it."""
+    if length < 1 << 8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length < 1 << 16:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
+
+
 #: decode() of a memoryview this big leaves a bin value that ends the frame (a log record's
 #: output) in the frame, as a view, rather than copying it out (see _unpack_leaving_tail).
 TAIL_VIEW_MIN = 64 << 10

@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 A client that attaches (``run`` without -d, ``start -a``, ``attach``, ``exec`` without -d)
 sends one streaming request; the conversation then runs on that request's id in both
-directions (``bus/server.py``: client stream messages land in the request's inbox)::
+directions (``bus/control.py``: client stream messages land in the request's inbox)::
 
     client (CLI)                                     daemon (Session)
     request {..., window: W} ─────────────────────▶  W output credits

@@ -35,7 +35,7 @@ from supervisor.errors import InvalidArgument
 
 #: The error codes any operation may answer, besides its own (docs/events.md explains each):
 #: a request of the wrong shape, an argument refused by :meth:`Operation.check`, a bug, and
-#: a client past its cap of requests in flight (bus/server.py).
+#: a client past its cap of requests in flight (bus/control.py).
 COMMON_ERRORS = ("bad_request", "invalid_argument", "internal", "too_many_requests")
 
 

@@ -285,3 +285,56 @@ def test_a_big_frame_given_as_a_view_keeps_its_trailing_output_in_it() -> None:
     assert decode(memoryview(encode(trap))) == trap
     with pytest.raises(MalformedFrame):
         decode(memoryview(frame[:-1]))
+
+
+# --- the reusable Encoder and the in-place header -----------------------------------------
+
+
+@given(envelopes)
+def test_encoder_makes_the_bytes_of_encode(envelope: Envelope) -> None:
+    try:
+        expected = encode(envelope)
+    except FrameError as exc:
+        with pytest.raises(type(exc)):
+            codec.Encoder().encode(envelope)
+        return
+    assert codec.Encoder().encode(envelope) == expected
+
+
+@given(
+    topic=topics,
+    source=st.text(max_size=40),
+    fields=st.dictionaries(st.text(max_size=10).filter(lambda key: key != "data"), scalars, max_size=4),
+    size=st.sampled_from([0, 1, 255, 256, 65_535, 65_536, 300_000]),
+    room=st.integers(min_value=0, max_value=600),
+)
+def test_a_frame_laid_out_around_its_payload_is_the_frame_encode_makes(
+    topic: str, source: str, fields: dict, size: int, room: int
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    buffer = bytearray(b"\xee" * room) + payload
+    envelope = Envelope(topic, 7, {**fields, "data": b""}, source=source, ts=1.5)
+    frame = codec.Encoder().encode_around(envelope, buffer, room, len(buffer))
+    whole = encode(Envelope(topic, 7, {**fields, "data": payload}, source=source, ts=1.5))
+    if frame is None:  # no room for the header: the buffer is untouched
+        assert len(whole) - size > room
+        assert buffer == bytearray(b"\xee" * room) + payload
+        return
+    assert frame.obj is buffer  # the payload was not copied
+    assert bytes(frame) == whole
+    assert bytes(buffer[: room - (len(whole) - size)]) == b"\xee" * (room - (len(whole) - size))
+
+
+def test_encode_around_refuses_data_that_does_not_end_with_the_stand_in() -> None:
+    buffer = bytearray(1024)
+    for data in ({"data": b"x"}, {}, [b""], {"data": b"", "after": 1}):
+        with pytest.raises(ValueError):
+            codec.Encoder().encode_around(Envelope("log", 1, data), buffer, 512, 1024)
+    assert buffer == bytearray(1024)
+
+
+def test_encode_around_refuses_a_frame_too_large_and_leaves_the_buffer() -> None:
+    buffer = bytearray(512) + bytearray(codec.MAX_FRAME)
+    with pytest.raises(FrameTooLarge):
+        codec.Encoder().encode_around(Envelope("log", 1, {"data": b""}), buffer, 512, len(buffer))
+    assert not any(buffer)

@@ -150,8 +150,9 @@ class RecordingServer(BusServer):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.sent: list[tuple[bytes, codec.Envelope]] = []
+        self.control.send_to = self._record  # type: ignore[method-assign]
 
-    def _send_to(self, peer: bytes, frame: bytes) -> bool | None:
+    def _record(self, peer: bytes, frame: bytes) -> bool | None:
         self.sent.append((peer, codec.decode(frame)))
         return True
 
@@ -288,7 +289,7 @@ def _send(world: World, frames: list[bytes]) -> tuple[RecordingServer, FakeLog, 
         before = _state(base / "root", sup, events)
         with trio.fail_after(GUARD):
             async with trio.open_nursery() as nursery:
-                server._on_control_message(nursery, frames)
+                server.control.on_message(nursery, frames)
         journal.close()
         return server, _state(base / "root", sup, events) == before
 

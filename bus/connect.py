@@ -1,0 +1,122 @@
+"""What both bus clients share: finding the daemon before connecting, a subscription's SUB
+socket, and an event's two frames turned into an envelope.
+
+Nothing here imports pyzmq or trio at module level: the CLI imports this module.
+"""
+
+from __future__ import annotations
+
+import _socket  # not `socket`: its enum wrappers cost the CLI ~6 ms of start-up
+import os
+import stat
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from bus import codec, sockets
+from bus.codec import Envelope
+from bus.errors import DaemonUnavailable, FrameError
+
+if TYPE_CHECKING:
+    import zmq
+
+#: Longest a blocking wait lasts before the client looks again (Ctrl-C, daemon gone).
+POLL_SLICE = 0.25
+#: Timeout of the bus.sync handshake of subscribe (the daemon gives up after 5 s).
+SYNC_TIMEOUT = 10.0
+#: Events a SUB socket queues before ZeroMQ drops (on top of the daemon's SNDHWM).
+SUB_RCVHWM = 100_000
+
+
+def check_daemon(path: str) -> int:
+    """Make sure something listens on the unix socket at path; return its inode.
+
+    ZeroMQ connects in the background and retries forever, so without this check a request
+    to a daemon that is not running would only end in a timeout.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DaemonUnavailable(path, "no socket file; is the daemon running? ($DOCKYARD_RUN selects the run dir)") from None
+    except OSError as exc:
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise DaemonUnavailable(path, "this is not a socket")
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        pass  # the listen backlog is full: the daemon is there, just busy
+    except ConnectionRefusedError:
+        raise DaemonUnavailable(path, "connection refused; the daemon is not running (stale socket file)") from None
+    except PermissionError:
+        raise DaemonUnavailable(path, "permission denied; you need to be in the socket's group") from None
+    except OSError as exc:
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from None
+    finally:
+        probe.close()
+    return st.st_ino
+
+
+def same_daemon(path: str, inode: int) -> bool:
+    """False once the daemon removed its socket, or another daemon bound the path."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _default_source() -> str:
+    return f"client.{os.getpid()}"
+
+
+def locate(client: Any, run_dir: str | os.PathLike[str] | None, source: str | None) -> None:
+    """Set where a client finds the daemon (run_dir, control_path, events_path) and its source."""
+    client.run_dir = os.fspath(run_dir) if run_dir is not None else sockets.default_run_dir()
+    client.control_path = sockets.control_path(client.run_dir)
+    client.events_path = sockets.events_path(client.run_dir)
+    client.source = source or _default_source()
+
+
+def sync_token() -> str:
+    return os.urandom(8).hex()  # not secrets: it costs the CLI a few ms of imports
+
+
+def subscriber(context: zmq.Context, path: str, topics: list[bytes]) -> tuple[zmq.Socket, str]:
+    """A SUB socket connected to ``path``, subscribed to ``topics`` and to ``sync.<token>``
+    for the bus.sync handshake (which the caller then does, sync or async)."""
+    import zmq
+
+    sub = context.socket(zmq.SUB)
+    try:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+        sub.connect(f"ipc://{path}")
+        for topic in topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        token = sync_token()
+        sub.setsockopt(zmq.SUBSCRIBE, f"sync.{token}".encode())
+    except BaseException:
+        sub.close(linger=0)
+        raise
+    return sub, token
+
+
+def check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
+    if isinstance(prefixes, (str, bytes)):
+        raise TypeError("prefixes must be a sequence of topic prefixes, not one string")
+    return [prefix.encode() for prefix in prefixes]
+
+
+def event(frames: list[bytes]) -> Envelope | None:
+    """The envelope of an event's two frames ``[topic, envelope]``; None when they are not
+    one (the subscription counts it in ``bad_frames``)."""
+    if len(frames) != 2:
+        return None
+    try:
+        envelope = codec.decode(frames[1])
+    except FrameError:
+        return None
+    if envelope.topic.encode() != frames[0]:
+        return None
+    return envelope

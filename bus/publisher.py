@@ -1,0 +1,266 @@
+"""The event socket's side of the daemon: numbering, encoding and queueing events, the task
+that sends them on the XPUB, subscription messages (the ``bus.sync`` tokens), and the
+bound on subscribers that read nothing.
+
+Theory of operation
+-------------------
+::
+
+    publish() ──▶ deque ──▶ events task ──[topic, envelope]──▶ XPUB events.sock ──▶ SUB sockets
+                               ◀──────── subscription messages b"\\x01<prefix>" ─────┘
+
+``publish`` is synchronous and cheap: it numbers the event (gap-free per channel), encodes
+it (:class:`bus.codec.Encoder`; a big payload gets its header written in front of it in
+its own buffer and goes out without a copy) and appends ``(topic, frame)`` to a deque.
+The events task owns the XPUB socket: it drains the deque with non-blocking sends in
+batches, reads subscription messages, and parks on the socket when both are empty;
+``publish`` wakes it when the deque goes from empty to non-empty. PUB/XPUB drops silently
+at a subscriber's high-water mark; subscribers find out from gaps in ``seq``. The
+publisher never blocks on a slow subscriber.
+
+*Slow subscribers.* The high-water mark counts messages, and a log record can be 1 MiB, so
+it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
+kernel does: SIOCOUTQ on a subscriber's connection is what it has not read yet. Once per
+eighth of ``subscriber_queue_bytes`` published, the events task reads it for every
+subscriber; one whose unread count has not moved (and is not 0) while
+``subscriber_queue_bytes`` of events were published, for 0.1 s at least, reads nothing,
+and is disconnected (bus/connections.py; libzmq frees its queue, the heap is trimmed soon
+after).
+
+*Sync tokens.* A subscription ``sync.<token>`` seen on the XPUB wakes the ``bus.sync``
+request waiting for it (bus/server.py draws the handshake), or is kept (at most
+``SYNC_SEEN_LIMIT``) for the request still on its way.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+import trio
+import zmq
+
+from bus import codec
+from bus.codec import Envelope
+from bus.connections import Connections, unread_bytes
+from bus.requests import RequestFailed
+from bus.stats import BusStats
+from bus.trio_zmq import AsyncSocket
+
+__all__ = ["Publisher", "PAYLOAD_MIN", "PAYLOAD_ROOM"]
+
+#: Events publish() may queue before the events task has sent them; beyond, they are
+#: dropped (counted in stats.events_dropped; subscribers see a gap in seq).
+EVENT_QUEUE_LIMIT = 100_000
+#: Events the events task sends before it lets other tasks run.
+EVENT_BATCH = 2_000
+#: Event frames at least this big (a log record) go to libzmq without a copy.
+EVENT_ZERO_COPY = 64 << 10
+#: publish(payload=...): the room it needs before the payload for the frame's header (topic,
+#: source and the data's other fields), and the least payload it is used for (a bin 32).
+PAYLOAD_ROOM = 512
+PAYLOAD_MIN = 1 << 16
+#: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
+SYNC_SEEN_LIMIT = 4_096
+#: A subscriber counts as reading nothing only after this long too (seconds): a reader that
+#: the scheduler left aside for a moment is not taken for one that reads nothing.
+SUBSCRIBER_STALL_SECONDS = 0.1
+
+
+class Publisher:
+    """The events of one BusServer (see the module doc). ``socket`` is the XPUB while the
+    server serves, None otherwise. Not thread-safe: publish from the trio thread."""
+
+    def __init__(self, stats: BusStats, connections: Connections, *, source: str, subscriber_queue_bytes: int):
+        if subscriber_queue_bytes < 1:
+            raise ValueError("subscriber_queue_bytes must be at least 1")
+        self.subscriber_queue_bytes = subscriber_queue_bytes
+        self.socket: AsyncSocket | None = None
+        self.linger_ms = 0  # how long the socket may deliver what is queued on close (drain())
+        self._stats = stats
+        self._connections = connections
+        self._source = source
+        self._sequencer = codec.Sequencer()
+        self._encoder = codec.Encoder()  # codec.encode() without a Packer per event
+        self._queue: deque[tuple[bytes, bytes | memoryview]] = deque()
+        self._drained = trio.Event()
+        self._sync_seen: OrderedDict[str, None] = OrderedDict()
+        self._sync_waiting: dict[str, trio.Event] = {}
+        self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
+        self._checked_at = 0  # _events_bytes at the last _check_subscribers()
+        self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
+
+    def publish(self, topic: str, data: Any, *, channel: str,
+                payload: tuple[bytearray, int, int] | None = None) -> Envelope:
+        """Queue one event for the subscribers; never blocks.
+
+        Numbers it with the next seq of ``channel`` (gap-free: a seq is used only once the
+        event is encoded), stamps ts and source, and returns the envelope so the caller can
+        journal it. Raises MalformedFrame / FrameTooLarge (and uses no seq) when the topic
+        or data cannot go on the wire.
+
+        ``payload`` (``buffer, start, end``): the value of ``data["data"]`` (absent from
+        ``data``) is ``buffer[start:end]``, and ``buffer[:start]`` is free. The frame is then
+        written around it, its header into the bytes before ``start``, and sent from
+        ``buffer``: a container's output is never copied on its way out (the bytes are those
+        of ``codec.encode``). At least ``PAYLOAD_ROOM`` bytes of room and ``PAYLOAD_MIN`` of
+        payload, or it is packed as usual.
+        """
+        seq = self._sequencer.last(channel) + 1
+        room: int | None = None
+        if payload is not None:
+            if "data" in data:
+                raise ValueError("publish(payload=...) gives data['data']: data must not have it")
+            buffer, start, end = payload
+            if start >= PAYLOAD_ROOM and end - start >= PAYLOAD_MIN:
+                room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
+            else:
+                data = {**data, "data": bytes(memoryview(buffer)[start:end])}
+        envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
+        frame: bytes | memoryview | None = None
+        if room is not None:
+            assert payload is not None
+            buffer, start, end = payload
+            frame = self._encoder.encode_around(envelope, buffer, start, end)
+            if frame is not None:
+                data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
+            else:  # a very long topic or source: no room for the header
+                data["data"] = bytes(memoryview(buffer)[start:end])
+        if frame is None:
+            frame = self._encoder.encode(envelope)
+        self._sequencer.next(channel)
+        self._stats.events_published += 1
+        queue = self._queue
+        if len(queue) >= EVENT_QUEUE_LIMIT:
+            self._stats.events_dropped += 1
+            return envelope
+        if not queue and self.socket is not None:
+            self.socket.wake()
+        queue.append((topic.encode(), frame))
+        return envelope
+
+    def last_seq(self, channel: str) -> int:
+        """The seq of the last event published on a channel, 0 if none."""
+        return self._sequencer.last(channel)
+
+    def resume_seq(self, channel: str, last: int) -> None:
+        """Number the channel's next event ``last + 1``: a daemon restarting from its journal
+        keeps the channel's seq gap-free and increasing."""
+        self._sequencer.resume(channel, last)
+
+    async def drain(self, timeout: float = 1.0) -> bool:
+        """Wait (at most ``timeout``) until every published event is handed to the socket,
+        and let the socket linger that long on close to deliver them. True if drained."""
+        self.linger_ms = int(timeout * 1000)
+        with trio.move_on_after(timeout):
+            while self._queue and self.socket is not None:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        return not self._queue
+
+    def drop_queued(self) -> None:
+        """The server stopped: what was never sent is dropped (counted)."""
+        self._stats.events_dropped += len(self._queue)
+        self._queue.clear()
+
+    async def serve(self) -> None:
+        """The events task: send what is queued, read subscription messages, until cancelled."""
+        events = self.socket
+        assert events is not None
+        send = events.socket.send
+        more = zmq.SNDMORE | zmq.NOBLOCK
+        last = zmq.NOBLOCK
+        queue = self._queue
+        stats = self._stats
+        while True:
+            while (message := events.recv_nowait()) is not None:
+                self._on_subscription(message)
+            sent = sent_bytes = 0
+            # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
+            # events.wait() before parking, so raw sends need no touched() here.
+            while queue and sent < EVENT_BATCH:
+                topic, frame = queue.popleft()
+                try:
+                    send(topic, more)
+                    send(frame, last, copy=len(frame) < EVENT_ZERO_COPY)
+                except zmq.Again:  # only with XPUB_NODROP, which we do not set
+                    stats.events_dropped += 1
+                sent += 1
+                sent_bytes += len(frame)
+            stats.events_sent += sent
+            if sent:
+                self._events_bytes += sent_bytes
+                # An ioctl per subscriber: once per eighth of the bound published, not per batch.
+                if self._events_bytes - self._checked_at >= self.subscriber_queue_bytes >> 3:
+                    self._checked_at = self._events_bytes
+                    self._check_subscribers()
+            if queue:
+                await trio.lowlevel.checkpoint()
+            else:
+                self._drained.set()
+                await events.wait(zmq.POLLIN)
+
+    def _check_subscribers(self) -> None:
+        """Disconnect a subscriber that read nothing while subscriber_queue_bytes of events
+        were published, over SUBSCRIBER_STALL_SECONDS at least (module doc, *Slow
+        subscribers*)."""
+        peers = self._connections.peers["events"]
+        stalled = self._stalled
+        total = self._events_bytes
+        now = trio.current_time()
+        for fd in peers.live_fds():
+            unread = unread_bytes(fd)
+            previous = stalled.get(fd)
+            if unread <= 0 or previous is None or previous[0] != unread:
+                stalled[fd] = (unread, total, now)  # it reads (or has nothing to read)
+            elif total - previous[1] >= self.subscriber_queue_bytes and now - previous[2] >= SUBSCRIBER_STALL_SECONDS:
+                del stalled[fd]
+                self._connections.cut_off_subscriber(fd, total - previous[1], self.subscriber_queue_bytes)
+        if len(stalled) > peers.stats.connections:
+            live = set(peers.live_fds())
+            for fd in [fd for fd in stalled if fd not in live]:
+                del stalled[fd]
+
+    # --- sync tokens ------------------------------------------------------------------------
+
+    def _on_subscription(self, message: list[bytes]) -> None:
+        if len(message) != 1 or not message[0]:
+            return
+        body = message[0]
+        subscribe = body[0] == 1
+        if subscribe:
+            self._stats.subscriptions += 1
+        if not body.startswith(b"sync.", 1):
+            return
+        token = body[6:].decode("utf-8", "replace")
+        if not subscribe:
+            self._sync_seen.pop(token, None)
+            return
+        waiting = self._sync_waiting.get(token)
+        if waiting is not None:
+            waiting.set()
+            return
+        self._sync_seen[token] = None
+        while len(self._sync_seen) > SYNC_SEEN_LIMIT:
+            self._sync_seen.popitem(last=False)
+
+    async def subscription_seen(self, token: str, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until the XPUB has seen the subscription ``sync.<token>``
+        (or return at once if it has already). False when it has not in time.
+
+        Raises:
+            RequestFailed(conflict): another request waits for the same token.
+        """
+        if token in self._sync_seen:
+            del self._sync_seen[token]
+            return True
+        if token in self._sync_waiting:
+            raise RequestFailed("conflict", f"a bus.sync with token {token!r} is already waiting")
+        seen = self._sync_waiting[token] = trio.Event()
+        try:
+            with trio.move_on_after(timeout):
+                await seen.wait()
+                return True
+        finally:
+            del self._sync_waiting[token]
+        return False

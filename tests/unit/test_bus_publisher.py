@@ -1,0 +1,182 @@
+"""The event socket (bus/publisher.py) over real ZeroMQ ipc sockets: seq, frames, the
+zero-copy payload, load, subscribers that read nothing.
+
+No root needed: the run dir is a fresh temporary directory. trio.fail_after is only a hang
+guard, never an assertion about speed.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import zmq
+
+from bus import codec
+from bus import publisher as bus_publisher
+from bus.client import AsyncClient
+from bus.errors import BusError
+from bus.server import BusServer
+from bus.trio_zmq import AsyncSocket
+
+from tests.bus_harness import GUARD, Waits, start_server, until
+from tests.bus_harness import client, handlers, log, run_dir, server, waits  # noqa: F401 - fixtures
+
+
+async def test_seq_is_gap_free_per_channel(server: BusServer, client: AsyncClient) -> None:
+    async with client.subscribe(["events.", "log."]) as events:
+        expected = []
+        for i in range(300):
+            expected.append(server.publish("events.thing", {"i": i}, channel="events"))
+            if i % 3 == 0:
+                expected.append(server.publish("log.web.stdout", {"line": i}, channel="log.web"))
+        with pytest.raises(BusError):  # cannot be encoded: no seq is used up
+            server.publish("events.thing", {"bad": {1, 2}}, channel="events")
+        expected.append(server.publish("events.thing", {"i": "last"}, channel="events"))
+        received = []
+        with trio.fail_after(GUARD):
+            for _ in expected:
+                received.append(await events.receive())
+    assert received == expected
+    for channel, prefix in (("events", "events."), ("log.web", "log.")):
+        seqs = [envelope.seq for envelope in received if envelope.topic.startswith(prefix)]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert server.last_seq(channel) == len(seqs)
+        gaps = codec.GapDetector()
+        for seq in seqs:
+            gaps.feed(seq)
+        assert gaps.missed == 0
+
+
+@asynccontextmanager
+async def raw_subscriber(client: AsyncClient, run_dir: Path, prefix: bytes, token: str):
+    """A plain SUB socket on the events socket (not the client's), synced with bus.sync."""
+    context = zmq.Context()
+    raw = context.socket(zmq.SUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(f"ipc://{run_dir / 'events.sock'}")
+    raw.setsockopt(zmq.SUBSCRIBE, prefix)
+    raw.setsockopt(zmq.SUBSCRIBE, f"sync.{token}".encode())
+    sub = AsyncSocket(raw)
+    try:
+        await client.request("bus.sync", {"token": token})
+        yield sub
+    finally:
+        sub.close()
+        context.term()
+
+
+async def test_published_frames_are_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+    async with raw_subscriber(client, run_dir, b"x.", "rawtoken") as sub:
+        published = [
+            server.publish("x.y", {"n": 1, "b": b"\x00bytes", "f": 1.5, "l": [None, True]}, channel="x"),
+            server.publish("x.z", None, channel="x"),
+        ]
+        with trio.fail_after(GUARD):
+            for envelope in published:
+                assert await sub.recv() == [envelope.topic.encode(), codec.encode(envelope)]
+
+
+async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_makes(
+    server: BusServer, client: AsyncClient, run_dir: Path
+) -> None:
+    """publish(payload=(buffer, start, end)): the frame is written around the payload in its
+    own buffer (no copy of it), and is byte for byte what codec.encode makes of the event
+    with data["data"] = those bytes; too little room or payload falls back to a copy."""
+    room = bus_publisher.PAYLOAD_ROOM
+    big = bytearray(room + 300_000)
+    big[room:] = b"0123456789abcdef\n" * (300_000 // 17) + b"x" * (300_000 % 17)
+    small = bytearray(room + 100)
+    small[room:] = b"s" * 100
+    cramped = bytearray(10 + 100_000)
+    cramped[10:] = b"c" * 100_000
+    async with raw_subscriber(client, run_dir, b"log.", "payloadtoken") as sub:
+        published = []
+        for buffer, start in ((big, room), (small, room), (cramped, 10)):
+            published.append(server.publish("log.c.stdout", {"seq": 1, "ts": 2.5, "partial": False},
+                                            channel="log.c.stdout", payload=(buffer, start, len(buffer))))
+        assert isinstance(published[0].data["data"], memoryview)  # the buffer's own bytes
+        assert published[0].data["data"].obj is big
+        with trio.fail_after(GUARD):
+            for envelope, buffer, start in zip(published, (big, small, cramped), (room, room, 10)):
+                expected = codec.Envelope(topic=envelope.topic, seq=envelope.seq, source=envelope.source, ts=envelope.ts,
+                                          data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
+                assert await sub.recv() == [b"log.c.stdout", codec.encode(expected)]
+        with pytest.raises(ValueError):
+            server.publish("log.c.stdout", {"data": b"x"}, channel="log.c.stdout", payload=(big, room, len(big)))
+
+
+async def test_publisher_and_router_under_load_do_not_stall(
+    server: BusServer, run_dir: Path, nursery: trio.Nursery
+) -> None:
+    """The edge-triggered ZMQ_FD case: the ROUTER's receiving task parks while request
+    tasks send on the same socket, and the XPUB task is busy; a lost wake-up would hang a
+    request or the subscriber, and the guard would fire."""
+    events_total = 20_000
+    async with AsyncClient(run_dir) as subscriber:
+        async with subscriber.subscribe(["load."]) as events:
+
+            async def publish() -> None:
+                for i in range(events_total):
+                    server.publish("load.event", {"i": i}, channel="load")
+                    if i % 500 == 0:
+                        await trio.lowlevel.checkpoint()
+
+            async def requests(worker: int) -> None:
+                async with AsyncClient(run_dir) as own:
+                    for i in range(150):
+                        assert (await own.request("echo", {"w": worker, "i": i}))["args"] == {"w": worker, "i": i}
+
+            async def stream_requests() -> None:
+                async with AsyncClient(run_dir) as own:
+                    for _ in range(50):
+                        assert await own.request("count", {"n": 20}) == {"count": 20}
+
+            with trio.fail_after(GUARD * 2):
+                async with trio.open_nursery() as load:
+                    load.start_soon(publish)
+                    for worker in range(4):
+                        load.start_soon(requests, worker)
+                    load.start_soon(stream_requests)
+                    gaps = codec.GapDetector()
+                    for _ in range(events_total):
+                        gaps.feed((await events.receive()).seq)
+    assert gaps.last == events_total and gaps.missed == 0
+
+
+async def test_a_subscriber_that_reads_nothing_is_disconnected_and_a_reader_keeps_up(
+    run_dir: Path, waits: Waits, nursery: trio.Nursery
+) -> None:
+    server = await start_server(nursery, run_dir, waits, subscriber_queue_bytes=1 << 20)
+    context = zmq.Context()
+    try:
+        stuck = context.socket(zmq.SUB)
+        stuck.setsockopt(zmq.LINGER, 0)
+        stuck.setsockopt(zmq.RCVHWM, 1)
+        stuck.setsockopt(zmq.RECONNECT_IVL, -1)
+        stuck.setsockopt(zmq.SUBSCRIBE, b"")
+        stuck.connect(f"ipc://{run_dir / 'events.sock'}")
+        await until(lambda: server.stats.subscribers == 1, "the stuck subscriber connected")
+        async with AsyncClient(run_dir) as client, client.subscribe(["big."]) as events:
+            received = []
+
+            async def read() -> None:
+                while True:
+                    envelope = await events.receive()
+                    if envelope.topic == "big.end":
+                        return
+                    received.append(envelope.seq)
+
+            with trio.fail_after(GUARD):
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(read)
+                    while server.stats.subscribers_cut_off == 0:
+                        server.publish("big.thing", {"pad": bytes(64 << 10)}, channel="big")
+                        await trio.sleep(0.001)  # let the reader and the events task run
+                    server.publish("big.end", {}, channel="big")
+        assert len(received) > 16 and received == list(range(1, len(received) + 1))  # nothing lost
+        assert server.stats.subscribers_cut_off == 1  # the stuck one, not the reader
+    finally:
+        context.destroy(linger=0)
