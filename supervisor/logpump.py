@@ -11,6 +11,14 @@ is written around it (``BusServer.publish(payload=...)``) and sent from it, and 
 holds the record until it is acknowledged; the unfinished line after it starts the next
 buffer. The kernel's copy out of the pipe is the only copy of the output in the daemon. A
 smaller record is copied out, and the buffer is used again.
+
+The buffer is sized to what is in flight, so an idle container costs one page per stream,
+not a megabyte: it starts at ``BUFFER_MIN``; a read that fills it grows it to what the pipe
+holds (``FIONREAD``; at least twice, at most ``BUFFER_MAX``) and reading goes on into the
+same record, so a burst is still one record per pipe's worth; and once the pipe is empty
+(the read would block) a big buffer is swapped for a small one before the wait. Growing
+copies only the output read since the last record (at most the buffer's old size, once per
+doubling), never a record already taken.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
+import termios
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,6 +45,10 @@ FRAME_ROOM = 512
 #: A record at least this big keeps the buffer it was read into (so a buffer is at most
 #: twice the bytes it holds for the log's buffer); a smaller one is copied out of it.
 OWN_MIN = MAX_RECORD // 2
+#: A stream's buffer while little is in flight (one page: the frame's room and 3.5 KiB).
+BUFFER_MIN = 4096
+#: The largest buffer: the frame's room and one record.
+BUFFER_MAX = FRAME_ROOM + MAX_RECORD
 F_SETPIPE_SZ = 1031
 
 
@@ -74,19 +88,33 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
 
 async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
     """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
-    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it. The
-    state is updated before any wait, so what is left at a cancellation is exactly that."""
-    buffer = bytearray(FRAME_ROOM + MAX_RECORD)
-    end = FRAME_ROOM
+    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken, with no newline before
+    ``clean``. The state is updated before any wait, so what is left at a cancellation is
+    exactly that."""
+    buffer = bytearray(BUFFER_MIN)
+    end = clean = FRAME_ROOM
     try:
         while True:
-            if end == len(buffer):  # a line longer than MAX_RECORD: a PARTIAL piece of it
-                buffer, end = _take(log, stream, buffer, end, end, partial=True)
-                await log.wait_for_room()
+            if end == len(buffer):
+                if len(buffer) < BUFFER_MAX:  # a read filled it: more is waiting in the pipe
+                    buffer = _grown(buffer, end, fd)
+                else:  # a line longer than MAX_RECORD: a PARTIAL piece of it
+                    buffer, end = _take(log, stream, buffer, end, end, partial=True)
+                    clean = FRAME_ROOM
+                    await log.wait_for_room()
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 count = os.readv(fd, [memoryview(buffer)[end:]])
             except BlockingIOError:
+                if end > clean:  # a read filled the buffer, and then the pipe was empty
+                    buffer, end, clean = _take_lines(log, stream, buffer, clean, end)
+                    if clean == FRAME_ROOM:
+                        await log.wait_for_room()
+                        continue
+                if len(buffer) > BUFFER_MIN and end < BUFFER_MIN:  # nothing in flight: give it back
+                    small = bytearray(BUFFER_MIN)
+                    small[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
+                    buffer = small
                 await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
                 continue
             except OSError as exc:
@@ -97,13 +125,14 @@ async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[An
                 break
             start, end = end, end + count
             log.last_read = trio.current_time()
-            cut = buffer.rfind(b"\n", start, end)  # the part before has none
             chunk = bytes(memoryview(buffer)[start:end]) if attachments else b""
-            if cut >= 0:
-                buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
+            took = False
+            if end < len(buffer) or len(buffer) == BUFFER_MAX:  # else read on into this record
+                buffer, end, clean = _take_lines(log, stream, buffer, clean, end)
+                took = clean == FRAME_ROOM
             for attachment in tuple(attachments):
                 await attachment.send(stream, chunk)
-            if cut >= 0:
+            if took:
                 await log.wait_for_room()
     except trio.ClosedResourceError:
         pass
@@ -112,14 +141,39 @@ async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[An
             log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]), False)
 
 
+def _take_lines(log: ContainerLog, stream: str, buffer: bytearray, clean: int,
+                end: int) -> tuple[bytearray, int, int]:
+    """Give the whole lines of ``buffer[FRAME_ROOM:end]`` (the part before ``clean`` has no
+    newline) to the log as a record; returns the buffer, its end and its new ``clean``:
+    ``FRAME_ROOM`` if a record was taken, else ``end``."""
+    cut = buffer.rfind(b"\n", clean, end)
+    if cut < 0:
+        return buffer, end, end
+    buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
+    return buffer, end, FRAME_ROOM
+
+
+def _grown(buffer: bytearray, end: int, fd: int) -> bytearray:
+    """A bigger buffer for a stream whose read filled ``buffer``: room for what the pipe holds
+    and a page more (at least twice the size, at most
+    BUFFER_MAX), with ``buffer[FRAME_ROOM:end]`` in it."""
+    try:
+        waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        waiting = 0
+    grown = bytearray(min(BUFFER_MAX, max(2 * len(buffer), end + waiting + BUFFER_MIN)))
+    grown[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
+    return grown
+
+
 def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
           partial: bool) -> tuple[bytearray, int]:
     """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
     into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
     rest = bytes(memoryview(buffer)[cut:end])
-    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer
+    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer; the next starts small
         log.add_in_place(stream, buffer, FRAME_ROOM, cut, partial)
-        buffer = bytearray(FRAME_ROOM + MAX_RECORD)
+        buffer = bytearray(min(BUFFER_MAX, max(BUFFER_MIN, FRAME_ROOM + 2 * len(rest))))
     else:
         log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial)
     buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import trio
 import trio.testing
@@ -10,7 +11,8 @@ import trio.testing
 from logs.format import MAX_RECORD, STDOUT
 from logs.options import LogOptions
 from supervisor.logbuffer import ContainerLog
-from supervisor.logpump import OWN_MIN, pump
+from supervisor import logpump
+from supervisor.logpump import BUFFER_MIN, OWN_MIN, pump
 
 
 class FrameSink:
@@ -88,3 +90,42 @@ async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
     os.close(write_end)
     await source.aclose()
     assert [bytes(data["data"]) for _, data in sink.events] == [b"a" * 5000 + b"\n", b"unfinished"]
+
+
+def largest_block_allocated_in(module_file: str) -> int:
+    """The biggest live allocation made by a line of ``module_file`` (tracemalloc is on)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, module_file)])
+    return max((trace.size for trace in snapshot.traces), default=0)
+
+
+async def test_an_idle_stream_holds_one_page_not_a_record_sized_buffer():
+    """Issue 26: the buffer a pipe is read into is sized to what is in flight. Opened, and
+    again idle after a 3 MiB burst (read in big records, all acknowledged), a stream's pump
+    holds no more than a page (it held a 1 MiB buffer for its whole life before)."""
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "64m"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    burst = b"".join(b"%099d\n" % i for i in range(3 * (1 << 20) // 100))
+    source, sink_end = trio.lowlevel.FdStream(read_end), trio.lowlevel.FdStream(write_end)
+    tracemalloc.start()
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, log, "stdout", source, [])
+                await trio.testing.wait_all_tasks_blocked()
+                opened = largest_block_allocated_in(logpump.__file__)
+                await sink_end.send_all(burst)
+                while log.streams[STDOUT].bytes < len(burst):
+                    await trio.testing.wait_all_tasks_blocked()
+                seqs = [data["seq"] for _, data in sink.events]
+                assert b"".join(bytes(data["data"]) for _, data in sink.events) == burst
+                assert len(seqs) < 20  # still read in big records, not a page at a time
+                log.ack(STDOUT, seqs[-1])
+                sink.events.clear()
+                await trio.testing.wait_all_tasks_blocked()
+                idle = largest_block_allocated_in(logpump.__file__)
+                await sink_end.aclose()
+    finally:
+        tracemalloc.stop()
+    await source.aclose()
+    assert opened <= BUFFER_MIN + 64 and idle <= BUFFER_MIN + 64, (opened, idle)
