@@ -28,6 +28,7 @@ import fcntl
 import os
 import struct
 import termios
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +50,15 @@ OWN_MIN = MAX_RECORD // 2
 BUFFER_MIN = 4096
 #: The largest buffer: the frame's room and one record.
 BUFFER_MAX = FRAME_ROOM + MAX_RECORD
+#: Output read a line or a few at a time is held back up to this long (seconds) for more to
+#: join it in one record: the per-record costs (event, collector, store, ack) are then paid
+#: once per window, not once per line (docs/logs.md, "Output a line at a time").
+COALESCE_WINDOW = 0.010
+#: ... unless this much is held: then it is taken at once.
+COALESCE_BYTES = 64 << 10
+#: After the other stream of a container read output, its streams read promptly (each read
+#: wakes the pump) for this long, so their lines keep the order they were read in.
+MIXED_PROMPT = 1.0
 F_SETPIPE_SZ = 1031
 
 
@@ -60,16 +70,18 @@ def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
         pass
 
 
-async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any]) -> None:
+async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any],
+               window: float = COALESCE_WINDOW) -> None:
     """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
-    log as ``stream``, forwarding each chunk to the attached clients first."""
+    log as ``stream``, forwarding each chunk to the attached clients first. Lines read a few
+    at a time are held back up to ``window`` seconds to share a record."""
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         enlarge_pipe(fileno())
     log.pumping += 1
     try:
         if isinstance(source, trio.lowlevel.FdStream):
-            await _pump_fd(log, stream, source.fileno(), attachments)
+            await _FramePump(log, stream, source.fileno(), attachments, window).run()
         else:
             while True:
                 chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
@@ -86,35 +98,58 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
         log.end_stream(stream)
 
 
-async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
+class _FramePump:
     """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
     ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken, with no newline before
     ``clean``. The state is updated before any wait, so what is left at a cancellation is
     exactly that."""
-    buffer = bytearray(BUFFER_MIN)
-    end = clean = FRAME_ROOM
-    try:
+
+    def __init__(self, log: ContainerLog, stream: str, fd: int, attachments: list[Any], window: float):
+        self.log = log
+        self.window = window
+        self.stream = stream
+        self.fd = fd
+        self.attachments = attachments
+        self.buffer = bytearray(BUFFER_MIN)
+        self.end = self.clean = FRAME_ROOM
+        self.deadline: float | None = None  # trio time by which the lines read must be taken
+        self.first_read = 0.0  # wall time of the first read since the last record: its ts
+        self._hold: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._read_to_end()
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            if self.end > FRAME_ROOM:  # the last line, without its newline
+                self.log.add(self.stream, bytes(memoryview(self.buffer)[FRAME_ROOM : self.end]), False,
+                             self.first_read or None)
+
+    async def _read_to_end(self) -> None:
+        log, fd = self.log, self.fd
         while True:
-            if end == len(buffer):
-                if len(buffer) < BUFFER_MAX:  # a read filled it: more is waiting in the pipe
-                    buffer = _grown(buffer, end, fd)
+            if self.end == len(self.buffer):
+                if len(self.buffer) < BUFFER_MAX:  # a read filled it: more is waiting in the pipe
+                    self.buffer = _grown(self.buffer, self.end, fd)
                 else:  # a line longer than MAX_RECORD: a PARTIAL piece of it
-                    buffer, end = _take(log, stream, buffer, end, end, partial=True)
-                    clean = FRAME_ROOM
+                    self._take(self.end, partial=True)
                     await log.wait_for_room()
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                count = os.readv(fd, [memoryview(buffer)[end:]])
+                count = os.readv(fd, [memoryview(self.buffer)[self.end :]])
             except BlockingIOError:
-                if end > clean:  # a read filled the buffer, and then the pipe was empty
-                    buffer, end, clean = _take_lines(log, stream, buffer, clean, end)
-                    if clean == FRAME_ROOM:
+                if self.end > self.clean:  # lines read and not taken yet
+                    if trio.current_time() < self.deadline:  # type: ignore[operator]
+                        await self._hold_back()
+                        continue
+                    if self._take_lines():
                         await log.wait_for_room()
                         continue
-                if len(buffer) > BUFFER_MIN and end < BUFFER_MIN:  # nothing in flight: give it back
+                if len(self.buffer) > BUFFER_MIN and self.end < BUFFER_MIN:  # nothing in flight: give it back
                     small = bytearray(BUFFER_MIN)
-                    small[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
-                    buffer = small
+                    small[FRAME_ROOM : self.end] = memoryview(self.buffer)[FRAME_ROOM : self.end]
+                    self.buffer = small
                 await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
                 continue
             except OSError as exc:
@@ -123,40 +158,98 @@ async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[An
                 count = 0
             if not count:
                 break
-            start, end = end, end + count
-            log.last_read = trio.current_time()
-            chunk = bytes(memoryview(buffer)[start:end]) if attachments else b""
-            took = False
-            if end < len(buffer) or len(buffer) == BUFFER_MAX:  # else read on into this record
-                buffer, end, clean = _take_lines(log, stream, buffer, clean, end)
-                took = clean == FRAME_ROOM
-            for attachment in tuple(attachments):
-                await attachment.send(stream, chunk)
-            if took:
-                await log.wait_for_room()
-    except trio.ClosedResourceError:
-        pass
-    finally:
-        if end > FRAME_ROOM:  # the last line, without its newline
-            log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]), False)
+            start = self.end
+            self._read(count)
+            if log.holding:  # the other stream's lines were read first: they go first
+                _let_go(log, self.stream)
+            for attachment in tuple(self.attachments):
+                await attachment.send(self.stream, bytes(memoryview(self.buffer)[start : start + count]))
+            if self.end == len(self.buffer) and len(self.buffer) < BUFFER_MAX:
+                continue  # read on into this record (the buffer grows)
+            if (self.end - FRAME_ROOM >= COALESCE_BYTES or len(self.buffer) == BUFFER_MAX
+                    or trio.current_time() >= self.deadline):  # type: ignore[operator]
+                if self._take_lines():
+                    await log.wait_for_room()
+            else:
+                await self._hold_back()
+
+    def _read(self, count: int) -> None:
+        self.end += count
+        now = self.log.last_read = trio.current_time()
+        if self.deadline is None:
+            self.deadline = now + self.window
+            self.first_read = time.time()
+
+    async def _hold_back(self) -> None:
+        """Hold the lines read back until the deadline, for more to join them in one record;
+        when nothing is attached and the other stream is quiet, without reading meanwhile
+        (one wakeup per window, not per line). Another stream that reads output ends it
+        (:func:`_let_go`)."""
+        log = self.log
+        prompt = bool(self.attachments) or trio.current_time() < log.mixed_until
+        with trio.CancelScope(deadline=self.deadline) as self._hold:  # type: ignore[arg-type]
+            log.holding[self.stream] = self.let_go
+            try:
+                if prompt:
+                    await trio.lowlevel.wait_readable(self.fd)
+                else:
+                    await trio.sleep_forever()
+            finally:
+                self._hold = None
+                log.holding.pop(self.stream, None)
+
+    def let_go(self) -> None:
+        """The other stream read output: take what this one read before it (and what its pipe
+        holds now, written before that) as a record at once, and read promptly for a while."""
+        if self.end < len(self.buffer):
+            try:
+                count = os.readv(self.fd, [memoryview(self.buffer)[self.end :]])
+            except OSError:  # nothing there (or the end): this pump's own read finds out
+                count = 0
+            if count:
+                self._read(count)
+        self._take_lines()
+        if self._hold is not None:
+            self._hold.cancel()
+
+    def _take_lines(self) -> bool:
+        """Give the whole lines read to the log as a record; False if there are none."""
+        self.deadline = None
+        cut = self.buffer.rfind(b"\n", self.clean, self.end)
+        if cut < 0:
+            self.clean = self.end
+            return False
+        self._take(cut + 1, partial=False)
+        return True
+
+    def _take(self, cut: int, partial: bool) -> None:
+        """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record, and move ``buffer[cut:end]``
+        (an unfinished line) to the start of the buffer to read on into."""
+        buffer, end = self.buffer, self.end
+        rest = bytes(memoryview(buffer)[cut:end])
+        if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer; the next starts small
+            self.log.add_in_place(self.stream, buffer, FRAME_ROOM, cut, partial, self.first_read)
+            buffer = self.buffer = bytearray(min(BUFFER_MAX, max(BUFFER_MIN, FRAME_ROOM + 2 * len(rest))))
+        else:
+            self.log.add(self.stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial, self.first_read)
+        buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
+        self.end = self.clean = FRAME_ROOM + len(rest)  # the rest has no newline
+        self.deadline = None
 
 
-def _take_lines(log: ContainerLog, stream: str, buffer: bytearray, clean: int,
-                end: int) -> tuple[bytearray, int, int]:
-    """Give the whole lines of ``buffer[FRAME_ROOM:end]`` (the part before ``clean`` has no
-    newline) to the log as a record; returns the buffer, its end and its new ``clean``:
-    ``FRAME_ROOM`` if a record was taken, else ``end``."""
-    cut = buffer.rfind(b"\n", clean, end)
-    if cut < 0:
-        return buffer, end, end
-    buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
-    return buffer, end, FRAME_ROOM
+def _let_go(log: ContainerLog, stream: str) -> None:
+    """``stream`` read output: every other stream's held lines become records first (they were
+    read before), and the log reads promptly, without holding back, for MIXED_PROMPT s."""
+    for other, let_go in tuple(log.holding.items()):
+        if other != stream:
+            let_go()
+            log.mixed_until = trio.current_time() + MIXED_PROMPT
 
 
 def _grown(buffer: bytearray, end: int, fd: int) -> bytearray:
     """A bigger buffer for a stream whose read filled ``buffer``: room for what the pipe holds
-    and a page more (at least twice the size, at most
-    BUFFER_MAX), with ``buffer[FRAME_ROOM:end]`` in it."""
+    and a page more (at least twice the size, at most BUFFER_MAX), with
+    ``buffer[FRAME_ROOM:end]`` in it."""
     try:
         waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
     except OSError:
@@ -164,20 +257,6 @@ def _grown(buffer: bytearray, end: int, fd: int) -> bytearray:
     grown = bytearray(min(BUFFER_MAX, max(2 * len(buffer), end + waiting + BUFFER_MIN)))
     grown[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
     return grown
-
-
-def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
-          partial: bool) -> tuple[bytearray, int]:
-    """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
-    into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
-    rest = bytes(memoryview(buffer)[cut:end])
-    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer; the next starts small
-        log.add_in_place(stream, buffer, FRAME_ROOM, cut, partial)
-        buffer = bytearray(min(BUFFER_MAX, max(BUFFER_MIN, FRAME_ROOM + 2 * len(rest))))
-    else:
-        log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial)
-    buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
-    return buffer, FRAME_ROOM + len(rest)
 
 
 async def drain(log: ContainerLog, pumps: trio.CancelScope, idle: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import tracemalloc
 
 import trio
@@ -56,7 +57,7 @@ async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_c
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await pump(log, "stdout", source, [])
+            await pump(log, "stdout", source, [], window=0)  # a record per read
     await source.aclose()
     payloads = [bytes(data["data"]) for _, data in sink.events]
     assert b"".join(payloads) == b"".join(parts)
@@ -83,7 +84,7 @@ async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
     source = trio.lowlevel.FdStream(read_end)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump, log, "stdout", source, [])
+            nursery.start_soon(pump, log, "stdout", source, [], 0)
             await trio.testing.wait_all_tasks_blocked()
             assert log.waiting  # held: 5001 bytes in a 4 KiB buffer
             nursery.cancel_scope.cancel()
@@ -129,3 +130,104 @@ async def test_an_idle_stream_holds_one_page_not_a_record_sized_buffer():
         tracemalloc.stop()
     await source.aclose()
     assert opened <= BUFFER_MIN + 64 and idle <= BUFFER_MIN + 64, (opened, idle)
+
+
+class Pipes:
+    """Real pipes into pumps of one log; written to directly (non-blocking, small writes)."""
+
+    def __init__(self, log, streams=("stdout",)):
+        self.log = log
+        self.fds = {stream: os.pipe() for stream in streams}
+        self.sources = {stream: trio.lowlevel.FdStream(fds[0]) for stream, fds in self.fds.items()}
+
+    def start(self, nursery, window):
+        for stream, source in self.sources.items():
+            nursery.start_soon(pump, self.log, stream, source, [], window)
+
+    def write(self, stream, data):
+        assert os.write(self.fds[stream][1], data) == len(data)
+
+    async def close(self):
+        for _, write_end in self.fds.values():
+            os.close(write_end)
+        for source in self.sources.values():
+            await source.aclose()
+
+
+def records(sink):
+    return [(topic.rsplit(".", 1)[1], bytes(data["data"]), data["ts"]) for topic, data in sink.events]
+
+
+def test_lines_read_one_at_a_time_share_a_record_and_a_lone_line_waits_no_longer_than_the_window():
+    """Issue 26: output arriving a line at a time is held back for the window so that the
+    lines read meanwhile share one record (its ts: when the first was read); a lone line is
+    taken exactly when the window ends, never later. The clock is trio's mock clock."""
+    clock = trio.testing.MockClock()
+    window = 0.005
+
+    async def main():
+        sink = FrameSink()
+        log = ContainerLog("c" * 64, LogOptions.from_map({}), {}, sink.publish, sink.drop)
+        pipes = Pipes(log)
+        async with trio.open_nursery() as nursery:
+            pipes.start(nursery, window)
+            await trio.testing.wait_all_tasks_blocked()
+            before = time.time()
+            pipes.write("stdout", b"one\n")
+            await trio.testing.wait_all_tasks_blocked()
+            read_one = time.time()
+            pipes.write("stdout", b"two\n")
+            clock.jump(window * 0.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sink.events == []  # held back: the window has not ended
+            clock.jump(window * 0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert [(stream, data) for stream, data, _ in records(sink)] == [("stdout", b"one\ntwo\n")]
+            assert before <= records(sink)[0][2] <= read_one  # the ts of the first line's read
+
+            pipes.write("stdout", b"lone\n")  # a lone line, much later
+            clock.jump(60)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(sink.events) == 1
+            clock.jump(window)
+            await trio.testing.wait_all_tasks_blocked()
+            assert records(sink)[1][1] == b"lone\n"
+            nursery.cancel_scope.cancel()
+        await pipes.close()
+
+    trio.run(main, clock=clock)
+
+
+def test_held_lines_keep_their_order_across_stdout_and_stderr():
+    """A stream that reads output first lets the other stream's held lines go, together with
+    what its pipe holds (written before): records keep the order the lines were written in,
+    and their ts increase. A pump cancelled while it holds lines gives each byte once."""
+    clock = trio.testing.MockClock()
+
+    async def main():
+        sink = FrameSink()
+        log = ContainerLog("c" * 64, LogOptions.from_map({}), {}, sink.publish, sink.drop)
+        pipes = Pipes(log, ("stdout", "stderr"))
+        async with trio.open_nursery() as nursery:
+            pipes.start(nursery, 0.005)
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"o1\n")
+            await trio.testing.wait_all_tasks_blocked()  # read and held back
+            pipes.write("stdout", b"o2\n")  # not read yet: its pump sleeps out the window
+            pipes.write("stderr", b"e1\n")
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"o3\n")  # now read promptly (both streams are active)
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stderr", b"e2\n")
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"unfinished")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await pipes.close()
+        got = records(sink)
+        assert [(stream, data) for stream, data, _ in got] == [
+            ("stdout", b"o1\no2\n"), ("stderr", b"e1\n"), ("stdout", b"o3\n"), ("stderr", b"e2\n"),
+            ("stdout", b"unfinished")]
+        assert [ts for _, _, ts in got] == sorted(ts for _, _, ts in got)
+
+    trio.run(main, clock=clock)
