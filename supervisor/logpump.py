@@ -54,7 +54,8 @@ BUFFER_MAX = FRAME_ROOM + MAX_RECORD
 #: join it in one record: the per-record costs (event, collector, store, ack) are then paid
 #: once per window, not once per line (docs/logs.md, "Output a line at a time").
 COALESCE_WINDOW = 0.010
-#: ... unless this much is held: then it is taken at once.
+#: ... unless this much is held (or a quarter of the log's buffer or segment size): then it
+#: is taken at once.
 COALESCE_BYTES = 64 << 10
 #: After the other stream of a container read output, its streams read promptly (each read
 #: wakes the pump) for this long, so their lines keep the order they were read in.
@@ -111,6 +112,9 @@ class _FramePump:
         self.fd = fd
         self.attachments = attachments
         self.buffer = bytearray(BUFFER_MIN)
+        # The buffer grows to this for a record of whole lines (a bigger one only for a longer
+        # line): BUFFER_MAX, or less for a small segment size (a record's segment holds it).
+        self.largest = FRAME_ROOM + min(MAX_RECORD, max(log.options.max_size // 4, BUFFER_MIN))
         self.end = self.clean = FRAME_ROOM
         self.deadline: float | None = None  # trio time by which the lines read must be taken
         self.first_read = 0.0  # wall time of the first read since the last record: its ts
@@ -124,14 +128,17 @@ class _FramePump:
         finally:
             if self.end > FRAME_ROOM:  # the last line, without its newline
                 self.log.add(self.stream, bytes(memoryview(self.buffer)[FRAME_ROOM : self.end]), False,
-                             self.first_read or None)
+                             self.first_read if self.deadline is not None else None)
 
     async def _read_to_end(self) -> None:
         log, fd = self.log, self.fd
         while True:
-            if self.end == len(self.buffer):
-                if len(self.buffer) < BUFFER_MAX:  # a read filled it: more is waiting in the pipe
-                    self.buffer = _grown(self.buffer, self.end, fd)
+            if self.end == len(self.buffer):  # a read filled it: more is waiting in the pipe
+                if len(self.buffer) >= self.largest and self._take_lines():
+                    await log.wait_for_room()
+                    continue
+                if len(self.buffer) < BUFFER_MAX:
+                    self.buffer = _grown(self.buffer, self.end, fd, self.largest)
                 else:  # a line longer than MAX_RECORD: a PARTIAL piece of it
                     self._take(self.end, partial=True)
                     await log.wait_for_room()
@@ -164,14 +171,21 @@ class _FramePump:
                 _let_go(log, self.stream)
             for attachment in tuple(self.attachments):
                 await attachment.send(self.stream, bytes(memoryview(self.buffer)[start : start + count]))
-            if self.end == len(self.buffer) and len(self.buffer) < BUFFER_MAX:
-                continue  # read on into this record (the buffer grows)
-            if (self.end - FRAME_ROOM >= COALESCE_BYTES or len(self.buffer) == BUFFER_MAX
+            if self.end == len(self.buffer):
+                continue  # read on into this record (the buffer grows), or take it
+            if (self.end - FRAME_ROOM >= self._enough() or len(self.buffer) == BUFFER_MAX
                     or trio.current_time() >= self.deadline):  # type: ignore[operator]
                 if self._take_lines():
                     await log.wait_for_room()
             else:
                 await self._hold_back()
+
+    def _enough(self) -> int:
+        """Held back this much, lines are taken at once: COALESCE_BYTES, or a quarter of a
+        small log buffer (a record bigger than the buffer could not stay in it) or of a small
+        segment (``max-size``: holding back never makes a record its segment cannot hold)."""
+        options = self.log.options
+        return min(COALESCE_BYTES, options.max_buffer_size // 4, options.max_size // 4)
 
     def _read(self, count: int) -> None:
         self.end += count
@@ -200,8 +214,9 @@ class _FramePump:
 
     def let_go(self) -> None:
         """The other stream read output: take what this one read before it (and what its pipe
-        holds now, written before that) as a record at once, and read promptly for a while."""
-        if self.end < len(self.buffer):
+        holds now, written before that, unless clients are attached: they get each read from
+        the pump itself) as a record at once, and read promptly for a while."""
+        if not self.attachments and self.end < len(self.buffer):
             try:
                 count = os.readv(self.fd, [memoryview(self.buffer)[self.end :]])
             except OSError:  # nothing there (or the end): this pump's own read finds out
@@ -246,15 +261,16 @@ def _let_go(log: ContainerLog, stream: str) -> None:
             log.mixed_until = trio.current_time() + MIXED_PROMPT
 
 
-def _grown(buffer: bytearray, end: int, fd: int) -> bytearray:
+def _grown(buffer: bytearray, end: int, fd: int, largest: int) -> bytearray:
     """A bigger buffer for a stream whose read filled ``buffer``: room for what the pipe holds
-    and a page more (at least twice the size, at most BUFFER_MAX), with
-    ``buffer[FRAME_ROOM:end]`` in it."""
+    and a page more (at least twice the size; at most ``largest``, or BUFFER_MAX once it is
+    that big), with ``buffer[FRAME_ROOM:end]`` in it."""
     try:
         waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
     except OSError:
         waiting = 0
-    grown = bytearray(min(BUFFER_MAX, max(2 * len(buffer), end + waiting + BUFFER_MIN)))
+    limit = largest if len(buffer) < largest else BUFFER_MAX
+    grown = bytearray(min(limit, max(2 * len(buffer), end + waiting + BUFFER_MIN)))
     grown[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
     return grown
 
