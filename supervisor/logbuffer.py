@@ -17,8 +17,9 @@ Theory of operation
        └── a gap (it was away, or the bus dropped) ── logs.replay {container, stream, from} ──▶
               replay(): the records still buffered, and the range that is not (``lost``)
 
-A record is one read's worth of whole lines of one stream (or a PARTIAL piece of a line longer
-than ``MAX_RECORD``), so the hot path does a few C calls per read, never per line.
+A record is the whole lines of one stream read together (one read, or the reads of a 10 ms
+window: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
+so the hot path does a few C calls per read, never per line.
 
 The reading is :mod:`supervisor.logpump`'s (a pipe is read straight into a buffer laid out
 as the event's frame, so the kernel's copy out of the pipe is the only copy of the output
