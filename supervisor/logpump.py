@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import struct
 import termios
@@ -50,9 +51,10 @@ OWN_MIN = MAX_RECORD // 2
 BUFFER_MIN = 4096
 #: The largest buffer: the frame's room and one record.
 BUFFER_MAX = FRAME_ROOM + MAX_RECORD
-#: Output read a line or a few at a time is held back up to this long (seconds) for more to
-#: join it in one record: the per-record costs (event, collector, store, ack) are then paid
-#: once per window, not once per line (docs/logs.md, "Output a line at a time").
+#: Output read a line or a few at a time, faster than one read per this long (seconds), is
+#: held back up to this long for more to join it in one record: the per-record costs (event,
+#: collector, store, ack) are then paid once per window, not once per line (docs/logs.md,
+#: "Output a line at a time"). A line after a quiet spell is taken at once.
 COALESCE_WINDOW = 0.010
 #: ... unless this much is held (or a quarter of the log's buffer or segment size): then it
 #: is taken at once.
@@ -118,6 +120,7 @@ class _FramePump:
         self.end = self.clean = FRAME_ROOM
         self.deadline: float | None = None  # trio time by which the lines read must be taken
         self.first_read = 0.0  # wall time of the first read since the last record: its ts
+        self.previous_read = -math.inf  # trio time of the last read
         self._hold: trio.CancelScope | None = None
 
     async def run(self) -> None:
@@ -190,8 +193,11 @@ class _FramePump:
     def _read(self, count: int) -> None:
         self.end += count
         now = self.log.last_read = trio.current_time()
+        previous, self.previous_read = self.previous_read, now
         if self.deadline is None:
-            self.deadline = now + self.window
+            # Held back only when output comes faster than one read per window: a line after
+            # a quiet spell (a service that logs now and then) is taken at once.
+            self.deadline = now + self.window if now - previous < self.window else now
             self.first_read = time.time()
 
     async def _hold_back(self) -> None:
