@@ -17,8 +17,9 @@ Theory of operation
        └── a gap (it was away, or the bus dropped) ── logs.replay {container, stream, from} ──▶
               replay(): the records still buffered, and the range that is not (``lost``)
 
-A record is one read's worth of whole lines of one stream (or a PARTIAL piece of a line longer
-than ``MAX_RECORD``), so the hot path does a few C calls per read, never per line.
+A record is the whole lines of one stream read together (one read, or the reads of a 10 ms
+window: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
+so the hot path does a few C calls per read, never per line.
 
 The reading is :mod:`supervisor.logpump`'s (a pipe is read straight into a buffer laid out
 as the event's frame, so the kernel's copy out of the pipe is the only copy of the output
@@ -87,6 +88,9 @@ class ContainerLog:
         self._last_ts = 0.0
         self.last_read = 0.0  # trio time of the last chunk taken (pump), for the drain after exit
         self.pumping = 0  # pumps reading into this log
+        # stream name -> its pump's let_go(), while the pump holds lines back (logpump.py)
+        self.holding: dict[str, Callable[[], None]] = {}
+        self.mixed_until = 0.0  # trio time until which the pumps read promptly (logpump.py)
         self._pump_ended = trio.Event()
         self._room = trio.Event()
         self._changed = trio.Event()
@@ -105,15 +109,16 @@ class ContainerLog:
             self._add(code, payload, partial)
         await self.wait_for_room()
 
-    def add(self, stream: str, payload: bytes, partial: bool) -> None:
-        """Take ``payload``, already cut (whole lines, or ``partial``), as one record. Then
-        :meth:`wait_for_room`."""
-        self._add(STREAMS[stream], payload, partial)
+    def add(self, stream: str, payload: bytes, partial: bool, ts: float | None = None) -> None:
+        """Take ``payload``, already cut (whole lines, or ``partial``), as one record, read at
+        ``ts`` (Unix time; default: now). Then :meth:`wait_for_room`."""
+        self._add(STREAMS[stream], payload, partial, None, ts)
 
-    def add_in_place(self, stream: str, buffer: bytearray, start: int, end: int, partial: bool) -> None:
+    def add_in_place(self, stream: str, buffer: bytearray, start: int, end: int, partial: bool,
+                     ts: float | None = None) -> None:
         """:meth:`add` for ``buffer[start:end]``, without copying it: the record and its event
         keep ``buffer``, whose bytes before ``start`` are free for the event's frame."""
-        self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end))
+        self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end), ts)
 
     async def wait_for_room(self) -> None:
         """In blocking mode, until the buffer has room again (the caller stops reading its
@@ -135,8 +140,9 @@ class ContainerLog:
                 self._add(STREAMS[stream], payload, partial)
 
     def _add(self, code: int, payload: bytes | memoryview, partial: bool,
-             frame: tuple[bytearray, int, int] | None = None) -> None:
-        ts = self._clock()
+             frame: tuple[bytearray, int, int] | None = None, ts: float | None = None) -> None:
+        if ts is None:
+            ts = self._clock()
         if ts <= self._last_ts:
             ts = self._last_ts + 1e-6  # strictly increasing: the store's time order is the output's
         self._last_ts = ts

@@ -11,13 +11,25 @@ is written around it (``BusServer.publish(payload=...)``) and sent from it, and 
 holds the record until it is acknowledged; the unfinished line after it starts the next
 buffer. The kernel's copy out of the pipe is the only copy of the output in the daemon. A
 smaller record is copied out, and the buffer is used again.
+
+The buffer is sized to what is in flight, so an idle container costs one page per stream,
+not a megabyte: it starts at ``BUFFER_MIN``; a read that fills it grows it to what the pipe
+holds (``FIONREAD``; at least twice, at most ``BUFFER_MAX``) and reading goes on into the
+same record, so a burst is still one record per pipe's worth; and once the pipe is empty
+(the read would block) a big buffer is swapped for a small one before the wait. Growing
+copies only the output read since the last record (at most the buffer's old size, once per
+doubling), never a record already taken.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
+import struct
+import termios
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,6 +47,21 @@ FRAME_ROOM = 512
 #: A record at least this big keeps the buffer it was read into (so a buffer is at most
 #: twice the bytes it holds for the log's buffer); a smaller one is copied out of it.
 OWN_MIN = MAX_RECORD // 2
+#: A stream's buffer while little is in flight (one page: the frame's room and 3.5 KiB).
+BUFFER_MIN = 4096
+#: The largest buffer: the frame's room and one record.
+BUFFER_MAX = FRAME_ROOM + MAX_RECORD
+#: Output read a line or a few at a time, faster than one read per this long (seconds), is
+#: held back up to this long for more to join it in one record: the per-record costs (event,
+#: collector, store, ack) are then paid once per window, not once per line (docs/logs.md,
+#: "Output a line at a time"). A line after a quiet spell is taken at once.
+COALESCE_WINDOW = 0.010
+#: ... unless this much is held (or a quarter of the log's buffer or segment size): then it
+#: is taken at once.
+COALESCE_BYTES = 64 << 10
+#: After the other stream of a container read output, its streams read promptly (each read
+#: wakes the pump) for this long, so their lines keep the order they were read in.
+MIXED_PROMPT = 1.0
 F_SETPIPE_SZ = 1031
 
 
@@ -46,16 +73,18 @@ def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
         pass
 
 
-async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any]) -> None:
+async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any],
+               window: float = COALESCE_WINDOW) -> None:
     """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
-    log as ``stream``, forwarding each chunk to the attached clients first."""
+    log as ``stream``, forwarding each chunk to the attached clients first. Lines read a few
+    at a time are held back up to ``window`` seconds to share a record."""
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         enlarge_pipe(fileno())
     log.pumping += 1
     try:
         if isinstance(source, trio.lowlevel.FdStream):
-            await _pump_fd(log, stream, source.fileno(), attachments)
+            await _FramePump(log, stream, source.fileno(), attachments, window).run()
         else:
             while True:
                 chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
@@ -72,21 +101,65 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
         log.end_stream(stream)
 
 
-async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[Any]) -> None:
+class _FramePump:
     """pump() for a pipe or pty master: read into frame buffers (see the module's doc).
-    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken: no newline in it. The
-    state is updated before any wait, so what is left at a cancellation is exactly that."""
-    buffer = bytearray(FRAME_ROOM + MAX_RECORD)
-    end = FRAME_ROOM
-    try:
+    ``buffer[FRAME_ROOM:end]`` holds what was read and not yet taken, with no newline before
+    ``clean``. The state is updated before any wait, so what is left at a cancellation is
+    exactly that."""
+
+    def __init__(self, log: ContainerLog, stream: str, fd: int, attachments: list[Any], window: float):
+        self.log = log
+        self.window = window
+        self.stream = stream
+        self.fd = fd
+        self.attachments = attachments
+        self.buffer = bytearray(BUFFER_MIN)
+        # The buffer grows to this for a record of whole lines (a bigger one only for a longer
+        # line): BUFFER_MAX, or less for a small segment size (a record's segment holds it).
+        self.largest = FRAME_ROOM + min(MAX_RECORD, max(log.options.max_size // 4, BUFFER_MIN))
+        self.end = self.clean = FRAME_ROOM
+        self.deadline: float | None = None  # trio time by which the lines read must be taken
+        self.first_read = 0.0  # wall time of the first read since the last record: its ts
+        self.previous_read = -math.inf  # trio time of the last read
+        self._hold: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._read_to_end()
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            if self.end > FRAME_ROOM:  # the last line, without its newline
+                self.log.add(self.stream, bytes(memoryview(self.buffer)[FRAME_ROOM : self.end]), False,
+                             self.first_read if self.deadline is not None else None)
+
+    async def _read_to_end(self) -> None:
+        log, fd = self.log, self.fd
         while True:
-            if end == len(buffer):  # a line longer than MAX_RECORD: a PARTIAL piece of it
-                buffer, end = _take(log, stream, buffer, end, end, partial=True)
-                await log.wait_for_room()
+            if self.end == len(self.buffer):  # a read filled it: more is waiting in the pipe
+                if len(self.buffer) >= self.largest and self._take_lines():
+                    await log.wait_for_room()
+                    continue
+                if len(self.buffer) < BUFFER_MAX:
+                    self.buffer = _grown(self.buffer, self.end, fd, self.largest)
+                else:  # a line longer than MAX_RECORD: a PARTIAL piece of it
+                    self._take(self.end, partial=True)
+                    await log.wait_for_room()
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                count = os.readv(fd, [memoryview(buffer)[end:]])
+                count = os.readv(fd, [memoryview(self.buffer)[self.end :]])
             except BlockingIOError:
+                if self.end > self.clean:  # lines read and not taken yet
+                    if trio.current_time() < self.deadline:  # type: ignore[operator]
+                        await self._hold_back()
+                        continue
+                    if self._take_lines():
+                        await log.wait_for_room()
+                        continue
+                if len(self.buffer) > BUFFER_MIN and self.end < BUFFER_MIN:  # nothing in flight: give it back
+                    small = bytearray(BUFFER_MIN)
+                    small[FRAME_ROOM : self.end] = memoryview(self.buffer)[FRAME_ROOM : self.end]
+                    self.buffer = small
                 await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
                 continue
             except OSError as exc:
@@ -95,35 +168,117 @@ async def _pump_fd(log: ContainerLog, stream: str, fd: int, attachments: list[An
                 count = 0
             if not count:
                 break
-            start, end = end, end + count
-            log.last_read = trio.current_time()
-            cut = buffer.rfind(b"\n", start, end)  # the part before has none
-            chunk = bytes(memoryview(buffer)[start:end]) if attachments else b""
-            if cut >= 0:
-                buffer, end = _take(log, stream, buffer, cut + 1, end, partial=False)
-            for attachment in tuple(attachments):
-                await attachment.send(stream, chunk)
-            if cut >= 0:
-                await log.wait_for_room()
-    except trio.ClosedResourceError:
-        pass
-    finally:
-        if end > FRAME_ROOM:  # the last line, without its newline
-            log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:end]), False)
+            start = self.end
+            self._read(count)
+            if log.holding:  # the other stream's lines were read first: they go first
+                _let_go(log, self.stream)
+            for attachment in tuple(self.attachments):
+                await attachment.send(self.stream, bytes(memoryview(self.buffer)[start : start + count]))
+            if self.end == len(self.buffer):
+                continue  # read on into this record (the buffer grows), or take it
+            if (self.end - FRAME_ROOM >= self._enough() or len(self.buffer) == BUFFER_MAX
+                    or trio.current_time() >= self.deadline):  # type: ignore[operator]
+                if self._take_lines():
+                    await log.wait_for_room()
+            else:
+                await self._hold_back()
+
+    def _enough(self) -> int:
+        """Held back this much, lines are taken at once: COALESCE_BYTES, or a quarter of a
+        small log buffer (a record bigger than the buffer could not stay in it) or of a small
+        segment (``max-size``: holding back never makes a record its segment cannot hold)."""
+        options = self.log.options
+        return min(COALESCE_BYTES, options.max_buffer_size // 4, options.max_size // 4)
+
+    def _read(self, count: int) -> None:
+        self.end += count
+        now = self.log.last_read = trio.current_time()
+        previous, self.previous_read = self.previous_read, now
+        if self.deadline is None:
+            # Held back only when output comes faster than one read per window: a line after
+            # a quiet spell (a service that logs now and then) is taken at once.
+            self.deadline = now + self.window if now - previous < self.window else now
+            self.first_read = time.time()
+
+    async def _hold_back(self) -> None:
+        """Hold the lines read back until the deadline, for more to join them in one record;
+        when nothing is attached and the other stream is quiet, without reading meanwhile
+        (one wakeup per window, not per line). Another stream that reads output ends it
+        (:func:`_let_go`)."""
+        log = self.log
+        prompt = bool(self.attachments) or trio.current_time() < log.mixed_until
+        with trio.CancelScope(deadline=self.deadline) as self._hold:  # type: ignore[arg-type]
+            log.holding[self.stream] = self.let_go
+            try:
+                if prompt:
+                    await trio.lowlevel.wait_readable(self.fd)
+                else:
+                    await trio.sleep_forever()
+            finally:
+                self._hold = None
+                log.holding.pop(self.stream, None)
+
+    def let_go(self) -> None:
+        """The other stream read output: take what this one read before it (and what its pipe
+        holds now, written before that, unless clients are attached: they get each read from
+        the pump itself) as a record at once, and read promptly for a while."""
+        if not self.attachments and self.end < len(self.buffer):
+            try:
+                count = os.readv(self.fd, [memoryview(self.buffer)[self.end :]])
+            except OSError:  # nothing there (or the end): this pump's own read finds out
+                count = 0
+            if count:
+                self._read(count)
+        self._take_lines()
+        if self._hold is not None:
+            self._hold.cancel()
+
+    def _take_lines(self) -> bool:
+        """Give the whole lines read to the log as a record; False if there are none."""
+        self.deadline = None
+        cut = self.buffer.rfind(b"\n", self.clean, self.end)
+        if cut < 0:
+            self.clean = self.end
+            return False
+        self._take(cut + 1, partial=False)
+        return True
+
+    def _take(self, cut: int, partial: bool) -> None:
+        """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record, and move ``buffer[cut:end]``
+        (an unfinished line) to the start of the buffer to read on into."""
+        buffer, end = self.buffer, self.end
+        rest = bytes(memoryview(buffer)[cut:end])
+        if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer; the next starts small
+            self.log.add_in_place(self.stream, buffer, FRAME_ROOM, cut, partial, self.first_read)
+            buffer = self.buffer = bytearray(min(BUFFER_MAX, max(BUFFER_MIN, FRAME_ROOM + 2 * len(rest))))
+        else:
+            self.log.add(self.stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial, self.first_read)
+        buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
+        self.end = self.clean = FRAME_ROOM + len(rest)  # the rest has no newline
+        self.deadline = None
 
 
-def _take(log: ContainerLog, stream: str, buffer: bytearray, cut: int, end: int,
-          partial: bool) -> tuple[bytearray, int]:
-    """Give ``buffer[FRAME_ROOM:cut]`` to the log as a record; returns the buffer to read on
-    into and its end, with ``buffer[cut:end]`` (an unfinished line) moved to its start."""
-    rest = bytes(memoryview(buffer)[cut:end])
-    if cut - FRAME_ROOM >= OWN_MIN:  # the record keeps this buffer
-        log.add_in_place(stream, buffer, FRAME_ROOM, cut, partial)
-        buffer = bytearray(FRAME_ROOM + MAX_RECORD)
-    else:
-        log.add(stream, bytes(memoryview(buffer)[FRAME_ROOM:cut]), partial)
-    buffer[FRAME_ROOM : FRAME_ROOM + len(rest)] = rest
-    return buffer, FRAME_ROOM + len(rest)
+def _let_go(log: ContainerLog, stream: str) -> None:
+    """``stream`` read output: every other stream's held lines become records first (they were
+    read before), and the log reads promptly, without holding back, for MIXED_PROMPT s."""
+    for other, let_go in tuple(log.holding.items()):
+        if other != stream:
+            let_go()
+            log.mixed_until = trio.current_time() + MIXED_PROMPT
+
+
+def _grown(buffer: bytearray, end: int, fd: int, largest: int) -> bytearray:
+    """A bigger buffer for a stream whose read filled ``buffer``: room for what the pipe holds
+    and a page more (at least twice the size; at most ``largest``, or BUFFER_MAX once it is
+    that big), with ``buffer[FRAME_ROOM:end]`` in it."""
+    try:
+        waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        waiting = 0
+    limit = largest if len(buffer) < largest else BUFFER_MAX
+    grown = bytearray(min(limit, max(2 * len(buffer), end + waiting + BUFFER_MIN)))
+    grown[FRAME_ROOM:end] = memoryview(buffer)[FRAME_ROOM:end]
+    return grown
 
 
 async def drain(log: ContainerLog, pumps: trio.CancelScope, idle: float) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import tracemalloc
 
 import trio
 import trio.testing
@@ -10,7 +12,8 @@ import trio.testing
 from logs.format import MAX_RECORD, STDOUT
 from logs.options import LogOptions
 from supervisor.logbuffer import ContainerLog
-from supervisor.logpump import OWN_MIN, pump
+from supervisor import logpump
+from supervisor.logpump import BUFFER_MIN, OWN_MIN, pump
 
 
 class FrameSink:
@@ -54,7 +57,7 @@ async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_c
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await pump(log, "stdout", source, [])
+            await pump(log, "stdout", source, [], window=0)  # a record per read
     await source.aclose()
     payloads = [bytes(data["data"]) for _, data in sink.events]
     assert b"".join(payloads) == b"".join(parts)
@@ -81,10 +84,154 @@ async def test_a_pump_cancelled_while_it_waits_for_room_keeps_each_byte_once():
     source = trio.lowlevel.FdStream(read_end)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump, log, "stdout", source, [])
+            nursery.start_soon(pump, log, "stdout", source, [], 0)
             await trio.testing.wait_all_tasks_blocked()
             assert log.waiting  # held: 5001 bytes in a 4 KiB buffer
             nursery.cancel_scope.cancel()
     os.close(write_end)
     await source.aclose()
     assert [bytes(data["data"]) for _, data in sink.events] == [b"a" * 5000 + b"\n", b"unfinished"]
+
+
+def largest_block_allocated_in(module_file: str) -> int:
+    """The biggest live allocation made by a line of ``module_file`` (tracemalloc is on)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, module_file)])
+    return max((trace.size for trace in snapshot.traces), default=0)
+
+
+async def test_an_idle_stream_holds_one_page_not_a_record_sized_buffer():
+    """Issue 26: the buffer a pipe is read into is sized to what is in flight. Opened, and
+    again idle after a 3 MiB burst (read in big records, all acknowledged), a stream's pump
+    holds no more than a page (it held a 1 MiB buffer for its whole life before)."""
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "64m"}), {}, sink.publish, sink.drop)
+    read_end, write_end = os.pipe()
+    burst = b"".join(b"%099d\n" % i for i in range(3 * (1 << 20) // 100))
+    source, sink_end = trio.lowlevel.FdStream(read_end), trio.lowlevel.FdStream(write_end)
+    tracemalloc.start()
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump, log, "stdout", source, [])
+                await trio.testing.wait_all_tasks_blocked()
+                opened = largest_block_allocated_in(logpump.__file__)
+                await sink_end.send_all(burst)
+                while log.streams[STDOUT].bytes < len(burst):
+                    await trio.testing.wait_all_tasks_blocked()
+                seqs = [data["seq"] for _, data in sink.events]
+                assert b"".join(bytes(data["data"]) for _, data in sink.events) == burst
+                assert len(seqs) < 20  # still read in big records, not a page at a time
+                log.ack(STDOUT, seqs[-1])
+                sink.events.clear()
+                await trio.testing.wait_all_tasks_blocked()
+                idle = largest_block_allocated_in(logpump.__file__)
+                await sink_end.aclose()
+    finally:
+        tracemalloc.stop()
+    await source.aclose()
+    assert opened <= BUFFER_MIN + 64 and idle <= BUFFER_MIN + 64, (opened, idle)
+
+
+class Pipes:
+    """Real pipes into pumps of one log; written to directly (non-blocking, small writes)."""
+
+    def __init__(self, log, streams=("stdout",)):
+        self.log = log
+        self.fds = {stream: os.pipe() for stream in streams}
+        self.sources = {stream: trio.lowlevel.FdStream(fds[0]) for stream, fds in self.fds.items()}
+
+    def start(self, nursery, window):
+        for stream, source in self.sources.items():
+            nursery.start_soon(pump, self.log, stream, source, [], window)
+
+    def write(self, stream, data):
+        assert os.write(self.fds[stream][1], data) == len(data)
+
+    async def close(self):
+        for _, write_end in self.fds.values():
+            os.close(write_end)
+        for source in self.sources.values():
+            await source.aclose()
+
+
+def records(sink):
+    return [(topic.rsplit(".", 1)[1], bytes(data["data"]), data["ts"]) for topic, data in sink.events]
+
+
+def test_lines_read_one_at_a_time_share_a_record_and_a_lone_line_is_not_held_back():
+    """Issue 26: output arriving a line at a time, faster than one read per window, is held
+    back for the window so that the lines read meanwhile share one record (its ts: when the
+    first was read), and taken exactly when the window ends, never later; a lone line (after
+    a quiet spell) is taken at once. The clock is trio's mock clock."""
+    clock = trio.testing.MockClock()
+    window = 0.005
+
+    async def main():
+        sink = FrameSink()
+        log = ContainerLog("c" * 64, LogOptions.from_map({}), {}, sink.publish, sink.drop)
+        pipes = Pipes(log)
+        async with trio.open_nursery() as nursery:
+            pipes.start(nursery, window)
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"zero\n")  # the first line: taken at once
+            await trio.testing.wait_all_tasks_blocked()
+            assert [data for _, data, _ in records(sink)] == [b"zero\n"]
+            sink.events.clear()
+            before = time.time()
+            pipes.write("stdout", b"one\n")  # right after it: held back
+            await trio.testing.wait_all_tasks_blocked()
+            read_one = time.time()
+            pipes.write("stdout", b"two\n")
+            clock.jump(window * 0.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sink.events == []  # held back: the window has not ended
+            clock.jump(window * 0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert [(stream, data) for stream, data, _ in records(sink)] == [("stdout", b"one\ntwo\n")]
+            assert before <= records(sink)[0][2] <= read_one  # the ts of the first line's read
+
+            clock.jump(60)
+            pipes.write("stdout", b"lone\n")  # a lone line, much later: not held back
+            await trio.testing.wait_all_tasks_blocked()
+            assert [data for _, data, _ in records(sink)] == [b"one\ntwo\n", b"lone\n"]
+            nursery.cancel_scope.cancel()
+        await pipes.close()
+
+    trio.run(main, clock=clock)
+
+
+def test_held_lines_keep_their_order_across_stdout_and_stderr():
+    """A stream that reads output first lets the other stream's held lines go, together with
+    what its pipe holds (written before): records keep the order the lines were written in,
+    and their ts increase. A pump cancelled while it holds lines gives each byte once."""
+    clock = trio.testing.MockClock()
+
+    async def main():
+        sink = FrameSink()
+        log = ContainerLog("c" * 64, LogOptions.from_map({}), {}, sink.publish, sink.drop)
+        pipes = Pipes(log, ("stdout", "stderr"))
+        async with trio.open_nursery() as nursery:
+            pipes.start(nursery, 0.005)
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"o0\n")
+            await trio.testing.wait_all_tasks_blocked()  # after a quiet spell: taken at once
+            pipes.write("stdout", b"o1\n")
+            await trio.testing.wait_all_tasks_blocked()  # right after it: read and held back
+            pipes.write("stdout", b"o2\n")  # not read yet: its pump sleeps out the window
+            pipes.write("stderr", b"e1\n")
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"o3\n")  # now read promptly (both streams are active)
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stderr", b"e2\n")
+            await trio.testing.wait_all_tasks_blocked()
+            pipes.write("stdout", b"unfinished")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await pipes.close()
+        got = records(sink)
+        assert [(stream, data) for stream, data, _ in got] == [
+            ("stdout", b"o0\n"), ("stdout", b"o1\no2\n"), ("stderr", b"e1\n"), ("stdout", b"o3\n"), ("stderr", b"e2\n"),
+            ("stdout", b"unfinished")]
+        assert [ts for _, _, ts in got] == sorted(ts for _, _, ts in got)
+
+    trio.run(main, clock=clock)
