@@ -79,6 +79,12 @@ class ContainerSpec:
     publish_all: bool = False  # -P: the image's exposed ports on random host ports
     add_host: tuple[str, ...] = ()  # --add-host HOST:IP
     dns: tuple[str, ...] = ()  # --dns IP
+    # Volumes and mounts (supervisor/mounts.py parses them, docs/volumes.md): the flags as given.
+    volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:OPTS], NAME:CONTAINER[:OPTS], CONTAINER
+    mounts: tuple[str, ...] = ()  # --mount type=...,source=...,target=...
+    tmpfs: tuple[str, ...] = ()  # --tmpfs PATH[:OPTIONS]
+    volumes_from: tuple[str, ...] = ()  # --volumes-from CONTAINER[:ro|rw]
+    read_only: bool = False  # --read-only: the root filesystem read-only
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -121,6 +127,7 @@ class ContainerSpec:
         if policy.name != "no" and self.auto_remove:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
         _check_network(self)
+        _check_mounts(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -148,7 +155,7 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns"):
+        for key in ("cmd", "env", "publish", "add_host", "dns", *_MOUNT_LISTS):
             if key in values:
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
@@ -174,9 +181,13 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
-        for key in ("publish", "add_host", "dns"):
+        for key in ("publish", "add_host", "dns", *_MOUNT_LISTS):
             data[key] = list(getattr(self, key))
         return data
+
+    def parsed_mounts(self) -> list[Any]:
+        """The -v, --mount and --tmpfs mounts, parsed (supervisor.mounts.Mount), in that order."""
+        return _parsed_mounts(self)
 
 
 def _check_network(spec: ContainerSpec) -> None:
@@ -204,6 +215,38 @@ def _check_network(spec: ContainerSpec) -> None:
         )
 
 
+_MOUNT_LISTS = ("volumes", "mounts", "tmpfs", "volumes_from")
+
+
+def _parsed_mounts(spec: ContainerSpec) -> list[Any]:
+    from supervisor import mounts
+
+    try:
+        parsed = [mounts.parse_volume(entry) for entry in spec.volumes]
+        parsed += [mounts.parse_mount(entry) for entry in spec.mounts]
+        parsed += [mounts.parse_tmpfs(entry) for entry in spec.tmpfs]
+        mounts.check_unique(parsed)
+    except mounts.MountError as exc:
+        raise InvalidArgument(exc.message, flag=exc.flag) from None
+    return parsed
+
+
+def _check_mounts(spec: ContainerSpec) -> None:
+    """The mount flags parse as docker's (the messages are docker's: supervisor/mounts.py)."""
+    from supervisor import mounts
+
+    for key in _MOUNT_LISTS:
+        _strings(key, getattr(spec, key))
+    if type(spec.read_only) is not bool:
+        raise InvalidArgument("spec.read_only: must be true or false")
+    _parsed_mounts(spec)
+    for entry in spec.volumes_from:
+        try:
+            mounts.parse_volumes_from(entry)
+        except mounts.MountError as exc:
+            raise InvalidArgument(exc.message, flag=exc.flag) from None
+
+
 def _health_flags(flags: Any) -> dict[str, Any]:
     """The user's health check fields, checked and normalised (durations in seconds)."""
     from supervisor.health import HealthConfig
@@ -215,7 +258,8 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 
 #: The fields that hold a list of strings.
-_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns")
+_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "volumes", "mounts", "tmpfs",
+                 "volumes_from")
 
 
 def _normalise(spec: ContainerSpec) -> None:

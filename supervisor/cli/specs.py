@@ -62,6 +62,7 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
+    mount_options(parser)
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="log option (repeatable): mode=blocking|non-blocking, max-buffer-size=SIZE "
                              "(default 4m), max-size=SIZE (one segment, default 64m), max-file=N (default 5)")
@@ -126,7 +127,34 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.log_opt:
         spec["log_options"] = log_options_from(args.log_opt)
     network_spec(args, spec)
+    mount_spec(args, spec)
     return spec
+
+
+def mount_options(parser: argparse.ArgumentParser) -> None:
+    """Volumes and mounts (docs/volumes.md); the daemon parses them (supervisor/mounts.py)."""
+    parser.add_argument("-v", "--volume", action="append", default=[], metavar="[HOST-DIR|NAME:]CONTAINER-DIR[:OPTS]",
+                        help="a bind mount (HOST-DIR absolute; made if missing), a named volume (made on first "
+                             "use) or an anonymous one (CONTAINER-DIR alone); OPTS: ro, rw, a propagation, nocopy "
+                             "(repeatable)")
+    parser.add_argument("--mount", action="append", default=[], metavar="type=bind|volume|tmpfs,...",
+                        help="a mount in docker's long form: type=, source=, target=, readonly, bind-propagation=, "
+                             "volume-nocopy, tmpfs-size=, tmpfs-mode= (repeatable)")
+    parser.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]",
+                        help="a tmpfs on PATH (default noexec,nosuid,nodev; size=, mode=...; repeatable)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="mount the root filesystem read-only (volumes, tmpfs, /dev, /proc stay as they are)")
+    parser.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
+                        help="the volumes and binds of another container (repeatable)")
+
+
+def mount_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """The mount flags into the spec, as given (the daemon validates them)."""
+    for flag, key in (("volume", "volumes"), ("mount", "mounts"), ("tmpfs", "tmpfs"), ("volumes_from", "volumes_from")):
+        if getattr(args, flag, None):
+            spec[key] = list(getattr(args, flag))
+    if getattr(args, "read_only", False):
+        spec["read_only"] = True
 
 
 def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:

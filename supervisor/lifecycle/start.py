@@ -35,6 +35,7 @@ from supervisor import health, stats
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
 from supervisor.lifecycle import devices
+from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
@@ -113,6 +114,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         container.attachments.append(attach)
     container.move("start")
     core.save(container)
+    volume_events(core, container, "mount")
     core.events.container(container, "start")
     core.logs.open(container.id, container.spec.log_options)
     assert core.nursery is not None
@@ -141,7 +143,22 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,
+        **mount_config(container),
     )
+
+
+def mount_config(container: Container) -> dict[str, Any]:
+    """The launch config's volumes, binds and tmpfs mounts, and --read-only."""
+    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only}
+
+
+def volume_events(core: Lifecycle, container: Container, action: str) -> None:
+    """``volume.<name>.mount|unmount`` for each volume of the container (docker's attributes)."""
+    for mount in container.mounts:
+        if mount["type"] == "volume":
+            core.events.emit("volume", action, mount["name"], {
+                "container": container.id, "destination": mount["target"], "driver": "local",
+                "propagation": mount["propagation"], "read/write": "false" if mount["readonly"] else "true"})
 
 
 async def prepare_network(core: Lifecycle, container: Container) -> Any:
@@ -237,6 +254,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.finished_at = now_rfc3339()
     container.move("exit")
     core.save(container)
+    volume_events(core, container, "unmount")
     if oom_killed:
         core.events.container(container, "oom")
     core.events.container(container, "die", exitCode=str(exit_code))

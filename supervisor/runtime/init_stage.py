@@ -237,9 +237,14 @@ def container(config: dict) -> None:
     rootfs.mount_system(root, config.get("devices", ()))
     if config.get("etc_dir"):
         rootfs.mount_etc_files(root, config["etc_dir"])
+    if config.get("mounts"):
+        protected = tuple(config.get("masked_paths", ())) + tuple(config.get("readonly_paths", ()))
+        rootfs.mount_volumes(root, config["mounts"], protected)
     rootfs.enter_rootfs(root)
     rootfs.mask_paths(config.get("masked_paths", ()))
     rootfs.make_readonly(config.get("readonly_paths", ()))
+    if config.get("readonly_rootfs"):
+        rootfs.make_root_readonly()
     namespaces.set_hostname(config.get("hostname") or config["id"][:12])
     namespaces.loopback_up()
 

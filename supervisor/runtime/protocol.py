@@ -80,7 +80,13 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
      "network_namespace": "" | "host" | "/proc/PID/ns/net",
                                        a new one, the host's, or another container's (setns)
      "etc_dir": "/dir",                hosts, hostname, resolv.conf bind-mounted into /etc
-     "network_sync": false}            wait on fd 3 for the network before execve (above)
+     "network_sync": false,            wait on fd 3 for the network before execve (above)
+     "mounts": ["TYPE\tSOURCE\tTARGET\tFLAGS\tDATA", ...],
+                                       volumes, binds and tmpfs mounts, in order, over the
+                                       overlay before pivot_root (rootfs.mount_volumes):
+                                       TYPE bind|volume|tmpfs, FLAGS ro,nocopy,<propagation>,
+                                       DATA a tmpfs's mount options
+     "readonly_rootfs": false}         --read-only: / remounted read-only after pivot_root
 """
 
 from __future__ import annotations
@@ -164,6 +170,9 @@ class LaunchConfig:
     network_sync: bool = False
     # The writable layer is thrown away at exit (--rm): mount it volatile (never synced).
     volatile: bool = False
+    # Volumes, binds and tmpfs mounts (supervisor/lifecycle/mounts.py stage_entries) and --read-only.
+    mounts: tuple[str, ...] = ()
+    readonly_rootfs: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -217,6 +226,7 @@ class LaunchConfig:
         for entry in self.devices:
             if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
+        _check_mounts(self.mounts)
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
@@ -243,6 +253,23 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
         return cls(**document)
+
+
+MOUNT_TYPES = ("bind", "volume", "tmpfs")
+MOUNT_FLAGS = ("ro", "nocopy", "private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+def _check_mounts(entries: tuple[str, ...]) -> None:
+    """Each ``TYPE\tSOURCE\tTARGET\tFLAGS\tDATA`` (the config's ``mounts``)."""
+    for entry in entries:
+        parts = entry.split("\t")
+        if len(parts) != 5 or parts[0] not in MOUNT_TYPES or not parts[2].startswith("/"):
+            raise InvalidArgument(f"launch config.mounts: {entry!r} is not TYPE<TAB>SOURCE<TAB>TARGET<TAB>FLAGS<TAB>DATA")
+        if parts[0] != "tmpfs" and not parts[1].startswith("/"):
+            raise InvalidArgument(f"launch config.mounts: {parts[1]!r} is not an absolute path")
+        unknown = [flag for flag in parts[3].split(",") if flag and flag not in MOUNT_FLAGS]
+        if unknown:
+            raise InvalidArgument(f"launch config.mounts: unknown flag(s) {', '.join(unknown)} in {entry!r}")
 
 
 def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
