@@ -91,7 +91,7 @@ def check_target(kind: str, target: str, flag: str) -> str:
     if not target.startswith("/"):
         raise _invalid_path(kind, target, flag)
     if "\x00" in target or "\t" in target:
-        raise MountError(f'invalid mount config for type "{kind}": the path contains a NUL byte', flag)
+        raise MountError(f'invalid mount config for type "{kind}": the path contains a NUL byte or a tab', flag)
     clean = "/" + "/".join(part for part in target.split("/") if part not in ("", "."))
     if ".." in clean.split("/"):
         raise MountError(f'invalid mount config for type "{kind}": invalid mount path: \'{target}\' '

@@ -14,7 +14,6 @@ is the lifecycle's knowledge (their specs), not this store's: the caller passes 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -132,5 +131,3 @@ class VolumeStore:
         shutil.rmtree(volume.directory, ignore_errors=True)
         return volume
 
-    def is_empty(self, name: str) -> bool:
-        return not any(os.scandir(self.get(name).mountpoint))
