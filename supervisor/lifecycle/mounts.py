@@ -40,21 +40,26 @@ def resolve(spec: Any, image: Any, volumes: Any, others: Any, emit: Any) -> list
         NotFound: a --volumes-from container does not exist.
     """
     parsed: list[Mount] = spec.parsed_mounts()
+    # Everything that can fail is looked up before the first volume is made: a refused create
+    # leaves no volume behind.
+    inherited = [(parse_volumes_from(entry)[1], others(parse_volumes_from(entry)[0])) for entry in spec.volumes_from]
+    if volumes is None and (any(mount.type == "volume" for mount in parsed) or (image.config or {}).get("Volumes")):
+        raise InvalidArgument("volumes are not available in this supervisor", flag="--volume")
+    binds = {id(mount): _bind(mount) for mount in parsed if mount.type == "bind"}
     resolved: list[dict[str, Any]] = []
     for mount in parsed:
         if mount.type == "bind":
-            resolved.append(_bind(mount))
+            resolved.append(binds[id(mount)])
         elif mount.type == "volume":
             resolved.append(_volume(mount, volumes, emit))
         else:
             resolved.append(_record(mount, "", ""))
     targets = {entry["target"] for entry in resolved}
-    for entry in spec.volumes_from:
-        name, mode = parse_volumes_from(entry)
-        for inherited in others(name).mounts:
-            if inherited["type"] == "tmpfs" or inherited["target"] in targets:
+    for mode, other in inherited:
+        for mount in other.mounts:
+            if mount["type"] == "tmpfs" or mount["target"] in targets:
                 continue
-            copy = {**inherited, "origin": "--volumes-from", "anonymous": False}
+            copy = {**mount, "origin": "--volumes-from", "anonymous": False}
             if mode:
                 copy["readonly"] = mode == "ro"
             resolved.append(copy)
@@ -95,14 +100,12 @@ def _bind(mount: Mount) -> dict[str, Any]:
 
 
 def _volume(mount: Mount, volumes: Any, emit: Any) -> dict[str, Any]:
-    if volumes is None:
-        raise InvalidArgument("volumes are not available in this supervisor", flag="--volume")
     anonymous = not mount.source
     name = mount.source or secrets.token_hex(32)
     volume, made = volumes.create(name, anonymous=anonymous)
     if made:
         emit("create", name, {"driver": "local"})
-    return _record(mount, str(volume.mountpoint), name, anonymous)
+    return _record(mount, os.path.realpath(volume.mountpoint), name, anonymous)
 
 
 def stage_entries(mounts: list[dict[str, Any]]) -> tuple[str, ...]:

@@ -144,6 +144,16 @@ def test_a_bind_source_swapped_for_a_symlink_after_the_check_is_not_followed(dae
     assert b"too many levels of symbolic links" in started.stderr
 
 
+def test_an_image_link_cannot_lead_a_mount_onto_a_masked_path(daemon):
+    out(daemon, "run", "--name", "linker", "base", "sh", "-c", "ln -s /proc/sys /evil; ln -s ../sys/firmware /fw")
+    out(daemon, "commit", "linker", "links")
+    for target, resolved in (("/evil", "/proc/sys"), ("/fw", "/sys/firmware")):
+        result = daemon.cli("run", "--rm", "-v", f"vv:{target}", "links", "true")
+        assert result.returncode == 125
+        assert f'mount on "{target}": it resolves to "{resolved}"'.encode() in result.stderr, result.stderr
+    assert daemon.out("run", "--rm", "links", "sh", "-c", "ls /proc/sys | wc -l").strip() != "0"
+
+
 def test_cp_through_a_symlink_in_a_volume_stays_inside(daemon, tmp_path):
     out(daemon, "run", "-d", "--name", "box", "-v", "cpvol:/data", "base", "sleep", "60")
     out(daemon, "exec", "box", "sh", "-c", "mkdir /data/etc /data/tmp; ln -s /etc /data/out; ln -s ../../../../../../tmp /data/up; "
@@ -192,6 +202,7 @@ def test_volumes_from_takes_the_other_containers_mounts(daemon):
     (["--tmpfs", "rel"], "invalid mount config for type \"tmpfs\": invalid mount path: 'rel' mount path must be absolute"),
     (["--tmpfs", "/t:bogus"], 'invalid tmpfs option "bogus"'),
     (["--volumes-from", "nosuch"], "no such container: nosuch"),
+    (["-v", "fresh1:/a", "--volumes-from", "nosuch"], "no such container: nosuch"),  # and no volume made
     (["--volumes-from", "x:rx"], "invalid mode: rx"),
 ])
 def test_every_bad_mount_flag_gets_dockers_error_and_changes_nothing(daemon, flags, message):
