@@ -257,6 +257,7 @@ class Container:
                 **self.spec.resources.host_config(),
                 "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
                 **_mounts_host_config(self),
+                **_limits_host_config(self),
             },
             "Mounts": _mounts(self),
             "NetworkSettings": _network_settings(self),
@@ -276,6 +277,14 @@ def _mounts_host_config(container: Container) -> dict[str, Any]:
     from supervisor.mounts import host_config
 
     return host_config(container.spec)
+
+
+def _limits_host_config(container: Container) -> dict[str, Any]:
+    from supervisor.ulimits import DEFAULT_SHM_SIZE, parse_ulimit
+
+    limits = [parse_ulimit(entry) for entry in container.spec.ulimits]
+    return {"ShmSize": container.spec.shm_size or DEFAULT_SHM_SIZE,
+            "Ulimits": [{"Name": name, "Soft": soft, "Hard": hard} for name, soft, hard in limits] or None}
 
 
 def _mounts(container: Container) -> list[dict[str, Any]]:

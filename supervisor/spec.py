@@ -85,6 +85,9 @@ class ContainerSpec:
     tmpfs: tuple[str, ...] = ()  # --tmpfs PATH[:OPTIONS]
     volumes_from: tuple[str, ...] = ()  # --volumes-from CONTAINER[:ro|rw]
     read_only: bool = False  # --read-only: the root filesystem read-only
+    # Limits real images need (supervisor/ulimits.py): --ulimit NAME=SOFT[:HARD], --shm-size (bytes; 0: 64m).
+    ulimits: tuple[str, ...] = ()
+    shm_size: int = 0
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -128,6 +131,7 @@ class ContainerSpec:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
         _check_network(self)
         _check_mounts(self)
+        _check_limits(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -215,7 +219,7 @@ def _check_network(spec: ContainerSpec) -> None:
         )
 
 
-_MOUNT_LISTS = ("volumes", "mounts", "tmpfs", "volumes_from")
+_MOUNT_LISTS = ("volumes", "mounts", "tmpfs", "volumes_from", "ulimits")
 
 
 def _parsed_mounts(spec: ContainerSpec) -> list[Any]:
@@ -247,6 +251,22 @@ def _check_mounts(spec: ContainerSpec) -> None:
             raise InvalidArgument(exc.message, flag=exc.flag) from None
 
 
+def _check_limits(spec: ContainerSpec) -> None:
+    """--ulimit and --shm-size as docker parses them; a size given as text (``64m``) kept in bytes."""
+    from supervisor import ulimits
+
+    try:
+        for entry in spec.ulimits:
+            ulimits.parse_ulimit(entry)
+        if isinstance(spec.shm_size, str):
+            object.__setattr__(spec, "shm_size", ulimits.parse_shm_size(spec.shm_size))
+    except ulimits.LimitError as exc:
+        raise InvalidArgument(exc.message, flag=exc.flag) from None
+    if type(spec.shm_size) is not int or (spec.shm_size and spec.shm_size < 4096):
+        raise InvalidArgument(f"spec.shm_size: {spec.shm_size!r} is not a size in bytes (at least 4096)",
+                              flag="--shm-size")
+
+
 def _health_flags(flags: Any) -> dict[str, Any]:
     """The user's health check fields, checked and normalised (durations in seconds)."""
     from supervisor.health import HealthConfig
@@ -259,7 +279,7 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 #: The fields that hold a list of strings.
 _STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "volumes", "mounts", "tmpfs",
-                 "volumes_from")
+                 "volumes_from", "ulimits")
 
 
 def _normalise(spec: ContainerSpec) -> None:

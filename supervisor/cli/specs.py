@@ -146,6 +146,10 @@ def mount_options(parser: argparse.ArgumentParser) -> None:
                         help="mount the root filesystem read-only (volumes, tmpfs, /dev, /proc stay as they are)")
     parser.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
                         help="the volumes and binds of another container (repeatable)")
+    parser.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                        help="a resource limit (nofile, nproc, core, memlock, stack, ...; -1 unlimited; repeatable); "
+                             "default nofile=1048576:1048576 as docker")
+    parser.add_argument("--shm-size", default=None, metavar="SIZE", help="size of /dev/shm (default 64m)")
 
 
 def mount_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
@@ -155,6 +159,10 @@ def mount_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
             spec[key] = list(getattr(args, flag))
     if getattr(args, "read_only", False):
         spec["read_only"] = True
+    if getattr(args, "ulimit", None):
+        spec["ulimits"] = list(args.ulimit)
+    if getattr(args, "shm_size", None) is not None:
+        spec["shm_size"] = args.shm_size
 
 
 def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:

@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import trio
 
-from supervisor import health, stats
+from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
 from supervisor.lifecycle import devices
@@ -149,7 +150,28 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool) -
 
 def mount_config(container: Container) -> dict[str, Any]:
     """The launch config's volumes, binds and tmpfs mounts, and --read-only."""
-    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only}
+    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only,
+            "rlimits": ulimits.launch_rlimits(container.spec.ulimits, nofile_ceiling()),
+            "shm_size": str(container.spec.shm_size) if container.spec.shm_size else ""}
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def nofile_ceiling() -> int:
+    """The highest open-files limit the init stage can give: the kernel's ``fs.nr_open`` when
+    the daemon may raise a hard limit (CAP_SYS_RESOURCE), else its own hard limit; 0 when unknown."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        with open("/proc/sys/fs/nr_open") as file:
+            ceiling = int(file.read())
+        with open("/proc/self/status") as file:
+            effective = next(int(line.split()[1], 16) for line in file if line.startswith("CapEff:"))
+    except (OSError, ValueError, StopIteration):
+        return hard if hard != resource.RLIM_INFINITY else 0
+    if not effective >> CAP_SYS_RESOURCE & 1 and hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    return ceiling
 
 
 def volume_events(core: Lifecycle, container: Container, action: str) -> None:

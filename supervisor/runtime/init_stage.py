@@ -20,6 +20,7 @@ JSON goes through the C scanner of the json package (``_json``), sockets through
 import errno
 import fcntl
 import os
+import resource
 import stat
 
 try:
@@ -234,7 +235,7 @@ def container(config: dict) -> None:
     take_terminal()
     root = config["rootfs"]
     rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
-    rootfs.mount_system(root, config.get("devices", ()))
+    rootfs.mount_system(root, config.get("devices", ()), config.get("shm_size", ""))
     if config.get("etc_dir"):
         rootfs.mount_etc_files(root, config["etc_dir"])
     if config.get("mounts"):
@@ -258,12 +259,31 @@ def container(config: dict) -> None:
         os.chdir(cwd)
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
+    set_rlimits(config.get("rlimits", ()))  # as root: raising a hard limit needs CAP_SYS_RESOURCE
     security.drop_privileges(config.get("capabilities", ()), uid, gid, groups)
 
     argv = config["argv"]
     program = find_program(argv, env)
     wait_for_network(config)  # last: the supervisor's set-up overlaps with ours
     execute(program, argv, env)
+
+
+def set_rlimits(entries) -> None:  # no typing import in the stage
+    """setrlimit for each ``"NAME SOFT HARD"`` (--ulimit and docker's default nofile; -1: unlimited).
+
+    Raises:
+        InitError(125): naming the limit and the cause.
+    """
+    for entry in entries:
+        name, soft, hard = entry.split(" ")
+        limit = getattr(resource, "RLIMIT_" + name.upper(), {"locks": 10}.get(name))  # Python lacks RLIMIT_LOCKS
+        if limit is None:
+            raise libc.InitError(f"set the {name} limit: unknown on this system")
+        values = tuple(resource.RLIM_INFINITY if int(value) < 0 else int(value) for value in (soft, hard))
+        try:
+            resource.setrlimit(limit, values)
+        except (OSError, ValueError) as exc:
+            raise libc.InitError(f"set the {name} limit to {soft}:{hard}: {exc}") from None
 
 
 def status_pid(pid: int) -> bytes:

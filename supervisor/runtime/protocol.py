@@ -86,7 +86,9 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
                                        overlay before pivot_root (rootfs.mount_volumes):
                                        TYPE bind|volume|tmpfs, FLAGS ro,nocopy,<propagation>,
                                        DATA a tmpfs's mount options
-     "readonly_rootfs": false}         --read-only: / remounted read-only after pivot_root
+     "readonly_rootfs": false,         --read-only: / remounted read-only after pivot_root
+     "rlimits": ["nofile 1024 2048"],  setrlimit before execve (NAME SOFT HARD, -1 unlimited)
+     "shm_size": ""}                   /dev/shm's size in bytes ("": 64m)
 """
 
 from __future__ import annotations
@@ -173,6 +175,9 @@ class LaunchConfig:
     # Volumes, binds and tmpfs mounts (supervisor/lifecycle/mounts.py stage_entries) and --read-only.
     mounts: tuple[str, ...] = ()
     readonly_rootfs: bool = False
+    # --ulimit (with docker's default nofile) and --shm-size (supervisor/ulimits.py).
+    rlimits: tuple[str, ...] = ()
+    shm_size: str = ""
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -227,6 +232,7 @@ class LaunchConfig:
             if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
         _check_mounts(self.mounts)
+        _check_limits(self.rlimits, self.shm_size)
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
@@ -270,6 +276,17 @@ def _check_mounts(entries: tuple[str, ...]) -> None:
         unknown = [flag for flag in parts[3].split(",") if flag and flag not in MOUNT_FLAGS]
         if unknown:
             raise InvalidArgument(f"launch config.mounts: unknown flag(s) {', '.join(unknown)} in {entry!r}")
+
+
+RLIMIT_ENTRY = re.compile(r"^[a-z]{3,10} -?[0-9]{1,19} -?[0-9]{1,19}\Z")
+
+
+def _check_limits(rlimits: tuple[str, ...], shm_size: str) -> None:
+    for entry in rlimits:
+        if not RLIMIT_ENTRY.match(entry):
+            raise InvalidArgument(f"launch config.rlimits: {entry!r} is not 'NAME SOFT HARD'")
+    if shm_size and not shm_size.isdigit():
+        raise InvalidArgument(f"launch config.shm_size: {shm_size!r} is not a number of bytes")
 
 
 def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -125,9 +125,9 @@ def parse_device(entry: str) -> tuple[int, int, int, str]:
         raise libc.InitError(f"invalid device entry {entry!r}") from None
 
 
-def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = ()) -> None:
+def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), shm_size: str = "") -> None:
     """/proc, /sys (read-only), /dev (tmpfs with the standard nodes and the ``--device``
-    ones), /dev/pts, /dev/shm and /dev/mqueue under ``rootfs``, each mount point resolved
+    ones), /dev/pts, /dev/shm (``shm_size`` bytes, default 64m) and /dev/mqueue under ``rootfs``, each mount point resolved
     with :func:`secure_join`."""
     libc.mount("proc", _mount_point(rootfs, "/proc"), "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     libc.mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
@@ -149,7 +149,8 @@ def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = ()) -> None
     except OSError as exc:
         raise libc.InitError(f'populate /dev: "{exc.filename}": {libc.strerror(exc.errno)}') from None
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "mode=1777,size=65536k")
+    shm = f"mode=1777,size={shm_size or '65536k'}"  # --shm-size: bytes
+    libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, shm)
     libc.mount("mqueue", f"{dev}/mqueue", "mqueue", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import tarfile
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mounts_under
+from tests.conftest import mounts_under, private_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -242,3 +243,28 @@ def test_no_mount_is_left_on_the_host(daemon, tmp_path):
     host_mounts = Path("/proc/self/mountinfo").read_text()
     assert str(daemon.root / "volumes") not in host_mounts and str(tmp_path) not in host_mounts
     assert subprocess.run(["true"]).returncode == 0 and os.path.isdir(daemon.root / "volumes/leak/_data")
+
+
+def test_containers_get_dockers_default_nofile_not_the_daemons_own(tmp_path, busybox_tar):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    # A daemon started with a low soft limit: its containers still get docker's default
+    # (1048576, capped at the hard limit the daemon can give without CAP_SYS_RESOURCE).
+    from supervisor.lifecycle.start import nofile_ceiling
+
+    with private_daemon(tmp_path / "d", busybox_tar, launcher=["prlimit", f"--nofile=512:{hard}", "--"]) as daemon:
+        expected = str(min(1048576, nofile_ceiling()))  # the daemon has this process's hard limit and caps
+        assert out(daemon, "run", "--rm", "base", "sh", "-c", "ulimit -Sn; ulimit -Hn").split() == [expected] * 2
+        assert int(expected) > 512
+
+
+def test_ulimit_and_shm_size(daemon):
+    limits = out(daemon, "run", "--rm", "--ulimit", "nofile=100:200", "--ulimit", "nproc=50", "base", "sh", "-c",
+                 "ulimit -Sn; ulimit -Hn; ulimit -u")
+    assert limits == "100\n200\n50"
+    shm = out(daemon, "run", "--rm", "--shm-size", "8m", "base", "sh", "-c", "df -k /dev/shm | tail -1")
+    assert shm.split()[1] == "8192"
+    bad = daemon.cli("run", "--rm", "--ulimit", "nofile=20:10", "base", "true")
+    assert bad.returncode == 125 and b"ulimit soft limit must be less than or equal to hard limit" in bad.stderr
+    daemon.out("create", "--name", "lim", "--ulimit", "core=0", "--shm-size", "1m", "base", "true")
+    host = inspect(daemon, "lim")["HostConfig"]
+    assert host["ShmSize"] == 1 << 20 and host["Ulimits"] == [{"Name": "core", "Soft": 0, "Hard": 0}]

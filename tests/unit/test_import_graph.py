@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                (),
                "small modules that import only each other: what the CLI and the workers may share"),
     "model": (("supervisor.config", "supervisor.configfile", "supervisor.spec", "supervisor.container",
-               "supervisor.state", "supervisor.resources", "supervisor.network", "supervisor.mounts"),
+               "supervisor.state", "supervisor.resources", "supervisor.network", "supervisor.mounts", "supervisor.ulimits"),
               ("leaves", "logs"),
               "the daemon's definitions: validated specs and config, the state machine, the network's "
               "names and addresses"),

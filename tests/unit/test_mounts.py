@@ -154,3 +154,31 @@ def test_inspect_shapes_are_dockers():
               "nocopy": False, "options": "", "origin": "-v", "mode": "ro", "anonymous": False}
     assert inspect_mounts([record]) == [{"Type": "bind", "Source": "/h", "Destination": "/c", "Mode": "ro",
                                          "RW": False, "Propagation": "rprivate"}]
+
+
+# --- --ulimit and --shm-size (supervisor/ulimits.py) ------------------------------------------
+
+
+def test_ulimit_and_shm_size_as_docker_parses_them():
+    from supervisor.ulimits import LimitError, launch_rlimits, parse_shm_size, parse_ulimit
+
+    assert parse_ulimit("nofile=1024:2048") == ("nofile", 1024, 2048)
+    assert parse_ulimit("core=0") == ("core", 0, 0)
+    assert parse_ulimit("memlock=-1:-1") == ("memlock", -1, -1)
+    for text, message in (("nofile", "invalid ulimit argument: nofile"), ("bogus=1", "invalid ulimit type: bogus"),
+                          ("nofile=a", "invalid ulimit argument: nofile=a"),
+                          ("nofile=20:10", "ulimit soft limit must be less than or equal to hard limit: 20 > 10")):
+        with pytest.raises(LimitError, match=message):
+            parse_ulimit(text)
+    assert parse_shm_size("64m") == 64 << 20 and parse_shm_size("1g") == 1 << 30 and parse_shm_size("8192") == 8192
+    with pytest.raises(LimitError, match="invalid size: 'lots'"):
+        parse_shm_size("lots")
+    # docker's default nofile, capped at the kernel's fs.nr_open; a given nofile replaces it.
+    assert launch_rlimits((), 1048576) == ("nofile 1048576 1048576",)
+    assert launch_rlimits(("nproc=10",), 65536) == ("nofile 65536 65536", "nproc 10 10")
+    assert launch_rlimits(("nofile=10:20",), 1048576) == ("nofile 10 20",)
+    spec = ContainerSpec.from_map({"image": "x", "shm_size": "1m", "ulimits": ["nofile=5"]})
+    assert spec.shm_size == 1 << 20 and ContainerSpec.from_map(spec.to_map()) == spec
+    with pytest.raises(InvalidArgument) as caught:
+        ContainerSpec(image="x", ulimits=("nofile=2:1",))
+    assert caught.value.details == {"flag": "--ulimit"}
