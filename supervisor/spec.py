@@ -46,7 +46,8 @@ def parse_signal(value: str | int) -> int:
 class ContainerSpec:
     """What to run. Takes what a Python caller naturally passes and keeps it in the frozen
     spec's own types: a list of strings for ``cmd``, ``env``, ``entrypoint``, ``publish``,
-    ``add_host`` and ``dns`` (kept as a tuple); a map for ``env`` (``{"A": "1"}``, kept as
+    ``add_host``, ``dns``, ``volumes``, ``mounts``, ``tmpfs``, ``volumes_from`` and ``ulimits``
+    (kept as a tuple); ``"64m"`` for ``shm_size`` (kept in bytes); a map for ``env`` (``{"A": "1"}``, kept as
     ``("A=1",)``), ``resources`` (``{"memory": "64m"}``, as :meth:`Resources.from_map`) and
     ``log_options`` (``{"max-size": "10m"}``, as :meth:`LogOptions.from_map`); a signal name
     for ``stop_signal``. Anything else is refused with an InvalidArgument that names the field
