@@ -129,7 +129,7 @@ class Supervisor:
             cgroups=cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent),
             launcher=self._fork_server, logs=self.logs, events=self.events, log=self.log,
             default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
-            volumes=self.volume_store,
+            volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
         )
         self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.image_service = Images(self.lifecycle, self.images)

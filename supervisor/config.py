@@ -39,6 +39,8 @@ class Config:
         TLS, as docker's ``--insecure-registry``; loopback registries always are.
     default_pids_limit: the pids limit given at create to a container without its own
         ``--pids-limit`` (podman's default is 2048; docker has none); -1 for none.
+    default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
+        ``--ulimit`` of that name (docker's ``--default-ulimit``).
     """
 
     root: Path = field(default_factory=default_root)
@@ -55,6 +57,7 @@ class Config:
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
     default_pids_limit: int = DEFAULT_PIDS_LIMIT
+    default_ulimits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -83,6 +86,14 @@ class Config:
         if type(self.default_pids_limit) is not int or not (self.default_pids_limit == -1 or self.default_pids_limit > 0):
             raise ValueError(f"the default pids limit must be a positive number of processes, or -1 for none, "
                              f"not {self.default_pids_limit!r}")
+        from supervisor.ulimits import LimitError, parse_ulimit
+
+        object.__setattr__(self, "default_ulimits", tuple(self.default_ulimits))
+        for entry in self.default_ulimits:
+            try:
+                parse_ulimit(entry)
+            except LimitError as exc:
+                raise ValueError(f"--default-ulimit: {exc.message}") from None
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

@@ -11,6 +11,7 @@ daemon's flags. A flag given on the command line wins over the file.
     shutdown-timeout = 30       # reloadable
     workers = ["logcollector", "monitor"]   # the default; [] for none
     default-pids-limit = 4096   # -1: none
+    default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -41,6 +42,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "workers": ((list,), "a list of worker names"),
     "insecure-registries": ((list,), "a list of HOST[:PORT]"),
     "default-pids-limit": ((int,), "a positive number of processes, or -1 for none"),
+    "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -67,6 +69,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = not value >= 0
         elif not bad and key == "default-pids-limit":
             bad = not (value == -1 or value > 0)
+        elif not bad and key == "default-ulimits":
+            bad = not all(isinstance(entry, str) for entry in value)
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)
         if bad:

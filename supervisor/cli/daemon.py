@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
     p.add_argument("--default-pids-limit", type=int, default=None, metavar="N",
                    help="the pids limit of a container created without --pids-limit (default 4096; -1: none)")
+    p.add_argument("--default-ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a limit for containers that set no --ulimit of that name (repeatable; docker's nofile "
+                        "default applies without one)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -90,6 +93,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             workers=tuple(workers) if workers is not None else None,
             insecure_registries=tuple(args.insecure_registry or setting("insecure-registries", [])),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
+            default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             **network_settings(args),
         )
     except ValueError as error:

@@ -38,6 +38,14 @@ from supervisor.spec import ContainerSpec
 from supervisor.state import Status
 
 
+def with_default_ulimits(spec: ContainerSpec, defaults: tuple[str, ...]) -> ContainerSpec:
+    """The spec with each default ``NAME=SOFT[:HARD]`` whose name it does not set (docker's
+    --default-ulimit: a container's own --ulimit wins)."""
+    given = {entry.partition("=")[0] for entry in spec.ulimits}
+    added = tuple(entry for entry in defaults if entry.partition("=")[0] not in given)
+    return dataclasses.replace(spec, ulimits=spec.ulimits + added) if added else spec
+
+
 class Lifecycle:
     """The containers and the rules of their lifecycle.
 
@@ -56,11 +64,14 @@ class Lifecycle:
         local_logs: the log store of an embedded supervisor (``supervisor.locallogs``), or None:
             a removed container's log is forgotten there.
         volumes: the volumes (``supervisor.volumes.VolumeStore``), or None: no volume can be used.
+        default_ulimits: ``NAME=SOFT[:HARD]`` given at create to a container without a --ulimit of
+            that name (``--default-ulimit``); stored in its spec, as the default pids limit.
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
-                 host_memory: int = 0, local_logs: Any = None, volumes: Any = None):
+                 host_memory: int = 0, local_logs: Any = None, volumes: Any = None,
+                 default_ulimits: tuple[str, ...] = ()):
         self.containers: dict[str, Container] = {}
         self.store = store
         self.images = images
@@ -74,6 +85,7 @@ class Lifecycle:
         self.host_memory = host_memory
         self.local_logs = local_logs
         self.volumes = volumes
+        self.default_ulimits = default_ulimits
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 
@@ -109,6 +121,7 @@ class Lifecycle:
         if not spec.resources.pids_limit and self.default_pids_limit > 0:
             # Stored in the spec (inspect shows it; a later change of the default leaves it), as podman.
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
+        spec = with_default_ulimits(spec, self.default_ulimits)
         self.check_resources(spec.resources)
         image = self.images.resolve(spec.image)
         healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))

@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -268,3 +269,12 @@ def test_ulimit_and_shm_size(daemon):
     daemon.out("create", "--name", "lim", "--ulimit", "core=0", "--shm-size", "1m", "base", "true")
     host = inspect(daemon, "lim")["HostConfig"]
     assert host["ShmSize"] == 1 << 20 and host["Ulimits"] == [{"Name": "core", "Soft": 0, "Hard": 0}]
+
+
+def test_a_daemon_wide_default_ulimit_applies_unless_the_container_sets_its_own(tmp_path, busybox_tar):
+    with private_daemon(tmp_path / "d", busybox_tar, "--default-ulimit", "nproc=77:88") as daemon:
+        assert out(daemon, "run", "--rm", "base", "sh", "-c", "ulimit -Su; ulimit -Hu") == "77\n88"
+        assert out(daemon, "run", "--rm", "--ulimit", "nproc=9", "base", "sh", "-c", "ulimit -Su") == "9"
+    bad = subprocess.run([sys.executable, "-m", "supervisor.cli", "daemon", "--root", str(tmp_path / "x"),
+                          "--default-ulimit", "nproc=2:1"], capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"ulimit soft limit must be less than or equal to hard limit" in bad.stderr
