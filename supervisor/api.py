@@ -60,8 +60,10 @@ from supervisor.services.healthchecks import HealthChecks
 from supervisor.services.images import Images, commit_config  # noqa: F401 - commit_config: its old home
 from supervisor.services.restarts import PendingRestart, Restarts  # noqa: F401 - PendingRestart: its old home
 from supervisor.services.sampler import Sampler, host_memory
+from supervisor.services.volumes import Volumes
 from supervisor.spec import ContainerSpec
 from supervisor.store import ContainerStore
+from supervisor.volumes import Volume, VolumeStore
 
 #: publish(topic, data, channel): the user's event callback (Supervisor(publish=...)). It
 #: gets every event in one shape; a log record's bytes are in data["data"], whatever its size.
@@ -115,6 +117,7 @@ class Supervisor:
         self.log_store = log_store
         self.events = Events(publish, publish_frames, self.log)
         self.images = ImageStore(self.config.root)
+        self.volume_store = VolumeStore(self.config.root)
         self._stack = contextlib.AsyncExitStack()
         self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
         self.local_logs = (LocalLogStore(self.config.root, self._log_dropped, self.log)
@@ -126,7 +129,9 @@ class Supervisor:
             cgroups=cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent),
             launcher=self._fork_server, logs=self.logs, events=self.events, log=self.log,
             default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
+            volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
         )
+        self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.image_service = Images(self.lifecycle, self.images)
         self.execs = Execs(self.lifecycle)
         self.restarts = Restarts(self.lifecycle)
@@ -204,7 +209,10 @@ class Supervisor:
         self.emit("daemon", "stop", "", {"pid": str(os.getpid())})
 
     async def _load_and_reconcile(self) -> None:
-        """Load every record and reconcile it (supervisor/lifecycle/reconcile.py)."""
+        """Load every record and reconcile it (supervisor/lifecycle/reconcile.py); the volumes first."""
+        self.volume_store.load()
+        for skipped in self.volume_store.skipped:
+            self.log.warning("a volume's record cannot be read: it is not listed", volume=skipped)
         await reconcile.load_and_reconcile(self.lifecycle)
 
     async def _start_networking(self) -> None:
@@ -318,10 +326,29 @@ class Supervisor:
         """Like :meth:`wait`, for a container object (still works once it is removed)."""
         return await self.lifecycle.wait_for(container)
 
-    async def remove(self, ref: str, force: bool = False) -> None:
-        """Remove a container (``force``: kill it first if it runs). A start in progress, a
-        restart policy's included, ends first: it is never removed from under."""
-        await self.lifecycle.remove(ref, force)
+    # --- volumes (supervisor/services/volumes.py) -----------------------------------------
+
+    def create_volume(self, name: str, labels: dict[str, str] | None = None,
+                      options: dict[str, str] | None = None) -> Volume:
+        return self.volumes.create(name, labels, options)
+
+    def list_volumes(self, filters: list[str] | None = None) -> list[Volume]:
+        return self.volumes.list(filters)
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        return self.volumes.inspect(name)
+
+    async def remove_volume(self, name: str, force: bool = False) -> None:
+        await self.volumes.remove(name, force)
+
+    async def prune_volumes(self, all: bool = False) -> list[str]:
+        return await self.volumes.prune(all)
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container (``force``: kill it first if it runs; ``volumes``: its anonymous
+        volumes too). A start in progress, a restart policy's included, ends first: it is never
+        removed from under."""
+        await self.lifecycle.remove(ref, force, volumes)
 
     async def update(self, ref: str, changes: dict[str, Any]) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its

@@ -45,6 +45,8 @@ class Config:
         gets a ``too_many_requests`` error reply.
     subscriber_queue_bytes: a subscriber of the event socket that reads nothing while this
         many bytes of events are published is disconnected.
+    default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
+        ``--ulimit`` of that name (docker's ``--default-ulimit``).
     """
 
     root: Path = field(default_factory=default_root)
@@ -64,6 +66,7 @@ class Config:
     max_connections: int = 4_096
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
+    default_ulimits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -96,6 +99,14 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        from supervisor.ulimits import LimitError, parse_ulimit
+
+        object.__setattr__(self, "default_ulimits", tuple(self.default_ulimits))
+        for entry in self.default_ulimits:
+            try:
+                parse_ulimit(entry)
+            except LimitError as exc:
+                raise ValueError(f"--default-ulimit: {exc.message}") from None
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

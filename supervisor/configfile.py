@@ -11,6 +11,7 @@ daemon's flags. A flag given on the command line wins over the file.
     shutdown-timeout = 30       # reloadable
     workers = ["logcollector", "monitor"]   # the default; [] for none
     default-pids-limit = 4096   # -1: none
+    default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -44,6 +45,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max-connections": ((int,), "a whole number >= 1"),
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
     "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
+    "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -72,6 +74,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = not (value == -1 or value > 0)
         elif not bad and key in ("max-connections", "max-requests-in-flight", "subscriber-queue-bytes"):
             bad = value < 1
+        elif not bad and key == "default-ulimits":
+            bad = not all(isinstance(entry, str) for entry in value)
         elif not bad and key == "workers":
             bad = not all(isinstance(name, str) for name in value)
         if bad:

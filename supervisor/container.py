@@ -83,6 +83,8 @@ class Container:
     healthcheck: HealthConfig | None = None  # the effective one (flags over the image's)
     log_dropped_lines: int = 0  # output lost in non-blocking log mode (supervisor/logbuffer.py)
     log_dropped_bytes: int = 0
+    # Resolved at create (supervisor/lifecycle/mounts.py): binds, volumes (with their names), tmpfs.
+    mounts: list[dict[str, Any]] = field(default_factory=list)
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -146,6 +148,7 @@ class Container:
             "healthcheck": self.healthcheck.to_map() if self.healthcheck else None,
             "log_dropped_lines": self.log_dropped_lines,
             "log_dropped_bytes": self.log_dropped_bytes,
+            "mounts": self.mounts,
         }
 
     @classmethod
@@ -174,6 +177,7 @@ class Container:
             healthcheck=HealthConfig.from_map(record["healthcheck"]) if record.get("healthcheck") else None,
             log_dropped_lines=record.get("log_dropped_lines", 0),
             log_dropped_bytes=record.get("log_dropped_bytes", 0),
+            mounts=list(record.get("mounts", [])),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -253,7 +257,10 @@ class Container:
                 **_security_host_config(self.spec),
                 **self.spec.resources.host_config(),
                 "LogConfig": {"Type": "dockyard", "Config": {k: str(v) for k, v in self.spec.log_options.to_map().items()}},
+                **_mounts_host_config(self),
+                **_limits_host_config(self),
             },
+            "Mounts": _mounts(self),
             "NetworkSettings": _network_settings(self),
             "GraphDriver": {
                 "Name": "overlay",
@@ -277,6 +284,26 @@ def _security_host_config(spec: Any) -> dict[str, Any]:
         "GroupAdd": list(spec.group_add) or None,
         "Sysctls": dict(entry.split("=", 1) for entry in spec.sysctls) or None,
     }
+
+
+def _mounts_host_config(container: Container) -> dict[str, Any]:
+    from supervisor.mounts import host_config
+
+    return host_config(container.spec)
+
+
+def _limits_host_config(container: Container) -> dict[str, Any]:
+    from supervisor.ulimits import DEFAULT_SHM_SIZE, parse_ulimit
+
+    limits = [parse_ulimit(entry) for entry in container.spec.ulimits]
+    return {"ShmSize": container.spec.shm_size or DEFAULT_SHM_SIZE,
+            "Ulimits": [{"Name": name, "Soft": soft, "Hard": hard} for name, soft, hard in limits] or None}
+
+
+def _mounts(container: Container) -> list[dict[str, Any]]:
+    from supervisor.mounts import inspect_mounts
+
+    return inspect_mounts(container.mounts)
 
 
 def _network_settings(container: Container) -> dict[str, Any]:

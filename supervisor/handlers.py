@@ -130,6 +130,11 @@ class Handlers:
             ops.IMAGE_LOGOUT: self.image_logout,
             ops.IMAGE_PULL: self.image_pull,
             ops.IMAGE_PUSH: self.image_push,
+            ops.VOLUME_CREATE: self.volume_create,
+            ops.VOLUME_LIST: self.volume_list,
+            ops.VOLUME_INSPECT: self.volume_inspect,
+            ops.VOLUME_REMOVE: self.volume_remove,
+            ops.VOLUME_PRUNE: self.volume_prune,
             ops.EVENTS_REPLAY: self.events_replay,
             ops.DAEMON_INFO: self.info,
         })
@@ -226,7 +231,7 @@ class Handlers:
     async def remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, force?: bool} -> {id}"""
         container = self.sup.get(args["container"])
-        await self.sup.remove(container.id, force=args["force"])
+        await self.sup.remove(container.id, force=args["force"], volumes=args["volumes"])
         return {"id": container.id}
 
     async def list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +416,31 @@ class Handlers:
         return await service.push(_given(args), store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
                                   options=service.options_for(self.sup.config.insecure_registries),
                                   stream=req.stream, emit=self.sup.emit)
+
+    async def volume_create(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{name, labels?, options?} -> {name}"""
+        for key in ("labels", "options"):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in args[key].items()):
+                raise InvalidArgument(f"volume.create: {key} must map strings to strings")
+        volume = self.sup.create_volume(args["name"], args["labels"], args["options"])
+        return {"name": volume.name}
+
+    async def volume_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{filters?: [KEY=VALUE]} -> {volumes: [inspect documents]}"""
+        return {"volumes": [volume.inspect() for volume in self.sup.list_volumes(args["filters"])]}
+
+    async def volume_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{name} -> docker's volume inspect document"""
+        return self.sup.inspect_volume(args["name"])
+
+    async def volume_remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{name, force?} -> {name}"""
+        await self.sup.remove_volume(args["name"], args["force"])
+        return {"name": args["name"]}
+
+    async def volume_prune(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{all?} -> {removed: [name]}"""
+        return {"removed": await self.sup.prune_volumes(args["all"])}
 
     async def events_replay(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.

@@ -151,6 +151,11 @@ LOGS_STATUS = "logs.status"
 LOGS_ACK = "logs.ack"
 LOGS_REPLAY = "logs.replay"
 DAEMON_INFO = "daemon.info"
+VOLUME_CREATE = "volume.create"
+VOLUME_LIST = "volume.list"
+VOLUME_INSPECT = "volume.inspect"
+VOLUME_REMOVE = "volume.remove"
+VOLUME_PRUNE = "volume.prune"
 
 
 def _op(name: str, *arguments: Argument, reply: str, keys: tuple[str, ...] | None,
@@ -231,6 +236,7 @@ _OPERATIONS = (
     _op(CONTAINER_WAIT, _container(), reply="`{exit_code}` once it is not running", keys=("exit_code",),
         errors=_CONTAINER_REF),
     _op(CONTAINER_REMOVE, _container(), Argument("force", "bool", default=False),
+        Argument("volumes", "bool", default=False, doc="its anonymous volumes too (`rm -v`)"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
     _op(CONTAINER_LIST, Argument("all", "bool", default=False),
         reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
@@ -314,6 +320,20 @@ _OPERATIONS = (
         reply="`{registry, status}`; credentials checked by the registry, then saved (0600)",
         keys=("registry", "status"), errors=_REGISTRY),
     _op(IMAGE_LOGOUT, Argument("registry", "str"), reply="`{registry, removed}`", keys=("registry", "removed")),
+    _op(VOLUME_CREATE, Argument("name", "str", required=True), Argument("labels", "map", default={}, doc="{key: value}"),
+        Argument("options", "map", default={}, doc="driver options: none yet (docs/volumes.md)"),
+        reply="`{name}`; an existing volume of that name is returned as it is", keys=("name",),
+        errors={"conflict": "it exists with other labels"}),
+    _op(VOLUME_LIST, Argument("filters", "strings", default=[], doc="[`dangling=true`\\|`name=`\\|`label=`]"),
+        reply="`{volumes: [volume inspect documents]}`", keys=("volumes",)),
+    _op(VOLUME_INSPECT, Argument("name", "str", required=True), reply="docker's volume inspect document", keys=None,
+        errors={"not_found": "no such volume"}),
+    _op(VOLUME_REMOVE, Argument("name", "str", required=True),
+        Argument("force", "bool", default=False, doc="a missing volume is no error"),
+        reply="`{name}`", keys=("name",),
+        errors={"not_found": "no such volume", "conflict": "containers use it (named in the message)"}),
+    _op(VOLUME_PRUNE, Argument("all", "bool", default=False, doc="unused named volumes too"),
+        reply="`{removed: [name]}`: the unused anonymous volumes", keys=("removed",)),
     _op(EVENTS_REPLAY, Argument("since", "number", doc="Unix s"), Argument("until", "number", doc="Unix s"),
         reply="`{events: [envelope maps], last_seq}`", keys=("events", "last_seq")),
     _op(LOGS_READ, _container(), Argument("since", "number"), Argument("until", "number"),

@@ -46,7 +46,8 @@ def parse_signal(value: str | int) -> int:
 class ContainerSpec:
     """What to run. Takes what a Python caller naturally passes and keeps it in the frozen
     spec's own types: a list of strings for ``cmd``, ``env``, ``entrypoint``, ``publish``,
-    ``add_host`` and ``dns`` (kept as a tuple); a map for ``env`` (``{"A": "1"}``, kept as
+    ``add_host``, ``dns``, ``volumes``, ``mounts``, ``tmpfs``, ``volumes_from`` and ``ulimits``
+    (kept as a tuple); ``"64m"`` for ``shm_size`` (kept in bytes); a map for ``env`` (``{"A": "1"}``, kept as
     ``("A=1",)``), ``resources`` (``{"memory": "64m"}``, as :meth:`Resources.from_map`) and
     ``log_options`` (``{"max-size": "10m"}``, as :meth:`LogOptions.from_map`); a signal name
     for ``stop_signal``. Anything else is refused with an InvalidArgument that names the field
@@ -86,6 +87,15 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ()  # seccomp=unconfined|<profile JSON>, no-new-privileges[=bool]
     group_add: tuple[str, ...] = ()  # group names or ids
     sysctls: tuple[str, ...] = ()  # KEY=VALUE, namespaced keys only (a map is accepted too)
+    # Volumes and mounts (supervisor/mounts.py parses them, docs/volumes.md): the flags as given.
+    volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:OPTS], NAME:CONTAINER[:OPTS], CONTAINER
+    mounts: tuple[str, ...] = ()  # --mount type=...,source=...,target=...
+    tmpfs: tuple[str, ...] = ()  # --tmpfs PATH[:OPTIONS]
+    volumes_from: tuple[str, ...] = ()  # --volumes-from CONTAINER[:ro|rw]
+    read_only: bool = False  # --read-only: the root filesystem read-only
+    # Limits real images need (supervisor/ulimits.py): --ulimit NAME=SOFT[:HARD], --shm-size (bytes; 0: 64m).
+    ulimits: tuple[str, ...] = ()
+    shm_size: int = 0
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -129,6 +139,8 @@ class ContainerSpec:
             raise InvalidArgument(f"conflicting options: --restart {policy} and --rm", flag="--restart")
         _check_network(self)
         _check_security(self)
+        _check_mounts(self)
+        _check_limits(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -156,7 +168,7 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns", *_SECURITY_LISTS):
+        for key in ("cmd", "env", "publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
             if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
@@ -182,7 +194,7 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
-        for key in ("publish", "add_host", "dns", *_SECURITY_LISTS):
+        for key in ("publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
             data[key] = list(getattr(self, key))
         return data
 
@@ -192,6 +204,10 @@ class ContainerSpec:
         from supervisor import privileges
 
         return privileges.parse_security_options(self.security_opt)
+
+    def parsed_mounts(self) -> list[Any]:
+        """The -v, --mount and --tmpfs mounts, parsed (supervisor.mounts.Mount), in that order."""
+        return _parsed_mounts(self)
 
 
 def _check_network(spec: ContainerSpec) -> None:
@@ -244,6 +260,54 @@ def _check_security(spec: ContainerSpec) -> None:
     object.__setattr__(spec, "sysctls", tuple(privileges.check_sysctl(entry, spec.network) for entry in spec.sysctls))
 
 
+_MOUNT_LISTS = ("volumes", "mounts", "tmpfs", "volumes_from", "ulimits")
+
+
+def _parsed_mounts(spec: ContainerSpec) -> list[Any]:
+    from supervisor import mounts
+
+    try:
+        parsed = [mounts.parse_volume(entry) for entry in spec.volumes]
+        parsed += [mounts.parse_mount(entry) for entry in spec.mounts]
+        parsed += [mounts.parse_tmpfs(entry) for entry in spec.tmpfs]
+        mounts.check_unique(parsed)
+    except mounts.MountError as exc:
+        raise InvalidArgument(exc.message, flag=exc.flag) from None
+    return parsed
+
+
+def _check_mounts(spec: ContainerSpec) -> None:
+    """The mount flags parse as docker's (the messages are docker's: supervisor/mounts.py)."""
+    from supervisor import mounts
+
+    for key in _MOUNT_LISTS:
+        _strings(key, getattr(spec, key))
+    if type(spec.read_only) is not bool:
+        raise InvalidArgument("spec.read_only: must be true or false")
+    _parsed_mounts(spec)
+    for entry in spec.volumes_from:
+        try:
+            mounts.parse_volumes_from(entry)
+        except mounts.MountError as exc:
+            raise InvalidArgument(exc.message, flag=exc.flag) from None
+
+
+def _check_limits(spec: ContainerSpec) -> None:
+    """--ulimit and --shm-size as docker parses them; a size given as text (``64m``) kept in bytes."""
+    from supervisor import ulimits
+
+    try:
+        for entry in spec.ulimits:
+            ulimits.parse_ulimit(entry)
+        if isinstance(spec.shm_size, str):
+            object.__setattr__(spec, "shm_size", ulimits.parse_shm_size(spec.shm_size))
+    except ulimits.LimitError as exc:
+        raise InvalidArgument(exc.message, flag=exc.flag) from None
+    if type(spec.shm_size) is not int or (spec.shm_size and spec.shm_size < 4096):
+        raise InvalidArgument(f"spec.shm_size: {spec.shm_size!r} is not a size in bytes (at least 4096)",
+                              flag="--shm-size")
+
+
 def _health_flags(flags: Any) -> dict[str, Any]:
     """The user's health check fields, checked and normalised (durations in seconds)."""
     from supervisor.health import HealthConfig
@@ -255,7 +319,8 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 
 #: The fields that hold a list of strings.
-_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns")
+_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "volumes", "mounts", "tmpfs",
+                 "volumes_from", "ulimits")
 
 
 def _normalise(spec: ContainerSpec) -> None:

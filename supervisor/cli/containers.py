@@ -80,6 +80,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove its anonymous volumes too (named ones stay)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_rm)
 
@@ -309,7 +310,7 @@ def cmd_kill(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:
-    return for_each(args, client, ops.CONTAINER_REMOVE, {"force": args.force})
+    return for_each(args, client, ops.CONTAINER_REMOVE, {"force": args.force, "volumes": args.volumes})
 
 
 def cmd_wait(args: argparse.Namespace, client: Any) -> int:

@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
     p.add_argument("--default-pids-limit", type=int, default=None, metavar="N",
                    help="the pids limit of a container created without --pids-limit (default 4096; -1: none)")
+    p.add_argument("--default-ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a limit for containers that set no --ulimit of that name (repeatable; docker's nofile "
+                        "default applies without one)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -103,6 +106,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
+            default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             **network_settings(args),
         )
     except ValueError as error:

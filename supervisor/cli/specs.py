@@ -63,6 +63,7 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
     security_options(parser)
+    mount_options(parser)
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="log option (repeatable): mode=blocking|non-blocking, max-buffer-size=SIZE "
                              "(default 4m), max-size=SIZE (one segment, default 64m), max-file=N (default 5)")
@@ -128,6 +129,7 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
         spec["log_options"] = log_options_from(args.log_opt)
     network_spec(args, spec)
     security_spec(args, spec)
+    mount_spec(args, spec)
     return spec
 
 
@@ -172,6 +174,40 @@ def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         options.append(entry)
     if options:
         spec["security_opt"] = options
+
+
+def mount_options(parser: argparse.ArgumentParser) -> None:
+    """Volumes and mounts (docs/volumes.md); the daemon parses them (supervisor/mounts.py)."""
+    parser.add_argument("-v", "--volume", action="append", default=[], metavar="[HOST-DIR|NAME:]CONTAINER-DIR[:OPTS]",
+                        help="a bind mount (HOST-DIR absolute; made if missing), a named volume (made on first "
+                             "use) or an anonymous one (CONTAINER-DIR alone); OPTS: ro, rw, a propagation, nocopy "
+                             "(repeatable)")
+    parser.add_argument("--mount", action="append", default=[], metavar="type=bind|volume|tmpfs,...",
+                        help="a mount in docker's long form: type=, source=, target=, readonly, bind-propagation=, "
+                             "volume-nocopy, tmpfs-size=, tmpfs-mode= (repeatable)")
+    parser.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]",
+                        help="a tmpfs on PATH (default noexec,nosuid,nodev; size=, mode=...; repeatable)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="mount the root filesystem read-only (volumes, tmpfs, /dev, /proc stay as they are)")
+    parser.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
+                        help="the volumes and binds of another container (repeatable)")
+    parser.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                        help="a resource limit (nofile, nproc, core, memlock, stack, ...; -1 unlimited; repeatable); "
+                             "default nofile=1048576:1048576 as docker")
+    parser.add_argument("--shm-size", default=None, metavar="SIZE", help="size of /dev/shm (default 64m)")
+
+
+def mount_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    """The mount flags into the spec, as given (the daemon validates them)."""
+    for flag, key in (("volume", "volumes"), ("mount", "mounts"), ("tmpfs", "tmpfs"), ("volumes_from", "volumes_from")):
+        if getattr(args, flag, None):
+            spec[key] = list(getattr(args, flag))
+    if getattr(args, "read_only", False):
+        spec["read_only"] = True
+    if getattr(args, "ulimit", None):
+        spec["ulimits"] = list(args.ulimit)
+    if getattr(args, "shm_size", None) is not None:
+        spec["shm_size"] = args.shm_size
 
 
 def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:

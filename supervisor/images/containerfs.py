@@ -72,9 +72,10 @@ def export(upper: str, layers: Iterable[str], output: BinaryIO, warnings: WalkWa
 
 
 def copy_out(container: str, upper: str, layers: Iterable[str], source: str, output: BinaryIO,
-             warnings: WalkWarnings | None = None) -> str:
-    """A tar of ``source`` in the container, its members under the source's base name;
-    what changed while it was read goes to ``warnings``.
+             warnings: WalkWarnings | None = None, top: str = "") -> str:
+    """A tar of ``source`` in the container, its members under the source's base name
+    (``top`` instead, when ``source`` is ``/`` of a volume's view); what changed while it was
+    read goes to ``warnings``.
 
     Returns:
         That base name (``rootfs`` for ``/``).
@@ -90,7 +91,7 @@ def copy_out(container: str, upper: str, layers: Iterable[str], source: str, out
     if resolved is None or view.lookup(resolved) is None:
         raise NotFound(f"cannot copy from container {container}: no such file or directory: {source}",
                        container=container, path=source)
-    name = posixpath.basename(resolved.rstrip("/")) or "rootfs"
+    name = posixpath.basename(resolved.rstrip("/")) or top or "rootfs"
     if source.endswith("/.") or source == ".":
         name = ""
     write_tree(view, resolved, output, prefix=name, warnings=warnings)

@@ -35,7 +35,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "org.opencontainers.image.created"
 CONTAINERD_NAME = "io.containerd.image.name"
 
-CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts")
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes")
 GOARCH = {
     "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"
 }
@@ -59,6 +59,11 @@ def container_config(changes: dict[str, Any] | None = None, base: dict[str, Any]
     if unknown:
         raise InvalidArgument(f"{operation}: unknown config change(s) {', '.join(map(str, unknown))}")
     for key, value in changes.items():
+        if key == "Volumes":
+            if not isinstance(value, dict) or not all(isinstance(k, str) and k.startswith("/") for k in value):
+                raise InvalidArgument(f"{operation}: change Volumes must be a map of absolute paths")
+            config[key] = {**(config.get(key) or {}), **{k: {} for k in value}}
+            continue
         if key == "ExposedPorts":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise InvalidArgument(f"{operation}: change ExposedPorts must be a map of PORT/PROTO")
@@ -141,6 +146,18 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
             if not ports:
                 raise InvalidArgument(f"{operation}: change {text!r}: EXPOSE needs a port")
             changes["ExposedPorts"] = ports
+        elif keyword == "VOLUME":  # docker commit -c "VOLUME /data": an anonymous volume at each start
+            if rest.startswith("["):
+                try:
+                    paths = json.loads(rest)
+                except ValueError:
+                    paths = None
+            else:
+                paths = rest.split()
+            if not paths or not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/")
+                                                                   for p in paths):
+                raise InvalidArgument(f"{operation}: change {text!r}: VOLUME needs absolute paths")
+            changes["Volumes"] = {**changes.get("Volumes", {}), **{path: {} for path in paths}}
         elif keyword in ("WORKDIR", "USER"):
             if not rest:
                 raise InvalidArgument(f"{operation}: change {text!r}: {keyword} needs a value")
@@ -148,7 +165,7 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
         else:
             raise InvalidArgument(
                 f"{operation}: change {text!r}: unsupported instruction {keyword!r} "
-                "(CMD, ENTRYPOINT, ENV, EXPOSE, WORKDIR and USER are)"
+                "(CMD, ENTRYPOINT, ENV, EXPOSE, VOLUME, WORKDIR and USER are)"
             )
     return changes
 

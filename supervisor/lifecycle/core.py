@@ -30,11 +30,20 @@ from supervisor import restart as restart_policy
 from supervisor.container import Attachment, Container, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound
 from supervisor.lifecycle import devices, start
+from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
 from supervisor.resources import UPDATABLE, Resources
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
+
+
+def with_default_ulimits(spec: ContainerSpec, defaults: tuple[str, ...]) -> ContainerSpec:
+    """The spec with each default ``NAME=SOFT[:HARD]`` whose name it does not set (docker's
+    --default-ulimit: a container's own --ulimit wins)."""
+    given = {entry.partition("=")[0] for entry in spec.ulimits}
+    added = tuple(entry for entry in defaults if entry.partition("=")[0] not in given)
+    return dataclasses.replace(spec, ulimits=spec.ulimits + added) if added else spec
 
 
 class Lifecycle:
@@ -54,11 +63,15 @@ class Lifecycle:
         host_memory: the host's memory in bytes (the stats of a container without a limit).
         local_logs: the log store of an embedded supervisor (``supervisor.locallogs``), or None:
             a removed container's log is forgotten there.
+        volumes: the volumes (``supervisor.volumes.VolumeStore``), or None: no volume can be used.
+        default_ulimits: ``NAME=SOFT[:HARD]`` given at create to a container without a --ulimit of
+            that name (``--default-ulimit``); stored in its spec, as the default pids limit.
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
-                 host_memory: int = 0, local_logs: Any = None):
+                 host_memory: int = 0, local_logs: Any = None, volumes: Any = None,
+                 default_ulimits: tuple[str, ...] = ()):
         self.containers: dict[str, Container] = {}
         self.store = store
         self.images = images
@@ -71,6 +84,8 @@ class Lifecycle:
         self.default_pids_limit = default_pids_limit
         self.host_memory = host_memory
         self.local_logs = local_logs
+        self.volumes = volumes
+        self.default_ulimits = default_ulimits
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 
@@ -106,6 +121,7 @@ class Lifecycle:
         if not spec.resources.pids_limit and self.default_pids_limit > 0:
             # Stored in the spec (inspect shows it; a later change of the default leaves it), as podman.
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
+        spec = with_default_ulimits(spec, self.default_ulimits)
         self.check_resources(spec.resources)
         image = self.images.resolve(spec.image)
         healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
@@ -117,6 +133,7 @@ class Lifecycle:
                     name=name,
                     container=other.id,
                 )
+        mounts = container_mounts.resolve(spec, image, self.volumes, self.get, self.volume_event)
         container_id = secrets.token_hex(32)
         container = Container(
             id=container_id,
@@ -128,6 +145,7 @@ class Lifecycle:
             directory=self.store.path(container_id),
             layers=list(image.layers),
             healthcheck=healthcheck,
+            mounts=mounts,
         )
         self.containers[container_id] = container  # reserves the name before any await
         try:
@@ -140,6 +158,7 @@ class Lifecycle:
         except OSError as exc:
             del self.containers[container_id]
             shutil.rmtree(container.directory, ignore_errors=True)
+            self.remove_anonymous_volumes(container)
             raise DockyardError(f"cannot create container {name}: {exc}") from exc
         self.events.container(container, "create")
         return container
@@ -278,9 +297,10 @@ class Lifecycle:
 
     # --- remove, update -----------------------------------------------------------------
 
-    async def remove(self, ref: str, force: bool = False) -> None:
-        """Remove a container (``force``: kill it first if it runs). Holds the container's lock,
-        so a start in progress, a restart policy's included, is never removed from under."""
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container (``force``: kill it first if it runs; ``volumes``: its anonymous
+        volumes too, as ``docker rm -v``). Holds the container's lock, so a start in progress,
+        a restart policy's included, is never removed from under."""
         container = self.get(ref)
         self.cancel_pending_restart(container)
         async with container.lock:  # a start under way (a user's or a restart policy's) ends first
@@ -309,13 +329,39 @@ class Lifecycle:
             await trio.to_thread.run_sync(self.logs.remove, container.id)  # its stored log too
             self.containers.pop(container.id, None)
             self.events.container(container, "destroy")
+            if volumes:
+                self.remove_anonymous_volumes(container)
+
+    # --- volumes (supervisor/lifecycle/mounts.py) ------------------------------------------
+
+    def volume_event(self, action: str, name: str, attributes: dict[str, str]) -> None:
+        self.events.emit("volume", action, name, attributes)
+
+    def volume_users(self, name: str) -> list[str]:
+        """The containers (any state) that use the volume ``name``."""
+        return container_mounts.volume_users(self.containers.values(), name)
+
+    def remove_anonymous_volumes(self, container: Container) -> None:
+        """Remove the container's anonymous volumes that no other container uses (``rm -v``;
+        docker keeps one another container took with --volumes-from)."""
+        for mount in container.mounts:
+            if not mount.get("anonymous") or self.volumes is None or mount["name"] not in self.volumes.volumes:
+                continue
+            if self.volume_users(mount["name"]):
+                continue
+            try:
+                self.volumes.remove(mount["name"], [])
+            except (DockyardError, OSError) as exc:
+                self.log.warning("cannot remove an anonymous volume", volume=mount["name"], error=str(exc))
+                continue
+            self.volume_event("destroy", mount["name"], {"driver": "local"})
 
     async def auto_remove(self, container: Container) -> None:
         """Remove a ``--rm`` container after its exit (or its failed start)."""
         if self.containers.get(container.id) is not container:
             return  # removed meanwhile (a cancelled `run` removes its container itself)
         try:
-            await self.remove(container.id)
+            await self.remove(container.id, volumes=True)  # docker: --rm takes the anonymous volumes too
         except DockyardError as exc:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 

@@ -26,15 +26,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import trio
 
-from supervisor import health, stats
+from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
 from supervisor.lifecycle import privileges
+from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
@@ -116,6 +118,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         container.attachments.append(attach)
     container.move("start")
     core.save(container)
+    volume_events(core, container, "mount")
     core.events.container(container, "start")
     core.logs.open(container.id, container.spec.log_options)
     assert core.nursery is not None
@@ -144,7 +147,43 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         network_sync=network.sync or hold,
         volatile=not hold,
         **security,
+        **mount_config(container),
     )
+
+
+def mount_config(container: Container) -> dict[str, Any]:
+    """The launch config's volumes, binds and tmpfs mounts, and --read-only."""
+    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only,
+            "rlimits": ulimits.launch_rlimits(container.spec.ulimits, nofile_ceiling()),
+            "shm_size": str(container.spec.shm_size) if container.spec.shm_size else ""}
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def nofile_ceiling() -> int:
+    """The highest open-files limit the init stage can give: the kernel's ``fs.nr_open`` when
+    the daemon may raise a hard limit (CAP_SYS_RESOURCE), else its own hard limit; 0 when unknown."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        with open("/proc/sys/fs/nr_open") as file:
+            ceiling = int(file.read())
+        with open("/proc/self/status") as file:
+            effective = next(int(line.split()[1], 16) for line in file if line.startswith("CapEff:"))
+    except (OSError, ValueError, StopIteration):
+        return hard if hard != resource.RLIM_INFINITY else 0
+    if not effective >> CAP_SYS_RESOURCE & 1 and hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    return ceiling
+
+
+def volume_events(core: Lifecycle, container: Container, action: str) -> None:
+    """``volume.<name>.mount|unmount`` for each volume of the container (docker's attributes)."""
+    for mount in container.mounts:
+        if mount["type"] == "volume":
+            core.events.emit("volume", action, mount["name"], {
+                "container": container.id, "destination": mount["target"], "driver": "local",
+                "propagation": mount["propagation"], "read/write": "false" if mount["readonly"] else "true"})
 
 
 async def prepare_network(core: Lifecycle, container: Container) -> Any:
@@ -240,6 +279,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.finished_at = now_rfc3339()
     container.move("exit")
     core.save(container)
+    volume_events(core, container, "unmount")
     if oom_killed:
         core.events.container(container, "oom")
     core.events.container(container, "die", exitCode=str(exit_code))

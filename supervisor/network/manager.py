@@ -188,8 +188,8 @@ class Network:
             host_resolv = _read("/etc/resolv.conf")
             if mode == "host":
                 hosts = _read("/etc/hosts") + render_hosts(hostname, "", extra).split("\n", 2)[2]
-            else:
-                hosts = render_hosts(hostname, attachment.address, extra)
+            else:  # --network none: its loopback name as podman (127.0.0.1 <hostname>), for sudo, Java, ...
+                hosts = render_hosts(hostname, attachment.address or "127.0.0.1", extra)
             write_atomic(etc_dir / "hosts", hosts.encode(), durable=False, mode=0o644)
             write_atomic(etc_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)
             write_atomic(etc_dir / "resolv.conf", render_resolv_conf(host_resolv, dns).encode(), durable=False, mode=0o644)

@@ -20,6 +20,7 @@ JSON goes through the C scanner of the json package (``_json``), sockets through
 import errno
 import fcntl
 import os
+import resource
 import stat
 
 try:
@@ -240,13 +241,18 @@ def container(config: dict) -> None:
     take_terminal()
     root = config["rootfs"]
     rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
-    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False))
+    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False), config.get("shm_size", ""))
     if config.get("etc_dir"):
         rootfs.mount_etc_files(root, config["etc_dir"])
+    if config.get("mounts"):
+        protected = tuple(config.get("masked_paths", ())) + tuple(config.get("readonly_paths", ()))
+        rootfs.mount_volumes(root, config["mounts"], protected)
     rootfs.enter_rootfs(root)
     security.write_sysctls(config.get("sysctls", ()))  # before /proc/sys is made read-only
     rootfs.mask_paths(config.get("masked_paths", ()))
     rootfs.make_readonly(config.get("readonly_paths", ()))
+    if config.get("readonly_rootfs"):
+        rootfs.make_root_readonly()
     namespaces.set_hostname(config.get("hostname") or config["id"][:12])
     namespaces.loopback_up()
 
@@ -261,6 +267,7 @@ def container(config: dict) -> None:
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
     groups = with_additional_groups(config, groups)
+    set_rlimits(config.get("rlimits", ()))  # as root: raising a hard limit needs CAP_SYS_RESOURCE
     security.drop_privileges(config.get("capabilities", ()), uid, gid, groups,
                              config.get("no_new_privileges", False), config.get("seccomp", ""))
 
@@ -268,6 +275,24 @@ def container(config: dict) -> None:
     program = find_program(argv, env)
     wait_for_network(config)  # last: the supervisor's set-up overlaps with ours
     execute(program, argv, env)
+
+
+def set_rlimits(entries) -> None:  # no typing import in the stage
+    """setrlimit for each ``"NAME SOFT HARD"`` (--ulimit and docker's default nofile; -1: unlimited).
+
+    Raises:
+        InitError(125): naming the limit and the cause.
+    """
+    for entry in entries:
+        name, soft, hard = entry.split(" ")
+        limit = getattr(resource, "RLIMIT_" + name.upper(), {"locks": 10}.get(name))  # Python lacks RLIMIT_LOCKS
+        if limit is None:
+            raise libc.InitError(f"set the {name} limit: unknown on this system")
+        values = tuple(resource.RLIM_INFINITY if int(value) < 0 else int(value) for value in (soft, hard))
+        try:
+            resource.setrlimit(limit, values)
+        except (OSError, ValueError) as exc:
+            raise libc.InitError(f"set the {name} limit to {soft}:{hard}: {exc}") from None
 
 
 def status_pid(pid: int) -> bytes:

@@ -35,7 +35,18 @@ MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
 MS_PRIVATE = 0x40000
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_RELATIME = 0x200000
+MS_SYNCHRONOUS = 0x10
+MS_DIRSYNC = 0x80
+MS_MANDLOCK = 0x40
+AT_FDCWD = -100
+O_PATH = 0o10000000
+RESOLVE_NO_SYMLINKS = 0x04
 MS_STRICTATIME = 0x1000000
 MNT_DETACH = 0x2
 
@@ -49,8 +60,8 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 _SYSCALLS = {  # no glibc wrapper (pivot_root), only libcap's (capset), or glibc refuses (rt_sigaction)
-    "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13},
-    "aarch64": {"pivot_root": 41, "capset": 91, "rt_sigaction": 134},
+    "x86_64": {"pivot_root": 155, "capset": 126, "rt_sigaction": 13, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "capset": 91, "rt_sigaction": 134, "openat2": 437},
 }
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -123,6 +134,24 @@ def mount(
         None if data is None else encode(data),
     )
     _check(result, what or f'mount {fstype or source} on "{target}"')
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(directory_fd: int, path: str, flags: int, resolve: int, what: str) -> int:
+    """openat2(2) (Linux 5.6): ``resolve`` the RESOLVE_* rules of the whole path. Raises
+    InitError naming ``what``; its ``errno`` attribute is the cause."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    result = _libc().syscall(_syscall_number("openat2"), ctypes.c_int(directory_fd), os.fsencode(path),
+                             ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if result < 0:
+        number = ctypes.get_errno()
+        error = InitError(f"{what}: {strerror(number)}")
+        error.errno = number  # type: ignore[attr-defined]
+        raise error
+    return int(result)
 
 
 def umount2(target: str, flags: int) -> None:

@@ -86,7 +86,15 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
      "no_new_privileges": false,       set no_new_privs (--security-opt no-new-privileges)
      "group_add": ["audio", "1000"],   more supplementary groups (--group-add)
      "sysctls": ["net.ipv4.ip_forward=1"],  written under /proc/sys (--sysctl)
-     "writable_sysfs": false}          /sys read-write (--privileged)
+     "writable_sysfs": false,         /sys read-write (--privileged)
+     "mounts": ["TYPE\tSOURCE\tTARGET\tFLAGS\tDATA", ...],
+                                       volumes, binds and tmpfs mounts, in order, over the
+                                       overlay before pivot_root (rootfs.mount_volumes):
+                                       TYPE bind|volume|tmpfs, FLAGS ro,nocopy,<propagation>,
+                                       DATA a tmpfs's mount options
+     "readonly_rootfs": false,         --read-only: / remounted read-only after pivot_root
+     "rlimits": ["nofile 1024 2048"],  setrlimit before execve (NAME SOFT HARD, -1 unlimited)
+     "shm_size": ""}                   /dev/shm's size in bytes ("": 64m)
 """
 
 from __future__ import annotations
@@ -177,6 +185,12 @@ class LaunchConfig:
     group_add: tuple[str, ...] = ()
     sysctls: tuple[str, ...] = ()
     writable_sysfs: bool = False
+    # Volumes, binds and tmpfs mounts (supervisor/lifecycle/mounts.py stage_entries) and --read-only.
+    mounts: tuple[str, ...] = ()
+    readonly_rootfs: bool = False
+    # --ulimit (with docker's default nofile) and --shm-size (supervisor/ulimits.py).
+    rlimits: tuple[str, ...] = ()
+    shm_size: str = ""
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -230,6 +244,8 @@ class LaunchConfig:
         for entry in self.devices:
             if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
+        _check_mounts(self.mounts)
+        _check_limits(self.rlimits, self.shm_size)
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
@@ -273,6 +289,34 @@ def _check_security(config: LaunchConfig) -> None:
     for entry in config.sysctls:
         if not SYSCTL_ENTRY.match(entry) or ".." in entry.partition("=")[0]:
             raise InvalidArgument(f"launch config.sysctls: {entry!r} is not KEY=VALUE")
+
+
+MOUNT_TYPES = ("bind", "volume", "tmpfs")
+MOUNT_FLAGS = ("ro", "nocopy", "private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+def _check_mounts(entries: tuple[str, ...]) -> None:
+    """Each ``TYPE\tSOURCE\tTARGET\tFLAGS\tDATA`` (the config's ``mounts``)."""
+    for entry in entries:
+        parts = entry.split("\t")
+        if len(parts) != 5 or parts[0] not in MOUNT_TYPES or not parts[2].startswith("/"):
+            raise InvalidArgument(f"launch config.mounts: {entry!r} is not TYPE<TAB>SOURCE<TAB>TARGET<TAB>FLAGS<TAB>DATA")
+        if parts[0] != "tmpfs" and not parts[1].startswith("/"):
+            raise InvalidArgument(f"launch config.mounts: {parts[1]!r} is not an absolute path")
+        unknown = [flag for flag in parts[3].split(",") if flag and flag not in MOUNT_FLAGS]
+        if unknown:
+            raise InvalidArgument(f"launch config.mounts: unknown flag(s) {', '.join(unknown)} in {entry!r}")
+
+
+RLIMIT_ENTRY = re.compile(r"^[a-z]{3,10} -?[0-9]{1,19} -?[0-9]{1,19}\Z")
+
+
+def _check_limits(rlimits: tuple[str, ...], shm_size: str) -> None:
+    for entry in rlimits:
+        if not RLIMIT_ENTRY.match(entry):
+            raise InvalidArgument(f"launch config.rlimits: {entry!r} is not 'NAME SOFT HARD'")
+    if shm_size and not shm_size.isdigit():
+        raise InvalidArgument(f"launch config.shm_size: {shm_size!r} is not a number of bytes")
 
 
 def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:

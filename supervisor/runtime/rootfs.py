@@ -125,10 +125,11 @@ def parse_device(entry: str) -> tuple[int, int, int, str]:
         raise libc.InitError(f"invalid device entry {entry!r}") from None
 
 
-def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writable_sysfs: bool = False) -> None:
+def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writable_sysfs: bool = False,
+                 shm_size: str = "") -> None:
     """/proc, /sys (read-only, unless ``writable_sysfs``: --privileged), /dev (tmpfs with the
-    standard nodes and the ``--device`` ones), /dev/pts, /dev/shm and /dev/mqueue under
-    ``rootfs``, each mount point resolved with :func:`secure_join`."""
+    standard nodes and the ``--device`` ones), /dev/pts, /dev/shm (``shm_size`` bytes, default
+    64m) and /dev/mqueue under ``rootfs``, each mount point resolved with :func:`secure_join`."""
     libc.mount("proc", _mount_point(rootfs, "/proc"), "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     sysfs_flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC | (0 if writable_sysfs else libc.MS_RDONLY)
     libc.mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", sysfs_flags)
@@ -150,7 +151,8 @@ def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writabl
     except OSError as exc:
         raise libc.InitError(f'populate /dev: "{exc.filename}": {libc.strerror(exc.errno)}') from None
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "mode=1777,size=65536k")
+    shm = f"mode=1777,size={shm_size or '65536k'}"  # --shm-size: bytes
+    libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, shm)
     libc.mount("mqueue", f"{dev}/mqueue", "mqueue", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
 
 
@@ -215,3 +217,201 @@ def mount_etc_files(rootfs: str, directory: str) -> None:
         libc.mount(source, target, None, libc.MS_BIND, None, f'bind-mount "{source}" on "/etc/{name}"')
 
 
+
+
+# --- volumes, binds and tmpfs mounts (the config's "mounts"; issue 17) -------------------------
+
+#: Never a mount target, after its path is resolved in the root: the kernel's filesystems (the
+#: masked and read-only paths of the config are added to these).
+PROTECTED_MOUNT_PATHS = ("/proc", "/sys", "/dev/pts", "/dev/mqueue")
+_PROPAGATION = {"private": libc.MS_PRIVATE, "shared": libc.MS_SHARED, "slave": libc.MS_SLAVE}
+#: tmpfs options that are mount flags: (flag set, flag cleared).
+_TMPFS_FLAGS = {
+    "ro": (libc.MS_RDONLY, 0), "rw": (0, libc.MS_RDONLY),
+    "noexec": (libc.MS_NOEXEC, 0), "exec": (0, libc.MS_NOEXEC),
+    "nosuid": (libc.MS_NOSUID, 0), "suid": (0, libc.MS_NOSUID),
+    "nodev": (libc.MS_NODEV, 0), "dev": (0, libc.MS_NODEV),
+    "noatime": (libc.MS_NOATIME, 0), "atime": (0, libc.MS_NOATIME),
+    "nodiratime": (libc.MS_NODIRATIME, 0), "diratime": (0, libc.MS_NODIRATIME),
+    "relatime": (libc.MS_RELATIME, 0), "norelatime": (0, libc.MS_RELATIME),
+    "strictatime": (libc.MS_STRICTATIME, 0), "nostrictatime": (0, libc.MS_STRICTATIME),
+    "sync": (libc.MS_SYNCHRONOUS, 0), "async": (0, libc.MS_SYNCHRONOUS),
+    "dirsync": (libc.MS_DIRSYNC, 0), "mand": (libc.MS_MANDLOCK, 0), "nomand": (0, libc.MS_MANDLOCK),
+}
+
+
+def mount_volumes(rootfs: str, entries, protected=()) -> None:  # no typing import in the stage
+    """Mount each ``TYPE\\tSOURCE\\tTARGET\\tFLAGS\\tDATA`` entry (protocol.py) over the
+    container's root, in order, before pivot_root.
+
+    A bind or volume source is opened with openat2(O_PATH, RESOLVE_NO_SYMLINKS): the daemon
+    made it canonical at create, so a symlink found in it now was put there since (a swap
+    between the check and the mount) and is refused, never followed; the mount then takes
+    the opened fd (``/proc/self/fd/N``), not the path. The target is resolved inside the root
+    (:func:`secure_join`) and refused when it lands on a protected path (``protected``: the
+    masked and read-only ones). An empty volume on a directory of the image gets the image's
+    content first (docker's copy-up), unless ``nocopy``.
+
+    Raises:
+        InitError(125): naming the mount and the cause.
+    """
+    refused = PROTECTED_MOUNT_PATHS + tuple(protected)
+    for entry in entries:
+        kind, source, target, flags, data = entry.split("\t")
+        flag_set = [flag for flag in flags.split(",") if flag]
+        where = secure_join(rootfs, target)
+        inside = "/" + where[len(rootfs.rstrip("/")):].lstrip("/")
+        for path in refused:
+            if inside == path or inside.startswith(path.rstrip("/") + "/"):
+                raise libc.InitError(f'mount on "{target}": it resolves to "{inside}", under "{path}", which the '
+                                     "security defaults mask or the kernel owns")
+        if kind == "tmpfs":
+            _mount_tmpfs(where, target, data)
+        else:
+            _mount_source(kind, source, where, target, flag_set)
+        for flag in flag_set:
+            propagation = _PROPAGATION.get(flag[1:] if flag.startswith("r") else flag)
+            if propagation:
+                recursive = libc.MS_REC if flag.startswith("r") else 0
+                libc.mount(None, where, None, propagation | recursive, None, f'set "{target}" {flag}')
+
+
+def _mount_tmpfs(where: str, target: str, options: str) -> None:
+    flags = 0
+    data = []
+    for option in options.split(","):
+        if not option:
+            continue
+        if option in _TMPFS_FLAGS:
+            add, clear = _TMPFS_FLAGS[option]
+            flags = (flags | add) & ~clear
+        else:
+            data.append(option)
+    _make_directory(where, target)
+    libc.mount("tmpfs", where, "tmpfs", flags, ",".join(data) or None, f'mount tmpfs on "{target}" ({options})')
+
+
+def _make_directory(where: str, target: str) -> None:
+    try:
+        os.makedirs(where, 0o755, exist_ok=True)
+    except OSError as exc:
+        raise libc.InitError(f'create the mount point "{target}": {libc.strerror(exc.errno)}') from None
+
+
+def open_source(source: str) -> int:
+    """An O_PATH fd of a mount's host source; no symlink anywhere in its path.
+
+    Raises:
+        InitError(125): missing, or a symlink on the way (``ELOOP``).
+    """
+    try:
+        return libc.openat2(libc.AT_FDCWD, source, libc.O_PATH, libc.RESOLVE_NO_SYMLINKS,
+                            f'open the mount source "{source}" (no symlink may be on its path)')
+    except libc.InitError as exc:
+        if getattr(exc, "errno", 0) == errno.ENOSYS:  # before Linux 5.6: O_NOFOLLOW on the last component only
+            try:
+                return os.open(source, libc.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as error:
+                raise libc.InitError(f'open the mount source "{source}": {libc.strerror(error.errno)}') from None
+        raise
+
+
+def _mount_source(kind: str, source: str, where: str, target: str, flags: list) -> None:
+    fd = open_source(source)
+    try:
+        is_directory = stat.S_ISDIR(os.fstat(fd).st_mode)
+        handle = f"/proc/self/fd/{fd}"
+        if is_directory:
+            if kind == "volume" and "nocopy" not in flags:
+                copy_up(where, handle, target)
+            _make_directory(where, target)
+        else:
+            try:
+                os.makedirs(os.path.dirname(where), 0o755, exist_ok=True)
+                if not os.path.lexists(where):
+                    os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
+            except OSError as exc:
+                raise libc.InitError(f'create the mount point "{target}": {libc.strerror(exc.errno)}') from None
+        libc.mount(handle, where, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount "{source}" on "{target}"')
+    finally:
+        os.close(fd)
+    if "ro" in flags:
+        kept = os.statvfs(where).f_flag & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        libc.mount(None, where, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept, None,
+                   f'make "{target}" read-only')
+
+
+def copy_up(image_directory: str, volume: str, target: str) -> None:
+    """Copy the image's files at ``image_directory`` into ``volume`` when the volume is empty
+    (docker's copy-up): owners, modes, times, links and device nodes kept, no link followed
+    on either side (the volume is walked by fds, the image's files are lstat'ed)."""
+    try:
+        source_mode = os.lstat(image_directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISDIR(source_mode.st_mode):
+        return
+    try:
+        destination = os.open(volume, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise libc.InitError(f'open the volume for "{target}": {libc.strerror(exc.errno)}') from None
+    try:
+        if os.listdir(destination):
+            return  # a volume with data keeps it
+        _copy_tree(image_directory, destination)
+        os.fchown(destination, source_mode.st_uid, source_mode.st_gid)
+        os.fchmod(destination, stat.S_IMODE(source_mode.st_mode))
+    except OSError as exc:
+        raise libc.InitError(f'copy the image\'s "{target}" into its volume: "{exc.filename}": '
+                             f"{libc.strerror(exc.errno)}") from None
+    finally:
+        os.close(destination)
+
+
+def _copy_tree(source: str, destination: int) -> None:
+    with os.scandir(source) as entries:
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            mode, name = info.st_mode, entry.name
+            if stat.S_ISDIR(mode):
+                os.mkdir(name, 0o700, dir_fd=destination)
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=destination)
+                try:
+                    _copy_tree(entry.path, child)
+                    _set_owner_mode_times(child, info)
+                finally:
+                    os.close(child)
+            elif stat.S_ISREG(mode):
+                reader = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    writer = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o600, dir_fd=destination)
+                    try:
+                        while os.sendfile(writer, reader, None, 1 << 20):
+                            pass
+                        _set_owner_mode_times(writer, info)
+                    finally:
+                        os.close(writer)
+                finally:
+                    os.close(reader)
+            elif stat.S_ISLNK(mode):
+                os.symlink(os.readlink(entry.path), name, dir_fd=destination)
+                os.chown(name, info.st_uid, info.st_gid, dir_fd=destination, follow_symlinks=False)
+            else:  # fifo, socket, device node
+                os.mknod(name, mode, info.st_rdev, dir_fd=destination)
+                os.chown(name, info.st_uid, info.st_gid, dir_fd=destination, follow_symlinks=False)
+                os.chmod(name, stat.S_IMODE(mode), dir_fd=destination)
+
+
+def _set_owner_mode_times(fd: int, info: os.stat_result) -> None:
+    os.fchown(fd, info.st_uid, info.st_gid)
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after chown, which clears setuid bits
+    os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def make_root_readonly() -> None:
+    """``--read-only``: remount / read-only (after pivot_root); the mounts on it (/dev, /proc,
+    volumes, tmpfs, the /etc files) keep their own flags."""
+    kept = os.statvfs("/").f_flag & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    libc.mount(None, "/", None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept, None,
+               "make the root filesystem read-only (--read-only)")

@@ -8,6 +8,8 @@ reports what a walk of a running container's live files skipped or caught half-w
 from __future__ import annotations
 
 import functools
+import os
+import posixpath
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -84,10 +86,13 @@ class Images:
         container = self.core.get(ref)
         names: list[str] = []
         walked = WalkWarnings()
+        upper, layers, inner, top = str(container.upper), list(container.layers), source, ""
+        mounted = mount_holding(container, source)
+        if mounted is not None:  # a volume's or a bind's files: read there, never the image's below
+            upper, layers, inner, top = mounted[0], [], mounted[1], posixpath.basename(mounted[2])
 
         def write(stream: BinaryIO) -> None:
-            names.append(containerfs.copy_out(container.name, str(container.upper), container.layers, source, stream,
-                                              walked))
+            names.append(containerfs.copy_out(container.name, upper, layers, inner, stream, walked, top))
 
         await trio.to_thread.run_sync(write_file, output, write)
         self._walk_warnings("copy from", container, walked, warnings)
@@ -97,12 +102,18 @@ class Images:
         """Copy the host path ``source`` to ``dest`` in the container."""
         container = self.core.get(ref)
         walked = WalkWarnings()
+        upper, layers, inner = str(container.upper), list(container.layers), dest
+        mounted = mount_holding(container, dest)
         async with container.lock:
             pid = container.pid if container.status.running else 0
+            if mounted is not None:  # into the volume's or bind's own directory, running or not
+                upper, layers, inner, pid = mounted[0], [], mounted[1], 0
             written = await trio.to_thread.run_sync(functools.partial(
-                containerfs.copy_in, container.name, str(container.upper), container.layers, pid, source, dest,
+                containerfs.copy_in, container.name, upper, layers, pid, source, inner,
                 container.directory, walked,
             ))
+        if mounted is not None:
+            written = posixpath.join(mounted[2], written.lstrip("/"))
         self._walk_warnings("copy to", container, walked, warnings)
         return written
 
@@ -149,6 +160,30 @@ class Images:
         for each in loaded:
             self.events.emit("image", "load", each.image.id, {"name": ",".join(each.tags)})
         return loaded
+
+
+def mount_holding(container: Container, path: str) -> tuple[str, str, str] | None:
+    """The host directory of the volume or bind (a directory) that holds the container path
+    ``path``, ``path`` inside it and the mount's target: (source, inner path, target); None
+    when the path is in the container's own files. The path is matched as written (a symlink
+    of the image that leads into a mount is not followed to find it); inside the mount, links
+    resolve inside the mount's directory, never above it (docs/volumes.md)."""
+    clean = "/" + posixpath.normpath("/" + path).lstrip("/")  # normpath keeps a leading "//"
+    best = None
+    for mount in container.mounts:
+        target = mount["target"]
+        if mount["type"] == "tmpfs" or not (clean == target or clean.startswith(target.rstrip("/") + "/")):
+            continue
+        if best is None or len(target) > len(best["target"]):
+            best = mount
+    if best is None or not os.path.isdir(best["source"]):
+        return None
+    inner = "/" + clean[len(best["target"]):].lstrip("/")
+    if path.endswith("/.") and not inner.endswith("/."):
+        inner = inner.rstrip("/") + "/."
+    elif path.endswith("/") and inner != "/":
+        inner += "/"
+    return best["source"], inner, best["target"]
 
 
 def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:

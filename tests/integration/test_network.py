@@ -156,6 +156,13 @@ def test_none_host_and_container_modes(daemon):
     assert bad.returncode != 0 and b"invalid network mode 'bogus'" in bad.stderr
 
 
+def test_network_none_still_names_its_hostname_in_etc_hosts(daemon):
+    hosts = daemon.out("run", "--rm", "--network", "none", "--hostname", "lonely", "base", "cat", "/etc/hosts")
+    assert "127.0.0.1\tlonely" in hosts.splitlines()  # podman's: sudo and Java resolve their own name
+    assert daemon.out("run", "--rm", "--network", "none", "-h", "lonely", "base", "ping", "-c", "1", "-W", "1",
+                      "lonely").count("1 packets received") == 1
+
+
 def test_port_conflict_is_a_clear_error_before_the_start(daemon):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

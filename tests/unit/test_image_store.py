@@ -139,7 +139,8 @@ def test_changes_are_applied_and_change_the_id(store):
 @pytest.mark.parametrize(
     "changes",
     [
-        {"Volumes": {}},
+        {"Volumes": {"relative": {}}},  # VOLUME takes absolute paths only
+        {"Healthcheck": {}},  # not a change import or commit takes
         {"Env": "A=1"},
         {"Env": ["no-equals"]},
         {"Cmd": "sh"},

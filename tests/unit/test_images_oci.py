@@ -33,3 +33,12 @@ def test_bad_dockerfile_changes_are_refused(change):
 def test_workdir_change_must_be_absolute():
     with pytest.raises(InvalidArgument, match="absolute"):
         container_config(parse_changes(["WORKDIR srv"]))
+
+
+def test_volume_changes_add_the_images_volumes():
+    assert parse_changes(['VOLUME ["/a", "/b"]', "VOLUME /c"]) == {"Volumes": {"/a": {}, "/b": {}, "/c": {}}}
+    config = container_config({"Volumes": {"/c": {}}}, base={"Volumes": {"/a": {}}})
+    assert config["Volumes"] == {"/a": {}, "/c": {}}
+    for bad in ("VOLUME", "VOLUME relative", 'VOLUME ["/a", 1]'):
+        with pytest.raises(InvalidArgument, match="VOLUME needs absolute paths"):
+            parse_changes([bad])

@@ -140,3 +140,13 @@ async def test_update_writes_a_running_containers_cgroup_and_refuses_what_cannot
     with pytest.raises(Exception, match="cannot update image"):
         await fakes.core.update("web", {"image": "other"})
     assert container.spec.resources.memory == 64 * 1024 * 1024
+
+
+def test_default_ulimits_fill_in_the_names_a_spec_does_not_set():
+    from supervisor.lifecycle.core import with_default_ulimits
+    from supervisor.spec import ContainerSpec
+
+    spec = ContainerSpec(image="base", ulimits=("nofile=10:20",))
+    merged = with_default_ulimits(spec, ("nofile=1:2", "nproc=5"))
+    assert merged.ulimits == ("nofile=10:20", "nproc=5")  # the container's own wins, as docker
+    assert with_default_ulimits(spec, ()) is spec

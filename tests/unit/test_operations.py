@@ -110,12 +110,12 @@ def test_unknown_arguments_are_refused_by_name() -> None:
     with pytest.raises(InvalidArgument) as caught:
         check_arguments("container.remove", {"container": "web", "forse": True, b"raw": 1})
     assert caught.value.message == (  # repr: whatever bytes a client sent are readable
-        "container.remove: unknown arguments 'forse', b'raw' (it takes: container, force)")
+        "container.remove: unknown arguments 'forse', b'raw' (it takes: container, force, volumes)")
 
 
 def test_null_is_absent_and_absent_takes_the_default() -> None:
     assert check_arguments("container.remove", {"container": "web", "force": None}) == {
-        "container": "web", "force": False}
+        "container": "web", "force": False, "volumes": False}
     first = check_arguments("container.stats", {})
     first["containers"].append("x")
     assert check_arguments("container.stats", {}) == {"containers": []}  # the default is not shared

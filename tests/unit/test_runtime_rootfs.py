@@ -113,3 +113,48 @@ def test_parse_device_reads_the_launch_configs_entries() -> None:
 def test_parse_device_refuses_bad_entries(entry: str) -> None:
     with pytest.raises(InitError, match="invalid device entry"):
         parse_device(entry)
+
+
+# --- volumes: the host-side open of a source and the copy-up (issue 17) -------------------------
+
+
+def test_a_mount_source_with_a_symlink_anywhere_on_its_path_is_refused(tmp_path: Path):
+    from supervisor.runtime.rootfs import open_source
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    import os
+
+    fd = open_source(str(tmp_path / "real"))
+    os.close(fd)
+    for path in (tmp_path / "link", tmp_path / "link" / "."):
+        with pytest.raises(InitError) as caught:
+            open_source(str(path))
+        assert f'open the mount source "{path}"' in caught.value.message
+        assert getattr(caught.value, "errno", None) == errno.ELOOP
+
+
+def test_copy_up_copies_the_image_directory_into_an_empty_volume_only(tmp_path: Path):
+    import os
+
+    from supervisor.runtime.rootfs import copy_up
+
+    image, volume = tmp_path / "image", tmp_path / "volume"
+    (image / "sub").mkdir(parents=True)
+    (image / "sub" / "f").write_text("data")
+    (image / "sub" / "f").chmod(0o640)
+    (image / "link").symlink_to("/etc/passwd")  # copied as a link, never followed
+    os.mkfifo(image / "fifo", 0o600)
+    image.chmod(0o750)
+    volume.mkdir()
+    copy_up(str(image), str(volume), "/srv")
+    assert (volume / "sub" / "f").read_text() == "data"
+    assert stat.S_IMODE((volume / "sub" / "f").stat().st_mode) == 0o640
+    assert stat.S_IMODE(volume.stat().st_mode) == 0o750
+    assert os.readlink(volume / "link") == "/etc/passwd"
+    assert stat.S_ISFIFO((volume / "fifo").lstat().st_mode)
+    assert (volume / "sub" / "f").stat().st_mtime_ns == (image / "sub" / "f").stat().st_mtime_ns
+    (image / "new").write_text("later")
+    copy_up(str(image), str(volume), "/srv")  # a volume with data keeps it as it is
+    assert not (volume / "new").exists()
+    copy_up(str(tmp_path / "missing"), str(tmp_path / "volume"), "/srv")  # nothing in the image: nothing to do

@@ -1,0 +1,110 @@
+"""Commands on volumes: ``volume create|ls|inspect|rm|prune`` (docs/volumes.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from bus.errors import RemoteError
+from supervisor import operations as ops
+
+from .common import UsageError
+from .output import table
+
+
+def register(sub: Any) -> None:
+    """Add ``volume`` and its subcommands to the subparsers ``sub``."""
+    volume = sub.add_parser("volume", help="manage volumes (create, ls, inspect, rm, prune)")
+    commands = volume.add_subparsers(dest="volume_cmd", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("create", help="create a volume (a directory under the daemon's root)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="set a label (repeatable)")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a driver option (none is supported yet: docs/volumes.md)")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(handler=cmd_create)
+
+    p = commands.add_parser("ls", aliases=["list"], help="list volumes")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="dangling=true|false, name=PART, label=KEY[=VALUE] (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
+    p.set_defaults(handler=cmd_ls)
+
+    p = commands.add_parser("inspect", help="show volumes as JSON, in docker's shape")
+    p.add_argument("names", nargs="+", metavar="VOLUME")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = commands.add_parser("rm", aliases=["remove"], help="remove volumes no container uses")
+    p.add_argument("-f", "--force", action="store_true", help="a missing volume is no error")
+    p.add_argument("names", nargs="+", metavar="VOLUME")
+    p.set_defaults(handler=cmd_rm)
+
+    p = commands.add_parser("prune", help="remove unused anonymous volumes")
+    p.add_argument("-a", "--all", action="store_true", help="unused named volumes too")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (dockyard never asks)")
+    p.set_defaults(handler=cmd_prune)
+
+
+def key_values(entries: list[str], flag: str) -> dict[str, str]:
+    values = {}
+    for entry in entries:
+        key, eq, value = entry.partition("=")
+        if not key:
+            raise UsageError(f"invalid {flag} {entry!r}: use KEY=VALUE")
+        values[key] = value
+    return values
+
+
+def cmd_create(args: argparse.Namespace, client: Any) -> int:
+    request = {"name": args.name, "labels": key_values(args.label, "--label"),
+               "options": key_values(args.opt, "--opt")}
+    print(client.request(ops.VOLUME_CREATE, request)["name"])
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, client: Any) -> int:
+    volumes = client.request(ops.VOLUME_LIST, {"filters": args.filter})["volumes"]
+    if args.quiet:
+        for volume in volumes:
+            print(volume["Name"])
+        return 0
+    print(table(["DRIVER", "VOLUME NAME"], [[volume["Driver"], volume["Name"]] for volume in volumes]))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
+    documents, status = [], 0
+    for name in args.names:
+        try:
+            documents.append(client.request(ops.VOLUME_INSPECT, {"name": name}))
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1
+    print(json.dumps(documents, indent=4))
+    return status
+
+
+def cmd_rm(args: argparse.Namespace, client: Any) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            client.request(ops.VOLUME_REMOVE, {"name": name, "force": args.force}, timeout=None)
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1
+            continue
+        print(name)
+    return status
+
+
+def cmd_prune(args: argparse.Namespace, client: Any) -> int:
+    removed = client.request(ops.VOLUME_PRUNE, {"all": args.all}, timeout=None)["removed"]
+    if removed:
+        print("Deleted Volumes:")
+        for name in removed:
+            print(name)
+        print()
+    print(f"Total reclaimed volumes: {len(removed)}")
+    return 0
