@@ -54,11 +54,6 @@ def checked_table(handlers: dict[str, CheckedHandler]) -> dict[str, Callable[[An
     return {op: checked(op, handler) for op, handler in handlers.items()}
 
 
-def _given(args: dict[str, Any]) -> dict[str, Any]:
-    """The arguments the client gave (the registry service applies its own defaults)."""
-    return {name: value for name, value in args.items() if value is not None}
-
-
 def _with_warnings(reply: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     """``reply`` with ``warnings`` (what changed in a running container's files while they
     were read: docs/images.md) when there are any."""
@@ -93,9 +88,13 @@ class Handlers:
     def table(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
+        from supervisor.registryhandlers import RegistryHandlers
+        from supervisor.volumehandlers import VolumeHandlers
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
+            **RegistryHandlers(self.sup).table(),
+            **VolumeHandlers(self.sup).table(),
             ops.CONTAINER_CREATE: self.create,
             ops.CONTAINER_RUN: self.run,
             ops.CONTAINER_START: self.start,
@@ -126,15 +125,6 @@ class Handlers:
             ops.CONTAINER_EXPORT: self.export,
             ops.CONTAINER_COPY_FROM: self.copy_from,
             ops.CONTAINER_COPY_TO: self.copy_to,
-            ops.IMAGE_LOGIN: self.image_login,
-            ops.IMAGE_LOGOUT: self.image_logout,
-            ops.IMAGE_PULL: self.image_pull,
-            ops.IMAGE_PUSH: self.image_push,
-            ops.VOLUME_CREATE: self.volume_create,
-            ops.VOLUME_LIST: self.volume_list,
-            ops.VOLUME_INSPECT: self.volume_inspect,
-            ops.VOLUME_REMOVE: self.volume_remove,
-            ops.VOLUME_PRUNE: self.volume_prune,
             ops.EVENTS_REPLAY: self.events_replay,
             ops.DAEMON_INFO: self.info,
         })
@@ -383,64 +373,6 @@ class Handlers:
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
         return self.sup.images.resolve(args["image"]).to_inspect()
-
-    async def image_login(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{registry, username, password} -> {registry, status}: checked, then saved (0600)."""
-        from supervisor.registry import service
-
-        return await service.login(_given(args), root=self.sup.config.root,
-                                   options=service.options_for(self.sup.config.insecure_registries))
-
-    async def image_logout(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{registry} -> {registry, removed}"""
-        from supervisor.registry import service
-
-        return await service.logout(_given(args), root=self.sup.config.root)
-
-    async def image_pull(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{reference, platform?: OS/ARCH[/VARIANT]} -> {reference, digest, image, fetched,
-        skipped, bytes}; streams {progress} while the blobs come in (docs/registry.md)."""
-        from supervisor.registry import service
-        from supervisor.registry.store_adapter import ImageStoreAdapter
-
-        return await service.pull(_given(args), store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
-                                  options=service.options_for(self.sup.config.insecure_registries),
-                                  stream=req.stream, emit=self.sup.emit)
-
-    async def image_push(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
-        streams {progress} while the blobs go out."""
-        from supervisor.registry import service
-        from supervisor.registry.store_adapter import ImageStoreAdapter
-
-        return await service.push(_given(args), store=ImageStoreAdapter(self.sup.images), root=self.sup.config.root,
-                                  options=service.options_for(self.sup.config.insecure_registries),
-                                  stream=req.stream, emit=self.sup.emit)
-
-    async def volume_create(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{name, labels?, options?} -> {name}"""
-        for key in ("labels", "options"):
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in args[key].items()):
-                raise InvalidArgument(f"volume.create: {key} must map strings to strings")
-        volume = self.sup.create_volume(args["name"], args["labels"], args["options"])
-        return {"name": volume.name}
-
-    async def volume_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{filters?: [KEY=VALUE]} -> {volumes: [inspect documents]}"""
-        return {"volumes": [volume.inspect() for volume in self.sup.list_volumes(args["filters"])]}
-
-    async def volume_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{name} -> docker's volume inspect document"""
-        return self.sup.inspect_volume(args["name"])
-
-    async def volume_remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{name, force?} -> {name}"""
-        await self.sup.remove_volume(args["name"], args["force"])
-        return {"name": args["name"]}
-
-    async def volume_prune(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{all?} -> {removed: [name]}"""
-        return {"removed": await self.sup.prune_volumes(args["all"])}
 
     async def events_replay(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.

@@ -52,7 +52,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                  ("mechanics", "model", "leaves", "logs"),
                  "the container lifecycle and the services beside it: they decide, the mechanics act; "
                  "no bus"),
-    "handlers": (("supervisor.handlers", "supervisor.loghandlers"),
+    "handlers": (("supervisor.handlers", "supervisor.loghandlers", "supervisor.registryhandlers",
+                  "supervisor.volumehandlers"),
                  ("services", "mechanics", "model", "leaves", "logs"),
                  "one handler per bus operation: checked arguments in, the Supervisor called, a reply out"),
     "daemon": (("supervisor.daemon",),
