@@ -133,6 +133,22 @@ def run_rm(bench: Bench) -> list[Figure]:
     figure.met = None if figure.ratio is None else figure.ratio <= 0.5
     figure.notes.append("docker is not measured here: the private dockerd runs with --bridge=none (no default network)")
     figures.append(figure)
+
+    # -- the CLI's own start-up: `--version` does nothing but start the program
+    names = ["dockyard", "podman", "docker"]
+    measures = {name: bench.measure_for(name, "s") for name in names}
+    commands = {name: [*bench.tools[name].cli(), "--version"] for name in names if name in bench.tools}
+    bench.log(f"fig 1c: --version x{bench.params.reps} ({', '.join(commands)})")
+    _latency_series(bench, commands, measures, bench.params.reps)
+    anchors = [measures["docker"], measures["podman"]]
+    figure = Figure("cli_version", "`--version`: the CLI's start-up", "issue 16: not slower than before the "
+                    "restructuring (43-53 ms measured on 2026-12-06)", "s", anchors=anchors,
+                    dockyard=[measures["dockyard"]], commands=_commands(commands))
+    best = fastest(anchors)
+    figure.ratio = ratio(measures["dockyard"].median, best.median if best else None)
+    figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
+    figure.met = None if measures["dockyard"].median is None else measures["dockyard"].median <= 0.053
+    figures.append(figure)
     return figures
 
 

@@ -32,7 +32,7 @@ STEPS = {
     "registry": registry_pull.registry_pull,
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
-ORDER = ["run_rm_none", "run_rm_default", "api", "memory", "memory_many", "bus", "many_ps", "many_start",
+ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "memory", "memory_many", "bus", "many_ps", "many_start",
          "concurrent_start", "concurrent_remove", "logs", "registry_pull"]
 
 
