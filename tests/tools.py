@@ -18,7 +18,7 @@ TOOLS = {
     "iptables": "iptables",
     "nsenter": "util-linux",
     "podman": "podman",
-    "runc": "runc",  # podman --runtime runc: crun refuses this VM's hybrid cgroups
+    "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups
     "skopeo": "skopeo",
     "systemd-socket-activate": "systemd",
     "umoci": "umoci",
