@@ -202,3 +202,14 @@ class LogWriter:
                 os.close(self._fd)
                 os.close(self._index_fd)
                 self._fd = self._index_fd = -1
+
+
+def fsync_quietly(fds: list[int]) -> None:
+    """fsync each of ``fds`` (what :meth:`LogWriter.take_dirty` gave, run in a thread by the
+    periodic sync of the collector and of an embedded Supervisor); an fd that a rotation
+    closed meanwhile was synced by that rotation."""
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass

@@ -23,7 +23,6 @@ container is never held up by a store that fails.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import trio
 from logs.errors import LogError
 from logs.format import DROPPED, STREAM_NAMES, Record
 from logs.store import END, LogReader, LogWriter, container_directory, count_lines
+from logs.writer import fsync_quietly
 
 #: Seconds between two fsyncs of what was written.
 SYNC_INTERVAL = 1.0
@@ -93,7 +93,7 @@ class LocalLogStore:
             await trio.sleep(interval)
             fds = [fd for writer in self.writers.values() for fd in writer.take_dirty()]
             if fds:
-                await trio.to_thread.run_sync(_fsync_quietly, fds)
+                await trio.to_thread.run_sync(fsync_quietly, fds)
 
     def close(self) -> None:
         """Sync and close every log (the Supervisor stops)."""
@@ -102,14 +102,6 @@ class LocalLogStore:
                 self.forget(container_id)
             except OSError as exc:
                 self.log.error("cannot sync a container's log", container=container_id, error=str(exc))
-
-
-def _fsync_quietly(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.fsync(fd)
-        except OSError:  # closed by a rotation meanwhile: that fsynced it
-            pass
 
 
 async def read_records(directory: Path, dropped_message: Callable[[str, tuple[int, int, int, int]], bytes],

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.rootfs import build_rootfs_tar
+from tests.tools import require
 
 ROOT = os.geteuid() == 0
 DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
@@ -211,3 +214,19 @@ async def fork_server(subreaper):
         await server.aclose()
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+@pytest.fixture
+def podman_dir():
+    """A private, throw-away podman store (a short path: podman limits its run root to 50
+    bytes); its containers' cgroups (and conmon's) go under a cgroup removed at the end.
+    For the tests that run podman beside dockyard (images, security)."""
+    require("podman", "runc")
+    directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+    for hierarchy in cgroup_dirs(directory.name):
+        for child in sorted(Path(hierarchy).glob("*/"), reverse=True):
+            try_rmdir(child)
+        try_rmdir(Path(hierarchy))
+    assert cgroup_dirs(directory.name) == [], "podman left cgroups behind"

@@ -43,6 +43,7 @@ from bus.errors import RemoteError
 from logs.format import PARTIAL, STDERR, STDOUT, STREAM_NAMES, STREAMS, Record, dropped_marker
 from logs.options import LogOptions
 from logs.store import LogWriter, container_directory
+from logs.writer import fsync_quietly
 from supervisor import operations as ops
 
 SYNC_INTERVAL = 1.0
@@ -220,20 +221,12 @@ class Collector:
             await trio.sleep(SYNC_INTERVAL)
             fds = [fd for writer in self.writers.values() for fd in writer.take_dirty()]
             if fds:
-                await trio.to_thread.run_sync(_fsync_quietly, fds)
+                await trio.to_thread.run_sync(fsync_quietly, fds)
 
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
         self.writers.clear()
-
-
-def _fsync_quietly(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.fsync(fd)
-        except OSError:  # closed by a rotation meanwhile: that fsynced it
-            pass
 
 
 async def serve(ctx: Any) -> None:

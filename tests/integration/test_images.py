@@ -12,13 +12,11 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cgroup_dirs, try_rmdir
 from tests.polling import wait_until
 from tests.rootfs import snapshot, tar_bytes
 from tests.tools import require
@@ -52,21 +50,6 @@ A /home/fresh
 A /home/fresh/file
 A /soft
 """
-
-
-@pytest.fixture
-def podman_dir():
-    """A private, throw-away podman store (a short path: podman limits its run root to 50
-    bytes); its containers' cgroups (and conmon's) go under a cgroup removed at the end."""
-    require("podman", "runc")
-    directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-    for hierarchy in cgroup_dirs(directory.name):
-        for child in sorted(Path(hierarchy).glob("*/"), reverse=True):
-            try_rmdir(child)
-        try_rmdir(Path(hierarchy))
-    assert cgroup_dirs(directory.name) == [], "podman left cgroups behind"
 
 
 def podman(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

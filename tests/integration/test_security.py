@@ -15,12 +15,11 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cgroup_dirs, private_daemon, try_rmdir
+from tests.conftest import ROOT, private_daemon
 from tests.rootfs import build_rootfs
 from tests.tools import require
 
@@ -211,27 +210,12 @@ def test_an_exec_gets_the_containers_filter_and_groups(secure):
 STRICTER_THAN_PODMAN = {"unshare-user", "clone-user", "keyctl"}
 
 
-@pytest.fixture
-def podman_store():
-    """A private, throw-away podman store (vfs: no mounts) whose containers' cgroups go under
-    a cgroup removed at the end (as test_images.py's)."""
-    require("podman", "runc")
-    directory = Path(tempfile.mkdtemp(prefix="dy-podman-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-    for hierarchy in cgroup_dirs(directory.name):
-        for child in sorted(Path(hierarchy).glob("*/"), reverse=True):
-            try_rmdir(child)
-        try_rmdir(Path(hierarchy))
-    assert cgroup_dirs(directory.name) == [], "podman left cgroups behind"
-
-
-def test_dockyard_refuses_what_podman_refuses_and_what_docker_adds(secure, probe_tar, podman_store):
-    store = ["podman", "--root", str(podman_store / "root"), "--runroot", str(podman_store / "run"),
+def test_dockyard_refuses_what_podman_refuses_and_what_docker_adds(secure, probe_tar, podman_dir):
+    store = ["podman", "--root", str(podman_dir / "root"), "--runroot", str(podman_dir / "run"),
              "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
     subprocess.run([*store, "import", str(probe_tar), "probe:1"], check=True, capture_output=True, timeout=120)
     script = "; ".join(f"echo {name} $(probe {name})" for name in REFUSED)
-    result = subprocess.run([*store, "run", "--rm", "--cgroup-parent", f"/{podman_store.name}", "--runtime", "runc",
+    result = subprocess.run([*store, "run", "--rm", "--cgroup-parent", f"/{podman_dir.name}", "--runtime", "runc",
                              "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
                              "localhost/probe:1", "sh", "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
