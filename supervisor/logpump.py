@@ -115,8 +115,11 @@ class _FramePump:
         self.attachments = attachments
         self.buffer = bytearray(BUFFER_MIN)
         # The buffer grows to this for a record of whole lines (a bigger one only for a longer
-        # line): BUFFER_MAX, or less for a small segment size (a record's segment holds it).
-        self.largest = FRAME_ROOM + min(MAX_RECORD, max(log.options.max_size // 4, BUFFER_MIN))
+        # line): BUFFER_MAX, or less for a small segment size (a record's segment holds it)
+        # or a small log buffer (a non-blocking log keeps the newest records that fit in it:
+        # a record bigger than the buffer would leave nothing of the output's tail).
+        options = log.options
+        self.largest = FRAME_ROOM + min(MAX_RECORD, max(min(options.max_size, options.max_buffer_size) // 4, BUFFER_MIN))
         self.end = self.clean = FRAME_ROOM
         self.deadline: float | None = None  # trio time by which the lines read must be taken
         self.first_read = 0.0  # wall time of the first read since the last record: its ts

@@ -235,3 +235,31 @@ def test_held_lines_keep_their_order_across_stdout_and_stderr():
         assert [ts for _, _, ts in got] == sorted(ts for _, _, ts in got)
 
     trio.run(main, clock=clock)
+
+
+async def test_a_small_log_buffer_gets_records_that_fit_in_it():
+    """With --log-opt max-buffer-size=32k, a burst written at once becomes records of at most
+    a quarter of it (plus the rest of a line): a non-blocking log that keeps the newest
+    records that fit then keeps a tail of the output, never nothing (issue 26's bigger reads
+    once made one record bigger than the whole buffer)."""
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "32k", "mode": "non-blocking"}), {},
+                       sink.publish, lambda *dropped: None)
+    read_end, write_end = os.pipe()
+    logpump.enlarge_pipe(write_end)
+    burst = b"".join(b"line %06d\n" % i for i in range(20_000))  # 240 KB at once
+    os.set_blocking(write_end, True)
+
+    async def writer():
+        await trio.to_thread.run_sync(os.write, write_end, burst)
+        os.close(write_end)
+
+    source = trio.lowlevel.FdStream(read_end)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await pump(log, "stdout", source, [], window=0)
+    await source.aclose()
+    sizes = [len(data["data"]) for _, data in sink.events]
+    assert sum(sizes) == len(burst)
+    assert max(sizes) <= 32 * 1024 // 4 + len(b"line 000000\n"), max(sizes)
