@@ -49,7 +49,8 @@ call :meth:`AsyncSocket.touched` afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
 import zmq
@@ -185,19 +186,17 @@ class AsyncSocket:
     async def recv(self) -> list[bytes]:
         """Receive one whole message, waiting for it. If this raises Cancelled, no message
         was taken off the socket."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            message = self.recv_nowait()
-            if message is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return message
-            await self.wait(zmq.POLLIN)
+        return await self._receive(self.recv_nowait)
 
     async def recv_from(self) -> tuple[list[bytes], int]:
         """As :meth:`recv`, with the connection's descriptor (:meth:`recv_from_nowait`)."""
+        return await self._receive(self.recv_from_nowait)
+
+    async def _receive(self, take: Callable[[], Any]) -> Any:
+        """What ``take`` (a ``*_nowait`` receive) gives, waiting until it gives something."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
-            received = self.recv_from_nowait()
+            received = take()
             if received is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return received
