@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -68,9 +69,16 @@ async def test_launch_gives_the_init_stage_fds_0_to_4(tmp_path: Path, subreaper:
     script.write_text(textwrap.dedent(python))
     script.chmod(0o755)
     config = make_config()
-    assert inheritable_fds()  # the test runner's, and one of ours: the fork server closes them
-    with pytest.raises(LaunchError) as caught:
-        await launch_with(tmp_path, str(script), config)
+    # an inheritable descriptor of our own (the test runner may have none): the server closes it
+    planted_read, planted_write = os.pipe()
+    os.set_inheritable(planted_read, True)
+    try:
+        assert planted_read in inheritable_fds()
+        with pytest.raises(LaunchError) as caught:
+            await launch_with(tmp_path, str(script), config)
+    finally:
+        os.close(planted_read)
+        os.close(planted_write)
     assert caught.value.exit_code == 125
     assert "fake stage: stop here" in caught.value.message
     argv, stdin, other_fds, received = eval(seen.read_text())  # noqa: S307 - our own repr
