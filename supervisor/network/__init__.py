@@ -58,12 +58,14 @@ def parse_mode(value: str) -> str:
 
 @dataclass(frozen=True)
 class PortMapping:
-    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any."""
+    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any, and
+    with ``host_port_end`` the first free one of host_port..host_port_end (``ports.py``)."""
 
     container_port: int
     protocol: str = "tcp"
     host_ip: str = "0.0.0.0"
     host_port: int = 0
+    host_port_end: int = 0
 
     @property
     def key(self) -> str:
