@@ -244,7 +244,6 @@ class Nat:
 
     def _fall_back(self, reason: str) -> None:
         self.mode, self.reason = "userland", reason
-        self.failures += 1
         self._announce()
 
     def _announce(self) -> None:
