@@ -147,6 +147,14 @@ def stale_rules(table: str, chain: str, listing: str, running: set[str]) -> list
     return stale
 
 
+def _ip_forward() -> bool | None:
+    """net.ipv4.ip_forward: whether other machines can reach published ports (None: unknown)."""
+    try:
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
 class Nat:
     """The kernel path of one daemon's published ports (see the module docstring).
 
@@ -177,6 +185,7 @@ class Nat:
             "chains": [chain for _, chain in self.chains.owned()] if self.kernel else [],
             "rule_failures": self.failures,
             "rules_removed_at_start": self.removed_at_start,
+            "ip_forward": _ip_forward(),
         }
 
     # --- iptables ------------------------------------------------------------------------
