@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 from bus import codec, sockets
 from bus.codec import Envelope
 from bus.errors import DaemonUnavailable, FrameError
+from bus.filters import PREFIX as _FILTER_TOPIC_PREFIX
+
+FILTER_PREFIX = _FILTER_TOPIC_PREFIX.encode()
 
 if TYPE_CHECKING:
     import zmq
@@ -117,6 +120,31 @@ def event(frames: list[bytes]) -> Envelope | None:
         envelope = codec.decode(frames[1])
     except FrameError:
         return None
-    if envelope.topic.encode() != frames[0]:
+    if envelope.topic.encode() != frames[0] and not frames[0].startswith(FILTER_PREFIX):
         return None
     return envelope
+
+
+class FilterGaps:
+    """Gap detection on filtered subscriptions (bus/filters.py): the topic frame of a
+    filtered event numbers the matches of its filter; ``missed`` counts the numbers that
+    never arrived. The first number seen for a filter is where this subscriber started."""
+
+    __slots__ = ("missed", "_last")
+
+    def __init__(self) -> None:
+        self.missed = 0
+        self._last: dict[bytes, int] = {}
+
+    def seen(self, topic_frame: bytes) -> None:
+        if not topic_frame.startswith(FILTER_PREFIX):
+            return
+        prefix, _, number = topic_frame.rpartition(b".")
+        try:
+            n = int(number)
+        except ValueError:
+            return
+        last = self._last.get(prefix)
+        if last is not None and n > last + 1:
+            self.missed += n - last - 1
+        self._last[prefix] = n

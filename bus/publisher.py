@@ -30,6 +30,13 @@ after).
 *Sync tokens.* A subscription ``sync.<token>`` seen on the XPUB wakes the ``bus.sync``
 request waiting for it (bus/server.py draws the handshake), or is kept (at most
 ``SYNC_SEEN_LIMIT``) for the request still on its way.
+
+*Filtered subscriptions.* A subscription ``filter.<token>.`` carries a filter
+(bus/filters.py): the events task registers it, and ``publish`` queues each event of
+``filter_channel`` that passes it once more under ``filter.<token>.<n>``, the same frame
+object (no second encode). The filter is evaluated before anything is sent, so a
+subscriber that wants 1% of the events receives 1% of them. The last unsubscription (XPUB
+passes only that one) forgets the filter.
 """
 
 from __future__ import annotations
@@ -43,9 +50,12 @@ import zmq
 from bus import codec
 from bus.codec import Envelope
 from bus.connections import Connections, unread_bytes
+from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
 from bus.requests import RequestFailed
 from bus.stats import BusStats
 from bus.trio_zmq import AsyncSocket
+
+FILTER_PREFIX = FILTER_TOPIC_PREFIX.encode()
 
 __all__ = ["Publisher", "PAYLOAD_MIN", "PAYLOAD_ROOM"]
 
@@ -89,6 +99,9 @@ class Publisher:
         self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
         self._checked_at = 0  # _events_bytes at the last _check_subscribers()
         self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
+        #: The channel whose events filtered subscriptions see (bus/filters.py); None: no filters.
+        self.filter_channel: str | None = None
+        self.filters = FilterSet()
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -137,7 +150,18 @@ class Publisher:
         if not queue and self.socket is not None:
             self.socket.wake()
         queue.append((topic.encode(), frame))
+        if self.filters and channel == self.filter_channel:
+            self._queue_filtered(data, frame)
         return envelope
+
+    def _queue_filtered(self, data: Any, frame: bytes | memoryview) -> None:
+        """The same frame once more for each filtered subscription it passes (bus/filters.py)."""
+        queue = self._queue
+        for filter_topic in self.filters.topics_for(data):
+            if len(queue) >= EVENT_QUEUE_LIMIT:
+                self._stats.events_dropped += 1
+            else:
+                queue.append((filter_topic, frame))
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""
@@ -230,6 +254,9 @@ class Publisher:
         subscribe = body[0] == 1
         if subscribe:
             self._stats.subscriptions += 1
+        if body.startswith(FILTER_PREFIX, 1):
+            self._on_filter(body[1:].decode("utf-8", "replace"), subscribe)
+            return
         if not body.startswith(b"sync.", 1):
             return
         token = body[6:].decode("utf-8", "replace")
@@ -243,6 +270,14 @@ class Publisher:
         self._sync_seen[token] = None
         while len(self._sync_seen) > SYNC_SEEN_LIMIT:
             self._sync_seen.popitem(last=False)
+
+    def _on_filter(self, prefix: str, subscribe: bool) -> None:
+        """A filtered subscription came (register its filter) or its last subscriber went
+        (forget it). XPUB passes an unsubscription only for the last one."""
+        if not subscribe:
+            self.filters.remove(prefix)
+        elif not self.filters.add(prefix):
+            self._stats.filters_refused += 1
 
     async def subscription_seen(self, token: str, timeout: float) -> bool:
         """Wait (at most ``timeout``) until the XPUB has seen the subscription ``sync.<token>``

@@ -15,6 +15,7 @@ import trio
 import zmq
 
 from bus import codec
+from bus import filters as bus_filters
 from bus import publisher as bus_publisher
 from bus.client import AsyncClient
 from bus.errors import BusError
@@ -180,3 +181,51 @@ async def test_a_subscriber_that_reads_nothing_is_disconnected_and_a_reader_keep
         assert server.stats.subscribers_cut_off == 1  # the stuck one, not the reader
     finally:
         context.destroy(linger=0)
+
+
+async def test_a_filtered_subscription_receives_only_what_passes(server: BusServer, client: AsyncClient) -> None:
+    server.publisher.filter_channel = "events"
+    dies = bus_filters.topic_of({"event": ["die"], "label": ["app=web"]})
+
+    def lifecycle(action: str, app: str) -> dict:
+        return {"type": "container", "action": action, "id": "c1", "attributes": {"name": "c", "app": app}}
+
+    async with client.subscribe([dies]) as filtered, client.subscribe(["container."]) as everything:
+        assert len(server.publisher.filters) == 1
+        published = []
+        for i in range(200):
+            published.append(server.publish("container.c1.start", lifecycle("start", "web"), channel="events"))
+            published.append(server.publish("container.c1.die", lifecycle("die", "web" if i % 2 else "db"), channel="events"))
+        server.publish("log.c1.stdout", lifecycle("die", "web"), channel="log.c1.stdout")  # not the filtered channel
+        wanted = [envelope for envelope in published if envelope.data["action"] == "die"
+                  and envelope.data["attributes"]["app"] == "web"]
+        with trio.fail_after(GUARD):
+            received = [await filtered.receive() for _ in wanted]
+            everything_received = [await everything.receive() for _ in published]
+        assert received == wanted  # the same envelopes, events-channel seq and all
+        assert everything_received == published  # the unfiltered subscriber is untouched
+        assert filtered.filter_gaps.missed == 0
+        # nothing else came: the next thing on the filtered subscription is a new match
+        marker = server.publish("container.c1.die", lifecycle("die", "web"), channel="events")
+        with trio.fail_after(GUARD):
+            assert await filtered.receive() == marker
+    # the last unsubscription (the socket's close) forgets it
+    await until(lambda: len(server.publisher.filters) == 0, "the filter forgotten")
+
+
+async def test_a_filter_that_does_not_decode_is_counted_not_served(server: BusServer, client: AsyncClient) -> None:
+    server.publisher.filter_channel = "events"
+    async with client.subscribe(["filter.this-is-no-filter."]):
+        assert len(server.publisher.filters) == 0
+        assert server.stats.filters_refused == 1
+
+
+def test_filter_gaps_count_the_numbers_that_never_came() -> None:
+    from bus.connect import FilterGaps
+
+    gaps = FilterGaps()
+    for number in (5, 6, 9, 10):  # joined at 5: not a gap; 7 and 8 lost
+        gaps.seen(f"filter.abc.{number}".encode())
+    gaps.seen(b"container.x.die")  # unfiltered topics are not its business
+    gaps.seen(b"filter.other.1")
+    assert gaps.missed == 2
