@@ -191,11 +191,10 @@ class AsyncSubscription:
 
     async def __anext__(self) -> Envelope:
         while True:
-            frames = await self._sub.recv()
-            envelope = event(frames)
-            if envelope is not None:
-                self.filter_gaps.seen(frames[0])
-                return envelope
+            received = event(await self._sub.recv())
+            if received is not None:
+                self.filter_gaps.seen(received[0])
+                return received[1]
             self.bad_frames += 1
 
     async def receive(self) -> Envelope:

@@ -111,23 +111,29 @@ def check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
     return [prefix.encode() for prefix in prefixes]
 
 
-def event(frames: list[bytes]) -> Envelope | None:
-    """The envelope of an event's two frames ``[topic, envelope]``; None when they are not
-    one (the subscription counts it in ``bad_frames``)."""
-    if len(frames) != 2:
-        return None
+def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
+    """The topic and envelope of an event: one frame ``topic NUL envelope`` (version 2),
+    or two frames ``[topic, envelope]`` (version 1: an older daemon); None when it is not
+    one (the subscription counts it in ``bad_frames``). The topic is the envelope's own,
+    or a filtered subscription's (bus/filters.py)."""
     try:
-        envelope = codec.decode(frames[1])
+        if len(frames) == 1:
+            topic, body = codec.split_event(frames[0])
+        elif len(frames) == 2:
+            topic, body = frames
+        else:
+            return None
+        envelope = codec.decode(body)
     except FrameError:
         return None
-    if envelope.topic.encode() != frames[0] and not frames[0].startswith(FILTER_PREFIX):
+    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX):
         return None
-    return envelope
+    return topic, envelope
 
 
 class FilterGaps:
-    """Gap detection on filtered subscriptions (bus/filters.py): the topic frame of a
-    filtered event numbers the matches of its filter; ``missed`` counts the numbers that
+    """Gap detection on filtered subscriptions (bus/filters.py): the topic of a filtered
+    event numbers the matches of its filter; ``missed`` counts the numbers that
     never arrived. The first number seen for a filter is where this subscriber started."""
 
     __slots__ = ("missed", "_last")
@@ -136,10 +142,10 @@ class FilterGaps:
         self.missed = 0
         self._last: dict[bytes, int] = {}
 
-    def seen(self, topic_frame: bytes) -> None:
-        if not topic_frame.startswith(FILTER_PREFIX):
+    def seen(self, topic: bytes) -> None:
+        if not topic.startswith(FILTER_PREFIX):
             return
-        prefix, _, number = topic_frame.rpartition(b".")
+        prefix, _, number = topic.rpartition(b".")
         try:
             n = int(number)
         except ValueError:

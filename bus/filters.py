@@ -20,9 +20,9 @@ keys must all hold (AND), as docker's. Keys and what each value matches:
 prefix :func:`topic_of` gives, ``filter.<token>.``, where the token is the filter itself
 (canonical msgpack, URL-safe base64, no padding): the publisher learns the filter from the
 subscription message, needs no request, and forgets it when the last subscriber goes. Each
-event that matches is sent once more, as ``[filter.<token>.<n>, envelope]``: the same
-envelope bytes (never encoded twice), the topic frame numbering the matches of that filter
-from 1, so a filtered subscriber detects a gap as an unfiltered one does with ``seq``.
+event that matches is sent once more, as ``filter.<token>.<n> NUL envelope``: the same
+envelope bytes (never encoded twice), the topic numbering the matches of that filter from
+1, so a filtered subscriber detects a gap as an unfiltered one does with ``seq``.
 
 Pure functions and one small class; imports nothing heavy (the CLI uses it to build its
 subscription).
@@ -44,6 +44,8 @@ PREFIX = "filter."
 #: Bounds on what one filter may hold: a subscription message is not a place for megabytes.
 MAX_VALUES = 64
 MAX_VALUE_LENGTH = 256
+#: The longest filter topic (an event frame's topic prefix: bus/codec.py's MAX_EVENT_PREFIX).
+MAX_TOPIC = 4096
 
 
 class FilterError(ValueError):
@@ -93,7 +95,10 @@ def normalize(filters: Mapping[str, Any]) -> dict[str, list[str]]:
 def topic_of(filters: Mapping[str, Any]) -> str:
     """The subscription prefix of a filter, ``filter.<token>.`` (module doc)."""
     packed = msgpack.packb(normalize(filters), use_bin_type=True)
-    return PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode() + "."
+    topic = PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode() + "."
+    if len(topic) > MAX_TOPIC:
+        raise FilterError(f"the filter is too long: {len(topic)} characters as a topic, at most {MAX_TOPIC}")
+    return topic
 
 
 def from_topic(prefix: str) -> dict[str, list[str]]:
@@ -102,8 +107,8 @@ def from_topic(prefix: str) -> dict[str, list[str]]:
     Raises:
         FilterError: not a filter topic, or one that does not decode to a valid filter.
     """
-    if not prefix.startswith(PREFIX) or not prefix.endswith("."):
-        raise FilterError(f"{prefix!r} is not a filter topic (filter.<token>.)")
+    if not prefix.startswith(PREFIX) or not prefix.endswith(".") or len(prefix) > MAX_TOPIC:
+        raise FilterError(f"{prefix[:64]!r} is not a filter topic (filter.<token>., at most {MAX_TOPIC} characters)")
     token = prefix[len(PREFIX) : -1]
     try:
         packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

@@ -359,12 +359,12 @@ class Subscription(Iterator[Envelope]):
                 if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
                     raise StopIteration from None  # closed
                 raise
-            envelope = event(frames)
-            if envelope is None:
+            received = event(frames)
+            if received is None:
                 self.bad_frames += 1
                 continue
-            self.filter_gaps.seen(frames[0])
-            return envelope
+            self.filter_gaps.seen(received[0])
+            return received[1]
 
     def close(self) -> None:
         self._sub.close(linger=0)

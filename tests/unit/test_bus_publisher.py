@@ -69,7 +69,7 @@ async def raw_subscriber(client: AsyncClient, run_dir: Path, prefix: bytes, toke
         context.term()
 
 
-async def test_published_frames_are_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+async def test_published_frames_are_the_topic_nul_and_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
     async with raw_subscriber(client, run_dir, b"x.", "rawtoken") as sub:
         published = [
             server.publish("x.y", {"n": 1, "b": b"\x00bytes", "f": 1.5, "l": [None, True]}, channel="x"),
@@ -77,7 +77,7 @@ async def test_published_frames_are_exactly_codec_encode(server: BusServer, clie
         ]
         with trio.fail_after(GUARD):
             for envelope in published:
-                assert await sub.recv() == [envelope.topic.encode(), codec.encode(envelope)]
+                assert await sub.recv() == [codec.event_frame(envelope.topic, codec.encode(envelope))]
 
 
 async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_makes(
@@ -104,7 +104,7 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
             for envelope, buffer, start in zip(published, (big, small, cramped), (room, room, 10)):
                 expected = codec.Envelope(topic=envelope.topic, seq=envelope.seq, source=envelope.source, ts=envelope.ts,
                                           data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
-                assert await sub.recv() == [b"log.c.stdout", codec.encode(expected)]
+                assert await sub.recv() == [codec.event_frame("log.c.stdout", codec.encode(expected))]
         with pytest.raises(ValueError):
             server.publish("log.c.stdout", {"data": b"x"}, channel="log.c.stdout", payload=(big, room, len(big)))
 
@@ -229,3 +229,16 @@ def test_filter_gaps_count_the_numbers_that_never_came() -> None:
     gaps.seen(b"container.x.die")  # unfiltered topics are not its business
     gaps.seen(b"filter.other.1")
     assert gaps.missed == 2
+
+
+def test_subscribers_read_both_wire_revisions() -> None:
+    from bus.connect import event
+
+    old = codec.Envelope(topic="container.c.die", seq=4, data={"exitCode": "0"}, v=1)
+    new = codec.Envelope(topic="container.c.die", seq=5, data={"exitCode": "0"})
+    assert event([b"container.c.die", codec.encode(old)]) == (b"container.c.die", old)  # an older daemon: 2 frames
+    assert event([codec.event_frame(new.topic, codec.encode(new))]) == (b"container.c.die", new)
+    filtered = b"filter.abc.3\x00" + codec.encode(new)
+    assert event([filtered]) == (b"filter.abc.3", new)
+    assert event([b"container.other.die\x00" + codec.encode(new)]) is None  # the topic lies
+    assert event([b"no nul"]) is None and event([b"a", b"b", b"c"]) is None
