@@ -18,6 +18,7 @@ TOOLS = {
     "iptables": "iptables",
     "nsenter": "util-linux",
     "podman": "podman",
+    "script": "bsdutils",  # a terminal for podman run -t (tests/integration/test_ociruntime.py)
     "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups
     "skopeo": "skopeo",
     "systemd-socket-activate": "systemd",

@@ -48,9 +48,10 @@ class Logger:
         print(line, file=sys.stderr)
 
     def error(self, message: str) -> None:
+        """Logged, and the message alone on stderr (runc's ``fatal``: both, even when the log
+        is stderr)."""
         self.log("error", message)
-        if self.path:
-            print(message, file=sys.stderr)
+        print(message, file=sys.stderr)
 
     def warn(self, message: str) -> None:
         self.log("warning", message)

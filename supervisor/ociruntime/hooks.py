@@ -21,7 +21,7 @@ def run_hooks(kind: str, hooks: list[dict], state: dict) -> None:
         return
     import subprocess
 
-    data = json.dumps(state).encode()
+    data = json.dumps(state, separators=(",", ":")).encode()
     for hook in hooks:
         path = hook["path"]
         env = dict(entry.split("=", 1) for entry in hook.get("env") or [] if "=" in entry)

@@ -154,26 +154,27 @@ def start(store: StateStore, container_id: str, warn) -> dict:
 
 
 def release(fifo: str, pid: int) -> None:
-    """Open the exec FIFO (which lets pid 1's open for writing return), read its byte, remove it."""
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """Open the exec FIFO (which lets pid 1's open for writing return), read its byte, remove
+    it. pid 1 is held by a pidfd first: once released it may run, exit and be reaped by its
+    parent before we look again."""
     try:
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            raise RuntimeCommandError("cannot start the container: its process is gone") from None
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise RuntimeCommandError("cannot start the container: its process is gone") from None
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             poller.register(pidfd, select.POLLIN)
             events = dict(poller.poll(START_TIMEOUT * 1000))
-            if not events.get(fd, 0) & select.POLLIN:
+            if not events.get(fd, 0) & select.POLLIN or not os.read(fd, 1):
                 raise RuntimeCommandError("cannot start the container: its process did not take the start "
                                           + ("(it exited)" if pidfd in events else f"in {START_TIMEOUT:.0f} s"))
-            os.read(fd, 1)
         finally:
-            os.close(pidfd)
+            os.close(fd)
     finally:
-        os.close(fd)
+        os.close(pidfd)
         try:
             os.unlink(fifo)
         except FileNotFoundError:
