@@ -19,10 +19,6 @@ from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.ociruntime.state import DEFAULT_ROOT, OCI_VERSION, StateStore, now_rfc3339
 
 VERSION = "0.1.0"
-SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
-           "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
-           "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
-           "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31}
 
 
 class Logger:
@@ -55,19 +51,6 @@ class Logger:
 
     def warn(self, message: str) -> None:
         self.log("warning", message)
-
-
-def parse_signal(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    name = text.upper().removeprefix("SIG")
-    if name in SIGNALS:
-        return SIGNALS[name]
-    if name.startswith("RTMIN") or name.startswith("RTMAX"):
-        offset = int(name[5:] or 0) if name[5:].lstrip("+-").isdigit() or not name[5:] else None
-        if offset is not None:
-            return (34 + offset) if name.startswith("RTMIN") else (64 + offset)
-    raise RuntimeCommandError(f"invalid signal: {text}")
 
 
 def build_parser() -> argparse.ArgumentParser:

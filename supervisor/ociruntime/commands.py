@@ -16,6 +16,25 @@ from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.ociruntime.state import OCI_VERSION, StateStore, spec_state, status_of
 
 
+SIGNALS = {"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
+           "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15, "STKFLT": 16, "CHLD": 17,
+           "CONT": 18, "STOP": 19, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25,
+           "VTALRM": 26, "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31}
+
+
+def parse_signal(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    name = text.upper().removeprefix("SIG")
+    if name in SIGNALS:
+        return SIGNALS[name]
+    if name.startswith("RTMIN") or name.startswith("RTMAX"):
+        offset = int(name[5:] or 0) if name[5:].lstrip("+-").isdigit() or not name[5:] else None
+        if offset is not None:
+            return (34 + offset) if name.startswith("RTMIN") else (64 + offset)
+    raise RuntimeCommandError(f"invalid signal: {text}")
+
+
 def dispatch(arguments, store: StateStore, logger) -> int:
     handler = HANDLERS[arguments.command]
     return handler(arguments, store, logger) or 0
@@ -44,8 +63,6 @@ def _state(arguments, store, logger) -> int:
 
 
 def _kill(arguments, store, logger) -> int:
-    from supervisor.ociruntime.cli import parse_signal
-
     lifecycle.kill(store, arguments.id, parse_signal(arguments.signal), arguments.all)
     return 0
 
