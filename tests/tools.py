@@ -12,6 +12,8 @@ import pytest
 #: program -> Debian package (util-linux and mount are Essential in Debian, installed everywhere)
 TOOLS = {
     "busybox": "busybox-static",
+    "containerd": "containerd",  # ctr run --runc-binary dockyard-runtime (test_ociruntime.py)
+    "ctr": "containerd",
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",

@@ -297,3 +297,73 @@ def test_podman_run_t_gets_a_terminal_through_the_console_socket(podman_store):
                     "tty; test -t 0 && echo stdin-is-a-tty", terminal=True)
     lines = result.stdout.replace("\r", "").split("\n")
     assert lines[0].startswith("/dev/pts/") and "stdin-is-a-tty" in lines
+
+
+# --- containerd: ctr run --runc-binary dockyard-runtime (through containerd-shim-runc-v2) ------
+
+
+@pytest.fixture
+def containerd(runtime):
+    """A private containerd (its own root, state, sockets; no CRI plugin), and ctr on it."""
+    require("containerd", "ctr")
+    directory = Path(tempfile.mkdtemp(prefix="dyctd-", dir="/tmp"))
+    socket_path = directory / "containerd.sock"
+    (directory / "config.toml").write_text(f"""version = 2
+root = "{directory}/root"
+state = "{directory}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{socket_path}"
+[ttrpc]
+  address = "{socket_path}.ttrpc"
+[debug]
+  address = "{directory}/debug.sock"
+""")
+    log = open(directory / "containerd.log", "w")
+    server = subprocess.Popen(["containerd", "--config", str(directory / "config.toml")], stdout=log, stderr=log)
+
+    def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["ctr", "--address", str(socket_path), "-n", "dytest", *args], capture_output=True,
+                                text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if check:
+            assert result.returncode == 0, f"ctr {' '.join(args)}: {result.stderr}"
+        return result
+
+    deadline = time.monotonic() + TIMEOUT
+    while ctr("version", check=False).returncode != 0:
+        assert server.poll() is None and time.monotonic() < deadline, (directory / "containerd.log").read_text()
+        time.sleep(0.05)
+    try:
+        yield ctr
+    finally:
+        for task in ctr("task", "ls", "-q", check=False).stdout.split():
+            ctr("task", "kill", "-s", "KILL", task, check=False)
+            ctr("task", "delete", "-f", task, check=False)
+        for container in ctr("container", "ls", "-q", check=False).stdout.split():
+            ctr("container", "delete", container, check=False)
+        server.terminate()
+        server.wait(TIMEOUT)
+        log.close()
+        for mount in sorted(mounts_under(directory), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_containerd_runs_execs_kills_and_deletes_through_the_runc_shim(runtime, containerd):
+    rootfs = build_rootfs(runtime.base / "rootfs")
+    binary = ("--runc-binary", RUNTIME)
+    one = containerd("run", "--rm", *binary, "--cgroup", f"/{runtime.parent}/one", "--rootfs", str(rootfs), "one",
+                     "sh", "-c", "echo hi from containerd; exit 3", check=False)
+    assert one.returncode == 3 and one.stdout == "hi from containerd\n", one.stderr
+    containerd("run", "-d", *binary, "--cgroup", f"/{runtime.parent}/two", "--rootfs", str(rootfs), "two",
+               "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.05; done")
+    assert "RUNNING" in containerd("task", "ls").stdout
+    assert containerd("task", "exec", "--exec-id", "e1", "two", "sh", "-c", "echo exec ok").stdout == "exec ok\n"
+    containerd("task", "kill", "two")
+    deadline = time.monotonic() + TIMEOUT
+    while "STOPPED" not in containerd("task", "ls").stdout:
+        assert time.monotonic() < deadline, "the task never stopped"
+        time.sleep(0.02)
+    containerd("task", "delete", "two")
+    containerd("container", "delete", "two")
+    assert containerd("task", "ls", "-q").stdout == ""
