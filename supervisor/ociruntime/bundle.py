@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.runtime.security import CAPABILITIES
@@ -36,25 +34,22 @@ SYSCTL_KEY = re.compile(r"^[a-zA-Z0-9_]+(?:[./][a-zA-Z0-9_-]+)+\Z")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 
-@dataclass(frozen=True)
 class Host:
-    """What the translation needs to know of the host (parameters, for the tests)."""
+    """What the translation needs to know of the host (parameters, for the tests): whether
+    it enforces AppArmor or SELinux, and the seccomp compiler (OCI document -> BPF bytes).
+    (Plain classes here, not dataclasses: ``dataclasses`` imports ``inspect``, a tenth of
+    the command's start-up.)"""
 
-    apparmor: bool = False
-    selinux: bool = False
-    compile_seccomp: Callable[[dict], bytes] | None = None
+    def __init__(self, apparmor: bool = False, selinux: bool = False, compile_seccomp=None):
+        self.apparmor, self.selinux, self.compile_seccomp = apparmor, selinux, compile_seccomp
 
 
-@dataclass(frozen=True)
 class Bundle:
     """A bundle ready to create: the stage's config, and what the runtime keeps beside it."""
 
-    stage: dict
-    hooks: dict = field(default_factory=dict)
-    cgroups_path: str = ""
-    resources: dict = field(default_factory=dict)
-    annotations: dict = field(default_factory=dict)
-    rootfs: str = ""
+    def __init__(self, stage: dict, hooks: dict, cgroups_path: str, resources: dict, annotations: dict, rootfs: str):
+        self.stage, self.hooks, self.cgroups_path = stage, hooks, cgroups_path
+        self.resources, self.annotations, self.rootfs = resources, annotations, rootfs
 
 
 def check_id(container_id: str) -> None:
@@ -209,12 +204,13 @@ def translate_process(process: dict, for_exec: bool = False) -> dict:
     return stage
 
 
-def translate(config: dict, bundle_dir: str, container_id: str, host: Host = Host()) -> Bundle:
+def translate(config: dict, bundle_dir: str, container_id: str, host: Host | None = None) -> Bundle:
     """The :class:`Bundle` of ``config`` (config.json's document) in ``bundle_dir``.
 
     Raises:
         RuntimeCommandError: a field is invalid or not supported; the message names it.
     """
+    host = host or Host()
     if not isinstance(config, dict):
         raise _error("not a JSON object")
     check_id(container_id)

@@ -17,14 +17,15 @@ import fcntl
 import json
 import os
 import signal
-import socket
 
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD = 3, 4, 5
 
 
-def connect_console(path: str) -> socket.socket:
+def connect_console(path: str):
+    import socket  # only with a terminal
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

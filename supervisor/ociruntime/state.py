@@ -18,10 +18,8 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 from collections.abc import Iterator
 
-from logs.atomic import write_atomic
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 OCI_VERSION = "1.0.2"
@@ -109,10 +107,14 @@ class StateStore:
             raise RuntimeCommandError(f'container "{container_id}": its state file is corrupt: {exc}') from None
 
     def save(self, record: dict) -> None:
+        from logs.atomic import write_atomic  # pathlib and typing: only the commands that write pay
+
         data = json.dumps(record, separators=(",", ":")).encode()
         write_atomic(os.path.join(self.directory(record["id"]), STATE_FILE), data, durable=False, mode=0o600)
 
     def remove(self, container_id: str) -> None:
+        import shutil
+
         try:
             shutil.rmtree(self.directory(container_id))
         except FileNotFoundError:
