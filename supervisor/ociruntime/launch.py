@@ -20,7 +20,7 @@ import signal
 
 from supervisor.ociruntime.errors import RuntimeCommandError
 
-CONFIG_FD, STATUS_FD, CONSOLE_FD = 3, 4, 5
+CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
 
 
 def connect_console(path: str):
@@ -35,12 +35,12 @@ def connect_console(path: str):
     return sock
 
 
-def _child(config_read: int, status_write: int, console: int) -> None:
+def _child(config_read: int, status_write: int, console: int, fifo: int) -> None:
     """In the forked child: the fds in place, then the stage (never returns)."""
     try:
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) if fd >= 0 else -1
-                 for fd in (config_read, status_write, console)]
-        for fd, target in zip(moved, (CONFIG_FD, STATUS_FD, CONSOLE_FD)):
+                 for fd in (config_read, status_write, console, fifo)]
+        for fd, target in zip(moved, (CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD)):
             if fd >= 0:
                 os.dup2(fd, target)
             else:  # whatever of ours is there (the stage keeps fds 0-5 and closes the rest)
@@ -79,15 +79,19 @@ class StatusLines:
         return message
 
 
-def launch(stage: dict, console_socket: str = "", what: str = "container") -> int:
+def launch(stage: dict, console_socket: str = "", what: str = "container", fifo: str = "") -> int:
     """Run the stage for ``stage`` (the config map); return the process's host pid once it
     is ready (a bundle: built, waiting on its FIFO) or exec'd (an exec, ``"join"``).
+    ``fifo``: the exec FIFO, opened here (O_PATH) and given as fd 6, as runc gives its init
+    the FIFO: pid 1 may not be allowed to walk to it (a user namespace's root is not the
+    host's).
 
     Raises:
         RuntimeCommandError: the stage failed (its message), nothing of it left running;
             ``exit_code`` is the stage's (125, 126, 127).
     """
     console = connect_console(console_socket) if stage.get("terminal") else None
+    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC) if fifo else -1
     config_read, config_write = os.pipe2(os.O_CLOEXEC)
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     try:
@@ -95,8 +99,10 @@ def launch(stage: dict, console_socket: str = "", what: str = "container") -> in
     except OSError as exc:
         raise RuntimeCommandError(f"cannot fork the init stage: {exc.strerror}") from None
     if stage0 == 0:
-        _child(config_read, status_write, console.fileno() if console else -1)
+        _child(config_read, status_write, console.fileno() if console else -1, fifo_fd)
     os.close(config_read)
+    if fifo_fd >= 0:
+        os.close(fifo_fd)
     os.close(status_write)
     if console is not None:
         console.close()

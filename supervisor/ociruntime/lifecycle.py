@@ -100,9 +100,9 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
                          "process": config["process"],
                          "join_user": any(kind == "user" for kind, _ in stage["namespaces"])},
             }
-            stage.update(cgroup_procs=cgroup.procs_files, exec_fifo=fifo, no_pivot=no_pivot,
+            stage.update(cgroup_procs=cgroup.procs_files, exec_fifo=True, no_pivot=no_pivot,
                          state=json.dumps(hook_state(record, "created")))
-            pid = launch(stage, console_socket)
+            pid = launch(stage, console_socket, fifo=fifo)
             record.update(pid=pid, start_time=process_start_time(pid))
             store.save(record)
             state = hook_state(record, "creating")

@@ -24,7 +24,8 @@ over the console socket), the five capability sets, and the wait on the exec FIF
     dockyard-runtime start: open exec.fifo O_RDONLY, read -------> write "0"; startContainer
                                                                    hooks; execve
 
-fd 5, when the config says ``terminal``, is a socket connected to the console socket.
+fd 5, when the config says ``terminal``, is a socket connected to the console socket; fd 6
+the exec FIFO (O_PATH), opened by the runtime.
 Like every module of the stage: the standard library only, imported beside
 ``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
 """
@@ -47,6 +48,7 @@ else:  # pragma: no cover - beside forkserver.py
     import security
 
 CONSOLE_FD = 5
+FIFO_FD = 6  # the exec FIFO, opened O_PATH by the runtime (runc's _LIBCONTAINER_FIFOFD)
 CLONE_NEWUSER = 0x10000000
 NAMESPACE_FLAGS = {
     "user": CLONE_NEWUSER, "mount": libc.CLONE_NEWNS, "uts": libc.CLONE_NEWUTS, "ipc": libc.CLONE_NEWIPC,
@@ -201,14 +203,23 @@ def mount_cgroup_tree(where: str, flags: int) -> None:
     kept = flags & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     libc.mount("tmpfs", where, "tmpfs", kept, "mode=755", "mount the tmpfs of /sys/fs/cgroup")
     for line in lines:
-        _, controllers, _ = line.split(":", 2)
+        _, controllers, path = line.split(":", 2)
         if not controllers:
             continue  # the (empty) unified hierarchy of a hybrid host
         name = controllers.replace("name=", "")
         target = where + "/" + name
         os.mkdir(target, 0o755)
         options = ("none," + controllers) if controllers.startswith("name=") else controllers
-        libc.mount("cgroup", target, "cgroup", flags, options, f'mount the cgroup hierarchy "{controllers}"')
+        try:
+            libc.mount("cgroup", target, "cgroup", flags, options, f'mount the cgroup hierarchy "{controllers}"')
+        except libc.InitError:
+            # A user namespace without a cgroup namespace of its own may not mount cgroupfs:
+            # bind the container's own directory of the host's hierarchy instead (as runc).
+            source = "/sys/fs/cgroup/" + name + path
+            libc.mount(source, target, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount the cgroup "{source}"')
+            if flags & libc.MS_RDONLY:
+                libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept, None,
+                           f'make the cgroup "{source}" read-only')
         for alias in name.split(",") if "," in name else ():
             os.symlink(name, where + "/" + alias)
     if flags & libc.MS_RDONLY:
@@ -402,12 +413,7 @@ def container(config: dict) -> None:
     make_devices(root, config.get("devices", ()), config.get("default_devices", True))
     if config.get("terminal"):
         open_console(root, config.get("console_size"), uid)
-    fifo = -1
-    if config.get("exec_fifo"):
-        try:
-            fifo = os.open(config["exec_fifo"], libc.O_PATH | os.O_CLOEXEC)
-        except OSError as exc:
-            raise libc.InitError(f'open the exec fifo: {libc.strerror(exc.errno)}') from None
+    fifo = FIFO_FD if config.get("exec_fifo") else -1
     enter_root(root, config.get("no_pivot", False))
     if config.get("rootfs_propagation"):
         libc.mount(None, "/", None, config["rootfs_propagation"], None, "set the propagation of the root")
@@ -477,13 +483,13 @@ def join_container(config: dict) -> None:
 
 def run_bundle_stage() -> None:
     """The whole stage, from fds 3, 4 (and 5) to execve. Never returns."""
+    for fd in (init_stage.STATUS_FD, CONSOLE_FD, FIFO_FD):
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass  # no console socket, no FIFO
     try:
-        os.set_inheritable(init_stage.STATUS_FD, False)
-        os.set_inheritable(CONSOLE_FD, False)
-    except OSError:
-        pass  # no console socket
-    try:
-        os.closerange(CONSOLE_FD + 1, 1 << 20)
+        os.closerange(FIFO_FD + 1, 1 << 20)
         config = init_stage.read_config()
         if config.get("join"):
             join_container(config)

@@ -172,6 +172,28 @@ def test_a_missing_command_fails_create_and_leaves_nothing(runtime):
     assert cgroup_dirs(f"{runtime.parent}/b") == []
 
 
+def test_a_user_namespace_gets_its_id_maps_and_the_fifo_still_opens(runtime):
+    # The container's root is not the host's: the bundle must be reachable by others (as with
+    # runc), and pytest's tmp dirs are 0700; the state dir stays private (the FIFO is passed).
+    reachable = Path(tempfile.mkdtemp(prefix="dyrt-userns-", dir="/tmp"))
+    os.chmod(reachable, 0o711)
+    runtime.base, base = reachable, runtime.base
+    try:
+        bundle = runtime.bundle("b", ["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"])
+    finally:
+        runtime.base = base
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"].append({"type": "user"})
+    mapping = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    config["linux"]["uidMappings"] = config["linux"]["gidMappings"] = mapping
+    (bundle / "config.json").write_text(json.dumps(config))
+    try:
+        result = runtime("run", "--bundle", str(bundle), "userns")
+    finally:
+        shutil.rmtree(reachable, ignore_errors=True)
+    assert [line.split() for line in result.stdout.splitlines()] == [["0", "200000", "65536"]] * 2 + [["0"]]
+
+
 def test_hooks_run_with_the_state_on_stdin_in_their_order(runtime):
     record = runtime.base / "hooks.log"
     def hook(name: str) -> dict:
