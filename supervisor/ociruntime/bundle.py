@@ -121,13 +121,14 @@ def translate_devices(devices: list[dict]) -> list:
 
 
 def translate_capabilities(capabilities: dict | None) -> dict:
+    """The five sets; a capability this kernel's table does not know is left out, as runc
+    does (a newer spec may name capabilities that an older kernel lacks)."""
     sets = {}
     for name in ("bounding", "effective", "inheritable", "permitted", "ambient"):
         names = (capabilities or {}).get(name) or []
-        unknown = [cap for cap in names if cap not in CAPABILITIES]
-        if unknown:
-            raise _error(f"process.capabilities.{name}: unknown capability {', '.join(unknown)}")
-        sets[name] = list(dict.fromkeys(names))
+        if not isinstance(names, list) or not all(isinstance(cap, str) for cap in names):
+            raise _error(f"process.capabilities.{name} must be a list of capability names")
+        sets[name] = list(dict.fromkeys(cap for cap in names if cap in CAPABILITIES))
     return sets
 
 

@@ -54,7 +54,7 @@ def test_a_bind_mount_of_dev_turns_off_the_default_devices(bundle_dir):
     (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), "pid is listed twice"),
     (lambda c: c["linux"].update(namespaces=[{"type": "pid"}, {"type": "uts"}]), "a mount namespace is required"),
     (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "needs linux.uidMappings"),
-    (lambda c: c["process"]["capabilities"].update(bounding=["CAP_NOPE"]), "unknown capability CAP_NOPE"),
+    (lambda c: c["process"]["capabilities"].update(bounding="CAP_KILL"), "must be a list of capability names"),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_NOPE", "hard": 1, "soft": 1}]), "unknown limit"),
     (lambda c: c["linux"].update(sysctl={"../x": "1"}), "invalid key"),
     (lambda c: c["linux"].update(rootfsPropagation="sideways"), "is not a propagation mode"),
@@ -69,6 +69,12 @@ def test_invalid_or_unsupported_fields_are_refused_with_their_name(bundle_dir, c
     with pytest.raises(RuntimeCommandError, match="config.json: .*" if message else "") as raised:
         translate(config, str(bundle_dir), "c1")
     assert message in raised.value.message
+
+
+def test_unknown_capabilities_are_left_out_as_runc_does(bundle_dir):
+    config = default_spec(["true"])
+    config["process"]["capabilities"]["bounding"] = ["CAP_KILL", "CAP_FROM_THE_FUTURE"]
+    assert translate(config, str(bundle_dir), "c1").stage["capabilities"]["bounding"] == ["CAP_KILL"]
 
 
 def test_apparmor_is_refused_only_where_the_host_enforces_it(bundle_dir):
