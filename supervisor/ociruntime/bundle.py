@@ -29,6 +29,7 @@ PROPAGATION = {"private": 0x40000, "shared": 0x100000, "slave": 0x80000, "unbind
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 RLIMITS = ("cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks",
            "sigpending", "msgqueue", "nice", "rtprio", "rttime")
+OCI_VERSION = re.compile(r"^1\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\Z")  # SemVer, major 1
 CONTAINER_ID = re.compile(r"^[\w+\-.]+\Z")
 SYSCTL_KEY = re.compile(r"^[a-zA-Z0-9_]+(?:[./][a-zA-Z0-9_-]+)+\Z")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
@@ -214,6 +215,9 @@ def translate(config: dict, bundle_dir: str, container_id: str, host: Host | Non
     host = host or Host()
     if not isinstance(config, dict):
         raise _error("not a JSON object")
+    version = config.get("ociVersion")
+    if version is not None and (not isinstance(version, str) or not OCI_VERSION.match(version)):
+        raise _error(f"ociVersion {version!r} is not a 1.x SemVer version")
     check_id(container_id)
     process = config.get("process")
     if not isinstance(process, dict):

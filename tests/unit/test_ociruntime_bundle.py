@@ -47,6 +47,7 @@ def test_a_bind_mount_of_dev_turns_off_the_default_devices(bundle_dir):
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.pop("process"), "process is required"),
+    (lambda c: c.update(ociVersion="invalid"), "ociVersion 'invalid' is not a 1.x SemVer version"),
     (lambda c: c["process"].update(args=[]), "process.args must be a non-empty list"),
     (lambda c: c["process"].update(cwd="relative"), "process.cwd 'relative' is not an absolute path"),
     (lambda c: c["linux"].update(namespaces=[{"type": "mount"}]), "hostname needs a UTS namespace"),
