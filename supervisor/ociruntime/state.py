@@ -13,7 +13,6 @@ derived each time from the kernel rather than stored:
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import fcntl
 import json
@@ -29,7 +28,11 @@ DEFAULT_ROOT = "/run/dockyard-runtime"
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now in UTC, RFC 3339 with microseconds (``time``, not ``datetime``: a shorter start-up)."""
+    import time
+
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % int(now % 1 * 1_000_000)
 
 
 def process_start_time(pid: int) -> int | None:
