@@ -89,12 +89,14 @@ class Handlers:
         """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
         from supervisor.registryhandlers import RegistryHandlers
+        from supervisor.networkhandlers import NetworkHandlers
         from supervisor.volumehandlers import VolumeHandlers
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             **RegistryHandlers(self.sup).table(),
             **VolumeHandlers(self.sup).table(),
+            **NetworkHandlers(self.sup).table(),
             ops.CONTAINER_CREATE: self.create,
             ops.CONTAINER_RUN: self.run,
             ops.CONTAINER_START: self.start,
