@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since)")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
-                   help="container=NAME|ID, event=ACTION, image=NAME, type=container|image|volume|daemon|worker "
+                   help="container=NAME|ID, event=ACTION, image=NAME, type=container|image|network|volume|daemon|worker "
                         "(repeatable: values of one key are alternatives)")
     p.add_argument("--since", default=None, help="replay from this time (unix seconds, a duration before now such as 10m or 1m30s, or RFC 3339)")
     p.add_argument("--until", default=None, help="stop at this time")
