@@ -105,6 +105,9 @@ class FakeAttachment:
     sync: bool = True
     mode: str = "bridge"
     pid: int = 0
+    address: str = ""
+    prefixlen: int = 0
+    mac: str = ""
     endpoints: list = dataclasses.field(default_factory=list)
 
 

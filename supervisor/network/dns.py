@@ -298,7 +298,10 @@ class Server:
                     data = await self._reply(wire)
                     if data is None:
                         return
-                    await connection.sendall(struct.pack("!H", len(data)) + data)
+                    message = memoryview(struct.pack("!H", len(data)) + data)
+                    while message:
+                        sent = await connection.send(message)
+                        message = message[sent:]
         except OSError:
             pass
         finally:

@@ -12,6 +12,7 @@ that no running container owns released (a crash).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,8 @@ class Endpoint:
 
     @property
     def endpoint_id(self) -> str:
-        return (self.network.id[:32] + self.container_id[:32])[::-1]
+        """Stable for a container on a network (docker's is random per connect)."""
+        return hashlib.sha256(f"{self.network.id}:{self.container_id}".encode()).hexdigest()
 
     def settings(self) -> dict[str, Any]:
         """docker's EndpointSettings (inspect's NetworkSettings.Networks.<name>)."""
