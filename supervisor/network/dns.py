@@ -214,28 +214,42 @@ class Server:
             finally:
                 self.close()
 
-    async def _reply(self, wire: bytes) -> bytes | None:
+    def _decide(self, wire: bytes) -> tuple[bytes | None, Any]:
+        """What to do with a query: (a reply, None), (None, None) to drop it, or
+        (None, the parsed query) to forward it (a forward slot is taken: release it after)."""
         self.stats.queries += 1
         if not self.limiter.take():
             self.stats.dropped += 1
-            return None
+            return None, None
         reply, query = answer(self.names, self.container_id, wire)
         if query is None:
-            self.stats.answered += 1
-            return reply
+            self.stats.answered += reply is not None
+            return reply, None
         if not self.servers:  # the host names no resolver: nothing to forward to
             self.stats.failed += 1
-            return servfail(query)
-        if self.forwards.value == 0:
+            return servfail(query), None
+        try:
+            self.forwards.acquire_nowait()
+        except trio.WouldBlock:
             self.stats.dropped += 1
-            return servfail(query)
-        async with self.forwards:
-            self.stats.forwarded += 1
+            return servfail(query), None
+        self.stats.forwarded += 1
+        return None, query
+
+    async def _forwarded(self, wire: bytes, query: Any) -> bytes:
+        """The upstream's reply to a query :meth:`_decide` let through (or SERVFAIL)."""
+        try:
             got = await self._forward(wire)
+        finally:
+            self.forwards.release()
         if got is None:
             self.stats.failed += 1
             return servfail(query)
         return got
+
+    async def _reply(self, wire: bytes) -> bytes | None:
+        reply, query = self._decide(wire)
+        return await self._forwarded(wire, query) if query is not None else reply
 
     async def _forward(self, wire: bytes) -> bytes | None:
         """The first answer of the upstream servers (from the daemon's own namespace)."""
@@ -253,25 +267,32 @@ class Server:
                     continue
         return None
 
+    async def _send_udp(self, wire: bytes, data: bytes, peer: Any) -> None:
+        if len(data) > 512:
+            data = truncated(wire, data)
+        try:
+            await self.udp.sendto(data, peer)
+        except OSError:
+            pass
+
     async def _serve_udp(self, nursery: trio.Nursery) -> None:
+        """Answers of ours are sent from this loop (no task per query: the latency of a
+        name lookup is this loop's); a forward gets a task of its own, at most MAX_FORWARDS."""
         while True:
             try:
                 wire, peer = await self.udp.recvfrom(65535)
             except OSError:
                 return
+            if len(wire) < 12:
+                continue
+            reply, query = self._decide(wire)
+            if reply is not None:
+                await self._send_udp(wire, reply, peer)
+            elif query is not None:
+                nursery.start_soon(self._forward_udp, wire, query, peer)
 
-            async def reply(wire: bytes = wire, peer: Any = peer) -> None:
-                data = await self._reply(wire)
-                if data is not None:
-                    if len(data) > 512:  # plain UDP: truncated; the resolver asks again over TCP
-                        data = data[:2] + bytes([data[2] | 0x02, data[3]]) + b"\x00\x01" + b"\x00" * 6 + _question(wire)
-                    try:
-                        await self.udp.sendto(data, peer)
-                    except OSError:
-                        pass
-
-            if len(wire) >= 12:
-                nursery.start_soon(reply)
+    async def _forward_udp(self, wire: bytes, query: Any, peer: Any) -> None:
+        await self._send_udp(wire, await self._forwarded(wire, query), peer)
 
     async def _serve_tcp(self, nursery: trio.Nursery) -> None:
         while True:
@@ -308,12 +329,22 @@ class Server:
             self.connections -= 1
 
 
-def _question(wire: bytes) -> bytes:
-    """The question section of a query (for a truncated reply): its header counts say one."""
-    end = 12
-    while end < len(wire) and wire[end]:
-        end += wire[end] + 1
-    return wire[12:end + 5] if end + 5 <= len(wire) else b""
+def truncated(wire: bytes, data: bytes) -> bytes:
+    """``data`` if the asker takes a UDP reply that long (512 bytes, or its EDNS0 payload
+    size), else an empty reply with TC set: the resolver asks again over TCP."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+
+    try:
+        query = dns.message.from_wire(wire)
+    except (dns.exception.DNSException, ValueError):
+        return data[:512]
+    if len(data) <= (query.payload if query.edns >= 0 else 512):
+        return data
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.TC
+    return reply.to_wire()
 
 
 async def _read_exactly(connection: Any, count: int) -> bytes:

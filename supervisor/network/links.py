@@ -297,7 +297,7 @@ def attach_endpoint(pid: int, host: str, bridge: str, ifname: str, mac: str, add
         except (NetlinkError, OSError):
             pass
         reason = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc) or type(exc).__name__
-        raise NetworkError(f"cannot connect container {host} to {bridge}: {step}: {reason}") from exc
+        raise NetworkError(f"cannot connect {ifname} (veth {host}) of process {pid} to {bridge}: {step}: {reason}") from exc
 
 
 def open_in_namespace(pid: int, family: int, kind: int, address: tuple[str, int]) -> Any:

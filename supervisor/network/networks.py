@@ -21,7 +21,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -185,14 +185,15 @@ def plan(request: CreateRequest, taken: list[tuple[str, str]], bridges: set[str]
     for key, value in {**request.labels, **request.options}.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
             raise InvalidArgument(f"cannot create network {name}: labels and options map strings to strings")
+    if request.subnet and ":" in request.subnet and request.ipv6 and not request.subnet6:
+        # `--ipv6 --subnet fd00::/64` alone, through the API: that is the IPv6 subnet, an IPv4 one is picked
+        gateway6 = request.gateway6 or (request.gateway if ":" in request.gateway else "")
+        gateway = "" if ":" in request.gateway else request.gateway
+        return plan(replace(request, subnet="", gateway=gateway, subnet6=request.subnet, gateway6=gateway6),
+                    taken, bridges)
     if request.subnet:
         subnet = _network(request.subnet, "--subnet", name)
         if subnet.version != 4:
-            if request.ipv6 and not request.subnet6:  # `--ipv6 --subnet fd00::/64` alone: an IPv4 one is picked
-                return plan(CreateRequest(**{**asdict(request), "subnet": "", "subnet6": request.subnet,
-                                            "gateway6": request.gateway6 or request.gateway,
-                                            "gateway": "" if request.gateway6 or ":" in request.gateway else request.gateway}),
-                            taken, bridges)
             raise InvalidArgument(f"cannot create network {name}: an IPv6 --subnet needs --ipv6")
         if subnet.prefixlen > 30:
             raise InvalidArgument(f"cannot create network {name}: subnet {subnet} is too small (at most /30)")

@@ -67,7 +67,7 @@ def user_networks(bench: Bench) -> list[Figure]:
 
 
 def _dns_latency(bench: Bench, tool, network: str) -> Figure:
-    measure = Measure(tool="dockyard", unit="s")
+    measure = Measure(tool="dockyard", unit="ms")
     for container in ("bench-dns-db", "bench-dns-client"):
         procs.timed([tool.executable, "run", "-d", "--name", container, "--network", network, "base", "sleep", "1000"],
                     env=tool.env)
@@ -77,16 +77,18 @@ def _dns_latency(bench: Bench, tool, network: str) -> Figure:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if result.returncode == 0:
         probe = json.loads(result.stdout)
-        measure.samples = probe["samples"]
+        measure.samples = [seconds * 1000 for seconds in probe["samples"]]
         measure.failures = probe["failures"]
+        ordered = sorted(measure.samples)
+        measure.note = f"p90 {ordered[len(ordered) * 9 // 10]:.3f} ms, p99 {ordered[len(ordered) * 99 // 100]:.3f} ms; " if ordered else ""
     else:
         measure.note = result.stderr.strip()[-200:]
-    measure.note = measure.note or (f"{DNS_QUERIES} UDP queries one after another, from the client container's "
-                                    "network namespace to 127.0.0.11 (the daemon's socket there)")
+    measure.note += (f"{DNS_QUERIES} UDP queries one after another, from the client container's network "
+                     "namespace to 127.0.0.11 (the daemon's socket there)")
     figure = Figure("dns_latency", "embedded DNS: an A answer for a container name, from inside a container",
-                    "< 1 ms median (issue 19)", "s", dockyard=[measure],
+                    "< 1 ms median (issue 19)", "ms", dockyard=[measure],
                     commands={"dockyard": f"nsenter -t PID -n python -c PROBE bench-dns-db {DNS_QUERIES}"})
-    figure.met = None if measure.median is None else measure.median < 0.001
+    figure.met = None if measure.median is None else measure.median < 1
     return figure
 
 

@@ -12,6 +12,7 @@ import socket
 import struct
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -284,3 +285,25 @@ async def test_the_dns_server_answers_over_udp_and_tcp_and_bounds_the_rate(nurse
                 await trio.sleep(0)  # the server task runs: waits on the count itself
         assert (server.stats.dropped, server.stats.answered) == (before[0] + 1, before[1])
     server.close()
+
+
+async def test_a_udp_answer_too_long_for_the_asker_is_truncated(nursery: trio.Nursery):
+    names = Names()
+    names.add("n1", "app", "web-id", ["web"], "10.0.0.3")
+    for index in range(60):  # 60 replicas behind one alias: 60 A records, more than 512 bytes
+        names.add("n1", "app", f"r{index}", ["api"], f"10.0.1.{index + 1}")
+    server, udp_address, _ = await _server_on_loopback(names)
+    nursery.start_soon(server.serve)
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        await client.sendto(_query("api"), udp_address)
+        short = dns.message.from_wire(await client.recv(65535))
+        assert short.flags & dns.flags.TC and short.answer == []
+        await client.sendto(dns.message.make_query("api", "A", use_edns=0, payload=4096).to_wire(), udp_address)
+        full = dns.message.from_wire(await client.recv(65535))
+        assert not full.flags & dns.flags.TC and len(full.answer[0]) == 60
+    server.close()
+
+
+def test_an_ipv6_subnet_alone_through_the_api_is_the_networks_ipv6_one():
+    network = plan(CreateRequest("six", "fd00:7::/64", "fd00:7::fe", ipv6=True), TAKEN, set())
+    assert (network.subnet6, network.gateway6, network.subnet) == ("fd00:7::/64", "fd00:7::fe", "172.18.0.0/16")
