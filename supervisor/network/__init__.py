@@ -8,6 +8,11 @@ This module is pure (no pyroute2, no trio) so that the spec and the CLI can vali
 - ``manager.py``: :class:`~supervisor.network.manager.Network`, what the Supervisor calls
   at daemon start, container start, container exit and daemon stop.
 
+User-defined networks (docs/network.md): their records and the checks of ``network create``
+in ``networks.py`` and their address pools in ``ipam.py`` (pure), the daemon's side in
+``user.py``, the iptables isolation between bridges in ``isolation.py``, the embedded DNS
+server at 127.0.0.11 in ``dns.py``.
+
 Theory of operation (bridge mode)::
 
     Supervisor._launch                      pid 1 (new netns)
