@@ -167,6 +167,10 @@ class FakeNetwork:
     def builtin(self) -> tuple[str, str, str]:
         return "fake0", "172.31.0.0/16", "172.31.0.1"
 
+    def check(self, spec: Any) -> None:
+        for name in spec.endpoints:
+            self.user.get(name)
+
     async def connect_live(self, attachment: Any, network: str, config: dict[str, Any]) -> Any:
         endpoint = self.user.lease(attachment.container_id, network, config, f"eth{len(attachment.endpoints) + 1}")
         attachment.endpoints.append(endpoint)

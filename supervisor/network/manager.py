@@ -160,6 +160,15 @@ class Network:
             "user_networks": self.user.info(),
         }
 
+    def check(self, spec: Any) -> None:
+        """The user-defined networks of a spec exist (at create, as docker).
+
+        Raises:
+            NotFound: ``network NAME not found``.
+        """
+        for name in spec.endpoints:
+            self.user.get(name)
+
     def builtin(self) -> tuple[str, str, str]:
         """The default network's bridge, subnet and gateway (``network inspect bridge``)."""
         return self.bridge, str(self.subnet), self.leases.gateway

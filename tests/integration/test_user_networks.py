@@ -192,6 +192,7 @@ def test_overlapping_subnets_and_bad_flags_are_refused_and_change_nothing(netns_
     assert (daemon.out("network", "ls"), links(daemon)) == before
     refused = daemon.cli("run", "--rm", "--network", "missing", "base", "true")
     assert refused.returncode != 0 and b"network missing not found" in refused.stderr
+    assert daemon.out("ps", "-aq") == ""  # refused at create: no container is made
 
 
 def test_after_a_sigkill_and_a_restart_networks_persist_and_nothing_is_left_unowned(netns_daemon):

@@ -307,3 +307,10 @@ async def test_a_udp_answer_too_long_for_the_asker_is_truncated(nursery: trio.Nu
 def test_an_ipv6_subnet_alone_through_the_api_is_the_networks_ipv6_one():
     network = plan(CreateRequest("six", "fd00:7::/64", "fd00:7::fe", ipv6=True), TAKEN, set())
     assert (network.subnet6, network.gateway6, network.subnet) == ("fd00:7::/64", "fd00:7::fe", "172.18.0.0/16")
+
+
+async def test_create_refuses_a_network_that_does_not_exist(tmp_path: Path):
+    fakes = make_lifecycle(tmp_path)
+    with pytest.raises(NotFound, match="network nope not found"):
+        await fakes.core.create(ContainerSpec(image="base", name="web", network="nope"))
+    assert fakes.core.containers == {}
