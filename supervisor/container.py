@@ -309,7 +309,7 @@ def _mounts(container: Container) -> list[dict[str, Any]]:
 def _network_settings(container: Container) -> dict[str, Any]:
     if container.network is not None and container.status is Status.RUNNING:
         return container.network.settings()
-    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}}
+    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}, "Networks": {}}
 
 
 def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:

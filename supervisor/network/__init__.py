@@ -9,6 +9,11 @@ This module is pure (no pyroute2, no trio) so that the spec and the CLI can vali
 - ``manager.py``: :class:`~supervisor.network.manager.Network`, what the Supervisor calls
   at daemon start, container start, container exit and daemon stop.
 
+User-defined networks (docs/network.md): their records and the checks of ``network create``
+in ``networks.py`` and their address pools in ``ipam.py`` (pure), the daemon's side in
+``user.py``, the iptables isolation between bridges in ``isolation.py``, the embedded DNS
+server at 127.0.0.11 in ``dns.py``.
+
 Theory of operation (bridge mode)::
 
     Supervisor._launch                      pid 1 (new netns)
@@ -33,6 +38,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from logs.atomic import write_atomic
 from supervisor.errors import InvalidArgument
@@ -41,6 +47,7 @@ MODES = ("bridge", "none", "host")
 DEFAULT_BRIDGE = "dockyard0"
 DEFAULT_SUBNET = "172.31.0.0/16"
 BRIDGE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}\Z")
+NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}\Z")
 HOST_ENTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})\Z")
 PUBLISH = re.compile(r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?\Z")
 
@@ -53,8 +60,11 @@ def parse_mode(value: str) -> str:
         return value
     if value.startswith("container:") and len(value) > len("container:"):
         return value
+    if NETWORK_NAME.match(value):  # a user-defined network (supervisor/network/networks.py)
+        return value
     raise InvalidArgument(
-        f"invalid network mode {value!r}: use bridge, none, host or container:NAME", flag="--network"
+        f"invalid network mode {value!r}: use bridge, none, host, container:NAME or a network's name",
+        flag="--network"
     )
 
 
@@ -115,6 +125,47 @@ def parse_dns(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise InvalidArgument(f"invalid --dns {text!r}: not an IP address", flag="--dns") from None
+
+
+def check_endpoints(mode: str, endpoints: Any) -> dict[str, dict[str, Any]]:
+    """A spec's user-defined networks ({name: {aliases, ipv4, ipv6}}), checked and complete:
+    the network ``mode`` names comes first.
+
+    Raises:
+        InvalidArgument: not such a map, a bad alias or address, or networks beside a mode
+            that has none of its own (host, none, container:NAME).
+    """
+    if not isinstance(endpoints, dict):
+        raise InvalidArgument("spec.endpoints: must be a map of network names to {aliases, ipv4, ipv6}")
+    checked: dict[str, dict[str, Any]] = {}
+    user = mode not in MODES and not mode.startswith("container:")
+    names = ([mode] if user else []) + [name for name in endpoints if name != mode]
+    if names and (mode in ("host", "none") or mode.startswith("container:")):
+        raise InvalidArgument(f"--network {mode} cannot be combined with other networks", flag="--network")
+    for name in names:
+        config = endpoints.get(name) or {}
+        if not isinstance(name, str) or not NETWORK_NAME.match(name) or name in MODES or not isinstance(config, dict):
+            raise InvalidArgument(f"spec.endpoints: {name!r} is not a user-defined network's name", flag="--network")
+        unknown = sorted(set(config) - {"aliases", "ipv4", "ipv6"})
+        if unknown:
+            raise InvalidArgument(f"spec.endpoints.{name}: unknown field(s) {', '.join(unknown)}")
+        aliases = config.get("aliases") or []
+        if not isinstance(aliases, (list, tuple)) or not all(isinstance(a, str) and HOST_ENTRY.match(a) for a in aliases):
+            raise InvalidArgument(f"invalid --network-alias {aliases!r} on {name}: use host names", flag="--network-alias")
+        entry: dict[str, Any] = {"aliases": list(aliases), "ipv4": "", "ipv6": ""}
+        for key, version in (("ipv4", 4), ("ipv6", 6)):
+            value = config.get(key) or ""
+            if value:
+                try:
+                    address = ipaddress.ip_address(value)
+                except (TypeError, ValueError):
+                    address = None
+                if address is None or address.version != version:
+                    flag = "--ip" if version == 4 else "--ip6"
+                    raise InvalidArgument(f"invalid {flag} {value!r}: not an IPv{version} address", flag=flag)
+                entry[key] = str(address)
+        checked[name] = entry
+    return checked
 
 
 def exposed_ports(image_config: dict) -> list[PortMapping]:

@@ -155,8 +155,10 @@ def test_none_host_and_container_modes(daemon):
     daemon.out("rm", "-f", "first")
     failed = daemon.cli("run", "--rm", "--network", "container:first", "base", "true")
     assert failed.returncode != 0 and b"no such container: first" in failed.stderr
+    before = daemon.out("ps", "-aq")
     bad = daemon.cli("run", "--network", "bogus", "base", "true")
-    assert bad.returncode != 0 and b"invalid network mode 'bogus'" in bad.stderr
+    assert bad.returncode != 0 and b"network bogus not found" in bad.stderr  # a name: no such user network
+    assert daemon.out("ps", "-aq") == before  # refused at create, as docker
 
 
 def test_network_none_still_names_its_hostname_in_etc_hosts(daemon):

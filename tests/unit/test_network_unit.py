@@ -42,7 +42,8 @@ def test_bad_publish_specs_name_the_spec(text):
 
 def test_modes_and_host_entries():
     assert [parse_mode(m) for m in ("bridge", "none", "host", "container:web")] == ["bridge", "none", "host", "container:web"]
-    for bad in ("container:", "bridged", ""):
+    assert parse_mode("app") == "app"  # a user-defined network's name (docs/network.md)
+    for bad in ("container:", "-app", "a b", ""):
         with pytest.raises(InvalidArgument, match="invalid network mode"):
             parse_mode(bad)
     assert parse_add_host("db.test:10.1.2.3") == ("db.test", "10.1.2.3")
