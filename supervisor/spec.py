@@ -96,6 +96,9 @@ class ContainerSpec:
     # Limits real images need (supervisor/ulimits.py): --ulimit NAME=SOFT[:HARD], --shm-size (bytes; 0: 64m).
     ulimits: tuple[str, ...] = ()
     shm_size: int = 0
+    # --label KEY=VALUE (a map is accepted too): kept as given, shown in inspect and matched
+    # by the Engine API's label filters (docs/api.md).
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -103,6 +106,7 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.image: an image name is required, not {_given(self.image)}")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
+        _strings("labels", self.labels)
         if self.entrypoint is not None:
             _strings("entrypoint", self.entrypoint)
         for entry in self.env:
@@ -150,6 +154,11 @@ class ContainerSpec:
                 f"not {_given(self.log_options)}")
 
     @property
+    def label_map(self) -> dict[str, str]:
+        """``labels`` as docker shows them: ``{key: value}``."""
+        return dict(entry.partition("=")[::2] for entry in self.labels)
+
+    @property
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy.parse(self.restart)
 
@@ -168,7 +177,9 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
+        if isinstance(values.get("labels"), dict):
+            values["labels"] = tuple(f"{key}={value}" for key, value in values["labels"].items())
+        for key in ("cmd", "env", "labels", "publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
             if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
@@ -191,6 +202,7 @@ class ContainerSpec:
         data = asdict(self)
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
+        data["labels"] = list(self.labels)
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
@@ -320,7 +332,7 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 #: The fields that hold a list of strings.
 _STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "volumes", "mounts", "tmpfs",
-                 "volumes_from", "ulimits")
+                 "volumes_from", "ulimits", "labels")
 
 
 def _normalise(spec: ContainerSpec) -> None:
@@ -330,6 +342,8 @@ def _normalise(spec: ContainerSpec) -> None:
             object.__setattr__(spec, key, tuple(getattr(spec, key)))
     if isinstance(spec.env, dict):
         object.__setattr__(spec, "env", tuple(_env_entry(key, value) for key, value in spec.env.items()))
+    if isinstance(spec.labels, dict):
+        object.__setattr__(spec, "labels", tuple(f"{key}={value}" for key, value in spec.labels.items()))
     if isinstance(spec.resources, dict):
         try:
             object.__setattr__(spec, "resources", Resources.from_map(spec.resources))

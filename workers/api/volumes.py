@@ -1,0 +1,109 @@
+"""``/volumes/...`` over the volume operations, and ``/networks/...``: the default networks
+(bridge, host, none) listed and inspected; user networks are not served yet (501, docs/api.md)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from supervisor import operations as ops
+from workers.api import views
+from workers.api.http import ApiError, Empty, Json, Request, Response
+from workers.api.router import Router
+from workers.api.service import Api
+
+#: The networks every dockyard daemon has (docs/network.md): name -> driver.
+DEFAULT_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null"}
+
+
+def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of routes
+    async def listing(request: Request) -> Response:
+        filters = views.parse_filters(request.json_arg("filters"))
+        unknown = set(filters) - {"dangling", "name", "label", "driver"}
+        if unknown:
+            raise ApiError(400, f"invalid filter '{sorted(unknown)[0]}'")
+        driver = filters.pop("driver", None)
+        wanted = [f"{key}={value}" for key, values in filters.items() for value in values]
+        volumes = (await api.call(ops.VOLUME_LIST, {"filters": wanted}))["volumes"]
+        if driver and "local" not in driver:
+            volumes = []
+        return Json({"Volumes": volumes, "Warnings": None})
+
+    async def create(request: Request) -> Response:
+        body = await request.json_body({}) or {}
+        name = body.get("Name") or secrets.token_hex(32)
+        driver = body.get("Driver") or "local"
+        if driver != "local":
+            raise ApiError(400, f"volume driver {driver!r} is not supported: dockyard has the local driver only")
+        await api.call(ops.VOLUME_CREATE, {"name": name, "labels": body.get("Labels") or {},
+                                           "options": body.get("DriverOpts") or {}})
+        return Json(await api.call(ops.VOLUME_INSPECT, {"name": name}), 201)
+
+    async def inspect(request: Request, name: str) -> Response:
+        return Json(await api.call(ops.VOLUME_INSPECT, {"name": name}, what="volume"))
+
+    async def remove(request: Request, name: str) -> Response:
+        await api.call(ops.VOLUME_REMOVE, {"name": name}, what="volume")
+        return Empty(204)
+
+    async def prune(request: Request) -> Response:
+        filters = views.parse_filters(request.json_arg("filters"))
+        everything = (filters.get("all") or ["false"])[0] in ("1", "true")
+        reply = await api.call(ops.VOLUME_PRUNE, {"all": everything})
+        return Json({"VolumesDeleted": reply["removed"] or None, "SpaceReclaimed": 0})
+
+    async def networks(request: Request) -> Response:
+        filters = views.parse_filters(request.json_arg("filters"))
+        found = [network_document(name) for name in DEFAULT_NETWORKS]
+        for key, values in filters.items():
+            if key == "name":
+                found = [net for net in found if any(value in net["Name"] for value in values)]
+            elif key == "id":
+                found = [net for net in found if any(net["Id"].startswith(value) for value in values)]
+            elif key == "driver":
+                found = [net for net in found if net["Driver"] in values]
+            elif key == "type":
+                found = [net for net in found if "builtin" in values]
+            elif key in ("label", "scope"):
+                found = [net for net in found if key == "scope" and "local" in values]
+            else:
+                raise ApiError(400, f"invalid filter '{key}'")
+        return Json(found)
+
+    async def network(request: Request, name: str) -> Response:
+        for known in DEFAULT_NETWORKS:
+            if name in (known, network_document(known)["Id"]) or network_document(known)["Id"].startswith(name):
+                return Json(network_document(known))
+        raise ApiError(404, f"network {name} not found")
+
+    async def user_networks(request: Request, **_: str) -> Response:
+        raise ApiError(501, "user-defined networks are not served by dockyard's Engine API yet: only the default "
+                            "bridge, host and none networks (docs/api.md)")
+
+    router.add("GET", "/volumes", listing)
+    router.add("POST", "/volumes/create", create)
+    router.add("POST", "/volumes/prune", prune)
+    router.add("GET", "/volumes/{name}", inspect)
+    router.add("DELETE", "/volumes/{name}", remove)
+    router.add("GET", "/networks", networks)
+    router.add("POST", "/networks/create", user_networks)
+    router.add("POST", "/networks/prune", _networks_prune)
+    router.add("GET", "/networks/{name}", network)
+    router.add("DELETE", "/networks/{name}", user_networks)
+    router.add("POST", "/networks/{name}/connect", user_networks)
+    router.add("POST", "/networks/{name}/disconnect", user_networks)
+
+
+async def _networks_prune(request: Request) -> Response:
+    return Json({"NetworksDeleted": None})
+
+
+def network_document(name: str) -> dict[str, Any]:
+    import hashlib
+
+    driver = DEFAULT_NETWORKS[name]
+    return {"Name": name, "Id": hashlib.sha256(f"dockyard-network-{name}".encode()).hexdigest(),
+            "Created": "0001-01-01T00:00:00Z", "Scope": "local", "Driver": driver, "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False, "Attachable": False,
+            "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
+            "Options": {}, "Labels": {}}
