@@ -22,7 +22,10 @@ WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 
 def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of routes
     async def create(request: Request) -> Response:
-        spec = specs.spec_from_create(await request.json_body({}), request.arg("name"))
+        body = await request.json_body({})
+        spec = specs.spec_from_create(body, request.arg("name"))
+        for name, labels in specs.labelled_volumes(body).items():  # a mount's VolumeOptions.Labels
+            await api.call(ops.VOLUME_CREATE, {"name": name, "labels": labels})
         platform = request.arg("platform")
         if platform and not platform.startswith("linux"):
             raise ApiError(400, f"platform {platform!r} is not supported: dockyard runs linux containers")
@@ -88,8 +91,16 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         document = await api.inspect(id)
         if not document["State"]["Running"]:
             raise ApiError(409, f"Container {document['Id']} is not running")
-        await api.call(ops.CONTAINER_KILL, {"container": document["Id"], "signal": request.arg("signal") or "KILL"},
-                       what="container")
+        signal = request.arg("signal") or "KILL"
+        killing = signal.upper().removeprefix("SIG") in ("KILL", "9")
+        listener = api.hub.listen(lambda event: event.get("id") == document["Id"] and event.get("action") == "die")
+        try:
+            await api.call(ops.CONTAINER_KILL, {"container": document["Id"], "signal": signal}, what="container")
+            if killing:  # docker answers a SIGKILL once the container is down
+                with trio.move_on_after(10):
+                    await listener.receive.receive()
+        finally:
+            api.hub.forget(listener)
         return Empty(204)
 
     async def wait(request: Request, id: str) -> Response:
@@ -112,6 +123,11 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         return Streamed(_wait_body(api, listener, condition, document), headers=[])
 
     async def remove(request: Request, id: str) -> Response:
+        if not request.flag("force"):
+            state = (await api.inspect(id))["State"]
+            if state["Running"] or state["Restarting"]:
+                raise ApiError(409, f"You cannot remove a running container {id}. Stop the container before "
+                                    "attempting removal or force remove")
         try:
             await api.client.request(ops.CONTAINER_REMOVE, {"container": id, "force": request.flag("force"),
                                                             "volumes": request.flag("v")}, timeout=120)
@@ -170,6 +186,7 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         reply = await api.call(ops.CONTAINER_LIST, {"all": True})
         until = views.parse_time((filters.get("until") or [None])[0])
         deleted = []
+        reclaimed = 0
         for row in reply["containers"]:
             if row["status"] not in ("exited", "created", "dead"):
                 continue
@@ -178,11 +195,13 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
             if until is not None and views.unix_time(row["created"]) >= until:
                 continue
             try:
+                size = await _upper_size(api, row["id"])
                 await api.client.request(ops.CONTAINER_REMOVE, {"container": row["id"]}, timeout=120)
                 deleted.append(row["id"])
+                reclaimed += size
             except Exception as error:  # removed meanwhile, or started again: not pruned
                 api.log.info("prune: container not removed", container=row["id"], error=str(error))
-        return Json({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+        return Json({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
 
     async def resize(request: Request, id: str) -> Response:
         document = await api.inspect(id)
@@ -190,6 +209,10 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         for session in api.sessions.get(document["Id"], []):
             await session.send({"resize": [height, width]})
         return Empty(200)
+
+    async def pause(request: Request, id: str) -> Response:
+        await api.inspect(id)
+        raise ApiError(501, "pausing a container (the freezer cgroup) is not supported by dockyard (docs/api.md)")
 
     async def rename(request: Request, id: str) -> Response:
         await api.inspect(id)
@@ -204,7 +227,8 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         ("POST", "/containers/{id}/update", update), ("GET", "/containers/{id}/changes", changes),
         ("GET", "/containers/{id}/export", export), ("GET", "/containers/{id}/top", top),
         ("GET", "/containers/{id}/stats", stats), ("POST", "/containers/{id}/resize", resize),
-        ("POST", "/containers/{id}/rename", rename),
+        ("POST", "/containers/{id}/rename", rename), ("POST", "/containers/{id}/pause", pause),
+        ("POST", "/containers/{id}/unpause", pause),
     ):
         router.add(method, pattern, handler)
 
@@ -226,6 +250,26 @@ def start_error(error: Exception) -> ApiError:
     if isinstance(error, BusError):
         return api_error(error, "container")
     raise error
+
+
+async def _upper_size(api: Api, container: str) -> int:
+    """Bytes in a container's own layer (what removing it frees)."""
+    import os
+
+    document = await api.inspect(container)
+    upper = ((document.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")
+
+    def size() -> int:
+        total = 0
+        for directory, _dirs, files in os.walk(upper or "/nonexistent"):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_size
+                except OSError:
+                    continue
+        return total
+
+    return await trio.to_thread.run_sync(size) if upper else 0
 
 
 async def _ancestor_ids(api: Api, references: list[str]) -> dict[str, str]:
@@ -269,6 +313,13 @@ async def file_chunks(api: Api, path: Any, size: int = 256 * 1024):  # type: ign
         api.discard(path)
 
 
+#: HostConfig fields docker always shows, at the values dockyard runs with.
+HOST_CONFIG_DEFAULTS = {"PidMode": "", "UTSMode": "", "IpcMode": "private", "UsernsMode": "", "Isolation": "",
+                        "CgroupnsMode": "host", "Links": None, "Init": None, "DeviceCgroupRules": None,
+                        "MemorySwappiness": None, "OomKillDisable": False, "CpuPeriod": 0, "CpuQuota": 0,
+                        "BlkioWeight": 0, "VolumeDriver": "", "ConsoleSize": [0, 0], "Runtime": "dockyard"}
+
+
 def container_document(document: dict[str, Any]) -> dict[str, Any]:
     """``container.inspect``'s document with the fields docker clients read besides."""
     document = dict(document)
@@ -292,6 +343,12 @@ def container_document(document: dict[str, Any]) -> dict[str, Any]:
     document.setdefault("ProcessLabel", "")
     document.setdefault("AppArmorProfile", "")
     document.setdefault("ExecIDs", None)
+    log_config = dict(host.get("LogConfig") or {})
+    log_config["Type"] = "json-file"  # dockyard's own store, under the name docker clients expect (docs/api.md)
+    host["LogConfig"] = log_config
+    for key, default in HOST_CONFIG_DEFAULTS.items():
+        host.setdefault(key, default)
+    document["HostConfig"] = host
     settings = dict(document.get("NetworkSettings") or {})
     mode = host.get("NetworkMode") or "bridge"
     network_name = "bridge" if mode in ("bridge", "default") else mode

@@ -135,6 +135,11 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         try:
             await _receive_file(request, path)
             reply = await api.call(ops.IMAGE_LOAD, {"path": str(path)}, timeout=3600)
+        except ApiError as error:
+            if error.status != 400:
+                raise
+            # docker answers an archive it cannot load in the stream (clients raise ImageLoadError)
+            return Streamed(_once(_json_lines({"errorDetail": {"message": error.message}, "error": error.message})))
         finally:
             api.discard(path)
         lines = []

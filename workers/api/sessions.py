@@ -61,6 +61,54 @@ def timestamped(data: bytes, ts: float, at_line_start: bool) -> tuple[bytes, boo
     return bytes(out), at_line_start
 
 
+class DetachKeys:
+    """docker's detach sequence (default ctrl-p,ctrl-q) found in a client's input, sans-IO:
+    ``feed`` returns the bytes to pass on and whether the sequence was typed. Bytes that may
+    begin the sequence are held until the next ones tell."""
+
+    def __init__(self, sequence: bytes):
+        self.sequence = sequence
+        self.held = b""
+
+    @classmethod
+    def parse(cls, text: str | None) -> DetachKeys:
+        """``ctrl-p,ctrl-q``, ``ctrl-x``, ``a,b``; empty: the default.
+
+        Raises:
+            ApiError: 400 for a key docker does not know.
+        """
+        keys = bytearray()
+        for key in (text or "ctrl-p,ctrl-q").split(","):
+            key = key.strip()
+            if len(key) == 1:
+                keys.append(ord(key))
+            elif key.startswith("ctrl-") and len(key) == 6:
+                char = key[5].lower()
+                if "a" <= char <= "z":
+                    keys.append(ord(char) - ord("a") + 1)
+                elif char in "@[\\]^_":
+                    keys.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[char])
+                else:
+                    raise ApiError(400, f"Invalid detach keys ({text}) provided")
+            else:
+                raise ApiError(400, f"Invalid detach keys ({text}) provided")
+        return cls(bytes(keys))
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        out = bytearray()
+        for byte in data:
+            candidate = self.held + bytes([byte])
+            if self.sequence.startswith(candidate):
+                if candidate == self.sequence:
+                    self.held = b""
+                    return bytes(out), True
+                self.held = candidate
+            else:
+                out += candidate
+                self.held = b""
+        return bytes(out), False
+
+
 @dataclass
 class AttachWaiter:
     """An attached connection waiting for its container's start."""
@@ -73,11 +121,12 @@ class AttachWaiter:
 
 async def pump(api: Api, container_id: str, session: Any, connection: trio.abc.HalfCloseableStream,
                already: bytes, *, tty: bool, stdin: bool, streams: set[str],
-               on_error: Any = None) -> Any:
+               on_error: Any = None, detach_keys: DetachKeys | None = None) -> Any:
     """Run one session between a hijacked connection and the bus; returns its result."""
     api.sessions.setdefault(container_id, []).append(session)
     slots = trio.Semaphore(STDIN_IN_FLIGHT)
     result = None
+    detached = trio.Event()
 
     async def forward_input() -> None:
         pending = already
@@ -89,8 +138,15 @@ async def pump(api: Api, container_id: str, session: Any, connection: trio.abc.H
                     await session.send({"eof": True})
                 return
             if stdin:
-                await slots.acquire()
-                await session.send({"stdin": data})
+                if detach_keys is not None:
+                    data, detach = detach_keys.feed(data)
+                    if detach:
+                        await session.send({"detach": True})
+                        detached.set()
+                        return
+                if data:
+                    await slots.acquire()
+                    await session.send({"stdin": data})
 
     try:
         async with trio.open_nursery() as nursery:
@@ -105,6 +161,8 @@ async def pump(api: Api, container_id: str, session: Any, connection: trio.abc.H
                 if payload is None:
                     result = session.result
                     break
+                if detached.is_set():
+                    continue  # output after the detach keys: dropped, the session ends
                 if "data" in payload:
                     stream = payload.get("stream", "stdout")
                     if stream in streams:
@@ -136,7 +194,7 @@ async def stored_output(api: Api, container_id: str, *, follow: bool, tail: int 
                         since: float | None = None, until: float | None = None) -> AsyncIterator[tuple[int, float, bytes]]:
     """A container's stored output: ``(stream number, time, data)``, paged over ``logs.read``."""
     request = {"container": container_id, "since": since, "until": until, "tail": tail, "follow": follow,
-               "wait": 10.0}
+               "wait": 10.0 if follow else 0.0}
     while True:
         result = await api.call(ops.LOGS_READ, request, what="container", timeout=60)
         for stream, ts, data, flags in result["records"]:
@@ -172,9 +230,10 @@ def register(router: Router, api: Api) -> None:
                                                         since=since or None, until=until or None):
                 if stream not in wanted:
                     continue
-                if stamps:
-                    data, at_start[stream] = timestamped(data, ts, at_start[stream])
-                yield data if tty else frame(stream, data)
+                for line in data.splitlines(keepends=True):  # one message per line, as docker's log drivers
+                    if stamps:
+                        line, at_start[stream] = timestamped(line, ts, at_start[stream])
+                    yield line if tty else frame(stream, line)
 
         kind = "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream"
         return Streamed(body(), content_type=kind)
@@ -186,37 +245,43 @@ def register(router: Router, api: Api) -> None:
         stdin = request.flag("stdin") and bool(document["Config"].get("OpenStdin"))
         streams = {name for name in ("stdout", "stderr") if request.flag(name)}
         with_logs, live = request.flag("logs"), request.flag("stream")
+        detach_keys = DetachKeys.parse(request.arg("detachKeys")) if stdin else None
+        has_run = document["State"]["StartedAt"] != views.ZERO_TIME
+        waiter = None
+        if live and not document["State"]["Running"]:
+            # registered before the 101 goes out: the client starts the container once it has it
+            waiter = AttachWaiter(stdin=stdin)
+            api.waiting_attaches.setdefault(container_id, []).append(waiter)
 
         async def session(connection: trio.abc.HalfCloseableStream, already: bytes) -> None:
-            if with_logs:
-                async for stream, _ts, data in stored_output(api, container_id, follow=False):
-                    name = "stdout" if stream == 1 else "stderr"
-                    if name in streams:
-                        await connection.send_all(data if tty else frame(stream, data))
-            if not live:
-                return
-            state = await api.inspect(container_id)
-            on_error = None
-            if state["State"]["Running"]:
-                try:
-                    bus_session = await api.client.open_stream(
-                        ops.CONTAINER_ATTACH, {"container": container_id, "stdin": stdin, "window": WINDOW})
-                except BusError:
+            try:
+                if with_logs and has_run:
+                    async for stream, _ts, data in stored_output(api, container_id, follow=False):
+                        name = "stdout" if stream == 1 else "stderr"
+                        if name in streams:
+                            await connection.send_all(data if tty else frame(stream, data))
+                if not live:
                     return
-            else:
-                waiter = AttachWaiter(stdin=stdin)
-                api.waiting_attaches.setdefault(container_id, []).append(waiter)
-                try:
-                    await _wait_for_start(waiter, connection)
-                finally:
-                    waiters = api.waiting_attaches.get(container_id, [])
-                    if waiter in waiters:
-                        waiters.remove(waiter)
-                bus_session, on_error = waiter.session, waiter.failed
-                if bus_session is None:
-                    return
-            await pump(api, container_id, bus_session, connection, already, tty=tty, stdin=stdin,
-                       streams=streams, on_error=on_error)
+                on_error = None
+                if waiter is None:
+                    try:
+                        bus_session = await api.client.open_stream(
+                            ops.CONTAINER_ATTACH, {"container": container_id, "stdin": stdin, "window": WINDOW})
+                    except BusError:
+                        return
+                else:
+                    await waiter.ready.wait()
+                    bus_session, on_error = waiter.session, waiter.failed
+                    if bus_session is None:
+                        return
+                await pump(api, container_id, bus_session, connection, already, tty=tty, stdin=stdin,
+                           streams=streams, on_error=on_error, detach_keys=detach_keys)
+            finally:
+                waiters = api.waiting_attaches.get(container_id, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    api.waiting_attaches.pop(container_id, None)
 
         return Hijack(session)
 
@@ -254,14 +319,17 @@ def register(router: Router, api: Api) -> None:
         if record.running or record.exit_code is not None:
             raise ApiError(409, f"exec {exec_id} has already started")
         config = record.config
-        tty = bool(body.get("Tty", config.get("Tty")))
-        spec = {"cmd": list(config["Cmd"]), "tty": tty, "stdin": bool(config.get("AttachStdin"))}
+        # A terminal if the create asked for one; raw output (no frames) if the start says Tty:
+        # docker's daemon decides the two apart, and docker-py relies on it.
+        raw = bool(body.get("Tty"))
+        spec = {"cmd": list(config["Cmd"]), "tty": bool(config.get("Tty")), "stdin": bool(config.get("AttachStdin"))}
         for key, field_name in (("Env", "env"), ("WorkingDir", "workdir"), ("User", "user")):
             if config.get(key):
                 spec[field_name] = config[key]
         if body.get("Detach"):
             return await _exec_detached(api, record, spec)
         streams = {name for name in ("stdout", "stderr") if config.get(f"Attach{name.capitalize()}", True)}
+        detach_keys = DetachKeys.parse(config.get("DetachKeys")) if spec["stdin"] else None
 
         async def session(connection: trio.abc.HalfCloseableStream, already: bytes) -> None:
             try:
@@ -274,16 +342,17 @@ def register(router: Router, api: Api) -> None:
             record.session = bus_session
             failure: list[RemoteError] = []
             try:
-                result = await pump(api, record.container, bus_session, connection, already, tty=tty,
-                                    stdin=spec["stdin"], streams=streams, on_error=failure.append)
+                result = await pump(api, record.container, bus_session, connection, already, tty=raw,
+                                    stdin=spec["stdin"], streams=streams, on_error=failure.append,
+                                    detach_keys=detach_keys)
             finally:
                 record.running = False
                 record.session = None
             if failure:
-                record.exit_code = int(failure[0].details.get("exit_code", 126))
-                message = f"{failure[0].message}\r\n".encode()
+                record.exit_code = 126  # docker's for an exec that could not start, whatever the cause
+                message = f"OCI runtime exec failed: {failure[0].message}\r\n".encode()
                 try:
-                    await connection.send_all(message if tty else frame(2, message))
+                    await connection.send_all(message if raw else frame(2, message))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
             elif isinstance(result, dict):
@@ -298,11 +367,6 @@ def register(router: Router, api: Api) -> None:
     router.add("POST", "/exec/{exec_id}/start", exec_start)
     router.add("POST", "/exec/{exec_id}/resize", exec_resize)
     router.add("GET", "/exec/{exec_id}/json", exec_inspect)
-
-
-async def _wait_for_start(waiter: AttachWaiter, connection: trio.abc.HalfCloseableStream) -> None:
-    """Until the container's start hands this connection its session (or the client leaves)."""
-    await waiter.ready.wait()
 
 
 async def _exec_detached(api: Api, record: ExecRecord, spec: dict[str, Any]) -> Response:

@@ -74,7 +74,8 @@ def _config_fields(config: dict[str, Any], spec: dict[str, Any]) -> None:
         if spec["entrypoint"] == [""]:
             spec["entrypoint"] = []
     if config.get("Env"):
-        spec["env"] = _strings(config["Env"], "Env")
+        # docker keeps a bare NAME but the process never sees it: dropped here
+        spec["env"] = [entry for entry in _strings(config["Env"], "Env") if "=" in entry]
     for key, field in (("WorkingDir", "workdir"), ("User", "user"), ("Hostname", "hostname")):
         if config.get(key):
             spec[field] = config[key]
@@ -165,8 +166,8 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["shm_size"] = int(host["ShmSize"])
     log_config = _map(host.get("LogConfig"), "LogConfig")
     if log_config.get("Type") not in (None, "", "json-file", "local", "dockyard", "journald"):
-        raise ApiError(400, f"log driver {log_config['Type']!r} is not supported: dockyard stores logs itself "
-                            "(json-file and local are accepted as its own store)")
+        raise ApiError(400, f"logger: no log driver named '{log_config['Type']}' is registered (dockyard stores "
+                            "logs itself: json-file and local name its store)")
     options = {key: value for key, value in _map(log_config.get("Config"), "LogConfig.Config").items()
                if key in ("max-size", "max-file", "mode", "max-buffer-size")}
     if options:
@@ -191,8 +192,6 @@ def mount_flag(mount: Any) -> str:
     volume = mount.get("VolumeOptions") or {}
     if volume.get("NoCopy"):
         fields.append("volume-nocopy")
-    for key, value in (volume.get("Labels") or {}).items():
-        fields.append(f"volume-label={key}={value}")
     tmpfs = mount.get("TmpfsOptions") or {}
     if tmpfs.get("SizeBytes"):
         fields.append(f"tmpfs-size={int(tmpfs['SizeBytes'])}")
@@ -232,3 +231,15 @@ def _network_fields(config: dict[str, Any], host: dict[str, Any], spec: dict[str
         spec["publish"] = publish
     if host.get("PublishAllPorts"):
         spec["publish_all"] = True
+
+
+def labelled_volumes(body: Any) -> dict[str, dict[str, str]]:
+    """The named volumes of HostConfig.Mounts with VolumeOptions.Labels: dockyard creates a
+    volume with its labels before the container (``--mount`` takes no labels)."""
+    host = _map(_map(body, "body").get("HostConfig"), "HostConfig")
+    volumes = {}
+    for mount in host.get("Mounts") or []:
+        labels = ((mount or {}).get("VolumeOptions") or {}).get("Labels")
+        if (mount.get("Type") or "volume") == "volume" and mount.get("Source") and labels:
+            volumes[mount["Source"]] = {str(key): str(value) for key, value in labels.items()}
+    return volumes

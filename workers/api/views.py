@@ -178,7 +178,8 @@ def docker_event(data: dict[str, Any]) -> dict[str, Any]:
         action = f"health_status: {attributes['health_status']}"
     when = float(data.get("time") or time.time())
     event = {"Type": kind, "Action": action, "Actor": {"ID": actor_id, "Attributes": attributes},
-             "scope": "local", "time": int(when), "timeNano": int(when * 1_000_000_000)}
+             "scope": "local", "time": int(when),
+             "timeNano": int(when) * 1_000_000_000 + min(round((when - int(when)) * 1e9), 999_999_999)}
     if kind == "container":  # the fields before API 1.22, still sent by docker
         event.update({"status": action, "id": actor_id, "from": attributes.get("image", "")})
     return event
@@ -237,7 +238,8 @@ def parse_time(value: str | None, now: float | None = None) -> float | None:
 
 def rfc3339(seconds: float) -> str:
     stamp = datetime.fromtimestamp(seconds, timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(seconds * 1e9) % 1_000_000_000:09d}Z"
+    whole = int(seconds)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{min(round((seconds - whole) * 1e9), 999_999_999):09d}Z"
 
 
 def command_text(argv: list[str]) -> str:

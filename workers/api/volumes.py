@@ -12,6 +12,8 @@ from workers.api.http import ApiError, Empty, Json, Request, Response
 from workers.api.router import Router
 from workers.api.service import Api
 
+#: docker's label of an anonymous volume (one made without a name).
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 #: The networks every dockyard daemon has (docs/network.md): name -> driver.
 DEFAULT_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null"}
 
@@ -35,8 +37,10 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         driver = body.get("Driver") or "local"
         if driver != "local":
             raise ApiError(400, f"volume driver {driver!r} is not supported: dockyard has the local driver only")
-        await api.call(ops.VOLUME_CREATE, {"name": name, "labels": body.get("Labels") or {},
-                                           "options": body.get("DriverOpts") or {}})
+        labels = dict(body.get("Labels") or {})
+        if not body.get("Name"):  # docker (API 1.42+) makes a nameless volume anonymous: prune takes it
+            labels[ANONYMOUS_LABEL] = ""
+        await api.call(ops.VOLUME_CREATE, {"name": name, "labels": labels, "options": body.get("DriverOpts") or {}})
         return Json(await api.call(ops.VOLUME_INSPECT, {"name": name}), 201)
 
     async def inspect(request: Request, name: str) -> Response:
@@ -49,8 +53,18 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
     async def prune(request: Request) -> Response:
         filters = views.parse_filters(request.json_arg("filters"))
         everything = (filters.get("all") or ["false"])[0] in ("1", "true")
+        if request.version is not None and request.version < "1.42":
+            everything = True  # before 1.42, docker pruned every unused volume
         reply = await api.call(ops.VOLUME_PRUNE, {"all": everything})
-        return Json({"VolumesDeleted": reply["removed"] or None, "SpaceReclaimed": 0})
+        removed = list(reply["removed"])
+        unused = await api.call(ops.VOLUME_LIST, {"filters": ["dangling=true", f"label={ANONYMOUS_LABEL}"]})
+        for volume in unused["volumes"]:
+            try:
+                await api.client.request(ops.VOLUME_REMOVE, {"name": volume["Name"]})
+                removed.append(volume["Name"])
+            except Exception as error:  # taken meanwhile: not pruned
+                api.log.info("prune: volume not removed", volume=volume["Name"], error=str(error))
+        return Json({"VolumesDeleted": removed or None, "SpaceReclaimed": 0})
 
     async def networks(request: Request) -> Response:
         filters = views.parse_filters(request.json_arg("filters"))
