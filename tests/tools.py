@@ -12,6 +12,7 @@ import pytest
 #: program -> Debian package (util-linux and mount are Essential in Debian, installed everywhere)
 TOOLS = {
     "busybox": "busybox-static",
+    "docker": "docker.io",  # the docker CLI alone, against dockyard's Engine API (test_api.py)
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",

@@ -329,7 +329,8 @@ def register(router: Router, api: Api) -> None:
         if body.get("Detach"):
             return await _exec_detached(api, record, spec)
         streams = {name for name in ("stdout", "stderr") if config.get(f"Attach{name.capitalize()}", True)}
-        detach_keys = DetachKeys.parse(config.get("DetachKeys")) if spec["stdin"] else None
+        keys = next((value for key, value in config.items() if key.lower() == "detachkeys"), None)  # Go's JSON
+        detach_keys = DetachKeys.parse(keys) if spec["stdin"] else None
 
         async def session(connection: trio.abc.HalfCloseableStream, already: bytes) -> None:
             try:

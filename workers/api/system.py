@@ -23,7 +23,7 @@ from workers.api.service import Api
 UNSUPPORTED = {
     "/swarm": "swarm mode", "/nodes": "swarm mode (nodes)", "/services": "swarm mode (services)",
     "/tasks": "swarm mode (tasks)", "/secrets": "swarm secrets", "/configs": "swarm configs",
-    "/plugins": "plugins", "/build": "image build", "/session": "BuildKit sessions",
+    "/plugins": "plugins (none are installed)", "/build": "image build", "/session": "BuildKit sessions",
     "/distribution": "registry distribution inspection", "/grpc": "BuildKit (grpc)",
 }
 
@@ -92,6 +92,14 @@ def register(router: Router, api: Api) -> None:
                                          "password": body.get("password") or ""}, timeout=120)
         return Json({"Status": "Login Succeeded", "IdentityToken": ""})
 
+    async def plugins(request: Request) -> Response:
+        return Json([])  # none installed: clients that look (docker inspect, info) find none
+
+    async def plugin(request: Request, name: str) -> Response:
+        return error_body(404, f"plugin \"{name}\" not found")
+
+    router.add("GET", "/plugins", plugins)
+    router.add("GET", "/plugins/{name:path}/json", plugin)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)

@@ -36,7 +36,8 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         name = body.get("Name") or secrets.token_hex(32)
         driver = body.get("Driver") or "local"
         if driver != "local":
-            raise ApiError(400, f"volume driver {driver!r} is not supported: dockyard has the local driver only")
+            raise ApiError(404, f"error looking up volume plugin {driver}: plugin \"{driver}\" not found "
+                                "(dockyard has the local driver only)")
         labels = dict(body.get("Labels") or {})
         if not body.get("Name"):  # docker (API 1.42+) makes a nameless volume anonymous: prune takes it
             labels[ANONYMOUS_LABEL] = ""
