@@ -7,6 +7,7 @@ import pytest
 from supervisor.spec import ContainerSpec
 from workers.api import specs, views
 from workers.api.http import ApiError
+from workers.api.sessions import DetachKeys, frame, timestamped
 
 
 def test_a_full_create_body_becomes_a_spec_dockyard_accepts():
@@ -44,7 +45,7 @@ def test_cpu_quota_and_period_become_nano_cpus():
 @pytest.mark.parametrize("body,message", [
     ({}, "Config.Image"),
     ({"Image": "base", "Cmd": 5}, "invalid Cmd"),
-    ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}}, "log driver 'syslog'"),
+    ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}}, "no log driver named 'syslog'"),
     ({"Image": "base", "HostConfig": {"NetworkMode": "mynet"}}, "network mynet not found"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):
@@ -115,3 +116,19 @@ def test_times_as_docker_takes_them():
     with pytest.raises(ApiError):
         views.parse_time("yesterday")
     assert views.rfc3339(1700000000.25) == "2023-11-14T22:13:20.250000000Z"
+
+
+def test_detach_keys_hold_a_partial_sequence_and_pass_the_rest():
+    keys = DetachKeys.parse(None)  # docker's default: ctrl-p, ctrl-q
+    assert keys.feed(b"ab\x10c") == (b"ab\x10c", False)  # ctrl-p then not ctrl-q: passed on
+    assert keys.feed(b"x\x10") == (b"x", False)  # held: it may begin the sequence
+    assert keys.feed(b"\x11rest") == (b"", True)
+    assert DetachKeys.parse("ctrl-x,a").sequence == b"\x18a"
+    with pytest.raises(ApiError):
+        DetachKeys.parse("ctrl-1")
+
+
+def test_frames_and_timestamps_as_docker_writes_them():
+    assert frame(2, b"err") == b"\x02\x00\x00\x00\x00\x00\x00\x03err"
+    stamped, at_start = timestamped(b"a\nb", 1700000000.5, True)
+    assert stamped == b"2023-11-14T22:13:20.500000000Z a\n2023-11-14T22:13:20.500000000Z b" and not at_start

@@ -14,7 +14,8 @@ from supervisor import operations as ops
 from workers.api import specs, views
 from workers.api.http import ApiError, Empty, Json, Request, Response, Streamed
 from workers.api.router import Router
-from workers.api.service import Api
+from workers.api.service import Api, start_error
+from workers.api.sessions import start_attached
 
 #: The waits of ``POST /containers/{id}/wait``.
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
@@ -60,8 +61,6 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
             return Empty(304)
         container_id = document["Id"]
         if api.waiting_attaches.get(container_id):
-            from workers.api.sessions import start_attached
-
             await start_attached(api, container_id)
             return Empty(204)
         try:
@@ -231,25 +230,6 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         ("POST", "/containers/{id}/unpause", pause),
     ):
         router.add(method, pattern, handler)
-
-
-def start_error(error: Exception) -> ApiError:
-    """A start that failed, as docker answers it: 404 for no such container, 400 for a
-    command that cannot run (the CLI then exits 126 or 127), 500 otherwise."""
-    from bus.errors import BusError, RemoteError
-
-    from workers.api.service import api_error
-
-    if isinstance(error, RemoteError) and error.code == "invalid_state":
-        exit_code = error.details.get("exit_code")
-        if exit_code == 127:
-            return ApiError(400, f"{error.message}: executable file not found in $PATH")
-        if exit_code == 126:
-            return ApiError(400, f"{error.message}: permission denied")
-        return ApiError(500, error.message)
-    if isinstance(error, BusError):
-        return api_error(error, "container")
-    raise error
 
 
 async def _upper_size(api: Api, container: str) -> int:

@@ -40,6 +40,21 @@ def api_error(error: BusError, what: str = "") -> ApiError:
     return ApiError(500, str(error))
 
 
+def start_error(error: Exception) -> ApiError:
+    """A start that failed, as docker answers it: 404 for no such container, 400 for a
+    command that cannot run (the CLI then exits 126 or 127), 500 otherwise."""
+    if isinstance(error, RemoteError) and error.code == "invalid_state":
+        exit_code = error.details.get("exit_code")
+        if exit_code == 127:
+            return ApiError(400, f"{error.message}: executable file not found in $PATH")
+        if exit_code == 126:
+            return ApiError(400, f"{error.message}: permission denied")
+        return ApiError(500, error.message)
+    if isinstance(error, BusError):
+        return api_error(error, "container")
+    raise error
+
+
 @dataclass
 class ExecRecord:
     """An exec created by ``POST /containers/{id}/exec``: the bus runs it at start."""

@@ -35,7 +35,7 @@ from supervisor import operations as ops
 from workers.api import views
 from workers.api.http import ApiError, Empty, Hijack, Json, Request, Response, Streamed
 from workers.api.router import Router
-from workers.api.service import Api, ExecRecord, api_error
+from workers.api.service import Api, ExecRecord, api_error, start_error
 
 #: Output chunks the daemon may send before we give credits back.
 WINDOW = 64
@@ -400,8 +400,6 @@ async def _exec_detached(api: Api, record: ExecRecord, spec: dict[str, Any]) -> 
 async def start_attached(api: Api, container_id: str) -> None:
     """Start a container whose attached connections wait (see the module's docstring);
     returns once it runs. Raises ApiError as ``POST /start`` answers a start that failed."""
-    from workers.api.containers import start_error
-
     waiters = api.waiting_attaches.pop(container_id, [])
     first, others = waiters[0], waiters[1:]
     outcome: list[Any] = []
