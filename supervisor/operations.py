@@ -240,7 +240,8 @@ _OPERATIONS = (
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
     _op(CONTAINER_LIST, Argument("all", "bool", default=False),
         reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
-              "restart_policy, restart_count, restarting}]}`; without `all`, running and restarting ones",
+              "restart_policy, restart_count, restarting, health, ports, image_id, labels}]}`; without `all`, running and "
+              "restarting ones",
         keys=("containers",)),
     _op(CONTAINER_INSPECT, _container(),
         reply="docker's inspect document (`HostConfig` has Memory, MemorySwap, MemoryReservation, NanoCpus, "
