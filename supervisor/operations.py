@@ -124,6 +124,7 @@ CONTAINER_REMOVE = "container.remove"
 CONTAINER_LIST = "container.list"
 CONTAINER_INSPECT = "container.inspect"
 CONTAINER_UPDATE = "container.update"
+CONTAINER_RENAME = "container.rename"
 CONTAINER_STATS = "container.stats"
 CONTAINER_HEALTH_CHECK = "container.health_check"
 CONTAINER_HEALTH_REPORT = "container.health_report"
@@ -251,6 +252,9 @@ _OPERATIONS = (
         Argument("resources", "map", required=True,
                  doc="the map below; 0 leaves a limit unchanged; not `devices`"),
         reply="`{id, resources}`", keys=("id", "resources"), errors=_CONTAINER_REF),
+    _op(CONTAINER_RENAME, _container(), Argument("name", "str", required=True, doc="the new name"),
+        reply="`{id, name}`", keys=("id", "name"),
+        errors={"not_found": "no such container", "conflict": "an ambiguous id prefix; the name is in use"}),
     _op(CONTAINER_STATS, Argument("containers", "strings", default=[], doc="[ref], default every running one"),
         reply="`{stats: [the stats.<id> data]}`, sampled now", keys=("stats",), errors=_CONTAINER_REF),
     _op(CONTAINER_HEALTH_CHECK, _container(),

@@ -214,8 +214,11 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         raise ApiError(501, "pausing a container (the freezer cgroup) is not supported by dockyard (docs/api.md)")
 
     async def rename(request: Request, id: str) -> Response:
-        await api.inspect(id)
-        raise ApiError(501, "renaming a container is not supported by dockyard yet (docs/api.md)")
+        name = request.arg("name")
+        if not name:
+            raise ApiError(400, "name is required")
+        await api.call(ops.CONTAINER_RENAME, {"container": id, "name": name}, what="container")
+        return Empty(204)
 
     for method, pattern, handler in (
         ("POST", "/containers/create", create), ("GET", "/containers/json", listing),
