@@ -45,7 +45,8 @@ def test_cpu_quota_and_period_become_nano_cpus():
 @pytest.mark.parametrize("body,message", [
     ({}, "Config.Image"),
     ({"Image": "base", "Cmd": 5}, "invalid Cmd"),
-    ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}}, "no log driver named 'syslog'"),
+    ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}},
+     "logger: no log driver named 'syslog' is registered"),
     ({"Image": "base", "HostConfig": {"NetworkMode": "mynet"}}, "network mynet not found"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from logs.options import LogOptions
 from supervisor import operations as ops
 from workers.api import specs, views
 from workers.api.http import ApiError, Empty, Json, Request, Response, Streamed
@@ -328,6 +329,9 @@ def container_document(document: dict[str, Any]) -> dict[str, Any]:
     document.setdefault("ExecIDs", None)
     log_config = dict(host.get("LogConfig") or {})
     log_config["Type"] = "json-file"  # dockyard's own store, under the name docker clients expect (docs/api.md)
+    defaults = {key: str(value) for key, value in LogOptions().to_map().items()}
+    log_config["Config"] = {key: value for key, value in (log_config.get("Config") or {}).items()
+                            if defaults.get(key) != value}  # what the user set, as docker shows it
     host["LogConfig"] = log_config
     for key, default in HOST_CONFIG_DEFAULTS.items():
         host.setdefault(key, default)

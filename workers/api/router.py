@@ -19,7 +19,7 @@ API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
 
 Handler = Callable[..., Awaitable[Response]]
-_VERSION = re.compile(r"^/v(\d+\.\d+)(/.*)$")
+_VERSION = re.compile(r"^/v(\d+\.\d+)(/.*)\Z")
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -35,7 +35,7 @@ class Router:
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         regex = re.compile("^" + re.sub(
-            r"\{(\w+)(:path)?\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", pattern) + "$")
+            r"\{(\w+)(:path)?\}", lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", pattern) + r"\Z")
         self._routes.append((method, regex, handler))
         self._paths.add(regex)
 

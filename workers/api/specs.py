@@ -166,8 +166,8 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["shm_size"] = int(host["ShmSize"])
     log_config = _map(host.get("LogConfig"), "LogConfig")
     if log_config.get("Type") not in (None, "", "json-file", "local", "dockyard", "journald"):
-        raise ApiError(400, f"logger: no log driver named '{log_config['Type']}' is registered (dockyard stores "
-                            "logs itself: json-file and local name its store)")
+        # docker's message, word for word (clients match it); docs/api.md says why
+        raise ApiError(400, f"logger: no log driver named '{log_config['Type']}' is registered")
     options = {key: value for key, value in _map(log_config.get("Config"), "LogConfig.Config").items()
                if key in ("max-size", "max-file", "mode", "max-buffer-size")}
     if options:
