@@ -47,6 +47,8 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
+        with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
 
     root: Path = field(default_factory=default_root)
@@ -69,6 +71,7 @@ class Config:
     default_ulimits: tuple[str, ...] = ()
     #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
     api_addresses: tuple[str, ...] = ()
+    events_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -126,6 +129,11 @@ class Config:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def events_keys_dir(self) -> Path:
+        """The CURVE keys of remote event subscribers: the daemon's pair, ``allowed/``."""
+        return self.root / "events-keys"
 
     @property
     def journal_dir(self) -> Path:
