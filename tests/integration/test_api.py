@@ -290,3 +290,27 @@ def test_a_non_loopback_api_address_is_refused_with_the_reason(tmp_path):
     assert result.returncode != 0
     assert b"refusing a non-loopback address" in result.stderr and b"TLS" in result.stderr
     assert not (tmp_path / "run" / "control.sock").exists()
+
+
+def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_path):
+    from tests.registry_server import Registry
+
+    require("docker-registry")
+    (tmp_path / "registry").mkdir()
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        reference = f"{registry.host}/team/base:1"
+        docker(daemon, "tag", "base", reference)
+        pushed = docker(daemon, "push", reference, timeout=120)
+        assert b"digest: sha256:" in pushed.stdout
+        docker(daemon, "rmi", reference)
+        client = docker_client(daemon)
+        image = client.images.pull(f"{registry.host}/team/base", tag="1")
+        assert reference in image.tags
+        assert client.containers.run(reference, ["echo", "pulled"], remove=True) == b"pulled\n"
+        docker(daemon, "rmi", reference)
+        missing = docker(daemon, "pull", f"{registry.host}/team/nothing:1", check=False, timeout=120)
+        assert missing.returncode != 0 and b"team/nothing" in missing.stderr
+        client.close()
+    finally:
+        registry.stop()

@@ -49,8 +49,9 @@ def reference_of(name: str, tag: str | None) -> str:
 def progress_line(progress: dict[str, Any]) -> dict[str, Any]:
     """A dockyard progress event as one of docker's JSON progress messages."""
     short = str(progress.get("digest", "")).partition(":")[2][:12]
-    line: dict[str, Any] = {"status": PROGRESS_LABELS.get(progress.get("status"), progress.get("status")),
-                            "id": short}
+    status = progress.get("status")
+    label = "Pushed" if progress.get("operation") == "push" and status == "done" else PROGRESS_LABELS.get(status, status)
+    line: dict[str, Any] = {"status": label, "id": short}
     if progress.get("total"):
         line["progressDetail"] = {"current": progress.get("current", 0), "total": progress["total"]}
     return line
@@ -271,8 +272,10 @@ async def _transfer(session: Any, status: str, first: dict[str, Any] | None) -> 
                               {"status": f"Status: Downloaded newer image for {result.get('reference', '')}"})
         else:
             tag = str(result.get("reference", "")).rpartition(":")[2]
-            yield _json_lines({"status": f"{tag}: digest: {digest} size: {result.get('size', 0)}",
-                               "aux": {"Tag": tag, "Digest": digest, "Size": result.get("size", 0)}})
+            # two lines, as docker's daemon: clients print the status and keep the aux silently
+            yield _json_lines({"status": f"{tag}: digest: {digest} size: {result.get('size', 0)}"},
+                              {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest,
+                                                             "Size": result.get("size", 0)}})
     finally:
         await session.aclose()
 
