@@ -307,10 +307,10 @@ def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_
         client = docker_client(daemon)
         image = client.images.pull(f"{registry.host}/team/base", tag="1")
         assert reference in image.tags
-        assert client.containers.run(reference, ["echo", "pulled"], remove=True) == b"pulled\n"
+        client.close()
+        assert docker(daemon, "run", "--rm", reference, "echo", "pulled").stdout == b"pulled\n"
         docker(daemon, "rmi", reference)
         missing = docker(daemon, "pull", f"{registry.host}/team/nothing:1", check=False, timeout=120)
         assert missing.returncode != 0 and b"team/nothing" in missing.stderr
-        client.close()
     finally:
         registry.stop()
