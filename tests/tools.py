@@ -12,6 +12,8 @@ import pytest
 #: program -> Debian package (util-linux and mount are Essential in Debian, installed everywhere)
 TOOLS = {
     "busybox": "busybox-static",
+    "containerd": "containerd",  # ctr run --runc-binary dockyard-runtime (test_ociruntime.py)
+    "ctr": "containerd",
     "docker": "docker.io",  # the docker CLI alone, against dockyard's Engine API (test_api.py)
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
@@ -19,6 +21,7 @@ TOOLS = {
     "iptables": "iptables",
     "nsenter": "util-linux",
     "podman": "podman",
+    "script": "bsdutils",  # a terminal for podman run -t (tests/integration/test_ociruntime.py)
     "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups
     "skopeo": "skopeo",
     "systemd-socket-activate": "systemd",
