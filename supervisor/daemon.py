@@ -70,11 +70,15 @@ NO_COLLECTOR_WARNING = (
 
 
 def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
-    return {
+    commands = {
         name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
                "--log-format", log_format, "--log-level", log_level, "--parent-pid", str(os.getpid())]
         for name in config.worker_names
     }
+    for address in config.api_addresses:
+        if "api" in commands:
+            commands["api"] += ["--api", address]
+    return commands
 
 
 async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level: str = "info",
