@@ -47,6 +47,10 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    init: give every container created without ``init`` set an init as pid 1 (docker's
+        ``dockerd --init``).
+    init_path: the init binary of ``--init`` (docker's ``dockerd --init-path``); empty:
+        ``docker-init`` or ``tini-static`` from the PATH.
     """
 
     root: Path = field(default_factory=default_root)
@@ -67,6 +71,8 @@ class Config:
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    init: bool = False
+    init_path: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -107,6 +113,8 @@ class Config:
                 parse_ulimit(entry)
             except LimitError as exc:
                 raise ValueError(f"--default-ulimit: {exc.message}") from None
+        if self.init_path and not str(self.init_path).startswith("/"):
+            raise ValueError(f"--init-path must be an absolute path, not {self.init_path!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

@@ -32,8 +32,10 @@ class Events:
         self._callback_error_logged = -1.0
 
     def container(self, container: Any, action: str, **attributes: str) -> None:
-        """``container.<id>.<action>``, with the container's name and image."""
-        attributes = {"name": container.name, "image": container.image_ref, **attributes}
+        """``container.<id>.<action>``, with the container's labels, name and image, as docker
+        (its labels are attributes of every event of it; the event's own attributes, its name
+        and its image win over a label of the same key)."""
+        attributes = {**container.resolved.labels, **attributes, "name": container.name, "image": container.image_ref}
         self.emit("container", action, container.id, attributes)
 
     def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
