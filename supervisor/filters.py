@@ -225,12 +225,14 @@ def container_query(entries: Iterable[str], created_of: Callable[[str], str],
 
 
 def descendants(ancestor: Any, images: Iterable[Any]) -> set[str]:
-    """The ids of ``ancestor`` and of the images built on it: those whose layers start with
-    all of its layers (``diff_ids``, bottom first); an image without layers has only itself."""
+    """The ids of ``ancestor`` and of the images built on it: those with more layers, whose
+    layers start with all of its own (``diff_ids``, bottom first). Another image with the same
+    layers (an import of the same tar with another config) is not one."""
     found = {ancestor.id}
     base = tuple(ancestor.diff_ids)
     if base:
-        found |= {image.id for image in images if tuple(image.diff_ids)[:len(base)] == base}
+        found |= {image.id for image in images
+                  if len(image.diff_ids) > len(base) and tuple(image.diff_ids)[:len(base)] == base}
     return found
 
 

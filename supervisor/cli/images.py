@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
     p.add_argument("source", metavar="TARBALL", help="a tar (plain, gz, bz2 or xz), or - for standard input")
     p.add_argument("reference", metavar="NAME[:TAG]")
     p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
-                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
+                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, VOLUME, "
+                        "WORKDIR, USER")
     p.add_argument("-m", "--message", default="", help="the history comment (default: Imported from -)")
     p.set_defaults(handler=cmd_import)
 
