@@ -33,9 +33,9 @@ class Events:
 
     def container(self, container: Any, action: str, **attributes: str) -> None:
         """``container.<id>.<action>``, with the container's labels, name and image, as docker
-        (its labels are attributes of every event of it; the event's own attributes, its name
-        and its image win over a label of the same key)."""
-        attributes = {**container.resolved.labels, **attributes, "name": container.name, "image": container.image_ref}
+        (its labels are attributes of every event of it; its name, its image and the event's
+        own attributes win over a label of the same key)."""
+        attributes = {**container.resolved.labels, "name": container.name, "image": container.image_ref, **attributes}
         self.emit("container", action, container.id, attributes)
 
     def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
