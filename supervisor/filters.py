@@ -16,8 +16,9 @@ The matching here is pure: it takes plain values (a container's :meth:`filter su
 <supervisor.container.Container.filter_subject>`, an image, a volume's labels) and the
 references the caller resolved against the daemon's state first (the creation time of a
 ``before=``/``since=`` container, the image ids an ``ancestor=`` names), so that the
-daemon's handlers, the embedding API and the unit tests use the same code; the events issue
-reuses :class:`Filters` for server-side event filters.
+daemon's handlers, the embedding API and the unit tests use the same code. (``events
+--filter`` is evaluated by the publisher, bus/filters.py: a container's labels are
+attributes of its events, so ``label=`` works there too.)
 """
 
 from __future__ import annotations
