@@ -222,7 +222,8 @@ class Supervisor:
         from supervisor.network.manager import Network  # pyroute2: the daemon only
 
         self.networking = Network(
-            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log
+            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log,
+            userland_proxy=self.config.userland_proxy,
         )
         running = {c.id for c in self.lifecycle.containers.values() if c.status.running}
         await self.networking.start(running)

@@ -51,6 +51,8 @@ class Config:
         ``dockerd --init``).
     init_path: the init binary of ``--init`` (docker's ``dockerd --init-path``); empty:
         ``docker-init`` or ``tini-static`` from the PATH.
+    events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
+        with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
 
     root: Path = field(default_factory=default_root)
@@ -66,6 +68,7 @@ class Config:
     bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
+    userland_proxy: bool = False  # published ports through the proxy, not DNAT (docs/network.md)
     default_pids_limit: int = DEFAULT_PIDS_LIMIT
     max_connections: int = 4_096
     max_requests_in_flight: int = 1_024
@@ -73,6 +76,7 @@ class Config:
     default_ulimits: tuple[str, ...] = ()
     init: bool = False
     init_path: str = ""
+    events_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -105,6 +109,8 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        if isinstance(self.journal_events, bool) or not isinstance(self.journal_events, int) or self.journal_events < 2:
+            raise ValueError(f"--events-journal must be a whole number >= 2, not {self.journal_events!r}")
         from supervisor.ulimits import LimitError, parse_ulimit
 
         object.__setattr__(self, "default_ulimits", tuple(self.default_ulimits))
@@ -127,6 +133,11 @@ class Config:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def events_keys_dir(self) -> Path:
+        """The CURVE keys of remote event subscribers: the daemon's pair, ``allowed/``."""
+        return self.root / "events-keys"
 
     @property
     def journal_dir(self) -> Path:

@@ -225,6 +225,7 @@ class ContainerSpec:
 
 def _check_network(spec: ContainerSpec) -> None:
     from supervisor import network
+    from supervisor.network.ports import parse_publish
 
     object.__setattr__(spec, "network", network.parse_mode(spec.network))
     for key in ("publish", "add_host", "dns"):
@@ -232,7 +233,7 @@ def _check_network(spec: ContainerSpec) -> None:
     if type(spec.publish_all) is not bool:
         raise InvalidArgument("spec.publish_all: must be true or false")
     for entry in spec.publish:
-        network.PortMapping.parse(entry)
+        parse_publish(entry)
     for entry in spec.add_host:
         network.parse_add_host(entry)
     for entry in spec.dns:

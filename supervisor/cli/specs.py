@@ -66,8 +66,9 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", "--net", default=None, metavar="MODE",
                         help="bridge (default: an address on the daemon's bridge), none (loopback only), "
                              "host (the host's network) or container:NAME (share that container's)")
-    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT:]PORT[/PROTO]",
-                        help="publish a container port on the host (repeatable; tcp or udp)")
+    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT[-END]:]PORT[-END][/PROTO]",
+                        help="publish a container port or range on the host (repeatable; tcp or udp; "
+                             "served by iptables DNAT, docs/network.md)")
     parser.add_argument("-P", "--publish-all", action="store_true",
                         help="publish the image's exposed ports on random host ports")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",

@@ -4,7 +4,8 @@ This module is pure (no pyroute2, no trio) so that the spec and the CLI can vali
 ``--network``, ``-p``, ``--add-host`` and ``--dns`` cheaply. The daemon's side:
 
 - ``links.py``: the bridge, veth pairs and the container's eth0, through pyroute2;
-- ``proxy.py``: the userland proxy of published ports (TCP and UDP, trio);
+- ``nat.py``: published ports in the kernel (iptables DNAT in the daemon's own chains);
+- ``proxy.py``: the host ports reserved, and the userland proxy where DNAT is unavailable;
 - ``manager.py``: :class:`~supervisor.network.manager.Network`, what the Supervisor calls
   at daemon start, container start, container exit and daemon stop.
 
@@ -21,7 +22,8 @@ Theory of operation (bridge mode)::
       the netns as eth0, address, route       read fd 3: wait for the go byte
     send b"x" on fd 3  -------------------->  execve(payload)
 
-On exit the host end of the veth is deleted, the proxies stop and the lease goes back.
+On exit the host end of the veth is deleted, the ports' rules (or proxies) go and the lease
+goes back.
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ def parse_mode(value: str) -> str:
 
 @dataclass(frozen=True)
 class PortMapping:
-    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any."""
+    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any, and
+    with ``host_port_end`` the first free one of host_port..host_port_end (``ports.py``)."""
 
     container_port: int
     protocol: str = "tcp"
     host_ip: str = "0.0.0.0"
     host_port: int = 0
+    host_port_end: int = 0
 
     @property
     def key(self) -> str:

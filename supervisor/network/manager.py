@@ -14,6 +14,7 @@ import trio
 from logs.atomic import write_atomic
 from supervisor.errors import DockyardError
 from supervisor.network.nat import Nat
+from supervisor.network.ports import parse_publish
 from supervisor.network import (
     Leases,
     PortMapping,
@@ -38,7 +39,8 @@ class Attachment:
     mode: str
     etc_dir: str
     namespace: str = ""  # LaunchConfig.network_namespace
-    nat_rules: list[list[str]] = field(default_factory=list)  # DNAT rules installed for it
+    nat_rules: list[Any] = field(default_factory=list)  # its published ports' rules (nat.py)
+    proxied: bool = False  # its published ports go through the userland proxy (not DNAT)
     init_layer: str = ""  # the top lower dir with the mount points of the /etc files
     address: str = ""
     gateway: str = ""
@@ -77,14 +79,15 @@ class Network:
     ip_masq: install a MASQUERADE rule for the subnet (``--ip-masq``) while the daemon runs.
     """
 
-    def __init__(self, state_dir: Path, bridge: str, subnet: str, ip_masq: bool = False, log: Any = None):
+    def __init__(self, state_dir: Path, bridge: str, subnet: str, ip_masq: bool = False, log: Any = None,
+                 userland_proxy: bool = False):
         self.bridge = bridge
         self.subnet = ipaddress.IPv4Network(subnet, strict=False)
         self.ip_masq = ip_masq
         self.log = log
         self.leases = Leases(str(Path(state_dir) / "network" / f"leases-{bridge}.json"), str(self.subnet))
         self.counters = {"veths_removed_at_start": 0, "leases_released_at_start": 0}
-        self.nat = Nat(bridge, log)
+        self.nat = Nat(state_dir, bridge, str(self.subnet), userland_proxy, log)
         self.nursery: trio.Nursery | None = None  # the Supervisor's: veth deletions run there
         self._deleting: dict[str, trio.Event] = {}  # container id -> set once its veth is gone
 
@@ -103,7 +106,7 @@ class Network:
         self.counters["leases_released_at_start"] = len(released)
         if (released or stale) and self.log is not None:
             self.log.info("network reconciled", leases_released=len(released), veths_removed=len(stale))
-        await self.nat.start()
+        await self.nat.start(running)
         if self.ip_masq:
             await self._iptables("-D", check=False)  # a crashed daemon's copy
             await self._iptables("-A")
@@ -125,8 +128,7 @@ class Network:
             "gateway": self.leases.gateway,
             "leases": len(self.leases.leases),
             "ip_masq": self.ip_masq,
-            "dnat": self.nat.available,
-            "dnat_failures": self.nat.failures,
+            "published_ports": self.nat.info(),
             **self.counters,
         }
 
@@ -170,15 +172,21 @@ class Network:
                 attachment.prefixlen = self.subnet.prefixlen
                 attachment.mac = mac_address(attachment.address)
                 attachment.bridge = self.bridge
-                mappings = [PortMapping.parse(entry) for entry in spec.publish]
+                mappings = [mapping for entry in spec.publish for mapping in parse_publish(entry)]
                 if spec.publish_all:
                     taken = {m.key for m in mappings}
                     mappings += [m for m in exposed_ports(image_config or {}) if m.key not in taken]
-                for mapping in mappings:
-                    sock, port = await proxy.bind(mapping, container.name)
+                for mapping in mappings:  # the kernel's DNAT serves them: only reserved
+                    sock, port = await proxy.bind(mapping, container.name, listen=not self.nat.kernel)
                     attachment.sockets.append(sock)
                     attachment.ports.append((mapping, port))
-                attachment.nat_rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+                rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+                if rules is None:
+                    attachment.proxied = True
+                    for sock in attachment.sockets:
+                        proxy.listen(sock)
+                else:
+                    attachment.nat_rules = rules
             elif mode == "host":
                 attachment.namespace = "host"
             elif attachment.mode == "container":
@@ -206,6 +214,8 @@ class Network:
             links.attach, attachment.container_id, pid, self.bridge, attachment.address,
             attachment.prefixlen, attachment.gateway, attachment.mac,
         )
+        if attachment.nat_rules:
+            self.nat.hairpin(links.host_name(attachment.container_id))
 
     def serve(self, attachment: Attachment, nursery: trio.Nursery) -> None:
         """Run the proxies of the published ports (until :meth:`release`)."""
@@ -214,7 +224,7 @@ class Network:
                 async with trio.open_nursery() as proxies:
                     for sock, (mapping, _) in zip(attachment.sockets, attachment.ports):
                         proxies.start_soon(proxy.serve, sock, mapping, attachment.address)
-        if attachment.sockets:
+        if attachment.sockets and attachment.proxied:
             nursery.start_soon(run)
 
     async def release(self, attachment: Attachment | None) -> None:

@@ -102,19 +102,3 @@ def test_a_lease_file_of_another_subnet_is_not_used(tmp_path):
     path = str(tmp_path / "leases.json")
     Leases(path, "10.213.5.0/24").allocate("a")
     assert Leases(path, "10.213.6.0/24").leases == {}
-
-
-def test_dnat_rules_skip_loopback_and_name_the_container():
-    from supervisor.network.nat import Nat
-
-    nat = Nat("dyt-abc123")
-    ports = [(PortMapping(80, "tcp", "127.0.0.1", 8080), 8080), (PortMapping(53, "udp"), 32768),
-             (PortMapping(443, "tcp", "10.0.0.5", 8443), 8443)]
-    rules = nat.rules("f" * 64, "10.213.1.2", ports)
-    assert rules == [
-        ["-p", "udp", "--dport", "32768", "-m", "comment", "--comment", "dockyard:ffffffffffff",
-         "-j", "DNAT", "--to-destination", "10.213.1.2:53"],
-        ["-p", "tcp", "-d", "10.0.0.5", "--dport", "8443", "-m", "comment", "--comment", "dockyard:ffffffffffff",
-         "-j", "DNAT", "--to-destination", "10.213.1.2:443"],
-    ]
-    assert nat.chain == "DY-dyt-abc123"
