@@ -48,7 +48,7 @@ def test_labels_merge_over_the_images_and_show_in_inspect_and_every_event(labell
     for event in events:
         assert {key: event["attributes"][key] for key in labels} == labels, event
         assert event["attributes"]["name"] == "web" and event["attributes"]["image"] == "labelled:1"
-    assert events[actions.index("die")]["attributes"]["exitCode"] == "137"  # the event's own attributes too
+    assert events[actions.index("die")]["attributes"]["exitCode"] == 137  # the event's own attributes too
 
 
 def test_env_file_comments_blank_lines_and_keys_from_the_environment(daemon, tmp_path):

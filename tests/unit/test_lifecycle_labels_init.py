@@ -46,17 +46,19 @@ async def test_the_containers_labels_win_over_the_images_and_are_in_every_event(
             assert data["attributes"]["b"] == "mine" and data["attributes"]["a"] == "image", topic
             assert data["attributes"]["name"] == "web"
     die = next(data for _, data in fakes.events if data["action"] == "die")
-    assert die["attributes"]["exitCode"] == "137"
+    assert die["attributes"]["exitCode"] == 137
 
 
 async def test_an_events_own_attributes_its_name_and_image_win_over_labels(fakes: Fakes) -> None:
-    spec = ContainerSpec(image="base", name="web", labels={"name": "label", "image": "label", "signal": "label"})
+    spec = ContainerSpec(image="base", name="web", labels={"name": "label", "image": "label", "signal": "label",
+                                                           "total": "5"})
     container = await fakes.core.create(spec)
     await fakes.core.start("web")
     await fakes.core.kill("web")
     kill = next(data for _, data in fakes.events if data["action"] == "kill")
     assert kill["attributes"]["name"] == "web" and kill["attributes"]["image"] == "base"
-    assert kill["attributes"]["signal"] == "9"
+    assert kill["attributes"]["signal"] == 9
+    assert kill["attributes"]["total"] == "5"  # a label stays text, even under a typed attribute's name
     assert container.resolved.labels["name"] == "label"
 
 
