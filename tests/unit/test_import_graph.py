@@ -67,6 +67,10 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "worker runner": (("workers.runner", "workers.__main__"),
                       ("workers", "leaves"),
                       "runs one worker (`python -m workers`, `dockyard worker`); loads it by name"),
+    "oci runtime": (("supervisor.ociruntime",),
+                    ("mechanics", "model", "leaves", "logs"),
+                    "`dockyard-runtime`, the OCI runtime command line: the init stage and cgroups of the "
+                    "mechanics, no daemon, no bus"),
     "cli": (("supervisor.cli",),
             ("daemon", "worker runner", "model", "leaves", "bus",
              "supervisor.images.tarsafe", "supervisor.registry.progress"),
