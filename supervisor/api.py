@@ -131,6 +131,7 @@ class Supervisor:
             launcher=self._fork_server, logs=self.logs, events=self.events, log=self.log,
             default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
             volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
+            default_init=self.config.init, init_path=self.config.init_path,
         )
         self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.networks = Networks(self.lifecycle)  # network create|ls|inspect|rm|prune|connect|disconnect
@@ -290,8 +291,9 @@ class Supervisor:
         """A container by id, name, or unique id prefix."""
         return self.lifecycle.get(ref)
 
-    def list(self, all: bool = False) -> list[Container]:
-        return self.lifecycle.list(all)
+    def list(self, all: bool = False, filters: list[str] | None = None) -> list[Container]:
+        """The containers as ``ps`` lists them (``filters``: ``KEY=VALUE``, docs/cli.md)."""
+        return self.lifecycle.list(all, filters)
 
     async def create(self, spec: ContainerSpec) -> Container:
         return await self.lifecycle.create(spec)
@@ -334,6 +336,11 @@ class Supervisor:
     def create_volume(self, name: str, labels: dict[str, str] | None = None,
                       options: dict[str, str] | None = None) -> Volume:
         return self.volumes.create(name, labels, options)
+
+    def list_images(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+        """The images as ``images`` lists them, each with the tags to show (``filters``:
+        ``KEY=VALUE``, docs/cli.md)."""
+        return self.image_service.list(filters)
 
     def list_volumes(self, filters: list[str] | None = None) -> list[Volume]:
         return self.volumes.list(filters)

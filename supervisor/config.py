@@ -47,6 +47,10 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    init: give every container created without ``init`` set an init as pid 1 (docker's
+        ``dockerd --init``).
+    init_path: the init binary of ``--init`` (docker's ``dockerd --init-path``); empty:
+        ``docker-init`` or ``tini-static`` from the PATH.
     events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
         with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
@@ -72,6 +76,8 @@ class Config:
     default_ulimits: tuple[str, ...] = ()
     #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
     api_addresses: tuple[str, ...] = ()
+    init: bool = False
+    init_path: str = ""
     events_listen: str | None = None
 
     def __post_init__(self) -> None:
@@ -118,6 +124,8 @@ class Config:
         object.__setattr__(self, "api_addresses", tuple(self.api_addresses))
         for address in self.api_addresses:
             check_api_address(address)
+        if self.init_path and not str(self.init_path).startswith("/"):
+            raise ValueError(f"--init-path must be an absolute path, not {self.init_path!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

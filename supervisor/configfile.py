@@ -12,6 +12,8 @@ daemon's flags. A flag given on the command line wins over the file.
     workers = ["logcollector", "monitor"]   # the default; [] for none
     default-pids-limit = 4096   # -1: none
     default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
+    init = true                 # as --init
+    init-path = "/usr/bin/tini-static"      # as --init-path
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -48,6 +50,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "events-journal": ((int,), "a whole number >= 2"),
     "events-listen": ((str,), "tcp://ADDR:PORT"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
+    "init": ((bool,), "true or false"),
+    "init-path": ((str,), "an absolute path"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -65,7 +69,7 @@ def load(path: str | Path) -> dict[str, Any]:
         if key not in KEYS:
             raise InvalidArgument(f"config file {path}: unknown key {key!r} (known: {', '.join(KEYS)})", path=str(path))
         kinds, what = KEYS[key]
-        bad = not isinstance(value, kinds) or isinstance(value, bool)
+        bad = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
         if not bad and key == "log-format":
             bad = value not in LOG_FORMATS
         elif not bad and key == "log-level":

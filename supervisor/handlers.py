@@ -231,8 +231,8 @@ class Handlers:
         return {"id": container.id}
 
     async def list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{all?: bool} -> {containers: [ps rows]}"""
-        return {"containers": [c.summary() for c in self.sup.list(all=args["all"])]}
+        """{all?: bool, filters?: [KEY=VALUE]} -> {containers: [ps rows]}"""
+        return {"containers": [c.summary() for c in self.sup.list(all=args["all"], filters=args["filters"])]}
 
     async def inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> the docker-shaped inspect document"""
@@ -378,8 +378,11 @@ class Handlers:
         return _with_warnings({"path": written}, warnings)
 
     async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{} -> {images: [summary]}"""
-        return {"images": [image_summary(image) for image in self.sup.images.list()]}
+        """{filters?: [KEY=VALUE]} -> {images: [summary + labels]} (a ``reference=`` filter keeps
+        the tags that match)."""
+        return {"images": [{**image_summary(image), "repo_tags": tags,
+                            "labels": (image.config or {}).get("Labels") or {}}
+                           for image, tags in self.sup.list_images(args["filters"])]}
 
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""

@@ -250,10 +250,12 @@ _OPERATIONS = (
         Argument("volumes", "bool", default=False, doc="its anonymous volumes too (`rm -v`)"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
     _op(CONTAINER_LIST, Argument("all", "bool", default=False),
+        Argument("filters", "strings", default=[], doc="[`KEY=VALUE`]: id, name, label, status, exited, ancestor, "
+                                                       "before, since, volume, network, health (docs/cli.md)"),
         reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
-              "restart_policy, restart_count, restarting, health, ports, image_id, labels}]}`; without `all`, running and "
-              "restarting ones",
-        keys=("containers",)),
+              "restart_policy, restart_count, restarting, health, ports, image_id, labels, mounts, networks}]}`; "
+              "without `all`, running and restarting ones (a status, before or since filter: every one)",
+        keys=("containers",), errors={"not_found": "a before= or since= container"}),
     _op(CONTAINER_INSPECT, _container(),
         reply="docker's inspect document (`HostConfig` has Memory, MemorySwap, MemoryReservation, NanoCpus, "
               "CpuShares, CpusetCpus, PidsLimit, Devices; `State.OOMKilled`)",
@@ -320,7 +322,10 @@ _OPERATIONS = (
     _op(CONTAINER_COPY_TO, _container(), Argument("source", "path", required=True, doc="absolute host path"),
         Argument("dest", "str", required=True, doc="container path"),
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
-    _op(IMAGE_LIST, reply="`{images: [...]}`", keys=("images",)),
+    _op(IMAGE_LIST, Argument("filters", "strings", default=[],
+                             doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
+        reply="`{images: [{id, repo_tags, created, size, labels}]}`, newest first (`reference=`: the tags that "
+              "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
     _op(IMAGE_PULL, Argument("reference", "str", required=True), Argument("platform", "str", doc="`OS/ARCH[/VARIANT]`"),
         reply="streams `{progress: {operation, reference, digest, kind, status, current, total}}`; then "

@@ -273,6 +273,7 @@ class FakeImage:
     id: str = "sha256:" + "ab" * 32
     config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"Cmd": ["true"]})
     layers: list[str] = dataclasses.field(default_factory=list)
+    diff_ids: tuple[str, ...] = ()
 
 
 class FakeImages:
@@ -285,6 +286,9 @@ class FakeImages:
 
     def resolve(self, ref: str) -> FakeImage:
         return self.image
+
+    def list(self) -> list[FakeImage]:
+        return [self.image]
 
 
 @dataclasses.dataclass

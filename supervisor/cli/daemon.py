@@ -37,6 +37,10 @@ def register(sub: Any) -> None:
     p.add_argument("--default-ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help="a limit for containers that set no --ulimit of that name (repeatable; docker's nofile "
                         "default applies without one)")
+    p.add_argument("--init", action="store_true", default=None,
+                   help="run an init (tini) as pid 1 of every container created without --init (docker's)")
+    p.add_argument("--init-path", default=None, metavar="PATH",
+                   help="the init binary of --init (default: docker-init or tini-static from the PATH)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -95,7 +99,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
         "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
-        "events-listen": args.events_listen,
+        "events-listen": args.events_listen, "init": args.init, "init-path": args.init_path,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -124,6 +128,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             api_addresses=tuple(args.api or setting("api", [])),
+            init=bool(setting("init", False)),
+            init_path=os.path.abspath(args.init_path) if args.init_path else settings.get("init-path", ""),
             **network_settings(args),
         )
     except ValueError as error:

@@ -8,10 +8,13 @@ import os
 from typing import Any
 
 from .common import UsageError
+from .kvfiles import label_entries, read_entries
 
 
-def env_entries(values: list[str]) -> list[str]:
-    entries = []
+def env_entries(values: list[str], files: list[str] = ()) -> list[str]:
+    """``--env-file`` entries, then ``-e`` ones (later ones win in the container, as docker);
+    ``KEY`` alone takes its value from this environment, and is left out when it is not set."""
+    entries = [entry for path in files for entry in read_entries(path, "--env-file", from_environment=True)]
     for value in values:
         if "=" in value:
             entries.append(value)
@@ -24,6 +27,18 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="assign a name to the container")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set an environment variable (KEY alone takes it from this environment)")
+    parser.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                        help="read environment variables from a file: KEY=VALUE lines, # comments (repeatable; "
+                             "-e wins)")
+    parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a label (KEY alone: an empty value; over the image's labels; repeatable)")
+    parser.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                        help="read labels from a file: KEY=VALUE lines, # comments (repeatable; -l wins)")
+    parser.add_argument("--init", action="store_true", default=None,
+                        help="run an init (tini) as pid 1 that forwards signals and reaps zombies, mounted "
+                             "read-only at /dev/init (default: the daemon's --init)")
+    parser.add_argument("--init-path", default=None, metavar="PATH",
+                        help="the host's init binary for --init (default: the daemon's, tini-static)")
     parser.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
     parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
@@ -112,7 +127,7 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "image": args.image,
         "cmd": args.command,
-        "env": env_entries(args.env),
+        "env": env_entries(args.env, getattr(args, "env_file", None) or []),
         "workdir": args.workdir,
         "user": args.user,
         "hostname": args.hostname,
@@ -142,6 +157,13 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     network_spec(args, spec)
     security_spec(args, spec)
     mount_spec(args, spec)
+    labels = label_entries(getattr(args, "label_file", None) or [], getattr(args, "label", None) or [])
+    if labels:
+        spec["labels"] = labels
+    if getattr(args, "init", None):
+        spec["init"] = True
+    if getattr(args, "init_path", None):
+        spec["init_path"] = os.path.abspath(args.init_path)
     return spec
 
 

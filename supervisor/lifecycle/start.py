@@ -35,7 +35,7 @@ import trio
 from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import privileges
+from supervisor.lifecycle import initbinary, privileges
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
@@ -136,7 +136,7 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         upper=str(container.upper),
         work=str(container.work),
         rootfs=str(container.rootfs),
-        argv=tuple(resolved.argv),
+        argv=initbinary.command(resolved.argv) if container.spec.init else tuple(resolved.argv),
         env=tuple(resolved.env),
         cwd=resolved.workdir,
         user=resolved.user,
@@ -152,8 +152,12 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
 
 
 def mount_config(container: Container) -> dict[str, Any]:
-    """The launch config's volumes, binds and tmpfs mounts, and --read-only."""
-    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only,
+    """The launch config's volumes, binds and tmpfs mounts (and --init's binary), --read-only,
+    the rlimits and /dev/shm's size."""
+    mounts = container_mounts.stage_entries(container.mounts)
+    if container.spec.init:
+        mounts += (initbinary.stage_entry(container.spec.init_path),)
+    return {"mounts": mounts, "readonly_rootfs": container.spec.read_only,
             "rlimits": ulimits.launch_rlimits(container.spec.ulimits, nofile_ceiling()),
             "shm_size": str(container.spec.shm_size) if container.spec.shm_size else ""}
 

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import trio
 
 from logs.atomic import atomic_file
+from supervisor import filters as image_filters
 from supervisor.container import Container
 from supervisor.errors import InvalidArgument
 from supervisor.images import archive as image_archive
@@ -34,6 +35,20 @@ class Images:
         self.core = core
         self.store = store
         self.events = core.events
+
+    def list(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+        """The images, newest first, with the tags to show, that pass ``filters`` (``images
+        --filter KEY=VALUE``: supervisor/filters.py; ``reference=`` keeps the tags that match).
+
+        Raises:
+            InvalidArgument: an unknown filter key or a bad value. NotFound: a before=/since= image.
+        """
+        images = self.store.list()
+        if not filters:
+            return [(image, list(image.repo_tags)) for image in images]
+        query = image_filters.image_query(filters, lambda ref: self.store.resolve(ref).created)
+        listed = [(image, query.tags(image)) for image in images]
+        return [(image, tags) for image, tags in listed if tags is not None]
 
     async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None,
                            message: str = "") -> Image:
@@ -78,7 +93,7 @@ class Images:
         await trio.to_thread.run_sync(write_file, output, functools.partial(
             containerfs.export, str(container.upper), container.layers, warnings=walked))
         self._walk_warnings("export", container, walked, warnings)
-        self.events.emit("container", "export", container.id, {"name": container.name})
+        self.events.container(container, "export")
 
     async def copy_from(self, ref: str, source: str, output: Path, warnings: list[str] | None = None) -> str:
         """A tar of ``source`` in the container, written to ``output``; returns the name
@@ -188,7 +203,7 @@ def mount_holding(container: Container, path: str) -> tuple[str, str, str] | Non
 
 def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:
     """The config a commit gives its image: the image's, with what the container's spec
-    set (command, entrypoint, env, workdir, user), as ``docker commit``."""
+    set (command, entrypoint, env, workdir, user, labels), as ``docker commit``."""
     config = dict(image_config)
     if spec.entrypoint is not None:
         config["Entrypoint"] = list(spec.entrypoint) or None
@@ -201,6 +216,8 @@ def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str
         config["WorkingDir"] = spec.workdir
     if spec.user:
         config["User"] = spec.user
+    if spec.labels:  # docker commit keeps the container's labels in the image
+        config["Labels"] = {**(config.get("Labels") or {}), **spec.label_map}
     return config
 
 
