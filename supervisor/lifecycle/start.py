@@ -42,6 +42,7 @@ from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launche
 from supervisor.logpump import drain, pump
 from supervisor.runtime.spawn import LaunchConfig, LaunchError
 from supervisor.runtime.stdio import StdioPlan
+from supervisor.spec import terminal_env
 
 #: After pid 1 exited, the pumps are cancelled once no output came for this long (processes
 #: in other namespaces that inherited the pipes may hold them open).
@@ -137,11 +138,12 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         work=str(container.work),
         rootfs=str(container.rootfs),
         argv=tuple(resolved.argv),
-        env=tuple(resolved.env),
+        env=tuple(terminal_env(resolved.env, container.spec.tty)),
         cwd=resolved.workdir,
         user=resolved.user,
         hostname=resolved.hostname,
         cgroup_procs=tuple(cgroup.procs_files),
+        cgroupfs=cgroup.cgroupfs_entries,
         network_namespace=network.namespace,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
