@@ -58,6 +58,7 @@ class Lifecycle(Protocol):
     cgroups: CgroupBackend
     network: Network
     launcher: Launcher
+    volumes: Any  # supervisor.volumes.VolumeStore, or None
     images: ImageResolver
     logs: Any
     events: Events
@@ -90,6 +91,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         cgroup.apply(container.spec.resources, devices=privileges.device_rules(container.spec))
         network = await prepare_network(core, container)
         undo.push_async_callback(core.network.release, network)
+        await acquire_volumes(core, container, undo)
         # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
         # namespace so that happens after its exit is reported (release_mounts), and pid 1
         # waits for the go (network_sync) so the namespace is there to hold. A --rm layer is
@@ -177,6 +179,22 @@ def nofile_ceiling() -> int:
     if not effective >> CAP_SYS_RESOURCE & 1 and hard != resource.RLIM_INFINITY:
         ceiling = min(ceiling, hard)
     return ceiling
+
+
+async def acquire_volumes(core: Lifecycle, container: Container, undo: contextlib.AsyncExitStack) -> None:
+    """Mount the container's volumes that have driver options (``volume create --opt``) and
+    that no running container holds yet; given back at the exit (:func:`release_volumes`)."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        await trio.to_thread.run_sync(core.volumes.acquire, names, container.id)
+        undo.callback(core.volumes.release, names, container.id)
+
+
+def release_volumes(core: Lifecycle, container: Container) -> None:
+    """The exited container's hold on its volumes: the last one out unmounts a volume's filesystem."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        core.volumes.release(names, container.id)
 
 
 def volume_events(core: Lifecycle, container: Container, action: str) -> None:
@@ -282,6 +300,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.move("exit")
     core.save(container)
     volume_events(core, container, "unmount")
+    release_volumes(core, container)
     if oom_killed:
         core.events.container(container, "oom")
     core.events.container(container, "die", exitCode=str(exit_code))
