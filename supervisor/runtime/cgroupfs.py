@@ -40,9 +40,9 @@ def mount_cgroupfs(sys_directory: str, entries, writable: bool = False) -> None:
     Raises:
         InitError(125): naming the mount and the cause.
     """
-    if not entries:
-        return
     target = sys_directory + "/fs/cgroup"  # a fresh sysfs: nothing in it is a link
+    if not entries or not os.path.isdir(target):  # a kernel without cgroups has no such directory
+        return
     readonly = 0 if writable else libc.MS_RDONLY
     if tuple(entries) == (V2_ENTRY,):
         libc.mount("cgroup2", target, "cgroup2", CGROUP_MOUNT_FLAGS | readonly, None,
