@@ -49,6 +49,8 @@ def register(sub: Any) -> None:
     p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
                    help="an event subscriber that reads nothing while this many bytes are published is "
                         "disconnected (default 8 MiB)")
+    p.add_argument("--events-journal", type=int, default=None, metavar="N",
+                   help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
     p.set_defaults(handler=cmd_daemon, client=False)
@@ -81,7 +83,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
-        "subscriber-queue-bytes": args.subscriber_queue_bytes,
+        "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -105,6 +107,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             max_connections=setting("max-connections", 4096),
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
+            journal_events=setting("events-journal", 10_000),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             **network_settings(args),
