@@ -47,6 +47,8 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
+        with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
 
     root: Path = field(default_factory=default_root)
@@ -62,11 +64,13 @@ class Config:
     bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
+    userland_proxy: bool = False  # published ports through the proxy, not DNAT (docs/network.md)
     default_pids_limit: int = DEFAULT_PIDS_LIMIT
     max_connections: int = 4_096
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    events_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -121,6 +125,11 @@ class Config:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def events_keys_dir(self) -> Path:
+        """The CURVE keys of remote event subscribers: the daemon's pair, ``allowed/``."""
+        return self.root / "events-keys"
 
     @property
     def journal_dir(self) -> Path:

@@ -46,6 +46,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
     "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
     "events-journal": ((int,), "a whole number >= 2"),
+    "events-listen": ((str,), "tcp://ADDR:PORT"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
