@@ -104,6 +104,9 @@ class ExecConfig:
     seccomp: str = ""
     no_new_privileges: bool = False
     group_add: tuple[str, ...] = ()
+    # -t: the exec stage makes its terminal in the container's devpts (runtime/console.py);
+    # ForkServer.launch sets it from the stdio plan.
+    terminal: bool = False
 
     def __post_init__(self) -> None:
         if not CONTAINER_ID.match(self.container_id):
@@ -125,6 +128,7 @@ class ExecConfig:
                 "seccomp": self.seccomp,
                 "no_new_privileges": self.no_new_privileges,
                 "group_add": list(self.group_add),
+                "terminal": self.terminal,
             },
             separators=(",", ":"),
         ).encode()

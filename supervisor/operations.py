@@ -341,7 +341,7 @@ _OPERATIONS = (
         keys=("registry", "status"), errors=_REGISTRY),
     _op(IMAGE_LOGOUT, Argument("registry", "str"), reply="`{registry, removed}`", keys=("registry", "removed")),
     _op(VOLUME_CREATE, Argument("name", "str", required=True), Argument("labels", "map", default={}, doc="{key: value}"),
-        Argument("options", "map", default={}, doc="driver options: none yet (docs/volumes.md)"),
+        Argument("options", "map", default={}, doc="the local driver's `type`, `device`, `o` (docs/volumes.md)"),
         reply="`{name}`; an existing volume of that name is returned as it is", keys=("name",),
         errors={"conflict": "it exists with other labels"}),
     _op(VOLUME_LIST, Argument("filters", "strings", default=[], doc="[`dangling=true`\\|`name=`\\|`label=`]"),

@@ -433,3 +433,11 @@ def merge_env(*layers: tuple[str, ...] | list[str]) -> list[str]:
             key, _, value = entry.partition("=")
             merged[key] = value
     return [f"{k}={v}" for k, v in merged.items()]
+
+
+def terminal_env(env: tuple[str, ...] | list[str], tty: bool) -> list[str]:
+    """With a terminal (``-t``), ``TERM=xterm`` unless the image or the user set TERM, as
+    docker does (for ``run -t`` and ``exec -t``; not shown in inspect's Config.Env)."""
+    if tty and not any(entry.startswith("TERM=") for entry in env):
+        return [*env, "TERM=xterm"]
+    return list(env)

@@ -39,6 +39,7 @@ class FakeLog:
 
 class FakeCgroup:
     version = 1
+    cgroupfs_entries = ()
 
     def __init__(self, backend: FakeCgroups, name: str):
         self.backend = backend

@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and attach it")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal of the container's devpts; TERM=xterm unless set")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set an environment variable (KEY alone takes it from this environment)")
     p.add_argument("-w", "--workdir", default="", help="working directory (default: the container's)")

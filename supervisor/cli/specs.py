@@ -46,7 +46,7 @@ def container_options(parser: argparse.ArgumentParser) -> None:
                         help="override the image's ENTRYPOINT (\"\" clears it; the image's CMD is dropped too)")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
     parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open, and attach it (run)")
-    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    parser.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal of the container's own devpts (/dev/console too); TERM=xterm unless set")
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")

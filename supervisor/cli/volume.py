@@ -22,7 +22,9 @@ def register(sub: Any) -> None:
     p = commands.add_parser("create", help="create a volume (a directory under the daemon's root)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="set a label (repeatable)")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a driver option (none is supported yet: docs/volumes.md)")
+                   help="a local driver option, as docker's: type=TYPE, device=DEVICE, o=MOUNT,OPTIONS "
+                        "(type=tmpfs device=tmpfs o=size=100m; type=none o=bind device=/host/dir); "
+                        "mounted while a container uses it (docs/volumes.md)")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(handler=cmd_create)
 

@@ -42,6 +42,7 @@ from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launche
 from supervisor.logpump import drain, pump
 from supervisor.runtime.spawn import LaunchConfig, LaunchError
 from supervisor.runtime.stdio import StdioPlan
+from supervisor.spec import terminal_env
 
 #: After pid 1 exited, the pumps are cancelled once no output came for this long (processes
 #: in other namespaces that inherited the pipes may hold them open).
@@ -57,6 +58,7 @@ class Lifecycle(Protocol):
     cgroups: CgroupBackend
     network: Network
     launcher: Launcher
+    volumes: Any  # supervisor.volumes.VolumeStore, or None
     images: ImageResolver
     logs: Any
     events: Events
@@ -89,6 +91,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         cgroup.apply(container.spec.resources, devices=privileges.device_rules(container.spec))
         network = await prepare_network(core, container)
         undo.push_async_callback(core.network.release, network)
+        await acquire_volumes(core, container, undo)
         # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
         # namespace so that happens after its exit is reported (release_mounts), and pid 1
         # waits for the go (network_sync) so the namespace is there to hold. A --rm layer is
@@ -137,11 +140,12 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         work=str(container.work),
         rootfs=str(container.rootfs),
         argv=initbinary.command(resolved.argv) if container.spec.init else tuple(resolved.argv),
-        env=tuple(resolved.env),
+        env=tuple(terminal_env(resolved.env, container.spec.tty)),
         cwd=resolved.workdir,
         user=resolved.user,
         hostname=resolved.hostname,
         cgroup_procs=tuple(cgroup.procs_files),
+        cgroupfs=cgroup.cgroupfs_entries,
         network_namespace=network.namespace,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
@@ -179,6 +183,22 @@ def nofile_ceiling() -> int:
     if not effective >> CAP_SYS_RESOURCE & 1 and hard != resource.RLIM_INFINITY:
         ceiling = min(ceiling, hard)
     return ceiling
+
+
+async def acquire_volumes(core: Lifecycle, container: Container, undo: contextlib.AsyncExitStack) -> None:
+    """Mount the container's volumes that have driver options (``volume create --opt``) and
+    that no running container holds yet; given back at the exit (:func:`release_volumes`)."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        await trio.to_thread.run_sync(core.volumes.acquire, names, container.id)
+        undo.callback(core.volumes.release, names, container.id)
+
+
+def release_volumes(core: Lifecycle, container: Container) -> None:
+    """The exited container's hold on its volumes: the last one out unmounts a volume's filesystem."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        core.volumes.release(names, container.id)
 
 
 def volume_events(core: Lifecycle, container: Container, action: str) -> None:
@@ -284,6 +304,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.move("exit")
     core.save(container)
     volume_events(core, container, "unmount")
+    release_volumes(core, container)
     if oom_killed:
         core.events.container(container, "oom")
     core.events.container(container, "die", exitCode=str(exit_code))

@@ -15,7 +15,8 @@ Theory of operation
 
 The fork server (``forkserver.py``: why, and its own messages) forks stage 0 per launch
 and puts the launch's fds on 0-4. File descriptors of the stage: 0/1/2 are the
-container's stdin/stdout/stderr, 3 is the config pipe (read to EOF), 4 is the status pipe
+container's stdin/stdout/stderr (with ``"terminal": true``, fd 0 is a console socket and 1, 2
+are /dev/null: pid 1 makes the terminal, ``console.py``), 3 is the config pipe (read to EOF), 4 is the status pipe
 (write; FD_CLOEXEC is set at once, so a successful execve closes it and the supervisor
 reads EOF). Any other fd is closed.
 
@@ -94,7 +95,14 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
                                        DATA a tmpfs's mount options
      "readonly_rootfs": false,         --read-only: / remounted read-only after pivot_root
      "rlimits": ["nofile 1024 2048"],  setrlimit before execve (NAME SOFT HARD, -1 unlimited)
-     "shm_size": ""}                   /dev/shm's size in bytes ("": 64m)
+     "shm_size": "",                   /dev/shm's size in bytes ("": 64m)
+     "terminal": false,                -t: fd 0 is the console socket; a pty of the
+                                       container's devpts is made and its master sent
+                                       back on it; /dev/console bound to it (console.py)
+     "cgroupfs": ["memory\t/sys/fs/cgroup/memory/dockyard/<id>", ...] | ["cgroup2"]}
+                                       what /sys/fs/cgroup shows (cgroupfs.py): v1, each
+                                       hierarchy's own cgroup bound read-only at its name;
+                                       v2, a cgroup2 mount in the cgroup namespace
 """
 
 from __future__ import annotations
@@ -191,6 +199,12 @@ class LaunchConfig:
     # --ulimit (with docker's default nofile) and --shm-size (supervisor/ulimits.py).
     rlimits: tuple[str, ...] = ()
     shm_size: str = ""
+    # -t: the terminal is made inside the container and sent back on fd 0 (runtime/console.py);
+    # ForkServer.launch sets it from the stdio plan.
+    terminal: bool = False
+    # /sys/fs/cgroup in the container (runtime/cgroupfs.py): "HIERARCHY\tHOST_DIR" per v1
+    # hierarchy, or ("cgroup2",); () leaves sysfs's empty directory.
+    cgroupfs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -246,6 +260,7 @@ class LaunchConfig:
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
         _check_mounts(self.mounts)
         _check_limits(self.rlimits, self.shm_size)
+        _check_cgroupfs(self.cgroupfs)
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
@@ -306,6 +321,19 @@ def _check_mounts(entries: tuple[str, ...]) -> None:
         unknown = [flag for flag in parts[3].split(",") if flag and flag not in MOUNT_FLAGS]
         if unknown:
             raise InvalidArgument(f"launch config.mounts: unknown flag(s) {', '.join(unknown)} in {entry!r}")
+
+
+CGROUP_HIERARCHY = re.compile(r"^[a-z0-9_=,]+\Z")  # memory, cpu,cpuacct, name=systemd
+
+
+def _check_cgroupfs(entries: tuple[str, ...]) -> None:
+    """``("cgroup2",)``, or ``HIERARCHY<TAB>HOST_DIR`` entries (the config's ``cgroupfs``)."""
+    if entries == ("cgroup2",):
+        return
+    for entry in entries:
+        hierarchy, tab, directory = entry.partition("\t")
+        if not tab or not CGROUP_HIERARCHY.match(hierarchy) or hierarchy in (".", "..") or not directory.startswith("/"):
+            raise InvalidArgument(f"launch config.cgroupfs: {entry!r} is not HIERARCHY<TAB>/HOST/DIR or 'cgroup2'")
 
 
 RLIMIT_ENTRY = re.compile(r"^[a-z]{3,10} -?[0-9]{1,19} -?[0-9]{1,19}\Z")

@@ -182,3 +182,16 @@ def test_launch_config_from_json_refuses_unknown_fields() -> None:
     document["privileged"] = True
     with pytest.raises(InvalidArgument, match="privileged"):
         LaunchConfig.from_json(json.dumps(document))
+
+
+@pytest.mark.parametrize("entries", [("memory",), ("memory\trelative",), ("../x\t/h",), ("cgroup2", "memory\t/h")])
+def test_cgroupfs_entries_are_checked(entries: tuple) -> None:
+    with pytest.raises(InvalidArgument, match="cgroupfs"):
+        make_config(cgroupfs=entries)
+
+
+def test_terminal_and_cgroupfs_reach_the_stage() -> None:
+    config = make_config(terminal=True, cgroupfs=("cpu,cpuacct\t/sys/fs/cgroup/cpu,cpuacct/dy/x",))
+    stage = init_stage.loads(config.to_json().decode())
+    assert stage["terminal"] is True and stage["cgroupfs"] == ["cpu,cpuacct\t/sys/fs/cgroup/cpu,cpuacct/dy/x"]
+    assert make_config(cgroupfs=("cgroup2",)).cgroupfs == ("cgroup2",)
