@@ -47,6 +47,11 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    userns_remap: ``default``, ``USER[:GROUP]`` or "" (none): containers get a user namespace
+        that maps their ids to the user's subordinate ids (docker's ``--userns-remap``;
+        supervisor/userns.py, docs/security.md).
+    subuid_file, subgid_file: where the subordinate ids are read (and, for ``default``,
+        added): /etc/subuid and /etc/subgid, a test's own files otherwise.
     """
 
     root: Path = field(default_factory=default_root)
@@ -67,6 +72,9 @@ class Config:
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    userns_remap: str = ""
+    subuid_file: str = "/etc/subuid"
+    subgid_file: str = "/etc/subgid"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())

@@ -12,6 +12,7 @@ daemon's flags. A flag given on the command line wins over the file.
     workers = ["logcollector", "monitor"]   # the default; [] for none
     default-pids-limit = 4096   # -1: none
     default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
+    userns-remap = "default"    # or "USER[:GROUP]" (docs/security.md)
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -46,6 +47,9 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
     "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
+    "userns-remap": ((str,), "default or USER[:GROUP]"),
+    "subuid-file": ((str,), "a path"),
+    "subgid-file": ((str,), "a path"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 

@@ -357,12 +357,16 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, logs, warnings}`: `workers` `{name: {pid (null while "
-              "no process runs), running, restarts, last_exit}}`; `logs` `{collector: {present, last_seen}, "
+              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
+              "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
+              "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
+              "`idmapped mounts` or `chowned copies`); `logs` `{collector: {present, last_seen}, "
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "logs", "warnings")),
+              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "userns", "logs", "warnings")),
 )
 
 #: Every operation by name, in the order of docs/events.md's table.

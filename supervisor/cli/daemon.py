@@ -49,6 +49,14 @@ def register(sub: Any) -> None:
     p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
                    help="an event subscriber that reads nothing while this many bytes are published is "
                         "disconnected (default 8 MiB)")
+    p.add_argument("--userns-remap", default=None, metavar="default|USER[:GROUP]",
+                   help="run containers in a user namespace: their root is USER's first subordinate uid on the "
+                        "host (/etc/subuid, /etc/subgid); 'default' creates the system user dockyard and its "
+                        "range where missing (docs/security.md; a container opts out with --userns host)")
+    p.add_argument("--subuid-file", default=None, metavar="FILE",
+                   help="the subordinate uids for --userns-remap (default /etc/subuid)")
+    p.add_argument("--subgid-file", default=None, metavar="FILE",
+                   help="the subordinate gids for --userns-remap (default /etc/subgid)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
     p.set_defaults(handler=cmd_daemon, client=False)
@@ -82,6 +90,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
         "subscriber-queue-bytes": args.subscriber_queue_bytes,
+        "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -107,6 +116,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
+            userns_remap=setting("userns-remap", ""),
+            subuid_file=setting("subuid-file", "/etc/subuid"),
+            subgid_file=setting("subgid-file", "/etc/subgid"),
             **network_settings(args),
         )
     except ValueError as error:

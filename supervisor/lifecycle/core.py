@@ -29,7 +29,7 @@ from supervisor import health
 from supervisor import restart as restart_policy
 from supervisor.container import Attachment, Container, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound
-from supervisor.lifecycle import devices, start
+from supervisor.lifecycle import devices, remap, start
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
@@ -86,6 +86,7 @@ class Lifecycle:
         self.local_logs = local_logs
         self.volumes = volumes
         self.default_ulimits = default_ulimits
+        self.remap = remap.Remap()  # --userns-remap: set by the Supervisor at start (lifecycle/remap.py)
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 
@@ -154,6 +155,7 @@ class Lifecycle:
             for folder in (container.upper, container.work, container.rootfs):
                 folder.mkdir(mode=0o755)
                 folder.chmod(0o755)
+            remap.prepare_create(self.remap, container)  # --userns-remap: the mapped root's
             self.save(container)
         except OSError as exc:
             del self.containers[container_id]

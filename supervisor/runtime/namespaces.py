@@ -18,9 +18,10 @@ import struct
 import _socket
 
 if __package__:  # imported as supervisor.runtime.namespaces
-    from supervisor.runtime import libc
+    from supervisor.runtime import libc, userns
 else:  # in the fork server: a top-level module beside forkserver.py
     import libc
+    import userns
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -103,11 +104,23 @@ def join_process(pid: int, cgroup_procs: "tuple[str, ...] | list[str]") -> None:
             except OSError as exc:
                 raise libc.InitError(f"open the {name} namespace of process {pid}: {libc.strerror(exc.errno)}") from None
         join_cgroups(cgroup_procs)
+        if not same_namespace(pid, "user"):  # --userns-remap: it owns the others, join it first
+            userns.join_user_namespace(pid)
         for fd, (name, nstype) in zip(fds, EXEC_NAMESPACES):
             libc.setns(fd, nstype, f"join the {name} namespace (setns)")
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def same_namespace(pid: int, name: str) -> bool:
+    """Whether process ``pid`` is in this process's namespace of kind ``name``."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/{name}")
+        ours = os.stat(f"/proc/self/ns/{name}")
+    except OSError as exc:
+        raise libc.InitError(f"open the {name} namespace of process {pid}: {libc.strerror(exc.errno)}") from None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def set_hostname(name: str) -> None:

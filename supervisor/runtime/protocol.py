@@ -94,7 +94,12 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
                                        DATA a tmpfs's mount options
      "readonly_rootfs": false,         --read-only: / remounted read-only after pivot_root
      "rlimits": ["nofile 1024 2048"],  setrlimit before execve (NAME SOFT HARD, -1 unlimited)
-     "shm_size": ""}                   /dev/shm's size in bytes ("": 64m)
+     "shm_size": "",                   /dev/shm's size in bytes ("": 64m)
+     "uid_map": ["0 100000 65536"],    --userns-remap: a user namespace with these maps
+     "gid_map": ["0 100000 65536"],    (INSIDE OUTSIDE COUNT), made by stage 0 (userns.py);
+                                       [] for none (the host's)
+     "idmap_layers": false}            idmapped mounts of the lower dirs (else the daemon
+                                       gave copies chowned for the mapping)
 """
 
 from __future__ import annotations
@@ -191,6 +196,11 @@ class LaunchConfig:
     # --ulimit (with docker's default nofile) and --shm-size (supervisor/ulimits.py).
     rlimits: tuple[str, ...] = ()
     shm_size: str = ""
+    # --userns-remap (supervisor/userns.py, runtime/userns.py): the maps, and whether the
+    # stage idmaps the image layers (else they are the daemon's chowned copies).
+    uid_map: tuple[str, ...] = ()
+    gid_map: tuple[str, ...] = ()
+    idmap_layers: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -250,6 +260,7 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
         _check_security(self)
+        _check_id_maps(self)
 
     def to_map(self) -> dict:
         data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -273,6 +284,20 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
         return cls(**document)
+
+
+ID_MAP_ENTRY = re.compile(r"^[0-9]{1,10} [0-9]{1,10} [1-9][0-9]{0,9}\Z")
+
+
+def _check_id_maps(config: LaunchConfig) -> None:
+    for name in ("uid_map", "gid_map"):
+        entries = getattr(config, name)
+        if len(entries) > 340 or not all(ID_MAP_ENTRY.match(entry) for entry in entries):
+            raise InvalidArgument(f"launch config.{name}: not at most 340 'INSIDE OUTSIDE COUNT' entries")
+    if bool(config.uid_map) != bool(config.gid_map):
+        raise InvalidArgument("launch config: uid_map and gid_map go together")
+    if config.idmap_layers and not config.uid_map:
+        raise InvalidArgument("launch config.idmap_layers: needs uid_map and gid_map")
 
 
 SECCOMP_PROGRAM = re.compile(r"^(?:[0-9a-f]{16})*\Z")  # struct sock_filter: 8 bytes each

@@ -42,7 +42,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "mechanics": (("supervisor.runtime", "supervisor.images", "supervisor.network.links",
                    "supervisor.network.manager", "supervisor.network.nat", "supervisor.network.proxy",
                    "supervisor.registry", "supervisor.store", "supervisor.journal", "supervisor.stats",
-                   "supervisor.systemd", "supervisor.volumes"),
+                   "supervisor.systemd", "supervisor.volumes", "supervisor.userns"),
                   ("model", "leaves", "logs"),
                   "Linux, files and the registry protocol: they know nothing of the lifecycle or the bus"),
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",

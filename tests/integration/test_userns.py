@@ -1,0 +1,164 @@
+"""``dockyard daemon --userns-remap`` on the real kernel (docs/security.md, "User
+namespaces"): the container's root is the mapped uid on the host, the image layers are
+idmapped (not copied per container), named volumes belong to the mapped root, ``--userns
+host`` opts out, exec and cp work under the mapping.
+
+The subordinate ids come from the test's own files (``--subuid-file``, ``--subgid-file``),
+so nothing of the host's /etc changes; the mapping is nobody's (65534), from 300000.
+The daemon's root must be reachable by the mapped root (dockerd asks the same): pytest's
+tmp dirs are 0700, so the daemon lives in a directory of its own, 0711, under /tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, private_daemon
+
+pytestmark = pytest.mark.integration
+
+BASE_UID = 300000
+COUNT = 65536
+
+
+@pytest.fixture
+def remap_base() -> Iterator[Path]:
+    if not ROOT:
+        pytest.skip("needs root")
+    base = Path(tempfile.mkdtemp(prefix="dockyard-userns-", dir="/tmp"))
+    base.chmod(0o711)
+    (base / "subuid").write_text(f"65534:{BASE_UID}:{COUNT}\n")
+    (base / "subgid").write_text(f"65534:{BASE_UID}:{COUNT}\n")
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def remap_args(base: Path, *more: str) -> tuple[str, ...]:
+    return ("--userns-remap", "65534:65534", "--subuid-file", str(base / "subuid"),
+            "--subgid-file", str(base / "subgid"), *more)
+
+
+@pytest.fixture
+def remapped(remap_base, busybox_tar):
+    with private_daemon(remap_base / "d", busybox_tar, *remap_args(remap_base)) as instance:
+        yield instance
+
+
+def host_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of a process as the host sees them."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]
+    gid = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1]
+    return int(uid), int(gid)
+
+
+def host_pid_of(cmdline: bytes) -> int:
+    """The host pid of the one process with this command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == cmdline:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    assert len(found) == 1, found
+    return found[0]
+
+
+def inspect(daemon, name: str) -> dict:
+    return json.loads(daemon.out("inspect", name))[0]
+
+
+def test_container_root_is_the_mapped_uid_on_the_host(remapped):
+    remapped.out("run", "-d", "--name", "web", "base", "sleep", "300")
+    pid = inspect(remapped, "web")["State"]["Pid"]
+    assert host_ids(pid) == (BASE_UID, BASE_UID)
+    # Inside, it is root, with its files (the image's, owned by host uid 0 on disk) its own.
+    assert remapped.out("exec", "web", "id", "-u").strip() == "0"
+    assert remapped.out("exec", "web", "stat", "-c", "%u:%g", "/bin/busybox").strip() == "0:0"
+    assert remapped.out("exec", "web", "cat", "/proc/self/uid_map").split() == ["0", str(BASE_UID), str(COUNT)]
+    # An exec joins the user namespace: the mapped uid on the host too.
+    remapped.out("exec", "-d", "web", "sleep", "301")
+    assert host_ids(host_pid_of(b"sleep\x00301\x00")) == (BASE_UID, BASE_UID)
+    info = json.loads(remapped.out("info"))
+    assert "name=userns" in info["SecurityOptions"]
+    assert info["userns"]["root"] == f"{BASE_UID}:{BASE_UID}"
+    assert info["userns"]["layers"] == "idmapped mounts", info["userns"]
+    remapped.out("rm", "-f", "web")
+
+
+def test_files_written_belong_to_the_mapped_root(remapped):
+    remapped.out("volume", "create", "data")
+    remapped.out("run", "--name", "writer", "-v", "data:/data", "base", "sh", "-c",
+                 "touch /data/made /made-in-layer && chown 1000:1000 /data/made && echo ok > /data/root-file")
+    volume = Path(json.loads(remapped.out("volume", "inspect", "data"))[0]["Mountpoint"])
+    assert (volume.stat().st_uid, volume.stat().st_gid) == (BASE_UID, BASE_UID)
+    assert (volume / "root-file").stat().st_uid == BASE_UID
+    made = (volume / "made").stat()
+    assert (made.st_uid, made.st_gid) == (BASE_UID + 1000, BASE_UID + 1000)
+    upper = Path(inspect(remapped, "writer")["GraphDriver"]["Data"]["UpperDir"])
+    assert upper.stat().st_uid == BASE_UID
+    assert (upper / "made-in-layer").stat().st_uid == BASE_UID
+    remapped.out("rm", "writer")
+    remapped.out("volume", "rm", "data")
+
+
+def test_layers_are_idmapped_not_copied(remapped):
+    remapped.out("run", "-d", "--name", "one", "base", "sleep", "300")
+    pid = inspect(remapped, "one")["State"]["Pid"]
+    image_layers = inspect(remapped, "one")["GraphDriver"]["Data"]["LowerDir"].split(":")
+    mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    overlay = next(line for line in mountinfo.splitlines() if " - overlay " in line)
+    for layer in image_layers:
+        assert layer in overlay  # the image store's own directories, not copies
+    assert not (remapped.root / "userns").exists() or not any((remapped.root / "userns").rglob("layers/*"))
+    # The layer on disk still belongs to the host's root: nothing was chowned.
+    assert Path(image_layers[-1], "bin", "busybox").stat().st_uid == 0
+    remapped.out("rm", "-f", "one")
+
+
+def test_userns_host_opts_out(remapped):
+    remapped.out("run", "-d", "--name", "plain", "--userns", "host", "base", "sleep", "300")
+    pid = inspect(remapped, "plain")["State"]["Pid"]
+    assert host_ids(pid) == (0, 0)
+    assert inspect(remapped, "plain")["HostConfig"]["UsernsMode"] == "host"
+    assert remapped.out("exec", "plain", "cat", "/proc/self/uid_map").split() == ["0", "0", "4294967295"]
+    remapped.out("rm", "-f", "plain")
+
+
+def test_cp_both_ways_under_the_mapping(remapped, tmp_path):
+    remapped.out("run", "-d", "--name", "copier", "base", "sleep", "300")
+    source = tmp_path / "in.txt"
+    source.write_text("hello\n")
+    remapped.out("cp", str(source), "copier:/root/in.txt")
+    # Copied in as the container's root: it may write the file, and it is its own.
+    assert remapped.out("exec", "copier", "stat", "-c", "%u:%g", "/root/in.txt").strip() == "0:0"
+    remapped.out("exec", "copier", "sh", "-c", "echo more >> /root/in.txt && touch /root/out.txt")
+    remapped.out("cp", "copier:/root/out.txt", str(tmp_path / "out.txt"))
+    assert (tmp_path / "out.txt").exists()
+    archive = remapped.cli("cp", "copier:/root/out.txt", "-").stdout
+    import io
+    import tarfile
+
+    member = tarfile.open(fileobj=io.BytesIO(archive)).getmembers()[0]
+    assert (member.uid, member.gid) == (0, 0)  # the container's ids, not the host's
+    remapped.out("rm", "-f", "copier")
+
+
+def test_a_start_under_another_mapping_is_refused(remap_base, busybox_tar):
+    base = remap_base / "d"
+    with private_daemon(base, busybox_tar, *remap_args(remap_base)) as first:
+        first.out("create", "--name", "kept", "base", "true")
+    with private_daemon(base, busybox_tar) as second:  # the same root, no --userns-remap
+        result = second.cli("start", "kept")
+        assert result.returncode != 0
+        assert "created with --userns-remap" in result.stderr.decode()
+        second.out("rm", "kept")
