@@ -74,6 +74,15 @@ class IdMapping:
     def container_gid(self, gid: int) -> int:
         return _to_container(self.gid_map, gid)
 
+    def from_host(self, uid: int, gid: int) -> tuple[int, int]:
+        """Host ids read from a remapped container's upper dir or volume as the container
+        sees them; ids outside the mapping (an image layer's, 0-based on disk) are kept."""
+        return _inside_or_same(self.uid_map, uid), _inside_or_same(self.gid_map, gid)
+
+    def to_host(self, uid: int, gid: int) -> tuple[int, int]:
+        """Container ids to the host's (the owners of what ``cp`` writes for the container)."""
+        return self.host_uid(uid), self.host_gid(gid)
+
     def launch_maps(self) -> dict[str, tuple[str, ...]]:
         """The LaunchConfig's ``uid_map`` and ``gid_map``."""
         return {"uid_map": tuple(f"{a} {b} {c}" for a, b, c in self.uid_map),
@@ -101,6 +110,13 @@ def _to_container(table: tuple[tuple[int, int, int], ...], host: int) -> int:
         if outside <= host < outside + count:
             return start + host - outside
     return 65534
+
+
+def _inside_or_same(table: tuple[tuple[int, int, int], ...], host: int) -> int:
+    for start, outside, count in table:
+        if outside <= host < outside + count:
+            return start + host - outside
+    return host
 
 
 def subordinate_ranges(text: str, name: str, number: int) -> list[tuple[int, int]]:
