@@ -220,7 +220,7 @@ _OPERATIONS = (
         reply="a session with a running container, then as run", keys=_SESSION_KEYS,
         errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
     _op(CONTAINER_EXEC, _container(),
-        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?}`"),
+        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?, privileged?}`"),
         _window(),
         reply="`exec.detach`: `{exec_id, pid}` once it runs; else a session, then `{exec_id, exit_code, dropped}` "
               "or `{exec_id, detached: true}`",
