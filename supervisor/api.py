@@ -223,7 +223,8 @@ class Supervisor:
         config = self.config
         try:
             self.lifecycle.remap = await trio.to_thread.run_sync(
-                remap.setup, config.userns_remap, config.root, config.subuid_file, config.subgid_file)
+                remap.setup, config.userns_remap, config.root, config.subuid_file, config.subgid_file,
+                config.userns_layers)
         except (RemapError, OSError) as exc:
             raise DockyardError(f"cannot set up user namespaces: {exc}") from exc
         if self.lifecycle.remap.reason:

@@ -52,6 +52,9 @@ class Config:
         supervisor/userns.py, docs/security.md).
     subuid_file, subgid_file: where the subordinate ids are read (and, for ``default``,
         added): /etc/subuid and /etc/subgid, a test's own files otherwise.
+    userns_layers: how image layers are given under the mapping: ``auto`` (idmapped mounts
+        where the kernel takes them on overlay, else chowned copies), ``idmapped`` (or refuse
+        to start), ``copy`` (chowned copies, once per mapping and layer).
     """
 
     root: Path = field(default_factory=default_root)
@@ -75,6 +78,7 @@ class Config:
     userns_remap: str = ""
     subuid_file: str = "/etc/subuid"
     subgid_file: str = "/etc/subgid"
+    userns_layers: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -115,6 +119,8 @@ class Config:
                 parse_ulimit(entry)
             except LimitError as exc:
                 raise ValueError(f"--default-ulimit: {exc.message}") from None
+        if self.userns_layers not in ("auto", "idmapped", "copy"):
+            raise ValueError(f"--userns-layers must be auto, idmapped or copy, not {self.userns_layers!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

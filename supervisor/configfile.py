@@ -50,6 +50,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "userns-remap": ((str,), "default or USER[:GROUP]"),
     "subuid-file": ((str,), "a path"),
     "subgid-file": ((str,), "a path"),
+    "userns-layers": ((str,), "auto, idmapped or copy"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 

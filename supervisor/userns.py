@@ -16,6 +16,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -228,14 +229,19 @@ def add_system_user(name: str) -> None:
         raise RemapError(f"--userns-remap default: useradd {name}: {exc.stderr.strip()}") from None
 
 
-def ensure_default_user(subuid_file: str, subgid_file: str, add_user: Callable[[str], None]) -> None:
+def ensure_default_user(subuid_file: str, subgid_file: str, add_user: Callable[[str], None],
+                        lookup: Callable[[str], Any] = pwd.getpwnam) -> None:
     """The ``dockyard`` user and group, and a range of 65536 ids for each in the subordinate id
-    files, where missing (idempotent: a second call changes nothing)."""
+    files, where missing (idempotent: a second call changes nothing). ``lookup`` finds a
+    user's passwd entry (``pwd.getpwnam``)."""
     try:
-        entry = pwd.getpwnam(DEFAULT_USER)
+        entry = lookup(DEFAULT_USER)
     except KeyError:
         add_user(DEFAULT_USER)
-        entry = pwd.getpwnam(DEFAULT_USER)
+        try:
+            entry = lookup(DEFAULT_USER)
+        except KeyError:
+            raise RemapError(f"--userns-remap default: the user {DEFAULT_USER!r} was not created") from None
     for path, number in ((subuid_file, entry.pw_uid), (subgid_file, entry.pw_gid)):
         text = read_text(path)
         if subordinate_ranges(text, DEFAULT_USER, number):
@@ -305,13 +311,16 @@ def chown_tree_root(path: Path, mapping: IdMapping) -> None:
 def shift_tree(path: Path, mapping: IdMapping) -> None:
     """Every entry under ``path`` (itself included) chowned from container ids to the mapped
     host ids; setuid/setgid bits (which chown clears) are put back. Links are not followed."""
+    def shift(entry: str) -> None:
+        info = os.lstat(entry)
+        os.lchown(entry, mapping.host_uid(info.st_uid), mapping.host_gid(info.st_gid))
+        if info.st_mode & 0o6000 and not stat.S_ISLNK(info.st_mode):
+            os.chmod(entry, info.st_mode & 0o7777)
+
+    shift(str(path))
     for directory, subdirs, files in os.walk(path):
-        for name in [*subdirs, *files, None]:
-            entry = directory if name is None else os.path.join(directory, name)
-            info = os.lstat(entry)
-            os.lchown(entry, mapping.host_uid(info.st_uid), mapping.host_gid(info.st_gid))
-            if info.st_mode & 0o6000 and not os.path.islink(entry):
-                os.chmod(entry, info.st_mode & 0o7777)
+        for name in (*subdirs, *files):
+            shift(os.path.join(directory, name))
 
 
 # --- the image layers under a mapping ----------------------------------------------------------
@@ -338,7 +347,12 @@ def layer_copy(layer: str, mapping: IdMapping, cache: Path) -> str:
             raise OSError(f"copy the layer {layer} for the mapping {mapping.key}: {result.stderr.strip()}")
         os.chmod(partial, os.stat(layer).st_mode & 0o7777)
         shift_tree(partial, mapping)
-        partial.rename(target)
+        try:
+            partial.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(partial)  # another start made the same copy meanwhile: keep that one
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

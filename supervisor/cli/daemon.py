@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
                    help="run containers in a user namespace: their root is USER's first subordinate uid on the "
                         "host (/etc/subuid, /etc/subgid); 'default' creates the system user dockyard and its "
                         "range where missing (docs/security.md; a container opts out with --userns host)")
+    p.add_argument("--userns-layers", choices=["auto", "idmapped", "copy"], default=None,
+                   help="image layers under --userns-remap: idmapped mounts where the kernel takes them on "
+                        "overlay, else a chowned copy per mapping (auto, the default); or insist on one")
     p.add_argument("--subuid-file", default=None, metavar="FILE",
                    help="the subordinate uids for --userns-remap (default /etc/subuid)")
     p.add_argument("--subgid-file", default=None, metavar="FILE",
@@ -91,6 +94,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
         "subscriber-queue-bytes": args.subscriber_queue_bytes,
         "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
+        "userns-layers": args.userns_layers,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -119,6 +123,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             userns_remap=setting("userns-remap", ""),
             subuid_file=setting("subuid-file", "/etc/subuid"),
             subgid_file=setting("subgid-file", "/etc/subgid"),
+            userns_layers=setting("userns-layers", "auto"),
             **network_settings(args),
         )
     except ValueError as error:

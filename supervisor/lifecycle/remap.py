@@ -46,8 +46,9 @@ class Remap:
                 "layers": self.layers, "idmap_unavailable": self.reason or None}
 
 
-def setup(value: str, root: Path, subuid_file: str, subgid_file: str) -> Remap:
-    """The daemon's :class:`Remap` (blocking: run it in a thread). The state root is opened to
+def setup(value: str, root: Path, subuid_file: str, subgid_file: str, layers: str = "auto") -> Remap:
+    """The daemon's :class:`Remap` (blocking: run it in a thread); ``layers`` is
+    ``Config.userns_layers``. The state root is opened to
     the mapped root (o+x, as dockerd's 0711: pid 1 reaches its root filesystem, /etc files and
     volumes by their paths), the idmapped-overlay probe decides how layers are given.
 
@@ -66,9 +67,14 @@ def setup(value: str, root: Path, subuid_file: str, subgid_file: str) -> Remap:
         raise userns.RemapError(
             f"--userns-remap {value}: the containers' root (uid {mapping.root_uid}) cannot pass through "
             f"{blocked} (mode {blocked.stat().st_mode & 0o7777:04o}); give it o+x or choose another --root")
-    cache = root / "userns" / mapping.key
+    cache = root / "userns" / mapping.key / "layers"
+    if layers == "copy":
+        return Remap(mapping, userns.CHOWNED_COPIES, "--userns-layers copy", cache)
     works, reason = userns.probe_idmapped_overlay(root / "userns" / "probe", mapping)
-    return Remap(mapping, userns.IDMAPPED if works else userns.CHOWNED_COPIES, reason, cache / "layers")
+    if not works and layers == "idmapped":
+        raise userns.RemapError(f"--userns-layers idmapped: this kernel or filesystem refuses an idmapped layer "
+                                f"under overlay: {reason}")
+    return Remap(mapping, userns.IDMAPPED if works else userns.CHOWNED_COPIES, reason, cache)
 
 
 def prepare_create(remap: Remap, container: Any) -> None:
@@ -105,10 +111,24 @@ def launch_fields(remap: Remap, container: Any, lower: tuple[str, ...], etc_dir:
     """The LaunchConfig fields of a remapped start (blocking: a first start under chowned
     copies copies the layers): the maps, the lower dirs (idmapped by the stage, or the
     copies), and the files pid 1 writes as the mapped root (the /etc files, the volumes'
-    top directories) handed to it. {} for a container without a user namespace."""
+    top directories) handed to it. {} for a container without a user namespace.
+
+    Raises:
+        StartError(125): another mapping than at create, or a file could not be given or copied.
+    """
     mapping = container_mapping(remap, container)
     if mapping is None:
         return {}
+    try:
+        return _mapped_fields(remap, mapping, container, lower, etc_dir)
+    except (OSError, userns.RemapError) as exc:
+        reason = f"prepare its files for the user namespace: {exc}"
+        raise StartError(f"cannot start container {container.name}: {reason}", 125, container=container.id,
+                         reason=reason) from exc
+
+
+def _mapped_fields(remap: Remap, mapping: IdMapping, container: Any, lower: tuple[str, ...],
+                   etc_dir: str) -> dict[str, Any]:
     own_etc = etc_dir and Path(etc_dir).parent == Path(container.directory)
     if own_etc:  # not another container's (--network container:), which is that one's to own
         userns.open_directory(Path(etc_dir))

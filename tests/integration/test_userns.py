@@ -162,3 +162,24 @@ def test_a_start_under_another_mapping_is_refused(remap_base, busybox_tar):
         assert result.returncode != 0
         assert "created with --userns-remap" in result.stderr.decode()
         second.out("rm", "kept")
+
+
+def test_chowned_copies_when_idmapped_mounts_are_not_used(remap_base, busybox_tar):
+    with private_daemon(remap_base / "d", busybox_tar, *remap_args(remap_base, "--userns-layers", "copy")) as daemon:
+        info = json.loads(daemon.out("info"))
+        assert info["userns"]["layers"] == "chowned copies"
+        daemon.out("run", "-d", "--name", "one", "base", "sleep", "300")
+        daemon.out("run", "-d", "--name", "two", "base", "sleep", "300")
+        pid = inspect(daemon, "one")["State"]["Pid"]
+        assert host_ids(pid) == (BASE_UID, BASE_UID)
+        assert daemon.out("exec", "one", "stat", "-c", "%u:%g", "/bin/busybox").strip() == "0:0"
+        assert daemon.out("exec", "two", "touch", "/bin/written").strip() == ""
+        # One copy per mapping and layer, shared by both containers, owned by the mapped root.
+        copies = sorted((daemon.root / "userns" / f"{BASE_UID}.{BASE_UID}" / "layers").iterdir())
+        image_layers = inspect(daemon, "one")["GraphDriver"]["Data"]["LowerDir"].split(":")
+        assert len(copies) == len(image_layers)
+        assert (copies[0] / "bin" / "busybox").stat().st_uid == BASE_UID
+        for name in ("one", "two"):
+            mountinfo = Path(f"/proc/{inspect(daemon, name)['State']['Pid']}/mountinfo").read_text()
+            assert str(copies[0]) in mountinfo
+        daemon.out("rm", "-f", "one", "two")
