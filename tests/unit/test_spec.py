@@ -86,3 +86,10 @@ def test_what_a_python_caller_naturally_passes_is_taken_and_kept_as_the_specs_ow
 def test_a_value_of_the_wrong_shape_is_refused_naming_the_field_and_what_it_takes(fields, message):
     with pytest.raises(InvalidArgument, match=message):
         ContainerSpec(**{"image": "base", **fields})
+
+
+def test_userns_mode_is_host_or_nothing():
+    assert ContainerSpec(image="base", userns_mode="host").to_map()["userns_mode"] == "host"
+    assert ContainerSpec.from_map({"image": "base"}).userns_mode == ""
+    with pytest.raises(InvalidArgument, match="--userns"):
+        ContainerSpec(image="base", userns_mode="private")
