@@ -183,3 +183,25 @@ def test_chowned_copies_when_idmapped_mounts_are_not_used(remap_base, busybox_ta
             mountinfo = Path(f"/proc/{inspect(daemon, name)['State']['Pid']}/mountinfo").read_text()
             assert str(copies[0]) in mountinfo
         daemon.out("rm", "-f", "one", "two")
+
+
+def test_host_network_devices_copy_up_and_privileged_under_the_mapping(remapped):
+    # --network host: not the container's network namespace (its /sys is the host's, bound).
+    assert "lo" in remapped.out("run", "--rm", "--network", "host", "base", "ls", "/sys/class/net").split()
+    remapped.out("run", "-d", "--name", "peer", "base", "sleep", "300")
+    joined = remapped.out("run", "--rm", "--network", "container:peer", "base", "ip", "-o", "link")
+    assert "eth0" in joined
+    remapped.out("rm", "-f", "peer")
+    # A --device node is a bind mount of the host's (mknod is refused in a user namespace).
+    assert remapped.out("run", "--rm", "--device", "/dev/null:/dev/mynull", "base", "sh", "-c",
+                        "echo x > /dev/mynull && echo written").strip() == "written"
+    # An empty volume over an image directory gets the image's files, owned by the mapped ids.
+    remapped.out("run", "--rm", "-v", "cfg:/etc", "base", "cat", "/etc/passwd")
+    volume = Path(json.loads(remapped.out("volume", "inspect", "cfg"))[0]["Mountpoint"])
+    assert (volume / "passwd").stat().st_uid == BASE_UID
+    remapped.out("volume", "rm", "cfg")
+    # --privileged: every capability, in the user namespace only.
+    output = remapped.out("run", "--rm", "--privileged", "base", "sh", "-c",
+                          "grep CapEff /proc/self/status; cat /proc/self/uid_map")
+    assert output.split()[2:] == ["0", str(BASE_UID), str(COUNT)]
+    assert int(output.split()[1], 16) != 0
