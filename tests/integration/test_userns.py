@@ -205,3 +205,18 @@ def test_host_network_devices_copy_up_and_privileged_under_the_mapping(remapped)
                           "grep CapEff /proc/self/status; cat /proc/self/uid_map")
     assert output.split()[2:] == ["0", str(BASE_UID), str(COUNT)]
     assert int(output.split()[1], 16) != 0
+
+
+def test_the_other_defaults_still_apply_under_the_mapping(remapped):
+    script = ("grep Seccomp: /proc/self/status; wc -c < /proc/keys; cat /proc/sys/net/ipv4/ip_forward; "
+              "echo > /proc/sys/kernel/hostname 2>/dev/null || echo read-only; cat; echo done")
+    remapped.out("run", "-d", "-i", "--name", "checks", "--memory", "64m", "--sysctl", "net.ipv4.ip_forward=1",
+                 "--tmpfs", "/run", "--read-only", "base", "sh", "-c", script)
+    container_id = inspect(remapped, "checks")["Id"]
+    limit = Path("/sys/fs/cgroup/memory", remapped.cgroup_parent, container_id, "memory.limit_in_bytes")
+    assert int(limit.read_text()) == 64 << 20
+    result = remapped.cli("attach", "checks", input=b"from-stdin\n")  # attach: stdin in, output out
+    assert result.returncode == 0, result.stderr
+    lines = remapped.out("logs", "checks").split("\n")
+    assert lines[:6] == ["Seccomp:\t2", "0", "1", "read-only", "from-stdin", "done"], lines
+    remapped.out("rm", "checks")
