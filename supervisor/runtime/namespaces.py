@@ -95,7 +95,8 @@ def join_process(pid: int, cgroup_procs: "tuple[str, ...] | list[str]") -> None:
     """Join the cgroups (``cgroup_procs``) and the namespaces of process ``pid`` (an exec
     into a running container). Every namespace is opened before the first setns, since
     joining the mount namespace changes what /proc/<pid> resolves to; the pid namespace
-    applies to children only."""
+    applies to children only. A user namespace of its own (``--userns-remap``) is joined
+    first, after the cgroups (written as the host's root): it owns the others."""
     fds = []
     try:
         for name, _ in EXEC_NAMESPACES:

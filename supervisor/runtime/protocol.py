@@ -39,6 +39,12 @@ reads EOF). Any other fd is closed.
     <-- EOF (execve closed fd 4) --------------------------------------  execve(argv)
     <-- {"error": "...", "exit_code": N}\\n --------------------------  or report and _exit(N)
 
+Under ``--userns-remap`` (``"uid_map"`` set) stage 0 does more before its unshare, while it
+is still the host's root: it makes the container's user namespace and writes its maps from
+outside, mounts the overlay over idmapped image layers in a mount namespace of its own, then
+enters the user namespace as its root; the namespaces it unshares next belong to it
+(``userns.py`` has that part's diagram). The supervisor's side of the handshake is unchanged.
+
 With ``"network_sync": true`` the supervisor keeps fd 3 open after the config (which then
 ends with a newline), configures pid 1's network namespace once it has the pid (the veth,
 eth0, the route: ``supervisor/network``), and writes one byte on fd 3; pid 1 reads it last,
