@@ -150,6 +150,10 @@ def test_cp_both_ways_under_the_mapping(remapped, tmp_path):
 
     member = tarfile.open(fileobj=io.BytesIO(archive)).getmembers()[0]
     assert (member.uid, member.gid) == (0, 0)  # the container's ids, not the host's
+    # A commit keeps the container's ids too: unmapped, its root's file is root's.
+    remapped.out("commit", "copier", "copied:1")
+    assert remapped.out("run", "--rm", "--userns", "host", "copied:1", "stat", "-c", "%u:%g",
+                        "/root/out.txt").strip() == "0:0"
     remapped.out("rm", "-f", "copier")
 
 
