@@ -111,6 +111,8 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        if isinstance(self.journal_events, bool) or not isinstance(self.journal_events, int) or self.journal_events < 2:
+            raise ValueError(f"--events-journal must be a whole number >= 2, not {self.journal_events!r}")
         from supervisor.ulimits import LimitError, parse_ulimit
 
         object.__setattr__(self, "default_ulimits", tuple(self.default_ulimits))

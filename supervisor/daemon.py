@@ -113,6 +113,7 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
                            subscriber_queue_bytes=config.subscriber_queue_bytes)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
+        server.publisher.filter_channel = EVENTS_CHANNEL  # filtered subscriptions see lifecycle events
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)

@@ -52,17 +52,29 @@ class Journal:
         self._file.flush()
         self._count += 1
 
-    def replay(self, since: float | None = None, until: float | None = None) -> Iterator[dict[str, Any]]:
-        """Journaled events with since <= ts <= until, oldest first."""
+    def replay(self, since: float | None = None, until: float | None = None,
+               after_seq: int | None = None) -> Iterator[dict[str, Any]]:
+        """Journaled events with since <= ts <= until and seq > after_seq, oldest first."""
         self._file.flush()
         for path in (self._older, self._current):
             for event in self._read(path):
+                if after_seq is not None and event.get("seq", 0) <= after_seq:
+                    continue
                 ts = event.get("ts", 0)
                 if since is not None and ts < since:
                     continue
                 if until is not None and ts > until:
                     return
                 yield event
+
+    def first_seq(self) -> int:
+        """The seq of the oldest journaled event, 0 when the journal is empty: a replay
+        after a seq below ``first_seq() - 1`` lost the events in between."""
+        self._file.flush()
+        for path in (self._older, self._current):
+            for event in self._read(path):
+                return int(event.get("seq", 0))
+        return 0
 
     def close(self) -> None:
         self._file.close()

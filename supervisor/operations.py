@@ -335,7 +335,10 @@ _OPERATIONS = (
     _op(VOLUME_PRUNE, Argument("all", "bool", default=False, doc="unused named volumes too"),
         reply="`{removed: [name]}`: the unused anonymous volumes", keys=("removed",)),
     _op(EVENTS_REPLAY, Argument("since", "number", doc="Unix s"), Argument("until", "number", doc="Unix s"),
-        reply="`{events: [envelope maps], last_seq}`", keys=("events", "last_seq")),
+        Argument("after_seq", "int", minimum=0, doc="only events with a greater seq (a cursor)"),
+        Argument("filters", "map", doc="docker's event filters, `{key: [values]}` (bus/filters.py)"),
+        reply="`{events: [envelope maps], last_seq, lost}`; `lost`: events after `after_seq` the journal no "
+              "longer holds", keys=("events", "last_seq", "lost")),
     _op(LOGS_READ, _container(), Argument("since", "number"), Argument("until", "number"),
         Argument("tail", "int", minimum=0), Argument("follow", "bool", default=False), Argument("cursor", "list"),
         Argument("wait", "number", minimum=0),

@@ -60,6 +60,8 @@ def register(sub: Any) -> None:
                    help="the subordinate uids for --userns-remap (default /etc/subuid)")
     p.add_argument("--subgid-file", default=None, metavar="FILE",
                    help="the subordinate gids for --userns-remap (default /etc/subgid)")
+    p.add_argument("--events-journal", type=int, default=None, metavar="N",
+                   help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
     p.set_defaults(handler=cmd_daemon, client=False)
@@ -92,7 +94,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
-        "subscriber-queue-bytes": args.subscriber_queue_bytes,
+        "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
         "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
         "userns-layers": args.userns_layers,
     }
@@ -118,6 +120,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             max_connections=setting("max-connections", 4096),
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
+            journal_events=setting("events-journal", 10_000),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             userns_remap=setting("userns-remap", ""),

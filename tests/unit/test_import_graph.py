@@ -54,8 +54,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                  "no bus"),
     "handlers": (("supervisor.handlers", "supervisor.loghandlers", "supervisor.registryhandlers",
                   "supervisor.volumehandlers"),
-                 ("services", "mechanics", "model", "leaves", "logs"),
-                 "one handler per bus operation: checked arguments in, the Supervisor called, a reply out"),
+                 ("services", "mechanics", "model", "leaves", "logs", "bus.filters"),
+                 "one handler per bus operation: checked arguments in, the Supervisor called, a reply out; "
+                 "events.replay filters as the publisher does (bus/filters.py)"),
     "daemon": (("supervisor.daemon",),
                ("handlers", "services", "mechanics", "model", "leaves", "logs", "bus"),
                "the daemon process: the Supervisor served over the bus, with its journal and workers"),
