@@ -18,6 +18,8 @@ from bus.errors import DaemonUnavailable, FrameError
 from bus.filters import PREFIX as _FILTER_TOPIC_PREFIX
 
 FILTER_PREFIX = _FILTER_TOPIC_PREFIX.encode()
+#: A subscription-only replay's topics (bus/remote.py).
+REPLAY_PREFIX = b"replay."
 
 if TYPE_CHECKING:
     import zmq
@@ -126,7 +128,7 @@ def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
         envelope = codec.decode(body)
     except FrameError:
         return None
-    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX):
+    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX) and not topic.startswith(REPLAY_PREFIX):
         return None
     return topic, envelope
 

@@ -43,6 +43,7 @@ passes only that one) forgets the filter.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -51,12 +52,16 @@ import zmq
 from bus import codec
 from bus.codec import TOPIC_END, Envelope, event_frame
 from bus.connections import Connections, unread_bytes
+from bus.errors import MalformedFrame
 from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
 from bus.requests import RequestFailed
 from bus.stats import BusStats
 from bus.trio_zmq import AsyncSocket
 
 FILTER_PREFIX = FILTER_TOPIC_PREFIX.encode()
+#: A subscription-only replay's prefix (bus/remote.py), and the topic of its end marker.
+REPLAY_PREFIX = b"replay."
+REPLAY_END = "replay.end"
 
 __all__ = ["Publisher", "PAYLOAD_MIN", "PAYLOAD_ROOM"]
 
@@ -103,6 +108,11 @@ class Publisher:
         #: The channel whose events filtered subscriptions see (bus/filters.py); None: no filters.
         self.filter_channel: str | None = None
         self.filters = FilterSet()
+        #: ``after_seq -> (envelope maps after it, last_seq, lost)``: the journal, for
+        #: subscription-only replays (``replay.<token>.<seq>.``, bus/remote.py); None: none.
+        self.replayer: Callable[[int], tuple[list[dict[str, Any]], int, int]] | None = None
+        #: What a replay's end marker says of this daemon (its id and name).
+        self.identity: dict[str, Any] = {}
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -259,6 +269,10 @@ class Publisher:
         if body.startswith(FILTER_PREFIX, 1):
             self._on_filter(body[1:].decode("utf-8", "replace"), subscribe)
             return
+        if body.startswith(REPLAY_PREFIX, 1):
+            if subscribe:
+                self._replay(body[1:])
+            return
         if not body.startswith(b"sync.", 1):
             return
         token = body[6:].decode("utf-8", "replace")
@@ -280,6 +294,36 @@ class Publisher:
             self.filters.remove(prefix)
         elif not self.filters.add(prefix):
             self._stats.filters_refused += 1
+
+    def _replay(self, prefix: bytes) -> None:
+        """A subscription ``replay.<token>.<seq>.``: the journal after ``seq`` behind that
+        topic, then a ``replay.end`` envelope (bus/remote.py). Nobody else subscribes to
+        the token, so only its subscriber receives them; its other subscriptions, sent
+        before on the same connection, are in effect (the replay is its sync too)."""
+        parts = prefix.split(b".")
+        if self.replayer is None or len(parts) != 4 or parts[3] or not parts[1] or not parts[2].isdigit():
+            self._stats.replays_refused += 1
+            return
+        events, last_seq, lost = self.replayer(int(parts[2]))
+        head = prefix + TOPIC_END
+        queue = self._queue
+        if len(queue) + len(events) + 1 > EVENT_QUEUE_LIMIT:
+            self._stats.replays_refused += 1
+            return
+        encode = self._encoder.encode
+        for event in events:
+            try:
+                envelope = Envelope(event["topic"], event["seq"], event.get("data"), event.get("source", self._source),
+                                    event.get("ts"), event.get("v", 1))
+            except (KeyError, MalformedFrame):
+                continue  # a journal record this version cannot send: its seq shows as a gap
+            queue.append(head + encode(envelope))
+        end = Envelope(topic=REPLAY_END, seq=last_seq, source=self._source,
+                       data={"last_seq": last_seq, "lost": lost, "daemon": self.identity})
+        queue.append(head + encode(end))
+        self._stats.replays += 1
+        if self.socket is not None:
+            self.socket.wake()
 
     async def subscription_seen(self, token: str, timeout: float) -> bool:
         """Wait (at most ``timeout``) until the XPUB has seen the subscription ``sync.<token>``

@@ -55,6 +55,8 @@ class Config:
     userns_layers: how image layers are given under the mapping: ``auto`` (idmapped mounts
         where the kernel takes them on overlay, else chowned copies), ``idmapped`` (or refuse
         to start), ``copy`` (chowned copies, once per mapping and layer).
+    events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
+        with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
 
     root: Path = field(default_factory=default_root)
@@ -79,6 +81,7 @@ class Config:
     subuid_file: str = "/etc/subuid"
     subgid_file: str = "/etc/subgid"
     userns_layers: str = "auto"
+    events_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -135,6 +138,11 @@ class Config:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def events_keys_dir(self) -> Path:
+        """The CURVE keys of remote event subscribers: the daemon's pair, ``allowed/``."""
+        return self.root / "events-keys"
 
     @property
     def journal_dir(self) -> Path:

@@ -47,6 +47,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
     "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
     "events-journal": ((int,), "a whole number >= 2"),
+    "events-listen": ((str,), "tcp://ADDR:PORT"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
     "userns-remap": ((str,), "default or USER[:GROUP]"),
     "subuid-file": ((str,), "a path"),

@@ -90,12 +90,14 @@ class Handlers:
         """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
         from supervisor.registryhandlers import RegistryHandlers
+        from supervisor.eventkeyhandlers import EventKeyHandlers
         from supervisor.volumehandlers import VolumeHandlers
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             **RegistryHandlers(self.sup).table(),
             **VolumeHandlers(self.sup).table(),
+            **EventKeyHandlers(self.sup).table(),
             ops.CONTAINER_CREATE: self.create,
             ops.CONTAINER_RUN: self.run,
             ops.CONTAINER_START: self.start,
@@ -387,14 +389,17 @@ class Handlers:
         except filters.FilterError as error:
             raise InvalidArgument(f"events.replay: {error}") from None
         # No await from here to the return: the replay and last_seq describe the same moment.
-        events = [event for event in self.journal.replay(since, until, after_seq)
-                  if not wanted or filters.matches(wanted, event.get("data"))]
+        last_seq = self.last_event_seq()
         lost = 0
         if after_seq is not None:
-            first = self.journal.first_seq()
-            oldest_kept = first if first else self.last_event_seq() + 1
-            lost = max(0, oldest_kept - after_seq - 1)
-        return {"events": events, "last_seq": self.last_event_seq(), "lost": lost}
+            events, lost = self.journal.after(after_seq, last_seq)
+            events = [event for event in events if (since is None or event.get("ts", 0) >= since)
+                      and (until is None or event.get("ts", 0) <= until)]
+        else:
+            events = list(self.journal.replay(since, until))
+        if wanted:
+            events = [event for event in events if filters.matches(wanted, event.get("data"))]
+        return {"events": events, "last_seq": last_seq, "lost": lost}
 
     async def info(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{} -> daemon facts and counters; ``logs``: whether a log collector is there and

@@ -67,6 +67,14 @@ class Journal:
                     return
                 yield event
 
+    def after(self, after_seq: int, last_seq: int) -> tuple[list[dict[str, Any]], int]:
+        """A cursor's replay: the journaled events after ``after_seq``, and how many events
+        after it (up to ``last_seq``, the newest published) the journal no longer holds."""
+        events = list(self.replay(after_seq=after_seq))
+        first = self.first_seq()
+        oldest_kept = first if first else last_seq + 1
+        return events, max(0, oldest_kept - after_seq - 1)
+
     def first_seq(self) -> int:
         """The seq of the oldest journaled event, 0 when the journal is empty: a replay
         after a seq below ``first_seq() - 1`` lost the events in between."""

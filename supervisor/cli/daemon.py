@@ -60,6 +60,9 @@ def register(sub: Any) -> None:
                    help="the subordinate uids for --userns-remap (default /etc/subuid)")
     p.add_argument("--subgid-file", default=None, metavar="FILE",
                    help="the subordinate gids for --userns-remap (default /etc/subgid)")
+    p.add_argument("--events-listen", default=None, metavar="tcp://ADDR:PORT",
+                   help="serve the events socket there too, to remote subscribers whose CURVE public key was "
+                        "added with `dockyard events-keys add` (encrypted, subscription-only; docs/events.md)")
     p.add_argument("--events-journal", type=int, default=None, metavar="N",
                    help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
@@ -97,6 +100,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
         "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
         "userns-layers": args.userns_layers,
+        "events-listen": args.events_listen,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -121,6 +125,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             journal_events=setting("events-journal", 10_000),
+            events_listen=checked_endpoint(setting("events-listen", None)),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             userns_remap=setting("userns-remap", ""),
@@ -133,6 +138,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
     return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
+
+
+def checked_endpoint(endpoint: str | None) -> str | None:
+    """--events-listen, checked: tcp://ADDR:PORT (ValueError naming the flag otherwise)."""
+    if endpoint is None:
+        return None
+    from bus.remote import RemoteError, check_endpoint
+
+    try:
+        check_endpoint(endpoint)
+    except RemoteError as exc:
+        raise ValueError(f"--events-listen: {exc}") from None
+    return endpoint
 
 
 def network_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 from supervisor import EVENT_TYPES
 from supervisor import operations as ops
 
-from .common import UsageError, parse_time
+from .common import UsageError, client_for, parse_time
 from .output import format_event
 
 
@@ -27,7 +27,15 @@ def register(sub: Any) -> None:
                    help="replay every event after this seq (a cursor: no duplicate, no gap into the live stream)")
     p.add_argument("--until", default=None, help="stop at this time")
     p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
-    p.set_defaults(handler=cmd_events)
+    p.add_argument("--remote", action="append", default=[], metavar="tcp://HOST:PORT",
+                   help="follow the daemon listening there (its --events-listen) instead of the local one; "
+                        "repeat to merge several, each event tagged with its daemon")
+    p.add_argument("--server-key", action="append", default=[], metavar="KEY|FILE",
+                   help="the remote daemon's public key (`dockyard events-keys ls` there): once for all "
+                        "--remote, or once per --remote in the same order")
+    p.add_argument("--key", default=None, metavar="FILE",
+                   help="this client's secret key file (`dockyard events-keys generate`)")
+    p.set_defaults(handler=cmd_events, client=False)
 
     p = sub.add_parser("info", help="show the daemon's facts and counters (JSON; warnings on stderr)")
     p.set_defaults(handler=cmd_info)
@@ -37,7 +45,7 @@ def register(sub: Any) -> None:
 EVENT_PREFIXES = tuple(f"{kind}." for kind in EVENT_TYPES)
 
 
-def cmd_events(args: argparse.Namespace, client: Any) -> int:
+def cmd_events(args: argparse.Namespace) -> int:
     from bus import filters
 
     try:
@@ -47,8 +55,21 @@ def cmd_events(args: argparse.Namespace, client: Any) -> int:
     if args.since_seq is not None and args.since_seq < 0:
         raise UsageError(f"--since-seq must be 0 or more, not {args.since_seq}")
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
+    if args.remote:
+        from .remote import follow_remote
+
+        return follow_remote(args, wanted, since, until)
+    if args.server_key or args.key:
+        raise UsageError("--server-key and --key go with --remote")
     if until is not None and since is None and args.since_seq is None:
         since = 0.0
+    with client_for(args) as client:
+        return local_events(args, client, wanted, since, until)
+
+
+def local_events(args: argparse.Namespace, client: Any, wanted: dict[str, list[str]], since: float | None,
+                 until: float | None) -> int:
+    from bus import filters
 
     def emit(envelope: dict[str, Any]) -> None:
         print(json.dumps(envelope, default=repr) if args.format == "json" else format_event(envelope), flush=True)
