@@ -67,6 +67,9 @@ def register(sub: Any) -> None:
                    help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
+    p.add_argument("--userland-proxy", action="store_true",
+                   help="serve published ports with the daemon's userland proxy instead of iptables DNAT "
+                        "(the fallback when iptables is missing; docs/network.md)")
     p.set_defaults(handler=cmd_daemon, client=False)
 
     p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
@@ -162,6 +165,8 @@ def network_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["bridge_subnet"] = args.bridge_subnet
     if args.ip_masq:
         settings["ip_masq"] = True
+    if args.userland_proxy:
+        settings["userland_proxy"] = True
     return settings
 
 
