@@ -45,7 +45,7 @@ from supervisor.exec import ExecResult, ExecSpec, Execution
 from supervisor.images import archive as image_archive
 from supervisor.images.store import Image, ImageStore
 from supervisor.attach import Target
-from supervisor.lifecycle import reconcile
+from supervisor.lifecycle import reconcile, remap
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.lifecycle.devices import V2_CAPABILITIES  # noqa: F401 - its old home
 from supervisor.lifecycle.events import EVENTS_CHANNEL, Events
@@ -179,6 +179,7 @@ class Supervisor:
         except OSError as exc:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         self.lifecycle.check_default_pids_limit()
+        await self._setup_remap()
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
@@ -217,6 +218,21 @@ class Supervisor:
         for skipped in self.volume_store.skipped:
             self.log.warning("a volume's record cannot be read: it is not listed", volume=skipped)
         await reconcile.load_and_reconcile(self.lifecycle)
+
+    async def _setup_remap(self) -> None:
+        """--userns-remap: the mapping, and whether the layers are idmapped (lifecycle/remap.py)."""
+        from supervisor.userns import RemapError
+
+        config = self.config
+        try:
+            self.lifecycle.remap = await trio.to_thread.run_sync(
+                remap.setup, config.userns_remap, config.root, config.subuid_file, config.subgid_file,
+                config.userns_layers)
+        except (RemapError, OSError) as exc:
+            raise DockyardError(f"cannot set up user namespaces: {exc}") from exc
+        if self.lifecycle.remap.reason:
+            self.log.warning("idmapped mounts are not available: image layers get a chowned copy per mapping",
+                             reason=self.lifecycle.remap.reason)
 
     async def _start_networking(self) -> None:
         """The bridge, and the clean-up of what a crashed daemon left (after the records are

@@ -14,6 +14,7 @@ daemon's flags. A flag given on the command line wins over the file.
     default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
     init = true                 # as --init
     init-path = "/usr/bin/tini-static"      # as --init-path
+    userns-remap = "default"    # or "USER[:GROUP]" (docs/security.md)
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -52,6 +53,10 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
     "init": ((bool,), "true or false"),
     "init-path": ((str,), "an absolute path"),
+    "userns-remap": ((str,), "default or USER[:GROUP]"),
+    "subuid-file": ((str,), "a path"),
+    "subgid-file": ((str,), "a path"),
+    "userns-layers": ((str,), "auto, idmapped or copy"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 

@@ -87,6 +87,8 @@ class Container:
     log_dropped_bytes: int = 0
     # Resolved at create (supervisor/lifecycle/mounts.py): binds, volumes (with their names), tmpfs.
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    # --userns-remap: the mapping its upper dir was made for (supervisor.userns.IdMapping.to_map), or None.
+    id_mapping: dict[str, Any] | None = None
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -151,6 +153,7 @@ class Container:
             "log_dropped_lines": self.log_dropped_lines,
             "log_dropped_bytes": self.log_dropped_bytes,
             "mounts": self.mounts,
+            "id_mapping": self.id_mapping,
         }
 
     @classmethod
@@ -180,6 +183,7 @@ class Container:
             log_dropped_lines=record.get("log_dropped_lines", 0),
             log_dropped_bytes=record.get("log_dropped_bytes", 0),
             mounts=list(record.get("mounts", [])),
+            id_mapping=record.get("id_mapping"),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -308,6 +312,7 @@ def _security_host_config(spec: Any) -> dict[str, Any]:
         "SecurityOpt": list(spec.security_opt) or None,
         "GroupAdd": list(spec.group_add) or None,
         "Sysctls": dict(entry.split("=", 1) for entry in spec.sysctls) or None,
+        "UsernsMode": spec.userns_mode,
     }
 
 

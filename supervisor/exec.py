@@ -43,6 +43,7 @@ class ExecSpec:
     tty: bool = False
     stdin: bool = False
     detach: bool = False
+    privileged: bool = False  # --privileged: every capability (docker's; the seccomp filter stays, as runc's)
 
     def __post_init__(self) -> None:
         for name in ("cmd", "env"):
@@ -63,7 +64,7 @@ class ExecSpec:
             raise InvalidArgument("exec.workdir: contains a NUL byte")
         if not isinstance(self.user, str) or (self.user and not USER.match(self.user)):
             raise InvalidArgument(f"exec.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
-        for name in ("tty", "stdin", "detach"):
+        for name in ("tty", "stdin", "detach", "privileged"):
             if type(getattr(self, name)) is not bool:
                 raise InvalidArgument(f"exec.{name}: must be true or false")
 
@@ -71,7 +72,7 @@ class ExecSpec:
     def from_map(cls, data: Any) -> ExecSpec:
         if not isinstance(data, dict):
             raise InvalidArgument("exec: must be a map")
-        known = {"cmd", "env", "workdir", "user", "tty", "stdin", "detach"}
+        known = {"cmd", "env", "workdir", "user", "tty", "stdin", "detach", "privileged"}
         unknown = sorted(set(map(str, data)) - known)
         if unknown:
             raise InvalidArgument(f"exec: unknown field(s) {', '.join(unknown)}")

@@ -433,6 +433,8 @@ class Handlers:
             "bus": self.bus_stats(),
             "workers": self.workers(),
             "network": self.sup.networking.info() if self.sup.networking is not None else None,
+            "SecurityOptions": security_options(self.sup.lifecycle.remap),
+            "userns": self.sup.lifecycle.remap.info(),
             "logs": logs,
             "warnings": logs_warnings(logs),
         }
@@ -452,6 +454,16 @@ class Handlers:
             "collector": {"present": present, "last_seen": self.sup.logs.collector.last_seen},
             "unstored": sorted(unstored, key=lambda row: row["name"]),
         }
+
+
+def security_options(remap: Any) -> list[str]:
+    """docker info's ``SecurityOptions``: the default seccomp profile, the private cgroup
+    namespace every container gets, and ``name=userns`` under --userns-remap. (There is no
+    daemon-wide no-new-privileges, so ``name=no-new-privileges`` is never listed.)"""
+    options = ["name=seccomp,profile=default", "name=cgroupns"]
+    if remap.mapping is not None:
+        options.append("name=userns")
+    return options
 
 
 def logs_warnings(logs: dict[str, Any]) -> list[str]:

@@ -231,7 +231,7 @@ _OPERATIONS = (
         reply="a session with a running container, then as run", keys=_SESSION_KEYS,
         errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
     _op(CONTAINER_EXEC, _container(),
-        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?}`"),
+        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?, privileged?}`"),
         _window(),
         reply="`exec.detach`: `{exec_id, pid}` once it runs; else a session, then `{exec_id, exit_code, dropped}` "
               "or `{exec_id, detached: true}`",
@@ -413,12 +413,16 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, logs, warnings}`: `workers` `{name: {pid (null while "
-              "no process runs), running, restarts, last_exit}}`; `logs` `{collector: {present, last_seen}, "
+              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
+              "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
+              "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
+              "`idmapped mounts` or `chowned copies`); `logs` `{collector: {present, last_seen}, "
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "logs", "warnings")),
+              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "userns", "logs", "warnings")),
 )
 
 #: Every operation by name, in the order of docs/events.md's table.

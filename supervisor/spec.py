@@ -92,6 +92,7 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ()  # seccomp=unconfined|<profile JSON>, no-new-privileges[=bool]
     group_add: tuple[str, ...] = ()  # group names or ids
     sysctls: tuple[str, ...] = ()  # KEY=VALUE, namespaced keys only (a map is accepted too)
+    userns_mode: str = ""  # "host": no user namespace under the daemon's --userns-remap (docker's --userns)
     # Volumes and mounts (supervisor/mounts.py parses them, docs/volumes.md): the flags as given.
     volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:OPTS], NAME:CONTAINER[:OPTS], CONTAINER
     mounts: tuple[str, ...] = ()  # --mount type=...,source=...,target=...
@@ -201,7 +202,7 @@ class ContainerSpec:
                 raise InvalidArgument(exc.message, flag="--log-opt", key=exc.key) from None
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
-        for key in ("image", "workdir", "user", "hostname", "name", "init_path"):
+        for key in ("image", "workdir", "user", "hostname", "name", "init_path", "userns_mode"):
             if key in values and not isinstance(values[key], str):
                 raise InvalidArgument(f"spec.{key}: must be a string")
         return cls(**values)
@@ -276,6 +277,9 @@ def _check_security(spec: ContainerSpec) -> None:
         _strings(key, getattr(spec, key))
     if type(spec.privileged) is not bool:
         raise InvalidArgument("spec.privileged: must be true or false")
+    if spec.userns_mode not in ("", "host"):
+        raise InvalidArgument(f"invalid value {spec.userns_mode!r} for --userns: only 'host' is supported "
+                              "(the daemon's --userns-remap decides the mapping)", flag="--userns")
     for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop")):
         names = tuple(privileges.capability(name, flag) for name in getattr(spec, key))
         object.__setattr__(spec, key, tuple(dict.fromkeys(names)))

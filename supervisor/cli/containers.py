@@ -55,6 +55,8 @@ def register(sub: Any) -> None:
                    help="set an environment variable (KEY alone takes it from this environment)")
     p.add_argument("-w", "--workdir", default="", help="working directory (default: the container's)")
     p.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] (default: the container's)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability for the command (the container's seccomp filter and namespaces stay)")
     detach_keys_option(p)
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
@@ -199,6 +201,8 @@ def cmd_exec(args: argparse.Namespace, client: Any) -> int:
         "stdin": args.interactive,
         "detach": args.detach,
     }
+    if args.privileged:
+        spec["privileged"] = True
     request = {"container": args.container, "exec": spec}
     if args.detach:
         try:

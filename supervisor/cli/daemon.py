@@ -56,6 +56,17 @@ def register(sub: Any) -> None:
     p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
                    help="serve the Engine API there too, besides <run>/docker.sock: tcp://127.0.0.1:PORT "
                         "(loopback only: there is no TLS) or unix:///PATH (repeatable; docs/api.md)")
+    p.add_argument("--userns-remap", default=None, metavar="default|USER[:GROUP]",
+                   help="run containers in a user namespace: their root is USER's first subordinate uid on the "
+                        "host (/etc/subuid, /etc/subgid); 'default' creates the system user dockyard and its "
+                        "range where missing (docs/security.md; a container opts out with --userns host)")
+    p.add_argument("--userns-layers", choices=["auto", "idmapped", "copy"], default=None,
+                   help="image layers under --userns-remap: idmapped mounts where the kernel takes them on "
+                        "overlay, else a chowned copy per mapping (auto, the default); or insist on one")
+    p.add_argument("--subuid-file", default=None, metavar="FILE",
+                   help="the subordinate uids for --userns-remap (default /etc/subuid)")
+    p.add_argument("--subgid-file", default=None, metavar="FILE",
+                   help="the subordinate gids for --userns-remap (default /etc/subgid)")
     p.add_argument("--events-listen", default=None, metavar="tcp://ADDR:PORT",
                    help="serve the events socket there too, to remote subscribers whose CURVE public key was "
                         "added with `dockyard events-keys add` (encrypted, subscription-only; docs/events.md)")
@@ -100,6 +111,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
         "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
         "events-listen": args.events_listen, "init": args.init, "init-path": args.init_path,
+        "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
+        "userns-layers": args.userns_layers,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -130,6 +143,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             api_addresses=tuple(args.api or setting("api", [])),
             init=bool(setting("init", False)),
             init_path=os.path.abspath(args.init_path) if args.init_path else settings.get("init-path", ""),
+            userns_remap=setting("userns-remap", ""),
+            subuid_file=setting("subuid-file", "/etc/subuid"),
+            subgid_file=setting("subgid-file", "/etc/subgid"),
+            userns_layers=setting("userns-layers", "auto"),
             **network_settings(args),
         )
     except ValueError as error:

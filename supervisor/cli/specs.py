@@ -177,6 +177,9 @@ def security_options(parser: argparse.ArgumentParser) -> None:
                         help="every capability, no seccomp filter, no masked or read-only paths, every host device")
     parser.add_argument("--security-opt", action="append", default=[], metavar="OPTION",
                         help="seccomp=PROFILE.json|unconfined, no-new-privileges[=true|false] (repeatable)")
+    parser.add_argument("--userns", default=None, metavar="host",
+                        help="'host': no user namespace for this container when the daemon runs with "
+                             "--userns-remap (its root is the host's root)")
     parser.add_argument("--group-add", action="append", default=[], metavar="GROUP",
                         help="another supplementary group for the process (name or id; repeatable)")
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
@@ -193,6 +196,8 @@ def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
             spec[key] = list(getattr(args, flag))
     if getattr(args, "privileged", False):
         spec["privileged"] = True
+    if getattr(args, "userns", None) is not None:
+        spec["userns_mode"] = args.userns
     options = []
     for entry in getattr(args, "security_opt", None) or []:
         key, separator, value = entry.partition("=")

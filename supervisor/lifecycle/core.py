@@ -30,7 +30,7 @@ from supervisor import health
 from supervisor import restart as restart_policy
 from supervisor.container import Attachment, Container, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound
-from supervisor.lifecycle import devices, initbinary, start
+from supervisor.lifecycle import devices, initbinary, remap, start
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
@@ -101,6 +101,7 @@ class Lifecycle:
         self.default_ulimits = default_ulimits
         self.default_init = default_init
         self.init_path = init_path
+        self.remap = remap.Remap()  # --userns-remap: set by the Supervisor at start (lifecycle/remap.py)
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 
@@ -194,6 +195,7 @@ class Lifecycle:
             for folder in (container.upper, container.work, container.rootfs):
                 folder.mkdir(mode=0o755)
                 folder.chmod(0o755)
+            remap.prepare_create(self.remap, container)  # --userns-remap: the mapped root's
             self.save(container)
         except OSError as exc:
             del self.containers[container_id]

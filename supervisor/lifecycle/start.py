@@ -35,7 +35,7 @@ import trio
 from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import initbinary, privileges
+from supervisor.lifecycle import initbinary, privileges, remap
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
@@ -64,6 +64,7 @@ class Lifecycle(Protocol):
     events: Events
     host_memory: int
     nursery: trio.Nursery | None
+    remap: remap.Remap
 
     def get(self, ref: str) -> Container: ...
 
@@ -102,6 +103,10 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         # In a thread: the first start with a profile and capability set compiles its seccomp
         # filter (~30 ms); later ones find it cached (lifecycle/privileges.py).
         security = await trio.to_thread.run_sync(privileges.launch_fields, container.spec, cgroup)
+        # --userns-remap (lifecycle/remap.py): in a thread, as a first start under chowned
+        # copies copies the image's layers.
+        security.update(await trio.to_thread.run_sync(
+            remap.launch_fields, core.remap, container, lower_dirs(container, network), network.etc_dir))
         process = await core.launcher.launch(launch_config(container, cgroup, network, hold, security), stdio,
                                              prepare=prepare, hold_mounts=hold)
     container.network = network
@@ -133,9 +138,10 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
     """What the init stage needs to make the container's process (``security``: the fields
     of ``privileges.launch_fields``)."""
     resolved = container.resolved
+    security = dict(security)
     return LaunchConfig(
         container_id=container.id,
-        lower=(network.init_layer,) + tuple(container.layers),
+        lower=security.pop("lower", lower_dirs(container, network)),
         upper=str(container.upper),
         work=str(container.work),
         rootfs=str(container.rootfs),
@@ -153,6 +159,11 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         **security,
         **mount_config(container),
     )
+
+
+def lower_dirs(container: Container, network: Any) -> tuple[str, ...]:
+    """The overlay's lower dirs, top first: the network's init layer, the image's layers."""
+    return (network.init_layer,) + tuple(container.layers)
 
 
 def mount_config(container: Container) -> dict[str, Any]:

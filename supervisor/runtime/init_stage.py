@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - CPython always has it
     _json = None  # type: ignore[assignment]
 
 if __package__:  # imported as supervisor.runtime.init_stage
-    from supervisor.runtime import cgroupfs, console, libc, namespaces, rootfs, security
+    from supervisor.runtime import cgroupfs, console, libc, namespaces, rootfs, security, userns
 else:  # in the fork server: top-level modules beside forkserver.py
     import cgroupfs
     import console
@@ -36,6 +36,7 @@ else:  # in the fork server: top-level modules beside forkserver.py
     import namespaces
     import rootfs
     import security
+    import userns
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONFIG_FD = 3
@@ -182,7 +183,13 @@ def stage0(config: dict) -> None:
     """Join the cgroups, unshare, fork, report the child's pid. Returns only in the child,
     pid 1 of the new pid namespace; stage 0 itself exits here."""
     namespaces.join_cgroups(config.get("cgroup_procs", ()))
-    namespaces.unshare_container(config.get("network_namespace") or "")
+    network = config.get("network_namespace") or ""
+    if config.get("uid_map"):  # --userns-remap: userns.py's theory of operation
+        if network not in ("", "host"):  # another container's: joined while we are the host's root
+            namespaces.join_network_namespace(network)
+            network = "host"  # i.e. keep the one we are in
+        userns.prepare_mapped_rootfs(config)
+    namespaces.unshare_container(network)
     fork_and_report("the container process")
 
 
@@ -226,8 +233,13 @@ def container(config: dict) -> None:
     """pid 1: build the container's world, become the user, execve. Never returns."""
     os.umask(0)  # device nodes and mount points get exactly the modes given
     root = config["rootfs"]
-    rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
-    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False), config.get("shm_size", ""))
+    mapped = bool(config.get("uid_map"))
+    if mapped:  # stage 0 mounted the overlay, as the host's root
+        userns.unlock_rootfs(root)
+    else:
+        rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
+    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False), config.get("shm_size", ""),
+                        user_namespace=mapped)
     cgroupfs.mount_cgroupfs(rootfs.secure_join(root, "/sys"), config.get("cgroupfs", ()), config.get("writable_sysfs", False))
     if config.get("terminal"):  # -t: a pty of the container's own devpts (console.py)
         console.set_up_terminal(rootfs.secure_join(root, "/dev"), console=True)
@@ -243,7 +255,8 @@ def container(config: dict) -> None:
     if config.get("readonly_rootfs"):
         rootfs.make_root_readonly()
     namespaces.set_hostname(config.get("hostname") or config["id"][:12])
-    namespaces.loopback_up()
+    if not (mapped and config.get("network_namespace")):  # a shared one is not ours to change
+        namespaces.loopback_up()
 
     uid, gid, groups, home = security.resolve_user(
         config.get("user", ""), read_text("/etc/passwd"), read_text("/etc/group")

@@ -12,6 +12,8 @@ and building a root filesystem, it joins those of the container's pid 1.
                                   check /proc/<pid>/stat: still pid 1 of that start
                                   open /proc/<pid>/ns/{ipc,uts,net,pid,cgroup,mnt}
                                   write own pid to the container's cgroup.procs
+                                  (--userns-remap: setns its user namespace first, it
+                                  owns the others; become its root: userns.py)
                                   setns each (mnt last: it moves / and cwd into the
                                   container's root); pid only applies to children
                                   fork -------------------------------->  wait on the sync pipe

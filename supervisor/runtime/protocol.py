@@ -40,6 +40,12 @@ reads EOF). Any other fd is closed.
     <-- EOF (execve closed fd 4) --------------------------------------  execve(argv)
     <-- {"error": "...", "exit_code": N}\\n --------------------------  or report and _exit(N)
 
+Under ``--userns-remap`` (``"uid_map"`` set) stage 0 does more before its unshare, while it
+is still the host's root: it makes the container's user namespace and writes its maps from
+outside, mounts the overlay over idmapped image layers in a mount namespace of its own, then
+enters the user namespace as its root; the namespaces it unshares next belong to it
+(``userns.py`` has that part's diagram). The supervisor's side of the handshake is unchanged.
+
 With ``"network_sync": true`` the supervisor keeps fd 3 open after the config (which then
 ends with a newline), configures pid 1's network namespace once it has the pid (the veth,
 eth0, the route: ``supervisor/network``), and writes one byte on fd 3; pid 1 reads it last,
@@ -99,10 +105,15 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
      "terminal": false,                -t: fd 0 is the console socket; a pty of the
                                        container's devpts is made and its master sent
                                        back on it; /dev/console bound to it (console.py)
-     "cgroupfs": ["memory\t/sys/fs/cgroup/memory/dockyard/<id>", ...] | ["cgroup2"]}
+     "cgroupfs": ["memory\t/sys/fs/cgroup/memory/dockyard/<id>", ...] | ["cgroup2"],
                                        what /sys/fs/cgroup shows (cgroupfs.py): v1, each
                                        hierarchy's own cgroup bound read-only at its name;
                                        v2, a cgroup2 mount in the cgroup namespace
+     "uid_map": ["0 100000 65536"],    --userns-remap: a user namespace with these maps
+     "gid_map": ["0 100000 65536"],    (INSIDE OUTSIDE COUNT), made by stage 0 (userns.py);
+                                       [] for none (the host's)
+     "idmap_layers": false}            idmapped mounts of the lower dirs (else the daemon
+                                       gave copies chowned for the mapping)
 """
 
 from __future__ import annotations
@@ -205,6 +216,11 @@ class LaunchConfig:
     # /sys/fs/cgroup in the container (runtime/cgroupfs.py): "HIERARCHY\tHOST_DIR" per v1
     # hierarchy, or ("cgroup2",); () leaves sysfs's empty directory.
     cgroupfs: tuple[str, ...] = ()
+    # --userns-remap (supervisor/userns.py, runtime/userns.py): the maps, and whether the
+    # stage idmaps the image layers (else they are the daemon's chowned copies).
+    uid_map: tuple[str, ...] = ()
+    gid_map: tuple[str, ...] = ()
+    idmap_layers: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -265,6 +281,7 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
         _check_security(self)
+        _check_id_maps(self)
 
     def to_map(self) -> dict:
         data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -288,6 +305,20 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
         return cls(**document)
+
+
+ID_MAP_ENTRY = re.compile(r"^[0-9]{1,10} [0-9]{1,10} [1-9][0-9]{0,9}\Z")
+
+
+def _check_id_maps(config: LaunchConfig) -> None:
+    for name in ("uid_map", "gid_map"):
+        entries = getattr(config, name)
+        if len(entries) > 340 or not all(ID_MAP_ENTRY.match(entry) for entry in entries):
+            raise InvalidArgument(f"launch config.{name}: not at most 340 'INSIDE OUTSIDE COUNT' entries")
+    if bool(config.uid_map) != bool(config.gid_map):
+        raise InvalidArgument("launch config: uid_map and gid_map go together")
+    if config.idmap_layers and not config.uid_map:
+        raise InvalidArgument("launch config.idmap_layers: needs uid_map and gid_map")
 
 
 SECCOMP_PROGRAM = re.compile(r"^(?:[0-9a-f]{16})*\Z")  # struct sock_filter: 8 bytes each

@@ -84,7 +84,7 @@ class Execs:
             cwd=spec.workdir or resolved.workdir,
             user=spec.user or resolved.user,
             cgroup_procs=tuple(cgroup.procs_files),
-            **privileges.process_security(container.spec, cgroup).launch_fields(),
+            **privileges.exec_security(container.spec, cgroup, spec.privileged).launch_fields(),
         )
         names = {"execID": execution.id, "command": execution.command}
         events = self.core.events

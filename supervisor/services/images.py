@@ -28,6 +28,7 @@ from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.spec import ContainerSpec, merge_env
+from supervisor.userns import IdMapping
 
 
 class Images:
@@ -73,6 +74,7 @@ class Images:
         image = await trio.to_thread.run_sync(functools.partial(
             self.store.commit_container, str(container.upper), base.id, reference=reference, config=config,
             created_by=shlex.join(container.resolved.argv), comment=comment, author=author, warnings=walked,
+            owners=from_host(container),
         ))
         self._walk_warnings("commit", container, walked, warnings)
         self.events.container(container, "commit", image=image.id, **({"reference": reference} if reference else {}))
@@ -91,7 +93,7 @@ class Images:
         container = self.core.get(ref)
         walked = WalkWarnings()
         await trio.to_thread.run_sync(write_file, output, functools.partial(
-            containerfs.export, str(container.upper), container.layers, warnings=walked))
+            containerfs.export, str(container.upper), container.layers, warnings=walked, owners=from_host(container)))
         self._walk_warnings("export", container, walked, warnings)
         self.events.container(container, "export")
 
@@ -107,7 +109,8 @@ class Images:
             upper, layers, inner, top = mounted[0], [], mounted[1], posixpath.basename(mounted[2])
 
         def write(stream: BinaryIO) -> None:
-            names.append(containerfs.copy_out(container.name, upper, layers, inner, stream, walked, top))
+            names.append(containerfs.copy_out(container.name, upper, layers, inner, stream, walked, top,
+                                              owners=from_host(container)))
 
         await trio.to_thread.run_sync(write_file, output, write)
         self._walk_warnings("copy from", container, walked, warnings)
@@ -125,7 +128,7 @@ class Images:
                 upper, layers, inner, pid = mounted[0], [], mounted[1], 0
             written = await trio.to_thread.run_sync(functools.partial(
                 containerfs.copy_in, container.name, upper, layers, pid, source, inner,
-                container.directory, walked,
+                container.directory, walked, to_host(container),
             ))
         if mounted is not None:
             written = posixpath.join(mounted[2], written.lstrip("/"))
@@ -230,3 +233,13 @@ def write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
         if exc.filename != str(output):  # the source, not the output
             raise
         raise InvalidArgument(f"cannot write {output}: {exc.strerror}", path=str(output)) from None
+
+
+def from_host(container: Container) -> Any:
+    """A remapped container's host ids to its own (``IdMapping.from_host``), or None."""
+    return IdMapping.from_map(container.id_mapping).from_host if container.id_mapping else None
+
+
+def to_host(container: Container) -> Any:
+    """A remapped container's ids to the host's (``IdMapping.to_host``), or None."""
+    return IdMapping.from_map(container.id_mapping).to_host if container.id_mapping else None

@@ -43,7 +43,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                    "supervisor.network.manager", "supervisor.network.nat", "supervisor.network.proxy",
                    "supervisor.network.user", "supervisor.network.dns", "supervisor.network.isolation",
                    "supervisor.registry", "supervisor.store", "supervisor.journal", "supervisor.stats",
-                   "supervisor.systemd", "supervisor.volumes", "supervisor.volumedriver"),
+                   "supervisor.systemd", "supervisor.volumes", "supervisor.volumedriver", "supervisor.userns"),
                   ("model", "leaves", "logs"),
                   "Linux, files and the registry protocol: they know nothing of the lifecycle or the bus"),
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",

@@ -195,3 +195,14 @@ def test_terminal_and_cgroupfs_reach_the_stage() -> None:
     stage = init_stage.loads(config.to_json().decode())
     assert stage["terminal"] is True and stage["cgroupfs"] == ["cpu,cpuacct\t/sys/fs/cgroup/cpu,cpuacct/dy/x"]
     assert make_config(cgroupfs=("cgroup2",)).cgroupfs == ("cgroup2",)
+
+
+def test_the_id_maps_of_a_user_namespace_round_trip_and_are_checked() -> None:
+    config = make_config(uid_map=("0 100000 65536",), gid_map=("0 100000 65536",), idmap_layers=True)
+    assert LaunchConfig.from_json(config.to_json()) == config
+    for bad in ({"uid_map": ("0 100000",), "gid_map": ("0 100000 65536",)},
+                {"uid_map": ("0 100000 0",), "gid_map": ("0 100000 65536",)},
+                {"uid_map": ("0 100000 65536",)},
+                {"idmap_layers": True}):
+        with pytest.raises(InvalidArgument, match="uid_map|gid_map|idmap_layers"):
+            make_config(**bad)

@@ -115,3 +115,10 @@ def test_init_is_unset_until_create_decides() -> None:
     assert ContainerSpec(image="base").init is None
     spec = ContainerSpec(image="base", init=True, init_path="/usr/bin/tini-static")
     assert ContainerSpec.from_map(spec.to_map()) == spec
+
+
+def test_userns_mode_is_host_or_nothing():
+    assert ContainerSpec(image="base", userns_mode="host").to_map()["userns_mode"] == "host"
+    assert ContainerSpec.from_map({"image": "base"}).userns_mode == ""
+    with pytest.raises(InvalidArgument, match="--userns"):
+        ContainerSpec(image="base", userns_mode="private")
