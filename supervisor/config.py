@@ -47,6 +47,9 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    live_restore: containers outlive the supervisor (docs/architecture.md, "Live restore"):
+        they are launched through the keeper, left running when it stops, and adopted
+        again by the next one. ``dockyard daemon`` turns it on by default; off, a stop stops them.
     """
 
     root: Path = field(default_factory=default_root)
@@ -67,6 +70,7 @@ class Config:
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    live_restore: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())

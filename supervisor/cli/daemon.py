@@ -51,6 +51,11 @@ def register(sub: Any) -> None:
                         "disconnected (default 8 MiB)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
+    p.add_argument("--live-restore", nargs="?", const="true", default=None, choices=("true", "false"),
+                   metavar="true|false",
+                   help="containers keep running when the daemon stops, dies or is upgraded, and the next daemon "
+                        "adopts them, output included (default true; false: a stop stops them all). Under systemd "
+                        "it needs KillMode=process (docs/operations.md)")
     p.set_defaults(handler=cmd_daemon, client=False)
 
     p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
@@ -107,6 +112,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
+            live_restore=(args.live_restore or str(setting("live-restore", "true")).lower()) == "true",
             **network_settings(args),
         )
     except ValueError as error:

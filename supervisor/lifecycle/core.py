@@ -66,13 +66,20 @@ class Lifecycle:
         volumes: the volumes (``supervisor.volumes.VolumeStore``), or None: no volume can be used.
         default_ulimits: ``NAME=SOFT[:HARD]`` given at create to a container without a --ulimit of
             that name (``--default-ulimit``); stored in its spec, as the default pids limit.
+        keeper: the keeper's client (live restore), or None.
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
                  host_memory: int = 0, local_logs: Any = None, volumes: Any = None,
-                 default_ulimits: tuple[str, ...] = ()):
+                 default_ulimits: tuple[str, ...] = (), keeper: Any = None):
         self.containers: dict[str, Container] = {}
+        # Live restore: the keeper (runtime/keeperclient.py) launches containers and holds them
+        # across daemon restarts; None: the launcher does, and they end with the daemon.
+        self.keeper = keeper
+        self.held: dict[str, Any] = {}  # at daemon start: what the keeper held (lifecycle/restore.py)
+        self.restoring: list[Container] = []  # running records the keeper holds, adopted once the nursery runs
+        self.not_adopted: dict[str, str] = {}  # container id -> why it could not be adopted (daemon.restore)
         self.store = store
         self.images = images
         self.cgroups = cgroups

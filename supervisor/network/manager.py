@@ -198,6 +198,42 @@ class Network:
             raise
         return attachment
 
+    async def adopt(self, container: Any, held: Any) -> Attachment:
+        """A running container's attachment again (live restore, lifecycle/restore.py): its
+        lease, its published ports' sockets as the keeper held them (bound all along; a
+        port whose socket is missing is bound again), its DNAT rules. Its veth and /etc
+        files are where they were."""
+        mode = container.spec.network
+        etc_dir = Path(container.directory) / "network"
+        attachment = Attachment(container.id, "container" if mode.startswith("container:") else mode, str(etc_dir))
+        attachment.init_layer = _init_layer(Path(container.directory) / "init")
+        if mode != "bridge":
+            return attachment
+        import socket as stdlib_socket
+
+        attachment.address = next((address for address, owner in self.leases.leases.items()
+                                   if owner == container.id), "")
+        attachment.gateway = self.leases.gateway
+        attachment.prefixlen = self.subnet.prefixlen
+        attachment.mac = mac_address(attachment.address) if attachment.address else ""
+        attachment.bridge = self.bridge
+        try:
+            for index, (host_ip, host_port, container_port, protocol, port) in enumerate(held.extra.get("ports", [])):
+                mapping = PortMapping(int(container_port), str(protocol), str(host_ip), int(host_port))
+                fd = held.take(f"port.{index}")
+                if fd >= 0:
+                    sock = trio.socket.from_stdlib_socket(stdlib_socket.socket(fileno=fd))
+                else:
+                    sock, port = await proxy.bind(PortMapping(mapping.container_port, mapping.protocol,
+                                                              mapping.host_ip, int(port)), container.name)
+                attachment.sockets.append(sock)
+                attachment.ports.append((mapping, int(port)))
+            attachment.nat_rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+        except BaseException:
+            await self.release(attachment)
+            raise
+        return attachment
+
     async def connect(self, attachment: Attachment, pid: int) -> None:
         """The veth pair and eth0 for pid 1's namespace (launch's ``prepare`` hook)."""
         if attachment.mode != "bridge":
