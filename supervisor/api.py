@@ -133,7 +133,9 @@ class Supervisor:
             default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
             volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
         )
-        if self.config.live_restore:
+        if self.config.live_restore or (self.config.run_dir / "keeper.sock").exists():
+            # Without live restore a keeper left by an earlier daemon is used all the same, so
+            # that its containers are adopted (and stopped with this daemon) rather than lost.
             self.keeper = self.lifecycle.keeper = KeeperClient(self.config.run_dir, self.config.python, self.log)
         self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.image_service = Images(self.lifecycle, self.images)
@@ -204,7 +206,7 @@ class Supervisor:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         try:
             with trio.CancelScope(shield=True):
-                leaving = self.keeper is not None and any(c.status.running for c in self.lifecycle.containers.values())
+                leaving = self.config.live_restore and any(c.status.running for c in self.lifecycle.containers.values())
                 if leaving:  # live restore: they run on, held by the keeper, for the next daemon
                     self.leave_running()
                 else:

@@ -100,6 +100,7 @@ class ContainerLog:
         # records have reached, and (seq, end offset) of its records not released yet.
         self.spools: dict[int, Any] = {}
         self.detached = False  # the daemon leaves the container running: no last partial line is cut
+        self.spool_failures: list[str] = []  # spools dropped (their fd failed): logged by the supervisor
         self._spool_offset: dict[int, int] = {}
         self._spool_marks: dict[int, deque[tuple[int, int]]] = {}
 
@@ -120,7 +121,11 @@ class ContainerLog:
         while marks and marks[0][0] <= seq:
             released = marks.popleft()
         if released is not None:
-            self.spools[code].release(*released)
+            try:
+                self.spools[code].release(*released)
+            except OSError as exc:  # the spool is gone: output is no longer kept across a daemon restart
+                self.spools.pop(code)
+                self.spool_failures.append(f"{STREAM_NAMES[code]}: {exc.strerror}")
 
     async def write(self, stream: str, chunk: bytes) -> None:
         """Take a chunk of a stream's output; in blocking mode, return only once the buffer

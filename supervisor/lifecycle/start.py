@@ -286,6 +286,11 @@ async def supervise(core: Lifecycle, container: Container, process: Any,
     mounts = process.take_mount_namespace()
     if mounts >= 0:
         container.unmounted = trio.Event()
+    if log.spools:  # their fds close with the process; what is left is released by the keeper
+        log.spools.clear()
+    if log.spool_failures:
+        core.log.warning("an output spool failed: output is not kept across a daemon restart",
+                         container=container.id, failures=log.spool_failures)
     process.close()
     cgroup, container.cgroup = container.cgroup, None
     reader, container.stats_reader = container.stats_reader, None
