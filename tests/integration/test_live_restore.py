@@ -186,3 +186,32 @@ def test_attach_to_a_terminal_after_a_restart_echoes_and_resizes(live):
     finally:
         terminal.close()
     assert inspect(live, "shell")["State"]["Running"]
+
+
+def test_a_published_port_stays_bound_while_the_daemon_is_away_and_answers_after(live):
+    import socket
+
+    from tests.integration.test_network import fetch, free_port
+
+    port = free_port()
+    live.out("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "base", "httpd", "-f", "-p", "80", "-h", "/etc")
+    hostname = live.out("exec", "web", "hostname").strip()
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
+    assert live.process is not None
+    live.process.send_signal(signal.SIGKILL)
+    live.process.wait(TIMEOUT)
+    # No daemon: the keeper holds the listening socket, so a client connects (the kernel's
+    # backlog) and waits instead of being refused.
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        waiting.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+        live.start(timeout=120)
+        restored(live)
+        answer = b""
+        while chunk := waiting.recv(4096):
+            answer += chunk
+        assert answer.endswith(hostname.encode() + b"\n"), answer
+    finally:
+        waiting.close()
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
+    assert live.out("port", "web") == f"80/tcp -> 127.0.0.1:{port}\n"
