@@ -69,7 +69,7 @@ def restored(daemon: Daemon) -> str:
     found: list[str] = []
 
     def published() -> bool:
-        events = daemon.out("events", "--since", "10m", "--until", "0s", "--filter", "type=daemon")
+        events = daemon.out("events", "--since", "1h", "--until", "0s", "--filter", "type=daemon")
         found[:] = [line for line in events.splitlines() if "daemon restore" in line and line.endswith(mark)]
         return bool(found)
 
@@ -105,7 +105,7 @@ def test_twenty_counters_survive_five_sigkills_with_every_line_once(live):
         state = inspect(live, name)["State"]
         assert state["Running"], f"{name} stopped: {state}"
         assert (state["StartedAt"], state["Pid"]) == started[name]
-    events = live.out("events", "--since", "10m", "--until", "0s", "--filter", "type=daemon")
+    events = live.out("events", "--since", "1h", "--until", "0s", "--filter", "type=daemon")
     assert events.count("daemon restore") == 6, events  # the first start's, and one per restart
     adopted = restored(live).split("adopted=", 1)[1].split(", exited=", 1)[0]
     assert sorted(adopted.split("; ")) == sorted(names)
@@ -166,7 +166,7 @@ def test_an_exit_while_the_daemon_is_away_keeps_its_code_and_its_restart_policy_
     live.start(timeout=120)
     assert "exited=quitter" in restored(live)
     wait_for(lambda: inspect(live, "quitter")["RestartCount"] >= 1, "the on-failure restart")
-    events = live.out("events", "--since", "10m", "--until", "0s", "--filter", "container=quitter")
+    events = live.out("events", "--since", "1h", "--until", "0s", "--filter", "container=quitter")
     assert "exitCode=7" in events, events
     assert "bye" in live.out("logs", "quitter")
 
