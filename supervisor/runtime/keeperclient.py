@@ -290,7 +290,8 @@ class KeeperClient:
         name = config.container_id[:12]
         if self._control is None:
             try:
-                await self.connect()
+                for held in await self.connect():  # a keeper that went away left nothing to adopt
+                    held.close()
             except (KeeperError, OSError) as exc:
                 raise LaunchError(f"cannot start container {name}: {exc}") from exc
             self._closed = False
@@ -359,8 +360,8 @@ def adopt(held: HeldContainer, keeper_pid: int, exit_source: Any, open_stdin: bo
     child, the recorded start time) and held by a new pidfd, or its exit as the keeper
     reaped it. Takes the stdio and spool fds out of ``held``.
 
-    Raises:
-        LaunchError: pid 1 is not the process the keeper held (it cannot be adopted).
+    A pid 1 that is gone (or is no longer the process the keeper held: the pid was reused)
+    exited after the keeper's answer: its exit code comes from the keeper (``wait``).
     """
     from supervisor.runtime.process import parent_and_start_time
 
@@ -370,15 +371,15 @@ def adopt(held: HeldContainer, keeper_pid: int, exit_source: Any, open_stdin: bo
         try:
             pidfd = os.pidfd_open(held.pid)
             parent, start_time = parent_and_start_time(held.pid)
-        except (OSError, ValueError, IndexError) as exc:
+        except (OSError, ValueError, IndexError):
+            parent = start_time = None
+        if (parent, start_time) != (keeper_pid, held.start_time):
+            # It exited (and was reaped) since the keeper answered: the keeper reports its
+            # exit on this connection, which wait() then takes (pidfd -1).
             if pidfd >= 0:
                 os.close(pidfd)
-            raise LaunchError(f"cannot adopt container {held.id[:12]}: its pid {held.pid} is gone ({exc})") from None
-        if parent != keeper_pid or start_time != held.start_time:
-            os.close(pidfd)
-            raise LaunchError(f"cannot adopt container {held.id[:12]}: pid {held.pid} is no longer its process "
-                              f"(parent {parent}, start time {start_time}, recorded {held.start_time})")
-        if hold_mounts:
+            pidfd = -1
+        elif hold_mounts:
             try:
                 mount_namespace = os.open(f"/proc/{held.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:

@@ -56,10 +56,11 @@ class ContainerProcess:
         number when a signal killed it. Safe to call again, and from several tasks."""
         async with self._wait_lock:
             if self.returncode is None:
-                if self.pidfd < 0:
+                if self.pidfd >= 0:
+                    await trio.lowlevel.wait_readable(self.pidfd)
+                elif self.exit_source is None:
                     raise trio.ClosedResourceError(f"container process {self.pid}: closed before it was waited for")
-                await trio.lowlevel.wait_readable(self.pidfd)
-                if self.exit_source is not None:
+                if self.exit_source is not None:  # (without a pidfd: it exited, the keeper reports it)
                     self.returncode, self.finished_at = await self.exit_source(self.pid)
                 else:
                     self.returncode = reap(self.pid)
@@ -70,6 +71,8 @@ class ContainerProcess:
         if self.returncode is not None:
             return
         if self.pidfd < 0:
+            if self.exit_source is not None:
+                return  # adopted after it exited: the keeper reports its exit
             raise trio.ClosedResourceError(f"container process {self.pid}: closed")
         try:
             signal.pidfd_send_signal(self.pidfd, sig)
