@@ -82,6 +82,7 @@ class KeeperClient:
         self._exits: dict[int, tuple[int, float]] = {}
         self._waiters: dict[int, trio.Event] = {}
         self._closed = False
+        self._stopping = False
 
     # --- connection --------------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class KeeperClient:
 
     async def stop_when_idle(self) -> None:
         """The daemon stops without live restore: the keeper exits once no container runs."""
+        self._stopping = True
         if self._control is not None:
             try:
                 await self._send({"op": "stop"})
@@ -270,9 +272,10 @@ class KeeperClient:
             self._control = None
         if self._child is not None:
             child, self._child = self._child, None
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(STOP_TIMEOUT):
-                    await child.wait()
+            if self._stopping:  # it exits once no container runs: reap it (our child)
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(STOP_TIMEOUT):
+                        await child.wait()
             child.close()
 
     # --- launching ---------------------------------------------------------------------
