@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus import codec
 from bus.codec import Envelope
-from bus.connect import SYNC_TIMEOUT, check_daemon, check_prefixes, event, locate, subscriber
+from bus.connect import SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, event, locate, subscriber
 from bus.errors import FrameError, RequestTimeout
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ class AsyncSubscription:
 
     def __init__(self, sub: AsyncSocket):
         self.bad_frames = 0
+        self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
         self._sub = sub
 
     def __aiter__(self) -> AsyncSubscription:
@@ -190,9 +191,10 @@ class AsyncSubscription:
 
     async def __anext__(self) -> Envelope:
         while True:
-            envelope = event(await self._sub.recv())
-            if envelope is not None:
-                return envelope
+            received = event(await self._sub.recv())
+            if received is not None:
+                self.filter_gaps.seen(received[0])
+                return received[1]
             self.bad_frames += 1
 
     async def receive(self) -> Envelope:

@@ -4,12 +4,14 @@ Theory of operation
 -------------------
 Everything that crosses the bus is an *envelope*, a msgpack map with six keys::
 
-    {v: 1, topic: "container.3f2a….die", seq: 41, ts: 1764300000.25, source: "dockyard", data: {...}}
+    {v: 2, topic: "container.3f2a….die", seq: 41, ts: 1764300000.25, source: "dockyard", data: {...}}
 
 How envelopes travel (see docs/events.md for the full reference):
 
-* **Events** (PUB/XPUB socket ``events.sock``): two ZeroMQ frames, ``[topic, envelope]``.
-  The first frame repeats the topic so ZeroMQ's prefix filtering works on it.
+* **Events** (PUB/XPUB socket ``events.sock``): one ZeroMQ frame, ``topic NUL envelope``
+  (:func:`event_frame`, :func:`split_event`): the frame starts with the topic so ZeroMQ's
+  prefix filtering works on it. Version 1 sent two frames, ``[topic, envelope]``; clients
+  still read those (docs/events.md, *Wire revisions*).
 * **Requests** (DEALER -> ROUTER socket ``control.sock``): one frame, an envelope whose
   topic is ``request.<op>``, whose ``seq`` is the client's request id and whose ``data`` is
   the argument map.
@@ -35,7 +37,14 @@ import msgpack
 
 from bus.errors import ERROR_CODES, FrameTooLarge, MalformedFrame, RemoteError
 
-VERSION = 1
+VERSION = 2
+#: The envelope versions this side reads: 2 (events in one frame), 1 (events in two).
+VERSIONS = (1, 2)
+#: Ends the topic at the start of an event's frame (no topic contains it).
+TOPIC_END = b"\x00"
+#: The longest topic prefix of an event frame (a filtered subscription's topic is the
+#: longest: bus/filters.py bounds it below this).
+MAX_EVENT_PREFIX = 8192
 #: Largest frame the codec accepts or produces (bytes).
 MAX_FRAME = 8 * 1024 * 1024
 MAX_TOPIC = 255
@@ -78,8 +87,8 @@ class Envelope(tuple):
         ts: float | None = None,
         v: int = VERSION,
     ) -> Envelope:
-        if type(v) is not int or v != VERSION:
-            raise MalformedFrame(f"unsupported version {v!r} (this side speaks {VERSION})")
+        if type(v) is not int or v not in VERSIONS:
+            raise MalformedFrame(f"unsupported version {v!r} (this side speaks {', '.join(map(str, VERSIONS))})")
         if type(topic) is not str or topic not in _VALID_TOPICS:
             _check_topic(topic)
         if type(seq) is not int or not 0 <= seq < _SEQ_LIMIT:
@@ -149,15 +158,17 @@ class Encoder:
             raise FrameTooLarge(len(frame), MAX_FRAME)
         return frame
 
-    def encode_around(self, envelope: Envelope, buffer: bytearray, start: int, end: int) -> memoryview | None:
+    def encode_around(self, envelope: Envelope, buffer: bytearray, start: int, end: int,
+                      prefix: bytes = b"") -> memoryview | None:
         """The frame of ``envelope`` whose ``data`` map's last value, ``b""`` in the
         envelope, is ``buffer[start:end]`` instead, laid out in ``buffer`` without copying
         the payload: the frame's header (everything before the payload) is written into
         the bytes just before ``start``. Its bytes are those :func:`encode` makes of the
         envelope with the payload in place of ``b""``.
 
+        ``prefix`` goes before the header (an event's ``topic NUL``: :func:`event_frame`).
         Returns a view of ``buffer`` holding the whole frame, or None, with ``buffer``
-        untouched, when the header is longer than ``start`` (then encode it as usual).
+        untouched, when prefix and header are longer than ``start`` (then encode it as usual).
 
         Raises:
             ValueError: data is not a map whose last value is ``b""``.
@@ -173,7 +184,7 @@ class Encoder:
         if packed[-1] or packed[-2] != 0xC4 or type(data) is not dict:
             raise ValueError("encode_around: the envelope's data must be a map whose last value is b''")
         length = end - start
-        header = packed[:-2] + (b"\xc6" + length.to_bytes(4, "big") if length >= 1 << 16 else _bin_header(length))
+        header = prefix + packed[:-2] + (b"\xc6" + length.to_bytes(4, "big") if length >= 1 << 16 else _bin_header(length))
         first = start - len(header)
         if first < 0:
             return None
@@ -181,6 +192,24 @@ class Encoder:
             raise FrameTooLarge(end - first, MAX_FRAME)
         buffer[first:start] = header
         return memoryview(buffer)[first:end]
+
+
+def event_frame(topic: str, envelope_frame: bytes) -> bytes:
+    """The one frame of an event (version 2): ``topic NUL envelope``."""
+    return topic.encode() + TOPIC_END + envelope_frame
+
+
+def split_event(frame: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+    """An event frame's topic and envelope (a view of the frame if it is one, else bytes).
+
+    Raises:
+        MalformedFrame: no NUL within the first MAX_EVENT_PREFIX bytes, or an empty topic.
+    """
+    head = bytes(frame[:MAX_EVENT_PREFIX]) if type(frame) is memoryview else frame
+    end = head.find(TOPIC_END, 0, MAX_EVENT_PREFIX)
+    if end <= 0:
+        raise MalformedFrame("an event frame must start with its topic and a NUL byte")
+    return head[:end], frame[end + 1 :]
 
 
 def _bin_header(length: int) -> bytes:

@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 from bus import codec, sockets
 from bus.codec import Envelope
 from bus.errors import DaemonUnavailable, FrameError
+from bus.filters import PREFIX as _FILTER_TOPIC_PREFIX
+
+FILTER_PREFIX = _FILTER_TOPIC_PREFIX.encode()
+#: A subscription-only replay's topics (bus/remote.py).
+REPLAY_PREFIX = b"replay."
 
 if TYPE_CHECKING:
     import zmq
@@ -108,15 +113,46 @@ def check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
     return [prefix.encode() for prefix in prefixes]
 
 
-def event(frames: list[bytes]) -> Envelope | None:
-    """The envelope of an event's two frames ``[topic, envelope]``; None when they are not
-    one (the subscription counts it in ``bad_frames``)."""
-    if len(frames) != 2:
-        return None
+def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
+    """The topic and envelope of an event: one frame ``topic NUL envelope`` (version 2),
+    or two frames ``[topic, envelope]`` (version 1: an older daemon); None when it is not
+    one (the subscription counts it in ``bad_frames``). The topic is the envelope's own,
+    or a filtered subscription's (bus/filters.py)."""
     try:
-        envelope = codec.decode(frames[1])
+        if len(frames) == 1:
+            topic, body = codec.split_event(frames[0])
+        elif len(frames) == 2:
+            topic, body = frames
+        else:
+            return None
+        envelope = codec.decode(body)
     except FrameError:
         return None
-    if envelope.topic.encode() != frames[0]:
+    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX) and not topic.startswith(REPLAY_PREFIX):
         return None
-    return envelope
+    return topic, envelope
+
+
+class FilterGaps:
+    """Gap detection on filtered subscriptions (bus/filters.py): the topic of a filtered
+    event numbers the matches of its filter; ``missed`` counts the numbers that
+    never arrived. The first number seen for a filter is where this subscriber started."""
+
+    __slots__ = ("missed", "_last")
+
+    def __init__(self) -> None:
+        self.missed = 0
+        self._last: dict[bytes, int] = {}
+
+    def seen(self, topic: bytes) -> None:
+        if not topic.startswith(FILTER_PREFIX):
+            return
+        prefix, _, number = topic.rpartition(b".")
+        try:
+            n = int(number)
+        except ValueError:
+            return
+        last = self._last.get(prefix)
+        if last is not None and n > last + 1:
+            self.missed += n - last - 1
+        self._last[prefix] = n

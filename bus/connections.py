@@ -56,6 +56,9 @@ class Connections:
         self.abandonable: dict[bytes, set[trio.CancelScope]] = {}  # peer -> its cancellable requests
         self.nursery: trio.Nursery | None = None
         self._paths = {"control": os.fsencode(control_path), "events": os.fsencode(events_path)}
+        #: Ports the events socket listens on over tcp (bus/remote.py): its connections there
+        #: are its own too.
+        self.tcp_ports: set[int] = set()
         self._stats = stats
         self._log = log
         self._monitors: dict[str, AsyncSocket] = {}
@@ -103,7 +106,7 @@ class Connections:
         last_gone = {fd: index for index, (event, fd) in enumerate(batch) if event == zmq.EVENT_DISCONNECTED}
         for index, (event, fd) in enumerate(batch):
             if event == zmq.EVENT_ACCEPTED:
-                sock = None if last_gone.get(fd, -1) > index else _own_connection(fd, path)
+                sock = None if last_gone.get(fd, -1) > index else _own_connection(fd, path, self.tcp_ports)
                 try:
                     pid = _peer_pid(sock)
                     # One that cannot be closed (gone already, or not recognised) is counted.
@@ -177,7 +180,7 @@ class Connections:
     def cut_off_subscriber(self, fd: int, published: int, limit: int) -> None:
         """Disconnect a subscriber that read nothing while ``published`` bytes of events
         went out (``limit``: the bound it passed)."""
-        sock = _own_connection(fd, self._paths["events"])
+        sock = _own_connection(fd, self._paths["events"], self.tcp_ports)
         if sock is None:
             return
         try:
@@ -222,15 +225,21 @@ def _monitor(context: zmq.Context, sock: zmq.Socket, address: str) -> zmq.Socket
     return pair
 
 
-def _own_connection(fd: int, path: bytes) -> _socket.socket | None:
+def _own_connection(fd: int, path: bytes, tcp_ports: set[int] | frozenset[int] = frozenset()) -> _socket.socket | None:
     """A socket object over fd (detach() it after use) if fd is a connection accepted on the
-    unix socket bound at path, else None: fds are reused, see bus/peers.py."""
+    unix socket bound at path (or on one of ``tcp_ports``), else None: fds are reused, see
+    bus/peers.py."""
     try:
         sock = _socket.socket(fileno=fd)
     except OSError:
         return None
     try:
-        name = sock.getsockname() if sock.family == _socket.AF_UNIX else None
+        if sock.family == _socket.AF_UNIX:
+            name = sock.getsockname()
+        elif tcp_ports and sock.family in (_socket.AF_INET, _socket.AF_INET6) and sock.getsockname()[1] in tcp_ports:
+            return sock
+        else:
+            name = None
     except OSError:
         name = None
     if name is not None and (os.fsencode(name) == path or _same_file(name, path)):

@@ -6,12 +6,13 @@ Theory of operation
 -------------------
 ::
 
-    publish() ──▶ deque ──▶ events task ──[topic, envelope]──▶ XPUB events.sock ──▶ SUB sockets
+    publish() ──▶ deque ──▶ events task ──topic NUL envelope──▶ XPUB events.sock ──▶ SUB sockets
                                ◀──────── subscription messages b"\\x01<prefix>" ─────┘
 
 ``publish`` is synchronous and cheap: it numbers the event (gap-free per channel), encodes
 it (:class:`bus.codec.Encoder`; a big payload gets its header written in front of it in
-its own buffer and goes out without a copy) and appends ``(topic, frame)`` to a deque.
+its own buffer and goes out without a copy) and appends the frame, ``topic NUL envelope``
+(one frame: a two-frame message costs pyzmq three times one), to a deque.
 The events task owns the XPUB socket: it drains the deque with non-blocking sends in
 batches, reads subscription messages, and parks on the socket when both are empty;
 ``publish`` wakes it when the deque goes from empty to non-empty. PUB/XPUB drops silently
@@ -30,22 +31,37 @@ after).
 *Sync tokens.* A subscription ``sync.<token>`` seen on the XPUB wakes the ``bus.sync``
 request waiting for it (bus/server.py draws the handshake), or is kept (at most
 ``SYNC_SEEN_LIMIT``) for the request still on its way.
+
+*Filtered subscriptions.* A subscription ``filter.<token>.`` carries a filter
+(bus/filters.py): the events task registers it, and ``publish`` queues each event of
+``filter_channel`` that passes it once more under ``filter.<token>.<n>``, the same
+envelope bytes (no second encode). The filter is evaluated before anything is sent, so a
+subscriber that wants 1% of the events receives 1% of them. The last unsubscription (XPUB
+passes only that one) forgets the filter.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
 import zmq
 
 from bus import codec
-from bus.codec import Envelope
+from bus.codec import TOPIC_END, Envelope, event_frame
 from bus.connections import Connections, unread_bytes
+from bus.errors import MalformedFrame
+from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
 from bus.requests import RequestFailed
 from bus.stats import BusStats
 from bus.trio_zmq import AsyncSocket
+
+FILTER_PREFIX = FILTER_TOPIC_PREFIX.encode()
+#: A subscription-only replay's prefix (bus/remote.py), and the topic of its end marker.
+REPLAY_PREFIX = b"replay."
+REPLAY_END = "replay.end"
 
 __all__ = ["Publisher", "PAYLOAD_MIN", "PAYLOAD_ROOM"]
 
@@ -82,13 +98,21 @@ class Publisher:
         self._source = source
         self._sequencer = codec.Sequencer()
         self._encoder = codec.Encoder()  # codec.encode() without a Packer per event
-        self._queue: deque[tuple[bytes, bytes | memoryview]] = deque()
+        self._queue: deque[bytes | memoryview] = deque()
         self._drained = trio.Event()
         self._sync_seen: OrderedDict[str, None] = OrderedDict()
         self._sync_waiting: dict[str, trio.Event] = {}
         self._events_bytes = 0  # bytes of events handed to the XPUB socket, ever
         self._checked_at = 0  # _events_bytes at the last _check_subscribers()
         self._stalled: dict[int, tuple[int, int, float]] = {}  # fd -> (unread, _events_bytes, time) then
+        #: The channel whose events filtered subscriptions see (bus/filters.py); None: no filters.
+        self.filter_channel: str | None = None
+        self.filters = FilterSet()
+        #: ``after_seq -> (envelope maps after it, last_seq, lost)``: the journal, for
+        #: subscription-only replays (``replay.<token>.<seq>.``, bus/remote.py); None: none.
+        self.replayer: Callable[[int], tuple[list[dict[str, Any]], int, int]] | None = None
+        #: What a replay's end marker says of this daemon (its id and name).
+        self.identity: dict[str, Any] = {}
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -118,16 +142,18 @@ class Publisher:
                 data = {**data, "data": bytes(memoryview(buffer)[start:end])}
         envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
         frame: bytes | memoryview | None = None
+        body: bytes | None = None
         if room is not None:
             assert payload is not None
             buffer, start, end = payload
-            frame = self._encoder.encode_around(envelope, buffer, start, end)
+            frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
             if frame is not None:
                 data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
             else:  # a very long topic or source: no room for the header
                 data["data"] = bytes(memoryview(buffer)[start:end])
         if frame is None:
-            frame = self._encoder.encode(envelope)
+            body = self._encoder.encode(envelope)
+            frame = event_frame(topic, body)
         self._sequencer.next(channel)
         self._stats.events_published += 1
         queue = self._queue
@@ -136,8 +162,20 @@ class Publisher:
             return envelope
         if not queue and self.socket is not None:
             self.socket.wake()
-        queue.append((topic.encode(), frame))
+        queue.append(frame)
+        if self.filters and channel == self.filter_channel and body is not None:
+            self._queue_filtered(data, body)
         return envelope
+
+    def _queue_filtered(self, data: Any, body: bytes) -> None:
+        """The event's envelope once more for each filtered subscription it passes
+        (bus/filters.py), behind that subscription's numbered topic."""
+        queue = self._queue
+        for filter_topic in self.filters.topics_for(data):
+            if len(queue) >= EVENT_QUEUE_LIMIT:
+                self._stats.events_dropped += 1
+            else:
+                queue.append(filter_topic + TOPIC_END + body)
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""
@@ -168,8 +206,7 @@ class Publisher:
         events = self.socket
         assert events is not None
         send = events.socket.send
-        more = zmq.SNDMORE | zmq.NOBLOCK
-        last = zmq.NOBLOCK
+        nonblocking = zmq.NOBLOCK
         queue = self._queue
         stats = self._stats
         while True:
@@ -179,10 +216,9 @@ class Publisher:
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
-                topic, frame = queue.popleft()
+                frame = queue.popleft()
                 try:
-                    send(topic, more)
-                    send(frame, last, copy=len(frame) < EVENT_ZERO_COPY)
+                    send(frame, nonblocking, copy=len(frame) < EVENT_ZERO_COPY)
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
                     stats.events_dropped += 1
                 sent += 1
@@ -230,6 +266,13 @@ class Publisher:
         subscribe = body[0] == 1
         if subscribe:
             self._stats.subscriptions += 1
+        if body.startswith(FILTER_PREFIX, 1):
+            self._on_filter(body[1:].decode("utf-8", "replace"), subscribe)
+            return
+        if body.startswith(REPLAY_PREFIX, 1):
+            if subscribe:
+                self._replay(body[1:])
+            return
         if not body.startswith(b"sync.", 1):
             return
         token = body[6:].decode("utf-8", "replace")
@@ -243,6 +286,44 @@ class Publisher:
         self._sync_seen[token] = None
         while len(self._sync_seen) > SYNC_SEEN_LIMIT:
             self._sync_seen.popitem(last=False)
+
+    def _on_filter(self, prefix: str, subscribe: bool) -> None:
+        """A filtered subscription came (register its filter) or its last subscriber went
+        (forget it). XPUB passes an unsubscription only for the last one."""
+        if not subscribe:
+            self.filters.remove(prefix)
+        elif not self.filters.add(prefix):
+            self._stats.filters_refused += 1
+
+    def _replay(self, prefix: bytes) -> None:
+        """A subscription ``replay.<token>.<seq>.``: the journal after ``seq`` behind that
+        topic, then a ``replay.end`` envelope (bus/remote.py). Nobody else subscribes to
+        the token, so only its subscriber receives them; its other subscriptions, sent
+        before on the same connection, are in effect (the replay is its sync too)."""
+        parts = prefix.split(b".")
+        if self.replayer is None or len(parts) != 4 or parts[3] or not parts[1] or not parts[2].isdigit():
+            self._stats.replays_refused += 1
+            return
+        events, last_seq, lost = self.replayer(int(parts[2]))
+        head = prefix + TOPIC_END
+        queue = self._queue
+        if len(queue) + len(events) + 1 > EVENT_QUEUE_LIMIT:
+            self._stats.replays_refused += 1
+            return
+        encode = self._encoder.encode
+        for event in events:
+            try:
+                envelope = Envelope(event["topic"], event["seq"], event.get("data"), event.get("source", self._source),
+                                    event.get("ts"), event.get("v", 1))
+            except (KeyError, MalformedFrame):
+                continue  # a journal record this version cannot send: its seq shows as a gap
+            queue.append(head + encode(envelope))
+        end = Envelope(topic=REPLAY_END, seq=last_seq, source=self._source,
+                       data={"last_seq": last_seq, "lost": lost, "daemon": self.identity})
+        queue.append(head + encode(end))
+        self._stats.replays += 1
+        if self.socket is not None:
+            self.socket.wake()
 
     async def subscription_seen(self, token: str, timeout: float) -> bool:
         """Wait (at most ``timeout``) until the XPUB has seen the subscription ``sync.<token>``

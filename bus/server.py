@@ -95,6 +95,8 @@ class BusServer:
         max_in_flight: int = MAX_IN_FLIGHT,
         cancel_on_disconnect: Collection[str] = (),
         subscriber_queue_bytes: int = SUBSCRIBER_QUEUE_BYTES,
+        events_listen: str | None = None,
+        events_keys: Path | None = None,
     ):
         builtin = {"bus.ping": self._ping, "bus.sync": self._sync}
         clash = sorted(set(handlers) & set(builtin))
@@ -117,6 +119,16 @@ class BusServer:
         # this class (BusServer.publish below says what it does).
         self.publish = self.publisher.publish  # type: ignore[method-assign]
         self._serving = False
+        # The events socket on tcp too, with CURVE (bus/remote.py): endpoint and key directory.
+        if events_listen is not None:
+            from bus.remote import check_endpoint
+
+            check_endpoint(events_listen)
+            if events_keys is None:
+                raise ValueError("events_listen needs events_keys: where the CURVE keys are kept")
+        self.events_listen = events_listen
+        self.events_keys = events_keys
+        self.events_endpoint: str | None = None  # the bound tcp endpoint (its port if 0 was asked)
         # Listening sockets passed in (systemd socket activation): role -> fd, see serve().
         self._activated = dict(activated or {})
         unknown = sorted(set(self._activated) - {"control", "events"})
@@ -183,6 +195,7 @@ class BusServer:
         self._serving = True
         context = zmq.Context()
         bound: dict[Path, int] = {}
+        authenticator = None
         try:
             router = context.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
@@ -203,6 +216,8 @@ class BusServer:
                 sock.bind(f"ipc://{path}")
                 os.chmod(path, SOCKET_MODE)
                 bound[path] = os.stat(path).st_ino
+            if self.events_listen is not None:  # after the ipc binds: only tcp gets CURVE
+                authenticator = self._listen_remote(xpub)
             self.control.socket = AsyncSocket(router)
             self.publisher.socket = AsyncSocket(xpub)
             task_status.started()
@@ -218,11 +233,26 @@ class BusServer:
                 self.publisher.socket.close(linger=self.publisher.linger_ms)
             self.control.socket = self.publisher.socket = None
             self.connections.close()
+            if authenticator is not None:
+                authenticator.stop()
             context.destroy(linger=0)
             for path, inode in bound.items():
                 _unlink_if_ours(path, inode)
             self.publisher.drop_queued()
             self._serving = False
+
+    def _listen_remote(self, xpub: zmq.Socket) -> Any:
+        """Bind the events socket on ``events_listen`` with CURVE (bus/remote.py)."""
+        from bus import remote
+
+        assert self.events_listen is not None and self.events_keys is not None
+        allowed = remote.AllowedKeys(self.events_keys / "allowed", self.stats)
+        authenticator = remote.listen(xpub, self.events_listen, self.events_keys, allowed)
+        endpoint = xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        _, port = remote.check_endpoint(endpoint)
+        self.connections.tcp_ports.add(port)
+        self.events_endpoint = endpoint
+        return authenticator
 
     # --- built-in ops ---------------------------------------------------------------------
 

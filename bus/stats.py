@@ -27,6 +27,10 @@ class BusStats:
     events_sent: int = 0  # events written to the XPUB socket
     events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
     subscriptions: int = 0  # subscription messages seen on the XPUB socket
+    filters_refused: int = 0  # filtered subscriptions not served: undecodable, or too many filters
+    replays: int = 0  # subscription-only replays sent (replay.<token>.<seq>., bus/remote.py)
+    replays_refused: int = 0  # replay subscriptions not served: malformed, no journal, queue full
+    remote_refused: int = 0  # tcp subscribers whose CURVE key is not allowed (bus/remote.py)
     requests_refused: int = 0  # too_many_requests: the client had max_in_flight without a reply
     requests_cancelled: int = 0  # abandoned: their client disconnected before the reply
     requests_abandoned: int = 0  # not run: they came from a connection that is gone or refused

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus import codec
 from bus.codec import Envelope
-from bus.connect import POLL_SLICE, SYNC_TIMEOUT, check_daemon, check_prefixes, event, locate, same_daemon, subscriber
+from bus.connect import POLL_SLICE, SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, event, locate, same_daemon, subscriber
 from bus.errors import DaemonUnavailable, RequestTimeout
 from bus.zmtp import ZmtpDealer, ZmtpError
 
@@ -329,6 +329,7 @@ class Subscription(Iterator[Envelope]):
     def __init__(self, sub: zmq.Socket, timeout: float | None):
         self.timeout = timeout
         self.bad_frames = 0
+        self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
         self._sub = sub
 
     def __iter__(self) -> Subscription:
@@ -358,11 +359,12 @@ class Subscription(Iterator[Envelope]):
                 if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
                     raise StopIteration from None  # closed
                 raise
-            envelope = event(frames)
-            if envelope is None:
+            received = event(frames)
+            if received is None:
                 self.bad_frames += 1
                 continue
-            return envelope
+            self.filter_gaps.seen(received[0])
+            return received[1]
 
     def close(self) -> None:
         self._sub.close(linger=0)

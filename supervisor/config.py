@@ -50,6 +50,8 @@ class Config:
     live_restore: containers outlive the supervisor (docs/architecture.md, "Live restore"):
         they are launched through the keeper, left running when it stops, and adopted
         again by the next one. ``dockyard daemon`` turns it on by default; off, a stop stops them.
+    events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
+        with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
 
     root: Path = field(default_factory=default_root)
@@ -71,6 +73,7 @@ class Config:
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
     live_restore: bool = False
+    events_listen: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -103,6 +106,8 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        if isinstance(self.journal_events, bool) or not isinstance(self.journal_events, int) or self.journal_events < 2:
+            raise ValueError(f"--events-journal must be a whole number >= 2, not {self.journal_events!r}")
         from supervisor.ulimits import LimitError, parse_ulimit
 
         object.__setattr__(self, "default_ulimits", tuple(self.default_ulimits))
@@ -123,6 +128,11 @@ class Config:
     @property
     def containers_dir(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def events_keys_dir(self) -> Path:
+        """The CURVE keys of remote event subscribers: the daemon's pair, ``allowed/``."""
+        return self.root / "events-keys"
 
     @property
     def journal_dir(self) -> Path:

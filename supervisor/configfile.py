@@ -45,6 +45,8 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max-connections": ((int,), "a whole number >= 1"),
     "max-requests-in-flight": ((int,), "a whole number >= 1"),
     "subscriber-queue-bytes": ((int,), "a whole number >= 1"),
+    "events-journal": ((int,), "a whole number >= 2"),
+    "events-listen": ((str,), "tcp://ADDR:PORT"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
     "live-restore": ((bool,), "true or false"),
 }
@@ -75,6 +77,8 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = not (value == -1 or value > 0)
         elif not bad and key in ("max-connections", "max-requests-in-flight", "subscriber-queue-bytes"):
             bad = value < 1
+        elif not bad and key == "events-journal":
+            bad = value < 2
         elif not bad and key == "default-ulimits":
             bad = not all(isinstance(entry, str) for entry in value)
         elif not bad and key == "workers":

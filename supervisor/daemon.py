@@ -19,12 +19,14 @@ import fcntl
 import os
 import resource
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from bus.server import BusServer
+from logs.atomic import write_atomic
 from supervisor import configfile, operations, systemd
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.config import Config
@@ -110,9 +112,19 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated,
                            max_connections=config.max_connections, max_in_flight=config.max_requests_in_flight,
                            cancel_on_disconnect=CANCEL_ON_DISCONNECT,
-                           subscriber_queue_bytes=config.subscriber_queue_bytes)
+                           subscriber_queue_bytes=config.subscriber_queue_bytes,
+                           events_listen=config.events_listen, events_keys=config.events_keys_dir)
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
+        server.publisher.filter_channel = EVENTS_CHANNEL  # filtered subscriptions see lifecycle events
+        # Subscription-only replays (remote subscribers have no control socket: bus/remote.py).
+        def replay_after(after_seq: int) -> tuple[list[dict[str, Any]], int, int]:
+            last_seq = server.last_seq(EVENTS_CHANNEL)
+            events, lost = journal.after(after_seq, last_seq)
+            return events, last_seq, lost
+
+        server.publisher.replayer = replay_after
+        server.publisher.identity = daemon_identity(config.root)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
@@ -150,6 +162,20 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         journal.close()
         lock.release()
     log.info("daemon stopped")
+
+
+def daemon_identity(root: Path) -> dict[str, str]:
+    """This daemon's id (made at its first start, kept in ``<root>/daemon-id``) and the
+    host's name: what a merged view of several daemons tags their events with."""
+    path = root / "daemon-id"
+    try:
+        daemon_id = path.read_text().strip()
+    except FileNotFoundError:
+        daemon_id = ""
+    if len(daemon_id) != 32 or not all(c in "0123456789abcdef" for c in daemon_id):
+        daemon_id = os.urandom(16).hex()
+        write_atomic(path, daemon_id.encode() + b"\n", durable=True, mode=0o644)
+    return {"id": daemon_id, "name": socket.gethostname()}
 
 
 def status_line(supervisor: Supervisor) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bus import filters
 from supervisor import __version__
 from supervisor.api import EVENTS_CHANNEL, Supervisor
 from supervisor.attach import Session
@@ -89,12 +90,14 @@ class Handlers:
         """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
         from supervisor.registryhandlers import RegistryHandlers
+        from supervisor.eventkeyhandlers import EventKeyHandlers
         from supervisor.volumehandlers import VolumeHandlers
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             **RegistryHandlers(self.sup).table(),
             **VolumeHandlers(self.sup).table(),
+            **EventKeyHandlers(self.sup).table(),
             ops.CONTAINER_CREATE: self.create,
             ops.CONTAINER_RUN: self.run,
             ops.CONTAINER_START: self.start,
@@ -375,15 +378,28 @@ class Handlers:
         return self.sup.images.resolve(args["image"]).to_inspect()
 
     async def events_replay(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{since?: unix time, until?: unix time} -> {events: [envelope maps], last_seq}.
+        """{since?, until?, after_seq?, filters?} -> {events: [envelope maps], last_seq, lost}.
         ``last_seq`` is the seq of the newest event published so far: a client that
         subscribed before asking shows live events with a greater seq, and so sees each
-        event exactly once."""
-        since = args["since"]
-        until = args["until"]
-        # No await between these two lines: the replay and last_seq describe the same moment.
-        events = list(self.journal.replay(since, until))
-        return {"events": events, "last_seq": self.last_event_seq()}
+        event exactly once. ``lost``: how many events after ``after_seq`` are older than
+        the journal (its size is the daemon's ``--events-journal``)."""
+        since, until, after_seq = args["since"], args["until"], args["after_seq"]
+        try:
+            wanted = filters.normalize(args["filters"] or {})
+        except filters.FilterError as error:
+            raise InvalidArgument(f"events.replay: {error}") from None
+        # No await from here to the return: the replay and last_seq describe the same moment.
+        last_seq = self.last_event_seq()
+        lost = 0
+        if after_seq is not None:
+            events, lost = self.journal.after(after_seq, last_seq)
+            events = [event for event in events if (since is None or event.get("ts", 0) >= since)
+                      and (until is None or event.get("ts", 0) <= until)]
+        else:
+            events = list(self.journal.replay(since, until))
+        if wanted:
+            events = [event for event in events if filters.matches(wanted, event.get("data"))]
+        return {"events": events, "last_seq": last_seq, "lost": lost}
 
     async def info(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{} -> daemon facts and counters; ``logs``: whether a log collector is there and

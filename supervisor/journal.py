@@ -52,17 +52,37 @@ class Journal:
         self._file.flush()
         self._count += 1
 
-    def replay(self, since: float | None = None, until: float | None = None) -> Iterator[dict[str, Any]]:
-        """Journaled events with since <= ts <= until, oldest first."""
+    def replay(self, since: float | None = None, until: float | None = None,
+               after_seq: int | None = None) -> Iterator[dict[str, Any]]:
+        """Journaled events with since <= ts <= until and seq > after_seq, oldest first."""
         self._file.flush()
         for path in (self._older, self._current):
             for event in self._read(path):
+                if after_seq is not None and event.get("seq", 0) <= after_seq:
+                    continue
                 ts = event.get("ts", 0)
                 if since is not None and ts < since:
                     continue
                 if until is not None and ts > until:
                     return
                 yield event
+
+    def after(self, after_seq: int, last_seq: int) -> tuple[list[dict[str, Any]], int]:
+        """A cursor's replay: the journaled events after ``after_seq``, and how many events
+        after it (up to ``last_seq``, the newest published) the journal no longer holds."""
+        events = list(self.replay(after_seq=after_seq))
+        first = self.first_seq()
+        oldest_kept = first if first else last_seq + 1
+        return events, max(0, oldest_kept - after_seq - 1)
+
+    def first_seq(self) -> int:
+        """The seq of the oldest journaled event, 0 when the journal is empty: a replay
+        after a seq below ``first_seq() - 1`` lost the events in between."""
+        self._file.flush()
+        for path in (self._older, self._current):
+            for event in self._read(path):
+                return int(event.get("seq", 0))
+        return 0
 
     def close(self) -> None:
         self._file.close()

@@ -146,6 +146,9 @@ IMAGE_PUSH = "image.push"
 IMAGE_LOGIN = "image.login"
 IMAGE_LOGOUT = "image.logout"
 EVENTS_REPLAY = "events.replay"
+EVENTS_KEYS_ADD = "events.keys_add"
+EVENTS_KEYS_REMOVE = "events.keys_remove"
+EVENTS_KEYS_LIST = "events.keys_list"
 LOGS_READ = "logs.read"
 LOGS_STATUS = "logs.status"
 LOGS_ACK = "logs.ack"
@@ -335,7 +338,18 @@ _OPERATIONS = (
     _op(VOLUME_PRUNE, Argument("all", "bool", default=False, doc="unused named volumes too"),
         reply="`{removed: [name]}`: the unused anonymous volumes", keys=("removed",)),
     _op(EVENTS_REPLAY, Argument("since", "number", doc="Unix s"), Argument("until", "number", doc="Unix s"),
-        reply="`{events: [envelope maps], last_seq}`", keys=("events", "last_seq")),
+        Argument("after_seq", "int", minimum=0, doc="only events with a greater seq (a cursor)"),
+        Argument("filters", "map", doc="docker's event filters, `{key: [values]}` (bus/filters.py)"),
+        reply="`{events: [envelope maps], last_seq, lost}`; `lost`: events after `after_seq` the journal no "
+              "longer holds", keys=("events", "last_seq", "lost")),
+    _op(EVENTS_KEYS_ADD, Argument("name", "str", required=True, doc="1-64 of [A-Za-z0-9_.-]"),
+        Argument("key", "str", required=True, doc="a CURVE public key (Z85) or a ZeroMQ certificate's text"),
+        reply="`{name, key}`: that client may subscribe over `--events-listen` from its next handshake",
+        keys=("name", "key")),
+    _op(EVENTS_KEYS_REMOVE, Argument("name", "str", required=True),
+        reply="`{name}`", keys=("name",), errors={"not_found": "no allowed client of that name"}),
+    _op(EVENTS_KEYS_LIST, reply="`{listen, server_key, clients: [{name, key}]}`; makes the daemon's key pair "
+        "if missing", keys=("listen", "server_key", "clients")),
     _op(LOGS_READ, _container(), Argument("since", "number"), Argument("until", "number"),
         Argument("tail", "int", minimum=0), Argument("follow", "bool", default=False), Argument("cursor", "list"),
         Argument("wait", "number", minimum=0),

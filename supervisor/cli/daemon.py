@@ -49,6 +49,11 @@ def register(sub: Any) -> None:
     p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
                    help="an event subscriber that reads nothing while this many bytes are published is "
                         "disconnected (default 8 MiB)")
+    p.add_argument("--events-listen", default=None, metavar="tcp://ADDR:PORT",
+                   help="serve the events socket there too, to remote subscribers whose CURVE public key was "
+                        "added with `dockyard events-keys add` (encrypted, subscription-only; docs/events.md)")
+    p.add_argument("--events-journal", type=int, default=None, metavar="N",
+                   help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
     p.add_argument("--live-restore", nargs="?", const="true", default=None, choices=("true", "false"),
@@ -86,7 +91,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "log-format": args.log_format, "log-level": args.log_level, "stats-interval": args.stats_interval,
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
-        "subscriber-queue-bytes": args.subscriber_queue_bytes,
+        "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
+        "events-listen": args.events_listen,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -110,6 +116,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             max_connections=setting("max-connections", 4096),
             max_requests_in_flight=setting("max-requests-in-flight", 1024),
             subscriber_queue_bytes=setting("subscriber-queue-bytes", 8 << 20),
+            journal_events=setting("events-journal", 10_000),
+            events_listen=checked_endpoint(setting("events-listen", None)),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             live_restore=(args.live_restore or str(setting("live-restore", "true")).lower()) == "true",
@@ -119,6 +127,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     reloader = Reloader(os.path.abspath(args.config), dict(settings), given) if args.config is not None else None
     return daemon_main(config, setting("log-format", "logfmt"), setting("log-level", "info"), reloader)
+
+
+def checked_endpoint(endpoint: str | None) -> str | None:
+    """--events-listen, checked: tcp://ADDR:PORT (ValueError naming the flag otherwise)."""
+    if endpoint is None:
+        return None
+    from bus.remote import RemoteError, check_endpoint
+
+    try:
+        check_endpoint(endpoint)
+    except RemoteError as exc:
+        raise ValueError(f"--events-listen: {exc}") from None
+    return endpoint
 
 
 def network_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The events channel as docs/events.md describes it, followed to the letter (issue 15 item
 7): the page's example client, run as written, sees no gap when a worker restarts, and
-`dockyard events` shows the same events live as it replays from the journal."""
+`dockyard events` shows the same events live as it replays from the journal. Filters the
+daemon evaluates (bus/filters.py), cursors (`--since-seq`) and a journal too small for the
+cursor (issue 22)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKYARD
+from tests.conftest import DOCKYARD, private_daemon
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -126,3 +128,73 @@ def test_a_worker_restart_is_no_gap_for_the_documented_subscriber_and_shows_live
     finally:
         watcher.close()
         subscriber.close()
+
+
+def events(daemon, *args: str) -> tuple[list[dict], str]:
+    """`dockyard events ARGS --format json` up to now (a replay): the envelopes and stderr."""
+    done = subprocess.run([DOCKYARD, "events", "--format", "json", "--until", f"{time.time():.3f}", *args],
+                          capture_output=True, text=True, env=daemon.env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def test_filters_are_evaluated_by_the_daemon_live_and_replayed(daemon):
+    cursor = events(daemon, "--since", "0")[0][-1]["seq"]
+    # --since-seq: whatever happens before the watcher has subscribed comes in its replay
+    watcher = subprocess.Popen([DOCKYARD, "events", "--format", "json", "--since-seq", str(cursor), "--filter", "event=die",
+                                "--filter", "event=destroy", "--filter", "container=wanted"],
+                               stdout=subprocess.PIPE, text=True, env=daemon.env)
+    try:
+        assert daemon.cli("run", "--rm", "--name", "other", "base", "sh", "-c", "exit 2").returncode == 2
+        daemon.out("run", "--rm", "--name", "wanted", "base", "true")
+        live = []
+        while len(live) < 2:
+            line = watcher.stdout.readline()
+            assert line, "the filtered stream ended early"
+            live.append(json.loads(line))
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+        watcher.stdout.close()
+    assert [(e["data"]["action"], e["data"]["attributes"]["name"]) for e in live] == [("die", "wanted"), ("destroy", "wanted")]
+    replayed, _ = events(daemon, "--since", "0", "--filter", "event=die", "--filter", "container=wanted")
+    assert [e["seq"] for e in replayed] == [live[0]["seq"]]
+    # values of one key OR, different keys AND
+    replayed, _ = events(daemon, "--since", "0", "--filter", "event=die", "--filter", "container=other",
+                         "--filter", "container=wanted", "--filter", "type=container")
+    assert sorted(e["data"]["attributes"]["name"] for e in replayed) == ["other", "wanted"]
+
+
+def test_a_bad_filter_is_refused_before_anything_is_asked(daemon):
+    done = daemon.cli("events", "--filter", "colour=red", "--since", "0")
+    assert done.returncode == 2 and "invalid filter key 'colour'" in done.stderr.decode()
+
+
+def run_and_remove(daemon, name: str) -> None:
+    """create, start, die, destroy: all published when this returns (no --rm race)."""
+    daemon.out("run", "--name", name, "base", "true")
+    daemon.out("rm", name)
+
+
+def test_since_seq_replays_exactly_what_came_after(daemon):
+    run_and_remove(daemon, "one")
+    everything, _ = events(daemon, "--since", "0")
+    cursor = everything[-1]["seq"]
+    run_and_remove(daemon, "two")
+    after, stderr = events(daemon, "--since-seq", str(cursor))
+    assert stderr == ""
+    assert [e["seq"] for e in after] == list(range(cursor + 1, cursor + 1 + len(after)))
+    assert [(e["data"]["action"], e["data"]["attributes"]["name"]) for e in after] == [
+        ("create", "two"), ("start", "two"), ("die", "two"), ("destroy", "two")]
+
+
+def test_a_cursor_older_than_the_journal_says_how_many_were_lost(tmp_path, busybox_tar):
+    with private_daemon(tmp_path, busybox_tar, "--events-journal", "4") as small:
+        for name in ("aa", "bb", "cc"):
+            run_and_remove(small, name)
+        kept, _ = events(small, "--since", "0")
+        assert 2 <= len(kept) <= 4
+        newest = kept[-1]["seq"]
+        after, stderr = events(small, "--since-seq", "0")
+        assert [e["seq"] for e in after] == [e["seq"] for e in kept] == list(range(newest - len(kept) + 1, newest + 1))
+        assert f"{newest - len(kept)} events after seq 0 are older than the daemon's journal" in stderr

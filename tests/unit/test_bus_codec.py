@@ -95,7 +95,7 @@ MALFORMED = {
     "missing ts": _frame(ts=DROP),
     "missing source": _frame(source=DROP),
     "missing data": _frame(data=DROP),
-    "unknown version": _frame(v=2),
+    "unknown version": _frame(v=3),
     "version as string": _frame(v="1"),
     "topic as bytes": _frame(topic=b"container.web"),
     "topic as int": _frame(topic=5),
@@ -168,7 +168,7 @@ def test_encode_refuses_what_cannot_go_on_the_wire() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"topic": "bad topic"}, {"seq": -1}, {"seq": 2**64}, {"ts": -5.0}, {"v": 2}, {"source": None}],
+    [{"topic": "bad topic"}, {"seq": -1}, {"seq": 2**64}, {"ts": -5.0}, {"v": 3}, {"source": None}],
     ids=["topic", "negative seq", "seq too big", "ts", "version", "source"],
 )
 def test_envelope_validates_on_construction(fields: dict) -> None:
@@ -338,3 +338,25 @@ def test_encode_around_refuses_a_frame_too_large_and_leaves_the_buffer() -> None
     with pytest.raises(FrameTooLarge):
         codec.Encoder().encode_around(Envelope("log", 1, {"data": b""}), buffer, 512, len(buffer))
     assert not any(buffer)
+
+
+def test_an_event_frame_is_its_topic_a_nul_and_the_envelope() -> None:
+    envelope = Envelope(topic="container.web.die", seq=9, data={"exitCode": 0})
+    frame = codec.event_frame(envelope.topic, encode(envelope))
+    assert frame.startswith(b"container.web.die\x00")  # ZeroMQ's prefix filtering sees the topic
+    topic, body = codec.split_event(frame)
+    assert topic == b"container.web.die" and decode(body) == envelope
+    view_topic, view_body = codec.split_event(memoryview(frame))
+    assert view_topic == topic and isinstance(view_body, memoryview) and decode(view_body) == envelope
+    assert envelope.v == 2 and decode(encode(envelope)).v == 2
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x00envelope", b"no separator at all", b"x" * codec.MAX_EVENT_PREFIX + b"\x00"])
+def test_an_event_frame_without_its_topic_is_malformed(frame: bytes) -> None:
+    with pytest.raises(MalformedFrame):
+        codec.split_event(frame)
+
+
+def test_version_1_envelopes_are_still_read() -> None:
+    old = _frame(v=1)
+    assert decode(old).v == 1

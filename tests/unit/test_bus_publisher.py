@@ -15,6 +15,7 @@ import trio
 import zmq
 
 from bus import codec
+from bus import filters as bus_filters
 from bus import publisher as bus_publisher
 from bus.client import AsyncClient
 from bus.errors import BusError
@@ -68,7 +69,7 @@ async def raw_subscriber(client: AsyncClient, run_dir: Path, prefix: bytes, toke
         context.term()
 
 
-async def test_published_frames_are_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+async def test_published_frames_are_the_topic_nul_and_exactly_codec_encode(server: BusServer, client: AsyncClient, run_dir: Path) -> None:
     async with raw_subscriber(client, run_dir, b"x.", "rawtoken") as sub:
         published = [
             server.publish("x.y", {"n": 1, "b": b"\x00bytes", "f": 1.5, "l": [None, True]}, channel="x"),
@@ -76,7 +77,7 @@ async def test_published_frames_are_exactly_codec_encode(server: BusServer, clie
         ]
         with trio.fail_after(GUARD):
             for envelope in published:
-                assert await sub.recv() == [envelope.topic.encode(), codec.encode(envelope)]
+                assert await sub.recv() == [codec.event_frame(envelope.topic, codec.encode(envelope))]
 
 
 async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_makes(
@@ -103,7 +104,7 @@ async def test_a_payload_published_from_its_buffer_is_the_frame_codec_encode_mak
             for envelope, buffer, start in zip(published, (big, small, cramped), (room, room, 10)):
                 expected = codec.Envelope(topic=envelope.topic, seq=envelope.seq, source=envelope.source, ts=envelope.ts,
                                           data={"seq": 1, "ts": 2.5, "partial": False, "data": bytes(buffer[start:])})
-                assert await sub.recv() == [b"log.c.stdout", codec.encode(expected)]
+                assert await sub.recv() == [codec.event_frame("log.c.stdout", codec.encode(expected))]
         with pytest.raises(ValueError):
             server.publish("log.c.stdout", {"data": b"x"}, channel="log.c.stdout", payload=(big, room, len(big)))
 
@@ -180,3 +181,64 @@ async def test_a_subscriber_that_reads_nothing_is_disconnected_and_a_reader_keep
         assert server.stats.subscribers_cut_off == 1  # the stuck one, not the reader
     finally:
         context.destroy(linger=0)
+
+
+async def test_a_filtered_subscription_receives_only_what_passes(server: BusServer, client: AsyncClient) -> None:
+    server.publisher.filter_channel = "events"
+    dies = bus_filters.topic_of({"event": ["die"], "label": ["app=web"]})
+
+    def lifecycle(action: str, app: str) -> dict:
+        return {"type": "container", "action": action, "id": "c1", "attributes": {"name": "c", "app": app}}
+
+    async with client.subscribe([dies]) as filtered, client.subscribe(["container."]) as everything:
+        assert len(server.publisher.filters) == 1
+        published = []
+        for i in range(200):
+            published.append(server.publish("container.c1.start", lifecycle("start", "web"), channel="events"))
+            published.append(server.publish("container.c1.die", lifecycle("die", "web" if i % 2 else "db"), channel="events"))
+        server.publish("log.c1.stdout", lifecycle("die", "web"), channel="log.c1.stdout")  # not the filtered channel
+        wanted = [envelope for envelope in published if envelope.data["action"] == "die"
+                  and envelope.data["attributes"]["app"] == "web"]
+        with trio.fail_after(GUARD):
+            received = [await filtered.receive() for _ in wanted]
+            everything_received = [await everything.receive() for _ in published]
+        assert received == wanted  # the same envelopes, events-channel seq and all
+        assert everything_received == published  # the unfiltered subscriber is untouched
+        assert filtered.filter_gaps.missed == 0
+        # nothing else came: the next thing on the filtered subscription is a new match
+        marker = server.publish("container.c1.die", lifecycle("die", "web"), channel="events")
+        with trio.fail_after(GUARD):
+            assert await filtered.receive() == marker
+    # the last unsubscription (the socket's close) forgets it
+    await until(lambda: len(server.publisher.filters) == 0, "the filter forgotten")
+
+
+async def test_a_filter_that_does_not_decode_is_counted_not_served(server: BusServer, client: AsyncClient) -> None:
+    server.publisher.filter_channel = "events"
+    async with client.subscribe(["filter.this-is-no-filter."]):
+        assert len(server.publisher.filters) == 0
+        assert server.stats.filters_refused == 1
+
+
+def test_filter_gaps_count_the_numbers_that_never_came() -> None:
+    from bus.connect import FilterGaps
+
+    gaps = FilterGaps()
+    for number in (5, 6, 9, 10):  # joined at 5: not a gap; 7 and 8 lost
+        gaps.seen(f"filter.abc.{number}".encode())
+    gaps.seen(b"container.x.die")  # unfiltered topics are not its business
+    gaps.seen(b"filter.other.1")
+    assert gaps.missed == 2
+
+
+def test_subscribers_read_both_wire_revisions() -> None:
+    from bus.connect import event
+
+    old = codec.Envelope(topic="container.c.die", seq=4, data={"exitCode": "0"}, v=1)
+    new = codec.Envelope(topic="container.c.die", seq=5, data={"exitCode": "0"})
+    assert event([b"container.c.die", codec.encode(old)]) == (b"container.c.die", old)  # an older daemon: 2 frames
+    assert event([codec.event_frame(new.topic, codec.encode(new))]) == (b"container.c.die", new)
+    filtered = b"filter.abc.3\x00" + codec.encode(new)
+    assert event([filtered]) == (b"filter.abc.3", new)
+    assert event([b"container.other.die\x00" + codec.encode(new)]) is None  # the topic lies
+    assert event([b"no nul"]) is None and event([b"a", b"b", b"c"]) is None

@@ -53,9 +53,11 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                  "the container lifecycle and the services beside it: they decide, the mechanics act; "
                  "no bus"),
     "handlers": (("supervisor.handlers", "supervisor.loghandlers", "supervisor.registryhandlers",
-                  "supervisor.volumehandlers"),
-                 ("services", "mechanics", "model", "leaves", "logs"),
-                 "one handler per bus operation: checked arguments in, the Supervisor called, a reply out"),
+                  "supervisor.volumehandlers", "supervisor.eventkeyhandlers"),
+                 ("services", "mechanics", "model", "leaves", "logs", "bus.filters", "bus.remote"),
+                 "one handler per bus operation: checked arguments in, the Supervisor called, a reply out; "
+                 "events.replay filters as the publisher does (bus/filters.py); the remote subscribers' "
+                 "key files are bus/remote.py's"),
     "daemon": (("supervisor.daemon",),
                ("handlers", "services", "mechanics", "model", "leaves", "logs", "bus"),
                "the daemon process: the Supervisor served over the bus, with its journal and workers"),

@@ -40,3 +40,17 @@ def test_a_torn_tail_after_a_crash_keeps_everything_before_it(tmp_path):
     reopened.append(event(4, 4.0))  # appends after a torn tail must stay readable
     assert [e["seq"] for e in reopened.replay()] == [1, 2, 3, 4]
     reopened.close()
+
+
+def test_replay_after_a_seq_is_a_cursor(tmp_path):
+    journal = Journal(tmp_path, capacity=10)
+    assert journal.first_seq() == 0
+    for seq in range(1, 24):
+        journal.append(event(seq, float(seq)))
+    first = journal.first_seq()
+    assert 14 <= first <= 19  # at least half the capacity kept
+    assert [e["seq"] for e in journal.replay(after_seq=20)] == [21, 22, 23]
+    assert [e["seq"] for e in journal.replay(after_seq=0)] == list(range(first, 24))
+    assert [e["seq"] for e in journal.replay(since=22, after_seq=20)] == [22, 23]
+    assert list(journal.replay(after_seq=23)) == []
+    journal.close()
