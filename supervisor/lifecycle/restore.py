@@ -26,7 +26,8 @@ import os
 import time
 from typing import Any
 
-from logs.format import STDERR, STDOUT, STREAMS
+from logs.format import DROPPED, STDOUT, STREAMS
+from logs.reader import MORE
 from logs.store import LogReader
 from supervisor import health, stats
 from supervisor.container import Container
@@ -71,7 +72,7 @@ async def adopt_one(core: Any, container: Container, held: HeldContainer) -> Non
     """Adopt one held container and start its supervising task.
 
     Raises:
-        LaunchError: it cannot be adopted (nothing of it was taken).
+        DockyardError: its network cannot be taken back (a port, the DNAT rules).
     """
     process = adopt(held, core.keeper.pid, core.keeper.exit_status, container.spec.open_stdin,
                     hold_mounts=not container.spec.auto_remove)
@@ -101,9 +102,8 @@ async def adopt_one(core: Any, container: Container, held: HeldContainer) -> Non
 
 
 def stored_sizes(directory: os.PathLike, code: int, after: int):
-    """The payload sizes of the stream's stored records after seq ``after``, in order."""
-    from logs.format import DROPPED
-
+    """The payload sizes of the stream's stored records after seq ``after``, in order
+    (read from the last index entry before it: the unstored tail is at the store's end)."""
     reader = LogReader(directory)
     numbers = reader.segments()
     position = None
@@ -123,9 +123,7 @@ def stored_sizes(directory: os.PathLike, code: int, after: int):
         for record in page.records:
             if record.stream == code and record.seq > after and not record.flags & DROPPED:
                 yield len(record.payload)
-        if page.status != "more" or not page.records:
+        if page.status != MORE or not page.records:
             return
         position = page.position
 
-
-__all__ = ["resume", "adopt_one", "stored_sizes", "STDERR"]
