@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 #: channel (its seq, the journal, ``dockyard events``) is exactly the topics with these
 #: prefixes (docs/events.md, "Channels and sequence numbers"). Here, so that the CLI reads
 #: it without importing the daemon.
-EVENT_TYPES = ("container", "daemon", "image", "volume", "worker")
+EVENT_TYPES = ("container", "daemon", "image", "network", "volume", "worker")
 
 #: Each public name and the module that defines it.
 _EXPORTS = {

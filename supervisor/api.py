@@ -61,6 +61,7 @@ from supervisor.services.healthchecks import HealthChecks
 from supervisor.services.images import Images, commit_config  # noqa: F401 - commit_config: its old home
 from supervisor.services.restarts import PendingRestart, Restarts  # noqa: F401 - PendingRestart: its old home
 from supervisor.services.sampler import Sampler, host_memory
+from supervisor.services.networks import Networks
 from supervisor.services.volumes import Volumes
 from supervisor.spec import ContainerSpec
 from supervisor.store import ContainerStore
@@ -138,6 +139,7 @@ class Supervisor:
             # that its containers are adopted (and stopped with this daemon) rather than lost.
             self.keeper = self.lifecycle.keeper = KeeperClient(self.config.run_dir, self.config.python, self.log)
         self.volumes = Volumes(self.lifecycle, self.volume_store)
+        self.networks = Networks(self.lifecycle)  # network create|ls|inspect|rm|prune|connect|disconnect
         self.image_service = Images(self.lifecycle, self.images)
         self.execs = Execs(self.lifecycle)
         self.restarts = Restarts(self.lifecycle)
@@ -253,7 +255,8 @@ class Supervisor:
         from supervisor.network.manager import Network  # pyroute2: the daemon only
 
         self.networking = Network(
-            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log
+            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log,
+            userland_proxy=self.config.userland_proxy,
         )
         running = {c.id for c in self.lifecycle.containers.values() if c.status.running}
         await self.networking.start(running)

@@ -67,6 +67,7 @@ class Config:
     bridge_name: str = "dockyard0"  # the daemon's bridge (docs/network.md)
     bridge_subnet: str = "172.31.0.0/16"
     ip_masq: bool = False  # a MASQUERADE rule for the subnet while the daemon runs
+    userland_proxy: bool = False  # published ports through the proxy, not DNAT (docs/network.md)
     default_pids_limit: int = DEFAULT_PIDS_LIMIT
     max_connections: int = 4_096
     max_requests_in_flight: int = 1_024

@@ -309,18 +309,16 @@ def _mounts(container: Container) -> list[dict[str, Any]]:
 def _network_settings(container: Container) -> dict[str, Any]:
     if container.network is not None and container.status is Status.RUNNING:
         return container.network.settings()
-    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}}
+    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}, "Networks": {}}
 
 
 def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
-    from supervisor.network import PortMapping
+    from supervisor.network.ports import parse_publish
 
     bindings: dict[str, list[dict[str, str]]] = {}
-    for entry in publish:
-        mapping = PortMapping.parse(entry)
-        bindings.setdefault(mapping.key, []).append(
-            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port or "")}
-        )
+    for mapping in (mapping for entry in publish for mapping in parse_publish(entry)):
+        host_port = str(mapping.host_port or "") + (f"-{mapping.host_port_end}" if mapping.host_port_end else "")
+        bindings.setdefault(mapping.key, []).append({"HostIp": mapping.host_ip, "HostPort": host_port})
     return bindings
 
 

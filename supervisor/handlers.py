@@ -91,12 +91,14 @@ class Handlers:
         from supervisor.loghandlers import LogHandlers
         from supervisor.registryhandlers import RegistryHandlers
         from supervisor.eventkeyhandlers import EventKeyHandlers
+        from supervisor.networkhandlers import NetworkHandlers
         from supervisor.volumehandlers import VolumeHandlers
 
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             **RegistryHandlers(self.sup).table(),
             **VolumeHandlers(self.sup).table(),
+            **NetworkHandlers(self.sup).table(),
             **EventKeyHandlers(self.sup).table(),
             ops.CONTAINER_CREATE: self.create,
             ops.CONTAINER_RUN: self.run,

@@ -159,6 +159,13 @@ VOLUME_LIST = "volume.list"
 VOLUME_INSPECT = "volume.inspect"
 VOLUME_REMOVE = "volume.remove"
 VOLUME_PRUNE = "volume.prune"
+NETWORK_CREATE = "network.create"
+NETWORK_LIST = "network.list"
+NETWORK_INSPECT = "network.inspect"
+NETWORK_REMOVE = "network.remove"
+NETWORK_PRUNE = "network.prune"
+NETWORK_CONNECT = "network.connect"
+NETWORK_DISCONNECT = "network.disconnect"
 
 
 def _op(name: str, *arguments: Argument, reply: str, keys: tuple[str, ...] | None,
@@ -337,6 +344,31 @@ _OPERATIONS = (
         errors={"not_found": "no such volume", "conflict": "containers use it (named in the message)"}),
     _op(VOLUME_PRUNE, Argument("all", "bool", default=False, doc="unused named volumes too"),
         reply="`{removed: [name]}`: the unused anonymous volumes", keys=("removed",)),
+    _op(NETWORK_CREATE, Argument("name", "str", required=True), Argument("subnet", "str", default="", doc="IPv4 CIDR"),
+        Argument("gateway", "str", default=""), Argument("ip_range", "str", default="", doc="CIDR inside the subnet"),
+        Argument("internal", "bool", default=False, doc="no way out"),
+        Argument("ipv6", "bool", default=False), Argument("subnet6", "str", default="", doc="IPv6 CIDR"),
+        Argument("gateway6", "str", default=""),
+        Argument("labels", "map", default={}, doc="{key: value}"),
+        Argument("options", "map", default={}, doc="`com.docker.network.bridge.name`: its bridge"),
+        reply="`{id, name}`", keys=("id", "name"),
+        errors={"conflict": "the name is taken"}),
+    _op(NETWORK_LIST, Argument("filters", "strings", default=[],
+                               doc="[`name=`\\|`id=`\\|`label=`\\|`driver=`\\|`type=custom\\|builtin`\\|`dangling=`]"),
+        reply="`{networks: [network inspect documents]}`", keys=("networks",)),
+    _op(NETWORK_INSPECT, Argument("network", "str", required=True, doc="name, id or id prefix"),
+        reply="docker's network inspect document", keys=None, errors={"not_found": "no such network"}),
+    _op(NETWORK_REMOVE, Argument("network", "str", required=True), reply="`{name}`", keys=("name",),
+        errors={"not_found": "no such network", "conflict": "running containers are on it (named)"}),
+    _op(NETWORK_PRUNE, reply="`{removed: [name]}`: the user networks no running container is on", keys=("removed",)),
+    _op(NETWORK_CONNECT, Argument("network", "str", required=True), _container(),
+        Argument("aliases", "strings", default=[], doc="its names on that network besides its own"),
+        Argument("ipv4", "str", default=""), Argument("ipv6", "str", default=""),
+        reply="`{}`: connected now if it runs, and at its next starts", keys=(),
+        errors={"not_found": "no such network or container", "conflict": "already connected; the address is taken"}),
+    _op(NETWORK_DISCONNECT, Argument("network", "str", required=True), _container(),
+        Argument("force", "bool", default=False, doc="not connected is no error"),
+        reply="`{}`", keys=(), errors={"not_found": "no such network or container, or not connected"}),
     _op(EVENTS_REPLAY, Argument("since", "number", doc="Unix s"), Argument("until", "number", doc="Unix s"),
         Argument("after_seq", "int", minimum=0, doc="only events with a greater seq (a cursor)"),
         Argument("filters", "map", doc="docker's event filters, `{key: [values]}` (bus/filters.py)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from logs.errors import InvalidLogOption
@@ -75,11 +75,16 @@ class ContainerSpec:
     entrypoint: tuple[str, ...] | None = None
     log_options: LogOptions = LogOptions()
     # Networking (supervisor/network/, docs/network.md).
-    network: str = "bridge"  # bridge, none, host or container:NAME
+    network: str = "bridge"  # bridge, none, host, container:NAME or a user-defined network's name
     publish: tuple[str, ...] = ()  # -p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]
     publish_all: bool = False  # -P: the image's exposed ports on random host ports
     add_host: tuple[str, ...] = ()  # --add-host HOST:IP
     dns: tuple[str, ...] = ()  # --dns IP
+    dns_search: tuple[str, ...] = ()  # --dns-search DOMAIN
+    dns_option: tuple[str, ...] = ()  # --dns-option OPTION
+    # The user-defined networks it is on, in order (docker's EndpointsConfig; the first is
+    # `network` when that names one): {name: {aliases: [..], ipv4: "", ipv6: ""}}.
+    endpoints: dict[str, Any] = field(default_factory=dict, hash=False)
     # Security (supervisor/privileges.py, docs/security.md).
     cap_add: tuple[str, ...] = ()  # CAP_NAME or ALL, normalised
     cap_drop: tuple[str, ...] = ()
@@ -168,7 +173,8 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
+        for key in ("cmd", "env", "publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS,
+                    *_MOUNT_LISTS):
             if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
@@ -194,7 +200,7 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
-        for key in ("publish", "add_host", "dns", *_SECURITY_LISTS, *_MOUNT_LISTS):
+        for key in ("publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS, *_MOUNT_LISTS):
             data[key] = list(getattr(self, key))
         return data
 
@@ -212,23 +218,27 @@ class ContainerSpec:
 
 def _check_network(spec: ContainerSpec) -> None:
     from supervisor import network
+    from supervisor.network.ports import parse_publish
 
     object.__setattr__(spec, "network", network.parse_mode(spec.network))
-    for key in ("publish", "add_host", "dns"):
+    for key in ("publish", "add_host", "dns", "dns_search", "dns_option"):
         _strings(key, getattr(spec, key))
+    object.__setattr__(spec, "endpoints", network.check_endpoints(spec.network, spec.endpoints))
     if type(spec.publish_all) is not bool:
         raise InvalidArgument("spec.publish_all: must be true or false")
     for entry in spec.publish:
-        network.PortMapping.parse(entry)
+        parse_publish(entry)
     for entry in spec.add_host:
         network.parse_add_host(entry)
     for entry in spec.dns:
         network.parse_dns(entry)
-    if spec.network != "bridge" and (spec.publish or spec.publish_all):
+    if (spec.network in ("host", "none") or spec.network.startswith("container:")) and (spec.publish or spec.publish_all):
         raise InvalidArgument(
-            f"published ports need the bridge network, not --network {spec.network}", flag="--publish"
+            f"published ports need the bridge network (or a user-defined one), not --network {spec.network}",
+            flag="--publish"
         )
-    if spec.network.startswith("container:") and (spec.add_host or spec.dns or spec.hostname):
+    if spec.network.startswith("container:") and (spec.add_host or spec.dns or spec.hostname or spec.dns_search
+                                                  or spec.dns_option):
         raise InvalidArgument(
             f"--network {spec.network} shares that container's network: --add-host, --dns and --hostname "
             "cannot be set", flag="--network"
@@ -319,7 +329,7 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 
 #: The fields that hold a list of strings.
-_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "volumes", "mounts", "tmpfs",
+_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "dns_search", "dns_option", "volumes", "mounts", "tmpfs",
                  "volumes_from", "ulimits")
 
 

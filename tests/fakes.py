@@ -103,17 +103,83 @@ class FakeAttachment:
     etc_dir: str
     namespace: str = ""
     sync: bool = True
+    mode: str = "bridge"
+    pid: int = 0
+    address: str = ""
+    prefixlen: int = 0
+    mac: str = ""
+    endpoints: list = dataclasses.field(default_factory=list)
+
+
+class FakeKernel:
+    """Stands in for supervisor.network.links under UserNetworks: bridges and veths by name."""
+
+    def __init__(self) -> None:
+        self.bridges: set[str] = set()
+
+    def ensure_user_bridge(self, name: str, *args: Any) -> int:
+        self.bridges.add(name)
+        return 1
+
+    def remove_bridge(self, name: str) -> None:
+        self.bridges.discard(name)
+
+    def routes(self) -> list[tuple[str, str]]:
+        return []
+
+    def link_names(self) -> set[str]:
+        return set(self.bridges)
+
+    def stale_endpoints(self, bridges: list[str], keep: set[str]) -> list[str]:
+        return []
+
+    def delete_link(self, name: str) -> bool:
+        return False
+
+    def attach_endpoint(self, *args: Any) -> None:
+        pass
+
+
+class FakeIsolation:
+    failures = 0
+
+    async def apply(self, bridges: list[Any]) -> None:
+        self.bridges = bridges
+
+    async def stop(self) -> None:
+        pass
 
 
 class FakeNetwork:
-    """Leases by container id; ``prepare_error``/``connect_error`` make the next ones fail."""
+    """Leases by container id; ``prepare_error``/``connect_error`` make the next ones fail.
+    User-defined networks are the real UserNetworks over a fake kernel."""
 
     def __init__(self, base: Path):
+        from supervisor.network.user import UserNetworks
+
         self.base = base
         self.leases: set[str] = set()
         self.prepare_error: BaseException | None = None
         self.connect_error: BaseException | None = None
         self.served: list[str] = []
+        self.user = UserNetworks(str(base), "fake0", "172.31.0.0/16", kernel=FakeKernel(), isolation=FakeIsolation())
+
+    def builtin(self) -> tuple[str, str, str]:
+        return "fake0", "172.31.0.0/16", "172.31.0.1"
+
+    def check(self, spec: Any) -> None:
+        for name in spec.endpoints:
+            self.user.get(name)
+
+    async def connect_live(self, attachment: Any, network: str, config: dict[str, Any]) -> Any:
+        endpoint = self.user.lease(attachment.container_id, network, config, f"eth{len(attachment.endpoints) + 1}")
+        attachment.endpoints.append(endpoint)
+        return endpoint
+
+    async def disconnect_live(self, attachment: Any, network_id: str) -> None:
+        for endpoint in [e for e in attachment.endpoints if e.network.id == network_id]:
+            attachment.endpoints.remove(endpoint)
+            await self.user.detach(endpoint)
 
     async def start(self, running: set[str]) -> None:
         self.leases &= running

@@ -12,12 +12,15 @@ import pytest
 #: program -> Debian package (util-linux and mount are Essential in Debian, installed everywhere)
 TOOLS = {
     "busybox": "busybox-static",
+    "containerd": "containerd",  # ctr run --runc-binary dockyard-runtime (test_ociruntime.py)
+    "ctr": "containerd",
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",
     "iptables": "iptables",
     "nsenter": "util-linux",
     "podman": "podman",
+    "script": "bsdutils",  # a terminal for podman run -t (tests/integration/test_ociruntime.py)
     "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups
     "skopeo": "skopeo",
     "systemd-socket-activate": "systemd",

@@ -61,6 +61,9 @@ def register(sub: Any) -> None:
                    help="containers keep running when the daemon stops, dies or is upgraded, and the next daemon "
                         "adopts them, output included (default true; false: a stop stops them all). Under systemd "
                         "it needs KillMode=process (docs/operations.md)")
+    p.add_argument("--userland-proxy", action="store_true",
+                   help="serve published ports with the daemon's userland proxy instead of iptables DNAT "
+                        "(the fallback when iptables is missing; docs/network.md)")
     p.set_defaults(handler=cmd_daemon, client=False)
 
     p = sub.add_parser("worker", help="run one of the daemon's workers on its own, in the foreground")
@@ -151,6 +154,8 @@ def network_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["bridge_subnet"] = args.bridge_subnet
     if args.ip_masq:
         settings["ip_masq"] = True
+    if args.userland_proxy:
+        settings["userland_proxy"] = True
     return settings
 
 

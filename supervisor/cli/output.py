@@ -68,12 +68,19 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _attribute(value: Any) -> str:
+    """An attribute as docker prints it: booleans as true/false, everything else as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def format_event(envelope: dict[str, Any]) -> str:
     data = envelope.get("data") or {}
     moment = datetime.fromtimestamp(envelope.get("ts", 0), timezone.utc)
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
     attributes = data.get("attributes") or {}
-    attrs = ", ".join(f"{k}={v}" for k, v in sorted(attributes.items()))
+    attrs = ", ".join(f"{k}={_attribute(v)}" for k, v in sorted(attributes.items()))
     actor = data.get("id") or ""
     line = f"{stamp} {data.get('type', '?')} {data.get('action', '?')}"
     if actor:

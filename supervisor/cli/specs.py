@@ -48,17 +48,29 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-start-period", default=None, metavar="DURATION",
                         help="time after start when failures do not count (default 0s)")
     parser.add_argument("--no-healthcheck", action="store_true", help="disable the image's HEALTHCHECK")
-    parser.add_argument("--network", "--net", default=None, metavar="MODE",
+    parser.add_argument("--network", "--net", action="append", default=None, metavar="MODE",
                         help="bridge (default: an address on the daemon's bridge), none (loopback only), "
-                             "host (the host's network) or container:NAME (share that container's)")
-    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT:]PORT[/PROTO]",
-                        help="publish a container port on the host (repeatable; tcp or udp)")
+                             "host (the host's network), container:NAME (share that container's) or a "
+                             "network made with `network create` (repeatable: an interface on each)")
+    parser.add_argument("--network-alias", "--net-alias", action="append", default=[], metavar="ALIAS",
+                        help="another name of the container on its first user-defined network (repeatable)")
+    parser.add_argument("--ip", default=None, metavar="IPv4", help="its address on its first user-defined network")
+    parser.add_argument("--ip6", default=None, metavar="IPv6",
+                        help="its IPv6 address on its first user-defined network (one made with --ipv6)")
+    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT[-END]:]PORT[-END][/PROTO]",
+                        help="publish a container port or range on the host (repeatable; tcp or udp; "
+                             "served by iptables DNAT, docs/network.md)")
     parser.add_argument("-P", "--publish-all", action="store_true",
                         help="publish the image's exposed ports on random host ports")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                         help="add a line to the container's /etc/hosts (repeatable)")
     parser.add_argument("--dns", action="append", default=[], metavar="IP",
-                        help="a name server for the container's /etc/resolv.conf (repeatable)")
+                        help="a name server for the container's /etc/resolv.conf (repeatable); on a "
+                             "user-defined network, where its embedded DNS server forwards other names")
+    parser.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                        help="a search domain for /etc/resolv.conf (repeatable; '.' for none)")
+    parser.add_argument("--dns-option", "--dns-opt", action="append", default=[], metavar="OPTION",
+                        help="an options entry for /etc/resolv.conf, e.g. ndots:2 (repeatable)")
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
@@ -212,9 +224,19 @@ def mount_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
 
 def network_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     """The network flags into the spec (the daemon validates them)."""
-    if getattr(args, "network", None) is not None:
-        spec["network"] = args.network
-    for flag, key in (("publish", "publish"), ("add_host", "add_host"), ("dns", "dns")):
+    networks = getattr(args, "network", None) or []
+    if networks:
+        spec["network"] = networks[0]
+    endpoint = {key: value for key, value in (("aliases", getattr(args, "network_alias", None)),
+                                               ("ipv4", getattr(args, "ip", None)),
+                                               ("ipv6", getattr(args, "ip6", None))) if value}
+    user = [name for name in networks if name not in ("bridge", "host", "none") and not name.startswith("container:")]
+    if endpoint and (not user or user[0] != networks[0]):  # docker: these flags are about the first network
+        raise UsageError("--network-alias, --ip and --ip6 need a user-defined network as the first --network")
+    if endpoint or len(networks) > 1:
+        spec["endpoints"] = {name: (endpoint if name == networks[0] else {}) for name in user}
+    for flag, key in (("publish", "publish"), ("add_host", "add_host"), ("dns", "dns"), ("dns_search", "dns_search"),
+                      ("dns_option", "dns_option")):
         if getattr(args, flag, None):
             spec[key] = list(getattr(args, flag))
     if getattr(args, "publish_all", False):

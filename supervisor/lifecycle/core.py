@@ -130,6 +130,8 @@ class Lifecycle:
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
         spec = with_default_ulimits(spec, self.default_ulimits)
         self.check_resources(spec.resources)
+        if self.network is not None:
+            self.network.check(spec)  # docker: "network app not found", and no container is made
         image = self.images.resolve(spec.image)
         healthcheck = health.effective(spec.healthcheck, (image.config or {}).get("Healthcheck"))
         name = spec.name or self._unused_name()

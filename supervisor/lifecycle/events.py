@@ -16,6 +16,32 @@ from supervisor import EVENT_TYPES
 
 EVENTS_CHANNEL = "events"
 
+#: The attributes that are not text, with their type (docs/events.md): a subscriber gets
+#: ``exitCode: 0``, not ``"0"``, as from containerd's typed task events. Given as text by a
+#: caller, they are converted here, the one place every lifecycle event passes.
+ATTRIBUTE_TYPES: dict[str, type] = {
+    "exitCode": int, "signal": int, "pid": int, "attempt": int, "restartCount": int,
+    "lines": int, "bytes": int, "total": int, "delay": float, "read/write": bool,
+}
+
+
+def typed(attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` with the keys of :data:`ATTRIBUTE_TYPES` as their type (a value that
+    does not convert stays as it is: an event is never lost over an attribute)."""
+    for key, kind in ATTRIBUTE_TYPES.items():
+        value = attributes.get(key)
+        if value is None or type(value) is kind:
+            continue
+        try:
+            if kind is bool:
+                converted: Any = value if isinstance(value, bool) else str(value).lower() == "true"
+            else:
+                converted = kind(value)
+        except (TypeError, ValueError):
+            continue
+        attributes[key] = converted
+    return attributes
+
 
 class Events:
     """Args:
@@ -31,17 +57,17 @@ class Events:
         self.callback_errors = 0  # exceptions the callback raised (each logged, at most one a second)
         self._callback_error_logged = -1.0
 
-    def container(self, container: Any, action: str, **attributes: str) -> None:
+    def container(self, container: Any, action: str, **attributes: Any) -> None:
         """``container.<id>.<action>``, with the container's name and image."""
         attributes = {"name": container.name, "image": container.image_ref, **attributes}
         self.emit("container", action, container.id, attributes)
 
-    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
+    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, Any]) -> None:
         """Publish ``<kind>.<actor>.<action>`` (``<kind>.<action>`` without an actor)."""
         if kind not in EVENT_TYPES:  # a subscriber to the documented prefixes would see a gap
             raise ValueError(f"cannot publish a {kind!r} event: the events channel holds {', '.join(EVENT_TYPES)}")
         topic = f"{kind}.{actor}.{action}" if actor else f"{kind}.{action}"
-        data = {"type": kind, "action": action, "id": actor, "attributes": attributes, "time": time.time()}
+        data = {"type": kind, "action": action, "id": actor, "attributes": typed(dict(attributes)), "time": time.time()}
         self.publish(topic, data, EVENTS_CHANNEL)
 
     def publish(self, topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:

@@ -90,6 +90,9 @@ class Network(Protocol):
 
     async def stop(self) -> None: ...
 
+    def check(self, spec: Any) -> None:
+        """At create: the user-defined networks the spec names exist (raises NotFound)."""
+
     async def prepare(self, container: Any, peer: Any = None, image_config: dict | None = None) -> Any:
         """Before a launch: the container's attachment (lease, ports, /etc files)."""
 

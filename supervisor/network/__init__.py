@@ -4,9 +4,15 @@ This module is pure (no pyroute2, no trio) so that the spec and the CLI can vali
 ``--network``, ``-p``, ``--add-host`` and ``--dns`` cheaply. The daemon's side:
 
 - ``links.py``: the bridge, veth pairs and the container's eth0, through pyroute2;
-- ``proxy.py``: the userland proxy of published ports (TCP and UDP, trio);
+- ``nat.py``: published ports in the kernel (iptables DNAT in the daemon's own chains);
+- ``proxy.py``: the host ports reserved, and the userland proxy where DNAT is unavailable;
 - ``manager.py``: :class:`~supervisor.network.manager.Network`, what the Supervisor calls
   at daemon start, container start, container exit and daemon stop.
+
+User-defined networks (docs/network.md): their records and the checks of ``network create``
+in ``networks.py`` and their address pools in ``ipam.py`` (pure), the daemon's side in
+``user.py``, the iptables isolation between bridges in ``isolation.py``, the embedded DNS
+server at 127.0.0.11 in ``dns.py``.
 
 Theory of operation (bridge mode)::
 
@@ -21,7 +27,8 @@ Theory of operation (bridge mode)::
       the netns as eth0, address, route       read fd 3: wait for the go byte
     send b"x" on fd 3  -------------------->  execve(payload)
 
-On exit the host end of the veth is deleted, the proxies stop and the lease goes back.
+On exit the host end of the veth is deleted, the ports' rules (or proxies) go and the lease
+goes back.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from logs.atomic import write_atomic
 from supervisor.errors import InvalidArgument
@@ -39,6 +47,7 @@ MODES = ("bridge", "none", "host")
 DEFAULT_BRIDGE = "dockyard0"
 DEFAULT_SUBNET = "172.31.0.0/16"
 BRIDGE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}\Z")
+NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}\Z")
 HOST_ENTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})\Z")
 PUBLISH = re.compile(r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?\Z")
 
@@ -51,19 +60,24 @@ def parse_mode(value: str) -> str:
         return value
     if value.startswith("container:") and len(value) > len("container:"):
         return value
+    if NETWORK_NAME.match(value):  # a user-defined network (supervisor/network/networks.py)
+        return value
     raise InvalidArgument(
-        f"invalid network mode {value!r}: use bridge, none, host or container:NAME", flag="--network"
+        f"invalid network mode {value!r}: use bridge, none, host, container:NAME or a network's name",
+        flag="--network"
     )
 
 
 @dataclass(frozen=True)
 class PortMapping:
-    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any."""
+    """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any, and
+    with ``host_port_end`` the first free one of host_port..host_port_end (``ports.py``)."""
 
     container_port: int
     protocol: str = "tcp"
     host_ip: str = "0.0.0.0"
     host_port: int = 0
+    host_port_end: int = 0
 
     @property
     def key(self) -> str:
@@ -111,6 +125,47 @@ def parse_dns(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise InvalidArgument(f"invalid --dns {text!r}: not an IP address", flag="--dns") from None
+
+
+def check_endpoints(mode: str, endpoints: Any) -> dict[str, dict[str, Any]]:
+    """A spec's user-defined networks ({name: {aliases, ipv4, ipv6}}), checked and complete:
+    the network ``mode`` names comes first.
+
+    Raises:
+        InvalidArgument: not such a map, a bad alias or address, or networks beside a mode
+            that has none of its own (host, none, container:NAME).
+    """
+    if not isinstance(endpoints, dict):
+        raise InvalidArgument("spec.endpoints: must be a map of network names to {aliases, ipv4, ipv6}")
+    checked: dict[str, dict[str, Any]] = {}
+    user = mode not in MODES and not mode.startswith("container:")
+    names = ([mode] if user else []) + [name for name in endpoints if name != mode]
+    if names and (mode in ("host", "none") or mode.startswith("container:")):
+        raise InvalidArgument(f"--network {mode} cannot be combined with other networks", flag="--network")
+    for name in names:
+        config = endpoints.get(name) or {}
+        if not isinstance(name, str) or not NETWORK_NAME.match(name) or name in MODES or not isinstance(config, dict):
+            raise InvalidArgument(f"spec.endpoints: {name!r} is not a user-defined network's name", flag="--network")
+        unknown = sorted(set(config) - {"aliases", "ipv4", "ipv6"})
+        if unknown:
+            raise InvalidArgument(f"spec.endpoints.{name}: unknown field(s) {', '.join(unknown)}")
+        aliases = config.get("aliases") or []
+        if not isinstance(aliases, (list, tuple)) or not all(isinstance(a, str) and HOST_ENTRY.match(a) for a in aliases):
+            raise InvalidArgument(f"invalid --network-alias {aliases!r} on {name}: use host names", flag="--network-alias")
+        entry: dict[str, Any] = {"aliases": list(aliases), "ipv4": "", "ipv6": ""}
+        for key, version in (("ipv4", 4), ("ipv6", 6)):
+            value = config.get(key) or ""
+            if value:
+                try:
+                    address = ipaddress.ip_address(value)
+                except (TypeError, ValueError):
+                    address = None
+                if address is None or address.version != version:
+                    flag = "--ip" if version == 4 else "--ip6"
+                    raise InvalidArgument(f"invalid {flag} {value!r}: not an IPv{version} address", flag=flag)
+                entry[key] = str(address)
+        checked[name] = entry
+    return checked
 
 
 def exposed_ports(image_config: dict) -> list[PortMapping]:

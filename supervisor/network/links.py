@@ -189,3 +189,143 @@ def _open_in_namespace(pid: int) -> IPRoute:
             os.close(target)
     finally:
         os.close(own)
+
+
+# --- user-defined networks (supervisor/network/user.py) -------------------------------------
+
+ENDPOINT_PREFIX = "dv"  # host ends on user networks: dv + 7 hex of the container + 6 of the network
+ENDPOINT_PEER_PREFIX = "dw"
+IFA_F_NODAD = 0x02  # no duplicate address detection: an IPv6 address usable at once, not "tentative"
+
+
+def endpoint_name(container_id: str, network_id: str, prefix: str = ENDPOINT_PREFIX) -> str:
+    return prefix + container_id[:7] + network_id[:6]
+
+
+@_netlink
+def ensure_user_bridge(name: str, gateway: str, prefixlen: int, gateway6: str = "", prefixlen6: int = 0) -> int:
+    """:func:`ensure_bridge` for a user network: its gateway addresses (IPv6 without DAD)."""
+    ipr = _ipr()
+    try:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            ipr.link("add", ifname=name, kind="bridge")
+            found = ipr.link_lookup(ifname=name)
+        index = found[0]
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for family in (2, 10)
+                for a in ipr.get_addr(index=index, family=family)}
+        if (gateway, prefixlen) not in have:
+            ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+        if gateway6 and (gateway6, prefixlen6) not in have:
+            ipr.addr("add", index=index, address=gateway6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
+        ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        raise NetworkError(f"cannot set up the bridge {name} ({gateway}/{prefixlen}): {os.strerror(exc.code)}") from exc
+    return index
+
+
+@_netlink
+def routes() -> list[tuple[str, str]]:
+    """The host's routes to subnets (main table, both families, default routes left out) as
+    (CIDR, device name): what a new network's subnet must not overlap."""
+    ipr = _ipr()
+    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    found = []
+    for family in (2, 10):
+        for route in ipr.get_routes(family=family, table=254):
+            destination, length = route.get_attr("RTA_DST"), route["dst_len"]
+            if destination and length and not destination.startswith("fe80:"):
+                found.append((f"{destination}/{length}", names.get(route.get_attr("RTA_OIF"), "?")))
+    return found
+
+
+@_netlink
+def link_names() -> set[str]:
+    return {link.get_attr("IFLA_IFNAME") for link in _ipr().get_links()}
+
+
+@_netlink
+def stale_endpoints(bridges: list[str], keep: set[str]) -> list[str]:
+    """Host ends of user-network veths (``dv*``) on any of ``bridges`` not named in ``keep``."""
+    ipr = _ipr()
+    indexes = {found[0] for name in bridges for found in [ipr.link_lookup(ifname=name)] if found}
+    return [name for link in ipr.get_links() for name in [link.get_attr("IFLA_IFNAME") or ""]
+            if name.startswith(ENDPOINT_PREFIX) and link.get_attr("IFLA_MASTER") in indexes and name not in keep]
+
+
+@_netlink
+def attach_endpoint(pid: int, host: str, bridge: str, ifname: str, mac: str, address: str, prefixlen: int,
+                    gateway: str = "", address6: str = "", prefixlen6: int = 0, gateway6: str = "") -> None:
+    """A veth from ``bridge`` into the namespace of ``pid`` as ``ifname`` with its addresses;
+    default routes through the gateways given (none for an internal network, or when the
+    container has one already: its first network's).
+
+    Raises:
+        NetworkError: a step failed (the host end is deleted again).
+    """
+    ipr = _ipr()
+    peer = ENDPOINT_PEER_PREFIX + host[len(ENDPOINT_PREFIX):]
+    step = "create the veth pair"
+    try:
+        bridge_index = ipr.link_lookup(ifname=bridge)[0]
+        ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, "net_ns_pid": pid})
+        step = "attach the host end to the bridge"
+        ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge_index, state="up")
+        step = "open the container's network namespace"
+        inside = _open_in_namespace(pid)
+        try:
+            step = f"configure {ifname}"
+            index = inside.link_lookup(ifname=peer)[0]
+            inside.link("set", index=index, ifname=ifname, address=mac)
+            inside.addr("add", index=index, address=address, prefixlen=prefixlen)
+            if address6:
+                inside.addr("add", index=index, address=address6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
+            inside.link("set", index=index, state="up")
+            lo = inside.link_lookup(ifname="lo")
+            if lo:
+                inside.link("set", index=lo[0], state="up")
+            step = "add the default route"
+            if gateway:
+                inside.route("add", dst="0.0.0.0/0", gateway=gateway)
+            if gateway6:
+                inside.route("add", dst="::/0", gateway=gateway6, family=10)
+        finally:
+            inside.close()
+    except (NetlinkError, OSError, IndexError) as exc:
+        try:
+            delete_link(host)
+        except (NetlinkError, OSError):
+            pass
+        reason = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc) or type(exc).__name__
+        raise NetworkError(f"cannot connect {ifname} (veth {host}) of process {pid} to {bridge}: {step}: {reason}") from exc
+
+
+def open_in_namespace(pid: int, family: int, kind: int, address: tuple[str, int]) -> Any:
+    """A socket of ``family``/``kind`` created inside the network namespace of ``pid`` and
+    bound to ``address`` there (a socket stays in the namespace it was made in): the
+    embedded DNS server's. A listening TCP socket is listening when returned."""
+    import socket
+
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target)
+            try:
+                sock = socket.socket(family, kind)
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(16)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -14,7 +14,11 @@ import trio
 from logs.atomic import write_atomic
 from supervisor.errors import DockyardError
 from supervisor.network.nat import Nat
+from supervisor.network.networks import builtin_id
+from supervisor.network.ports import parse_publish
+from supervisor.network.user import Endpoint, UserNetworks, resolv_conf
 from supervisor.network import (
+    MODES,
     Leases,
     PortMapping,
     exposed_ports,
@@ -38,7 +42,8 @@ class Attachment:
     mode: str
     etc_dir: str
     namespace: str = ""  # LaunchConfig.network_namespace
-    nat_rules: list[list[str]] = field(default_factory=list)  # DNAT rules installed for it
+    nat_rules: list[Any] = field(default_factory=list)  # its published ports' rules (nat.py)
+    proxied: bool = False  # its published ports go through the userland proxy (not DNAT)
     init_layer: str = ""  # the top lower dir with the mount points of the /etc files
     address: str = ""
     gateway: str = ""
@@ -48,25 +53,48 @@ class Attachment:
     ports: list[tuple[PortMapping, int]] = field(default_factory=list)  # with the host port bound
     sockets: list[Any] = field(default_factory=list)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # User-defined networks (supervisor/network/user.py): its endpoints, in interface order,
+    # the names its DNS server answers for it, and that server (mode "user" only).
+    endpoints: list[Endpoint] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    dns_servers: list[str] = field(default_factory=list)  # --dns: where its DNS server forwards
+    dns: Any = None
+    pid: int = 0
 
     @property
     def sync(self) -> bool:
-        return self.mode == "bridge"
+        return self.mode in ("bridge", "user")
+
+    def networks(self) -> dict[str, Any]:
+        """docker's NetworkSettings.Networks: the default bridge's endpoint, then the others."""
+        networks: dict[str, Any] = {}
+        if self.mode == "bridge":
+            networks["bridge"] = {
+                "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": self.mac,
+                "NetworkID": builtin_id("bridge", self.bridge), "EndpointID": "", "Gateway": self.gateway,
+                "IPAddress": self.address, "IPPrefixLen": self.prefixlen, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+            }
+        for endpoint in self.endpoints:
+            networks[endpoint.network.name] = endpoint.settings()
+        return networks
 
     def settings(self) -> dict[str, Any]:
         ports: dict[str, list[dict[str, str]]] = {}
         for mapping, port in self.ports:
             ports.setdefault(mapping.key, []).append({"HostIp": mapping.host_ip, "HostPort": str(port)})
+        bridge = self.mode == "bridge"  # docker's top-level fields are the default bridge's
         return {
             "Bridge": self.bridge,
-            "IPAddress": self.address,
-            "IPPrefixLen": self.prefixlen,
-            "Gateway": self.gateway,
-            "MacAddress": self.mac,
+            "IPAddress": self.address if bridge else "",
+            "IPPrefixLen": self.prefixlen if bridge else 0,
+            "Gateway": self.gateway if bridge else "",
+            "MacAddress": self.mac if bridge else "",
             "Ports": ports,
             "HostsPath": f"{self.etc_dir}/hosts",
             "HostnamePath": f"{self.etc_dir}/hostname",
             "ResolvConfPath": f"{self.etc_dir}/resolv.conf",
+            "Networks": self.networks(),
         }
 
 
@@ -77,14 +105,16 @@ class Network:
     ip_masq: install a MASQUERADE rule for the subnet (``--ip-masq``) while the daemon runs.
     """
 
-    def __init__(self, state_dir: Path, bridge: str, subnet: str, ip_masq: bool = False, log: Any = None):
+    def __init__(self, state_dir: Path, bridge: str, subnet: str, ip_masq: bool = False, log: Any = None,
+                 userland_proxy: bool = False):
         self.bridge = bridge
         self.subnet = ipaddress.IPv4Network(subnet, strict=False)
         self.ip_masq = ip_masq
         self.log = log
         self.leases = Leases(str(Path(state_dir) / "network" / f"leases-{bridge}.json"), str(self.subnet))
         self.counters = {"veths_removed_at_start": 0, "leases_released_at_start": 0}
-        self.nat = Nat(bridge, log)
+        self.nat = Nat(state_dir, bridge, str(self.subnet), userland_proxy, log)
+        self.user = UserNetworks(str(state_dir), bridge, str(self.subnet), ip_masq, log)
         self.nursery: trio.Nursery | None = None  # the Supervisor's: veth deletions run there
         self._deleting: dict[str, trio.Event] = {}  # container id -> set once its veth is gone
 
@@ -103,16 +133,18 @@ class Network:
         self.counters["leases_released_at_start"] = len(released)
         if (released or stale) and self.log is not None:
             self.log.info("network reconciled", leases_released=len(released), veths_removed=len(stale))
-        await self.nat.start()
+        await self.nat.start(running)
         if self.ip_masq:
             await self._iptables("-D", check=False)  # a crashed daemon's copy
             await self._iptables("-A")
+        await self.user.start(running)
 
     async def stop(self) -> None:
         """Remove the masquerading rule and the bridge (after every container has stopped)."""
         for event in list(self._deleting.values()):
             await event.wait()
         await self.nat.stop()
+        await self.user.stop()
         if self.ip_masq:
             await self._iptables("-D", check=False)
         await trio.to_thread.run_sync(links.remove_bridge, self.bridge)
@@ -125,10 +157,23 @@ class Network:
             "gateway": self.leases.gateway,
             "leases": len(self.leases.leases),
             "ip_masq": self.ip_masq,
-            "dnat": self.nat.available,
-            "dnat_failures": self.nat.failures,
+            "published_ports": self.nat.info(),
             **self.counters,
+            "user_networks": self.user.info(),
         }
+
+    def check(self, spec: Any) -> None:
+        """The user-defined networks of a spec exist (at create, as docker).
+
+        Raises:
+            NotFound: ``network NAME not found``.
+        """
+        for name in spec.endpoints:
+            self.user.get(name)
+
+    def builtin(self) -> tuple[str, str, str]:
+        """The default network's bridge, subnet and gateway (``network inspect bridge``)."""
+        return self.bridge, str(self.subnet), self.leases.gateway
 
     def masquerade_rule(self) -> list[str]:
         return [
@@ -158,27 +203,40 @@ class Network:
         mode = spec.network
         etc_dir = Path(container.directory) / "network"
         etc_dir.mkdir(mode=0o755, exist_ok=True)
-        attachment = Attachment(container.id, "container" if mode.startswith("container:") else mode, str(etc_dir))
+        kind = "container" if mode.startswith("container:") else mode if mode in MODES else "user"
+        attachment = Attachment(container.id, kind, str(etc_dir))
         attachment.init_layer = _init_layer(Path(container.directory) / "init")
         try:
             hostname = container.resolved.hostname or container.id[:12]
             extra = [parse_add_host(entry) for entry in spec.add_host]
             dns = [parse_dns(entry) for entry in spec.dns]
-            if mode == "bridge":
-                attachment.address = self.leases.allocate(container.id)
-                attachment.gateway = self.leases.gateway
-                attachment.prefixlen = self.subnet.prefixlen
-                attachment.mac = mac_address(attachment.address)
-                attachment.bridge = self.bridge
-                mappings = [PortMapping.parse(entry) for entry in spec.publish]
+            if mode == "bridge" or attachment.mode == "user":
+                if mode == "bridge":
+                    attachment.address = self.leases.allocate(container.id)
+                    attachment.gateway = self.leases.gateway
+                    attachment.prefixlen = self.subnet.prefixlen
+                    attachment.mac = mac_address(attachment.address)
+                    attachment.bridge = self.bridge
+                attachment.names = [container.name, container.id[:12]]
+                attachment.dns_servers = dns
+                attachment.endpoints = self.user.plan(container.id, spec.endpoints, 1 if mode == "bridge" else 0)
+                if attachment.mode == "user":  # its first network's address: hosts, published ports
+                    attachment.address = attachment.endpoints[0].address
+                mappings = [mapping for entry in spec.publish for mapping in parse_publish(entry)]
                 if spec.publish_all:
                     taken = {m.key for m in mappings}
                     mappings += [m for m in exposed_ports(image_config or {}) if m.key not in taken]
-                for mapping in mappings:
-                    sock, port = await proxy.bind(mapping, container.name)
+                for mapping in mappings:  # the kernel's DNAT serves them: only reserved
+                    sock, port = await proxy.bind(mapping, container.name, listen=not self.nat.kernel)
                     attachment.sockets.append(sock)
                     attachment.ports.append((mapping, port))
-                attachment.nat_rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+                rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+                if rules is None:
+                    attachment.proxied = True
+                    for sock in attachment.sockets:
+                        proxy.listen(sock)
+                else:
+                    attachment.nat_rules = rules
             elif mode == "host":
                 attachment.namespace = "host"
             elif attachment.mode == "container":
@@ -192,7 +250,12 @@ class Network:
                 hosts = render_hosts(hostname, attachment.address or "127.0.0.1", extra)
             write_atomic(etc_dir / "hosts", hosts.encode(), durable=False, mode=0o644)
             write_atomic(etc_dir / "hostname", (hostname + "\n").encode(), durable=False, mode=0o644)
-            write_atomic(etc_dir / "resolv.conf", render_resolv_conf(host_resolv, dns).encode(), durable=False, mode=0o644)
+            if attachment.mode == "user" or spec.dns_search or spec.dns_option:
+                resolv = resolv_conf(host_resolv, dns, list(spec.dns_search), list(spec.dns_option),
+                                     embedded=attachment.mode == "user")
+            else:
+                resolv = render_resolv_conf(host_resolv, dns)
+            write_atomic(etc_dir / "resolv.conf", resolv.encode(), durable=False, mode=0o644)
         except BaseException:
             await self.release(attachment)
             raise
@@ -201,11 +264,19 @@ class Network:
     async def adopt(self, container: Any, held: Any) -> Attachment:
         """A running container's attachment again (live restore, lifecycle/restore.py): its
         lease, its published ports' sockets as the keeper held them (bound all along; a
-        port whose socket is missing is bound again), its DNAT rules. Its veth and /etc
-        files are where they were."""
+        port whose socket is missing is bound again), its DNAT rules (kept by ``start``
+        for a running container). Its veth and /etc files are where they were.
+
+        Raises:
+            DockyardError: a container on a user-defined network (not adoptable yet), a port.
+        """
         mode = container.spec.network
         etc_dir = Path(container.directory) / "network"
-        attachment = Attachment(container.id, "container" if mode.startswith("container:") else mode, str(etc_dir))
+        kind = "container" if mode.startswith("container:") else mode if mode in MODES else "user"
+        if kind == "user" or getattr(container.spec, "endpoints", None):
+            raise DockyardError(f"container {container.name} is on a user-defined network, which live restore "
+                                "cannot adopt yet")
+        attachment = Attachment(container.id, kind, str(etc_dir))
         attachment.init_layer = _init_layer(Path(container.directory) / "init")
         if mode != "bridge":
             return attachment
@@ -217,6 +288,7 @@ class Network:
         attachment.prefixlen = self.subnet.prefixlen
         attachment.mac = mac_address(attachment.address) if attachment.address else ""
         attachment.bridge = self.bridge
+        attachment.names = [container.name, container.id[:12]]
         try:
             for index, (host_ip, host_port, container_port, protocol, port) in enumerate(held.extra.get("ports", [])):
                 mapping = PortMapping(int(container_port), str(protocol), str(host_ip), int(host_port))
@@ -225,23 +297,64 @@ class Network:
                     sock = trio.socket.from_stdlib_socket(stdlib_socket.socket(fileno=fd))
                 else:
                     sock, port = await proxy.bind(PortMapping(mapping.container_port, mapping.protocol,
-                                                              mapping.host_ip, int(port)), container.name)
+                                                              mapping.host_ip, int(port)), container.name,
+                                                  listen=not self.nat.kernel)
                 attachment.sockets.append(sock)
                 attachment.ports.append((mapping, int(port)))
-            attachment.nat_rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+            if self.nat.kernel and attachment.ports:  # its rules stayed (Nat.start keeps a running one's)
+                attachment.nat_rules = self.nat.chains.container_rules(container.id, attachment.address, self.bridge,
+                                                                       attachment.ports)
+            elif attachment.ports:
+                attachment.proxied = True
+                for sock in attachment.sockets:
+                    proxy.listen(sock)
         except BaseException:
             await self.release(attachment)
             raise
         return attachment
 
     async def connect(self, attachment: Attachment, pid: int) -> None:
-        """The veth pair and eth0 for pid 1's namespace (launch's ``prepare`` hook)."""
-        if attachment.mode != "bridge":
+        """The veth pair and eth0 for pid 1's namespace (launch's ``prepare`` hook); a veth
+        on each user network (eth1... after the default bridge's eth0), and the embedded DNS
+        server's sockets when its first network is a user network."""
+        if attachment.mode not in ("bridge", "user"):
             return
-        await trio.to_thread.run_sync(
-            links.attach, attachment.container_id, pid, self.bridge, attachment.address,
-            attachment.prefixlen, attachment.gateway, attachment.mac,
-        )
+        attachment.pid = pid
+        if attachment.mode == "bridge":
+            await trio.to_thread.run_sync(
+                links.attach, attachment.container_id, pid, self.bridge, attachment.address,
+                attachment.prefixlen, attachment.gateway, attachment.mac,
+            )
+            if attachment.nat_rules:
+                self.nat.hairpin(links.host_name(attachment.container_id))
+        routed = attachment.mode == "bridge"
+        for endpoint in attachment.endpoints:
+            await self.user.attach(endpoint, pid, not routed, attachment.names)
+            routed = routed or not endpoint.network.internal
+        if attachment.mode == "user":
+            attachment.dns = await self.user.open_dns(attachment.container_id, pid, attachment.dns_servers)
+
+    async def connect_live(self, attachment: Attachment, network: str, config: dict[str, Any]) -> Endpoint:
+        """``network connect`` on a running container: a new interface (the next free ethN).
+
+        Raises:
+            DockyardError: the address or the veth (nothing of it is left).
+        """
+        taken = {endpoint.ifname for endpoint in attachment.endpoints} | ({"eth0"} if attachment.mode == "bridge" else set())
+        index = next(i for i in range(len(taken) + 1) if f"eth{i}" not in taken)
+        endpoint = self.user.lease(attachment.container_id, network, config, f"eth{index}")
+        try:
+            await self.user.attach(endpoint, attachment.pid, False, attachment.names)
+        except BaseException:
+            await self.user.detach(endpoint)
+            raise
+        attachment.endpoints.append(endpoint)
+        return endpoint
+
+    async def disconnect_live(self, attachment: Attachment, network_id: str) -> None:
+        for endpoint in [e for e in attachment.endpoints if e.network.id == network_id]:
+            attachment.endpoints.remove(endpoint)
+            await self.user.detach(endpoint)
 
     def serve(self, attachment: Attachment, nursery: trio.Nursery) -> None:
         """Run the proxies of the published ports (until :meth:`release`)."""
@@ -250,8 +363,10 @@ class Network:
                 async with trio.open_nursery() as proxies:
                     for sock, (mapping, _) in zip(attachment.sockets, attachment.ports):
                         proxies.start_soon(proxy.serve, sock, mapping, attachment.address)
-        if attachment.sockets:
+        if attachment.sockets and attachment.proxied:
             nursery.start_soon(run)
+        if attachment.dns is not None:
+            nursery.start_soon(attachment.dns.serve)
 
     async def release(self, attachment: Attachment | None) -> None:
         """Stop the proxies, delete the host end of the veth, give the address back."""
@@ -260,18 +375,26 @@ class Network:
         attachment.scope.cancel()
         for sock in attachment.sockets:
             sock.close()
+        if attachment.dns is not None:
+            attachment.dns.close()
         with trio.CancelScope(shield=True):
+            endpoints, attachment.endpoints = attachment.endpoints, []
+            links_to_delete = [links.host_name(attachment.container_id)] if attachment.mode == "bridge" else []
+            for endpoint in endpoints:
+                if endpoint.attached:
+                    links_to_delete.append(endpoint.host)
+                await self.user.detach(endpoint, delete=False)
             rules, attachment.nat_rules = attachment.nat_rules, []
             await self.nat.remove(rules)
             self.leases.release(attachment.container_id)
-            if attachment.mode == "bridge":
+            if links_to_delete:
                 # Deleting a veth waits for the kernel's RCU grace periods (20-40 ms here), so
                 # it runs beside the exit, not in its way; rm waits for it (:meth:`settle`).
                 done = self._deleting[attachment.container_id] = trio.Event()
                 if self.nursery is not None:
-                    self.nursery.start_soon(self._delete_veth, attachment.container_id, done)
+                    self.nursery.start_soon(self._delete_veth, attachment.container_id, done, links_to_delete)
                 else:
-                    await self._delete_veth(attachment.container_id, done)
+                    await self._delete_veth(attachment.container_id, done, links_to_delete)
 
     async def settle(self, container_id: str) -> None:
         """Wait until the container's veth deletion (if one runs) is done."""
@@ -279,13 +402,15 @@ class Network:
         if event is not None:
             await event.wait()
 
-    async def _delete_veth(self, container_id: str, done: trio.Event) -> None:
+    async def _delete_veth(self, container_id: str, done: trio.Event, names: list[str]) -> None:
         try:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(links.delete_link, links.host_name(container_id))
-        except Exception as exc:  # pyroute2's NetlinkError is not an OSError
-            if self.log is not None:
-                self.log.warning("cannot delete a veth", container=container_id, error=str(exc))
+            for name in names:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(links.delete_link, name)
+                except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+                    if self.log is not None:
+                        self.log.warning("cannot delete a veth", container=container_id, link=name, error=str(exc))
         finally:
             if self._deleting.get(container_id) is done:
                 del self._deleting[container_id]

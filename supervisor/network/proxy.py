@@ -1,6 +1,8 @@
 """The userland proxy of published ports, in trio (what docker runs as docker-proxy): a
 host socket bound before the container starts (a taken port fails the start, clearly),
-relaying TCP connections and UDP datagrams to the container's address."""
+relaying TCP connections and UDP datagrams to the container's address. It serves only
+where the kernel's DNAT cannot (``nat.py``: no iptables, ``--userland-proxy``, a rule that
+failed); otherwise :func:`bind` just reserves the host port."""
 
 from __future__ import annotations
 
@@ -17,29 +19,52 @@ UDP_IDLE_SECONDS = 60.0  # a UDP "connection" with no datagram for this long is 
 BUFFER = 65536
 
 
-async def bind(mapping: PortMapping, name: str) -> tuple[Any, int]:
-    """The host socket of ``mapping`` (listening, for TCP) and the port it got.
+async def bind(mapping: PortMapping, name: str, listen: bool = True) -> tuple[Any, int]:
+    """The host socket of ``mapping`` (listening, for TCP) and the port it got: the first
+    free one of ``host_port..host_port_end`` for a range.
+
+    ``listen=False`` only reserves the port (the kernel's DNAT serves it, as docker's
+    dummy proxy): bound without SO_REUSEADDR and not listening, so no other socket can
+    bind it, and :func:`listen` can still turn it into the proxy's if DNAT fails.
 
     Raises:
         Conflict: the port is taken (or cannot be bound), naming it.
     """
+    last = mapping.host_port_end or mapping.host_port
+    for port in range(mapping.host_port, last + 1):
+        try:
+            return await _bind_one(mapping, name, port, listen)
+        except Conflict:
+            if port == last:
+                raise
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def _bind_one(mapping: PortMapping, name: str, port: int, listen: bool) -> tuple[Any, int]:
     kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
     sock = trio.socket.socket(socket.AF_INET, kind)
     try:
-        if kind == socket.SOCK_STREAM:
+        if kind == socket.SOCK_STREAM and listen:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind((mapping.host_ip, mapping.host_port))
-        if kind == socket.SOCK_STREAM:
+        await sock.bind((mapping.host_ip, port))
+        if kind == socket.SOCK_STREAM and listen:
             sock.listen(128)
     except OSError as exc:
         sock.close()
         reason = "port is already allocated" if exc.errno == errno.EADDRINUSE else exc.strerror
+        ports = f"{mapping.host_port}-{mapping.host_port_end}" if mapping.host_port_end else str(mapping.host_port)
         raise Conflict(
-            f"bind {mapping.host_ip}:{mapping.host_port}/{mapping.protocol} for port {mapping.key}"
+            f"bind {mapping.host_ip}:{ports}/{mapping.protocol} for port {mapping.key}"
             f" of container {name}: {reason}",
             port=mapping.key,
         ) from None
     return sock, sock.getsockname()[1]
+
+
+def listen(sock: Any) -> None:
+    """Make a socket :func:`bind` reserved (``listen=False``) the proxy's."""
+    if sock.type == socket.SOCK_STREAM:
+        sock.listen(128)
 
 
 async def serve(sock: Any, mapping: PortMapping, target: str) -> None:

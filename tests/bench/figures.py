@@ -38,13 +38,16 @@ class Params:
     bus_reps: int = 3
     logs_mb: int = 200
     logs_reps: int = 3
+    ports_mb: int = 300           # the bulk download through a published port
+    ports_reps: int = 3
+    ports_seconds: float = 2.0    # each run of short connections
     budget: float = 900.0         # seconds for the whole suite; figures past it are skipped
 
     @classmethod
     def quick(cls) -> Params:
         return cls(reps=5, warmup=1, api_reps=8, concurrent=10, concurrent_reps=1, many=40,
                    many_anchors=False, many_fill_seconds=30, many_samples=4, bus_events=20_000,
-                   bus_reps=1, logs_mb=20, logs_reps=1, budget=150)
+                   bus_reps=1, logs_mb=20, logs_reps=1, ports_mb=50, ports_reps=1, ports_seconds=1.0, budget=150)
 
 
 @dataclass

@@ -118,6 +118,8 @@ def human(value: float | None, unit: str) -> str:
         return "-"
     if unit == "s":
         return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value:.3f} ms"
     if unit == "MB":
         return f"{value:.2f} MB"
     if unit == "events/s":

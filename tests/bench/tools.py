@@ -205,6 +205,19 @@ class HostState:
         subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
 
+def free_subnet(first: int = 250) -> str:
+    """A /24 of 10.213.0.0/16 no route of this host uses (from 10.213.<first>.0 down): two
+    bridges with one subnet would take each other's traffic (another daemon on this
+    machine may hold 10.213.250.0/24)."""
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = {line.split()[0] for line in routes.splitlines() if line.strip()}
+    for third in range(first, 0, -1):
+        subnet = f"10.213.{third}.0/24"
+        if subnet not in used and f"local 10.213.{third}.1" not in routes:
+            return subnet
+    raise BenchError("no free /24 of 10.213.0.0/16 for the bench's bridge")
+
+
 def _kill_cgroup_tree(path: Path) -> int:
     """SIGKILL every process in the cgroup ``path`` and below; returns how many there were."""
     pids = set()
@@ -466,7 +479,7 @@ class Dockyard(CliTool):
             argv += ["--cgroup-parent", self.cgroup_parent]  # ours alone, and removed at the end
         if "--bridge-name" in self.time([self.executable, "daemon", "--help"], timeout=20).stdout:
             # Our own bridge and subnet (removed at the daemon's shutdown), never the default.
-            argv += ["--bridge-name", f"dyb-{os.getpid() % 0xFFFFFF:06x}", "--bridge-subnet", "10.213.250.0/24"]
+            argv += ["--bridge-name", f"dyb-{os.getpid() % 0xFFFFFF:06x}", "--bridge-subnet", free_subnet()]
         log = open(self.workspace.path / "dockyard-daemon.log", "wb")
         self.process = subprocess.Popen(
             argv,

@@ -185,7 +185,7 @@ def test_events_show_a_whole_life_in_order(daemon):
                 seen.append(envelope)
         actions = [e["data"]["action"] for e in seen]
         assert actions == ["create", "start", "die", "destroy"]
-        assert seen[2]["data"]["attributes"]["exitCode"] == "3"
+        assert seen[2]["data"]["attributes"]["exitCode"] == 3  # typed (docs/events.md)
         seqs = [e["seq"] for e in seen]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     finally:

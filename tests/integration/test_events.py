@@ -107,7 +107,7 @@ def test_a_worker_restart_is_no_gap_for_the_documented_subscriber_and_shows_live
 
         topics = [e["topic"] for e in live if e["topic"].startswith("worker.")]
         assert topics == ["worker.logcollector.die", "worker.logcollector.restart", "worker.logcollector.start"]
-        assert live[1]["data"]["attributes"]["exitCode"] == str(-signal.SIGKILL)
+        assert live[1]["data"]["attributes"]["exitCode"] == -signal.SIGKILL
 
         # The documented client: every seq of the channel, the workers' included, in order.
         seen = [subscriber.next(timeout=GUARD)]

@@ -35,7 +35,10 @@ def leases(daemon: Daemon) -> dict:
 
 def nat_rules(daemon: Daemon) -> str:
     """The daemon's DNAT chain (supervisor/network/nat.py)."""
-    result = subprocess.run(["iptables", "-w", "-t", "nat", "-S", f"DY-{daemon.bridge}"], capture_output=True, text=True)
+    from supervisor.network.nat import daemon_id
+
+    chain = f"DY-{daemon_id(daemon.root)}"
+    result = subprocess.run(["iptables", "-w", "-t", "nat", "-S", chain], capture_output=True, text=True)
     return result.stdout
 
 
@@ -46,7 +49,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def fetch(url: str, tries: int = 100) -> str:
-    """GET through the proxy, polling until the server in the container is listening."""
+    """GET through a published port, polling until the server in the container is listening."""
     for _ in range(tries):
         result = subprocess.run(["busybox", "wget", "-qO-", url], capture_output=True, timeout=10)
         if result.returncode == 0:
@@ -132,7 +135,7 @@ def test_publish_all_uses_the_images_exposed_ports(daemon, busybox_tar):
     assert all(b["HostIp"] == "0.0.0.0" and int(b["HostPort"]) > 0 for v in ports.values() for b in v)
     host_port = ports["80/tcp"][0]["HostPort"]
     address = settings(daemon, "all")["IPAddress"]
-    rules = nat_rules(daemon)  # DNAT for the other host addresses (loopback: the proxy)
+    rules = nat_rules(daemon)  # DNAT for every local address, loopback included
     assert f"-p tcp -m tcp --dport {host_port}" in rules and f"--to-destination {address}:80" in rules
     assert f"--to-destination {address}:53" in rules
     hostname = daemon.out("exec", "all", "hostname").strip()
@@ -152,8 +155,10 @@ def test_none_host_and_container_modes(daemon):
     daemon.out("rm", "-f", "first")
     failed = daemon.cli("run", "--rm", "--network", "container:first", "base", "true")
     assert failed.returncode != 0 and b"no such container: first" in failed.stderr
+    before = daemon.out("ps", "-aq")
     bad = daemon.cli("run", "--network", "bogus", "base", "true")
-    assert bad.returncode != 0 and b"invalid network mode 'bogus'" in bad.stderr
+    assert bad.returncode != 0 and b"network bogus not found" in bad.stderr  # a name: no such user network
+    assert daemon.out("ps", "-aq") == before  # refused at create, as docker
 
 
 def test_network_none_still_names_its_hostname_in_etc_hosts(daemon):
@@ -189,7 +194,9 @@ def test_daemon_sigkill_and_restart_leaves_no_veth_or_lease(daemon):
     assert link_exists(daemon.bridge)
     info = json.loads(daemon.out("info"))["network"]
     assert info["bridge"] == daemon.bridge and info["subnet"] == daemon.subnet and info["leases"] == 0
-    assert info["leases_released_at_start"] == 1 and info["dnat"] and info["dnat_failures"] == 0
+    assert info["leases_released_at_start"] == 1
+    assert info["published_ports"]["mode"] == "kernel" and info["published_ports"]["rule_failures"] == 0
+    assert info["published_ports"]["rules_removed_at_start"] == 2  # one DNAT rule per port
     daemon.out("rm", "orphan")
 
 
@@ -213,7 +220,9 @@ def test_ip_masq_rule_exists_while_the_daemon_runs(tmp_path, busybox_tar):
         assert instance.stop() == 0
         assert subprocess.run(check, capture_output=True).returncode != 0, "the MASQUERADE rule is left behind"
         assert not link_exists(instance.bridge)
-        assert subprocess.run(["iptables", "-w", "-t", "nat", "-S", f"DY-{instance.bridge}"],
+        from supervisor.network.nat import daemon_id
+
+        assert subprocess.run(["iptables", "-w", "-t", "nat", "-S", f"DY-{daemon_id(instance.root)}"],
                               capture_output=True).returncode != 0, "the DNAT chain is left behind"
     finally:
         subprocess.run(["iptables", "-w", "-t", "nat", "-D", *rule], capture_output=True)
@@ -248,5 +257,5 @@ def test_run_rm_cycles_leave_no_link_lease_or_listener(daemon):
     while veths(daemon) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert veths(daemon) == []
-    with socket.socket() as probe:  # the proxy's listener is gone: the port binds again
+    with socket.socket() as probe:  # the host port is no longer reserved: it binds again
         probe.bind(("127.0.0.1", port))

@@ -58,9 +58,9 @@ def test_on_failure_3_restarts_exactly_three_times_with_growing_delays(daemon):
     seen = events(daemon, ref)
     assert [e["action"] for e in seen] == ["create"] + ["start", "die", "restart"] * 3 + ["start", "die"]
     restarts = [e["attributes"] for e in seen if e["action"] == "restart"]
-    assert [r["attempt"] for r in restarts] == ["1", "2", "3"]
-    assert [r["delay"] for r in restarts] == ["0.100", "0.200", "0.400"]
-    assert {r["exitCode"] for r in restarts} == {"3"} and restarts[-1]["restartCount"] == "3"
+    assert [r["attempt"] for r in restarts] == [1, 2, 3]
+    assert [r["delay"] for r in restarts] == [0.1, 0.2, 0.4]
+    assert {r["exitCode"] for r in restarts} == {3} and restarts[-1]["restartCount"] == 3
     document = inspect(daemon, ref)
     assert document["RestartCount"] == 3
     assert document["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
@@ -130,7 +130,7 @@ def test_policies_across_a_daemon_restart(daemon):
     assert inspect(daemon, stays)["State"]["Status"] == "exited"
     assert inspect(daemon, plain)["State"]["Status"] == "exited"
     restart = [e for e in events(daemon, kept) if e["action"] == "restart"][-1]["attributes"]
-    assert restart["attempt"] == "1"
+    assert restart["attempt"] == 1
     daemon.out("rm", "-f", kept, back)
 
 

@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
               "names and addresses"),
     "mechanics": (("supervisor.runtime", "supervisor.images", "supervisor.network.links",
                    "supervisor.network.manager", "supervisor.network.nat", "supervisor.network.proxy",
+                   "supervisor.network.user", "supervisor.network.dns", "supervisor.network.isolation",
                    "supervisor.registry", "supervisor.store", "supervisor.journal", "supervisor.stats",
                    "supervisor.systemd", "supervisor.volumes"),
                   ("model", "leaves", "logs"),
@@ -53,7 +54,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                  "the container lifecycle and the services beside it: they decide, the mechanics act; "
                  "no bus"),
     "handlers": (("supervisor.handlers", "supervisor.loghandlers", "supervisor.registryhandlers",
-                  "supervisor.volumehandlers", "supervisor.eventkeyhandlers"),
+                  "supervisor.volumehandlers", "supervisor.eventkeyhandlers",
+                  "supervisor.networkhandlers"),
                  ("services", "mechanics", "model", "leaves", "logs", "bus.filters", "bus.remote"),
                  "one handler per bus operation: checked arguments in, the Supervisor called, a reply out; "
                  "events.replay filters as the publisher does (bus/filters.py); the remote subscribers' "
@@ -67,6 +69,10 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "worker runner": (("workers.runner", "workers.__main__"),
                       ("workers", "leaves"),
                       "runs one worker (`python -m workers`, `dockyard worker`); loads it by name"),
+    "oci runtime": (("supervisor.ociruntime",),
+                    ("mechanics", "model", "leaves", "logs"),
+                    "`dockyard-runtime`, the OCI runtime command line: the init stage and cgroups of the "
+                    "mechanics, no daemon, no bus"),
     "cli": (("supervisor.cli",),
             ("daemon", "worker runner", "model", "leaves", "bus",
              "supervisor.images.tarsafe", "supervisor.registry.progress"),

@@ -63,7 +63,7 @@ async def test_a_signal_other_than_stop_or_kill_is_not_a_user_stop(fakes: Fakes)
     container = await _running(fakes)
     await fakes.core.kill("web", signal.SIGHUP)
     assert container.status is Status.RUNNING and not container.user_stopped
-    assert fakes.event(container.id, "kill")["signal"] == str(int(signal.SIGHUP))
+    assert fakes.event(container.id, "kill")["signal"] == int(signal.SIGHUP)
     await fakes.core.kill("web")
     await fakes.core.wait_for(container)
     assert container.user_stopped and container.exit_code == 128 + signal.SIGKILL

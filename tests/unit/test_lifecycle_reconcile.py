@@ -34,7 +34,7 @@ async def test_reconcile_at_daemon_start(tmp_path: Path) -> None:
     left = containers["left"]
     assert left.status is Status.EXITED and left.exit_code == ORPHAN_EXIT_CODE
     assert left.error == "the daemon stopped while the container was running"
-    assert after.event(ids["left"], "die") == {"name": "left", "image": "base", "exitCode": "255",
+    assert after.event(ids["left"], "die") == {"name": "left", "image": "base", "exitCode": 255,
                                                "reason": "daemon restart"}
     assert containers["done"].status is Status.EXITED and containers["new"].status is Status.CREATED
     assert containers["going"].status is Status.DEAD

@@ -42,7 +42,7 @@ async def test_a_started_container_holds_its_cgroup_and_lease_until_its_exit(fak
     assert container.status is Status.EXITED and _record(fakes, container.id)["exit_code"] == 3
     assert fakes.cgroups.existing == set() and fakes.network.leases == set()
     assert fakes.actions(container.id) == ["create", "start", "die"]
-    assert fakes.event(container.id, "die")["exitCode"] == "3"
+    assert fakes.event(container.id, "die")["exitCode"] == 3
 
 
 FAILURES = {
@@ -75,7 +75,7 @@ async def test_a_failed_start_leaves_nothing_and_records_why(fakes: Fakes, where
     assert container.status is Status.EXITED and (container.exit_code, container.error) == (exit_code, reason)
     assert _record(fakes, container.id)["status"] == "exited"
     assert fakes.actions(container.id) == ["create", "die"]
-    assert fakes.event(container.id, "die") == {"name": "web", "image": "base", "exitCode": str(exit_code),
+    assert fakes.event(container.id, "die") == {"name": "web", "image": "base", "exitCode": exit_code,
                                                 "error": reason}
     # The container can be started again once the cause is gone.
     setattr(getattr(fakes, part), attribute, None)
@@ -124,3 +124,12 @@ async def test_joining_the_network_of_a_container_that_is_not_running_is_a_faile
         await fakes.core.start("web")
     assert "cannot join the network of container db: it is not running" in failed.value.message
     assert container.status is Status.EXITED and fakes.cgroups.existing == set()
+
+
+def test_attributes_are_typed_in_one_place() -> None:
+    from supervisor.lifecycle.events import typed
+
+    given = {"name": "web", "exitCode": "-9", "delay": "0.100", "read/write": "false", "signal": 15,
+             "restartCount": "not a number"}
+    assert typed(dict(given)) == {"name": "web", "exitCode": -9, "delay": 0.1, "read/write": False, "signal": 15,
+                                  "restartCount": "not a number"}

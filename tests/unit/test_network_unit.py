@@ -42,7 +42,8 @@ def test_bad_publish_specs_name_the_spec(text):
 
 def test_modes_and_host_entries():
     assert [parse_mode(m) for m in ("bridge", "none", "host", "container:web")] == ["bridge", "none", "host", "container:web"]
-    for bad in ("container:", "bridged", ""):
+    assert parse_mode("app") == "app"  # a user-defined network's name (docs/network.md)
+    for bad in ("container:", "-app", "a b", ""):
         with pytest.raises(InvalidArgument, match="invalid network mode"):
             parse_mode(bad)
     assert parse_add_host("db.test:10.1.2.3") == ("db.test", "10.1.2.3")
@@ -102,19 +103,3 @@ def test_a_lease_file_of_another_subnet_is_not_used(tmp_path):
     path = str(tmp_path / "leases.json")
     Leases(path, "10.213.5.0/24").allocate("a")
     assert Leases(path, "10.213.6.0/24").leases == {}
-
-
-def test_dnat_rules_skip_loopback_and_name_the_container():
-    from supervisor.network.nat import Nat
-
-    nat = Nat("dyt-abc123")
-    ports = [(PortMapping(80, "tcp", "127.0.0.1", 8080), 8080), (PortMapping(53, "udp"), 32768),
-             (PortMapping(443, "tcp", "10.0.0.5", 8443), 8443)]
-    rules = nat.rules("f" * 64, "10.213.1.2", ports)
-    assert rules == [
-        ["-p", "udp", "--dport", "32768", "-m", "comment", "--comment", "dockyard:ffffffffffff",
-         "-j", "DNAT", "--to-destination", "10.213.1.2:53"],
-        ["-p", "tcp", "-d", "10.0.0.5", "--dport", "8443", "-m", "comment", "--comment", "dockyard:ffffffffffff",
-         "-j", "DNAT", "--to-destination", "10.213.1.2:443"],
-    ]
-    assert nat.chain == "DY-dyt-abc123"

@@ -39,7 +39,7 @@ async def test_a_scheduled_restart_starts_the_container_after_its_delay(fakes: F
     await Restarts(fakes.core).schedule("web", container.finished_at, attempt=2, delay=0)
     assert container.restart_count == 1 and container.restart_attempt == 2
     assert fakes.event(container.id, "restart") == {
-        "name": "web", "image": "base", "attempt": "2", "delay": "0.000", "exitCode": "1", "restartCount": "1",
+        "name": "web", "image": "base", "attempt": 2, "delay": 0.0, "exitCode": 1, "restartCount": 1,
         "policy": "always"}
     with trio.fail_after(10):
         while fakes.actions(container.id).count("start") < 2:

@@ -1,0 +1,506 @@
+"""The init stage of an OCI bundle (``dockyard-runtime create``/``run``/``exec``): the same
+stage as a daemon's container (``init_stage.py``: its config on fd 3, its status pipe on
+fd 4, :func:`init_stage.fork_and_report`, the user, capabilities, seccomp and execve of
+``security.py``), with the steps the OCI runtime spec asks for in place of docker's:
+namespaces as the bundle lists them (joined by path, or new, a user namespace with its
+id mappings), the bundle's root directory bind-mounted instead of an overlay, the bundle's
+mounts as given, its devices, a console (a pty of the container's devpts, its master sent
+over the console socket), the five capability sets, and the wait on the exec FIFO between
+``create`` and ``start``.
+
+::
+
+    dockyard-runtime create         stage 0                        pid 1
+    -----------------------         -------                        -----
+    fork, config on fd 3 ---------> join cgroups, setns by path,
+                                    unshare (user ns: a helper
+                                    writes the id maps), fork ----> wait for the go
+    <-- {"pid": N} ---------------- report, _exit(0)
+                                                                   mounts, devices, console,
+                                                                   pivot_root, masks, sysctls,
+                                                                   rlimits, user, caps, seccomp
+    <-- {"ready": 1} ------------------------------------------------ (the program was found)
+    write state.json, exit                                         open exec.fifo O_WRONLY: blocks
+    dockyard-runtime start: open exec.fifo O_RDONLY, read -------> write "0"; startContainer
+                                                                   hooks; execve
+
+fd 5, when the config says ``terminal``, is a socket connected to the console socket; fd 6
+the exec FIFO (O_PATH), opened by the runtime.
+Like every module of the stage: the standard library only, imported beside
+``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
+"""
+
+import fcntl
+import os
+import stat
+import struct
+
+import _socket
+
+if __package__:  # imported as supervisor.runtime.bundle_stage
+    from supervisor.runtime import init_stage, libc, namespaces, nsenter, rootfs, security
+else:  # pragma: no cover - beside forkserver.py
+    import init_stage
+    import libc
+    import namespaces
+    import nsenter
+    import rootfs
+    import security
+
+CONSOLE_FD = 5
+FIFO_FD = 6  # the exec FIFO, opened O_PATH by the runtime (runc's _LIBCONTAINER_FIFOFD)
+CLONE_NEWUSER = 0x10000000
+NAMESPACE_FLAGS = {
+    "user": CLONE_NEWUSER, "mount": libc.CLONE_NEWNS, "uts": libc.CLONE_NEWUTS, "ipc": libc.CLONE_NEWIPC,
+    "pid": libc.CLONE_NEWPID, "network": libc.CLONE_NEWNET, "cgroup": libc.CLONE_NEWCGROUP,
+}
+MS_MOVE = 0x2000
+MS_UNBINDABLE = 0x20000
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT_RAISE = 2
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCSWINSZ = 0x5414
+TIOCSCTTY = 0x540E
+
+
+# --- stage 0: namespaces ----------------------------------------------------------------------
+
+
+def enter_namespaces(config: dict) -> None:
+    """Join the namespaces given by path (the user one first), then unshare the new ones (a
+    new user namespace first, mapped by :func:`map_user_namespace`)."""
+    joins = [(kind, path) for kind, path in config.get("namespaces", ()) if path]
+    joins.sort(key=lambda item: item[0] != "user")
+    fds = []
+    try:
+        for kind, path in joins:
+            try:
+                fds.append((kind, path, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as exc:
+                raise libc.InitError(f'open the {kind} namespace "{path}": {libc.strerror(exc.errno)}') from None
+        for kind, path, fd in fds:
+            libc.setns(fd, NAMESPACE_FLAGS[kind], f'join the {kind} namespace "{path}" (setns)')
+    finally:
+        for _, _, fd in fds:
+            os.close(fd)
+    new = [kind for kind, path in config.get("namespaces", ()) if not path]
+    if "user" in new:
+        map_user_namespace(config)
+    flags = 0
+    for kind in new:
+        if kind != "user":
+            flags |= NAMESPACE_FLAGS[kind]
+    if flags:
+        libc.unshare(flags)
+
+
+def map_user_namespace(config: dict) -> None:
+    """unshare(CLONE_NEWUSER) and have the id maps written: a process cannot map more than
+    its own id into its own new namespace, so a helper forked before the unshare (still root
+    of the parent namespace) writes ``/proc/<stage 0>/uid_map`` and ``gid_map``."""
+    ready_read, ready_write = os.pipe()
+    parent = os.getpid()
+    helper = os.fork()
+    if helper == 0:
+        code = 0
+        try:
+            os.close(ready_write)
+            if os.read(ready_read, 1) != b"x":
+                os._exit(1)
+            for name in ("uid_map", "gid_map"):
+                lines = "".join("%d %d %d\n" % tuple(entry) for entry in config.get(name[:3] + "_mappings", ()))
+                if lines:
+                    with open(f"/proc/{parent}/{name}", "w") as file:
+                        file.write(lines)
+        except OSError:
+            code = 1
+        os._exit(code)
+    os.close(ready_read)
+    try:
+        libc.unshare(CLONE_NEWUSER)
+    finally:
+        os.write(ready_write, b"x")
+        os.close(ready_write)
+        _, status = os.waitpid(helper, 0)
+    if status != 0:
+        raise libc.InitError("write the user namespace's uid_map and gid_map: refused by the kernel")
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as exc:
+        raise libc.InitError(f"become root of the user namespace: {libc.strerror(exc.errno)}") from None
+
+
+# --- pid 1: the root filesystem ---------------------------------------------------------------
+
+
+def prepare_root(root: str, propagation: int) -> None:
+    """Make every mount of our mount namespace ``propagation`` (rslave by default, as runc:
+    nothing we mount reaches the host), and bind the bundle's root onto itself, so that it
+    is a mount point for pivot_root."""
+    libc.mount(None, "/", None, propagation or (libc.MS_SLAVE | libc.MS_REC), None, "set the propagation of /")
+    if propagation & libc.MS_SHARED:
+        make_parent_private(root)
+    libc.mount(root, root, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount the root "{root}" onto itself')
+
+
+def make_parent_private(root: str) -> None:
+    """pivot_root refuses a new root whose parent mount is shared (rootfsPropagation
+    "shared"): make that one mount private, as runc does."""
+    parent = "/"
+    for line in init_stage.read_text("/proc/self/mountinfo").splitlines():
+        point = line.split(" ")[4].replace("\\040", " ")
+        if (root + "/").startswith(point.rstrip("/") + "/") and len(point) > len(parent):
+            parent = point
+    libc.mount(None, parent, None, libc.MS_PRIVATE, None, f'make the parent mount "{parent}" of the root private')
+
+
+def mount_bundle_mounts(root: str, mounts) -> None:
+    """Each ``[type, source, destination, flags, propagation, data]`` of the config, in order,
+    its destination resolved inside ``root`` (:func:`rootfs.secure_join`)."""
+    for kind, source, destination, flags, propagation, data in mounts:
+        try:
+            where = rootfs.secure_join(root, destination)
+        except OSError as exc:
+            raise libc.InitError(f'resolve the mount destination "{destination}": {libc.strerror(exc.errno)}') from None
+        what = f'mount {kind or "bind"} "{source}" on "{destination}"'
+        if kind == "cgroup":
+            mount_cgroup_tree(where, flags)
+        elif flags & libc.MS_BIND:
+            _make_mount_point(where, destination, os.path.isdir(source))
+            libc.mount(source, where, None, flags & (libc.MS_BIND | libc.MS_REC), None, what)
+            extra = flags & ~(libc.MS_BIND | libc.MS_REC)
+            if extra:
+                libc.mount(None, where, None, extra | libc.MS_BIND | libc.MS_REMOUNT, None, what + " (remount)")
+        else:
+            _make_mount_point(where, destination, True)
+            libc.mount(source, where, kind, flags, data or None, what)
+        if propagation:
+            libc.mount(None, where, None, propagation, None, f'set the propagation of "{destination}"')
+
+
+def _make_mount_point(where: str, destination: str, directory: bool) -> None:
+    try:
+        if directory:
+            os.makedirs(where, 0o755, exist_ok=True)
+        elif not os.path.lexists(where):
+            os.makedirs(os.path.dirname(where), 0o755, exist_ok=True)
+            os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise libc.InitError(f'create the mount point "{destination}": {libc.strerror(exc.errno)}') from None
+
+
+def mount_cgroup_tree(where: str, flags: int) -> None:
+    """A ``cgroup`` mount: on cgroup v2 the unified hierarchy; on v1 (and hybrid) a tmpfs with
+    one mount per hierarchy this process is in (``/proc/self/cgroup``), each rooted at its
+    cgroup namespace, and links for co-mounted controllers (cpu -> cpu,cpuacct), as runc."""
+    lines = init_stage.read_text("/proc/self/cgroup").splitlines()
+    _make_mount_point(where, where, True)
+    if all(line.startswith("0::") for line in lines):
+        libc.mount("cgroup2", where, "cgroup2", flags, None, "mount cgroup2")
+        return
+    kept = flags & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    libc.mount("tmpfs", where, "tmpfs", kept, "mode=755", "mount the tmpfs of /sys/fs/cgroup")
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            continue  # the (empty) unified hierarchy of a hybrid host
+        name = controllers.replace("name=", "")
+        target = where + "/" + name
+        os.mkdir(target, 0o755)
+        options = ("none," + controllers) if controllers.startswith("name=") else controllers
+        try:
+            libc.mount("cgroup", target, "cgroup", flags, options, f'mount the cgroup hierarchy "{controllers}"')
+        except libc.InitError:
+            # A user namespace without a cgroup namespace of its own may not mount cgroupfs:
+            # bind the container's own directory of the host's hierarchy instead (as runc).
+            source = "/sys/fs/cgroup/" + name + path
+            libc.mount(source, target, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount the cgroup "{source}"')
+            if flags & libc.MS_RDONLY:
+                libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept, None,
+                           f'make the cgroup "{source}" read-only')
+        for alias in name.split(",") if "," in name else ():
+            os.symlink(name, where + "/" + alias)
+    if flags & libc.MS_RDONLY:
+        libc.mount(None, where, None, libc.MS_REMOUNT | libc.MS_RDONLY | kept, None, "make /sys/fs/cgroup read-only")
+
+
+def make_devices(root: str, devices, default_devices: bool) -> None:
+    """The spec's default devices (and /dev's links), when /dev is the runtime's, and each
+    ``[path, type, major, minor, mode, uid, gid]`` of the config: mknod, or, where mknod is
+    not allowed (a user namespace), a bind mount of the host's node."""
+    entries = list(devices)
+    if default_devices:
+        entries = [["/dev/" + name, "c", major, minor, 0o666, 0, 0] for name, major, minor in rootfs.DEVICES] + entries
+        for name, target in rootfs.DEVICE_LINKS:
+            try:
+                os.symlink(target, rootfs.secure_join(root, "/dev/" + name))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise libc.InitError(f'link "/dev/{name}": {libc.strerror(exc.errno)}') from None
+    for path, kind, major, minor, mode, uid, gid in entries:
+        node = rootfs.secure_join(root, path)
+        file_type = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+        try:
+            os.makedirs(os.path.dirname(node), 0o755, exist_ok=True)
+            if os.path.lexists(node):
+                os.unlink(node)
+            try:
+                os.mknod(node, file_type | (mode & 0o7777), os.makedev(major, minor))
+            except PermissionError:
+                os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+                libc.mount(path, node, None, libc.MS_BIND, None, f'bind-mount the device "{path}"')
+                continue
+            os.chmod(node, mode & 0o7777)
+            os.chown(node, uid, gid)
+        except OSError as exc:
+            raise libc.InitError(f'create the device "{path}": {libc.strerror(exc.errno)}') from None
+
+
+def open_console(root: str, console_size, uid: int) -> None:
+    """A pty of the container's own devpts (``/dev/pts/ptmx``): its master is sent over the
+    console socket (fd 5, SCM_RIGHTS, the slave's name as the message, as runc does), its
+    slave becomes fds 0-2 and the controlling terminal of a new session."""
+    try:
+        master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+        name = "/dev/pts/%d" % number
+        slave = os.open(root + name, os.O_RDWR | os.O_NOCTTY)
+        os.fchown(slave, uid, -1)
+        if console_size:
+            fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", console_size[0], console_size[1], 0, 0))
+    except OSError as exc:
+        raise libc.InitError(f"create the console in the container's /dev/pts: {libc.strerror(exc.errno)}") from None
+    send_console(master, name)
+    os.close(master)
+    take_console(slave)
+
+
+def send_console(master: int, name: str) -> None:
+    """The pty master over the console socket (fd :data:`CONSOLE_FD`), then the socket closed."""
+    sock = _socket.socket(fileno=CONSOLE_FD)
+    try:
+        sock.sendmsg([name.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
+    except OSError as exc:
+        raise libc.InitError(f"send the console to the console socket: {libc.strerror(exc.errno)}") from None
+    finally:
+        sock.close()
+
+
+def take_console(slave: int) -> None:
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    try:
+        os.setsid()
+        fcntl.ioctl(0, TIOCSCTTY, 0)
+    except OSError as exc:
+        raise libc.InitError(f"make the console the controlling terminal: {libc.strerror(exc.errno)}") from None
+
+
+def enter_root(root: str, no_pivot: bool) -> None:
+    """pivot_root into the root (``rootfs.enter_rootfs``), or with ``--no-pivot`` move it
+    onto / and chroot (for a root on a ramfs, where pivot_root is refused)."""
+    if not no_pivot:
+        rootfs.enter_rootfs(root)
+        return
+    os.chdir(root)
+    libc.mount(root, "/", None, MS_MOVE, None, "move the root onto / (--no-pivot)")
+    os.chroot(".")
+    os.chdir("/")
+
+
+def set_domainname(name: str) -> None:
+    try:  # _socket has no setdomainname: the proc file of the UTS namespace
+        with open("/proc/sys/kernel/domainname", "w") as file:
+            file.write(name)
+    except OSError as exc:
+        raise libc.InitError(f"set the domain name {name!r}: {libc.strerror(exc.errno)}") from None
+
+
+def set_oom_score_adj(value) -> None:
+    if value is None:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as file:
+            file.write(str(value))
+    except OSError as exc:
+        raise libc.InitError(f"set oom_score_adj to {value}: {libc.strerror(exc.errno)}") from None
+
+
+# --- pid 1: who it runs as ---------------------------------------------------------------------
+
+
+def apply_capability_sets(caps: dict, uid: int, gid: int, groups, no_new_privileges: bool, seccomp: str) -> None:
+    """The spec's five capability sets, the user and groups, no_new_privs and the seccomp
+    filter, in runc's order: the filter first when it must be loaded with CAP_SYS_ADMIN
+    (no no_new_privs), bounding set, keep-caps across setuid, the ids, the other sets."""
+    program = bytes.fromhex(seccomp) if seccomp else b""
+    if program and not no_new_privileges:
+        libc.set_seccomp_filter(program)
+    security.limit_bounding_set(security.capability_mask(caps.get("bounding", ())))
+    if uid != 0:
+        libc.prctl(PR_SET_KEEPCAPS, 1, what="keep the capabilities across setuid")
+    security.switch_user(uid, gid, tuple(groups))
+    if no_new_privileges:
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
+    libc.capset(effective=security.capability_mask(caps.get("effective", ())),
+                permitted=security.capability_mask(caps.get("permitted", ())),
+                inheritable=security.capability_mask(caps.get("inheritable", ())))
+    for name in caps.get("ambient", ()):
+        try:  # refused unless also permitted and inheritable: skipped then, as runc does
+            libc.prctl(libc.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, security.CAPABILITIES[name])
+        except libc.InitError:
+            pass
+    if program and no_new_privileges:
+        libc.set_seccomp_filter(program)
+
+
+def home_of(uid: int) -> str:
+    for line in init_stage.read_text("/etc/passwd").splitlines():
+        row = line.split(":")
+        if len(row) >= 7 and row[2] == str(uid):
+            return row[5] or "/"
+    return "/"
+
+
+def wait_for_start(fifo: int) -> None:
+    """Block until ``start`` opens the exec FIFO for reading (runc's exec.fifo), then write
+    the byte it waits for."""
+    try:
+        fd = os.open("/proc/self/fd/%d" % fifo, os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo)
+    except OSError as exc:
+        raise libc.InitError(f"wait on the exec fifo: {libc.strerror(exc.errno)}") from None
+
+
+def run_start_hooks(hooks, state: str) -> None:
+    """startContainer hooks, in the container, with the state on their stdin; the first that
+    fails stops the start."""
+    for hook in hooks:
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.dup2(read_end, 0)
+            try:
+                os.execve(hook["path"], hook.get("args") or [hook["path"]], dict(
+                    entry.split("=", 1) for entry in hook.get("env") or () if "=" in entry))
+            except OSError:
+                os._exit(127)
+        os.close(read_end)
+        try:
+            os.write(write_end, state.encode())
+        except OSError:
+            pass
+        os.close(write_end)
+        _, status = os.waitpid(child, 0)
+        if status != 0:
+            raise libc.InitError(f'startContainer hook "{hook["path"]}" failed with status {status >> 8}')
+
+
+def container(config: dict) -> None:
+    """pid 1 of a bundle: build its world, wait for ``start``, execve. Never returns."""
+    root = config["rootfs"]
+    uid, gid = config.get("uid", 0), config.get("gid", 0)
+    prepare_root(root, config.get("rootfs_propagation", 0))
+    mount_bundle_mounts(root, config.get("mounts", ()))
+    make_devices(root, config.get("devices", ()), config.get("default_devices", True))
+    if config.get("terminal"):
+        open_console(root, config.get("console_size"), uid)
+    fifo = FIFO_FD if config.get("exec_fifo") else -1
+    enter_root(root, config.get("no_pivot", False))
+    if config.get("rootfs_propagation"):
+        libc.mount(None, "/", None, config["rootfs_propagation"], None, "set the propagation of the root")
+    security.write_sysctls(config.get("sysctls", ()))
+    rootfs.mask_paths(config.get("masked_paths", ()))
+    rootfs.make_readonly(config.get("readonly_paths", ()))
+    if config.get("readonly_rootfs"):
+        rootfs.make_root_readonly()
+    if config.get("hostname"):
+        namespaces.set_hostname(config["hostname"])
+    if config.get("domainname"):
+        set_domainname(config["domainname"])
+    set_oom_score_adj(config.get("oom_score_adj"))
+    become(config, create=True, fifo=fifo)
+
+
+def become(config: dict, create: bool = False, fifo: int = -1) -> None:
+    """The end of pid 1 and of an exec: rlimits, cwd, user and capabilities, the program
+    looked up, ``{"ready": 1}`` reported, the FIFO waited on, startContainer hooks, execve."""
+    uid, gid = config.get("uid", 0), config.get("gid", 0)
+    env = init_stage.environment_with_home(config, home_of(uid))
+    init_stage.set_rlimits(config.get("rlimits", ()))
+    cwd = config.get("cwd") or "/"
+    try:
+        if create:  # as root, before setuid (as runc): the user may not be allowed to create it
+            os.makedirs(cwd, 0o755, exist_ok=True)
+        os.chdir(cwd)
+    except OSError as exc:
+        raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
+    if config.get("umask") is not None:
+        os.umask(config["umask"])
+    apply_capability_sets(config.get("capabilities") or {}, uid, gid, config.get("groups", ()),
+                          config.get("no_new_privileges", False), config.get("seccomp", ""))
+    argv = config["argv"]
+    program = init_stage.find_program(argv, env)
+    if create:
+        os.write(init_stage.STATUS_FD, b'{"ready": 1}\n')
+    if fifo >= 0:
+        wait_for_start(fifo)
+    run_start_hooks(config.get("start_hooks", ()), config.get("state", "{}"))
+    umask = config.get("umask")
+    libc.reset_ignored_signals()
+    os.umask(0o022 if umask is None else umask)
+    environment = dict(entry.split("=", 1) for entry in env if "=" in entry)
+    try:
+        os.execve(program, argv, environment)
+    except OSError as exc:
+        raise init_stage.exec_error(argv[0], exc) from None
+
+
+def join_container(config: dict) -> None:
+    """An exec: stage 0 joins the container's user namespace if it has one, then its cgroups
+    and other namespaces (``nsenter.join``), forks and reports; the child becomes the
+    process, with a console of the container's devpts when asked for."""
+    target = config["join"]
+    if config.get("join_user"):
+        fd = os.open("/proc/%d/ns/user" % int(target["pid"]), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            libc.setns(fd, CLONE_NEWUSER, "join the user namespace")
+        finally:
+            os.close(fd)
+    nsenter.join(config)
+    if config.get("terminal"):
+        open_console("", config.get("console_size"), config.get("uid", 0))
+    become(config)
+
+
+def run_bundle_stage() -> None:
+    """The whole stage, from fds 3, 4 (and 5) to execve. Never returns."""
+    for fd in (init_stage.STATUS_FD, CONSOLE_FD, FIFO_FD):
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass  # no console socket, no FIFO
+    try:
+        os.closerange(FIFO_FD + 1, 1 << 20)
+        config = init_stage.read_config()
+        if config.get("join"):
+            join_container(config)
+        namespaces.join_cgroups(config.get("cgroup_procs", ()))
+        enter_namespaces(config)
+        init_stage.fork_and_report("the container process")
+        container(config)
+    except libc.InitError as exc:
+        init_stage.fail(exc.message, exc.exit_code)
+    except Exception as exc:  # a bug or a bad config: still report it, never run on
+        init_stage.fail(f"container init: {type(exc).__name__}: {exc}", libc.EXIT_RUNTIME)
+    except BaseException:
+        init_stage.fail("container init: interrupted", libc.EXIT_RUNTIME)
+    os._exit(libc.EXIT_RUNTIME)

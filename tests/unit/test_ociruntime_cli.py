@@ -1,0 +1,86 @@
+"""dockyard-runtime's command line (supervisor/ociruntime/cli.py, commands.py, state.py):
+parsing in runc's shapes, errors in runc's shape, the state store; no root needed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from supervisor.ociruntime.cli import Logger, main, normalize
+from supervisor.ociruntime.commands import parse_signal
+from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.ociruntime.state import StateStore, spec_state, status_of
+
+
+def test_go_style_single_dash_long_options_are_accepted():
+    assert normalize(["-root", "/r", "create", "-bundle=/b", "-pid-file", "p", "c1"]) == [
+        "--root", "/r", "create", "--bundle=/b", "--pid-file", "p", "c1"]
+    assert normalize(["exec", "c1", "--", "-debug"]) == ["exec", "c1", "--", "-debug"]
+    assert normalize(["kill", "c1", "-9"]) == ["kill", "c1", "-9"]
+
+
+def test_signals_by_name_number_and_realtime_offset():
+    assert [parse_signal(text) for text in ("KILL", "SIGTERM", "9", "hup", "RTMIN+2")] == [9, 15, 9, 1, 36]
+    with pytest.raises(RuntimeCommandError, match="invalid signal: NOPE"):
+        parse_signal("NOPE")
+
+
+def test_errors_are_json_lines_in_the_log_and_plain_on_stderr(tmp_path, capsys):
+    log = tmp_path / "log.json"
+    code = main(["--root", str(tmp_path / "state"), "--log", str(log), "--log-format", "json", "state", "missing"])
+    assert code == 1
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and entry["msg"] == 'container "missing" does not exist'
+    assert capsys.readouterr().err == 'container "missing" does not exist\n'
+
+
+def test_systemd_cgroup_is_refused_naming_the_alternative(tmp_path, capsys):
+    assert main(["--root", str(tmp_path), "--systemd-cgroup", "list"]) == 1
+    assert "cgroupfs" in capsys.readouterr().err
+
+
+def test_spec_writes_a_config_once(tmp_path, capsys):
+    assert main(["spec", "--bundle", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["process"]["args"] == ["sh"] and config["root"]["path"] == "rootfs"
+    assert main(["spec", "--bundle", str(tmp_path)]) == 1
+    assert "File config.json exists" in capsys.readouterr().err
+
+
+def test_features_and_version_print(capsys):
+    assert main(["features"]) == 0
+    features = json.loads(capsys.readouterr().out)
+    assert "createRuntime" in features["hooks"] and features["linux"]["cgroup"]["systemd"] is False
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("dockyard-runtime version ")
+
+
+def test_text_log_lines_are_logrus_shaped(tmp_path):
+    log = tmp_path / "log"
+    Logger(str(log)).warn('a "quoted" thing')
+    assert log.read_text().endswith('level=warning msg="a \\"quoted\\" thing"\n')
+
+
+def test_the_store_keeps_one_directory_per_container_and_derives_the_status(tmp_path):
+    store = StateStore(str(tmp_path / "root"))
+    store.make("c1")
+    with pytest.raises(RuntimeCommandError, match="container with id exists: c1"):
+        store.make("c1")
+    record = {"id": "c1", "pid": os.getpid(), "start_time": None, "bundle": "/b"}
+    store.save(record)
+    assert store.ids() == ["c1"] and store.load("c1") == record
+    assert status_of(record, store) == "stopped"  # a start time that is not this process's
+    from supervisor.ociruntime.state import process_start_time
+
+    record["start_time"] = process_start_time(os.getpid())
+    assert status_of(record, store) == "running"
+    os.mkfifo(store.fifo("c1"))
+    assert status_of(record, store) == "created"
+    assert spec_state(record, "stopped")["pid"] == 0
+    with store.locked("c1"):
+        pass
+    store.remove("c1")
+    with pytest.raises(RuntimeCommandError, match='container "c1" does not exist'):
+        store.load("c1")
