@@ -23,7 +23,7 @@ async def test_the_keeper_hands_what_it_holds_to_the_next_daemon(tmp_path):
     os.write(write_end, b"written while no daemon ran\n")  # no EPIPE: the pipe is held open
 
     second = KeeperClient(tmp_path, python=first.python)
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         held = await second.connect()
     assert second.pid == keeper
     assert [(h.id, h.pid, h.start_time, h.exit, sorted(h.fds)) for h in held] == [("c1", pid, 42, None, ["stdout"])]
@@ -31,7 +31,7 @@ async def test_the_keeper_hands_what_it_holds_to_the_next_daemon(tmp_path):
     await second.release("c1", pid)
     await second.stop_when_idle()
     await second.aclose()  # holding nothing: the keeper exits
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         while is_keeper(keeper):
             await trio.sleep(0.05)  # polls the keeper's exit, bounded
     os.waitpid(keeper, 0)  # the first client started it: it is this process's child
