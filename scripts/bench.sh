@@ -7,6 +7,7 @@
 #   scripts/bench.sh            # full run, about 15 minutes
 #   scripts/bench.sh --quick    # 2-minute smoke run
 #   scripts/bench.sh --help     # every option (--many N, --reps N, --only run_rm,api ...)
+#   scripts/bench.sh --only live_restore --no-doc   # issue 21: keeper memory, adoption time, throughput
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -45,7 +45,7 @@ from supervisor.exec import ExecResult, ExecSpec, Execution
 from supervisor.images import archive as image_archive
 from supervisor.images.store import Image, ImageStore
 from supervisor.attach import Target
-from supervisor.lifecycle import reconcile, remap
+from supervisor.lifecycle import reconcile, remap, restore
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.lifecycle.devices import V2_CAPABILITIES  # noqa: F401 - its old home
 from supervisor.lifecycle.events import EVENTS_CHANNEL, Events
@@ -54,6 +54,7 @@ from supervisor.lifecycle.start import OUTPUT_DRAIN_SECONDS  # noqa: F401 - its 
 from supervisor.locallogs import LocalLogStore, discard, read_records
 from supervisor.logbuffer import LogBuffers
 from supervisor.runtime import cgroups
+from supervisor.runtime.keeperclient import KeeperClient
 from supervisor.runtime.spawn import ForkServer, become_subreaper
 from supervisor.services.execs import Execs
 from supervisor.services.healthchecks import HealthChecks
@@ -120,7 +121,8 @@ class Supervisor:
         self.images = ImageStore(self.config.root)
         self.volume_store = VolumeStore(self.config.root)
         self._stack = contextlib.AsyncExitStack()
-        self._fork_server = ForkServer(self.config.python)  # forks every container's init stage
+        self._fork_server = ForkServer(self.config.python)  # forks every exec's stage (and containers' without live restore)
+        self.keeper: KeeperClient | None = None  # live restore: forks containers' init stage, holds them
         self.local_logs = (LocalLogStore(self.config.root, self._log_dropped, self.log)
                            if log_store == "local" else None)
         keep = self.local_logs.keep if self.local_logs is not None else discard if log_store == "none" else None
@@ -133,6 +135,10 @@ class Supervisor:
             volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
             default_init=self.config.init, init_path=self.config.init_path,
         )
+        if self.config.live_restore or (self.config.run_dir / "keeper.sock").exists():
+            # Without live restore a keeper left by an earlier daemon is used all the same, so
+            # that its containers are adopted (and stopped with this daemon) rather than lost.
+            self.keeper = self.lifecycle.keeper = KeeperClient(self.config.run_dir, self.config.python, self.log)
         self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.networks = Networks(self.lifecycle)  # network create|ls|inspect|rm|prune|connect|disconnect
         self.image_service = Images(self.lifecycle, self.images)
@@ -180,12 +186,21 @@ class Supervisor:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         self.lifecycle.check_default_pids_limit()
         await self._setup_remap()
+        if self.keeper is not None:  # what the last daemon's containers left with the keeper
+            self._stack.push_async_callback(self.keeper.aclose)
+            held = await self.keeper.connect()
+            self.lifecycle.held = {container.id: container for container in held}
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self.lifecycle.nursery = nursery
         self.networking.nursery = nursery
+        if self.keeper is not None:
+            nursery.start_soon(self.keeper.serve)
+            outcome = await restore.resume(self.lifecycle)
+            self.emit("daemon", "restore", "", {"pid": str(os.getpid()), "keeper": str(self.keeper.pid),
+                                                **{kind: "; ".join(names) for kind, names in outcome.items()}})
         self.sampler.restart(self.config.stats_interval)
         if self.local_logs is not None:
             nursery.start_soon(self.local_logs.sync_forever)
@@ -195,12 +210,19 @@ class Supervisor:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         try:
             with trio.CancelScope(shield=True):
-                await self.shutdown()
+                leaving = self.config.live_restore and any(c.status.running for c in self.lifecycle.containers.values())
+                if leaving:  # live restore: they run on, held by the keeper, for the next daemon
+                    self.leave_running()
+                else:
+                    await self.shutdown()
+                    if self.keeper is not None:
+                        await self.keeper.stop_when_idle()
                 if self.local_logs is not None:
                     self.local_logs.close()
-                await trio.to_thread.run_sync(self.lifecycle.cgroups.remove_parent)
-                if self.networking is not None:
-                    await self.networking.stop()
+                if not leaving:
+                    await trio.to_thread.run_sync(self.lifecycle.cgroups.remove_parent)
+                    if self.networking is not None:
+                        await self.networking.stop()
         finally:
             assert self.lifecycle.nursery is not None
             self.lifecycle.nursery.cancel_scope.cancel()
@@ -211,6 +233,16 @@ class Supervisor:
         """Stop every running container (each with its own grace period), in parallel."""
         await self.lifecycle.shutdown(self.config.shutdown_timeout)
         self.emit("daemon", "stop", "", {"pid": str(os.getpid())})
+
+    def leave_running(self) -> None:
+        """Stop supervising (live restore): the containers run on; their pumps stop reading,
+        what was read and not stored stays in the spools for the next daemon."""
+        for log in self.logs.all().values():
+            log.detached = True
+        running = [c.name for c in self.lifecycle.containers.values() if c.status.running]
+        self.log.info("leaving containers running (live restore)", running=len(running))
+        self.emit("daemon", "stop", "", {"pid": str(os.getpid()), "live_restore": "true",
+                                         "running": str(len(running))})
 
     async def _load_and_reconcile(self) -> None:
         """Load every record and reconcile it (supervisor/lifecycle/reconcile.py); the volumes first."""

@@ -59,6 +59,9 @@ class Config:
     userns_layers: how image layers are given under the mapping: ``auto`` (idmapped mounts
         where the kernel takes them on overlay, else chowned copies), ``idmapped`` (or refuse
         to start), ``copy`` (chowned copies, once per mapping and layer).
+    live_restore: containers outlive the supervisor (docs/architecture.md, "Live restore"):
+        they are launched through the keeper, left running when it stops, and adopted
+        again by the next one. ``dockyard daemon`` turns it on by default; off, a stop stops them.
     events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
         with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
@@ -82,6 +85,7 @@ class Config:
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    live_restore: bool = False
     #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
     api_addresses: tuple[str, ...] = ()
     init: bool = False

@@ -57,6 +57,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "subuid-file": ((str,), "a path"),
     "subgid-file": ((str,), "a path"),
     "userns-layers": ((str,), "auto, idmapped or copy"),
+    "live-restore": ((bool,), "true or false"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 

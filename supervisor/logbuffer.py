@@ -45,6 +45,7 @@ range with its exact line and byte counts, the supervisor counts it (``inspect``
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,36 @@ class ContainerLog:
         self._room = trio.Event()
         self._changed = trio.Event()
         self._topics = {code: f"log.{container_id}.{name}" for code, name in STREAM_NAMES.items()}
+        # Live restore (supervisor/logspool.py): each stream's spool, the stream offset its
+        # records have reached, and (seq, end offset) of its records not released yet.
+        self.spools: dict[int, Any] = {}
+        self.detached = False  # the daemon leaves the container running: no last partial line is cut
+        self.spool_failures: list[str] = []  # spools dropped (their fd failed): logged by the supervisor
+        self._spool_offset: dict[int, int] = {}
+        self._spool_marks: dict[int, deque[tuple[int, int]]] = {}
 
     # --- output in ---------------------------------------------------------------------
+
+    def use_spool(self, stream: str, spool: Any, offset: int = 0) -> None:
+        """Read ``stream`` through ``spool`` from now on: its records from the next seq on
+        start at stream ``offset``; each is released in the spool once stored (or evicted)."""
+        code = STREAMS[stream]
+        self.spools[code] = spool
+        self._spool_offset[code] = offset
+        self._spool_marks[code] = deque()
+        spool.release(self.streams[code].last, offset)
+
+    def _release_spool(self, code: int, seq: int) -> None:
+        marks = self._spool_marks[code]
+        released = None
+        while marks and marks[0][0] <= seq:
+            released = marks.popleft()
+        if released is not None:
+            try:
+                self.spools[code].release(*released)
+            except OSError as exc:  # the spool is gone: output is no longer kept across a daemon restart
+                self.spools.pop(code)
+                self.spool_failures.append(f"{STREAM_NAMES[code]}: {exc.strerror}")
 
     async def write(self, stream: str, chunk: bytes) -> None:
         """Take a chunk of a stream's output; in blocking mode, return only once the buffer
@@ -151,6 +180,9 @@ class ContainerLog:
         record = Record(ts, code, buffer.last, PARTIAL if partial else 0, payload)
         buffer.append(record)
         self.bytes += len(payload)
+        if code in self.spools:
+            self._spool_offset[code] += len(payload)
+            self._spool_marks[code].append((buffer.last, self._spool_offset[code]))
         topic = self._topics[code]
         if frame is None:
             self._publish(topic, {"seq": buffer.last, "ts": ts, "data": payload, "partial": partial}, topic)
@@ -161,7 +193,12 @@ class ContainerLog:
             self.ack(code, record.seq)
         if self.options.mode != BLOCKING:
             while self.bytes > self.options.max_buffer_size:
-                self.bytes -= self._oldest_buffer().evict_oldest()
+                oldest = self._oldest_buffer()
+                self.bytes -= oldest.evict_oldest()
+                if self.spools:
+                    evicted = next(c for c, b in self.streams.items() if b is oldest)
+                    if evicted in self.spools:
+                        self._release_spool(evicted, oldest.evicted[-1][0])
 
     def _oldest_buffer(self) -> StreamBuffer:
         out, err = self.streams[STDOUT], self.streams[STDERR]
@@ -175,6 +212,8 @@ class ContainerLog:
 
     def ack(self, stream: int, seq: int) -> None:
         freed = self.streams[stream].ack(seq)
+        if stream in self.spools:
+            self._release_spool(stream, min(seq, self.streams[stream].last))
         if freed:
             self.bytes -= freed
             self._make_room()
@@ -198,9 +237,13 @@ class ContainerLog:
     # --- lifetime --------------------------------------------------------------------------
 
     def started(self) -> None:
-        """The container (re)starts: block again when full; fresh line cutters."""
+        """The container (re)starts: block again when full; fresh line cutters; the last
+        run's spools are gone."""
         self.exited = False
         self.cutters.clear()
+        self.spools.clear()
+        self._spool_marks.clear()
+        self._spool_offset.clear()
 
     def _make_room(self) -> None:
         self._room.set()

@@ -74,17 +74,21 @@ def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
 
 
 async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any],
-               window: float = COALESCE_WINDOW) -> None:
+               window: float = COALESCE_WINDOW, spool: Any = None, recovered: bytes = b"") -> None:
     """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
     log as ``stream``, forwarding each chunk to the attached clients first. Lines read a few
-    at a time are held back up to ``window`` seconds to share a record."""
+    at a time are held back up to ``window`` seconds to share a record.
+
+    ``spool`` (a :class:`supervisor.logspool.Spool`): the pipe is read through it, so that
+    what was read and not stored survives the daemon; ``recovered``: output a killed daemon
+    had read and not stored (from the spool), taken first, as if read from the pipe."""
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         enlarge_pipe(fileno())
     log.pumping += 1
     try:
         if isinstance(source, trio.lowlevel.FdStream):
-            await _FramePump(log, stream, source.fileno(), attachments, window).run()
+            await _FramePump(log, stream, source.fileno(), attachments, window, spool, recovered).run()
         else:
             while True:
                 chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
@@ -98,7 +102,8 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
         log.pumping -= 1
         log._pump_ended.set()
         log._pump_ended = trio.Event()
-        log.end_stream(stream)
+        if not log.detached:  # else the unfinished line stays in the spool for the next daemon
+            log.end_stream(stream)
 
 
 class _FramePump:
@@ -107,8 +112,11 @@ class _FramePump:
     ``clean``. The state is updated before any wait, so what is left at a cancellation is
     exactly that."""
 
-    def __init__(self, log: ContainerLog, stream: str, fd: int, attachments: list[Any], window: float):
+    def __init__(self, log: ContainerLog, stream: str, fd: int, attachments: list[Any], window: float,
+                 spool: Any = None, recovered: bytes = b""):
         self.log = log
+        self.spool = spool
+        self.recovered = memoryview(recovered)
         self.window = window
         self.stream = stream
         self.fd = fd
@@ -132,7 +140,7 @@ class _FramePump:
         except trio.ClosedResourceError:
             pass
         finally:
-            if self.end > FRAME_ROOM:  # the last line, without its newline
+            if self.end > FRAME_ROOM and not self.log.detached:  # the last line, without its newline
                 self.log.add(self.stream, bytes(memoryview(self.buffer)[FRAME_ROOM : self.end]), False,
                              self.first_read if self.deadline is not None else None)
 
@@ -150,7 +158,7 @@ class _FramePump:
                     await log.wait_for_room()
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                count = os.readv(fd, [memoryview(self.buffer)[self.end :]])
+                count = self._readinto(memoryview(self.buffer)[self.end :])
             except BlockingIOError:
                 if self.end > self.clean:  # lines read and not taken yet
                     if trio.current_time() < self.deadline:  # type: ignore[operator]
@@ -185,6 +193,18 @@ class _FramePump:
                     await log.wait_for_room()
             else:
                 await self._hold_back()
+
+    def _readinto(self, view: memoryview) -> int:
+        """One read of the source into ``view`` (through the spool, if any; what was
+        recovered first)."""
+        if self.recovered:
+            count = min(len(view), len(self.recovered))
+            view[:count] = self.recovered[:count]
+            self.recovered = self.recovered[count:]
+            return count
+        if self.spool is not None:
+            return self.spool.read_from(self.fd, view)
+        return os.readv(self.fd, [view])
 
     def _enough(self) -> int:
         """Held back this much, lines are taken at once: COALESCE_BYTES, or a quarter of a
@@ -227,7 +247,7 @@ class _FramePump:
         the pump itself) as a record at once, and read promptly for a while."""
         if not self.attachments and self.end < len(self.buffer):
             try:
-                count = os.readv(self.fd, [memoryview(self.buffer)[self.end :]])
+                count = self._readinto(memoryview(self.buffer)[self.end :])
             except OSError:  # nothing there (or the end): this pump's own read finds out
                 count = 0
             if count:

@@ -58,6 +58,10 @@ class Daemon:
 
     def __init__(self, base: Path, args: Sequence[str] = (), launcher: Sequence[str] = ()):
         self.args = list(args)  # more flags for `dockyard daemon` (--config, --workers, ...)
+        # Live restore is the daemon's default, but a test that does not ask for it gets a
+        # daemon whose stop stops its containers (and its keeper), as the suite expects.
+        if not any(arg.startswith("--live-restore") for arg in self.args):
+            self.args.append("--live-restore=false")
         self.launcher = list(launcher)  # a command that execs its arguments (the daemon's command line)
         self.root = base / "root"
         self.run_dir = base / "run"
@@ -108,10 +112,25 @@ class Daemon:
         assert result.returncode == 0, f"dockyard {' '.join(args)} -> {result.returncode}\n{result.stderr.decode()}"
         return result.stdout.decode()
 
+    def keeper_pid(self) -> int | None:
+        """The pid of the run dir's container keeper while one runs (live restore)."""
+        try:
+            pid = int((self.run_dir / "keeper.lock").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                return pid if b"keeper.py" in cmdline.read() else None
+        except OSError:
+            return None
+
     def cleanup(self) -> None:
         """Whatever a failing test left: stop the daemon, kill leftovers, remove cgroups."""
         if self.process is not None and self.process.poll() is None:
             self.stop()
+        keeper = self.keeper_pid()
+        if keeper is not None:  # a live-restore test that failed: its containers go below
+            os.kill(keeper, signal.SIGKILL)
         for directory in cgroup_dirs(self.cgroup_parent):
             for sub in sorted(Path(directory).glob("*/"), reverse=True):
                 kill_cgroup(sub)

@@ -74,6 +74,11 @@ def register(sub: Any) -> None:
                    help="lifecycle events kept on disk for `events --since/--since-seq` (default 10000)")
     p.add_argument("--ip-masq", action="store_true",
                    help="masquerade traffic from the bridge subnet leaving through other interfaces (iptables)")
+    p.add_argument("--live-restore", nargs="?", const="true", default=None, choices=("true", "false"),
+                   metavar="true|false",
+                   help="containers keep running when the daemon stops, dies or is upgraded, and the next daemon "
+                        "adopts them, output included (default true; false: a stop stops them all). Under systemd "
+                        "it needs KillMode=process (docs/operations.md)")
     p.add_argument("--userland-proxy", action="store_true",
                    help="serve published ports with the daemon's userland proxy instead of iptables DNAT "
                         "(the fallback when iptables is missing; docs/network.md)")
@@ -140,6 +145,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             events_listen=checked_endpoint(setting("events-listen", None)),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
+            live_restore=(args.live_restore or str(setting("live-restore", "true")).lower()) == "true",
             api_addresses=tuple(args.api or setting("api", [])),
             init=bool(setting("init", False)),
             init_path=os.path.abspath(args.init_path) if args.init_path else settings.get("init-path", ""),

@@ -79,13 +79,21 @@ class Lifecycle:
             --init``); stored in its spec.
         init_path: the init binary of ``--init`` when the container names none (the daemon's
             ``--init-path``; empty: looked for, supervisor/lifecycle/initbinary.py).
+        keeper: the keeper's client (live restore), or None.
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
                  host_memory: int = 0, local_logs: Any = None, volumes: Any = None,
-                 default_ulimits: tuple[str, ...] = (), default_init: bool = False, init_path: str = ""):
+                 default_ulimits: tuple[str, ...] = (), default_init: bool = False, init_path: str = "",
+                 keeper: Any = None):
         self.containers: dict[str, Container] = {}
+        # Live restore: the keeper (runtime/keeperclient.py) launches containers and holds them
+        # across daemon restarts; None: the launcher does, and they end with the daemon.
+        self.keeper = keeper
+        self.held: dict[str, Any] = {}  # at daemon start: what the keeper held (lifecycle/restore.py)
+        self.restoring: list[Container] = []  # running records the keeper holds, adopted once the nursery runs
+        self.not_adopted: dict[str, str] = {}  # container id -> why it could not be adopted (daemon.restore)
         self.store = store
         self.images = images
         self.cgroups = cgroups

@@ -1,10 +1,14 @@
 """The containers at daemon start: load every record and reconcile it with what is left.
 
-No container runs yet when the daemon starts, so:
+When the daemon starts, the only containers that may still run are those the keeper holds
+(live restore: ``core.held``, from ``runtime/keeperclient.py``), so:
 
-* a record that says "running" is a container the previous daemon lost: whatever is left
-  of it is killed, its cgroup removed, and it is recorded as exited with
-  :data:`ORPHAN_EXIT_CODE` (as docker), with a ``die`` event;
+* a record that says "running" whose container the keeper holds is kept as it is and
+  adopted once the daemon runs (:mod:`supervisor.lifecycle.restore`);
+* any other record that says "running" is a container the previous daemon lost: whatever
+  is left of it is killed, its cgroup removed, and it is recorded as exited with
+  :data:`ORPHAN_EXIT_CODE` (as docker), with a ``die`` event, and the ``daemon.restore``
+  event names it as not adoptable;
 * the cgroup of every other container, whatever its record says, is a leftover (a daemon
   killed in the middle of a start, after the cgroup was made and before the record said
   "running", or of an exit's clean-up, leaves one, maybe with processes in it): each is
@@ -51,12 +55,18 @@ async def load_and_reconcile(core: Lifecycle) -> None:
         core.containers[container.id] = container
         core.forget_user_stop_at_daemon_start(container)
         if container.status is Status.RUNNING:
+            if container.id in core.held:
+                core.restoring.append(container)
+                continue
             await reconcile_orphan(core, container)
             continue
         if container.status is Status.REMOVING:
             container.status = Status.DEAD  # the removal was interrupted
             core.save(container)
         leftovers.append(container.id)
+    restoring = {container.id for container in core.restoring}
+    leftovers += [container_id for container_id in core.held if container_id not in restoring
+                  and container_id not in leftovers]  # a start the last daemon did not record
     await remove_cgroups(core, leftovers)
 
 
@@ -76,7 +86,8 @@ async def remove_cgroups(core: Lifecycle, container_ids: list[str]) -> None:
                          error=reason)
 
 
-async def reconcile_orphan(core: Lifecycle, container: Container) -> None:
+async def reconcile_orphan(core: Lifecycle, container: Container,
+                           reason: str = "the daemon stopped while the container was running") -> None:
     """A container the previous daemon left running: killed, its cgroup removed, exited."""
     kill_if_same(container.pid, container.start_time)
     cgroup = core.cgroups.open(container.id)
@@ -86,7 +97,8 @@ async def reconcile_orphan(core: Lifecycle, container: Container) -> None:
         core.log.warning("cannot remove the cgroup of a container left running", container=container.id,
                          error=exc.strerror)
     container.exit_code = ORPHAN_EXIT_CODE
-    container.error = "the daemon stopped while the container was running"
+    container.error = reason
+    core.not_adopted[container.id] = reason
     container.finished_at = now_rfc3339()
     container.pid = 0
     container.move("exit")

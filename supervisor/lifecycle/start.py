@@ -28,6 +28,7 @@ import functools
 import os
 import resource
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import trio
@@ -40,6 +41,7 @@ from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
+from supervisor.logspool import Spool
 from supervisor.runtime.spawn import LaunchConfig, LaunchError
 from supervisor.runtime.stdio import StdioPlan
 from supervisor.spec import terminal_env
@@ -59,6 +61,7 @@ class Lifecycle(Protocol):
     network: Network
     launcher: Launcher
     volumes: Any  # supervisor.volumes.VolumeStore, or None
+    keeper: Any  # runtime.keeperclient.KeeperClient (live restore), or None: the launcher starts containers
     images: ImageResolver
     logs: Any
     events: Events
@@ -107,8 +110,12 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         # copies copies the image's layers.
         security.update(await trio.to_thread.run_sync(
             remap.launch_fields, core.remap, container, lower_dirs(container, network), network.etc_dir))
-        process = await core.launcher.launch(launch_config(container, cgroup, network, hold, security), stdio,
-                                             prepare=prepare, hold_mounts=hold)
+        config = launch_config(container, cgroup, network, hold, security)
+        if core.keeper is not None:  # live restore: the keeper holds the stdio, spools and ports too
+            process = await core.keeper.launch(config, stdio, prepare=prepare, hold_mounts=hold,
+                                               **kept_network(network))
+        else:
+            process = await core.launcher.launch(config, stdio, prepare=prepare, hold_mounts=hold)
     container.network = network
     container.process = process
     container.cgroup = cgroup
@@ -132,6 +139,15 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
     assert core.nursery is not None
     core.nursery.start_soon(supervise, core, container, process)
     core.network.serve(network, core.nursery)
+
+
+def kept_network(network: Any) -> dict[str, Any]:
+    """What the keeper holds of the network: the published ports' sockets, and how to
+    rebuild their mappings (``Network.adopt``)."""
+    sockets = getattr(network, "sockets", None) or []
+    return {"hold": {f"port.{index}": sock.fileno() for index, sock in enumerate(sockets)},
+            "extra": {"ports": [[mapping.host_ip, mapping.host_port, mapping.container_port, mapping.protocol, port]
+                                for mapping, port in getattr(network, "ports", [])]}}
 
 
 def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, security: dict[str, Any]) -> LaunchConfig:
@@ -281,13 +297,23 @@ def start_failed(core: Lifecycle, container: Container, exit_code: int, reason: 
         core.nursery.start_soon(core.auto_remove, container)
 
 
-async def supervise(core: Lifecycle, container: Container, process: Any) -> None:
-    """Pump the container's output until it exits, then record the exit and clean up."""
+async def supervise(core: Lifecycle, container: Container, process: Any,
+                    restored: dict[str, tuple[Spool, bytes]] | None = None) -> None:
+    """Pump the container's output until it exits, then record the exit and clean up.
+    ``restored``: a container adopted at daemon start (lifecycle/restore.py), each stream's
+    spool already in use and the output it holds that was not stored."""
+    log = core.logs.get(container.id)
+    if restored is None:
+        restored = {}
+        for name, fd in getattr(process, "spools", {}).items():
+            restored[name] = (Spool(fd), b"")
+            log.use_spool(name, restored[name][0])
     async with trio.open_nursery() as pumps:
         for name in ("stdout", "stderr"):  # a terminal has no stderr: it is merged
             if getattr(process, name) is not None:
-                pumps.start_soon(pump, core.logs.get(container.id), name, getattr(process, name),
-                                 container.attachments)
+                spool, recovered = restored.get(name, (None, b""))
+                pumps.start_soon(functools.partial(pump, log, name, getattr(process, name), container.attachments,
+                                                   spool=spool, recovered=recovered))
         exit_code = await process.wait()
         output = core.logs.get(container.id)
         output.finish()  # from now on the pumps never block
@@ -295,6 +321,11 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     mounts = process.take_mount_namespace()
     if mounts >= 0:
         container.unmounted = trio.Event()
+    if log.spools:  # their fds close with the process; what is left is released by the keeper
+        log.spools.clear()
+    if log.spool_failures:
+        core.log.warning("an output spool failed: output is not kept across a daemon restart",
+                         container=container.id, failures=log.spool_failures)
     process.close()
     cgroup, container.cgroup = container.cgroup, None
     reader, container.stats_reader = container.stats_reader, None
@@ -311,7 +342,9 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.attachments.clear()
     container.exit_code = exit_code
     container.oom_killed = oom_killed
-    container.finished_at = now_rfc3339()
+    finished = getattr(process, "finished_at", None)  # the keeper's time of the reaping
+    container.finished_at = (datetime.fromtimestamp(finished, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                             if finished else now_rfc3339())
     container.move("exit")
     core.save(container)
     volume_events(core, container, "unmount")
@@ -321,10 +354,21 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     core.events.container(container, "die", exitCode=str(exit_code))
     if container.stopping:
         core.events.container(container, "stop")
+    if core.keeper is not None:
+        assert core.nursery is not None
+        core.nursery.start_soon(release_when_stored, core, container.id, process.pid, output)
     if mounts >= 0:
         await release_mounts(container, mounts)
     if container.spec.auto_remove:
         await core.auto_remove(container)
+
+
+async def release_when_stored(core: Lifecycle, container_id: str, pid: int, output: Any) -> None:
+    """The keeper lets an exited run's fds (its output spools) go once its output is stored:
+    a daemon killed before that finds the rest in the spools."""
+    while not output.settled() and core.logs.get(container_id) is output:  # not removed (rm)
+        await output.wait_changed(1.0)
+    await core.keeper.release(container_id, pid)
 
 
 async def release_mounts(container: Container, mount_namespace: int) -> None:

@@ -261,6 +261,58 @@ class Network:
             raise
         return attachment
 
+    async def adopt(self, container: Any, held: Any) -> Attachment:
+        """A running container's attachment again (live restore, lifecycle/restore.py): its
+        lease, its published ports' sockets as the keeper held them (bound all along; a
+        port whose socket is missing is bound again), its DNAT rules (kept by ``start``
+        for a running container). Its veth and /etc files are where they were.
+
+        Raises:
+            DockyardError: a container on a user-defined network (not adoptable yet), a port.
+        """
+        mode = container.spec.network
+        etc_dir = Path(container.directory) / "network"
+        kind = "container" if mode.startswith("container:") else mode if mode in MODES else "user"
+        if kind == "user" or getattr(container.spec, "endpoints", None):
+            raise DockyardError(f"container {container.name} is on a user-defined network, which live restore "
+                                "cannot adopt yet")
+        attachment = Attachment(container.id, kind, str(etc_dir))
+        attachment.init_layer = _init_layer(Path(container.directory) / "init")
+        if mode != "bridge":
+            return attachment
+        import socket as stdlib_socket
+
+        attachment.address = next((address for address, owner in self.leases.leases.items()
+                                   if owner == container.id), "")
+        attachment.gateway = self.leases.gateway
+        attachment.prefixlen = self.subnet.prefixlen
+        attachment.mac = mac_address(attachment.address) if attachment.address else ""
+        attachment.bridge = self.bridge
+        attachment.names = [container.name, container.id[:12]]
+        try:
+            for index, (host_ip, host_port, container_port, protocol, port) in enumerate(held.extra.get("ports", [])):
+                mapping = PortMapping(int(container_port), str(protocol), str(host_ip), int(host_port))
+                fd = held.take(f"port.{index}")
+                if fd >= 0:
+                    sock = trio.socket.from_stdlib_socket(stdlib_socket.socket(fileno=fd))
+                else:
+                    sock, port = await proxy.bind(PortMapping(mapping.container_port, mapping.protocol,
+                                                              mapping.host_ip, int(port)), container.name,
+                                                  listen=not self.nat.kernel)
+                attachment.sockets.append(sock)
+                attachment.ports.append((mapping, int(port)))
+            if self.nat.kernel and attachment.ports:  # its rules stayed (Nat.start keeps a running one's)
+                attachment.nat_rules = self.nat.chains.container_rules(container.id, attachment.address, self.bridge,
+                                                                       attachment.ports)
+            elif attachment.ports:
+                attachment.proxied = True
+                for sock in attachment.sockets:
+                    proxy.listen(sock)
+        except BaseException:
+            await self.release(attachment)
+            raise
+        return attachment
+
     async def connect(self, attachment: Attachment, pid: int) -> None:
         """The veth pair and eth0 for pid 1's namespace (launch's ``prepare`` hook); a veth
         on each user network (eth1... after the default bridge's eth0), and the embedded DNS

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -43,6 +44,11 @@ class ContainerProcess:
     # An fd of pid 1's mount namespace (launch(hold_mounts=True)), -1 for none: see
     # take_mount_namespace().
     mount_namespace: int = -1
+    # Set when pid 1 is the keeper's child (live restore, keeperclient.py): its exit code and
+    # time come from exit_source(pid) once the pidfd is readable; finished_at is that time.
+    exit_source: Callable[[int], Awaitable[tuple[int, float]]] | None = None
+    finished_at: float | None = None
+    spools: dict[str, int] = field(default_factory=dict)  # stream -> its output spool (logspool.py)
     _wait_lock: trio.Lock = field(default_factory=trio.Lock, init=False, repr=False)
 
     async def wait(self) -> int:
@@ -50,10 +56,14 @@ class ContainerProcess:
         number when a signal killed it. Safe to call again, and from several tasks."""
         async with self._wait_lock:
             if self.returncode is None:
-                if self.pidfd < 0:
+                if self.pidfd >= 0:
+                    await trio.lowlevel.wait_readable(self.pidfd)
+                elif self.exit_source is None:
                     raise trio.ClosedResourceError(f"container process {self.pid}: closed before it was waited for")
-                await trio.lowlevel.wait_readable(self.pidfd)
-                self.returncode = reap(self.pid)
+                if self.exit_source is not None:  # (without a pidfd: it exited, the keeper reports it)
+                    self.returncode, self.finished_at = await self.exit_source(self.pid)
+                else:
+                    self.returncode = reap(self.pid)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
@@ -61,6 +71,8 @@ class ContainerProcess:
         if self.returncode is not None:
             return
         if self.pidfd < 0:
+            if self.exit_source is not None:
+                return  # adopted after it exited: the keeper reports its exit
             raise trio.ClosedResourceError(f"container process {self.pid}: closed")
         try:
             signal.pidfd_send_signal(self.pidfd, sig)
@@ -86,6 +98,9 @@ class ContainerProcess:
         for stream in (self.stdout, self.stderr, self.stdin):
             if stream is not None:
                 stream.close()
+        for spool in self.spools.values():
+            os.close(spool)
+        self.spools = {}
 
 
 def become_subreaper() -> None:
@@ -98,30 +113,32 @@ class Child:
     """A child process of the supervisor, held by a pidfd, for the launch's own use (stage 0,
     the fork server, pid 1 until its launch is done)."""
 
-    def __init__(self, pid: int, start_time: int = 0):
+    def __init__(self, pid: int, start_time: int = 0, exit_source: Callable[[int], Awaitable[int]] | None = None):
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
         self.start_time = start_time
+        self.exit_source = exit_source  # not our child (the keeper's): where its exit code comes from
         self.returncode: int | None = None
         self._wait_lock = trio.Lock()
 
     @classmethod
-    def adopt(cls, pid: object, name: str) -> Child:
-        """The container's pid 1 as reported by stage 0: checked to be our child before
-        anything is done to it (a garbage pid must not get signalled)."""
+    def adopt(cls, pid: object, name: str, parent: int | None = None,
+              exit_source: Callable[[int], Awaitable[int]] | None = None) -> Child:
+        """The container's pid 1 as reported by stage 0: checked to be our child (or
+        ``parent``'s) before anything is done to it (a garbage pid must not get signalled)."""
         if type(pid) is not int or pid <= 0:
             raise LaunchError(f"cannot start container {name}: the init stage reported an invalid pid {pid!r}")
         try:
-            child = cls(pid)
+            child = cls(pid, exit_source=exit_source)
         except ProcessLookupError:
             raise LaunchError(
                 f"cannot start container {name}: the init stage reported pid {pid}, which does not exist"
             ) from None
         try:
-            parent, child.start_time = parent_and_start_time(pid)
+            actual, child.start_time = parent_and_start_time(pid)
         except (OSError, ValueError, IndexError):
-            parent = None
-        if parent != os.getpid():
+            actual = None
+        if actual != (parent or os.getpid()):
             child.close()
             raise LaunchError(
                 f"cannot start container {name}: the init stage reported pid {pid}, which is not its child"
@@ -129,9 +146,10 @@ class Child:
         return child
 
     @classmethod
-    def adopt_quietly(cls, pid: object) -> Child | None:
+    def adopt_quietly(cls, pid: object, parent: int | None = None,
+                      exit_source: Callable[[int], Awaitable[int]] | None = None) -> Child | None:
         try:
-            return cls.adopt(pid, "")
+            return cls.adopt(pid, "", parent, exit_source)
         except LaunchError:
             return None
 
@@ -139,7 +157,10 @@ class Child:
         async with self._wait_lock:
             if self.returncode is None:
                 await trio.lowlevel.wait_readable(self.pidfd)
-                self.poll()
+                if self.exit_source is not None:
+                    self.returncode = await self.exit_source(self.pid)
+                else:
+                    self.poll()
         assert self.returncode is not None
         return self.returncode
 

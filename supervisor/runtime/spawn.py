@@ -89,6 +89,8 @@ async def _start_container(
     stdio: StdioPlan,
     prepare: Prepare | None = None,
     hold_mounts: bool = False,
+    parent: int | None = None,
+    exit_source: Callable[[int], Awaitable[int]] | None = None,
 ) -> ContainerProcess:
     """The supervisor's side of the handshake, once the fork server has forked the init stage:
     ``ours`` are the config pipe's write end and the status pipe's read end, ``ends`` the
@@ -99,7 +101,10 @@ async def _start_container(
     ``hold_mounts``: keep an fd of pid 1's mount namespace (ContainerProcess.mount_namespace).
     It is opened as soon as the pid is known; with ``network_sync`` pid 1 is then still
     waiting for the go, so it is always there; without, pid 1 may already be gone (nothing
-    is held then)."""
+    is held then).
+
+    ``parent``, ``exit_source``: pid 1's parent is that process (the keeper,
+    ``keeperclient.py``), not this one, and its exit status comes from ``exit_source(pid)``."""
     name = config.container_id[:12]
     config_fd, status_fd = ours
     stdin, stdout, stderr = ends.streams(stdio)
@@ -121,7 +126,7 @@ async def _start_container(
             )
         if "error" in first:  # stage 0 itself failed: cgroups, unshare, fork
             raise launch_error(name, config.container_id, first)
-        container = Child.adopt(first.get("pid"), name)
+        container = Child.adopt(first.get("pid"), name, parent=parent, exit_source=exit_source)
         start_time = container.start_time
         if hold_mounts:
             mount_namespace = _open_mount_namespace(container.pid)
@@ -169,7 +174,7 @@ async def _start_container(
                 await trio.to_thread.run_sync(os.close, mount_namespace)  # may sync: not in trio's thread
         await init.kill_and_reap()
         if container is None:  # cancelled or failed before the pid was read: it may be there
-            container = Child.adopt_quietly(status.pending_pid())
+            container = Child.adopt_quietly(status.pending_pid(), parent=parent, exit_source=exit_source)
         if container is not None:
             await container.kill_and_reap()
             container.close()
@@ -418,7 +423,7 @@ class _ForkedStage0:
     ``_start_container``. Its pid and pidfd come from stage 0 itself, its exit status
     from the server once it has reaped it; both on the launch's reply socket."""
 
-    def __init__(self, name: str, reply: trio.socket.SocketType, server: Child):
+    def __init__(self, name: str, reply: trio.socket.SocketType, server: Child | None):
         self.name = name
         self.pid = 0
         self.pidfd = -1
@@ -468,7 +473,7 @@ class _ForkedStage0:
                         pass
                 await self.wait()
             except LaunchError:
-                if not self._orphaned or self.pidfd < 0:
+                if not self._orphaned or self.pidfd < 0 or self._server is None:
                     return
                 await self._server.wait()  # reaped: its children are ours from now on
                 await trio.lowlevel.wait_readable(self.pidfd)

@@ -311,6 +311,11 @@ def _per_container_mb(tool: CliTool, ids: Sequence[str], before: dict[str, float
         growth = (procs.pss_kib(pid) or 0) / 1024 - before.get(name, 0.0)
         parts.append(f"{name} growth {growth / count:.3f} MB")
         total += growth
+    held = getattr(tool, "held_mb", None)  # dockyard's output spools: memfds, in no PSS
+    if held is not None:
+        spools = held()
+        parts.append(f"output spools {spools / count:.3f} MB")
+        total += spools
     return total / count, ", ".join(parts)
 
 

@@ -465,7 +465,16 @@ class Dockyard(CliTool):
     def __enter__(self) -> Dockyard:
         if not os.path.exists(self.executable):
             raise BenchError(f"{self.executable} is missing (run scripts/setup.sh)")
-        argv = [self.executable, "daemon", "--root", str(self.root), "--run", str(self.run_dir)]
+        self.start_daemon()
+        imported = self.time([self.executable, "import", str(self.workspace.tar), "base"])
+        if not imported.ok:
+            self._stop()
+            raise BenchError(f"dockyard import: {imported.failure(['dockyard', 'import'])}")
+        return self
+
+    def start_daemon(self, extra: Sequence[str] = ()) -> None:
+        """Start the daemon (``extra``: more flags) and wait until it answers."""
+        argv = [self.executable, "daemon", "--root", str(self.root), "--run", str(self.run_dir), *extra]
         if "--cgroup-parent" in self.time([self.executable, "daemon", "--help"], timeout=20).stdout:
             argv += ["--cgroup-parent", self.cgroup_parent]  # ours alone, and removed at the end
         if "--bridge-name" in self.time([self.executable, "daemon", "--help"], timeout=20).stdout:
@@ -487,11 +496,28 @@ class Dockyard(CliTool):
             reason = self.log_tail() or f"exit code {self.process.poll()}"
             self._stop()
             raise BenchError(f"dockyard daemon did not become ready: {reason}")
-        imported = self.time([self.executable, "import", str(self.workspace.tar), "base"])
-        if not imported.ok:
-            self._stop()
-            raise BenchError(f"dockyard import: {imported.failure(['dockyard', 'import'])}")
-        return self
+
+    def keeper_pid(self) -> int | None:
+        """The container keeper's pid while one runs (live restore)."""
+        try:
+            pid = int((self.run_dir / "keeper.lock").read_text().strip() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                return pid if b"keeper.py" in cmdline.read() else None
+        except (OSError, ValueError):
+            return None
+
+    def held_mb(self) -> float:
+        """Memory of the output spools (memfds) the keeper holds: not in any process's PSS."""
+        pid = self.keeper_pid()
+        total = 0
+        if pid is not None:
+            for fd in os.listdir(f"/proc/{pid}/fd") if os.path.isdir(f"/proc/{pid}/fd") else []:
+                try:
+                    if "memfd:dockyard-spool" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                        total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+                except OSError:
+                    pass
+        return total / (1 << 20)
 
     def log_tail(self, lines: int = 3) -> str:
         path = self.workspace.path / "dockyard-daemon.log"
@@ -532,7 +558,11 @@ class Dockyard(CliTool):
 
     def daemons(self) -> dict[str, int]:
         assert self.process is not None
-        return {"dockyard daemon": self.process.pid}
+        found = {"dockyard daemon": self.process.pid}
+        keeper = self.keeper_pid()
+        if keeper is not None:  # live restore: it holds every container
+            found["keeper"] = keeper
+        return found
 
     def helpers(self, ids: Sequence[str]) -> list[int]:
         """Processes that exist for the containers but are not their processes: children of
@@ -548,6 +578,7 @@ class Dockyard(CliTool):
         helpers = procs.descendants(table, self.process.pid) - inside
         for pids in procs.mentioning(table, ids).values():
             helpers |= set(pids) - inside
+        helpers.discard(self.keeper_pid())  # counted as a daemon (its growth)
         return sorted(helpers)
 
 

@@ -47,7 +47,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                   ("model", "leaves", "logs"),
                   "Linux, files and the registry protocol: they know nothing of the lifecycle or the bus"),
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",
-                  "supervisor.logpump", "supervisor.streambuffer", "supervisor.lifecycle", "supervisor.services",
+                  "supervisor.logpump", "supervisor.logspool", "supervisor.streambuffer", "supervisor.lifecycle", "supervisor.services",
                   "supervisor.locallogs", "supervisor.workers", "supervisor.registry.service",
                   "supervisor.registry.store_adapter"),
                  ("mechanics", "model", "leaves", "logs"),

@@ -1,0 +1,217 @@
+"""Live restore as a user meets it: containers outlive the daemon (SIGKILL, SIGTERM with
+live restore), are adopted by the next one, and nothing they write is lost or stored twice
+(docs/architecture.md, "Live restore"; docs/logs.md, "Across a daemon restart")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import Daemon, cgroup_dirs, mounts_under
+from tests.integration.test_interactive import Terminal
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 30.0
+#: A line every millisecond (busybox forks usleep: a few hundred lines a second in practice).
+COUNTER = "i=0; while true; do echo $i; i=$((i+1)); usleep 1000; done"
+
+
+@pytest.fixture
+def live(tmp_path, busybox_tar):
+    """A private daemon with live restore; at the end its containers are removed and it
+    must stop leaving nothing behind (no keeper, cgroup or mount)."""
+    instance = Daemon(tmp_path, ["--live-restore"])
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        yield instance
+        if instance.process is None or instance.process.poll() is not None:
+            instance.start()
+        ids = instance.out("ps", "-aq").split()
+        if ids:
+            instance.out("rm", "-f", *ids)
+        assert instance.stop() == 0, instance.log()
+        wait_for(lambda: instance.keeper_pid() is None, "the keeper to exit once it holds nothing")
+        assert mounts_under(tmp_path) == [], "mounts left behind"
+        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+    finally:
+        instance.cleanup()
+
+
+def wait_for(condition, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polls the condition itself, bounded by the deadline
+
+
+def restart(daemon: Daemon, sig: int) -> None:
+    """Stop the daemon with ``sig``, leave it away 2 s (the containers write on), start it."""
+    assert daemon.process is not None
+    daemon.process.send_signal(sig)
+    daemon.process.wait(TIMEOUT)
+    time.sleep(2)  # the scenario itself: the daemon is away while the containers write
+    daemon.start(timeout=120)  # adopting under a loaded machine: bounded all the same
+    restored(daemon)
+
+
+def restored(daemon: Daemon) -> str:
+    """Until the running daemon has published its ``daemon.restore`` (the bus answers
+    before the containers are adopted); that event's line."""
+    assert daemon.process is not None
+    mark = f"pid={daemon.process.pid})"
+    found: list[str] = []
+
+    def published() -> bool:
+        events = daemon.out("events", "--since", "1h", "--until", "0s", "--filter", "type=daemon")
+        found[:] = [line for line in events.splitlines() if "daemon restore" in line and line.endswith(mark)]
+        return bool(found)
+
+    wait_for(published, f"the daemon.restore event of daemon {daemon.process.pid}", timeout=120)
+    return found[0]
+
+
+def inspect(daemon: Daemon, name: str) -> dict:
+    return json.loads(daemon.out("inspect", name))[0]
+
+
+def numbers_exactly_once(daemon: Daemon, name: str) -> int:
+    """`logs` of a counter container: 0, 1, 2, ... each once, in order; returns the count."""
+    lines = daemon.out("logs", name).split("\n")
+    assert lines[-1] == ""
+    numbers = [int(line) for line in lines[:-1]]
+    if numbers != list(range(len(numbers))):
+        seen = set()
+        duplicates = sorted({n for n in numbers if n in seen or seen.add(n)})[:5]
+        missing = sorted(set(range(max(numbers) + 1)) - set(numbers))[:5]
+        raise AssertionError(f"{name}: {len(numbers)} lines, duplicates {duplicates}, missing {missing}")
+    return len(numbers)
+
+
+def test_twenty_counters_survive_five_sigkills_with_every_line_once(live):
+    names = [f"counter{index}" for index in range(20)]
+    for name in names:
+        live.out("run", "-d", "--name", name, "base", "sh", "-c", COUNTER)
+    started = {name: (inspect(live, name)["State"]["StartedAt"], inspect(live, name)["State"]["Pid"]) for name in names}
+    for _ in range(5):
+        restart(live, signal.SIGKILL)
+    for name in names:
+        state = inspect(live, name)["State"]
+        assert state["Running"], f"{name} stopped: {state}"
+        assert (state["StartedAt"], state["Pid"]) == started[name]
+    events = live.out("events", "--since", "1h", "--until", "0s", "--filter", "type=daemon")
+    assert events.count("daemon restore") == 6, events  # the first start's, and one per restart
+    adopted = restored(live).split("adopted=", 1)[1].split(", exited=", 1)[0]
+    assert sorted(adopted.split("; ")) == sorted(names)
+    live.out("stop", "-t", "1", *names)
+    for name in names:  # at ~300 lines a second, 10 s of running leaves thousands
+        assert numbers_exactly_once(live, name) > 1000
+
+
+def test_sigterm_with_live_restore_leaves_them_running_and_the_next_daemon_adopts_them(live):
+    names = [f"term{index}" for index in range(5)]
+    for name in names:
+        live.out("run", "-d", "--name", name, "base", "sh", "-c", COUNTER)
+    pids = {name: inspect(live, name)["State"]["Pid"] for name in names}
+    for _ in range(2):
+        restart(live, signal.SIGTERM)
+    for name in names:
+        assert inspect(live, name)["State"]["Pid"] == pids[name]
+        assert inspect(live, name)["State"]["Running"]
+    live.out("stop", "-t", "1", *names)
+    for name in names:
+        assert numbers_exactly_once(live, name) > 500
+
+
+def test_without_live_restore_sigterm_stops_them_all(tmp_path, busybox_tar):
+    instance = Daemon(tmp_path, ["--live-restore=false"])
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        for index in range(3):
+            instance.out("run", "-d", "--name", f"plain{index}", "base", "sh", "-c", COUNTER)
+        pids = [inspect(instance, f"plain{index}")["State"]["Pid"] for index in range(3)]
+        assert instance.stop() == 0
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}")
+        assert instance.keeper_pid() is None
+        instance.start()
+        for index in range(3):
+            state = inspect(instance, f"plain{index}")["State"]
+            assert not state["Running"] and state["ExitCode"] != 255
+        instance.out("rm", "plain0", "plain1", "plain2")
+        assert instance.stop() == 0
+        assert cgroup_dirs(instance.cgroup_parent) == []
+    finally:
+        instance.cleanup()
+
+
+def test_an_exit_while_the_daemon_is_away_keeps_its_code_and_its_restart_policy_fires(live):
+    # It exits 7 once the file exists; the daemon is killed before that.
+    script = "while [ ! -e /tmp/go ]; do usleep 10000; done; echo bye; exit 7"
+    live.out("run", "-d", "--name", "quitter", "--restart", "on-failure:1", "base", "sh", "-c", script)
+    pid = inspect(live, "quitter")["State"]["Pid"]
+    assert live.process is not None
+    live.process.send_signal(signal.SIGKILL)
+    live.process.wait(TIMEOUT)
+    with open(f"/proc/{pid}/root/tmp/go", "w"):
+        pass
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the container to exit while the daemon is away")
+    live.start(timeout=120)
+    assert "exited=quitter" in restored(live)
+    wait_for(lambda: inspect(live, "quitter")["RestartCount"] >= 1, "the on-failure restart")
+    events = live.out("events", "--since", "1h", "--until", "0s", "--filter", "container=quitter")
+    assert "exitCode=7" in events, events
+    assert "bye" in live.out("logs", "quitter")
+
+
+def test_attach_to_a_terminal_after_a_restart_echoes_and_resizes(live):
+    live.out("run", "-dit", "--name", "shell", "base", "sh")
+    restart(live, signal.SIGKILL)
+    terminal = Terminal(live, "attach", "shell", rows=30, columns=100)
+    try:
+        terminal.send(b"echo hel''lo\r")
+        terminal.expect(b"hello\r\n")
+        terminal.resize(33, 111)  # SIGWINCH to the CLI: its resize goes before the keys typed after it
+        terminal.send(b"stty size\r")
+        terminal.expect(b"33 111\r\n")
+        terminal.send(b"\x10\x11")  # detach
+        assert terminal.wait() == 0
+    finally:
+        terminal.close()
+    assert inspect(live, "shell")["State"]["Running"]
+
+
+def test_a_published_port_stays_bound_while_the_daemon_is_away_and_answers_after(live):
+    import socket
+
+    from tests.integration.test_network import fetch, free_port
+
+    port = free_port()
+    live.out("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "base", "httpd", "-f", "-p", "80", "-h", "/etc")
+    hostname = live.out("exec", "web", "hostname").strip()
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
+    assert live.process is not None
+    live.process.send_signal(signal.SIGKILL)
+    live.process.wait(TIMEOUT)
+    # No daemon: the keeper holds the listening socket, so a client connects (the kernel's
+    # backlog) and waits instead of being refused.
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        waiting.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+        live.start(timeout=120)
+        restored(live)
+        answer = b""
+        while chunk := waiting.recv(4096):
+            answer += chunk
+        assert answer.endswith(hostname.encode() + b"\n"), answer
+    finally:
+        waiting.close()
+    assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
+    assert live.out("port", "web") == f"80/tcp -> 127.0.0.1:{port}\n"
