@@ -35,7 +35,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                "small modules that import only each other: what the CLI and the workers may share"),
     "model": (("supervisor.config", "supervisor.configfile", "supervisor.spec", "supervisor.container",
                "supervisor.state", "supervisor.resources", "supervisor.network", "supervisor.privileges",
-               "supervisor.seccomp", "supervisor.mounts", "supervisor.ulimits"),
+               "supervisor.seccomp", "supervisor.mounts", "supervisor.ulimits", "supervisor.build.dockerfile"),
               ("leaves", "logs"),
               "the daemon's definitions: validated specs and config, the state machine, the network's "
               "names and addresses"),
@@ -49,7 +49,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",
                   "supervisor.logpump", "supervisor.streambuffer", "supervisor.lifecycle", "supervisor.services",
                   "supervisor.locallogs", "supervisor.workers", "supervisor.registry.service",
-                  "supervisor.registry.store_adapter"),
+                  "supervisor.registry.store_adapter", "supervisor.build"),
                  ("mechanics", "model", "leaves", "logs"),
                  "the container lifecycle and the services beside it: they decide, the mechanics act; "
                  "no bus"),
