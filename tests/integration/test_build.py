@@ -60,10 +60,7 @@ def test_a_dockerfile_builds_an_image_that_runs_with_its_config(daemon, tmp_path
     assert re.search(rf"Successfully built {image_id[7:19]}", out)
     run = daemon.out("run", "--rm", "demo:1")
     assert run.split("\n") == ["hello dockyard", "data", "1000", "/app", ""]
-    config = json.loads(daemon.out("image", "inspect", "demo:1"))[0]["Config"] \
-        if daemon.cli("image", "inspect", "demo:1").returncode == 0 else None
-    if config is None:
-        config = json.loads(daemon.out("inspect", "demo:1"))[0]["Config"]
+    config = json.loads(daemon.out("inspect", "demo:1"))[0]["Config"]
     assert config["Env"][-2:] == ["APP=/app", "MODE=two words"]
     assert config["WorkingDir"] == "/app" and config["User"] == "1000:1000"
     assert config["Entrypoint"] == ["/bin/sh", "-c"]
@@ -130,3 +127,23 @@ def test_dockerignore_leaves_files_out(daemon, tmp_path):
     listing = daemon.out("run", "--rm", "ign", "find", "/ctx", "-type", "f").split()
     assert sorted(listing) == ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/data.txt", "/ctx/keep.log",
                                "/ctx/last.txt"]
+
+
+def test_run_output_is_shown_and_the_build_is_an_event(daemon, tmp_path):
+    import tarfile
+    import time
+
+    context = write_context(tmp_path / "ctx", dockerfile=(
+        "FROM base\nRUN echo visible-output && echo on-stderr >&2\n"
+        "ADD bundle.tar /unpacked/\nCOPY d*.txt l*.txt /globbed/\n"))
+    with tarfile.open(context / "bundle.tar", "w") as bundle:
+        bundle.add(context / "data.txt", arcname="inner/data.txt")
+    out = daemon.out("build", "-t", "shown", str(context), timeout=120)
+    assert "visible-output\n" in out and "on-stderr\n" in out, out
+    listing = daemon.out("run", "--rm", "shown", "find", "/unpacked", "/globbed", "-type", "f").split()
+    assert sorted(listing) == ["/globbed/data.txt", "/globbed/last.txt", "/unpacked/inner/data.txt"]
+    image_id = json.loads(daemon.out("inspect", "shown"))[0]["Id"].removeprefix("sha256:")
+    events = daemon.out("events", "--since", "0", "--until", f"{time.time():.3f}", "--format", "json",
+                        "--filter", "type=image", "--filter", "event=build")
+    built = [json.loads(line) for line in events.splitlines()]
+    assert [(event["data"]["id"], event["data"]["attributes"]["name"]) for event in built] == [(image_id, "shown")], events
