@@ -147,3 +147,63 @@ def test_run_output_is_shown_and_the_build_is_an_event(daemon, tmp_path):
                         "--filter", "type=image", "--filter", "event=build")
     built = [json.loads(line) for line in events.splitlines()]
     assert [(event["data"]["id"], event["data"]["attributes"]["name"]) for event in built] == [(image_id, "shown")], events
+
+
+def tree(archive: Path) -> dict[str, tuple]:
+    """Each entry of an exported root filesystem: type, mode, owner, link target, content digest
+    (leaving out what a runtime mounts or creates at start)."""
+    import hashlib
+    import tarfile
+
+    volatile = ("dev", "proc", "sys", "run", "etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/mtab")
+    entries = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./").rstrip("/")
+            if not name or any(name == v or name.startswith(v + "/") for v in volatile):
+                continue
+            content = hashlib.sha256(tar.extractfile(member).read()).hexdigest() if member.isfile() else None
+            entries[name] = (member.type, oct(member.mode & 0o7777), member.uid, member.gid, member.linkname, content)
+    return entries
+
+
+COMPARED = """\
+ARG BASE=base
+FROM $BASE
+ENV APP=/app
+WORKDIR $APP
+COPY data.txt ./
+COPY --chown=1000:1000 --chmod=640 last.txt sub/
+RUN echo built > stamp && chown 1000:1000 stamp && ln -s stamp link && mkdir -p /var/vol && rm /bin/vi
+LABEL name=compared
+EXPOSE 8080
+VOLUME /var/vol
+USER 1000:1000
+CMD ["cat", "stamp"]
+"""
+
+
+def test_podman_builds_the_same_root_filesystem_and_config(daemon, tmp_path, podman_dir):
+    from tests.integration.test_images import podman
+
+    context = write_context(tmp_path / "ctx", dockerfile=COMPARED)
+    daemon.out("build", "-t", "compared", str(context), timeout=180)
+    daemon.out("save", "-o", str(tmp_path / "base.tar"), "base")
+    podman(podman_dir, "load", "-i", str(tmp_path / "base.tar"))
+    podman(podman_dir, "build", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--network", "none",
+           "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "--cgroup-parent", f"/{podman_dir.name}",
+           "--layers", "--build-arg", "BASE=localhost/base", "-t", "compared", str(context))
+    daemon.out("create", "--name", "mine", "compared")
+    daemon.out("export", "-o", str(tmp_path / "mine.tar"), "mine")
+    podman(podman_dir, "create", "--name", "theirs", "localhost/compared")
+    podman(podman_dir, "export", "-o", str(tmp_path / "theirs.tar"), "theirs")
+    mine, theirs = tree(tmp_path / "mine.tar"), tree(tmp_path / "theirs.tar")
+    differing = {name: (mine.get(name), theirs.get(name)) for name in set(mine) | set(theirs)
+                 if mine.get(name) != theirs.get(name)}
+    assert differing == {}
+    ours = json.loads(daemon.out("inspect", "compared"))[0]["Config"]
+    podmans = json.loads(podman(podman_dir, "inspect", "localhost/compared").stdout)[0]["Config"]
+    podmans["Labels"].pop("io.buildah.version")   # buildah signs its images
+    for field in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes"):
+        assert (field, ours.get(field) or None) == (field, podmans.get(field) or None)
+    podman(podman_dir, "rm", "theirs")
