@@ -207,3 +207,17 @@ def test_podman_builds_the_same_root_filesystem_and_config(daemon, tmp_path, pod
     for field in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes"):
         assert (field, ours.get(field) or None) == (field, podmans.get(field) or None)
     podman(podman_dir, "rm", "theirs")
+
+
+def test_a_context_tar_on_standard_input_builds(daemon, tmp_path):
+    import io
+    import tarfile
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM base\nCOPY note /note\nCMD [\"cat\", \"/note\"]\n"), ("note", b"hi\n")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    daemon.out("build", "-t", "stdin", "-", input=archive.getvalue(), timeout=120)
+    assert daemon.out("run", "--rm", "stdin") == "hi\n"
