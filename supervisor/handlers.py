@@ -89,6 +89,7 @@ class Handlers:
     def table(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         """The bus handlers, each behind the check of its declared arguments."""
         from supervisor.loghandlers import LogHandlers
+        from supervisor.buildhandlers import BuildHandlers
         from supervisor.registryhandlers import RegistryHandlers
         from supervisor.eventkeyhandlers import EventKeyHandlers
         from supervisor.networkhandlers import NetworkHandlers
@@ -97,6 +98,7 @@ class Handlers:
         return checked_table({
             **LogHandlers(self.sup, self.workers).table(),
             **RegistryHandlers(self.sup).table(),
+            **BuildHandlers(self.sup).table(),
             **VolumeHandlers(self.sup).table(),
             **NetworkHandlers(self.sup).table(),
             **EventKeyHandlers(self.sup).table(),

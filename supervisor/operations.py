@@ -144,6 +144,7 @@ IMAGE_LIST = "image.list"
 IMAGE_INSPECT = "image.inspect"
 IMAGE_PULL = "image.pull"
 IMAGE_PUSH = "image.push"
+IMAGE_BUILD = "image.build"
 IMAGE_LOGIN = "image.login"
 IMAGE_LOGOUT = "image.logout"
 EVENTS_REPLAY = "events.replay"
@@ -335,6 +336,16 @@ _OPERATIONS = (
         reply="streams `{progress}` as pull; then `{reference, digest, size, uploaded, existed, mounted, bytes}`",
         keys=("reference", "digest", "size", "uploaded", "existed", "mounted", "bytes"),
         errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),
+    _op(IMAGE_BUILD, Argument("context", "path", required=True, doc="absolute: a tar of the build context"),
+        Argument("dockerfile", "str", required=True, doc="the Dockerfile's text"),
+        Argument("tags", "list", default=[], doc="`NAME[:TAG]` each"), Argument("build_args", "map", default={}),
+        Argument("target", "str"), Argument("labels", "map", default={}), Argument("no_cache", "bool", default=False),
+        Argument("network", "str", default="bridge", doc="none, host or bridge: RUN's network"),
+        reply="streams `{stream: text}` (docker's lines: `Step N/M : ...`, RUN's output); then "
+              "`{id, tags, steps, cached}`",
+        keys=("id", "tags", "steps", "cached"),
+        errors={"invalid_argument": "a bad Dockerfile, source or step (the message names the line)",
+                "not_found": "no such base image"}),
     _op(IMAGE_LOGIN, Argument("registry", "str", doc="default docker.io"), Argument("username", "str", required=True),
         Argument("password", "str", required=True),
         reply="`{registry, status}`; credentials checked by the registry, then saved (0600)",

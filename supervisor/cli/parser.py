@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import containers, daemon, files, images, logs, network, registry, remote, system, volume
+from . import build, containers, daemon, files, images, logs, network, registry, remote, system, volume
 
 #: The command groups, in the order `dockyard --help` lists their commands.
-GROUPS = (daemon, containers, files, logs, images, volume, network, registry, system, remote)
+GROUPS = (daemon, containers, files, logs, images, build, volume, network, registry, system, remote)
 
 
 def build_parser() -> argparse.ArgumentParser:

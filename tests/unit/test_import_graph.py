@@ -35,7 +35,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                "small modules that import only each other: what the CLI and the workers may share"),
     "model": (("supervisor.config", "supervisor.configfile", "supervisor.spec", "supervisor.container",
                "supervisor.state", "supervisor.resources", "supervisor.network", "supervisor.privileges",
-               "supervisor.seccomp", "supervisor.mounts", "supervisor.ulimits"),
+               "supervisor.seccomp", "supervisor.mounts", "supervisor.ulimits", "supervisor.build.dockerfile", "supervisor.build.ignore"),
               ("leaves", "logs"),
               "the daemon's definitions: validated specs and config, the state machine, the network's "
               "names and addresses"),
@@ -49,13 +49,13 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "services": (("supervisor.api", "supervisor.attach", "supervisor.exec", "supervisor.logbuffer",
                   "supervisor.logpump", "supervisor.logspool", "supervisor.streambuffer", "supervisor.lifecycle", "supervisor.services",
                   "supervisor.locallogs", "supervisor.workers", "supervisor.registry.service",
-                  "supervisor.registry.store_adapter"),
+                  "supervisor.registry.store_adapter", "supervisor.build"),
                  ("mechanics", "model", "leaves", "logs"),
                  "the container lifecycle and the services beside it: they decide, the mechanics act; "
                  "no bus"),
     "handlers": (("supervisor.handlers", "supervisor.loghandlers", "supervisor.registryhandlers",
                   "supervisor.volumehandlers", "supervisor.eventkeyhandlers",
-                  "supervisor.networkhandlers"),
+                  "supervisor.networkhandlers", "supervisor.buildhandlers"),
                  ("services", "mechanics", "model", "leaves", "logs", "bus.filters", "bus.remote"),
                  "one handler per bus operation: checked arguments in, the Supervisor called, a reply out; "
                  "events.replay filters as the publisher does (bus/filters.py); the remote subscribers' "
@@ -75,7 +75,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                     "mechanics, no daemon, no bus"),
     "cli": (("supervisor.cli",),
             ("daemon", "worker runner", "model", "leaves", "bus",
-             "supervisor.images.tarsafe", "supervisor.registry.progress"),
+             "supervisor.images.tarsafe", "supervisor.registry.progress", "supervisor.build.ignore"),
             "the command line, a bus client; `dockyard daemon` and `dockyard worker` run those in "
             "its process; `cp` extracts with the safe extractor, pull/push draw the progress"),
 }

@@ -1,0 +1,1 @@
+"""Building images from a Dockerfile: the parser (dockerfile.py, sans-IO)."""
