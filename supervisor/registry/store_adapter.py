@@ -73,3 +73,6 @@ class ImageStoreAdapter:
         image = self.store.resolve(reference)
         size = self.store.blob_path(image.manifest).stat().st_size
         return LayoutImage(Path(self.store.dir), Descriptor(OCI_MANIFEST, image.manifest, size))
+
+    def add_repo_digest(self, reference: str, repo_digest: str) -> None:
+        self.store.add_repo_digest(reference, repo_digest)
