@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tempfile
 
 import pytest
 
 from tests.registry_server import Registry
+from tests.tools import require
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +72,90 @@ def test_repo_digests_after_push_and_pull_and_references_by_digest(daemon, open_
     daemon.out("rmi", f"{name}@{digest}")
     assert daemon.out("images", "-q").strip() == ""
     assert daemon.cli("inspect", "--type", "image", f"{name}@{digest}").returncode != 0
+
+
+class LoggingRegistry(Registry):
+    """docker-registry with its access log on: every request is a line of registry.log."""
+
+    def config(self) -> str:
+        return super().config().replace("    disabled: true", "    disabled: false")
+
+    def requests(self, method: str, path_part: str) -> list[str]:
+        return [line for line in self.log().splitlines() if f'"{method} ' in line and path_part in line]
+
+
+@pytest.fixture
+def logging_registry(tmp_path):
+    registry = LoggingRegistry(tmp_path / "logging-registry")
+    registry.directory.mkdir()
+    registry.start()
+    yield registry
+    registry.stop()
+
+
+def registry_manifest(registry: Registry, repository: str, tag: str) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{registry.host}/v2/{repository}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
+        return json.loads(response.read())
+
+
+def test_push_compresses_layers_and_mounts_them_into_a_second_repository(daemon, logging_registry, tmp_path):
+    registry = logging_registry
+    # a compressible layer of 4 MiB
+    daemon.out("run", "--name", "maker", "base", "sh", "-c",
+               "i=0; while [ $i -lt 65536 ]; do echo 'the same line of text, over and over again.....'; "
+               "i=$((i+1)); done > /text")
+    daemon.out("commit", "maker", "text:1")
+    daemon.out("rm", "maker")
+    diff_ids = inspect(daemon, "text:1")["RootFS"]["Layers"]
+    raw_sizes = [(daemon.root / "images" / "blobs" / "sha256" / d.removeprefix("sha256:")).stat().st_size for d in diff_ids]
+    assert raw_sizes[1] > 3 << 20
+
+    first = f"{registry.host}/first"
+    daemon.out("tag", "text:1", f"{first}:1")
+    digest = daemon.out("push", f"{first}:1").split()[2]
+    manifest = registry_manifest(registry, "first", "1")
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"] * 2
+    sizes = [layer["size"] for layer in manifest["layers"]]
+    assert sizes[1] < raw_sizes[1] // 20, (sizes, raw_sizes)  # gzip of repeated text
+    assert sizes[0] < raw_sizes[0]
+    uploads = len(registry.requests("PUT", "/v2/first/blobs/uploads/"))
+    assert uploads == 3  # the config and two layers
+
+    # the same image to a second repository: every blob is mounted from the first, none uploaded
+    second = f"{registry.host}/second"
+    daemon.out("tag", "text:1", f"{second}:1")
+    assert daemon.out("push", f"{second}:1").split()[2] == digest  # the same manifest: deterministic gzip
+    assert registry.requests("PUT", "/v2/second/blobs/uploads/") == []
+    mounts = [line for line in registry.requests("POST", "/v2/second/blobs/uploads/?") if "from=first" in line]
+    assert len(mounts) == 3, registry.log()
+    assert sorted(inspect(daemon, "text:1")["RepoDigests"]) == sorted([f"{first}@{digest}", f"{second}@{digest}"])
+
+    # pushed again to the first: every blob already there (HEAD), nothing uploaded or compressed
+    for path in (daemon.root / "images" / "tmp").iterdir():
+        assert not path.name.startswith("push-"), "a push layout left behind"
+    daemon.out("push", f"{first}:1")
+    assert len(registry.requests("PUT", "/v2/first/blobs/uploads/")) == uploads
+
+    # a pull gives back the same content; skopeo and podman read what was pushed
+    daemon.out("rmi", "-f", "text:1")
+    daemon.out("pull", f"{second}:1")
+    assert daemon.out("run", "--rm", f"{second}:1", "sh", "-c", "wc -l < /text") == "65536\n"
+    require("skopeo")
+    copied = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{first}:1",
+                             f"oci:{tmp_path / 'skopeo'}:copied"], capture_output=True, text=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    require("podman")
+    runroot = tempfile.mkdtemp(prefix="dy-podman-")
+    storage = ["--root", str(tmp_path / "podman-root"), "--runroot", runroot, "--storage-driver", "vfs",
+               "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    try:
+        done = subprocess.run(["podman", *storage, "pull", "--tls-verify=false", f"{second}:1"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=60)
+        shutil.rmtree(runroot, ignore_errors=True)
