@@ -158,14 +158,15 @@ class PushLayout:
     def materialise(self, digest: str) -> None:
         """Make the blob ``digest`` present in the layout (a layer whose compressed digest came
         from the records and that the registry turned out not to have). Raises OSError if
-        compressing it again does not give that digest (a different zlib: forget the record
-        and push again)."""
+        compressing it again does not give that digest (another zlib since): the record now
+        holds the new digest, so the next push succeeds."""
         if blob_path(self.dir, digest).exists() or digest not in self.uncompressed:
             return
         diff_id = self.uncompressed[digest]
         actual, _ = self._compress(diff_id)
         if actual != digest:
-            raise OSError(f"layer {diff_id} compresses to {actual} now, not to the recorded {digest}")
+            raise OSError(f"layer {diff_id} compresses to {actual} now, not to the recorded {digest} "
+                          "(the record is updated: push again)")
 
     def _compress(self, diff_id: str) -> tuple[str, int]:
         staging = self.dir / "blobs" / "sha256" / f"gzip-{uuid.uuid4().hex}"

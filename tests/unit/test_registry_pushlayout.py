@@ -66,3 +66,18 @@ def test_records_survive_a_damaged_file_and_list_sources_per_registry(tmp_path):
     records.add_sources("r:5000", "first", ["sha256:x"])
     assert records.sources("r:5000", "sha256:x") == ["first", "second"]
     assert records.sources("other:5000", "sha256:x") == []
+
+
+def test_a_record_that_no_longer_matches_is_refused_then_corrected(store, tmp_path):
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    records.set_compressed(diff_id, "sha256:" + "f" * 64, 10)  # as if another zlib had made it
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    stale = PushLayout(tmp_path / "one", records, lookup).build(manifest_digest)
+    with pytest.raises(OSError, match="push again"):
+        stale.materialise("sha256:" + "f" * 64)
+    fresh = PushLayout(tmp_path / "two", records, lookup).build(manifest_digest)
+    (entry,) = json.loads(fresh.blob_path(fresh.descriptor.digest).read_bytes())["layers"]
+    assert entry["digest"] != "sha256:" + "f" * 64
+    fresh.materialise(entry["digest"])
+    assert gzip.decompress(fresh.blob_path(entry["digest"]).read_bytes()) == layer
