@@ -25,6 +25,7 @@ import os
 import threading
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,11 @@ class PushLayout:
         document = json.loads(Path(self.store_blob(manifest_digest)).read_bytes())
         config = document["config"]["digest"]
         self._copy(config)
+        # Layers the records do not know are compressed now, in parallel (zlib releases the GIL).
+        unknown = {layer["digest"] for layer in document["layers"]
+                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None}
+        with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1) or 1) as pool:
+            compressed = dict(zip(unknown, pool.map(self._compress, unknown)))
         layers = []
         for layer in document["layers"]:
             if layer.get("mediaType") != OCI_LAYER:
@@ -142,9 +148,7 @@ class PushLayout:
                 self._copy(layer["digest"])
                 continue
             diff_id = layer["digest"]
-            known = self.records.compressed(diff_id)
-            if known is None:
-                known = self._compress(diff_id)
+            known = compressed.get(diff_id) or self.records.compressed(diff_id) or self._compress(diff_id)
             digest, size = known
             self.uncompressed[digest] = diff_id
             layers.append({**layer, "mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
