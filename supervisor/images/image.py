@@ -31,6 +31,8 @@ class Image:
             overlay's ``lowerdir``).
         diff_ids: ``"sha256:<hex>"`` of each layer tar, bottom first (OCI ``rootfs.diff_ids``).
         manifest: digest of the image's manifest in the store.
+        repo_digests: ``"name@sha256:<hex>"``: the manifest digest a registry knows the image
+            by, recorded at pull and push (``inspect``'s RepoDigests).
         document: the whole config document (history, author, architecture, ...).
     """
 
@@ -42,6 +44,7 @@ class Image:
     layers: tuple[str, ...]
     diff_ids: tuple[str, ...] = field(default=())
     manifest: str = ""
+    repo_digests: tuple[str, ...] = ()
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_inspect(self) -> dict[str, Any]:
@@ -49,7 +52,7 @@ class Image:
         return {
             "Id": f"sha256:{self.id}",
             "RepoTags": list(self.repo_tags),
-            "RepoDigests": [],
+            "RepoDigests": list(self.repo_digests),
             "Parent": "",
             "Comment": _last_comment(self.document),
             "Created": self.created,

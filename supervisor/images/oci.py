@@ -33,6 +33,8 @@ MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
 REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "org.opencontainers.image.created"
+#: On an image's descriptor in the store's index.json: its repo digests, space-separated.
+REPO_DIGESTS = "dev.dockyard.repo.digests"
 CONTAINERD_NAME = "io.containerd.image.name"
 
 CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels")

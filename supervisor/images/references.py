@@ -33,7 +33,7 @@ def parse_reference(reference: str) -> str:
     if not isinstance(reference, str) or not reference:
         raise InvalidArgument(f"invalid reference format: {reference!r}")
     if "@" in reference:
-        raise InvalidArgument(f"invalid reference format: {reference!r}: digest references are not supported")
+        raise InvalidArgument(f"invalid reference format: {reference!r}: a tag cannot carry a digest")
     name, tag = reference, DEFAULT_TAG
     colon = reference.rfind(":")
     if colon > reference.rfind("/"):
@@ -55,8 +55,23 @@ def parse_reference(reference: str) -> str:
 
 
 
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+
+
+def parse_digest_reference(reference: str) -> str:
+    """``name[:tag]@sha256:<hex>`` to ``"name@sha256:<hex>"`` (the tag beside a digest is
+    ignored, as docker does: the digest names the image), or InvalidArgument."""
+    name, at, digest = reference.partition("@")
+    if not at or not DIGEST.match(digest):
+        raise InvalidArgument(f"invalid reference format: {reference!r}: want NAME@sha256:<64 hex digits>")
+    repository = parse_reference(name).rpartition(":")[0]
+    return f"{repository}@{digest}"
+
+
 def find_image(index: dict[str, Any], ref: str) -> tuple[str, str | None]:
-    """The image id for ``ref`` in ``index`` and the tag it was found by (None for an id).
+    """The image id for ``ref`` in ``index`` and the tag it was found by (None for an id
+    or a digest). ``name@sha256:<hex>`` is found among the images' repo digests
+    (``index["digests"]``, recorded at pull and push).
 
     Raises:
         NotFound: no image matches (``no such image: <ref>``).
@@ -65,6 +80,13 @@ def find_image(index: dict[str, Any], ref: str) -> tuple[str, str | None]:
     """
     if not isinstance(ref, str) or not ref:
         raise InvalidArgument(f"invalid reference format: {ref!r}")
+    if "@" in ref:
+        digest_ref = parse_digest_reference(ref)
+        image_id = index.get("digests", {}).get(digest_ref)
+        if image_id is None:
+            raise NotFound(f"no such image: {ref}: no image of {digest_ref.partition('@')[0]} has the digest "
+                           f"{digest_ref.partition('@')[2]} (pull it by digest first)", image=ref)
+        return image_id, None
     if ref.startswith("sha256:"):
         prefix = ref[len("sha256:") :]
         if not ID_PREFIX.match(prefix):

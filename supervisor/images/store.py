@@ -69,6 +69,7 @@ from supervisor.images.oci import (
     OCI_INDEX,
     OCI_MANIFEST,
     REF_NAME,
+    REPO_DIGESTS,
     container_config,
     image_config,
     manifest,
@@ -78,6 +79,7 @@ from supervisor.images.references import (  # noqa: F401 (re-exported: their hom
     NAME,
     TAG,
     find_image,
+    parse_digest_reference,
     parse_reference,
 )
 from supervisor.images.tarstream import BOMB_FLOOR, BOMB_RATIO
@@ -307,6 +309,21 @@ class ImageStore:
             self._write_index(updated)
             return self._image(updated, image_id)
 
+    def add_repo_digest(self, ref: str, repo_digest: str) -> Image:
+        """Record that a registry knows the image ``ref`` as ``repo_digest``
+        (``name@sha256:<hex>``, the manifest digest of a pull or a push); it then shows in
+        ``inspect``'s RepoDigests and ``name@sha256:<hex>`` finds it. One image per digest."""
+        digest_ref = parse_digest_reference(repo_digest)
+        with self._lock:
+            index = self._read_index()
+            image_id, _ = find_image(index, ref)
+            updated = copy.deepcopy(index)
+            updated.setdefault("digests", {})
+            updated["digests"].pop(digest_ref, None)
+            updated["digests"][digest_ref] = image_id
+            self._write_index(updated)
+            return self._image(updated, image_id)
+
     def remove(self, ref: str, *, force: bool = False,
                users: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []) -> list[dict[str, str]]:
         """``docker rmi``: untag, and delete the image once no tag is left.
@@ -352,6 +369,8 @@ class ImageStore:
             report = [{"Untagged": tag} for tag in tags]
             if not containers:
                 del updated["images"][image_id]
+                updated["digests"] = {ref: target for ref, target in updated.get("digests", {}).items()
+                                      if target != image_id}
                 report.append({"Deleted": f"sha256:{image_id}"})
             self._write_index(updated)
             self._collect_garbage(updated, sweep_tmp=False)
@@ -383,6 +402,7 @@ class ImageStore:
         return Image(
             id=image_id,
             repo_tags=tuple(tag for tag, target in index["tags"].items() if target == image_id),
+            repo_digests=tuple(ref for ref, target in index.get("digests", {}).items() if target == image_id),
             created=document.get("created") or entry["created"],
             size=sum(self._layer_size(chain) for chain in chains),
             config=copy.deepcopy(document.get("config") or {}),
@@ -409,7 +429,7 @@ class ImageStore:
         try:
             data = json.loads(self._index_path.read_bytes())
         except FileNotFoundError:
-            return {"images": {}, "tags": {}}
+            return {"images": {}, "tags": {}, "digests": {}}
         except (OSError, ValueError) as exc:
             raise DockyardError(f"image store: cannot read {self._index_path}: {exc}") from exc
         if isinstance(data, dict) and data.get("version") == 1 and "images" in data:
@@ -421,6 +441,7 @@ class ImageStore:
             raise DockyardError(f"image store: {self._index_path} is not an OCI image index")
         images: dict[str, dict[str, str]] = {}
         tags: dict[str, str] = {}
+        digests: dict[str, str] = {}
         for descriptor in data["manifests"]:
             document = self._json(descriptor["digest"])
             image_id = document["config"]["digest"].removeprefix("sha256:")
@@ -428,15 +449,20 @@ class ImageStore:
             images.setdefault(image_id, {"manifest": descriptor["digest"], "created": annotations.get(CREATED, "")})
             if REF_NAME in annotations:
                 tags[annotations[REF_NAME]] = image_id
-        return {"images": images, "tags": tags}
+            for digest_ref in annotations.get(REPO_DIGESTS, "").split():
+                digests[digest_ref] = image_id
+        return {"images": images, "tags": tags, "digests": digests}
 
     def _write_index(self, index: dict[str, Any]) -> None:
         manifests = []
         for image_id, entry in index["images"].items():
             tags = [tag for tag, target in index["tags"].items() if target == image_id] or [None]
             size = self.blob_path(entry["manifest"]).stat().st_size
+            repo_digests = " ".join(ref for ref, target in index.get("digests", {}).items() if target == image_id)
             for tag in tags:
                 annotations = {CREATED: entry["created"]}
+                if repo_digests:
+                    annotations[REPO_DIGESTS] = repo_digests
                 if tag is not None:
                     annotations[REF_NAME] = tag
                 manifests.append({"mediaType": OCI_MANIFEST, "digest": entry["manifest"], "size": size,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -189,14 +189,25 @@ class RegistryClient(RegistrySession):
         return str(response.url.join(location))
 
     async def push_blob(self, repository: str, descriptor: Descriptor, path: Path, meter: Meter,
-                        mount_from: tuple[str, ...] = ()) -> str:
+                        mount_from: tuple[str, ...] = (), prepare: Callable[[], Awaitable[object]] | None = None) -> str:
         """Make the blob present in ``repository``; returns ``exists``, ``mounted`` or
-        ``uploaded``. Uploads monolithically (one PUT), or in PATCH chunks of
-        ``options.chunk_size`` then a closing PUT."""
+        ``uploaded``: a HEAD first, then a mount from each of ``mount_from``, and only then
+        ``prepare()`` (which writes ``path``, if given) and the upload. Uploads
+        monolithically (one PUT), or in PATCH chunks of ``options.chunk_size`` then a
+        closing PUT."""
         digest, size = descriptor.digest, descriptor.size
         what = f"blob {digest} of {repository}"
         if await self.blob_exists(repository, descriptor):
             return "exists"
+        location = await self._start_upload(repository, descriptor, tuple(mount_from))
+        if location is None:
+            return "mounted"
+        if prepare is not None:
+            try:
+                await prepare()
+            except OSError as exc:
+                raise NotFoundError(f"cannot push {what} to {self.registry}: {exc}", registry=self.registry,
+                                    object=what) from None
         try:
             actual_size = os.stat(path).st_size
         except OSError as exc:
@@ -204,9 +215,6 @@ class RegistryClient(RegistrySession):
         if actual_size != size:
             raise VerificationError(f"cannot push {what} to {self.registry}: the local file {path} is {actual_size} bytes, "
                                     f"not {size}", registry=self.registry, object=what)
-        location = await self._start_upload(repository, descriptor, tuple(mount_from))
-        if location is None:
-            return "mounted"
         meter.emit("uploading")
         chunk_size = self.options.chunk_size
         if chunk_size is not None and size > 0:

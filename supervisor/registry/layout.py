@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from logs.atomic import write_atomic
@@ -92,6 +93,9 @@ class LayoutImage:
 
     root: Path
     descriptor: Descriptor
+    #: ``materialise(digest)`` writes a blob the layout names but does not hold yet (a
+    #: push's compressed layer, made only when the registry lacks it); None: all are there.
+    materialise: Callable[[str], None] | None = field(default=None, compare=False)
 
     def blob_path(self, digest: str) -> Path:
         return blob_path(self.root, digest)

@@ -19,7 +19,8 @@ from supervisor.registry.auth import Credentials, CredentialStore
 from supervisor.registry.layout import LayoutImage
 from supervisor.registry.options import Options
 from supervisor.registry.progress import Progress
-from supervisor.registry.reference import DEFAULT_REGISTRY, normalise_registry
+from supervisor.registry.pushlayout import RECORDS_FILE, BlobRecords
+from supervisor.registry.reference import DEFAULT_REGISTRY, Reference, normalise_registry
 from supervisor.registry.reference import parse as parse_reference
 
 CREDENTIALS_FILE = "auth.json"
@@ -51,7 +52,24 @@ class RegistryStore(Protocol):
         """A receiver whose directory and leftovers are removed when the block ends."""
 
     def layout_image(self, reference: str) -> LayoutImage:
-        """The image ``reference`` as an entry of an OCI layout (for push); NotFound if absent."""
+        """The image ``reference`` as an entry of an OCI layout (its layers as the store
+        keeps them); NotFound if absent."""
+
+    def push_layout(self, reference: str, records: BlobRecords) -> LayoutImage:
+        """The image ``reference`` as a push sends it (layers gzip-compressed, in a layout of
+        its own: :mod:`~supervisor.registry.pushlayout`); NotFound if absent."""
+
+    def release(self, source: LayoutImage) -> None:
+        """Remove what :meth:`push_layout` made."""
+
+    def add_repo_digest(self, reference: str, repo_digest: str) -> None:
+        """Record ``repo_digest`` (``name@sha256:<hex>``) as a RepoDigest of the image
+        ``reference`` (a local reference or id)."""
+
+
+def repo_digest(ref: Reference, digest: str) -> str:
+    """``name@digest`` as docker shows a RepoDigest: the familiar name, no tag."""
+    return f"{Reference(ref.registry, ref.repository).familiar()}@{digest}"
 
 
 def credentials_path(root: Path) -> Path:
@@ -120,6 +138,7 @@ async def pull(args: dict[str, Any], *, store: RegistryStore, root: Path, option
             return pulled, stored
 
         result, image = await _with_progress(stream, pull_and_store)
+    await trio.to_thread.run_sync(store.add_repo_digest, image["id"], repo_digest(ref, result.repo_digest))
     if emit is not None:
         emit("image", "pull", ref.familiar(), {"name": ref.familiar(), "digest": result.repo_digest})
     return {"reference": ref.familiar(), "digest": result.repo_digest, "image": image,
@@ -136,9 +155,17 @@ async def push(args: dict[str, Any], *, store: RegistryStore, root: Path, option
     from supervisor.registry import transfer
 
     ref = parse_reference(_string(args, "reference"))
-    source = await trio.to_thread.run_sync(store.layout_image, _string(args, "reference"))
-    result = await _with_progress(stream, lambda on_progress: transfer.push(
-        source, ref, credentials=CredentialStore(credentials_path(root)), options=options, on_progress=on_progress))
+    records = BlobRecords(Path(root) / RECORDS_FILE)
+    source = await trio.to_thread.run_sync(store.push_layout, _string(args, "reference"), records)
+    try:
+        result = await _with_progress(stream, lambda on_progress: transfer.push(
+            source, ref, credentials=CredentialStore(credentials_path(root)), options=options,
+            mount_from=lambda digest: records.sources(ref.registry, digest), on_progress=on_progress))
+    finally:
+        await trio.to_thread.run_sync(store.release, source)
+    present = [*result.uploaded, *result.existed, *result.mounted]
+    await trio.to_thread.run_sync(records.add_sources, ref.registry, ref.repository, present)
+    await trio.to_thread.run_sync(store.add_repo_digest, _string(args, "reference"), repo_digest(ref, result.digest))
     if emit is not None:
         emit("image", "push", ref.familiar(), {"name": ref.familiar(), "digest": result.digest})
     return {"reference": ref.familiar(), "digest": result.digest, "size": result.size,

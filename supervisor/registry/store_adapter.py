@@ -4,12 +4,15 @@ A pull lands in a directory inside one of the store's stages; :meth:`_Receiver.i
 then hands its verified blobs to the stage's ``add_layer`` (which decompresses, unpacks
 and checks each layer's diff id against the config) and commits the image with
 ``ImageStore.commit``: all or nothing. Layers the store has are found by chain id and
-were never downloaded. Push reads the store's own OCI layout (``<root>/images``), whose
-manifests name the layers as the store keeps them (uncompressed tars).
+were never downloaded. Push reads a layout of its own in the store's ``tmp/``
+(:mod:`~supervisor.registry.pushlayout`: the layers gzip-compressed), removed by
+:meth:`ImageStoreAdapter.release` when the push ends.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,3 +76,21 @@ class ImageStoreAdapter:
         image = self.store.resolve(reference)
         size = self.store.blob_path(image.manifest).stat().st_size
         return LayoutImage(Path(self.store.dir), Descriptor(OCI_MANIFEST, image.manifest, size))
+
+    def push_layout(self, reference: str, records: Any) -> LayoutImage:
+        from supervisor.registry.pushlayout import PushLayout
+
+        image = self.store.resolve(reference)
+        directory = Path(self.store.tmp_dir) / f"push-{uuid.uuid4().hex}"
+        try:
+            return PushLayout(directory, records, self.store.blob_path).build(image.manifest)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def release(self, source: LayoutImage) -> None:
+        if Path(source.root).name.startswith("push-"):
+            shutil.rmtree(source.root, ignore_errors=True)
+
+    def add_repo_digest(self, reference: str, repo_digest: str) -> None:
+        self.store.add_repo_digest(reference, repo_digest)

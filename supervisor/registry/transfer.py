@@ -288,7 +288,12 @@ async def push(source: layout.LayoutImage, reference: str | Reference, *,
         async def send(blob: Descriptor, kind: str) -> None:
             meter = Meter(on_progress, Progress("push", str(ref), blob.digest, kind, "uploading", 0, blob.size))
             candidates = tuple(repo for repo in mount_from(blob.digest) if repo != ref.repository)
-            result = await client.push_blob(ref.repository, blob, source.blob_path(blob.digest), meter, candidates)
+            prepare = None
+            if source.materialise is not None:
+                def prepare(digest: str = blob.digest) -> object:
+                    return trio.to_thread.run_sync(source.materialise, digest)
+            result = await client.push_blob(ref.repository, blob, source.blob_path(blob.digest), meter, candidates,
+                                            prepare)
             outcome[result].append(blob.digest)
             if result == "uploaded":
                 meter.current = blob.size

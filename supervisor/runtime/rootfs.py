@@ -22,6 +22,8 @@ else:  # in the fork server: a top-level module beside forkserver.py
     import libc
 
 MAX_SYMLINKS = 40  # the kernel's limit too
+#: mount(2) copies one page of options and overlay wants a little of it besides ours.
+LEGACY_OPTIONS_MAX = 4000
 
 # Character devices of the container's /dev, all mode 0666 (runc's defaults), and its links.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
@@ -94,6 +96,9 @@ def mount_rootfs(rootfs: str, lower: list[str], upper: str, work: str, volatile:
         os.rmdir(f"{work}/work/incompat/volatile")
     except OSError:
         pass
+    if len(options) + len(",volatile") > LEGACY_OPTIONS_MAX:
+        _mount_many_layers(rootfs, lower, upper, work, volatile)
+        return
     if volatile:
         try:
             libc.mount("overlay", rootfs, "overlay", 0, options + ",volatile", "")
@@ -101,6 +106,26 @@ def mount_rootfs(rootfs: str, lower: list[str], upper: str, work: str, volatile:
         except libc.InitError:
             pass  # an older kernel: mount it as usual
     libc.mount("overlay", rootfs, "overlay", 0, options, f'mount overlay on "{rootfs}" ({options})')
+
+
+def _mount_many_layers(rootfs: str, lower: list[str], upper: str, work: str, volatile: bool) -> None:
+    """The overlay of an image whose lower dirs do not fit in mount(2)'s one page of options
+    (about 30 layers with the store's paths): the new mount API, one ``lowerdir+`` per
+    layer (Linux 6.8), as containerd and podman do. Each path may be up to 255 bytes."""
+    options: list[tuple[str, str | None]] = [("lowerdir+", path) for path in lower]
+    options += [("upperdir", upper), ("workdir", work)]
+    what = f'mount overlay on "{rootfs}" ({len(lower)} layers, through fsopen)'
+    if volatile:
+        try:
+            libc.mount_new_api("overlay", rootfs, [*options, ("volatile", None)], what)
+            return
+        except libc.InitError:
+            pass  # an older kernel: mount it as usual
+    try:
+        libc.mount_new_api("overlay", rootfs, options, what)
+    except libc.InitError as exc:
+        raise libc.InitError(f"{exc.message}; an image of {len(lower)} layers needs Linux 6.8 or later "
+                             "(overlay's lowerdir+)") from None
 
 
 def _mount_point(rootfs: str, path: str) -> str:

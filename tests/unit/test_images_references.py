@@ -55,3 +55,24 @@ def test_an_image_is_found_by_tag_id_or_unique_prefix(ref, found):
 def test_a_reference_that_names_no_single_image_is_refused(ref, error, message):
     with pytest.raises(error, match=message):
         find_image(INDEX, ref)
+
+
+DIGEST = "sha256:" + "d" * 64
+WITH_DIGESTS = {**INDEX, "digests": {f"app@{DIGEST}": B}}
+
+
+@pytest.mark.parametrize("ref", [f"app@{DIGEST}", f"app:latest@{DIGEST}", f"app:other@{DIGEST}"])
+def test_an_image_is_found_by_its_repo_digest_whatever_tag_stands_beside_it(ref):
+    assert find_image(WITH_DIGESTS, ref) == (B, None)
+
+
+@pytest.mark.parametrize("ref, error, message", [
+    (f"other@{DIGEST}", NotFound, "no image of other has the digest"),
+    ("app@sha256:" + "e" * 64, NotFound, "no such image: app@sha256:e"),
+    ("app@sha256:abc", InvalidArgument, "sha256:<64 hex digits>"),
+    ("app@md5:" + "d" * 32, InvalidArgument, "sha256:<64 hex digits>"),
+    (f"Bad@{DIGEST}", InvalidArgument, "must be lowercase"),
+])
+def test_a_digest_reference_that_names_no_image_is_refused_clearly(ref, error, message):
+    with pytest.raises(error, match=message):
+        find_image(WITH_DIGESTS, ref)

@@ -1,0 +1,188 @@
+"""What a push sends: the image with its layers gzip-compressed, and the records that make a
+second push cheap.
+
+The store keeps layers as uncompressed tars (docs/images.md); registries and docker expect
+them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push builds an OCI layout
+of its own in the store's ``tmp/``: the config, a manifest whose layers are
+``tar+gzip`` and, for each layer, the gzip blob, compressed with zlib at level 1 (fast; the
+output is a function of the input alone: no time or name in the header), so the same layer
+always has the same compressed digest.
+
+:class:`BlobRecords` (``<root>/registry-blobs.json``, beside ``auth.json``, not in the image
+store) remembers, per diff id, the compressed digest and size; and, per registry, which
+repositories hold each blob. With those, a second push of a layer names its compressed
+digest without compressing anything: the registry's HEAD finds the blob, or a
+cross-repository mount (``POST .../blobs/uploads/?mount=<digest>&from=<repo>``) makes it
+present, and only when both fail is the layer compressed again (:meth:`PushLayout.materialise`)
+and uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from logs.atomic import write_atomic
+from supervisor.registry.layout import LayoutImage, blob_path, init_layout
+from supervisor.registry.manifest import OCI_MANIFEST, Descriptor, digest_of
+
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+GZIP_LEVEL = 1
+CHUNK = 1 << 20
+RECORDS_FILE = "registry-blobs.json"
+
+_records_lock = threading.Lock()  # every BlobRecords of the process: requests run in threads
+
+
+class BlobRecords:
+    """``{"compressed": {diff_id: {"digest", "size"}}, "sources": {registry: {digest: [repo]}}}``
+    in a JSON file, rewritten atomically under a lock. A missing or unreadable file is an
+    empty record (the records are a cache: losing them costs one compression)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {"compressed": {}, "sources": {}}
+        if not isinstance(document, dict):
+            return {"compressed": {}, "sources": {}}
+        document.setdefault("compressed", {})
+        document.setdefault("sources", {})
+        return document
+
+    def _write(self, document: dict[str, Any]) -> None:
+        write_atomic(self.path, json.dumps(document, separators=(",", ":")).encode(), durable=False, mode=0o600)
+
+    def compressed(self, diff_id: str) -> tuple[str, int] | None:
+        entry = self._read()["compressed"].get(diff_id)
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or not isinstance(entry.get("size"), int):
+            return None
+        return entry["digest"], entry["size"]
+
+    def set_compressed(self, diff_id: str, digest: str, size: int) -> None:
+        with _records_lock:
+            document = self._read()
+            document["compressed"][diff_id] = {"digest": digest, "size": size}
+            self._write(document)
+
+    def sources(self, registry: str, digest: str) -> list[str]:
+        """Repositories of ``registry`` known to hold the blob ``digest``."""
+        repos = self._read()["sources"].get(registry, {}).get(digest, [])
+        return [repo for repo in repos if isinstance(repo, str)]
+
+    def add_sources(self, registry: str, repository: str, digests: list[str]) -> None:
+        with _records_lock:
+            document = self._read()
+            known = document["sources"].setdefault(registry, {})
+            for digest in digests:
+                repos = known.setdefault(digest, [])
+                if repository not in repos:
+                    repos.append(repository)
+            self._write(document)
+
+
+def gzip_file(source: Path, target: Path) -> tuple[str, int]:
+    """Compress ``source`` into ``target`` (gzip, level :data:`GZIP_LEVEL`, no time or name
+    in the header: the same input always gives the same bytes). Returns (digest, size)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper, mtime 0
+    hasher = hashlib.sha256()
+    size = 0
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(source, "rb") as reader, open(partial, "wb") as writer:
+            while chunk := reader.read(CHUNK):
+                data = compressor.compress(chunk)
+                hasher.update(data)
+                writer.write(data)
+                size += len(data)
+            data = compressor.flush()
+            hasher.update(data)
+            writer.write(data)
+            size += len(data)
+        digest = f"sha256:{hasher.hexdigest()}"
+        os.replace(partial, target)
+        return digest, size
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+class PushLayout:
+    """The OCI layout in ``directory`` that a push of one image reads (:meth:`image`)."""
+
+    def __init__(self, directory: Path, records: BlobRecords, store_blob: Any):
+        """``store_blob(digest)``: the path of a blob of the image store (config, manifest,
+        uncompressed layer tars)."""
+        self.dir = Path(directory)
+        self.records = records
+        self.store_blob = store_blob
+        self.uncompressed: dict[str, str] = {}  # compressed digest -> diff id
+        init_layout(self.dir)
+
+    def build(self, manifest_digest: str) -> LayoutImage:
+        """The store's manifest ``manifest_digest`` with each uncompressed layer replaced by
+        its gzip form (compressed now unless the records know its digest)."""
+        document = json.loads(Path(self.store_blob(manifest_digest)).read_bytes())
+        config = document["config"]["digest"]
+        self._copy(config)
+        # Layers the records do not know are compressed now, in parallel (zlib releases the GIL).
+        unknown = {layer["digest"] for layer in document["layers"]
+                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None}
+        with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1) or 1) as pool:
+            compressed = dict(zip(unknown, pool.map(self._compress, unknown)))
+        layers = []
+        for layer in document["layers"]:
+            if layer.get("mediaType") != OCI_LAYER:
+                layers.append(layer)  # already compressed (or foreign): pushed as it is
+                self._copy(layer["digest"])
+                continue
+            diff_id = layer["digest"]
+            known = compressed.get(diff_id) or self.records.compressed(diff_id) or self._compress(diff_id)
+            digest, size = known
+            self.uncompressed[digest] = diff_id
+            layers.append({**layer, "mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
+        document["layers"] = layers
+        data = json.dumps(document, separators=(",", ":")).encode()
+        digest = digest_of(data)
+        write_atomic(blob_path(self.dir, digest), data, durable=False, mode=0o644)
+        return LayoutImage(self.dir, Descriptor(document.get("mediaType", OCI_MANIFEST), digest, len(data)),
+                           materialise=self.materialise)
+
+    def materialise(self, digest: str) -> None:
+        """Make the blob ``digest`` present in the layout (a layer whose compressed digest came
+        from the records and that the registry turned out not to have). Raises OSError if
+        compressing it again does not give that digest (another zlib since): the record now
+        holds the new digest, so the next push succeeds."""
+        if blob_path(self.dir, digest).exists() or digest not in self.uncompressed:
+            return
+        diff_id = self.uncompressed[digest]
+        actual, _ = self._compress(diff_id)
+        if actual != digest:
+            raise OSError(f"layer {diff_id} compresses to {actual} now, not to the recorded {digest} "
+                          "(the record is updated: push again)")
+
+    def _compress(self, diff_id: str) -> tuple[str, int]:
+        staging = self.dir / "blobs" / "sha256" / f"gzip-{uuid.uuid4().hex}"
+        digest, size = gzip_file(Path(self.store_blob(diff_id)), staging)
+        os.replace(staging, blob_path(self.dir, digest))
+        self.records.set_compressed(diff_id, digest, size)
+        return digest, size
+
+    def _copy(self, digest: str) -> None:
+        target = blob_path(self.dir, digest)
+        if not target.exists():
+            try:
+                os.link(self.store_blob(digest), target)
+            except OSError:
+                write_atomic(target, Path(self.store_blob(digest)).read_bytes(), durable=False, mode=0o644)

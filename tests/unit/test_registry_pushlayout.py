@@ -1,0 +1,83 @@
+"""supervisor/registry/pushlayout.py: the gzip layout a push reads, and the records that let
+a second push name a compressed layer without compressing it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from supervisor.registry.layout import blob_path
+from supervisor.registry.pushlayout import OCI_LAYER_GZIP, BlobRecords, PushLayout
+
+
+def put(store: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (store / digest.removeprefix("sha256:")).write_bytes(data)
+    return digest
+
+
+@pytest.fixture
+def store(tmp_path):
+    blobs = tmp_path / "store"
+    blobs.mkdir()
+    layer = b"a tar, very compressible " * 4096
+    diff_id = put(blobs, layer)
+    config = put(blobs, json.dumps({"rootfs": {"diff_ids": [diff_id]}}).encode())
+    manifest = put(blobs, json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer)}],
+    }).encode())
+    return blobs, manifest, diff_id, layer
+
+
+def test_layers_are_gzip_deterministic_and_recorded_so_a_second_push_compresses_nothing(store, tmp_path):
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+
+    first = PushLayout(tmp_path / "one", records, lookup).build(manifest_digest)
+    manifest = json.loads(first.blob_path(first.descriptor.digest).read_bytes())
+    (entry,) = manifest["layers"]
+    assert entry["mediaType"] == OCI_LAYER_GZIP and entry["size"] < len(layer) // 20
+    compressed = first.blob_path(entry["digest"]).read_bytes()
+    assert gzip.decompress(compressed) == layer and len(compressed) == entry["size"]
+    assert "sha256:" + hashlib.sha256(compressed).hexdigest() == entry["digest"]
+    assert records.compressed(diff_id) == (entry["digest"], entry["size"])
+
+    second = PushLayout(tmp_path / "two", records, lookup).build(manifest_digest)
+    assert second.descriptor == first.descriptor  # the same manifest
+    assert not blob_path(second.root, entry["digest"]).exists()  # named from the records, not compressed
+    second.materialise(entry["digest"])  # the registry lacks it after all
+    assert blob_path(second.root, entry["digest"]).read_bytes() == compressed
+
+
+def test_records_survive_a_damaged_file_and_list_sources_per_registry(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_text("{not json")
+    records = BlobRecords(path)
+    assert records.compressed("sha256:x") is None and records.sources("r:5000", "sha256:x") == []
+    records.add_sources("r:5000", "first", ["sha256:x", "sha256:y"])
+    records.add_sources("r:5000", "second", ["sha256:x"])
+    records.add_sources("r:5000", "first", ["sha256:x"])
+    assert records.sources("r:5000", "sha256:x") == ["first", "second"]
+    assert records.sources("other:5000", "sha256:x") == []
+
+
+def test_a_record_that_no_longer_matches_is_refused_then_corrected(store, tmp_path):
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    records.set_compressed(diff_id, "sha256:" + "f" * 64, 10)  # as if another zlib had made it
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    stale = PushLayout(tmp_path / "one", records, lookup).build(manifest_digest)
+    with pytest.raises(OSError, match="push again"):
+        stale.materialise("sha256:" + "f" * 64)
+    fresh = PushLayout(tmp_path / "two", records, lookup).build(manifest_digest)
+    (entry,) = json.loads(fresh.blob_path(fresh.descriptor.digest).read_bytes())["layers"]
+    assert entry["digest"] != "sha256:" + "f" * 64
+    fresh.materialise(entry["digest"])
+    assert gzip.decompress(fresh.blob_path(entry["digest"]).read_bytes()) == layer
