@@ -110,21 +110,58 @@ class StateStore:
             raise RuntimeCommandError(f'container "{container_id}": its state file is corrupt: {exc}') from None
 
     def save(self, record: dict) -> None:
-        from logs.atomic import write_atomic  # pathlib and typing: only the commands that write pay
-
         data = json.dumps(record, separators=(",", ":")).encode()
-        write_atomic(os.path.join(self.directory(record["id"]), STATE_FILE), data, durable=False, mode=0o600)
+        write_small_atomic(os.path.join(self.directory(record["id"]), STATE_FILE), data, 0o600)
 
     def remove(self, container_id: str) -> None:
-        import shutil
-
+        """The container's directory and its files gone (shutil only for a subdirectory,
+        which dockyard-runtime never makes: its import costs every ``run`` ~2 ms)."""
+        directory = self.directory(container_id)
         try:
-            shutil.rmtree(self.directory(container_id))
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            raise IsADirectoryError(errno.EISDIR, "a subdirectory", entry.path)
+                        os.unlink(entry.path)
+                os.rmdir(directory)
+            except IsADirectoryError:
+                import shutil
+
+                shutil.rmtree(directory)
         except FileNotFoundError:
             pass
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise RuntimeCommandError(f'cannot remove the state of container "{container_id}": {exc}') from None
+
+
+def write_small_atomic(path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` (permissions ``mode``) by a rename, without fsync: what
+    ``logs.atomic.write_atomic(durable=False)`` does, without its pathlib and typing imports
+    (~5 ms of every ``run``). The temporary file is ``.<name>.<pid>.tmp`` beside ``path``.
+
+    Raises:
+        OSError: nothing was replaced and no temporary file is left.
+    """
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def status_of(record: dict, store: StateStore) -> str:
