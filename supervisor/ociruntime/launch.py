@@ -14,10 +14,10 @@ socket when the process has a terminal.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 
+from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
@@ -71,7 +71,7 @@ class StatusLines:
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         try:
-            message = json.loads(line)
+            message = jsonlite.loads(line)
         except ValueError:
             message = None
         if not isinstance(message, dict):
@@ -109,7 +109,7 @@ def launch(stage: dict, console_socket: str = "", what: str = "container", fifo:
     pid = 0
     try:
         try:
-            os.write(config_write, json.dumps(stage, separators=(",", ":")).encode())
+            os.write(config_write, jsonlite.dumps(stage).encode())
         except BrokenPipeError:
             pass  # the stage died first: its status says why
         os.close(config_write)

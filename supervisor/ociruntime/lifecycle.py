@@ -11,12 +11,11 @@ themselves a child subreaper first, so that they can wait for the process they s
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 
-from supervisor.ociruntime import hooks
+from supervisor.ociruntime import hooks, jsonlite
 from supervisor.ociruntime.bundle import Host, check_id, translate, translate_process
 from supervisor.ociruntime.cgroups import BundleCgroup
 from supervisor.ociruntime.errors import RuntimeCommandError
@@ -52,7 +51,7 @@ def read_config(bundle_dir: str) -> dict:
     path = os.path.join(bundle_dir, "config.json")
     try:
         with open(path, "rb") as file:
-            return json.loads(file.read())
+            return jsonlite.loads(file.read())
     except FileNotFoundError:
         raise RuntimeCommandError(f'open "{path}": no such file or directory') from None
     except ValueError as exc:
@@ -106,7 +105,7 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
                          "join_user": any(kind == "user" for kind, _ in stage["namespaces"])},
             }
             stage.update(cgroup_procs=cgroup.procs_files, exec_fifo=True, no_pivot=no_pivot,
-                         state=json.dumps(hook_state(record, "created")))
+                         state=jsonlite.dumps(hook_state(record, "created")))
             pid = launch(stage, console_socket, fifo=fifo)
             record.update(pid=pid, start_time=process_start_time(pid))
             store.save(record)

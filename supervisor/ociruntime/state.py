@@ -1,5 +1,5 @@
 """The state of ``dockyard-runtime``'s containers: one directory per container under
-``--root`` (``<root>/<id>/state.json``, written atomically with ``logs/atomic.py``, and
+``--root`` (``<root>/<id>/state.json``, written atomically by :func:`write_small_atomic`, and
 ``exec.fifo`` between ``create`` and ``start``), a lock per container (``flock`` on its
 directory) that serializes concurrent commands on it, and the status of the spec's state,
 derived each time from the kernel rather than stored:
@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 
+from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 OCI_VERSION = "1.0.2"
@@ -103,14 +103,14 @@ class StateStore:
             RuntimeCommandError: the container does not exist."""
         try:
             with open(os.path.join(self.directory(container_id), STATE_FILE), "rb") as file:
-                return json.loads(file.read())
+                return jsonlite.loads(file.read())
         except (FileNotFoundError, NotADirectoryError):
             raise RuntimeCommandError(f'container "{container_id}" does not exist') from None
         except ValueError as exc:
             raise RuntimeCommandError(f'container "{container_id}": its state file is corrupt: {exc}') from None
 
     def save(self, record: dict) -> None:
-        data = json.dumps(record, separators=(",", ":")).encode()
+        data = jsonlite.dumps(record).encode()
         write_small_atomic(os.path.join(self.directory(record["id"]), STATE_FILE), data, 0o600)
 
     def remove(self, container_id: str) -> None:
