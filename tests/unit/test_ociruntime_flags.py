@@ -111,3 +111,18 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
         write_small_atomic(str(tmp_path / "d"), b"2", 0o644)  # rename over a directory
     assert target.read_bytes() == b"1"
     assert sorted(os.listdir(tmp_path)) == ["d", "pid"]
+
+
+@pytest.mark.parametrize("argv, code, out", [
+    (["--version"], 0, "dockyard-runtime version"), (["--help"], 0, "usage: dockyard-runtime"),
+    (["run", "--nope", "c1"], 2, ""), (["--root", "/nonexistent-dockyard", "state", "c1"], 1, ""),
+])
+def test_the_script_exits_with_the_command_s_code_and_its_output_flushed(argv, code, out):
+    """bin/dockyard-runtime ends with os._exit: what was printed into a pipe still arrives."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bin", "dockyard-runtime"), *argv],
+                            capture_output=True, text=True, cwd=REPO, timeout=60, env=environment)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.startswith(out)
+    if code:
+        assert result.stderr
