@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import select
-import signal
+import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
 from supervisor.ociruntime import hooks, jsonlite
 from supervisor.ociruntime.bundle import Host, check_id, translate, translate_process
@@ -126,7 +126,7 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
         raise
 
 
-def _kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
+def _kill_quietly(pid: int, sig: int = _signal.SIGKILL) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -191,9 +191,9 @@ def wait_for(pid: int) -> int:
     def forward(number, _frame):
         _kill_quietly(pid, number)
 
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                   signal.SIGWINCH):
-        signal.signal(number, forward)
+    for number in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,
+                   _signal.SIGWINCH):
+        _signal.signal(number, forward)
     while True:
         try:
             child, status = os.waitpid(-1, 0)

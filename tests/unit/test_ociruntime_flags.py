@@ -80,11 +80,12 @@ def test_the_hot_commands_import_neither_argparse_nor_json(tmp_path):
             "from supervisor.ociruntime.state import StateStore\n"
             f"store = StateStore({str(tmp_path)!r})\n"
             "store.make('c1')\n"
-            "store.save({'id': 'c1', 'pid': 0, 'cgroup_paths': {}, 'hooks': {'poststop': []}, 'bundle': '/b', 'annotations': {}})\n"
+            "store.save({'id': 'c1', 'pid': 0, 'cgroup_paths': {}, 'hooks': {'poststop': []}, 'bundle': '/b',"
+            " 'annotations': {}})\n"
             f"assert main(['--root', {str(tmp_path)!r}, 'delete', 'c1']) == 0\n"
             f"assert main(['--root', {str(tmp_path)!r}, 'delete', '--force', 'gone']) == 0\n"
-            "print(sorted(m for m in ('argparse', 'json', 're', 'logs.atomic', 'pathlib', 'shutil', 'typing',"
-            " 'supervisor.errors') if m in sys.modules))")
+            "print(sorted(m for m in ('argparse', 'json', 're', 'enum', 'contextlib', 'logs.atomic', 'pathlib',"
+            " 'shutil', 'typing', 'supervisor.errors') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
     assert os.listdir(tmp_path) == []
