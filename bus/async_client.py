@@ -9,6 +9,7 @@ the protocol the synchronous client does (bus/sync_client.py describes it).
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,19 @@ if TYPE_CHECKING:
 
     from bus.trio_zmq import AsyncSocket
 
-__all__ = ["AsyncClient", "AsyncSubscription"]
+__all__ = ["AsyncClient", "AsyncStream", "AsyncSubscription"]
 
 
 class _Pending:
-    __slots__ = ("reply",)
+    __slots__ = ("reply", "streamed", "wants_stream")
 
-    def __init__(self) -> None:
+    def __init__(self, wants_stream: bool = False) -> None:
         self.reply: Envelope | None = None
+        self.streamed: deque[dict] = deque()  # stream payloads not yet taken (a stream's request)
+        self.wants_stream = wants_stream
+
+    def ready(self) -> bool:
+        return self.reply is not None or bool(self.streamed)
 
 
 class AsyncClient:
@@ -61,33 +67,58 @@ class AsyncClient:
         """Send one request and return the reply's result. Raises like Client.request."""
         import trio
 
-        dealer = self._control_socket()
-        self._last_id += 1
-        request_id = self._last_id
-        frame = codec.encode(codec.request(op, request_id, args if args is not None else {}, self.source))
-        pending = self._pending[request_id] = _Pending()
+        request_id = self._last_id + 1
+        pending = _Pending()
         try:
             with trio.fail_after(timeout):
-                delay = 0.001
-                while not dealer.send_nowait((frame,)):  # at the HWM: rare, back off
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-                while pending.reply is None:
-                    if self._reading:
-                        await self._replies.park()
-                        continue
-                    self._reading = True
-                    try:
-                        while pending.reply is None:
-                            self._file_reply(await dealer.recv())
-                    finally:
-                        self._reading = False
-                        self._replies.unpark_all()
+                await self._send(op, request_id, pending, args)
+                await self._wait(pending)
         except trio.TooSlowError:
             raise RequestTimeout(op, timeout) from None
         finally:
-            del self._pending[request_id]
+            self._pending.pop(request_id, None)
         return codec.unwrap_reply(pending.reply)
+
+    async def open_stream(self, op: str, args: dict[str, Any] | None = None) -> AsyncStream:
+        """Send a streaming request (an attached session, a pull's progress): the returned
+        :class:`AsyncStream` takes the daemon's stream messages and sends the client's. Close
+        it (``aclose``, or ``async with``) when done; what arrives after is dropped."""
+        request_id = self._last_id + 1
+        pending = _Pending(wants_stream=True)
+        await self._send(op, request_id, pending, args)
+        return AsyncStream(self, op, request_id, pending)
+
+    async def _send(self, op: str, request_id: int, pending: _Pending, args: dict[str, Any] | None) -> None:
+        dealer = self._control_socket()
+        self._last_id = request_id
+        self._pending[request_id] = pending
+        await self._send_frame(dealer, codec.encode(codec.request(op, request_id, args if args is not None else {},
+                                                                  self.source)))
+
+    @staticmethod
+    async def _send_frame(dealer: AsyncSocket, frame: bytes) -> None:
+        import trio
+
+        delay = 0.001
+        while not dealer.send_nowait((frame,)):  # at the HWM: rare, back off
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _wait(self, pending: _Pending) -> None:
+        """Until ``pending`` has its reply or a stream payload. One task reads the socket for
+        every waiter (the class's theory of operation)."""
+        dealer = self._control_socket()
+        while not pending.ready():
+            if self._reading:
+                await self._replies.park()
+                continue
+            self._reading = True
+            try:
+                while not pending.ready():
+                    self._file_reply(await dealer.recv())
+            finally:
+                self._reading = False
+                self._replies.unpark_all()
 
     def _file_reply(self, frames: list[bytes]) -> None:
         if len(frames) != 1:
@@ -97,9 +128,14 @@ class AsyncClient:
         except FrameError:
             return
         pending = self._pending.get(envelope.seq)
-        if pending is None or codec.is_stream(envelope):
-            return  # stale (its request timed out), or a stream message nobody asked for
-        pending.reply = envelope
+        if pending is None:
+            return  # stale: its request timed out or its stream was closed
+        if codec.is_stream(envelope):
+            if not pending.wants_stream:
+                return  # a stream message nobody asked for
+            pending.streamed.append(envelope.data)
+        else:
+            pending.reply = envelope
         self._replies.unpark_all()
 
     def _control_socket(self) -> AsyncSocket:
@@ -171,6 +207,56 @@ class AsyncClient:
         await trio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncStream:
+    """One streaming request of an :class:`AsyncClient` (docs/events.md, "Sessions"):
+    ``receive`` gives the daemon's stream payloads, then None once the reply came (its
+    result in ``result``; an error reply raises RemoteError); ``send`` sends the client's."""
+
+    def __init__(self, client: AsyncClient, op: str, request_id: int, pending: _Pending):
+        self.op = op
+        self.request_id = request_id
+        self.result: Any = None
+        self.done = False
+        self._client = client
+        self._pending = pending
+
+    async def receive(self) -> dict | None:
+        """The next stream payload; None once the request has replied (see ``result``).
+
+        Raises:
+            RemoteError: the request failed.
+        """
+        pending = self._pending
+        if not pending.streamed and not self.done:
+            await self._client._wait(pending)
+        if pending.streamed:
+            return pending.streamed.popleft()
+        if not self.done:
+            self.done = True
+            self._client._pending.pop(self.request_id, None)
+            self.result = codec.unwrap_reply(pending.reply)
+        return None
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        """Send a ``stream.<op>`` message of this request (input, credit, resize, detach)."""
+        if self.done:
+            raise RuntimeError(f"the stream of {self.op!r} is finished")
+        client = self._client
+        frame = codec.encode(codec.stream(self.op, self.request_id, payload, client.source))
+        await client._send_frame(client._control_socket(), frame)
+
+    async def aclose(self) -> None:
+        """Stop listening: what the daemon still sends for this request is dropped."""
+        self.done = True
+        self._client._pending.pop(self.request_id, None)
+
+    async def __aenter__(self) -> AsyncStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -9,12 +9,13 @@ fast (AsyncClient imports trio when one is made).
 
 from __future__ import annotations
 
-from bus.async_client import AsyncClient, AsyncSubscription
+from bus.async_client import AsyncClient, AsyncStream, AsyncSubscription
 from bus.sockets import CONTROL_SOCKET, EVENTS_SOCKET, default_run_dir
 from bus.sync_client import Client, Pending, Stream, Subscription
 
 __all__ = [
     "AsyncClient",
+    "AsyncStream",
     "AsyncSubscription",
     "Client",
     "Pending",

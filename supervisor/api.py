@@ -353,6 +353,10 @@ class Supervisor:
         removed from under."""
         await self.lifecycle.remove(ref, force, volumes)
 
+    async def rename(self, ref: str, name: str) -> Container:
+        """Give a container another name (``docker rename``)."""
+        return await self.lifecycle.rename(ref, name)
+
     async def update(self, ref: str, changes: dict[str, Any]) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
         cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule)."""

@@ -70,6 +70,8 @@ class Config:
     max_requests_in_flight: int = 1_024
     subscriber_queue_bytes: int = 8 << 20
     default_ulimits: tuple[str, ...] = ()
+    #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
+    api_addresses: tuple[str, ...] = ()
     events_listen: str | None = None
 
     def __post_init__(self) -> None:
@@ -113,6 +115,9 @@ class Config:
                 parse_ulimit(entry)
             except LimitError as exc:
                 raise ValueError(f"--default-ulimit: {exc.message}") from None
+        object.__setattr__(self, "api_addresses", tuple(self.api_addresses))
+        for address in self.api_addresses:
+            check_api_address(address)
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 
@@ -134,3 +139,32 @@ class Config:
     @property
     def journal_dir(self) -> Path:
         return self.root / "journal"
+
+
+def check_api_address(address: str) -> None:
+    """An ``--api`` address: ``tcp://`` on a loopback address, or ``unix:///PATH``; anything
+    else is refused (the API gives root to whoever reaches it, and is served without TLS).
+
+    Raises:
+        ValueError: naming the address and why.
+    """
+    import ipaddress
+
+    if address.startswith("unix://"):
+        if not address.removeprefix("unix://").startswith("/"):
+            raise ValueError(f"--api {address}: a unix socket needs an absolute path")
+        return
+    if not address.startswith("tcp://"):
+        raise ValueError(f"--api {address}: use tcp://127.0.0.1:PORT or unix:///PATH")
+    host, _, port = address.removeprefix("tcp://").rstrip("/").rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--api {address}: the port must be a number from 1 to 65535")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"--api {address}: refusing a non-loopback address: the Engine API gives root on this host to "
+            "whoever reaches it, and dockyard serves it without TLS client certificates; use 127.0.0.1 "
+            "(or ::1), or the unix socket")

@@ -188,6 +188,7 @@ class Container:
             "id": self.id,
             "name": self.name,
             "image": self.image_ref,
+            "image_id": self.image_id,
             "command": shlex.join(self.resolved.argv),
             "created": self.created,
             "status": self.status.value,
@@ -199,6 +200,7 @@ class Container:
             "restarting": self.pending_restart is not None,
             "health": self.health.status if self.health is not None and status_running(self) else "",
             "ports": _ports_column(self),
+            "labels": self.spec.label_map,
         }
 
     def inspect(self) -> dict[str, Any]:
@@ -239,7 +241,7 @@ class Container:
                 "Cmd": list(self.spec.cmd) or None,
                 "Image": self.image_ref,
                 "WorkingDir": self.resolved.workdir,
-                "Labels": {},
+                "Labels": self.spec.label_map,
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
                 **({"Healthcheck": self.healthcheck.docker()} if self.healthcheck else {}),

@@ -70,11 +70,15 @@ NO_COLLECTOR_WARNING = (
 
 
 def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str, list[str]]:
-    return {
+    commands = {
         name: [config.python, "-m", "workers", name, "--root", str(config.root), "--run", str(config.run_dir),
                "--log-format", log_format, "--log-level", log_level, "--parent-pid", str(os.getpid())]
         for name in config.worker_names
     }
+    for address in config.api_addresses:
+        if "api" in commands:
+            commands["api"] += ["--api", address]
+    return commands
 
 
 async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level: str = "info",
@@ -109,7 +113,11 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
             bus_stats=lambda: server.stats.as_dict(),
             workers=workers.status,
         )
-        server = BusServer(config.run_dir, handlers.table(), log=log, activated=activated,
+        # The bus listens before the supervisor has loaded its records and started its
+        # networks (a restart publishes what reconcile finds): requests wait until it has,
+        # so that nobody reads a half-loaded state (an empty `network ls` after a restart).
+        ready = trio.Event()
+        server = BusServer(config.run_dir, gated(handlers.table(), ready), log=log, activated=activated,
                            max_connections=config.max_connections, max_in_flight=config.max_requests_in_flight,
                            cancel_on_disconnect=CANCEL_ON_DISCONNECT,
                            subscriber_queue_bytes=config.subscriber_queue_bytes,
@@ -129,6 +137,7 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.serve)
                 async with supervisor:
+                    ready.set()
                     await nursery.start(workers.run)
                     log.info("daemon ready", root=str(config.root), run=str(config.run_dir), pid=os.getpid(),
                              socket_activated=sorted(activated), notify=notifier.enabled)
@@ -162,6 +171,21 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         journal.close()
         lock.release()
     log.info("daemon stopped")
+
+
+def gated(table: dict[str, Any], ready: trio.Event) -> dict[str, Any]:
+    """The handlers of ``table``, each waiting for ``ready`` before it runs."""
+
+    def gate(handler: Any) -> Any:
+        async def when_ready(request: Any) -> Any:
+            if not ready.is_set():
+                await ready.wait()
+            return await handler(request)
+
+        when_ready.__doc__ = handler.__doc__
+        return when_ready
+
+    return {op: gate(handler) for op, handler in table.items()}
 
 
 def daemon_identity(root: Path) -> dict[str, str]:

@@ -111,6 +111,7 @@ class Handlers:
             ops.CONTAINER_LIST: self.list,
             ops.CONTAINER_INSPECT: self.inspect,
             ops.CONTAINER_UPDATE: self.update,
+            ops.CONTAINER_RENAME: self.rename,
             ops.CONTAINER_STATS: self.stats,
             ops.CONTAINER_SCHEDULE_RESTART: self.schedule_restart,
             ops.CONTAINER_HEALTH_REPORT: self.health_report,
@@ -236,6 +237,11 @@ class Handlers:
     async def inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> the docker-shaped inspect document"""
         return self.sup.get(args["container"]).inspect()
+
+    async def rename(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{container, name} -> {id, name}: the container's new name (docker rename)."""
+        container = await self.sup.rename(args["container"], args["name"])
+        return {"id": container.id, "name": container.name}
 
     async def update(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, resources: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,

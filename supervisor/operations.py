@@ -124,6 +124,7 @@ CONTAINER_REMOVE = "container.remove"
 CONTAINER_LIST = "container.list"
 CONTAINER_INSPECT = "container.inspect"
 CONTAINER_UPDATE = "container.update"
+CONTAINER_RENAME = "container.rename"
 CONTAINER_STATS = "container.stats"
 CONTAINER_HEALTH_CHECK = "container.health_check"
 CONTAINER_HEALTH_REPORT = "container.health_report"
@@ -250,7 +251,8 @@ _OPERATIONS = (
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
     _op(CONTAINER_LIST, Argument("all", "bool", default=False),
         reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
-              "restart_policy, restart_count, restarting}]}`; without `all`, running and restarting ones",
+              "restart_policy, restart_count, restarting, health, ports, image_id, labels}]}`; without `all`, running and "
+              "restarting ones",
         keys=("containers",)),
     _op(CONTAINER_INSPECT, _container(),
         reply="docker's inspect document (`HostConfig` has Memory, MemorySwap, MemoryReservation, NanoCpus, "
@@ -260,6 +262,9 @@ _OPERATIONS = (
         Argument("resources", "map", required=True,
                  doc="the map below; 0 leaves a limit unchanged; not `devices`"),
         reply="`{id, resources}`", keys=("id", "resources"), errors=_CONTAINER_REF),
+    _op(CONTAINER_RENAME, _container(), Argument("name", "str", required=True, doc="the new name"),
+        reply="`{id, name}`", keys=("id", "name"),
+        errors={"not_found": "no such container", "conflict": "an ambiguous id prefix; the name is in use"}),
     _op(CONTAINER_STATS, Argument("containers", "strings", default=[], doc="[ref], default every running one"),
         reply="`{stats: [the stats.<id> data]}`, sampled now", keys=("stats",), errors=_CONTAINER_REF),
     _op(CONTAINER_HEALTH_CHECK, _container(),

@@ -101,6 +101,9 @@ class ContainerSpec:
     # Limits real images need (supervisor/ulimits.py): --ulimit NAME=SOFT[:HARD], --shm-size (bytes; 0: 64m).
     ulimits: tuple[str, ...] = ()
     shm_size: int = 0
+    # --label KEY=VALUE (a map is accepted too): kept as given, shown in inspect and matched
+    # by the Engine API's label filters (docs/api.md).
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -108,6 +111,7 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.image: an image name is required, not {_given(self.image)}")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
+        _strings("labels", self.labels)
         if self.entrypoint is not None:
             _strings("entrypoint", self.entrypoint)
         for entry in self.env:
@@ -155,6 +159,11 @@ class ContainerSpec:
                 f"not {_given(self.log_options)}")
 
     @property
+    def label_map(self) -> dict[str, str]:
+        """``labels`` as docker shows them: ``{key: value}``."""
+        return dict(entry.partition("=")[::2] for entry in self.labels)
+
+    @property
     def restart_policy(self) -> RestartPolicy:
         return RestartPolicy.parse(self.restart)
 
@@ -173,7 +182,9 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        for key in ("cmd", "env", "publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS,
+        if isinstance(values.get("labels"), dict):
+            values["labels"] = tuple(f"{key}={value}" for key, value in values["labels"].items())
+        for key in ("cmd", "env", "labels", "publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS,
                     *_MOUNT_LISTS):
             if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
@@ -197,6 +208,7 @@ class ContainerSpec:
         data = asdict(self)
         data["cmd"] = list(self.cmd)
         data["env"] = list(self.env)
+        data["labels"] = list(self.labels)
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
@@ -329,8 +341,8 @@ def _health_flags(flags: Any) -> dict[str, Any]:
 
 
 #: The fields that hold a list of strings.
-_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "dns_search", "dns_option", "volumes", "mounts", "tmpfs",
-                 "volumes_from", "ulimits")
+_STRING_LISTS = ("cmd", "env", "entrypoint", "publish", "add_host", "dns", "dns_search", "dns_option", "volumes", "mounts",
+                 "tmpfs", "volumes_from", "ulimits", "labels")
 
 
 def _normalise(spec: ContainerSpec) -> None:
@@ -340,6 +352,8 @@ def _normalise(spec: ContainerSpec) -> None:
             object.__setattr__(spec, key, tuple(getattr(spec, key)))
     if isinstance(spec.env, dict):
         object.__setattr__(spec, "env", tuple(_env_entry(key, value) for key, value in spec.env.items()))
+    if isinstance(spec.labels, dict):
+        object.__setattr__(spec, "labels", tuple(f"{key}={value}" for key, value in spec.labels.items()))
     if isinstance(spec.resources, dict):
         try:
             object.__setattr__(spec, "resources", Resources.from_map(spec.resources))

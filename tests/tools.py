@@ -14,6 +14,7 @@ TOOLS = {
     "busybox": "busybox-static",
     "containerd": "containerd",  # ctr run --runc-binary dockyard-runtime (test_ociruntime.py)
     "ctr": "containerd",
+    "docker": "docker.io",  # the docker CLI alone, against dockyard's Engine API (test_api.py)
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",

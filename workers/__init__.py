@@ -22,6 +22,7 @@ from typing import Any
 WORKERS: dict[str, str] = {
     "monitor": "workers.monitor",
     "logcollector": "workers.logcollector",
+    "api": "workers.api",  # docker's Engine API on <run>/docker.sock (docs/api.md)
 }
 
 
@@ -31,3 +32,4 @@ class WorkerContext:
     root: Path  # the daemon's state root (a worker keeps its own state under it)
     run_dir: Path  # where the bus sockets are
     log: Any
+    listen: tuple[str, ...] = ()  # the api worker's --api addresses besides <run>/docker.sock

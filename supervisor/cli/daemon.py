@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
                    help="seconds between two samples of every container's resource usage (default 1; 0: off)")
     p.add_argument("--workers", default=None, metavar="NAMES",
                    help="comma-separated workers the daemon starts and keeps running (default: all, "
-                        "logcollector,monitor; 'none': none, for workers run as their own units with "
+                        "logcollector,monitor,api; 'none': none, for workers run as their own units with "
                         "`dockyard worker`; without a log collector no output is stored)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="a registry to reach over plain HTTP or unverified TLS (repeatable; loopback always is)")
@@ -49,6 +49,9 @@ def register(sub: Any) -> None:
     p.add_argument("--subscriber-queue-bytes", type=int, default=None, metavar="BYTES",
                    help="an event subscriber that reads nothing while this many bytes are published is "
                         "disconnected (default 8 MiB)")
+    p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
+                   help="serve the Engine API there too, besides <run>/docker.sock: tcp://127.0.0.1:PORT "
+                        "(loopback only: there is no TLS) or unix:///PATH (repeatable; docs/api.md)")
     p.add_argument("--events-listen", default=None, metavar="tcp://ADDR:PORT",
                    help="serve the events socket there too, to remote subscribers whose CURVE public key was "
                         "added with `dockyard events-keys add` (encrypted, subscription-only; docs/events.md)")
@@ -68,6 +71,8 @@ def register(sub: Any) -> None:
                    help="the daemon's run directory (default $DOCKYARD_RUN or /run/dockyard)")
     p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the worker's log on stderr")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
+                   help="the api worker: serve there too (tcp://127.0.0.1:PORT or unix:///PATH; repeatable)")
     p.set_defaults(handler=cmd_worker, client=False)
 
 
@@ -118,6 +123,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             events_listen=checked_endpoint(setting("events-listen", None)),
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
+            api_addresses=tuple(args.api or setting("api", [])),
             **network_settings(args),
         )
     except ValueError as error:
@@ -154,8 +160,14 @@ def network_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from supervisor.config import default_root, default_run_dir
+    from supervisor.config import check_api_address, default_root, default_run_dir
     from workers.runner import main as worker_main
 
+    for address in args.api:
+        try:
+            check_api_address(address)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
     return worker_main(args.name, args.root or default_root(), args.daemon_run or args.run_dir or default_run_dir(),
-                       args.log_format, args.log_level)
+                       args.log_format, args.log_level, listen=tuple(args.api))

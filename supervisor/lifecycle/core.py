@@ -34,7 +34,7 @@ from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
 from supervisor.resources import UPDATABLE, Resources
-from supervisor.spec import ContainerSpec
+from supervisor.spec import NAME, ContainerSpec
 from supervisor.state import Status
 
 
@@ -387,6 +387,28 @@ class Lifecycle:
             container.spec = dataclasses.replace(container.spec, resources=resources)
             self.save(container)
         self.events.container(container, "update")
+        return container
+
+    async def rename(self, ref: str, name: str) -> Container:
+        """Give a container another name (``docker rename``), running or not; a name in use
+        by another container is refused, as at create."""
+        container = self.get(ref)
+        name = name.lstrip("/")
+        if not NAME.match(name):
+            raise InvalidArgument(f"cannot rename container {container.name}: {name!r} is invalid: use "
+                                  "[a-zA-Z0-9][a-zA-Z0-9_.-]+", name=name)
+        async with container.lock:
+            for other in self.containers.values():
+                if other.name == name and other is not container:
+                    raise Conflict(f'cannot rename container {container.name}: the container name "{name}" is '
+                                   f"already in use by container {other.id}", name=name)
+            old = container.name
+            if old == name:
+                return container
+            container.name = name
+            container.spec = dataclasses.replace(container.spec, name=name)
+            self.save(container)
+        self.events.container(container, "rename", oldName=old)
         return container
 
     def log_dropped(self, container_id: str, stream: str, lines: int, size: int) -> None:

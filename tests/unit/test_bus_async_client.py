@@ -44,3 +44,23 @@ async def test_subscribe_handshake_never_misses_the_next_event(server: BusServer
             async with client.subscribe([f"test.{attempt}."]) as events:
                 published = server.publish(f"test.{attempt}.first", {"attempt": attempt}, channel="test")
                 assert await events.receive() == published
+
+
+async def test_a_stream_gives_its_messages_then_its_result_beside_plain_requests(client: AsyncClient) -> None:
+    import pytest
+
+    from bus.errors import RemoteError
+
+    with trio.fail_after(GUARD):
+        stream = await client.open_stream("count", {"n": 3})
+        assert (await client.request("echo", {"x": 1}))["args"] == {"x": 1}  # one dealer, both at once
+        received = []
+        while (payload := await stream.receive()) is not None:
+            received.append(payload)
+        assert received == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert stream.result == {"count": 3} and stream.done
+        async with await client.open_stream("count", {"n": 1, "fail": True}) as failing:
+            assert await failing.receive() == {"i": 0}
+            with pytest.raises(RemoteError) as caught:
+                await failing.receive()
+            assert caught.value.code == "conflict"

@@ -63,7 +63,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "daemon": (("supervisor.daemon",),
                ("handlers", "services", "mechanics", "model", "leaves", "logs", "bus"),
                "the daemon process: the Supervisor served over the bus, with its journal and workers"),
-    "workers": (("workers.monitor", "workers.logcollector"),
+    "workers": (("workers.monitor", "workers.logcollector", "workers.api"),
                 ("bus", "logs", "leaves"),
                 "bus clients in processes of their own: they act only through requests"),
     "worker runner": (("workers.runner", "workers.__main__"),

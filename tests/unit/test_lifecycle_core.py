@@ -142,6 +142,21 @@ async def test_update_writes_a_running_containers_cgroup_and_refuses_what_cannot
     assert container.spec.resources.memory == 64 * 1024 * 1024
 
 
+async def test_rename_keeps_the_container_and_refuses_a_name_in_use(fakes: Fakes) -> None:
+    from supervisor.errors import Conflict, InvalidArgument
+
+    container = await _running(fakes)
+    await fakes.core.create(ContainerSpec(image="base", name="db"))
+    await fakes.core.rename("web", "/frontend")
+    assert fakes.core.get("frontend") is container and container.spec.name == "frontend"
+    assert fakes.actions(container.id)[-1] == "rename"
+    with pytest.raises(Conflict, match='"db" is already in use'):
+        await fakes.core.rename("frontend", "db")
+    with pytest.raises(InvalidArgument, match="invalid"):
+        await fakes.core.rename("frontend", "no spaces")
+    assert container.name == "frontend"
+
+
 def test_default_ulimits_fill_in_the_names_a_spec_does_not_set():
     from supervisor.lifecycle.core import with_default_ulimits
     from supervisor.spec import ContainerSpec

@@ -1,0 +1,316 @@
+"""The Engine API as docker's own tools use it: the real `docker` CLI (Debian's docker.io) and
+docker-py (PyPI's `docker`) against a private dockyard daemon's <run>/docker.sock."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, mounts_under
+from tests.tools import require
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def api_daemon(tmp_path_factory, busybox_tar):
+    """One private daemon for the module, serving the API also on a loopback TCP port."""
+    base = tmp_path_factory.mktemp("api")
+    with socket.socket() as probe:  # a free loopback port for --api
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    instance = Daemon(base, ["--api", f"tcp://127.0.0.1:{port}"])
+    instance.api_port = port
+    try:
+        instance.start()
+        instance.out("import", str(busybox_tar), "base")
+        wait_for_socket(instance.run_dir / "docker.sock")
+        yield instance
+        assert instance.stop() == 0, instance.log()
+        assert mounts_under(base) == [], "mounts left behind"
+        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
+    finally:
+        instance.cleanup()
+
+
+@pytest.fixture
+def daemon(api_daemon):
+    yield api_daemon
+    assert api_daemon.out("ps", "-aq") == "", "a test left a container behind"
+
+
+def wait_for_socket(path, timeout: float = TIMEOUT) -> None:
+    """Until the API answers _ping on ``path`` (the worker starts beside the daemon)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(path))
+                sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+                if sock.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polls the readiness condition itself, bounded by the deadline
+    raise AssertionError(f"the Engine API did not answer on {path}")
+
+
+def docker(daemon: Daemon, *args: str, input: bytes | None = None, timeout: float = TIMEOUT,
+           check: bool = True) -> subprocess.CompletedProcess:
+    require("docker")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{daemon.run_dir}/docker.sock", "DOCKER_CONFIG": str(daemon.root)}
+    result = subprocess.run([shutil.which("docker"), *args], input=input, capture_output=True, timeout=timeout,
+                            env=env)
+    if check:
+        assert result.returncode == 0, f"docker {' '.join(args)} -> {result.returncode}: {result.stderr.decode()}"
+    return result
+
+
+def docker_client(daemon: Daemon):
+    docker_py = pytest.importorskip("docker")
+    return docker_py.DockerClient(base_url=f"unix://{daemon.run_dir}/docker.sock", version="auto", timeout=60)
+
+
+def test_the_socket_has_the_bus_sockets_mode(daemon):
+    assert (daemon.run_dir / "docker.sock").stat().st_mode & 0o777 == 0o660
+
+
+def test_docker_run_ps_logs_follow_stop_rm(daemon):
+    assert docker(daemon, "run", "--rm", "base", "echo", "hello from dockyard").stdout == b"hello from dockyard\n"
+    failed = docker(daemon, "run", "--rm", "base", "sh", "-c", "exit 3", check=False)
+    assert failed.returncode == 3
+    container = docker(daemon, "run", "-d", "--name", "ticker", "-l", "team=api", "base", "sh", "-c",
+                       "for i in 1 2 3; do echo tick $i; sleep 0.2; done; sleep 600").stdout.decode().strip()
+    try:
+        listed = docker(daemon, "ps", "--filter", "label=team=api", "--format", "{{.ID}} {{.Names}} {{.Status}}")
+        short_id, name, status = listed.stdout.decode().split(maxsplit=2)
+        assert (container.startswith(short_id), name) == (True, "ticker") and status.startswith("Up")
+        with subprocess.Popen([shutil.which("docker"), "logs", "-f", "ticker"], stdout=subprocess.PIPE,
+                              env={**os.environ, "DOCKER_HOST": f"unix://{daemon.run_dir}/docker.sock"}) as follower:
+            lines = [follower.stdout.readline() for _ in range(3)]
+            assert lines == [b"tick 1\n", b"tick 2\n", b"tick 3\n"]
+            docker(daemon, "stop", "-t", "1", "ticker")
+            assert follower.wait(TIMEOUT) == 0  # -f ends with the container
+        inspected = json.loads(docker(daemon, "inspect", "ticker").stdout)[0]
+        assert inspected["State"]["Status"] == "exited" and inspected["Config"]["Labels"] == {"team": "api"}
+        assert docker(daemon, "ps", "-q").stdout == b""
+        assert docker(daemon, "ps", "-aq").stdout.decode().strip() == container[:12]
+    finally:
+        docker(daemon, "rm", "-f", "ticker", check=False)
+    missing = docker(daemon, "inspect", "ticker", check=False)
+    assert missing.returncode == 1 and b"No such" in missing.stderr
+
+
+def test_docker_exec_and_cp_both_ways(daemon, tmp_path):
+    docker(daemon, "run", "-d", "--name", "files", "base", "sleep", "600")
+    try:
+        assert docker(daemon, "exec", "files", "sh", "-c", "echo $((6*7))").stdout == b"42\n"
+        assert docker(daemon, "exec", "files", "sh", "-c", "exit 5", check=False).returncode == 5
+        (tmp_path / "in.txt").write_text("into the container\n")
+        docker(daemon, "cp", str(tmp_path / "in.txt"), "files:/tmp/")
+        assert docker(daemon, "exec", "files", "cat", "/tmp/in.txt").stdout == b"into the container\n"
+        docker(daemon, "exec", "files", "sh", "-c", "mkdir -p /out/sub && echo out > /out/sub/f")
+        docker(daemon, "cp", "files:/out", str(tmp_path / "copied"))
+        assert (tmp_path / "copied" / "sub" / "f").read_text() == "out\n"
+        missing = docker(daemon, "cp", "files:/no/such", str(tmp_path / "x"), check=False)
+        assert missing.returncode != 0 and b"no/such" in missing.stderr
+    finally:
+        docker(daemon, "rm", "-f", "files")
+
+
+def run_on_a_terminal(daemon: Daemon, *args: str, typed: bytes = b"", until: bytes) -> tuple[bytes, int]:
+    """The docker CLI on a fresh pty; ``typed`` is written once ``until``'s first half showed."""
+    require("docker")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{daemon.run_dir}/docker.sock"}
+    pid, fd = os.forkpty()
+    if pid == 0:
+        try:
+            os.execve(shutil.which("docker"), ["docker", *args], env)
+        finally:
+            os._exit(127)
+    seen = b""
+    sent = not typed
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                seen += data
+            if not sent and b"# " in seen:
+                os.write(fd, typed)
+                sent = True
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return seen, os.waitstatus_to_exitcode(status)
+        _, status = os.waitpid(pid, 0)
+        return seen, os.waitstatus_to_exitcode(status)
+    finally:
+        os.close(fd)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def test_docker_run_it_and_exec_it_through_a_pty(daemon):
+    seen, code = run_on_a_terminal(daemon, "run", "-it", "--rm", "base", "sh", typed=b"echo in-$((1+1))\rexit 4\r",
+                                   until=b"in-2")
+    assert b"in-2\r\n" in seen  # through the container's terminal: its line discipline adds \r
+    assert code == 4
+    docker(daemon, "run", "-d", "--name", "shell", "base", "sleep", "600")
+    try:
+        seen, code = run_on_a_terminal(daemon, "exec", "-it", "shell", "sh", typed=b"echo exec-$((2+3))\rexit\r",
+                                       until=b"exec-5")
+        assert b"exec-5\r\n" in seen and code == 0
+    finally:
+        docker(daemon, "rm", "-f", "shell")
+
+
+def test_docker_attach_sees_output_and_stdin_reaches_the_container(daemon):
+    docker(daemon, "run", "-d", "-i", "--name", "cat", "base", "cat")
+    try:
+        attached = docker(daemon, "attach", "cat", input=b"through attach\n")  # EOF on stdin ends cat
+        assert attached.stdout == b"through attach\n"
+        assert docker(daemon, "wait", "cat").stdout == b"0\n"
+    finally:
+        docker(daemon, "rm", "-f", "cat")
+
+
+def test_docker_events_shows_a_run_in_docker_s_shape(daemon):
+    since = time.time() - 1
+    docker(daemon, "run", "--rm", "--name", "eventful", "base", "true")
+    until = time.time() + 1
+    shown = docker(daemon, "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--filter",
+                   "container=eventful", "--format", "{{json .}}").stdout.decode().splitlines()
+    actions = [json.loads(line)["Action"] for line in shown]
+    assert actions == ["create", "start", "die", "destroy"]
+    first = json.loads(shown[0])
+    assert first["Type"] == "container" and first["Actor"]["Attributes"]["name"] == "eventful"
+
+
+def test_docker_volumes(daemon):
+    docker(daemon, "volume", "create", "--label", "kind=test", "shared")
+    try:
+        assert docker(daemon, "volume", "ls", "-q", "--filter", "label=kind=test").stdout == b"shared\n"
+        docker(daemon, "run", "--rm", "-v", "shared:/data", "base", "sh", "-c", "echo kept > /data/f")
+        assert docker(daemon, "run", "--rm", "-v", "shared:/data", "base", "cat", "/data/f").stdout == b"kept\n"
+    finally:
+        docker(daemon, "volume", "rm", "shared")
+    assert docker(daemon, "volume", "ls", "-q").stdout == b""
+
+
+def test_unsupported_features_answer_with_the_feature_named(daemon):
+    swarm = docker(daemon, "swarm", "init", check=False)
+    assert swarm.returncode != 0 and b"swarm" in swarm.stderr
+    client = docker_client(daemon)
+    response = client.api._post(client.api._url("/build"))
+    assert response.status_code == 501 and "image build" in response.json()["message"]
+    assert client.api.plugins() == []  # none installed; plugin inspect is a 404 like any missing object
+    client.close()
+
+
+def test_docker_py_run_logs_exec_archive_and_wait(daemon):
+    client = docker_client(daemon)
+    assert client.ping() is True
+    assert client.version()["ApiVersion"] == "1.43"
+    assert client.containers.run("base", ["sh", "-c", "echo out; echo err >&2"], remove=True) == b"out\n"
+    container = client.containers.run("base", ["sh", "-c", "echo ready; sleep 600"], detach=True, labels={"a": "b"})
+    try:
+        assert [c.id for c in client.containers.list(filters={"label": "a=b"})] == [container.id]
+        logs = container.logs(stream=True, follow=True)
+        assert next(logs) == b"ready\n"
+        logs.close()
+        result = container.exec_run(["sh", "-c", "echo $HOME; exit 2"])
+        assert (result.exit_code, result.output) == (2, b"/root\n")
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as archive:
+            member = tarfile.TarInfo("greeting")
+            member.size = 3
+            archive.addfile(member, io.BytesIO(b"hi\n"))
+        assert container.put_archive("/tmp", data.getvalue())
+        stream, stat = container.get_archive("/tmp/greeting")
+        assert stat["name"] == "greeting" and stat["size"] == 3
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            assert archive.extractfile("greeting").read() == b"hi\n"
+        container.kill()
+        assert container.wait(timeout=TIMEOUT)["StatusCode"] == 137
+    finally:
+        container.remove(force=True)
+    client.close()
+
+
+def test_docker_py_events_stream_until_and_errors(daemon):
+    client = docker_client(daemon)
+    since = time.time()
+    container = client.containers.create("base", ["true"], name="short")
+    container.start()
+    container.wait(timeout=TIMEOUT)
+    container.remove()
+    events = list(client.events(since=since, until=time.time() + 0.5, decode=True,
+                                filters={"container": "short"}))
+    assert [event["Action"] for event in events] == ["create", "start", "die", "destroy"]
+    assert events[2]["Actor"]["Attributes"]["exitCode"] == "0"
+    docker_py = pytest.importorskip("docker")
+    with pytest.raises(docker_py.errors.NotFound):
+        client.containers.get("no-such-container")
+    with pytest.raises(docker_py.errors.ImageNotFound):
+        client.images.get("no-such-image:1")
+    client.close()
+
+
+def test_the_api_on_loopback_tcp(daemon):
+    docker_py = pytest.importorskip("docker")
+    client = docker_py.DockerClient(base_url=f"tcp://127.0.0.1:{daemon.api_port}", version="auto")
+    assert client.ping() is True
+    assert [image.tags for image in client.images.list()] == [["base:latest"]]
+    client.close()
+
+
+def test_a_non_loopback_api_address_is_refused_with_the_reason(tmp_path):
+    result = subprocess.run([DOCKYARD, "daemon", "--root", str(tmp_path / "root"), "--run", str(tmp_path / "run"),
+                             "--api", "tcp://0.0.0.0:2375"], capture_output=True, timeout=TIMEOUT)
+    assert result.returncode != 0
+    assert b"refusing a non-loopback address" in result.stderr and b"TLS" in result.stderr
+    assert not (tmp_path / "run" / "control.sock").exists()
+
+
+def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_path):
+    from tests.registry_server import Registry
+
+    require("docker-registry")
+    (tmp_path / "registry").mkdir()
+    registry = Registry(tmp_path / "registry").start()
+    try:
+        reference = f"{registry.host}/team/base:1"
+        docker(daemon, "tag", "base", reference)
+        pushed = docker(daemon, "push", reference, timeout=120)
+        assert b"digest: sha256:" in pushed.stdout
+        docker(daemon, "rmi", reference)
+        client = docker_client(daemon)
+        image = client.images.pull(f"{registry.host}/team/base", tag="1")
+        assert reference in image.tags
+        client.close()
+        assert docker(daemon, "run", "--rm", reference, "echo", "pulled").stdout == b"pulled\n"
+        docker(daemon, "rmi", reference)
+        missing = docker(daemon, "pull", f"{registry.host}/team/nothing:1", check=False, timeout=120)
+        assert missing.returncode != 0 and b"team/nothing" in missing.stderr
+    finally:
+        registry.stop()

@@ -1,0 +1,245 @@
+"""docker's container create body (Config + HostConfig + NetworkingConfig) to a dockyard spec
+map (supervisor/spec.py's fields), pure.
+
+The fields dockyard has are translated; fields at their zero value are skipped; a field
+dockyard cannot honour with a value that matters is refused (400) by name rather than
+silently dropped: a client that asks for a CPU period gets told, not ignored. The few
+fields known to be harmless to leave out (``Domainname``, ``AttachStdin``...: the API's
+own bookkeeping) are listed in :data:`IGNORED` and docs/api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.api.http import ApiError
+
+#: Fields of Config and HostConfig read elsewhere or harmless to ignore (docs/api.md).
+IGNORED = frozenset({
+    "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
+    "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
+    "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
+    "OomScoreAdj", "Init", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
+    "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
+    "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
+    "DnsOptions", "DnsSearch", "VolumeDriver", "Annotations", "Image", "Hostname", "ExposedPorts",
+})
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ApiError(400, f"invalid {field}: must be a list of strings")
+    return list(value)
+
+
+def _map(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, f"invalid {field}: must be a JSON object")
+    return value
+
+
+def spec_from_create(body: Any, name: str | None) -> dict[str, Any]:
+    """The spec map for ``POST /containers/create``'s body and ``name`` query parameter.
+
+    Raises:
+        ApiError: 400 for a body of the wrong shape or a field dockyard cannot honour.
+    """
+    config = _map(body, "body")
+    host = _map(config.get("HostConfig"), "HostConfig")
+    image = config.get("Image")
+    if not isinstance(image, str) or not image:
+        raise ApiError(400, "Config.Image: an image is required")
+    spec: dict[str, Any] = {"image": image}
+    if name:
+        spec["name"] = name
+    _config_fields(config, spec)
+    _host_fields(host, spec)
+    _volumes_field(config, spec)
+    _network_fields(config, host, spec)
+    return spec
+
+
+def _config_fields(config: dict[str, Any], spec: dict[str, Any]) -> None:
+    if config.get("Cmd") is not None:
+        spec["cmd"] = _strings(config["Cmd"], "Cmd")
+    if config.get("Entrypoint") is not None:
+        spec["entrypoint"] = _strings(config["Entrypoint"], "Entrypoint")
+        if spec["entrypoint"] == [""]:
+            spec["entrypoint"] = []
+    if config.get("Env"):
+        # docker keeps a bare NAME but the process never sees it: dropped here
+        spec["env"] = [entry for entry in _strings(config["Env"], "Env") if "=" in entry]
+    for key, field in (("WorkingDir", "workdir"), ("User", "user"), ("Hostname", "hostname")):
+        if config.get(key):
+            spec[field] = config[key]
+    if config.get("Tty"):
+        spec["tty"] = True
+    if config.get("OpenStdin"):
+        spec["open_stdin"] = True
+    if config.get("Labels"):
+        labels = _map(config["Labels"], "Labels")
+        spec["labels"] = {str(key): str(value) for key, value in labels.items()}
+    if config.get("StopSignal"):
+        spec["stop_signal"] = str(config["StopSignal"])
+    if config.get("StopTimeout") is not None:
+        spec["stop_timeout"] = config["StopTimeout"]
+    if config.get("Healthcheck"):
+        spec["healthcheck"] = healthcheck(config["Healthcheck"])
+
+
+def healthcheck(value: Any) -> dict[str, Any]:
+    """docker's HealthConfig (durations in nanoseconds, 0: the default) to the spec's map."""
+    health = _map(value, "Healthcheck")
+    flags: dict[str, Any] = {}
+    if health.get("Test"):
+        flags["test"] = _strings(health["Test"], "Healthcheck.Test")
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period")):
+        if health.get(key):
+            flags[field] = f"{int(health[key])}ns"
+    if health.get("Retries"):
+        flags["retries"] = int(health["Retries"])
+    return flags
+
+
+_RESOURCES = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
+              "NanoCpus": "nano_cpus", "CpuShares": "cpu_shares", "PidsLimit": "pids_limit"}
+
+
+def resources(host: dict[str, Any]) -> dict[str, Any]:
+    """The limits of a HostConfig (create) or an update body."""
+    limits: dict[str, Any] = {}
+    for key, field in _RESOURCES.items():
+        value = host.get(key)
+        if value:
+            limits[field] = int(value)
+    if host.get("CpusetCpus"):
+        limits["cpuset_cpus"] = str(host["CpusetCpus"])
+    quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 0
+    if quota > 0:
+        limits["nano_cpus"] = int(quota * 1_000_000_000 // (period or 100_000))
+    devices = host.get("Devices") or []
+    if devices:
+        limits["devices"] = [
+            ":".join(part for part in (device.get("PathOnHost", ""), device.get("PathInContainer", ""),
+                                       device.get("CgroupPermissions", "")) if part)
+            for device in devices]
+    return limits
+
+
+def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
+    limits = resources(host)
+    if limits:
+        spec["resources"] = limits
+    policy = _map(host.get("RestartPolicy"), "RestartPolicy")
+    if policy.get("Name") and policy["Name"] != "no":
+        name = policy["Name"]
+        retries = int(policy.get("MaximumRetryCount") or 0)
+        spec["restart"] = f"{name}:{retries}" if name == "on-failure" and retries else name
+    if host.get("AutoRemove"):
+        spec["auto_remove"] = True
+    for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),
+                       ("GroupAdd", "group_add"), ("Binds", "volumes"), ("VolumesFrom", "volumes_from"),
+                       ("ExtraHosts", "add_host"), ("Dns", "dns")):
+        if host.get(key):
+            spec[field] = _strings(host[key], key)
+    if host.get("Privileged"):
+        spec["privileged"] = True
+    if host.get("ReadonlyRootfs"):
+        spec["read_only"] = True
+    if host.get("Sysctls"):
+        spec["sysctls"] = {str(key): str(value) for key, value in _map(host["Sysctls"], "Sysctls").items()}
+    if host.get("Tmpfs"):
+        spec["tmpfs"] = [f"{path}:{options}" if options else path
+                         for path, options in _map(host["Tmpfs"], "Tmpfs").items()]
+    if host.get("Mounts"):
+        spec["mounts"] = [mount_flag(mount) for mount in host["Mounts"]]
+    if host.get("Ulimits"):
+        spec["ulimits"] = [f"{limit['Name']}={limit['Soft']}:{limit['Hard']}" for limit in host["Ulimits"]]
+    if host.get("ShmSize"):
+        spec["shm_size"] = int(host["ShmSize"])
+    log_config = _map(host.get("LogConfig"), "LogConfig")
+    if log_config.get("Type") not in (None, "", "json-file", "local", "dockyard", "journald"):
+        # docker's message, word for word (clients match it); docs/api.md says why
+        raise ApiError(400, f"logger: no log driver named '{log_config['Type']}' is registered")
+    options = {key: value for key, value in _map(log_config.get("Config"), "LogConfig.Config").items()
+               if key in ("max-size", "max-file", "mode", "max-buffer-size")}
+    if options:
+        spec["log_options"] = options
+
+
+def mount_flag(mount: Any) -> str:
+    """One of HostConfig.Mounts as ``--mount``'s text (supervisor/mounts.py parses it)."""
+    mount = _map(mount, "Mounts[]")
+    kind = (mount.get("Type") or "volume").lower()
+    fields = [f"type={kind}"]
+    if mount.get("Source"):
+        fields.append(f"source={mount['Source']}")
+    if not mount.get("Target"):
+        raise ApiError(400, "invalid mount config: Target is required")
+    fields.append(f"target={mount['Target']}")
+    if mount.get("ReadOnly"):
+        fields.append("readonly")
+    bind = mount.get("BindOptions") or {}
+    if bind.get("Propagation"):
+        fields.append(f"bind-propagation={bind['Propagation']}")
+    volume = mount.get("VolumeOptions") or {}
+    if volume.get("NoCopy"):
+        fields.append("volume-nocopy")
+    tmpfs = mount.get("TmpfsOptions") or {}
+    if tmpfs.get("SizeBytes"):
+        fields.append(f"tmpfs-size={int(tmpfs['SizeBytes'])}")
+    if tmpfs.get("Mode"):
+        fields.append(f"tmpfs-mode={int(tmpfs['Mode']):o}")
+    return ",".join(f'"{field}"' if "," in field else field for field in fields)
+
+
+def _volumes_field(config: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Config.Volumes (``{"/data": {}}``): anonymous volumes, unless a bind or mount has the path."""
+    taken = {entry.split(":")[1] if ":" in entry else entry for entry in spec.get("volumes", [])}
+    taken |= {field.split("target=")[1].split(",")[0] for field in spec.get("mounts", []) if "target=" in field}
+    for path in _map(config.get("Volumes"), "Volumes"):
+        if path not in taken:
+            spec.setdefault("volumes", []).append(path)
+
+
+def _network_fields(config: dict[str, Any], host: dict[str, Any], spec: dict[str, Any]) -> None:
+    mode = host.get("NetworkMode") or "default"
+    if mode in ("default", "bridge"):
+        pass
+    elif mode in ("host", "none") or mode.startswith("container:"):
+        spec["network"] = mode
+    else:
+        raise ApiError(404, f"network {mode} not found")
+    publish = []
+    for key, bindings in _map(host.get("PortBindings"), "PortBindings").items():
+        for binding in bindings or [{}]:
+            host_ip = (binding or {}).get("HostIp") or ""
+            host_port = (binding or {}).get("HostPort") or ""
+            port = key if "/" in key else f"{key}/tcp"
+            if host_ip:
+                publish.append(f"{host_ip}:{host_port}:{port}")
+            else:
+                publish.append(f"{host_port}:{port}" if host_port else port)
+    if publish:
+        spec["publish"] = publish
+    if host.get("PublishAllPorts"):
+        spec["publish_all"] = True
+
+
+def labelled_volumes(body: Any) -> dict[str, dict[str, str]]:
+    """The named volumes of HostConfig.Mounts with VolumeOptions.Labels: dockyard creates a
+    volume with its labels before the container (``--mount`` takes no labels)."""
+    host = _map(_map(body, "body").get("HostConfig"), "HostConfig")
+    volumes = {}
+    for mount in host.get("Mounts") or []:
+        labels = ((mount or {}).get("VolumeOptions") or {}).get("Labels")
+        if (mount.get("Type") or "volume") == "volume" and mount.get("Source") and labels:
+            volumes[mount["Source"]] = {str(key): str(value) for key, value in labels.items()}
+    return volumes
