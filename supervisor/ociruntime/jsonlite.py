@@ -67,8 +67,8 @@ def _unencodable(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: object) -> str:
-    """``json.dumps(value, separators=(",", ":"))``.
+def dumps(value: object, sort_keys: bool = False) -> str:
+    """``json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)``.
 
     Raises:
         TypeError: a value JSON has no form for; ValueError: a circular reference.
@@ -76,7 +76,7 @@ def dumps(value: object) -> str:
     if _json is None:  # pragma: no cover
         import json
 
-        return json.dumps(value, separators=(",", ":"))
-    encoder = _json.make_encoder({}, _unencodable, _json.encode_basestring_ascii, None, ":", ",", False, False,
-                                 True)
+        return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)
+    encoder = _json.make_encoder({}, _unencodable, _json.encode_basestring_ascii, None, ":", ",", sort_keys,
+                                 False, True)
     return "".join(encoder(value, 0))

@@ -35,7 +35,10 @@ def compile_oci_seccomp(document: dict) -> bytes:
     return compile_profile(document)
 
 
-def host_facts() -> Host:
+def host_facts(root: str) -> Host:
+    """The host, and the seccomp compiler with its cache under ``root`` (``seccomp_cache.py``)."""
+    from supervisor.ociruntime.seccomp_cache import compile_cached
+
     def enabled(path: str, yes: str) -> bool:
         try:
             with open(path) as file:
@@ -43,8 +46,11 @@ def host_facts() -> Host:
         except OSError:
             return False
 
+    def compile_seccomp(document: dict) -> bytes:
+        return compile_cached(root, document, compile_oci_seccomp)
+
     return Host(apparmor=enabled("/sys/module/apparmor/parameters/enabled", "Y"),
-                selinux=enabled("/sys/fs/selinux/enforce", "1"), compile_seccomp=compile_oci_seccomp)
+                selinux=enabled("/sys/fs/selinux/enforce", "1"), compile_seccomp=compile_seccomp)
 
 
 def read_config(bundle_dir: str) -> dict:
@@ -80,7 +86,7 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
     check_id(container_id)
     bundle_dir = os.path.abspath(bundle_dir)
     config = read_config(bundle_dir)
-    bundle = translate(config, bundle_dir, container_id, host_facts())
+    bundle = translate(config, bundle_dir, container_id, host_facts(store.root))
     stage = bundle.stage
     if stage["terminal"] and not console_socket:
         raise RuntimeCommandError("cannot allocate a tty without --console-socket (process.terminal is true)")
