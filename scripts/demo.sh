@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A tour of dockyard's main job, on a private daemon that is stopped again at the end:
 # build a `base` image from busybox, run containers that show isolation, output and events.
+# Arguments are more flags for the daemon: `scripts/demo.sh --userns-remap default` runs the
+# same tour with container root mapped to an unprivileged host uid (docs/security.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dockyard=$PWD/.venv/bin/dockyard
 work=$(mktemp -d /tmp/dockyard-demo.XXXXXX)
+chmod 711 "$work"  # a remapped container's root must pass through it (--userns-remap)
 export DOCKYARD_ROOT=$work/root DOCKYARD_RUN=$work/run
 daemon_pid=""; events_pid=""
 
@@ -21,7 +24,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "start the daemon (state in $work)"
-"$dockyard" daemon --cgroup-parent dockyard-demo --bridge-name dydemo0 --bridge-subnet 10.213.254.0/24 \
+"$dockyard" daemon --cgroup-parent dockyard-demo --bridge-name dydemo0 --bridge-subnet 10.213.254.0/24 "$@" \
     2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 100); do

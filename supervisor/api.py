@@ -45,7 +45,7 @@ from supervisor.exec import ExecResult, ExecSpec, Execution
 from supervisor.images import archive as image_archive
 from supervisor.images.store import Image, ImageStore
 from supervisor.attach import Target
-from supervisor.lifecycle import reconcile
+from supervisor.lifecycle import reconcile, remap
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.lifecycle.devices import V2_CAPABILITIES  # noqa: F401 - its old home
 from supervisor.lifecycle.events import EVENTS_CHANNEL, Events
@@ -131,6 +131,7 @@ class Supervisor:
             launcher=self._fork_server, logs=self.logs, events=self.events, log=self.log,
             default_pids_limit=self.config.default_pids_limit, host_memory=host_memory(), local_logs=self.local_logs,
             volumes=self.volume_store, default_ulimits=self.config.default_ulimits,
+            default_init=self.config.init, init_path=self.config.init_path,
         )
         self.volumes = Volumes(self.lifecycle, self.volume_store)
         self.networks = Networks(self.lifecycle)  # network create|ls|inspect|rm|prune|connect|disconnect
@@ -178,6 +179,7 @@ class Supervisor:
         except OSError as exc:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         self.lifecycle.check_default_pids_limit()
+        await self._setup_remap()
         await self._load_and_reconcile()
         await self._start_networking()
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
@@ -216,6 +218,21 @@ class Supervisor:
         for skipped in self.volume_store.skipped:
             self.log.warning("a volume's record cannot be read: it is not listed", volume=skipped)
         await reconcile.load_and_reconcile(self.lifecycle)
+
+    async def _setup_remap(self) -> None:
+        """--userns-remap: the mapping, and whether the layers are idmapped (lifecycle/remap.py)."""
+        from supervisor.userns import RemapError
+
+        config = self.config
+        try:
+            self.lifecycle.remap = await trio.to_thread.run_sync(
+                remap.setup, config.userns_remap, config.root, config.subuid_file, config.subgid_file,
+                config.userns_layers)
+        except (RemapError, OSError) as exc:
+            raise DockyardError(f"cannot set up user namespaces: {exc}") from exc
+        if self.lifecycle.remap.reason:
+            self.log.warning("idmapped mounts are not available: image layers get a chowned copy per mapping",
+                             reason=self.lifecycle.remap.reason)
 
     async def _start_networking(self) -> None:
         """The bridge, and the clean-up of what a crashed daemon left (after the records are
@@ -290,8 +307,9 @@ class Supervisor:
         """A container by id, name, or unique id prefix."""
         return self.lifecycle.get(ref)
 
-    def list(self, all: bool = False) -> list[Container]:
-        return self.lifecycle.list(all)
+    def list(self, all: bool = False, filters: list[str] | None = None) -> list[Container]:
+        """The containers as ``ps`` lists them (``filters``: ``KEY=VALUE``, docs/cli.md)."""
+        return self.lifecycle.list(all, filters)
 
     async def create(self, spec: ContainerSpec) -> Container:
         return await self.lifecycle.create(spec)
@@ -334,6 +352,11 @@ class Supervisor:
     def create_volume(self, name: str, labels: dict[str, str] | None = None,
                       options: dict[str, str] | None = None) -> Volume:
         return self.volumes.create(name, labels, options)
+
+    def list_images(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+        """The images as ``images`` lists them, each with the tags to show (``filters``:
+        ``KEY=VALUE``, docs/cli.md)."""
+        return self.image_service.list(filters)
 
     def list_volumes(self, filters: list[str] | None = None) -> list[Volume]:
         return self.volumes.list(filters)

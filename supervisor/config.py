@@ -47,6 +47,18 @@ class Config:
         many bytes of events are published is disconnected.
     default_ulimits: ``NAME=SOFT[:HARD]`` limits given at create to a container that sets no
         ``--ulimit`` of that name (docker's ``--default-ulimit``).
+    init: give every container created without ``init`` set an init as pid 1 (docker's
+        ``dockerd --init``).
+    init_path: the init binary of ``--init`` (docker's ``dockerd --init-path``); empty:
+        ``docker-init`` or ``tini-static`` from the PATH.
+    userns_remap: ``default``, ``USER[:GROUP]`` or "" (none): containers get a user namespace
+        that maps their ids to the user's subordinate ids (docker's ``--userns-remap``;
+        supervisor/userns.py, docs/security.md).
+    subuid_file, subgid_file: where the subordinate ids are read (and, for ``default``,
+        added): /etc/subuid and /etc/subgid, a test's own files otherwise.
+    userns_layers: how image layers are given under the mapping: ``auto`` (idmapped mounts
+        where the kernel takes them on overlay, else chowned copies), ``idmapped`` (or refuse
+        to start), ``copy`` (chowned copies, once per mapping and layer).
     events_listen: ``tcp://ADDR:PORT``: the events socket there too, for remote subscribers
         with CURVE keys (bus/remote.py; keys under ``events_keys_dir``); None: unix only.
     """
@@ -72,6 +84,12 @@ class Config:
     default_ulimits: tuple[str, ...] = ()
     #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
     api_addresses: tuple[str, ...] = ()
+    init: bool = False
+    init_path: str = ""
+    userns_remap: str = ""
+    subuid_file: str = "/etc/subuid"
+    subgid_file: str = "/etc/subgid"
+    userns_layers: str = "auto"
     events_listen: str | None = None
 
     def __post_init__(self) -> None:
@@ -118,6 +136,10 @@ class Config:
         object.__setattr__(self, "api_addresses", tuple(self.api_addresses))
         for address in self.api_addresses:
             check_api_address(address)
+        if self.init_path and not str(self.init_path).startswith("/"):
+            raise ValueError(f"--init-path must be an absolute path, not {self.init_path!r}")
+        if self.userns_layers not in ("auto", "idmapped", "copy"):
+            raise ValueError(f"--userns-layers must be auto, idmapped or copy, not {self.userns_layers!r}")
         if not self.stats_interval >= 0:
             raise ValueError(f"stats_interval must be >= 0 seconds, not {self.stats_interval!r}")
 

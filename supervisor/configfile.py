@@ -12,6 +12,9 @@ daemon's flags. A flag given on the command line wins over the file.
     workers = ["logcollector", "monitor"]   # the default; [] for none
     default-pids-limit = 4096   # -1: none
     default-ulimits = ["nproc=4096:8192"]   # as --default-ulimit
+    init = true                 # as --init
+    init-path = "/usr/bin/tini-static"      # as --init-path
+    userns-remap = "default"    # or "USER[:GROUP]" (docs/security.md)
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -48,6 +51,12 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "events-journal": ((int,), "a whole number >= 2"),
     "events-listen": ((str,), "tcp://ADDR:PORT"),
     "default-ulimits": ((list,), "a list of NAME=SOFT[:HARD]"),
+    "init": ((bool,), "true or false"),
+    "init-path": ((str,), "an absolute path"),
+    "userns-remap": ((str,), "default or USER[:GROUP]"),
+    "subuid-file": ((str,), "a path"),
+    "subgid-file": ((str,), "a path"),
+    "userns-layers": ((str,), "auto, idmapped or copy"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 
@@ -65,7 +74,7 @@ def load(path: str | Path) -> dict[str, Any]:
         if key not in KEYS:
             raise InvalidArgument(f"config file {path}: unknown key {key!r} (known: {', '.join(KEYS)})", path=str(path))
         kinds, what = KEYS[key]
-        bad = not isinstance(value, kinds) or isinstance(value, bool)
+        bad = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
         if not bad and key == "log-format":
             bad = value not in LOG_FORMATS
         elif not bad and key == "log-level":

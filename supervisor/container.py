@@ -56,6 +56,8 @@ class Resolved:
     workdir: str
     user: str
     hostname: str
+    #: The image's labels with the container's over them (docker's merge), as inspect shows them.
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -85,6 +87,8 @@ class Container:
     log_dropped_bytes: int = 0
     # Resolved at create (supervisor/lifecycle/mounts.py): binds, volumes (with their names), tmpfs.
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    # --userns-remap: the mapping its upper dir was made for (supervisor.userns.IdMapping.to_map), or None.
+    id_mapping: dict[str, Any] | None = None
     # Runtime only, never persisted.
     process: Any = None
     cgroup: Any = None
@@ -149,6 +153,7 @@ class Container:
             "log_dropped_lines": self.log_dropped_lines,
             "log_dropped_bytes": self.log_dropped_bytes,
             "mounts": self.mounts,
+            "id_mapping": self.id_mapping,
         }
 
     @classmethod
@@ -178,6 +183,7 @@ class Container:
             log_dropped_lines=record.get("log_dropped_lines", 0),
             log_dropped_bytes=record.get("log_dropped_bytes", 0),
             mounts=list(record.get("mounts", [])),
+            id_mapping=record.get("id_mapping"),
         )
 
     # --- views ------------------------------------------------------------------------
@@ -200,7 +206,27 @@ class Container:
             "restarting": self.pending_restart is not None,
             "health": self.health.status if self.health is not None and status_running(self) else "",
             "ports": _ports_column(self),
-            "labels": self.spec.label_map,
+            "labels": dict(self.resolved.labels),
+            "mounts": [mount.get("name") or mount.get("source", "") for mount in self.mounts],
+            "networks": _networks(self.spec.network),
+        }
+
+    def filter_subject(self) -> dict[str, Any]:
+        """What ``ps --filter`` matches (supervisor/filters.py): docker's state, the labels, the
+        image, the volumes (names, bind sources and targets), the networks, the health."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "labels": self.resolved.labels,
+            "state": "restarting" if self.pending_restart is not None else self.status.value,
+            "started": self.started_at != ZERO_TIME,
+            "exit_code": self.exit_code,
+            "image_id": self.image_id,
+            "created": self.created,
+            "volumes": {mount.get("name") or mount.get("source", "") for mount in self.mounts}
+                       | {mount["target"] for mount in self.mounts},
+            "networks": _networks(self.spec.network),
+            "health": self.health.status if self.health is not None else "",
         }
 
     def inspect(self) -> dict[str, Any]:
@@ -241,7 +267,7 @@ class Container:
                 "Cmd": list(self.spec.cmd) or None,
                 "Image": self.image_ref,
                 "WorkingDir": self.resolved.workdir,
-                "Labels": self.spec.label_map,
+                "Labels": dict(self.resolved.labels),
                 "StopSignal": str(self.spec.stop_signal),
                 "StopTimeout": self.spec.stop_timeout,
                 **({"Healthcheck": self.healthcheck.docker()} if self.healthcheck else {}),
@@ -250,6 +276,7 @@ class Container:
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
+                **({"Init": self.spec.init} if self.spec.init is not None else {}),
                 "RestartPolicy": self.spec.restart_policy.host_config(),
                 "NetworkMode": self.spec.network,
                 "PortBindings": _port_bindings(self.spec.publish),
@@ -285,6 +312,7 @@ def _security_host_config(spec: Any) -> dict[str, Any]:
         "SecurityOpt": list(spec.security_opt) or None,
         "GroupAdd": list(spec.group_add) or None,
         "Sysctls": dict(entry.split("=", 1) for entry in spec.sysctls) or None,
+        "UsernsMode": spec.userns_mode,
     }
 
 
@@ -322,6 +350,12 @@ def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
         host_port = str(mapping.host_port or "") + (f"-{mapping.host_port_end}" if mapping.host_port_end else "")
         bindings.setdefault(mapping.key, []).append({"HostIp": mapping.host_ip, "HostPort": host_port})
     return bindings
+
+
+def _networks(mode: str) -> list[str]:
+    """The networks ps shows and ``--filter network=`` matches: the mode's name (none for
+    ``container:NAME``, which shares another's)."""
+    return [] if mode.startswith("container:") else [mode]
 
 
 def _ports_column(container: Container) -> str:

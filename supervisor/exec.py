@@ -43,6 +43,7 @@ class ExecSpec:
     tty: bool = False
     stdin: bool = False
     detach: bool = False
+    privileged: bool = False  # --privileged: every capability (docker's; the seccomp filter stays, as runc's)
 
     def __post_init__(self) -> None:
         for name in ("cmd", "env"):
@@ -63,7 +64,7 @@ class ExecSpec:
             raise InvalidArgument("exec.workdir: contains a NUL byte")
         if not isinstance(self.user, str) or (self.user and not USER.match(self.user)):
             raise InvalidArgument(f"exec.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
-        for name in ("tty", "stdin", "detach"):
+        for name in ("tty", "stdin", "detach", "privileged"):
             if type(getattr(self, name)) is not bool:
                 raise InvalidArgument(f"exec.{name}: must be true or false")
 
@@ -71,7 +72,7 @@ class ExecSpec:
     def from_map(cls, data: Any) -> ExecSpec:
         if not isinstance(data, dict):
             raise InvalidArgument("exec: must be a map")
-        known = {"cmd", "env", "workdir", "user", "tty", "stdin", "detach"}
+        known = {"cmd", "env", "workdir", "user", "tty", "stdin", "detach", "privileged"}
         unknown = sorted(set(map(str, data)) - known)
         if unknown:
             raise InvalidArgument(f"exec: unknown field(s) {', '.join(unknown)}")
@@ -104,6 +105,9 @@ class ExecConfig:
     seccomp: str = ""
     no_new_privileges: bool = False
     group_add: tuple[str, ...] = ()
+    # -t: the exec stage makes its terminal in the container's devpts (runtime/console.py);
+    # ForkServer.launch sets it from the stdio plan.
+    terminal: bool = False
 
     def __post_init__(self) -> None:
         if not CONTAINER_ID.match(self.container_id):
@@ -125,6 +129,7 @@ class ExecConfig:
                 "seccomp": self.seccomp,
                 "no_new_privileges": self.no_new_privileges,
                 "group_add": list(self.group_add),
+                "terminal": self.terminal,
             },
             separators=(",", ":"),
         ).encode()

@@ -231,8 +231,8 @@ class Handlers:
         return {"id": container.id}
 
     async def list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{all?: bool} -> {containers: [ps rows]}"""
-        return {"containers": [c.summary() for c in self.sup.list(all=args["all"])]}
+        """{all?: bool, filters?: [KEY=VALUE]} -> {containers: [ps rows]}"""
+        return {"containers": [c.summary() for c in self.sup.list(all=args["all"], filters=args["filters"])]}
 
     async def inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container} -> the docker-shaped inspect document"""
@@ -378,8 +378,11 @@ class Handlers:
         return _with_warnings({"path": written}, warnings)
 
     async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{} -> {images: [summary]}"""
-        return {"images": [image_summary(image) for image in self.sup.images.list()]}
+        """{filters?: [KEY=VALUE]} -> {images: [summary + labels]} (a ``reference=`` filter keeps
+        the tags that match)."""
+        return {"images": [{**image_summary(image), "repo_tags": tags,
+                            "labels": (image.config or {}).get("Labels") or {}}
+                           for image, tags in self.sup.list_images(args["filters"])]}
 
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
@@ -430,6 +433,8 @@ class Handlers:
             "bus": self.bus_stats(),
             "workers": self.workers(),
             "network": self.sup.networking.info() if self.sup.networking is not None else None,
+            "SecurityOptions": security_options(self.sup.lifecycle.remap),
+            "userns": self.sup.lifecycle.remap.info(),
             "logs": logs,
             "warnings": logs_warnings(logs),
         }
@@ -449,6 +454,16 @@ class Handlers:
             "collector": {"present": present, "last_seen": self.sup.logs.collector.last_seen},
             "unstored": sorted(unstored, key=lambda row: row["name"]),
         }
+
+
+def security_options(remap: Any) -> list[str]:
+    """docker info's ``SecurityOptions``: the default seccomp profile, the private cgroup
+    namespace every container gets, and ``name=userns`` under --userns-remap. (There is no
+    daemon-wide no-new-privileges, so ``name=no-new-privileges`` is never listed.)"""
+    options = ["name=seccomp,profile=default", "name=cgroupns"]
+    if remap.mapping is not None:
+        options.append("name=userns")
+    return options
 
 
 def logs_warnings(logs: dict[str, Any]) -> list[str]:

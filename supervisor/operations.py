@@ -231,7 +231,7 @@ _OPERATIONS = (
         reply="a session with a running container, then as run", keys=_SESSION_KEYS,
         errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
     _op(CONTAINER_EXEC, _container(),
-        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?}`"),
+        Argument("exec", "map", required=True, doc="`{cmd, env?, workdir?, user?, tty?, stdin?, detach?, privileged?}`"),
         _window(),
         reply="`exec.detach`: `{exec_id, pid}` once it runs; else a session, then `{exec_id, exit_code, dropped}` "
               "or `{exec_id, detached: true}`",
@@ -250,10 +250,12 @@ _OPERATIONS = (
         Argument("volumes", "bool", default=False, doc="its anonymous volumes too (`rm -v`)"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is running, without `force`"}),
     _op(CONTAINER_LIST, Argument("all", "bool", default=False),
+        Argument("filters", "strings", default=[], doc="[`KEY=VALUE`]: id, name, label, status, exited, ancestor, "
+                                                       "before, since, volume, network, health (docs/cli.md)"),
         reply="`{containers: [{id, name, image, command, created, status, exit_code, started_at, finished_at, "
-              "restart_policy, restart_count, restarting, health, ports, image_id, labels}]}`; without `all`, running and "
-              "restarting ones",
-        keys=("containers",)),
+              "restart_policy, restart_count, restarting, health, ports, image_id, labels, mounts, networks}]}`; "
+              "without `all`, running and restarting ones (a status, before or since filter: every one)",
+        keys=("containers",), errors={"not_found": "a before= or since= container"}),
     _op(CONTAINER_INSPECT, _container(),
         reply="docker's inspect document (`HostConfig` has Memory, MemorySwap, MemoryReservation, NanoCpus, "
               "CpuShares, CpusetCpus, PidsLimit, Devices; `State.OOMKilled`)",
@@ -320,7 +322,10 @@ _OPERATIONS = (
     _op(CONTAINER_COPY_TO, _container(), Argument("source", "path", required=True, doc="absolute host path"),
         Argument("dest", "str", required=True, doc="container path"),
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
-    _op(IMAGE_LIST, reply="`{images: [...]}`", keys=("images",)),
+    _op(IMAGE_LIST, Argument("filters", "strings", default=[],
+                             doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
+        reply="`{images: [{id, repo_tags, created, size, labels}]}`, newest first (`reference=`: the tags that "
+              "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
     _op(IMAGE_PULL, Argument("reference", "str", required=True), Argument("platform", "str", doc="`OS/ARCH[/VARIANT]`"),
         reply="streams `{progress: {operation, reference, digest, kind, status, current, total}}`; then "
@@ -336,7 +341,7 @@ _OPERATIONS = (
         keys=("registry", "status"), errors=_REGISTRY),
     _op(IMAGE_LOGOUT, Argument("registry", "str"), reply="`{registry, removed}`", keys=("registry", "removed")),
     _op(VOLUME_CREATE, Argument("name", "str", required=True), Argument("labels", "map", default={}, doc="{key: value}"),
-        Argument("options", "map", default={}, doc="driver options: none yet (docs/volumes.md)"),
+        Argument("options", "map", default={}, doc="the local driver's `type`, `device`, `o` (docs/volumes.md)"),
         reply="`{name}`; an existing volume of that name is returned as it is", keys=("name",),
         errors={"conflict": "it exists with other labels"}),
     _op(VOLUME_LIST, Argument("filters", "strings", default=[], doc="[`dangling=true`\\|`name=`\\|`label=`]"),
@@ -408,12 +413,16 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, logs, warnings}`: `workers` `{name: {pid (null while "
-              "no process runs), running, restarts, last_exit}}`; `logs` `{collector: {present, last_seen}, "
+              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
+              "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
+              "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
+              "`idmapped mounts` or `chowned copies`); `logs` `{collector: {present, last_seen}, "
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "logs", "warnings")),
+              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "userns", "logs", "warnings")),
 )
 
 #: Every operation by name, in the order of docs/events.md's table.

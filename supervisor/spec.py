@@ -92,6 +92,7 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = ()  # seccomp=unconfined|<profile JSON>, no-new-privileges[=bool]
     group_add: tuple[str, ...] = ()  # group names or ids
     sysctls: tuple[str, ...] = ()  # KEY=VALUE, namespaced keys only (a map is accepted too)
+    userns_mode: str = ""  # "host": no user namespace under the daemon's --userns-remap (docker's --userns)
     # Volumes and mounts (supervisor/mounts.py parses them, docs/volumes.md): the flags as given.
     volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:OPTS], NAME:CONTAINER[:OPTS], CONTAINER
     mounts: tuple[str, ...] = ()  # --mount type=...,source=...,target=...
@@ -101,9 +102,13 @@ class ContainerSpec:
     # Limits real images need (supervisor/ulimits.py): --ulimit NAME=SOFT[:HARD], --shm-size (bytes; 0: 64m).
     ulimits: tuple[str, ...] = ()
     shm_size: int = 0
-    # --label KEY=VALUE (a map is accepted too): kept as given, shown in inspect and matched
-    # by the Engine API's label filters (docs/api.md).
+    # Labels (-l/--label, --label-file; supervisor/labels.py): KEY=VALUE, later ones win; a map is
+    # accepted too. The image's labels are merged under them at create (Resolved.labels).
     labels: tuple[str, ...] = ()
+    # --init: a tiny init (tini) as pid 1 that forwards signals and reaps zombies; None: the
+    # daemon's default (``dockyard daemon --init``), decided at create. --init-path: its host file.
+    init: bool | None = None
+    init_path: str = ""
 
     def __post_init__(self) -> None:
         _normalise(self)
@@ -111,7 +116,6 @@ class ContainerSpec:
             raise InvalidArgument(f"spec.image: an image name is required, not {_given(self.image)}")
         _strings("cmd", self.cmd)
         _strings("env", self.env)
-        _strings("labels", self.labels)
         if self.entrypoint is not None:
             _strings("entrypoint", self.entrypoint)
         for entry in self.env:
@@ -150,6 +154,7 @@ class ContainerSpec:
         _check_security(self)
         _check_mounts(self)
         _check_limits(self)
+        _check_labels_and_init(self)
         for flag in ("tty", "open_stdin"):
             if type(getattr(self, flag)) is not bool:
                 raise InvalidArgument(f"spec.{flag}: must be true or false")
@@ -182,11 +187,9 @@ class ContainerSpec:
             if not isinstance(values["entrypoint"], (list, tuple)):
                 raise InvalidArgument("spec.entrypoint: must be a list of strings")
             values["entrypoint"] = tuple(values["entrypoint"])
-        if isinstance(values.get("labels"), dict):
-            values["labels"] = tuple(f"{key}={value}" for key, value in values["labels"].items())
         for key in ("cmd", "env", "labels", "publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS,
                     *_MOUNT_LISTS):
-            if key in values and not (key == "sysctls" and isinstance(values[key], dict)):
+            if key in values and not (key in ("sysctls", "labels") and isinstance(values[key], dict)):
                 if not isinstance(values[key], (list, tuple)):
                     raise InvalidArgument(f"spec.{key}: must be a list of strings")
                 values[key] = tuple(values[key])
@@ -199,7 +202,7 @@ class ContainerSpec:
                 raise InvalidArgument(exc.message, flag="--log-opt", key=exc.key) from None
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
-        for key in ("image", "workdir", "user", "hostname", "name"):
+        for key in ("image", "workdir", "user", "hostname", "name", "init_path", "userns_mode"):
             if key in values and not isinstance(values[key], str):
                 raise InvalidArgument(f"spec.{key}: must be a string")
         return cls(**values)
@@ -212,7 +215,7 @@ class ContainerSpec:
         data["entrypoint"] = None if self.entrypoint is None else list(self.entrypoint)
         data["resources"] = self.resources.to_map()
         data["log_options"] = self.log_options.to_map()
-        for key in ("publish", "add_host", "dns", "dns_search", "dns_option", *_SECURITY_LISTS, *_MOUNT_LISTS):
+        for key in ("publish", "add_host", "dns", "dns_search", "dns_option", "labels", *_SECURITY_LISTS, *_MOUNT_LISTS):
             data[key] = list(getattr(self, key))
         return data
 
@@ -274,6 +277,9 @@ def _check_security(spec: ContainerSpec) -> None:
         _strings(key, getattr(spec, key))
     if type(spec.privileged) is not bool:
         raise InvalidArgument("spec.privileged: must be true or false")
+    if spec.userns_mode not in ("", "host"):
+        raise InvalidArgument(f"invalid value {spec.userns_mode!r} for --userns: only 'host' is supported "
+                              "(the daemon's --userns-remap decides the mapping)", flag="--userns")
     for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop")):
         names = tuple(privileges.capability(name, flag) for name in getattr(spec, key))
         object.__setattr__(spec, key, tuple(dict.fromkeys(names)))
@@ -330,6 +336,30 @@ def _check_limits(spec: ContainerSpec) -> None:
                               flag="--shm-size")
 
 
+def _check_labels_and_init(spec: ContainerSpec) -> None:
+    """Labels as KEY=VALUE entries (a map accepted), a boolean (or unset) --init and an
+    absolute --init-path."""
+    if isinstance(spec.labels, dict):
+        for key, value in spec.labels.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidArgument(f"spec.labels: a map of labels takes strings, not {key!r}: {_given(value)}",
+                                      flag="--label")
+        object.__setattr__(spec, "labels", tuple(f"{key}={value}" for key, value in spec.labels.items()))
+    if isinstance(spec.labels, list):
+        object.__setattr__(spec, "labels", tuple(spec.labels))
+    _strings("labels", spec.labels)
+    for entry in spec.labels:
+        key, eq, _ = entry.partition("=")
+        if not eq or not key.strip():
+            raise InvalidArgument(f"spec.labels: {entry!r} is not KEY=VALUE", flag="--label")
+    if spec.init is not None and type(spec.init) is not bool:
+        raise InvalidArgument("spec.init: must be true, false or null (the daemon's default)", flag="--init")
+    if not isinstance(spec.init_path, str) or (spec.init_path and not spec.init_path.startswith("/")):
+        raise InvalidArgument(f"spec.init_path: {spec.init_path!r} is not an absolute path", flag="--init-path")
+    if "\x00" in spec.init_path:
+        raise InvalidArgument("spec.init_path: contains a NUL byte", flag="--init-path")
+
+
 def _health_flags(flags: Any) -> dict[str, Any]:
     """The user's health check fields, checked and normalised (durations in seconds)."""
     from supervisor.health import HealthConfig
@@ -352,8 +382,6 @@ def _normalise(spec: ContainerSpec) -> None:
             object.__setattr__(spec, key, tuple(getattr(spec, key)))
     if isinstance(spec.env, dict):
         object.__setattr__(spec, "env", tuple(_env_entry(key, value) for key, value in spec.env.items()))
-    if isinstance(spec.labels, dict):
-        object.__setattr__(spec, "labels", tuple(f"{key}={value}" for key, value in spec.labels.items()))
     if isinstance(spec.resources, dict):
         try:
             object.__setattr__(spec, "resources", Resources.from_map(spec.resources))
@@ -409,3 +437,11 @@ def merge_env(*layers: tuple[str, ...] | list[str]) -> list[str]:
             key, _, value = entry.partition("=")
             merged[key] = value
     return [f"{k}={v}" for k, v in merged.items()]
+
+
+def terminal_env(env: tuple[str, ...] | list[str], tty: bool) -> list[str]:
+    """With a terminal (``-t``), ``TERM=xterm`` unless the image or the user set TERM, as
+    docker does (for ``run -t`` and ``exec -t``; not shown in inspect's Config.Env)."""
+    if tty and not any(entry.startswith("TERM=") for entry in env):
+        return [*env, "TERM=xterm"]
+    return list(env)

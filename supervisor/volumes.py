@@ -9,11 +9,17 @@ A record is written with :func:`logs.atomic.write_atomic` (durable) *after* ``_d
 so a volume listed is always usable; a folder without a record (a crash between the two) is
 finished on the next create of that name, and ignored otherwise. Which containers use a volume
 is the lifecycle's knowledge (their specs), not this store's: the caller passes it in.
+
+A volume created with driver options (``--opt type=... device=... o=...``:
+:mod:`supervisor.volumedriver`) has its filesystem mounted on ``_data`` on the host while
+containers that use it run: :meth:`VolumeStore.acquire` mounts it for the first,
+:meth:`VolumeStore.release` unmounts it after the last, as docker's local driver counts them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from logs.atomic import write_atomic
+from supervisor import volumedriver
 from supervisor.errors import Conflict, InvalidArgument, NotFound
 from supervisor.mounts import VOLUME_NAME
 
@@ -63,6 +70,7 @@ class VolumeStore:
         self.directory = Path(root) / "volumes"
         self.volumes: dict[str, Volume] = {}
         self.skipped: list[str] = []  # folders whose record could not be read (logged by the caller)
+        self.users: dict[str, set[str]] = {}  # a volume with options: the running containers using it
 
     def load(self) -> None:
         self.directory.mkdir(mode=0o701, parents=True, exist_ok=True)
@@ -99,13 +107,13 @@ class VolumeStore:
         if not VOLUME_NAME.match(name):
             raise InvalidArgument(f'create {name}: "{name}" includes invalid characters for a local volume name, '
                                   'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed', volume=name)
-        if options:
-            raise InvalidArgument(f"create {name}: driver options ({', '.join(sorted(options))}) are not supported "
-                                  "by dockyard's local driver yet (docs/volumes.md)", volume=name)
+        volumedriver.check_options(name, dict(options or {}))
         existing = self.volumes.get(name)
         if existing is not None:
             if labels and labels != existing.labels:
                 raise Conflict(f"create {name}: a volume of that name exists with other labels", volume=name)
+            if options and options != existing.options:
+                raise Conflict(f"create {name}: a volume of that name exists with other options", volume=name)
             return existing, False
         folder = self.directory / name
         data = folder / DATA
@@ -126,8 +134,51 @@ class VolumeStore:
         volume = self.get(name)
         if users:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]", volume=name, containers=users)
+        if volumedriver.is_mounted(str(volume.mountpoint)):  # left by a daemon that died
+            volumedriver.unmount(str(volume.mountpoint))
+            if volumedriver.is_mounted(str(volume.mountpoint)):  # never delete through a mount
+                raise Conflict(f"remove {name}: its filesystem is still mounted on {volume.mountpoint}", volume=name)
         (volume.directory / RECORD).unlink(missing_ok=True)  # first: a half-removed volume is not listed
         del self.volumes[name]
         shutil.rmtree(volume.directory, ignore_errors=True)
         return volume
 
+
+    def acquire(self, names: list[str], user: str) -> None:
+        """Container ``user`` starts with the volumes ``names``: mount each one with options that
+        no running container holds yet (one a dead daemon left mounted is taken as it is).
+
+        Raises:
+            OSError: a mount failed (the ones made here are undone).
+        """
+        done: list[str] = []
+        try:
+            for name in dict.fromkeys(names):
+                volume = self.volumes.get(name)
+                if volume is None or not volume.options:
+                    continue
+                holders = self.users.setdefault(name, set())
+                if not holders and not volumedriver.is_mounted(str(volume.mountpoint)):
+                    volumedriver.mount(volume.options, str(volume.mountpoint))
+                holders.add(user)
+                done.append(name)
+        except BaseException:
+            self.release(done, user)
+            raise
+
+    def release(self, names: list[str], user: str) -> None:
+        """Container ``user`` has exited: unmount each volume it was the last to hold. A failed
+        unmount is left for the next start or the rm of the volume (never raises)."""
+        for name in dict.fromkeys(names):
+            holders = self.users.get(name)
+            if holders is None or user not in holders:
+                continue
+            holders.discard(user)
+            volume = self.volumes.get(name)
+            if not holders:
+                del self.users[name]
+                if volume is not None and volumedriver.is_mounted(str(volume.mountpoint)):
+                    try:
+                        volumedriver.unmount(str(volume.mountpoint))
+                    except OSError:
+                        pass

@@ -39,6 +39,7 @@ class FakeLog:
 
 class FakeCgroup:
     version = 1
+    cgroupfs_entries = ()
 
     def __init__(self, backend: FakeCgroups, name: str):
         self.backend = backend
@@ -273,6 +274,7 @@ class FakeImage:
     id: str = "sha256:" + "ab" * 32
     config: dict[str, Any] = dataclasses.field(default_factory=lambda: {"Cmd": ["true"]})
     layers: list[str] = dataclasses.field(default_factory=list)
+    diff_ids: tuple[str, ...] = ()
 
 
 class FakeImages:
@@ -285,6 +287,9 @@ class FakeImages:
 
     def resolve(self, ref: str) -> FakeImage:
         return self.image
+
+    def list(self) -> list[FakeImage]:
+        return [self.image]
 
 
 @dataclasses.dataclass

@@ -25,6 +25,7 @@ TOOLS = {
     "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups
     "skopeo": "skopeo",
     "systemd-socket-activate": "systemd",
+    "tini-static": "tini",  # --init's default init binary (docker's docker-init is tini)
     "umoci": "umoci",
 }
 

@@ -12,7 +12,8 @@ from bus.errors import RemoteError
 from supervisor import operations as ops
 
 from .common import UsageError, fail, for_each, start_failure
-from .output import human_ago, human_status, show_stats, table
+from .listing import CONTAINER_HEADERS, CONTAINER_TABLE, container_row, output
+from .output import show_stats
 from .specs import container_options, detach_keys_option, env_entries, resource_options, resources_from, spec_from
 
 
@@ -49,11 +50,13 @@ def register(sub: Any) -> None:
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and attach it")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal of the container's devpts; TERM=xterm unless set")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set an environment variable (KEY alone takes it from this environment)")
     p.add_argument("-w", "--workdir", default="", help="working directory (default: the container's)")
     p.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] (default: the container's)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability for the command (the container's seccomp filter and namespaces stay)")
     detach_keys_option(p)
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
@@ -88,6 +91,14 @@ def register(sub: Any) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers (default: running ones)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
     p.add_argument("--no-trunc", action="store_true", help="do not shorten ids and commands")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="only the containers that match (repeatable: one key's values ORed, different keys and "
+                        "every label= ANDed): id=, name=, label=KEY[=VALUE], status=, exited=CODE, ancestor=IMAGE, "
+                        "before=|since=CONTAINER, volume=NAME|PATH, network=, health=starting|healthy|unhealthy|none")
+    p.add_argument("--format", default="", metavar="FORMAT",
+                   help="table (default), json (one object a line) or a template: {{.ID}} {{.Image}} {{.Command}} "
+                        "{{.CreatedAt}} {{.RunningFor}} {{.Ports}} {{.State}} {{.Status}} {{.Names}} {{.Labels}} "
+                        "{{.Label \"KEY\"}} {{.Mounts}} {{.Networks}} {{json .}}; 'table TEMPLATE' adds headers")
     p.set_defaults(handler=cmd_ps)
 
     p = sub.add_parser("inspect", help="show containers (or images) as JSON, in docker's shape")
@@ -190,6 +201,8 @@ def cmd_exec(args: argparse.Namespace, client: Any) -> int:
         "stdin": args.interactive,
         "detach": args.detach,
     }
+    if args.privileged:
+        spec["privileged"] = True
     request = {"container": args.container, "exec": spec}
     if args.detach:
         try:
@@ -213,24 +226,15 @@ def cmd_create(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_ps(args: argparse.Namespace, client: Any) -> int:
-    rows = client.request(ops.CONTAINER_LIST, {"all": args.all})["containers"]
+    try:
+        rows = client.request(ops.CONTAINER_LIST, {"all": args.all, "filters": args.filter})["containers"]
+    except RemoteError as error:
+        fail(error.message)
     if args.quiet:
         for row in rows:
             print(row["id"] if args.no_trunc else row["id"][:12])
         return 0
-    lines = []
-    for row in rows:
-        command = row["command"] if args.no_trunc or len(row["command"]) <= 20 else row["command"][:19] + "…"
-        lines.append([
-            row["id"] if args.no_trunc else row["id"][:12],
-            row["image"],
-            json.dumps(command, ensure_ascii=False),
-            human_ago(row["created"]),
-            human_status(row),
-            row.get("ports", ""),
-            row["name"],
-        ])
-    print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], lines))
+    output(args.format, [container_row(row, args.no_trunc) for row in rows], CONTAINER_HEADERS, CONTAINER_TABLE)
     return 0
 
 

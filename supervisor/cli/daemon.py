@@ -37,6 +37,10 @@ def register(sub: Any) -> None:
     p.add_argument("--default-ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help="a limit for containers that set no --ulimit of that name (repeatable; docker's nofile "
                         "default applies without one)")
+    p.add_argument("--init", action="store_true", default=None,
+                   help="run an init (tini) as pid 1 of every container created without --init (docker's)")
+    p.add_argument("--init-path", default=None, metavar="PATH",
+                   help="the init binary of --init (default: docker-init or tini-static from the PATH)")
     p.add_argument("--bridge-name", default=None, metavar="NAME",
                    help="the bridge of containers in bridge mode (default dockyard0; removed at shutdown)")
     p.add_argument("--bridge-subnet", default=None, metavar="CIDR",
@@ -52,6 +56,17 @@ def register(sub: Any) -> None:
     p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
                    help="serve the Engine API there too, besides <run>/docker.sock: tcp://127.0.0.1:PORT "
                         "(loopback only: there is no TLS) or unix:///PATH (repeatable; docs/api.md)")
+    p.add_argument("--userns-remap", default=None, metavar="default|USER[:GROUP]",
+                   help="run containers in a user namespace: their root is USER's first subordinate uid on the "
+                        "host (/etc/subuid, /etc/subgid); 'default' creates the system user dockyard and its "
+                        "range where missing (docs/security.md; a container opts out with --userns host)")
+    p.add_argument("--userns-layers", choices=["auto", "idmapped", "copy"], default=None,
+                   help="image layers under --userns-remap: idmapped mounts where the kernel takes them on "
+                        "overlay, else a chowned copy per mapping (auto, the default); or insist on one")
+    p.add_argument("--subuid-file", default=None, metavar="FILE",
+                   help="the subordinate uids for --userns-remap (default /etc/subuid)")
+    p.add_argument("--subgid-file", default=None, metavar="FILE",
+                   help="the subordinate gids for --userns-remap (default /etc/subgid)")
     p.add_argument("--events-listen", default=None, metavar="tcp://ADDR:PORT",
                    help="serve the events socket there too, to remote subscribers whose CURVE public key was "
                         "added with `dockyard events-keys add` (encrypted, subscription-only; docs/events.md)")
@@ -95,7 +110,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "workers": args.workers, "default-pids-limit": args.default_pids_limit,
         "max-connections": args.max_connections, "max-requests-in-flight": args.max_requests_in_flight,
         "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
-        "events-listen": args.events_listen,
+        "events-listen": args.events_listen, "init": args.init, "init-path": args.init_path,
+        "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
+        "userns-layers": args.userns_layers,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -124,6 +141,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             default_pids_limit=setting("default-pids-limit", DEFAULT_PIDS_LIMIT),
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             api_addresses=tuple(args.api or setting("api", [])),
+            init=bool(setting("init", False)),
+            init_path=os.path.abspath(args.init_path) if args.init_path else settings.get("init-path", ""),
+            userns_remap=setting("userns-remap", ""),
+            subuid_file=setting("subuid-file", "/etc/subuid"),
+            subgid_file=setting("subgid-file", "/etc/subgid"),
+            userns_layers=setting("userns-layers", "auto"),
             **network_settings(args),
         )
     except ValueError as error:

@@ -10,7 +10,8 @@ from typing import Any
 from bus.errors import RemoteError
 from supervisor import operations as ops
 
-from .common import to_output
+from .common import fail, to_output
+from .listing import IMAGE_HEADERS, IMAGE_TABLE, image_rows, output
 from .output import human_ago, human_size, table
 
 
@@ -20,12 +21,21 @@ def register(sub: Any) -> None:
     p.add_argument("source", metavar="TARBALL", help="a tar (plain, gz, bz2 or xz), or - for standard input")
     p.add_argument("reference", metavar="NAME[:TAG]")
     p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
-                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, WORKDIR, USER")
+                   help="apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, VOLUME, "
+                        "WORKDIR, USER")
     p.add_argument("-m", "--message", default="", help="the history comment (default: Imported from -)")
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
+    p.add_argument("--no-trunc", action="store_true", help="print whole ids (sha256:...)")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="only the images that match (repeatable): reference=PATTERN (name[:tag], * and ? globs), "
+                        "label=KEY[=VALUE], dangling=true|false, before=|since=IMAGE")
+    p.add_argument("--format", default="", metavar="FORMAT",
+                   help="table (default), json (one object a line) or a template: {{.ID}} {{.Repository}} "
+                        "{{.Tag}} {{.Digest}} {{.CreatedSince}} {{.CreatedAt}} {{.Size}} {{.Labels}} "
+                        "{{.Label \"KEY\"}} {{json .}}; 'table TEMPLATE' adds headers")
     p.set_defaults(handler=cmd_images)
 
     p = sub.add_parser("tag", help="give an image another name")
@@ -76,17 +86,16 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_images(args: argparse.Namespace, client: Any) -> int:
-    images = client.request(ops.IMAGE_LIST)["images"]
+    try:
+        images = client.request(ops.IMAGE_LIST, {"filters": args.filter})["images"]
+    except RemoteError as error:
+        fail(error.message)
     if args.quiet:
         for image in images:
-            print(image["id"][:12])
+            print(f"sha256:{image['id']}" if args.no_trunc else image["id"][:12])
         return 0
-    rows = []
-    for image in images:
-        for tag in image["repo_tags"] or ["<none>:<none>"]:
-            repository, _, name_tag = tag.rpartition(":")
-            rows.append([repository, name_tag, image["id"][:12], human_ago(image["created"]), human_size(image["size"])])
-    print(table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+    rows = [row for image in images for row in image_rows(image, args.no_trunc)]
+    output(args.format, rows, IMAGE_HEADERS, IMAGE_TABLE)
     return 0
 
 

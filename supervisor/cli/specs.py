@@ -8,10 +8,13 @@ import os
 from typing import Any
 
 from .common import UsageError
+from .kvfiles import label_entries, read_entries
 
 
-def env_entries(values: list[str]) -> list[str]:
-    entries = []
+def env_entries(values: list[str], files: list[str] = ()) -> list[str]:
+    """``--env-file`` entries, then ``-e`` ones (later ones win in the container, as docker);
+    ``KEY`` alone takes its value from this environment, and is left out when it is not set."""
+    entries = [entry for path in files for entry in read_entries(path, "--env-file", from_environment=True)]
     for value in values:
         if "=" in value:
             entries.append(value)
@@ -24,6 +27,18 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="assign a name to the container")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                         help="set an environment variable (KEY alone takes it from this environment)")
+    parser.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                        help="read environment variables from a file: KEY=VALUE lines, # comments (repeatable; "
+                             "-e wins)")
+    parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a label (KEY alone: an empty value; over the image's labels; repeatable)")
+    parser.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                        help="read labels from a file: KEY=VALUE lines, # comments (repeatable; -l wins)")
+    parser.add_argument("--init", action="store_true", default=None,
+                        help="run an init (tini) as pid 1 that forwards signals and reaps zombies, mounted "
+                             "read-only at /dev/init (default: the daemon's --init)")
+    parser.add_argument("--init-path", default=None, metavar="PATH",
+                        help="the host's init binary for --init (default: the daemon's, tini-static)")
     parser.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     parser.add_argument("-u", "--user", default="", help="UID[:GID] or USER[:GROUP] to run as")
     parser.add_argument("-h", "--hostname", default="", help="container host name (default: its short id)")
@@ -31,7 +46,7 @@ def container_options(parser: argparse.ArgumentParser) -> None:
                         help="override the image's ENTRYPOINT (\"\" clears it; the image's CMD is dropped too)")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
     parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open, and attach it (run)")
-    parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    parser.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal of the container's own devpts (/dev/console too); TERM=xterm unless set")
     parser.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
                         help="grace period between the stop signal and SIGKILL (default 10)")
     parser.add_argument("--stop-signal", default=None, help="signal that stops the container (default SIGTERM)")
@@ -112,7 +127,7 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "image": args.image,
         "cmd": args.command,
-        "env": env_entries(args.env),
+        "env": env_entries(args.env, getattr(args, "env_file", None) or []),
         "workdir": args.workdir,
         "user": args.user,
         "hostname": args.hostname,
@@ -142,6 +157,13 @@ def spec_from(args: argparse.Namespace) -> dict[str, Any]:
     network_spec(args, spec)
     security_spec(args, spec)
     mount_spec(args, spec)
+    labels = label_entries(getattr(args, "label_file", None) or [], getattr(args, "label", None) or [])
+    if labels:
+        spec["labels"] = labels
+    if getattr(args, "init", None):
+        spec["init"] = True
+    if getattr(args, "init_path", None):
+        spec["init_path"] = os.path.abspath(args.init_path)
     return spec
 
 
@@ -155,6 +177,9 @@ def security_options(parser: argparse.ArgumentParser) -> None:
                         help="every capability, no seccomp filter, no masked or read-only paths, every host device")
     parser.add_argument("--security-opt", action="append", default=[], metavar="OPTION",
                         help="seccomp=PROFILE.json|unconfined, no-new-privileges[=true|false] (repeatable)")
+    parser.add_argument("--userns", default=None, metavar="host",
+                        help="'host': no user namespace for this container when the daemon runs with "
+                             "--userns-remap (its root is the host's root)")
     parser.add_argument("--group-add", action="append", default=[], metavar="GROUP",
                         help="another supplementary group for the process (name or id; repeatable)")
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
@@ -171,6 +196,8 @@ def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
             spec[key] = list(getattr(args, flag))
     if getattr(args, "privileged", False):
         spec["privileged"] = True
+    if getattr(args, "userns", None) is not None:
+        spec["userns_mode"] = args.userns
     options = []
     for entry in getattr(args, "security_opt", None) or []:
         key, separator, value = entry.partition("=")

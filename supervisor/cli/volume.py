@@ -10,8 +10,8 @@ from typing import Any
 from bus.errors import RemoteError
 from supervisor import operations as ops
 
-from .common import UsageError
-from .output import table
+from .common import UsageError, fail
+from .listing import VOLUME_HEADERS, VOLUME_TABLE, output, volume_row
 
 
 def register(sub: Any) -> None:
@@ -22,14 +22,20 @@ def register(sub: Any) -> None:
     p = commands.add_parser("create", help="create a volume (a directory under the daemon's root)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="set a label (repeatable)")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a driver option (none is supported yet: docs/volumes.md)")
+                   help="a local driver option, as docker's: type=TYPE, device=DEVICE, o=MOUNT,OPTIONS "
+                        "(type=tmpfs device=tmpfs o=size=100m; type=none o=bind device=/host/dir); "
+                        "mounted while a container uses it (docs/volumes.md)")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(handler=cmd_create)
 
     p = commands.add_parser("ls", aliases=["list"], help="list volumes")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="dangling=true|false, name=PART, label=KEY[=VALUE] (repeatable)")
+                   help="dangling=true|false, name=PATTERN, label=KEY[=VALUE] (repeatable: one key's values "
+                        "ORed, different keys and every label= ANDed)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
+    p.add_argument("--format", default="", metavar="FORMAT",
+                   help="table (default), json (one object a line) or a template: {{.Name}} {{.Driver}} {{.Scope}} "
+                        "{{.Mountpoint}} {{.Labels}} {{.Label \"KEY\"}} {{json .}}; 'table TEMPLATE' adds headers")
     p.set_defaults(handler=cmd_ls)
 
     p = commands.add_parser("inspect", help="show volumes as JSON, in docker's shape")
@@ -65,12 +71,15 @@ def cmd_create(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, client: Any) -> int:
-    volumes = client.request(ops.VOLUME_LIST, {"filters": args.filter})["volumes"]
+    try:
+        volumes = client.request(ops.VOLUME_LIST, {"filters": args.filter})["volumes"]
+    except RemoteError as error:
+        fail(error.message)
     if args.quiet:
         for volume in volumes:
             print(volume["Name"])
         return 0
-    print(table(["DRIVER", "VOLUME NAME"], [[volume["Driver"], volume["Name"]] for volume in volumes]))
+    output(args.format, [volume_row(volume) for volume in volumes], VOLUME_HEADERS, VOLUME_TABLE)
     return 0
 
 

@@ -23,7 +23,9 @@ Writing (``cp SRC CONTAINER:DEST``) goes where the container will see it:
 A target that changes between its look-up and the copy is a ``conflict`` error that says
 so, never an internal one.
 
-Files copied in are owned by root (0:0), as ``docker cp`` without ``-a``.
+Files copied in are owned by root (0:0), as ``docker cp`` without ``-a``: the container's
+root, the mapped uid on the host, under ``--userns-remap`` (the ids are translated both
+ways then: ``owners``/``to_host``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from supervisor.errors import Conflict, InvalidArgument, NotFound
 from supervisor.images.fdwalk import UnsafeMember, WalkWarnings, descend, entry_xattrs, open_directory
 from supervisor.images.layerview import LayerView
 from supervisor.images.tarsafe import extract
-from supervisor.images.tarwrite import write_tree
+from supervisor.images.tarwrite import Owners, write_tree
 from supervisor.images.whiteouts import OPAQUE_XATTR, is_whiteout
 
 _SYS_OPENAT2 = 437  # the same number on x86_64 and arm64
@@ -65,14 +67,16 @@ def open_in_root(root_fd: int, path: str, flags: int) -> int:
     return int(fd)
 
 
-def export(upper: str, layers: Iterable[str], output: BinaryIO, warnings: WalkWarnings | None = None) -> None:
+def export(upper: str, layers: Iterable[str], output: BinaryIO, warnings: WalkWarnings | None = None,
+           owners: Owners | None = None) -> None:
     """The container's whole filesystem as a tar (``docker export``); what changed while it
-    was read goes to ``warnings``."""
-    write_tree(LayerView([upper, *layers]), "/", output, warnings=warnings)
+    was read goes to ``warnings``; ``owners`` gives a remapped container's files the ids its
+    processes see (``tarwrite.write_layer``)."""
+    write_tree(LayerView([upper, *layers]), "/", output, warnings=warnings, owners=owners)
 
 
 def copy_out(container: str, upper: str, layers: Iterable[str], source: str, output: BinaryIO,
-             warnings: WalkWarnings | None = None, top: str = "") -> str:
+             warnings: WalkWarnings | None = None, top: str = "", owners: Owners | None = None) -> str:
     """A tar of ``source`` in the container, its members under the source's base name
     (``top`` instead, when ``source`` is ``/`` of a volume's view); what changed while it was
     read goes to ``warnings``.
@@ -94,12 +98,12 @@ def copy_out(container: str, upper: str, layers: Iterable[str], source: str, out
     name = posixpath.basename(resolved.rstrip("/")) or top or "rootfs"
     if source.endswith("/.") or source == ".":
         name = ""
-    write_tree(view, resolved, output, prefix=name, warnings=warnings)
+    write_tree(view, resolved, output, prefix=name, warnings=warnings, owners=owners)
     return name
 
 
 def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source: Path, dest: str,
-            scratch: Path, warnings: WalkWarnings | None = None) -> str:
+            scratch: Path, warnings: WalkWarnings | None = None, to_host: Owners | None = None) -> str:
     """Copy the host path ``source`` to ``dest`` in the container (``docker cp`` rules:
     into ``dest`` if it is a directory, else as ``dest``).
 
@@ -107,6 +111,8 @@ def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source:
         pid: the container's pid 1 while it runs, else 0.
         scratch: a directory of the daemon's for the intermediate tar.
         warnings: receives what changed in ``source`` while it was read.
+        to_host: a remapped container's ids to the host's (``IdMapping.to_host``): the copy
+            belongs to its root, the directories copied up keep their owners as it sees them.
 
     Returns:
         The container path written.
@@ -139,15 +145,20 @@ def copy_in(container: str, upper: str, layers: Iterable[str], pid: int, source:
     if not name or name in (".", ".."):
         raise InvalidArgument(f"{where}: cannot name the copy {name!r}", path=dest)
     with tempfile.TemporaryFile(dir=scratch) as archive:
-        write_tree(LayerView([str(source.parent)]), "/" + source.name, archive, prefix=name, owner=(0, 0),
+        root = to_host(0, 0) if to_host else (0, 0)
+        write_tree(LayerView([str(source.parent)]), "/" + source.name, archive, prefix=name, owner=root,
                    warnings=warnings)
         archive.seek(0)
         if pid:
             _extract_running(container, pid, directory, archive)
         else:
             _extract_stopped(container, view, upper, directory, name, source.is_dir() and not source.is_symlink(),
-                             archive)
+                             archive, to_host)
     return posixpath.join(directory, name)
+
+
+def _same(uid: int, gid: int) -> tuple[int, int]:
+    return uid, gid
 
 
 class _Meta:
@@ -173,8 +184,8 @@ def _extract_running(container: str, pid: int, directory: str, archive: BinaryIO
 
 
 def _extract_stopped(container: str, view: LayerView, upper: str, directory: str, name: str, is_dir: bool,
-                     archive: BinaryIO) -> None:
-    directory_fd = _copy_up(container, view, upper, directory)
+                     archive: BinaryIO, to_host: Owners | None = None) -> None:
+    directory_fd = _copy_up(container, view, upper, directory, to_host)
     try:
         try:
             existing = os.stat(name, dir_fd=directory_fd, follow_symlinks=False)
@@ -194,7 +205,7 @@ def _extract_stopped(container: str, view: LayerView, upper: str, directory: str
         os.close(directory_fd)
 
 
-def _copy_up(container: str, view: LayerView, upper: str, directory: str) -> int:
+def _copy_up(container: str, view: LayerView, upper: str, directory: str, to_host: Owners | None = None) -> int:
     """An fd of ``directory`` in the upper dir, it and its ancestors made real directories
     there first, each with the metadata of the merged view's (what overlayfs' copy-up does).
     Walked one component at a time from the upper dir's fd, never through a symlink."""
@@ -205,7 +216,7 @@ def _copy_up(container: str, view: LayerView, upper: str, directory: str) -> int
         try:
             return open_directory(fd, [component])
         except FileNotFoundError:
-            return _copy_up_directory(container, view, fd, component, path)
+            return _copy_up_directory(container, view, fd, component, path, to_host)
         except UnsafeMember as exc:
             raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
                            f"({exc} in its upper dir)", container=container, path=path) from None
@@ -217,7 +228,8 @@ def _copy_up(container: str, view: LayerView, upper: str, directory: str) -> int
         os.close(upper_fd)
 
 
-def _copy_up_directory(container: str, view: LayerView, parent_fd: int, name: str, path: str) -> int:
+def _copy_up_directory(container: str, view: LayerView, parent_fd: int, name: str, path: str,
+                       to_host: Owners | None = None) -> int:
     with view.open(path) as lower:
         if lower is None or not stat.S_ISDIR(lower.info.st_mode):
             raise Conflict(f"cannot copy to container {container}: {path} changed while it was copied to "
@@ -225,7 +237,8 @@ def _copy_up_directory(container: str, view: LayerView, parent_fd: int, name: st
         os.mkdir(name, 0o700, dir_fd=parent_fd)
         fd = open_directory(parent_fd, [name])
         try:
-            os.fchown(fd, lower.info.st_uid, lower.info.st_gid)
+            # From an image layer (the upper dir has no such directory): the image's ids.
+            os.fchown(fd, *(to_host or _same)(lower.info.st_uid, lower.info.st_gid))
             os.fchmod(fd, stat.S_IMODE(lower.info.st_mode))
             for xattr, value in entry_xattrs(lower.fd).items():
                 os.setxattr(fd, xattr, value)

@@ -35,7 +35,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CREATED = "org.opencontainers.image.created"
 CONTAINERD_NAME = "io.containerd.image.name"
 
-CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes")
+CONFIG_KEYS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Volumes", "Labels")
 GOARCH = {
     "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"
 }
@@ -64,6 +64,12 @@ def container_config(changes: dict[str, Any] | None = None, base: dict[str, Any]
                 raise InvalidArgument(f"{operation}: change Volumes must be a map of absolute paths")
             config[key] = {**(config.get(key) or {}), **{k: {} for k in value}}
             continue
+        if key == "Labels":
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                raise InvalidArgument(f"{operation}: change Labels must map strings to strings")
+            config[key] = {**(config.get(key) or {}), **value}
+            continue
         if key == "ExposedPorts":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise InvalidArgument(f"{operation}: change ExposedPorts must be a map of PORT/PROTO")
@@ -91,7 +97,8 @@ def container_config(changes: dict[str, Any] | None = None, base: dict[str, Any]
 
 
 def parse_changes(instructions: list[str], env: list[str] | None = None, operation: str = "commit") -> dict[str, Any]:
-    """Dockerfile instructions (``CMD``, ``ENTRYPOINT``, ``ENV``, ``WORKDIR``, ``USER``) as
+    """Dockerfile instructions (``CMD``, ``ENTRYPOINT``, ``ENV``, ``EXPOSE``, ``LABEL``, ``VOLUME``,
+    ``WORKDIR``, ``USER``) as
     given to ``-c``/``--change``, to config changes. ``env`` is the Env they add to.
 
     ``CMD ["a", "b"]`` is the exec form; ``CMD a b`` the shell form (``/bin/sh -c 'a b'``);
@@ -158,6 +165,20 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
                                                                    for p in paths):
                 raise InvalidArgument(f"{operation}: change {text!r}: VOLUME needs absolute paths")
             changes["Volumes"] = {**changes.get("Volumes", {}), **{path: {} for path in paths}}
+        elif keyword == "LABEL":  # LABEL k=v [k2="v 2" ...], as ENV's KEY=VALUE form
+            try:
+                words = shlex.split(rest)
+            except ValueError as exc:
+                raise InvalidArgument(f"{operation}: change {text!r}: {exc}") from None
+            labels = dict(changes.get("Labels") or {})
+            for word in words:
+                name, eq, value = word.partition("=")
+                if not eq or not name:
+                    raise InvalidArgument(f"{operation}: change {text!r}: {word!r} is not KEY=VALUE")
+                labels[name] = value
+            if not labels:
+                raise InvalidArgument(f"{operation}: change {text!r}: LABEL needs KEY=VALUE")
+            changes["Labels"] = labels
         elif keyword in ("WORKDIR", "USER"):
             if not rest:
                 raise InvalidArgument(f"{operation}: change {text!r}: {keyword} needs a value")
@@ -165,7 +186,7 @@ def parse_changes(instructions: list[str], env: list[str] | None = None, operati
         else:
             raise InvalidArgument(
                 f"{operation}: change {text!r}: unsupported instruction {keyword!r} "
-                "(CMD, ENTRYPOINT, ENV, EXPOSE, VOLUME, WORKDIR and USER are)"
+                "(CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, VOLUME, WORKDIR and USER are)"
             )
     return changes
 

@@ -257,20 +257,22 @@ class ImageStore:
 
     def commit_container(self, upper: str, base_ref: str, *, reference: str | None = None,
                          config: dict[str, Any] | None = None, created_by: str = "", comment: str = "",
-                         author: str = "", warnings: WalkWarnings | None = None) -> Image:
+                         author: str = "", warnings: WalkWarnings | None = None,
+                         owners: Any = None) -> Image:
         """A new image: the image ``base_ref`` plus the upper dir ``upper`` as a new layer.
 
         Args:
             config: the new image's container config (docker's names); default the base's.
             reference: ``name[:tag]`` to tag it with; none gives a dangling image.
             warnings: receives what changed in ``upper`` while it was read (a running container).
+            owners: a remapped container's host ids to the layer's (``tarwrite.write_layer``).
         """
         tag = parse_reference(reference) if reference else None
         base = self.resolve(base_ref)
         with self.stage() as stage:
             tar_path = stage.dir / "commit.tar"
             with open(tar_path, "wb") as output:
-                write_layer(upper, output, warnings)
+                write_layer(upper, output, warnings, owners)
             parent = chain_ids(list(base.diff_ids))[-1] if base.diff_ids else None
             with open(tar_path, "rb") as source:
                 layer = stage.add_layer(source, parent=parent, what=f"the commit of {upper}")

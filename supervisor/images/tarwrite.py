@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from supervisor.errors import ImageError
 from supervisor.images.fdwalk import Entry, WalkWarnings, entry_xattrs, open_contents, read_link, walk_tree
@@ -39,13 +39,18 @@ from supervisor.images.whiteouts import (
 )
 
 
+#: (uid, gid) on the host -> (uid, gid) in the tar.
+Owners = Callable[[int, int], tuple[int, int]]
+
+
 class _TarWriter:
     """Adds filesystem entries to a PAX tar: numeric owners, xattrs, ns mtimes, hard links."""
 
     def __init__(self, output: BinaryIO, owner: tuple[int, int] | None = None,
-                 warnings: WalkWarnings | None = None):
+                 warnings: WalkWarnings | None = None, owners: Owners | None = None):
         self.tar = tarfile.open(fileobj=output, mode="w|", format=tarfile.PAX_FORMAT)
         self._owner = owner
+        self._owners = owners
         self._inodes: dict[tuple[int, int], str] = {}
         self._warnings = warnings if warnings is not None else WalkWarnings()
         self.skipped_sockets = 0
@@ -54,7 +59,8 @@ class _TarWriter:
         info = entry.info
         member = tarfile.TarInfo(name)
         member.mode = stat.S_IMODE(info.st_mode)
-        member.uid, member.gid = self._owner or (info.st_uid, info.st_gid)
+        member.uid, member.gid = self._owner or (
+            self._owners(info.st_uid, info.st_gid) if self._owners else (info.st_uid, info.st_gid))
         member.uname = member.gname = ""
         member.mtime = _mtime(info)
         pax = {f"{XATTR_PREFIX}{key}": value.decode("utf-8", "surrogateescape") for key, value in (xattrs or {}).items()}
@@ -128,14 +134,17 @@ def _mtime(info: os.stat_result) -> int | float:
     return seconds if nanoseconds == 0 else info.st_mtime_ns / 1e9
 
 
-def write_layer(upper: str, output: BinaryIO, warnings: WalkWarnings | None = None) -> None:
-    """Write the upper dir ``upper`` as an image layer tar (see the module docstring).
+def write_layer(upper: str, output: BinaryIO, warnings: WalkWarnings | None = None,
+                owners: Owners | None = None) -> None:
+    """Write the upper dir ``upper`` as an image layer tar (see the module docstring);
+    ``owners`` turns a file's host ids into the tar's (a remapped container's: the ids its
+    processes saw, ``supervisor.userns.IdMapping.from_host``).
 
     Raises:
         ImageError: the upper dir uses an overlay feature a layer cannot express.
     """
     warnings = warnings if warnings is not None else WalkWarnings()
-    writer = _TarWriter(output, warnings=warnings)
+    writer = _TarWriter(output, warnings=warnings, owners=owners)
     for entry in walk_tree(upper, warnings):
         name = entry.path.lstrip("/")
         if is_whiteout(entry.info):
@@ -158,13 +167,14 @@ def write_layer(upper: str, output: BinaryIO, warnings: WalkWarnings | None = No
 
 
 def write_tree(view: LayerView, path: str, output: BinaryIO, *, prefix: str = "",
-               owner: tuple[int, int] | None = None, warnings: WalkWarnings | None = None) -> None:
+               owner: tuple[int, int] | None = None, warnings: WalkWarnings | None = None,
+               owners: Owners | None = None) -> None:
     """Write the merged view below ``path`` as a plain tar (``export``, ``cp`` out):
     no whiteouts, each entry from the layer where it is visible. Members are named
     relative to ``path``, under ``prefix`` (``"name"`` for ``cp``); ``owner`` replaces
-    every entry's uid and gid."""
+    every entry's uid and gid, ``owners`` translates them (as in :func:`write_layer`)."""
     warnings = warnings if warnings is not None else WalkWarnings()
-    writer = _TarWriter(output, owner, warnings)
+    writer = _TarWriter(output, owner, warnings, owners)
     base = path.rstrip("/")
     for entry in view.walk(path, warnings):
         relative = entry.path[len(base) :].lstrip("/")

@@ -7,6 +7,7 @@
                    failure, and the exit of the process
 ``reconcile``      the records at daemon start
 ``devices``        a container's command, environment, devices and capabilities
+``initbinary``     ``--init``: the init binary found, bound at /dev/init, its command
 ``mechanics``      the interfaces of the cgroups, launcher, network and stores
 ``events``         publishing events to the user's callback and the bus
 =================  ================================================================

@@ -25,11 +25,12 @@ from typing import Any
 
 import trio
 
+from supervisor import filters as container_filters
 from supervisor import health
 from supervisor import restart as restart_policy
 from supervisor.container import Attachment, Container, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound
-from supervisor.lifecycle import devices, start
+from supervisor.lifecycle import devices, initbinary, remap, start
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
@@ -44,6 +45,14 @@ def with_default_ulimits(spec: ContainerSpec, defaults: tuple[str, ...]) -> Cont
     given = {entry.partition("=")[0] for entry in spec.ulimits}
     added = tuple(entry for entry in defaults if entry.partition("=")[0] not in given)
     return dataclasses.replace(spec, ulimits=spec.ulimits + added) if added else spec
+
+
+def with_init(spec: ContainerSpec, default: bool, daemon_path: str) -> ContainerSpec:
+    """The spec with ``init`` decided (unset: the daemon's ``default``) and, with an init, the
+    canonical path of its binary (initbinary.find: raises InvalidArgument naming a missing one)."""
+    init = default if spec.init is None else spec.init
+    path = initbinary.find(spec.init_path, daemon_path) if init else spec.init_path
+    return dataclasses.replace(spec, init=init, init_path=path)
 
 
 class Lifecycle:
@@ -66,12 +75,16 @@ class Lifecycle:
         volumes: the volumes (``supervisor.volumes.VolumeStore``), or None: no volume can be used.
         default_ulimits: ``NAME=SOFT[:HARD]`` given at create to a container without a --ulimit of
             that name (``--default-ulimit``); stored in its spec, as the default pids limit.
+        default_init: whether a container created without ``init`` gets one (``dockyard daemon
+            --init``); stored in its spec.
+        init_path: the init binary of ``--init`` when the container names none (the daemon's
+            ``--init-path``; empty: looked for, supervisor/lifecycle/initbinary.py).
     """
 
     def __init__(self, *, store: RecordStore, images: ImageResolver, cgroups: CgroupBackend, launcher: Launcher,
                  logs: Any, events: Events, log: Any, network: Network | None = None, default_pids_limit: int = -1,
                  host_memory: int = 0, local_logs: Any = None, volumes: Any = None,
-                 default_ulimits: tuple[str, ...] = ()):
+                 default_ulimits: tuple[str, ...] = (), default_init: bool = False, init_path: str = ""):
         self.containers: dict[str, Container] = {}
         self.store = store
         self.images = images
@@ -86,6 +99,9 @@ class Lifecycle:
         self.local_logs = local_logs
         self.volumes = volumes
         self.default_ulimits = default_ulimits
+        self.default_init = default_init
+        self.init_path = init_path
+        self.remap = remap.Remap()  # --userns-remap: set by the Supervisor at start (lifecycle/remap.py)
         self.nursery: trio.Nursery | None = None  # where each running container's task runs
         self.shutting_down = False  # stops from now on are the daemon's, not the user's
 
@@ -108,9 +124,31 @@ class Lifecycle:
             raise Conflict(f"container id prefix {ref!r} is ambiguous: it matches {len(matches)} containers")
         raise NotFound(f"no such container: {ref}", container=ref)
 
-    def list(self, all: bool = False) -> list[Container]:
+    def list(self, all: bool = False, filters: list[str] | None = None) -> list[Container]:
+        """The containers, newest first: running and restarting ones (``all``: every one), that
+        pass ``filters`` (``ps --filter KEY=VALUE``, supervisor/filters.py; a status, before or
+        since filter lists stopped ones too, as docker).
+
+        Raises:
+            InvalidArgument: an unknown filter key or a bad value. NotFound: a before=/since=
+                container.
+        """
         containers = sorted(self.containers.values(), key=lambda c: c.created, reverse=True)
-        return [c for c in containers if all or c.status.running or c.pending_restart is not None]
+        query = None
+        if filters:
+            query = container_filters.container_query(filters, lambda ref: self.get(ref).created, self._ancestors)
+            all = all or query.includes_stopped
+        return [c for c in containers if (all or c.status.running or c.pending_restart is not None)
+                and (query is None or query.matches(c.filter_subject()))]
+
+    def _ancestors(self, reference: str) -> set[str]:
+        """The ids of the image ``reference`` names and of the images built on it (none for an
+        unknown image, as docker)."""
+        try:
+            image = self.images.resolve(reference)
+        except (NotFound, Conflict, InvalidArgument):
+            return set()
+        return container_filters.descendants(image, self.images.list())
 
     def save(self, container: Container) -> None:
         self.store.save(container.id, container.to_record())
@@ -122,6 +160,7 @@ class Lifecycle:
             # Stored in the spec (inspect shows it; a later change of the default leaves it), as podman.
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, pids_limit=self.default_pids_limit))
         spec = with_default_ulimits(spec, self.default_ulimits)
+        spec = with_init(spec, self.default_init, self.init_path)
         self.check_resources(spec.resources)
         if self.network is not None:
             self.network.check(spec)  # docker: "network app not found", and no container is made
@@ -156,6 +195,7 @@ class Lifecycle:
             for folder in (container.upper, container.work, container.rootfs):
                 folder.mkdir(mode=0o755)
                 folder.chmod(0o755)
+            remap.prepare_create(self.remap, container)  # --userns-remap: the mapped root's
             self.save(container)
         except OSError as exc:
             del self.containers[container_id]

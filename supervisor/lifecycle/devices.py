@@ -40,6 +40,7 @@ def resolve(spec: ContainerSpec, image: Any, container_id: str) -> Resolved:
         workdir=spec.workdir or config.get("WorkingDir") or "/",
         user=spec.user or config.get("User") or "",
         hostname=hostname,
+        labels={**(config.get("Labels") or {}), **spec.label_map},
     )
 
 

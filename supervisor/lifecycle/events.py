@@ -58,16 +58,22 @@ class Events:
         self._callback_error_logged = -1.0
 
     def container(self, container: Any, action: str, **attributes: Any) -> None:
-        """``container.<id>.<action>``, with the container's name and image."""
-        attributes = {"name": container.name, "image": container.image_ref, **attributes}
-        self.emit("container", action, container.id, attributes)
+        """``container.<id>.<action>``, with the container's labels, name and image, as docker
+        (its labels are attributes of every event of it; its name, its image and the event's
+        own attributes win over a label of the same key). A label stays text, whatever its key:
+        only the event's own attributes are typed."""
+        own = {"name": container.name, "image": container.image_ref, **attributes}
+        self.emit("container", action, container.id, own, labels=container.resolved.labels)
 
-    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, Any]) -> None:
-        """Publish ``<kind>.<actor>.<action>`` (``<kind>.<action>`` without an actor)."""
+    def emit(self, kind: str, action: str, actor: str, attributes: dict[str, Any],
+             labels: dict[str, str] | None = None) -> None:
+        """Publish ``<kind>.<actor>.<action>`` (``<kind>.<action>`` without an actor); ``labels``
+        go under the (typed) attributes, as text."""
         if kind not in EVENT_TYPES:  # a subscriber to the documented prefixes would see a gap
             raise ValueError(f"cannot publish a {kind!r} event: the events channel holds {', '.join(EVENT_TYPES)}")
         topic = f"{kind}.{actor}.{action}" if actor else f"{kind}.{action}"
-        data = {"type": kind, "action": action, "id": actor, "attributes": typed(dict(attributes)), "time": time.time()}
+        data = {"type": kind, "action": action, "id": actor, "attributes": {**(labels or {}), **typed(dict(attributes))},
+                "time": time.time()}
         self.publish(topic, data, EVENTS_CHANNEL)
 
     def publish(self, topic: str, data: dict[str, Any], channel: str, payload: Any = None) -> None:

@@ -113,6 +113,9 @@ class ImageResolver(Protocol):
     def resolve(self, ref: str) -> Any:
         """The ``images.store.Image`` a reference names (raises NotFound)."""
 
+    def list(self) -> list[Any]:
+        """Every image (``ps --filter ancestor=`` looks for the descendants of one)."""
+
 
 class RecordStore(Protocol):
     """Where each container's record and files live."""

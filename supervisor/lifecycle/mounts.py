@@ -121,6 +121,11 @@ def stage_entries(mounts: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(entries)
 
 
+def volume_names(mounts: list[dict[str, Any]]) -> list[str]:
+    """The names of the volumes among a container's mounts."""
+    return [mount["name"] for mount in mounts if mount["type"] == "volume" and mount.get("name")]
+
+
 def volume_users(containers: Any, name: str) -> list[str]:
     """The containers (any state) whose mounts use the volume ``name``, as ``name (short id)``."""
     return [container.name for container in containers

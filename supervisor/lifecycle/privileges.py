@@ -6,6 +6,7 @@ read-only paths, /sys writable, every host device).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -68,6 +69,17 @@ def process_security(spec: ContainerSpec, cgroup: Any) -> ProcessSecurity:
         text = options.seccomp or seccomp.default_profile_text()
         program = seccomp_bpf.compiled(text, frozenset(capabilities)).hex()
     return ProcessSecurity(capabilities, program, options.no_new_privileges, spec.group_add)
+
+
+def exec_security(spec: ContainerSpec, cgroup: Any, privileged: bool = False) -> ProcessSecurity:
+    """An exec's (and a health check's): the container's own, or with ``exec --privileged``
+    every capability the daemon holds; the container's seccomp filter and no_new_privs stay
+    (docker's exec --privileged changes the capabilities only; runc applies the container's
+    filter to every process)."""
+    security = process_security(spec, cgroup)
+    if privileged:
+        security = dataclasses.replace(security, capabilities=host_capabilities())
+    return security
 
 
 def privileged_devices() -> tuple[str, ...]:

@@ -35,13 +35,14 @@ import trio
 from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import privileges
+from supervisor.lifecycle import initbinary, privileges, remap
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
 from supervisor.runtime.spawn import LaunchConfig, LaunchError
 from supervisor.runtime.stdio import StdioPlan
+from supervisor.spec import terminal_env
 
 #: After pid 1 exited, the pumps are cancelled once no output came for this long (processes
 #: in other namespaces that inherited the pipes may hold them open).
@@ -57,11 +58,13 @@ class Lifecycle(Protocol):
     cgroups: CgroupBackend
     network: Network
     launcher: Launcher
+    volumes: Any  # supervisor.volumes.VolumeStore, or None
     images: ImageResolver
     logs: Any
     events: Events
     host_memory: int
     nursery: trio.Nursery | None
+    remap: remap.Remap
 
     def get(self, ref: str) -> Container: ...
 
@@ -89,6 +92,7 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         cgroup.apply(container.spec.resources, devices=privileges.device_rules(container.spec))
         network = await prepare_network(core, container)
         undo.push_async_callback(core.network.release, network)
+        await acquire_volumes(core, container, undo)
         # A kept writable layer is synced when its overlay is unmounted: we hold pid 1's mount
         # namespace so that happens after its exit is reported (release_mounts), and pid 1
         # waits for the go (network_sync) so the namespace is there to hold. A --rm layer is
@@ -99,6 +103,10 @@ async def launch(core: Lifecycle, container: Container, attach: Attachment | Non
         # In a thread: the first start with a profile and capability set compiles its seccomp
         # filter (~30 ms); later ones find it cached (lifecycle/privileges.py).
         security = await trio.to_thread.run_sync(privileges.launch_fields, container.spec, cgroup)
+        # --userns-remap (lifecycle/remap.py): in a thread, as a first start under chowned
+        # copies copies the image's layers.
+        security.update(await trio.to_thread.run_sync(
+            remap.launch_fields, core.remap, container, lower_dirs(container, network), network.etc_dir))
         process = await core.launcher.launch(launch_config(container, cgroup, network, hold, security), stdio,
                                              prepare=prepare, hold_mounts=hold)
     container.network = network
@@ -130,18 +138,20 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
     """What the init stage needs to make the container's process (``security``: the fields
     of ``privileges.launch_fields``)."""
     resolved = container.resolved
+    security = dict(security)
     return LaunchConfig(
         container_id=container.id,
-        lower=(network.init_layer,) + tuple(container.layers),
+        lower=security.pop("lower", lower_dirs(container, network)),
         upper=str(container.upper),
         work=str(container.work),
         rootfs=str(container.rootfs),
-        argv=tuple(resolved.argv),
-        env=tuple(resolved.env),
+        argv=initbinary.command(resolved.argv) if container.spec.init else tuple(resolved.argv),
+        env=tuple(terminal_env(resolved.env, container.spec.tty)),
         cwd=resolved.workdir,
         user=resolved.user,
         hostname=resolved.hostname,
         cgroup_procs=tuple(cgroup.procs_files),
+        cgroupfs=cgroup.cgroupfs_entries,
         network_namespace=network.namespace,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
@@ -151,9 +161,18 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
     )
 
 
+def lower_dirs(container: Container, network: Any) -> tuple[str, ...]:
+    """The overlay's lower dirs, top first: the network's init layer, the image's layers."""
+    return (network.init_layer,) + tuple(container.layers)
+
+
 def mount_config(container: Container) -> dict[str, Any]:
-    """The launch config's volumes, binds and tmpfs mounts, and --read-only."""
-    return {"mounts": container_mounts.stage_entries(container.mounts), "readonly_rootfs": container.spec.read_only,
+    """The launch config's volumes, binds and tmpfs mounts (and --init's binary), --read-only,
+    the rlimits and /dev/shm's size."""
+    mounts = container_mounts.stage_entries(container.mounts)
+    if container.spec.init:
+        mounts += (initbinary.stage_entry(container.spec.init_path),)
+    return {"mounts": mounts, "readonly_rootfs": container.spec.read_only,
             "rlimits": ulimits.launch_rlimits(container.spec.ulimits, nofile_ceiling()),
             "shm_size": str(container.spec.shm_size) if container.spec.shm_size else ""}
 
@@ -175,6 +194,22 @@ def nofile_ceiling() -> int:
     if not effective >> CAP_SYS_RESOURCE & 1 and hard != resource.RLIM_INFINITY:
         ceiling = min(ceiling, hard)
     return ceiling
+
+
+async def acquire_volumes(core: Lifecycle, container: Container, undo: contextlib.AsyncExitStack) -> None:
+    """Mount the container's volumes that have driver options (``volume create --opt``) and
+    that no running container holds yet; given back at the exit (:func:`release_volumes`)."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        await trio.to_thread.run_sync(core.volumes.acquire, names, container.id)
+        undo.callback(core.volumes.release, names, container.id)
+
+
+def release_volumes(core: Lifecycle, container: Container) -> None:
+    """The exited container's hold on its volumes: the last one out unmounts a volume's filesystem."""
+    names = container_mounts.volume_names(container.mounts)
+    if names and core.volumes is not None:
+        core.volumes.release(names, container.id)
 
 
 def volume_events(core: Lifecycle, container: Container, action: str) -> None:
@@ -280,6 +315,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any) -> None
     container.move("exit")
     core.save(container)
     volume_events(core, container, "unmount")
+    release_volumes(core, container)
     if oom_killed:
         core.events.container(container, "oom")
     core.events.container(container, "die", exitCode=str(exit_code))

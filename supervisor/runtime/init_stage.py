@@ -5,8 +5,8 @@ calls :func:`run_init_stage`).
 Why a module of its own (youki's ``process/`` init, crun's ``container.c`` calling into
 ``linux.c``): this file says *in which order* things happen, and speaks the status pipe
 (the lean side of ``protocol.py``: :func:`status_pid`, :func:`status_error`, :func:`loads`,
-:func:`quote`); the steps themselves are in ``namespaces.py``, ``rootfs.py`` and
-``security.py``, the syscalls in ``libc.py``. An exec's stage (``nsenter.py``) shares its
+:func:`quote`); the steps themselves are in ``namespaces.py``, ``rootfs.py``, ``cgroupfs.py``,
+``console.py`` and ``security.py``, the syscalls in ``libc.py``. An exec's stage (``nsenter.py``) shares its
 end: :func:`fork_and_report`, :func:`execute`.
 
 The fork server (``forkserver.py``) imports the stage's modules by path, as top-level
@@ -18,7 +18,6 @@ JSON goes through the C scanner of the json package (``_json``), sockets through
 """
 
 import errno
-import fcntl
 import os
 import resource
 import stat
@@ -29,15 +28,17 @@ except ImportError:  # pragma: no cover - CPython always has it
     _json = None  # type: ignore[assignment]
 
 if __package__:  # imported as supervisor.runtime.init_stage
-    from supervisor.runtime import libc, namespaces, rootfs, security
+    from supervisor.runtime import cgroupfs, console, libc, namespaces, rootfs, security, userns
 else:  # in the fork server: top-level modules beside forkserver.py
+    import cgroupfs
+    import console
     import libc
     import namespaces
     import rootfs
     import security
+    import userns
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TIOCSCTTY = 0x540E  # asm-generic/ioctls.h (x86_64 and aarch64)
 CONFIG_FD = 3
 STATUS_FD = 4
 
@@ -102,19 +103,6 @@ def quote(text: str) -> str:
 
         return json.dumps(text)
     return _json.encode_basestring_ascii(text)
-
-
-def take_terminal() -> None:
-    """With a terminal on fd 0 (``-t``: the supervisor's pty slave), start a new session
-    and make that terminal its controlling terminal, so that ctrl-c, job control and
-    SIGWINCH work. Without one, nothing."""
-    if not os.isatty(0):
-        return
-    try:
-        os.setsid()
-        fcntl.ioctl(0, TIOCSCTTY, 0)
-    except OSError as exc:
-        raise libc.InitError(f"make the terminal the controlling terminal: {libc.strerror(exc.errno)}") from None
 
 
 def read_text(path: str) -> str:
@@ -195,7 +183,13 @@ def stage0(config: dict) -> None:
     """Join the cgroups, unshare, fork, report the child's pid. Returns only in the child,
     pid 1 of the new pid namespace; stage 0 itself exits here."""
     namespaces.join_cgroups(config.get("cgroup_procs", ()))
-    namespaces.unshare_container(config.get("network_namespace") or "")
+    network = config.get("network_namespace") or ""
+    if config.get("uid_map"):  # --userns-remap: userns.py's theory of operation
+        if network not in ("", "host"):  # another container's: joined while we are the host's root
+            namespaces.join_network_namespace(network)
+            network = "host"  # i.e. keep the one we are in
+        userns.prepare_mapped_rootfs(config)
+    namespaces.unshare_container(network)
     fork_and_report("the container process")
 
 
@@ -238,10 +232,17 @@ def with_additional_groups(config: dict, groups: tuple) -> tuple:
 def container(config: dict) -> None:
     """pid 1: build the container's world, become the user, execve. Never returns."""
     os.umask(0)  # device nodes and mount points get exactly the modes given
-    take_terminal()
     root = config["rootfs"]
-    rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
-    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False), config.get("shm_size", ""))
+    mapped = bool(config.get("uid_map"))
+    if mapped:  # stage 0 mounted the overlay, as the host's root
+        userns.unlock_rootfs(root)
+    else:
+        rootfs.mount_rootfs(root, config["lower"], config["upper"], config["work"], config.get("volatile", False))
+    rootfs.mount_system(root, config.get("devices", ()), config.get("writable_sysfs", False), config.get("shm_size", ""),
+                        user_namespace=mapped)
+    cgroupfs.mount_cgroupfs(rootfs.secure_join(root, "/sys"), config.get("cgroupfs", ()), config.get("writable_sysfs", False))
+    if config.get("terminal"):  # -t: a pty of the container's own devpts (console.py)
+        console.set_up_terminal(rootfs.secure_join(root, "/dev"), console=True)
     if config.get("etc_dir"):
         rootfs.mount_etc_files(root, config["etc_dir"])
     if config.get("mounts"):
@@ -254,7 +255,8 @@ def container(config: dict) -> None:
     if config.get("readonly_rootfs"):
         rootfs.make_root_readonly()
     namespaces.set_hostname(config.get("hostname") or config["id"][:12])
-    namespaces.loopback_up()
+    if not (mapped and config.get("network_namespace")):  # a shared one is not ours to change
+        namespaces.loopback_up()
 
     uid, gid, groups, home = security.resolve_user(
         config.get("user", ""), read_text("/etc/passwd"), read_text("/etc/group")
@@ -267,6 +269,8 @@ def container(config: dict) -> None:
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
     groups = with_additional_groups(config, groups)
+    if config.get("terminal"):
+        console.give_terminal(uid)
     set_rlimits(config.get("rlimits", ()))  # as root: raising a hard limit needs CAP_SYS_RESOURCE
     security.drop_privileges(config.get("capabilities", ()), uid, gid, groups,
                              config.get("no_new_privileges", False), config.get("seccomp", ""))

@@ -18,9 +18,10 @@ import struct
 import _socket
 
 if __package__:  # imported as supervisor.runtime.namespaces
-    from supervisor.runtime import libc
+    from supervisor.runtime import libc, userns
 else:  # in the fork server: a top-level module beside forkserver.py
     import libc
+    import userns
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -94,7 +95,8 @@ def join_process(pid: int, cgroup_procs: "tuple[str, ...] | list[str]") -> None:
     """Join the cgroups (``cgroup_procs``) and the namespaces of process ``pid`` (an exec
     into a running container). Every namespace is opened before the first setns, since
     joining the mount namespace changes what /proc/<pid> resolves to; the pid namespace
-    applies to children only."""
+    applies to children only. A user namespace of its own (``--userns-remap``) is joined
+    first, after the cgroups (written as the host's root): it owns the others."""
     fds = []
     try:
         for name, _ in EXEC_NAMESPACES:
@@ -103,11 +105,23 @@ def join_process(pid: int, cgroup_procs: "tuple[str, ...] | list[str]") -> None:
             except OSError as exc:
                 raise libc.InitError(f"open the {name} namespace of process {pid}: {libc.strerror(exc.errno)}") from None
         join_cgroups(cgroup_procs)
+        if not same_namespace(pid, "user"):  # --userns-remap: it owns the others, join it first
+            userns.join_user_namespace(pid)
         for fd, (name, nstype) in zip(fds, EXEC_NAMESPACES):
             libc.setns(fd, nstype, f"join the {name} namespace (setns)")
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def same_namespace(pid: int, name: str) -> bool:
+    """Whether process ``pid`` is in this process's namespace of kind ``name``."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/{name}")
+        ours = os.stat(f"/proc/self/ns/{name}")
+    except OSError as exc:
+        raise libc.InitError(f"open the {name} namespace of process {pid}: {libc.strerror(exc.errno)}") from None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def set_hostname(name: str) -> None:

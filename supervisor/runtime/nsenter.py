@@ -12,6 +12,8 @@ and building a root filesystem, it joins those of the container's pid 1.
                                   check /proc/<pid>/stat: still pid 1 of that start
                                   open /proc/<pid>/ns/{ipc,uts,net,pid,cgroup,mnt}
                                   write own pid to the container's cgroup.procs
+                                  (--userns-remap: setns its user namespace first, it
+                                  owns the others; become its root: userns.py)
                                   setns each (mnt last: it moves / and cwd into the
                                   container's root); pid only applies to children
                                   fork -------------------------------->  wait on the sync pipe
@@ -35,8 +37,9 @@ unshare, no root filesystem to build); the second is the same functions
 import os
 
 if __package__:
-    from supervisor.runtime import init_stage, libc, namespaces, security
+    from supervisor.runtime import console, init_stage, libc, namespaces, security
 else:
+    import console
     import init_stage
     import libc
     import namespaces
@@ -60,7 +63,8 @@ def join(config: dict) -> None:
 
 def become(config: dict) -> None:
     """The exec'd process: terminal, cwd, user, capabilities, no_new_privs, execve."""
-    init_stage.take_terminal()
+    if config.get("terminal"):  # -t: a pty of the container's devpts, joined above (console.py)
+        console.set_up_terminal("/dev", console=False)
     uid, gid, groups, home = security.resolve_user(
         config.get("user", ""), init_stage.read_text("/etc/passwd"), init_stage.read_text("/etc/group")
     )
@@ -71,6 +75,8 @@ def become(config: dict) -> None:
     except OSError as exc:
         raise libc.InitError(f'enter the working dir "{cwd}": {libc.strerror(exc.errno)}') from None
     groups = init_stage.with_additional_groups(config, groups)
+    if config.get("terminal"):
+        console.give_terminal(uid)
     security.drop_privileges(config.get("capabilities", ()), uid, gid, groups,
                              config.get("no_new_privileges", False), config.get("seccomp", ""))
     argv = config["argv"]

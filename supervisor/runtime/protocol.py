@@ -15,7 +15,8 @@ Theory of operation
 
 The fork server (``forkserver.py``: why, and its own messages) forks stage 0 per launch
 and puts the launch's fds on 0-4. File descriptors of the stage: 0/1/2 are the
-container's stdin/stdout/stderr, 3 is the config pipe (read to EOF), 4 is the status pipe
+container's stdin/stdout/stderr (with ``"terminal": true``, fd 0 is a console socket and 1, 2
+are /dev/null: pid 1 makes the terminal, ``console.py``), 3 is the config pipe (read to EOF), 4 is the status pipe
 (write; FD_CLOEXEC is set at once, so a successful execve closes it and the supervisor
 reads EOF). Any other fd is closed.
 
@@ -38,6 +39,12 @@ reads EOF). Any other fd is closed.
                                                                          no_new_privs; cwd
     <-- EOF (execve closed fd 4) --------------------------------------  execve(argv)
     <-- {"error": "...", "exit_code": N}\\n --------------------------  or report and _exit(N)
+
+Under ``--userns-remap`` (``"uid_map"`` set) stage 0 does more before its unshare, while it
+is still the host's root: it makes the container's user namespace and writes its maps from
+outside, mounts the overlay over idmapped image layers in a mount namespace of its own, then
+enters the user namespace as its root; the namespaces it unshares next belong to it
+(``userns.py`` has that part's diagram). The supervisor's side of the handshake is unchanged.
 
 With ``"network_sync": true`` the supervisor keeps fd 3 open after the config (which then
 ends with a newline), configures pid 1's network namespace once it has the pid (the veth,
@@ -94,7 +101,19 @@ Config (one JSON document on fd 3, :class:`LaunchConfig`)::
                                        DATA a tmpfs's mount options
      "readonly_rootfs": false,         --read-only: / remounted read-only after pivot_root
      "rlimits": ["nofile 1024 2048"],  setrlimit before execve (NAME SOFT HARD, -1 unlimited)
-     "shm_size": ""}                   /dev/shm's size in bytes ("": 64m)
+     "shm_size": "",                   /dev/shm's size in bytes ("": 64m)
+     "terminal": false,                -t: fd 0 is the console socket; a pty of the
+                                       container's devpts is made and its master sent
+                                       back on it; /dev/console bound to it (console.py)
+     "cgroupfs": ["memory\t/sys/fs/cgroup/memory/dockyard/<id>", ...] | ["cgroup2"],
+                                       what /sys/fs/cgroup shows (cgroupfs.py): v1, each
+                                       hierarchy's own cgroup bound read-only at its name;
+                                       v2, a cgroup2 mount in the cgroup namespace
+     "uid_map": ["0 100000 65536"],    --userns-remap: a user namespace with these maps
+     "gid_map": ["0 100000 65536"],    (INSIDE OUTSIDE COUNT), made by stage 0 (userns.py);
+                                       [] for none (the host's)
+     "idmap_layers": false}            idmapped mounts of the lower dirs (else the daemon
+                                       gave copies chowned for the mapping)
 """
 
 from __future__ import annotations
@@ -191,6 +210,17 @@ class LaunchConfig:
     # --ulimit (with docker's default nofile) and --shm-size (supervisor/ulimits.py).
     rlimits: tuple[str, ...] = ()
     shm_size: str = ""
+    # -t: the terminal is made inside the container and sent back on fd 0 (runtime/console.py);
+    # ForkServer.launch sets it from the stdio plan.
+    terminal: bool = False
+    # /sys/fs/cgroup in the container (runtime/cgroupfs.py): "HIERARCHY\tHOST_DIR" per v1
+    # hierarchy, or ("cgroup2",); () leaves sysfs's empty directory.
+    cgroupfs: tuple[str, ...] = ()
+    # --userns-remap (supervisor/userns.py, runtime/userns.py): the maps, and whether the
+    # stage idmaps the image layers (else they are the daemon's chowned copies).
+    uid_map: tuple[str, ...] = ()
+    gid_map: tuple[str, ...] = ()
+    idmap_layers: bool = False
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -246,10 +276,12 @@ class LaunchConfig:
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")
         _check_mounts(self.mounts)
         _check_limits(self.rlimits, self.shm_size)
+        _check_cgroupfs(self.cgroupfs)
         unknown = [name for name in self.capabilities if name not in CAPABILITIES]
         if unknown:
             raise InvalidArgument(f"launch config.capabilities: unknown {', '.join(unknown)}")
         _check_security(self)
+        _check_id_maps(self)
 
     def to_map(self) -> dict:
         data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -273,6 +305,20 @@ class LaunchConfig:
         if unknown:
             raise InvalidArgument(f"launch config: unknown field(s) {', '.join(unknown)}")
         return cls(**document)
+
+
+ID_MAP_ENTRY = re.compile(r"^[0-9]{1,10} [0-9]{1,10} [1-9][0-9]{0,9}\Z")
+
+
+def _check_id_maps(config: LaunchConfig) -> None:
+    for name in ("uid_map", "gid_map"):
+        entries = getattr(config, name)
+        if len(entries) > 340 or not all(ID_MAP_ENTRY.match(entry) for entry in entries):
+            raise InvalidArgument(f"launch config.{name}: not at most 340 'INSIDE OUTSIDE COUNT' entries")
+    if bool(config.uid_map) != bool(config.gid_map):
+        raise InvalidArgument("launch config: uid_map and gid_map go together")
+    if config.idmap_layers and not config.uid_map:
+        raise InvalidArgument("launch config.idmap_layers: needs uid_map and gid_map")
 
 
 SECCOMP_PROGRAM = re.compile(r"^(?:[0-9a-f]{16})*\Z")  # struct sock_filter: 8 bytes each
@@ -306,6 +352,19 @@ def _check_mounts(entries: tuple[str, ...]) -> None:
         unknown = [flag for flag in parts[3].split(",") if flag and flag not in MOUNT_FLAGS]
         if unknown:
             raise InvalidArgument(f"launch config.mounts: unknown flag(s) {', '.join(unknown)} in {entry!r}")
+
+
+CGROUP_HIERARCHY = re.compile(r"^[a-z0-9_=,]+\Z")  # memory, cpu,cpuacct, name=systemd
+
+
+def _check_cgroupfs(entries: tuple[str, ...]) -> None:
+    """``("cgroup2",)``, or ``HIERARCHY<TAB>HOST_DIR`` entries (the config's ``cgroupfs``)."""
+    if entries == ("cgroup2",):
+        return
+    for entry in entries:
+        hierarchy, tab, directory = entry.partition("\t")
+        if not tab or not CGROUP_HIERARCHY.match(hierarchy) or hierarchy in (".", "..") or not directory.startswith("/"):
+            raise InvalidArgument(f"launch config.cgroupfs: {entry!r} is not HIERARCHY<TAB>/HOST/DIR or 'cgroup2'")
 
 
 RLIMIT_ENTRY = re.compile(r"^[a-z]{3,10} -?[0-9]{1,19} -?[0-9]{1,19}\Z")

@@ -126,18 +126,22 @@ def parse_device(entry: str) -> tuple[int, int, int, str]:
 
 
 def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writable_sysfs: bool = False,
-                 shm_size: str = "") -> None:
+                 shm_size: str = "", user_namespace: bool = False) -> None:
     """/proc, /sys (read-only, unless ``writable_sysfs``: --privileged), /dev (tmpfs with the
     standard nodes and the ``--device`` ones), /dev/pts, /dev/shm (``shm_size`` bytes, default
-    64m) and /dev/mqueue under ``rootfs``, each mount point resolved with :func:`secure_join`."""
+    64m) and /dev/mqueue under ``rootfs``, each mount point resolved with :func:`secure_join`.
+
+    ``user_namespace`` (``--userns-remap``; ``userns.py``): the kernel refuses mknod there, so
+    the nodes are bind mounts of the host's (as runc does); and a network namespace that is
+    not the container's own refuses a sysfs mount, so the host's /sys is bound instead."""
     libc.mount("proc", _mount_point(rootfs, "/proc"), "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     sysfs_flags = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC | (0 if writable_sysfs else libc.MS_RDONLY)
-    libc.mount("sysfs", _mount_point(rootfs, "/sys"), "sysfs", sysfs_flags)
+    _mount_sysfs(_mount_point(rootfs, "/sys"), sysfs_flags, user_namespace)
     dev = _mount_point(rootfs, "/dev")
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k")
     try:  # a fresh tmpfs: nothing in it is a link, plain paths are safe
         for name, major, minor in DEVICES:
-            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            make_node(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor), "/dev/" + name, user_namespace)
         for name, target in DEVICE_LINKS:
             os.symlink(target, f"{dev}/{name}")
         for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
@@ -146,14 +150,64 @@ def mount_system(rootfs: str, devices: tuple[str, ...] | list[str] = (), writabl
             mode, major, minor, path = parse_device(entry)
             node = secure_join(dev, path[len("/dev/"):])
             os.makedirs(os.path.dirname(node), 0o755, exist_ok=True)
-            os.mknod(node, mode, os.makedev(major, minor))
-            os.chmod(node, mode & 0o777)  # mknod applies the umask
+            make_node(node, mode, os.makedev(major, minor), path, user_namespace)
+            if not user_namespace:
+                os.chmod(node, mode & 0o777)  # mknod applies the umask
     except OSError as exc:
         raise libc.InitError(f'populate /dev: "{exc.filename}": {libc.strerror(exc.errno)}') from None
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     shm = f"mode=1777,size={shm_size or '65536k'}"  # --shm-size: bytes
     libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, shm)
     libc.mount("mqueue", f"{dev}/mqueue", "mqueue", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+
+
+def make_node(node: str, mode: int, device: int, host_path: str, bind: bool) -> None:
+    """A device node at ``node``: mknod, or with ``bind`` (a user namespace, where mknod is
+    refused) a bind mount of the host's node of that number (``host_path`` first)."""
+    if not bind:
+        os.mknod(node, mode, device)
+        return
+    source = host_node(mode, device, host_path)
+    os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    libc.mount(source, node, None, libc.MS_BIND, None, f'bind the host\'s device "{source}" on "{node}"')
+
+
+def host_node(mode: int, device: int, host_path: str) -> str:
+    """The host's node of this type and number: ``host_path`` when it is one, else the first
+    under /dev (two levels deep).
+
+    Raises:
+        InitError(125): the host has no such node.
+    """
+    kind = stat.S_IFMT(mode)
+
+    def matches(path: str) -> bool:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        return stat.S_IFMT(info.st_mode) == kind and info.st_rdev == device
+
+    if matches(host_path):
+        return host_path
+    for directory in ("/dev", *(entry.path for entry in os.scandir("/dev") if entry.is_dir(follow_symlinks=False))):
+        for entry in os.scandir(directory):
+            if matches(entry.path):
+                return entry.path
+    raise libc.InitError(f"bind the device {os.major(device)}:{os.minor(device)} into a user namespace: "
+                         "the host has no such node under /dev")
+
+
+def _mount_sysfs(target: str, flags: int, user_namespace: bool) -> None:
+    try:
+        libc.mount("sysfs", target, "sysfs", flags, None, f'mount sysfs on "{target}"')
+    except libc.InitError:
+        if not user_namespace:
+            raise
+        # --network host|container: under a user namespace, not ours to mount sysfs for.
+        libc.mount("/sys", target, None, libc.MS_BIND | libc.MS_REC, None, f'bind the host\'s /sys on "{target}"')
+        if flags & libc.MS_RDONLY:
+            libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | flags, None, f'make "{target}" read-only')
 
 
 def enter_rootfs(rootfs: str) -> None:

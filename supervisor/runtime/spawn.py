@@ -20,6 +20,7 @@ LaunchConfig, LaunchError, DEFAULT_CAPABILITIES, become_subreaper``.
 from __future__ import annotations
 
 import array
+import dataclasses
 import fcntl
 import os
 import signal
@@ -155,11 +156,14 @@ async def _start_container(
             raise LaunchError(
                 f"cannot start container {name}: the init stage {_describe(init_exit)} after forking"
             )
+        if stdio.tty:  # the terminal pid 1 made in its own devpts (runtime/console.py)
+            stdin, stdout, stderr = _receive_terminal(ends, stdio, name)
     except BaseException:
         config_stream.close()
         for stream in (stdin, stdout, stderr):
             if stream is not None:
                 stream.close()
+        ends.close_fds()  # the console socket, with -t
         if mount_namespace >= 0:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(os.close, mount_namespace)  # may sync: not in trio's thread
@@ -177,6 +181,19 @@ async def _start_container(
                                mount_namespace=mount_namespace)
     container.pidfd = -1  # now owned by ``process``
     return process
+
+
+def _receive_terminal(ends: StdioEnds, stdio: StdioPlan, name: str) -> tuple:
+    """The streams of the pty master the init stage sent back (``StdioEnds.receive_terminal``).
+
+    Raises:
+        LaunchError(125): no terminal came.
+    """
+    try:
+        ends.receive_terminal()
+    except OSError as exc:
+        raise LaunchError(f"cannot start container {name}: receive its terminal: {exc.strerror}") from exc
+    return ends.streams(stdio)
 
 
 def _open_mount_namespace(pid: int) -> int:
@@ -348,6 +365,8 @@ class ForkServer:
         """
         _require_subreaper()
         name = config.container_id[:12]
+        if config.terminal != stdio.tty:  # the stdio plan decides: fd 0 is the console socket or not
+            config = dataclasses.replace(config, terminal=stdio.tty)
         await self.start()
         server, control = self._process, self._control
         assert server is not None and control is not None

@@ -5,20 +5,24 @@ Three shapes, as docker has them:
 
 - no ``-i``, no ``-t``: stdin is /dev/null, stdout and stderr are two pipes;
 - ``-i``: stdin is a pipe too, whose write end the supervisor keeps (:class:`InputPort`);
-- ``-t``: one pseudo-terminal. The supervisor opens it (``openpty`` on the host's devpts)
-  and keeps the master; the slave is the process's fds 0, 1 and 2, and the init stage makes
-  it the controlling terminal (``setsid`` + ``TIOCSCTTY``). stdout and stderr are merged, as
-  on any terminal; the master is read as "stdout", written as stdin (with ``-i``), and
-  :func:`set_window_size` applies a resize (the kernel sends SIGWINCH to the foreground
-  process group).
+- ``-t``: one pseudo-terminal of the container's own devpts. The process's fd 0 is a
+  console socket (fds 1 and 2 /dev/null until then): the init stage makes the pty inside
+  the container, sends the master back on it and puts the slave on fds 0-2 as the
+  controlling terminal (``runtime/console.py``, as runc's console socket). The supervisor
+  receives the master once the payload runs (:meth:`StdioEnds.receive_terminal`). stdout
+  and stderr are merged, as on any terminal; the master is read as "stdout", written as
+  stdin (with ``-i``), and :func:`set_window_size` applies a resize (the kernel sends
+  SIGWINCH to the foreground process group).
 
 ``detached`` output (``exec -d``) goes to /dev/null, as docker does.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import socket
 import struct
 import termios
 from dataclasses import dataclass
@@ -46,12 +50,12 @@ class StdioPlan:
         theirs: list[int] = []
         ours = StdioEnds()
         try:
-            if self.tty:
-                master, slave = os.openpty()
-                os.set_inheritable(master, False)
-                os.set_inheritable(slave, False)
-                ours.terminal = master
-                theirs.extend((slave, os.dup(slave), os.dup(slave)))
+            if self.tty:  # the console socket (CLOEXEC); the terminal comes back on it
+                kept, given = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours.console = kept.detach()
+                theirs.append(given.detach())
+                for _ in range(2):
+                    theirs.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
                 return theirs, ours
             if self.stdin:
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -82,17 +86,21 @@ class StdioEnds:
     stdout: int = -1
     stderr: int = -1
     terminal: int = -1  # the pty master (read as stdout, written as stdin)
+    console: int = -1  # -t: the console socket the master comes back on
 
     def close_fds(self) -> None:
-        for name in ("stdin", "stdout", "stderr", "terminal"):
+        for name in ("stdin", "stdout", "stderr", "terminal", "console"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
 
     def streams(self, plan: StdioPlan) -> tuple[InputPort | None, trio.lowlevel.FdStream | None, trio.lowlevel.FdStream | None]:
-        """(stdin, stdout, stderr) as trio objects; the fds are theirs from now on."""
+        """(stdin, stdout, stderr) as trio objects; the fds are theirs from now on. With a
+        console socket and no terminal yet: (None, None, None)."""
         stdin: InputPort | None = None
+        if self.console >= 0 and self.terminal < 0:
+            return None, None, None
         if self.terminal >= 0:
             stdout = trio.lowlevel.FdStream(self.terminal)
             if plan.stdin:
@@ -105,6 +113,33 @@ class StdioEnds:
         err = trio.lowlevel.FdStream(self.stderr) if self.stderr >= 0 else None
         self.stdin = self.stdout = self.stderr = -1
         return stdin, out, err
+
+
+    def receive_terminal(self) -> None:
+        """-t: take the pty master the init stage sent on the console socket, and close the
+        socket. Called once the payload's execve succeeded: the stage sends the master before
+        it, so it is queued already (never waited for).
+
+        Raises:
+            OSError: no terminal came (ENOMSG), or the socket failed.
+        """
+        console = socket.socket(fileno=self.console)
+        self.console = -1
+        fds: list[int] = []
+        try:  # not socket.recv_fds: Python 3.11's ignores its flags, and would wait
+            _, ancillary, _, _ = console.recvmsg(64, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+        except BlockingIOError:
+            pass
+        finally:
+            console.close()
+        if not fds:
+            raise OSError(errno.ENOMSG, "the init stage sent no terminal")
+        for extra in fds[1:]:
+            os.close(extra)
+        self.terminal = fds[0]
 
 
 class InputPort:

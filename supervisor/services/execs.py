@@ -24,7 +24,7 @@ from supervisor.lifecycle.reconcile import ORPHAN_EXIT_CODE
 from supervisor.lifecycle.start import OUTPUT_DRAIN_SECONDS
 from supervisor.runtime.spawn import LaunchError
 from supervisor.runtime.stdio import StdioPlan, set_window_size
-from supervisor.spec import merge_env, parse_signal
+from supervisor.spec import merge_env, parse_signal, terminal_env
 
 
 class Execs:
@@ -80,11 +80,11 @@ class Execs:
             pid=process.pid,
             start_time=process.start_time,
             argv=spec.cmd,
-            env=tuple(merge_env(resolved.env, spec.env)),
+            env=tuple(terminal_env(merge_env(resolved.env, spec.env), spec.tty)),
             cwd=spec.workdir or resolved.workdir,
             user=spec.user or resolved.user,
             cgroup_procs=tuple(cgroup.procs_files),
-            **privileges.process_security(container.spec, cgroup).launch_fields(),
+            **privileges.exec_security(container.spec, cgroup, spec.privileged).launch_fields(),
         )
         names = {"execID": execution.id, "command": execution.command}
         events = self.core.events

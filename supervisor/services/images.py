@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import trio
 
 from logs.atomic import atomic_file
+from supervisor import filters as image_filters
 from supervisor.container import Container
 from supervisor.errors import InvalidArgument
 from supervisor.images import archive as image_archive
@@ -27,6 +28,7 @@ from supervisor.images.oci import container_config, parse_changes
 from supervisor.images.store import Image, ImageStore
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.spec import ContainerSpec, merge_env
+from supervisor.userns import IdMapping
 
 
 class Images:
@@ -34,6 +36,20 @@ class Images:
         self.core = core
         self.store = store
         self.events = core.events
+
+    def list(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+        """The images, newest first, with the tags to show, that pass ``filters`` (``images
+        --filter KEY=VALUE``: supervisor/filters.py; ``reference=`` keeps the tags that match).
+
+        Raises:
+            InvalidArgument: an unknown filter key or a bad value. NotFound: a before=/since= image.
+        """
+        images = self.store.list()
+        if not filters:
+            return [(image, list(image.repo_tags)) for image in images]
+        query = image_filters.image_query(filters, lambda ref: self.store.resolve(ref).created)
+        listed = [(image, query.tags(image)) for image in images]
+        return [(image, tags) for image, tags in listed if tags is not None]
 
     async def import_image(self, source: BinaryIO, reference: str, changes: list[str] | None = None,
                            message: str = "") -> Image:
@@ -58,6 +74,7 @@ class Images:
         image = await trio.to_thread.run_sync(functools.partial(
             self.store.commit_container, str(container.upper), base.id, reference=reference, config=config,
             created_by=shlex.join(container.resolved.argv), comment=comment, author=author, warnings=walked,
+            owners=from_host(container),
         ))
         self._walk_warnings("commit", container, walked, warnings)
         self.events.container(container, "commit", image=image.id, **({"reference": reference} if reference else {}))
@@ -76,9 +93,9 @@ class Images:
         container = self.core.get(ref)
         walked = WalkWarnings()
         await trio.to_thread.run_sync(write_file, output, functools.partial(
-            containerfs.export, str(container.upper), container.layers, warnings=walked))
+            containerfs.export, str(container.upper), container.layers, warnings=walked, owners=from_host(container)))
         self._walk_warnings("export", container, walked, warnings)
-        self.events.emit("container", "export", container.id, {"name": container.name})
+        self.events.container(container, "export")
 
     async def copy_from(self, ref: str, source: str, output: Path, warnings: list[str] | None = None) -> str:
         """A tar of ``source`` in the container, written to ``output``; returns the name
@@ -92,7 +109,8 @@ class Images:
             upper, layers, inner, top = mounted[0], [], mounted[1], posixpath.basename(mounted[2])
 
         def write(stream: BinaryIO) -> None:
-            names.append(containerfs.copy_out(container.name, upper, layers, inner, stream, walked, top))
+            names.append(containerfs.copy_out(container.name, upper, layers, inner, stream, walked, top,
+                                              owners=from_host(container)))
 
         await trio.to_thread.run_sync(write_file, output, write)
         self._walk_warnings("copy from", container, walked, warnings)
@@ -110,7 +128,7 @@ class Images:
                 upper, layers, inner, pid = mounted[0], [], mounted[1], 0
             written = await trio.to_thread.run_sync(functools.partial(
                 containerfs.copy_in, container.name, upper, layers, pid, source, inner,
-                container.directory, walked,
+                container.directory, walked, to_host(container),
             ))
         if mounted is not None:
             written = posixpath.join(mounted[2], written.lstrip("/"))
@@ -188,7 +206,7 @@ def mount_holding(container: Container, path: str) -> tuple[str, str, str] | Non
 
 def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str, Any]:
     """The config a commit gives its image: the image's, with what the container's spec
-    set (command, entrypoint, env, workdir, user), as ``docker commit``."""
+    set (command, entrypoint, env, workdir, user, labels), as ``docker commit``."""
     config = dict(image_config)
     if spec.entrypoint is not None:
         config["Entrypoint"] = list(spec.entrypoint) or None
@@ -201,6 +219,8 @@ def commit_config(spec: ContainerSpec, image_config: dict[str, Any]) -> dict[str
         config["WorkingDir"] = spec.workdir
     if spec.user:
         config["User"] = spec.user
+    if spec.labels:  # docker commit keeps the container's labels in the image
+        config["Labels"] = {**(config.get("Labels") or {}), **spec.label_map}
     return config
 
 
@@ -213,3 +233,13 @@ def write_file(output: Path, write: Callable[[BinaryIO], Any]) -> None:
         if exc.filename != str(output):  # the source, not the output
             raise
         raise InvalidArgument(f"cannot write {output}: {exc.strerror}", path=str(output)) from None
+
+
+def from_host(container: Container) -> Any:
+    """A remapped container's host ids to its own (``IdMapping.from_host``), or None."""
+    return IdMapping.from_map(container.id_mapping).from_host if container.id_mapping else None
+
+
+def to_host(container: Container) -> Any:
+    """A remapped container's ids to the host's (``IdMapping.to_host``), or None."""
+    return IdMapping.from_map(container.id_mapping).to_host if container.id_mapping else None

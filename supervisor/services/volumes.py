@@ -10,12 +10,12 @@ from typing import Any
 
 import trio
 
-from supervisor.errors import InvalidArgument
+from supervisor import filters as volume_filters
 from supervisor.lifecycle.core import Lifecycle
 from supervisor.volumes import Volume, VolumeStore
 
 #: ``volume ls --filter`` keys (docker's, without driver= which is always local).
-FILTERS = ("dangling", "name", "label")
+FILTERS = volume_filters.VOLUME_KEYS
 
 
 class Volumes:
@@ -34,35 +34,17 @@ class Volumes:
         return self.store.get(name).inspect()
 
     def list(self, filters: list[str] | None = None) -> list[Volume]:
-        """The volumes, filtered as ``docker volume ls --filter KEY=VALUE`` (several of one key:
-        any of them; different keys: all of them).
+        """The volumes, filtered as ``docker volume ls --filter KEY=VALUE`` (supervisor/filters.py:
+        several of one key: any of them; different keys, and every label: all of them).
 
         Raises:
             InvalidArgument: an unknown filter key or a bad dangling value.
         """
-        wanted: dict[str, list[str]] = {}
-        for entry in filters or []:
-            key, eq, value = entry.partition("=")
-            if not eq or key not in FILTERS:
-                raise InvalidArgument(f"invalid filter '{entry}': use {', '.join(k + '=...' for k in FILTERS)}")
-            if key == "dangling" and value.lower() not in ("true", "false", "1", "0"):
-                raise InvalidArgument(f"invalid filter 'dangling={value}': use true or false")
-            wanted.setdefault(key, []).append(value)
-        return [volume for volume in self.store.list() if self._matches(volume, wanted)]
-
-    def _matches(self, volume: Volume, wanted: dict[str, list[str]]) -> bool:
-        if "name" in wanted and not any(value in volume.name for value in wanted["name"]):
-            return False
-        if "dangling" in wanted:
-            dangling = not self.core.volume_users(volume.name)
-            if not any(dangling == (value.lower() in ("true", "1")) for value in wanted["dangling"]):
-                return False
-        if "label" in wanted:
-            for value in wanted["label"]:
-                key, eq, expected = value.partition("=")
-                if key not in volume.labels or (eq and volume.labels[key] != expected):
-                    return False
-        return True
+        wanted = volume_filters.Filters.parse("volume ls", filters or [], volume_filters.VOLUME_KEYS)
+        wanted.boolean("dangling")  # a bad value is refused even without volumes
+        return [volume for volume in self.store.list()
+                if volume_filters.volume_matches(wanted, volume.name, volume.labels,
+                                                 lambda volume=volume: bool(self.core.volume_users(volume.name)))]
 
     async def remove(self, name: str, force: bool = False) -> None:
         """Remove a volume that no container uses (``force``: a missing one is no error, as docker).

@@ -320,3 +320,40 @@ async def test_exec_run_gives_exit_code_and_output_and_kills_at_its_timeout(tmp_
         left = link_exists(bridge)
         remove_link(bridge)
         assert not left, f"bridge {bridge} left behind"
+
+
+# --- the container's own terminal (issue 17, item 12) -------------------------------------
+
+TERMINAL_REPORT = ('echo "tty=$(tty) term=$TERM"; [ /dev/console -ef "$(tty)" ] && echo console=tty; '
+                   'echo pts: $(ls /dev/pts); ls -ln "$(tty)" | { read mode links owner rest; echo "owner=$owner"; }')
+
+
+def test_run_t_gets_a_terminal_of_its_own_devpts_with_term_and_dev_console(daemon):
+    """`tty` names /dev/pts/0 of the container's devpts (not a host pty), /dev/console is that
+    terminal, TERM=xterm unless the user sets it, and a non-root user owns its terminal."""
+    shown = daemon.out("run", "--rm", "-t", "base", "sh", "-c", TERMINAL_REPORT).replace("\r\n", "\n")
+    assert "tty=/dev/pts/0 term=xterm\n" in shown
+    assert "console=tty\n" in shown
+    assert "pts: 0 ptmx\n" in shown  # the container's devpts holds its one terminal and nothing of the host's
+    assert "owner=0\n" in shown
+
+    chosen = daemon.out("run", "--rm", "-t", "-u", "1000", "-e", "TERM=vt100", "base", "sh", "-c",
+                        TERMINAL_REPORT + "; echo typed > /dev/tty")
+    chosen = chosen.replace("\r\n", "\n")
+    assert "tty=/dev/pts/0 term=vt100\n" in chosen and "owner=1000\n" in chosen and "typed\n" in chosen
+
+    plain = daemon.out("run", "--rm", "base", "sh", "-c", 'echo "term=${TERM-unset}"; [ -e /dev/console ] || echo no-console')
+    assert plain == "term=unset\nno-console\n"  # without -t, docker's environment and /dev as before
+
+
+def test_exec_t_gets_a_terminal_of_the_containers_devpts(daemon):
+    """An exec with -t opens its pty in the container's devpts too (/dev/pts/1 beside pid 1's
+    /dev/pts/0), with TERM=xterm; an exec without -t gets no TERM, as docker."""
+    daemon.out("run", "-d", "-t", "--name", "ttyhost", "base", "sh", "-c", "sleep 1000")
+    try:
+        shown = daemon.out("exec", "-t", "ttyhost", "sh", "-c", 'echo "tty=$(tty) term=$TERM"; echo pts: $(ls /dev/pts)')
+        assert shown.replace("\r\n", "\n") == "tty=/dev/pts/1 term=xterm\npts: 0 1 ptmx\n"
+        plain = daemon.out("exec", "ttyhost", "sh", "-c", 'echo "term=${TERM-unset}"; tty || true')
+        assert plain == "term=unset\nnot a tty\n"
+    finally:
+        daemon.out("rm", "-f", "ttyhost")

@@ -390,3 +390,50 @@ def test_on_cgroup_v2_containers_live_below_the_daemons_delegated_cgroup(tmp_pat
         assert not (mount / daemon.cgroup_parent).exists()
     finally:
         _remove_tree(unit)
+
+
+# --- /sys/fs/cgroup shows the container's own cgroup (issue 17, item 13) --------------------
+
+CGROUP_REPORT = (
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
+    "grep ':memory:' /proc/self/cgroup; grep -qx 1 /sys/fs/cgroup/memory/cgroup.procs && echo pid1-inside; "
+    "echo $(ls /sys/fs/cgroup); "
+    "echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes || echo limit-refused; "
+    "mkdir /sys/fs/cgroup/extra || echo tmpfs-refused"
+)
+
+
+@needs_v1
+def test_on_v1_the_container_reads_its_own_limits_under_sys_fs_cgroup(daemon):
+    """What the JVM, Go and Node read: with -m 256m, memory.limit_in_bytes says 268435456 (v1:
+    each hierarchy's own cgroup bound read-only at its name, as runc does)."""
+    hierarchies = sorted({os.path.realpath(CGROUP / name).rpartition("/")[2] for name in
+                          ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio")
+                          if (CGROUP / name).is_dir()})
+    names = sorted({part for hierarchy in hierarchies for part in [hierarchy, *hierarchy.split(",")]})
+    result = daemon.cli("run", "--rm", "-m", "256m", "--cpus", "0.5", "base", "sh", "-c", CGROUP_REPORT)
+    lines = result.stdout.decode().splitlines()
+    assert lines[:5] == ["268435456", "50000", next(line for line in lines if line.endswith(":memory:/")),
+                         "pid1-inside", " ".join(names)], result
+    assert lines[5:] == ["limit-refused", "tmpfs-refused"], result
+    assert b"Read-only file system" in result.stderr
+    # The host's own files are untouched, and its limit was the container's.
+    assert (CGROUP / "memory" / "memory.limit_in_bytes").read_text().strip() != "1"
+
+
+@pytest.mark.skipif(_v2_mount() is None, reason="no cgroup2 mount on this host")
+def test_on_v2_the_container_sees_a_cgroup2_mount_of_its_own_cgroup(tmp_path, busybox_tar):
+    """v2 (here the hybrid host's controller-less unified tree): /sys/fs/cgroup is a read-only
+    cgroup2 mount whose root is the container's cgroup (its cgroup namespace)."""
+    mount = _v2_mount()
+    with private_daemon(tmp_path / "d", busybox_tar, "--cgroup-root", str(mount)) as daemon:
+        script = ("grep '^0::' /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/mounts | cut -d' ' -f3,4; "
+                  "grep -qx 1 /sys/fs/cgroup/cgroup.procs && echo pid1-inside; "
+                  "mkdir /sys/fs/cgroup/extra || echo refused")
+        result = daemon.cli("run", "--rm", "base", "sh", "-c", script)
+        lines = result.stdout.decode().splitlines()
+        assert lines[0] == "0::/", result
+        kind, options = lines[1].split()
+        assert kind == "cgroup2" and "ro" in options.split(","), result
+        assert lines[2:] == ["pid1-inside", "refused"], result
+    assert not (mount / daemon.cgroup_parent).exists()

@@ -205,6 +205,21 @@ def test_an_exec_gets_the_containers_filter_and_groups(secure):
         secure.out("rm", "-f", "sleeper")
 
 
+def test_exec_privileged_gets_every_capability_and_keeps_the_filter(secure):
+    secure.out("run", "-d", "--name", "capped", "--cap-drop", "ALL", "base", "sleep", "60")
+    try:
+        def exec_status(*flags: str) -> dict[str, str]:
+            text = secure.out("exec", *flags, "capped", "cat", "/proc/self/status")
+            return {key: value.strip() for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+        plain, privileged = exec_status(), exec_status("--privileged")
+        assert int(plain["CapEff"], 16) == 0 and int(plain["CapBnd"], 16) == 0
+        assert int(privileged["CapEff"], 16) == int(status(secure, "--privileged")["CapEff"], 16) != 0
+        assert privileged["Seccomp"] == plain["Seccomp"] == "2"
+    finally:
+        secure.out("rm", "-f", "capped")
+
+
 #: What dockyard refuses and podman (containers-common's profile, runc) allows: docker
 #: refuses them too (docs/security.md, "Compared with podman").
 STRICTER_THAN_PODMAN = {"unshare-user", "clone-user", "keyctl"}

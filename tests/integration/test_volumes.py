@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.volumedriver import is_mounted
 from tests.conftest import mounts_under, private_daemon
 
 pytestmark = pytest.mark.integration
@@ -236,7 +237,7 @@ def test_volume_commands_filters_labels_and_prune(daemon):
     assert set(out(daemon, "volume", "ls", "-q").split()) == {"labelled", "plain"}
     assert "Total reclaimed volumes: 2" in out(daemon, "volume", "prune", "-a")
     bad = daemon.cli("volume", "create", "-o", "type=tmpfs", "opt")
-    assert bad.returncode == 1 and b"not supported" in bad.stderr
+    assert bad.returncode == 1 and b'create opt: missing required option: "device"' in bad.stderr
 
 
 def test_no_mount_is_left_on_the_host(daemon, tmp_path):
@@ -278,3 +279,52 @@ def test_a_daemon_wide_default_ulimit_applies_unless_the_container_sets_its_own(
     bad = subprocess.run([sys.executable, "-m", "supervisor.cli", "daemon", "--root", str(tmp_path / "x"),
                           "--default-ulimit", "nproc=2:1"], capture_output=True, timeout=60)
     assert bad.returncode == 2 and b"ulimit soft limit must be less than or equal to hard limit" in bad.stderr
+
+
+def test_volume_create_options_mount_like_dockers_local_driver(daemon, tmp_path):
+    """--opt type/device/o: a tmpfs volume shared by the containers using it and gone after the
+    last one; a bind of a host directory (o=bind) that rm never empties; docker's errors."""
+    data = daemon.root / "volumes" / "scratch" / "_data"
+    out(daemon, "volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt", "o=size=1m,uid=1000",
+        "scratch")
+    assert inspect_volume(daemon, "scratch")["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m,uid=1000"}
+    assert not is_mounted(str(data))  # mounted at first use, as docker
+    out(daemon, "run", "-d", "--name", "holder", "-v", "scratch:/data", "base", "sh", "-c",
+        "echo kept > /data/f; exec sleep 60")
+    try:
+        assert is_mounted(str(data))
+        shown = out(daemon, "run", "--rm", "-v", "scratch:/d", "base", "sh", "-c",
+                    "until [ -e /d/f ]; do sleep 0.05; done; cat /d/f; stat -c %u /d; "
+                    "grep ' /d ' /proc/mounts | cut -d' ' -f3,4")
+        kind, options = shown.splitlines()[2].split()
+        assert shown.splitlines()[:2] == ["kept", "1000"] and kind == "tmpfs" and "size=1024k" in options.split(",")
+    finally:
+        out(daemon, "rm", "-f", "holder")
+    assert not is_mounted(str(data))  # the last user gone: unmounted, its content with it
+    assert out(daemon, "run", "--rm", "-v", "scratch:/d", "base", "ls", "-A", "/d") == ""
+    out(daemon, "volume", "rm", "scratch")
+
+    source = tmp_path / "src"
+    source.mkdir()
+    out(daemon, "volume", "create", "--opt", "type=none", "--opt", "o=bind", "--opt", f"device={source}", "bound")
+    out(daemon, "run", "--rm", "-v", "bound:/data", "base", "sh", "-c", "echo through > /data/f")
+    assert (source / "f").read_text() == "through\n"
+    assert not is_mounted(str(daemon.root / "volumes" / "bound" / "_data"))
+    out(daemon, "volume", "rm", "bound")
+    assert (source / "f").read_text() == "through\n"  # rm removes the volume, never the host's files
+
+    for options, message in (
+        (["foo=1"], b'create bad: invalid option: "foo"'),
+        (["type=tmpfs"], b'create bad: missing required option: "device"'),
+        (["o=size=1m"], b'create bad: missing required option: "device"'),
+        (["size=1g"], b"create bad: quota size requested but no quota support"),
+        (["type=none", "o=bind", f"device={tmp_path}/missing"], b"is not an existing absolute directory"),
+        (["type=tmpfs", "device=tmpfs", "o=remount,ro"], b"acts on another mount"),
+    ):
+        refused = daemon.cli("volume", "create", *[item for option in options for item in ("--opt", option)], "bad")
+        assert refused.returncode != 0 and message in refused.stderr, (options, refused.stderr)
+    assert out(daemon, "volume", "ls", "-q") == ""
+
+
+def inspect_volume(daemon, name: str) -> dict:
+    return json.loads(out(daemon, "volume", "inspect", name))[0]

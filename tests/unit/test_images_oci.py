@@ -42,3 +42,14 @@ def test_volume_changes_add_the_images_volumes():
     for bad in ("VOLUME", "VOLUME relative", 'VOLUME ["/a", 1]'):
         with pytest.raises(InvalidArgument, match="VOLUME needs absolute paths"):
             parse_changes([bad])
+
+
+def test_label_changes_merge_into_the_images_labels() -> None:
+    changes = parse_changes(['LABEL a=1 "b=two words"', "LABEL a=3 c="])
+    assert changes == {"Labels": {"a": "3", "b": "two words", "c": ""}}
+    config = container_config(changes, base={"Labels": {"base": "x", "a": "0"}})
+    assert config["Labels"] == {"base": "x", "a": "3", "b": "two words", "c": ""}
+    with pytest.raises(InvalidArgument, match="'novalue' is not KEY=VALUE"):
+        parse_changes(["LABEL novalue"])
+    with pytest.raises(InvalidArgument, match="LABEL needs KEY=VALUE"):
+        parse_changes(["LABEL"])

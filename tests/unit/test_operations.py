@@ -430,6 +430,7 @@ def _field_values(name: str, world: World) -> st.SearchStrategy:
         "restart": st.sampled_from(["no", "always", "on-failure:3", "on-failure:x", "unless-stopped", "bogus"]),
         "network": st.sampled_from(["bridge", "none", "host", "container:box", "container:nope", "bogus"]),
         "resources": _resources(), "log_options": _log_options(),
+        "userns_mode": st.sampled_from(["", "host", "private"]) | TEXT,
         "healthcheck": st.dictionaries(st.sampled_from(["test", "interval", "timeout", "start_period", "retries", "x"]),
                                        st.sampled_from([["CMD", "true"], ["NONE"], "30s", 3, -1, "x", None]),
                                        max_size=3),
@@ -461,7 +462,7 @@ def _exec() -> st.SearchStrategy:
         "cmd": st.lists(TEXT, max_size=3), "env": st.lists(st.sampled_from(["A=1", "B", "=x"]), max_size=2),
         "workdir": st.sampled_from(["/", "/tmp", "relative", ""]),
         "user": st.sampled_from(["0", "1000:1000", "root", "bad user", ""]),
-        "tty": st.booleans(), "stdin": st.booleans(), "detach": st.booleans(),
+        "tty": st.booleans(), "stdin": st.booleans(), "detach": st.booleans(), "privileged": st.booleans(),
     }
     assert set(values) == {item.name for item in fields(ExecSpec)}
     return _some(values, required=("cmd",))

@@ -100,7 +100,7 @@ def test_the_spec_normalises_keeps_and_shows_the_security_fields():
     assert ContainerSpec.from_map(spec.to_map()) == spec
     assert _security_host_config(spec) == {
         "CapAdd": ["CAP_NET_ADMIN"], "CapDrop": ["ALL"], "Privileged": True, "SecurityOpt": ["no-new-privileges"],
-        "GroupAdd": ["audio", "4242"], "Sysctls": {"kernel.shmmax": "1048576"}}
+        "GroupAdd": ["audio", "4242"], "Sysctls": {"kernel.shmmax": "1048576"}, "UsernsMode": ""}
     assert _security_host_config(ContainerSpec(image="base"))["CapAdd"] is None
 
 

@@ -231,3 +231,13 @@ def test_v2_containers_go_below_a_delegated_cgroup_and_the_root_layout_stays(tmp
     os.removexattr(unit, "user.delegate")  # not delegated: the root of the hierarchy, as before
     backend = detect(str(root), "dockyard", own_cgroup_file=str(proc))
     assert backend.base == "" and backend.open("c1").paths == (str(root / "dockyard" / "c1"),)
+
+
+def test_cgroupfs_entries_name_each_hierarchy_once_by_its_own_name(v1_root: Path) -> None:
+    """What the container's /sys/fs/cgroup binds: a co-mount reached through `cpu` is named
+    `cpu,cpuacct` (the stage links `cpu` and `cpuacct` to it); v2 is one cgroup2 mount."""
+    group = cgroups.CgroupV1(str(v1_root), parent="dy").create("c1")
+    entries = [entry.split("\t") for entry in group.cgroupfs_entries]
+    assert entries == [[name, str(v1_root / name / "dy" / "c1")]
+                       for name in ("cpu,cpuacct", "cpuset", "memory", "pids", "devices", "freezer")]
+    assert cgroups.Cgroup("c1", ("/x/dy/c1",), 2).cgroupfs_entries == ("cgroup2",)

@@ -182,3 +182,27 @@ def test_launch_config_from_json_refuses_unknown_fields() -> None:
     document["privileged"] = True
     with pytest.raises(InvalidArgument, match="privileged"):
         LaunchConfig.from_json(json.dumps(document))
+
+
+@pytest.mark.parametrize("entries", [("memory",), ("memory\trelative",), ("../x\t/h",), ("cgroup2", "memory\t/h")])
+def test_cgroupfs_entries_are_checked(entries: tuple) -> None:
+    with pytest.raises(InvalidArgument, match="cgroupfs"):
+        make_config(cgroupfs=entries)
+
+
+def test_terminal_and_cgroupfs_reach_the_stage() -> None:
+    config = make_config(terminal=True, cgroupfs=("cpu,cpuacct\t/sys/fs/cgroup/cpu,cpuacct/dy/x",))
+    stage = init_stage.loads(config.to_json().decode())
+    assert stage["terminal"] is True and stage["cgroupfs"] == ["cpu,cpuacct\t/sys/fs/cgroup/cpu,cpuacct/dy/x"]
+    assert make_config(cgroupfs=("cgroup2",)).cgroupfs == ("cgroup2",)
+
+
+def test_the_id_maps_of_a_user_namespace_round_trip_and_are_checked() -> None:
+    config = make_config(uid_map=("0 100000 65536",), gid_map=("0 100000 65536",), idmap_layers=True)
+    assert LaunchConfig.from_json(config.to_json()) == config
+    for bad in ({"uid_map": ("0 100000",), "gid_map": ("0 100000 65536",)},
+                {"uid_map": ("0 100000 0",), "gid_map": ("0 100000 65536",)},
+                {"uid_map": ("0 100000 65536",)},
+                {"idmap_layers": True}):
+        with pytest.raises(InvalidArgument, match="uid_map|gid_map|idmap_layers"):
+            make_config(**bad)

@@ -86,3 +86,39 @@ def test_what_a_python_caller_naturally_passes_is_taken_and_kept_as_the_specs_ow
 def test_a_value_of_the_wrong_shape_is_refused_naming_the_field_and_what_it_takes(fields, message):
     with pytest.raises(InvalidArgument, match=message):
         ContainerSpec(**{"image": "base", **fields})
+
+
+def test_labels_as_entries_or_a_map_round_trip() -> None:
+    spec = ContainerSpec(image="base", labels={"a": "1", "b": ""})
+    assert spec.labels == ("a=1", "b=") and spec.label_map == {"a": "1", "b": ""}
+    assert ContainerSpec.from_map(spec.to_map()) == spec
+    assert ContainerSpec.from_map({"image": "base", "labels": {"x": "y=z"}}).label_map == {"x": "y=z"}
+    assert ContainerSpec(image="base", labels=["k=1", "k=2"]).label_map == {"k": "2"}  # later ones win
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"labels": ["novalue"]}, "spec.labels: 'novalue' is not KEY=VALUE"),
+    ({"labels": ["=x"]}, "spec.labels: '=x' is not KEY=VALUE"),
+    ({"labels": {"a": 1}}, "spec.labels: a map of labels takes strings"),
+    ({"labels": "a=1"}, "spec.labels: must be a list of strings"),
+    ({"init": "yes"}, "spec.init: must be true, false or null"),
+    ({"init_path": "tini"}, "spec.init_path: 'tini' is not an absolute path"),
+    ({"init_path": 5}, "spec.init_path: must be a string"),
+])
+def test_bad_labels_and_init_are_refused(fields, message) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        ContainerSpec.from_map({"image": "base", **fields})
+    assert message in refused.value.message
+
+
+def test_init_is_unset_until_create_decides() -> None:
+    assert ContainerSpec(image="base").init is None
+    spec = ContainerSpec(image="base", init=True, init_path="/usr/bin/tini-static")
+    assert ContainerSpec.from_map(spec.to_map()) == spec
+
+
+def test_userns_mode_is_host_or_nothing():
+    assert ContainerSpec(image="base", userns_mode="host").to_map()["userns_mode"] == "host"
+    assert ContainerSpec.from_map({"image": "base"}).userns_mode == ""
+    with pytest.raises(InvalidArgument, match="--userns"):
+        ContainerSpec(image="base", userns_mode="private")

@@ -32,7 +32,7 @@ def test_bad_names_options_in_use_and_missing_volumes_are_refused_and_change_not
     store.load()
     with pytest.raises(InvalidArgument, match='"a/b" includes invalid characters'):
         store.create("a/b")
-    with pytest.raises(InvalidArgument, match="driver options"):
+    with pytest.raises(InvalidArgument, match='create opts: missing required option: "device"'):
         store.create("opts", options={"type": "tmpfs"})
     store.create("used", labels={"a": "1"})
     with pytest.raises(Conflict, match="other labels"):

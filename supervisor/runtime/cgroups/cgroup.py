@@ -21,6 +21,8 @@ from supervisor.runtime.cgroups.limits import v1_limit_writes, v2_limit_writes
 OPTIONAL_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
 #: Controllers whose absence only means "no such limit here" (a v1 host may not mount them).
 OPTIONAL_CONTROLLERS = ("devices",)
+#: What a v1 hierarchy's name is made of (``memory``, ``cpu,cpuacct``, ``name=systemd``).
+HIERARCHY_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_=,")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class Cgroup:
     @property
     def procs_files(self) -> tuple[str, ...]:
         return tuple(os.path.join(path, "cgroup.procs") for path in self.paths)
+
+    @property
+    def cgroupfs_entries(self) -> tuple[str, ...]:
+        """What the container's /sys/fs/cgroup shows (``LaunchConfig.cgroupfs``, mounted by
+        ``runtime/cgroupfs.py``): v2, a cgroup2 mount in its cgroup namespace; v1, per
+        hierarchy ``NAME<TAB>DIR``: this cgroup's directory, under the hierarchy's own name
+        (``cpu,cpuacct`` for a co-mount reached through its ``cpu`` link)."""
+        if self.version == 2:
+            return ("cgroup2",)
+        entries = []
+        for path in self.paths:  # <root>/<controller>/<parent>/<name>
+            hierarchy = os.path.basename(os.path.realpath(os.path.dirname(os.path.dirname(path))))
+            if hierarchy and set(hierarchy) <= HIERARCHY_CHARACTERS:
+                entries.append(f"{hierarchy}\t{os.path.realpath(path)}")
+        return tuple(entries)
 
     def file(self, controller: str, name: str) -> str | None:
         """The path of ``name`` of ``controller``, None when that controller is not mounted."""
