@@ -1,11 +1,11 @@
 """Each command of ``dockyard-runtime`` from its parsed arguments: the lifecycle ones call
 ``lifecycle.py``; the ones that only read (state, list, ps, events, features, spec) are
-here. Output is runc's: JSON where runc prints JSON, its table columns otherwise.
+here. Output is runc's: JSON where runc prints JSON, its table columns otherwise. ``json``
+(and the ``re`` it imports) is imported by the commands that print, not on run's path.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -57,6 +57,8 @@ def _start(arguments, store, logger) -> int:
 
 
 def _state(arguments, store, logger) -> int:
+    import json
+
     record = store.load(arguments.id)
     print(json.dumps(spec_state(record, status_of(record, store)), indent=2))
     return 0
@@ -75,6 +77,8 @@ def _delete(arguments, store, logger) -> int:
 def exec_process_document(arguments, store: StateStore) -> dict:
     """The process of an ``exec``: ``--process FILE``, or the container's own process with
     the command line's args, terminal, cwd, env, user, capabilities (runc's rule)."""
+    import json
+
     if arguments.process:
         try:
             with open(arguments.process, "rb") as file:
@@ -113,6 +117,8 @@ def _exec(arguments, store, logger) -> int:
 
 
 def _ps(arguments, store, logger) -> int:
+    import json
+
     record = store.load(arguments.id)
     pids = BundleCgroup(record.get("cgroup_paths") or {}).pids()
     if arguments.format == "json":
@@ -140,6 +146,8 @@ def _ps(arguments, store, logger) -> int:
 
 
 def _list(arguments, store, logger) -> int:
+    import json
+
     rows = []
     for container_id in store.ids():
         try:
@@ -171,6 +179,8 @@ def _resume(arguments, store, logger) -> int:
 
 
 def _update(arguments, store, logger) -> int:
+    import json
+
     resources: dict = {}
     if arguments.resources:
         try:
@@ -191,6 +201,8 @@ def _update(arguments, store, logger) -> int:
 
 
 def _events(arguments, store, logger) -> int:
+    import json
+
     while True:
         record = store.load(arguments.id)
         if status_of(record, store) == "stopped":
@@ -228,11 +240,15 @@ def features_document() -> dict:
 
 
 def _features(arguments, store, logger) -> int:
+    import json
+
     print(json.dumps(features_document(), indent=4))
     return 0
 
 
 def _spec(arguments, store, logger) -> int:
+    import json
+
     from supervisor.ociruntime.template import default_spec
 
     if arguments.rootless:

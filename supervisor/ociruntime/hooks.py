@@ -6,8 +6,8 @@ the ``startContainer`` ones itself, in the container (``bundle_stage.run_start_h
 
 from __future__ import annotations
 
-import json
 
+from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 
@@ -21,7 +21,7 @@ def run_hooks(kind: str, hooks: list[dict], state: dict) -> None:
         return
     import subprocess
 
-    data = json.dumps(state, separators=(",", ":")).encode()
+    data = jsonlite.dumps(state).encode()
     for hook in hooks:
         path = hook["path"]
         env = dict(entry.split("=", 1) for entry in hook.get("env") or [] if "=" in entry)

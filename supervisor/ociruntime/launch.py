@@ -14,10 +14,10 @@ socket when the process has a terminal.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import signal
+import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
+from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
@@ -48,7 +48,7 @@ def _child(config_read: int, status_write: int, console: int, fifo: int) -> None
                     os.close(target)
                 except OSError:
                     pass
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
         from supervisor.runtime import bundle_stage
 
         bundle_stage.run_bundle_stage()
@@ -71,7 +71,7 @@ class StatusLines:
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         try:
-            message = json.loads(line)
+            message = jsonlite.loads(line)
         except ValueError:
             message = None
         if not isinstance(message, dict):
@@ -109,7 +109,7 @@ def launch(stage: dict, console_socket: str = "", what: str = "container", fifo:
     pid = 0
     try:
         try:
-            os.write(config_write, json.dumps(stage, separators=(",", ":")).encode())
+            os.write(config_write, jsonlite.dumps(stage).encode())
         except BrokenPipeError:
             pass  # the stage died first: its status says why
         os.close(config_write)
@@ -133,7 +133,7 @@ def launch(stage: dict, console_socket: str = "", what: str = "container", fifo:
     except BaseException:
         if pid:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
         raise

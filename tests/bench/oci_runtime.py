@@ -1,11 +1,13 @@
 """The ``oci_runtime`` step (issue 23): ``dockyard-runtime run`` of the `true` bundle against
 ``runc run`` and ``crun run`` of the same bundle, interleaved, each timed by the same helper
-process (:class:`tests.bench.tools.OciTimer`). Target: at most 1.0x runc."""
+process (:class:`tests.bench.tools.OciTimer`). Target: at most 1.0x runc. The CPU time of
+each run (less sensitive to a shared machine's load) is reported in a note beside it."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import statistics
 
 from tests.bench.stats import NOT_AVAILABLE, Figure, Measure, interleaved, ratio
 from tests.bench.tools import REPO, BenchError, OciTimer
@@ -40,6 +42,12 @@ def oci_runtime_run(bench) -> list[Figure]:
     finally:
         for timer in timers.values():
             timer.__exit__(None, None, None)
+    cpu = {name: statistics.median(timer.cpu_samples) for name, timer in timers.items() if timer.cpu_samples}
+    if cpu:
+        figure.notes.append("CPU time (user+sys of the command and its reaped children), medians: "
+                            + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in cpu.items())
+                            + (f"; dockyard-runtime / runc {cpu['dockyard-runtime'] / cpu['runc']:.2f}x"
+                               if cpu.get("runc") and "dockyard-runtime" in cpu else ""))
     figure.ratio = ratio(measures["dockyard-runtime"].median, measures["runc"].median)
     figure.ratio_basis = "dockyard-runtime / runc"
     figure.met = None if figure.ratio is None else figure.ratio <= 1.0

@@ -1,7 +1,9 @@
 """Helper process: time OCI runtime commands on request.
 
 Reads one JSON line ``{"argv": [...]}`` per command on stdin, runs it to completion and
-answers ``{"seconds": ..., "returncode": ..., "stderr": ...}`` on stdout. Started by
+answers ``{"seconds": ..., "cpu_seconds": ..., "returncode": ..., "stderr": ...}`` on stdout
+(``cpu_seconds``: user+system time of the command and the children it reaped, from
+``RUSAGE_CHILDREN``: less sensitive to a loaded machine than the wall time). Started by
 :class:`tests.bench.tools.OciTimer`, directly for runc and, for crun, inside
 ``unshare --mount`` with ``--umount /sys/fs/cgroup/unified`` (only in that namespace).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -27,10 +30,13 @@ def main() -> int:
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = subprocess.run(request["argv"], stdin=subprocess.DEVNULL, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        answer = {"seconds": seconds, "returncode": result.returncode, "stderr": result.stderr[-2000:]}
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+        answer = {"seconds": seconds, "cpu_seconds": cpu, "returncode": result.returncode, "stderr": result.stderr[-2000:]}
         print(json.dumps(answer), flush=True)
     return 0
 

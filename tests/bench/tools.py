@@ -599,6 +599,7 @@ class OciTimer:
         self.process: subprocess.Popen | None = None
         self.count = 0
         self.note = ""
+        self.cpu_samples: list[float] = []  # CPU seconds of each successful run (oci_timer.py)
 
     def __enter__(self) -> OciTimer:
         if shutil.which(self.runtime) is None:
@@ -618,6 +619,7 @@ class OciTimer:
         if first is None:
             self.__exit__()
             raise BenchError(f"`{' '.join(self.argv('probe'))}` failed: {self.last_error}")
+        self.cpu_samples.clear()  # the probe is not a sample
         return self
 
     def _hybrid_with_controllers(self) -> bool:
@@ -640,6 +642,7 @@ class OciTimer:
             self.last_error = answer.get("stderr", "").strip()
             subprocess.run([self.runtime, "--root", str(self.state), "delete", "-f", container_id], capture_output=True)
             return None
+        self.cpu_samples.append(answer.get("cpu_seconds", 0.0))
         return answer["seconds"]
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -100,3 +100,33 @@ def test_seccomp_goes_through_the_hosts_compiler(bundle_dir):
     host = Host(compile_seccomp=lambda document: seen.append(document) or b"\x01\x02")
     assert translate(config, str(bundle_dir), "c1", host).stage["seccomp"] == "0102"
     assert seen == [{"defaultAction": "SCMP_ACT_ALLOW"}]
+
+
+# The hand-written checks that replaced three regular expressions (no ``re`` on run's path):
+# the same answer as the expressions for every string, corner cases and random ones.
+ORIGINAL_PATTERNS = {
+    "valid_oci_version": r"^1\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?\Z",
+    "valid_id": r"^[\w+\-.]+\Z",
+    "valid_sysctl_key": r"^[a-zA-Z0-9_]+(?:[./][a-zA-Z0-9_-]+)+\Z",
+}
+CORNER_CASES = ["", "1", "1.", "1.0", "1.0.", "1.0.2", "1.0.2-dev", "1.2.3-rc.1+build.5", "1.2.3+b", "1.2.3-",
+                "1.2.3+", "1.2.3-a+b+c", "2.0.0", "1.0.2\n", "1.١.٢", "1.0.0-ü", "a", "a_b", "a+b-c.d", "é1", "a b",
+                "a/b", "..", ".", "net.ipv4.ip_forward", "net/ipv4/conf/all/forwarding", "kernel.msgmax", "net",
+                "net.", ".net", "net..x", "net-x.y", "net.x-y", "fs.mqueue.queues_max", "a.b/c", "a\n.b", "x.y\n"]
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_PATTERNS))
+def test_the_hand_written_checks_answer_as_the_regular_expressions(name):
+    import random
+    import re
+
+    from supervisor.ociruntime import bundle
+
+    check, pattern = getattr(bundle, name), re.compile(ORIGINAL_PATTERNS[name])
+    generator = random.Random(23)
+    alphabet = "01239.-+_/abzAZ é\n١²"
+    samples = CORNER_CASES + ["1." + "".join(generator.choice(alphabet) for _ in range(generator.randrange(8)))
+                              for _ in range(3000)]
+    samples += ["".join(generator.choice(alphabet) for _ in range(generator.randrange(1, 8))) for _ in range(3000)]
+    wrong = [text for text in samples if check(text) != bool(pattern.match(text))]
+    assert wrong == []
