@@ -16,6 +16,7 @@ them (``supervisor/lifecycle/restore.py``).
 from __future__ import annotations
 
 import array
+import dataclasses
 import os
 import signal
 import socket
@@ -291,6 +292,8 @@ class KeeperClient:
             LaunchError: as ForkServer.launch, and when the keeper cannot be reached.
         """
         name = config.container_id[:12]
+        if config.terminal != stdio.tty:  # as ForkServer.launch: fd 0 is the console socket or not
+            config = dataclasses.replace(config, terminal=stdio.tty)
         if self._control is None:
             try:
                 for held in await self.connect():  # a keeper that went away left nothing to adopt
@@ -309,7 +312,7 @@ class KeeperClient:
                     names.append(end)
                     kept.append(os.dup(fd))
             for stream in ("stdout", "stderr"):
-                if getattr(ends, stream) >= 0 or (stream == "stdout" and ends.terminal >= 0):
+                if getattr(ends, stream) >= 0 or (stream == "stdout" and stdio.tty):
                     spools[stream] = os.memfd_create(f"dockyard-spool-{name}-{stream}", os.MFD_CLOEXEC)
             for key, fd in (hold or {}).items():
                 names.append(key)
@@ -343,6 +346,9 @@ class KeeperClient:
             raise
         process.exit_source = self.exit_status
         process.spools = spools
+        if stdio.tty and "terminal" not in names and process.stdout is not None:
+            names.append("terminal")  # -t: the master came back after the exec; it is process.stdout's
+            kept.append(os.dup(process.stdout.fileno()))
         try:
             await self._send({"op": "hold", "id": config.container_id, "pid": process.pid,
                               "start_time": process.start_time,
