@@ -146,7 +146,10 @@ def follow_remote(args: argparse.Namespace, wanted: dict[str, list[str]], since:
 def _print_merged(args: argparse.Namespace, streams: list[Any], until: float | None) -> int:
     from bus.remote_client import merge
 
+    from .system import event_printer
+
     tagged = len(streams) > 1
+    custom = None if args.format in ("text", "json") else event_printer(args.format)
 
     def going_on() -> bool:
         """--until ends it, but not before every daemon's replay is shown (or its key refused),
@@ -168,7 +171,9 @@ def _print_merged(args: argparse.Namespace, streams: list[Any], until: float | N
             for envelope in batch:
                 if until is not None and envelope.ts > until:
                     continue
-                if args.format == "json":
+                if custom is not None:
+                    custom(envelope.as_map())
+                elif args.format == "json":
                     print(json.dumps({**envelope.as_map(), "daemon": daemon}, default=repr), flush=True)
                 else:
                     line = format_event(envelope.as_map())

@@ -26,7 +26,9 @@ def register(sub: Any) -> None:
     p.add_argument("--since-seq", type=int, default=None, metavar="SEQ",
                    help="replay every event after this seq (a cursor: no duplicate, no gap into the live stream)")
     p.add_argument("--until", default=None, help="stop at this time")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="one line of text, or one JSON envelope, per event")
+    p.add_argument("--format", default="text", metavar="text|json|TEMPLATE",
+                   help="one line of text, one JSON envelope, or a Go template over docker's event fields per event: "
+                        "{{json .}}, {{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}} {{.Time}} ...")
     p.add_argument("--remote", action="append", default=[], metavar="tcp://HOST:PORT",
                    help="follow the daemon listening there (its --events-listen) instead of the local one; "
                         "repeat to merge several, each event tagged with its daemon")
@@ -55,6 +57,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.since_seq is not None and args.since_seq < 0:
         raise UsageError(f"--since-seq must be 0 or more, not {args.since_seq}")
     since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
+    event_printer(args.format)  # a bad template is refused before anything is asked
     if args.remote:
         from .remote import follow_remote
 
@@ -71,8 +74,7 @@ def local_events(args: argparse.Namespace, client: Any, wanted: dict[str, list[s
                  until: float | None) -> int:
     from bus import filters
 
-    def emit(envelope: dict[str, Any]) -> None:
-        print(json.dumps(envelope, default=repr) if args.format == "json" else format_event(envelope), flush=True)
+    emit = event_printer(args.format)
 
     # The daemon filters (a filtered subscription, bus/filters.py): only the events wanted
     # cross the socket. Subscribed (and confirmed by the daemon) before the replay is asked
@@ -103,6 +105,42 @@ def local_events(args: argparse.Namespace, client: Any, wanted: dict[str, list[s
             if envelope.seq > last_seq:  # older ones were in the replay
                 emit(envelope.as_map())
     return 0
+
+
+#: docker's event message: what ``--format`` templates read.
+DOCKER_EVENT_FIELDS = frozenset({"Type", "Action", "Actor", "ID", "Status", "From", "Scope", "Time", "TimeNano"})
+
+
+def docker_event(envelope: dict[str, Any]) -> dict[str, Any]:
+    """An envelope as docker's event message (attributes as text, as docker's)."""
+    data = envelope.get("data") or {}
+    attributes = {key: (("true" if value else "false") if isinstance(value, bool) else str(value))
+                  for key, value in (data.get("attributes") or {}).items()}
+    moment = float(data.get("time") or envelope.get("ts") or 0)
+    return {"Type": data.get("type", ""), "Action": data.get("action", ""),
+            "Actor": {"ID": data.get("id", ""), "Attributes": attributes},
+            "ID": data.get("id", ""), "Status": data.get("action", ""), "From": attributes.get("image", ""),
+            "Scope": "local", "Time": int(moment), "TimeNano": round(moment * 1e6) * 1000}
+
+
+def event_printer(form: str) -> Any:
+    """The function that prints one envelope in ``form`` (text, json, or a template).
+
+    Raises:
+        UsageError: a template that cannot be parsed or reads a field docker's events lack.
+    """
+    if form == "json":
+        return lambda envelope: print(json.dumps(envelope, default=repr), flush=True)
+    if form == "text":
+        return lambda envelope: print(format_event(envelope), flush=True)
+    from .template import Template, TemplateError
+
+    try:
+        template = Template(form)
+        template.check(DOCKER_EVENT_FIELDS)
+    except TemplateError as error:
+        raise UsageError(f"--format: {error}") from None
+    return lambda envelope: print(template.render(docker_event(envelope)), flush=True)
 
 
 def cmd_info(args: argparse.Namespace, client: Any) -> int:

@@ -198,3 +198,14 @@ def test_a_cursor_older_than_the_journal_says_how_many_were_lost(tmp_path, busyb
         after, stderr = events(small, "--since-seq", "0")
         assert [e["seq"] for e in after] == [e["seq"] for e in kept] == list(range(newest - len(kept) + 1, newest + 1))
         assert f"{newest - len(kept)} events after seq 0 are older than the daemon's journal" in stderr
+
+
+def test_format_templates_use_dockers_event_fields(daemon):
+    run_and_remove(daemon, "templated")
+    done = daemon.cli("events", "--since", "0", "--until", f"{time.time():.3f}", "--filter", "container=templated",
+                      "--format", "{{.Type}}/{{.Action}}/{{.Actor.Attributes.name}}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["container/create/templated", "container/start/templated",
+                                            "container/die/templated", "container/destroy/templated"]
+    refused = daemon.cli("events", "--format", "{{.Nope}}")
+    assert refused.returncode == 2 and b"no field .Nope" in refused.stderr
