@@ -146,7 +146,7 @@ def follow_remote(args: argparse.Namespace, wanted: dict[str, list[str]], since:
 def _print_merged(args: argparse.Namespace, streams: list[Any], until: float | None) -> int:
     from bus.remote_client import merge
 
-    from .system import event_printer
+    from .eventformat import event_printer
 
     tagged = len(streams) > 1
     custom = None if args.format in ("text", "json") else event_printer(args.format)

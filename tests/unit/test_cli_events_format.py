@@ -1,4 +1,4 @@
-"""`dockyard events --format`: docker's event message and its templates (supervisor/cli/system.py)."""
+"""`dockyard events --format`: docker's event message and its templates (supervisor/cli/eventformat.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from supervisor.cli.common import UsageError
-from supervisor.cli.system import docker_event, event_printer
+from supervisor.cli.eventformat import docker_event, event_printer
 
 DIE = {"v": 2, "topic": "container.abc.die", "seq": 7, "ts": 1764300000.25, "source": "dockyard",
        "data": {"type": "container", "action": "die", "id": "abc", "time": 1764300000.25,
