@@ -123,6 +123,8 @@ async def test_an_idle_stream_holds_one_page_not_a_record_sized_buffer():
                 assert len(seqs) < 20  # still read in big records, not a page at a time
                 log.ack(STDOUT, seqs[-1])
                 sink.events.clear()
+                # idle: past the coalescing window (a pump holding lines back for it is not idle)
+                await trio.sleep(logpump.COALESCE_WINDOW * 3)
                 await trio.testing.wait_all_tasks_blocked()
                 idle = largest_block_allocated_in(logpump.__file__)
                 await sink_end.aclose()
