@@ -4,6 +4,7 @@ the real CLI. Integration tests need root; they are skipped (with the reason) wi
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import secrets
 import shutil
@@ -31,6 +32,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Collect garbage after each integration test, so an object it leaked (an unclosed socket's
+    ResourceWarning, an error under filterwarnings) fails that test, not whichever one runs when the
+    collector happens to pass."""
+    yield
+    if "integration" in item.keywords:
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

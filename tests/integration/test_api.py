@@ -237,7 +237,8 @@ def test_docker_py_run_logs_exec_archive_and_wait(daemon):
         assert [c.id for c in client.containers.list(filters={"label": "a=b"})] == [container.id]
         logs = container.logs(stream=True, follow=True)
         assert next(logs) == b"ready\n"
-        logs.close()
+        logs.close()  # docker-py shuts the socket down but leaves the response's file open on it:
+        logs._response.close()  # without this its fd is collected later, in some other test
         result = container.exec_run(["sh", "-c", "echo $HOME; exit 2"])
         assert (result.exit_code, result.output) == (2, b"/root\n")
         data = io.BytesIO()
