@@ -29,8 +29,9 @@ class BuildHandlers:
         return {ops.IMAGE_BUILD: self.image_build}
 
     async def image_build(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{context, dockerfile, tags?, build_args?, target?, labels?, no_cache?, network?} ->
+        """{context, dockerfile, tags?, build_args?, target?, labels?, no_cache?, network?, pull?, platform?} ->
         {id, tags, steps, cached}; streams {stream: text} as it goes."""
+        from supervisor.build.base import parse_platform
         from supervisor.build.builder import Builder, Options
         from supervisor.images.tarsafe import extract
         from supervisor.images.references import parse_reference
@@ -40,7 +41,9 @@ class BuildHandlers:
         for tag in args["tags"]:
             parse_reference(tag)    # a bad tag fails before any step runs
         options = Options(tags=list(args["tags"]), build_args=dict(args["build_args"]), target=args.get("target"),
-                          labels=dict(args["labels"]), no_cache=args["no_cache"], network=args["network"])
+                          labels=dict(args["labels"]), no_cache=args["no_cache"], network=args["network"],
+                          pull=args["pull"],
+                          platform=parse_platform(args["platform"]) if args.get("platform") else None)
         tar_path = Path(args["context"])
         context = Path(tempfile.mkdtemp(prefix="context-", dir=self.sup.images.tmp_dir))
 

@@ -341,11 +341,13 @@ _OPERATIONS = (
         Argument("tags", "list", default=[], doc="`NAME[:TAG]` each"), Argument("build_args", "map", default={}),
         Argument("target", "str"), Argument("labels", "map", default={}), Argument("no_cache", "bool", default=False),
         Argument("network", "str", default="bridge", doc="none, host or bridge: RUN's network"),
+        Argument("pull", "bool", default=False, doc="pull every base image from its registry first"),
+        Argument("platform", "str", doc="`linux/ARCH[/VARIANT]` the image is for (default: the base's)"),
         reply="streams `{stream: text}` (docker's lines: `Step N/M : ...`, RUN's output); then "
               "`{id, tags, steps, cached}`",
         keys=("id", "tags", "steps", "cached"),
-        errors={"invalid_argument": "a bad Dockerfile, source or step (the message names the line)",
-                "not_found": "no such base image"}),
+        errors={**_REGISTRY, "invalid_argument": "a bad Dockerfile, source, step or platform (the message names "
+                "the line); with `pull`, what a pull refuses", "not_found": "no such base image"}),
     _op(IMAGE_LOGIN, Argument("registry", "str", doc="default docker.io"), Argument("username", "str", required=True),
         Argument("password", "str", required=True),
         reply="`{registry, status}`; credentials checked by the registry, then saved (0600)",

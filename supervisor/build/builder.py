@@ -1,6 +1,7 @@
 """``dockyard build``: a parsed Dockerfile run step by step, as docker's classic builder.
 
-Theory of operation: each stage starts from an image of the store (or an earlier stage);
+Theory of operation: each stage starts from an image of the store, pulled with ``--pull``,
+the empty image of ``FROM scratch`` or an earlier stage (:mod:`supervisor.build.base`);
 every instruction makes a new image from the previous one. RUN runs its command in a real
 dockyard container (created, started, waited for and removed through the Supervisor, with
 the security defaults) and commits the container's upper directory as a layer; COPY and ADD
@@ -29,6 +30,7 @@ from typing import Any
 import trio
 
 from supervisor.build import dockerfile as df
+from supervisor.build.base import check_runnable, resolve_base
 from supervisor.build.cache import BuildCache
 from supervisor.build.context import BuildError, expand_sources, tree_checksum
 from supervisor.build.files import copy_sources, destination, lookup_owner
@@ -38,6 +40,7 @@ from supervisor.images.oci import image_config
 from supervisor.images.image import NewImage, rfc3339
 from supervisor.images.tarsafe import extract
 from supervisor.errors import NotFound
+from supervisor.registry.manifest import Platform
 from supervisor.spec import ContainerSpec
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -54,6 +57,8 @@ class Options:
     labels: dict[str, str] = field(default_factory=dict)
     no_cache: bool = False
     network: str = "bridge"
+    pull: bool = False
+    platform: Platform | None = None    # None: the base's (this machine's for FROM scratch)
 
 
 @dataclass
@@ -134,13 +139,9 @@ class Builder:
         earlier = next((s.index for s in self.file.stages if s.name == base.lower() and s.index < stage.index), None)
         if earlier is not None:
             image = self.stage_images[earlier]
-        elif base == "scratch":
-            raise BuildError(f"Dockerfile line {stage.line}: FROM scratch is not supported yet")
         else:
-            try:
-                image = await trio.to_thread.run_sync(self.store.resolve, base)
-            except NotFound as exc:
-                raise BuildError(f"Dockerfile line {stage.line}: FROM {base}: {exc} (pull or load it first)") from None
+            image = await resolve_base(self.sup, base, stage.line, pull=self.options.pull,
+                                       platform=self.options.platform, say=self.say)
         await self.say(f" ---> {image.id[:12]}\n")
         state = StageState(image=image, config=copy.deepcopy(image.config))
         if not any(entry.startswith("PATH=") for entry in state.config.get("Env") or []):
@@ -316,6 +317,7 @@ class Builder:
             return self.store.commit(stage, [NewImage(config_bytes, layers, ())])[0]
 
     async def run_step(self, state: StageState, instruction: df.Instruction) -> None:
+        check_runnable(self.options.platform, instruction.line)
         argv = self.command(state, instruction) or []
         used_args = {name: value for name, value in state.args.items()}
         prefix = f"|{len(used_args)} " + " ".join(f"{k}={v}" for k, v in sorted(used_args.items())) + " " \

@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--iidfile", default=None, metavar="FILE", help="write the image id to FILE")
     p.add_argument("--network", default="bridge", choices=("none", "host", "bridge"), help="RUN's network")
+    p.add_argument("--pull", action="store_true", help="always pull the base images from their registries")
+    p.add_argument("--platform", default=None, metavar="linux/ARCH[/VARIANT]",
+                   help="the platform of the image (default: the base image's; RUN needs this machine's)")
     p.add_argument("context", metavar="CONTEXT|-", help="a directory, or `-`: a tar of the context on standard input")
     p.set_defaults(handler=cmd_build)
 
@@ -106,8 +109,9 @@ def cmd_build(args: argparse.Namespace, client: Any) -> int:
                 context_tar(args.context, output, name)
         request = {"context": tar_path, "dockerfile": read_dockerfile(args, tar_path), "tags": args.tag,
                    "build_args": pairs(args.build_arg, "--build-arg"), "labels": pairs(args.label, "--label"),
-                   "no_cache": args.no_cache, "network": args.network,
-                   **({"target": args.target} if args.target else {})}
+                   "no_cache": args.no_cache, "network": args.network, "pull": args.pull,
+                   **({"target": args.target} if args.target else {}),
+                   **({"platform": args.platform} if args.platform else {})}
         stream = client.stream(ops.IMAGE_BUILD, request, timeout=None)
         while True:
             try:
