@@ -59,6 +59,7 @@ class Image:
             "Author": self.document.get("author", ""),
             "Architecture": self.document.get("architecture", ""),
             "Os": self.document.get("os", "linux"),
+            **({"Variant": self.document["variant"]} if self.document.get("variant") else {}),
             "Size": self.size,
             "Config": copy.deepcopy(self.config),
             "RootFS": {"Type": "layers", "Layers": list(self.diff_ids)},
