@@ -85,9 +85,10 @@ async def pull_base(supervisor: Any, reference: str, platform: Platform | None) 
 
 
 async def resolve_base(supervisor: Any, name: str, line: int, *, pull: bool, platform: Platform | None,
-                       say) -> Any:
+                       say, pulled: dict[str, str] | None = None) -> Any:
     """The image ``FROM name`` starts from: scratch, pulled (``pull``) or from the store,
-    checked to be of ``platform`` when one was asked for.
+    checked to be of ``platform`` when one was asked for. ``pulled`` (name -> image id) holds
+    the bases this build pulled: each is pulled once, however many stages start from it.
 
     Raises:
         BuildError: not in the store (without ``pull``), or of another platform.
@@ -95,11 +96,14 @@ async def resolve_base(supervisor: Any, name: str, line: int, *, pull: bool, pla
     store = supervisor.images
     if name == SCRATCH:
         return await trio.to_thread.run_sync(scratch_image, store, platform or host_platform())
-    if pull:
+    pulled = {} if pulled is None else pulled
+    if pull and name not in pulled:
         await say(f"Pulling {name}" + (f" for {platform}" if platform else "") + "\n")
-        pulled = await pull_base(supervisor, name, platform)
-        await say(f"Digest: {pulled['digest']}\n")
-        image = await trio.to_thread.run_sync(store.resolve, pulled["image"]["id"])
+        reply = await pull_base(supervisor, name, platform)
+        await say(f"Digest: {reply['digest']}\n")
+        pulled[name] = reply["image"]["id"]
+    if pull:
+        image = await trio.to_thread.run_sync(store.resolve, pulled[name])
     else:
         try:
             image = await trio.to_thread.run_sync(store.resolve, name)

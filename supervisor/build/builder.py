@@ -92,6 +92,7 @@ class Builder:
             raise BuildError(str(exc)) from None
         self.cache = BuildCache(Path(supervisor.config.root) / "build-cache.json")
         self.stage_images: dict[int, Any] = {}
+        self.pulled: dict[str, str] = {}    # --pull: base name -> the image id pulled for it
         self.step = 0
         self.cached_steps = 0
 
@@ -141,7 +142,7 @@ class Builder:
             image = self.stage_images[earlier]
         else:
             image = await resolve_base(self.sup, base, stage.line, pull=self.options.pull,
-                                       platform=self.options.platform, say=self.say)
+                                       platform=self.options.platform, say=self.say, pulled=self.pulled)
         await self.say(f" ---> {image.id[:12]}\n")
         state = StageState(image=image, config=copy.deepcopy(image.config))
         if not any(entry.startswith("PATH=") for entry in state.config.get("Env") or []):
