@@ -366,7 +366,8 @@ def lines(bench) -> list[Figure]:
         finally:
             tool.time(tool.remove([container]))
     loop = LOOP.format(count=params.lines, micros=1000)
-    figure = Figure("lines_cpu", "CPU per 1000 lines at ~1000 lines/s (the engine's processes)",
+    figure = Figure("lines_cpu", "CPU per 1000 lines at ~1000 lines/s (`usleep 1000` loop: the rate reached "
+                    "is in the notes), the engine's processes",
                     f"<= {CPU_TARGET_MS:.0f} ms (podman's level; issue 26)", "ms",
                     anchors=[cpu["podman"], cpu["docker"]], dockyard=[cpu["dockyard"]],
                     commands={n: f"{' '.join(_detached(bench.tools[n], 'N', 'SCRIPT')[:-1])} "
