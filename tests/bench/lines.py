@@ -382,7 +382,9 @@ def lines(bench) -> list[Figure]:
                         "docker = dockerd + containerd + the container's containerd-shim. The CLIs are not counted")
     for name in live:
         if runs[name]:
-            figure.notes.append(_cpu_note(name, runs[name][-1]))
+            each = ", ".join(f"{run.per_thousand():.0f}" for run in runs[name])
+            figure.notes.append(f"{_cpu_note(name, runs[name][-1])} (the last of {len(runs[name])} repetitions; "
+                                f"per 1000 lines in each: {each} ms)")
     return [figure, *latency_figures(bench)]
 
 
