@@ -370,7 +370,8 @@ def concurrent_and_memory(bench: Bench) -> list[Figure]:
                 memory[name].note = str(exc)
             else:
                 memory[name].add(found.per_container())
-                daemon[name].add(found.daemon_per_container())
+                if found.daemon_growth:  # podman has no daemon: no sample, the row says so
+                    daemon[name].add(found.daemon_per_container())
                 breakdown[name].append(found.breakdown())
                 if found.fixed_note():
                     fixed_notes[name] = f"{name}: {found.fixed_note()}"
@@ -453,7 +454,8 @@ def many_running(bench: Bench) -> list[Figure]:
                 try:
                     found = memory_rows.reading(tool, ids, before)
                     memory[name].add(found.per_container())
-                    daemon[name].add(found.daemon_per_container())
+                    if found.daemon_growth:  # podman has no daemon: no sample, the row says so
+                        daemon[name].add(found.daemon_per_container())
                     memory[name].note = daemon[name].note = f"{note}: {found.breakdown()}"
                     if found.fixed_note():
                         fixed_notes.append(f"{name}: {found.fixed_note()}")

@@ -165,7 +165,8 @@ def memory(bench) -> list[Figure]:
                 total[name].note = str(exc)
                 continue
             total[name].add(found.per_container())
-            daemon[name].add(found.daemon_per_container())
+            if found.daemon_growth:  # podman has no daemon: no sample, the row says so
+                daemon[name].add(found.daemon_per_container())
             total[name].note = found.breakdown()
             if found.fixed_note():
                 notes.append(f"{name}: {found.fixed_note()}")
