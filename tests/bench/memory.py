@@ -119,7 +119,7 @@ def reading(tool: CliTool, ids: Sequence[str], before: Baseline) -> Reading:
     return result
 
 
-def daemon_figure(key: str, title: str, measures: dict[str, Measure], count: int) -> Figure:
+def daemon_figure(key: str, title: str, measures: dict[str, Measure]) -> Figure:
     """The daemon-growth row beside an all-in memory row (issue 26)."""
     podman = measures["podman"]
     if podman.status == "ok":
@@ -130,7 +130,7 @@ def daemon_figure(key: str, title: str, measures: dict[str, Measure], count: int
     figure.ratio = ratio(measures["dockyard"].median, best.median if best else None)
     figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
     figure.met = None if measures["dockyard"].median is None else measures["dockyard"].median <= DAEMON_TARGET_MB
-    figure.notes.append(f"PSS growth of the daemons over {count} idle containers, per container: dockyard's daemon "
+    figure.notes.append("PSS growth of the daemons over the idle containers, per container: dockyard's daemon "
                         "(and keeper if any); docker's dockerd + containerd. Helper processes are not in this row")
     return figure
 
@@ -189,7 +189,7 @@ def all_in_figures(key: str, title: str, total: dict[str, Measure], daemon: dict
     figure.met = None if total["dockyard"].median is None else total["dockyard"].median <= 0.2
     figure.notes.append("podman: conmon PSS per container; docker: containerd-shim PSS + dockerd and containerd "
                         "growth per container; dockyard: daemon growth + its helpers' PSS, the fixed ones "
-                        f"(workers there before any container) divided by {count} too; see the daemon row below")
+                        "(workers there before any container) divided by the count too; see the daemon row below")
     figure.notes.extend(fixed_notes)
     return [figure, daemon_figure(f"{key}_daemon", f"daemon growth per idle container at {count}, PSS",
-                                  daemon, count)]
+                                  daemon)]
