@@ -201,8 +201,11 @@ def _update(arguments, store, logger) -> int:
 
 
 def _events(arguments, store, logger) -> int:
+    import gc
     import json
 
+    if not arguments.stats:
+        gc.enable()  # bin/dockyard-runtime disables it for the short commands; this one may run for days
     while True:
         record = store.load(arguments.id)
         if status_of(record, store) == "stopped":
