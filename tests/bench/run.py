@@ -39,7 +39,7 @@ STEPS = {
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "memory", "memory_many", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
-         "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
+         "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime", "oci_runtime_podman",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput"]
 
