@@ -41,6 +41,11 @@ def test_systemd_cgroup_is_refused_naming_the_alternative(tmp_path, capsys):
     assert "cgroupfs" in capsys.readouterr().err
 
 
+def test_spec_into_a_missing_bundle_is_an_error_naming_the_path(tmp_path, capsys):
+    assert main(["spec", "--bundle", str(tmp_path / "missing")]) == 1
+    assert f"cannot write {tmp_path / 'missing' / 'config.json'}: No such file or directory" in capsys.readouterr().err
+
+
 def test_spec_writes_a_config_once(tmp_path, capsys):
     assert main(["spec", "--bundle", str(tmp_path)]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
