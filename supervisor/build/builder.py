@@ -37,6 +37,7 @@ from supervisor.build.files import copy_sources, destination, lookup_owner
 from supervisor.images import containerfs
 from supervisor.images.layout import chain_ids
 from supervisor.images.oci import image_config
+from supervisor.images.references import parse_reference
 from supervisor.images.image import NewImage, rfc3339
 from supervisor.images.tarsafe import extract
 from supervisor.errors import NotFound
@@ -109,7 +110,7 @@ class Builder:
         await self.say(f"Successfully built {image.id[:12]}\n")
         for tag in self.options.tags:
             await trio.to_thread.run_sync(self.store.tag, image.id, tag)
-            await self.say(f"Successfully tagged {tag}\n")
+            await self.say(f"Successfully tagged {parse_reference(tag)}\n")  # docker names the tag: web:latest
         self.sup.emit("image", "build", image.id, {"name": ",".join(self.options.tags), "steps": str(self.total),
                                                    "cached": str(self.cached_steps)})
         return {"id": image.id, "tags": self.options.tags, "steps": self.total, "cached": self.cached_steps}

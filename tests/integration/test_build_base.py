@@ -43,7 +43,7 @@ def scratch_context(directory: Path, dockerfile: str = SCRATCH) -> Path:
 def test_from_scratch_builds_a_copy_only_image_that_runs(daemon, tmp_path):
     context = scratch_context(tmp_path / "ctx")
     out = daemon.out("build", "-t", "tiny", str(context), timeout=120)
-    assert "Step 1/6 : FROM scratch" in out and "Successfully tagged tiny\n" in out, out
+    assert "Step 1/6 : FROM scratch" in out and "Successfully tagged tiny:latest\n" in out, out
     assert daemon.out("run", "--rm", "tiny") == "data\n"
     inspect = json.loads(daemon.out("inspect", "tiny"))[0]
     assert len(inspect["RootFS"]["Layers"]) == 2   # the two COPY steps, nothing from a base

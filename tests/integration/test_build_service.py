@@ -62,7 +62,7 @@ def test_a_web_service_builds_runs_rebuilds_from_cache_pushes_and_runs_in_podman
     # `dockyard build -t web .` from the service's directory, as a user types it
     built = build_here(daemon, app)
     assert built.returncode == 0, built.stderr.decode()
-    assert "Step 8/8 : COPY message.txt ./" in built.stdout.decode() and "Successfully tagged web" in built.stdout.decode()
+    assert "Step 8/8 : COPY message.txt ./" in built.stdout.decode() and "Successfully tagged web:latest" in built.stdout.decode()
     port = free_port()
     daemon.out("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8000", "web")
     assert fetch(f"http://127.0.0.1:{port}/cgi-bin/hello") == "hello, first version\nbuilt for x86_64\n"
