@@ -33,7 +33,7 @@ from supervisor.images.fdwalk import UnsafeMember
 from supervisor.images.layout import KEPT, TAR_SPLIT, json_bytes
 from supervisor.images.tarsafe import member_path
 from supervisor.images.tarsplit import FileReference, StreamReader, TarSplitWriter, regenerate
-from supervisor.images.whiteouts import WHITEOUT_PREFIX
+from supervisor.images.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 CHUNK = 1 << 20
 
@@ -109,7 +109,7 @@ def migrate_layers(layers_dir: Path, blob_path: Callable[[str], Path]) -> Migrat
             meta = read_meta(layer_dir)
         except (OSError, ValueError):
             continue  # not a layer (garbage collection removes it)
-        if meta.get("tar_split"):
+        if meta.get("tar_split") or meta.get("blob_kept"):
             continue
         outcome = migrate(layer_dir, blob_path(meta["diff_id"]))
         if outcome == "migrated":
@@ -134,7 +134,7 @@ def migrate(layer_dir: Path, blob: Path) -> str:
     Returns:
         ``"migrated"`` (the records are written and checked: the caller may delete the
         blob), ``"kept"`` (the unpacked files do not give the blob back: the blob stays,
-        and is read for save and push), or ``"missing"`` (no blob: nothing to do).
+        is read for save and push, and ``layer.json`` says ``"blob_kept": true``), or ``"missing"`` (no blob: nothing to do).
     """
     meta = read_meta(layer_dir)
     if meta.get("tar_split"):
@@ -151,6 +151,8 @@ def migrate(layer_dir: Path, blob: Path) -> str:
                 pass
     except (ImageError, OSError, tarfile.TarError, ValueError):
         partial.unlink(missing_ok=True)
+        # Not tried again at the next start; save and push read the blob.
+        write_atomic(layer_dir / "layer.json", json_bytes({**meta, "blob_kept": True}), durable=True, mode=0o644)
         return "kept"
     os.replace(partial, layer_dir / TAR_SPLIT)
     write_atomic(layer_dir / "layer.json", json_bytes({**meta, "tar_split": TAR_SPLIT}), durable=True, mode=0o644)
@@ -159,22 +161,35 @@ def migrate(layer_dir: Path, blob: Path) -> str:
 
 def _split_blob(blob: Path, records: BinaryIO) -> None:
     """Records for the tar ``blob`` whose members are unpacked in the layer's diff/: each
-    path's last regular member is referenced (the one on disk); the rest is raw. What this
-    gets wrong (a path a later member removed) the caller's check finds."""
+    regular file still on disk (no later member replaced or removed it, as the extractor
+    does: tarsafe.py) is referenced; the rest is raw. What this gets wrong the caller's
+    check finds."""
     with tarfile.open(blob, mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
         members = tar.getmembers()
-    last: dict[tuple[str, ...], tarfile.TarInfo] = {}
-    for member in members:
+    replaced: set[tuple[str, ...]] = set()   # paths a later member takes
+    removed: set[tuple[str, ...]] = set()    # paths whose whole subtree a later member removes
+    references = []
+    for member in reversed(members):  # later members first: their effects are known
         try:
             parts = member_path(member.name)
         except UnsafeMember:
             continue
-        last[parts] = member
-    references = sorted(
-        ((member.offset_data, member.size, parts) for parts, member in last.items()
-         if member.isreg() and not member.issparse() and member.size > 0 and parts
-         and not parts[-1].startswith(WHITEOUT_PREFIX)),
-    )
+        if not parts or member.ischr() or member.isblk():
+            continue  # devices are skipped by the extractor: they remove nothing
+        name = parts[-1]
+        if name.startswith(WHITEOUT_PREFIX):
+            if name != OPAQUE_MARKER:
+                target = parts[:-1] + (name[len(WHITEOUT_PREFIX):],)
+                replaced.add(target)
+                removed.add(target)
+            continue
+        gone = parts in replaced or any(parts[:depth] in removed for depth in range(1, len(parts) + 1))
+        if member.isreg() and not member.issparse() and member.size > 0 and not gone:
+            references.append((member.offset_data, member.size, parts))
+        replaced.add(parts)
+        if not member.isdir():
+            removed.add(parts)
+    references.sort()
     writer = TarSplitWriter(records)
     with open(blob, "rb") as source:
         for offset, size, parts in references:

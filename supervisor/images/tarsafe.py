@@ -349,8 +349,8 @@ class _Extractor:
                 except FileNotFoundError:
                     existing = None
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                    self._keep_referenced(parent_fd, name, parts)
-                    os.unlink(name, dir_fd=parent_fd)
+                    if not self._keep_referenced(parent_fd, name, parts):
+                        os.unlink(name, dir_fd=parent_fd)
                     existing = None
                 if existing is None:
                     os.mkdir(name, 0o700, dir_fd=parent_fd)
@@ -442,26 +442,29 @@ class _Extractor:
             existing = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
-        self._keep_referenced(parent_fd, name, parts)
+        if self._keep_referenced(parent_fd, name, parts):
+            return  # moved aside: nothing left to remove
         if stat.S_ISDIR(existing.st_mode):
             shutil.rmtree(name, dir_fd=parent_fd)  # fd-based in 3.11: does not follow symlinks
         else:
             os.unlink(name, dir_fd=parent_fd)
 
-    def _keep_referenced(self, parent_fd: int, name: str, parts: tuple[str, ...]) -> None:
+    def _keep_referenced(self, parent_fd: int, name: str, parts: tuple[str, ...]) -> bool:
         """Before ``parts`` is removed: move the files the tar-split references there (or
-        below, for a directory) aside, so the layer's stream can still be regenerated."""
+        below, for a directory) aside, so the layer's stream can still be regenerated.
+        True when ``parts`` itself was moved (it is gone)."""
         if self._split is None:
-            return
+            return False
         for path in self._split.referenced_under(parts):
             if path == parts:
                 self._split.keep(parent_fd, name, path)
-                continue
+                return True
             holder = self._open_parent(path, create=False)
             try:
                 self._split.keep(holder, path[-1], path)
             finally:
                 os.close(holder)
+        return False
 
     # --- metadata ---------------------------------------------------------------------
 
