@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench import busload, chart, engine_api, figures, liverestore, networks, oci_runtime, ports, registry_pull, report, volumes
+from tests.bench import busload, chart, engine_api, figures, liverestore, networks, oci_runtime, ports, registry_pull, report, store, volumes
 from tests.bench.stats import NOT_AVAILABLE, Figure
 from tests.bench.tools import REPO, BenchError, Docker, Dockyard, HostState, Podman, Workspace, versions
 
@@ -36,12 +36,13 @@ STEPS = {
     "engine_api": engine_api.engine_api,
     "volumes": volumes.volumes,
     "live_restore": liverestore.live_restore,
+    "store": store.store_disk,
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "memory", "memory_many", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
          "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
-         "restore_memory", "restore_time", "restore_throughput"]
+         "restore_memory", "restore_time", "restore_throughput", "store_disk"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
