@@ -101,8 +101,9 @@ def layer_record(daemon, chain_id: str) -> dict:
 def registry_manifest(registry: Registry, repository: str, tag: str) -> dict:
     import urllib.request
 
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
     request = urllib.request.Request(f"http://{registry.host}/v2/{repository}/manifests/{tag}",
-                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+                                     headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
         return json.loads(response.read())
 
