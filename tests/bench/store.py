@@ -71,7 +71,7 @@ def measure(paths: tuple[str, ...] = PATHS, log=lambda message: print(message, f
         imported = time.perf_counter() - start
         unpacked = disk_bytes(Path(image.layers[0]))
         ours_bytes = disk_bytes(store.dir)
-        ours.add(ours_bytes / unpacked)
+        ours.add(round(ours_bytes / unpacked, 4))
         start = time.perf_counter()
         save(store, ["bench/store:1"], work / "dockyard-save.tar")
         saved = time.perf_counter() - start
@@ -90,7 +90,7 @@ def measure(paths: tuple[str, ...] = PATHS, log=lambda message: print(message, f
                 podman.status = f"{NOT_AVAILABLE}: podman import failed: {done.stderr.strip()[-300:]}"
             else:
                 podman_bytes = disk_bytes(work / "podman" / "root")
-                podman.add(podman_bytes / unpacked)
+                podman.add(round(podman_bytes / unpacked, 4))
                 start = time.perf_counter()
                 done = subprocess.run([*podman_args, "save", "-o", str(work / "podman-save.tar"), "bench/store:1"],
                                       capture_output=True, text=True, timeout=900)
