@@ -349,7 +349,7 @@ class _Extractor:
                 except FileNotFoundError:
                     existing = None
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                    if not self._keep_referenced(parent_fd, name, parts):
+                    if not self._keep_referenced(parent_fd, name, parts, directory=False):
                         os.unlink(name, dir_fd=parent_fd)
                     existing = None
                 if existing is None:
@@ -442,19 +442,24 @@ class _Extractor:
             existing = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
-        if self._keep_referenced(parent_fd, name, parts):
+        if self._keep_referenced(parent_fd, name, parts, directory=stat.S_ISDIR(existing.st_mode)):
             return  # moved aside: nothing left to remove
         if stat.S_ISDIR(existing.st_mode):
             shutil.rmtree(name, dir_fd=parent_fd)  # fd-based in 3.11: does not follow symlinks
         else:
             os.unlink(name, dir_fd=parent_fd)
 
-    def _keep_referenced(self, parent_fd: int, name: str, parts: tuple[str, ...]) -> bool:
+    def _keep_referenced(self, parent_fd: int, name: str, parts: tuple[str, ...], *, directory: bool) -> bool:
         """Before ``parts`` is removed: move the files the tar-split references there (or
         below, for a directory) aside, so the layer's stream can still be regenerated.
         True when ``parts`` itself was moved (it is gone)."""
         if self._split is None:
             return False
+        if not directory:  # a file: referenced itself or not at all (no scan of every reference)
+            if parts not in self._split.references:
+                return False
+            self._split.keep(parent_fd, name, parts)
+            return True
         for path in self._split.referenced_under(parts):
             if path == parts:
                 self._split.keep(parent_fd, name, path)
