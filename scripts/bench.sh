@@ -10,6 +10,7 @@
 #   scripts/bench.sh --only live_restore --no-doc   # issue 21: keeper memory, adoption time, throughput
 #   scripts/bench.sh --only lines --no-doc  # issue 26: CPU per 1000 lines, logs -f latency
 #   scripts/bench.sh --only build --no-doc   # issue 24: cached and uncached build against podman, push against skopeo
+#   scripts/bench.sh --only store --no-doc  # issue 24: disk bytes per image byte against podman
 #   (every --only run also measures the memory rows, unless --no-memory: then it says "partial")
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -118,7 +118,7 @@ class Supervisor:
         self.log = log or structlog.get_logger("dockyard")
         self.log_store = log_store
         self.events = Events(publish, publish_frames, self.log)
-        self.images = ImageStore(self.config.root)
+        self.images = ImageStore(self.config.root, log=self.log)
         self.volume_store = VolumeStore(self.config.root)
         self._stack = contextlib.AsyncExitStack()
         self._fork_server = ForkServer(self.config.python)  # forks every exec's stage (and containers' without live restore)

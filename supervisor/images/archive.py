@@ -85,10 +85,17 @@ def save(store: ImageStore, refs: list[str], output: Path) -> list[str]:
             for image, tag in chosen:
                 manifest_bytes = store.read_blob(image.manifest)
                 manifest = json.loads(manifest_bytes)
-                for digest in [image.manifest, manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
+                for digest in [image.manifest, manifest["config"]["digest"]]:
                     if digest not in written:
                         _add_file(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}", store.blob_path(digest))
                         written.add(digest)
+                # Layers are regenerated from the unpacked files (the store keeps no layer tar).
+                for layer, chain in zip(manifest["layers"], chain_ids(list(image.diff_ids))):
+                    if layer["digest"] not in written:
+                        with store.open_layer(chain) as stream:
+                            _add_stream(tar, f"blobs/sha256/{layer['digest'].removeprefix('sha256:')}",
+                                        layer["size"], stream)
+                        written.add(layer["digest"])
                 descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": image.manifest,
                                               "size": len(manifest_bytes)}
                 if tag:
@@ -116,6 +123,15 @@ def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> None:
     with open(path, "rb") as source:
         info.size = os.fstat(source.fileno()).st_size
         tar.addfile(info, source)
+
+
+def _add_stream(tar: tarfile.TarFile, name: str, size: int, stream: Any) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o444
+    info.size = size
+    tar.addfile(info, stream)
+    if stream.read(1):  # also runs the stream's final check (its digest) once all is read
+        raise ImageError(f"cannot save {name}: the layer is longer than its recorded {size} bytes", reason="size")
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

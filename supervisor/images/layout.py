@@ -34,8 +34,12 @@ from typing import Any, BinaryIO
 from logs.atomic import write_atomic
 from supervisor.errors import ImageError
 from supervisor.images.tarsafe import BOMB_FLOOR, BOMB_RATIO, extract
+from supervisor.images.tarsplit import TarSplitWriter
 
 CHUNK = 1 << 20
+TAR_SPLIT = "tar-split.gz"  # a layer's records, beside diff/ (supervisor/images/tarsplit.py)
+KEPT = "kept"  # a layer's files that a later member of its tar replaced, by ordinal
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
@@ -71,7 +75,7 @@ class Layer:
     """A layer unpacked in a stage (or found in the store).
 
     Attributes:
-        diff_id: sha256 of the uncompressed tar, which is also the blob the store keeps.
+        diff_id: sha256 of the uncompressed tar (regenerated from the unpacked files).
         size: length of the uncompressed tar.
         chain_id: names the unpacked directory, ``layers/<hex>/diff``.
     """
@@ -175,18 +179,23 @@ class Stage:
     # --- layers -----------------------------------------------------------------------
 
     def add_layer(self, source: BinaryIO, *, parent: str | None, diff_id: str | None = None,
-                  digest: str | None = None, size: int | None = None, what: str = "layer") -> Layer:
+                  digest: str | None = None, size: int | None = None, media_type: str | None = None,
+                  what: str = "layer") -> Layer:
         """Unpack a layer tar (plain, gzip, bzip2 or xz) on top of the chain ``parent``.
 
-        The uncompressed tar is kept as the layer's blob (its digest is the diff id). When
-        ``diff_id`` is known and the store (or this stage) already has the layer, the source
-        is not read at all.
+        No blob is kept: the tar's bytes around the files' content are recorded in the
+        layer's ``tar-split.gz`` (:mod:`~supervisor.images.layerfiles`), from which the
+        exact tar is regenerated for save and push. When ``diff_id`` is known and the store
+        (or this stage) already has the layer, the source is not read at all.
 
         Args:
             parent: chain id of the layer below, None for the bottom one.
             diff_id: the expected sha256 of the uncompressed tar (an image config's).
             digest, size: the expected sha256 and length of ``source`` as given (a
                 manifest's descriptor, possibly of the compressed blob).
+            media_type: the descriptor's; with ``digest`` and ``size`` of a compressed
+                source, recorded as the layer's compressed form (a push names it to a
+                registry that has it).
 
         Raises:
             ImageError: hostile or corrupt content, or a digest or size that does not match.
@@ -204,38 +213,48 @@ class Stage:
         work = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.dir))
         (work / "diff").mkdir()
         (work / "diff").chmod(0o755)
+        (work / KEPT).mkdir()
         hashing = _Hashing(source)
-        blob_file = self.dir / f"incoming-{uuid.uuid4().hex}"
+        kept_fd = os.open(work / KEPT, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            with open(blob_file, "wb") as blob:
+            with open(work / TAR_SPLIT, "wb") as records:
+                split = TarSplitWriter(records, kept_dir_fd=kept_fd)
                 try:
-                    report = extract(hashing, work / "diff", whiteouts=True, copy_to=blob, **self.bomb)
+                    report = extract(hashing, work / "diff", whiteouts=True, split=split, **self.bomb)
                 except ImageError as exc:  # name the layer (and its archive) as well as the member
                     raise ImageError(f"{what}: {exc.message}", **exc.details) from exc
                 except OSError as exc:
                     raise ImageError(f"cannot unpack {what}: {exc.strerror or exc}", reason=str(exc)) from exc
                 while _read(hashing, CHUNK, what):  # the compressed stream's own trailer
                     pass
+                split.close()
             _verify(what, hashing.digest, hashing.size, digest, size)
             if diff_id is not None and report.diff_id != diff_id:
                 raise ImageError(
                     f"{what}: its content has diff id {report.diff_id}, not {diff_id} as the image config says",
                     reason="diff_id",
                 )
-            os.rename(blob_file, self.blob_path(report.diff_id))
             chain_id = chain_ids([parent, report.diff_id])[-1] if parent else report.diff_id
             layer = Layer(report.diff_id, report.size, chain_id)
             if chain_id in self.layers:
                 return self.layers[chain_id]
             if self._find_layer(chain_id) is not None:
                 return layer
-            write_json_atomic(work / "layer.json", {"diff_id": report.diff_id, "parent": parent, "size": report.size})
+            meta: dict[str, Any] = {"diff_id": report.diff_id, "parent": parent, "size": report.size,
+                                    "tar_split": TAR_SPLIT}
+            if split.kept:
+                meta["kept"] = sorted(split.kept)
+            else:
+                os.rmdir(work / KEPT)
+            if digest is not None and size is not None and digest != report.diff_id:
+                meta["compressed"] = {"digest": digest, "size": size, "mediaType": media_type or OCI_LAYER_GZIP}
+            write_json_atomic(work / "layer.json", meta)
             sync_filesystem(work)
             os.rename(work, self.layers_dir / chain_id.removeprefix("sha256:"))
             self.layers[chain_id] = layer
             return layer
         finally:
-            blob_file.unlink(missing_ok=True)
+            os.close(kept_fd)
             shutil.rmtree(work, ignore_errors=True)
 
 

@@ -7,17 +7,22 @@ Layout (``<root>/images``, an OCI image layout plus dockyard's unpacked layers):
                                 with org.opencontainers.image.ref.name = "name:tag" and
                                 org.opencontainers.image.created; a dangling image has one
                                 descriptor without a ref name. The single commit point.
-    blobs/sha256/<hex>          manifests, configs, and layer tars (kept uncompressed, so a
-                                layer blob's digest is its diff id)
+    blobs/sha256/<hex>          manifests and configs (the manifests name each layer by its
+                                uncompressed digest, the diff id; no layer blob is kept)
     layers/<chain-hex>/diff/    a layer unpacked once, in overlay notation (whiteouts are
                                 0/0 devices, opaque dirs carry trusted.overlay.opaque=y),
                                 shared read-only as an overlay lower dir by every container
-                                of every image that has it
-    layers/<chain-hex>/layer.json  {"diff_id", "parent", "size"}
+                                of every image that has it: the only copy of its files
+    layers/<chain-hex>/tar-split.gz  the layer tar's bytes around its files' content, from
+                                which :meth:`ImageStore.open_layer` regenerates the exact tar
+                                (supervisor/images/layerfiles.py, tarsplit.py)
+    layers/<chain-hex>/layer.json  {"diff_id", "parent", "size", "tar_split", "compressed"?}
     tmp/                        stages of imports, loads and commits; layers being deleted
 
-Tools that read OCI layouts (skopeo ``oci:<root>/images:name:tag``, umoci) read it as it
-is; they ignore ``layers/`` and ``tmp/``.
+Tools that read OCI layouts (skopeo ``oci:<root>/images:name:tag``, umoci) read the index,
+manifests and configs; the layer blobs are not there (``save`` or ``push`` regenerates
+them). A store of an older dockyard (layer tars kept as blobs too) is migrated when it is
+opened: each layer gets its tar-split records, checked, and its blob is deleted.
 
 Ids
     An image's id is the sha256 of its config blob (docker's rule). ``import`` writes a
@@ -53,9 +58,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from logs.atomic import fsync_directory, write_atomic
-from supervisor.errors import Conflict, DockyardError, ImageError
+from supervisor.errors import Conflict, DockyardError, ImageError, NotFound
 from supervisor.images.fdwalk import WalkWarnings
 from supervisor.images.image import Image, NewImage, rfc3339
+from supervisor.images.layerfiles import migrate_layers, open_stream, read_meta
 from supervisor.images.layout import (
     Layer,
     Stage,
@@ -93,7 +99,7 @@ class ImageStore:
     """Images under ``root/images``; see the module docstring for layout and guarantees."""
 
     def __init__(self, root: Path, *, clock: Callable[[], float] = time.time, bomb_ratio: int = BOMB_RATIO,
-                 bomb_floor: int = BOMB_FLOOR):
+                 bomb_floor: int = BOMB_FLOOR, log: Any = None):
         self.dir = Path(root).absolute() / "images"
         self.blobs_dir = self.dir / "blobs" / "sha256"
         self.layers_dir = self.dir / "layers"
@@ -109,6 +115,11 @@ class ImageStore:
         self._json_cache: dict[str, dict[str, Any]] = {}
         with self._lock:
             self._collect_garbage(self._read_index(), sweep_tmp=True)
+            self.migration = migrate_layers(self.layers_dir, self.blob_path)
+        if log is not None and (self.migration.migrated or self.migration.kept):
+            log.info("image store: layers migrated to one copy on disk (their tar blobs deleted)",
+                     migrated=self.migration.migrated, freed_bytes=self.migration.freed,
+                     kept_blob=self.migration.kept)
 
     # --- queries --------------------------------------------------------------------
 
@@ -168,6 +179,31 @@ class ImageStore:
     def layer_dir(self, chain_id: str) -> Path:
         return self.layers_dir / chain_id.removeprefix("sha256:") / "diff"
 
+    def open_layer(self, chain_id: str) -> BinaryIO:
+        """The exact uncompressed tar of a stored layer (its sha256 is the diff id), as a
+        file object to read and close; regenerated from the unpacked files as it is read.
+
+        Raises:
+            NotFound: no such layer.
+            ImageError: (while reading) its files were changed since it was stored.
+        """
+        directory = self.layers_dir / chain_id.removeprefix("sha256:")
+        try:
+            meta = read_meta(directory)
+        except (OSError, ValueError):
+            raise NotFound(f"no such layer: {chain_id}", layer=chain_id) from None
+        return open_stream(directory, meta, self.blob_path(meta["diff_id"]))
+
+    def layer_compressed(self, chain_id: str) -> dict[str, Any] | None:
+        """The blob a registry had for a pulled layer, ``{"digest", "size", "mediaType"}``,
+        or None (a layer imported, loaded uncompressed or committed)."""
+        try:
+            meta = read_meta(self.layers_dir / chain_id.removeprefix("sha256:"))
+        except (OSError, ValueError):
+            return None
+        compressed = meta.get("compressed")
+        return compressed if isinstance(compressed, dict) else None
+
     # --- staging and commit (the ingest API) --------------------------------------------
 
     def stage(self) -> Stage:
@@ -197,9 +233,7 @@ class ImageStore:
             # Checked under the lock: an rmi may have removed a layer the stage relied on.
             for new in images:
                 for layer in new.layers:
-                    if layer.chain_id not in stage.layers and (
-                        self._find_layer(layer.chain_id) is None or not self.blob_path(layer.diff_id).exists()
-                    ):
+                    if layer.chain_id not in stage.layers and self._find_layer(layer.chain_id) is None:
                         raise ImageError(f"cannot commit: layer {layer.chain_id} is neither staged nor in the store "
                                          "(removed meanwhile?); try again", reason="layer")
             index = self._read_index()

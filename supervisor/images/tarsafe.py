@@ -87,6 +87,7 @@ from supervisor.errors import ImageError
 # Some of these are only re-exported: they lived here before fdwalk, tarstream and whiteouts.
 from supervisor.images.fdwalk import UnsafeMember, open_directory
 from supervisor.images.fdwalk import entry_path, open_contents, open_entry, open_listing, read_link  # noqa: F401
+from supervisor.images.tarsplit import TarSplitWriter
 from supervisor.images.tarstream import BOMB_FLOOR, BOMB_RATIO, CHUNK, ArchiveReader, decompressed  # noqa: F401
 from supervisor.images.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX
 
@@ -137,6 +138,7 @@ def extract(
     *,
     whiteouts: bool = False,
     copy_to: BinaryIO | None = None,
+    split: TarSplitWriter | None = None,
     bomb_ratio: int = BOMB_RATIO,
     bomb_floor: int = BOMB_FLOOR,
 ) -> ExtractReport:
@@ -147,6 +149,9 @@ def extract(
         dest: the target directory (or an fd of it); it should be private to the caller.
         whiteouts: unpack an image layer: ``.wh.`` members become overlay whiteouts.
         copy_to: receives the uncompressed tar stream as it is read (the layer blob).
+        split: records the stream as raw bytes and references to the regular files
+            unpacked (:mod:`~supervisor.images.tarsplit`); it receives the stream instead
+            of ``copy_to``. The caller closes it.
         bomb_ratio, bomb_floor: see :data:`BOMB_RATIO`.
 
     Returns:
@@ -157,6 +162,8 @@ def extract(
             ``details`` carry ``member`` (when known) and ``reason``. ``dest`` may then
             hold a partial tree.
     """
+    if split is not None:
+        copy_to = split  # type: ignore[assignment]
     reader = ArchiveReader(fileobj, copy_to=copy_to, bomb_ratio=bomb_ratio, bomb_floor=bomb_floor)
     header_errors: list[tarfile.HeaderError] = []
     if isinstance(dest, int):
@@ -164,7 +171,7 @@ def extract(
     else:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        extractor = _Extractor(root_fd, whiteouts=whiteouts)
+        extractor = _Extractor(root_fd, whiteouts=whiteouts, split=split)
         try:
             tar = tarfile.open(
                 fileobj=reader,  # type: ignore[arg-type]
@@ -237,8 +244,9 @@ def _recording_tarinfo(header_errors: list[tarfile.HeaderError]) -> type[tarfile
 class _Extractor:
     """Writes members below ``root_fd``, never through a symlink (see the module docstring)."""
 
-    def __init__(self, root_fd: int, *, whiteouts: bool = False):
+    def __init__(self, root_fd: int, *, whiteouts: bool = False, split: TarSplitWriter | None = None):
         self._root_fd = root_fd
+        self._split = split
         self._layer = whiteouts
         self.whiteouts = 0
         self._as_root = os.geteuid() == 0
@@ -289,9 +297,9 @@ class _Extractor:
         parent_fd = self._open_parent(parts, create=True)
         try:
             name = parts[-1]
-            self._remove_existing(parent_fd, name)
+            self._remove_existing(parent_fd, name, parts)
             if member.isreg():
-                self._regular_file(tar, member, parent_fd, name)
+                self._regular_file(tar, member, parent_fd, name, parts)
             elif member.issym():
                 os.symlink(member.linkname, name, dir_fd=parent_fd)
                 self._symlink_metadata(member, parent_fd, name)
@@ -324,7 +332,7 @@ class _Extractor:
             raise UnsafeMember(f"invalid whiteout {name!r}")
         parent_fd = self._open_parent(parts, create=True)
         try:
-            self._remove_existing(parent_fd, target)
+            self._remove_existing(parent_fd, target, parts[:-1] + (target,))
             os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent_fd)
         finally:
             os.close(parent_fd)
@@ -341,7 +349,8 @@ class _Extractor:
                 except FileNotFoundError:
                     existing = None
                 if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                    os.unlink(name, dir_fd=parent_fd)
+                    if not self._keep_referenced(parent_fd, name, parts, directory=False):
+                        os.unlink(name, dir_fd=parent_fd)
                     existing = None
                 if existing is None:
                     os.mkdir(name, 0o700, dir_fd=parent_fd)
@@ -353,11 +362,15 @@ class _Extractor:
         self._directories[parts] = member  # metadata later, in finish()
         self.files += 1
 
-    def _regular_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str) -> None:
+    def _regular_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str,
+                      parts: tuple[str, ...]) -> None:
         fd = os.open(
             name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent_fd
         )
         try:
+            if self._split is not None and member.size > 0 and not member.issparse():
+                # Before its content is read: the writer references it instead of keeping it.
+                self._split.content(member.offset_data, member.size, parts)
             source = tar.extractfile(member)
             if source is not None:
                 with os.fdopen(fd, "wb", closefd=False) as target:
@@ -383,7 +396,7 @@ class _Extractor:
         try:
             parent_fd = self._open_parent(parts, create=True)
             try:
-                self._remove_existing(parent_fd, parts[-1])
+                self._remove_existing(parent_fd, parts[-1], parts)
                 os.link(
                     target[-1], parts[-1], src_dir_fd=target_parent_fd, dst_dir_fd=parent_fd, follow_symlinks=False
                 )
@@ -423,17 +436,40 @@ class _Extractor:
     def _open_directory(self, parts: tuple[str, ...]) -> int:
         return open_directory(self._root_fd, parts)
 
-    @staticmethod
-    def _remove_existing(parent_fd: int, name: str) -> None:
+    def _remove_existing(self, parent_fd: int, name: str, parts: tuple[str, ...]) -> None:
         """A later member replaces an earlier one of the same name (tar semantics)."""
         try:
             existing = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
+        if self._keep_referenced(parent_fd, name, parts, directory=stat.S_ISDIR(existing.st_mode)):
+            return  # moved aside: nothing left to remove
         if stat.S_ISDIR(existing.st_mode):
             shutil.rmtree(name, dir_fd=parent_fd)  # fd-based in 3.11: does not follow symlinks
         else:
             os.unlink(name, dir_fd=parent_fd)
+
+    def _keep_referenced(self, parent_fd: int, name: str, parts: tuple[str, ...], *, directory: bool) -> bool:
+        """Before ``parts`` is removed: move the files the tar-split references there (or
+        below, for a directory) aside, so the layer's stream can still be regenerated.
+        True when ``parts`` itself was moved (it is gone)."""
+        if self._split is None:
+            return False
+        if not directory:  # a file: referenced itself or not at all (no scan of every reference)
+            if parts not in self._split.references:
+                return False
+            self._split.keep(parent_fd, name, parts)
+            return True
+        for path in self._split.referenced_under(parts):
+            if path == parts:
+                self._split.keep(parent_fd, name, path)
+                return True
+            holder = self._open_parent(path, create=False)
+            try:
+                self._split.keep(holder, path[-1], path)
+            finally:
+                os.close(holder)
+        return False
 
     # --- metadata ---------------------------------------------------------------------
 

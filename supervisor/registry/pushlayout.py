@@ -1,8 +1,8 @@
 """What a push sends: the image with its layers gzip-compressed, and the records that make a
 second push cheap.
 
-The store keeps layers as uncompressed tars (docs/images.md); registries and docker expect
-them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push builds an OCI layout
+The store keeps layers unpacked and regenerates their exact uncompressed tars on demand
+(docs/images.md); registries and docker expect them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push builds an OCI layout
 of its own in the store's ``tmp/``: the config, a manifest whose layers are
 ``tar+gzip`` and, for each layer, the gzip blob, compressed with zlib at level 1 (fast; the
 output is a function of the input alone: no time or name in the header), so the same layer
@@ -15,6 +15,12 @@ digest without compressing anything: the registry's HEAD finds the blob, or a
 cross-repository mount (``POST .../blobs/uploads/?mount=<digest>&from=<repo>``) makes it
 present, and only when both fail is the layer compressed again (:meth:`PushLayout.materialise`)
 and uploaded.
+
+A pulled layer keeps the digest, size and media type of the blob the registry sent (the
+store's ``layer.json``): pushed to a registry where the records say a repository holds that
+blob, the manifest names it as it is (``HEAD`` finds it or a mount brings it: nothing is
+compressed nor sent). Elsewhere the layer is compressed here, as above (a different digest
+from the registry's: the original compressed bytes are not kept).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from logs.atomic import write_atomic
 from supervisor.registry.layout import LayoutImage, blob_path, init_layout
@@ -36,6 +43,8 @@ from supervisor.registry.manifest import OCI_MANIFEST, Descriptor, digest_of
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 GZIP_LEVEL = 1
+#: docker's name of a gzip layer to OCI's, for a pulled blob named in the OCI manifest a push sends
+DOCKER_TO_OCI = {"application/vnd.docker.image.rootfs.diff.tar.gzip": OCI_LAYER_GZIP}
 CHUNK = 1 << 20
 RECORDS_FILE = "registry-blobs.json"
 
@@ -81,6 +90,13 @@ class BlobRecords:
         repos = self._read()["sources"].get(registry, {}).get(digest, [])
         return [repo for repo in repos if isinstance(repo, str)]
 
+    def drop_sources(self, registry: str, digest: str) -> None:
+        """Forget where ``registry`` holds ``digest`` (it turned out not to)."""
+        with _records_lock:
+            document = self._read()
+            document["sources"].get(registry, {}).pop(digest, None)
+            self._write(document)
+
     def add_sources(self, registry: str, repository: str, digests: list[str]) -> None:
         with _records_lock:
             document = self._read()
@@ -92,15 +108,16 @@ class BlobRecords:
             self._write(document)
 
 
-def gzip_file(source: Path, target: Path) -> tuple[str, int]:
-    """Compress ``source`` into ``target`` (gzip, level :data:`GZIP_LEVEL`, no time or name
+def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
+    """Compress ``source`` (a path or a stream to read to its end) into ``target`` (gzip, level :data:`GZIP_LEVEL`, no time or name
     in the header: the same input always gives the same bytes). Returns (digest, size)."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper, mtime 0
     hasher = hashlib.sha256()
     size = 0
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        with open(source, "rb") as reader, open(partial, "wb") as writer:
+        reader = open(source, "rb") if isinstance(source, Path) else source
+        with reader, open(partial, "wb") as writer:
             while chunk := reader.read(CHUNK):
                 data = compressor.compress(chunk)
                 hasher.update(data)
@@ -121,14 +138,37 @@ def gzip_file(source: Path, target: Path) -> tuple[str, int]:
 class PushLayout:
     """The OCI layout in ``directory`` that a push of one image reads (:meth:`image`)."""
 
-    def __init__(self, directory: Path, records: BlobRecords, store_blob: Any):
-        """``store_blob(digest)``: the path of a blob of the image store (config, manifest,
-        uncompressed layer tars)."""
+    def __init__(self, directory: Path, records: BlobRecords, store_blob: Any, *,
+                 open_layer: Callable[[str], BinaryIO] | None = None,
+                 pulled: Callable[[str], dict[str, Any] | None] = lambda diff_id: None, registry: str = ""):
+        """
+        Args:
+            store_blob: ``store_blob(digest)``, the path of a blob of the image store (the
+                config and the manifest).
+            open_layer: ``open_layer(diff_id)``, the uncompressed tar of a layer, to read
+                (the store regenerates it); default: the blob ``store_blob(diff_id)``.
+            pulled: ``pulled(diff_id)``, the blob a registry had for a pulled layer
+                (``{"digest", "size", "mediaType"}``) or None.
+            registry: where the push goes: a pulled layer's blob is named as it is when the
+                records say a repository of this registry holds it (``HEAD`` or a mount
+                then finds it); otherwise the layer is compressed here.
+        """
         self.dir = Path(directory)
         self.records = records
         self.store_blob = store_blob
+        self.open_layer = open_layer or (lambda diff_id: open(self.store_blob(diff_id), "rb"))
+        self.pulled = pulled
+        self.registry = registry
         self.uncompressed: dict[str, str] = {}  # compressed digest -> diff id
+        self.foreign: dict[str, str] = {}  # a registry's compressed digest (pulled) -> diff id
         init_layout(self.dir)
+
+    def _registry_blob(self, diff_id: str) -> dict[str, Any] | None:
+        """The pulled blob of a layer, if this registry is known to hold it."""
+        blob = self.pulled(diff_id)
+        if blob and self.registry and self.records.sources(self.registry, blob["digest"]):
+            return blob
+        return None
 
     def build(self, manifest_digest: str) -> LayoutImage:
         """The store's manifest ``manifest_digest`` with each uncompressed layer replaced by
@@ -138,7 +178,8 @@ class PushLayout:
         self._copy(config)
         # Layers the records do not know are compressed now, in parallel (zlib releases the GIL).
         unknown = {layer["digest"] for layer in document["layers"]
-                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None}
+                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None
+                   and self._registry_blob(layer["digest"]) is None}
         with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1) or 1) as pool:
             compressed = dict(zip(unknown, pool.map(self._compress, unknown)))
         layers = []
@@ -148,6 +189,13 @@ class PushLayout:
                 self._copy(layer["digest"])
                 continue
             diff_id = layer["digest"]
+            registry_blob = self._registry_blob(diff_id)
+            if registry_blob is not None:  # the registry's own blob: HEAD or a mount finds it
+                self.foreign[registry_blob["digest"]] = diff_id
+                media_type = DOCKER_TO_OCI.get(registry_blob["mediaType"], registry_blob["mediaType"])
+                layers.append({**layer, "mediaType": media_type, "digest": registry_blob["digest"],
+                               "size": registry_blob["size"]})
+                continue
             known = compressed.get(diff_id) or self.records.compressed(diff_id) or self._compress(diff_id)
             digest, size = known
             self.uncompressed[digest] = diff_id
@@ -164,6 +212,11 @@ class PushLayout:
         from the records and that the registry turned out not to have). Raises OSError if
         compressing it again does not give that digest (another zlib since): the record now
         holds the new digest, so the next push succeeds."""
+        if digest in self.foreign and not blob_path(self.dir, digest).exists():
+            self.records.drop_sources(self.registry, digest)
+            raise OSError(f"layer {self.foreign[digest]}: the registry has neither its blob {digest} (as pulled) "
+                          "nor lets it be mounted from the repositories recorded (the record is dropped: push "
+                          "again, and the layer is compressed here)")
         if blob_path(self.dir, digest).exists() or digest not in self.uncompressed:
             return
         diff_id = self.uncompressed[digest]
@@ -174,7 +227,7 @@ class PushLayout:
 
     def _compress(self, diff_id: str) -> tuple[str, int]:
         staging = self.dir / "blobs" / "sha256" / f"gzip-{uuid.uuid4().hex}"
-        digest, size = gzip_file(Path(self.store_blob(diff_id)), staging)
+        digest, size = gzip_file(self.open_layer(diff_id), staging)
         os.replace(staging, blob_path(self.dir, digest))
         self.records.set_compressed(diff_id, digest, size)
         return digest, size

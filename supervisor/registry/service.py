@@ -139,6 +139,9 @@ async def pull(args: dict[str, Any], *, store: RegistryStore, root: Path, option
 
         result, image = await _with_progress(stream, pull_and_store)
     await trio.to_thread.run_sync(store.add_repo_digest, image["id"], repo_digest(ref, result.repo_digest))
+    # Where each layer's blob is: a later push to this registry names it and mounts it.
+    await trio.to_thread.run_sync(BlobRecords(Path(root) / RECORDS_FILE).add_sources, ref.registry, ref.repository,
+                                  [result.config.digest, *(layer.digest for layer in result.layers)])
     if emit is not None:
         emit("image", "pull", ref.familiar(), {"name": ref.familiar(), "digest": result.repo_digest})
     return {"reference": ref.familiar(), "digest": result.repo_digest, "image": image,

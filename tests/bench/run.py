@@ -17,7 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench import build, busload, chart, engine_api, figures, lines, liverestore, memory, networks, oci_runtime, ports, registry_pull, report, volumes
+from tests.bench import (build, busload, chart, engine_api, figures, lines, liverestore, memory, networks, oci_runtime, ports,
+                         registry_pull, report, store, volumes)
 from tests.bench.stats import NOT_AVAILABLE, Figure
 from tests.bench.tools import REPO, BenchError, Docker, Dockyard, HostState, Podman, Workspace, versions
 
@@ -39,6 +40,7 @@ STEPS = {
     "volumes": volumes.volumes,
     "live_restore": liverestore.live_restore,
     "build": build.build,
+    "store": store.store_disk,
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "memory", "memory_daemon", "memory_many",
@@ -47,7 +49,7 @@ ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "m
          "oci_runtime_podman",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput",
-         "build_cached", "build_uncached", "build_push"]
+         "build_cached", "build_uncached", "build_push", "store_disk"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

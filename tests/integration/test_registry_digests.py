@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from supervisor.images.layout import chain_ids
 from tests.registry_server import Registry
 from tests.tools import require
 
@@ -93,11 +94,16 @@ def logging_registry(tmp_path):
     registry.stop()
 
 
+def layer_record(daemon, chain_id: str) -> dict:
+    return json.loads((daemon.root / "images" / "layers" / chain_id.removeprefix("sha256:") / "layer.json").read_bytes())
+
+
 def registry_manifest(registry: Registry, repository: str, tag: str) -> dict:
     import urllib.request
 
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
     request = urllib.request.Request(f"http://{registry.host}/v2/{repository}/manifests/{tag}",
-                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+                                     headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=30) as response:  # loopback only
         return json.loads(response.read())
 
@@ -111,7 +117,7 @@ def test_push_compresses_layers_and_mounts_them_into_a_second_repository(daemon,
     daemon.out("commit", "maker", "text:1")
     daemon.out("rm", "maker")
     diff_ids = inspect(daemon, "text:1")["RootFS"]["Layers"]
-    raw_sizes = [(daemon.root / "images" / "blobs" / "sha256" / d.removeprefix("sha256:")).stat().st_size for d in diff_ids]
+    raw_sizes = [layer_record(daemon, chain)["size"] for chain in chain_ids(diff_ids)]
     assert raw_sizes[1] > 3 << 20
 
     first = f"{registry.host}/first"
@@ -159,3 +165,37 @@ def test_push_compresses_layers_and_mounts_them_into_a_second_repository(daemon,
     finally:
         subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=60)
         shutil.rmtree(runroot, ignore_errors=True)
+
+
+def test_a_pulled_image_keeps_the_registrys_blobs_and_pushes_to_that_registry_send_nothing(daemon, logging_registry,
+                                                                                            tmp_path):
+    """Layers pulled compressed by another tool's gzip: the store keeps them once, unpacked,
+    with the registry's digests; a push to another repository of that registry mounts them."""
+    registry = logging_registry
+    require("skopeo")
+    daemon.out("save", "-o", str(tmp_path / "base.tar"), "base")
+    source = f"{registry.host}/skopeo/base:1"
+    copied = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--dest-compress-format", "gzip",
+                             "--dest-compress-level", "9", f"docker-archive:{tmp_path / 'base.tar'}",
+                             f"docker://{source}"], capture_output=True, text=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    pushed = registry_manifest(registry, "skopeo/base", "1")
+    daemon.out("rmi", "base")
+    daemon.out("pull", source)
+    image = inspect(daemon, source)
+    chains = chain_ids(image["RootFS"]["Layers"])
+    for layer, chain in zip(pushed["layers"], chains):
+        record = layer_record(daemon, chain)
+        assert record["compressed"] == {"digest": layer["digest"], "size": layer["size"],
+                                        "mediaType": layer["mediaType"]}
+        assert not (daemon.root / "images" / "blobs" / "sha256" / record["diff_id"].removeprefix("sha256:")).exists()
+
+    copy = f"{registry.host}/copy/base:1"
+    daemon.out("tag", source, copy)
+    daemon.out("push", copy)
+    assert registry.requests("PUT", "/v2/copy/base/blobs/uploads/") == [], registry.log()  # all mounted
+    mounts = [line for line in registry.requests("POST", "/v2/copy/base/blobs/uploads/?") if "from=skopeo" in line]
+    assert len(mounts) == 1 + len(pushed["layers"]), registry.log()  # the config and each layer
+    copied_manifest = registry_manifest(registry, "copy/base", "1")
+    assert [layer["digest"] for layer in copied_manifest["layers"]] == [layer["digest"] for layer in pushed["layers"]]
+    assert daemon.out("run", "--rm", copy, "echo", "still runs") == "still runs\n"

@@ -81,3 +81,32 @@ def test_a_record_that_no_longer_matches_is_refused_then_corrected(store, tmp_pa
     assert entry["digest"] != "sha256:" + "f" * 64
     fresh.materialise(entry["digest"])
     assert gzip.decompress(fresh.blob_path(entry["digest"]).read_bytes()) == layer
+
+
+def test_a_pulled_layer_is_named_as_the_registry_has_it_where_the_records_say_it_is(store, tmp_path):
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    pulled_digest = "sha256:" + "c" * 64
+    pulled = {"digest": pulled_digest, "size": 1234, "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    records.add_sources("r:5000", "library/base", [pulled_digest])
+    opened = []
+
+    def open_layer(digest):
+        opened.append(digest)
+        return open(lookup(digest), "rb")
+
+    same = PushLayout(tmp_path / "one", records, lookup, open_layer=open_layer, pulled=lambda d: pulled,
+                      registry="r:5000").build(manifest_digest)
+    (entry,) = json.loads(same.blob_path(same.descriptor.digest).read_bytes())["layers"]
+    assert (entry["digest"], entry["size"], entry["mediaType"]) == (pulled_digest, 1234, OCI_LAYER_GZIP)
+    assert opened == []  # nothing regenerated nor compressed
+    with pytest.raises(OSError, match="neither its blob .* push again"):
+        same.materialise(pulled_digest)  # the registry lost it: the record goes
+    assert records.sources("r:5000", pulled_digest) == []
+
+    elsewhere = PushLayout(tmp_path / "two", records, lookup, open_layer=open_layer, pulled=lambda d: pulled,
+                           registry="other:5000").build(manifest_digest)
+    (entry,) = json.loads(elsewhere.blob_path(elsewhere.descriptor.digest).read_bytes())["layers"]
+    assert entry["digest"] != pulled_digest and opened == [diff_id]
+    assert gzip.decompress(elsewhere.blob_path(entry["digest"]).read_bytes()) == layer
