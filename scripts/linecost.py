@@ -1,0 +1,160 @@
+"""CPU of dockyard's own processes per 1000 lines of output written a line at a time
+(issue 26; docs/logs.md "Output a line at a time").
+
+Starts a private daemon (as the tests do: tests/conftest.py ``private_daemon``), runs a
+container that writes LINES lines, one ``echo`` each with busybox ``usleep 1000`` between
+them, and reads utime + stime (/proc/PID/stat, all threads) of the daemon and each of its
+worker processes (its descendants outside the containers' cgroups) before and after.
+
+    .venv/bin/python scripts/linecost.py [--lines 5000] [--modes run,exec,idle] [--repeat 1]
+                                         [--profile DIR]
+
+Modes: ``run`` (``run -d`` + ``wait``: stored output), ``exec`` (``exec`` of the loop in a
+running container: forwarded, not stored), ``idle`` (the same loop without ``echo``: the
+floor a running container costs). ``--profile DIR`` records py-spy flame data of the daemon
+and the workers during each mode (py-spy must be installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import private_daemon  # noqa: E402
+from tests.rootfs import build_rootfs_tar  # noqa: E402
+
+LOOP = "i=0; while [ $i -lt {lines} ]; do {echo}usleep 1000; i=$((i+1)); done"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def role(pid: int, cgroup_parent: str) -> str | None:
+    """A name for one of the daemon's processes; None for a container's."""
+    try:
+        if cgroup_parent in Path(f"/proc/{pid}/cgroup").read_text():
+            return None
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "workers" in words[:-1]:  # python -m workers NAME ...
+        return words[words.index("workers") + 1]
+    tail = next((w for w in words if not w.startswith("-") and "python" not in w and not w.endswith("dockyard")), "")
+    return Path(tail).name or "helper"
+
+
+def processes(daemon_pid: int, cgroup_parent: str) -> dict[str, list[int]]:
+    """Role -> pids: the daemon and its descendants outside the containers' cgroups."""
+    found: dict[str, list[int]] = {"daemon": [daemon_pid]}
+    todo = children(daemon_pid)
+    while todo:
+        pid = todo.pop()
+        name = role(pid, cgroup_parent)
+        if name is None:
+            continue
+        found.setdefault(name, []).append(pid)
+        todo += children(pid)
+    return found
+
+
+def snapshot(daemon_pid: int, cgroup_parent: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for name, pids in processes(daemon_pid, cgroup_parent).items():
+        for pid in pids:
+            try:
+                totals[name] = totals.get(name, 0.0) + cpu_seconds(pid)
+            except OSError:
+                pass
+    return totals
+
+
+def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, float], float]:
+    """CPU seconds per process role spent while the loop ran (and ``settle`` s after), and
+    the wall time of the loop."""
+    pid = daemon.process.pid
+    loop = LOOP.format(lines=lines, echo="" if mode == "idle" else "echo line $i; ")
+    if mode == "exec":
+        name = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+        time.sleep(settle)
+    before = snapshot(pid, daemon.cgroup_parent)
+    start = time.monotonic()
+    if mode == "exec":
+        result = subprocess.run([sys.executable, "-m", "supervisor.cli", "exec", name, "sh", "-c", loop],
+                                env=daemon.env, stdout=subprocess.PIPE, check=True)
+        assert result.stdout.count(b"\n") == lines, result.stdout[-200:]
+    else:
+        name = daemon.out("run", "-d", "base", "sh", "-c", loop).strip()
+        daemon.out("wait", name)
+    wall = time.monotonic() - start
+    time.sleep(settle)
+    after = snapshot(pid, daemon.cgroup_parent)
+    if mode == "run":
+        stored = daemon.out("logs", name).count("\n")
+        assert stored == lines, f"stored {stored} lines of {lines}"
+    if mode == "exec":
+        daemon.out("rm", "-f", name)
+    else:
+        daemon.out("rm", name)
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=5000)
+    parser.add_argument("--modes", default="run,exec,idle")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds waited after the loop (acks, stats)")
+    parser.add_argument("--profile", type=Path, help="py-spy records of the daemon and collector during `run`")
+    parser.add_argument("--daemon-arg", action="append", default=[], help="one more `dockyard daemon` flag")
+    options = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="dy-linecost-"))
+    tar = build_rootfs_tar(base / "busybox.tar")
+    with private_daemon(base / "d", tar, *options.daemon_arg) as daemon:
+        time.sleep(options.settle)
+        for mode in options.modes.split(","):
+            for _ in range(options.repeat):
+                spies = []
+                if options.profile:
+                    options.profile.mkdir(parents=True, exist_ok=True)
+                    for name, pids in processes(daemon.process.pid, daemon.cgroup_parent).items():
+                        if name in ("daemon", "logcollector", "monitor"):
+                            spies.append(subprocess.Popen(
+                                ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(options.profile / f"{mode}-{name}.txt"),
+                                 "-p", str(pids[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    time.sleep(1.0)
+                cpu, wall = measure(daemon, mode, options.lines, options.settle)
+                for spy in spies:
+                    spy.send_signal(2)
+                    spy.wait()
+                per = {k: v * 1000 / options.lines * 1000 for k, v in sorted(cpu.items())}
+                total = sum(per.values())
+                shown = " ".join(f"{k} {v:.0f}" for k, v in per.items())
+                print(f"{mode}: {options.lines} lines in {wall:.1f} s ({options.lines / wall:.0f}/s); "
+                      f"ms CPU per 1000 lines: {shown}; all {total:.0f}; "
+                      f"share of one core {100 * sum(cpu.values()) / (wall + options.settle):.1f}%", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
