@@ -97,6 +97,10 @@ class ContainerLog:
         # waiting now, the time until which one that just answered counts as still there, and
         # whether the bus has a subscriber to this container's log topics (besides the collector).
         self.followers = 0
+        # stream name -> its pump's let_go(), while the pump waits on an empty pipe; and the
+        # streams whose next read is taken at once (a flush came while the pump was busy).
+        self.parked: dict[str, Callable[[], None]] = {}
+        self.flushed: set[str] = set()
         self.followed_until = 0.0
         self._watched = watched
         self._pump_ended = trio.Event()
@@ -166,8 +170,11 @@ class ContainerLog:
 
     def flush(self) -> None:
         """Make every line the pumps hold back (and what their pipes hold now) records at
-        once: a reader asks (``logs``), a live reader comes, or pid 1 exited."""
-        for let_go in tuple(self.holding.values()):
+        once: a reader asks (``logs``), a live reader comes, or pid 1 exited. A pump that is
+        neither holding nor parked (it has just taken a record) takes its next read at once:
+        a reader that lets the pumps run (a checkpoint) after this sees that too."""
+        self.flushed.update(("stdout", "stderr"))
+        for let_go in (*self.holding.values(), *self.parked.values()):
             let_go()
 
     async def wait_for_room(self) -> None:

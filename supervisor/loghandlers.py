@@ -148,6 +148,7 @@ class LogHandlers:
         # Lines the pumps hold back become records first: a read sees every line written
         # before it (docs/logs.md, "Output a line at a time").
         log.flush()
+        await trio.lowlevel.checkpoint()  # a pump that was busy reads (and takes at once) now
         if not follow:
             return await self._read(container, since, until, tail, follow, cursor, wait)
         log.followers += 1

@@ -181,7 +181,11 @@ class _FramePump:
                     small = bytearray(BUFFER_MIN)
                     small[FRAME_ROOM : self.end] = memoryview(self.buffer)[FRAME_ROOM : self.end]
                     self.buffer = small
-                await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                log.parked[self.stream] = self.let_go  # a flush() reads what came meanwhile
+                try:
+                    await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                finally:
+                    log.parked.pop(self.stream, None)
                 continue
             except OSError as exc:
                 if exc.errno != errno.EIO:  # a pty master reads EIO once its slave is closed
@@ -233,7 +237,11 @@ class _FramePump:
             # window while someone reads live, the long one while only the collector does;
             # none once pid 1 exited (what is left is taken as it is read).
             log = self.log
-            window = 0.0 if log.exited else self.window if self.attachments or log.live() else self.hold
+            if log.exited or self.stream in log.flushed:  # a reader asked while this was on its way
+                log.flushed.discard(self.stream)
+                window = 0.0
+            else:
+                window = self.window if self.attachments or log.live() else self.hold
             self.deadline = now + window if now - previous < window else now
             self.first_read = time.time()
 
