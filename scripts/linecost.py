@@ -9,7 +9,8 @@ worker processes (its descendants outside the containers' cgroups) before and af
     .venv/bin/python scripts/linecost.py [--lines 5000] [--modes run,exec,idle] [--repeat 1]
                                          [--profile DIR]
 
-Modes: ``run`` (``run -d`` + ``wait``: stored output), ``exec`` (``exec`` of the loop in a
+Modes: ``run`` (``run -d`` + ``wait``: stored output, nobody reading live), ``attached``
+(``run`` attached: stored and forwarded to the client), ``exec`` (``exec`` of the loop in a
 running container: forwarded, not stored), ``idle`` (the same loop without ``echo``: the
 floor a running container costs). ``--profile DIR`` records py-spy flame data of the daemon
 and the workers during each mode (py-spy must be installed).
@@ -99,17 +100,19 @@ def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, flo
         time.sleep(settle)
     before = snapshot(pid, daemon.cgroup_parent)
     start = time.monotonic()
-    if mode == "exec":
-        result = subprocess.run([sys.executable, "-m", "supervisor.cli", "exec", name, "sh", "-c", loop],
+    if mode in ("exec", "attached"):
+        command = ["exec", name] if mode == "exec" else ["run", "--name", f"attached-{time.monotonic_ns()}", "base"]
+        result = subprocess.run([sys.executable, "-m", "supervisor.cli", *command, "sh", "-c", loop],
                                 env=daemon.env, stdout=subprocess.PIPE, check=True)
         assert result.stdout.count(b"\n") == lines, result.stdout[-200:]
+        name = command[2] if mode == "attached" else name
     else:
         name = daemon.out("run", "-d", "base", "sh", "-c", loop).strip()
         daemon.out("wait", name)
     wall = time.monotonic() - start
     time.sleep(settle)
     after = snapshot(pid, daemon.cgroup_parent)
-    if mode == "run":
+    if mode in ("run", "attached"):
         stored = daemon.out("logs", name).count("\n")
         assert stored == lines, f"stored {stored} lines of {lines}"
     if mode == "exec":

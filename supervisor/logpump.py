@@ -247,11 +247,11 @@ class _FramePump:
 
     async def _hold_back(self) -> None:
         """Hold the lines read back until the deadline, for more to join them in one record;
-        when nothing is attached and the other stream is quiet, without reading meanwhile
-        (one wakeup per window, not per line). Another stream that reads output ends it
-        (:func:`_let_go`)."""
+        when the other stream is quiet, without reading meanwhile (one wakeup per window,
+        not per line: attached clients then get what came in the window as one chunk).
+        Another stream that reads output ends it (:func:`_let_go`)."""
         log = self.log
-        prompt = bool(self.attachments) or trio.current_time() < log.mixed_until
+        prompt = trio.current_time() < log.mixed_until
         with trio.CancelScope(deadline=self.deadline) as self._hold:  # type: ignore[arg-type]
             log.holding[self.stream] = self.let_go
             try:
