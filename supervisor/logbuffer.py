@@ -330,7 +330,8 @@ class ContainerLog:
 class CollectorSightings:
     """When a log collector last asked the supervisor something, sans-IO: a collector run on
     its own (its own unit) is known only by its requests. It asks ``logs.status`` of every
-    container each second (workers/logcollector.py, CATCH_UP_INTERVAL), and ``logs.ack``
+    container each second while output comes, every 5 s at least (workers/logcollector.py,
+    CATCH_UP_INTERVAL, IDLE_CATCH_UP_INTERVAL), and ``logs.ack``
     and ``logs.replay`` as it stores; :meth:`recent` is true within ``window`` seconds of
     the last one."""
 
