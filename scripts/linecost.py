@@ -4,13 +4,17 @@
 Starts a private daemon (as the tests do: tests/conftest.py ``private_daemon``), runs a
 container that writes LINES lines, one ``echo`` each with busybox ``usleep 1000`` between
 them, and reads utime + stime (/proc/PID/stat, all threads) of the daemon and each of its
-worker processes (its descendants outside the containers' cgroups) before and after.
+worker processes (its descendants outside the containers' cgroups) before and after: for
+``run`` and ``idle`` from the moment the started container is let go (a file in a bind
+mount) until a second after ``wait`` returned (the container's start is left out); for
+``exec`` and ``attached`` around the whole command.
 
     .venv/bin/python scripts/linecost.py [--lines 5000] [--modes run,exec,idle] [--repeat 1]
                                          [--profile DIR]
 
 Modes: ``run`` (``run -d`` + ``wait``: stored output, nobody reading live), ``attached``
-(``run`` attached: stored and forwarded to the client), ``exec`` (``exec`` of the loop in a
+(``run`` attached: stored and forwarded to the client), ``follow`` (``run -d`` with a ``logs
+-f -t`` reading it: its latency is printed too), ``exec`` (``exec`` of the loop in a
 running container: forwarded, not stored), ``idle`` (the same loop without ``echo``: the
 floor a running container costs). ``--profile DIR`` records py-spy flame data of the daemon
 and the workers during each mode (py-spy must be installed).
@@ -28,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import private_daemon  # noqa: E402
+from tests.conftest import DOCKYARD, private_daemon  # noqa: E402
 from tests.rootfs import build_rootfs_tar  # noqa: E402
 
 LOOP = "i=0; while [ $i -lt {lines} ]; do {echo}usleep 1000; i=$((i+1)); done"
@@ -90,13 +94,48 @@ def snapshot(daemon_pid: int, cgroup_parent: str) -> dict[str, float]:
     return totals
 
 
+class Follower:
+    """``logs -f -t`` of a container: the time each line is printed minus its ts (the read of
+    its record's first line), in ms."""
+
+    def __init__(self, daemon, name: str):
+        import threading
+
+        self.process = subprocess.Popen([DOCKYARD, "logs", "-f", "-t", name], env=daemon.env,
+                                        stdout=subprocess.PIPE)
+        self.latencies: list[float] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        from datetime import datetime
+
+        for line in self.process.stdout:
+            now = time.time()
+            stamp = line.split(b" ", 1)[0].decode().replace("Z", "+00:00")
+            self.latencies.append((now - datetime.fromisoformat(stamp).timestamp()) * 1000)
+
+    def finish(self, lines: int) -> None:
+        self.process.wait(60)
+        self.thread.join(10)
+        got = sorted(self.latencies)
+        assert len(got) == lines, f"logs -f printed {len(got)} lines of {lines}"
+        print(f"follow: logs -f latency p50 {got[len(got) // 2]:.1f} ms, p99 {got[len(got) * 99 // 100]:.1f} ms, "
+              f"max {got[-1]:.1f} ms", flush=True)
+
+
 def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, float], float]:
     """CPU seconds per process role spent while the loop ran (and ``settle`` s after), and
     the wall time of the loop."""
     pid = daemon.process.pid
     loop = LOOP.format(lines=lines, echo="" if mode == "idle" else "echo line $i; ")
+    go = Path(tempfile.mkdtemp(prefix="dy-linecost-go-"))
     if mode == "exec":
         name = daemon.out("run", "-d", "base", "sleep", "1000").strip()
+        time.sleep(settle)
+    elif mode in ("run", "idle", "follow"):  # started first, so that the figures leave the start out
+        name = daemon.out("run", "-d", "-v", f"{go}:/go", "base", "sh", "-c",
+                          f"while [ ! -e /go/go ]; do usleep 10000; done; {loop}").strip()
         time.sleep(settle)
     before = snapshot(pid, daemon.cgroup_parent)
     start = time.monotonic()
@@ -107,18 +146,26 @@ def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, flo
         assert result.stdout.count(b"\n") == lines, result.stdout[-200:]
         name = command[2] if mode == "attached" else name
     else:
-        name = daemon.out("run", "-d", "base", "sh", "-c", loop).strip()
+        follower = None
+        if mode == "follow":
+            follower = Follower(daemon, name)
+            time.sleep(settle)  # its first request is there: it reads live from the first line on
+        (go / "go").touch()
         daemon.out("wait", name)
+        if follower is not None:
+            follower.finish(lines)
     wall = time.monotonic() - start
     time.sleep(settle)
     after = snapshot(pid, daemon.cgroup_parent)
-    if mode in ("run", "attached"):
+    if mode in ("run", "attached", "follow"):
         stored = daemon.out("logs", name).count("\n")
         assert stored == lines, f"stored {stored} lines of {lines}"
     if mode == "exec":
         daemon.out("rm", "-f", name)
     else:
         daemon.out("rm", name)
+    (go / "go").unlink(missing_ok=True)
+    go.rmdir()
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}, wall
 
 

@@ -17,8 +17,8 @@ Theory of operation
        └── a gap (it was away, or the bus dropped) ── logs.replay {container, stream, from} ──▶
               replay(): the records still buffered, and the range that is not (``lost``)
 
-A record is the whole lines of one stream read together (one read, or the reads of a 10 ms
-window: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
+A record is the whole lines of one stream read together (one read, or the reads of a window,
+10 ms or 250 ms: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
 so the hot path does a few C calls per read, never per line.
 
 The reading is :mod:`supervisor.logpump`'s (a pipe is read straight into a buffer laid out
@@ -173,9 +173,12 @@ class ContainerLog:
         once: a reader asks (``logs``), a live reader comes, or pid 1 exited. A pump that is
         neither holding nor parked (it has just taken a record) takes its next read at once:
         a reader that lets the pumps run (a checkpoint) after this sees that too."""
-        self.flushed.update(("stdout", "stderr"))
-        for let_go in (*self.holding.values(), *self.parked.values()):
-            let_go()
+        for stream in STREAMS:
+            let_go = self.holding.get(stream) or self.parked.get(stream)
+            if let_go is not None:
+                let_go()
+            else:
+                self.flushed.add(stream)
 
     async def wait_for_room(self) -> None:
         """In blocking mode, until the buffer has room again (the caller stops reading its

@@ -145,10 +145,12 @@ class LogHandlers:
         log = self.sup.logs.get(container.id)
         if log is None:
             return await self._read(container, since, until, tail, follow, cursor, wait)
-        # Lines the pumps hold back become records first: a read sees every line written
-        # before it (docs/logs.md, "Output a line at a time").
-        log.flush()
-        await trio.lowlevel.checkpoint()  # a pump that was busy reads (and takes at once) now
+        if cursor is None:
+            # Lines the pumps hold back become records first: a read sees every line written
+            # before it (docs/logs.md, "Output a line at a time"). A follower's next requests
+            # need not: the pumps hold lines back for the short window while it follows.
+            log.flush()
+            await trio.lowlevel.checkpoint()  # a pump that was busy reads (and takes at once) now
         if not follow:
             return await self._read(container, since, until, tail, follow, cursor, wait)
         log.followers += 1
