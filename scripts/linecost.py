@@ -124,9 +124,9 @@ class Follower:
               f"max {got[-1]:.1f} ms", flush=True)
 
 
-def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, float], float]:
-    """CPU seconds per process role spent while the loop ran (and ``settle`` s after), and
-    the wall time of the loop."""
+def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, float], float, int | None]:
+    """CPU seconds per process role spent while the loop ran (and ``settle`` s after), the
+    wall time of the loop, and the records its output became (None: not stored)."""
     pid = daemon.process.pid
     loop = LOOP.format(lines=lines, echo="" if mode == "idle" else "echo line $i; ")
     go = Path(tempfile.mkdtemp(prefix="dy-linecost-go-"))
@@ -157,16 +157,22 @@ def measure(daemon, mode: str, lines: int, settle: float) -> tuple[dict[str, flo
     wall = time.monotonic() - start
     time.sleep(settle)
     after = snapshot(pid, daemon.cgroup_parent)
+    records = None
     if mode in ("run", "attached", "follow"):
         stored = daemon.out("logs", name).count("\n")
         assert stored == lines, f"stored {stored} lines of {lines}"
+        from bus.client import Client
+
+        with Client(daemon.run_dir) as client:
+            status = client.request("logs.status", {"container": name})["containers"][0]
+        records = sum(stream["last"] for stream in status["streams"].values())
     if mode == "exec":
         daemon.out("rm", "-f", name)
     else:
         daemon.out("rm", name)
     (go / "go").unlink(missing_ok=True)
     go.rmdir()
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}, wall
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}, wall, records
 
 
 def main() -> int:
@@ -193,7 +199,7 @@ def main() -> int:
                                 ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(options.profile / f"{mode}-{name}.txt"),
                                  "-p", str(pids[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     time.sleep(1.0)
-                cpu, wall = measure(daemon, mode, options.lines, options.settle)
+                cpu, wall, records = measure(daemon, mode, options.lines, options.settle)
                 for spy in spies:
                     spy.send_signal(2)
                     spy.wait()
@@ -201,7 +207,8 @@ def main() -> int:
                 total = sum(per.values())
                 shown = " ".join(f"{k} {v:.0f}" for k, v in per.items())
                 print(f"{mode}: {options.lines} lines in {wall:.1f} s ({options.lines / wall:.0f}/s); "
-                      f"ms CPU per 1000 lines: {shown}; all {total:.0f}; "
+                      + (f"{records} records; " if records is not None else "")
+                      + f"ms CPU per 1000 lines: {shown}; all {total:.0f}; "
                       f"share of one core {100 * sum(cpu.values()) / (wall + options.settle):.1f}%", flush=True)
     return 0
 
