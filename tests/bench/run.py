@@ -43,6 +43,7 @@ STEPS = {
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "memory", "memory_daemon", "memory_many",
          "memory_many_daemon", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
          "concurrent_start", "concurrent_remove", "logs", "lines_cpu", "logs_latency_1ms", "logs_latency_20ms", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
+         "oci_runtime_podman",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput"]
 
