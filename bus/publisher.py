@@ -59,6 +59,8 @@ from bus.stats import BusStats
 from bus.trio_zmq import AsyncSocket
 
 FILTER_PREFIX = FILTER_TOPIC_PREFIX.encode()
+#: The prefix of containers' log topics (``log.<id>.stdout|stderr``).
+LOG_PREFIX = b"log."
 #: A subscription-only replay's prefix (bus/remote.py), and the topic of its end marker.
 REPLAY_PREFIX = b"replay."
 REPLAY_END = "replay.end"
@@ -113,6 +115,11 @@ class Publisher:
         self.replayer: Callable[[int], tuple[list[dict[str, Any]], int, int]] | None = None
         #: What a replay's end marker says of this daemon (its id and name).
         self.identity: dict[str, Any] = {}
+        #: Subscriptions to one container's log topics (``log.<id>...``; not the collector's
+        #: whole ``log.``): such a subscriber reads that output live (:meth:`watches_log`).
+        self.log_subscriptions: set[bytes] = set()
+        #: Called when such a subscription comes (the daemon flushes the lines held back).
+        self.on_log_subscription: Callable[[], None] | None = None
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -273,6 +280,16 @@ class Publisher:
             if subscribe:
                 self._replay(body[1:])
             return
+        if body.startswith(LOG_PREFIX, 1) and len(body) > len(LOG_PREFIX) + 1:
+            # XPUB passes every subscription (XPUB_VERBOSE) and only the last unsubscription
+            # of a prefix: a set of the prefixes subscribed is exact.
+            if subscribe:
+                self.log_subscriptions.add(body[1:])
+                if self.on_log_subscription is not None:
+                    self.on_log_subscription()
+            else:
+                self.log_subscriptions.discard(body[1:])
+            return
         if not body.startswith(b"sync.", 1):
             return
         token = body[6:].decode("utf-8", "replace")
@@ -286,6 +303,15 @@ class Publisher:
         self._sync_seen[token] = None
         while len(self._sync_seen) > SYNC_SEEN_LIMIT:
             self._sync_seen.popitem(last=False)
+
+    def watches_log(self, container_id: str) -> bool:
+        """A subscriber takes this container's log events, by a prefix that names it (or
+        part of its id): someone reads its output live. The log collector's ``log.`` does
+        not count."""
+        if not self.log_subscriptions:
+            return False
+        topic = f"log.{container_id}.".encode()
+        return any(topic.startswith(prefix) or prefix.startswith(topic) for prefix in self.log_subscriptions)
 
     def _on_filter(self, prefix: str, subscribe: bool) -> None:
         """A filtered subscription came (register its filter) or its last subscriber went

@@ -127,6 +127,8 @@ class Supervisor:
                            if log_store == "local" else None)
         keep = self.local_logs.keep if self.local_logs is not None else discard if log_store == "none" else None
         self.logs = LogBuffers(self.config.root, publish=self.events.publish, dropped=self._log_dropped, keep=keep)
+        if publish is not None:  # the event callback may read log events live: the short window
+            self.logs.watched = lambda container_id: True
         self.lifecycle = Lifecycle(
             store=ContainerStore(self.config.containers_dir), images=self.images,
             cgroups=cgroups.detect(str(self.config.cgroup_root), self.config.cgroup_parent),

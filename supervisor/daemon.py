@@ -125,6 +125,10 @@ async def serve(config: Config, log: Any, log_format: str = "logfmt", log_level:
         # seq of the events channel carries on across restarts, as the journal does.
         server.resume_seq(EVENTS_CHANNEL, journal.last_seq())
         server.publisher.filter_channel = EVENTS_CHANNEL  # filtered subscriptions see lifecycle events
+        # A bus subscriber to a container's log topics reads it live: its lines are held
+        # back for the short window only (supervisor/logpump.py).
+        supervisor.logs.watched = server.publisher.watches_log
+        server.publisher.on_log_subscription = supervisor.logs.flush_watched
         # Subscription-only replays (remote subscribers have no control socket: bus/remote.py).
         def replay_after(after_seq: int) -> tuple[list[dict[str, Any]], int, int]:
             last_seq = server.last_seq(EVENTS_CHANNEL)

@@ -15,6 +15,8 @@ Events (docker's names), topic ``container.<id>.<action>``, attributes ``execID`
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import secrets
 import shlex
@@ -24,12 +26,19 @@ from typing import Any
 import trio
 
 from supervisor.attach import Target, receive_chunk
+from supervisor.logpump import HOLD_WINDOW
 from supervisor.container import Attachment
 from supervisor.errors import InvalidArgument
 from supervisor.runtime.stdio import set_window_size
 from supervisor.spec import ENV_KEY, USER, parse_signal
 
 CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")
+#: An exec's output that comes a line at a time is sent to an attached client at most once
+#: per this long (seconds) per stream, gathered (docs/logs.md, "Output a line at a time"):
+#: longer than a container's live window (COALESCE_WINDOW), so that an exec's output, which
+#: is not stored, costs no more than a container's stored output; 20 batches a second still
+#: read as a stream on a terminal, and a line after a quiet spell (a key echoed) goes at once.
+EXEC_WINDOW = 0.050
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ class Execution:
     exit_code: int | None = None
     attachments: list[Attachment] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
+    _held: dict[str, list[bytes]] = field(default_factory=dict, repr=False)  # output gathered, per stream
 
     @property
     def command(self) -> str:
@@ -193,9 +203,54 @@ class Execution:
         return exit_code
 
     async def _pump(self, stream: Any, name: str) -> None:
+        """Forward the stream's output to the attachments. Output that comes a line at a
+        time (a read less than the window after the previous one) is gathered for the window
+        (EXEC_WINDOW with a client attached, HOLD_WINDOW without) and sent as one message:
+        the per-message costs (a bus message, the client's credit) are paid once per window,
+        as for a container's log (supervisor/logpump.py). A read of the other stream sends
+        what this one gathered first, so the two keep their order."""
+        fileno = getattr(stream, "fileno", None)
+        previous = -math.inf
+        held = self._held
         while chunk := await receive_chunk(stream):
+            now = trio.current_time()
+            await self._send_held(other_stream(name))
+            if fileno is not None and now - previous < EXEC_WINDOW:
+                gathered = held[name] = [chunk]
+                window = EXEC_WINDOW if self.attachments else HOLD_WINDOW
+                await trio.sleep(window)
+                if held.get(name) is gathered:  # else the other stream sent it meanwhile
+                    _read_more(fileno(), gathered)
+                chunk = b"".join(held.pop(name, ()))
+            previous = trio.current_time()
+            if chunk:
+                for attachment in tuple(self.attachments):
+                    await attachment.send(name, chunk)
+
+    async def _send_held(self, name: str) -> None:
+        gathered = self._held.pop(name, None)
+        if gathered:
+            chunk = b"".join(gathered)
             for attachment in tuple(self.attachments):
                 await attachment.send(name, chunk)
+
+
+def other_stream(name: str) -> str:
+    return "stderr" if name == "stdout" else "stdout"
+
+
+def _read_more(fd: int, gathered: list[bytes], limit: int = 1 << 16) -> None:
+    """What the pipe (or pty) holds now, up to ``limit`` bytes in all, into ``gathered``."""
+    size = sum(len(chunk) for chunk in gathered)
+    while size < limit:
+        try:
+            more = os.read(fd, limit - size)
+        except OSError:  # nothing there (EAGAIN), or a pty's end (EIO): the next read finds out
+            return
+        if not more:
+            return
+        gathered.append(more)
+        size += len(more)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ Theory of operation
        └── a gap (it was away, or the bus dropped) ── logs.replay {container, stream, from} ──▶
               replay(): the records still buffered, and the range that is not (``lost``)
 
-A record is the whole lines of one stream read together (one read, or the reads of a 10 ms
-window: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
+A record is the whole lines of one stream read together (one read, or the reads of a window,
+10 ms or 250 ms: :mod:`supervisor.logpump`), or a PARTIAL piece of a line longer than ``MAX_RECORD``,
 so the hot path does a few C calls per read, never per line.
 
 The reading is :mod:`supervisor.logpump`'s (a pipe is read straight into a buffer laid out
@@ -74,7 +74,8 @@ class ContainerLog:
     """
 
     def __init__(self, container_id: str, options: LogOptions, last: dict[int, int], publish: Publish,
-                 dropped: Dropped, clock: Callable[[], float] = time.time, keep: Keep | None = None):
+                 dropped: Dropped, clock: Callable[[], float] = time.time, keep: Keep | None = None,
+                 watched: Callable[[str], bool] | None = None):
         self.id = container_id
         self.options = options
         self.streams = {STDOUT: StreamBuffer(last.get(STDOUT, 0)), STDERR: StreamBuffer(last.get(STDERR, 0))}
@@ -92,6 +93,16 @@ class ContainerLog:
         # stream name -> its pump's let_go(), while the pump holds lines back (logpump.py)
         self.holding: dict[str, Callable[[], None]] = {}
         self.mixed_until = 0.0  # trio time until which the pumps read promptly (logpump.py)
+        # Live readers (logpump.py holds lines back less while there are): `logs -f` requests
+        # waiting now, the time until which one that just answered counts as still there, and
+        # whether the bus has a subscriber to this container's log topics (besides the collector).
+        self.followers = 0
+        # stream name -> its pump's let_go(), while the pump waits on an empty pipe; and the
+        # streams whose next read is taken at once (a flush came while the pump was busy).
+        self.parked: dict[str, Callable[[], None]] = {}
+        self.flushed: set[str] = set()
+        self.followed_until = 0.0
+        self._watched = watched
         self._pump_ended = trio.Event()
         self._room = trio.Event()
         self._changed = trio.Event()
@@ -148,6 +159,26 @@ class ContainerLog:
         """:meth:`add` for ``buffer[start:end]``, without copying it: the record and its event
         keep ``buffer``, whose bytes before ``start`` are free for the event's frame."""
         self._add(STREAMS[stream], memoryview(buffer)[start:end], partial, (buffer, start, end), ts)
+
+    def live(self) -> bool:
+        """Someone reads this container's output as it comes (besides the log collector):
+        a ``logs -f``, or a bus subscriber to its ``log.<id>`` topics. (Attached clients are
+        the pump's own to see.) Lines are then held back for the short window only."""
+        if self.followers or trio.current_time() < self.followed_until:
+            return True
+        return self._watched is not None and self._watched(self.id)
+
+    def flush(self) -> None:
+        """Make every line the pumps hold back (and what their pipes hold now) records at
+        once: a reader asks (``logs``), a live reader comes, or pid 1 exited. A pump that is
+        neither holding nor parked (it has just taken a record) takes its next read at once:
+        a reader that lets the pumps run (a checkpoint) after this sees that too."""
+        for stream in STREAMS:
+            let_go = self.holding.get(stream) or self.parked.get(stream)
+            if let_go is not None:
+                let_go()
+            else:
+                self.flushed.add(stream)
 
     async def wait_for_room(self) -> None:
         """In blocking mode, until the buffer has room again (the caller stops reading its
@@ -252,6 +283,7 @@ class ContainerLog:
     def finish(self) -> None:
         """pid 1 exited: never hold the pumps up again (what is left in the pipes is bounded)."""
         self.exited = True
+        self.flush()
         self._make_room()
         self._changed.set()
         self._changed = trio.Event()
@@ -301,7 +333,8 @@ class ContainerLog:
 class CollectorSightings:
     """When a log collector last asked the supervisor something, sans-IO: a collector run on
     its own (its own unit) is known only by its requests. It asks ``logs.status`` of every
-    container each second (workers/logcollector.py, CATCH_UP_INTERVAL), and ``logs.ack``
+    container each second while output comes, every 5 s at least (workers/logcollector.py,
+    CATCH_UP_INTERVAL, IDLE_CATCH_UP_INTERVAL), and ``logs.ack``
     and ``logs.replay`` as it stores; :meth:`recent` is true within ``window`` seconds of
     the last one."""
 
@@ -327,6 +360,9 @@ class LogBuffers:
 
     def __init__(self, root: Path, publish: Publish, dropped: Dropped, keep: Keep | None = None):
         self.root = Path(root)
+        #: container id -> whether something besides the collector reads its log events live
+        #: (the daemon: a bus subscriber to its ``log.<id>`` topics; ContainerLog.live).
+        self.watched: Callable[[str], bool] = lambda container_id: False
         self._publish = publish
         self._dropped = dropped
         self._keep = keep
@@ -345,13 +381,23 @@ class LogBuffers:
             except Exception:  # an unreadable store: the collector reports it; start afresh
                 last = {STDOUT: 0, STDERR: 0}
             log = self._logs[container_id] = ContainerLog(container_id, options, last, self._publish, self._dropped,
-                                                          keep=self._keep)
+                                                          keep=self._keep, watched=self._is_watched)
         log.options = options
         log.started()
         return log
 
+    def _is_watched(self, container_id: str) -> bool:
+        return self.watched(container_id)
+
     def get(self, container_id: str) -> ContainerLog | None:
         return self._logs.get(container_id)
+
+    def flush_watched(self) -> None:
+        """A live reader may have come (a bus subscription to log topics): the logs it
+        watches take what their pumps hold back at once."""
+        for container_id, log in self._logs.items():
+            if log.holding and self.watched(container_id):
+                log.flush()
 
     def all(self) -> dict[str, ContainerLog]:
         """Container id -> its log, for every container that ran since the daemon started."""

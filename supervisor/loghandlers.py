@@ -30,6 +30,10 @@ FOLLOW_WAIT = 30.0
 #: The longest a first logs.read waits for a collector that makes no progress to store what
 #: was written before it (it waits as long as the collector keeps storing).
 STORED_WAIT = 5.0
+#: A ``logs -f`` counts as reading live (the pumps hold lines back for the short window only:
+#: supervisor/logpump.py) while its request waits, and this long after it answered, for its
+#: next request to come.
+FOLLOW_GRACE = 1.0
 
 
 class LogReadError(DockyardError):
@@ -138,6 +142,26 @@ class LogHandlers:
             raise InvalidArgument(f"{ops.LOGS_READ}: argument 'cursor' must be [segment, offset] as returned by "
                                   f"{ops.LOGS_READ}",
                                   argument="cursor")
+        log = self.sup.logs.get(container.id)
+        if log is None:
+            return await self._read(container, since, until, tail, follow, cursor, wait)
+        if cursor is None:
+            # Lines the pumps hold back become records first: a read sees every line written
+            # before it (docs/logs.md, "Output a line at a time"). A follower's next requests
+            # need not: the pumps hold lines back for the short window while it follows.
+            log.flush()
+            await trio.lowlevel.checkpoint()  # a pump that was busy reads (and takes at once) now
+        if not follow:
+            return await self._read(container, since, until, tail, follow, cursor, wait)
+        log.followers += 1
+        try:
+            return await self._read(container, since, until, tail, follow, cursor, wait)
+        finally:
+            log.followers -= 1
+            log.followed_until = trio.current_time() + FOLLOW_GRACE
+
+    async def _read(self, container: Any, since: float | None, until: float | None,
+                    tail: int | None, follow: bool, cursor: Any, wait: float) -> dict[str, Any]:
         reader = LogReader(self.sup.logs.directory(container.id))
         skip = 0
         collector = self.collector_present()

@@ -54,8 +54,14 @@ BUFFER_MAX = FRAME_ROOM + MAX_RECORD
 #: Output read a line or a few at a time, faster than one read per this long (seconds), is
 #: held back up to this long for more to join it in one record: the per-record costs (event,
 #: collector, store, ack) are then paid once per window, not once per line (docs/logs.md,
-#: "Output a line at a time"). A line after a quiet spell is taken at once.
+#: "Output a line at a time"). A line after a quiet spell is taken at once. This is the
+#: window while someone reads the container's output live (:meth:`ContainerLog.live`:
+#: an attached client, a ``logs -f``, a bus subscriber to its log topics) ...
 COALESCE_WINDOW = 0.010
+#: ... and this while nobody does: only the log collector takes the records, so they are
+#: fewer and bigger. A ``logs`` read, a new live reader and the container's exit take what
+#: is held at once (:meth:`ContainerLog.flush`), so nobody sees the difference but the CPU.
+HOLD_WINDOW = 0.250
 #: ... unless this much is held (or a quarter of the log's buffer or segment size): then it
 #: is taken at once.
 COALESCE_BYTES = 64 << 10
@@ -74,10 +80,13 @@ def enlarge_pipe(fd: int, size: int = READ_SIZE) -> None:
 
 
 async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[Any],
-               window: float = COALESCE_WINDOW, spool: Any = None, recovered: bytes = b"") -> None:
+               window: float = COALESCE_WINDOW, spool: Any = None, recovered: bytes = b"",
+               hold: float = HOLD_WINDOW) -> None:
     """Read ``source`` (a trio receive stream: a pipe or a pty master) to its end into the
     log as ``stream``, forwarding each chunk to the attached clients first. Lines read a few
-    at a time are held back up to ``window`` seconds to share a record.
+    at a time are held back up to ``window`` seconds to share a record while someone reads
+    the output live (clients attached, :meth:`ContainerLog.live`), up to ``hold`` seconds
+    while nobody does.
 
     ``spool`` (a :class:`supervisor.logspool.Spool`): the pipe is read through it, so that
     what was read and not stored survives the daemon; ``recovered``: output a killed daemon
@@ -88,7 +97,7 @@ async def pump(log: ContainerLog, stream: str, source: Any, attachments: list[An
     log.pumping += 1
     try:
         if isinstance(source, trio.lowlevel.FdStream):
-            await _FramePump(log, stream, source.fileno(), attachments, window, spool, recovered).run()
+            await _FramePump(log, stream, source.fileno(), attachments, window, spool, recovered, hold).run()
         else:
             while True:
                 chunk = await receive_chunk(source, READ_SIZE)  # b"" also for a pty's EIO
@@ -113,11 +122,12 @@ class _FramePump:
     exactly that."""
 
     def __init__(self, log: ContainerLog, stream: str, fd: int, attachments: list[Any], window: float,
-                 spool: Any = None, recovered: bytes = b""):
+                 spool: Any = None, recovered: bytes = b"", hold: float = HOLD_WINDOW):
         self.log = log
         self.spool = spool
         self.recovered = memoryview(recovered)
         self.window = window
+        self.hold = max(hold, window)
         self.stream = stream
         self.fd = fd
         self.attachments = attachments
@@ -171,7 +181,11 @@ class _FramePump:
                     small = bytearray(BUFFER_MIN)
                     small[FRAME_ROOM : self.end] = memoryview(self.buffer)[FRAME_ROOM : self.end]
                     self.buffer = small
-                await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                log.parked[self.stream] = self.let_go  # a flush() reads what came meanwhile
+                try:
+                    await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                finally:
+                    log.parked.pop(self.stream, None)
                 continue
             except OSError as exc:
                 if exc.errno != errno.EIO:  # a pty master reads EIO once its slave is closed
@@ -219,17 +233,25 @@ class _FramePump:
         previous, self.previous_read = self.previous_read, now
         if self.deadline is None:
             # Held back only when output comes faster than one read per window: a line after
-            # a quiet spell (a service that logs now and then) is taken at once.
-            self.deadline = now + self.window if now - previous < self.window else now
+            # a quiet spell (a service that logs now and then) is taken at once. The short
+            # window while someone reads live, the long one while only the collector does;
+            # none once pid 1 exited (what is left is taken as it is read).
+            log = self.log
+            if log.exited or self.stream in log.flushed:  # a reader asked while this was on its way
+                log.flushed.discard(self.stream)
+                window = 0.0
+            else:
+                window = self.window if self.attachments or log.live() else self.hold
+            self.deadline = now + window if now - previous < window else now
             self.first_read = time.time()
 
     async def _hold_back(self) -> None:
         """Hold the lines read back until the deadline, for more to join them in one record;
-        when nothing is attached and the other stream is quiet, without reading meanwhile
-        (one wakeup per window, not per line). Another stream that reads output ends it
-        (:func:`_let_go`)."""
+        when the other stream is quiet, without reading meanwhile (one wakeup per window,
+        not per line: attached clients then get what came in the window as one chunk).
+        Another stream that reads output ends it (:func:`_let_go`)."""
         log = self.log
-        prompt = bool(self.attachments) or trio.current_time() < log.mixed_until
+        prompt = trio.current_time() < log.mixed_until
         with trio.CancelScope(deadline=self.deadline) as self._hold:  # type: ignore[arg-type]
             log.holding[self.stream] = self.let_go
             try:

@@ -51,6 +51,11 @@ SYNC_INTERVAL = 1.0
 #: events show a gap only when a later one arrives: this finds the end of a stream whose
 #: last events the bus dropped (a subscriber over its high-water mark) and nothing followed.
 CATCH_UP_INTERVAL = 1.0
+#: ... but only while something happens: a log event came since the previous look, or the
+#: store was behind the supervisor then. Otherwise only this often, which still tells the
+#: daemon a collector is there (it counts one for 10 s after a request) and finds, late, a
+#: stream whose events all went missing (no event came to stir the collector).
+IDLE_CATCH_UP_INTERVAL = 5.0
 _LOG_TOPIC = re.compile(r"^log\.([0-9a-f]{64})\.(stdout|stderr)\Z")
 _DESTROY_TOPIC = re.compile(r"^container\.([0-9a-f]{64})\.destroy\Z")
 
@@ -67,6 +72,8 @@ class Collector:
         self._writing = trio.Lock()  # live events and catch-ups take turns at the writers
         # Each stream's last seq given out, as the previous periodic catch-up saw it.
         self._given_out: dict[tuple[str, int], int] = {}
+        # A log event came, or the store was behind, since the last periodic catch-up.
+        self.stirred = False
 
     # --- containers -----------------------------------------------------------------------
 
@@ -108,9 +115,16 @@ class Collector:
             await self._catch_up(periodic)
 
     async def catch_up_forever(self) -> None:
+        """A periodic catch-up every CATCH_UP_INTERVAL while something happens, every
+        IDLE_CATCH_UP_INTERVAL otherwise (an idle daemon is not asked for every container's
+        status each second)."""
+        quiet = 0.0
         while True:
             await trio.sleep(CATCH_UP_INTERVAL)
-            await self.catch_up(periodic=True)
+            quiet += CATCH_UP_INTERVAL
+            if self.stirred or quiet >= IDLE_CATCH_UP_INTERVAL:
+                self.stirred, quiet = False, 0.0
+                await self.catch_up(periodic=True)
 
     async def _catch_up(self, periodic: bool = False) -> None:
         status = await self.client.request(ops.LOGS_STATUS, {})
@@ -127,6 +141,8 @@ class Collector:
             for name, code in STREAMS.items():
                 last = row["streams"][name]["last"]
                 self._given_out[(container_id, code)] = last
+                if last > writer.last[code]:  # on its way, or lost on the bus: look again soon
+                    self.stirred = True
                 overdue = given_out.get((container_id, code), 0) if periodic else last
                 if last > writer.last[code] and overdue > writer.last[code]:
                     missing.append(await self.fetch(container_id, code, writer.last[code] + 1, last, writer))
@@ -174,6 +190,7 @@ class Collector:
                 self.forget(destroyed.group(1))
             return
         container_id, code = match.group(1), STREAMS[match.group(2)]
+        self.stirred = True
         data = envelope.data
         try:
             seq, ts, payload, partial = int(data["seq"]), float(data["ts"]), data["data"], bool(data["partial"])

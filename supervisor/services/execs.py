@@ -40,6 +40,9 @@ class Execs:
         if not container.status.running or container.process is None:
             raise InvalidState(container.name, "attach to", container.status.value, "it is not running")
         container.attachments.append(attachment)
+        log = self.core.logs.get(container.id)
+        if log is not None:  # the lines held back for the collector go first (logpump.py)
+            log.flush()
         return container
 
     @staticmethod

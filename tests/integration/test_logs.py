@@ -251,3 +251,29 @@ def test_a_corrupt_segment_gives_a_clear_error_and_the_daemon_stays_up(daemon):
     bad = daemon.cli("run", "--rm", "--log-opt", "colour=red", "base", "true")
     assert bad.returncode == 125 and b"colour" in bad.stderr
     assert daemon.out("run", "--rm", "base", "echo", "still up") == "still up\n"
+
+
+def test_a_logs_read_right_after_a_write_shows_it_while_lines_are_held_back(daemon, tmp_path):
+    """Issue 26: with nobody following, a line-at-a-time writer's lines are held back up to
+    250 ms for the collector; a `logs` read takes them at once, so it shows every line
+    written before it (here: the line before the marker file the test waits for), while
+    the container still runs and writes on."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    script = ("i=0; while true; do echo line $i; if [ -e /x/mark ]; then rm /x/mark; echo marked; touch /x/marked; "
+              "fi; i=$((i+1)); usleep 1000; done")
+    cid = daemon.out("run", "-d", "--name", "steady", "-v", f"{shared}:/x", "base", "sh", "-c", script).strip()
+    with Client(daemon.run_dir) as client:
+        for round in range(1, 6):
+            (shared / "mark").touch()
+            wait_until(lambda: (shared / "marked").exists(), what="the marker line written")
+            (shared / "marked").unlink()
+            shown, cursor = b"", None
+            while True:
+                page = client.request("logs.read", {"container": cid, "cursor": cursor})
+                shown += b"".join(bytes(record[2]) for record in page["records"])
+                cursor = page["cursor"]
+                if page["done"]:
+                    break
+            assert shown.splitlines().count(b"marked") == round, shown[-50:]
+    daemon.out("rm", "-f", "steady")

@@ -242,3 +242,23 @@ def test_subscribers_read_both_wire_revisions() -> None:
     assert event([filtered]) == (b"filter.abc.3", new)
     assert event([b"container.other.die\x00" + codec.encode(new)]) is None  # the topic lies
     assert event([b"no nul"]) is None and event([b"a", b"b", b"c"]) is None
+
+
+async def test_a_subscriber_to_one_containers_log_topics_is_known_the_collectors_log_prefix_is_not(
+        server: BusServer, client: AsyncClient) -> None:
+    """Issue 26: the daemon holds a container's lines back for the short window only while
+    someone reads them live; a bus subscriber to that container's ``log.<id>`` topics does
+    (and its subscription calls on_log_subscription, which flushes what is held), the log
+    collector's ``log.`` for every container does not. The last one leaving is seen too."""
+    web, db = "a" * 64, "b" * 64
+    came = []
+    server.publisher.on_log_subscription = lambda: came.append(True)
+    async with client.subscribe(["log.", "container."]):
+        assert not server.publisher.watches_log(web) and came == []
+        async with client.subscribe([f"log.{web}.stderr"]):
+            assert server.publisher.watches_log(web) and not server.publisher.watches_log(db)
+            assert came == [True]
+            async with client.subscribe(["log.aaa"]):  # a prefix of its id
+                assert server.publisher.watches_log(web)
+        await until(lambda: not server.publisher.watches_log(web), "the unsubscriptions")
+        assert not server.publisher.watches_log(db)

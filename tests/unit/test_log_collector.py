@@ -56,3 +56,50 @@ async def test_a_periodic_catch_up_replays_only_what_is_overdue(tmp_path):
     reader = LogReader(container_directory(tmp_path, CID))
     stored = b"".join(r.payload for r in reader.read(reader.start()).records)
     assert stored == b"".join(b"line %d\n" % seq for seq in range(1, 9))
+
+
+def test_an_idle_collector_asks_for_the_status_rarely_and_a_dropped_tail_is_still_fetched(tmp_path):
+    """Issue 26: the periodic catch-up asks logs.status (every container's) each second only
+    while something happens; idle, every IDLE_CATCH_UP_INTERVAL. Records whose events all
+    went missing (no event stirred it) are still stored: one idle look sees them given out,
+    the next ones (now each second: the store is behind) replay them."""
+    import trio
+    import trio.testing
+
+    from workers import logcollector
+
+    clock = trio.testing.MockClock()
+
+    class Counting(Supervisor):
+        def __init__(self):
+            super().__init__()
+            self.looks = 0
+
+        async def request(self, op, args):
+            self.looks += op == "logs.status"
+            return await super().request(op, args)
+
+    async def main():
+        supervisor = Counting()
+        collector = Collector(tmp_path, supervisor, structlog.get_logger())
+        give(supervisor, 1, 2)
+        await collector.catch_up()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collector.catch_up_forever)
+            await trio.testing.wait_all_tasks_blocked()
+            supervisor.looks = 0
+            for _ in range(10):  # 10 idle seconds: two looks
+                clock.jump(logcollector.CATCH_UP_INTERVAL)
+                await trio.testing.wait_all_tasks_blocked()
+            assert supervisor.looks == 10 / logcollector.IDLE_CATCH_UP_INTERVAL
+            give(supervisor, 3, 4)  # their events never come
+            while not supervisor.replays[1:]:
+                clock.jump(logcollector.CATCH_UP_INTERVAL)
+                await trio.testing.wait_all_tasks_blocked()
+            assert supervisor.replays == [1, 3]
+            nursery.cancel_scope.cancel()
+        collector.close()
+        reader = LogReader(container_directory(tmp_path, CID))
+        assert b"".join(r.payload for r in reader.read(reader.start()).records) == b"line 1\nline 2\nline 3\nline 4\n"
+
+    trio.run(main, clock=clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import tracemalloc
@@ -57,7 +58,7 @@ async def test_a_pipe_is_cut_into_records_read_in_place_and_nothing_is_lost_or_c
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await pump(log, "stdout", source, [], window=0)  # a record per read
+            await pump(log, "stdout", source, [], window=0, hold=0)  # a record per read
     await source.aclose()
     payloads = [bytes(data["data"]) for _, data in sink.events]
     assert b"".join(payloads) == b"".join(parts)
@@ -124,7 +125,7 @@ async def test_an_idle_stream_holds_one_page_not_a_record_sized_buffer():
                 log.ack(STDOUT, seqs[-1])
                 sink.events.clear()
                 # idle: past the coalescing window (a pump holding lines back for it is not idle)
-                await trio.sleep(logpump.COALESCE_WINDOW * 3)
+                await trio.sleep(logpump.HOLD_WINDOW * 1.5)
                 await trio.testing.wait_all_tasks_blocked()
                 idle = largest_block_allocated_in(logpump.__file__)
                 await sink_end.aclose()
@@ -144,9 +145,12 @@ class Pipes:
         self.fds = {stream: os.pipe() for stream in streams}
         self.sources = {stream: trio.lowlevel.FdStream(fds[0]) for stream, fds in self.fds.items()}
 
-    def start(self, nursery, window):
+    def start(self, nursery, window, hold=None):
+        """Pumps with the short ``window``, and ``hold`` (default: the same) while nobody
+        reads live."""
         for stream, source in self.sources.items():
-            nursery.start_soon(pump, self.log, stream, source, [], window)
+            nursery.start_soon(functools.partial(pump, self.log, stream, source, [], window,
+                                                 hold=window if hold is None else hold))
 
     def write(self, stream, data):
         assert os.write(self.fds[stream][1], data) == len(data)
@@ -262,7 +266,7 @@ async def test_a_small_log_buffer_gets_records_that_fit_in_it():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await pump(log, "stdout", source, [], window=0)
+            await pump(log, "stdout", source, [], window=0, hold=0)
     await source.aclose()
     sizes = [len(data["data"]) for _, data in sink.events]
     assert sum(sizes) == len(burst)
