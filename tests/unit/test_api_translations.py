@@ -47,7 +47,10 @@ def test_cpu_quota_and_period_become_nano_cpus():
     ({"Image": "base", "Cmd": 5}, "invalid Cmd"),
     ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}},
      "logger: no log driver named 'syslog' is registered"),
-    ({"Image": "base", "HostConfig": {"NetworkMode": "mynet"}}, "network mynet not found"),
+    ({"Image": "base", "NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}}},
+     "Container cannot be connected to network endpoints: a, b"),
+    ({"Image": "base", "HostConfig": {"NetworkMode": "app"},
+      "NetworkingConfig": {"EndpointsConfig": {"app": {"Links": ["db:database"]}}}}, "endpoint Links is not supported"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):
     with pytest.raises(ApiError) as caught:

@@ -210,13 +210,23 @@ def _volumes_field(config: dict[str, Any], spec: dict[str, Any]) -> None:
 
 
 def _network_fields(config: dict[str, Any], host: dict[str, Any], spec: dict[str, Any]) -> None:
+    from workers.api.networks import endpoint_config
+
     mode = host.get("NetworkMode") or "default"
+    endpoints = _map(_map(config.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"),
+                     "EndpointsConfig")
+    if len(endpoints) > 1:  # docker before API 1.44: one network at create, more with connect
+        raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
     if mode in ("default", "bridge"):
-        pass
+        endpoint_config("bridge", endpoints.get("bridge") or endpoints.get("default"))  # refuses what it cannot do
     elif mode in ("host", "none") or mode.startswith("container:"):
         spec["network"] = mode
-    else:
-        raise ApiError(404, f"network {mode} not found")
+    else:  # a user-defined network (the caller checks that it exists)
+        spec["network"] = mode
+        endpoint = endpoint_config(mode, endpoints.get(mode))
+        if endpoint:
+            spec["endpoints"] = {mode: endpoint}
+    # an EndpointsConfig entry for a network other than NetworkMode is not used (as docker's)
     publish = []
     for key, bindings in _map(host.get("PortBindings"), "PortBindings").items():
         for binding in bindings or [{}]:
