@@ -36,7 +36,7 @@ def test_a_create_body_with_ipam_labels_and_options_becomes_the_operation_s_argu
     ({}, 400, "Name is required"),
     ({"Name": "x", "Driver": "host"}, 403, 'only one instance of "host" network'),
     ({"Name": "x", "Driver": "overlay"}, 404, 'plugin "overlay" not found'),
-    ({"Name": "x", "Attachable": True}, 400, "Attachable is a swarm feature"),
+    ({"Name": "x", "Ingress": True}, 400, "Ingress is a swarm feature"),
     ({"Name": "x", "Scope": "swarm"}, 400, "scope swarm needs swarm mode"),
     ({"Name": "x", "IPAM": {"Driver": "dhcp"}}, 404, 'plugin "dhcp" not found'),
     ({"Name": "x", "IPAM": {"Config": [{"Subnet": "nonsense"}]}}, 400, "invalid subnet 'nonsense'"),
@@ -104,6 +104,12 @@ def test_dockyard_s_own_bridge_name_is_left_out_of_the_options():
     assert networks.network_view(record.inspect())["Options"] == {}
     named = plan(CreateRequest("y", subnet="10.2.0.0/24", options={"com.docker.network.bridge.name": "bry"}), [], set())
     assert networks.network_view(named.inspect())["Options"] == {"com.docker.network.bridge.name": "bry"}
+
+
+def test_a_built_in_network_has_a_creation_time_the_cli_parses():
+    from supervisor.network.networks import builtin_inspect
+
+    assert networks.network_view(builtin_inspect("host"))["Created"] == "0001-01-01T00:00:00Z"
 
 
 def test_network_list_filters():

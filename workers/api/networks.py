@@ -33,6 +33,7 @@ def network_view(document: dict[str, Any]) -> dict[str, Any]:
     if options.get(BRIDGE_OPTION, "").startswith("br-") and document["Id"].startswith(options[BRIDGE_OPTION][3:]):
         del options[BRIDGE_OPTION]  # dockyard's own choice, not the user's
     document["Options"] = options
+    document["Created"] = document.get("Created") or views.ZERO_TIME  # the CLI parses it (built-in ones have none)
     return document
 
 
@@ -51,7 +52,9 @@ def create_args(body: Any) -> dict[str, Any]:
         raise ApiError(403, f'only one instance of "{driver}" network is allowed')
     if driver != "bridge":
         raise ApiError(404, f'plugin "{driver}" not found: dockyard has the bridge network driver only')
-    for field in ("Attachable", "Ingress", "ConfigOnly"):
+    # Attachable is accepted: it lets swarm services' tasks and plain containers share an
+    # overlay network; a local network is attachable anyway (docker-compose 3.x files ask for it).
+    for field in ("Ingress", "ConfigOnly"):
         if body.get(field):
             raise ApiError(400, f"cannot create network {name}: {field} is a swarm feature dockyard does not have")
     if body.get("ConfigFrom") and (body["ConfigFrom"] or {}).get("Network"):
