@@ -38,6 +38,11 @@ def test_a_full_create_body_becomes_a_spec_dockyard_accepts():
     assert parsed.tty and parsed.open_stdin and parsed.stop_timeout == 3
 
 
+def test_init_is_the_spec_s_init():
+    assert specs.spec_from_create({"Image": "base", "HostConfig": {"Init": True}}, None)["init"] is True
+    assert "init" not in specs.spec_from_create({"Image": "base", "HostConfig": {"Init": None}}, None)
+
+
 def test_cpu_quota_and_period_become_nano_cpus():
     assert specs.resources({"CpuQuota": 50_000, "CpuPeriod": 100_000}) == {"nano_cpus": 500_000_000}
 

@@ -19,7 +19,7 @@ IGNORED = frozenset({
     "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
     "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
     "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
-    "OomScoreAdj", "Init", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+    "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
     "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
     "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
@@ -144,6 +144,8 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["restart"] = f"{name}:{retries}" if name == "on-failure" and retries else name
     if host.get("AutoRemove"):
         spec["auto_remove"] = True
+    if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
+        spec["init"] = host["Init"]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),
                        ("GroupAdd", "group_add"), ("Binds", "volumes"), ("VolumesFrom", "volumes_from"),
                        ("ExtraHosts", "add_host"), ("Dns", "dns")):
