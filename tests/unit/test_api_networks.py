@@ -117,3 +117,4 @@ def test_network_list_filters():
     assert networks.list_filters({"scope": ["swarm"]}) == ([], True)
     with pytest.raises(ApiError, match="invalid filter 'colour'"):
         networks.list_filters({"colour": ["red"]})
+

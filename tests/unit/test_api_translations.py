@@ -141,3 +141,18 @@ def test_frames_and_timestamps_as_docker_writes_them():
     assert frame(2, b"err") == b"\x02\x00\x00\x00\x00\x00\x00\x03err"
     stamped, at_start = timestamped(b"a\nb", 1700000000.5, True)
     assert stamped == b"2023-11-14T22:13:20.500000000Z a\n2023-11-14T22:13:20.500000000Z b" and not at_start
+
+
+def test_logs_with_tail_0_read_nothing_without_follow():
+    import trio
+
+    from workers.api.sessions import stored_output
+
+    class NoBus:
+        async def call(self, *args, **kwargs):
+            raise AssertionError("tail=0 without follow needs no page of the store")
+
+    async def collect():
+        return [record async for record in stored_output(NoBus(), "a" * 64, follow=False, tail=0)]
+
+    assert trio.run(collect) == []
