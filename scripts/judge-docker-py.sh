@@ -9,6 +9,8 @@
 #   the tag --ref with `git archive` into a temporary directory (never copied into this repo).
 # FILE: test files under tests/integration (default: the list of JUDGES.md).
 # Needs root (a private daemon each), python3-venv, and for --dockerd Debian's docker.io.
+# dockyard runs with --live-restore=false: its SIGTERM at the end stops what the suite left
+# running (with live restore a keeper process would hold those containers after the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -70,7 +72,7 @@ run_suite() {  # run_suite LABEL SOCKET: the suite against one engine; the summa
 # --- dockyard ----------------------------------------------------------------------------------
 mkdir -p "$work/dockyard"
 "$repo/.venv/bin/dockyard" daemon --root "$work/dockyard/root" --run "$work/dockyard/run" \
-    --cgroup-parent "dockyard-judge-$$" --bridge-name "dyjudge0" --bridge-subnet 10.213.252.0/24 \
+    --cgroup-parent "dockyard-judge-$$" --bridge-name "dyjudge0" --bridge-subnet 10.213.252.0/24 --live-restore=false \
     >"$work/dockyard/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 200); do
