@@ -9,6 +9,8 @@
 #   the tag --ref with `git archive` into a temporary directory (never copied into this repo).
 # FILE: test files under tests/integration (default: the list of JUDGES.md).
 # Needs root (a private daemon each), python3-venv, and for --dockerd Debian's docker.io.
+# dockyard runs with --live-restore=false: its SIGTERM at the end stops what the suite left
+# running (with live restore a keeper process would hold those containers after the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -31,9 +33,13 @@ done
 
 work=$(mktemp -d /tmp/judge-docker-py.XXXXXX)
 daemon_pid="" dockerd_pid=""
+# dockerd's own bridge: with its default docker0, another dockerd on the machine that stops
+# (another session's) deletes the bridge under this one and every later start fails.
+dockerd_bridge="dyjudged0"
 cleanup() {
     [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
     [ -n "$dockerd_pid" ] && kill "$dockerd_pid" 2>/dev/null && wait "$dockerd_pid" 2>/dev/null || true
+    ip link del "$dockerd_bridge" 2>/dev/null || true
     if ((keep)); then echo "judge: kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -66,7 +72,7 @@ run_suite() {  # run_suite LABEL SOCKET: the suite against one engine; the summa
 # --- dockyard ----------------------------------------------------------------------------------
 mkdir -p "$work/dockyard"
 "$repo/.venv/bin/dockyard" daemon --root "$work/dockyard/root" --run "$work/dockyard/run" \
-    --cgroup-parent "dockyard-judge-$$" --bridge-name "dyjudge0" --bridge-subnet 10.213.252.0/24 \
+    --cgroup-parent "dockyard-judge-$$" --bridge-name "dyjudge0" --bridge-subnet 10.213.252.0/24 --live-restore=false \
     >"$work/dockyard/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 200); do
@@ -83,8 +89,12 @@ kill "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""
 # --- Debian's dockerd, for reference -------------------------------------------------------------
 if ((with_dockerd)); then
     mkdir -p "$work/dockerd/data" "$work/dockerd/exec"
+    ip link del "$dockerd_bridge" 2>/dev/null || true
+    ip link add "$dockerd_bridge" type bridge
+    ip addr add 10.213.253.1/24 dev "$dockerd_bridge"
+    ip link set "$dockerd_bridge" up
     dockerd --data-root "$work/dockerd/data" --exec-root "$work/dockerd/exec" -H "unix://$work/dockerd/docker.sock" \
-        --pidfile "$work/dockerd/docker.pid" --iptables=false --bip 10.213.253.1/24 \
+        --pidfile "$work/dockerd/docker.pid" --iptables=false --bridge "$dockerd_bridge" \
         >"$work/dockerd/dockerd.log" 2>&1 &
     dockerd_pid=$!
     for _ in $(seq 300); do

@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # Debian's podman brings only crun, which refuses hybrid cgroup hosts. libseccomp2: the
 # daemon compiles the seccomp profiles with it; gcc and libc6-dev build the static syscall
 # probe of tests/integration/test_security.py. docker.io: its `docker` CLI drives dockyard's
-# Engine API in tests/integration/test_api.py (its dockerd is not started). tini: the static
+# Engine API in tests/integration/test_api.py (its dockerd is not started); docker-compose (1.29)
+# drives it in test_api_networks.py. tini: the static
 # init of `run --init` (tini-static).
-packages=(bsdutils busybox-static containerd docker.io python3-venv python3-dev iproute2 iptables podman runc skopeo umoci docker-registry systemd util-linux libseccomp2 gcc libc6-dev tini)
+packages=(bsdutils busybox-static containerd docker.io docker-compose python3-venv python3-dev iproute2 iptables podman runc skopeo umoci docker-registry systemd util-linux libseccomp2 gcc libc6-dev tini)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -338,8 +338,38 @@ def _mounts(container: Container) -> list[dict[str, Any]]:
 
 def _network_settings(container: Container) -> dict[str, Any]:
     if container.network is not None and container.status is Status.RUNNING:
-        return container.network.settings()
-    return {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {}, "Networks": {}}
+        settings = container.network.settings()
+    else:
+        settings = {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {},
+                    "Networks": {}}
+    settings["Networks"] = configured_networks(container.spec, settings["Networks"])
+    return settings
+
+
+#: docker's EndpointSettings of a network a container is on but not attached to now (it is not running).
+_BLANK_ENDPOINT = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
+                   "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                   "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None}
+
+
+def configured_networks(spec: Any, attached: dict[str, Any]) -> dict[str, Any]:
+    """docker's NetworkSettings.Networks: every network the spec puts the container on (its
+    mode, then its ``endpoints``), attached ones as they are, the others blank (a stopped
+    container, as docker shows it); ``IPAMConfig`` holds the addresses asked for (``--ip``)."""
+    mode = spec.network
+    names = [] if mode.startswith("container:") else [mode] if mode in ("bridge", "host", "none") else []
+    names += [name for name in spec.endpoints if name not in names]
+    networks: dict[str, Any] = {}
+    for name in names:
+        config = spec.endpoints.get(name) or {}
+        entry = dict(attached.get(name) or {**_BLANK_ENDPOINT, "Aliases": list(config.get("aliases") or []) or None})
+        asked = {key: config[field] for key, field in (("IPv4Address", "ipv4"), ("IPv6Address", "ipv6"))
+                 if config.get(field)}
+        entry["IPAMConfig"] = asked or None
+        networks[name] = entry
+    for name, entry in attached.items():
+        networks.setdefault(name, entry)
+    return networks
 
 
 def _port_bindings(publish: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:

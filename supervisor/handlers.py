@@ -383,7 +383,8 @@ class Handlers:
         """{filters?: [KEY=VALUE]} -> {images: [summary + labels]} (a ``reference=`` filter keeps
         the tags that match)."""
         return {"images": [{**image_summary(image), "repo_tags": tags,
-                            "labels": (image.config or {}).get("Labels") or {}}
+                            "labels": (image.config or {}).get("Labels") or {},
+                            "repo_digests": list(image.repo_digests)}
                            for image, tags in self.sup.list_images(args["filters"])]}
 
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:

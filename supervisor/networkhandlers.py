@@ -39,11 +39,13 @@ class NetworkHandlers:
         }
 
     async def network_create(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{name, subnet?, gateway?, ip_range?, internal?, ipv6?, subnet6?, gateway6?, labels?, options?} -> {id, name}"""
+        """{name, subnet?, gateway?, ip_range?, internal?, ipv6?, subnet6?, gateway6?, labels?, options?,
+        aux_addresses?} -> {id, name}"""
         request = CreateRequest(
             args["name"], args["subnet"], args["gateway"], args["ip_range"], args["internal"], args["ipv6"],
             args["subnet6"], args["gateway6"], _string_map(ops.NETWORK_CREATE, "labels", args["labels"]),
             _string_map(ops.NETWORK_CREATE, "options", args["options"]),
+            _string_map(ops.NETWORK_CREATE, "aux_addresses", args["aux_addresses"]),
         )
         network = await self.sup.networks.create(request)
         return {"id": network.id, "name": network.name}

@@ -325,7 +325,7 @@ _OPERATIONS = (
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
     _op(IMAGE_LIST, Argument("filters", "strings", default=[],
                              doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
-        reply="`{images: [{id, repo_tags, created, size, labels}]}`, newest first (`reference=`: the tags that "
+        reply="`{images: [{id, repo_tags, created, size, labels, repo_digests}]}`, newest first (`reference=`: the tags that "
               "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
     _op(IMAGE_PULL, Argument("reference", "str", required=True), Argument("platform", "str", doc="`OS/ARCH[/VARIANT]`"),
@@ -374,6 +374,8 @@ _OPERATIONS = (
         Argument("gateway6", "str", default=""),
         Argument("labels", "map", default={}, doc="{key: value}"),
         Argument("options", "map", default={}, doc="`com.docker.network.bridge.name`: its bridge"),
+        Argument("aux_addresses", "map", default={}, doc="{name: address} kept out of the pools (docker's "
+                 "AuxiliaryAddresses)"),
         reply="`{id, name}`", keys=("id", "name"),
         errors={"conflict": "the name is taken"}),
     _op(NETWORK_LIST, Argument("filters", "strings", default=[],

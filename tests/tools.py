@@ -15,6 +15,7 @@ TOOLS = {
     "containerd": "containerd",  # ctr run --runc-binary dockyard-runtime (test_ociruntime.py)
     "ctr": "containerd",
     "docker": "docker.io",  # the docker CLI alone, against dockyard's Engine API (test_api.py)
+    "docker-compose": "docker-compose",  # 1.29, through docker-py, against the Engine API (test_api_networks.py)
     "docker-registry": "docker-registry",
     "gcc": "gcc",  # with libc6-dev: the static syscall probe of test_security.py
     "ip": "iproute2",

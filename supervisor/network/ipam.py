@@ -76,7 +76,8 @@ class Pools:
             if owner == container_id and (not wanted or address == wanted):
                 return address
         subnet, pool, gateway = self._family(family)
-        reserved = {str(subnet.network_address), str(subnet.broadcast_address), gateway}
+        reserved = {str(subnet.network_address), str(subnet.broadcast_address), gateway,
+                    *getattr(self.network, "aux_addresses", {}).values()}
         if wanted:
             try:
                 address = ipaddress.ip_address(wanted)

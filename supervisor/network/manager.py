@@ -230,7 +230,9 @@ class Network:
                     sock, port = await proxy.bind(mapping, container.name, listen=not self.nat.kernel)
                     attachment.sockets.append(sock)
                     attachment.ports.append((mapping, port))
-                rules = await self.nat.add(container.id, attachment.address, attachment.ports)
+                first = attachment.endpoints[0].network if attachment.mode == "user" else None
+                rules = await self.nat.add(container.id, attachment.address, attachment.ports,
+                                           first.bridge if first else "", first.subnet if first else "")
                 if rules is None:
                     attachment.proxied = True
                     for sock in attachment.sockets:

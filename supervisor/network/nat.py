@@ -99,11 +99,17 @@ class Chains:
         ]
 
     def container_rules(self, container_id: str, address: str, bridge: str,
-                        ports: list[tuple[PortMapping, int]]) -> list[Rule]:
+                        ports: list[tuple[PortMapping, int]], subnet: str = "") -> list[Rule]:
         """One DNAT rule per published port, and the two FORWARD accepts of its traffic
-        (there and back, DNAT'd connections only: nothing else reaches the container)."""
+        (there and back, DNAT'd connections only: nothing else reaches the container).
+        ``subnet``: the container is on a user-defined network's bridge, which has no
+        :meth:`bridge_rules` of its own: the container gets their two masquerades, for
+        its address only."""
         comment = ("-m", "comment", "--comment", f"dockyard:{container_id[:12]}")
         rules: list[Rule] = []
+        if subnet and ports:
+            rules += [("nat", self.post, (*source, "-d", f"{address}/32", "-o", bridge, *comment, "-j", "MASQUERADE"))
+                      for source in (("-s", LOOPBACK), ("-s", subnet, "-m", "conntrack", "--ctstate", "DNAT"))]
         for mapping, host_port in ports:
             protocol = ("-p", mapping.protocol)
             destination = () if mapping.host_ip == "0.0.0.0" else ("-d", f"{mapping.host_ip}/32")
@@ -291,14 +297,28 @@ class Nat:
 
     # --- a container ---------------------------------------------------------------------
 
-    async def add(self, container_id: str, address: str, ports: list[tuple[PortMapping, int]]) -> list[Rule] | None:
+    async def add(self, container_id: str, address: str, ports: list[tuple[PortMapping, int]],
+                  bridge: str = "", subnet: str = "") -> list[Rule] | None:
         """Install the container's rules; the ones installed (to :meth:`remove` later), or
-        None if the kernel path cannot serve them (the caller proxies the ports)."""
+        None if the kernel path cannot serve them (the caller proxies the ports).
+        ``bridge``, ``subnet``: a user-defined network's, for a container on one (the
+        default bridge's otherwise)."""
         if not self.kernel:
             return None
-        rules = self.chains.container_rules(container_id, address, self.bridge, ports)
+        user_bridge = bool(bridge) and bridge != self.bridge
+        rules = self.chains.container_rules(container_id, address, bridge or self.bridge, ports,
+                                            subnet if user_bridge else "")
         if not rules:
             return []
+        if user_bridge:  # loopback sources may leave through it, DNAT'd traffic may come back out of it
+            for name in ("route_localnet", "forwarding"):
+                try:
+                    Path(f"/proc/sys/net/ipv4/conf/{bridge}/{name}").write_text("1")
+                except OSError as exc:
+                    self.failures += 1
+                    if self.log is not None:
+                        self.log.warning("cannot set a bridge sysctl: 127.0.0.1 ports of its containers fail",
+                                         setting=f"net.ipv4.conf.{bridge}.{name}", error=exc.strerror)
         ok, error = await self._restore(restore_script("-A", rules))
         if ok:
             return rules

@@ -62,6 +62,8 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    #: addresses of the subnets kept out of the pools (docker's IPAM AuxiliaryAddresses): name -> address
+    aux_addresses: dict[str, str] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -89,10 +91,15 @@ class NetworkRecord:
         config = [{"Subnet": self.subnet, "Gateway": self.gateway, **({"IPRange": self.ip_range} if self.ip_range else {})}]
         if self.ipv6:
             config.append({"Subnet": self.subnet6, "Gateway": self.gateway6})
+        for entry in config:
+            aux = {name: address for name, address in self.aux_addresses.items()
+                   if ipaddress.ip_address(address) in ipaddress.ip_network(entry["Subnet"])}
+            if aux:
+                entry["AuxiliaryAddresses"] = aux
         return {
             "Name": self.name, "Id": self.id, "Created": self.created, "Scope": "local", "Driver": "bridge",
             "EnableIPv6": self.ipv6,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+            "IPAM": {"Driver": "default", "Options": None, "Config": config},
             "Internal": self.internal, "Attachable": False, "Ingress": False,
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
             "Containers": dict(containers or {}),
@@ -134,6 +141,7 @@ class CreateRequest:
     gateway6: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    aux_addresses: dict[str, str] = field(default_factory=dict)
 
 
 def _network(text: str, what: str, name: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -239,8 +247,20 @@ def plan(request: CreateRequest, taken: list[tuple[str, str]], bridges: set[str]
     if bridge in bridges:
         raise InvalidArgument(f"cannot create network {name}: a link named {bridge} exists already")
     options = {key: value for key, value in request.options.items() if key != BRIDGE_OPTION}
+    subnets = [subnet] + ([ipaddress.ip_network(subnet6)] if subnet6 else [])
+    aux_addresses = {}
+    for aux_name, text in request.aux_addresses.items():
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise InvalidArgument(f"cannot create network {name}: invalid auxiliary address {aux_name}={text!r}: "
+                                  "not an IP address") from None
+        if not any(address in candidate for candidate in subnets):
+            raise InvalidArgument(f"cannot create network {name}: auxiliary address {aux_name}={address} is not "
+                                  f"in {' or '.join(str(candidate) for candidate in subnets)}")
+        aux_addresses[aux_name] = str(address)
     return NetworkRecord(identifier, name, bridge, str(subnet), gateway, ip_range, request.internal, request.ipv6,
-                         subnet6, gateway6, dict(request.labels), options, _now())
+                         subnet6, gateway6, dict(request.labels), options, _now(), aux_addresses)
 
 
 def matches(document: dict[str, Any], wanted: dict[str, list[str]], used: bool) -> bool:

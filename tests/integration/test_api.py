@@ -308,6 +308,11 @@ def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_
         client = docker_client(daemon)
         image = client.images.pull(f"{registry.host}/team/base", tag="1")
         assert reference in image.tags
+        pushed_digest = pushed.stdout.decode().split("digest: ")[1].split()[0]
+        repo_digest = f"{registry.host}/team/base@{pushed_digest}"
+        assert repo_digest in image.attrs["RepoDigests"]  # image inspect
+        listed = client.api.images(name=f"{registry.host}/team/base")
+        assert [repo_digest in row["RepoDigests"] for row in listed] == [True]  # GET /images/json
         client.close()
         assert docker(daemon, "run", "--rm", reference, "echo", "pulled").stdout == b"pulled\n"
         docker(daemon, "rmi", reference)

@@ -225,3 +225,18 @@ def test_after_a_sigkill_and_a_restart_networks_persist_and_nothing_is_left_unow
     assert [name for name in links(daemon) if name.startswith(("br-", "dv"))] == []
     assert "DY-" not in in_netns(daemon, "iptables", "-S") + in_netns(daemon, "iptables", "-t", "nat", "-S")
     daemon.start(timeout=90)  # private_daemon stops it again at the end
+
+
+def test_a_port_published_on_loopback_reaches_a_container_on_a_user_network(netns_daemon):
+    """127.0.0.1:P needs route_localnet and a masquerade on the network's own bridge (the
+    default bridge has them from the start; a user network's container brings its own)."""
+    daemon = netns_daemon
+    daemon.out("network", "create", "--subnet", subnet(), "pub")
+    daemon.out("run", "-d", "--name", "site", "--network", "pub", "-p", "127.0.0.1:18080:80", "base",
+               "httpd", "-f", "-p", "80", "-h", "/etc")
+    fetched = subprocess.run(["nsenter", f"--net=/run/netns/{daemon.netns}", "busybox", "wget", "-qO-",
+                              "http://127.0.0.1:18080/hostname"], capture_output=True, text=True, timeout=30)
+    assert fetched.returncode == 0 and fetched.stdout.strip(), fetched.stderr
+    daemon.out("rm", "-f", "site")
+    assert "dockyard:" not in in_netns(daemon, "iptables", "-t", "nat", "-S")  # its masquerades went with it
+    daemon.out("network", "rm", "pub")

@@ -38,6 +38,11 @@ def test_a_full_create_body_becomes_a_spec_dockyard_accepts():
     assert parsed.tty and parsed.open_stdin and parsed.stop_timeout == 3
 
 
+def test_init_is_the_spec_s_init():
+    assert specs.spec_from_create({"Image": "base", "HostConfig": {"Init": True}}, None)["init"] is True
+    assert "init" not in specs.spec_from_create({"Image": "base", "HostConfig": {"Init": None}}, None)
+
+
 def test_cpu_quota_and_period_become_nano_cpus():
     assert specs.resources({"CpuQuota": 50_000, "CpuPeriod": 100_000}) == {"nano_cpus": 500_000_000}
 
@@ -47,7 +52,10 @@ def test_cpu_quota_and_period_become_nano_cpus():
     ({"Image": "base", "Cmd": 5}, "invalid Cmd"),
     ({"Image": "base", "HostConfig": {"LogConfig": {"Type": "syslog"}}},
      "logger: no log driver named 'syslog' is registered"),
-    ({"Image": "base", "HostConfig": {"NetworkMode": "mynet"}}, "network mynet not found"),
+    ({"Image": "base", "NetworkingConfig": {"EndpointsConfig": {"a": {}, "b": {}}}},
+     "Container cannot be connected to network endpoints: a, b"),
+    ({"Image": "base", "HostConfig": {"NetworkMode": "app"},
+      "NetworkingConfig": {"EndpointsConfig": {"app": {"Links": ["db:database"]}}}}, "endpoint Links is not supported"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):
     with pytest.raises(ApiError) as caught:
@@ -133,3 +141,18 @@ def test_frames_and_timestamps_as_docker_writes_them():
     assert frame(2, b"err") == b"\x02\x00\x00\x00\x00\x00\x00\x03err"
     stamped, at_start = timestamped(b"a\nb", 1700000000.5, True)
     assert stamped == b"2023-11-14T22:13:20.500000000Z a\n2023-11-14T22:13:20.500000000Z b" and not at_start
+
+
+def test_logs_with_tail_0_read_nothing_without_follow():
+    import trio
+
+    from workers.api.sessions import stored_output
+
+    class NoBus:
+        async def call(self, *args, **kwargs):
+            raise AssertionError("tail=0 without follow needs no page of the store")
+
+    async def collect():
+        return [record async for record in stored_output(NoBus(), "a" * 64, follow=False, tail=0)]
+
+    assert trio.run(collect) == []

@@ -10,7 +10,7 @@ operations, like any other client (docs/api.md, docs/architecture.md). Its modul
 * ``service.py``: what the endpoints share (the bus client, error mapping, scratch files);
 * ``hub.py``: one events subscription for every ``/events`` stream and ``/wait``;
 * the endpoints: ``system.py``, ``containers.py``, ``sessions.py`` (attach, logs, exec),
-  ``archive.py``, ``images.py``, ``volumes.py`` (and the default networks);
+  ``archive.py``, ``images.py``, ``volumes.py``, ``networks.py``;
 * ``specs.py``, ``views.py``: docker's JSON to dockyard's and back, pure.
 
 This package is imported only by the worker's process: the CLI and the daemon never load h11.
@@ -23,7 +23,7 @@ from typing import Any
 
 def build(client: Any, scratch: Any, log: Any) -> tuple[Any, Any]:
     """The router with every endpoint, and the Api state behind it."""
-    from workers.api import archive, containers, images, sessions, system, volumes
+    from workers.api import archive, containers, images, networks, sessions, system, volumes
     from workers.api.hub import EventHub
     from workers.api.router import Router
     from workers.api.service import Api
@@ -31,7 +31,7 @@ def build(client: Any, scratch: Any, log: Any) -> tuple[Any, Any]:
     api = Api(client, EventHub(), scratch, log)
     router = Router()
     router.log = log
-    for module in (system, containers, sessions, archive, images, volumes):
+    for module in (system, containers, sessions, archive, images, volumes, networks):
         module.register(router, api)
     return router, api
 

@@ -26,6 +26,9 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
     async def create(request: Request) -> Response:
         body = await request.json_body({})
         spec = specs.spec_from_create(body, request.arg("name"))
+        if spec.get("network", "bridge") not in ("bridge", "host", "none") and ":" not in spec["network"]:
+            # docker checks the network at create (dockyard's spec would only fail at start)
+            await api.call(ops.NETWORK_INSPECT, {"network": spec["network"]}, what="network")
         for name, labels in specs.labelled_volumes(body).items():  # a mount's VolumeOptions.Labels
             await api.call(ops.VOLUME_CREATE, {"name": name, "labels": labels})
         platform = request.arg("platform")
@@ -337,12 +340,14 @@ def container_document(document: dict[str, Any]) -> dict[str, Any]:
         host.setdefault(key, default)
     document["HostConfig"] = host
     settings = dict(document.get("NetworkSettings") or {})
-    mode = host.get("NetworkMode") or "bridge"
-    network_name = "bridge" if mode in ("bridge", "default") else mode
-    settings.setdefault("Networks", {network_name: {
-        "IPAddress": settings.get("IPAddress", ""), "IPPrefixLen": settings.get("IPPrefixLen", 0),
-        "Gateway": settings.get("Gateway", ""), "MacAddress": settings.get("MacAddress", ""),
-        "NetworkID": network_name, "EndpointID": "", "Aliases": None, "Links": None}})
+    short_id = document["Id"][:12]
+    networks = {}
+    for name, endpoint in (settings.get("Networks") or {}).items():
+        endpoint = {"DriverOpts": None, **endpoint}
+        if name not in ("bridge", "host", "none"):  # docker before API 1.45: the short id is an alias
+            endpoint["Aliases"] = [*(alias for alias in endpoint.get("Aliases") or [] if alias != short_id), short_id]
+        networks[name] = endpoint
+    settings["Networks"] = networks
     document["NetworkSettings"] = settings
     return document
 

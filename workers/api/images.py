@@ -31,7 +31,7 @@ def image_row(summary: dict[str, Any]) -> dict[str, Any]:
     """An ``image.list`` summary as a row of ``GET /images/json``."""
     tags = list(summary.get("repo_tags") or [])
     return {"Id": f"sha256:{summary['id']}", "ParentId": "", "RepoTags": tags or ["<none>:<none>"],
-            "RepoDigests": [], "Created": int(views.unix_time(summary["created"])) if summary.get("created") else 0,
+            "RepoDigests": list(summary.get("repo_digests") or []), "Created": int(views.unix_time(summary["created"])) if summary.get("created") else 0,
             "Size": summary["size"], "SharedSize": -1, "VirtualSize": summary["size"], "Labels": {},
             "Containers": -1}
 

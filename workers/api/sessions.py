@@ -193,6 +193,8 @@ async def pump(api: Api, container_id: str, session: Any, connection: trio.abc.H
 async def stored_output(api: Api, container_id: str, *, follow: bool, tail: int | None = None,
                         since: float | None = None, until: float | None = None) -> AsyncIterator[tuple[int, float, bytes]]:
     """A container's stored output: ``(stream number, time, data)``, paged over ``logs.read``."""
+    if tail == 0 and not follow:
+        return  # none: a later page (the collector's last lines) must not slip in as "after the tail"
     request = {"container": container_id, "since": since, "until": until, "tail": tail, "follow": follow,
                "wait": 10.0 if follow else 0.0}
     while True:

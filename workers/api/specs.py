@@ -19,7 +19,7 @@ IGNORED = frozenset({
     "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
     "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
     "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
-    "OomScoreAdj", "Init", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
+    "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
     "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
     "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
@@ -144,6 +144,8 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["restart"] = f"{name}:{retries}" if name == "on-failure" and retries else name
     if host.get("AutoRemove"):
         spec["auto_remove"] = True
+    if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
+        spec["init"] = host["Init"]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),
                        ("GroupAdd", "group_add"), ("Binds", "volumes"), ("VolumesFrom", "volumes_from"),
                        ("ExtraHosts", "add_host"), ("Dns", "dns")):
@@ -210,13 +212,23 @@ def _volumes_field(config: dict[str, Any], spec: dict[str, Any]) -> None:
 
 
 def _network_fields(config: dict[str, Any], host: dict[str, Any], spec: dict[str, Any]) -> None:
+    from workers.api.networks import endpoint_config
+
     mode = host.get("NetworkMode") or "default"
+    endpoints = _map(_map(config.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"),
+                     "EndpointsConfig")
+    if len(endpoints) > 1:  # docker before API 1.44: one network at create, more with connect
+        raise ApiError(400, f"Container cannot be connected to network endpoints: {', '.join(endpoints)}")
     if mode in ("default", "bridge"):
-        pass
+        endpoint_config("bridge", endpoints.get("bridge") or endpoints.get("default"))  # refuses what it cannot do
     elif mode in ("host", "none") or mode.startswith("container:"):
         spec["network"] = mode
-    else:
-        raise ApiError(404, f"network {mode} not found")
+    else:  # a user-defined network (the caller checks that it exists)
+        spec["network"] = mode
+        endpoint = endpoint_config(mode, endpoints.get(mode))
+        if endpoint:
+            spec["endpoints"] = {mode: endpoint}
+    # an EndpointsConfig entry for a network other than NetworkMode is not used (as docker's)
     publish = []
     for key, bindings in _map(host.get("PortBindings"), "PortBindings").items():
         for binding in bindings or [{}]:

@@ -1,5 +1,4 @@
-"""``/volumes/...`` over the volume operations, and ``/networks/...``: the default networks
-(bridge, host, none) listed and inspected; user networks are not served yet (501, docs/api.md)."""
+"""``/volumes/...`` over the volume operations (docs/volumes.md)."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ from workers.api.service import Api
 
 #: docker's label of an anonymous volume (one made without a name).
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
-#: The networks every dockyard daemon has (docs/network.md): name -> driver.
-DEFAULT_NETWORKS = {"bridge": "bridge", "host": "host", "none": "null"}
 
 
 def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of routes
@@ -67,58 +64,8 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
                 api.log.info("prune: volume not removed", volume=volume["Name"], error=str(error))
         return Json({"VolumesDeleted": removed or None, "SpaceReclaimed": 0})
 
-    async def networks(request: Request) -> Response:
-        filters = views.parse_filters(request.json_arg("filters"))
-        found = [network_document(name) for name in DEFAULT_NETWORKS]
-        for key, values in filters.items():
-            if key == "name":
-                found = [net for net in found if any(value in net["Name"] for value in values)]
-            elif key == "id":
-                found = [net for net in found if any(net["Id"].startswith(value) for value in values)]
-            elif key == "driver":
-                found = [net for net in found if net["Driver"] in values]
-            elif key == "type":
-                found = [net for net in found if "builtin" in values]
-            elif key in ("label", "scope"):
-                found = [net for net in found if key == "scope" and "local" in values]
-            else:
-                raise ApiError(400, f"invalid filter '{key}'")
-        return Json(found)
-
-    async def network(request: Request, name: str) -> Response:
-        for known in DEFAULT_NETWORKS:
-            if name in (known, network_document(known)["Id"]) or network_document(known)["Id"].startswith(name):
-                return Json(network_document(known))
-        raise ApiError(404, f"network {name} not found")
-
-    async def user_networks(request: Request, **_: str) -> Response:
-        raise ApiError(501, "user-defined networks are not served by dockyard's Engine API yet: only the default "
-                            "bridge, host and none networks (docs/api.md)")
-
     router.add("GET", "/volumes", listing)
     router.add("POST", "/volumes/create", create)
     router.add("POST", "/volumes/prune", prune)
     router.add("GET", "/volumes/{name}", inspect)
     router.add("DELETE", "/volumes/{name}", remove)
-    router.add("GET", "/networks", networks)
-    router.add("POST", "/networks/create", user_networks)
-    router.add("POST", "/networks/prune", _networks_prune)
-    router.add("GET", "/networks/{name}", network)
-    router.add("DELETE", "/networks/{name}", user_networks)
-    router.add("POST", "/networks/{name}/connect", user_networks)
-    router.add("POST", "/networks/{name}/disconnect", user_networks)
-
-
-async def _networks_prune(request: Request) -> Response:
-    return Json({"NetworksDeleted": None})
-
-
-def network_document(name: str) -> dict[str, Any]:
-    import hashlib
-
-    driver = DEFAULT_NETWORKS[name]
-    return {"Name": name, "Id": hashlib.sha256(f"dockyard-network-{name}".encode()).hexdigest(),
-            "Created": "0001-01-01T00:00:00Z", "Scope": "local", "Driver": driver, "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False, "Attachable": False,
-            "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
-            "Options": {}, "Labels": {}}
