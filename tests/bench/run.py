@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench import busload, chart, engine_api, figures, liverestore, networks, oci_runtime, ports, registry_pull, report, volumes
+from tests.bench import busload, chart, engine_api, figures, liverestore, networks, oci_runtime, pgbench, ports, registry_pull, report, volumes
 from tests.bench.stats import NOT_AVAILABLE, Figure
 from tests.bench.tools import REPO, BenchError, Docker, Dockyard, HostState, Podman, Workspace, versions
 
@@ -31,6 +31,7 @@ STEPS = {
     "logs": figures.logs,
     "registry": registry_pull.registry_pull,
     "ports": ports.published_ports,
+    "pgbench": pgbench.pgbench_ports,
     "oci_runtime": oci_runtime.oci_runtime_run,
     "networks": networks.user_networks,
     "engine_api": engine_api.engine_api,
@@ -39,7 +40,7 @@ STEPS = {
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "memory", "memory_many", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
-         "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
+         "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "pgbench_tps", "oci_runtime",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput"]
 
