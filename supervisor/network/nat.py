@@ -26,6 +26,18 @@ is changed except the four jumps to them and two sysctls of the daemon's own bri
 
 A container's rules are installed in one ``iptables-restore --noflush`` (one transaction,
 one process per start) and removed the same way.
+
+Bridges. The default bridge and every user network's bridge get the masquerading and
+``route_localnet`` (:meth:`Nat.set_bridges`, on network create and rm); a container's rules
+name the bridge of its first network. The FORWARD jump goes ahead of the isolation chains',
+so a published port answers containers of every network through the host's addresses.
+
+IPv6. The same chains in ip6tables: a DNAT rule per IPv6 port (``-p [ADDR6]:P:80``, and
+``[::]`` beside ``0.0.0.0`` for a ``-p`` without an address on a network with IPv6) to the
+container's IPv6 address. IPv6 has no ``route_localnet``: a connection from ``::1`` DNAT'd to
+a bridge is dropped on its way back, so ``::1`` is the userland proxy's (``[::]``'s rule says
+``! -d ::1/128`` and its socket listens), as is every IPv6 port of a container without
+IPv6 or where ip6tables fails (:func:`kernel_serves`, :func:`proxy_serves`).
 """
 
 from __future__ import annotations

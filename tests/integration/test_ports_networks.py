@@ -191,15 +191,20 @@ def test_ipv6_through_published_ports(netns_daemon):
 def test_after_a_sigkill_and_restart_no_port_rule_of_either_family_is_left(netns_daemon):
     daemon = netns_daemon
     prefix = unique_local_prefix()
-    daemon.out("network", "create", "--ipv6", "--subnet", prefix + "/64", "--subnet", subnet(), "keep")
+    network_id = daemon.out("network", "create", "--ipv6", "--subnet", prefix + "/64", "--subnet", subnet(),
+                            "keep").strip()
+    leases_file = daemon.root / "network" / "leases" / f"{network_id}.json"
     daemon.out("run", "-d", "--name", "db", "--network", "keep", "-p", "127.0.0.1::80", "-p", "81", "-p", "[::1]::82",
                "base", "sleep", "1000")
     assert len(owned(daemon)) == 2 * 3 and len(owned(daemon, "ip6tables")) == 3  # DNAT and two FORWARD accepts
     posts = post_chain(daemon), post_chain(daemon, "ip6tables")
     daemon.stop(signal.SIGKILL)
     assert len(owned(daemon)) == 6 and len(owned(daemon, "ip6tables")) == 3  # the crash left them
+    assert len(json.loads(leases_file.read_text())["v6"]) == 1
     daemon.start(timeout=90)
     assert owned(daemon) == [] and owned(daemon, "ip6tables") == []
+    leases = json.loads(leases_file.read_text())
+    assert (leases["v4"], leases["v6"]) == ({}, {})
     assert (post_chain(daemon), post_chain(daemon, "ip6tables")) == posts  # the network's, made again
     assert not [name for name in links(daemon) if name.startswith("dv")]
     info = json.loads(daemon.out("info"))["network"]["published_ports"]
