@@ -8,6 +8,8 @@
 #   scripts/bench.sh --quick    # 2-minute smoke run
 #   scripts/bench.sh --help     # every option (--many N, --reps N, --only run_rm,api ...)
 #   scripts/bench.sh --only live_restore --no-doc   # issue 21: keeper memory, adoption time, throughput
+#   scripts/bench.sh --only ports,pgbench --no-doc  # issue 19: published ports; pgbench through one
+#                                                   # (PostgreSQL 15 from the host's postgresql-15 package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

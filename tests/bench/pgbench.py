@@ -62,7 +62,10 @@ def pgbench_ports(bench) -> list[Figure]:
             if bench.left() <= 0:
                 break
             before = _cpu_seconds(tool.process.pid), time.monotonic()
-            measures[path].add(_tps(*targets[path], seconds))
+            tps, error = _tps(*targets[path], seconds)
+            measures[path].add(tps)
+            if error:
+                measures[path].note = error
             if path == "127.0.0.1:port":
                 daemon_cpu.append(100 * (_cpu_seconds(tool.process.pid) - before[0]) / (time.monotonic() - before[1]))
         figure.dockyard = list(measures.values())
@@ -83,11 +86,14 @@ def _ready(host: str, port: int) -> bool:
     return subprocess.run(["pg_isready", "-q", "-h", host, "-p", str(port)], timeout=30).returncode == 0
 
 
-def _tps(host: str, port: int, seconds: float) -> float | None:
+def _tps(host: str, port: int, seconds: float) -> tuple[float | None, str]:
+    """pgbench's tps (without the connection time), or None and why."""
     result = subprocess.run(["pgbench", "-c", "4", "-j", "2", "-T", f"{seconds:g}", "-h", host, "-p", str(port),
                              "-U", "postgres", "postgres"], capture_output=True, text=True, timeout=seconds + 120)
     found = TPS.search(result.stdout)
-    return float(found[1]) if result.returncode == 0 and found else None
+    if result.returncode == 0 and found:
+        return float(found[1]), ""
+    return None, f"pgbench exited {result.returncode}: {(result.stderr or result.stdout).strip()[-300:]}"
 
 
 def _cpu_seconds(pid: int) -> float:
