@@ -65,6 +65,7 @@ BIND = (
     "import socket, sys\n"
     "for family, address in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):\n"
     "    with socket.socket(family) as probe:\n"
+    "        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
     "        if family == socket.AF_INET6: probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
     "        try: probe.bind((address, int(sys.argv[1])))\n"
     "        except OSError: sys.exit(1)\n"
@@ -73,7 +74,8 @@ BIND = (
 
 def held(daemon: Daemon, port: int) -> bool:
     """Whether a TCP socket of the daemon's namespace holds ``port`` (a reserved one is bound
-    but not listening: /proc/net/tcp does not list it, a bind finds it)."""
+    but not listening: /proc/net/tcp does not list it, a bind finds it; SO_REUSEADDR so that
+    a finished connection's TIME_WAIT does not count)."""
     probe = subprocess.run(["nsenter", f"--net=/run/netns/{daemon.netns}", sys.executable, "-c", BIND, str(port)],
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode in (0, 1), probe.stderr
