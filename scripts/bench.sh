@@ -8,8 +8,10 @@
 #   scripts/bench.sh --quick    # 2-minute smoke run
 #   scripts/bench.sh --help     # every option (--many N, --reps N, --only run_rm,api ...)
 #   scripts/bench.sh --only live_restore --no-doc   # issue 21: keeper memory, adoption time, throughput
-#   scripts/bench.sh --only ports,pgbench --no-doc  # issue 19: published ports; pgbench through one
-#                                                   # (PostgreSQL 15 from the host's postgresql-15 package)
+#   scripts/bench.sh --only lines --no-doc  # issue 26: CPU per 1000 lines, logs -f latency
+#   (every --only run also measures the memory rows, unless --no-memory: then it says "partial")
+#   scripts/bench.sh --only ports,pgbench --no-doc --no-memory  # issue 19: published ports; pgbench
+#   (pgbench through -p 127.0.0.1::5432: PostgreSQL 15 from the host's postgresql-15 package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

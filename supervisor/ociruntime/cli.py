@@ -199,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with_main() -> None:
     """``dockyard-runtime``'s entry (bin/dockyard-runtime): main, stdio flushed, then
     ``os._exit``: the interpreter's teardown (modules, GC) is ~5 ms of a short command and
-    there is nothing left to clean (every file is closed, the lock released)."""
+    there is nothing left to clean (every file is closed, the lock released). The cyclic
+    garbage collector is off (bin/dockyard-runtime turns it off before the imports; here
+    again for a script installed before it did)."""
+    import gc
+
+    gc.disable()
     try:
         code = main()
     except SystemExit as exc:  # argparse: --help, a usage error

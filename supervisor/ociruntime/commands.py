@@ -201,8 +201,11 @@ def _update(arguments, store, logger) -> int:
 
 
 def _events(arguments, store, logger) -> int:
+    import gc
     import json
 
+    if not arguments.stats:
+        gc.enable()  # bin/dockyard-runtime disables it for the short commands; this one may run for days
     while True:
         record = store.load(arguments.id)
         if status_of(record, store) == "stopped":
@@ -256,8 +259,11 @@ def _spec(arguments, store, logger) -> int:
     path = os.path.join(arguments.bundle, "config.json")
     if os.path.exists(path):
         raise RuntimeCommandError("File config.json exists. Remove it first")
-    with open(path, "w") as file:
-        json.dump(default_spec(), file, indent=4)
+    try:
+        with open(path, "x") as file:
+            json.dump(default_spec(), file, indent=4)
+    except OSError as exc:
+        raise RuntimeCommandError(f"spec: cannot write {path}: {exc.strerror}") from None
     return 0
 
 

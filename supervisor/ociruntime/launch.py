@@ -79,66 +79,139 @@ class StatusLines:
         return message
 
 
-def launch(stage: dict, console_socket: str = "", what: str = "container", fifo: str = "") -> int:
-    """Run the stage for ``stage`` (the config map); return the process's host pid once it
-    is ready (a bundle: built, waiting on its FIFO) or exec'd (an exec, ``"join"``).
+class InitStage:
+    """Stage 0, forked before its config is known, then configured (:meth:`run`).
+
+    The fork comes first so that stage 0 imports its modules (``bundle_stage`` and the
+    steps, ctypes: a few ms) on the other CPU while this process makes the container's
+    cgroups and moves stage 0 into them (:meth:`join_cgroups`): the first write to a v1
+    ``cgroup.procs`` waits for an RCU grace period (~5-15 ms of wall time, no CPU), which
+    runc's parent overlaps the same way with its ``runc init``. Stage 0 blocks reading
+    its config, which is written only after the join, so it unshares inside the cgroups.
+
     ``fifo``: the exec FIFO, opened here (O_PATH) and given as fd 6, as runc gives its init
     the FIFO: pid 1 may not be allowed to walk to it (a user namespace's root is not the
-    host's).
+    host's). ``console_socket``: connected here, given as fd 5.
 
     Raises:
-        RuntimeCommandError: the stage failed (its message), nothing of it left running;
-            ``exit_code`` is the stage's (125, 126, 127).
+        RuntimeCommandError: the fork or the console socket failed (nothing left).
     """
-    console = connect_console(console_socket) if stage.get("terminal") else None
-    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC) if fifo else -1
-    config_read, config_write = os.pipe2(os.O_CLOEXEC)
-    status_read, status_write = os.pipe2(os.O_CLOEXEC)
-    try:
-        stage0 = os.fork()
-    except OSError as exc:
-        raise RuntimeCommandError(f"cannot fork the init stage: {exc.strerror}") from None
-    if stage0 == 0:
-        _child(config_read, status_write, console.fileno() if console else -1, fifo_fd)
-    os.close(config_read)
-    if fifo_fd >= 0:
-        os.close(fifo_fd)
-    os.close(status_write)
-    if console is not None:
-        console.close()
-    pid = 0
-    try:
+
+    def __init__(self, console_socket: str = "", fifo: str = "", what: str = "container"):
+        self.what = what
+        console = connect_console(console_socket) if console_socket else None
+        fifo_fd = -1
         try:
-            os.write(config_write, jsonlite.dumps(stage).encode())
-        except BrokenPipeError:
-            pass  # the stage died first: its status says why
-        os.close(config_write)
-        lines = StatusLines(status_read)
-        first = lines.next()
-        os.waitpid(stage0, 0)
-        if first is None:
-            raise RuntimeCommandError(f"cannot start the {what}: the init stage exited without reporting a pid")
-        if "error" in first:
-            raise _stage_error(what, first)
-        pid = int(first["pid"])
-        outcome = lines.next()
-        joining = bool(stage.get("join"))
-        if outcome is None and joining:
-            return pid  # the exec's execve closed the pipe
-        if outcome is not None and outcome.get("ready") and not joining:
-            return pid
-        if outcome is None:
-            raise RuntimeCommandError(f"cannot start the {what}: its init process exited during set-up")
-        raise _stage_error(what, outcome)
-    except BaseException:
-        if pid:
+            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC) if fifo else -1
+            config_read, self.config_write = os.pipe2(os.O_CLOEXEC)
+            self.status_read, status_write = os.pipe2(os.O_CLOEXEC)
             try:
-                os.kill(pid, _signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        raise
-    finally:
-        os.close(status_read)
+                self.pid = os.fork()
+            except OSError as exc:
+                for fd in (config_read, self.config_write, self.status_read, status_write):
+                    os.close(fd)
+                raise RuntimeCommandError(f"cannot fork the init stage: {exc.strerror}") from None
+            if self.pid == 0:
+                _child(config_read, status_write, console.fileno() if console else -1, fifo_fd)
+            os.close(config_read)
+            os.close(status_write)
+        finally:
+            if fifo_fd >= 0:
+                os.close(fifo_fd)
+            if console is not None:
+                console.close()
+
+    def join_cgroups(self, procs_files) -> None:
+        """Write stage 0's pid into each ``cgroup.procs`` (before :meth:`run`).
+
+        Raises:
+            RuntimeCommandError: naming the file and the cause (stage 0 is still there:
+                :meth:`abandon` it).
+        """
+        pid = str(self.pid).encode()
+        for path in procs_files:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise RuntimeCommandError(f'cannot join the cgroup: write "{path}": {exc.strerror}') from None
+
+    def run(self, stage: dict) -> int:
+        """Give stage 0 its config (the map ``stage``); return the process's host pid once it
+        is ready (a bundle: built, waiting on its FIFO) or exec'd (an exec, ``"join"``).
+        Stage 0 is reaped once the outcome is known (it exits right after reporting the pid:
+        waiting for it before reading on would put its exit on the way).
+
+        Raises:
+            RuntimeCommandError: the stage failed (its message), nothing of it left running;
+                ``exit_code`` is the stage's (125, 126, 127).
+        """
+        what = self.what
+        pid = 0
+        try:
+            try:
+                os.write(self.config_write, jsonlite.dumps(stage).encode())
+            except BrokenPipeError:
+                pass  # the stage died first: its status says why
+            os.close(self.config_write)
+            self.config_write = -1
+            lines = StatusLines(self.status_read)
+            first = lines.next()
+            if first is None:
+                raise RuntimeCommandError(f"cannot start the {what}: the init stage exited without reporting a pid")
+            if "error" in first:
+                raise _stage_error(what, first)
+            pid = int(first["pid"])
+            outcome = lines.next()
+            joining = bool(stage.get("join"))
+            if outcome is None and joining:
+                return pid  # the exec's execve closed the pipe
+            if outcome is not None and outcome.get("ready") and not joining:
+                return pid
+            if outcome is None:
+                raise RuntimeCommandError(f"cannot start the {what}: its init process exited during set-up")
+            raise _stage_error(what, outcome)
+        except BaseException:
+            for process in (pid, self.pid) if pid else (self.pid,):  # stage 0 is not reaped yet: its pid is ours
+                try:
+                    os.kill(process, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            raise
+        finally:
+            os.close(self.status_read)
+            self.status_read = -1
+            self._reap()
+
+    def abandon(self) -> None:
+        """Stage 0 never configured (a step before :meth:`run` failed): killed and reaped."""
+        if self.config_write >= 0:
+            os.close(self.config_write)
+            self.config_write = -1
+        if self.status_read >= 0:
+            os.close(self.status_read)
+            self.status_read = -1
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def launch(stage: dict, console_socket: str = "", what: str = "container", fifo: str = "") -> int:
+    """Fork stage 0 and run it with ``stage`` at once (an exec: its stage 0 joins the
+    container's cgroups itself, ``stage["cgroup_procs"]``). See :class:`InitStage`."""
+    init = InitStage(console_socket if stage.get("terminal") else "", fifo, what)
+    return init.run(stage)
 
 
 def _stage_error(what: str, message: dict) -> RuntimeCommandError:

@@ -16,12 +16,15 @@ import select
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
 from supervisor.ociruntime import hooks, jsonlite
-from supervisor.ociruntime.bundle import Host, check_id, translate, translate_process
 from supervisor.ociruntime.cgroups import BundleCgroup
 from supervisor.ociruntime.errors import RuntimeCommandError
-from supervisor.ociruntime.launch import launch
+from supervisor.ociruntime.launch import InitStage, launch
 from supervisor.ociruntime.state import (StateStore, hook_state, now_rfc3339, process_start_time, status_of,
                                          write_small_atomic)
+
+TYPE_CHECKING = False  # typing itself is not imported: ~2 ms
+if TYPE_CHECKING:
+    from supervisor.ociruntime.bundle import Host
 
 PR_SET_CHILD_SUBREAPER = 36
 START_TIMEOUT = 10.0  # seconds for pid 1 to take the start byte once the FIFO is opened
@@ -35,8 +38,9 @@ def compile_oci_seccomp(document: dict) -> bytes:
     return compile_profile(document)
 
 
-def host_facts(root: str) -> Host:
+def host_facts(root: str) -> "Host":
     """The host, and the seccomp compiler with its cache under ``root`` (``seccomp_cache.py``)."""
+    from supervisor.ociruntime.bundle import Host
     from supervisor.ociruntime.seccomp_cache import compile_cached
 
     def enabled(path: str, yes: str) -> bool:
@@ -83,6 +87,10 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
     Raises:
         RuntimeCommandError: nothing of the container is left (state, cgroup, process).
     """
+    # bundle.py only here and in exec: it brings security.py's capability table and with it
+    # libc and ctypes (~3 ms of CPU), which start, state, kill and delete do not need.
+    from supervisor.ociruntime.bundle import check_id, translate
+
     check_id(container_id)
     bundle_dir = os.path.abspath(bundle_dir)
     config = read_config(bundle_dir)
@@ -92,15 +100,20 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
         raise RuntimeCommandError("cannot allocate a tty without --console-socket (process.terminal is true)")
     store.make(container_id)
     cgroup = None
+    init = None
     pid = 0
     try:
         with store.locked(container_id, must_exist=False):
-            cgroup = BundleCgroup.for_bundle(bundle.cgroups_path, container_id)
-            cgroup.create()
-            cgroup.apply(bundle.resources, stage["devices"])
             fifo = store.fifo(container_id)
             os.mkfifo(fifo, 0o600)
             os.chmod(fifo, 0o622)  # pid 1 may have dropped to another uid when it opens it
+            # Stage 0 first: it imports its modules while the cgroups are made and joined
+            # (launch.InitStage says why; docs/runtime.md, "Where the time goes").
+            init = InitStage(console_socket if stage["terminal"] else "", fifo)
+            cgroup = BundleCgroup.for_bundle(bundle.cgroups_path, container_id)
+            cgroup.create()
+            cgroup.apply(bundle.resources, stage["devices"])
+            init.join_cgroups(cgroup.procs_files)
             record = {
                 "id": container_id, "pid": 0, "start_time": None, "bundle": bundle_dir, "rootfs": bundle.rootfs,
                 "created": now_rfc3339(), "owner": "", "annotations": bundle.annotations,
@@ -110,9 +123,10 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
                          "process": config["process"],
                          "join_user": any(kind == "user" for kind, _ in stage["namespaces"])},
             }
-            stage.update(cgroup_procs=cgroup.procs_files, exec_fifo=True, no_pivot=no_pivot,
+            stage.update(cgroup_procs=[], exec_fifo=True, no_pivot=no_pivot,
                          state=jsonlite.dumps(hook_state(record, "created")))
-            pid = launch(stage, console_socket, fifo=fifo)
+            running, init = init, None
+            pid = running.run(stage)
             record.update(pid=pid, start_time=process_start_time(pid))
             store.save(record)
             state = hook_state(record, "creating")
@@ -121,6 +135,8 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
             write_pid_file(pid_file, pid)
             return record
     except BaseException:
+        if init is not None:
+            init.abandon()
         if pid:
             _kill_quietly(pid)
         if cgroup is not None:
@@ -286,6 +302,8 @@ def exec_process(store: StateStore, container_id: str, process: dict, console_so
             process["capabilities"] = defaults["capabilities"]
         if "rlimits" not in process:
             process["rlimits"] = []
+        from supervisor.ociruntime.bundle import translate_process
+
         stage = translate_process(process, for_exec=True)
         if process.get("noNewPrivileges") is None:
             stage["no_new_privileges"] = defaults["no_new_privileges"]

@@ -1,7 +1,13 @@
-"""The ``oci_runtime`` step (issue 23): ``dockyard-runtime run`` of the `true` bundle against
-``runc run`` and ``crun run`` of the same bundle, interleaved, each timed by the same helper
-process (:class:`tests.bench.tools.OciTimer`). Target: at most 1.0x runc. The CPU time of
-each run (less sensitive to a shared machine's load) is reported in a note beside it."""
+"""The ``oci_runtime`` step (issue 23), two rows:
+
+* ``oci_runtime``: ``dockyard-runtime run`` of the `true` bundle against ``runc run`` and
+  ``crun run`` of the same bundle, interleaved, each timed by the same helper process
+  (:class:`tests.bench.tools.OciTimer`). Target: at most 1.0x runc. The CPU time of each run
+  (less sensitive to a shared machine's load) is reported in a note beside it.
+* ``oci_runtime_podman``: ``podman run --rm`` of the imported `base` image with
+  ``--runtime dockyard-runtime`` against ``--runtime runc``, the same podman storage,
+  interleaved. Target: at most 1.0x runc.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import shlex
 import statistics
 
 from tests.bench.stats import NOT_AVAILABLE, Figure, Measure, interleaved, ratio
+from tests.bench import procs
 from tests.bench.tools import REPO, BenchError, OciTimer
 
 RUNTIMES = ("dockyard-runtime", "runc", "crun")
@@ -19,6 +26,10 @@ def oci_runtime_run(bench) -> list[Figure]:
     dockyard = bench.tools.get("dockyard")
     venv_bin = os.path.dirname(dockyard.executable) if dockyard is not None else str(REPO / ".venv" / "bin")
     os.environ["PATH"] = venv_bin + os.pathsep + os.environ["PATH"]  # the helper runs it by name
+    return [_bundle_run(bench), _podman_run(bench, os.path.join(venv_bin, "dockyard-runtime"))]
+
+
+def _bundle_run(bench) -> Figure:
     measures = {name: Measure(tool=f"{name} run", unit="s") for name in RUNTIMES}
     figure = Figure("oci_runtime", "OCI runtime run, start-to-exit of `true`", "<= 1.0x runc", "s",
                     anchors=[measures["runc"], measures["crun"]], dockyard=[measures["dockyard-runtime"]])
@@ -51,4 +62,44 @@ def oci_runtime_run(bench) -> list[Figure]:
     figure.ratio = ratio(measures["dockyard-runtime"].median, measures["runc"].median)
     figure.ratio_basis = "dockyard-runtime / runc"
     figure.met = None if figure.ratio is None else figure.ratio <= 1.0
-    return [figure]
+    return figure
+
+
+def _podman_run(bench, runtime_path: str) -> Figure:
+    """``podman run --rm --network none base true`` through each runtime, interleaved."""
+    names = {"dockyard-runtime": runtime_path, "runc": "runc"}
+    measures = {name: Measure(tool=f"podman --runtime {name}", unit="s") for name in names}
+    figure = Figure("oci_runtime_podman", "`podman run --rm base true` through the OCI runtime", "<= 1.0x runc", "s",
+                    anchors=[measures["runc"]], dockyard=[measures["dockyard-runtime"]])
+    podman = bench.tools.get("podman")
+    if podman is None:
+        for measure in measures.values():
+            measure.status = bench.missing.get("podman", f"{NOT_AVAILABLE}: podman not set up")
+        return figure
+    commands = {}
+    for name, path in names.items():
+        argv = podman.run_rm(network_none=True)
+        argv[argv.index("--runtime") + 1] = path
+        commands[name] = argv
+        figure.commands[f"podman --runtime {name}"] = shlex.join(argv)
+    live = []
+    for name, argv in commands.items():
+        warm = procs.timed(argv, env=podman.env, timeout=60)
+        if warm.ok:
+            live.append(name)
+        else:
+            measures[name].status = f"{NOT_AVAILABLE}: {warm.failure(argv[:1] + argv[-4:])}"
+    reps = bench.params.reps
+    bench.log(f"oci_runtime_podman: podman run --rm through {', '.join(live)} x{reps}")
+    for repetition, name in interleaved(live, reps):
+        if bench.left() <= 0:
+            measures[name].note = f"cut short by the time budget at repetition {repetition}"
+            break
+        result = procs.timed(commands[name], env=podman.env, timeout=60)
+        measures[name].add(result.seconds if result.ok else None)
+        if not result.ok and not measures[name].note:
+            measures[name].note = result.failure(commands[name][-4:])
+    figure.ratio = ratio(measures["dockyard-runtime"].median, measures["runc"].median)
+    figure.ratio_basis = "dockyard-runtime / runc"
+    figure.met = None if figure.ratio is None else figure.ratio <= 1.0
+    return figure

@@ -172,6 +172,58 @@ def test_a_missing_command_fails_create_and_leaves_nothing(runtime):
     assert cgroup_dirs(f"{runtime.parent}/b") == []
 
 
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if text.encode() in file.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def test_a_limit_the_kernel_refuses_fails_create_after_stage_0_is_forked_and_leaves_nothing(runtime):
+    # Stage 0 is forked before the limits are written (launch.InitStage): a write the kernel
+    # refuses must still leave no process, cgroup or state behind.
+    bundle = runtime.bundle("b", ["true"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"].setdefault("resources", {})["cpu"] = {"cpus": str(os.cpu_count() + 63)}
+    (bundle / "config.json").write_text(json.dumps(config))
+    container_id = "refused-" + secrets.token_hex(4)
+    result = runtime.detached("create", "--bundle", str(bundle), container_id, check=False)
+    assert result.returncode == 1
+    assert "cpuset.cpus" in result.stderr
+    assert not (runtime.root / container_id).exists()
+    assert cgroup_dirs(f"{runtime.parent}/b") == []
+    assert processes_mentioning(container_id) == []
+
+
+def test_stage_0_is_moved_into_the_cgroups_by_the_runtime_and_an_abandoned_one_leaves_nothing():
+    from supervisor.ociruntime.launch import InitStage
+
+    base = Path("/sys/fs/cgroup/pids")
+    base = base if base.is_dir() else Path("/sys/fs/cgroup")
+    cgroup = base / ("dyrt-" + secrets.token_hex(4))
+    cgroup.mkdir()
+    try:
+        stage = InitStage()  # forked: importing the stage, then waiting for its config
+        try:
+            stage.join_cgroups([str(cgroup / "cgroup.procs")])
+            assert (cgroup / "cgroup.procs").read_text().split() == [str(stage.pid)]
+            with open(f"/proc/{stage.pid}/cgroup") as file:
+                assert any(line.rstrip("\n").endswith("/" + cgroup.name) for line in file)
+        finally:
+            stage.abandon()  # killed and reaped
+        assert (cgroup / "cgroup.procs").read_text() == ""
+        with pytest.raises(ChildProcessError):
+            os.waitpid(stage.pid, os.WNOHANG)
+    finally:
+        try_rmdir(cgroup)
+    assert not cgroup.exists()
+
+
 def test_a_user_namespace_gets_its_id_maps_and_the_fifo_still_opens(runtime):
     # The container's root is not the host's: the bundle must be reachable by others (as with
     # runc), and pytest's tmp dirs are 0700; the state dir stays private (the FIFO is passed).
