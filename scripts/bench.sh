@@ -12,6 +12,8 @@
 #   scripts/bench.sh --only build --no-doc   # issue 24: cached and uncached build against podman, push against skopeo
 #   scripts/bench.sh --only store --no-doc  # issue 24: disk bytes per image byte against podman
 #   (every --only run also measures the memory rows, unless --no-memory: then it says "partial")
+#   scripts/bench.sh --only ports,pgbench --no-doc --no-memory  # issue 19: published ports; pgbench
+#   (pgbench through -p 127.0.0.1::5432: PostgreSQL 15 from the host's postgresql-15 package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

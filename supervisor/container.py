@@ -392,4 +392,4 @@ def _ports_column(container: Container) -> str:
     """ps's PORTS, as docker: ``127.0.0.1:8080->80/tcp, 81/udp``."""
     if container.network is None or container.status is not Status.RUNNING:
         return ""
-    return ", ".join(f"{m.host_ip}:{port}->{m.key}" for m, port in container.network.ports)
+    return ", ".join(f"{m.host(port)}->{m.key}" for m, port in container.network.ports)

@@ -264,12 +264,18 @@ def cmd_port(args: argparse.Namespace, client: Any) -> int:
         if key not in ports:
             fail(f"no public port '{key}' published for {args.container}")
         for binding in ports[key]:
-            print(f"{binding['HostIp']}:{binding['HostPort']}")
+            print(_host_binding(binding))
         return 0
     for key in sorted(ports, key=lambda k: (int(k.split("/")[0]), k)):
         for binding in ports[key]:
-            print(f"{key} -> {binding['HostIp']}:{binding['HostPort']}")
+            print(f"{key} -> {_host_binding(binding)}")
     return 0
+
+
+def _host_binding(binding: dict[str, str]) -> str:
+    """``127.0.0.1:8080``, or ``[::]:8080`` for an IPv6 address (docker's)."""
+    address = binding["HostIp"]
+    return f"[{address}]:{binding['HostPort']}" if ":" in address else f"{address}:{binding['HostPort']}"
 
 
 def cmd_update(args: argparse.Namespace, client: Any) -> int:

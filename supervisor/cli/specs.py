@@ -73,8 +73,8 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ip6", default=None, metavar="IPv6",
                         help="its IPv6 address on its first user-defined network (one made with --ipv6)")
     parser.add_argument("-p", "--publish", action="append", default=[], metavar="[HOSTIP:][HOSTPORT[-END]:]PORT[-END][/PROTO]",
-                        help="publish a container port or range on the host (repeatable; tcp or udp; "
-                             "served by iptables DNAT, docs/network.md)")
+                        help="publish a container port or range on the host (repeatable; tcp or udp; an IPv6 "
+                             "HOSTIP in brackets, [::1]:8080:80; served by iptables DNAT, docs/network.md)")
     parser.add_argument("-P", "--publish-all", action="store_true",
                         help="publish the image's exposed ports on random host ports")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",

@@ -37,7 +37,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from logs.atomic import write_atomic
@@ -49,7 +49,10 @@ DEFAULT_SUBNET = "172.31.0.0/16"
 BRIDGE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}\Z")
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}\Z")
 HOST_ENTRY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,252})\Z")
-PUBLISH = re.compile(r"^(?:(?:\[?(?P<ip>[0-9a-fA-F.:]+?)\]?):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?\Z")
+PUBLISH = re.compile(
+    r"^(?:(?:\[(?P<ip6>[0-9a-fA-F.:]+)\]|(?P<ip>[0-9a-fA-F.:]+?)):)??(?:(?P<host>\d{0,5}):)?(?P<port>\d{1,5})"
+    r"(?:/(?P<proto>tcp|udp))?\Z"
+)
 
 
 def parse_mode(value: str) -> str:
@@ -71,33 +74,48 @@ def parse_mode(value: str) -> str:
 @dataclass(frozen=True)
 class PortMapping:
     """One ``-p``: ``host_ip:host_port -> container_port/protocol``; host_port 0 is any, and
-    with ``host_port_end`` the first free one of host_port..host_port_end (``ports.py``)."""
+    with ``host_port_end`` the first free one of host_port..host_port_end (``ports.py``).
+    ``host_ip`` is IPv4 or IPv6 (``[::1]:8080:80``); ``any_family``: no address was given,
+    so on a network with IPv6 the port is published on ``::`` too (docker's default)."""
 
     container_port: int
     protocol: str = "tcp"
     host_ip: str = "0.0.0.0"
     host_port: int = 0
     host_port_end: int = 0
+    any_family: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:
         return f"{self.container_port}/{self.protocol}"
 
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.host_ip
+
+    def host(self, port: int | str) -> str:
+        """``127.0.0.1:8080`` or ``[::1]:8080``, as docker prints a host binding."""
+        return f"[{self.host_ip}]:{port}" if self.ipv6 else f"{self.host_ip}:{port}"
+
     @classmethod
     def parse(cls, text: str) -> PortMapping:
-        """``[HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]`` as docker's ``-p``."""
+        """``[HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]`` as docker's ``-p`` (an IPv6
+        HOSTIP in brackets: ``[::1]:8080:80``)."""
         match = PUBLISH.match(text) if isinstance(text, str) else None
         if match is None:
             raise InvalidArgument(
                 f"invalid publish spec {text!r}: use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp]", flag="-p"
             )
-        host_ip = match["ip"] or "0.0.0.0"
+        host_ip = match["ip6"] or match["ip"] or "0.0.0.0"
         try:
             address = ipaddress.ip_address(host_ip)
         except ValueError:
             raise InvalidArgument(f"invalid publish spec {text!r}: {host_ip!r} is not an IP address", flag="-p") from None
-        if address.version != 4:
-            raise InvalidArgument(f"invalid publish spec {text!r}: only IPv4 host addresses are supported", flag="-p")
+        if match["ip6"] and address.version != 6:
+            raise InvalidArgument(f"invalid publish spec {text!r}: only an IPv6 address goes in brackets", flag="-p")
+        if match["ip"] and address.version == 6:
+            raise InvalidArgument(
+                f"invalid publish spec {text!r}: an IPv6 host address goes in brackets ([{host_ip}]:...)", flag="-p")
         container_port = int(match["port"])
         host_port = int(match["host"]) if match["host"] else 0
         for port in (container_port, host_port):
@@ -105,7 +123,8 @@ class PortMapping:
                 raise InvalidArgument(f"invalid publish spec {text!r}: port {port} is out of range", flag="-p")
         if container_port == 0:
             raise InvalidArgument(f"invalid publish spec {text!r}: the container port cannot be 0", flag="-p")
-        return cls(container_port, match["proto"] or "tcp", host_ip, host_port)
+        return cls(container_port, match["proto"] or "tcp", str(address), host_port,
+                   any_family=not (match["ip"] or match["ip6"]))
 
 
 def parse_add_host(text: str) -> tuple[str, str]:
@@ -174,7 +193,7 @@ def exposed_ports(image_config: dict) -> list[PortMapping]:
     for key in sorted((image_config or {}).get("ExposedPorts") or {}):
         port, _, protocol = str(key).partition("/")
         if port.isdigit() and 0 < int(port) < 65536 and protocol in ("", "tcp", "udp"):
-            mappings.append(PortMapping(int(port), protocol or "tcp"))
+            mappings.append(PortMapping(int(port), protocol or "tcp", any_family=True))
     return mappings
 
 

@@ -203,6 +203,22 @@ def endpoint_name(container_id: str, network_id: str, prefix: str = ENDPOINT_PRE
 
 
 @_netlink
+def set_hairpin(name: str) -> None:
+    """Hairpin mode on a bridge port (``IFLA_BRPORT_MODE``): the bridge may send a frame
+    back out of the port it came in by (a container reaching its own published port). By
+    netlink, not sysfs: /sys shows the links of the namespace it was mounted in, which is
+    not the daemon's when it runs in a namespace of its own."""
+    ipr = _ipr()
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise NetworkError(f"cannot set hairpin mode on {name}: no such link")
+    try:
+        ipr.brport("set", index=found[0], mode=1)
+    except NetlinkError as exc:
+        raise NetworkError(f"cannot set hairpin mode on {name}: {os.strerror(exc.code)}") from exc
+
+
+@_netlink
 def ensure_user_bridge(name: str, gateway: str, prefixlen: int, gateway6: str = "", prefixlen6: int = 0) -> int:
     """:func:`ensure_bridge` for a user network: its gateway addresses (IPv6 without DAD)."""
     ipr = _ipr()

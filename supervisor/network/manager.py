@@ -13,7 +13,7 @@ import trio
 
 from logs.atomic import write_atomic
 from supervisor.errors import DockyardError
-from supervisor.network.nat import Nat
+from supervisor.network.nat import Nat, proxy_serves
 from supervisor.network.networks import builtin_id
 from supervisor.network.ports import parse_publish
 from supervisor.network.user import Endpoint, UserNetworks, resolv_conf
@@ -46,6 +46,7 @@ class Attachment:
     proxied: bool = False  # its published ports go through the userland proxy (not DNAT)
     init_layer: str = ""  # the top lower dir with the mount points of the /etc files
     address: str = ""
+    address6: str = ""  # its first network's IPv6 address (published IPv6 ports go there)
     gateway: str = ""
     prefixlen: int = 0
     mac: str = ""
@@ -80,7 +81,7 @@ class Attachment:
         return networks
 
     def settings(self) -> dict[str, Any]:
-        ports: dict[str, list[dict[str, str]]] = {}
+        ports: dict[str, list[dict[str, str]]] = {}  # "::" beside 0.0.0.0 on an IPv6 network, as docker
         for mapping, port in self.ports:
             ports.setdefault(mapping.key, []).append({"HostIp": mapping.host_ip, "HostPort": str(port)})
         bridge = self.mode == "bridge"  # docker's top-level fields are the default bridge's
@@ -114,7 +115,8 @@ class Network:
         self.leases = Leases(str(Path(state_dir) / "network" / f"leases-{bridge}.json"), str(self.subnet))
         self.counters = {"veths_removed_at_start": 0, "leases_released_at_start": 0}
         self.nat = Nat(state_dir, bridge, str(self.subnet), userland_proxy, log)
-        self.user = UserNetworks(str(state_dir), bridge, str(self.subnet), ip_masq, log)
+        self.user = UserNetworks(str(state_dir), bridge, str(self.subnet), ip_masq, log,
+                                 bridges_changed=self.nat.set_bridges)
         self.nursery: trio.Nursery | None = None  # the Supervisor's: veth deletions run there
         self._deleting: dict[str, trio.Event] = {}  # container id -> set once its veth is gone
 
@@ -122,7 +124,9 @@ class Network:
 
     async def start(self, running: set[str]) -> None:
         """Create the bridge, release the leases of containers not running, delete veths of
-        ours left on the bridge (a crash), install the masquerading rule if asked."""
+        ours left on the bridge (a crash), make the user networks, install the published
+        ports' chains (after the isolation chains: their jump goes first in FORWARD, so a
+        published port answers a container of any network), the masquerading rule if asked."""
         await trio.to_thread.run_sync(links.ensure_bridge, self.bridge, str(self.subnet))
         released = self.leases.keep_only(running)
         keep = {links.host_name(container_id) for container_id in running}
@@ -133,11 +137,11 @@ class Network:
         self.counters["leases_released_at_start"] = len(released)
         if (released or stale) and self.log is not None:
             self.log.info("network reconciled", leases_released=len(released), veths_removed=len(stale))
+        await self.user.start(running)
         await self.nat.start(running)
         if self.ip_masq:
             await self._iptables("-D", check=False)  # a crashed daemon's copy
             await self._iptables("-A")
-        await self.user.start(running)
 
     async def stop(self) -> None:
         """Remove the masquerading rule and the bridge (after every container has stopped)."""
@@ -220,19 +224,23 @@ class Network:
                 attachment.names = [container.name, container.id[:12]]
                 attachment.dns_servers = dns
                 attachment.endpoints = self.user.plan(container.id, spec.endpoints, 1 if mode == "bridge" else 0)
+                bridge = self.bridge
                 if attachment.mode == "user":  # its first network's address: hosts, published ports
                     attachment.address = attachment.endpoints[0].address
+                    attachment.address6 = attachment.endpoints[0].address6
+                    bridge = attachment.endpoints[0].network.bridge
                 mappings = [mapping for entry in spec.publish for mapping in parse_publish(entry)]
                 if spec.publish_all:
                     taken = {m.key for m in mappings}
                     mappings += [m for m in exposed_ports(image_config or {}) if m.key not in taken]
-                for mapping in mappings:  # the kernel's DNAT serves them: only reserved
-                    sock, port = await proxy.bind(mapping, container.name, listen=not self.nat.kernel)
-                    attachment.sockets.append(sock)
-                    attachment.ports.append((mapping, port))
-                first = attachment.endpoints[0].network if attachment.mode == "user" else None
-                rules = await self.nat.add(container.id, attachment.address, attachment.ports,
-                                           first.bridge if first else "", first.subnet if first else "")
+                for mapping in mappings:
+                    await self._bind(attachment, mapping, container.name)
+                    if mapping.any_family and attachment.address6:  # docker's default: [::] too, same port
+                        twin = PortMapping(mapping.container_port, mapping.protocol, "::", attachment.ports[-1][1],
+                                           any_family=True)
+                        await self._bind(attachment, twin, container.name)
+                rules = await self.nat.add(container.id, attachment.address, attachment.ports, bridge,
+                                           attachment.address6)
                 if rules is None:
                     attachment.proxied = True
                     for sock in attachment.sockets:
@@ -262,6 +270,14 @@ class Network:
             await self.release(attachment)
             raise
         return attachment
+
+    async def _bind(self, attachment: Attachment, mapping: PortMapping, name: str) -> None:
+        """The host port of a mapping bound: only reserved where the kernel's DNAT serves it,
+        listening where the proxy serves it too (:func:`~supervisor.network.nat.proxy_serves`)."""
+        listen = not self.nat.kernel or proxy_serves(mapping, attachment.address6, self.nat.ipv6)
+        sock, port = await proxy.bind(mapping, name, listen=listen)
+        attachment.sockets.append(sock)
+        attachment.ports.append((mapping, port))
 
     async def adopt(self, container: Any, held: Any) -> Attachment:
         """A running container's attachment again (live restore, lifecycle/restore.py): its
@@ -328,11 +344,13 @@ class Network:
                 attachment.prefixlen, attachment.gateway, attachment.mac,
             )
             if attachment.nat_rules:
-                self.nat.hairpin(links.host_name(attachment.container_id))
+                await self.nat.hairpin(links.host_name(attachment.container_id))
         routed = attachment.mode == "bridge"
         for endpoint in attachment.endpoints:
             await self.user.attach(endpoint, pid, not routed, attachment.names)
             routed = routed or not endpoint.network.internal
+        if attachment.mode == "user" and attachment.nat_rules:
+            await self.nat.hairpin(attachment.endpoints[0].host)
         if attachment.mode == "user":
             attachment.dns = await self.user.open_dns(attachment.container_id, pid, attachment.dns_servers)
 
@@ -359,13 +377,20 @@ class Network:
             await self.user.detach(endpoint)
 
     def serve(self, attachment: Attachment, nursery: trio.Nursery) -> None:
-        """Run the proxies of the published ports (until :meth:`release`)."""
+        """Run the proxies of the published ports that need one (until :meth:`release`):
+        all of them where the kernel path cannot serve the container, else its IPv6 ports
+        that DNAT cannot serve (``[::1]``, ``::``'s loopback, a container without IPv6)."""
+        served = [(sock, mapping) for sock, (mapping, _) in zip(attachment.sockets, attachment.ports)
+                  if attachment.proxied or proxy_serves(mapping, attachment.address6, self.nat.ipv6)]
+
         async def run() -> None:
             with attachment.scope:
                 async with trio.open_nursery() as proxies:
-                    for sock, (mapping, _) in zip(attachment.sockets, attachment.ports):
-                        proxies.start_soon(proxy.serve, sock, mapping, attachment.address)
-        if attachment.sockets and attachment.proxied:
+                    for sock, mapping in served:
+                        proxy.listen(sock)  # a socket the keeper held was only reserved
+                        target = attachment.address6 if mapping.ipv6 and attachment.address6 else attachment.address
+                        proxies.start_soon(proxy.serve, sock, mapping, target)
+        if served:
             nursery.start_soon(run)
         if attachment.dns is not None:
             nursery.start_soon(attachment.dns.serve)

@@ -42,8 +42,10 @@ async def bind(mapping: PortMapping, name: str, listen: bool = True) -> tuple[An
 
 async def _bind_one(mapping: PortMapping, name: str, port: int, listen: bool) -> tuple[Any, int]:
     kind = socket.SOCK_STREAM if mapping.protocol == "tcp" else socket.SOCK_DGRAM
-    sock = trio.socket.socket(socket.AF_INET, kind)
+    sock = trio.socket.socket(socket.AF_INET6 if mapping.ipv6 else socket.AF_INET, kind)
     try:
+        if mapping.ipv6:  # "::" is IPv6's own: the port on 0.0.0.0 is another socket's
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM and listen:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await sock.bind((mapping.host_ip, port))
@@ -54,7 +56,7 @@ async def _bind_one(mapping: PortMapping, name: str, port: int, listen: bool) ->
         reason = "port is already allocated" if exc.errno == errno.EADDRINUSE else exc.strerror
         ports = f"{mapping.host_port}-{mapping.host_port_end}" if mapping.host_port_end else str(mapping.host_port)
         raise Conflict(
-            f"bind {mapping.host_ip}:{ports}/{mapping.protocol} for port {mapping.key}"
+            f"bind {mapping.host(ports)}/{mapping.protocol} for port {mapping.key}"
             f" of container {name}: {reason}",
             port=mapping.key,
         ) from None
@@ -127,7 +129,8 @@ async def _serve_udp(sock: Any, target: tuple[str, int]) -> None:
             data, client = await sock.recvfrom(BUFFER)
             upstream = upstreams.get(client)
             if upstream is None:
-                upstream = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                upstream = trio.socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET,
+                                              socket.SOCK_DGRAM)
                 await upstream.connect(target)
                 upstreams[client] = upstream
                 nursery.start_soon(back, client, upstream)

@@ -76,10 +76,12 @@ class UserNetworks:
     default_bridge, default_subnet: the default network's (it is isolated from these).
     ip_masq: masquerade the networks that are not internal (``--ip-masq``).
     kernel, isolation: the links module and the iptables rules (fakes in unit tests).
+    bridges_changed: awaited with every network's (bridge, subnet, IPv6 subnet or "") when
+        they change (the published ports' masquerading and sysctls, ``nat.py``).
     """
 
     def __init__(self, state_dir: str, default_bridge: str, default_subnet: str, ip_masq: bool = False,
-                 log: Any = None, kernel: Any = links, isolation: Any = None):
+                 log: Any = None, kernel: Any = links, isolation: Any = None, bridges_changed: Any = None):
         self.directory = os.path.join(str(state_dir), "network")
         self.default_bridge = default_bridge
         self.default_subnet = default_subnet
@@ -93,6 +95,7 @@ class UserNetworks:
         self.dns_stats = Stats()
         self.counters = {"endpoints_removed_at_start": 0, "network_leases_released_at_start": 0}
         self.lock = trio.Lock()  # one create or remove at a time (the overlap check sees the last one)
+        self.bridges_changed = bridges_changed
 
     def _pools(self, network: NetworkRecord) -> Pools:
         if network.id not in self.pools:
@@ -128,6 +131,9 @@ class UserNetworks:
         bridges = [Bridge(self.default_bridge, self.default_subnet)]
         bridges += [Bridge(n.bridge, n.subnet, n.internal, n.ipv6, self.ip_masq) for n in self.store.networks.values()]
         await self.isolation.apply(bridges)
+        if self.bridges_changed is not None:
+            await self.bridges_changed([(n.bridge, n.subnet, n.subnet6 if n.ipv6 else "")
+                                        for n in self.store.networks.values()])
 
     def info(self) -> dict[str, Any]:
         return {"networks": len(self.store.networks), "isolation_failures": self.isolation.failures,

@@ -17,8 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench import (build, busload, chart, engine_api, figures, lines, liverestore, memory, networks, oci_runtime, ports,
-                         registry_pull, report, store, volumes)
+from tests.bench import (build, busload, chart, engine_api, figures, lines, liverestore, memory, networks, oci_runtime, pgbench,
+                         ports, registry_pull, report, store, volumes)
 from tests.bench.stats import NOT_AVAILABLE, Figure
 from tests.bench.tools import REPO, BenchError, Docker, Dockyard, HostState, Podman, Workspace, versions
 
@@ -34,6 +34,7 @@ STEPS = {
     "lines": lines.lines,
     "registry": registry_pull.registry_pull,
     "ports": ports.published_ports,
+    "pgbench": pgbench.pgbench_ports,
     "oci_runtime": oci_runtime.oci_runtime_run,
     "networks": networks.user_networks,
     "engine_api": engine_api.engine_api,
@@ -45,7 +46,7 @@ STEPS = {
 #: Table order: the rows of issue 9 first, then the extra figures.
 ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "memory", "memory_daemon", "memory_many",
          "memory_many_daemon", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
-         "concurrent_start", "concurrent_remove", "logs", "lines_cpu", "logs_latency_1ms", "logs_latency_20ms", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
+         "concurrent_start", "concurrent_remove", "logs", "lines_cpu", "logs_latency_1ms", "logs_latency_20ms", "registry_pull", "ports_bulk", "ports_conns", "pgbench_tps", "oci_runtime",
          "oci_runtime_podman",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput",

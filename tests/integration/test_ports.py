@@ -186,7 +186,7 @@ def test_the_userland_proxy_serves_when_forced(tmp_path, busybox_tar):
         info = json.loads(daemon.out("info"))["network"]["published_ports"]
         assert info.pop("ip_forward") in (True, False)
         assert info == {"mode": "userland", "reason": "dockyard daemon --userland-proxy", "chains": [],
-                        "rule_failures": 0, "rules_removed_at_start": 0}
+                        "ipv6": False, "ipv6_reason": None, "rule_failures": 0, "rules_removed_at_start": 0}
         assert 'event="published ports: userland proxy"' in daemon.log()
         daemon.out("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "base", "sh", "-c", REMOTE_ADDR_SERVER)
         port = int(daemon.out("port", "web", "80").strip().rsplit(":", 1)[1])

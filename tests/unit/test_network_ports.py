@@ -90,3 +90,16 @@ async def test_a_host_range_takes_its_first_free_port_and_names_the_range_when_f
         finally:
             sock.close()
     await trio.lowlevel.checkpoint()
+
+
+async def test_an_ipv6_host_socket_is_ipv6_only_beside_the_ipv4_one():
+    """``-p P:80`` on an IPv6 network binds 0.0.0.0:P and [::]:P: the second must not claim IPv4."""
+    four, port = await proxy.bind(PortMapping(80, "tcp", "0.0.0.0", 0), "web", listen=False)
+    with four:
+        six, same = await proxy.bind(PortMapping(80, "tcp", "::", port), "web", listen=False)
+        with six:
+            assert same == port and six.family == socket.AF_INET6
+        with pytest.raises(Conflict, match=rf"bind \[::1\]:{port}/tcp for port 80/tcp of container again"):
+            taken, _ = await proxy.bind(PortMapping(80, "tcp", "::1", port), "web", listen=False)
+            with taken:
+                await proxy.bind(PortMapping(80, "tcp", "::1", port), "again", listen=False)

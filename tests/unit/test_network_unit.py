@@ -28,13 +28,29 @@ from supervisor.spec import ContainerSpec
         ("8080:80", PortMapping(80, "tcp", "0.0.0.0", 8080)),
         ("127.0.0.1:8080:80/udp", PortMapping(80, "udp", "127.0.0.1", 8080)),
         ("127.0.0.1::80", PortMapping(80, "tcp", "127.0.0.1", 0)),
+        ("[::1]:8080:80", PortMapping(80, "tcp", "::1", 8080)),
+        ("[::]::53/udp", PortMapping(53, "udp", "::", 0)),
+        ("[fd00:0::1]:8080:80", PortMapping(80, "tcp", "fd00::1", 8080)),
     ],
 )
 def test_publish_specs_as_docker(text, expected):
-    assert PortMapping.parse(text) == expected
+    mapping = PortMapping.parse(text)
+    assert mapping == expected
+    assert mapping.any_family is (text.count(":") < 2)  # no address given: both families on an IPv6 network
+    assert mapping.host(8080) == ("[::1]:8080" if mapping.host_ip == "::1" else mapping.host(8080))
 
 
-@pytest.mark.parametrize("text", ["", "http", "80/sctp", "70000", "8080:0", "1.2.3:80:80", "::1:80:80", "a:b:c:d"])
+def test_an_ipv6_host_address_goes_in_brackets():
+    with pytest.raises(InvalidArgument, match=r"goes in brackets \(\[::1\]:\.\.\.\)"):
+        PortMapping.parse("::1:80:80")
+    with pytest.raises(InvalidArgument, match="only an IPv6 address goes in brackets"):
+        PortMapping.parse("[127.0.0.1]:80:80")
+    assert PortMapping.parse("[::1]:8080:80").host(8080) == "[::1]:8080"
+    assert PortMapping.parse("127.0.0.1:8080:80").host(8080) == "127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("text", ["", "http", "80/sctp", "70000", "8080:0", "1.2.3:80:80", "::1:80:80", "a:b:c:d",
+                                  "[::1:80:80", "[zz::1]:80:80"])
 def test_bad_publish_specs_name_the_spec(text):
     with pytest.raises(InvalidArgument, match="invalid publish spec"):
         PortMapping.parse(text)
