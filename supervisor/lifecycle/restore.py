@@ -10,7 +10,8 @@ spools, its published ports' sockets and, if pid 1 exited meanwhile, its exit co
 :func:`resume` adopts each::
 
     check pid 1 (the keeper's child, same start time) ─▶ pidfd, mount namespace
-    ─▶ cgroup opened, stats reader ─▶ network: lease, the held port sockets, DNAT rules
+    ─▶ cgroup opened, stats reader ─▶ network: leases, the held port sockets, DNAT rules,
+       user networks' endpoints (its veths), names and embedded DNS server
     ─▶ log: store's last seqs, the spools' unstored output (logspool.unstored) ─▶ supervise()
 
 ``supervise`` then runs as after a start: a container that exited while no daemon ran is
@@ -72,12 +73,13 @@ async def adopt_one(core: Any, container: Container, held: HeldContainer) -> Non
     """Adopt one held container and start its supervising task.
 
     Raises:
-        DockyardError: its network cannot be taken back (a port, the DNAT rules).
+        DockyardError: its network cannot be taken back (a network gone, a port).
     """
     process = adopt(held, core.keeper.pid, core.keeper.exit_status, container.spec.open_stdin,
                     hold_mounts=not container.spec.auto_remove)
     cgroup = core.cgroups.open(container.id)
-    network = await core.network.adopt(container, held)
+    alive = process.returncode is None and process.pidfd >= 0
+    network = await core.network.adopt(container, held, process.pid if alive else 0)
     held.close()  # what was not taken (nothing, normally)
     container.network = network
     container.process = process

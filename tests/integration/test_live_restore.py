@@ -4,10 +4,13 @@ live restore), are adopted by the next one, and nothing they write is lost or st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,11 +24,12 @@ TIMEOUT = 30.0
 COUNTER = "i=0; while true; do echo $i; i=$((i+1)); usleep 1000; done"
 
 
-@pytest.fixture
-def live(tmp_path, busybox_tar):
-    """A private daemon with live restore; at the end its containers are removed and it
-    must stop leaving nothing behind (no keeper, cgroup or mount)."""
-    instance = Daemon(tmp_path, ["--live-restore"])
+@contextlib.contextmanager
+def live_daemon(base, busybox_tar, launcher=()) -> Iterator[Daemon]:
+    """A private daemon with live restore (started through ``launcher`` if given); at the end
+    its containers are removed and it must stop leaving nothing behind (no keeper, cgroup or
+    mount)."""
+    instance = Daemon(base, ["--live-restore"], launcher)
     try:
         instance.start()
         instance.out("import", str(busybox_tar), "base")
@@ -37,10 +41,28 @@ def live(tmp_path, busybox_tar):
             instance.out("rm", "-f", *ids)
         assert instance.stop() == 0, instance.log()
         wait_for(lambda: instance.keeper_pid() is None, "the keeper to exit once it holds nothing")
-        assert mounts_under(tmp_path) == [], "mounts left behind"
+        assert mounts_under(base) == [], "mounts left behind"
         assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
     finally:
         instance.cleanup()
+
+
+@pytest.fixture
+def live(tmp_path, busybox_tar):
+    with live_daemon(tmp_path, busybox_tar) as instance:
+        yield instance
+
+
+@pytest.fixture
+def live_netns(tmp_path, busybox_tar):
+    """``live`` in a network namespace of its own (``.netns``), as test_user_networks.py's
+    daemons: its bridges, veths and rules go with the namespace whatever a failed test left."""
+    from tests.integration.test_user_networks import namespace
+
+    with namespace() as name:
+        with live_daemon(tmp_path, busybox_tar, ["nsenter", f"--net=/run/netns/{name}"]) as instance:
+            instance.netns = name  # type: ignore[attr-defined]
+            yield instance
 
 
 def wait_for(condition, what: str, timeout: float = TIMEOUT) -> None:
@@ -215,3 +237,42 @@ def test_a_published_port_stays_bound_while_the_daemon_is_away_and_answers_after
         waiting.close()
     assert fetch(f"http://127.0.0.1:{port}/hostname") == hostname + "\n"
     assert live.out("port", "web") == f"80/tcp -> 127.0.0.1:{port}\n"
+
+
+def test_a_container_on_a_user_network_keeps_its_names_its_dns_and_its_port(live_netns):
+    from tests.integration.test_network import free_port
+    from tests.integration.test_user_networks import subnet
+
+    daemon = live_netns
+    daemon.out("network", "create", "--subnet", subnet(), "app")
+    port = free_port()
+    daemon.out("run", "-d", "--name", "web", "--network", "app", "--network-alias", "www", "-p", f"{port}:80",
+               "base", "httpd", "-f", "-p", "80", "-h", "/etc")
+    daemon.out("run", "-d", "--name", "client", "--network", "app", "base", "sleep", "1000")
+    hostname = daemon.out("exec", "web", "hostname").strip() + "\n"
+    host = daemon.subnet.rsplit(".", 1)[0] + ".1"  # an address of the host (the default bridge's)
+    before = {name: inspect(daemon, name) for name in ("web", "client")}
+
+    def answers() -> None:
+        for name in ("web", "www"):  # resolvable by name (and alias) from another container
+            assert daemon.out("exec", "client", "wget", "-qO-", f"http://{name}/hostname") == hostname, name
+        ping = daemon.cli("exec", "web", "ping", "-c1", "-W2", "client")  # it still resolves others
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        published = subprocess.run(["nsenter", f"--net=/run/netns/{daemon.netns}", "busybox", "wget", "-qO-",
+                                    f"http://{host}:{port}/hostname"], capture_output=True, timeout=30)
+        assert published.stdout.decode() == hostname, published.stderr
+
+    answers()
+    restart(daemon, signal.SIGKILL)
+    line = restored(daemon)
+    assert sorted(line.split("adopted=", 1)[1].split(", exited=", 1)[0].split("; ")) == ["client", "web"], line
+    for name in ("web", "client"):
+        after = inspect(daemon, name)
+        assert after["State"]["Running"], after["State"]
+        assert (after["State"]["Pid"], after["State"]["StartedAt"]) == (before[name]["State"]["Pid"],
+                                                                       before[name]["State"]["StartedAt"])
+        assert after["NetworkSettings"]["Networks"] == before[name]["NetworkSettings"]["Networks"]
+    answers()
+    assert daemon.out("port", "web") == f"80/tcp -> 0.0.0.0:{port}\n"
+    daemon.out("rm", "-f", "web")  # the adopted endpoint is released as any: its names go with it
+    assert daemon.cli("exec", "client", "ping", "-c1", "-W1", "www").returncode != 0
