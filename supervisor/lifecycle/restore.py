@@ -17,8 +17,9 @@ spools, its published ports' sockets and, if pid 1 exited meanwhile, its exit co
 ``supervise`` then runs as after a start: a container that exited while no daemon ran is
 drained and recorded with the keeper's exit code and time, its ``die`` published (the
 monitor applies its restart policy). A container that cannot be adopted (pid 1 gone or not
-the same process) is recorded as exited (255) with the reason, never silently. One
-``daemon.restore`` event lists the three kinds.
+the same process) is recorded as exited (255) with the reason, never silently; what another
+dockyard version left is left alone (``reconcile.py``). One ``daemon.restore`` event lists
+the three kinds.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ async def resume(core: Any) -> dict[str, list[str]]:
         outcome["exited" if container.process.returncode is not None else "adopted"].append(container.name)
     for container_id, held in list(core.held.items()):  # no running record: a start never recorded
         held.close()
-        await core.keeper.release(container_id, held.pid)
+        if container_id not in core.left_alone:  # (a record of a later format: the keeper keeps holding it)
+            await core.keeper.release(container_id, held.pid)
     core.held.clear()
     for container_id, reason in core.not_adopted.items():
         container = core.containers.get(container_id)
-        outcome["not_adoptable"].append(f"{container.name if container else container_id}: {reason}")
+        name = container.name if container else core.left_alone.get(container_id, container_id)
+        outcome["not_adoptable"].append(f"{name}: {reason}")
     core.not_adopted = {}
     core.log.info("containers restored", adopted=len(outcome["adopted"]), exited=len(outcome["exited"]),
                   not_adoptable=len(outcome["not_adoptable"]), seconds=round(time.monotonic() - started, 3))

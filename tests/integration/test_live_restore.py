@@ -276,3 +276,76 @@ def test_a_container_on_a_user_network_keeps_its_names_its_dns_and_its_port(live
     assert daemon.out("port", "web") == f"80/tcp -> 0.0.0.0:{port}\n"
     daemon.out("rm", "-f", "web")  # the adopted endpoint is released as any: its names go with it
     assert daemon.cli("exec", "client", "ping", "-c1", "-W1", "www").returncode != 0
+
+
+def upgraded_tree(base, version: int):
+    """A copy of this dockyard's code whose keeper speaks protocol ``version``: another
+    dockyard version (run with PYTHONPATH pointing at it)."""
+    import shutil
+    from pathlib import Path
+
+    import supervisor
+
+    source = Path(supervisor.__file__).resolve().parent.parent
+    tree = base / f"dockyard-v{version}"
+    for package in ("supervisor", "logs", "bus", "workers"):
+        shutil.copytree(source / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
+    keeper = tree / "supervisor" / "runtime" / "keeper.py"
+    text = keeper.read_text()
+    assert "\nVERSION = 1\n" in text
+    keeper.write_text(text.replace("\nVERSION = 1\n", f"\nVERSION = {version}\n"))
+    return tree
+
+
+def lock_pid(path) -> int | None:
+    try:
+        pid = int(path.read_text().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return pid if b"keeper.py" in cmdline.read() else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_keeper_of_another_version_is_reported_and_its_containers_left_running_then_adopted_by_their_own(
+        live, tmp_path):
+    live.out("run", "-d", "--name", "old", "base", "sh", "-c", COUNTER)
+    old = inspect(live, "old")["State"]
+    old_keeper = live.keeper_pid()
+    assert live.process is not None
+    live.process.send_signal(signal.SIGKILL)
+    live.process.wait(TIMEOUT)
+    new_keeper = None
+    try:
+        # An upgrade whose keeper protocol changed: the old keeper is left alone with "old".
+        live.env["PYTHONPATH"] = str(upgraded_tree(tmp_path, 2))
+        live.start(timeout=120)
+        line = restored(live)
+        assert (f"not_adoptable=old: held by the container keeper pid {old_keeper} ({live.run_dir}/keeper.sock), "
+                "which speaks protocol 1; this dockyard speaks 2: left running, not adopted") in line, line
+        assert 'event="the container keeper is of another dockyard version' in live.log()
+        assert os.path.exists(f"/proc/{old['Pid']}") and live.keeper_pid() == old_keeper  # never killed
+        state = inspect(live, "old")["State"]
+        assert state["Status"] == "dead" and "speaks protocol 1" in state["Error"]
+        live.out("run", "-d", "--name", "new", "base", "sleep", "1000")  # through a keeper of its own version
+        new_keeper = lock_pid(live.run_dir / "keeper-v2.lock")
+        assert new_keeper is not None and new_keeper != old_keeper
+        # Back to this version (a downgrade): "old" is adopted again, "new" left to its keeper.
+        live.process.send_signal(signal.SIGKILL)
+        live.process.wait(TIMEOUT)
+        del live.env["PYTHONPATH"]
+        live.start(timeout=120)
+        line = restored(live)
+        assert "adopted=old," in line, line
+        assert (f"not_adoptable=new: held by another dockyard's container keeper (pid {new_keeper}, "
+                f"{live.run_dir}/keeper-v2.sock)") in line, line
+        state = inspect(live, "old")["State"]
+        assert state["Running"] and (state["Pid"], state["StartedAt"]) == (old["Pid"], old["StartedAt"])
+        live.out("rm", "-f", "new")  # left alone, not killed, until asked
+        live.out("stop", "-t", "1", "old")
+        assert numbers_exactly_once(live, "old") > 100  # nothing it wrote meanwhile was lost
+    finally:
+        live.env.pop("PYTHONPATH", None)
+        for pid in (new_keeper, lock_pid(live.run_dir / "keeper-v2.lock")):
+            if pid is not None:  # holds the removed "new" until ended (the test started it)
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda pid=pid: lock_pid(live.run_dir / "keeper-v2.lock") != pid, "the v2 keeper to end")
