@@ -253,6 +253,10 @@ class UserNetworks:
                                                       [endpoint.host for endpoint in planned])
             except OSError:
                 pid = 0  # it exited meanwhile: its exit is reported by its supervision
+            except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+                if self.log is not None:
+                    self.log.warning("cannot find a running container's veths: adopted without its networks",
+                                     container=container_id, error=str(exc))
         for endpoint in planned:
             if endpoint.host in found:
                 endpoint.ifname = found[endpoint.host]
