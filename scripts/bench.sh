@@ -8,6 +8,8 @@
 #   scripts/bench.sh --quick    # 2-minute smoke run
 #   scripts/bench.sh --help     # every option (--many N, --reps N, --only run_rm,api ...)
 #   scripts/bench.sh --only live_restore --no-doc   # issue 21: keeper memory, adoption time, throughput
+#   scripts/bench.sh --only lines --no-doc  # issue 26: CPU per 1000 lines, logs -f latency
+#   (every --only run also measures the memory rows, unless --no-memory: then it says "partial")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -20,6 +20,8 @@ Modules:
 * :mod:`.procs` - timed subprocesses, PSS from ``/proc/<pid>/smaps_rollup``, process trees.
 * :mod:`.tools` - the tools under test as context managers (set up, command lines, clean up).
 * :mod:`.figures` - one function per figure of the issue; each returns a :class:`.stats.Figure`.
+* :mod:`.memory` - memory per idle container: the daemons' growth, the fixed helpers, the rest.
+* :mod:`.lines` - output a line at a time: the engines' CPU per 1000 lines, ``logs -f`` latency.
 * :mod:`.busload` and :mod:`.bus_subscriber` - events per second through the bus.
 * :mod:`.oci_timer` - times ``runc run`` / ``crun run`` from a helper process.
 * :mod:`.report` and :mod:`.chart` - the table, results.json, docs/benchmarks.md and .png.

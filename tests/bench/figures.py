@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tests.bench import memory as memory_rows
 from tests.bench import procs
 from tests.bench.stats import NOT_AVAILABLE, PENDING, Figure, Measure, describe, fastest, interleaved, ratio
-from tests.bench.tools import BENCH_CGROUP_PREFIX, BenchError, CliTool, Dockyard, OciTimer, Workspace
+from tests.bench.tools import BENCH_CGROUP_PREFIX, BenchError, CliTool, Dockyard, OciTimer, Workspace, free_subnet
 
 SLEEP = ("sleep", "1000")
 
@@ -41,13 +42,17 @@ class Params:
     ports_mb: int = 300           # the bulk download through a published port
     ports_reps: int = 3
     ports_seconds: float = 2.0    # each run of short connections
+    lines: int = 5000             # issue 26: lines of the CPU loop (one echo, usleep 1000)
+    lines_reps: int = 2
+    latency_lines: int = 2000     # lines of the logs -f latency loop ~1 ms apart (a quarter ~20 ms apart)
     budget: float = 900.0         # seconds for the whole suite; figures past it are skipped
 
     @classmethod
     def quick(cls) -> Params:
         return cls(reps=5, warmup=1, api_reps=8, concurrent=10, concurrent_reps=1, many=40,
                    many_anchors=False, many_fill_seconds=30, many_samples=4, bus_events=20_000,
-                   bus_reps=1, logs_mb=20, logs_reps=1, ports_mb=50, ports_reps=1, ports_seconds=1.0, budget=150)
+                   bus_reps=1, logs_mb=20, logs_reps=1, ports_mb=50, ports_reps=1, ports_seconds=1.0, lines=1000,
+                   lines_reps=1, latency_lines=400, budget=150)
 
 
 @dataclass
@@ -174,12 +179,21 @@ def _default_network(tool: CliTool) -> str:
 def api_vs_runc(bench: Bench) -> list[Figure]:
     """Figure 2: start-to-exit through dockyard's Python API (run + wait + remove, the
     same work as ``runc run``, which deletes the container on exit) against ``runc run`` and
-    ``crun run`` of the same rootfs, interleaved."""
+    ``crun run`` of the same rootfs, interleaved.
+
+    Two dockyard rows (issue 26): ``--network none`` is the like-for-like one (the
+    container gets its own network namespace with ``lo`` only, as runc's bundle does), and
+    bridge mode (the default: a veth on the bridge, a lease, the generated /etc files) is
+    a row of its own against the same anchors."""
     params = bench.params
-    measures = {name: Measure(tool=name, unit="s") for name in ("dockyard API", "runc run", "crun run")}
+    names = ("dockyard API", "dockyard API, bridge", "runc run", "crun run")
+    measures = {name: Measure(tool=name, unit="s") for name in names}
     timers: dict[str, OciTimer] = {}
-    figure = Figure("api", "start-to-exit through the API", "<= 1.0x runc", "s",
+    figure = Figure("api", "start-to-exit through the API, `--network none`", "<= 1.0x runc", "s",
                     anchors=[measures["runc run"], measures["crun run"]], dockyard=[measures["dockyard API"]])
+    bridge = Figure("api_bridge", "start-to-exit through the API, bridge network", "none set (issue 26: a row of "
+                    "its own)", "s", anchors=[measures["runc run"], measures["crun run"]],
+                    dockyard=[measures["dockyard API, bridge"]])
     try:
         for runtime in ("runc", "crun"):
             timer = OciTimer(runtime, bench.workspace)
@@ -190,59 +204,70 @@ def api_vs_runc(bench: Bench) -> list[Figure]:
                     measures[f"{runtime} run"].note = timer.note
             except BenchError as exc:
                 measures[f"{runtime} run"].status = f"{NOT_AVAILABLE}: {exc}"
-        bench.log(f"fig 2: API run+wait+remove vs {', '.join(timers)} x{params.api_reps}")
+        bench.log(f"fig 2: API run+wait+remove (--network none, bridge) vs {', '.join(timers)} x{params.api_reps}")
         try:
             import trio
 
             trio.run(_api_series, bench, timers, measures)
         except ImportError as exc:
-            measures["dockyard API"].status = f"{NOT_AVAILABLE}: {exc}"
+            for name in ("dockyard API", "dockyard API, bridge"):
+                measures[name].status = f"{NOT_AVAILABLE}: {exc}"
             for name, timer in timers.items():  # the anchors alone
                 for _ in range(params.api_reps):
                     measures[name].add(timer.run_once())
     finally:
         for timer in timers.values():
             timer.__exit__(None, None, None)
-    figure.commands["dockyard API"] = (
-        "async with Supervisor(Config(root, run_dir)) as sup: c = await sup.run(ContainerSpec(image='base', "
-        "cmd=('true',))); await sup.wait(c.id); await sup.remove(c.id)")
-    figure.ratio = ratio(measures["dockyard API"].median, measures["runc run"].median)
-    figure.ratio_basis = "dockyard / runc"
+    run = ("async with Supervisor(Config(root, run_dir)) as sup: c = await sup.run(ContainerSpec(image='base', "
+           "cmd=('true',){network})); await sup.wait(c.id); await sup.remove(c.id)")
+    figure.commands["dockyard API"] = run.format(network=", network='none'")
+    bridge.commands = {**figure.commands, "dockyard API, bridge": run.format(network=", network='bridge'")}
+    del bridge.commands["dockyard API"]
+    for row, name in ((figure, "dockyard API"), (bridge, "dockyard API, bridge")):
+        row.ratio = ratio(measures[name].median, measures["runc run"].median)
+        row.ratio_basis = "dockyard / runc"
     figure.met = None if figure.ratio is None else figure.ratio <= 1.0
-    return [figure]
+    figure.notes.append("like for like: runc's bundle has its own network namespace with lo only, as "
+                        "`--network none` gives; bridge mode is the next row")
+    bridge.notes.append("the daemon's default network: a veth on a private bridge, an address lease and the "
+                        "generated /etc/hosts and resolv.conf; timed interleaved with the row above")
+    return [figure, bridge]
 
 
 async def _api_series(bench: Bench, timers: dict[str, OciTimer], measures: dict[str, Measure]) -> None:
     import trio
 
     api = measures["dockyard API"]
+    api_bridge = measures["dockyard API, bridge"]
+    networks = {api.tool: "none", api_bridge.tool: "bridge"}
     live = list(timers)
     try:
         from supervisor.api import Config, Supervisor
         from supervisor.spec import ContainerSpec
     except Exception as exc:  # the API is being built: any import failure means "not yet"
-        api.status = f"{NOT_AVAILABLE}: cannot import supervisor.api ({describe(exc)})"
+        api.status = api_bridge.status = f"{NOT_AVAILABLE}: cannot import supervisor.api ({describe(exc)})"
         Supervisor = None
     root = bench.workspace.sub("dockyard-api/root")
     run_dir = bench.workspace.sub("dockyard-api/run")
 
-    async def one(sup) -> float | None:
+    async def one(sup, network: str) -> float | None:
         start = time.perf_counter()
-        container = await sup.run(ContainerSpec(image="base", cmd=("true",)))
+        container = await sup.run(ContainerSpec(image="base", cmd=("true",), network=network))
         code = await sup.wait(container.id)
         await sup.remove(container.id)
         seconds = time.perf_counter() - start
         return seconds if code == 0 else None
 
     async def series(sup) -> None:
-        names = ([api.tool] if sup is not None else []) + live
+        names = (list(networks) if sup is not None else []) + live
         for _ in range(bench.params.warmup if sup is not None else 0):
-            await one(sup)
+            for network in networks.values():
+                await one(sup, network)
         for repetition, name in interleaved(names, bench.params.api_reps):
             if bench.left() <= 0:
                 break
-            if name == api.tool:
-                api.add(await one(sup))
+            if name in networks:
+                measures[name].add(await one(sup, networks[name]))
             else:
                 measures[name].add(await trio.to_thread.run_sync(timers[name].run_once))
 
@@ -250,8 +275,11 @@ async def _api_series(bench: Bench, timers: dict[str, OciTimer], measures: dict[
         await series(None)
         return
     try:
+        # A private bridge and subnet, as the bench's daemon has: never the host's default one.
+        options = {"cgroup_parent": f"{BENCH_CGROUP_PREFIX}api-{os.getpid()}",
+                   "bridge_name": f"dya-{os.getpid() % 0xFFFFFF:06x}", "bridge_subnet": free_subnet()}
         try:
-            config = Config(root=root, run_dir=run_dir, cgroup_parent=f"{BENCH_CGROUP_PREFIX}api-{os.getpid()}")
+            config = Config(root=root, run_dir=run_dir, **options)
         except TypeError:
             config = Config(root=root, run_dir=run_dir)
         async with Supervisor(config) as sup:
@@ -259,13 +287,15 @@ async def _api_series(bench: Bench, timers: dict[str, OciTimer], measures: dict[
                 await sup.import_image(tar, "base")
             await series(sup)
     except Exception as exc:
+        for measure in (api, api_bridge):
+            if not measure.samples:
+                measure.status = f"{NOT_AVAILABLE}: {describe(exc)}"
+            else:
+                measure.note = f"stopped early: {describe(exc)}"
         if not api.samples:
-            api.status = f"{NOT_AVAILABLE}: {describe(exc)}"
-            measures_left = [m for m in measures.values() if m is not api and not m.samples]
+            measures_left = [m for m in measures.values() if m.tool in live and not m.samples]
             if measures_left:
                 await series(None)
-        else:
-            api.note = f"stopped early: {describe(exc)}"
 
 
 # --- figures 3 and 5: many containers at once, and their memory ------------------------------
@@ -299,26 +329,6 @@ def _all_running(tool: CliTool, ids: Sequence[str]) -> bool:
     return all(any(r.startswith(i) or i.startswith(r) for r in running) for i in ids)
 
 
-def _per_container_mb(tool: CliTool, ids: Sequence[str], before: dict[str, float]) -> tuple[float, str]:
-    """(MB per container, breakdown) = (growth of the tool's daemons + PSS of its helper
-    processes) / len(ids)."""
-    count = len(ids)
-    helpers = tool.helpers(ids)
-    helper_mb = procs.total_pss_mb(helpers)
-    parts = [f"{tool.helper_label or 'helpers'} {helper_mb / count:.3f} MB ({len(helpers)} processes)"]
-    total = helper_mb
-    for name, pid in tool.daemons().items():
-        growth = (procs.pss_kib(pid) or 0) / 1024 - before.get(name, 0.0)
-        parts.append(f"{name} growth {growth / count:.3f} MB")
-        total += growth
-    held = getattr(tool, "held_mb", None)  # dockyard's output spools: memfds, in no PSS
-    if held is not None:
-        spools = held()
-        parts.append(f"output spools {spools / count:.3f} MB")
-        total += spools
-    return total / count, ", ".join(parts)
-
-
 def concurrent_and_memory(bench: Bench) -> list[Figure]:
     """Figures 3 and 5: ``concurrent`` containers started at once running ``sleep``, the
     time until all run and the time to remove them all; while they idle, the memory each
@@ -329,7 +339,9 @@ def concurrent_and_memory(bench: Bench) -> list[Figure]:
     start = {n: bench.measure_for(n, "s") for n in names}
     remove = {n: bench.measure_for(n, "s") for n in names}
     memory = {n: bench.measure_for(n, "MB") for n in names}
+    daemon = {n: bench.measure_for(n, "MB") for n in names}
     breakdown: dict[str, list[str]] = {n: [] for n in names}
+    fixed_notes: dict[str, str] = {}
     live = [n for n in names if n in bench.tools]
     bench.log(f"fig 3+5: {count} x run -d sleep 1000 at once, memory, rm -f all; x{params.concurrent_reps} ({', '.join(live)})")
     for repetition, name in interleaved(live, params.concurrent_reps):
@@ -339,7 +351,7 @@ def concurrent_and_memory(bench: Bench) -> list[Figure]:
         if start[name].status != "ok":
             continue
         tool = bench.tools[name]
-        before = {daemon: (procs.pss_kib(pid) or 0) / 1024 for daemon, pid in tool.daemons().items()}
+        before = memory_rows.baseline(tool)
         seconds, ids, error = _start_all(tool, count)
         try:
             if len(ids) < count or not _all_running(tool, ids):
@@ -352,13 +364,17 @@ def concurrent_and_memory(bench: Bench) -> list[Figure]:
             start[name].add(seconds)
             time.sleep(1.0)  # let helpers finish their start-up allocations before reading PSS
             try:
-                per_container, parts = _per_container_mb(tool, ids, before)
+                found = memory_rows.reading(tool, ids, before)
             except BenchError as exc:
                 memory[name].add(None)
                 memory[name].note = str(exc)
             else:
-                memory[name].add(per_container)
-                breakdown[name].append(parts)
+                memory[name].add(found.per_container())
+                if found.daemon_growth:  # podman has no daemon: no sample, the row says so
+                    daemon[name].add(found.daemon_per_container())
+                breakdown[name].append(found.breakdown())
+                if found.fixed_note():
+                    fixed_notes[name] = f"{name}: {found.fixed_note()}"
         finally:
             if ids:
                 result = tool.time(tool.remove(ids), timeout=300)
@@ -381,16 +397,9 @@ def concurrent_and_memory(bench: Bench) -> list[Figure]:
         figure.ratio = ratio(table["dockyard"].median, best.median if best else None)
         figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
         figures.append(figure)
-    anchors = [memory["podman"], memory["docker"]]
-    best = fastest(anchors)
-    figure = Figure("memory", f"memory per idle container ({count} `sleep`), PSS", "<= 0.2 MB", "MB",
-                    anchors=anchors, dockyard=[memory["dockyard"]], commands=_commands(commands))
-    figure.ratio = ratio(memory["dockyard"].median, best.median if best else None)
-    figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
-    figure.met = None if memory["dockyard"].median is None else memory["dockyard"].median <= 0.2
-    figure.notes.append("podman: conmon PSS per container; docker: containerd-shim PSS + dockerd and containerd "
-                        "growth per container; dockyard: daemon growth + any helper process, per container")
-    figures.append(figure)
+    figures += memory_rows.all_in_figures("memory", f"memory per idle container ({count} `sleep`), PSS", memory,
+                                          daemon, count, list(fixed_notes.values()),
+                                          commands=_commands(commands))
     return figures
 
 
@@ -407,6 +416,8 @@ def many_running(bench: Bench) -> list[Figure]:
     ps = {n: bench.measure_for(n, "s") for n in names}
     more = {n: bench.measure_for(n, "s") for n in names}
     memory = {n: bench.measure_for(n, "MB") for n in names}
+    daemon = {n: bench.measure_for(n, "MB") for n in names}
+    fixed_notes: list[str] = []
     reached: dict[str, int] = {}
     one_more = max(3, params.many_samples // 2)
     bench.log(f"fig 6: idle run -d x{one_more}, then {params.many} running: ps x{params.many_samples}, "
@@ -429,7 +440,7 @@ def many_running(bench: Bench) -> list[Figure]:
             ps[name].status = more[name].status = "skipped: time budget"
             continue
         deadline = time.monotonic() + min(params.many_fill_seconds, max(10.0, bench.left()))
-        before = {daemon: (procs.pss_kib(pid) or 0) / 1024 for daemon, pid in tool.daemons().items()}
+        before = memory_rows.baseline(tool)
         seconds, ids, error = _start_all(tool, params.many, workers=4, deadline=deadline)
         reached[name] = len(ids)
         bench.log(f"  {name}: {len(ids)} running after {seconds:.0f} s{(' (' + error + ')') if error else ''}")
@@ -441,9 +452,13 @@ def many_running(bench: Bench) -> list[Figure]:
             if ids:  # at this count a daemon's growth rises far above its noise
                 time.sleep(1.0)  # as in figure 5: helpers finish their start-up allocations
                 try:
-                    per_container, parts = _per_container_mb(tool, ids, before)
-                    memory[name].add(per_container)
-                    memory[name].note = f"{note}: {parts}"
+                    found = memory_rows.reading(tool, ids, before)
+                    memory[name].add(found.per_container())
+                    if found.daemon_growth:  # podman has no daemon: no sample, the row says so
+                        daemon[name].add(found.daemon_per_container())
+                    memory[name].note = daemon[name].note = f"{note}: {found.breakdown()}"
+                    if found.fixed_note():
+                        fixed_notes.append(f"{name}: {found.fixed_note()}")
                 except BenchError as exc:
                     memory[name].add(None)
                     memory[name].note = str(exc)
@@ -470,7 +485,7 @@ def many_running(bench: Bench) -> list[Figure]:
     for n in names:
         idle[n].tool = f"{n} idle"
         if n in reached and reached[n] < count:  # the bar says at how many it was measured
-            ps[n].tool = more[n].tool = memory[n].tool = f"{n} at {reached[n]}"
+            ps[n].tool = more[n].tool = memory[n].tool = daemon[n].tool = f"{n} at {reached[n]}"
     more_figure = Figure("many_start", f"{count} running containers: start one more (`run -d`)",
                          "< 2x the idle start", "s", anchors=[more[n] for n in names if n != "dockyard"],
                          dockyard=[more["dockyard"], idle["dockyard"]],
@@ -483,16 +498,14 @@ def many_running(bench: Bench) -> list[Figure]:
             more_figure.notes.append(f"{n} idle start {idle[n].median:.3f} s")
     if reached:
         more_figure.notes.append("reached: " + ", ".join(f"{n} {c}" for n, c in reached.items()))
-    memory_anchors = [memory[n] for n in names if n != "dockyard"]
-    best = fastest(memory_anchors)
-    memory_figure = Figure("memory_many", f"memory per idle container at {count} running, PSS", "<= 0.2 MB", "MB",
-                           anchors=memory_anchors, dockyard=[memory["dockyard"]])
-    memory_figure.ratio = ratio(memory["dockyard"].median, best.median if best else None)
-    memory_figure.ratio_basis = f"dockyard / {best.tool}" if best else ""
-    memory_figure.met = None if memory["dockyard"].median is None else memory["dockyard"].median <= 0.2
-    memory_figure.notes.append("one reading per tool, with every container idle: the growth of a daemon divided "
-                               f"by {count} resolves far smaller amounts than at {params.concurrent}")
-    return [ps_figure, more_figure, memory_figure]
+    for n in ("podman", "docker"):  # not filled (--no-many-anchors): said in the row
+        if n not in names:
+            memory[n] = daemon[n] = Measure(n, "MB", status="skipped: --no-many-anchors")
+    memory_figures = memory_rows.all_in_figures("memory_many", f"memory per idle container at {count} running, PSS",
+                                                memory, daemon, count, fixed_notes)
+    memory_figures[0].notes.append("one reading per tool, with every container idle: the growth of a daemon divided "
+                                   f"by {count} resolves far smaller amounts than at {params.concurrent}")
+    return [ps_figure, more_figure, *memory_figures]
 
 
 # --- figure 7: logs --------------------------------------------------------------------------

@@ -203,6 +203,10 @@ def markdown(payload: dict[str, Any], figures: Sequence[Figure], chart: str | No
         f"{payload['duration_seconds']:.0f} s). In the commands below, `$BENCH` is the run's private "
         "workspace (a temp dir holding the tools' storage, sockets and the OCI bundle).",
         "",
+    ]
+    if payload.get("partial"):
+        lines += [f"**Partial run**: {payload['partial']}.", ""]
+    lines += [
         table(figures),
         "",
     ]

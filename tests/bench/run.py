@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.bench import busload, chart, engine_api, figures, liverestore, networks, oci_runtime, ports, registry_pull, report, volumes
+from tests.bench import busload, chart, engine_api, figures, lines, liverestore, memory, networks, oci_runtime, ports, registry_pull, report, volumes
 from tests.bench.stats import NOT_AVAILABLE, Figure
 from tests.bench.tools import REPO, BenchError, Docker, Dockyard, HostState, Podman, Workspace, versions
 
@@ -27,8 +27,10 @@ STEPS = {
     "api": figures.api_vs_runc,
     "bus": busload.bus_events,
     "concurrent": figures.concurrent_and_memory,
+    "memory": memory.memory,
     "many": figures.many_running,
     "logs": figures.logs,
+    "lines": lines.lines,
     "registry": registry_pull.registry_pull,
     "ports": ports.published_ports,
     "oci_runtime": oci_runtime.oci_runtime_run,
@@ -38,8 +40,9 @@ STEPS = {
     "live_restore": liverestore.live_restore,
 }
 #: Table order: the rows of issue 9 first, then the extra figures.
-ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "memory", "memory_many", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
-         "concurrent_start", "concurrent_remove", "logs", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
+ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "memory", "memory_daemon", "memory_many",
+         "memory_many_daemon", "bus", "bus_3", "bus_10", "bus_filter", "many_ps", "many_start",
+         "concurrent_start", "concurrent_remove", "logs", "lines_cpu", "logs_latency_1ms", "logs_latency_20ms", "registry_pull", "ports_bulk", "ports_conns", "oci_runtime",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput"]
 
@@ -52,7 +55,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, help="containers started at once (default 50)")
     parser.add_argument("--no-many-anchors", action="store_true", help="fill only dockyard to --many")
     parser.add_argument("--budget", type=float, help="seconds for the whole run; later figures are skipped (default 900)")
-    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(STEPS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(STEPS)}; the memory rows are "
+                        "measured too (step memory, unless concurrent or many is chosen) so every run keeps them")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="with --only: leave the memory rows out (the run is then reported as partial)")
     parser.add_argument("--venv", type=Path, default=REPO / ".venv",
                         help="the virtualenv whose bin/dockyard is measured (default .venv)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="where results.json goes")
@@ -72,6 +78,38 @@ def params_from(args: argparse.Namespace) -> figures.Params:
     return params
 
 
+#: The steps that measure the memory rows; a run without any of them is partial.
+MEMORY_STEPS = ("concurrent", "many", "memory")
+#: The rows that every run must have to be complete (issue 26: keep the memory rows).
+MEMORY_ROWS = ("memory", "memory_daemon")
+
+
+def chosen_steps(only: str | None, no_memory: bool = False) -> list[str]:
+    """The steps to run, in the order given: every step but ``memory`` (whose rows
+    ``concurrent`` measures) when ``only`` is None; else the named ones, with ``memory``
+    added first unless a memory step is among them or ``no_memory``."""
+    if not only:
+        return [step for step in STEPS if step != "memory"]
+    steps = [step.strip() for step in only.split(",") if step.strip()]
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown or not steps:
+        raise ValueError(f"unknown --only {', '.join(unknown) or repr(only)}; choose from {', '.join(STEPS)}")
+    if not no_memory and not any(step in MEMORY_STEPS for step in steps):
+        steps.insert(0, "memory")
+    return steps
+
+
+def partial_note(only: str | None, keys: list[str]) -> str:
+    """What a run left out, for the report: empty for a full run with its memory rows."""
+    missing = [key for key in MEMORY_ROWS if key not in keys]
+    parts = []
+    if only:
+        parts.append(f"--only {only}: only these steps ran")
+    if missing:
+        parts.append(f"the memory rows ({', '.join(missing)}) were not measured")
+    return "; ".join(parts)
+
+
 def _terminate(signum, frame):  # SIGTERM runs the clean-up like Ctrl-C does
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -82,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: needs root (containers, cgroups, a private dockerd)", file=sys.stderr)
         return 2
     params = params_from(args)
-    steps = list(STEPS) if not args.only else [s.strip() for s in args.only.split(",")]
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        print(f"bench: unknown --only {', '.join(unknown)}; choose from {', '.join(STEPS)}", file=sys.stderr)
+    try:
+        steps = chosen_steps(args.only, args.no_memory)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -137,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     results.sort(key=lambda f: ORDER.index(f.key) if f.key in ORDER else len(ORDER))
+    partial = partial_note(args.only, [f.key for f in results])
     for figure in results:  # commands name the workspace as $BENCH, not a temp dir name
         figure.commands = {n: c.replace(workspace_path, "$BENCH") for n, c in figure.commands.items()}
     payload = {
@@ -149,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": tool_versions,
         "figures": [f.as_map() for f in results],
         "cleanup": cleanup,
+        "partial": partial,
     }
     report.write_json(args.out / "results.json", payload)
     chart_path = None
@@ -158,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         if not drawn:
             print("bench: matplotlib is missing: no chart (scripts/bench.sh installs it)", file=sys.stderr)
         report.write_markdown(args.doc, payload, results, chart_path)
+    if partial:
+        print(f"PARTIAL RUN: {partial}\n")
     print(report.table(results))
     print(f"\nresults: {args.out / 'results.json'}" + ("" if args.no_doc else f", {args.doc}, {args.chart}"))
     return 0

@@ -87,6 +87,21 @@ def ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values``, interpolated linearly between the
+    two nearest ranks (numpy's default): p50 of [1, 2, 3, 4] is 2.5, p99 of 100 values
+    lies between the 99th and the 100th smallest."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside 0..100")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
 def fastest(measures: Sequence[Measure]) -> Measure | None:
     """The measure with the smallest median (the anchor dockyard must beat)."""
     measured = [m for m in measures if m.median is not None]

@@ -158,15 +158,18 @@ class HostState:
         report = self.report
         for path in sorted(self._cgroups() - self.cgroups):
             name = Path(path).name
-            if name.startswith(BENCH_CGROUP_PREFIX):
-                leftovers = [p for p in Path(path).iterdir() if p.is_dir()]
+            # Only this run's (its pid ends the name): another bench run on this machine
+            # may have made its own meanwhile, with its containers still running.
+            ours = name.startswith(BENCH_CGROUP_PREFIX) and name.endswith(f"-{os.getpid()}")
+            if ours:
+                leftovers = _cgroups_below(Path(path))
                 if leftovers:
                     report.append(f"dockyard left {len(leftovers)} container cgroups in {path}; removed")
                 alive = _kill_cgroup_tree(Path(path))
                 if alive:
                     report.append(f"dockyard left {alive} processes running in {path}; killed")
-            if name in ANCHOR_CGROUPS or name.startswith(BENCH_CGROUP_PREFIX):
-                for directory in sorted((p for p in Path(path).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if name in ANCHOR_CGROUPS or ours:
+                for directory in _cgroups_below(Path(path)):
                     _rmdir(directory)
                 if not _rmdir(Path(path)):
                     report.append(f"cgroup {path} is still busy; left in place")
@@ -218,10 +221,17 @@ def free_subnet(first: int = 250) -> str:
     raise BenchError("no free /24 of 10.213.0.0/16 for the bench's bridge")
 
 
+def _cgroups_below(path: Path) -> list[Path]:
+    """The cgroups below ``path``, deepest first; one that goes away meanwhile (its
+    container was just removed) is skipped, not an error."""
+    found = [Path(root) for root, _, _ in os.walk(path, topdown=False)]
+    return [directory for directory in found if directory != path]
+
+
 def _kill_cgroup_tree(path: Path) -> int:
     """SIGKILL every process in the cgroup ``path`` and below; returns how many there were."""
     pids = set()
-    for procs_file in [path / "cgroup.procs", *path.rglob("cgroup.procs")]:
+    for procs_file in [path / "cgroup.procs", *(child / "cgroup.procs" for child in _cgroups_below(path))]:
         try:
             pids |= {int(pid) for pid in procs_file.read_text().split()}
         except OSError:
