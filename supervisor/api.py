@@ -221,7 +221,10 @@ class Supervisor:
                         await self.keeper.stop_when_idle()
                 if self.local_logs is not None:
                     self.local_logs.close()
-                if not leaving:
+                if self.lifecycle.left_alone:  # another dockyard's containers run on in them
+                    self.log.info("the bridges and the cgroup parent are left for the containers of another "
+                                  "dockyard version", containers=len(self.lifecycle.left_alone))
+                elif not leaving:
                     await trio.to_thread.run_sync(self.lifecycle.cgroups.remove_parent)
                     if self.networking is not None:
                         await self.networking.stop()
@@ -278,6 +281,7 @@ class Supervisor:
             userland_proxy=self.config.userland_proxy,
         )
         running = {c.id for c in self.lifecycle.containers.values() if c.status.running}
+        running |= set(self.lifecycle.left_alone)  # another dockyard's: their leases, veths and rules stay
         await self.networking.start(running)
 
     def reconfigure(self, **changes: Any) -> None:

@@ -18,6 +18,9 @@ from supervisor.spec import ContainerSpec
 from supervisor.state import Status, advance
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+#: The container record's format. A daemon leaves a record of a later version alone (a
+#: downgrade of dockyard: lifecycle/reconcile.py); a record without one is version 1.
+RECORD_VERSION = 1
 
 _ADJECTIVES = (
     "brave calm eager fond gentle happy jolly keen lucid merry nimble proud quiet "
@@ -129,6 +132,7 @@ class Container:
 
     def to_record(self) -> dict[str, Any]:
         return {
+            "version": RECORD_VERSION,
             "id": self.id,
             "name": self.name,
             "spec": self.spec.to_map(),

@@ -94,6 +94,10 @@ class Lifecycle:
         self.held: dict[str, Any] = {}  # at daemon start: what the keeper held (lifecycle/restore.py)
         self.restoring: list[Container] = []  # running records the keeper holds, adopted once the nursery runs
         self.not_adopted: dict[str, str] = {}  # container id -> why it could not be adopted (daemon.restore)
+        # Containers that run but that this daemon cannot adopt (another dockyard version's
+        # keeper or record: lifecycle/reconcile.py): id -> name. Left alone: never killed,
+        # their cgroups, leases, veths and port rules kept.
+        self.left_alone: dict[str, str] = {}
         self.store = store
         self.images = images
         self.cgroups = cgroups
@@ -363,6 +367,13 @@ class Lifecycle:
                 await self.until_not_running(container)
             if container.status is Status.REMOVING:
                 return
+            if container.id in self.left_alone:  # another dockyard's, still running: ended only now
+                try:
+                    await trio.to_thread.run_sync(self.cgroups.open(container.id).kill_and_remove)
+                except OSError as exc:
+                    raise DockyardError(f"cannot remove container {container.name}: end its processes: "
+                                        f"{exc.strerror}") from exc
+                del self.left_alone[container.id]
             container.move("remove")
             await self.network.settle(container.id)  # no veth of it is left once it is gone
             await start.mounts_released(container)

@@ -13,7 +13,14 @@ When the daemon starts, the only containers that may still run are those the kee
   killed in the middle of a start, after the cgroup was made and before the record said
   "running", or of an exit's clean-up, leaves one, maybe with processes in it): each is
   emptied (SIGKILL) and removed;
-* a removal that was interrupted leaves the container "dead" (``rm`` again removes it).
+* a removal that was interrupted leaves the container "dead" (``rm`` again removes it);
+* what another dockyard version left (an upgrade or a downgrade between two runs) is left
+  alone, never killed, and named as not adoptable in ``daemon.restore`` with the reason: a
+  record of a later format (:data:`~supervisor.container.RECORD_VERSION`) is not loaded, and
+  a running record whose pid 1 still runs as the child of another keeper (one that speaks
+  another protocol: ``KeeperClient.incompatible``) is shown "dead" (``rm -f`` ends it) while
+  its record stays "running" on disk, for the dockyard that started it. Their cgroups,
+  leases, veths and port rules are kept (``core.left_alone``).
 
 The overlay goes with the last process of its mount namespace; the network's leases and
 veths are reconciled next (``Network.start``).
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from supervisor.container import Container, now_rfc3339
+from supervisor.container import RECORD_VERSION, Container, now_rfc3339
 from supervisor.errors import DockyardError
 from supervisor.state import Status
 
@@ -45,6 +52,8 @@ async def load_and_reconcile(core: Lifecycle) -> None:
     for folder, reason in broken:
         core.log.warning("unreadable container record, left alone", path=str(folder), reason=reason)
     for record in records:
+        if left_alone_record(core, record):
+            continue
         try:
             container = Container.from_record(record)
         except (KeyError, ValueError, TypeError, DockyardError) as exc:
@@ -58,6 +67,15 @@ async def load_and_reconcile(core: Lifecycle) -> None:
             if container.id in core.held:
                 core.restoring.append(container)
                 continue
+            reason = held_by_another_keeper(core, container)
+            if reason:
+                container.status = Status.DEAD  # in memory only: the record stays "running"
+                container.error = reason
+                core.left_alone[container.id] = container.name
+                core.not_adopted[container.id] = reason
+                core.log.warning("a running container of another dockyard version is left alone, not adopted",
+                                 container=container.id, reason=reason)
+                continue
             await reconcile_orphan(core, container)
             continue
         if container.status is Status.REMOVING:
@@ -66,8 +84,53 @@ async def load_and_reconcile(core: Lifecycle) -> None:
         leftovers.append(container.id)
     restoring = {container.id for container in core.restoring}
     leftovers += [container_id for container_id in core.held if container_id not in restoring
-                  and container_id not in leftovers]  # a start the last daemon did not record
+                  and container_id not in leftovers and container_id not in core.left_alone]
+    # (a start the last daemon did not record)
     await remove_cgroups(core, leftovers)
+
+
+def left_alone_record(core: Lifecycle, record: dict) -> bool:
+    """A record of a later format than this daemon's: not loaded, and its container (and
+    cgroup) left as they are (module docstring)."""
+    version = record.get("version", 1)
+    if type(version) is int and version <= RECORD_VERSION:
+        return False
+    container_id, name = record.get("id"), record.get("name")
+    reason = (f"its record is of format {version!r}, this dockyard reads up to {RECORD_VERSION} (a later dockyard "
+              "wrote it): left running, not adopted")
+    core.log.warning("a container record of another dockyard version is left alone", id=container_id, reason=reason)
+    if isinstance(container_id, str):
+        core.left_alone[container_id] = name if isinstance(name, str) else container_id
+        if record.get("status") == Status.RUNNING.value:
+            core.not_adopted[container_id] = reason
+    return True
+
+
+def held_by_another_keeper(core: Lifecycle, container: Container) -> str:
+    """Why a running record's container is left alone ("" if it is not): its pid 1 still
+    runs (same start time) as the child of a keeper other than this daemon's."""
+    from supervisor.runtime.process import parent_and_start_time
+
+    if not container.pid:
+        return ""
+    try:
+        parent, start_time = parent_and_start_time(container.pid)
+        with open(f"/proc/{parent}/cmdline", "rb") as file:
+            command = file.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return ""
+    ours = core.keeper.pid if core.keeper is not None else 0
+    if start_time != container.start_time or parent == ours or not any(arg.endswith(b"keeper.py") for arg in command):
+        return ""
+    incompatible = getattr(core.keeper, "incompatible", None)
+    if incompatible is not None and incompatible.pid == parent:
+        from supervisor.runtime.keeper import VERSION
+
+        return (f"held by the container keeper pid {parent} ({incompatible.socket_path}), which speaks protocol "
+                f"{incompatible.version!r}; this dockyard speaks {VERSION}: left running, not adopted")
+    script = next(index for index, arg in enumerate(command) if arg.endswith(b"keeper.py"))
+    socket_path = command[script + 1].decode(errors="replace") if len(command) > script + 1 else "?"
+    return f"held by another dockyard's container keeper (pid {parent}, {socket_path}): left running, not adopted"
 
 
 async def remove_cgroups(core: Lifecycle, container_ids: list[str]) -> None:

@@ -10,14 +10,16 @@ spools, its published ports' sockets and, if pid 1 exited meanwhile, its exit co
 :func:`resume` adopts each::
 
     check pid 1 (the keeper's child, same start time) ─▶ pidfd, mount namespace
-    ─▶ cgroup opened, stats reader ─▶ network: lease, the held port sockets, DNAT rules
+    ─▶ cgroup opened, stats reader ─▶ network: leases, the held port sockets, DNAT rules,
+       user networks' endpoints (its veths), names and embedded DNS server
     ─▶ log: store's last seqs, the spools' unstored output (logspool.unstored) ─▶ supervise()
 
 ``supervise`` then runs as after a start: a container that exited while no daemon ran is
 drained and recorded with the keeper's exit code and time, its ``die`` published (the
 monitor applies its restart policy). A container that cannot be adopted (pid 1 gone or not
-the same process) is recorded as exited (255) with the reason, never silently. One
-``daemon.restore`` event lists the three kinds.
+the same process) is recorded as exited (255) with the reason, never silently; what another
+dockyard version left is left alone (``reconcile.py``). One ``daemon.restore`` event lists
+the three kinds.
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ async def resume(core: Any) -> dict[str, list[str]]:
         outcome["exited" if container.process.returncode is not None else "adopted"].append(container.name)
     for container_id, held in list(core.held.items()):  # no running record: a start never recorded
         held.close()
-        await core.keeper.release(container_id, held.pid)
+        if container_id not in core.left_alone:  # (a record of a later format: the keeper keeps holding it)
+            await core.keeper.release(container_id, held.pid)
     core.held.clear()
     for container_id, reason in core.not_adopted.items():
         container = core.containers.get(container_id)
-        outcome["not_adoptable"].append(f"{container.name if container else container_id}: {reason}")
+        name = container.name if container else core.left_alone.get(container_id, container_id)
+        outcome["not_adoptable"].append(f"{name}: {reason}")
     core.not_adopted = {}
     core.log.info("containers restored", adopted=len(outcome["adopted"]), exited=len(outcome["exited"]),
                   not_adoptable=len(outcome["not_adoptable"]), seconds=round(time.monotonic() - started, 3))
@@ -72,12 +76,13 @@ async def adopt_one(core: Any, container: Container, held: HeldContainer) -> Non
     """Adopt one held container and start its supervising task.
 
     Raises:
-        DockyardError: its network cannot be taken back (a port, the DNAT rules).
+        DockyardError: its network cannot be taken back (a network gone, a port).
     """
     process = adopt(held, core.keeper.pid, core.keeper.exit_status, container.spec.open_stdin,
                     hold_mounts=not container.spec.auto_remove)
     cgroup = core.cgroups.open(container.id)
-    network = await core.network.adopt(container, held)
+    alive = process.returncode is None and process.pidfd >= 0
+    network = await core.network.adopt(container, held, process.pid if alive else 0)
     held.close()  # what was not taken (nothing, normally)
     container.network = network
     container.process = process

@@ -316,6 +316,33 @@ def attach_endpoint(pid: int, host: str, bridge: str, ifname: str, mac: str, add
         raise NetworkError(f"cannot connect {ifname} (veth {host}) of process {pid} to {bridge}: {step}: {reason}") from exc
 
 
+@_netlink
+def endpoint_ifnames(pid: int, hosts: list[str]) -> dict[str, str]:
+    """The interface name inside the namespace of ``pid`` of each veth whose host end is in
+    ``hosts`` (live restore: a running container's endpoints, found again); a host end that
+    is gone is left out.
+
+    Raises:
+        OSError: the namespace cannot be entered (the process is gone).
+    """
+    ipr = _ipr()
+    peers: dict[int, str] = {}  # the peer's index in the container's namespace -> its host end
+    for host in hosts:
+        for index in ipr.link_lookup(ifname=host):
+            for link in ipr.get_links(index):
+                peer = link.get_attr("IFLA_LINK")
+                if peer:
+                    peers[peer] = host
+    if not peers:
+        return {}
+    inside = _open_in_namespace(pid)
+    try:
+        return {peers[link["index"]]: link.get_attr("IFLA_IFNAME") for link in inside.get_links()
+                if link["index"] in peers}
+    finally:
+        inside.close()
+
+
 def open_in_namespace(pid: int, family: int, kind: int, address: tuple[str, int]) -> Any:
     """A socket of ``family``/``kind`` created inside the network namespace of ``pid`` and
     bound to ``address`` there (a socket stays in the namespace it was made in): the

@@ -279,49 +279,70 @@ class Network:
         attachment.sockets.append(sock)
         attachment.ports.append((mapping, port))
 
-    async def adopt(self, container: Any, held: Any) -> Attachment:
+    async def adopt(self, container: Any, held: Any, pid: int = 0) -> Attachment:
         """A running container's attachment again (live restore, lifecycle/restore.py): its
-        lease, its published ports' sockets as the keeper held them (bound all along; a
+        leases, its published ports' sockets as the keeper held them (bound all along; a
         port whose socket is missing is bound again), its DNAT rules (kept by ``start``
-        for a running container). Its veth and /etc files are where they were.
+        for a running container); on user-defined networks its endpoints (the veths found
+        in its namespace), its names in the networks' DNS and, when its first network is
+        one, its embedded DNS server (opened again in its namespace). Its veths and /etc
+        files are where they were. ``pid``: its pid 1 while it runs (0: it exited while no
+        daemon ran, so nothing is attached any more).
 
         Raises:
-            DockyardError: a container on a user-defined network (not adoptable yet), a port.
+            DockyardError: a network that is gone, a port.
         """
-        mode = container.spec.network
-        etc_dir = Path(container.directory) / "network"
-        kind = "container" if mode.startswith("container:") else mode if mode in MODES else "user"
-        if kind == "user" or getattr(container.spec, "endpoints", None):
-            raise DockyardError(f"container {container.name} is on a user-defined network, which live restore "
-                                "cannot adopt yet")
-        attachment = Attachment(container.id, kind, str(etc_dir))
-        attachment.init_layer = _init_layer(Path(container.directory) / "init")
-        if mode != "bridge":
-            return attachment
         import socket as stdlib_socket
 
-        attachment.address = next((address for address, owner in self.leases.leases.items()
-                                   if owner == container.id), "")
-        attachment.gateway = self.leases.gateway
-        attachment.prefixlen = self.subnet.prefixlen
-        attachment.mac = mac_address(attachment.address) if attachment.address else ""
-        attachment.bridge = self.bridge
+        spec = container.spec
+        mode = spec.network
+        etc_dir = Path(container.directory) / "network"
+        kind = "container" if mode.startswith("container:") else mode if mode in MODES else "user"
+        attachment = Attachment(container.id, kind, str(etc_dir))
+        attachment.init_layer = _init_layer(Path(container.directory) / "init")
+        if kind not in ("bridge", "user"):
+            return attachment
+        attachment.pid = pid
+        if kind == "bridge":
+            attachment.address = next((address for address, owner in self.leases.leases.items()
+                                       if owner == container.id), "")
+            attachment.gateway = self.leases.gateway
+            attachment.prefixlen = self.subnet.prefixlen
+            attachment.mac = mac_address(attachment.address) if attachment.address else ""
+            attachment.bridge = self.bridge
         attachment.names = [container.name, container.id[:12]]
         try:
+            attachment.dns_servers = [parse_dns(entry) for entry in spec.dns]
+            attachment.endpoints = await self.user.adopt(container.id, spec.endpoints, 1 if kind == "bridge" else 0,
+                                                         pid, attachment.names)
+            bridge = self.bridge
+            if kind == "user":  # its first network's address: published ports
+                attachment.address = attachment.endpoints[0].address
+                attachment.address6 = attachment.endpoints[0].address6
+                bridge = attachment.endpoints[0].network.bridge
+                if pid and attachment.endpoints[0].attached:
+                    try:
+                        attachment.dns = await self.user.open_dns(container.id, pid, attachment.dns_servers)
+                    except OSError as exc:  # it exited meanwhile (its exit is reported), or 53 is taken
+                        if self.log is not None:
+                            self.log.warning("cannot open a restored container's embedded DNS server",
+                                             container=container.id, error=exc.strerror or str(exc))
             for index, (host_ip, host_port, container_port, protocol, port) in enumerate(held.extra.get("ports", [])):
                 mapping = PortMapping(int(container_port), str(protocol), str(host_ip), int(host_port))
                 fd = held.take(f"port.{index}")
                 if fd >= 0:
                     sock = trio.socket.from_stdlib_socket(stdlib_socket.socket(fileno=fd))
                 else:
+                    listen = not self.nat.kernel or proxy_serves(mapping, attachment.address6, self.nat.ipv6)
                     sock, port = await proxy.bind(PortMapping(mapping.container_port, mapping.protocol,
                                                               mapping.host_ip, int(port)), container.name,
-                                                  listen=not self.nat.kernel)
+                                                  listen=listen)
                 attachment.sockets.append(sock)
                 attachment.ports.append((mapping, int(port)))
             if self.nat.kernel and attachment.ports:  # its rules stayed (Nat.start keeps a running one's)
-                attachment.nat_rules = self.nat.chains.container_rules(container.id, attachment.address, self.bridge,
-                                                                       attachment.ports)
+                attachment.nat_rules = self.nat.chains.container_rules(container.id, attachment.address, bridge,
+                                                                       attachment.ports, attachment.address6,
+                                                                       self.nat.ipv6)
             elif attachment.ports:
                 attachment.proxied = True
                 for sock in attachment.sockets:

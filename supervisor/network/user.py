@@ -240,6 +240,40 @@ class UserNetworks:
         self.names.add(network.id, network.name, endpoint.container_id, [*names, *endpoint.aliases],
                        endpoint.address, endpoint.address6)
 
+    async def adopt(self, container_id: str, endpoints: dict[str, dict[str, Any]], first_index: int, pid: int,
+                    names: list[str]) -> list[Endpoint]:
+        """A running container's endpoints again (live restore): its leases (kept at
+        :meth:`start` for a running container), its veths found in the namespace of ``pid``
+        (the interface names as they are) and its names answered again. A container whose
+        process is gone (``pid`` 0, or its namespace cannot be entered) gets its endpoints
+        unattached, to be released at its exit; a veth that is gone is logged and left out.
+
+        Raises:
+            NotFound: a network does not exist any more. Conflict, InvalidArgument: an address.
+        """
+        planned = self.plan(container_id, endpoints, first_index)
+        found: dict[str, str] = {}
+        if pid:
+            try:
+                found = await trio.to_thread.run_sync(self.kernel.endpoint_ifnames, pid,
+                                                      [endpoint.host for endpoint in planned])
+            except OSError:
+                pid = 0  # it exited meanwhile: its exit is reported by its supervision
+            except Exception as exc:  # pyroute2's NetlinkError is not an OSError
+                if self.log is not None:
+                    self.log.warning("cannot find a running container's veths: adopted without its networks",
+                                     container=container_id, error=str(exc))
+        for endpoint in planned:
+            if endpoint.host in found:
+                endpoint.ifname = found[endpoint.host]
+                endpoint.attached = True
+                self.names.add(endpoint.network.id, endpoint.network.name, container_id,
+                               [*names, *endpoint.aliases], endpoint.address, endpoint.address6)
+            elif pid and self.log is not None:
+                self.log.warning("a running container's veth on a network is gone: adopted without it",
+                                 container=container_id, network=endpoint.network.name, link=endpoint.host)
+        return planned
+
     async def detach(self, endpoint: Endpoint, delete: bool = True) -> None:
         """Names gone at once; the veth deleted (unless the caller deletes it: a container's
         exit does it beside the exit), the lease returned (shielded)."""

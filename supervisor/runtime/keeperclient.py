@@ -45,6 +45,26 @@ class KeeperError(DockyardError):
     """The keeper cannot be started or spoken to."""
 
 
+class IncompatibleKeeper(KeeperError):
+    """The run dir's keeper speaks another protocol version (another dockyard started it)."""
+
+    def __init__(self, pid: int, version: Any, socket_path: str):
+        self.pid = pid
+        self.version = version
+        self.socket_path = socket_path
+        super().__init__(f"the container keeper (pid {pid}, {socket_path}) speaks protocol {version}, this daemon "
+                         f"{keeper.VERSION}: its containers cannot be adopted; they are left running, listed as "
+                         f"not adoptable; stop them with the dockyard that started them, or `dockyard rm -f` them, "
+                         f"then end the keeper (kill {pid})")
+
+
+def versioned_paths(run_dir: Path | str) -> tuple[str, str]:
+    """The socket and lock of this version's own keeper, used while the run dir's keeper
+    (``keeper.sock``) is another version's (an upgrade whose protocol changed)."""
+    return (str(Path(run_dir) / f"keeper-v{keeper.VERSION}.sock"),
+            str(Path(run_dir) / f"keeper-v{keeper.VERSION}.lock"))
+
+
 @dataclass
 class HeldContainer:
     """What the keeper held for a container when the daemon started (``fds``: name -> fd,
@@ -73,6 +93,8 @@ class KeeperClient:
     def __init__(self, run_dir: Path, python: str, log: Any = None):
         self.socket_path = str(Path(run_dir) / "keeper.sock")
         self.lock_path = str(Path(run_dir) / "keeper.lock")
+        self.versioned = versioned_paths(run_dir)
+        self.incompatible: IncompatibleKeeper | None = None  # the run dir's keeper, if another version's
         self.python = python
         self.log = log
         self.pid = 0  # the keeper's
@@ -89,11 +111,31 @@ class KeeperClient:
 
     async def connect(self) -> list[HeldContainer]:
         """Connect to the run dir's keeper (starting one if none runs) and take back what it
-        holds.
+        holds. A keeper of another protocol version (an upgrade of dockyard whose protocol
+        changed) is left alone with its containers (``incompatible``, logged): this daemon
+        uses a keeper of its own version beside it (:func:`versioned_paths`), and keeps using
+        it while its socket is there.
 
         Raises:
-            KeeperError: it cannot be started, or speaks another protocol version.
+            KeeperError: it cannot be started or spoken to.
         """
+        if self.socket_path != self.versioned[0] and not os.path.exists(self.socket_path) \
+                and os.path.exists(self.versioned[0]):
+            self.socket_path, self.lock_path = self.versioned  # the other version's keeper is gone
+        try:
+            return await self._connect()
+        except IncompatibleKeeper as exc:
+            if self.socket_path == self.versioned[0]:
+                raise
+            self.incompatible = exc
+            if self.log is not None:
+                self.log.warning("the container keeper is of another dockyard version: its containers are left "
+                                 "running, not adopted", keeper=exc.pid, protocol=exc.version, ours=keeper.VERSION,
+                                 socket=exc.socket_path, using=self.versioned[0])
+            self.socket_path, self.lock_path = self.versioned
+            return await self._connect()
+
+    async def _connect(self) -> list[HeldContainer]:
         for attempt in range(3):
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
@@ -148,15 +190,20 @@ class KeeperClient:
     async def _hello(self) -> list[HeldContainer]:
         await self._send({"op": "hello", "version": keeper.VERSION})
         with trio.fail_after(HELLO_TIMEOUT):
-            message, fds = await self._receive()
+            try:
+                message, fds = await self._receive()
+            except (ValueError, TypeError) as exc:  # not this version's encoding
+                assert self._control is not None
+                self._control.close()
+                self._control = None
+                raise IncompatibleKeeper(self._lock_pid(), "unknown", self.socket_path) from exc
             _close_all(fds)
             if message is None:
                 raise EOFError
             if message.get("version") != keeper.VERSION:
-                raise KeeperError(
-                    f"the container keeper (pid {message.get('pid')}) speaks protocol {message.get('version')}, this "
-                    f"daemon {keeper.VERSION}: its containers cannot be adopted; stop them with the dockyard that "
-                    f"started them, or end the keeper (its containers lose their output pipes)")
+                self._control.close()  # what else it sends (its held fds) is closed with the socket
+                self._control = None
+                raise IncompatibleKeeper(message.get("pid"), message.get("version"), self.socket_path)
             self.pid = int(message["pid"])
             held = []
             for _ in range(int(message["held"])):
@@ -165,6 +212,14 @@ class KeeperClient:
                     raise KeeperError("the container keeper closed the connection while handing over")
                 held.append(self._held(description, fds))
         return held
+
+    def _lock_pid(self) -> int:
+        """The pid the keeper wrote in its lock file (0 if unreadable)."""
+        try:
+            with open(self.lock_path, "rb") as lock:
+                return int(lock.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
 
     @staticmethod
     def _held(description: dict, fds: list[int]) -> HeldContainer:

@@ -55,3 +55,34 @@ async def test_unless_stopped_keeps_a_user_stop_and_always_forgets_it(tmp_path: 
     after = make_lifecycle(tmp_path)
     await load_and_reconcile(after.core)
     assert not after.core.get("aa").user_stopped and after.core.get("uu").user_stopped
+
+
+async def test_a_record_of_a_later_format_is_left_alone_running_with_its_cgroup(tmp_path: Path) -> None:
+    import json
+
+    from supervisor.store import RECORD
+
+    before = make_lifecycle(tmp_path)
+    ids = {}
+    for name in ("newer", "orphan"):
+        container = await before.core.create(ContainerSpec(image="base", name=name))
+        container.status, container.pid = Status.RUNNING, 0
+        before.core.save(container)
+        ids[name] = container.id
+    path = before.store.path(ids["newer"]) / RECORD
+    record = json.loads(path.read_bytes())
+    assert record["version"] == 1
+    path.write_text(json.dumps({**record, "version": 99}))  # a later dockyard wrote it (then a downgrade)
+    after = make_lifecycle(tmp_path)
+    after.cgroups.existing = set(ids.values())
+
+    await load_and_reconcile(after.core)
+
+    assert after.cgroups.existing == {ids["newer"]}  # not killed: only the orphan's cgroup is removed
+    assert [container.name for container in after.core.containers.values()] == ["orphan"]
+    assert after.core.left_alone == {ids["newer"]: "newer"}
+    assert after.core.not_adopted[ids["newer"]].startswith("its record is of format 99, this dockyard reads up to 1")
+    assert json.loads(path.read_bytes())["version"] == 99  # untouched, for the dockyard that wrote it
+    assert [data["action"] for _, data in after.events] == ["die"]  # only the orphan's
+    assert any(event == "a container record of another dockyard version is left alone"
+               for _, event, _ in after.log.records)

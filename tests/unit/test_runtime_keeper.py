@@ -46,3 +46,42 @@ def is_keeper(pid: int) -> bool:
             return b"keeper.py" in cmdline.read()
     except OSError:
         return False
+
+
+async def test_a_keeper_of_another_protocol_version_is_left_alone_and_one_of_ours_runs_beside_it(tmp_path):
+    import socket
+
+    from supervisor.runtime import keeper as keeper_module
+
+    # An older (or newer) dockyard's keeper: it answers the hello with another version (and
+    # would hand its containers over in a format this daemon does not know).
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(tmp_path / "keeper.sock"))
+    listener.listen(1)
+    (tmp_path / "keeper.lock").write_text("4242\n")
+    client = KeeperClient(tmp_path, python=os.environ.get("PYTHON", __import__("sys").executable))
+
+    async def other_version() -> None:
+        connection, _ = await trio.to_thread.run_sync(listener.accept)
+        with connection:
+            connection.recv(4096)
+            connection.send(keeper_module.encode({"op": "hello", "version": 99, "pid": 4242, "held": 1}))
+            connection.send(keeper_module.encode({"op": "held", "id": "c1", "pid": 1, "start_time": 1}))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_version)
+            with trio.fail_after(60):
+                held = await client.connect()
+        assert held == []
+        assert (client.incompatible.pid, client.incompatible.version) == (4242, 99)
+        assert "speaks protocol 99, this daemon 1" in client.incompatible.message
+        assert client.socket_path == str(tmp_path / "keeper-v1.sock") and client.pid not in (0, 4242)
+        assert is_keeper(client.pid)
+    finally:
+        listener.close()
+        ours = client.pid
+        await client.stop_when_idle()
+        await client.aclose()  # holding nothing: our keeper exits (reaped: this process started it)
+    assert not is_keeper(ours)
+    assert not (tmp_path / "keeper-v1.sock").exists()
