@@ -245,9 +245,9 @@ def test_a_container_on_a_user_network_keeps_its_names_its_dns_and_its_port(live
 
     daemon = live_netns
     daemon.out("network", "create", "--subnet", subnet(), "app")
-    port = free_port()
+    port, loopback_port = free_port(), free_port()
     daemon.out("run", "-d", "--name", "web", "--network", "app", "--network-alias", "www", "-p", f"{port}:80",
-               "base", "httpd", "-f", "-p", "80", "-h", "/etc")
+               "-p", f"127.0.0.1:{loopback_port}:80", "base", "httpd", "-f", "-p", "80", "-h", "/etc")
     daemon.out("run", "-d", "--name", "client", "--network", "app", "base", "sleep", "1000")
     hostname = daemon.out("exec", "web", "hostname").strip() + "\n"
     host = daemon.subnet.rsplit(".", 1)[0] + ".1"  # an address of the host (the default bridge's)
@@ -258,9 +258,10 @@ def test_a_container_on_a_user_network_keeps_its_names_its_dns_and_its_port(live
             assert daemon.out("exec", "client", "wget", "-qO-", f"http://{name}/hostname") == hostname, name
         ping = daemon.cli("exec", "web", "ping", "-c1", "-W2", "client")  # it still resolves others
         assert ping.returncode == 0, ping.stdout + ping.stderr
-        published = subprocess.run(["nsenter", f"--net=/run/netns/{daemon.netns}", "busybox", "wget", "-qO-",
-                                    f"http://{host}:{port}/hostname"], capture_output=True, timeout=30)
-        assert published.stdout.decode() == hostname, published.stderr
+        for address, published_port in ((host, port), ("127.0.0.1", loopback_port)):
+            published = subprocess.run(["nsenter", f"--net=/run/netns/{daemon.netns}", "busybox", "wget", "-qO-",
+                                        f"http://{address}:{published_port}/hostname"], capture_output=True, timeout=30)
+            assert published.stdout.decode() == hostname, (address, published.stderr)
 
     answers()
     restart(daemon, signal.SIGKILL)
@@ -273,9 +274,13 @@ def test_a_container_on_a_user_network_keeps_its_names_its_dns_and_its_port(live
                                                                        before[name]["State"]["StartedAt"])
         assert after["NetworkSettings"]["Networks"] == before[name]["NetworkSettings"]["Networks"]
     answers()
-    assert daemon.out("port", "web") == f"80/tcp -> 0.0.0.0:{port}\n"
+    assert daemon.out("port", "web") == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> 127.0.0.1:{loopback_port}\n"
+    web = before["web"]["Id"][:12]
     daemon.out("rm", "-f", "web")  # the adopted endpoint is released as any: its names go with it
     assert daemon.cli("exec", "client", "ping", "-c1", "-W1", "www").returncode != 0
+    rules = subprocess.run(["ip", "netns", "exec", daemon.netns, "iptables-save"], capture_output=True, text=True,
+                           timeout=30).stdout
+    assert f"dockyard:{web}" not in rules, rules  # the adopted rules were the ones installed, removed with it
 
 
 def upgraded_tree(base, version: int):
