@@ -20,7 +20,10 @@ When the daemon starts, the only containers that may still run are those the kee
   a running record whose pid 1 still runs as the child of another keeper (one that speaks
   another protocol: ``KeeperClient.incompatible``) is shown "dead" (``rm -f`` ends it) while
   its record stays "running" on disk, for the dockyard that started it. Their cgroups,
-  leases, veths and port rules are kept (``core.left_alone``).
+  leases, veths and port rules are kept (``core.left_alone``);
+* so is a container whose record this daemon cannot read or parse (a damaged file): its
+  folder, cgroup and processes stay as they are, reported as not adoptable with the reason,
+  for an operator to repair or remove.
 
 The overlay goes with the last process of its mount namespace; the network's leases and
 veths are reconciled next (``Network.start``).
@@ -48,18 +51,20 @@ ORPHAN_EXIT_CODE = 255
 async def load_and_reconcile(core: Lifecycle) -> None:
     """Load every record into ``core.containers`` and reconcile each (module docstring)."""
     records, broken = core.store.load_all()
-    leftovers = [folder.name for folder, _ in broken]  # a record's folder is named by its id
-    for folder, reason in broken:
-        core.log.warning("unreadable container record, left alone", path=str(folder), reason=reason)
+    leftovers: list[str] = []
+    for folder, reason in broken:  # a record's folder is named by its id
+        leave_alone(core, folder.name, folder.name, f"its record is unreadable ({reason})")
     for record in records:
         if left_alone_record(core, record):
             continue
         try:
             container = Container.from_record(record)
         except (KeyError, ValueError, TypeError, DockyardError) as exc:
-            core.log.warning("invalid container record, left alone", id=record.get("id"), reason=str(exc))
             if isinstance(record.get("id"), str):
-                leftovers.append(record["id"])
+                name = record.get("name") if isinstance(record.get("name"), str) else record["id"]
+                leave_alone(core, record["id"], name, f"its record is invalid ({exc})")
+            else:
+                core.log.warning("invalid container record without an id, left alone", reason=str(exc))
             continue
         core.containers[container.id] = container
         core.forget_user_stop_at_daemon_start(container)
@@ -87,6 +92,16 @@ async def load_and_reconcile(core: Lifecycle) -> None:
                   and container_id not in leftovers and container_id not in core.left_alone]
     # (a start the last daemon did not record)
     await remove_cgroups(core, leftovers)
+
+
+def leave_alone(core: Lifecycle, container_id: str, name: str, why: str) -> None:
+    """A container this daemon cannot read: its folder, cgroup and any process in it (held
+    by the keeper or not) are left as they are, and it is reported in ``daemon.restore``
+    (issue 21: never killed for a state it cannot adopt)."""
+    reason = f"{why}: left as it is, not adopted (repair or remove its folder by hand)"
+    core.log.warning("a container record this daemon cannot read is left alone", id=container_id, reason=reason)
+    core.left_alone[container_id] = name
+    core.not_adopted[container_id] = reason
 
 
 def left_alone_record(core: Lifecycle, record: dict) -> bool:

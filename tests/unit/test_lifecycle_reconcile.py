@@ -1,6 +1,7 @@
 """The records at daemon start (supervisor/lifecycle/reconcile.py), with fake cgroups: a
 container left running is exited with 255 and its cgroup removed; every other container's
-cgroup is a leftover and removed; an interrupted removal leaves the container dead."""
+cgroup is a leftover and removed; an interrupted removal leaves the container dead; an
+unreadable record is left alone with its cgroup, and reported."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ async def test_reconcile_at_daemon_start(tmp_path: Path) -> None:
         before.core.save(container)
         ids[name] = container.id
     broken = before.store.path("f" * 64)
-    broken.mkdir()  # a folder without a readable record: its cgroup is removed all the same
+    broken.mkdir()  # a folder without a readable record: left alone with its cgroup, and reported
     after = make_lifecycle(tmp_path)
     after.cgroups.existing = set(ids.values()) | {"f" * 64}
 
     await load_and_reconcile(after.core)
 
-    assert after.cgroups.existing == set()
+    assert after.cgroups.existing == {"f" * 64}
+    assert "its record is unreadable" in after.core.not_adopted["f" * 64]
     containers = {name: after.core.get(name) for name in ids}
     left = containers["left"]
     assert left.status is Status.EXITED and left.exit_code == ORPHAN_EXIT_CODE
@@ -43,7 +45,8 @@ async def test_reconcile_at_daemon_start(tmp_path: Path) -> None:
     await load_and_reconcile(reloaded.core)  # what was decided is saved
     assert {name: reloaded.core.get(name).status for name in ids} == {
         "left": Status.EXITED, "done": Status.EXITED, "new": Status.CREATED, "going": Status.DEAD}
-    assert any(event == "unreadable container record, left alone" for _, event, _ in after.log.records)
+    assert any(event == "a container record this daemon cannot read is left alone"
+               for _, event, _ in after.log.records)
 
 
 async def test_unless_stopped_keeps_a_user_stop_and_always_forgets_it(tmp_path: Path) -> None:
