@@ -23,7 +23,7 @@ from typing import Any
 
 def build(client: Any, scratch: Any, log: Any) -> tuple[Any, Any]:
     """The router with every endpoint, and the Api state behind it."""
-    from workers.api import archive, containers, images, networks, sessions, system, volumes
+    from workers.api import archive, containers, imagebuild, images, networks, sessions, system, volumes
     from workers.api.hub import EventHub
     from workers.api.router import Router
     from workers.api.service import Api
@@ -31,7 +31,7 @@ def build(client: Any, scratch: Any, log: Any) -> tuple[Any, Any]:
     api = Api(client, EventHub(), scratch, log)
     router = Router()
     router.log = log
-    for module in (system, containers, sessions, archive, images, volumes, networks):
+    for module in (system, containers, sessions, archive, images, imagebuild, volumes, networks):
         module.register(router, api)
     return router, api
 

@@ -1,6 +1,6 @@
 """System endpoints (``_ping``, ``version``, ``info``, ``events``, ``system/df``, ``auth``)
 and docker's answer for the features dockyard does not have (swarm, plugins, secrets,
-configs, build, ...)."""
+configs, BuildKit sessions, ...)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from workers.api.service import Api
 UNSUPPORTED = {
     "/swarm": "swarm mode", "/nodes": "swarm mode (nodes)", "/services": "swarm mode (services)",
     "/tasks": "swarm mode (tasks)", "/secrets": "swarm secrets", "/configs": "swarm configs",
-    "/plugins": "plugins (none are installed)", "/build": "image build", "/session": "BuildKit sessions",
+    "/plugins": "plugins (none are installed)", "/session": "BuildKit sessions",
     "/distribution": "registry distribution inspection", "/grpc": "BuildKit (grpc)",
 }
 
