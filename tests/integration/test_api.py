@@ -77,6 +77,17 @@ def docker(daemon: Daemon, *args: str, input: bytes | None = None, timeout: floa
     return result
 
 
+def docker_env(daemon: Daemon, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`docker` with more environment (DOCKER_BUILDKIT=0: the classic builder's API)."""
+    require("docker")
+    full = {**os.environ, "DOCKER_HOST": f"unix://{daemon.run_dir}/docker.sock", "DOCKER_CONFIG": str(daemon.root),
+            **env}
+    result = subprocess.run([shutil.which("docker"), *args], capture_output=True, timeout=120, env=full)
+    if check:
+        assert result.returncode == 0, f"docker {' '.join(args)} -> {result.returncode}: {result.stderr.decode()}"
+    return result
+
+
 def docker_client(daemon: Daemon):
     docker_py = pytest.importorskip("docker")
     return docker_py.DockerClient(base_url=f"unix://{daemon.run_dir}/docker.sock", version="auto", timeout=60)
@@ -221,10 +232,61 @@ def test_unsupported_features_answer_with_the_feature_named(daemon):
     swarm = docker(daemon, "swarm", "init", check=False)
     assert swarm.returncode != 0 and b"swarm" in swarm.stderr
     client = docker_client(daemon)
-    response = client.api._post(client.api._url("/build"))
-    assert response.status_code == 501 and "image build" in response.json()["message"]
+    response = client.api._post(client.api._url("/session"))
+    assert response.status_code == 501 and "BuildKit sessions" in response.json()["message"]
     assert client.api.plugins() == []  # none installed; plugin inspect is a 404 like any missing object
     client.close()
+
+
+def test_docker_build_through_the_api_builds_tags_and_runs(daemon, tmp_path):
+    (tmp_path / "hello.txt").write_text("hello from the context\n")
+    (tmp_path / "Dockerfile").write_text('FROM base\nARG WHO=nobody\nCOPY hello.txt /hello.txt\n'
+                                         'RUN cat /hello.txt > /copy && echo "$WHO" >> /copy\nCMD ["cat", "/copy"]\n')
+    env = {"DOCKER_BUILDKIT": "0"}
+    try:
+        built = docker_env(daemon, env, "build", "-t", "apibuilt:v1", "-t", "apibuilt:latest",
+                           "--build-arg", "WHO=docker", "--iidfile", str(tmp_path / "iid"), str(tmp_path))
+        out = built.stdout.decode()
+        assert "Step 1/5 : FROM base" in out and "Step 5/5 : CMD" in out
+        image_id = (tmp_path / "iid").read_text()
+        assert f"Successfully built {image_id.removeprefix('sha256:')[:12]}" in out
+        assert "Successfully tagged apibuilt:v1" in out and "Successfully tagged apibuilt:latest" in out
+        ran = docker(daemon, "run", "--rm", "apibuilt:v1")
+        assert ran.stdout == b"hello from the context\ndocker\n"
+        (tmp_path / "Dockerfile").write_text("FROM base\nRUN echo before; exit 3\n")
+        failed = docker_env(daemon, env, "build", "-t", "apibuilt:broken", str(tmp_path), check=False)
+        assert failed.returncode != 0 and b"Step 2/2 : RUN echo before; exit 3" in failed.stdout
+        assert b"returned a non-zero code: 3" in failed.stderr
+        (tmp_path / "Dockerfile").write_text("FROM base\nFROMM base\n")
+        refused = docker_env(daemon, env, "build", str(tmp_path), check=False)
+        assert refused.returncode != 0 and b"line 2" in refused.stderr and b"FROMM" in refused.stderr, refused.stderr
+        assert docker(daemon, "images", "-q", "apibuilt:broken").stdout == b""
+    finally:
+        docker(daemon, "rmi", "apibuilt:v1", "apibuilt:latest", check=False)
+
+
+def test_docker_py_images_build_from_a_fileobj_and_its_build_error(daemon):
+    docker_py = pytest.importorskip("docker")
+    client = docker_client(daemon)
+    try:
+        dockerfile = io.BytesIO(b'FROM base\nLABEL made.by=docker-py\nRUN echo built > /made\nCMD ["cat", "/made"]\n')
+        image, logs = client.images.build(fileobj=dockerfile, tag="pybuilt:1", labels={"extra": "yes"})
+        logs = list(logs)
+        assert {"stream": "Step 1/4 : FROM base\n"} in logs
+        assert image.tags == ["pybuilt:1"] and image.id == next(line["aux"]["ID"] for line in logs if "aux" in line)
+        assert image.labels == {"made.by": "docker-py", "extra": "yes"}
+        assert client.containers.run("pybuilt:1", remove=True) == b"built\n"
+        with pytest.raises(docker_py.errors.BuildError) as caught:
+            client.images.build(fileobj=io.BytesIO(b"FROM base\nRUN exit 7\n"), tag="pybuilt:broken")
+        assert "returned a non-zero code: 7" in caught.value.msg
+        assert list(caught.value.build_log)[-1]["errorDetail"]["message"] == caught.value.msg
+        assert client.api.prune_builds() == {"CachesDeleted": [], "SpaceReclaimed": 0}
+    finally:
+        try:
+            client.images.remove("pybuilt:1")
+        except docker_py.errors.NotFound:
+            pass
+        client.close()
 
 
 def test_docker_py_run_logs_exec_archive_and_wait(daemon):
