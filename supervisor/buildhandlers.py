@@ -29,10 +29,11 @@ class BuildHandlers:
         return {ops.IMAGE_BUILD: self.image_build}
 
     async def image_build(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{context, dockerfile, tags?, build_args?, target?, labels?, no_cache?, network?, pull?, platform?} ->
+        """{context, dockerfile, dockerfile_path?, tags?, build_args?, target?, labels?, no_cache?, network?, pull?, platform?} ->
         {id, tags, steps, cached}; streams {stream: text} as it goes."""
         from supervisor.build.base import parse_platform
         from supervisor.build.builder import Builder, Options
+        from supervisor.build.context import drop_excluded_build_files
         from supervisor.images.tarsafe import extract
         from supervisor.images.references import parse_reference
 
@@ -53,6 +54,7 @@ class BuildHandlers:
                     extract(archive, context)
             except OSError as exc:
                 raise InvalidArgument(f"cannot build: the context {tar_path}: {exc.strerror}") from None
+            drop_excluded_build_files(context, args.get("dockerfile_path"))
 
         async def say(text: str) -> None:
             await req.stream({"stream": text})

@@ -338,6 +338,8 @@ _OPERATIONS = (
         errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),
     _op(IMAGE_BUILD, Argument("context", "path", required=True, doc="absolute: a tar of the build context"),
         Argument("dockerfile", "str", required=True, doc="the Dockerfile's text"),
+        Argument("dockerfile_path", "str", doc="the Dockerfile's path in the context: removed from it, as "
+                 "`.dockerignore`, when `.dockerignore` excludes it (docker's daemon does)"),
         Argument("tags", "list", default=[], doc="`NAME[:TAG]` each"), Argument("build_args", "map", default={}),
         Argument("target", "str"), Argument("labels", "map", default={}), Argument("no_cache", "bool", default=False),
         Argument("network", "str", default="bridge", doc="none, host or bridge: RUN's network"),

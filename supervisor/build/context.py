@@ -99,3 +99,36 @@ def tree_checksum(root: Path) -> str:
                         digest.update(chunk)
             digest.update(b"\n")
     return "sha256:" + digest.hexdigest()
+
+
+def drop_excluded_build_files(root: Path, dockerfile: str | None) -> list[str]:
+    """Remove ``.dockerignore`` and the Dockerfile from the unpacked context ``root`` when
+    ``.dockerignore`` excludes them, as docker's daemon does: clients always send both
+    (the daemon needs them), so only here can ``COPY .`` be kept from copying them.
+
+    Args:
+        root: the unpacked context.
+        dockerfile: the Dockerfile's path relative to ``root`` (None: only ``.dockerignore``).
+
+    Returns:
+        The context-relative paths removed.
+    """
+    from supervisor.build.ignore import ignored, parse_dockerignore
+
+    try:
+        patterns = parse_dockerignore((root / ".dockerignore").read_text(encoding="utf-8", errors="replace"))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return []
+    removed = []
+    for name in [".dockerignore", *([posixpath.normpath(dockerfile)] if dockerfile else [])]:
+        if name.startswith(("/", "../")) or name in ("..", ".") or not ignored(name, patterns):
+            continue
+        path = root / name
+        try:
+            resolve_in_context(root, posixpath.dirname(name) or ".")  # no symlinked directory on the way out
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                removed.append(name)
+        except (BuildError, OSError):
+            continue    # a path that leads out of the context or is gone: nothing of the context to remove
+    return removed

@@ -107,7 +107,9 @@ def cmd_build(args: argparse.Namespace, client: Any) -> int:
             else:
                 name = os.path.relpath(args.file, args.context) if args.file and args.file != "-" else "Dockerfile"
                 context_tar(args.context, output, name)
+        in_context = (args.file or "Dockerfile") if args.context == "-" else name
         request = {"context": tar_path, "dockerfile": read_dockerfile(args, tar_path), "tags": args.tag,
+                   **({"dockerfile_path": in_context} if args.file != "-" else {}),
                    "build_args": pairs(args.build_arg, "--build-arg"), "labels": pairs(args.label, "--label"),
                    "no_cache": args.no_cache, "network": args.network, "pull": args.pull,
                    **({"target": args.target} if args.target else {}),

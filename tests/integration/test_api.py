@@ -240,8 +240,10 @@ def test_unsupported_features_answer_with_the_feature_named(daemon):
 
 def test_docker_build_through_the_api_builds_tags_and_runs(daemon, tmp_path):
     (tmp_path / "hello.txt").write_text("hello from the context\n")
-    (tmp_path / "Dockerfile").write_text('FROM base\nARG WHO=nobody\nCOPY hello.txt /hello.txt\n'
-                                         'RUN cat /hello.txt > /copy && echo "$WHO" >> /copy\nCMD ["cat", "/copy"]\n')
+    (tmp_path / ".dockerignore").write_text("Dockerfile\n.dockerignore\nsecret.txt\n")
+    (tmp_path / "secret.txt").write_text("not sent\n")
+    (tmp_path / "Dockerfile").write_text('FROM base\nARG WHO=nobody\nCOPY . /ctx/\n'
+                                         'RUN cat /ctx/hello.txt > /copy && echo "$WHO" >> /copy\nCMD ["cat", "/copy"]\n')
     env = {"DOCKER_BUILDKIT": "0"}
     try:
         built = docker_env(daemon, env, "build", "-t", "apibuilt:v1", "-t", "apibuilt:latest",
@@ -253,6 +255,8 @@ def test_docker_build_through_the_api_builds_tags_and_runs(daemon, tmp_path):
         assert "Successfully tagged apibuilt:v1" in out and "Successfully tagged apibuilt:latest" in out
         ran = docker(daemon, "run", "--rm", "apibuilt:v1")
         assert ran.stdout == b"hello from the context\ndocker\n"
+        # the CLI sends Dockerfile and .dockerignore always; the daemon drops them, as docker's, when excluded
+        assert docker(daemon, "run", "--rm", "apibuilt:v1", "ls", "-a", "/ctx").stdout == b".\n..\nhello.txt\n"
         (tmp_path / "Dockerfile").write_text("FROM base\nRUN echo before; exit 3\n")
         failed = docker_env(daemon, env, "build", "-t", "apibuilt:broken", str(tmp_path), check=False)
         assert failed.returncode != 0 and b"Step 2/2 : RUN echo before; exit 3" in failed.stdout
@@ -275,6 +279,7 @@ def test_docker_py_images_build_from_a_fileobj_and_its_build_error(daemon):
         assert {"stream": "Step 1/4 : FROM base\n"} in logs
         assert image.tags == ["pybuilt:1"] and image.id == next(line["aux"]["ID"] for line in logs if "aux" in line)
         assert image.labels == {"made.by": "docker-py", "extra": "yes"}
+        assert image.attrs["Config"]["OnBuild"] is None  # docker's field, which docker-py's tests read
         assert client.containers.run("pybuilt:1", remove=True) == b"built\n"
         with pytest.raises(docker_py.errors.BuildError) as caught:
             client.images.build(fileobj=io.BytesIO(b"FROM base\nRUN exit 7\n"), tag="pybuilt:broken")

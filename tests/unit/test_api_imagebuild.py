@@ -41,6 +41,8 @@ def test_the_classic_cli_s_defaults_build_on_the_bridge_without_pull():
     ({"buildargs": "{nope"}, "not JSON"),
     ({"remote": "https://example.com/repo.git"}, "remote contexts"),
     ({"isolation": "hyperv"}, "isolation `hyperv`"),
+    ({"extrahosts": '["web:10.0.0.2"]'}, "extrahosts: extra /etc/hosts entries"),
+    ({"squash": "1"}, "squash is not supported"),
 ])
 def test_a_bad_parameter_is_a_400_naming_it(query, words):
     with pytest.raises(ApiError) as caught:
@@ -51,6 +53,8 @@ def test_a_bad_parameter_is_a_400_naming_it(query, words):
 def test_the_dockerfile_must_stay_inside_the_context():
     assert dockerfile_name(request()) == "Dockerfile"
     assert dockerfile_name(request(dockerfile="./sub/Dockerfile.dev")) == "sub/Dockerfile.dev"
+    # docker-py sends an outside Dockerfile as a member of the tar, then its text: docker reads the first
+    assert dockerfile_name(request(dockerfile=[".dockerfile.abc", "FROM base\n"])) == ".dockerfile.abc"
     for bad in ("/etc/passwd", "../Dockerfile", "sub/../../x"):
         with pytest.raises(ApiError) as caught:
             dockerfile_name(request(dockerfile=bad))

@@ -83,3 +83,32 @@ def test_the_cache_records_and_survives_damage(tmp_path):
     assert cache.lookup("p", "COPY", "sha256:2") is None and cache.lookup("q", "RUN x") is None
     path.write_text("{not json")
     assert BuildCache(path).lookup("p", "RUN x") is None
+
+
+def test_dockerignore_and_the_dockerfile_are_dropped_only_when_excluded(tmp_path):
+    from supervisor.build.context import drop_excluded_build_files
+
+    (tmp_path / "sub").mkdir()
+    for name in ("Dockerfile", "sub/Dockerfile.dev", "app.py"):
+        (tmp_path / name).write_text("x")
+    assert drop_excluded_build_files(tmp_path, "Dockerfile") == []  # no .dockerignore: nothing goes
+    (tmp_path / ".dockerignore").write_text("sub/Dockerfile.*\n.dockerignore\napp.py\n")
+    assert drop_excluded_build_files(tmp_path, "./sub/Dockerfile.dev") == [".dockerignore", "sub/Dockerfile.dev"]
+    # app.py is the CLI's business (it never sent it); the Dockerfile not named stays
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["Dockerfile", "app.py", "sub"]
+
+
+def test_dropping_build_files_never_leaves_the_context(tmp_path):
+    from supervisor.build.context import drop_excluded_build_files
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text("keep me")
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "link").symlink_to(outside)
+    (context / ".dockerignore").write_text("**\n")
+    assert drop_excluded_build_files(context, "link/Dockerfile") == [".dockerignore"]
+    (context / ".dockerignore").write_text("**\n../outside/Dockerfile\n")
+    assert drop_excluded_build_files(context, "../outside/Dockerfile") == [".dockerignore"]
+    assert (outside / "Dockerfile").read_text() == "keep me"

@@ -70,6 +70,11 @@ def build_arguments(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"cannot build: networkmode `{mode}`: use default, bridge, host or none")
     if request.arg("isolation") not in (None, "", "default"):
         raise ApiError(400, f"cannot build: isolation `{request.arg('isolation')}` is not supported")
+    if request.arg("extrahosts") not in (None, "", "null", "[]"):
+        raise ApiError(400, "cannot build: extrahosts: extra /etc/hosts entries for RUN are not supported by "
+                            "dockyard's builder")
+    if request.flag("squash"):
+        raise ApiError(400, "cannot build: squash is not supported by dockyard's builder")
     args: dict[str, Any] = {
         "tags": [tag for tag in request.query.get("t") or [] if tag],
         "build_args": _string_map(request, "buildargs"), "labels": _string_map(request, "labels"),
@@ -85,11 +90,12 @@ def build_arguments(request: Request) -> dict[str, Any]:
 
 def dockerfile_name(request: Request) -> str:
     """The Dockerfile's path inside the context (``dockerfile``, default ``Dockerfile``)."""
-    name = request.arg("dockerfile") or "Dockerfile"
+    given = request.query.get("dockerfile") or [""]
+    name = given[0] or "Dockerfile"  # docker reads the first (docker-py may add a second: the text)
     while name.startswith("./"):
         name = name[2:]
     if not name or name.startswith("/") or ".." in name.split("/"):
-        raise ApiError(400, f"cannot build: the Dockerfile `{request.arg('dockerfile')}` must be a path inside the "
+        raise ApiError(400, f"cannot build: the Dockerfile `{given[0]}` must be a path inside the "
                             "context")
     return name
 
@@ -196,7 +202,8 @@ def register(router: Router, api: Api) -> None:
             dockerfile = await trio.to_thread.run_sync(read_dockerfile, str(path), name)
             try:
                 session = await api.client.open_stream(ops.IMAGE_BUILD,
-                                                       {**args, "context": str(path), "dockerfile": dockerfile})
+                                                       {**args, "context": str(path), "dockerfile": dockerfile,
+                                                        "dockerfile_path": name})
             except BusError as error:
                 raise api_error(error, "image") from None
             try:

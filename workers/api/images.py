@@ -79,6 +79,8 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
 
     async def inspect(request: Request, name: str) -> Response:
         document = await api.call(ops.IMAGE_INSPECT, {"image": name}, what="image")
+        if isinstance(document.get("Config"), dict):
+            document["Config"].setdefault("OnBuild", None)  # docker's field (docker-py reads it)
         document.setdefault("ContainerConfig", document.get("Config"))
         document.setdefault("DockerVersion", "")
         document.setdefault("VirtualSize", document.get("Size", 0))
