@@ -3,7 +3,8 @@
 Patterns are Go's ``filepath.Match`` plus ``**`` (any number of directories), relative to the
 context's root; ``!`` re-includes; the last matching pattern wins; a pattern that matches a
 directory excludes everything below it. The Dockerfile and ``.dockerignore`` are always sent
-(docker sends them too, and ignores them at COPY time only).
+(docker sends them too); the daemon drops them from the unpacked context when excluded
+(``context.drop_excluded_build_files``, as docker's daemon does), so ``COPY .`` skips them.
 """
 
 from __future__ import annotations
