@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from logs.atomic import write_atomic
-from supervisor.registry.layout import LayoutImage, blob_path, init_layout
+from supervisor.registry.layout import LayoutImage, StreamedImage, blob_path, init_layout
 from supervisor.registry.manifest import OCI_MANIFEST, Descriptor, digest_of
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -135,6 +135,42 @@ def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
         raise
 
 
+class GzipStream:
+    """The gzip form of one layer, made as it is read (a streamed upload): the same bytes as
+    :func:`gzip_file` gives. :meth:`read` blocks (tar regeneration and zlib, which releases
+    the GIL): call it in a thread. After the last piece, :attr:`digest` and :attr:`size` are
+    set and ``on_done(digest, size)`` has been called (the push records them)."""
+
+    def __init__(self, source: BinaryIO, on_done: Callable[[str, int], None] = lambda digest, size: None):
+        self.source = source
+        self.on_done = on_done
+        self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.digest: str | None = None
+
+    def read(self, at_least: int = CHUNK) -> bytes:
+        """The next compressed piece of at least ``at_least`` bytes (less only at the end);
+        b"" once everything was read."""
+        pieces: list[bytes] = []
+        count = 0
+        while count < at_least and self.digest is None:
+            chunk = self.source.read(CHUNK)
+            data = self.compressor.compress(chunk) if chunk else self.compressor.flush()
+            self.hasher.update(data)
+            self.size += len(data)
+            pieces.append(data)
+            count += len(data)
+            if not chunk:
+                self.source.close()
+                self.digest = f"sha256:{self.hasher.hexdigest()}"
+                self.on_done(self.digest, self.size)
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class PushLayout:
     """The OCI layout in ``directory`` that a push of one image reads (:meth:`image`)."""
 
@@ -170,6 +206,32 @@ class PushLayout:
             return blob
         return None
 
+    def _unknown(self, layer: dict[str, Any]) -> bool:
+        return (layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None
+                and self._registry_blob(layer["digest"]) is None)
+
+    def streamed(self, manifest_digest: str) -> StreamedImage:
+        """The push of the store's manifest ``manifest_digest`` with the layers whose
+        compressed digest is unknown compressed while they are uploaded (:class:`GzipStream`,
+        recorded as each ends); the others as :meth:`build` names them."""
+        document = json.loads(Path(self.store_blob(manifest_digest)).read_bytes())
+        pending: list[str] = []
+        known = [document["config"]["digest"]]
+        for layer in document["layers"]:
+            diff_id = layer["digest"]
+            if self._unknown(layer):
+                if diff_id not in pending:
+                    pending.append(diff_id)
+            elif layer.get("mediaType") != OCI_LAYER:
+                known.append(diff_id)
+            else:
+                blob = self._registry_blob(diff_id)
+                known.append(blob["digest"] if blob else self.records.compressed(diff_id)[0])  # type: ignore[index]
+        return StreamedImage(self.dir, tuple(pending), tuple(known), self.stream, lambda: self.build(manifest_digest))
+
+    def stream(self, diff_id: str) -> GzipStream:
+        return GzipStream(self.open_layer(diff_id), lambda digest, size: self.records.set_compressed(diff_id, digest, size))
+
     def build(self, manifest_digest: str) -> LayoutImage:
         """The store's manifest ``manifest_digest`` with each uncompressed layer replaced by
         its gzip form (compressed now unless the records know its digest)."""
@@ -177,9 +239,7 @@ class PushLayout:
         config = document["config"]["digest"]
         self._copy(config)
         # Layers the records do not know are compressed now, in parallel (zlib releases the GIL).
-        unknown = {layer["digest"] for layer in document["layers"]
-                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None
-                   and self._registry_blob(layer["digest"]) is None}
+        unknown = {layer["digest"] for layer in document["layers"] if self._unknown(layer)}
         with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1) or 1) as pool:
             compressed = dict(zip(unknown, pool.map(self._compress, unknown)))
         layers = []
