@@ -191,10 +191,13 @@ class RegistryClient(RegistrySession):
         return str(response.url.join(location))
 
     async def push_blob(self, repository: str, descriptor: Descriptor, path: Path, meter: Meter,
-                        mount_from: tuple[str, ...] = (), prepare: Callable[[], Awaitable[object]] | None = None) -> str:
+                        mount_from: tuple[str, ...] = (), prepare: Callable[[], Awaitable[object]] | None = None,
+                        stream: Callable[[], Awaitable[Any]] | None = None) -> str:
         """Make the blob present in ``repository``; returns ``exists``, ``mounted`` or
         ``uploaded``: a HEAD first, then a mount from each of ``mount_from``, and only then
-        ``prepare()`` (which writes ``path``, if given) and the upload. Uploads
+        the upload: of what ``stream()`` opens (compressed as it is sent,
+        :meth:`upload_stream`) if it opens something, else of ``path`` after ``prepare()``
+        (which writes it, if given). Uploads
         monolithically (one PUT), or in PATCH chunks of ``options.chunk_size`` then a
         closing PUT."""
         digest, size = descriptor.digest, descriptor.size
@@ -204,6 +207,10 @@ class RegistryClient(RegistrySession):
         location = await self._start_upload(repository, descriptor, tuple(mount_from))
         if location is None:
             return "mounted"
+        opened = await stream() if stream is not None else None
+        if opened is not None:
+            await self.upload_stream(repository, digest, opened, meter, location, expect=digest)
+            return "uploaded"
         if prepare is not None:
             try:
                 await prepare()
@@ -248,17 +255,21 @@ class RegistryClient(RegistrySession):
             raise VerificationError(f"registry {self.registry} stored {what} as {stored}", registry=self.registry, object=what)
         return "uploaded"
 
-    async def upload_stream(self, repository: str, name: str, stream: Any, meter: Meter) -> tuple[str, int]:
-        """Upload a blob made while it is sent (a layer compressed now): POST an upload,
-        PATCH its pieces as ``stream.read()`` (in a thread, one piece ahead of the upload)
-        gives them, each with its Content-Range, then PUT with the digest computed meanwhile
-        (the OCI distribution spec's chunked upload). Returns (digest, size)."""
+    async def upload_stream(self, repository: str, name: str, stream: Any, meter: Meter, location: str | None = None,
+                            expect: str | None = None) -> tuple[str, int]:
+        """Upload a blob made while it is sent (a layer compressed now): POST an upload
+        (unless ``location`` is one already open), PATCH its pieces as ``stream.read()``
+        (in a thread, one piece ahead of the upload) gives them, each with its
+        Content-Range, then PUT with the digest computed meanwhile (the OCI distribution
+        spec's chunked upload). ``expect``: the digest it must have (a recorded one).
+        Returns (digest, size)."""
         what = f"layer {name} of {repository}"
         chunk_size = self.options.chunk_size or STREAM_CHUNK
-        async with self.request("POST", f"/v2/{repository}/blobs/uploads/", what) as response:
-            if response.status_code != 202:
-                raise await self.failure(response, what)
-            location = self._location(response, what)
+        if location is None:
+            async with self.request("POST", f"/v2/{repository}/blobs/uploads/", what) as response:
+                if response.status_code != 202:
+                    raise await self.failure(response, what)
+                location = self._location(response, what)
         meter.emit("uploading")
         send, receive = trio.open_memory_channel[bytes](1)
 
@@ -292,6 +303,10 @@ class RegistryClient(RegistrySession):
         finally:
             stream.close()
         digest = stream.digest
+        if expect is not None and digest != expect:
+            raise VerificationError(f"cannot push {what} to {self.registry}: it compresses to {digest} now, not to the "
+                                    f"recorded {expect} (the record is updated: push again)", registry=self.registry,
+                                    object=what)
         what = f"layer {name} (blob {digest}) of {repository}"
         async with self.request("PUT", _with_query(location, digest=digest), what, {"Content-Length": "0"}) as response:
             if response.status_code != 201:

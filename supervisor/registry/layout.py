@@ -97,6 +97,9 @@ class LayoutImage:
     #: ``materialise(digest)`` writes a blob the layout names but does not hold yet (a
     #: push's compressed layer, made only when the registry lacks it); None: all are there.
     materialise: Callable[[str], None] | None = field(default=None, compare=False)
+    #: ``stream(digest)``: such a blob compressed while it is uploaded (a stream as
+    #: :class:`StreamedImage` opens), or None to use :attr:`materialise`; None: never.
+    stream: Callable[[str], Any] | None = field(default=None, compare=False)
 
     def blob_path(self, digest: str) -> Path:
         return blob_path(self.root, digest)

@@ -265,7 +265,14 @@ class PushLayout:
         digest = digest_of(data)
         write_atomic(blob_path(self.dir, digest), data, durable=False, mode=0o644)
         return LayoutImage(self.dir, Descriptor(document.get("mediaType", OCI_MANIFEST), digest, len(data)),
-                           materialise=self.materialise)
+                           materialise=self.materialise, stream=self.stream_recorded)
+
+    def stream_recorded(self, digest: str) -> GzipStream | None:
+        """A layer named from the records that the registry lacks, compressed as it is
+        uploaded (the upload checks it still gives ``digest``); None for others."""
+        if digest in self.foreign or digest not in self.uncompressed or blob_path(self.dir, digest).exists():
+            return None
+        return self.stream(self.uncompressed[digest])
 
     def materialise(self, digest: str) -> None:
         """Make the blob ``digest`` present in the layout (a layer whose compressed digest came

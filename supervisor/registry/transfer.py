@@ -307,8 +307,16 @@ async def push(source: layout.LayoutImage | layout.StreamedImage, reference: str
             if source.materialise is not None:
                 def prepare(digest: str = blob.digest) -> object:
                     return trio.to_thread.run_sync(source.materialise, digest)
+            opener = None
+            if source.stream is not None:
+                async def opener(digest: str = blob.digest) -> object:
+                    try:
+                        return await trio.to_thread.run_sync(source.stream, digest)
+                    except OSError as exc:
+                        raise NotFoundError(f"cannot push blob {digest} to {ref.registry}: {exc}",
+                                            registry=ref.registry, object=digest) from None
             result = await client.push_blob(ref.repository, blob, source.blob_path(blob.digest), meter, candidates,
-                                            prepare)
+                                            prepare, opener)
             outcome[result].append(blob.digest)
             if result == "uploaded":
                 meter.current = blob.size

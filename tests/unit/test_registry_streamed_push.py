@@ -140,10 +140,10 @@ def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(regi
         opened.append(diff_id)
         return io.BytesIO((store / diff_id.removeprefix("sha256:")).read_bytes())
 
-    def push(directory):
+    def push(directory, host=registry.host):
         source = PushLayout(tmp_path / directory, records, lambda d: store / d.removeprefix("sha256:"),
                             open_layer=open_layer).streamed(manifest)
-        return trio.run(lambda: transfer.push(source, f"{registry.host}/app:1", options=Options(chunk_size=64 << 10)))
+        return trio.run(lambda: transfer.push(source, f"{host}/app:1", options=Options(chunk_size=64 << 10)))
 
     first = push("one")
     assert sorted(opened) == sorted(diff_ids)
@@ -164,6 +164,20 @@ def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(regi
     second = push("two")
     assert opened == [] and registry.patches == []  # the records name every layer: nothing compressed nor sent
     assert second.digest == first.digest and set(second.existed) == set(first.uploaded)
+
+    # A registry without the blobs: the layers named from the records are compressed while
+    # they are sent again (no file first), and checked to give the recorded digests.
+    fresh = MemoryRegistry()
+    try:
+        opened.clear()
+        third = push("three", fresh.host)
+    finally:
+        fresh.close()
+    assert sorted(opened) == sorted(diff_ids) and fresh.patches
+    assert third.digest == first.digest and fresh.blobs == registry.blobs
+    layer_files = [tmp_path / "three" / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")
+                   for entry in pushed["layers"]]
+    assert not any(path.exists() for path in layer_files)  # streamed, never written to a file
 
 
 def test_a_failing_layer_is_named_with_the_registry_and_nothing_is_recorded(registry, tmp_path):
@@ -192,3 +206,4 @@ def test_a_failing_layer_is_named_with_the_registry_and_nothing_is_recorded(regi
     message = str(caught.value)
     assert diff_id in message and registry.host in message and "cannot be read" in message
     assert records.compressed(diff_id) is None and registry.manifests == {}
+
