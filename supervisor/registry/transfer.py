@@ -343,7 +343,8 @@ async def _stream_layers(client: RegistryClient, source: layout.StreamedImage, r
     """Upload ``source``'s pending layers, each compressed as it is sent; returns the
     layout naming them (``streamed`` gets each one's digest and size)."""
     async def stream(name: str) -> None:
-        meter = Meter(on_progress, Progress("push", str(ref), name, "layer", "compressing", 0, 0))
+        # Keyed by the diff id (the compressed digest is known at the end); total unknown: 0.
+        meter = Meter(on_progress, Progress("push", str(ref), name, "layer", "uploading", 0, 0))
         try:
             opened = await trio.to_thread.run_sync(source.open, name)
         except OSError as exc:
@@ -351,7 +352,7 @@ async def _stream_layers(client: RegistryClient, source: layout.StreamedImage, r
                                 object=name) from None
         digest, size = await client.upload_stream(ref.repository, name, opened, meter)
         streamed[digest] = size
-        on_progress(Progress("push", str(ref), digest, "layer", "done", size, size))
+        on_progress(Progress("push", str(ref), name, "layer", "done", size, size))
 
     await _gather([lambda n=n: stream(n) for n in source.pending], options.max_concurrent)
     return await trio.to_thread.run_sync(source.build)
