@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import threading
 import uuid
 import zlib
@@ -108,10 +109,60 @@ class BlobRecords:
             self._write(document)
 
 
+#: Input bytes per independently compressed block of a layer's gzip stream.
+BLOCK = 1 << 20
+#: The sample of a block compressed first: a block whose sample does not shrink by 2% is
+#: stored (level 0, ten times faster than level 1 on random data, for the same size).
+SAMPLE = 16 << 10
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"  # deflate, no name, mtime 0, fastest, unix
+
+
+class Deflater:
+    """A gzip member written as pigz does: the input cut into :data:`BLOCK`-byte blocks,
+    each deflated on its own (level :data:`GZIP_LEVEL`, or stored when a sample shows it does
+    not compress) and ended by a sync flush, so blocks join into one deflate stream. The
+    output is a function of the input alone (not of how it is fed), any gzip reader reads
+    it, and incompressible layers cost little CPU."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.crc = 0
+        self.length = 0
+        self.started = False
+
+    def _block(self, block: bytes) -> bytes:
+        level = GZIP_LEVEL
+        if len(block) > SAMPLE:
+            probe = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+            if len(probe.compress(block[:SAMPLE]) + probe.flush()) >= SAMPLE * 0.98:
+                level = 0
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def feed(self, data: bytes) -> bytes:
+        out = [b"" if self.started else GZIP_HEADER]
+        self.started = True
+        self.crc = zlib.crc32(data, self.crc)
+        self.length += len(data)
+        self.pending += data
+        while len(self.pending) >= BLOCK:
+            block, self.pending = self.pending[:BLOCK], self.pending[BLOCK:]
+            out.append(self._block(block))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        out = self.feed(b"")
+        if self.pending:
+            out += self._block(self.pending)
+            self.pending = b""
+        final = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15).flush()  # an empty final block
+        return out + final + struct.pack("<II", self.crc & 0xFFFFFFFF, self.length & 0xFFFFFFFF)
+
+
 def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
-    """Compress ``source`` (a path or a stream to read to its end) into ``target`` (gzip, level :data:`GZIP_LEVEL`, no time or name
-    in the header: the same input always gives the same bytes). Returns (digest, size)."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper, mtime 0
+    """Compress ``source`` (a path or a stream to read to its end) into ``target``
+    (:class:`Deflater`: the same input always gives the same bytes). Returns (digest, size)."""
+    compressor = Deflater()
     hasher = hashlib.sha256()
     size = 0
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
@@ -119,11 +170,11 @@ def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
         reader = open(source, "rb") if isinstance(source, Path) else source
         with reader, open(partial, "wb") as writer:
             while chunk := reader.read(CHUNK):
-                data = compressor.compress(chunk)
+                data = compressor.feed(chunk)
                 hasher.update(data)
                 writer.write(data)
                 size += len(data)
-            data = compressor.flush()
+            data = compressor.finish()
             hasher.update(data)
             writer.write(data)
             size += len(data)
@@ -144,7 +195,7 @@ class GzipStream:
     def __init__(self, source: BinaryIO, on_done: Callable[[str, int], None] = lambda digest, size: None):
         self.source = source
         self.on_done = on_done
-        self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self.compressor = Deflater()
         self.hasher = hashlib.sha256()
         self.size = 0
         self.digest: str | None = None
@@ -156,7 +207,7 @@ class GzipStream:
         count = 0
         while count < at_least and self.digest is None:
             chunk = self.source.read(CHUNK)
-            data = self.compressor.compress(chunk) if chunk else self.compressor.flush()
+            data = self.compressor.feed(chunk) if chunk else self.compressor.finish()
             self.hasher.update(data)
             self.size += len(data)
             pieces.append(data)

@@ -123,7 +123,7 @@ def put(store: Path, data: bytes) -> str:
 def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(registry, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
-    layers = [os.urandom(300_000) + b"compressible " * 20_000, b"another layer " * 50_000]
+    layers = [os.urandom(1_500_000) + b"compressible " * 20_000, b"another layer " * 50_000]
     diff_ids = [put(store, layer) for layer in layers]
     config = put(store, json.dumps({"rootfs": {"diff_ids": diff_ids}}).encode())
     manifest = put(store, json.dumps({
