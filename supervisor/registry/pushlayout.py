@@ -48,6 +48,9 @@ GZIP_LEVEL = 1
 DOCKER_TO_OCI = {"application/vnd.docker.image.rootfs.diff.tar.gzip": OCI_LAYER_GZIP}
 CHUNK = 1 << 20
 RECORDS_FILE = "registry-blobs.json"
+#: The compressor a record's digest came from (:class:`Deflater`; records without it were
+#: made by one zlib stream per layer, and are ignored).
+GZIP_FORMAT = "blocks-1m-v1"
 
 _records_lock = threading.Lock()  # every BlobRecords of the process: requests run in threads
 
@@ -78,12 +81,14 @@ class BlobRecords:
         entry = self._read()["compressed"].get(diff_id)
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or not isinstance(entry.get("size"), int):
             return None
+        if entry.get("gzip") != GZIP_FORMAT:  # made by an earlier compressor: compressed again
+            return None
         return entry["digest"], entry["size"]
 
     def set_compressed(self, diff_id: str, digest: str, size: int) -> None:
         with _records_lock:
             document = self._read()
-            document["compressed"][diff_id] = {"digest": digest, "size": size}
+            document["compressed"][diff_id] = {"digest": digest, "size": size, "gzip": GZIP_FORMAT}
             self._write(document)
 
     def sources(self, registry: str, digest: str) -> list[str]:

@@ -129,3 +129,13 @@ def test_the_gzip_stream_depends_on_the_input_alone_and_stores_what_does_not_com
     assert len(squeezed.feed(text) + squeezed.finish()) < len(text) // 20
     stored = Deflater()
     assert len(stored.feed(noise) + stored.finish()) < len(noise) * 1.001  # stored: 5 bytes per 64 KiB
+
+
+def test_a_record_of_an_earlier_compressor_is_ignored(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps({"compressed": {"sha256:" + "1" * 64: {"digest": "sha256:" + "2" * 64, "size": 5}},
+                                "sources": {}}))
+    records = BlobRecords(path)
+    assert records.compressed("sha256:" + "1" * 64) is None
+    records.set_compressed("sha256:" + "1" * 64, "sha256:" + "3" * 64, 7)
+    assert records.compressed("sha256:" + "1" * 64) == ("sha256:" + "3" * 64, 7)
