@@ -2,11 +2,12 @@
 second push cheap.
 
 The store keeps layers unpacked and regenerates their exact uncompressed tars on demand
-(docs/images.md); registries and docker expect them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push builds an OCI layout
-of its own in the store's ``tmp/``: the config, a manifest whose layers are
-``tar+gzip`` and, for each layer, the gzip blob, compressed with zlib at level 1 (fast; the
-output is a function of the input alone: no time or name in the header), so the same layer
-always has the same compressed digest.
+(docs/images.md); registries and docker expect them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push
+compresses each layer while it uploads it (:meth:`PushLayout.streamed`, :class:`GzipStream`:
+1 MiB blocks deflated at level 1, or stored when they do not compress, :class:`Deflater`; the
+output is a function of the input alone, so the same layer always has the same compressed
+digest), then builds an OCI layout of its own in the store's ``tmp/``: the config and a
+manifest whose layers are ``tar+gzip`` with the digests just recorded.
 
 :class:`BlobRecords` (``<root>/registry-blobs.json``, beside ``auth.json``, not in the image
 store) remembers, per diff id, the compressed digest and size; and, per registry, which
