@@ -28,6 +28,8 @@ from supervisor.registry.progress import Meter
 from supervisor.registry.session import RegistrySession
 
 READ_CHUNK = 1 << 20
+#: The PATCH size of a streamed upload (``Options.chunk_size`` when set).
+STREAM_CHUNK = 8 << 20
 
 
 class RegistryClient(RegistrySession):
@@ -189,10 +191,13 @@ class RegistryClient(RegistrySession):
         return str(response.url.join(location))
 
     async def push_blob(self, repository: str, descriptor: Descriptor, path: Path, meter: Meter,
-                        mount_from: tuple[str, ...] = (), prepare: Callable[[], Awaitable[object]] | None = None) -> str:
+                        mount_from: tuple[str, ...] = (), prepare: Callable[[], Awaitable[object]] | None = None,
+                        stream: Callable[[], Awaitable[Any]] | None = None) -> str:
         """Make the blob present in ``repository``; returns ``exists``, ``mounted`` or
         ``uploaded``: a HEAD first, then a mount from each of ``mount_from``, and only then
-        ``prepare()`` (which writes ``path``, if given) and the upload. Uploads
+        the upload: of what ``stream()`` opens (compressed as it is sent,
+        :meth:`upload_stream`) if it opens something, else of ``path`` after ``prepare()``
+        (which writes it, if given). Uploads
         monolithically (one PUT), or in PATCH chunks of ``options.chunk_size`` then a
         closing PUT."""
         digest, size = descriptor.digest, descriptor.size
@@ -202,6 +207,10 @@ class RegistryClient(RegistrySession):
         location = await self._start_upload(repository, descriptor, tuple(mount_from))
         if location is None:
             return "mounted"
+        opened = await stream() if stream is not None else None
+        if opened is not None:
+            await self.upload_stream(repository, digest, opened, meter, location, expect=digest)
+            return "uploaded"
         if prepare is not None:
             try:
                 await prepare()
@@ -245,6 +254,67 @@ class RegistryClient(RegistrySession):
         if stored and stored != digest:
             raise VerificationError(f"registry {self.registry} stored {what} as {stored}", registry=self.registry, object=what)
         return "uploaded"
+
+    async def upload_stream(self, repository: str, name: str, stream: Any, meter: Meter, location: str | None = None,
+                            expect: str | None = None) -> tuple[str, int]:
+        """Upload a blob made while it is sent (a layer compressed now): POST an upload
+        (unless ``location`` is one already open), PATCH its pieces as ``stream.read()``
+        (in a thread, one piece ahead of the upload) gives them, each with its
+        Content-Range, then PUT with the digest computed meanwhile (the OCI distribution
+        spec's chunked upload). ``expect``: the digest it must have (a recorded one).
+        Returns (digest, size)."""
+        what = f"layer {name} of {repository}"
+        chunk_size = self.options.chunk_size or STREAM_CHUNK
+        if location is None:
+            async with self.request("POST", f"/v2/{repository}/blobs/uploads/", what) as response:
+                if response.status_code != 202:
+                    raise await self.failure(response, what)
+                location = self._location(response, what)
+        meter.emit("uploading")
+        send, receive = trio.open_memory_channel[bytes](1)
+
+        async def produce() -> None:
+            async with send:
+                try:
+                    while piece := await trio.to_thread.run_sync(stream.read, chunk_size):
+                        await send.send(piece)
+                except OSError as exc:
+                    raise NotFoundError(f"cannot push {what} to {self.registry}: {exc}", registry=self.registry,
+                                        object=what) from None
+
+        offset = 0
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                async with receive:
+                    async for piece in receive:
+                        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(piece)),
+                                   "Content-Range": f"{offset}-{offset + len(piece) - 1}"}
+                        async with self.request("PATCH", location, what, headers, content=lambda p=piece: p) as response:
+                            if response.status_code != 202:
+                                raise await self.failure(response, f"{what} (chunk at byte {offset})")
+                            location = self._location(response, what)
+                        offset += len(piece)
+                        meter.advance(len(piece))
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            stream.close()
+        digest = stream.digest
+        if expect is not None and digest != expect:
+            raise VerificationError(f"cannot push {what} to {self.registry}: it compresses to {digest} now, not to the "
+                                    f"recorded {expect} (the record is updated: push again)", registry=self.registry,
+                                    object=what)
+        what = f"layer {name} (blob {digest}) of {repository}"
+        async with self.request("PUT", _with_query(location, digest=digest), what, {"Content-Length": "0"}) as response:
+            if response.status_code != 201:
+                raise await self.failure(response, what)
+            stored = response.headers.get("docker-content-digest")
+        if stored and stored != digest:
+            raise VerificationError(f"registry {self.registry} stored {what} as {stored}", registry=self.registry, object=what)
+        return digest, offset
 
     # --- login ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,9 +97,27 @@ class LayoutImage:
     #: ``materialise(digest)`` writes a blob the layout names but does not hold yet (a
     #: push's compressed layer, made only when the registry lacks it); None: all are there.
     materialise: Callable[[str], None] | None = field(default=None, compare=False)
+    #: ``stream(digest)``: such a blob compressed while it is uploaded (a stream as
+    #: :class:`StreamedImage` opens), or None to use :attr:`materialise`; None: never.
+    stream: Callable[[str], Any] | None = field(default=None, compare=False)
 
     def blob_path(self, digest: str) -> Path:
         return blob_path(self.root, digest)
+
+
+@dataclass(frozen=True)
+class StreamedImage:
+    """A push whose ``pending`` layers are compressed while they are uploaded, their
+    compressed digest known only at the end: ``open(name)`` gives a stream of a pending
+    layer's compressed bytes (``read()`` the next piece, b"" at the end, then ``digest`` and
+    ``size``), and ``build()``, once every pending layer is sent, the :class:`LayoutImage`
+    whose manifest names them. ``known``: digests of the other blobs (for auth scopes)."""
+
+    root: Path
+    pending: tuple[str, ...]
+    known: tuple[str, ...]
+    open: Callable[[str], Any] = field(compare=False)
+    build: Callable[[], LayoutImage] = field(compare=False)
 
 
 def read_index(root: Path) -> list[Descriptor]:

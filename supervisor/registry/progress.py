@@ -122,6 +122,8 @@ class TerminalProgress:
                 elapsed = self.clock() - started[0]
                 if elapsed > 0:
                     text += f"  {human_bytes((progress.current - started[1]) / elapsed)}/s"
+        elif progress.status == "uploading" and progress.current:  # compressed as sent: no total yet
+            text += f"  {human_bytes(progress.current)}"
         return text
 
     def draw(self) -> None:

@@ -2,11 +2,12 @@
 second push cheap.
 
 The store keeps layers unpacked and regenerates their exact uncompressed tars on demand
-(docs/images.md); registries and docker expect them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push builds an OCI layout
-of its own in the store's ``tmp/``: the config, a manifest whose layers are
-``tar+gzip`` and, for each layer, the gzip blob, compressed with zlib at level 1 (fast; the
-output is a function of the input alone: no time or name in the header), so the same layer
-always has the same compressed digest.
+(docs/images.md); registries and docker expect them compressed (a Debian image: 531 MB of tars, 192 MB gzip). A push
+compresses each layer while it uploads it (:meth:`PushLayout.streamed`, :class:`GzipStream`:
+1 MiB blocks deflated at level 1, or stored when they do not compress, :class:`Deflater`; the
+output is a function of the input alone, so the same layer always has the same compressed
+digest), then builds an OCI layout of its own in the store's ``tmp/``: the config and a
+manifest whose layers are ``tar+gzip`` with the digests just recorded.
 
 :class:`BlobRecords` (``<root>/registry-blobs.json``, beside ``auth.json``, not in the image
 store) remembers, per diff id, the compressed digest and size; and, per registry, which
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import threading
 import uuid
 import zlib
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from logs.atomic import write_atomic
-from supervisor.registry.layout import LayoutImage, blob_path, init_layout
+from supervisor.registry.layout import LayoutImage, StreamedImage, blob_path, init_layout
 from supervisor.registry.manifest import OCI_MANIFEST, Descriptor, digest_of
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -47,6 +49,9 @@ GZIP_LEVEL = 1
 DOCKER_TO_OCI = {"application/vnd.docker.image.rootfs.diff.tar.gzip": OCI_LAYER_GZIP}
 CHUNK = 1 << 20
 RECORDS_FILE = "registry-blobs.json"
+#: The compressor a record's digest came from (:class:`Deflater`; records without it were
+#: made by one zlib stream per layer, and are ignored).
+GZIP_FORMAT = "blocks-1m-v1"
 
 _records_lock = threading.Lock()  # every BlobRecords of the process: requests run in threads
 
@@ -77,12 +82,14 @@ class BlobRecords:
         entry = self._read()["compressed"].get(diff_id)
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str) or not isinstance(entry.get("size"), int):
             return None
+        if entry.get("gzip") != GZIP_FORMAT:  # made by an earlier compressor: compressed again
+            return None
         return entry["digest"], entry["size"]
 
     def set_compressed(self, diff_id: str, digest: str, size: int) -> None:
         with _records_lock:
             document = self._read()
-            document["compressed"][diff_id] = {"digest": digest, "size": size}
+            document["compressed"][diff_id] = {"digest": digest, "size": size, "gzip": GZIP_FORMAT}
             self._write(document)
 
     def sources(self, registry: str, digest: str) -> list[str]:
@@ -108,10 +115,60 @@ class BlobRecords:
             self._write(document)
 
 
+#: Input bytes per independently compressed block of a layer's gzip stream.
+BLOCK = 1 << 20
+#: The sample of a block compressed first: a block whose sample does not shrink by 2% is
+#: stored (level 0, ten times faster than level 1 on random data, for the same size).
+SAMPLE = 16 << 10
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"  # deflate, no name, mtime 0, fastest, unix
+
+
+class Deflater:
+    """A gzip member written as pigz does: the input cut into :data:`BLOCK`-byte blocks,
+    each deflated on its own (level :data:`GZIP_LEVEL`, or stored when a sample shows it does
+    not compress) and ended by a sync flush, so blocks join into one deflate stream. The
+    output is a function of the input alone (not of how it is fed), any gzip reader reads
+    it, and incompressible layers cost little CPU."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.crc = 0
+        self.length = 0
+        self.started = False
+
+    def _block(self, block: bytes) -> bytes:
+        level = GZIP_LEVEL
+        if len(block) > SAMPLE:
+            probe = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+            if len(probe.compress(block[:SAMPLE]) + probe.flush()) >= SAMPLE * 0.98:
+                level = 0
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return compressor.compress(block) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def feed(self, data: bytes) -> bytes:
+        out = [b"" if self.started else GZIP_HEADER]
+        self.started = True
+        self.crc = zlib.crc32(data, self.crc)
+        self.length += len(data)
+        self.pending += data
+        while len(self.pending) >= BLOCK:
+            block, self.pending = self.pending[:BLOCK], self.pending[BLOCK:]
+            out.append(self._block(block))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        out = self.feed(b"")
+        if self.pending:
+            out += self._block(self.pending)
+            self.pending = b""
+        final = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15).flush()  # an empty final block
+        return out + final + struct.pack("<II", self.crc & 0xFFFFFFFF, self.length & 0xFFFFFFFF)
+
+
 def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
-    """Compress ``source`` (a path or a stream to read to its end) into ``target`` (gzip, level :data:`GZIP_LEVEL`, no time or name
-    in the header: the same input always gives the same bytes). Returns (digest, size)."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper, mtime 0
+    """Compress ``source`` (a path or a stream to read to its end) into ``target``
+    (:class:`Deflater`: the same input always gives the same bytes). Returns (digest, size)."""
+    compressor = Deflater()
     hasher = hashlib.sha256()
     size = 0
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
@@ -119,11 +176,11 @@ def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
         reader = open(source, "rb") if isinstance(source, Path) else source
         with reader, open(partial, "wb") as writer:
             while chunk := reader.read(CHUNK):
-                data = compressor.compress(chunk)
+                data = compressor.feed(chunk)
                 hasher.update(data)
                 writer.write(data)
                 size += len(data)
-            data = compressor.flush()
+            data = compressor.finish()
             hasher.update(data)
             writer.write(data)
             size += len(data)
@@ -133,6 +190,42 @@ def gzip_file(source: Path | BinaryIO, target: Path) -> tuple[str, int]:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+class GzipStream:
+    """The gzip form of one layer, made as it is read (a streamed upload): the same bytes as
+    :func:`gzip_file` gives. :meth:`read` blocks (tar regeneration and zlib, which releases
+    the GIL): call it in a thread. After the last piece, :attr:`digest` and :attr:`size` are
+    set and ``on_done(digest, size)`` has been called (the push records them)."""
+
+    def __init__(self, source: BinaryIO, on_done: Callable[[str, int], None] = lambda digest, size: None):
+        self.source = source
+        self.on_done = on_done
+        self.compressor = Deflater()
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.digest: str | None = None
+
+    def read(self, at_least: int = CHUNK) -> bytes:
+        """The next compressed piece of at least ``at_least`` bytes (less only at the end);
+        b"" once everything was read."""
+        pieces: list[bytes] = []
+        count = 0
+        while count < at_least and self.digest is None:
+            chunk = self.source.read(CHUNK)
+            data = self.compressor.feed(chunk) if chunk else self.compressor.finish()
+            self.hasher.update(data)
+            self.size += len(data)
+            pieces.append(data)
+            count += len(data)
+            if not chunk:
+                self.source.close()
+                self.digest = f"sha256:{self.hasher.hexdigest()}"
+                self.on_done(self.digest, self.size)
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 class PushLayout:
@@ -170,6 +263,32 @@ class PushLayout:
             return blob
         return None
 
+    def _unknown(self, layer: dict[str, Any]) -> bool:
+        return (layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None
+                and self._registry_blob(layer["digest"]) is None)
+
+    def streamed(self, manifest_digest: str) -> StreamedImage:
+        """The push of the store's manifest ``manifest_digest`` with the layers whose
+        compressed digest is unknown compressed while they are uploaded (:class:`GzipStream`,
+        recorded as each ends); the others as :meth:`build` names them."""
+        document = json.loads(Path(self.store_blob(manifest_digest)).read_bytes())
+        pending: list[str] = []
+        known = [document["config"]["digest"]]
+        for layer in document["layers"]:
+            diff_id = layer["digest"]
+            if self._unknown(layer):
+                if diff_id not in pending:
+                    pending.append(diff_id)
+            elif layer.get("mediaType") != OCI_LAYER:
+                known.append(diff_id)
+            else:
+                blob = self._registry_blob(diff_id)
+                known.append(blob["digest"] if blob else self.records.compressed(diff_id)[0])  # type: ignore[index]
+        return StreamedImage(self.dir, tuple(pending), tuple(known), self.stream, lambda: self.build(manifest_digest))
+
+    def stream(self, diff_id: str) -> GzipStream:
+        return GzipStream(self.open_layer(diff_id), lambda digest, size: self.records.set_compressed(diff_id, digest, size))
+
     def build(self, manifest_digest: str) -> LayoutImage:
         """The store's manifest ``manifest_digest`` with each uncompressed layer replaced by
         its gzip form (compressed now unless the records know its digest)."""
@@ -177,9 +296,7 @@ class PushLayout:
         config = document["config"]["digest"]
         self._copy(config)
         # Layers the records do not know are compressed now, in parallel (zlib releases the GIL).
-        unknown = {layer["digest"] for layer in document["layers"]
-                   if layer.get("mediaType") == OCI_LAYER and self.records.compressed(layer["digest"]) is None
-                   and self._registry_blob(layer["digest"]) is None}
+        unknown = {layer["digest"] for layer in document["layers"] if self._unknown(layer)}
         with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1) or 1) as pool:
             compressed = dict(zip(unknown, pool.map(self._compress, unknown)))
         layers = []
@@ -205,7 +322,14 @@ class PushLayout:
         digest = digest_of(data)
         write_atomic(blob_path(self.dir, digest), data, durable=False, mode=0o644)
         return LayoutImage(self.dir, Descriptor(document.get("mediaType", OCI_MANIFEST), digest, len(data)),
-                           materialise=self.materialise)
+                           materialise=self.materialise, stream=self.stream_recorded)
+
+    def stream_recorded(self, digest: str) -> GzipStream | None:
+        """A layer named from the records that the registry lacks, compressed as it is
+        uploaded (the upload checks it still gives ``digest``); None for others."""
+        if digest in self.foreign or digest not in self.uncompressed or blob_path(self.dir, digest).exists():
+            return None
+        return self.stream(self.uncompressed[digest])
 
     def materialise(self, digest: str) -> None:
         """Make the blob ``digest`` present in the layout (a layer whose compressed digest came

@@ -16,7 +16,7 @@ from typing import Any, ContextManager, Protocol
 
 from supervisor.errors import InvalidArgument
 from supervisor.registry.auth import Credentials, CredentialStore
-from supervisor.registry.layout import LayoutImage
+from supervisor.registry.layout import LayoutImage, StreamedImage
 from supervisor.registry.options import Options
 from supervisor.registry.progress import Progress
 from supervisor.registry.pushlayout import RECORDS_FILE, BlobRecords
@@ -55,11 +55,11 @@ class RegistryStore(Protocol):
         """The image ``reference`` as an entry of an OCI layout (its layers as the store
         keeps them); NotFound if absent."""
 
-    def push_layout(self, reference: str, records: BlobRecords) -> LayoutImage:
+    def push_layout(self, reference: str, records: BlobRecords) -> LayoutImage | StreamedImage:
         """The image ``reference`` as a push sends it (layers gzip-compressed, in a layout of
         its own: :mod:`~supervisor.registry.pushlayout`); NotFound if absent."""
 
-    def release(self, source: LayoutImage) -> None:
+    def release(self, source: LayoutImage | StreamedImage) -> None:
         """Remove what :meth:`push_layout` made."""
 
     def add_repo_digest(self, reference: str, repo_digest: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.errors import ImageError
-from supervisor.registry.layout import LayoutImage
+from supervisor.registry.layout import LayoutImage, StreamedImage
 from supervisor.registry.manifest import OCI_MANIFEST, Descriptor
 
 
@@ -80,7 +80,7 @@ class ImageStoreAdapter:
         size = self.store.blob_path(image.manifest).stat().st_size
         return LayoutImage(Path(self.store.dir), Descriptor(OCI_MANIFEST, image.manifest, size))
 
-    def push_layout(self, reference: str, records: Any) -> LayoutImage:
+    def push_layout(self, reference: str, records: Any) -> StreamedImage:
         from supervisor.registry.pushlayout import PushLayout
 
         from supervisor.images.layout import chain_ids
@@ -93,12 +93,12 @@ class ImageStoreAdapter:
             return PushLayout(directory, records, self.store.blob_path,
                               open_layer=lambda diff_id: self.store.open_layer(chains[diff_id]),
                               pulled=lambda diff_id: self.store.layer_compressed(chains[diff_id]),
-                              registry=parse(reference).registry).build(image.manifest)
+                              registry=parse(reference).registry).streamed(image.manifest)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
-    def release(self, source: LayoutImage) -> None:
+    def release(self, source: LayoutImage | StreamedImage) -> None:
         if Path(source.root).name.startswith("push-"):
             shutil.rmtree(source.root, ignore_errors=True)
 

@@ -260,12 +260,15 @@ class PushResult:
     manifests: tuple[str, ...] = field(default=())
 
 
-async def push(source: layout.LayoutImage, reference: str | Reference, *,
+async def push(source: layout.LayoutImage | layout.StreamedImage, reference: str | Reference, *,
                credentials: CredentialStore | Credentials | None = None, options: Options | None = None,
                mount_from: Callable[[str], Iterable[str]] = lambda digest: (),
                on_progress: ProgressCallback = ignore) -> PushResult:
     """Push the image ``source`` (an entry of an OCI layout, a manifest or an index) as
     ``reference`` (its tag; a digest-only reference pushes the manifest by digest).
+    A :class:`~supervisor.registry.layout.StreamedImage` first has its pending layers
+    compressed while they are uploaded (``max_concurrent`` at once), then is built and
+    pushed as a layout whose streamed layers count as uploaded.
 
     Args:
         mount_from: for a blob digest, repositories on the same registry that may hold it
@@ -278,22 +281,42 @@ async def push(source: layout.LayoutImage, reference: str | Reference, *,
     options = options or Options()
     creds = _credentials(credentials, ref.registry)
     sources: set[str] = set()
-    blobs, manifests = _collect(source, source.descriptor, ref)
-    for blob, _kind in blobs:
-        sources.update(repo for repo in mount_from(blob.digest) if repo != ref.repository)
+    if isinstance(source, layout.StreamedImage):
+        digests = list(source.known)
+    else:
+        blobs, manifests = _collect(source, source.descriptor, ref)
+        digests = [blob.digest for blob, _kind in blobs]
+    for digest in digests:
+        sources.update(repo for repo in mount_from(digest) if repo != ref.repository)
     scopes = (repository_scope(ref.repository, ("pull", "push")),
               *(repository_scope(repo, ("pull",)) for repo in sorted(sources)))
     outcome: dict[str, list[str]] = {"uploaded": [], "exists": [], "mounted": []}
+    streamed: dict[str, int] = {}  # digest -> size of each layer compressed while uploaded
     async with RegistryClient(ref.registry, ref.api_host, scopes=scopes, credentials=creds, options=options) as client:
+        if isinstance(source, layout.StreamedImage):
+            source = await _stream_layers(client, source, ref, options, streamed, on_progress)
+            blobs, manifests = _collect(source, source.descriptor, ref)
+
         async def send(blob: Descriptor, kind: str) -> None:
+            if blob.digest in streamed:
+                outcome["uploaded"].append(blob.digest)
+                return
             meter = Meter(on_progress, Progress("push", str(ref), blob.digest, kind, "uploading", 0, blob.size))
             candidates = tuple(repo for repo in mount_from(blob.digest) if repo != ref.repository)
             prepare = None
             if source.materialise is not None:
                 def prepare(digest: str = blob.digest) -> object:
                     return trio.to_thread.run_sync(source.materialise, digest)
+            opener = None
+            if source.stream is not None:
+                async def opener(digest: str = blob.digest) -> object:
+                    try:
+                        return await trio.to_thread.run_sync(source.stream, digest)
+                    except OSError as exc:
+                        raise NotFoundError(f"cannot push blob {digest} to {ref.registry}: {exc}",
+                                            registry=ref.registry, object=digest) from None
             result = await client.push_blob(ref.repository, blob, source.blob_path(blob.digest), meter, candidates,
-                                            prepare)
+                                            prepare, opener)
             outcome[result].append(blob.digest)
             if result == "uploaded":
                 meter.current = blob.size
@@ -313,6 +336,26 @@ async def push(source: layout.LayoutImage, reference: str | Reference, *,
     sizes = {blob.digest: blob.size for blob, _ in blobs}
     return PushResult(ref, root.digest, root.size, tuple(outcome["uploaded"]), tuple(outcome["exists"]),
                       tuple(outcome["mounted"]), sum(sizes[d] for d in outcome["uploaded"]), tuple(pushed))
+
+
+async def _stream_layers(client: RegistryClient, source: layout.StreamedImage, ref: Reference, options: Options,
+                         streamed: dict[str, int], on_progress: ProgressCallback) -> layout.LayoutImage:
+    """Upload ``source``'s pending layers, each compressed as it is sent; returns the
+    layout naming them (``streamed`` gets each one's digest and size)."""
+    async def stream(name: str) -> None:
+        # Keyed by the diff id (the compressed digest is known at the end); total unknown: 0.
+        meter = Meter(on_progress, Progress("push", str(ref), name, "layer", "uploading", 0, 0))
+        try:
+            opened = await trio.to_thread.run_sync(source.open, name)
+        except OSError as exc:
+            raise NotFoundError(f"cannot push layer {name} to {ref.registry}: {exc}", registry=ref.registry,
+                                object=name) from None
+        digest, size = await client.upload_stream(ref.repository, name, opened, meter)
+        streamed[digest] = size
+        on_progress(Progress("push", str(ref), name, "layer", "done", size, size))
+
+    await _gather([lambda n=n: stream(n) for n in source.pending], options.max_concurrent)
+    return await trio.to_thread.run_sync(source.build)
 
 
 def _collect(source: layout.LayoutImage, root: Descriptor, ref: Reference

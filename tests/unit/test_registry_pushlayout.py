@@ -110,3 +110,32 @@ def test_a_pulled_layer_is_named_as_the_registry_has_it_where_the_records_say_it
     (entry,) = json.loads(elsewhere.blob_path(elsewhere.descriptor.digest).read_bytes())["layers"]
     assert entry["digest"] != pulled_digest and opened == [diff_id]
     assert gzip.decompress(elsewhere.blob_path(entry["digest"]).read_bytes()) == layer
+
+
+def test_the_gzip_stream_depends_on_the_input_alone_and_stores_what_does_not_compress():
+    import os
+
+    from supervisor.registry.pushlayout import BLOCK, Deflater
+
+    text = b"a line of a text file\n" * 200_000  # several blocks
+    noise = os.urandom(2 * BLOCK + 123)
+    for data in (b"", text, noise, noise + text):
+        whole = Deflater()
+        at_once = whole.feed(data) + whole.finish()
+        fed = Deflater()
+        in_pieces = b"".join(fed.feed(data[i:i + 65_537]) for i in range(0, len(data), 65_537)) + fed.finish()
+        assert at_once == in_pieces and gzip.decompress(at_once) == data
+    squeezed = Deflater()
+    assert len(squeezed.feed(text) + squeezed.finish()) < len(text) // 20
+    stored = Deflater()
+    assert len(stored.feed(noise) + stored.finish()) < len(noise) * 1.001  # stored: 5 bytes per 64 KiB
+
+
+def test_a_record_of_an_earlier_compressor_is_ignored(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps({"compressed": {"sha256:" + "1" * 64: {"digest": "sha256:" + "2" * 64, "size": 5}},
+                                "sources": {}}))
+    records = BlobRecords(path)
+    assert records.compressed("sha256:" + "1" * 64) is None
+    records.set_compressed("sha256:" + "1" * 64, "sha256:" + "3" * 64, 7)
+    assert records.compressed("sha256:" + "1" * 64) == ("sha256:" + "3" * 64, 7)

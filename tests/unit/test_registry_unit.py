@@ -275,6 +275,13 @@ def test_terminal_progress_labels_as_docker():
     assert "111111111111: Pushed" in out.getvalue() and "222222222222: Pull complete" in out.getvalue()
 
 
+def test_terminal_progress_counts_the_bytes_of_a_layer_compressed_as_it_is_pushed():
+    out = io.StringIO()
+    view = TerminalProgress(out, force=True)
+    view(Progress("push", "r", D1, "layer", "uploading", 3_000_000, 0))  # no total until the end
+    assert "111111111111: Pushing  3MB" in out.getvalue()
+
+
 def test_terminal_progress_is_quiet_when_not_a_terminal():
     out = io.StringIO()  # isatty() is False
     view = TerminalProgress(out)
