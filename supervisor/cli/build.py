@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tarfile
-import tempfile
 from typing import Any
 
 from supervisor import operations as ops
@@ -59,6 +57,8 @@ def context_tar(directory: str, output: Any, dockerfile_name: str) -> None:
             patterns = parse_dockerignore(text.read())
     keep = {dockerfile_name, ".dockerignore"}
     reincludes = any(not exclude for exclude, _ in patterns)
+    import tarfile  # only build needs it: kept off every other command's start-up
+
     with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for root, dirnames, filenames in os.walk(directory):
             relative_root = os.path.relpath(root, directory)
@@ -77,6 +77,8 @@ def read_dockerfile(args: argparse.Namespace, tar_path: str) -> str:
         return sys.stdin.read()
     if args.context == "-":
         name = args.file or "Dockerfile"
+        import tarfile
+
         with tarfile.open(tar_path) as tar:
             try:
                 member = tar.extractfile(name.lstrip("./"))
@@ -98,6 +100,8 @@ def cmd_build(args: argparse.Namespace, client: Any) -> int:
         raise UsageError("the context and the Dockerfile cannot both come from standard input")
     if args.context != "-" and not os.path.isdir(args.context):
         raise UsageError(f"cannot build: the context {args.context} is not a directory")
+    import tempfile  # only build needs it: kept off every other command's start-up
+
     handle, tar_path = tempfile.mkstemp(prefix="dockyard-context-", suffix=".tar")
     try:
         with os.fdopen(handle, "wb") as output:
