@@ -12,6 +12,7 @@ on the test's own bridges; names are answered by the daemon, never forwarded.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import secrets
 import signal
@@ -158,7 +159,8 @@ def test_an_internal_network_has_no_way_out(netns_daemon):
 
 def test_ipv6_between_containers_by_name(netns_daemon):
     daemon = netns_daemon
-    prefix = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::"
+    # The canonical spelling (no leading zeros, "::" for zero groups), as the daemon reports it.
+    prefix = str(ipaddress.ip_network(f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}::/64").network_address)
     daemon.out("network", "create", "--ipv6", "--subnet", prefix + "/64", "--subnet", subnet(), "six")
     daemon.out("run", "-d", "--name", "web6", "--network", "six", "--ip6", prefix + "42",
                "base", "httpd", "-f", "-p", "80", "-h", "/etc")
