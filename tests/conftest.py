@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import secrets
 import shutil
@@ -150,10 +151,14 @@ class Daemon:
         remove_link(self.bridge)
 
 
+_SUBNETS = itertools.count(secrets.randbelow(256))
+
+
 def private_bridge() -> tuple[str, str]:
-    """A bridge name and a /24 of 10.213.0.0/16 for one private daemon, so that daemons
-    of parallel tests never share a bridge or an address."""
-    return f"dyt-{secrets.token_hex(3)}", f"10.213.{secrets.randbelow(256)}.0/24"
+    """A bridge name and a /24 of 10.213.0.0/16 for one private daemon. The /24s of one run
+    follow each other from a random start, so no two daemons of a run share an address, and
+    runs side by side are unlikely to."""
+    return f"dyt-{secrets.token_hex(3)}", f"10.213.{next(_SUBNETS) % 256}.0/24"
 
 
 def link_exists(name: str) -> bool:

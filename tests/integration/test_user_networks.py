@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import json
 import secrets
 import signal
@@ -63,9 +64,12 @@ def links(daemon: Daemon) -> list[str]:
     return sorted(line.split()[0].split("@")[0] for line in in_netns(daemon, "ip", "-br", "link").splitlines())
 
 
+_SUBNETS = itertools.count(secrets.randbelow(256))
+
+
 def subnet() -> str:
-    """A /24 of 10.214.0.0/16 no other test's network is likely to take."""
-    return f"10.214.{secrets.randbelow(256)}.0/24"
+    """A /24 of 10.214.0.0/16, a different one at each call (a test's networks never overlap)."""
+    return f"10.214.{next(_SUBNETS) % 256}.0/24"
 
 
 def run(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
