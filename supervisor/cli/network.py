@@ -11,6 +11,10 @@ from .common import UsageError, for_each, inspect_each, key_values
 from .output import table
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("network",)
+
+
 def register(sub: Any) -> None:
     """Add ``network`` and its subcommands to the subparsers ``sub``."""
     network = sub.add_parser("network", help="manage networks (create, ls, inspect, rm, prune, connect, disconnect)")

@@ -12,6 +12,10 @@ from .common import fail, for_each, inspect_each, key_values
 from .listing import VOLUME_HEADERS, VOLUME_TABLE, output, volume_row
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("volume",)
+
+
 def register(sub: Any) -> None:
     """Add ``volume`` and its subcommands to the subparsers ``sub``."""
     volume = sub.add_parser("volume", help="manage volumes (create, ls, inspect, rm, prune)")
