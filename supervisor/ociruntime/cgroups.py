@@ -418,6 +418,12 @@ class AttachWarmUp:
     known, and the wait runs while the command does that work. runc pays the same wait
     (its parent writes ``runc init``'s pid) and does not overlap it. Best effort: a cgroup
     we cannot write, or a kernel that behaves otherwise, only loses the overlap.
+
+    The kernel holds ``cgroup_mutex`` during the wait, as for any move: the command's own
+    cgroup mkdirs, if they come before it ends, wait for its rest (not longer than the
+    move itself would have waited). When the container's move comes more than a grace
+    period after this one ended, it waits in full as before: the host then sees one more
+    such wait, the command none more.
     """
 
     def __init__(self, cgroup_text: str | None = None):
