@@ -326,6 +326,7 @@ _OPERATIONS = (
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
     _op(IMAGE_LIST, Argument("filters", "strings", default=[],
                              doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
+        Argument("all", "bool", default=False, doc="a build's intermediate images too (`images -a`)"),
         reply="`{images: [{id, repo_tags, created, size, labels, repo_digests}]}`, newest first (`reference=`: the tags that "
               "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
