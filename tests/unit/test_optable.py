@@ -45,7 +45,7 @@ def test_the_update_command_rewrites_only_the_table(tmp_path: Path) -> None:
     assert "| `container.run` | `spec`" in text
 
 
-def test_the_module_runs_as_the_docs_say(tmp_path: Path) -> None:
+def test_the_module_runs_as_the_docs_say() -> None:
     import subprocess
     import sys
 
