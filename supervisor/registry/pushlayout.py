@@ -26,9 +26,10 @@ and uploaded.
 A pulled layer keeps the digest, size and media type of the blob the registry sent (the
 store's ``layer.json``): pushed to a registry where the records say a repository holds that
 blob, the manifest names it as it is (``HEAD`` finds it or a mount brings it: nothing is
-compressed nor sent), whatever its compression, unless the format was asked for (``forced``,
-as podman's ``--compression-format`` implies ``--force-compression``): then only a blob of
-that format is named as it is. Elsewhere the layer is compressed here, as above (a different digest
+compressed nor sent), whatever its compression; so is a layer pushed to that registry before
+in the other format (its record). Unless the format was asked for (``forced``, as podman's
+``--compression-format`` implies ``--force-compression``): then only a blob of that format
+is named as it is. Elsewhere the layer is compressed here, as above (a different digest
 from the registry's: the original compressed bytes are not kept).
 """
 
@@ -324,16 +325,31 @@ class PushLayout:
         self.compression = COMPRESSIONS[compression]
         self.forced = forced
         self.uncompressed: dict[str, str] = {}  # compressed digest -> diff id
-        self.foreign: dict[str, str] = {}  # a registry's compressed digest (pulled) -> diff id
+        self.foreign: dict[str, str] = {}  # a registry's compressed digest (pulled, other format) -> diff id
         init_layout(self.dir)
 
     def _registry_blob(self, diff_id: str) -> dict[str, Any] | None:
-        """The pulled blob of a layer, if this registry is known to hold it."""
-        blob = self.pulled(diff_id)
-        if self.forced and blob and compression_of(blob["mediaType"]) != self.compression.name:
+        """A compressed form of a layer that this registry is known to hold, not of the
+        compression this push makes (that one is named from the records): the pulled blob,
+        or, unless the compression was asked for, the other format's record (pushed before
+        with ``--compression-format``)."""
+        if not self.registry:
             return None
-        if blob and self.registry and self.records.sources(self.registry, blob["digest"]):
-            return blob
+        own = self._recorded(diff_id)
+        if own is not None and self.records.sources(self.registry, own[0]):
+            return None
+        blob = self.pulled(diff_id)
+        candidates = [blob] if blob else []
+        if not self.forced:
+            for method in COMPRESSIONS.values():
+                recorded = self.records.compressed(diff_id, method.name) if method is not self.compression else None
+                if recorded is not None:
+                    candidates.append({"digest": recorded[0], "size": recorded[1], "mediaType": method.media_type})
+        for candidate in candidates:
+            if self.forced and compression_of(candidate["mediaType"]) != self.compression.name:
+                continue
+            if self.records.sources(self.registry, candidate["digest"]):
+                return candidate
         return None
 
     def _recorded(self, diff_id: str) -> tuple[str, int] | None:
@@ -417,7 +433,7 @@ class PushLayout:
         holds the new digest, so the next push succeeds."""
         if digest in self.foreign and not blob_path(self.dir, digest).exists():
             self.records.drop_sources(self.registry, digest)
-            raise OSError(f"layer {self.foreign[digest]}: the registry has neither its blob {digest} (as pulled) "
+            raise OSError(f"layer {self.foreign[digest]}: the registry has neither its blob {digest} (as recorded) "
                           "nor lets it be mounted from the repositories recorded (the record is dropped: push "
                           "again, and the layer is compressed here)")
         if blob_path(self.dir, digest).exists() or digest not in self.uncompressed:

@@ -193,3 +193,26 @@ def test_a_pulled_blob_is_named_unless_another_compression_was_asked_for(store, 
     else:
         assert entry["digest"] != pulled_digest and entry["mediaType"] == COMPRESSIONS[compression].media_type
         assert layout.blob_path(entry["digest"]).exists()
+
+
+def test_a_layer_pushed_in_the_other_format_is_named_unless_a_format_was_asked_for(store, tmp_path):
+    from supervisor.registry.pushlayout import OCI_LAYER_ZSTD
+
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    zstd = PushLayout(tmp_path / "zstd", records, lookup, registry="r:5000", compression="zstd",
+                      forced=True).build(manifest_digest)
+    (zstd_entry,) = json.loads(zstd.blob_path(zstd.descriptor.digest).read_bytes())["layers"]
+    assert zstd_entry["mediaType"] == OCI_LAYER_ZSTD
+    default = PushLayout(tmp_path / "before", records, lookup, registry="r:5000").build(manifest_digest)
+    (entry,) = json.loads(default.blob_path(default.descriptor.digest).read_bytes())["layers"]
+    assert entry["mediaType"] == OCI_LAYER_GZIP  # the registry is not known to hold the zstd blob yet
+
+    records.add_sources("r:5000", "team/app", [zstd_entry["digest"]])  # as the zstd push records it
+    default = PushLayout(tmp_path / "default", records, lookup, registry="r:5000").build(manifest_digest)
+    assert default.descriptor == zstd.descriptor  # the same manifest: the zstd blob named, nothing compressed
+    asked = PushLayout(tmp_path / "asked", records, lookup, registry="r:5000", compression="gzip",
+                       forced=True).build(manifest_digest)
+    (entry,) = json.loads(asked.blob_path(asked.descriptor.digest).read_bytes())["layers"]
+    assert entry["mediaType"] == OCI_LAYER_GZIP
