@@ -335,6 +335,9 @@ _OPERATIONS = (
               "`{reference, digest, image: {id, repo_tags, created, size}, fetched, skipped, bytes}`",
         keys=("reference", "digest", "image", "fetched", "skipped", "bytes"), errors=_REGISTRY),
     _op(IMAGE_PUSH, Argument("reference", "str", required=True),
+        Argument("compression", "str", choices=("gzip", "zstd"),
+                 doc="`gzip` or `zstd`, the layers' compression; absent: gzip, and a blob the registry "
+                 "has in the other is named as it is"),
         reply="streams `{progress}` as pull; then `{reference, digest, size, uploaded, existed, mounted, bytes}`",
         keys=("reference", "digest", "size", "uploaded", "existed", "mounted", "bytes"),
         errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),
