@@ -1,5 +1,5 @@
 """What both bus clients share: finding the daemon before connecting, a subscription's SUB
-socket, and an event's two frames turned into an envelope.
+socket, and an event message turned into its envelopes.
 
 Nothing here imports pyzmq or trio at module level: the CLI imports this module.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bus import codec, sockets
+from bus.batches import decode_events
 from bus.codec import Envelope
 from bus.errors import DaemonUnavailable, FrameError
 from bus.filters import PREFIX as _FILTER_TOPIC_PREFIX
@@ -114,23 +115,39 @@ def check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
 
 
 def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
-    """The topic and envelope of an event: one frame ``topic NUL envelope`` (version 2),
-    or two frames ``[topic, envelope]`` (version 1: an older daemon); None when it is not
-    one (the subscription counts it in ``bad_frames``). The topic is the envelope's own,
-    or a filtered subscription's (bus/filters.py)."""
+    """The topic and envelope of a message of one event (:func:`events` tells the whole
+    story); None when it is not exactly one valid event."""
+    received = events(frames)
+    if received is None or len(received[1]) != 1 or received[2]:
+        return None
+    return received[0], received[1][0]
+
+
+def events(frames: list[bytes]) -> tuple[bytes, list[Envelope], int] | None:
+    """The topic, the envelopes and the count of invalid envelopes of an event message:
+    one frame ``topic NUL body`` whose body is one envelope or (version 3) an array of
+    envelopes of that topic (bus/batches.py), or two frames ``[topic, envelope]`` (version
+    1: an older daemon). None when it is not one at all (the subscription counts it in
+    ``bad_frames``). The topic is the envelopes' own, or a filtered subscription's
+    (bus/filters.py) or a replay's; an envelope whose topic is neither is counted invalid."""
     try:
         if len(frames) == 1:
             topic, body = codec.split_event(frames[0])
+            envelopes, bad = decode_events(body)
         elif len(frames) == 2:
             topic, body = frames
+            envelopes, bad = [codec.decode(body)], 0
         else:
             return None
-        envelope = codec.decode(body)
     except FrameError:
         return None
-    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX) and not topic.startswith(REPLAY_PREFIX):
-        return None
-    return topic, envelope
+    if topic.startswith(FILTER_PREFIX) or topic.startswith(REPLAY_PREFIX):
+        return topic, envelopes, bad
+    text = topic.decode("utf-8", "replace")
+    kept = [envelope for envelope in envelopes if envelope.topic == text]
+    if not kept and envelopes:
+        return None  # the topic lies
+    return topic, kept, bad + len(envelopes) - len(kept)
 
 
 class FilterGaps:

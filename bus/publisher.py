@@ -44,13 +44,15 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from time import time
 from typing import Any
 
 import trio
 import zmq
 
 from bus import codec
-from bus.codec import TOPIC_END, Envelope, event_frame
+from bus.batches import BATCH_BYTES, BATCH_EVENTS, EventEncoder, batch_frame
+from bus.codec import TOPIC_END, Envelope
 from bus.connections import Connections, unread_bytes
 from bus.errors import MalformedFrame
 from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
@@ -100,7 +102,10 @@ class Publisher:
         self._source = source
         self._sequencer = codec.Sequencer()
         self._encoder = codec.Encoder()  # codec.encode() without a Packer per event
-        self._queue: deque[bytes | memoryview] = deque()
+        self._event_encoder = EventEncoder(source)  # the same bytes, constant parts packed once
+        #: (topic, envelope) to send behind ``topic NUL``, batched with its neighbours of
+        #: the same topic; (None, frame): a whole frame, sent as it is.
+        self._queue: deque[tuple[bytes | None, bytes | memoryview]] = deque()
         self._drained = trio.Event()
         self._sync_seen: OrderedDict[str, None] = OrderedDict()
         self._sync_waiting: dict[str, trio.Event] = {}
@@ -147,20 +152,21 @@ class Publisher:
                 room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
             else:
                 data = {**data, "data": bytes(memoryview(buffer)[start:end])}
-        envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
-        frame: bytes | memoryview | None = None
+        entry: tuple[bytes | None, bytes | memoryview] | None = None
         body: bytes | None = None
         if room is not None:
             assert payload is not None
+            envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
             buffer, start, end = payload
             frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
             if frame is not None:
                 data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
+                entry = (None, frame)  # a whole frame, sent alone
             else:  # a very long topic or source: no room for the header
                 data["data"] = bytes(memoryview(buffer)[start:end])
-        if frame is None:
-            body = self._encoder.encode(envelope)
-            frame = event_frame(topic, body)
+        if entry is None:
+            envelope, topic_bytes, body = self._event_encoder.encode(topic, seq, time(), data)
+            entry = (topic_bytes, body)
         self._sequencer.next(channel)
         self._stats.events_published += 1
         queue = self._queue
@@ -169,20 +175,18 @@ class Publisher:
             return envelope
         if not queue and self.socket is not None:
             self.socket.wake()
-        queue.append(frame)
-        if self.filters and channel == self.filter_channel and body is not None:
-            self._queue_filtered(data, body)
+        queue.append(entry)
+        if channel == self.filter_channel and self.filters.active and body is not None:
+            # The filtered subscriptions' copies (bus/filters.py), behind each one's numbered
+            # topic. Inline: this runs for every event, and a call costs what the check does.
+            for accept, prefix, count in self.filters.active:
+                if accept(data):
+                    count[0] += 1
+                    if len(queue) >= EVENT_QUEUE_LIMIT:
+                        self._stats.events_dropped += 1
+                    else:
+                        queue.append((f"{prefix}{count[0]}".encode(), body))
         return envelope
-
-    def _queue_filtered(self, data: Any, body: bytes) -> None:
-        """The event's envelope once more for each filtered subscription it passes
-        (bus/filters.py), behind that subscription's numbered topic."""
-        queue = self._queue
-        for filter_topic in self.filters.topics_for(data):
-            if len(queue) >= EVENT_QUEUE_LIMIT:
-                self._stats.events_dropped += 1
-            else:
-                queue.append(filter_topic + TOPIC_END + body)
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""
@@ -215,6 +219,7 @@ class Publisher:
         send = events.socket.send
         nonblocking = zmq.NOBLOCK
         queue = self._queue
+        popleft = queue.popleft
         stats = self._stats
         while True:
             while (message := events.recv_nowait()) is not None:
@@ -223,12 +228,29 @@ class Publisher:
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
-                frame = queue.popleft()
+                topic, body = popleft()
+                count = 1
+                if topic is None:
+                    frame = body
+                elif not queue or queue[0][0] != topic:  # no backlog of this topic: alone
+                    frame = topic + TOPIC_END + body
+                else:  # a backlog: its envelopes of this topic in one frame (bus/batches.py)
+                    bodies = [body]
+                    size = len(body)
+                    while queue and count < BATCH_EVENTS:
+                        following, next_body = queue[0]
+                        if following != topic or size + len(next_body) > BATCH_BYTES:
+                            break
+                        popleft()
+                        bodies.append(next_body)
+                        size += len(next_body)
+                        count += 1
+                    frame = batch_frame(topic, bodies)
                 try:
                     send(frame, nonblocking, copy=len(frame) < EVENT_ZERO_COPY)
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
-                    stats.events_dropped += 1
-                sent += 1
+                    stats.events_dropped += count
+                sent += count
                 sent_bytes += len(frame)
             stats.events_sent += sent
             if sent:
@@ -331,7 +353,6 @@ class Publisher:
             self._stats.replays_refused += 1
             return
         events, last_seq, lost = self.replayer(int(parts[2]))
-        head = prefix + TOPIC_END
         queue = self._queue
         if len(queue) + len(events) + 1 > EVENT_QUEUE_LIMIT:
             self._stats.replays_refused += 1
@@ -343,10 +364,10 @@ class Publisher:
                                     event.get("ts"), event.get("v", 1))
             except (KeyError, MalformedFrame):
                 continue  # a journal record this version cannot send: its seq shows as a gap
-            queue.append(head + encode(envelope))
+            queue.append((prefix, encode(envelope)))
         end = Envelope(topic=REPLAY_END, seq=last_seq, source=self._source,
                        data={"last_seq": last_seq, "lost": lost, "daemon": self.identity})
-        queue.append(head + encode(end))
+        queue.append((prefix, encode(end)))
         self._stats.replays += 1
         if self.socket is not None:
             self.socket.wake()
