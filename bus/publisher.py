@@ -80,6 +80,8 @@ EVENT_ZERO_COPY = 64 << 10
 #: source and the data's other fields), and the least payload it is used for (a bin 32).
 PAYLOAD_ROOM = 512
 PAYLOAD_MIN = 1 << 16
+#: Topics whose "does a subscription take it" is remembered at most (a container's come and go).
+WANTED_LIMIT = 4_096
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
 #: A subscriber counts as reading nothing only after this long too (seconds): a reader that
@@ -125,6 +127,10 @@ class Publisher:
         self.log_subscriptions: set[bytes] = set()
         #: Called when such a subscription comes (the daemon flushes the lines held back).
         self.on_log_subscription: Callable[[], None] | None = None
+        #: Every prefix some subscriber subscribes to, and whether a topic matches one (a
+        #: cache, emptied when they change): what nobody takes is not sent (module doc).
+        self._subscribed: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -220,11 +226,12 @@ class Publisher:
         nonblocking = zmq.NOBLOCK
         queue = self._queue
         popleft = queue.popleft
+        wanted = self._wanted
         stats = self._stats
         while True:
             while (message := events.recv_nowait()) is not None:
                 self._on_subscription(message)
-            sent = sent_bytes = 0
+            sent = sent_bytes = unsubscribed = frames = 0
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
@@ -232,6 +239,14 @@ class Publisher:
                 count = 1
                 if topic is None:
                     frame = body
+                elif not (wanted.get(topic) or topic not in wanted and self._wants(topic)):
+                    # No subscription takes this topic: XPUB would drop it. Skip its run.
+                    while queue and queue[0][0] == topic:
+                        popleft()
+                        count += 1
+                    unsubscribed += count
+                    sent += count
+                    continue
                 elif not queue or queue[0][0] != topic:  # no backlog of this topic: alone
                     frame = topic + TOPIC_END + body
                 else:  # a backlog: its envelopes of this topic in one frame (bus/batches.py)
@@ -252,7 +267,10 @@ class Publisher:
                     stats.events_dropped += count
                 sent += count
                 sent_bytes += len(frame)
-            stats.events_sent += sent
+                frames += 1
+            stats.events_sent += sent - unsubscribed
+            stats.events_unsubscribed += unsubscribed
+            stats.event_frames += frames
             if sent:
                 self._events_bytes += sent_bytes
                 # An ioctl per subscriber: once per eighth of the bound published, not per batch.
@@ -295,6 +313,10 @@ class Publisher:
         subscribe = body[0] == 1
         if subscribe:
             self._stats.subscriptions += 1
+            self._subscribed.add(body[1:])
+        elif body[0] == 0:  # XPUB passes only the last one: nobody subscribes to it now
+            self._subscribed.discard(body[1:])
+        self._wanted.clear()
         if body.startswith(FILTER_PREFIX, 1):
             self._on_filter(body[1:].decode("utf-8", "replace"), subscribe)
             return
@@ -325,6 +347,13 @@ class Publisher:
         self._sync_seen[token] = None
         while len(self._sync_seen) > SYNC_SEEN_LIMIT:
             self._sync_seen.popitem(last=False)
+
+    def _wants(self, topic: bytes) -> bool:
+        """Whether a subscription takes ``topic`` (remembered until the subscriptions change)."""
+        if len(self._wanted) >= WANTED_LIMIT:
+            self._wanted.clear()
+        wanted = self._wanted[topic] = any(topic.startswith(prefix) for prefix in self._subscribed)
+        return wanted
 
     def watches_log(self, container_id: str) -> bool:
         """A subscriber takes this container's log events, by a prefix that names it (or
