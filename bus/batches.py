@@ -31,6 +31,7 @@ packed per event. Its bytes are those :func:`bus.codec.encode` makes.
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -56,6 +57,10 @@ _SEQ_U16 = struct.Struct(">BH3sBd")
 _SEQ_U32 = struct.Struct(">BI3sBd")
 _SEQ_U64 = struct.Struct(">BQ3sBd")
 _INFINITY = float("inf")
+_SEQ_LIMIT = 1 << 64
+_MAX_SOURCE = codec.MAX_SOURCE
+#: An envelope map's values in the order of Envelope's fields (one C call).
+_ENVELOPE_FIELDS = itemgetter("topic", "seq", "data", "source", "ts", "v")
 #: Topics whose constant parts are kept at most (a container's topics come and go).
 _HEADS_LIMIT = 4096
 
@@ -93,21 +98,23 @@ def decode_events(body: bytes | memoryview, *, max_size: int = codec.MAX_FRAME) 
     envelopes = []
     bad = 0
     new = tuple.__new__
+    fields = _ENVELOPE_FIELDS
     valid_topics = codec._VALID_TOPICS
     for item in items:
         # The checks of Envelope(), inlined for the common case (a batch is a backlog of
         # thousands); anything unusual goes through Envelope() itself for its message.
         try:
-            if type(item) is dict:
-                topic, seq, ts, source, v = item["topic"], item["seq"], item["ts"], item["source"], item["v"]
-                if (type(topic) is str and topic in valid_topics and type(seq) is int and 0 <= seq < 1 << 64
-                        and type(ts) is float and 0 <= ts < _INFINITY and type(source) is str
-                        and len(source) <= codec.MAX_SOURCE and v == 3 and type(v) is int):
-                    envelopes.append(new(Envelope, (topic, seq, item["data"], source, ts, v)))
-                    continue
-                envelopes.append(Envelope(topic, seq, item["data"], source, ts, v))
-            else:
+            if type(item) is not dict:
                 bad += 1
+                continue
+            values = fields(item)  # in the Envelope's order
+            topic, seq, _, source, ts, v = values
+            if (type(topic) is str and topic in valid_topics and type(seq) is int and 0 <= seq < _SEQ_LIMIT
+                    and type(ts) is float and 0 <= ts < _INFINITY and type(source) is str
+                    and len(source) <= _MAX_SOURCE and type(v) is int and v == 3):
+                envelopes.append(new(Envelope, values))
+            else:
+                envelopes.append(Envelope(*values))
         except (KeyError, FrameError):
             bad += 1
     return envelopes, bad

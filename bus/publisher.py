@@ -6,18 +6,27 @@ Theory of operation
 -------------------
 ::
 
-    publish() ──▶ deque ──▶ events task ──topic NUL envelope──▶ XPUB events.sock ──▶ SUB sockets
+    publish() ──▶ deque ──▶ events task ──topic NUL envelope(s)──▶ XPUB events.sock ──▶ SUB sockets
                                ◀──────── subscription messages b"\\x01<prefix>" ─────┘
 
 ``publish`` is synchronous and cheap: it numbers the event (gap-free per channel), encodes
-it (:class:`bus.codec.Encoder`; a big payload gets its header written in front of it in
-its own buffer and goes out without a copy) and appends the frame, ``topic NUL envelope``
-(one frame: a two-frame message costs pyzmq three times one), to a deque.
-The events task owns the XPUB socket: it drains the deque with non-blocking sends in
-batches, reads subscription messages, and parks on the socket when both are empty;
-``publish`` wakes it when the deque goes from empty to non-empty. PUB/XPUB drops silently
-at a subscriber's high-water mark; subscribers find out from gaps in ``seq``. The
-publisher never blocks on a slow subscriber.
+it (:class:`bus.batches.EventEncoder`, the constant parts of a topic's envelopes packed
+once; a big payload gets its header written in front of it in its own buffer by
+:class:`bus.codec.Encoder` and goes out without a copy) and appends ``(topic, envelope)``
+to a deque. The events task owns the XPUB socket: it drains the deque with non-blocking
+sends, reads subscription messages, and parks on the socket when both are empty;
+``publish`` wakes it when the deque goes from empty to non-empty. A run of queued events
+of one topic goes out as one frame, ``topic NUL [envelope, ...]`` (wire revision 3,
+bus/batches.py: a frame costs pyzmq about as much as the encoding of an event, whatever its
+size); an event alone goes out alone, ``topic NUL envelope``. PUB/XPUB drops silently at a
+subscriber's high-water mark; subscribers find out from gaps in ``seq``. The publisher
+never blocks on a slow subscriber.
+
+*What nobody takes.* XPUB passes every subscription (XPUB_VERBOSE) and the last
+unsubscription of a prefix, so the events task knows exactly which prefixes are
+subscribed; a topic none of them starts is dropped before batching and sending (libzmq
+would drop it after), counted in ``stats.events_unsubscribed``. Subscribing with the
+``bus.sync`` handshake, the subscription is known before ``subscribe`` returns.
 
 *Slow subscribers.* The high-water mark counts messages, and a log record can be 1 MiB, so
 it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
