@@ -82,16 +82,18 @@ def batch_frame(topic: bytes, bodies: list[bytes]) -> bytes:
     return b"".join((topic, TOPIC_END, array_header(len(bodies)), *bodies))
 
 
-def decode_events(body: bytes | memoryview, *, max_size: int = codec.MAX_FRAME) -> tuple[list[Envelope], int]:
+def decode_events(body: bytes | memoryview, *, max_size: int = codec.MAX_FRAME,
+                  topic: str | None = None) -> tuple[list[Envelope], int]:
     """The envelopes of an event frame's body (after ``topic NUL``): one envelope, or an
-    array of them (revision 3). Returns them and how many items of the array were not
-    valid envelopes (skipped; the caller counts them).
+    array of them (revision 3). Returns them and how many items were not valid envelopes,
+    or (``topic`` given) not of that topic (skipped; the caller counts them).
 
     Raises:
         FrameError: the body is not msgpack, or not a map or array, or too large.
     """
     if not body or body[0] not in _ARRAY_FIRST:
-        return [codec.decode(body, max_size=max_size)], 0
+        alone = codec.decode(body, max_size=max_size)
+        return ([alone], 0) if topic is None or alone.topic == topic else ([], 1)
     if len(body) > max_size:
         raise FrameTooLarge(len(body), max_size)
     items = codec._unpack(body)
@@ -108,8 +110,11 @@ def decode_events(body: bytes | memoryview, *, max_size: int = codec.MAX_FRAME) 
                 bad += 1
                 continue
             values = fields(item)  # in the Envelope's order
-            topic, seq, _, source, ts, v = values
-            if (type(topic) is str and topic in valid_topics and type(seq) is int and 0 <= seq < _SEQ_LIMIT
+            own, seq, _, source, ts, v = values
+            if topic is not None and own != topic:
+                bad += 1
+                continue
+            if (type(own) is str and own in valid_topics and type(seq) is int and 0 <= seq < _SEQ_LIMIT
                     and type(ts) is float and 0 <= ts < _INFINITY and type(source) is str
                     and len(source) <= _MAX_SOURCE and type(v) is int and v == 3):
                 envelopes.append(new(Envelope, values))

@@ -366,6 +366,12 @@ class Sequencer:
         self._next[channel] = seq + 1
         return seq
 
+    def give_back(self, channel: str, seq: int) -> None:
+        """Undo :meth:`next` of ``seq``, the last number handed out on the channel (the
+        message it was for could not be sent): the next one is ``seq`` again."""
+        if self._next.get(channel) == seq + 1:
+            self._next[channel] = seq
+
     def last(self, channel: str) -> int:
         """The last number handed out on a channel, 0 if none."""
         return self._next.get(channel, 1) - 1

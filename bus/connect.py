@@ -133,21 +133,23 @@ def events(frames: list[bytes]) -> tuple[bytes, list[Envelope], int] | None:
     try:
         if len(frames) == 1:
             topic, body = codec.split_event(frames[0])
-            envelopes, bad = decode_events(body)
         elif len(frames) == 2:
             topic, body = frames
-            envelopes, bad = [codec.decode(body)], 0
         else:
             return None
+        # A filtered subscription's or a replay's frames carry other topics' envelopes.
+        own = None if topic.startswith(FILTER_PREFIX) or topic.startswith(REPLAY_PREFIX) else \
+            topic.decode("utf-8", "replace")
+        if len(frames) == 1:
+            envelopes, bad = decode_events(body, topic=own)
+        else:
+            envelope = codec.decode(body)
+            envelopes, bad = ([envelope], 0) if own is None or envelope.topic == own else ([], 1)
     except FrameError:
         return None
-    if topic.startswith(FILTER_PREFIX) or topic.startswith(REPLAY_PREFIX):
-        return topic, envelopes, bad
-    text = topic.decode("utf-8", "replace")
-    kept = [envelope for envelope in envelopes if envelope.topic == text]
-    if not kept and envelopes:
-        return None  # the topic lies
-    return topic, kept, bad + len(envelopes) - len(kept)
+    if bad and not envelopes:
+        return None  # the topic lies, or nothing in it is an event
+    return topic, envelopes, bad
 
 
 class FilterGaps:

@@ -157,32 +157,35 @@ class Publisher:
         of ``codec.encode``). At least ``PAYLOAD_ROOM`` bytes of room and ``PAYLOAD_MIN`` of
         payload, or it is packed as usual.
         """
-        seq = self._sequencer.last(channel) + 1
-        room: int | None = None
-        if payload is not None:
-            if "data" in data:
-                raise ValueError("publish(payload=...) gives data['data']: data must not have it")
-            buffer, start, end = payload
-            if start >= PAYLOAD_ROOM and end - start >= PAYLOAD_MIN:
-                room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
-            else:
-                data = {**data, "data": bytes(memoryview(buffer)[start:end])}
-        entry: tuple[bytes | None, bytes | memoryview] | None = None
-        body: bytes | None = None
-        if room is not None:
-            assert payload is not None
-            envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
-            buffer, start, end = payload
-            frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
-            if frame is not None:
-                data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
-                entry = (None, frame)  # a whole frame, sent alone
-            else:  # a very long topic or source: no room for the header
-                data["data"] = bytes(memoryview(buffer)[start:end])
-        if entry is None:
-            envelope, topic_bytes, body = self._event_encoder.encode(topic, seq, time(), data)
-            entry = (topic_bytes, body)
-        self._sequencer.next(channel)
+        seq = self._sequencer.next(channel)
+        try:
+            room: int | None = None
+            if payload is not None:
+                if "data" in data:
+                    raise ValueError("publish(payload=...) gives data['data']: data must not have it")
+                buffer, start, end = payload
+                if start >= PAYLOAD_ROOM and end - start >= PAYLOAD_MIN:
+                    room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
+                else:
+                    data = {**data, "data": bytes(memoryview(buffer)[start:end])}
+            entry: tuple[bytes | None, bytes | memoryview] | None = None
+            body: bytes | None = None
+            if room is not None:
+                assert payload is not None
+                envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
+                buffer, start, end = payload
+                frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
+                if frame is not None:
+                    data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
+                    entry = (None, frame)  # a whole frame, sent alone
+                else:  # a very long topic or source: no room for the header
+                    data["data"] = bytes(memoryview(buffer)[start:end])
+            if entry is None:
+                envelope, topic_bytes, body = self._event_encoder.encode(topic, seq, time(), data)
+                entry = (topic_bytes, body)
+        except BaseException:
+            self._sequencer.give_back(channel, seq)  # gap-free: a seq is used only once encoded
+            raise
         self._stats.events_published += 1
         queue = self._queue
         if len(queue) >= EVENT_QUEUE_LIMIT:
