@@ -59,6 +59,7 @@ _SEQ_U64 = struct.Struct(">BQ3sBd")
 _INFINITY = float("inf")
 _SEQ_LIMIT = 1 << 64
 _MAX_SOURCE = codec.MAX_SOURCE
+_VERSION = codec.VERSION
 #: An envelope map's values in the order of Envelope's fields (one C call).
 _ENVELOPE_FIELDS = itemgetter("topic", "seq", "data", "source", "ts", "v")
 #: Topics whose constant parts are kept at most (a container's topics come and go).
@@ -116,7 +117,7 @@ def decode_events(body: bytes | memoryview, *, max_size: int = codec.MAX_FRAME,
                 continue
             if (type(own) is str and own in valid_topics and type(seq) is int and 0 <= seq < _SEQ_LIMIT
                     and type(ts) is float and 0 <= ts < _INFINITY and type(source) is str
-                    and len(source) <= _MAX_SOURCE and type(v) is int and v == 3):
+                    and len(source) <= _MAX_SOURCE and type(v) is int and v == _VERSION):
                 envelopes.append(new(Envelope, values))
             else:
                 envelopes.append(Envelope(*values))
