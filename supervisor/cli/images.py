@@ -15,6 +15,10 @@ from .listing import IMAGE_HEADERS, IMAGE_TABLE, image_rows, output
 from .output import human_ago, human_size, table
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("import", "images", "tag", "rmi", "history", "save", "load")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("import", help="create an image from a root filesystem tarball")

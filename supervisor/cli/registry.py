@@ -11,6 +11,10 @@ from supervisor import operations as ops
 from .common import UsageError
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("login", "logout", "pull", "push")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("login", help="log in to a registry (the daemon checks and keeps the credentials)")
