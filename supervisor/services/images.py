@@ -163,8 +163,8 @@ class Images:
         for line in report:  # docker's actions: untag (per tag), then delete
             if "Untagged" in line:
                 self.events.emit("image", "untag", image_id, {"name": line["Untagged"]})
-            else:
-                self.events.emit("image", "delete", image_id, {"name": ref})
+            else:  # the image, then each untagged parent it left with no child
+                self.events.emit("image", "delete", line["Deleted"].removeprefix("sha256:"), {"name": ref})
         return report
 
     async def tag(self, ref: str, reference: str) -> Image:
