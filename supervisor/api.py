@@ -374,6 +374,13 @@ class Supervisor:
     async def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
         return await self.lifecycle.kill(ref, sig)
 
+    async def pause(self, ref: str) -> Container:
+        """Freeze every process of a running container (docker pause)."""
+        return await self.lifecycle.pause(ref)
+
+    async def unpause(self, ref: str) -> Container:
+        return await self.lifecycle.unpause(ref)
+
     async def restart(self, ref: str, timeout: int | None = None) -> Container:
         return await self.lifecycle.restart(ref, timeout)
 

@@ -107,6 +107,8 @@ class Handlers:
             ops.CONTAINER_START: self.start,
             ops.CONTAINER_STOP: self.stop,
             ops.CONTAINER_KILL: self.kill,
+            ops.CONTAINER_PAUSE: self.pause,
+            ops.CONTAINER_UNPAUSE: self.unpause,
             ops.CONTAINER_RESTART: self.restart,
             ops.CONTAINER_WAIT: self.wait,
             ops.CONTAINER_REMOVE: self.remove,
@@ -216,6 +218,14 @@ class Handlers:
         sig = parse_signal(args["signal"])
         container = await self.sup.kill(args["container"], sig)
         return {"id": container.id}
+
+    async def pause(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{container} -> {id}, once its processes are frozen"""
+        return {"id": (await self.sup.pause(args["container"])).id}
+
+    async def unpause(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{container} -> {id}, once its processes run again"""
+        return {"id": (await self.sup.unpause(args["container"])).id}
 
     async def restart(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, timeout?} -> {id}"""

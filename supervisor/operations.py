@@ -118,6 +118,8 @@ CONTAINER_ATTACH = "container.attach"
 CONTAINER_EXEC = "container.exec"
 CONTAINER_STOP = "container.stop"
 CONTAINER_KILL = "container.kill"
+CONTAINER_PAUSE = "container.pause"
+CONTAINER_UNPAUSE = "container.unpause"
 CONTAINER_RESTART = "container.restart"
 CONTAINER_WAIT = "container.wait"
 CONTAINER_REMOVE = "container.remove"
@@ -243,6 +245,10 @@ _OPERATIONS = (
         reply="`{id}`", keys=("id",), errors=_CONTAINER_REF),
     _op(CONTAINER_KILL, _container(), Argument("signal", "signal", default="KILL", doc="name or number, default KILL"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
+    _op(CONTAINER_PAUSE, _container(), reply="`{id}` once its processes are frozen", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not running, or already paused"}),
+    _op(CONTAINER_UNPAUSE, _container(), reply="`{id}` once its processes run again", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not paused"}),
     _op(CONTAINER_RESTART, _container(), Argument("timeout", "int", minimum=0, doc="s"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, **_START}),
     _op(CONTAINER_WAIT, _container(), reply="`{exit_code}` once it is not running", keys=("exit_code",),

@@ -67,6 +67,11 @@ class FakeCgroup:
     def kill_and_remove(self) -> None:
         self.backend.existing.discard(self.name)
 
+    def freeze(self, frozen: bool) -> None:
+        if self.backend.freeze_error is not None:
+            raise self.backend.freeze_error
+        self.backend.frozen[self.name] = frozen
+
 
 class FakeCgroups:
     """The containers' cgroups: ``existing`` holds the names of those that exist."""
@@ -76,6 +81,8 @@ class FakeCgroups:
     def __init__(self) -> None:
         self.existing: set[str] = set()
         self.apply_error: BaseException | None = None  # raised by the next apply()s
+        self.frozen: dict[str, bool] = {}  # name -> its freezer's last state
+        self.freeze_error: BaseException | None = None  # raised by the next freeze()s
 
     def enter(self) -> None:
         pass

@@ -1,5 +1,5 @@
-"""Commands on containers: run, create, start, attach, exec, stop, restart, kill, wait, rm,
-ps, inspect, port, update, stats."""
+"""Commands on containers: run, create, start, attach, exec, stop, restart, kill, pause,
+unpause, wait, rm, ps, inspect, port, update, stats."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def register(sub: Any) -> None:
     p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_kill)
+
+    p = sub.add_parser("pause", help="freeze every process of running containers (their cgroup's freezer)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=cmd_pause)
+
+    p = sub.add_parser("unpause", help="thaw paused containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=cmd_unpause)
 
     p = sub.add_parser("wait", help="wait until containers stop, then print their exit codes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -317,6 +325,14 @@ def cmd_restart(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_kill(args: argparse.Namespace, client: Any) -> int:
     return for_each(args, client, ops.CONTAINER_KILL, {"signal": args.signal})
+
+
+def cmd_pause(args: argparse.Namespace, client: Any) -> int:
+    return for_each(args, client, ops.CONTAINER_PAUSE, {})
+
+
+def cmd_unpause(args: argparse.Namespace, client: Any) -> int:
+    return for_each(args, client, ops.CONTAINER_UNPAUSE, {})
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:
