@@ -97,6 +97,7 @@ class Container:
     process: Any = None
     cgroup: Any = None
     stopping: bool = False
+    thawing: trio.Event | None = None  # set once a thaw under way ends (lifecycle/pausing.py)
     stats_reader: Any = None  # supervisor.stats.StatsReader while it runs
     last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)

@@ -77,14 +77,29 @@ async def unpause(core: Lifecycle, ref: str) -> Container:
 
 async def thaw(core: Lifecycle, container: Container) -> None:
     """Thaw a paused container (unpause, and the end of a stop or kill): the freezer, the
-    move, the record, the event. Nothing for a container that is not paused."""
+    move, the record, the event. Nothing for a container that is not paused.
+
+    A signal sent before the thaw may end the container as soon as it runs again: its exit
+    (start.supervise) waits for :func:`thawed` first, so ``unpause`` always comes before
+    ``die``."""
     if container.status is not Status.PAUSED or container.cgroup is None:  # None: it exited (its end thaws)
         return
-    await _freeze(container, False, "unpause")
-    if container.status is Status.PAUSED:  # it did not exit while the thread ran
-        container.move("unpause")
-        core.save(container)
-        core.events.container(container, "unpause")
+    container.thawing = done = trio.Event()
+    try:
+        await _freeze(container, False, "unpause")
+        if container.status is Status.PAUSED:
+            container.move("unpause")
+            core.save(container)
+            core.events.container(container, "unpause")
+    finally:
+        container.thawing = None
+        done.set()
+
+
+async def thawed(container: Container) -> None:
+    """Once no thaw of the container is under way (an exit is recorded after it)."""
+    if container.thawing is not None:
+        await container.thawing.wait()
 
 
 def thaws_for(container: Container, sig: int) -> bool:

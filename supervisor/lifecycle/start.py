@@ -36,7 +36,7 @@ import trio
 from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import initbinary, privileges, remap
+from supervisor.lifecycle import initbinary, pausing, privileges, remap
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
@@ -343,6 +343,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any,
     container.exit_code = exit_code
     container.oom_killed = oom_killed
     finished = getattr(process, "finished_at", None)  # the keeper's time of the reaping
+    await pausing.thawed(container)  # a stop's thaw ends it: its unpause goes first
     container.finished_at = (datetime.fromtimestamp(finished, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                              if finished else now_rfc3339())
     container.move("exit")
