@@ -436,7 +436,7 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "paused, images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
               "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
               "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
               "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
@@ -444,7 +444,7 @@ _OPERATIONS = (
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "containers", "running", "paused", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
               "userns", "logs", "warnings")),
 )
 

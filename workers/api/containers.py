@@ -214,8 +214,20 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         return Empty(200)
 
     async def pause(request: Request, id: str) -> Response:
-        await api.inspect(id)
-        raise ApiError(501, "pausing a container (the freezer cgroup) is not supported by dockyard (docs/api.md)")
+        state = (document := await api.inspect(id))["State"]
+        if not state["Running"]:
+            raise ApiError(409, f"Container {document['Id']} is not running")
+        if state["Paused"]:
+            raise ApiError(409, f"Container {document['Id']} is already paused")
+        await api.call(ops.CONTAINER_PAUSE, {"container": document["Id"]}, what="container")
+        return Empty(204)
+
+    async def unpause(request: Request, id: str) -> Response:
+        document = await api.inspect(id)
+        if not document["State"]["Paused"]:
+            raise ApiError(409, f"Container {document['Id']} is not paused")
+        await api.call(ops.CONTAINER_UNPAUSE, {"container": document["Id"]}, what="container")
+        return Empty(204)
 
     async def rename(request: Request, id: str) -> Response:
         name = request.arg("name")
@@ -234,7 +246,7 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         ("GET", "/containers/{id}/export", export), ("GET", "/containers/{id}/top", top),
         ("GET", "/containers/{id}/stats", stats), ("POST", "/containers/{id}/resize", resize),
         ("POST", "/containers/{id}/rename", rename), ("POST", "/containers/{id}/pause", pause),
-        ("POST", "/containers/{id}/unpause", pause),
+        ("POST", "/containers/{id}/unpause", unpause),
     ):
         router.add(method, pattern, handler)
 
