@@ -12,6 +12,7 @@ import pytest
 
 from supervisor.config import Config, check_api_address
 from supervisor.daemon import worker_commands
+from tests.tools import require
 from workers.api.server import ListenAddressError, parse_listen_address, tls_context
 
 
@@ -42,8 +43,7 @@ def test_config_needs_every_tls_file_and_passes_them_to_the_api_worker(tmp_path)
 
 
 def test_the_tls_context_requires_a_client_certificate(tmp_path):
-    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
-        pytest.skip("no openssl CLI")
+    require("openssl")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
                     "-keyout", "key.pem", "-out", "cert.pem"], cwd=tmp_path, capture_output=True, check=True)
     context = tls_context(str(tmp_path / "cert.pem"), str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
