@@ -89,6 +89,9 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
+    parser.add_argument("--device-cgroup-rule", action="append", default=[], metavar="'TYPE MAJOR:MINOR RWM'",
+                        help="allow devices by number in the devices cgroup, e.g. 'c 7:* rwm' (cgroup v1; "
+                             "repeatable)")
     security_options(parser)
     mount_options(parser)
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -120,6 +123,8 @@ def resources_from(args: argparse.Namespace) -> dict[str, Any]:
     resources = {key: value for key, value in resources.items() if value is not None}
     if getattr(args, "device", None):
         resources["devices"] = args.device
+    if getattr(args, "device_cgroup_rule", None):
+        resources["device_cgroup_rules"] = args.device_cgroup_rule
     return resources
 
 

@@ -388,3 +388,25 @@ def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_
         assert missing.returncode != 0 and b"team/nothing" in missing.stderr
     finally:
         registry.stop()
+
+
+def test_docker_py_device_cgroup_rules_and_cgroupns_mode(daemon):
+    docker_py = pytest.importorskip("docker")
+    client = docker_client(daemon)
+    rule = "c 7:128 rwm"
+    container = client.containers.create("base", ["cat", "/sys/fs/cgroup/devices/devices.list"],
+                                         device_cgroup_rules=[rule], cgroupns="private")
+    try:
+        host_config = container.attrs["HostConfig"]
+        assert (host_config["DeviceCgroupRules"], host_config["CgroupnsMode"]) == ([rule], "private")
+        container.start()
+        assert container.wait(timeout=TIMEOUT)["StatusCode"] == 0
+        if os.path.isdir("/sys/fs/cgroup/devices"):  # cgroup v1: the container's devices.list holds it
+            assert rule in container.logs().decode()
+    finally:
+        container.remove(force=True)
+    with pytest.raises(docker_py.errors.APIError, match="CgroupnsMode 'host'"):
+        client.containers.create("base", "true", cgroupns="host")
+    with pytest.raises(docker_py.errors.APIError, match="--device-cgroup-rule"):
+        client.containers.create("base", "true", device_cgroup_rules=["c 7 rwm"])
+    client.close()

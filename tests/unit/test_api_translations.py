@@ -56,11 +56,20 @@ def test_cpu_quota_and_period_become_nano_cpus():
      "Container cannot be connected to network endpoints: a, b"),
     ({"Image": "base", "HostConfig": {"NetworkMode": "app"},
       "NetworkingConfig": {"EndpointsConfig": {"app": {"Links": ["db:database"]}}}}, "endpoint Links is not supported"),
+    ({"Image": "base", "HostConfig": {"CgroupnsMode": "host"}}, "invalid HostConfig.CgroupnsMode 'host'"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):
     with pytest.raises(ApiError) as caught:
         specs.spec_from_create(body, None)
     assert message in caught.value.message
+
+
+def test_device_cgroup_rules_are_the_spec_s_and_a_paused_row_is_up_paused():
+    spec = specs.spec_from_create({"Image": "base", "HostConfig": {"DeviceCgroupRules": ["c 7:128 rwm"],
+                                                                   "CgroupnsMode": "private"}}, None)
+    assert spec["resources"] == {"device_cgroup_rules": ["c 7:128 rwm"]}
+    assert views.status_text(row(status="paused"), now=views.unix_time("2026-12-06T07:00:06Z")) == \
+        "Up 5 seconds (Paused)"
 
 
 def row(**changes):

@@ -20,7 +20,7 @@ IGNORED = frozenset({
     "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
     "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
     "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
-    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
+    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceRequests", "KernelMemory",
     "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
     "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
     "DnsOptions", "DnsSearch", "VolumeDriver", "Annotations", "Image", "Hostname", "ExposedPorts",
@@ -130,10 +130,15 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             ":".join(part for part in (device.get("PathOnHost", ""), device.get("PathInContainer", ""),
                                        device.get("CgroupPermissions", "")) if part)
             for device in devices]
+    if host.get("DeviceCgroupRules"):
+        limits["device_cgroup_rules"] = _strings(host["DeviceCgroupRules"], "DeviceCgroupRules")
     return limits
 
 
 def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
+    if host.get("CgroupnsMode") not in (None, "", "private"):  # every container has its own
+        raise ApiError(400, f"invalid HostConfig.CgroupnsMode {host['CgroupnsMode']!r}: dockyard gives every "
+                            "container a cgroup namespace of its own (private)")
     limits = resources(host)
     if limits:
         spec["resources"] = limits
