@@ -425,10 +425,11 @@ class Supervisor:
         """Give a container another name (``docker rename``)."""
         return await self.lifecycle.rename(ref, name)
 
-    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+    async def update(self, ref: str, changes: dict[str, Any], restart: str | None = None) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
-        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule)."""
-        return await self.lifecycle.update(ref, changes)
+        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule).
+        ``restart``: a new restart policy (``update --restart``), for its next exits."""
+        return await self.lifecycle.update(ref, changes, restart)
 
     async def read_logs(self, ref: str) -> AsyncIterator[tuple[str, float, bytes]]:
         """The container's stored output, oldest first: ``(stream, time, data)`` per record,

@@ -256,10 +256,10 @@ class Handlers:
         return {"id": container.id, "name": container.name}
 
     async def update(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{container, resources: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
-        cpu_shares?, cpuset_cpus?, pids_limit?}} -> {id, resources}. Values as in a spec
-        ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
-        container = await self.sup.update(args["container"], args["resources"])
+        """{container, resources?: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
+        cpu_shares?, cpuset_cpus?, pids_limit?}, restart?: policy} -> {id, resources}. Values as
+        in a spec ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
+        container = await self.sup.update(args["container"], args["resources"] or {}, restart=args["restart"])
         return {"id": container.id, "resources": container.spec.resources.to_map()}
 
     async def stats(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:

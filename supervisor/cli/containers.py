@@ -119,8 +119,10 @@ def register(sub: Any) -> None:
     p.add_argument("port", nargs="?", default=None, metavar="PORT[/PROTO]")
     p.set_defaults(handler=cmd_port)
 
-    p = sub.add_parser("update", help="change the resource limits of containers")
+    p = sub.add_parser("update", help="change the resource limits (or the restart policy) of containers")
     resource_options(p)
+    p.add_argument("--restart", default=None, metavar="POLICY",
+                   help="a new restart policy: no, always, unless-stopped, on-failure[:N] (for the next exits)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_update)
 
@@ -288,9 +290,9 @@ def _host_binding(binding: dict[str, str]) -> str:
 
 def cmd_update(args: argparse.Namespace, client: Any) -> int:
     resources = resources_from(args)
-    if not resources:
-        raise UsageError("update: give at least one limit to change (--memory, --cpus, ...)")
-    return for_each(args, client, ops.CONTAINER_UPDATE, {"resources": resources})
+    if not resources and args.restart is None:
+        raise UsageError("update: give at least one limit to change (--memory, --cpus, ...) or --restart")
+    return for_each(args, client, ops.CONTAINER_UPDATE, {"resources": resources, "restart": args.restart})
 
 
 def cmd_stats(args: argparse.Namespace, client: Any) -> int:

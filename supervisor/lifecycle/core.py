@@ -439,10 +439,11 @@ class Lifecycle:
         except DockyardError as exc:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 
-    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+    async def update(self, ref: str, changes: dict[str, Any], restart: str | None = None) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
         cgroup when it is running. ``changes`` holds resource fields as ``Resources.from_map``
-        takes them; a value of 0 leaves a limit as it is (docker's rule)."""
+        takes them; a value of 0 leaves a limit as it is (docker's rule). ``restart``: a new
+        restart policy, checked as at create (not with ``--rm``)."""
         container = self.get(ref)
         unknown = sorted(set(changes) - set(UPDATABLE) - {"cpus"})
         if unknown:
@@ -451,12 +452,13 @@ class Lifecycle:
         async with container.lock:
             resources = Resources.from_map(changes, base=container.spec.resources)
             self.check_resources(resources)
+            spec = dataclasses.replace(container.spec, resources=resources, restart=restart or container.spec.restart)
             if container.status.running and container.cgroup is not None:
                 try:
                     container.cgroup.apply(resources)
                 except OSError as exc:
                     raise InvalidArgument(f"cannot update container {container.name}: {exc.strerror}") from exc
-            container.spec = dataclasses.replace(container.spec, resources=resources)
+            container.spec = spec
             self.save(container)
         self.events.container(container, "update")
         return container

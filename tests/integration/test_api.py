@@ -410,3 +410,23 @@ def test_docker_py_device_cgroup_rules_and_cgroupns_mode(daemon):
     with pytest.raises(docker_py.errors.APIError, match="--device-cgroup-rule"):
         client.containers.create("base", "true", device_cgroup_rules=["c 7 rwm"])
     client.close()
+
+
+def test_docker_py_updates_the_restart_policy(daemon):
+    client = docker_client(daemon)
+    container = client.api.create_container("base", ["sleep", "60"], host_config=client.api.create_host_config(
+        restart_policy={"Name": "always", "MaximumRetryCount": 0}))
+    try:
+        client.api.start(container)
+        client.api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
+        policy = client.api.inspect_container(container)["HostConfig"]["RestartPolicy"]
+        assert (policy["Name"], policy["MaximumRetryCount"]) == ("on-failure", 42)
+    finally:
+        client.api.remove_container(container, force=True)
+    removed = docker(daemon, "run", "-d", "--rm", "base", "sleep", "60").stdout.decode().strip()
+    try:
+        refused = docker(daemon, "update", "--restart", "always", removed, check=False)
+        assert refused.returncode != 0 and b"--restart always and --rm" in refused.stderr
+    finally:
+        docker(daemon, "rm", "-f", removed, check=False)
+    client.close()

@@ -147,12 +147,13 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
 
     async def update(request: Request, id: str) -> Response:
         body = await request.json_body({})
-        limits = specs.resources(body if isinstance(body, dict) else {})
+        body = body if isinstance(body, dict) else {}
+        limits = specs.resources(body)
         limits.pop("devices", None)
-        if body.get("RestartPolicy", {}).get("Name"):
-            raise ApiError(400, "updating a restart policy is not supported by dockyard yet (docs/api.md)")
-        if limits:
-            await api.call(ops.CONTAINER_UPDATE, {"container": id, "resources": limits}, what="container")
+        restart = specs.restart_policy(body) or None
+        if limits or restart:
+            await api.call(ops.CONTAINER_UPDATE, {"container": id, "resources": limits, "restart": restart},
+                           what="container")
         else:
             await api.inspect(id)
         return Json({"Warnings": []})

@@ -135,6 +135,17 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
     return limits
 
 
+def restart_policy(host: dict[str, Any]) -> str:
+    """A HostConfig's (or an update body's) ``RestartPolicy`` as dockyard writes it
+    (``on-failure:3``); "" when it names none."""
+    policy = _map(host.get("RestartPolicy"), "RestartPolicy")
+    name = policy.get("Name") or ""
+    if not isinstance(name, str):
+        raise ApiError(400, "invalid RestartPolicy.Name: must be a string")
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    return f"{name}:{retries}" if name == "on-failure" and retries else name
+
+
 def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
     if host.get("CgroupnsMode") not in (None, "", "private"):  # every container has its own
         raise ApiError(400, f"invalid HostConfig.CgroupnsMode {host['CgroupnsMode']!r}: dockyard gives every "
@@ -142,11 +153,9 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
     limits = resources(host)
     if limits:
         spec["resources"] = limits
-    policy = _map(host.get("RestartPolicy"), "RestartPolicy")
-    if policy.get("Name") and policy["Name"] != "no":
-        name = policy["Name"]
-        retries = int(policy.get("MaximumRetryCount") or 0)
-        spec["restart"] = f"{name}:{retries}" if name == "on-failure" and retries else name
+    restart = restart_policy(host)
+    if restart and restart != "no":
+        spec["restart"] = restart
     if host.get("AutoRemove"):
         spec["auto_remove"] = True
     if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
