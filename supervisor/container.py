@@ -283,6 +283,7 @@ class Container:
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
                 "CgroupnsMode": "private",  # every container has its own cgroup namespace (runtime/namespaces.py)
+                "UTSMode": self.spec.uts,
                 **({"Init": self.spec.init} if self.spec.init is not None else {}),
                 "RestartPolicy": self.spec.restart_policy.host_config(),
                 "NetworkMode": self.spec.network,

@@ -185,6 +185,8 @@ def security_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--userns", default=None, metavar="host",
                         help="'host': no user namespace for this container when the daemon runs with "
                              "--userns-remap (its root is the host's root)")
+    parser.add_argument("--uts", default=None, metavar="host",
+                        help="'host': the host's UTS namespace, its hostname (the container cannot change it)")
     parser.add_argument("--group-add", action="append", default=[], metavar="GROUP",
                         help="another supplementary group for the process (name or id; repeatable)")
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
@@ -203,6 +205,8 @@ def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         spec["privileged"] = True
     if getattr(args, "userns", None) is not None:
         spec["userns_mode"] = args.userns
+    if getattr(args, "uts", None) is not None:
+        spec["uts"] = args.uts
     options = []
     for entry in getattr(args, "security_opt", None) or []:
         key, separator, value = entry.partition("=")

@@ -169,6 +169,7 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         cgroup_procs=tuple(cgroup.procs_files),
         cgroupfs=cgroup.cgroupfs_entries,
         network_namespace=network.namespace,
+        uts_namespace=container.spec.uts,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,

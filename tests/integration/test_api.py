@@ -430,3 +430,22 @@ def test_docker_py_updates_the_restart_policy(daemon):
     finally:
         docker(daemon, "rm", "-f", removed, check=False)
     client.close()
+
+
+def test_uts_host_shows_the_host_s_hostname_and_never_changes_it(daemon):
+    host_name = socket.gethostname()
+    assert daemon.out("run", "--rm", "--uts", "host", "base", "hostname").strip() == host_name
+    refused = daemon.cli("run", "--rm", "--uts", "host", "base", "hostname", "-F", "/etc/hostname")
+    assert refused.returncode != 0  # the host's UTS namespace: the container cannot rename the host
+    assert socket.gethostname() == host_name
+    conflict = daemon.cli("run", "--rm", "--uts", "host", "-h", "other", "base", "true")
+    assert conflict.returncode != 0 and b"conflicting options: --hostname and --uts host" in conflict.stderr
+    client = docker_client(daemon)
+    container = client.containers.create("base", "true", uts_mode="host")
+    try:
+        assert container.attrs["HostConfig"]["UTSMode"] == "host"
+        assert container.attrs["Config"]["Hostname"] == host_name
+    finally:
+        container.remove(force=True)
+        client.close()
+    assert socket.gethostname() == host_name

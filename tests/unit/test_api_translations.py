@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from supervisor.errors import InvalidArgument
 from supervisor.spec import ContainerSpec
 from workers.api import specs, views
 from workers.api.http import ApiError
@@ -165,3 +166,14 @@ def test_logs_with_tail_0_read_nothing_without_follow():
         return [record async for record in stored_output(NoBus(), "a" * 64, follow=False, tail=0)]
 
     assert trio.run(collect) == []
+
+
+def test_uts_mode_host_is_the_spec_s_and_checked_there():
+    spec = specs.spec_from_create({"Image": "base", "HostConfig": {"UTSMode": "host"}}, None)
+    assert ContainerSpec.from_map(spec).uts == "host"
+    assert "uts" not in ContainerSpec(image="base").to_map()  # records an earlier dockyard still reads
+    for fields, message in (({"uts": "private"}, "only 'host' is supported"),
+                            ({"uts": "host", "hostname": "web"}, "--hostname and --uts host"),
+                            ({"uts": "host", "sysctls": ["kernel.domainname=x"]}, "not allowed in the host's UTS")):
+        with pytest.raises(InvalidArgument, match=message):
+            ContainerSpec(image="base", **fields)

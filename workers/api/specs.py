@@ -18,7 +18,7 @@ from workers.api.http import ApiError
 IGNORED = frozenset({
     "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
     "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
-    "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
+    "CgroupnsMode", "IpcMode", "PidMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
     "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
     "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceRequests", "KernelMemory",
     "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
@@ -158,6 +158,8 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["restart"] = restart
     if host.get("AutoRemove"):
         spec["auto_remove"] = True
+    if host.get("UTSMode"):  # "host", or refused by the spec
+        spec["uts"] = str(host["UTSMode"])
     if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
         spec["init"] = host["Init"]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),
