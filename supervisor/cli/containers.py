@@ -17,6 +17,10 @@ from .output import show_stats
 from .specs import container_options, detach_keys_option, env_entries, resource_options, resources_from, spec_from
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("run", "create", "start", "attach", "exec", "stop", "restart", "kill", "wait", "rm", "ps", "inspect", "port", "update", "stats")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("run", help="create and start a container", add_help=False)

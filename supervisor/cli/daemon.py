@@ -10,6 +10,10 @@ from typing import Any
 from .common import UsageError, fail
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("daemon", "worker")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("daemon", help="run the supervisor daemon in the foreground")

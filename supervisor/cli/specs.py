@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from .common import UsageError
+from .common import UsageError, key_values
 from .kvfiles import label_entries, read_entries
 
 
@@ -300,10 +300,4 @@ def detach_keys_option(parser: argparse.ArgumentParser) -> None:
 
 def log_options_from(entries: list[str]) -> dict[str, str]:
     """``--log-opt KEY=VALUE`` entries to a map; the daemon checks keys and values."""
-    options = {}
-    for entry in entries:
-        key, eq, value = entry.partition("=")
-        if not eq or not key:
-            raise UsageError(f"invalid --log-opt {entry!r}: use KEY=VALUE (e.g. max-size=10m)")
-        options[key] = value
-    return options
+    return key_values(entries, "--log-opt", example="max-size=10m")

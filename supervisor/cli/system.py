@@ -15,6 +15,10 @@ from .common import UsageError, client_for, parse_time
 from .eventformat import event_printer
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("events", "info")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since / --since-seq)")

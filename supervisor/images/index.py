@@ -1,0 +1,76 @@
+"""The image store's ``index.json``, its single commit point: an OCI image index with one
+manifest descriptor per tag (``org.opencontainers.image.ref.name``), the image's creation
+time and its repo digests as annotations, and one descriptor without a ref name for a
+dangling image. In memory it is ``{"images": {id: {manifest, created}}, "tags": {tag: id},
+"digests": {repo@digest: id}}``; these two functions convert between the two."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from logs.atomic import write_atomic
+from supervisor.errors import DockyardError
+from supervisor.images.layout import json_bytes
+from supervisor.images.oci import CREATED, OCI_INDEX, OCI_MANIFEST, REF_NAME, REPO_DIGESTS
+
+
+def read(path: Path, read_json: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """The index at ``path`` in memory (empty when there is none); ``read_json(digest)``
+    gives a manifest or config blob.
+
+    Raises:
+        DockyardError: the file cannot be read, is not an OCI image index, or is in the
+            single-layer format of an older dockyard.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {"images": {}, "tags": {}, "digests": {}}
+    except (OSError, ValueError) as exc:
+        raise DockyardError(f"image store: cannot read {path}: {exc}") from exc
+    if isinstance(data, dict) and data.get("version") == 1 and "images" in data:
+        raise DockyardError(
+            f"image store: {path} is in the single-layer format of an older dockyard, which "
+            f"kept no layer blobs to convert: move {path.parent} aside and import the images again"
+        )
+    if not isinstance(data, dict) or data.get("schemaVersion") != 2 or not isinstance(data.get("manifests"), list):
+        raise DockyardError(f"image store: {path} is not an OCI image index")
+    images: dict[str, dict[str, str]] = {}
+    tags: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    for descriptor in data["manifests"]:
+        document = read_json(descriptor["digest"])
+        image_id = document["config"]["digest"].removeprefix("sha256:")
+        annotations = descriptor.get("annotations") or {}
+        images.setdefault(image_id, {"manifest": descriptor["digest"], "created": annotations.get(CREATED, "")})
+        if REF_NAME in annotations:
+            tags[annotations[REF_NAME]] = image_id
+        for digest_ref in annotations.get(REPO_DIGESTS, "").split():
+            digests[digest_ref] = image_id
+    return {"images": images, "tags": tags, "digests": digests}
+
+
+def write(path: Path, index: dict[str, Any], blob_size: Callable[[str], int]) -> None:
+    """Replace the index at ``path`` (durably) with ``index``; ``blob_size(digest)`` gives a
+    manifest's size for its descriptor."""
+    manifests = []
+    for image_id, entry in index["images"].items():
+        tags = [tag for tag, target in index["tags"].items() if target == image_id] or [None]
+        size = blob_size(entry["manifest"])
+        repo_digests = " ".join(ref for ref, target in index.get("digests", {}).items() if target == image_id)
+        for tag in tags:
+            annotations = {CREATED: entry["created"]}
+            if repo_digests:
+                annotations[REPO_DIGESTS] = repo_digests
+            if tag is not None:
+                annotations[REF_NAME] = tag
+            manifests.append({"mediaType": OCI_MANIFEST, "digest": entry["manifest"], "size": size,
+                              "annotations": annotations})
+    # Tags in the order they were given: sort descriptors by the tag order.
+    order = {tag: position for position, tag in enumerate(index["tags"])}
+    manifests.sort(key=lambda d: order.get(d["annotations"].get(REF_NAME), len(order)))
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    write_atomic(path, json_bytes(document), durable=True, mode=0o644)
