@@ -18,7 +18,7 @@ from .specs import container_options, detach_keys_option, env_entries, resource_
 
 
 #: The commands :func:`register` adds (parser.py registers only the group a command line names).
-COMMANDS = ("run", "create", "start", "attach", "exec", "stop", "restart", "kill", "wait", "rm", "ps", "inspect", "port", "update", "stats")
+COMMANDS = ("run", "create", "start", "attach", "exec", "stop", "restart", "kill", "pause", "unpause", "wait", "rm", "ps", "inspect", "port", "update", "stats")
 
 
 def register(sub: Any) -> None:
