@@ -346,6 +346,13 @@ class Supervisor:
     async def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
         return await self.lifecycle.kill(ref, sig)
 
+    async def pause(self, ref: str) -> Container:
+        """Freeze every process of a running container (docker pause)."""
+        return await self.lifecycle.pause(ref)
+
+    async def unpause(self, ref: str) -> Container:
+        return await self.lifecycle.unpause(ref)
+
     async def restart(self, ref: str, timeout: int | None = None) -> Container:
         return await self.lifecycle.restart(ref, timeout)
 
@@ -390,10 +397,11 @@ class Supervisor:
         """Give a container another name (``docker rename``)."""
         return await self.lifecycle.rename(ref, name)
 
-    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+    async def update(self, ref: str, changes: dict[str, Any], restart: str | None = None) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
-        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule)."""
-        return await self.lifecycle.update(ref, changes)
+        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule).
+        ``restart``: a new restart policy (``update --restart``), for its next exits."""
+        return await self.lifecycle.update(ref, changes, restart)
 
     async def read_logs(self, ref: str) -> AsyncIterator[tuple[str, float, bytes]]:
         """The container's stored output, oldest first: ``(stream, time, data)`` per record,

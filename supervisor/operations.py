@@ -119,6 +119,8 @@ CONTAINER_ATTACH = "container.attach"
 CONTAINER_EXEC = "container.exec"
 CONTAINER_STOP = "container.stop"
 CONTAINER_KILL = "container.kill"
+CONTAINER_PAUSE = "container.pause"
+CONTAINER_UNPAUSE = "container.unpause"
 CONTAINER_RESTART = "container.restart"
 CONTAINER_WAIT = "container.wait"
 CONTAINER_REMOVE = "container.remove"
@@ -244,6 +246,10 @@ _OPERATIONS = (
         reply="`{id}`", keys=("id",), errors=_CONTAINER_REF),
     _op(CONTAINER_KILL, _container(), Argument("signal", "signal", default="KILL", doc="name or number, default KILL"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
+    _op(CONTAINER_PAUSE, _container(), reply="`{id}` once its processes are frozen", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not running, or already paused"}),
+    _op(CONTAINER_UNPAUSE, _container(), reply="`{id}` once its processes run again", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not paused"}),
     _op(CONTAINER_RESTART, _container(), Argument("timeout", "int", minimum=0, doc="s"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, **_START}),
     _op(CONTAINER_WAIT, _container(), reply="`{exit_code}` once it is not running", keys=("exit_code",),
@@ -263,8 +269,8 @@ _OPERATIONS = (
               "CpuShares, CpusetCpus, PidsLimit, Devices; `State.OOMKilled`)",
         keys=None, errors=_CONTAINER_REF),
     _op(CONTAINER_UPDATE, _container(),
-        Argument("resources", "map", required=True,
-                 doc="the map below; 0 leaves a limit unchanged; not `devices`"),
+        Argument("resources", "map", doc="the map below; 0 leaves a limit unchanged; not `devices`"),
+        Argument("restart", "str", doc="a new restart policy: no, always, unless-stopped, on-failure[:N]"),
         reply="`{id, resources}`", keys=("id", "resources"), errors=_CONTAINER_REF),
     _op(CONTAINER_RENAME, _container(), Argument("name", "str", required=True, doc="the new name"),
         reply="`{id, name}`", keys=("id", "name"),
@@ -435,7 +441,7 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "paused, images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
               "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
               "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
               "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
@@ -443,7 +449,7 @@ _OPERATIONS = (
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "containers", "running", "paused", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
               "userns", "logs", "warnings")),
 )
 

@@ -273,29 +273,20 @@ class BundleCgroup:
                 pass
 
     def freeze(self, frozen: bool) -> None:
-        """pause/resume: the freezer's state, waited for.
+        """pause/resume: the freezer's state, waited for (supervisor/runtime/freezer.py).
 
         Raises:
             RuntimeCommandError: no freezer, or it did not settle in FREEZE_TIMEOUT.
         """
-        if self.version == 2:
-            path = self.file("", "cgroup.freeze")
-            value, wanted = ("1" if frozen else "0"), None
-        else:
-            path = self.file("freezer", "freezer.state")
-            value = wanted = "FROZEN" if frozen else "THAWED"
+        from supervisor.runtime import freezer  # pause, resume and a paused one's kill only
+
+        path = self.file(*freezer.freezer_file(self.version))
         if path is None or not os.path.exists(path):
             raise RuntimeCommandError("cannot pause or resume: the freezer cgroup controller is not available")
-        _write(path, value)
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while wanted is not None:
-            with open(path) as file:
-                if file.read().strip() == wanted:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeCommandError(f"the freezer did not reach {wanted} in {FREEZE_TIMEOUT:.0f} s")
-            _write(path, value)
-            time.sleep(0.01)  # the kernel's freezer has no event to wait on (v1)
+        try:
+            freezer.set_frozen(path, self.version, frozen, FREEZE_TIMEOUT)
+        except OSError as exc:  # TimeoutError included
+            raise RuntimeCommandError(f"cannot {'pause' if frozen else 'resume'}: {exc}") from None
 
     def remove(self) -> None:
         """Kill what is left, wait for it to go, remove the directories.

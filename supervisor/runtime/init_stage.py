@@ -189,7 +189,7 @@ def stage0(config: dict) -> None:
             namespaces.join_network_namespace(network)
             network = "host"  # i.e. keep the one we are in
         userns.prepare_mapped_rootfs(config)
-    namespaces.unshare_container(network)
+    namespaces.unshare_container(network, config.get("uts_namespace") or "")
     fork_and_report("the container process")
 
 
@@ -254,7 +254,8 @@ def container(config: dict) -> None:
     rootfs.make_readonly(config.get("readonly_paths", ()))
     if config.get("readonly_rootfs"):
         rootfs.make_root_readonly()
-    namespaces.set_hostname(config.get("hostname") or config["id"][:12])
+    if config.get("uts_namespace") != "host":  # the host's hostname is never the container's to set
+        namespaces.set_hostname(config.get("hostname") or config["id"][:12])
     if not (mapped and config.get("network_namespace")):  # a shared one is not ours to change
         namespaces.loopback_up()
 

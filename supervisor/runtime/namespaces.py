@@ -71,16 +71,20 @@ def join_network_namespace(path: str) -> None:
         os.close(fd)
 
 
-def unshare_container(network: str) -> None:
+def unshare_container(network: str, uts: str = "") -> None:
     """unshare(2) the container's namespaces. ``network``: "" for a network namespace of its
-    own, "host" for the host's, or the path of another container's to join and keep. The
-    cgroup namespace is rooted at the cgroups the process is in: join them first."""
+    own, "host" for the host's, or the path of another container's to join and keep. ``uts``:
+    "" for a UTS namespace of its own, "host" for the host's (then its hostname must never be
+    set: it is the host's). The cgroup namespace is rooted at the cgroups the process is in:
+    join them first."""
     namespaces = CONTAINER_NAMESPACES
     if network == "host":
         namespaces &= ~libc.CLONE_NEWNET
     elif network:  # another container's: join it, keep it
         join_network_namespace(network)
         namespaces &= ~libc.CLONE_NEWNET
+    if uts == "host":
+        namespaces &= ~libc.CLONE_NEWUTS
     libc.unshare(namespaces)
 
 

@@ -190,6 +190,8 @@ class LaunchConfig:
     devices: tuple[str, ...] = ()  # "c|b MAJOR MINOR MODE(octal) /dev/PATH", made in /dev
     # "" a new network namespace, "host" the host's, or a /proc/PID/ns/net path to join.
     network_namespace: str = ""
+    # "" a new UTS namespace (its hostname set to ``hostname``), "host" the host's (untouched).
+    uts_namespace: str = ""
     etc_dir: str = ""  # where hosts, hostname and resolv.conf are, bind-mounted into /etc
     # pid 1 waits, before its execve, for the supervisor's go (the network is configured,
     # its mount namespace held: ForkServer.launch(hold_mounts=True)); launch(prepare=...)
@@ -271,6 +273,8 @@ class LaunchConfig:
             raise InvalidArgument(f"launch config.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
         if self.hostname and not HOSTNAME.match(self.hostname):
             raise InvalidArgument(f"launch config.hostname: {self.hostname!r} is not a valid hostname")
+        if self.uts_namespace not in ("", "host"):
+            raise InvalidArgument(f"launch config.uts_namespace: {self.uts_namespace!r} is not '' or 'host'")
         for entry in self.devices:
             if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")

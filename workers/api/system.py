@@ -162,10 +162,10 @@ async def _events(api: Api, listener: Any, filters: dict[str, list[str]], since:
 def info_document(info: dict[str, Any]) -> dict[str, Any]:
     """``daemon.info`` as docker's ``/info``."""
     uname = platform.uname()
-    containers, running = info["containers"], info["running"]
+    containers, running, paused = info["containers"], info["running"], info.get("paused", 0)
     return {
         "ID": f"dockyard-{info['pid']}", "Containers": containers, "ContainersRunning": running,
-        "ContainersPaused": 0, "ContainersStopped": containers - running, "Images": info["images"],
+        "ContainersPaused": paused, "ContainersStopped": containers - running - paused, "Images": info["images"],
         "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]],
         "DockerRootDir": info["root"], "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                                                   "Log": ["json-file", "local"], "Authorization": None},

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import FLAGS, STANDARD_DEVICES, Resources
+from supervisor.runtime import freezer
 from supervisor.runtime.cgroups.limits import v1_limit_writes, v2_limit_writes
 
 #: Files a kernel may lack; a write to one is skipped (docker's default memsw without swap).
@@ -145,6 +146,32 @@ class Cgroup:
             pass
         return 0
 
+    # --- the freezer (pause) --------------------------------------------------------------
+
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (``pause``) or thaw every process of the cgroup; return once the kernel has
+        settled (supervisor/runtime/freezer.py; blocking: the daemon calls it in a thread).
+
+        Raises:
+            OSError: no freezer (the v1 controller is not mounted), the write was refused, or
+                it did not settle (TimeoutError); the message names the cgroup.
+        """
+        controller, name = freezer.freezer_file(self.version)
+        path = self.file(controller, name)
+        if path is None or not os.path.exists(path):
+            raise OSError(errno.ENOENT, f"cannot {'freeze' if frozen else 'thaw'} cgroup {self.name}: "
+                          "the freezer controller is not mounted")
+        try:
+            freezer.set_frozen(path, self.version, frozen)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot {'freeze' if frozen else 'thaw'} cgroup {self.name}: {exc.strerror or exc}",
+                            path) from None
+
+    def frozen(self) -> bool:
+        """Whether the cgroup is frozen (or freezing); False without a freezer."""
+        path = self.file(*freezer.freezer_file(self.version))
+        return path is not None and freezer.is_frozen(path, self.version)
+
     def pids(self) -> list[int]:
         """The processes in the cgroup, in every hierarchy, as pids of our pid namespace."""
         found: set[int] = set()
@@ -196,6 +223,8 @@ class Cgroup:
         """
         deadline = time.monotonic() + timeout
         delay = 0.001
+        if self.frozen():  # a frozen process dies only once thawed (v1): a paused container's end
+            self.freeze(False)
         while True:
             self.kill_all(signal.SIGKILL)
             try:
