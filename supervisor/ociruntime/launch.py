@@ -17,9 +17,8 @@ import fcntl
 import os
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
-from supervisor.runtime import cgroupfiles
+from supervisor.runtime import cgroupfiles, jsonlite
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
 
