@@ -363,10 +363,10 @@ class Supervisor:
                       options: dict[str, str] | None = None) -> Volume:
         return self.volumes.create(name, labels, options)
 
-    def list_images(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+    def list_images(self, filters: list[str] | None = None, all: bool = False) -> list[tuple[Image, list[str]]]:
         """The images as ``images`` lists them, each with the tags to show (``filters``:
-        ``KEY=VALUE``, docs/cli.md)."""
-        return self.image_service.list(filters)
+        ``KEY=VALUE``, docs/cli.md; ``all``: a build's intermediate images too)."""
+        return self.image_service.list(filters, all)
 
     def list_volumes(self, filters: list[str] | None = None) -> list[Volume]:
         return self.volumes.list(filters)

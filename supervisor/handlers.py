@@ -380,12 +380,12 @@ class Handlers:
         return _with_warnings({"path": written}, warnings)
 
     async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{filters?: [KEY=VALUE]} -> {images: [summary + labels]} (a ``reference=`` filter keeps
-        the tags that match)."""
+        """{filters?: [KEY=VALUE], all?} -> {images: [summary + labels]} (a ``reference=`` filter
+        keeps the tags that match; ``all``: a build's intermediate images too)."""
         return {"images": [{**image_summary(image), "repo_tags": tags,
                             "labels": (image.config or {}).get("Labels") or {},
                             "repo_digests": list(image.repo_digests)}
-                           for image, tags in self.sup.list_images(args["filters"])]}
+                           for image, tags in self.sup.list_images(args["filters"], args["all"])]}
 
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""

@@ -326,6 +326,7 @@ _OPERATIONS = (
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
     _op(IMAGE_LIST, Argument("filters", "strings", default=[],
                              doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
+        Argument("all", "bool", default=False, doc="a build's intermediate images too (`images -a`)"),
         reply="`{images: [{id, repo_tags, created, size, labels, repo_digests}]}`, newest first (`reference=`: the tags that "
               "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
@@ -334,6 +335,9 @@ _OPERATIONS = (
               "`{reference, digest, image: {id, repo_tags, created, size}, fetched, skipped, bytes}`",
         keys=("reference", "digest", "image", "fetched", "skipped", "bytes"), errors=_REGISTRY),
     _op(IMAGE_PUSH, Argument("reference", "str", required=True),
+        Argument("compression", "str", choices=("gzip", "zstd"),
+                 doc="`gzip` or `zstd`, the layers' compression; absent: gzip, and a blob the registry "
+                 "has in the other is named as it is"),
         reply="streams `{progress}` as pull; then `{reference, digest, size, uploaded, existed, mounted, bytes}`",
         keys=("reference", "digest", "size", "uploaded", "existed", "mounted", "bytes"),
         errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),

@@ -63,3 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.update)
     path.write_text(with_table(path.read_text()))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -348,7 +348,7 @@ def test_the_api_on_loopback_tcp(daemon):
     docker_py = pytest.importorskip("docker")
     client = docker_py.DockerClient(base_url=f"tcp://127.0.0.1:{daemon.api_port}", version="auto")
     assert client.ping() is True
-    # (the build tests before it leave untagged intermediate images: docker hides those, dockyard lists them)
+    # (the build tests before it may leave untagged images)
     assert [image.tags for image in client.images.list() if image.tags] == [["base:latest"]]
     client.close()
 

@@ -43,3 +43,12 @@ def test_the_update_command_rewrites_only_the_table(tmp_path: Path) -> None:
     assert text.startswith(f"before\n{optable.TABLE_BEGIN}\n\n| op | arguments | reply |")
     assert "| stale |" not in text and text.endswith(f"{optable.TABLE_END}\nafter\n")
     assert "| `container.run` | `spec`" in text
+
+
+def test_the_module_runs_as_the_docs_say() -> None:
+    import subprocess
+    import sys
+
+    table = subprocess.run([sys.executable, "-m", "supervisor.optable", "--markdown"], capture_output=True, text=True,
+                           cwd=Path(__file__).parents[2], check=True).stdout
+    assert table == optable.markdown_table()

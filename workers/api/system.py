@@ -69,7 +69,7 @@ def register(router: Router, api: Api) -> None:
         return Streamed(_events(api, listener, filters, since, until))
 
     async def disk_usage(request: Request) -> Response:
-        images = (await api.call(ops.IMAGE_LIST))["images"]
+        images = (await api.call(ops.IMAGE_LIST, {"all": True}))["images"]
         containers = (await api.call(ops.CONTAINER_LIST, {"all": True}))["containers"]
         volumes = (await api.call(ops.VOLUME_LIST))["volumes"]
         from workers.api.images import image_row
