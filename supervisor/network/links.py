@@ -196,20 +196,27 @@ def _connect(pid: int, host: str, peer: str, bridge: str, ifname: str, mac: str,
         raise NetworkError(f"cannot connect {what} to {bridge}: {step}: {reason}") from exc
 
 
-def _open_in_namespace(pid: int) -> IPRoute:
+def _made_in_namespace(pid: int, make: Callable[[], Any]) -> Any:
+    """``make()`` called inside the network namespace of ``pid``, this thread back in its
+    own one afterwards: what it makes (a netlink or other socket) stays in the namespace it
+    was made in."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _setns(target)
             try:
-                return IPRoute()
+                return make()
             finally:
                 _setns(own)  # a worker thread must never stay in a container's namespace
         finally:
             os.close(target)
     finally:
         os.close(own)
+
+
+def _open_in_namespace(pid: int) -> IPRoute:
+    return _made_in_namespace(pid, IPRoute)
 
 
 # --- user-defined networks (supervisor/network/user.py) -------------------------------------
@@ -319,19 +326,7 @@ def open_in_namespace(pid: int, family: int, kind: int, address: tuple[str, int]
     embedded DNS server's. A listening TCP socket is listening when returned."""
     import socket
 
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                sock = socket.socket(family, kind)
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
+    sock = _made_in_namespace(pid, lambda: socket.socket(family, kind))
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

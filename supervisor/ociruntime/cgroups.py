@@ -22,6 +22,7 @@ import _signal  # the C module: signal.py imports enum (~2 ms of every run) for 
 import time
 
 from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.runtime import cgroupfiles
 
 DEFAULT_PARENT = "/dockyard-runtime"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio",
@@ -45,6 +46,12 @@ DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 5:0 rwm", "c 1
                         "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm")
 
 
+def _pids_writes(resources: dict) -> list[tuple[str, str, str]]:
+    """``pids.max``, the same file on both versions (a limit of 0 or less: none)."""
+    limit = (resources.get("pids") or {}).get("limit")
+    return [] if limit is None else [("pids", "pids.max", "max" if limit <= 0 else str(limit))]
+
+
 def v1_writes(resources: dict, devices: list | None = None) -> list[tuple[str, str, str]]:
     """The ``(controller, file, value)`` writes of ``linux.resources`` on cgroup v1, in order.
     ``devices`` (the stage's ``[path, type, major, minor, ...]`` entries) are allowed too."""
@@ -64,9 +71,7 @@ def v1_writes(resources: dict, devices: list | None = None) -> list[tuple[str, s
                                   ("mems", "cpuset", "cpuset.mems")):
         if cpu.get(key) not in (None, "", 0) or (key == "quota" and cpu.get(key) is not None):
             writes.append((controller, name, str(cpu[key])))
-    pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
-        writes.append(("pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
+    writes += _pids_writes(resources)
     block = resources.get("blockIO") or {}
     if block.get("weight"):
         writes.append(("blkio", "blkio.weight", str(block["weight"])))
@@ -123,9 +128,7 @@ def v2_writes(resources: dict) -> list[tuple[str, str, str]]:
     for key in ("cpus", "mems"):
         if cpu.get(key):
             writes.append(("cpuset", f"cpuset.{key}", cpu[key]))
-    pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
-        writes.append(("pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
+    writes += _pids_writes(resources)
     block = resources.get("blockIO") or {}
     if block.get("weight"):
         writes.append(("io", "io.bfq.weight", str(block["weight"])))
@@ -237,15 +240,15 @@ class BundleCgroup:
             if path is None:
                 raise RuntimeCommandError(f"cannot set {name}: the {controller} cgroup controller is not mounted")
             try:
-                _write(path, value)
+                cgroupfiles.write(path, value)
             except OSError as exc:
                 # v1 refuses a memory limit above memsw (and memsw below memory): the other first.
                 following = writes[index + 1] if index + 1 < len(writes) else None
                 if exc.errno == errno.EINVAL and name == "memory.limit_in_bytes" and following \
                         and following[1] == "memory.memsw.limit_in_bytes":
                     try:
-                        _write(self.file("memory", following[1]) or "", following[2])
-                        _write(path, value)
+                        cgroupfiles.write(self.file("memory", following[1]) or "", following[2])
+                        cgroupfiles.write(path, value)
                         continue
                     except OSError as retry:
                         exc = retry
@@ -297,17 +300,11 @@ class BundleCgroup:
         self.signal_all(_signal.SIGKILL)
         deadline = time.monotonic() + REMOVE_TIMEOUT
         for path in self.directories():
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise RuntimeCommandError(f'cannot remove the cgroup "{path}": {os.strerror(exc.errno)}') from None
-                    self.signal_all(_signal.SIGKILL)
-                    time.sleep(0.01)  # a killed process leaves its cgroup only once reaped
+            try:  # a killed process leaves its cgroup only once reaped: kill again, retry every 10 ms
+                cgroupfiles.remove_directory(path, deadline, on_busy=lambda: self.signal_all(_signal.SIGKILL),
+                                             delay=0.01, max_delay=0.01)
+            except OSError as exc:
+                raise RuntimeCommandError(f'cannot remove the cgroup "{path}": {os.strerror(exc.errno)}') from None
 
     def stats(self) -> dict:
         """runc's ``events --stats`` figures that the cgroup has (cpu, memory, pids)."""
@@ -335,44 +332,36 @@ class BundleCgroup:
         }
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+def _missing_levels(path: str) -> list[str]:
+    """The directories that ``path`` needs made, its first missing ancestor first."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    return missing[::-1]
 
 
 def _make_cpuset(path: str) -> None:
     """Make each missing level, copying cpus and mems from its parent (v1 refuses tasks in a
     cpuset that has none)."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
+    for directory in _missing_levels(path):
         os.mkdir(directory, 0o755)
         parent = os.path.dirname(directory)
         for name in ("cpuset.cpus", "cpuset.mems"):
             with open(os.path.join(parent, name)) as file:
                 value = file.read().strip()
-            _write(os.path.join(directory, name), value)
+            cgroupfiles.write(os.path.join(directory, name), value)
 
 
 def _make_v2(path: str) -> None:
     """Make each missing level, the parent's controllers enabled for its children."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
+    for directory in _missing_levels(path):
         parent = os.path.dirname(directory)
         try:
             with open(os.path.join(parent, "cgroup.controllers")) as file:
                 controllers = file.read().split()
-            _write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + name for name in controllers))
+            cgroupfiles.write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + name for name in controllers))
         except OSError:
             pass  # best effort: a controller in use by the parent's processes stays off
         os.mkdir(directory, 0o755)

@@ -16,9 +16,8 @@ import errno
 import fcntl
 import os
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
-from supervisor.runtime import freezer
+from supervisor.runtime import freezer, jsonlite
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"

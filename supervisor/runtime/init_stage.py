@@ -28,10 +28,11 @@ except ImportError:  # pragma: no cover - CPython always has it
     _json = None  # type: ignore[assignment]
 
 if __package__:  # imported as supervisor.runtime.init_stage
-    from supervisor.runtime import cgroupfs, console, libc, namespaces, rootfs, security, userns
+    from supervisor.runtime import cgroupfs, console, jsonlite, libc, namespaces, rootfs, security, userns
 else:  # in the fork server: top-level modules beside forkserver.py
     import cgroupfs
     import console
+    import jsonlite
     import libc
     import namespaces
     import rootfs
@@ -68,18 +69,6 @@ def exec_error(name: str, error: OSError) -> libc.InitError:
     return libc.InitError(f'exec: "{name}": {libc.strerror(error.errno)}', code)
 
 
-class _ScannerContext:  # what json.decoder.JSONDecoder gives the C scanner
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return float(name.lower().replace("infinity", "inf"))
-
-
 def loads(text: str) -> object:
     """``json.loads`` without importing ``json.decoder`` (and with it ``re``)."""
     if _json is None:  # pragma: no cover
@@ -88,7 +77,7 @@ def loads(text: str) -> object:
         return json.loads(text)
     start = len(text) - len(text.lstrip())
     try:
-        value, end = _json.make_scanner(_ScannerContext)(text, start)
+        value, end = _json.make_scanner(jsonlite.ScannerContext)(text, start)
     except StopIteration:
         raise ValueError(f"no JSON value at offset {start}") from None
     if text[end:].strip():

@@ -18,8 +18,9 @@ import struct
 import _socket
 
 if __package__:  # imported as supervisor.runtime.namespaces
-    from supervisor.runtime import libc, userns
+    from supervisor.runtime import cgroupfiles, libc, userns
 else:  # in the fork server: a top-level module beside forkserver.py
+    import cgroupfiles
     import libc
     import userns
 
@@ -47,16 +48,10 @@ EXEC_NAMESPACES = (
 
 def join_cgroups(cgroup_procs: "tuple[str, ...] | list[str]") -> None:
     """Move this process into each cgroup (its ``cgroup.procs`` paths)."""
-    pid = str(os.getpid()).encode()
-    for path in cgroup_procs:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise libc.InitError(f'join the cgroup: write "{path}": {libc.strerror(exc.errno)}') from None
+    try:
+        cgroupfiles.join(cgroup_procs, os.getpid())
+    except OSError as exc:
+        raise libc.InitError(f'join the cgroup: write "{exc.filename}": {libc.strerror(exc.errno)}') from None
 
 
 def join_network_namespace(path: str) -> None:

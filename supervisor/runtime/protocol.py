@@ -130,7 +130,10 @@ CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")
 DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00\s]+\Z")
 MAX_STATUS_BYTES = 65536  # more than any honest status report
 
-# Docker's defaults (moby oci/defaults.go and caps/defaults.go).
+# Docker's defaults (moby oci/defaults.go and caps/defaults.go). The OCI runtime's
+# ``spec`` has runc's masked and read-only paths instead (supervisor/ociruntime/template.py):
+# a deliberate copy, since they already differ in order and entries and each follows its
+# own upstream.
 MASKED_PATHS = (
     "/proc/asound",
     "/proc/acpi",

@@ -11,11 +11,13 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import FLAGS, STANDARD_DEVICES, Resources
-from supervisor.runtime import freezer
+from supervisor.runtime import cgroupfiles, freezer
 from supervisor.runtime.cgroups.limits import v1_limit_writes, v2_limit_writes
 
 #: Files a kernel may lack; a write to one is skipped (docker's default memsw without swap).
@@ -200,19 +202,11 @@ class Cgroup:
         """
         deadline = time.monotonic() + timeout
         for path in self.paths:
-            delay = 0.001
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
-                        reason = f"cannot remove cgroup {self.name}: {os.strerror(exc.errno)}"
-                        raise OSError(exc.errno, reason, path) from None
-                time.sleep(delay)  # the kernel offers no event for "the last task left"
-                delay = min(delay * 2, 0.05)
+            try:
+                cgroupfiles.remove_directory(path, deadline)
+            except OSError as exc:
+                reason = f"cannot remove cgroup {self.name}: {os.strerror(exc.errno)}"
+                raise OSError(exc.errno, reason, path) from None
 
     def kill_and_remove(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup, then rmdir it in every hierarchy. A process
@@ -264,6 +258,18 @@ def make_dirs(base: str, parts: tuple[str, ...]) -> list[str]:
             continue
         created.append(path)
     return created
+
+
+@contextmanager
+def removed_on_error() -> Iterator[list[str]]:
+    """A list for the directories a backend's ``create`` makes (``make_dirs``' results):
+    if the block raises OSError, they are removed again, newest first, and it goes on."""
+    created: list[str] = []
+    try:
+        yield created
+    except OSError:
+        remove_dirs(created)
+        raise
 
 
 def remove_dirs(paths: list[str]) -> None:
