@@ -2,7 +2,8 @@
 manifest descriptor per tag (``org.opencontainers.image.ref.name``), the image's creation
 time and its repo digests as annotations, and one descriptor without a ref name for a
 dangling image. In memory it is ``{"images": {id: {manifest, created}}, "tags": {tag: id},
-"digests": {repo@digest: id}}``; these two functions convert between the two."""
+"digests": {repo@digest: id}}``: :func:`read` and :func:`write` convert between the two;
+:func:`orphaned_parents` walks an image's parents in it, for ``rmi``."""
 
 from __future__ import annotations
 
@@ -74,3 +75,26 @@ def write(path: Path, index: dict[str, Any], blob_size: Callable[[str], int]) ->
     manifests.sort(key=lambda d: order.get(d["annotations"].get(REF_NAME), len(order)))
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
     write_atomic(path, json_bytes(document), durable=True, mode=0o644)
+
+
+def orphaned_parents(index: dict[str, Any], image_id: str, history: Callable[[str], list[Any]],
+                     users: Callable[[str], list[Any]]) -> list[str]:
+    """The untagged parents the deleted image ``image_id`` leaves with no child, nearest first,
+    as ``docker rmi`` deletes them with it: a build's step images. A parent is the image of
+    ``index`` whose ``history(id)`` is the longest proper prefix of its child's; the walk stops
+    at a parent with a tag, a repo digest, a container (``users``) or another child."""
+    tagged = set(index["tags"].values()) | set(index.get("digests", {}).values())
+    orphaned: list[str] = []
+    child = history(image_id)
+    while True:
+        candidates = [(len(history(other)), other) for other in index["images"] if other not in orphaned
+                      and 0 < len(history(other)) < len(child) and child[:len(history(other))] == history(other)]
+        if not candidates:
+            return orphaned
+        length, parent = max(candidates)
+        others = [other for other in index["images"] if other != parent and other not in orphaned
+                  and len(history(other)) > length and history(other)[:length] == history(parent)]
+        if parent in tagged or others or users(parent):
+            return orphaned
+        orphaned.append(parent)
+        child = history(parent)

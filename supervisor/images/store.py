@@ -392,7 +392,7 @@ class ImageStore:
                 updated["digests"] = {ref: target for ref, target in updated.get("digests", {}).items()
                                       if target != image_id}
                 report.append({"Deleted": f"sha256:{image_id}"})
-                for parent in self._orphaned_parents(updated, image_id, users):
+                for parent in index_file.orphaned_parents(updated, image_id, self._history, users):
                     del updated["images"][parent]
                     report.append({"Deleted": f"sha256:{parent}"})
             self._write_index(updated)
@@ -401,31 +401,8 @@ class ImageStore:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _orphaned_parents(self, index: dict[str, Any], image_id: str,
-                          users: Callable[[str], list[tuple[str, bool]]]) -> list[str]:
-        """The untagged parents a deleted image leaves with no child, nearest first, as
-        ``docker rmi`` deletes them with it: a build's step images. A parent is the image
-        whose history is the longest proper prefix of its child's; the walk stops at a parent
-        with a tag, a repo digest, a container or another child."""
-        def history(some_id: str) -> list[Any]:
-            return self._json(some_id).get("history") or []
-
-        tagged = set(index["tags"].values()) | set(index.get("digests", {}).values())
-        orphaned: list[str] = []
-        child = history(image_id)
-        while True:
-            candidates = [(len(history(other)), other) for other in index["images"] if other not in orphaned
-                          and 0 < len(history(other)) < len(child) and child[:len(history(other))] == history(other)]
-            if not candidates:
-                return orphaned
-            _, parent = max(candidates)
-            length = len(history(parent))
-            others = [other for other in index["images"] if other != parent and other not in orphaned
-                      and len(history(other)) > length and history(other)[:length] == history(parent)]
-            if parent in tagged or others or users(parent):
-                return orphaned
-            orphaned.append(parent)
-            child = history(parent)
+    def _history(self, image_id: str) -> list[Any]:
+        return self._json(image_id).get("history") or []
 
     def _find_layer(self, chain_id: str) -> Layer | None:
         path = self.layers_dir / chain_id.removeprefix("sha256:") / "layer.json"
