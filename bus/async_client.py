@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus import codec
 from bus.codec import Envelope
-from bus.connect import SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, events, locate, subscriber
+from bus.connect import SYNC_TIMEOUT, Inbox, check_daemon, check_prefixes, locate, subscriber
 from bus.errors import FrameError, RequestTimeout
 
 if TYPE_CHECKING:
@@ -263,36 +263,22 @@ class AsyncStream:
         await self.aclose()
 
 
-class AsyncSubscription:
+class AsyncSubscription(Inbox):
     """Async iterator of the events of one subscription. ``bad_frames`` counts skipped
     messages that were not envelopes."""
 
     def __init__(self, sub: AsyncSocket):
-        self.bad_frames = 0
-        self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
+        super().__init__()
         self._sub = sub
-        self._received: list[Envelope] = []  # the rest of a batch (bus/batches.py), reversed
 
     def __aiter__(self) -> AsyncSubscription:
         return self
 
     async def __anext__(self) -> Envelope:
-        if self._received:
-            return self._received.pop()
-        while True:
-            received = events(await self._sub.recv())
-            if received is None:
-                self.bad_frames += 1
-                continue
-            topic, envelopes, bad = received
-            self.bad_frames += bad
-            self.filter_gaps.seen(topic)
-            if len(envelopes) == 1:
-                return envelopes[0]
-            if envelopes:
-                envelopes.reverse()
-                self._received = envelopes
-                return envelopes.pop()
+        envelope = self.held()
+        while envelope is None:
+            envelope = self.take(await self._sub.recv())
+        return envelope
 
     async def receive(self) -> Envelope:
         """The next event (same as ``await anext(subscription)``)."""

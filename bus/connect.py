@@ -152,6 +152,37 @@ def events(frames: list[bytes]) -> tuple[bytes, list[Envelope], int] | None:
     return topic, envelopes, bad
 
 
+class Inbox:
+    """A subscription's side of the wire: the rest of a batch it received and has not handed
+    out yet (bus/batches.py), ``bad_frames`` (messages and envelopes skipped as invalid) and
+    ``filter_gaps``; the sync and the async subscriptions are both one."""
+
+    def __init__(self) -> None:
+        self.bad_frames = 0
+        self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
+        self._held: list[Envelope] = []  # reversed: pop() gives the next
+
+    def take(self, frames: list[bytes]) -> Envelope | None:
+        """The first envelope of a message, the rest held for :meth:`held`; None when it
+        carries none (counted in ``bad_frames`` when it was invalid)."""
+        received = events(frames)
+        if received is None:
+            self.bad_frames += 1
+            return None
+        topic, envelopes, bad = received
+        self.bad_frames += bad
+        self.filter_gaps.seen(topic)
+        if len(envelopes) > 1:
+            envelopes.reverse()
+            self._held = envelopes
+            return envelopes.pop()
+        return envelopes[0] if envelopes else None
+
+    def held(self) -> Envelope | None:
+        """The next envelope of a batch received earlier, if one is left."""
+        return self._held.pop() if self._held else None
+
+
 class FilterGaps:
     """Gap detection on filtered subscriptions (bus/filters.py): the topic of a filtered
     event numbers the matches of its filter; ``missed`` counts the numbers that
