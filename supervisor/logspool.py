@@ -27,7 +27,8 @@ Theory of operation
   would make the container wait.
 * **Where the unstored output ends** must change in the same syscall as the output itself
   (a daemon killed between the splice and a write of the end would lose that read, or
-  read it twice). The header page is mapped (``MAP_SHARED``) and ``splice`` is given the
+  read it twice). While the stream is busy the header page is mapped (``MAP_SHARED``; an
+  idle spool is not, so it costs the daemon no page) and ``splice`` is given the
   *address of the header's write position* as its ``off_out``: the kernel reads the
   position there, writes the output, and stores the new position there before it returns
   (fs/splice.c ``__do_splice``), so the memfd holds either the old position and the output
@@ -127,9 +128,7 @@ class Spool:
         self.released_seq, self.released = self._read_header(header)
         if self.ring:
             self.capacity = _RING.unpack_from(header, RING_AT)[0]
-            self._map = mmap.mmap(fd, HEADER, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self._position = ctypes.c_int64.from_buffer(self._map, POSITION_AT)
-            written = (self._position.value - HEADER - self.released) % self.capacity
+            written = (_RING.unpack_from(header, POSITION_AT)[0] - HEADER - self.released) % self.capacity
             self.end = self.released + written  # the stream offset of the next byte read
         else:
             self.capacity = 0
@@ -192,8 +191,12 @@ class Spool:
 
     def _splice(self, source: int, count: int, position: int) -> int:
         """splice ``count`` bytes of ``source`` to the ring at file offset ``position``, with
-        the write position in the mapped header as off_out (see the module's doc)."""
-        assert self._position is not None
+        the write position in the mapped header as off_out (see the module's doc). The header
+        is mapped while the stream is busy (not while it is idle: no page in the daemon's
+        memory for an idle container)."""
+        if self._position is None:
+            self._map = mmap.mmap(self.fd, HEADER, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._position = ctypes.c_int64.from_buffer(self._map, POSITION_AT)
         if self._position.value != position:  # only at a lap's start: after the last splice it is
             os.pwrite(self.fd, _RING.pack(position), POSITION_AT)  # one write of the 8 bytes
         splice = _c().splice
@@ -244,7 +247,11 @@ class Spool:
             self.punched = upto
 
     def _punch_ring(self, start: int, stop: int) -> None:
-        """Give back the ring's whole pages that hold only stream offsets [start, stop)."""
+        """Give back the ring's whole pages that hold only stream offsets [start, stop), or
+        all of them once nothing is unstored."""
+        if self.released >= self.end:
+            _punch(self.fd, HEADER, self.capacity)
+            return
         stop = min(stop, start + self.capacity)
         while start < stop:
             at = start % self.capacity
@@ -259,19 +266,22 @@ class Spool:
         from now on each page as it is released (until the next read)."""
         if self.ring and not self.idle:
             self.idle = True
+            self._unmap()
             self._punch_ring(self.end, self.released + self.capacity)
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._position = None  # the mapping cannot close while it is exported
+            self._map.close()
+            self._map = None
 
     def close(self) -> None:
         """Done with the spool (the container ended): trim it and unmap its header."""
-        if self._map is None:
-            return
         try:
             self.trim()
         except OSError:
             pass
-        self._position = None
-        self._map.close()
-        self._map = None
+        self._unmap()
 
     def read_back(self, start: int) -> bytes:
         """What the spool holds from stream offset ``start`` to its end."""

@@ -98,6 +98,14 @@ def _stream(spool, pipe, chunks, size=4096, release_each=True):
             spool.release(index + 1, spool.end)
 
 
+def _mapped(fd):
+    """Whether this process maps the memfd ``fd`` (its header, while the stream is busy)."""
+    inode = os.fstat(fd).st_ino
+    with open("/proc/self/maps") as maps:
+        return any(len(fields) > 5 and fields[4] == str(inode) and "memfd:" in fields[5]
+                   for fields in (line.split(maxsplit=5) for line in maps))
+
+
 def _position(fd):
     return int.from_bytes(os.pread(fd, 8, POSITION_AT), "little")
 
@@ -129,11 +137,13 @@ def test_an_idle_spool_gives_its_pages_back_and_then_each_page_as_it_is_released
     _stream(spool, pipe, CAPACITY // 4096 + 3)  # a lap and a bit: every page was written
     _stream(spool, pipe, 2, release_each=False)  # read, not stored yet
     held = os.fstat(spool_fd).st_blocks * 512
+    assert _mapped(spool_fd)
     spool.trim()
     assert os.fstat(spool_fd).st_blocks * 512 == HEADER + 2 * 4096 < held  # the header and the unstored
     assert spool.read_back(spool.released) == b"A" * 4096 + b"B" * 4096
     spool.release(99, spool.end)
     assert os.fstat(spool_fd).st_blocks * 512 == HEADER
+    assert not _mapped(spool_fd)  # nor a page of the daemon's memory
     _stream(spool, pipe, 1, release_each=False)  # busy again: pages are kept from now on
     spool.release(100, spool.end)
     assert os.fstat(spool_fd).st_blocks * 512 == HEADER + 4096
