@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus import codec
 from bus.codec import Envelope
-from bus.connect import SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, event, locate, subscriber
+from bus.connect import SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, events, locate, subscriber
 from bus.errors import FrameError, RequestTimeout
 
 if TYPE_CHECKING:
@@ -271,17 +271,28 @@ class AsyncSubscription:
         self.bad_frames = 0
         self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
         self._sub = sub
+        self._received: list[Envelope] = []  # the rest of a batch (bus/batches.py), reversed
 
     def __aiter__(self) -> AsyncSubscription:
         return self
 
     async def __anext__(self) -> Envelope:
+        if self._received:
+            return self._received.pop()
         while True:
-            received = event(await self._sub.recv())
-            if received is not None:
-                self.filter_gaps.seen(received[0])
-                return received[1]
-            self.bad_frames += 1
+            received = events(await self._sub.recv())
+            if received is None:
+                self.bad_frames += 1
+                continue
+            topic, envelopes, bad = received
+            self.bad_frames += bad
+            self.filter_gaps.seen(topic)
+            if len(envelopes) == 1:
+                return envelopes[0]
+            if envelopes:
+                envelopes.reverse()
+                self._received = envelopes
+                return envelopes.pop()
 
     async def receive(self) -> Envelope:
         """The next event (same as ``await anext(subscription)``)."""

@@ -4,14 +4,15 @@ Theory of operation
 -------------------
 Everything that crosses the bus is an *envelope*, a msgpack map with six keys::
 
-    {v: 2, topic: "container.3f2a….die", seq: 41, ts: 1764300000.25, source: "dockyard", data: {...}}
+    {v: 3, topic: "container.3f2a….die", seq: 41, ts: 1764300000.25, source: "dockyard", data: {...}}
 
 How envelopes travel (see docs/events.md for the full reference):
 
 * **Events** (PUB/XPUB socket ``events.sock``): one ZeroMQ frame, ``topic NUL envelope``
   (:func:`event_frame`, :func:`split_event`): the frame starts with the topic so ZeroMQ's
-  prefix filtering works on it. Version 1 sent two frames, ``[topic, envelope]``; clients
-  still read those (docs/events.md, *Wire revisions*).
+  prefix filtering works on it. Since version 3 the envelope may be an array of envelopes
+  of that topic, when the publisher had a backlog (bus/batches.py). Version 1 sent two
+  frames, ``[topic, envelope]``; clients still read those (docs/events.md, *Wire revisions*).
 * **Requests** (DEALER -> ROUTER socket ``control.sock``): one frame, an envelope whose
   topic is ``request.<op>``, whose ``seq`` is the client's request id and whose ``data`` is
   the argument map.
@@ -37,9 +38,10 @@ import msgpack
 
 from bus.errors import ERROR_CODES, FrameTooLarge, MalformedFrame, RemoteError
 
-VERSION = 2
-#: The envelope versions this side reads: 2 (events in one frame), 1 (events in two).
-VERSIONS = (1, 2)
+VERSION = 3
+#: The envelope versions this side reads: 3 (an event frame may hold several envelopes,
+#: bus/batches.py), 2 (events in one frame, one envelope each), 1 (events in two frames).
+VERSIONS = (1, 2, 3)
 #: Ends the topic at the start of an event's frame (no topic contains it).
 TOPIC_END = b"\x00"
 #: The longest topic prefix of an event frame (a filtered subscription's topic is the
@@ -363,6 +365,12 @@ class Sequencer:
         seq = self._next.get(channel, 1)
         self._next[channel] = seq + 1
         return seq
+
+    def give_back(self, channel: str, seq: int) -> None:
+        """Undo :meth:`next` of ``seq``, the last number handed out on the channel (the
+        message it was for could not be sent): the next one is ``seq`` again."""
+        if self._next.get(channel) == seq + 1:
+            self._next[channel] = seq
 
     def last(self, channel: str) -> int:
         """The last number handed out on a channel, 0 if none."""

@@ -1,5 +1,5 @@
 """What both bus clients share: finding the daemon before connecting, a subscription's SUB
-socket, and an event's two frames turned into an envelope.
+socket, and an event message turned into its envelopes.
 
 Nothing here imports pyzmq or trio at module level: the CLI imports this module.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bus import codec, sockets
+from bus.batches import decode_events
 from bus.codec import Envelope
 from bus.errors import DaemonUnavailable, FrameError
 from bus.filters import PREFIX as _FILTER_TOPIC_PREFIX
@@ -114,10 +115,21 @@ def check_prefixes(prefixes: Sequence[str]) -> list[bytes]:
 
 
 def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
-    """The topic and envelope of an event: one frame ``topic NUL envelope`` (version 2),
-    or two frames ``[topic, envelope]`` (version 1: an older daemon); None when it is not
-    one (the subscription counts it in ``bad_frames``). The topic is the envelope's own,
-    or a filtered subscription's (bus/filters.py)."""
+    """The topic and envelope of a message of one event (:func:`events` tells the whole
+    story); None when it is not exactly one valid event."""
+    received = events(frames)
+    if received is None or len(received[1]) != 1 or received[2]:
+        return None
+    return received[0], received[1][0]
+
+
+def events(frames: list[bytes]) -> tuple[bytes, list[Envelope], int] | None:
+    """The topic, the envelopes and the count of invalid envelopes of an event message:
+    one frame ``topic NUL body`` whose body is one envelope or (version 3) an array of
+    envelopes of that topic (bus/batches.py), or two frames ``[topic, envelope]`` (version
+    1: an older daemon). None when it is not one at all (the subscription counts it in
+    ``bad_frames``). The topic is the envelopes' own, or a filtered subscription's
+    (bus/filters.py) or a replay's; an envelope whose topic is neither is counted invalid."""
     try:
         if len(frames) == 1:
             topic, body = codec.split_event(frames[0])
@@ -125,12 +137,19 @@ def event(frames: list[bytes]) -> tuple[bytes, Envelope] | None:
             topic, body = frames
         else:
             return None
-        envelope = codec.decode(body)
+        # A filtered subscription's or a replay's frames carry other topics' envelopes.
+        own = None if topic.startswith(FILTER_PREFIX) or topic.startswith(REPLAY_PREFIX) else \
+            topic.decode("utf-8", "replace")
+        if len(frames) == 1:
+            envelopes, bad = decode_events(body, topic=own)
+        else:
+            envelope = codec.decode(body)
+            envelopes, bad = ([envelope], 0) if own is None or envelope.topic == own else ([], 1)
     except FrameError:
         return None
-    if envelope.topic.encode() != topic and not topic.startswith(FILTER_PREFIX) and not topic.startswith(REPLAY_PREFIX):
-        return None
-    return topic, envelope
+    if bad and not envelopes:
+        return None  # the topic lies, or nothing in it is an event
+    return topic, envelopes, bad
 
 
 class FilterGaps:

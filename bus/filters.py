@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -154,6 +154,43 @@ def matches(filters: Mapping[str, Sequence[str]], data: Any) -> bool:
     return True
 
 
+def compile_filter(filters: Mapping[str, Sequence[str]]) -> Callable[[Any], bool]:
+    """:func:`matches` of a normalized filter as one predicate, made once per filter: the
+    publisher runs it on every event of its channel, so the keys most filters use (``type``,
+    ``event``) are a set lookup, checked before the others, and a single key is the whole
+    predicate."""
+    members: list[tuple[str, frozenset[str]]] = []
+    others: dict[str, Sequence[str]] = {}
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key in ("type", "event"):
+            members.append(("type" if key == "type" else "action", frozenset(values)))
+        else:
+            others[key] = values
+    if len(members) == 1 and not others:  # the usual filter: one function, no other call
+        ((field, wanted),) = members
+
+        def accept(data: Any) -> bool:
+            if type(data) is dict:  # every event the daemon publishes
+                value = data.get(field)
+                return type(value) is str and value in wanted
+            return matches(filters, data)  # another Mapping, or not a map at all
+
+        return accept
+
+    def accept_all(data: Any) -> bool:
+        if type(data) is not dict:
+            return matches(filters, data)
+        for field, wanted in members:
+            value = data.get(field)
+            if type(value) is not str or value not in wanted:
+                return False
+        return not others or matches(others, data)
+
+    return accept_all
+
+
 def _names(own: bool, actor: str, name: Any, reference: Any, value: str) -> bool:
     if own:
         return bool(value) and (actor.startswith(value) or name == value)
@@ -173,7 +210,10 @@ class FilterSet:
 
     def __init__(self, limit: int = 1024):
         self.limit = limit
-        self._active: dict[str, tuple[dict[str, list[str]], list[int]]] = {}
+        self._active: dict[str, tuple[Callable[[Any], bool], list[int]]] = {}
+        #: ``(predicate, prefix, [matches so far])`` of each filter, for the publisher's loop
+        #: (empty: no filter, nothing to do per event).
+        self.active: list[tuple[Callable[[Any], bool], str, list[int]]] = []
 
     def __len__(self) -> int:
         return len(self._active)
@@ -189,17 +229,22 @@ class FilterSet:
             filters = from_topic(prefix)
         except FilterError:
             return False
-        self._active[prefix] = (filters, [0])
+        self._active[prefix] = (compile_filter(filters), [0])
+        self._list()
         return True
 
     def remove(self, prefix: str) -> None:
-        self._active.pop(prefix, None)
+        if self._active.pop(prefix, None) is not None:
+            self._list()
+
+    def _list(self) -> None:
+        self.active = [(accept, prefix, count) for prefix, (accept, count) in self._active.items()]
 
     def topics_for(self, data: Any) -> list[bytes]:
         """The topic frame of each filter ``data`` passes, its match counter advanced."""
         topics = []
-        for prefix, (filters, count) in self._active.items():
-            if matches(filters, data):
+        for accept, prefix, count in self.active:
+            if accept(data):
                 count[0] += 1
                 topics.append(f"{prefix}{count[0]}".encode())
         return topics

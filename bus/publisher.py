@@ -6,18 +6,27 @@ Theory of operation
 -------------------
 ::
 
-    publish() ──▶ deque ──▶ events task ──topic NUL envelope──▶ XPUB events.sock ──▶ SUB sockets
+    publish() ──▶ deque ──▶ events task ──topic NUL envelope(s)──▶ XPUB events.sock ──▶ SUB sockets
                                ◀──────── subscription messages b"\\x01<prefix>" ─────┘
 
 ``publish`` is synchronous and cheap: it numbers the event (gap-free per channel), encodes
-it (:class:`bus.codec.Encoder`; a big payload gets its header written in front of it in
-its own buffer and goes out without a copy) and appends the frame, ``topic NUL envelope``
-(one frame: a two-frame message costs pyzmq three times one), to a deque.
-The events task owns the XPUB socket: it drains the deque with non-blocking sends in
-batches, reads subscription messages, and parks on the socket when both are empty;
-``publish`` wakes it when the deque goes from empty to non-empty. PUB/XPUB drops silently
-at a subscriber's high-water mark; subscribers find out from gaps in ``seq``. The
-publisher never blocks on a slow subscriber.
+it (:class:`bus.batches.EventEncoder`, the constant parts of a topic's envelopes packed
+once; a big payload gets its header written in front of it in its own buffer by
+:class:`bus.codec.Encoder` and goes out without a copy) and appends ``(topic, envelope)``
+to a deque. The events task owns the XPUB socket: it drains the deque with non-blocking
+sends, reads subscription messages, and parks on the socket when both are empty;
+``publish`` wakes it when the deque goes from empty to non-empty. A run of queued events
+of one topic goes out as one frame, ``topic NUL [envelope, ...]`` (wire revision 3,
+bus/batches.py: a frame costs pyzmq about as much as the encoding of an event, whatever its
+size); an event alone goes out alone, ``topic NUL envelope``. PUB/XPUB drops silently at a
+subscriber's high-water mark; subscribers find out from gaps in ``seq``. The publisher
+never blocks on a slow subscriber.
+
+*What nobody takes.* XPUB passes every subscription (XPUB_VERBOSE) and the last
+unsubscription of a prefix, so the events task knows exactly which prefixes are
+subscribed; a topic none of them starts is dropped before batching and sending (libzmq
+would drop it after), counted in ``stats.events_unsubscribed``. Subscribing with the
+``bus.sync`` handshake, the subscription is known before ``subscribe`` returns.
 
 *Slow subscribers.* The high-water mark counts messages, and a log record can be 1 MiB, so
 it bounds nothing in bytes; XPUB tells nothing about one subscriber's queue either. The
@@ -44,13 +53,15 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from time import time
 from typing import Any
 
 import trio
 import zmq
 
 from bus import codec
-from bus.codec import TOPIC_END, Envelope, event_frame
+from bus.batches import BATCH_BYTES, BATCH_EVENTS, EventEncoder, batch_frame
+from bus.codec import TOPIC_END, Envelope
 from bus.connections import Connections, unread_bytes
 from bus.errors import MalformedFrame
 from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
@@ -78,6 +89,8 @@ EVENT_ZERO_COPY = 64 << 10
 #: source and the data's other fields), and the least payload it is used for (a bin 32).
 PAYLOAD_ROOM = 512
 PAYLOAD_MIN = 1 << 16
+#: Topics whose "does a subscription take it" is remembered at most (a container's come and go).
+WANTED_LIMIT = 4_096
 #: sync tokens seen on the event socket before their bus.sync request arrived, kept at most.
 SYNC_SEEN_LIMIT = 4_096
 #: A subscriber counts as reading nothing only after this long too (seconds): a reader that
@@ -100,7 +113,10 @@ class Publisher:
         self._source = source
         self._sequencer = codec.Sequencer()
         self._encoder = codec.Encoder()  # codec.encode() without a Packer per event
-        self._queue: deque[bytes | memoryview] = deque()
+        self._event_encoder = EventEncoder(source)  # the same bytes, constant parts packed once
+        #: (topic, envelope) to send behind ``topic NUL``, batched with its neighbours of
+        #: the same topic; (None, frame): a whole frame, sent as it is.
+        self._queue: deque[tuple[bytes | None, bytes | memoryview]] = deque()
         self._drained = trio.Event()
         self._sync_seen: OrderedDict[str, None] = OrderedDict()
         self._sync_waiting: dict[str, trio.Event] = {}
@@ -120,6 +136,10 @@ class Publisher:
         self.log_subscriptions: set[bytes] = set()
         #: Called when such a subscription comes (the daemon flushes the lines held back).
         self.on_log_subscription: Callable[[], None] | None = None
+        #: Every prefix some subscriber subscribes to, and whether a topic matches one (a
+        #: cache, emptied when they change): what nobody takes is not sent (module doc).
+        self._subscribed: set[bytes] = set()
+        self._wanted: dict[bytes, bool] = {}
 
     def publish(self, topic: str, data: Any, *, channel: str,
                 payload: tuple[bytearray, int, int] | None = None) -> Envelope:
@@ -137,31 +157,35 @@ class Publisher:
         of ``codec.encode``). At least ``PAYLOAD_ROOM`` bytes of room and ``PAYLOAD_MIN`` of
         payload, or it is packed as usual.
         """
-        seq = self._sequencer.last(channel) + 1
-        room: int | None = None
-        if payload is not None:
-            if "data" in data:
-                raise ValueError("publish(payload=...) gives data['data']: data must not have it")
-            buffer, start, end = payload
-            if start >= PAYLOAD_ROOM and end - start >= PAYLOAD_MIN:
-                room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
-            else:
-                data = {**data, "data": bytes(memoryview(buffer)[start:end])}
-        envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
-        frame: bytes | memoryview | None = None
-        body: bytes | None = None
-        if room is not None:
-            assert payload is not None
-            buffer, start, end = payload
-            frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
-            if frame is not None:
-                data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
-            else:  # a very long topic or source: no room for the header
-                data["data"] = bytes(memoryview(buffer)[start:end])
-        if frame is None:
-            body = self._encoder.encode(envelope)
-            frame = event_frame(topic, body)
-        self._sequencer.next(channel)
+        seq = self._sequencer.next(channel)
+        try:
+            room: int | None = None
+            if payload is not None:
+                if "data" in data:
+                    raise ValueError("publish(payload=...) gives data['data']: data must not have it")
+                buffer, start, end = payload
+                if start >= PAYLOAD_ROOM and end - start >= PAYLOAD_MIN:
+                    room, data = start, {**data, "data": b""}  # the stand-in encode_around replaces
+                else:
+                    data = {**data, "data": bytes(memoryview(buffer)[start:end])}
+            entry: tuple[bytes | None, bytes | memoryview] | None = None
+            body: bytes | None = None
+            if room is not None:
+                assert payload is not None
+                envelope = Envelope(topic=topic, seq=seq, data=data, source=self._source)
+                buffer, start, end = payload
+                frame = self._encoder.encode_around(envelope, buffer, start, end, topic.encode() + TOPIC_END)
+                if frame is not None:
+                    data["data"] = frame[len(frame) - (end - start) :]  # the envelope's data too (same dict)
+                    entry = (None, frame)  # a whole frame, sent alone
+                else:  # a very long topic or source: no room for the header
+                    data["data"] = bytes(memoryview(buffer)[start:end])
+            if entry is None:
+                envelope, topic_bytes, body = self._event_encoder.encode(topic, seq, time(), data)
+                entry = (topic_bytes, body)
+        except BaseException:
+            self._sequencer.give_back(channel, seq)  # gap-free: a seq is used only once encoded
+            raise
         self._stats.events_published += 1
         queue = self._queue
         if len(queue) >= EVENT_QUEUE_LIMIT:
@@ -169,20 +193,18 @@ class Publisher:
             return envelope
         if not queue and self.socket is not None:
             self.socket.wake()
-        queue.append(frame)
-        if self.filters and channel == self.filter_channel and body is not None:
-            self._queue_filtered(data, body)
+        queue.append(entry)
+        if channel == self.filter_channel and self.filters.active and body is not None:
+            # The filtered subscriptions' copies (bus/filters.py), behind each one's numbered
+            # topic. Inline: this runs for every event, and a call costs what the check does.
+            for accept, prefix, count in self.filters.active:
+                if accept(data):
+                    count[0] += 1
+                    if len(queue) >= EVENT_QUEUE_LIMIT:
+                        self._stats.events_dropped += 1
+                    else:
+                        queue.append((f"{prefix}{count[0]}".encode(), body))
         return envelope
-
-    def _queue_filtered(self, data: Any, body: bytes) -> None:
-        """The event's envelope once more for each filtered subscription it passes
-        (bus/filters.py), behind that subscription's numbered topic."""
-        queue = self._queue
-        for filter_topic in self.filters.topics_for(data):
-            if len(queue) >= EVENT_QUEUE_LIMIT:
-                self._stats.events_dropped += 1
-            else:
-                queue.append(filter_topic + TOPIC_END + body)
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""
@@ -215,22 +237,52 @@ class Publisher:
         send = events.socket.send
         nonblocking = zmq.NOBLOCK
         queue = self._queue
+        popleft = queue.popleft
+        wanted = self._wanted
         stats = self._stats
         while True:
             while (message := events.recv_nowait()) is not None:
                 self._on_subscription(message)
-            sent = sent_bytes = 0
+            sent = sent_bytes = unsubscribed = frames = 0
             # This task is the XPUB's only user, and the socket is re-checked (EVENTS) in
             # events.wait() before parking, so raw sends need no touched() here.
             while queue and sent < EVENT_BATCH:
-                frame = queue.popleft()
+                topic, body = popleft()
+                count = 1
+                if topic is None:
+                    frame = body
+                elif not (wanted.get(topic) or topic not in wanted and self._wants(topic)):
+                    # No subscription takes this topic: XPUB would drop it. Skip its run.
+                    while queue and queue[0][0] == topic:
+                        popleft()
+                        count += 1
+                    unsubscribed += count
+                    sent += count
+                    continue
+                elif not queue or queue[0][0] != topic:  # no backlog of this topic: alone
+                    frame = topic + TOPIC_END + body
+                else:  # a backlog: its envelopes of this topic in one frame (bus/batches.py)
+                    bodies = [body]
+                    size = len(body)
+                    while queue and count < BATCH_EVENTS:
+                        following, next_body = queue[0]
+                        if following != topic or size + len(next_body) > BATCH_BYTES:
+                            break
+                        popleft()
+                        bodies.append(next_body)
+                        size += len(next_body)
+                        count += 1
+                    frame = batch_frame(topic, bodies)
                 try:
                     send(frame, nonblocking, copy=len(frame) < EVENT_ZERO_COPY)
                 except zmq.Again:  # only with XPUB_NODROP, which we do not set
-                    stats.events_dropped += 1
-                sent += 1
+                    stats.events_dropped += count
+                sent += count
                 sent_bytes += len(frame)
-            stats.events_sent += sent
+                frames += 1
+            stats.events_sent += sent - unsubscribed
+            stats.events_unsubscribed += unsubscribed
+            stats.event_frames += frames
             if sent:
                 self._events_bytes += sent_bytes
                 # An ioctl per subscriber: once per eighth of the bound published, not per batch.
@@ -273,6 +325,10 @@ class Publisher:
         subscribe = body[0] == 1
         if subscribe:
             self._stats.subscriptions += 1
+            self._subscribed.add(body[1:])
+        elif body[0] == 0:  # XPUB passes only the last one: nobody subscribes to it now
+            self._subscribed.discard(body[1:])
+        self._wanted.clear()
         if body.startswith(FILTER_PREFIX, 1):
             self._on_filter(body[1:].decode("utf-8", "replace"), subscribe)
             return
@@ -304,6 +360,13 @@ class Publisher:
         while len(self._sync_seen) > SYNC_SEEN_LIMIT:
             self._sync_seen.popitem(last=False)
 
+    def _wants(self, topic: bytes) -> bool:
+        """Whether a subscription takes ``topic`` (remembered until the subscriptions change)."""
+        if len(self._wanted) >= WANTED_LIMIT:
+            self._wanted.clear()
+        wanted = self._wanted[topic] = any(topic.startswith(prefix) for prefix in self._subscribed)
+        return wanted
+
     def watches_log(self, container_id: str) -> bool:
         """A subscriber takes this container's log events, by a prefix that names it (or
         part of its id): someone reads its output live. The log collector's ``log.`` does
@@ -331,7 +394,6 @@ class Publisher:
             self._stats.replays_refused += 1
             return
         events, last_seq, lost = self.replayer(int(parts[2]))
-        head = prefix + TOPIC_END
         queue = self._queue
         if len(queue) + len(events) + 1 > EVENT_QUEUE_LIMIT:
             self._stats.replays_refused += 1
@@ -343,10 +405,10 @@ class Publisher:
                                     event.get("ts"), event.get("v", 1))
             except (KeyError, MalformedFrame):
                 continue  # a journal record this version cannot send: its seq shows as a gap
-            queue.append(head + encode(envelope))
+            queue.append((prefix, encode(envelope)))
         end = Envelope(topic=REPLAY_END, seq=last_seq, source=self._source,
                        data={"last_seq": last_seq, "lost": lost, "daemon": self.identity})
-        queue.append(head + encode(end))
+        queue.append((prefix, encode(end)))
         self._stats.replays += 1
         if self.socket is not None:
             self.socket.wake()

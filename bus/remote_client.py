@@ -28,7 +28,7 @@ from typing import Any
 import zmq
 
 from bus.codec import Envelope
-from bus.connect import FilterGaps, event
+from bus.connect import FilterGaps, events
 
 __all__ = ["RemoteStream", "merge"]
 
@@ -144,19 +144,21 @@ class RemoteStream:
                     frames.append(self.socket.recv(zmq.NOBLOCK))
             except zmq.Again:
                 return shown
-            received = event(frames)
+            received = events(frames)
             if received is None:
                 continue
-            topic, envelope = received
+            topic, envelopes, _ = received
             if topic.startswith(b"replay."):
                 if topic == self._replay_prefix:
-                    self._on_replayed(envelope, shown)
+                    for envelope in envelopes:
+                        self._on_replayed(envelope, shown)
                 continue
             self._gaps.seen(topic)
-            if self._replay_prefix is not None:
-                self._held.append(envelope)
-            else:
-                self._on_live(envelope, shown)
+            for envelope in envelopes:
+                if self._replay_prefix is not None:
+                    self._held.append(envelope)
+                else:
+                    self._on_live(envelope, shown)
 
     def _on_replayed(self, envelope: Envelope, shown: list[Envelope]) -> None:
         if envelope.topic != "replay.end":

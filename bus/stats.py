@@ -25,7 +25,9 @@ class BusStats:
     stream_in_dropped: int = 0  # from clients, for no running request, or over INBOX_LIMIT
     events_published: int = 0  # publish() calls
     events_sent: int = 0  # events written to the XPUB socket
+    event_frames: int = 0  # the frames they went in (one for several queued together: bus/batches.py)
     events_dropped: int = 0  # events dropped before the socket (queue full, server stopped)
+    events_unsubscribed: int = 0  # events no subscription's prefix took: not written to the socket
     subscriptions: int = 0  # subscription messages seen on the XPUB socket
     filters_refused: int = 0  # filtered subscriptions not served: undecodable, or too many filters
     replays: int = 0  # subscription-only replays sent (replay.<token>.<seq>., bus/remote.py)

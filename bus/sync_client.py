@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus import codec
 from bus.codec import Envelope
-from bus.connect import POLL_SLICE, SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, event, locate, same_daemon, subscriber
+from bus.connect import POLL_SLICE, SYNC_TIMEOUT, FilterGaps, check_daemon, check_prefixes, events, locate, same_daemon, subscriber
 from bus.errors import DaemonUnavailable, RequestTimeout
 from bus.zmtp import ZmtpDealer, ZmtpError
 
@@ -331,11 +331,14 @@ class Subscription(Iterator[Envelope]):
         self.bad_frames = 0
         self.filter_gaps = FilterGaps()  # a filtered subscription's missed events
         self._sub = sub
+        self._received: list[Envelope] = []  # the rest of a batch (bus/batches.py), reversed
 
     def __iter__(self) -> Subscription:
         return self
 
     def __next__(self) -> Envelope:
+        if self._received:
+            return self._received.pop()
         import zmq
 
         deadline = time.monotonic() + self.timeout if self.timeout is not None else None
@@ -359,12 +362,19 @@ class Subscription(Iterator[Envelope]):
                 if exc.errno in (zmq.ENOTSOCK, zmq.ETERM):
                     raise StopIteration from None  # closed
                 raise
-            received = event(frames)
+            received = events(frames)
             if received is None:
                 self.bad_frames += 1
                 continue
-            self.filter_gaps.seen(received[0])
-            return received[1]
+            topic, envelopes, bad = received
+            self.bad_frames += bad
+            self.filter_gaps.seen(topic)
+            if len(envelopes) == 1:
+                return envelopes[0]
+            if envelopes:
+                envelopes.reverse()
+                self._received = envelopes
+                return envelopes.pop()
 
     def close(self) -> None:
         self._sub.close(linger=0)

@@ -110,9 +110,7 @@ class AsyncSocket:
                 while socket.get(zmq.RCVMORE):
                     message.append(_view_or_bytes(socket.recv(zmq.NOBLOCK, copy=False)))
             else:
-                message = [socket.recv(zmq.NOBLOCK)]
-                while socket.get(zmq.RCVMORE):
-                    message.append(socket.recv(zmq.NOBLOCK))
+                message = _with_more_frames(socket, [socket.recv(zmq.NOBLOCK)])
         except zmq.Again:
             return None
         finally:
@@ -126,9 +124,7 @@ class AsyncSocket:
         socket = self.socket
         try:
             first = socket.recv(zmq.NOBLOCK, copy=False)
-            message = [first.bytes]
-            while socket.get(zmq.RCVMORE):
-                message.append(socket.recv(zmq.NOBLOCK))
+            message = _with_more_frames(socket, [first.bytes])
         except zmq.Again:
             return None
         finally:
@@ -233,3 +229,10 @@ class AsyncSocket:
 
 def _view_or_bytes(frame: zmq.Frame) -> bytes | memoryview:
     return frame.buffer if len(frame) >= VIEW_MIN else frame.bytes
+
+
+def _with_more_frames(socket: zmq.Socket, message: list[bytes]) -> list[bytes]:
+    """``message`` (its first frame received) with the rest of its frames, as bytes."""
+    while socket.get(zmq.RCVMORE):
+        message.append(socket.recv(zmq.NOBLOCK))
+    return message

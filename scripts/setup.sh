@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 # probe of tests/integration/test_security.py. docker.io: its `docker` CLI drives dockyard's
 # Engine API in tests/integration/test_api.py (its dockerd is not started); docker-compose (1.29)
 # drives it in test_api_networks.py. tini: the static
-# init of `run --init` (tini-static).
-packages=(bsdutils busybox-static containerd docker.io docker-compose python3-venv python3-dev iproute2 iptables podman runc skopeo umoci docker-registry systemd util-linux libseccomp2 gcc libc6-dev tini)
+# init of `run --init` (tini-static). openssl: the certificates of the API's TLS tests.
+packages=(bsdutils busybox-static containerd docker.io docker-compose python3-venv python3-dev iproute2 iptables openssl podman runc skopeo umoci docker-registry systemd util-linux libseccomp2 gcc libc6-dev tini)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

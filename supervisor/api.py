@@ -187,13 +187,13 @@ class Supervisor:
         except OSError as exc:
             raise DockyardError(f"cannot prepare the containers' cgroups: {exc.strerror}") from exc
         self.lifecycle.check_default_pids_limit()
-        await self._setup_remap()
+        self.lifecycle.remap = await remap.start(self.config, self.log)
         if self.keeper is not None:  # what the last daemon's containers left with the keeper
             self._stack.push_async_callback(self.keeper.aclose)
             held = await self.keeper.connect()
             self.lifecycle.held = {container.id: container for container in held}
         await self._load_and_reconcile()
-        await self._start_networking()
+        await self.networks.start(self.config)
         await self._stack.enter_async_context(self._fork_server)  # closed after the nursery
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self.lifecycle.nursery = nursery
@@ -255,34 +255,6 @@ class Supervisor:
         for skipped in self.volume_store.skipped:
             self.log.warning("a volume's record cannot be read: it is not listed", volume=skipped)
         await reconcile.load_and_reconcile(self.lifecycle)
-
-    async def _setup_remap(self) -> None:
-        """--userns-remap: the mapping, and whether the layers are idmapped (lifecycle/remap.py)."""
-        from supervisor.userns import RemapError
-
-        config = self.config
-        try:
-            self.lifecycle.remap = await trio.to_thread.run_sync(
-                remap.setup, config.userns_remap, config.root, config.subuid_file, config.subgid_file,
-                config.userns_layers)
-        except (RemapError, OSError) as exc:
-            raise DockyardError(f"cannot set up user namespaces: {exc}") from exc
-        if self.lifecycle.remap.reason:
-            self.log.warning("idmapped mounts are not available: image layers get a chowned copy per mapping",
-                             reason=self.lifecycle.remap.reason)
-
-    async def _start_networking(self) -> None:
-        """The bridge, and the clean-up of what a crashed daemon left (after the records are
-        reconciled: no container runs yet, so every lease and veth of ours is stale)."""
-        from supervisor.network.manager import Network  # pyroute2: the daemon only
-
-        self.networking = Network(
-            self.config.root, self.config.bridge_name, self.config.bridge_subnet, self.config.ip_masq, self.log,
-            userland_proxy=self.config.userland_proxy,
-        )
-        running = {c.id for c in self.lifecycle.containers.values() if c.status.running}
-        running |= set(self.lifecycle.left_alone)  # another dockyard's: their leases, veths and rules stay
-        await self.networking.start(running)
 
     def reconfigure(self, **changes: Any) -> None:
         """Apply new values of the settings that can change while the supervisor runs (the
@@ -374,6 +346,13 @@ class Supervisor:
     async def kill(self, ref: str, sig: int = signal.SIGKILL) -> Container:
         return await self.lifecycle.kill(ref, sig)
 
+    async def pause(self, ref: str) -> Container:
+        """Freeze every process of a running container (docker pause)."""
+        return await self.lifecycle.pause(ref)
+
+    async def unpause(self, ref: str) -> Container:
+        return await self.lifecycle.unpause(ref)
+
     async def restart(self, ref: str, timeout: int | None = None) -> Container:
         return await self.lifecycle.restart(ref, timeout)
 
@@ -391,10 +370,10 @@ class Supervisor:
                       options: dict[str, str] | None = None) -> Volume:
         return self.volumes.create(name, labels, options)
 
-    def list_images(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+    def list_images(self, filters: list[str] | None = None, all: bool = False) -> list[tuple[Image, list[str]]]:
         """The images as ``images`` lists them, each with the tags to show (``filters``:
-        ``KEY=VALUE``, docs/cli.md)."""
-        return self.image_service.list(filters)
+        ``KEY=VALUE``, docs/cli.md; ``all``: a build's intermediate images too)."""
+        return self.image_service.list(filters, all)
 
     def list_volumes(self, filters: list[str] | None = None) -> list[Volume]:
         return self.volumes.list(filters)
@@ -418,10 +397,11 @@ class Supervisor:
         """Give a container another name (``docker rename``)."""
         return await self.lifecycle.rename(ref, name)
 
-    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+    async def update(self, ref: str, changes: dict[str, Any], restart: str | None = None) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
-        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule)."""
-        return await self.lifecycle.update(ref, changes)
+        cgroup when it is running; a value of 0 leaves a limit as it is (docker's rule).
+        ``restart``: a new restart policy (``update --restart``), for its next exits."""
+        return await self.lifecycle.update(ref, changes, restart)
 
     async def read_logs(self, ref: str) -> AsyncIterator[tuple[str, float, bytes]]:
         """The container's stored output, oldest first: ``(stream, time, data)`` per record,

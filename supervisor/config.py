@@ -88,6 +88,9 @@ class Config:
     live_restore: bool = False
     #: More addresses for the Engine API worker (``tcp://127.0.0.1:PORT``; docs/api.md).
     api_addresses: tuple[str, ...] = ()
+    #: ``--tlsverify``: ``(cacert, cert, key)``, the API's TCP addresses served over TLS with
+    #: client certificates signed by that CA (docs/api.md, "TLS"); empty: no TLS.
+    api_tls: tuple[str, ...] = ()
     init: bool = False
     init_path: str = ""
     userns_remap: str = ""
@@ -138,8 +141,11 @@ class Config:
             except LimitError as exc:
                 raise ValueError(f"--default-ulimit: {exc.message}") from None
         object.__setattr__(self, "api_addresses", tuple(self.api_addresses))
+        object.__setattr__(self, "api_tls", tuple(self.api_tls))
+        if self.api_tls:
+            check_api_tls(*self.api_tls)
         for address in self.api_addresses:
-            check_api_address(address)
+            check_api_address(address, tls=bool(self.api_tls))
         if self.init_path and not str(self.init_path).startswith("/"):
             raise ValueError(f"--init-path must be an absolute path, not {self.init_path!r}")
         if self.userns_layers not in ("auto", "idmapped", "copy"):
@@ -167,9 +173,10 @@ class Config:
         return self.root / "journal"
 
 
-def check_api_address(address: str) -> None:
-    """An ``--api`` address: ``tcp://`` on a loopback address, or ``unix:///PATH``; anything
-    else is refused (the API gives root to whoever reaches it, and is served without TLS).
+def check_api_address(address: str, tls: bool = False) -> None:
+    """An ``--api`` address: ``tcp://HOST:PORT``, or ``unix:///PATH``; anything else is refused.
+    A TCP address that is not loopback needs ``tls`` (``--tlsverify``): the API gives root on
+    the host to whoever reaches it.
 
     Raises:
         ValueError: naming the address and why.
@@ -188,9 +195,27 @@ def check_api_address(address: str) -> None:
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        if tls:
+            raise ValueError(f"--api {address}: the host must be an IP address (0.0.0.0 for every one)") from None
         loopback = False
-    if not loopback:
+    if not loopback and not tls:
         raise ValueError(
-            f"--api {address}: refusing a non-loopback address: the Engine API gives root on this host to "
-            "whoever reaches it, and dockyard serves it without TLS client certificates; use 127.0.0.1 "
-            "(or ::1), or the unix socket")
+            f"--api {address}: refusing a non-loopback address without TLS: the Engine API gives root on this "
+            "host to whoever reaches it; serve it with client certificates (--tlsverify --tlscacert FILE "
+            "--tlscert FILE --tlskey FILE, as dockerd), or use 127.0.0.1 (or ::1), or the unix socket")
+
+
+def check_api_tls(cacert: str = "", cert: str = "", key: str = "", *extra: str) -> None:
+    """``--tlsverify``'s three files: each given and readable.
+
+    Raises:
+        ValueError: naming the flag and the file.
+    """
+    if extra:
+        raise ValueError("api_tls is (cacert, cert, key)")
+    for flag, path in (("--tlscacert", cacert), ("--tlscert", cert), ("--tlskey", key)):
+        if not path:
+            raise ValueError(f"--tlsverify needs {flag} FILE (the CA of the clients' certificates, the "
+                             "server's certificate and its key)")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{flag} {path}: cannot read the file")

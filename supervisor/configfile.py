@@ -58,6 +58,10 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "subgid-file": ((str,), "a path"),
     "userns-layers": ((str,), "auto, idmapped or copy"),
     "live-restore": ((bool,), "true or false"),
+    "tlsverify": ((bool,), "true or false"),
+    "tlscacert": ((str,), "a path"),
+    "tlscert": ((str,), "a path"),
+    "tlskey": ((str,), "a path"),
 }
 RELOADABLE = frozenset({"log-level", "stats-interval", "shutdown-timeout"})
 

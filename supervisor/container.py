@@ -33,7 +33,8 @@ _NAMES = (
 
 
 def status_running(container: Container) -> bool:
-    return container.status is Status.RUNNING
+    """Its process exists (running or paused)."""
+    return container.status.running
 
 
 def random_name() -> str:
@@ -96,6 +97,7 @@ class Container:
     process: Any = None
     cgroup: Any = None
     stopping: bool = False
+    thawing: trio.Event | None = None  # set once a thaw under way ends (lifecycle/pausing.py)
     stats_reader: Any = None  # supervisor.stats.StatsReader while it runs
     last_sample: Any = None  # the sampler's last supervisor.stats.Sample
     attachments: list[Attachment] = field(default_factory=list)
@@ -244,12 +246,12 @@ class Container:
             "Args": self.resolved.argv[1:],
             "State": {
                 "Status": "restarting" if restarting else status.value,
-                "Running": status is Status.RUNNING,
-                "Paused": False,
+                "Running": status.running,
+                "Paused": status is Status.PAUSED,
                 "Restarting": restarting,
                 "OOMKilled": self.oom_killed,
                 "Dead": status is Status.DEAD,
-                "Pid": self.pid if status is Status.RUNNING else 0,
+                "Pid": self.pid if status.running else 0,
                 "ExitCode": self.exit_code,
                 "Error": self.error,
                 "StartedAt": self.started_at,
@@ -280,6 +282,8 @@ class Container:
             },
             "HostConfig": {
                 "AutoRemove": self.spec.auto_remove,
+                "CgroupnsMode": "private",  # every container has its own cgroup namespace (runtime/namespaces.py)
+                "UTSMode": self.spec.uts,
                 **({"Init": self.spec.init} if self.spec.init is not None else {}),
                 "RestartPolicy": self.spec.restart_policy.host_config(),
                 "NetworkMode": self.spec.network,
@@ -341,7 +345,7 @@ def _mounts(container: Container) -> list[dict[str, Any]]:
 
 
 def _network_settings(container: Container) -> dict[str, Any]:
-    if container.network is not None and container.status is Status.RUNNING:
+    if container.network is not None and container.status.running:
         settings = container.network.settings()
     else:
         settings = {"Bridge": "", "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "", "Ports": {},
@@ -394,6 +398,6 @@ def _networks(mode: str) -> list[str]:
 
 def _ports_column(container: Container) -> str:
     """ps's PORTS, as docker: ``127.0.0.1:8080->80/tcp, 81/udp``."""
-    if container.network is None or container.status is not Status.RUNNING:
+    if container.network is None or not container.status.running:
         return ""
     return ", ".join(f"{m.host(port)}->{m.key}" for m, port in container.network.ports)

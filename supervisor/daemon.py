@@ -75,9 +75,12 @@ def worker_commands(config: Config, log_format: str, log_level: str) -> dict[str
                "--log-format", log_format, "--log-level", log_level, "--parent-pid", str(os.getpid())]
         for name in config.worker_names
     }
-    for address in config.api_addresses:
-        if "api" in commands:
+    if "api" in commands:
+        for address in config.api_addresses:
             commands["api"] += ["--api", address]
+        if config.api_tls:
+            cacert, cert, key = config.api_tls
+            commands["api"] += ["--tlsverify", "--tlscacert", cacert, "--tlscert", cert, "--tlskey", key]
     return commands
 
 

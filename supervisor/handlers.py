@@ -107,6 +107,8 @@ class Handlers:
             ops.CONTAINER_START: self.start,
             ops.CONTAINER_STOP: self.stop,
             ops.CONTAINER_KILL: self.kill,
+            ops.CONTAINER_PAUSE: self.pause,
+            ops.CONTAINER_UNPAUSE: self.unpause,
             ops.CONTAINER_RESTART: self.restart,
             ops.CONTAINER_WAIT: self.wait,
             ops.CONTAINER_REMOVE: self.remove,
@@ -217,6 +219,14 @@ class Handlers:
         container = await self.sup.kill(args["container"], sig)
         return {"id": container.id}
 
+    async def pause(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{container} -> {id}, once its processes are frozen"""
+        return {"id": (await self.sup.pause(args["container"])).id}
+
+    async def unpause(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """{container} -> {id}, once its processes run again"""
+        return {"id": (await self.sup.unpause(args["container"])).id}
+
     async def restart(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{container, timeout?} -> {id}"""
         container = await self.sup.restart(args["container"], args["timeout"])
@@ -246,10 +256,10 @@ class Handlers:
         return {"id": container.id, "name": container.name}
 
     async def update(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{container, resources: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
-        cpu_shares?, cpuset_cpus?, pids_limit?}} -> {id, resources}. Values as in a spec
-        ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
-        container = await self.sup.update(args["container"], args["resources"])
+        """{container, resources?: {memory?, memory_swap?, memory_reservation?, cpus? | nano_cpus?,
+        cpu_shares?, cpuset_cpus?, pids_limit?}, restart?: policy} -> {id, resources}. Values as
+        in a spec ("64m", "0.5", or numbers); 0 leaves a limit unchanged."""
+        container = await self.sup.update(args["container"], args["resources"] or {}, restart=args["restart"])
         return {"id": container.id, "resources": container.spec.resources.to_map()}
 
     async def stats(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -380,12 +390,12 @@ class Handlers:
         return _with_warnings({"path": written}, warnings)
 
     async def image_list(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{filters?: [KEY=VALUE]} -> {images: [summary + labels]} (a ``reference=`` filter keeps
-        the tags that match)."""
+        """{filters?: [KEY=VALUE], all?} -> {images: [summary + labels]} (a ``reference=`` filter
+        keeps the tags that match; ``all``: a build's intermediate images too)."""
         return {"images": [{**image_summary(image), "repo_tags": tags,
                             "labels": (image.config or {}).get("Labels") or {},
                             "repo_digests": list(image.repo_digests)}
-                           for image, tags in self.sup.list_images(args["filters"])]}
+                           for image, tags in self.sup.list_images(args["filters"], args["all"])]}
 
     async def image_inspect(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
         """{image} -> the docker-shaped image inspect document"""
@@ -430,7 +440,8 @@ class Handlers:
             "cgroup_path": self.sup.cgroup_path,
             "default_pids_limit": self.sup.default_pids_limit if self.sup.default_pids_limit > 0 else None,
             "containers": len(containers),
-            "running": sum(1 for c in containers if c.status.running),
+            "running": sum(1 for c in containers if c.status.running and not c.status.can_unpause()),
+            "paused": sum(1 for c in containers if c.status.can_unpause()),
             "images": len(self.sup.images.list()),
             "events_channel": EVENTS_CHANNEL,
             "bus": self.bus_stats(),

@@ -14,10 +14,11 @@ The declarations are the one source of (issue 16):
 
 * the handlers' table (supervisor/handlers.py refuses a handler without a declaration);
 * the operation names the CLI and the workers send (the constants below: ``CONTAINER_RUN``);
-* the operation table of docs/events.md, generated from :data:`OPERATIONS`::
+* the operation table of docs/events.md, generated from :data:`OPERATIONS`
+  (supervisor/optable.py)::
 
-      python -m supervisor.operations --markdown          # print it
-      python -m supervisor.operations --update docs/events.md
+      python -m supervisor.optable --markdown          # print it
+      python -m supervisor.optable --update docs/events.md
 
 ``bus.ping`` and ``bus.sync`` are declared here too, for the table and the clients; the bus
 serves and checks them itself (bus/server.py). This module imports nothing heavy: the CLI
@@ -118,6 +119,8 @@ CONTAINER_ATTACH = "container.attach"
 CONTAINER_EXEC = "container.exec"
 CONTAINER_STOP = "container.stop"
 CONTAINER_KILL = "container.kill"
+CONTAINER_PAUSE = "container.pause"
+CONTAINER_UNPAUSE = "container.unpause"
 CONTAINER_RESTART = "container.restart"
 CONTAINER_WAIT = "container.wait"
 CONTAINER_REMOVE = "container.remove"
@@ -243,6 +246,10 @@ _OPERATIONS = (
         reply="`{id}`", keys=("id",), errors=_CONTAINER_REF),
     _op(CONTAINER_KILL, _container(), Argument("signal", "signal", default="KILL", doc="name or number, default KILL"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, "invalid_state": "it is not running"}),
+    _op(CONTAINER_PAUSE, _container(), reply="`{id}` once its processes are frozen", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not running, or already paused"}),
+    _op(CONTAINER_UNPAUSE, _container(), reply="`{id}` once its processes run again", keys=("id",),
+        errors={**_CONTAINER_REF, "invalid_state": "it is not paused"}),
     _op(CONTAINER_RESTART, _container(), Argument("timeout", "int", minimum=0, doc="s"),
         reply="`{id}`", keys=("id",), errors={**_CONTAINER_REF, **_START}),
     _op(CONTAINER_WAIT, _container(), reply="`{exit_code}` once it is not running", keys=("exit_code",),
@@ -262,8 +269,8 @@ _OPERATIONS = (
               "CpuShares, CpusetCpus, PidsLimit, Devices; `State.OOMKilled`)",
         keys=None, errors=_CONTAINER_REF),
     _op(CONTAINER_UPDATE, _container(),
-        Argument("resources", "map", required=True,
-                 doc="the map below; 0 leaves a limit unchanged; not `devices`"),
+        Argument("resources", "map", doc="the map below; 0 leaves a limit unchanged; not `devices`"),
+        Argument("restart", "str", doc="a new restart policy: no, always, unless-stopped, on-failure[:N]"),
         reply="`{id, resources}`", keys=("id", "resources"), errors=_CONTAINER_REF),
     _op(CONTAINER_RENAME, _container(), Argument("name", "str", required=True, doc="the new name"),
         reply="`{id, name}`", keys=("id", "name"),
@@ -325,6 +332,7 @@ _OPERATIONS = (
         reply="`{path, warnings?}` (written)", keys=("path", "warnings?"), errors=_CONTAINER_REF),
     _op(IMAGE_LIST, Argument("filters", "strings", default=[],
                              doc="[`KEY=VALUE`]: reference, label, dangling, before, since (docs/cli.md)"),
+        Argument("all", "bool", default=False, doc="a build's intermediate images too (`images -a`)"),
         reply="`{images: [{id, repo_tags, created, size, labels, repo_digests}]}`, newest first (`reference=`: the tags that "
               "match)", keys=("images",), errors={"not_found": "a before= or since= image"}),
     _op(IMAGE_INSPECT, _image(), reply="docker's image inspect document", keys=None, errors=_IMAGE_REF),
@@ -333,6 +341,9 @@ _OPERATIONS = (
               "`{reference, digest, image: {id, repo_tags, created, size}, fetched, skipped, bytes}`",
         keys=("reference", "digest", "image", "fetched", "skipped", "bytes"), errors=_REGISTRY),
     _op(IMAGE_PUSH, Argument("reference", "str", required=True),
+        Argument("compression", "str", choices=("gzip", "zstd"),
+                 doc="`gzip` or `zstd`, the layers' compression; absent: gzip, and a blob the registry "
+                 "has in the other is named as it is"),
         reply="streams `{progress}` as pull; then `{reference, digest, size, uploaded, existed, mounted, bytes}`",
         keys=("reference", "digest", "size", "uploaded", "existed", "mounted", "bytes"),
         errors={**_REGISTRY, "not_found": "no such image here; no such repository at the registry"}),
@@ -430,7 +441,7 @@ _OPERATIONS = (
         keys=("records", "lost", "last"), errors=_CONTAINER_REF),
     _op(DAEMON_INFO,
         reply="`{version, pid, root, run_dir, cgroup_parent, cgroup_path, default_pids_limit, containers, running, "
-              "images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
+              "paused, images, events_channel, bus, workers, network, SecurityOptions, userns, logs, warnings}`: `workers` "
               "`{name: {pid (null while no process runs), running, restarts, last_exit}}`; `SecurityOptions` "
               "[str] as docker's (`name=seccomp,profile=default`, `name=cgroupns`, `name=userns`); `userns` null "
               "or `{user, group, uid_map, gid_map, root, layers, idmap_unavailable}` (--userns-remap; `layers`: "
@@ -438,7 +449,7 @@ _OPERATIONS = (
               "unstored: [{id, name, records, bytes, since, blocked}]}`; `warnings` [str] for people (no log "
               "collector, containers blocked on one)",
         keys=("version", "pid", "root", "run_dir", "cgroup_parent", "cgroup_path", "default_pids_limit",
-              "containers", "running", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
+              "containers", "running", "paused", "images", "events_channel", "bus", "workers", "network", "SecurityOptions",
               "userns", "logs", "warnings")),
 )
 
@@ -453,67 +464,3 @@ def check_arguments(op: str, args: Any) -> dict[str, Any]:
     """``OPERATIONS[op].check(args)``."""
     return OPERATIONS[op].check(args)
 
-
-# --- docs/events.md's table ----------------------------------------------------------------
-
-#: The lines around the generated table in docs/events.md.
-TABLE_BEGIN = "<!-- the operation table: generated by `python -m supervisor.operations --update docs/events.md` -->"
-TABLE_END = "<!-- end of the generated operation table -->"
-
-
-def _argument_cell(operation: Operation) -> str:
-    if not operation.arguments:
-        return "—"
-    cells = []
-    for argument in operation.arguments.values():
-        cell = f"`{argument.name}`" + ("" if argument.required else "?")
-        cells.append(f"{cell} ({argument.doc})" if argument.doc else cell)
-    return ", ".join(cells)
-
-
-def _errors_cell(operation: Operation) -> str:
-    return ", ".join(f"`{code}`" + (f" ({when})" if when else "") for code, when in operation.errors.items()) or "—"
-
-
-def markdown_table() -> str:
-    """The operation table of docs/events.md, from :data:`OPERATIONS`."""
-    lines = ["| op | arguments | reply | errors (besides " + ", ".join(f"`{code}`" for code in COMMON_ERRORS) + ") |",
-             "| --- | --- | --- | --- |"]
-    for operation in OPERATIONS.values():
-        lines.append(f"| `{operation.name}` | {_argument_cell(operation)} | {operation.reply} | "
-                     f"{_errors_cell(operation)} |")
-    return "\n".join(lines) + "\n"
-
-
-def with_table(document: str) -> str:
-    """``document`` (docs/events.md's text) with its generated table replaced by the current one.
-
-    Raises:
-        ValueError: the document lacks the lines that mark the table.
-    """
-    begin, end = document.find(TABLE_BEGIN), document.find(TABLE_END)
-    if begin < 0 or end < begin:
-        raise ValueError(f"no generated operation table: the lines {TABLE_BEGIN!r} and {TABLE_END!r} are missing")
-    return document[:begin] + TABLE_BEGIN + "\n\n" + markdown_table() + "\n" + document[end:]
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(prog="python -m supervisor.operations",
-                                     description="docs/events.md's operation table, from the declarations.")
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--markdown", action="store_true", help="print the table")
-    action.add_argument("--update", metavar="FILE", help="replace the generated table in FILE (docs/events.md)")
-    args = parser.parse_args(argv)
-    if args.markdown:
-        print(markdown_table(), end="")
-        return 0
-    path = Path(args.update)
-    path.write_text(with_table(path.read_text()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,6 +14,7 @@ meaning "not set" and -1 meaning "unlimited" where docker allows it:
     --cpuset-cpus         cpuset_cpus         "0-2,4"                         CpusetCpus
     --pids-limit          pids_limit          processes, -1 unlimited         PidsLimit
     --device              devices             /dev/X[:/dev/Y[:rwm]]           Devices
+    --device-cgroup-rule  device_cgroup_rules "c 7:128 rwm", "b 8:* r"        DeviceCgroupRules
 
 Like docker, a memory limit without --memory-swap gets memory+swap = twice the memory.
 """
@@ -31,6 +32,8 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([bkmgtp])?(?:i?b)?\Z", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*\Z")
 _DEVICE_PERMISSIONS = re.compile(r"^[rwm]{1,3}\Z")
+#: docker's devices cgroup rule: a type, MAJOR:MINOR (a number or *), permissions.
+_DEVICE_CGROUP_RULE = re.compile(r"^[abc] (\d+|\*):(\d+|\*) [rwm]{1,3}\Z")
 
 MIN_MEMORY = 6 << 20  # docker: "Minimum memory limit allowed is 6MB"
 MIN_SHARES, MAX_SHARES = 2, 262144
@@ -48,6 +51,7 @@ FLAGS = {
     "cpuset_cpus": "--cpuset-cpus",
     "pids_limit": "--pids-limit",
     "devices": "--device",
+    "device_cgroup_rules": "--device-cgroup-rule",
 }
 #: What the bus calls a field in a request: the spec key, or the CLI flag's name.
 ALIASES = {"cpus": "nano_cpus"}
@@ -153,6 +157,9 @@ class Resources:
     cpuset_cpus: str = ""
     pids_limit: int = 0
     devices: tuple[str, ...] = ()
+    #: devices cgroup rules allowed besides the standard devices and --device (cgroup v1's
+    #: devices.allow; v2 has no devices files: module docstring of runtime/cgroups)
+    device_cgroup_rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -164,6 +171,14 @@ class Resources:
                 if not isinstance(value, (tuple, list)):
                     raise _bad(item.name, value, "not a list of device mappings")
                 object.__setattr__(self, "devices", tuple(str(DeviceMapping.parse(d)) for d in value))
+            elif item.name == "device_cgroup_rules":
+                if not isinstance(value, (tuple, list)):
+                    raise _bad(item.name, value, "not a list of rules")
+                for rule in value:
+                    if not isinstance(rule, str) or not _DEVICE_CGROUP_RULE.match(rule):
+                        raise _bad(item.name, rule, "use TYPE MAJOR:MINOR PERMISSIONS, e.g. 'c 7:128 rwm' (a, b or c; "
+                                                    "a number or *; some of r, w, m)")
+                object.__setattr__(self, "device_cgroup_rules", tuple(value))
             elif type(value) is not int:
                 raise _bad(item.name, value, "not a whole number")
         if self.memory < 0 or self.memory_reservation < 0 or self.nano_cpus < 0 or self.cpu_shares < 0:
@@ -223,7 +238,7 @@ class Resources:
                 values[name] = value.strip()
             else:
                 if not isinstance(value, (list, tuple)):
-                    raise _bad(name, value, "not a list of device mappings")
+                    raise _bad(name, value, "not a list of device mappings" if name == "devices" else "not a list of rules")
                 values[name] = tuple(value)
         if base is None:
             return cls(**values)
@@ -234,6 +249,9 @@ class Resources:
     def to_map(self) -> dict[str, Any]:
         data = asdict(self)
         data["devices"] = list(self.devices)
+        data["device_cgroup_rules"] = list(self.device_cgroup_rules)
+        if not self.device_cgroup_rules:  # a record an earlier dockyard still reads
+            del data["device_cgroup_rules"]
         return data
 
     def host_config(self) -> dict[str, Any]:
@@ -250,6 +268,7 @@ class Resources:
                 {"PathOnHost": m.host, "PathInContainer": m.container, "CgroupPermissions": m.permissions}
                 for m in map(DeviceMapping.parse, self.devices)
             ],
+            "DeviceCgroupRules": list(self.device_cgroup_rules) or None,
         }
 
     def check_host(self, cpu_count: int) -> None:

@@ -93,6 +93,7 @@ class ContainerSpec:
     group_add: tuple[str, ...] = ()  # group names or ids
     sysctls: tuple[str, ...] = ()  # KEY=VALUE, namespaced keys only (a map is accepted too)
     userns_mode: str = ""  # "host": no user namespace under the daemon's --userns-remap (docker's --userns)
+    uts: str = ""  # "host": the host's UTS namespace, its hostname (docker's --uts); "": one of its own
     # Volumes and mounts (supervisor/mounts.py parses them, docs/volumes.md): the flags as given.
     volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:OPTS], NAME:CONTAINER[:OPTS], CONTAINER
     mounts: tuple[str, ...] = ()  # --mount type=...,source=...,target=...
@@ -202,7 +203,7 @@ class ContainerSpec:
                 raise InvalidArgument(exc.message, flag="--log-opt", key=exc.key) from None
         if "stop_signal" in values and isinstance(values["stop_signal"], str):
             values["stop_signal"] = parse_signal(values["stop_signal"])
-        for key in ("image", "workdir", "user", "hostname", "name", "init_path", "userns_mode"):
+        for key in ("image", "workdir", "user", "hostname", "name", "init_path", "userns_mode", "uts"):
             if key in values and not isinstance(values[key], str):
                 raise InvalidArgument(f"spec.{key}: must be a string")
         return cls(**values)
@@ -217,6 +218,8 @@ class ContainerSpec:
         data["log_options"] = self.log_options.to_map()
         for key in ("publish", "add_host", "dns", "dns_search", "dns_option", "labels", *_SECURITY_LISTS, *_MOUNT_LISTS):
             data[key] = list(getattr(self, key))
+        if not self.uts:  # a record an earlier dockyard still reads
+            del data["uts"]
         return data
 
     @property
@@ -280,6 +283,16 @@ def _check_security(spec: ContainerSpec) -> None:
     if spec.userns_mode not in ("", "host"):
         raise InvalidArgument(f"invalid value {spec.userns_mode!r} for --userns: only 'host' is supported "
                               "(the daemon's --userns-remap decides the mapping)", flag="--userns")
+    if spec.uts not in ("", "host"):
+        raise InvalidArgument(f"invalid value {spec.uts!r} for --uts: only 'host' is supported", flag="--uts")
+    if spec.uts and spec.hostname:
+        raise InvalidArgument("conflicting options: --hostname and --uts host (the host's hostname)", flag="--uts")
+    if spec.uts:  # the host's: its names are not the container's to change
+        for entry in spec.sysctls:
+            key = str(entry).partition("=")[0].replace("/", ".")
+            if key in ("kernel.hostname", "kernel.domainname"):
+                raise InvalidArgument(f"--sysctl {key} is not allowed in the host's UTS namespace (--uts host)",
+                                      flag="--sysctl")
     for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop")):
         names = tuple(privileges.capability(name, flag) for name in getattr(spec, key))
         object.__setattr__(spec, key, tuple(dict.fromkeys(names)))

@@ -9,6 +9,12 @@ asks the predicates (``can_start`` ...) and never compares status strings.
                   └──────remove──▶ REMOVING ◀──remove──┘
                                       │
                                       └──remove_failed──▶ DEAD ──remove──▶ REMOVING
+
+    RUNNING ──pause──▶ PAUSED ──unpause──▶ RUNNING      PAUSED ──exit──▶ EXITED
+
+PAUSED is docker's: every process of the container frozen (its cgroup's freezer), its pid 1
+still there. It counts as running (``running``, docker's ``State.Running``): a stop or a kill
+of a paused container thaws it (lifecycle/pausing.py), a remove needs ``force``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ class Status(enum.Enum):
     CREATED = "created"
     RUNNING = "running"
     EXITED = "exited"
+    PAUSED = "paused"
     REMOVING = "removing"
     DEAD = "dead"
 
@@ -29,14 +36,21 @@ class Status(enum.Enum):
         return (self, "start") in _TABLE
 
     def can_kill(self) -> bool:
-        return self is Status.RUNNING
+        return self.running
+
+    def can_pause(self) -> bool:
+        return (self, "pause") in _TABLE
+
+    def can_unpause(self) -> bool:
+        return (self, "unpause") in _TABLE
 
     def can_remove(self, force: bool = False) -> bool:
-        return (self, "remove") in _TABLE or (force and self is Status.RUNNING)
+        return (self, "remove") in _TABLE or (force and self.running)
 
     @property
     def running(self) -> bool:
-        return self is Status.RUNNING
+        """Its process exists: running or paused (docker's ``State.Running``)."""
+        return self is Status.RUNNING or self is Status.PAUSED
 
 
 # (status, event) -> next status. Nothing else is a legal move.
@@ -46,6 +60,9 @@ _TABLE: dict[tuple[Status, str], Status] = {
     (Status.CREATED, "start_failed"): Status.EXITED,
     (Status.EXITED, "start_failed"): Status.EXITED,
     (Status.RUNNING, "exit"): Status.EXITED,
+    (Status.RUNNING, "pause"): Status.PAUSED,
+    (Status.PAUSED, "unpause"): Status.RUNNING,
+    (Status.PAUSED, "exit"): Status.EXITED,
     (Status.CREATED, "remove"): Status.REMOVING,
     (Status.EXITED, "remove"): Status.REMOVING,
     (Status.DEAD, "remove"): Status.REMOVING,

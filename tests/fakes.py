@@ -65,7 +65,20 @@ class FakeCgroup:
         self.backend.existing.discard(self.name)
 
     def kill_and_remove(self) -> None:
+        if self.backend.frozen.get(self.name):  # as the real one: thawed, or nothing would die
+            self.freeze(False)
         self.backend.existing.discard(self.name)
+
+    def freeze(self, frozen: bool) -> None:
+        """As the kernel: a signal sent to a frozen process is delivered once it is thawed."""
+        if self.backend.freeze_error is not None:
+            raise self.backend.freeze_error
+        self.backend.frozen[self.name] = frozen
+        process = self.backend.processes.get(self.name)
+        if process is not None and not frozen:
+            held, process.held_signals = process.held_signals, []
+            for sig in held:
+                trio.from_thread.run_sync(process.deliver, sig)  # called in a worker thread, as the real one
 
 
 class FakeCgroups:
@@ -76,6 +89,9 @@ class FakeCgroups:
     def __init__(self) -> None:
         self.existing: set[str] = set()
         self.apply_error: BaseException | None = None  # raised by the next apply()s
+        self.frozen: dict[str, bool] = {}  # name -> its freezer's last state
+        self.processes: dict[str, FakeProcess] = {}  # name -> the process launched in it
+        self.freeze_error: BaseException | None = None  # raised by the next freeze()s
 
     def enter(self) -> None:
         pass
@@ -219,6 +235,8 @@ class FakeProcess:
         self.tty = False
         self.returncode: int | None = None
         self.signals: list[int] = []
+        self.frozen: Any = lambda: False  # whether its cgroup is frozen (FakeCgroups)
+        self.held_signals: list[int] = []  # sent while frozen, delivered at the thaw
         self._exited = trio.Event()
 
     def exit(self, code: int) -> None:
@@ -233,6 +251,12 @@ class FakeProcess:
 
     def send_signal(self, sig: int) -> None:
         self.signals.append(int(sig))
+        if self.frozen():
+            self.held_signals.append(int(sig))
+        else:
+            self.deliver(sig)
+
+    def deliver(self, sig: int) -> None:
         if sig in (signal.SIGKILL, signal.SIGTERM):
             self.exit(128 + int(sig))
 
@@ -254,6 +278,7 @@ class FakeLauncher:
         self.entered = trio.Event()
         self.processes: list[FakeProcess] = []
         self.configs: list[Any] = []
+        self.cgroups: FakeCgroups | None = None  # its processes' cgroups (their freezer)
 
     async def launch(self, config: Any, stdio: Any = None, prepare: Any = None, hold_mounts: bool = False) -> FakeProcess:
         self.configs.append(config)
@@ -263,6 +288,9 @@ class FakeLauncher:
         if self.error is not None:
             raise self.error
         process = FakeProcess(10_000 + len(self.processes))
+        if self.cgroups is not None:
+            self.cgroups.processes[config.container_id] = process
+            process.frozen = lambda: self.cgroups.frozen.get(config.container_id, False)
         if prepare is not None:
             await prepare(process.pid)
         self.processes.append(process)
@@ -338,6 +366,7 @@ def make_lifecycle(base: Path) -> Fakes:
     store = ContainerStore(base / "containers")
     logs = LogBuffers(base, publish=publisher.publish, dropped=lambda *args: None, keep=discard)
     cgroups, network, launcher = FakeCgroups(), FakeNetwork(base), FakeLauncher()
+    launcher.cgroups = cgroups
     core = Lifecycle(store=store, images=FakeImages(base), cgroups=cgroups, launcher=launcher, logs=logs,
                      events=publisher, log=log, network=network)
     return Fakes(core, cgroups, network, launcher, store, events, log, published)

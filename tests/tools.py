@@ -21,6 +21,7 @@ TOOLS = {
     "ip": "iproute2",
     "iptables": "iptables",
     "nsenter": "util-linux",
+    "openssl": "openssl",  # the CA and certificates of the API's TLS tests (test_api_tls.py)
     "podman": "podman",
     "script": "bsdutils",  # a terminal for podman run -t (tests/integration/test_ociruntime.py)
     "runc": "runc",  # podman --runtime runc: Debian's podman brings crun, which refuses hybrid cgroups

@@ -33,3 +33,4 @@ class WorkerContext:
     run_dir: Path  # where the bus sockets are
     log: Any
     listen: tuple[str, ...] = ()  # the api worker's --api addresses besides <run>/docker.sock
+    tls: tuple[str, ...] = ()  # the api worker's --tlsverify (cacert, cert, key): TCP over TLS

@@ -148,7 +148,7 @@ class Monitor:
         records: nothing this monitor remembers is needed)."""
         rows = (await self.client.request(ops.CONTAINER_LIST, {"all": True}))["containers"]
         self.counters.resyncs += 1
-        self.running = {row["id"] for row in rows if row["status"] == "running"}
+        self.running = {row["id"] for row in rows if row["status"] in ("running", "paused")}
         for container_id in self.running:
             self.watch_health(container_id)
         known = {row["id"] for row in rows}
@@ -175,7 +175,7 @@ class Monitor:
         if action == "die":
             self.running.discard(container_id)
             await self.consider(container_id)
-        elif action == "start":
+        elif action in ("start", "unpause"):  # a paused one's probe ended (no exec while paused)
             self.running.add(container_id)
             self.watch_health(container_id)
         elif action == "destroy":

@@ -16,7 +16,7 @@ from workers import WORKERS, WorkerContext
 
 
 def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_level: str = "info",
-         parent_pid: int = 0, listen: tuple[str, ...] = ()) -> int:
+         parent_pid: int = 0, listen: tuple[str, ...] = (), tls: tuple[str, ...] = ()) -> int:
     import trio
 
     parent = open_parent(parent_pid) if parent_pid else None
@@ -27,7 +27,7 @@ def main(name: str, root: Path, run_dir: Path, log_format: str = "logfmt", log_l
     module = importlib.import_module(WORKERS[name])
     log = configure_logging(log_format, log_level).bind(worker=name)
     ctx = WorkerContext(name=name, root=Path(root).absolute(), run_dir=Path(run_dir).absolute(), log=log,
-                        listen=tuple(listen))
+                        listen=tuple(listen), tls=tuple(tls))
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -4,8 +4,9 @@ It imports only the synchronous bus client (pyzmq + msgpack), never trio or stru
 `dockyard run` spends its time running the container, not importing Python. The daemon's
 own code is imported by `dockyard daemon` alone.
 
-Where things are: `parser.py` builds the parser from the command groups, each of which
-declares its commands (`register`) beside the functions that run them (`cmd_*`):
+Where things are: `parser.py` builds the parser from the command groups (only the group of
+the command given: argparse builds every parser eagerly), each of which declares its
+commands (`COMMANDS`, `register`) beside the functions that run them (`cmd_*`):
 `containers.py`, `files.py` (commit, diff, export, cp), `images.py`, `logs.py`,
 `registry.py`, `system.py` (events, info) and `daemon.py` (daemon, worker). `specs.py` turns
 run/create flags into a container spec, `output.py` prints tables and times, `common.py`
@@ -19,6 +20,7 @@ otherwise the container's own exit code.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bus.errors import BusError, DaemonUnavailable, RemoteError
 
@@ -38,7 +40,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     launch_error_code = 125 if args.cmd in ("run", "create", "start") else 1
     try:

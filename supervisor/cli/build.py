@@ -12,6 +12,10 @@ from supervisor import operations as ops
 from .common import UsageError
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("build",)
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("build", help="build an image from a Dockerfile (docs/build.md)")

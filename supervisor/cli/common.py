@@ -1,9 +1,10 @@
 """What every command shares: the usage error, failing with docker's exit codes, the client,
-one operation applied to each named container, and files the daemon writes for the CLI."""
+one operation applied to each named object, ``KEY=VALUE`` options, and files the daemon writes for the CLI."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,19 +34,46 @@ def start_failure(error: RemoteError) -> NoReturn:
     fail(error.message, int(error.details.get("exit_code", 125)))
 
 
-def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, Any], show=None) -> int:
-    """Apply one operation to each named container, as docker does: report each failure,
-    carry on, and exit 1 if any failed."""
+def for_each(args: argparse.Namespace, client: Any, op: str, extra: dict[str, Any], show=None, *,
+             names: list[str] | None = None, key: str = "container") -> int:
+    """Apply one operation to each named container (or each of ``names``, sent as ``key``), as
+    docker does: report each failure, carry on, and exit 1 if any failed."""
     status = 0
-    for ref in args.containers:
+    for ref in args.containers if names is None else names:
         try:
-            result = client.request(op, {"container": ref, **extra}, timeout=None)
+            result = client.request(op, {key: ref, **extra}, timeout=None)
         except RemoteError as error:
             print(f"dockyard: {error.message}", file=sys.stderr)
             status = 1 if op != ops.CONTAINER_START else int(error.details.get("exit_code", 1))
             continue
         print(show(result) if show else ref)
     return status
+
+
+def inspect_each(client: Any, op: str, key: str, names: list[str]) -> int:
+    """Print the documents of each of ``names`` as one JSON array (``inspect``); report each
+    one that failed, and exit 1 if any did."""
+    documents, status = [], 0
+    for name in names:
+        try:
+            documents.append(client.request(op, {key: name}))
+        except RemoteError as error:
+            print(f"dockyard: {error.message}", file=sys.stderr)
+            status = 1
+    print(json.dumps(documents, indent=4))
+    return status
+
+
+def key_values(entries: list[str], flag: str, *, bare: bool = False, example: str = "") -> dict[str, str]:
+    """``KEY=VALUE`` options (``--label``, ``--opt``, ``--log-opt``) to a map; with ``bare``, a
+    ``KEY`` alone has the empty value (docker's ``volume create --label KEY``)."""
+    values = {}
+    for entry in entries:
+        key, eq, value = entry.partition("=")
+        if not key or not (eq or bare):
+            raise UsageError(f"invalid {flag} {entry!r}: use KEY=VALUE" + (f" (e.g. {example})" if example else ""))
+        values[key] = value
+    return values
 
 
 def warn_changed(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Commands on containers: run, create, start, attach, exec, stop, restart, kill, wait, rm,
-ps, inspect, port, update, stats."""
+"""Commands on containers: run, create, start, attach, exec, stop, restart, kill, pause,
+unpause, wait, rm, ps, inspect, port, update, stats."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from .common import UsageError, fail, for_each, start_failure
 from .listing import CONTAINER_HEADERS, CONTAINER_TABLE, container_row, output
 from .output import show_stats
 from .specs import container_options, detach_keys_option, env_entries, resource_options, resources_from, spec_from
+
+
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("run", "create", "start", "attach", "exec", "stop", "restart", "kill", "pause", "unpause", "wait", "rm", "ps", "inspect", "port", "update", "stats")
 
 
 def register(sub: Any) -> None:
@@ -77,6 +81,14 @@ def register(sub: Any) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_kill)
 
+    p = sub.add_parser("pause", help="freeze every process of running containers (their cgroup's freezer)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=cmd_pause)
+
+    p = sub.add_parser("unpause", help="thaw paused containers")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=cmd_unpause)
+
     p = sub.add_parser("wait", help="wait until containers stop, then print their exit codes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_wait)
@@ -111,8 +123,10 @@ def register(sub: Any) -> None:
     p.add_argument("port", nargs="?", default=None, metavar="PORT[/PROTO]")
     p.set_defaults(handler=cmd_port)
 
-    p = sub.add_parser("update", help="change the resource limits of containers")
+    p = sub.add_parser("update", help="change the resource limits (or the restart policy) of containers")
     resource_options(p)
+    p.add_argument("--restart", default=None, metavar="POLICY",
+                   help="a new restart policy: no, always, unless-stopped, on-failure[:N] (for the next exits)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=cmd_update)
 
@@ -280,9 +294,9 @@ def _host_binding(binding: dict[str, str]) -> str:
 
 def cmd_update(args: argparse.Namespace, client: Any) -> int:
     resources = resources_from(args)
-    if not resources:
-        raise UsageError("update: give at least one limit to change (--memory, --cpus, ...)")
-    return for_each(args, client, ops.CONTAINER_UPDATE, {"resources": resources})
+    if not resources and args.restart is None:
+        raise UsageError("update: give at least one limit to change (--memory, --cpus, ...) or --restart")
+    return for_each(args, client, ops.CONTAINER_UPDATE, {"resources": resources, "restart": args.restart})
 
 
 def cmd_stats(args: argparse.Namespace, client: Any) -> int:
@@ -317,6 +331,14 @@ def cmd_restart(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_kill(args: argparse.Namespace, client: Any) -> int:
     return for_each(args, client, ops.CONTAINER_KILL, {"signal": args.signal})
+
+
+def cmd_pause(args: argparse.Namespace, client: Any) -> int:
+    return for_each(args, client, ops.CONTAINER_PAUSE, {})
+
+
+def cmd_unpause(args: argparse.Namespace, client: Any) -> int:
+    return for_each(args, client, ops.CONTAINER_UNPAUSE, {})
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:

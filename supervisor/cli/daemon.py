@@ -10,6 +10,10 @@ from typing import Any
 from .common import UsageError, fail
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("daemon", "worker")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("daemon", help="run the supervisor daemon in the foreground")
@@ -54,8 +58,9 @@ def register(sub: Any) -> None:
                    help="an event subscriber that reads nothing while this many bytes are published is "
                         "disconnected (default 8 MiB)")
     p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
-                   help="serve the Engine API there too, besides <run>/docker.sock: tcp://127.0.0.1:PORT "
-                        "(loopback only: there is no TLS) or unix:///PATH (repeatable; docs/api.md)")
+                   help="serve the Engine API there too, besides <run>/docker.sock: tcp://HOST:PORT (loopback "
+                        "only, unless --tlsverify) or unix:///PATH (repeatable; docs/api.md)")
+    tls_options(p)
     p.add_argument("--userns-remap", default=None, metavar="default|USER[:GROUP]",
                    help="run containers in a user namespace: their root is USER's first subordinate uid on the "
                         "host (/etc/subuid, /etc/subgid); 'default' creates the system user dockyard and its "
@@ -92,8 +97,33 @@ def register(sub: Any) -> None:
     p.add_argument("--log-format", choices=["logfmt", "json"], default="logfmt", help="format of the worker's log on stderr")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--api", action="append", default=[], metavar="ADDRESS",
-                   help="the api worker: serve there too (tcp://127.0.0.1:PORT or unix:///PATH; repeatable)")
+                   help="the api worker: serve there too (tcp://HOST:PORT, loopback only unless --tlsverify, "
+                        "or unix:///PATH; repeatable)")
+    tls_options(p)
     p.set_defaults(handler=cmd_worker, client=False)
+
+
+def tls_options(p: Any) -> None:
+    """dockerd's TLS flags, for the Engine API's TCP addresses (docs/api.md, "TLS")."""
+    p.add_argument("--tlsverify", action="store_true", default=None,
+                   help="serve the API's TCP addresses over TLS, requiring a client certificate signed by "
+                        "--tlscacert (needed for a non-loopback --api address)")
+    p.add_argument("--tlscacert", default=None, metavar="FILE", help="the CA that signs the clients' certificates")
+    p.add_argument("--tlscert", default=None, metavar="FILE", help="the API's certificate")
+    p.add_argument("--tlskey", default=None, metavar="FILE", help="the API certificate's key")
+
+
+def api_tls(verify: Any, cacert: Any, cert: Any, key: Any) -> tuple[str, ...]:
+    """``(cacert, cert, key)`` for ``--tlsverify`` (absolute paths: the worker runs elsewhere),
+    ``()`` without it. The files without --tlsverify are refused: dockyard serves TLS only with
+    client certificates (dockerd's ``--tls`` alone would let anyone in)."""
+    if not verify:
+        given = [flag for flag, value in (("--tlscacert", cacert), ("--tlscert", cert), ("--tlskey", key)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} without --tlsverify: the API is served over TLS only with client "
+                             "certificates; add --tlsverify")
+        return ()
+    return tuple(os.path.abspath(path) if path else "" for path in (cacert, cert, key))
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -117,7 +147,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "subscriber-queue-bytes": args.subscriber_queue_bytes, "events-journal": args.events_journal,
         "events-listen": args.events_listen, "init": args.init, "init-path": args.init_path,
         "userns-remap": args.userns_remap, "subuid-file": args.subuid_file, "subgid-file": args.subgid_file,
-        "userns-layers": args.userns_layers,
+        "userns-layers": args.userns_layers, "tlsverify": args.tlsverify, "tlscacert": args.tlscacert,
+        "tlscert": args.tlscert, "tlskey": args.tlskey,
     }
     given = frozenset(key for key, value in flags.items() if value is not None)
 
@@ -147,6 +178,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             default_ulimits=tuple(args.default_ulimit or setting("default-ulimits", [])),
             live_restore=(args.live_restore or str(setting("live-restore", "true")).lower()) == "true",
             api_addresses=tuple(args.api or setting("api", [])),
+            api_tls=api_tls(setting("tlsverify", False), setting("tlscacert", None), setting("tlscert", None),
+                            setting("tlskey", None)),
             init=bool(setting("init", False)),
             init_path=os.path.abspath(args.init_path) if args.init_path else settings.get("init-path", ""),
             userns_remap=setting("userns-remap", ""),
@@ -189,14 +222,17 @@ def network_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from supervisor.config import check_api_address, default_root, default_run_dir
+    from supervisor.config import check_api_address, check_api_tls, default_root, default_run_dir
     from workers.runner import main as worker_main
 
-    for address in args.api:
-        try:
-            check_api_address(address)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    tls = api_tls(args.tlsverify, args.tlscacert, args.tlscert, args.tlskey)
+    try:
+        if tls:
+            check_api_tls(*tls)
+        for address in args.api:
+            check_api_address(address, tls=bool(tls))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
     return worker_main(args.name, args.root or default_root(), args.daemon_run or args.run_dir or default_run_dir(),
-                       args.log_format, args.log_level, listen=tuple(args.api))
+                       args.log_format, args.log_level, listen=tuple(args.api), tls=tls)

@@ -11,6 +11,10 @@ from supervisor import operations as ops
 from .common import UsageError, to_output, fail, warn_changed
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("commit", "diff", "export", "cp")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("commit", help="create an image from a container's changes")

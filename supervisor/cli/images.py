@@ -15,6 +15,10 @@ from .listing import IMAGE_HEADERS, IMAGE_TABLE, image_rows, output
 from .output import human_ago, human_size, table
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("import", "images", "tag", "rmi", "history", "save", "load")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("import", help="create an image from a root filesystem tarball")
@@ -27,6 +31,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("images", help="list images")
+    p.add_argument("-a", "--all", action="store_true", help="a build's intermediate images too (hidden by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
     p.add_argument("--no-trunc", action="store_true", help="print whole ids (sha256:...)")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
@@ -87,7 +92,7 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_images(args: argparse.Namespace, client: Any) -> int:
     try:
-        images = client.request(ops.IMAGE_LIST, {"filters": args.filter})["images"]
+        images = client.request(ops.IMAGE_LIST, {"filters": args.filter, "all": args.all})["images"]
     except RemoteError as error:
         fail(error.message)
     if args.quiet:

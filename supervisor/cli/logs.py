@@ -13,6 +13,10 @@ from .common import UsageError, fail, parse_time
 from .output import timestamped
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("logs",)
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("logs", help="show a container's output (stdout to stdout, stderr to stderr)",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from bus.errors import RemoteError
 from supervisor import operations as ops
 
-from .common import UsageError
+from .common import UsageError, for_each, inspect_each, key_values
 from .output import table
+
+
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("network",)
 
 
 def register(sub: Any) -> None:
@@ -71,16 +72,6 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_disconnect)
 
 
-def key_values(entries: list[str], flag: str) -> dict[str, str]:
-    values = {}
-    for entry in entries:
-        key, eq, value = entry.partition("=")
-        if not key or not eq:
-            raise UsageError(f"invalid {flag} {entry!r}: use KEY=VALUE")
-        values[key] = value
-    return values
-
-
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
     v4 = [subnet for subnet in args.subnet if ":" not in subnet]
     v6 = [subnet for subnet in args.subnet if ":" in subnet]
@@ -111,28 +102,11 @@ def cmd_ls(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
-    documents, status = [], 0
-    for name in args.names:
-        try:
-            documents.append(client.request(ops.NETWORK_INSPECT, {"network": name}))
-        except RemoteError as error:
-            print(f"dockyard: {error.message}", file=sys.stderr)
-            status = 1
-    print(json.dumps(documents, indent=4))
-    return status
+    return inspect_each(client, ops.NETWORK_INSPECT, "network", args.names)
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            client.request(ops.NETWORK_REMOVE, {"network": name}, timeout=None)
-        except RemoteError as error:
-            print(f"dockyard: {error.message}", file=sys.stderr)
-            status = 1
-            continue
-        print(name)
-    return status
+    return for_each(args, client, ops.NETWORK_REMOVE, {}, names=args.names, key="network")
 
 
 def cmd_prune(args: argparse.Namespace, client: Any) -> int:

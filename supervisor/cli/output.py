@@ -38,6 +38,8 @@ def human_status(row: dict[str, Any]) -> str:
         health = row.get("health")
         suffix = {"": "", "starting": " (health: starting)"}.get(health, f" ({health})")
         return f"Up {human_duration(row['started_at'])}{suffix}"
+    if status == "paused":  # docker's words
+        return f"Up {human_duration(row['started_at'])} (Paused)"
     if row.get("restarting"):
         return f"Restarting ({row['exit_code']}) {human_ago(row['finished_at'])}".rstrip()
     if status == "exited":

@@ -11,6 +11,10 @@ from supervisor import operations as ops
 from .common import UsageError
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("login", "logout", "pull", "push")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("login", help="log in to a registry (the daemon checks and keeps the credentials)")
@@ -33,6 +37,10 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("push", help="upload an image to a registry")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the digest line, no progress")
+    p.add_argument("--compression-format", choices=("gzip", "zstd"), default=None,
+                   help="compress layers with gzip (the default: every registry and client takes it) or zstd "
+                        "(smaller, faster to unpack; podman, skopeo, containerd and recent docker pull it); given, every "
+                        "layer is sent in that format, also one the registry has in the other")
     p.add_argument("reference", metavar="NAME[:TAG]")
     p.set_defaults(handler=cmd_push)
 
@@ -92,7 +100,9 @@ def cmd_pull(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_push(args: argparse.Namespace, client: Any) -> int:
-    result = transfer_with_progress(client, ops.IMAGE_PUSH, {"reference": args.reference}, args.quiet)
+    request = {"reference": args.reference,
+               **({"compression": args.compression_format} if args.compression_format else {})}
+    result = transfer_with_progress(client, ops.IMAGE_PUSH, request, args.quiet)
     tag = result["reference"].rpartition(":")[2] if "@" not in result["reference"] else "digest"
     print(f"{tag}: digest: {result['digest']} size: {result['size']}")
     return 0

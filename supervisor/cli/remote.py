@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from supervisor import EVENT_TYPES
@@ -20,6 +19,10 @@ from .output import format_event, table
 
 #: How long past --until `events --remote` waits for a daemon's replay (seconds).
 SYNC_GRACE = 30.0
+
+
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("events-keys",)
 
 
 def register(sub: Any) -> None:
@@ -52,7 +55,8 @@ def cmd_keys_add(args: argparse.Namespace, client: Any) -> int:
         key = sys.stdin.read()
     elif len(key) != 40 or os.path.exists(key):
         try:
-            key = Path(key).read_text()
+            with open(key) as file:
+                key = file.read()
         except OSError as exc:
             raise UsageError(f"cannot read the key file {args.key}: {exc.strerror}") from None
     added = client.request(ops.EVENTS_KEYS_ADD, {"name": args.name, "key": key})
@@ -87,6 +91,8 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
         check_key_name(args.name)
     except RemoteError as error:
         raise UsageError(str(error)) from None
+    from pathlib import Path
+
     directory = Path(args.dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)

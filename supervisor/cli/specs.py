@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from .common import UsageError
+from .common import UsageError, key_values
 from .kvfiles import label_entries, read_entries
 
 
@@ -89,6 +89,9 @@ def container_options(parser: argparse.ArgumentParser) -> None:
     resource_options(parser)
     parser.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/CONTAINER[:rwm]]",
                         help="allow the container to use a host device (it may mknod it; repeatable)")
+    parser.add_argument("--device-cgroup-rule", action="append", default=[], metavar="'TYPE MAJOR:MINOR RWM'",
+                        help="allow devices by number in the devices cgroup, e.g. 'c 7:* rwm' (cgroup v1; "
+                             "repeatable)")
     security_options(parser)
     mount_options(parser)
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -120,6 +123,8 @@ def resources_from(args: argparse.Namespace) -> dict[str, Any]:
     resources = {key: value for key, value in resources.items() if value is not None}
     if getattr(args, "device", None):
         resources["devices"] = args.device
+    if getattr(args, "device_cgroup_rule", None):
+        resources["device_cgroup_rules"] = args.device_cgroup_rule
     return resources
 
 
@@ -180,6 +185,8 @@ def security_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--userns", default=None, metavar="host",
                         help="'host': no user namespace for this container when the daemon runs with "
                              "--userns-remap (its root is the host's root)")
+    parser.add_argument("--uts", default=None, metavar="host",
+                        help="'host': the host's UTS namespace, its hostname (the container cannot change it)")
     parser.add_argument("--group-add", action="append", default=[], metavar="GROUP",
                         help="another supplementary group for the process (name or id; repeatable)")
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
@@ -198,6 +205,8 @@ def security_spec(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         spec["privileged"] = True
     if getattr(args, "userns", None) is not None:
         spec["userns_mode"] = args.userns
+    if getattr(args, "uts", None) is not None:
+        spec["uts"] = args.uts
     options = []
     for entry in getattr(args, "security_opt", None) or []:
         key, separator, value = entry.partition("=")
@@ -291,10 +300,4 @@ def detach_keys_option(parser: argparse.ArgumentParser) -> None:
 
 def log_options_from(entries: list[str]) -> dict[str, str]:
     """``--log-opt KEY=VALUE`` entries to a map; the daemon checks keys and values."""
-    options = {}
-    for entry in entries:
-        key, eq, value = entry.partition("=")
-        if not eq or not key:
-            raise UsageError(f"invalid --log-opt {entry!r}: use KEY=VALUE (e.g. max-size=10m)")
-        options[key] = value
-    return options
+    return key_values(entries, "--log-opt", example="max-size=10m")

@@ -15,6 +15,10 @@ from .common import UsageError, client_for, parse_time
 from .eventformat import event_printer
 
 
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("events", "info")
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the subparsers ``sub``."""
     p = sub.add_parser("events", help="stream lifecycle events (live, or from --since / --since-seq)")
@@ -34,7 +38,8 @@ def register(sub: Any) -> None:
                         "repeat to merge several, each event tagged with its daemon")
     p.add_argument("--server-key", action="append", default=[], metavar="KEY|FILE",
                    help="the remote daemon's public key (`dockyard events-keys ls` there): once for all "
-                        "--remote, or once per --remote in the same order")
+                        "--remote, or once per --remote in the same order; write --server-key=KEY, as a key may "
+                        "begin with '-'")
     p.add_argument("--key", default=None, metavar="FILE",
                    help="this client's secret key file (`dockyard events-keys generate`)")
     p.set_defaults(handler=cmd_events, client=False)

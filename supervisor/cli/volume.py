@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from bus.errors import RemoteError
 from supervisor import operations as ops
 
-from .common import UsageError, fail
+from .common import fail, for_each, inspect_each, key_values
 from .listing import VOLUME_HEADERS, VOLUME_TABLE, output, volume_row
+
+
+#: The commands :func:`register` adds (parser.py registers only the group a command line names).
+COMMANDS = ("volume",)
 
 
 def register(sub: Any) -> None:
@@ -53,19 +55,9 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_prune)
 
 
-def key_values(entries: list[str], flag: str) -> dict[str, str]:
-    values = {}
-    for entry in entries:
-        key, eq, value = entry.partition("=")
-        if not key:
-            raise UsageError(f"invalid {flag} {entry!r}: use KEY=VALUE")
-        values[key] = value
-    return values
-
-
 def cmd_create(args: argparse.Namespace, client: Any) -> int:
-    request = {"name": args.name, "labels": key_values(args.label, "--label"),
-               "options": key_values(args.opt, "--opt")}
+    request = {"name": args.name, "labels": key_values(args.label, "--label", bare=True),
+               "options": key_values(args.opt, "--opt", bare=True)}
     print(client.request(ops.VOLUME_CREATE, request)["name"])
     return 0
 
@@ -84,28 +76,11 @@ def cmd_ls(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, client: Any) -> int:
-    documents, status = [], 0
-    for name in args.names:
-        try:
-            documents.append(client.request(ops.VOLUME_INSPECT, {"name": name}))
-        except RemoteError as error:
-            print(f"dockyard: {error.message}", file=sys.stderr)
-            status = 1
-    print(json.dumps(documents, indent=4))
-    return status
+    return inspect_each(client, ops.VOLUME_INSPECT, "name", args.names)
 
 
 def cmd_rm(args: argparse.Namespace, client: Any) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            client.request(ops.VOLUME_REMOVE, {"name": name, "force": args.force}, timeout=None)
-        except RemoteError as error:
-            print(f"dockyard: {error.message}", file=sys.stderr)
-            status = 1
-            continue
-        print(name)
-    return status
+    return for_each(args, client, ops.VOLUME_REMOVE, {"force": args.force}, names=args.names, key="name")
 
 
 def cmd_prune(args: argparse.Namespace, client: Any) -> int:

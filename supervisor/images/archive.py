@@ -15,7 +15,8 @@ podman load).
 What ``load`` reads: a docker-archive (``manifest.json``, from ``docker save``, ``podman
 save``, ``skopeo copy ... docker-archive:``; old ``<id>/layer.tar`` or new ``blobs/`` paths)
 or an oci-archive (``index.json``, from ``podman save --format oci-archive`` or skopeo),
-whole-archive gzip, bzip2 or xz or none, layers compressed (gzip) or not. Every blob is
+whole-archive gzip, bzip2, xz, zstd or none, layers compressed (gzip or zstd: ``skopeo copy
+--dest-compress-format zstd ... oci-archive:``) or not. Every blob is
 checked against its digest and size, every layer against its config's diff id; names are
 only looked up, never extracted, so a hostile member name cannot write anywhere. Layers
 are unpacked by :mod:`supervisor.images.tarsafe` into a stage; the store takes everything
@@ -193,7 +194,7 @@ def _plain_archive(source: Path, stage: Stage, what: str) -> Path:
     with stream:
         magic = stream.read(6)
         stream.seek(0)
-        if not magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
+        if not magic.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
             return source
         plain = stage.dir / "archive.tar"
         reader = decompressed(stream, **stage.bomb)

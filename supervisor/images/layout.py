@@ -181,7 +181,7 @@ class Stage:
     def add_layer(self, source: BinaryIO, *, parent: str | None, diff_id: str | None = None,
                   digest: str | None = None, size: int | None = None, media_type: str | None = None,
                   what: str = "layer") -> Layer:
-        """Unpack a layer tar (plain, gzip, bzip2 or xz) on top of the chain ``parent``.
+        """Unpack a layer tar (plain, gzip, bzip2, xz or zstd) on top of the chain ``parent``.
 
         No blob is kept: the tar's bytes around the files' content are recorded in the
         layer's ``tar-split.gz`` (:mod:`~supervisor.images.layerfiles`), from which the

@@ -6,7 +6,8 @@ Layout (``<root>/images``, an OCI image layout plus dockyard's unpacked layers):
     index.json                  OCI image index: one manifest descriptor per tag, annotated
                                 with org.opencontainers.image.ref.name = "name:tag" and
                                 org.opencontainers.image.created; a dangling image has one
-                                descriptor without a ref name. The single commit point.
+                                descriptor without a ref name. The single commit point
+                                (read and written by supervisor/images/index.py).
     blobs/sha256/<hex>          manifests and configs (the manifests name each layer by its
                                 uncompressed digest, the diff id; no layer blob is kept)
     layers/<chain-hex>/diff/    a layer unpacked once, in overlay notation (whiteouts are
@@ -59,27 +60,12 @@ from typing import Any, BinaryIO
 
 from logs.atomic import fsync_directory, write_atomic
 from supervisor.errors import Conflict, DockyardError, ImageError, NotFound
+from supervisor.images import index as index_file
 from supervisor.images.fdwalk import WalkWarnings
 from supervisor.images.image import Image, NewImage, rfc3339
 from supervisor.images.layerfiles import migrate_layers, open_stream, read_meta
-from supervisor.images.layout import (
-    Layer,
-    Stage,
-    chain_ids,
-    json_bytes,
-    remove_path,
-)
-from supervisor.images.oci import (
-    CONFIG_KEYS,
-    CREATED,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    REF_NAME,
-    REPO_DIGESTS,
-    container_config,
-    image_config,
-    manifest,
-)
+from supervisor.images.layout import Layer, Stage, chain_ids, remove_path
+from supervisor.images.oci import CONFIG_KEYS, container_config, image_config, manifest
 from supervisor.images.references import (  # noqa: F401 (re-exported: their home was here)
     MIN_ID_PREFIX,
     NAME,
@@ -406,11 +392,17 @@ class ImageStore:
                 updated["digests"] = {ref: target for ref, target in updated.get("digests", {}).items()
                                       if target != image_id}
                 report.append({"Deleted": f"sha256:{image_id}"})
+                for parent in index_file.orphaned_parents(updated, image_id, self._history, users):
+                    del updated["images"][parent]
+                    report.append({"Deleted": f"sha256:{parent}"})
             self._write_index(updated)
             self._collect_garbage(updated, sweep_tmp=False)
             return report
 
     # --- internals ----------------------------------------------------------------------
+
+    def _history(self, image_id: str) -> list[Any]:
+        return self._json(image_id).get("history") or []
 
     def _find_layer(self, chain_id: str) -> Layer | None:
         path = self.layers_dir / chain_id.removeprefix("sha256:") / "layer.json"
@@ -459,53 +451,10 @@ class ImageStore:
         return cached
 
     def _read_index(self) -> dict[str, Any]:
-        """index.json as ``{"images": {id: {manifest, created}}, "tags": {tag: id}}``."""
-        try:
-            data = json.loads(self._index_path.read_bytes())
-        except FileNotFoundError:
-            return {"images": {}, "tags": {}, "digests": {}}
-        except (OSError, ValueError) as exc:
-            raise DockyardError(f"image store: cannot read {self._index_path}: {exc}") from exc
-        if isinstance(data, dict) and data.get("version") == 1 and "images" in data:
-            raise DockyardError(
-                f"image store: {self._index_path} is in the single-layer format of an older dockyard, which "
-                f"kept no layer blobs to convert: move {self.dir} aside and import the images again"
-            )
-        if not isinstance(data, dict) or data.get("schemaVersion") != 2 or not isinstance(data.get("manifests"), list):
-            raise DockyardError(f"image store: {self._index_path} is not an OCI image index")
-        images: dict[str, dict[str, str]] = {}
-        tags: dict[str, str] = {}
-        digests: dict[str, str] = {}
-        for descriptor in data["manifests"]:
-            document = self._json(descriptor["digest"])
-            image_id = document["config"]["digest"].removeprefix("sha256:")
-            annotations = descriptor.get("annotations") or {}
-            images.setdefault(image_id, {"manifest": descriptor["digest"], "created": annotations.get(CREATED, "")})
-            if REF_NAME in annotations:
-                tags[annotations[REF_NAME]] = image_id
-            for digest_ref in annotations.get(REPO_DIGESTS, "").split():
-                digests[digest_ref] = image_id
-        return {"images": images, "tags": tags, "digests": digests}
+        return index_file.read(self._index_path, self._json)
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        manifests = []
-        for image_id, entry in index["images"].items():
-            tags = [tag for tag, target in index["tags"].items() if target == image_id] or [None]
-            size = self.blob_path(entry["manifest"]).stat().st_size
-            repo_digests = " ".join(ref for ref, target in index.get("digests", {}).items() if target == image_id)
-            for tag in tags:
-                annotations = {CREATED: entry["created"]}
-                if repo_digests:
-                    annotations[REPO_DIGESTS] = repo_digests
-                if tag is not None:
-                    annotations[REF_NAME] = tag
-                manifests.append({"mediaType": OCI_MANIFEST, "digest": entry["manifest"], "size": size,
-                                  "annotations": annotations})
-        # Tags in the order they were given: sort descriptors by the tag order.
-        order = {tag: position for position, tag in enumerate(index["tags"])}
-        manifests.sort(key=lambda d: order.get(d["annotations"].get(REF_NAME), len(order)))
-        document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-        write_atomic(self._index_path, json_bytes(document), durable=True, mode=0o644)
+        index_file.write(self._index_path, index, lambda digest: self.blob_path(digest).stat().st_size)
 
     def _collect_garbage(self, index: dict[str, Any], *, sweep_tmp: bool) -> None:
         """Remove blobs and layers the index does not reference (and, on open, tmp/)."""

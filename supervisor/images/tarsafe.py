@@ -48,7 +48,8 @@ comes after it); then xattrs from ``SCHILY.xattr.*`` pax records (after ``chown`
 clears ``security.capability``); then mtimes. Directory metadata is applied at the end,
 deepest first, because creating children changes a directory's mtime and a read-only
 directory would stop them being created. An xattr the filesystem refuses with
-``ENOTSUP``/``EPERM`` is skipped and counted, as docker does.
+``ENOTSUP``/``EPERM`` is skipped and counted, as docker does. The metadata is set by
+:mod:`~supervisor.images.tarmeta`.
 
 Layers (``whiteouts=True``)
     An image layer marks deletions with AUFS-style whiteouts, as docker and OCI do:
@@ -70,10 +71,6 @@ stopped and accept only a zero block. On error the target holds a partial tree: 
 
 from __future__ import annotations
 
-
-from __future__ import annotations
-
-import errno
 import os
 import posixpath
 import shutil
@@ -84,14 +81,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from supervisor.errors import ImageError
+from supervisor.images import tarmeta
 # Some of these are only re-exported: they lived here before fdwalk, tarstream and whiteouts.
 from supervisor.images.fdwalk import UnsafeMember, open_directory
 from supervisor.images.fdwalk import entry_path, open_contents, open_entry, open_listing, read_link  # noqa: F401
 from supervisor.images.tarsplit import TarSplitWriter
 from supervisor.images.tarstream import BOMB_FLOOR, BOMB_RATIO, CHUNK, ArchiveReader, decompressed  # noqa: F401
-from supervisor.images.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX
+from supervisor.images.whiteouts import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 
-XATTR_PREFIX = "SCHILY.xattr."
 
 
 @dataclass(frozen=True)
@@ -302,12 +299,12 @@ class _Extractor:
                 self._regular_file(tar, member, parent_fd, name, parts)
             elif member.issym():
                 os.symlink(member.linkname, name, dir_fd=parent_fd)
-                self._symlink_metadata(member, parent_fd, name)
+                self.skipped_xattrs += tarmeta.apply_to_symlink(member, parent_fd, name, as_root=self._as_root)
             else:
                 os.mkfifo(name, 0o600, dir_fd=parent_fd)
                 fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
                 try:
-                    self._metadata(member, fd)
+                    self.skipped_xattrs += tarmeta.apply(member, fd, as_root=self._as_root)
                 finally:
                     os.close(fd)
         finally:
@@ -375,7 +372,7 @@ class _Extractor:
             if source is not None:
                 with os.fdopen(fd, "wb", closefd=False) as target:
                     shutil.copyfileobj(source, target, CHUNK)
-            self._metadata(member, fd)
+            self.skipped_xattrs += tarmeta.apply(member, fd, as_root=self._as_root)
         finally:
             os.close(fd)
 
@@ -416,7 +413,7 @@ class _Extractor:
             except (OSError, UnsafeMember):
                 continue  # replaced or removed by a later member: nothing to set
             try:
-                self._metadata(member, fd)
+                self.skipped_xattrs += tarmeta.apply(member, fd, as_root=self._as_root)
             except OSError as exc:
                 raise _member_error(member, exc.strerror or str(exc)) from exc
             finally:
@@ -470,56 +467,6 @@ class _Extractor:
             finally:
                 os.close(holder)
         return False
-
-    # --- metadata ---------------------------------------------------------------------
-
-    def _metadata(self, member: tarfile.TarInfo, fd: int) -> None:
-        if self._as_root:
-            os.fchown(fd, member.uid, member.gid)
-        os.fchmod(fd, member.mode & 0o7777)
-        for name, value in _xattrs(member):
-            if name.startswith(OVERLAY_XATTR_PREFIX):
-                self.skipped_xattrs += 1
-                continue
-            try:
-                os.setxattr(fd, name, value)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EPERM):
-                    raise
-                self.skipped_xattrs += 1
-        os.utime(fd, ns=(_nanoseconds(member.mtime),) * 2)
-
-    def _symlink_metadata(self, member: tarfile.TarInfo, parent_fd: int, name: str) -> None:
-        if self._as_root:
-            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
-        xattrs = _xattrs(member)
-        if xattrs:
-            # os.setxattr has no dir_fd; /proc/self/fd/N is the directory we hold, and the
-            # last component is not followed.
-            path = f"/proc/self/fd/{parent_fd}/{name}"
-            for xattr, value in xattrs:
-                if xattr.startswith(OVERLAY_XATTR_PREFIX):
-                    self.skipped_xattrs += 1
-                    continue
-                try:
-                    os.setxattr(path, xattr, value, follow_symlinks=False)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENOENT):
-                        raise
-                    self.skipped_xattrs += 1
-        os.utime(name, ns=(_nanoseconds(member.mtime),) * 2, dir_fd=parent_fd, follow_symlinks=False)
-
-
-def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
-    return [
-        (key[len(XATTR_PREFIX) :], value.encode("utf-8", "surrogateescape"))
-        for key, value in member.pax_headers.items()
-        if key.startswith(XATTR_PREFIX)
-    ]
-
-
-def _nanoseconds(mtime: float) -> int:
-    return int(round(mtime * 1_000_000_000)) if isinstance(mtime, float) else int(mtime) * 1_000_000_000
 
 
 def _member_error(member: tarfile.TarInfo, reason: str) -> ImageError:

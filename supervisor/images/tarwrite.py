@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable
 from supervisor.errors import ImageError
 from supervisor.images.fdwalk import Entry, WalkWarnings, entry_xattrs, open_contents, read_link, walk_tree
 from supervisor.images.layerview import LayerView
-from supervisor.images.tarsafe import XATTR_PREFIX
+from supervisor.images.tarmeta import XATTR_PREFIX
 from supervisor.images.whiteouts import (
     OPAQUE_XATTR,
     OVERLAY_XATTR_PREFIX,

@@ -30,7 +30,7 @@ from supervisor import health
 from supervisor import restart as restart_policy
 from supervisor.container import Attachment, Container, random_name
 from supervisor.errors import Conflict, DockyardError, InvalidArgument, InvalidState, NotFound
-from supervisor.lifecycle import devices, initbinary, remap, start
+from supervisor.lifecycle import devices, initbinary, pausing, remap, start
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network, RecordStore
@@ -268,6 +268,7 @@ class Lifecycle:
         self.stopped_by_user(container)
         container.stopping = True
         self.signal(container, container.spec.stop_signal)
+        await pausing.thaw(self, container)  # paused: the signal waits for the thaw (docker's order)
         with trio.move_on_after(grace):
             await self.until_not_running(container)
         if container.status.running:
@@ -285,8 +286,18 @@ class Lifecycle:
             raise InvalidState(container.name, "kill", container.status.value, "it is not running")
         if sig in (signal.SIGKILL, container.spec.stop_signal):  # a HUP to reload is no stop
             self.stopped_by_user(container)
+        thaw = pausing.thaws_for(container, sig)
         self.signal(container, sig)
+        if thaw:
+            await pausing.thaw(self, container)
         return container
+
+    async def pause(self, ref: str) -> Container:
+        """Freeze every process of a running container (supervisor/lifecycle/pausing.py)."""
+        return await pausing.pause(self, ref)
+
+    async def unpause(self, ref: str) -> Container:
+        return await pausing.unpause(self, ref)
 
     async def restart(self, ref: str, timeout: int | None = None) -> Container:
         container = await self.stop(ref, timeout)
@@ -361,9 +372,11 @@ class Lifecycle:
             if container.status.running:
                 if not force:
                     raise InvalidState(
-                        container.name, "remove", "running", "it is running: stop it first, or use --force"
+                        container.name, "remove", container.status.value,
+                        f"it is {container.status.value}: stop it first, or use --force"
                     )
                 self.signal(container, signal.SIGKILL)
+                await pausing.thaw(self, container)
                 await self.until_not_running(container)
             if container.status is Status.REMOVING:
                 return
@@ -426,10 +439,11 @@ class Lifecycle:
         except DockyardError as exc:
             self.log.warning("auto-remove failed", container=container.id, error=str(exc))
 
-    async def update(self, ref: str, changes: dict[str, Any]) -> Container:
+    async def update(self, ref: str, changes: dict[str, Any], restart: str | None = None) -> Container:
         """Change a container's limits (``dockyard update``): in its record, and in its
         cgroup when it is running. ``changes`` holds resource fields as ``Resources.from_map``
-        takes them; a value of 0 leaves a limit as it is (docker's rule)."""
+        takes them; a value of 0 leaves a limit as it is (docker's rule). ``restart``: a new
+        restart policy, checked as at create (not with ``--rm``)."""
         container = self.get(ref)
         unknown = sorted(set(changes) - set(UPDATABLE) - {"cpus"})
         if unknown:
@@ -438,12 +452,13 @@ class Lifecycle:
         async with container.lock:
             resources = Resources.from_map(changes, base=container.spec.resources)
             self.check_resources(resources)
+            spec = dataclasses.replace(container.spec, resources=resources, restart=restart or container.spec.restart)
             if container.status.running and container.cgroup is not None:
                 try:
                     container.cgroup.apply(resources)
                 except OSError as exc:
                     raise InvalidArgument(f"cannot update container {container.name}: {exc.strerror}") from exc
-            container.spec = dataclasses.replace(container.spec, resources=resources)
+            container.spec = spec
             self.save(container)
         self.events.container(container, "update")
         return container

@@ -32,7 +32,7 @@ def resolve(spec: ContainerSpec, image: Any, container_id: str) -> Resolved:
         argv = list(config.get("Entrypoint") or []) + list(spec.cmd or config.get("Cmd") or [])
     if not argv:
         raise InvalidArgument(f"no command specified: image {spec.image} has no default command")
-    hostname = spec.hostname or container_id[:12]
+    hostname = spec.hostname or (os.uname().nodename if spec.uts == "host" else container_id[:12])
     env = merge_env([f"PATH={DEFAULT_PATH}"], config.get("Env") or [], [f"HOSTNAME={hostname}"], spec.env)
     return Resolved(
         argv=argv,

@@ -49,7 +49,10 @@ class Cgroup(Protocol):
         """Remove it (empty)."""
 
     def kill_and_remove(self) -> None:
-        """SIGKILL whatever is left in it, then remove it."""
+        """SIGKILL whatever is left in it (thawed first), then remove it."""
+
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (pause) or thaw its processes, once settled (raises OSError)."""
 
 
 class CgroupBackend(Protocol):

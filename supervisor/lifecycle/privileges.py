@@ -112,8 +112,11 @@ ALL_DEVICES_RULE = "a *:* rwm"
 
 
 def device_rules(spec: ContainerSpec) -> tuple[str, ...]:
-    """The devices cgroup rules: every device for ``--privileged``, else the ``--device`` ones."""
-    return (ALL_DEVICES_RULE,) if spec.privileged else devices.device_rules(spec.resources)
+    """The devices cgroup rules: every device for ``--privileged``, else the ``--device`` ones
+    and the ``--device-cgroup-rule`` ones."""
+    if spec.privileged:
+        return (ALL_DEVICES_RULE,)
+    return devices.device_rules(spec.resources) + spec.resources.device_cgroup_rules
 
 
 def launch_fields(spec: ContainerSpec, cgroup: Any) -> dict[str, Any]:

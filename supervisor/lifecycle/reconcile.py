@@ -68,7 +68,7 @@ async def load_and_reconcile(core: Lifecycle) -> None:
             continue
         core.containers[container.id] = container
         core.forget_user_stop_at_daemon_start(container)
-        if container.status is Status.RUNNING:
+        if container.status.running:  # running or paused: a paused one stays frozen when adopted
             if container.id in core.held:
                 core.restoring.append(container)
                 continue
@@ -116,7 +116,7 @@ def left_alone_record(core: Lifecycle, record: dict) -> bool:
     core.log.warning("a container record of another dockyard version is left alone", id=container_id, reason=reason)
     if isinstance(container_id, str):
         core.left_alone[container_id] = name if isinstance(name, str) else container_id
-        if record.get("status") == Status.RUNNING.value:
+        if record.get("status") in (Status.RUNNING.value, Status.PAUSED.value):
             core.not_adopted[container_id] = reason
     return True
 

@@ -77,6 +77,24 @@ def setup(value: str, root: Path, subuid_file: str, subgid_file: str, layers: st
     return Remap(mapping, userns.IDMAPPED if works else userns.CHOWNED_COPIES, reason, cache)
 
 
+async def start(config: Any, log: Any) -> Remap:
+    """:func:`setup` for the daemon's config (``Config``), in a thread; a failure as a
+    DockyardError, the fall-back from idmapped layers to chowned copies logged."""
+    import trio
+
+    from supervisor.errors import DockyardError
+
+    try:
+        remap = await trio.to_thread.run_sync(setup, config.userns_remap, config.root, config.subuid_file,
+                                              config.subgid_file, config.userns_layers)
+    except (userns.RemapError, OSError) as exc:
+        raise DockyardError(f"cannot set up user namespaces: {exc}") from exc
+    if remap.reason:
+        log.warning("idmapped mounts are not available: image layers get a chowned copy per mapping",
+                    reason=remap.reason)
+    return remap
+
+
 def prepare_create(remap: Remap, container: Any) -> None:
     """At create: record the mapping; the container's directory passable, its upper and work
     dirs the mapped root's (its / belongs to its root, as under docker)."""

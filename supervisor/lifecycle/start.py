@@ -36,7 +36,7 @@ import trio
 from supervisor import health, stats, ulimits
 from supervisor.container import Attachment, Container, now_rfc3339
 from supervisor.errors import DockyardError, InvalidState, StartError
-from supervisor.lifecycle import initbinary, privileges, remap
+from supervisor.lifecycle import initbinary, pausing, privileges, remap
 from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
@@ -169,6 +169,7 @@ def launch_config(container: Container, cgroup: Any, network: Any, hold: bool, s
         cgroup_procs=tuple(cgroup.procs_files),
         cgroupfs=cgroup.cgroupfs_entries,
         network_namespace=network.namespace,
+        uts_namespace=container.spec.uts,
         etc_dir=network.etc_dir,
         network_sync=network.sync or hold,
         volatile=not hold,
@@ -345,6 +346,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any,
     container.exit_code = exit_code
     container.oom_killed = oom_killed
     finished = getattr(process, "finished_at", None)  # the keeper's time of the reaping
+    await pausing.thawed(container)  # a stop's thaw ends it: its unpause goes first
     container.finished_at = (datetime.fromtimestamp(finished, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                              if finished else now_rfc3339())
     container.move("exit")

@@ -27,6 +27,9 @@ from supervisor.errors import DockyardError
 CLONE_NEWNET = 0x40000000
 HOST_PREFIX = "dy"  # host ends of our veth pairs: dy + 11 hex of the container id
 PEER_PREFIX = "dz"  # the container's end until it is renamed eth0 in its namespace
+ENDPOINT_PREFIX = "dv"  # host ends on user networks: dv + 7 hex of the container + 6 of the network
+ENDPOINT_PEER_PREFIX = "dw"
+IFA_F_NODAD = 0x02  # no duplicate address detection: an IPv6 address usable at once, not "tentative"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -74,33 +77,35 @@ def _setns(fd: int) -> None:
 def ensure_bridge(name: str, subnet: str) -> int:
     """Create the bridge ``name`` with the subnet's first address, up; reuse it if it
     exists (with that address added if missing). Returns its index."""
-    ipr = _ipr()
     network = ipaddress.IPv4Network(subnet, strict=False)
-    gateway = str(network.network_address + 1)
-    found = ipr.link_lookup(ifname=name)
+    return _ensure_bridge(name, subnet, [(str(network.network_address + 1), network.prefixlen)])
+
+
+def _ensure_bridge(name: str, shown: str, addresses: list[tuple[str, int]]) -> int:
+    """The bridge ``name``, made if missing, with each (address, prefix length) (IPv6 ones
+    without DAD), up; its index."""
+    ipr = _ipr()
     try:
+        found = ipr.link_lookup(ifname=name)
         if not found:
             ipr.link("add", ifname=name, kind="bridge")
             found = ipr.link_lookup(ifname=name)
         index = found[0]
-        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index, family=2)}
-        if (gateway, network.prefixlen) not in have:
-            ipr.addr("add", index=index, address=gateway, prefixlen=network.prefixlen)
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for family in (2, 10)
+                for a in ipr.get_addr(index=index, family=family)}
+        for address, prefixlen in addresses:
+            if (address, prefixlen) not in have:
+                flags = {"flags": IFA_F_NODAD} if ":" in address else {}
+                ipr.addr("add", index=index, address=address, prefixlen=prefixlen, **flags)
         ipr.link("set", index=index, state="up")
     except NetlinkError as exc:
-        raise NetworkError(f"cannot set up the bridge {name} ({subnet}): {os.strerror(exc.code)}") from exc
+        raise NetworkError(f"cannot set up the bridge {name} ({shown}): {os.strerror(exc.code)}") from exc
     return index
 
 
 @_netlink
 def remove_bridge(name: str) -> None:
-    ipr = _ipr()
-    for index in ipr.link_lookup(ifname=name):
-        try:
-            ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise
+    _delete(name)
 
 
 @_netlink
@@ -121,6 +126,10 @@ def stale_veths(bridge: str, keep: set[str]) -> list[str]:
 @_netlink
 def delete_link(name: str) -> bool:
     """Delete the link ``name`` if it exists; True if it did."""
+    return _delete(name)
+
+
+def _delete(name: str) -> bool:
     ipr = _ipr()
     for index in ipr.link_lookup(ifname=name):
         try:
@@ -141,48 +150,63 @@ def attach(container_id: str, pid: int, bridge: str, address: str, prefixlen: in
     Raises:
         NetworkError: a step failed (the host end is deleted again).
     """
+    _connect(pid, host_name(container_id), PEER_PREFIX + container_id[:11], bridge, "eth0", mac,
+             (address, prefixlen, gateway), None, f"container {container_id[:12]}")
+
+
+def _connect(pid: int, host: str, peer: str, bridge: str, ifname: str, mac: str, v4: tuple[str, int, str],
+             v6: tuple[str, int, str] | None, what: str) -> None:
+    """A veth pair from ``bridge`` (the host end ``host``, up) into the namespace of ``pid``,
+    where ``peer`` becomes ``ifname`` with ``mac`` and the (address, prefix length, gateway)
+    of each family given; a default route for each gateway that is not empty; ``lo`` up.
+    A failure deletes the host end again and raises NetworkError naming ``what`` and the step."""
     ipr = _ipr()
-    host = host_name(container_id)
-    peer = PEER_PREFIX + container_id[:11]
     step = "create the veth pair"
     try:
         bridge_index = ipr.link_lookup(ifname=bridge)[0]
         ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, "net_ns_pid": pid})
         step = "attach the host end to the bridge"
-        host_index = ipr.link_lookup(ifname=host)[0]
-        ipr.link("set", index=host_index, master=bridge_index, state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge_index, state="up")
         step = "open the container's network namespace"
         inside = _open_in_namespace(pid)
         try:
-            step = "configure eth0"
+            step = f"configure {ifname}"
             index = inside.link_lookup(ifname=peer)[0]
-            inside.link("set", index=index, ifname="eth0", address=mac)
-            inside.addr("add", index=index, address=address, prefixlen=prefixlen)
+            inside.link("set", index=index, ifname=ifname, address=mac)
+            inside.addr("add", index=index, address=v4[0], prefixlen=v4[1])
+            if v6 and v6[0]:
+                inside.addr("add", index=index, address=v6[0], prefixlen=v6[1], flags=IFA_F_NODAD)
             inside.link("set", index=index, state="up")
             lo = inside.link_lookup(ifname="lo")
             if lo:
                 inside.link("set", index=lo[0], state="up")
             step = "add the default route"
-            inside.route("add", dst="0.0.0.0/0", gateway=gateway)
+            if v4[2]:
+                inside.route("add", dst="0.0.0.0/0", gateway=v4[2])
+            if v6 and v6[2]:
+                inside.route("add", dst="::/0", gateway=v6[2], family=10)
         finally:
             inside.close()
     except (NetlinkError, OSError, IndexError) as exc:
         try:
-            delete_link(host)
+            _delete(host)
         except (NetlinkError, OSError):
             pass
         reason = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc) or type(exc).__name__
-        raise NetworkError(f"cannot connect container {container_id[:12]} to {bridge}: {step}: {reason}") from exc
+        raise NetworkError(f"cannot connect {what} to {bridge}: {step}: {reason}") from exc
 
 
-def _open_in_namespace(pid: int) -> IPRoute:
+def _made_in_namespace(pid: int, make: Callable[[], Any]) -> Any:
+    """``make()`` called inside the network namespace of ``pid``, this thread back in its
+    own one afterwards: what it makes (a netlink or other socket) stays in the namespace it
+    was made in."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _setns(target)
             try:
-                return IPRoute()
+                return make()
             finally:
                 _setns(own)  # a worker thread must never stay in a container's namespace
         finally:
@@ -191,11 +215,11 @@ def _open_in_namespace(pid: int) -> IPRoute:
         os.close(own)
 
 
-# --- user-defined networks (supervisor/network/user.py) -------------------------------------
+def _open_in_namespace(pid: int) -> IPRoute:
+    return _made_in_namespace(pid, IPRoute)
 
-ENDPOINT_PREFIX = "dv"  # host ends on user networks: dv + 7 hex of the container + 6 of the network
-ENDPOINT_PEER_PREFIX = "dw"
-IFA_F_NODAD = 0x02  # no duplicate address detection: an IPv6 address usable at once, not "tentative"
+
+# --- user-defined networks (supervisor/network/user.py) -------------------------------------
 
 
 def endpoint_name(container_id: str, network_id: str, prefix: str = ENDPOINT_PREFIX) -> str:
@@ -221,23 +245,8 @@ def set_hairpin(name: str) -> None:
 @_netlink
 def ensure_user_bridge(name: str, gateway: str, prefixlen: int, gateway6: str = "", prefixlen6: int = 0) -> int:
     """:func:`ensure_bridge` for a user network: its gateway addresses (IPv6 without DAD)."""
-    ipr = _ipr()
-    try:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            ipr.link("add", ifname=name, kind="bridge")
-            found = ipr.link_lookup(ifname=name)
-        index = found[0]
-        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for family in (2, 10)
-                for a in ipr.get_addr(index=index, family=family)}
-        if (gateway, prefixlen) not in have:
-            ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
-        if gateway6 and (gateway6, prefixlen6) not in have:
-            ipr.addr("add", index=index, address=gateway6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
-        ipr.link("set", index=index, state="up")
-    except NetlinkError as exc:
-        raise NetworkError(f"cannot set up the bridge {name} ({gateway}/{prefixlen}): {os.strerror(exc.code)}") from exc
-    return index
+    return _ensure_bridge(name, f"{gateway}/{prefixlen}",
+                          [(gateway, prefixlen)] + ([(gateway6, prefixlen6)] if gateway6 else []))
 
 
 @_netlink
@@ -279,41 +288,9 @@ def attach_endpoint(pid: int, host: str, bridge: str, ifname: str, mac: str, add
     Raises:
         NetworkError: a step failed (the host end is deleted again).
     """
-    ipr = _ipr()
-    peer = ENDPOINT_PEER_PREFIX + host[len(ENDPOINT_PREFIX):]
-    step = "create the veth pair"
-    try:
-        bridge_index = ipr.link_lookup(ifname=bridge)[0]
-        ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, "net_ns_pid": pid})
-        step = "attach the host end to the bridge"
-        ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=bridge_index, state="up")
-        step = "open the container's network namespace"
-        inside = _open_in_namespace(pid)
-        try:
-            step = f"configure {ifname}"
-            index = inside.link_lookup(ifname=peer)[0]
-            inside.link("set", index=index, ifname=ifname, address=mac)
-            inside.addr("add", index=index, address=address, prefixlen=prefixlen)
-            if address6:
-                inside.addr("add", index=index, address=address6, prefixlen=prefixlen6, flags=IFA_F_NODAD)
-            inside.link("set", index=index, state="up")
-            lo = inside.link_lookup(ifname="lo")
-            if lo:
-                inside.link("set", index=lo[0], state="up")
-            step = "add the default route"
-            if gateway:
-                inside.route("add", dst="0.0.0.0/0", gateway=gateway)
-            if gateway6:
-                inside.route("add", dst="::/0", gateway=gateway6, family=10)
-        finally:
-            inside.close()
-    except (NetlinkError, OSError, IndexError) as exc:
-        try:
-            delete_link(host)
-        except (NetlinkError, OSError):
-            pass
-        reason = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc) or type(exc).__name__
-        raise NetworkError(f"cannot connect {ifname} (veth {host}) of process {pid} to {bridge}: {step}: {reason}") from exc
+    _connect(pid, host, ENDPOINT_PEER_PREFIX + host[len(ENDPOINT_PREFIX):], bridge, ifname, mac,
+             (address, prefixlen, gateway), (address6, prefixlen6, gateway6),
+             f"{ifname} (veth {host}) of process {pid}")
 
 
 @_netlink
@@ -349,19 +326,7 @@ def open_in_namespace(pid: int, family: int, kind: int, address: tuple[str, int]
     embedded DNS server's. A listening TCP socket is listening when returned."""
     import socket
 
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                sock = socket.socket(family, kind)
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
+    sock = _made_in_namespace(pid, lambda: socket.socket(family, kind))
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

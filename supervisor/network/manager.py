@@ -16,7 +16,7 @@ from supervisor.errors import DockyardError
 from supervisor.network.nat import Nat, proxy_serves
 from supervisor.network.networks import builtin_id
 from supervisor.network.ports import parse_publish
-from supervisor.network.user import Endpoint, UserNetworks, resolv_conf
+from supervisor.network.user import Endpoint, UserNetworks, host_file, resolv_conf
 from supervisor.network import (
     MODES,
     Leases,
@@ -253,9 +253,9 @@ class Network:
                 attachment.namespace = f"/proc/{peer.pid}/ns/net"
                 attachment.etc_dir = str(Path(peer.directory) / "network")  # its files, as docker
                 return attachment
-            host_resolv = _read("/etc/resolv.conf")
+            host_resolv = host_file("/etc/resolv.conf")
             if mode == "host":
-                hosts = _read("/etc/hosts") + render_hosts(hostname, "", extra).split("\n", 2)[2]
+                hosts = host_file("/etc/hosts") + render_hosts(hostname, "", extra).split("\n", 2)[2]
             else:  # --network none: its loopback name as podman (127.0.0.1 <hostname>), for sudo, Java, ...
                 hosts = render_hosts(hostname, attachment.address or "127.0.0.1", extra)
             write_atomic(etc_dir / "hosts", hosts.encode(), durable=False, mode=0o644)
@@ -463,14 +463,6 @@ class Network:
             if self._deleting.get(container_id) is done:
                 del self._deleting[container_id]
             done.set()
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return file.read()
-    except OSError:
-        return ""
 
 
 def _init_layer(directory: Path) -> str:

@@ -292,7 +292,7 @@ class UserNetworks:
 
     async def open_dns(self, container_id: str, pid: int, dns: list[str]) -> Server:
         """The container's DNS server, its sockets open in its namespace (serve it after)."""
-        server = Server(self.names, container_id, list(dns) or upstreams(_read("/etc/resolv.conf")), self.dns_stats)
+        server = Server(self.names, container_id, list(dns) or upstreams(host_file("/etc/resolv.conf")), self.dns_stats)
         await server.open(pid)
         return server
 
@@ -324,7 +324,8 @@ def resolv_conf(host_text: str, dns: list[str], search: list[str], options: list
     return "\n".join(lines) + "\n"
 
 
-def _read(path: str) -> str:
+def host_file(path: str) -> str:
+    """A file of the host's (/etc/resolv.conf, /etc/hosts), empty if it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
             return file.read()

@@ -300,6 +300,9 @@ def translate(config: dict, bundle_dir: str, container_id: str, host: Host | Non
             if not isinstance(hook, dict) or not str(hook.get("path", "")).startswith("/"):
                 raise _error(f"hooks.{kind}: every hook needs an absolute path")
     stage["start_hooks"] = hooks["startContainer"]
-    return Bundle(stage=stage, hooks=hooks, cgroups_path=linux.get("cgroupsPath") or "",
+    cgroups_path = linux.get("cgroupsPath") or ""
+    if not isinstance(cgroups_path, str):
+        raise _error(f"linux.cgroupsPath {cgroups_path!r} is not a string")
+    return Bundle(stage=stage, hooks=hooks, cgroups_path=cgroups_path,
                   resources=linux.get("resources") or {}, annotations=config.get("annotations") or {},
                   rootfs=rootfs)

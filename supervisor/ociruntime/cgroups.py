@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 import time
 
 from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.runtime import cgroupfiles
 
 DEFAULT_PARENT = "/dockyard-runtime"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio",
@@ -44,6 +46,12 @@ DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 5:0 rwm", "c 1
                         "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm")
 
 
+def _pids_writes(resources: dict) -> list[tuple[str, str, str]]:
+    """``pids.max``, the same file on both versions (a limit of 0 or less: none)."""
+    limit = (resources.get("pids") or {}).get("limit")
+    return [] if limit is None else [("pids", "pids.max", "max" if limit <= 0 else str(limit))]
+
+
 def v1_writes(resources: dict, devices: list | None = None) -> list[tuple[str, str, str]]:
     """The ``(controller, file, value)`` writes of ``linux.resources`` on cgroup v1, in order.
     ``devices`` (the stage's ``[path, type, major, minor, ...]`` entries) are allowed too."""
@@ -63,9 +71,7 @@ def v1_writes(resources: dict, devices: list | None = None) -> list[tuple[str, s
                                   ("mems", "cpuset", "cpuset.mems")):
         if cpu.get(key) not in (None, "", 0) or (key == "quota" and cpu.get(key) is not None):
             writes.append((controller, name, str(cpu[key])))
-    pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
-        writes.append(("pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
+    writes += _pids_writes(resources)
     block = resources.get("blockIO") or {}
     if block.get("weight"):
         writes.append(("blkio", "blkio.weight", str(block["weight"])))
@@ -122,9 +128,7 @@ def v2_writes(resources: dict) -> list[tuple[str, str, str]]:
     for key in ("cpus", "mems"):
         if cpu.get(key):
             writes.append(("cpuset", f"cpuset.{key}", cpu[key]))
-    pids = resources.get("pids") or {}
-    if pids.get("limit") is not None:
-        writes.append(("pids", "pids.max", "max" if pids["limit"] <= 0 else str(pids["limit"])))
+    writes += _pids_writes(resources)
     block = resources.get("blockIO") or {}
     if block.get("weight"):
         writes.append(("io", "io.bfq.weight", str(block["weight"])))
@@ -236,15 +240,15 @@ class BundleCgroup:
             if path is None:
                 raise RuntimeCommandError(f"cannot set {name}: the {controller} cgroup controller is not mounted")
             try:
-                _write(path, value)
+                cgroupfiles.write(path, value)
             except OSError as exc:
                 # v1 refuses a memory limit above memsw (and memsw below memory): the other first.
                 following = writes[index + 1] if index + 1 < len(writes) else None
                 if exc.errno == errno.EINVAL and name == "memory.limit_in_bytes" and following \
                         and following[1] == "memory.memsw.limit_in_bytes":
                     try:
-                        _write(self.file("memory", following[1]) or "", following[2])
-                        _write(path, value)
+                        cgroupfiles.write(self.file("memory", following[1]) or "", following[2])
+                        cgroupfiles.write(path, value)
                         continue
                     except OSError as retry:
                         exc = retry
@@ -272,29 +276,20 @@ class BundleCgroup:
                 pass
 
     def freeze(self, frozen: bool) -> None:
-        """pause/resume: the freezer's state, waited for.
+        """pause/resume: the freezer's state, waited for (supervisor/runtime/freezer.py).
 
         Raises:
             RuntimeCommandError: no freezer, or it did not settle in FREEZE_TIMEOUT.
         """
-        if self.version == 2:
-            path = self.file("", "cgroup.freeze")
-            value, wanted = ("1" if frozen else "0"), None
-        else:
-            path = self.file("freezer", "freezer.state")
-            value = wanted = "FROZEN" if frozen else "THAWED"
+        from supervisor.runtime import freezer  # pause, resume and a paused one's kill only
+
+        path = self.file(*freezer.freezer_file(self.version))
         if path is None or not os.path.exists(path):
             raise RuntimeCommandError("cannot pause or resume: the freezer cgroup controller is not available")
-        _write(path, value)
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while wanted is not None:
-            with open(path) as file:
-                if file.read().strip() == wanted:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeCommandError(f"the freezer did not reach {wanted} in {FREEZE_TIMEOUT:.0f} s")
-            _write(path, value)
-            time.sleep(0.01)  # the kernel's freezer has no event to wait on (v1)
+        try:
+            freezer.set_frozen(path, self.version, frozen, FREEZE_TIMEOUT)
+        except OSError as exc:  # TimeoutError included
+            raise RuntimeCommandError(f"cannot {'pause' if frozen else 'resume'}: {exc}") from None
 
     def remove(self) -> None:
         """Kill what is left, wait for it to go, remove the directories.
@@ -305,17 +300,11 @@ class BundleCgroup:
         self.signal_all(_signal.SIGKILL)
         deadline = time.monotonic() + REMOVE_TIMEOUT
         for path in self.directories():
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise RuntimeCommandError(f'cannot remove the cgroup "{path}": {os.strerror(exc.errno)}') from None
-                    self.signal_all(_signal.SIGKILL)
-                    time.sleep(0.01)  # a killed process leaves its cgroup only once reaped
+            try:  # a killed process leaves its cgroup only once reaped: kill again, retry every 10 ms
+                cgroupfiles.remove_directory(path, deadline, on_busy=lambda: self.signal_all(_signal.SIGKILL),
+                                             delay=0.01, max_delay=0.01)
+            except OSError as exc:
+                raise RuntimeCommandError(f'cannot remove the cgroup "{path}": {os.strerror(exc.errno)}') from None
 
     def stats(self) -> dict:
         """runc's ``events --stats`` figures that the cgroup has (cpu, memory, pids)."""
@@ -343,44 +332,121 @@ class BundleCgroup:
         }
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+def _missing_levels(path: str) -> list[str]:
+    """The directories that ``path`` needs made, its first missing ancestor first."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    return missing[::-1]
 
 
 def _make_cpuset(path: str) -> None:
     """Make each missing level, copying cpus and mems from its parent (v1 refuses tasks in a
     cpuset that has none)."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
+    for directory in _missing_levels(path):
         os.mkdir(directory, 0o755)
         parent = os.path.dirname(directory)
         for name in ("cpuset.cpus", "cpuset.mems"):
             with open(os.path.join(parent, name)) as file:
                 value = file.read().strip()
-            _write(os.path.join(directory, name), value)
+            cgroupfiles.write(os.path.join(directory, name), value)
 
 
 def _make_v2(path: str) -> None:
     """Make each missing level, the parent's controllers enabled for its children."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
+    for directory in _missing_levels(path):
         parent = os.path.dirname(directory)
         try:
             with open(os.path.join(parent, "cgroup.controllers")) as file:
                 controllers = file.read().split()
-            _write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + name for name in controllers))
+            cgroupfiles.write(os.path.join(parent, "cgroup.subtree_control"), " ".join("+" + name for name in controllers))
         except OSError:
             pass  # best effort: a controller in use by the parent's processes stays off
         os.mkdir(directory, 0o755)
+
+
+def own_procs_files(text: str, base: str = "/sys/fs/cgroup") -> list[str]:
+    """The ``cgroup.procs`` of this process's own cgroups, from /proc/self/cgroup's ``text``,
+    under the usual mount points (``base/<controllers>``, the v2 tree at ``base/unified`` on
+    a hybrid host or at ``base`` itself), in the order of the file."""
+    files = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        path = parts[2].lstrip("/")
+        for directory in ([parts[1].removeprefix("name=")] if parts[1] else ["unified", ""]):
+            files.append(os.path.join(base, directory, path, "cgroup.procs"))
+    return files
+
+
+class AttachWarmUp:
+    """Start the kernel's wait for a cgroup move now, in a thread, so that the container's
+    own move (``launch.InitStage.join_cgroups``, an exec's stage 0) finds it done.
+
+    Theory: every write to a ``cgroup.procs`` takes the kernel's one global
+    ``cgroup_threadgroup_rwsem`` for writing, and the first writer after a quiet spell waits
+    for an RCU grace period (``rcu_sync_enter``: 5-25 ms on this 2-CPU VM, no CPU), the
+    longest single step of a ``run``. A writer that comes while that wait is under way
+    waits only for its rest; one that comes within a grace period after the last writer
+    left does not wait at all. ``create`` can move stage 0 only once it has imported its
+    modules, read the config, made the cgroups and forked (~5-10 ms of CPU after the
+    command line is parsed), so this writes our own pid into our own cgroup (no move: the
+    kernel sees the process is there already) from a thread as soon as the command is
+    known, and the wait runs while the command does that work. runc pays the same wait
+    (its parent writes ``runc init``'s pid) and does not overlap it. Best effort: a cgroup
+    we cannot write, or a kernel that behaves otherwise, only loses the overlap.
+
+    The kernel holds ``cgroup_mutex`` during the wait, as for any move: the command's own
+    cgroup mkdirs, if they come before it ends, wait for its rest (not longer than the
+    move itself would have waited). When the container's move comes more than a grace
+    period after this one ended, it waits in full as before: the host then sees one more
+    such wait, the command none more.
+    """
+
+    def __init__(self, cgroup_text: str | None = None):
+        self.path = ""
+        self.finished = None
+        try:
+            if cgroup_text is None:
+                with open("/proc/self/cgroup", "rb") as file:
+                    cgroup_text = file.read().decode()
+        except OSError:
+            return
+        fd = -1
+        for path in own_procs_files(cgroup_text):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            self.path = path
+            break
+        if fd < 0:
+            return
+        import _thread  # not threading: its import costs more than this saves in CPU
+
+        self.finished = _thread.allocate_lock()
+        self.finished.acquire()
+        # The new thread needs the GIL, which this one holds while it imports and releases
+        # only for moments (file reads) that the other thread rarely catches: without a short
+        # switch interval it would start ~5 ms (the default interval) late. It is put back
+        # once the write is done.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0001)
+        _thread.start_new_thread(self._write, (fd, str(os.getpid()).encode(), interval))
+
+    def _write(self, fd: int, pid: bytes, interval: float) -> None:
+        try:
+            os.write(fd, pid)
+        except OSError:
+            pass  # best effort (class docstring)
+        finally:
+            os.close(fd)
+            sys.setswitchinterval(interval)
+            self.finished.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once the write is done (tests: the command itself never waits for it)."""
+        return self.finished is not None and self.finished.acquire(timeout=timeout)

@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     arguments = flags.parse(argv, DEFAULT_ROOT) or build_parser().parse_args(normalize(argv))
     logger = Logger(arguments.log, arguments.log_format == "json", arguments.debug)
+    if arguments.command in ("run", "create", "exec"):  # they move a process into a cgroup
+        from supervisor.ociruntime.cgroups import AttachWarmUp
+
+        AttachWarmUp()
     if arguments.version:
         print(f"dockyard-runtime version {VERSION}\nspec: {OCI_VERSION}")
         return 0

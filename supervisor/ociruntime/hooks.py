@@ -7,8 +7,8 @@ the ``startContainer`` ones itself, in the container (``bundle_stage.run_start_h
 from __future__ import annotations
 
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.runtime import jsonlite
 
 
 def run_hooks(kind: str, hooks: list[dict], state: dict) -> None:

@@ -17,8 +17,8 @@ import fcntl
 import os
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.runtime import cgroupfiles, jsonlite
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
 
@@ -128,16 +128,10 @@ class InitStage:
             RuntimeCommandError: naming the file and the cause (stage 0 is still there:
                 :meth:`abandon` it).
         """
-        pid = str(self.pid).encode()
-        for path in procs_files:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise RuntimeCommandError(f'cannot join the cgroup: write "{path}": {exc.strerror}') from None
+        try:
+            cgroupfiles.join(procs_files, self.pid)
+        except OSError as exc:
+            raise RuntimeCommandError(f'cannot join the cgroup: write "{exc.filename}": {exc.strerror}') from None
 
     def run(self, stage: dict) -> int:
         """Give stage 0 its config (the map ``stage``); return the process's host pid once it

@@ -15,12 +15,13 @@ import os
 import select
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
-from supervisor.ociruntime import hooks, jsonlite
+from supervisor.ociruntime import hooks
 from supervisor.ociruntime.cgroups import BundleCgroup
 from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.ociruntime.launch import InitStage, launch
 from supervisor.ociruntime.state import (StateStore, hook_state, now_rfc3339, process_start_time, status_of,
                                          write_small_atomic)
+from supervisor.runtime import jsonlite
 
 TYPE_CHECKING = False  # typing itself is not imported: ~2 ms
 if TYPE_CHECKING:

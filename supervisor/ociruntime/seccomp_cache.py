@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.state import write_small_atomic
+from supervisor.runtime import jsonlite
 
 CACHE_DIR = "seccomp-cache"
 #: The modules whose code decides the program, relative to the package's parent directory.

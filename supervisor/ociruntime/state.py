@@ -6,7 +6,7 @@ derived each time from the kernel rather than stored:
 
     stopped   pid 1 is gone (or a zombie, or its pid now names another process)
     created   pid 1 lives and exec.fifo still exists: it waits for ``start``
-    paused    the container's freezer cgroup is FROZEN
+    paused    the container's freezer cgroup is FROZEN (v1; cgroup.freeze 1 on v2)
     running   otherwise
 """
 
@@ -16,8 +16,8 @@ import errno
 import fcntl
 import os
 
-from supervisor.ociruntime import jsonlite
 from supervisor.ociruntime.errors import RuntimeCommandError
+from supervisor.runtime import freezer, jsonlite
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
@@ -187,14 +187,11 @@ def status_of(record: dict, store: StateStore) -> str:
         return "stopped"
     if os.path.exists(store.fifo(record["id"])):
         return "created"
-    freezer = (record.get("cgroup_paths") or {}).get("freezer")
-    if freezer:
-        try:
-            with open(os.path.join(freezer, "freezer.state")) as file:
-                if file.read().strip() in ("FROZEN", "FREEZING"):
-                    return "paused"
-        except OSError:
-            pass
+    paths = record.get("cgroup_paths") or {}
+    version = 2 if set(paths) == {""} else 1
+    controller, name = freezer.freezer_file(version)
+    if paths.get(controller) and freezer.is_frozen(os.path.join(paths[controller], name), version):
+        return "paused"
     return "running"
 
 

@@ -160,6 +160,9 @@ DEFAULT_SPEC: dict = {
                 "type": "mount"
             }
         ],
+        # runc's lists (``runc spec``), not the daemon's docker defaults (MASKED_PATHS and
+        # READONLY_PATHS of supervisor/runtime/protocol.py): a deliberate copy, since they
+        # already differ in order and entries and each follows its own upstream.
         "maskedPaths": [
             "/proc/acpi",
             "/proc/asound",

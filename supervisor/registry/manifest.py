@@ -40,6 +40,7 @@ FOREIGN_LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 )
 
 #: Manifests bigger than this are refused before they are read in full (docker: 4 MiB).

@@ -19,7 +19,7 @@ from supervisor.registry.auth import Credentials, CredentialStore
 from supervisor.registry.layout import LayoutImage, StreamedImage
 from supervisor.registry.options import Options
 from supervisor.registry.progress import Progress
-from supervisor.registry.pushlayout import RECORDS_FILE, BlobRecords
+from supervisor.registry.pushlayout import COMPRESSIONS, RECORDS_FILE, BlobRecords
 from supervisor.registry.reference import DEFAULT_REGISTRY, Reference, normalise_registry
 from supervisor.registry.reference import parse as parse_reference
 
@@ -55,9 +55,12 @@ class RegistryStore(Protocol):
         """The image ``reference`` as an entry of an OCI layout (its layers as the store
         keeps them); NotFound if absent."""
 
-    def push_layout(self, reference: str, records: BlobRecords) -> LayoutImage | StreamedImage:
-        """The image ``reference`` as a push sends it (layers gzip-compressed, in a layout of
-        its own: :mod:`~supervisor.registry.pushlayout`); NotFound if absent."""
+    def push_layout(self, reference: str, records: BlobRecords,
+                    compression: str | None = None) -> LayoutImage | StreamedImage:
+        """The image ``reference`` as a push sends it (layers compressed, in a layout of its
+        own: :mod:`~supervisor.registry.pushlayout`): with ``compression`` (``gzip`` or
+        ``zstd``) when it is given, and then only so; by default gzip, and a blob a
+        registry already has in another compression is named as it is. NotFound if absent."""
 
     def release(self, source: LayoutImage | StreamedImage) -> None:
         """Remove what :meth:`push_layout` made."""
@@ -151,15 +154,19 @@ async def pull(args: dict[str, Any], *, store: RegistryStore, root: Path, option
 
 async def push(args: dict[str, Any], *, store: RegistryStore, root: Path, options: Options,
                stream: Stream | None = None, emit: Emit | None = None) -> dict[str, Any]:
-    """{reference} -> {reference, digest, size, uploaded, existed, mounted, bytes};
-    streams ``{"progress": Progress}`` payloads while it runs."""
+    """{reference, compression?: gzip|zstd} -> {reference, digest, size, uploaded, existed,
+    mounted, bytes}; streams ``{"progress": Progress}`` payloads while it runs."""
     import trio
 
     from supervisor.registry import transfer
 
     ref = parse_reference(_string(args, "reference"))
+    compression = args.get("compression")
+    if compression is not None and compression not in COMPRESSIONS:
+        raise InvalidArgument(f"cannot push {ref.familiar()}: unknown compression format {compression!r} "
+                              f"(it is {' or '.join(COMPRESSIONS)})")
     records = BlobRecords(Path(root) / RECORDS_FILE)
-    source = await trio.to_thread.run_sync(store.push_layout, _string(args, "reference"), records)
+    source = await trio.to_thread.run_sync(store.push_layout, _string(args, "reference"), records, compression)
     try:
         result = await _with_progress(stream, lambda on_progress: transfer.push(
             source, ref, credentials=CredentialStore(credentials_path(root)), options=options,

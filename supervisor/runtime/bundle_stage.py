@@ -30,16 +30,13 @@ Like every module of the stage: the standard library only, imported beside
 ``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
 """
 
-import fcntl
 import os
 import stat
-import struct
-
-import _socket
 
 if __package__:  # imported as supervisor.runtime.bundle_stage
-    from supervisor.runtime import init_stage, libc, namespaces, nsenter, rootfs, security
+    from supervisor.runtime import console, init_stage, libc, namespaces, nsenter, rootfs, security
 else:  # pragma: no cover - beside forkserver.py
+    import console
     import init_stage
     import libc
     import namespaces
@@ -58,10 +55,6 @@ MS_MOVE = 0x2000
 MS_UNBINDABLE = 0x20000
 PR_SET_KEEPCAPS = 8
 PR_CAP_AMBIENT_RAISE = 2
-TIOCGPTN = 0x80045430
-TIOCSPTLCK = 0x40045431
-TIOCSWINSZ = 0x5414
-TIOCSCTTY = 0x540E
 
 
 # --- stage 0: namespaces ----------------------------------------------------------------------
@@ -260,46 +253,19 @@ def make_devices(root: str, devices, default_devices: bool) -> None:
 
 
 def open_console(root: str, console_size, uid: int) -> None:
-    """A pty of the container's own devpts (``/dev/pts/ptmx``): its master is sent over the
-    console socket (fd 5, SCM_RIGHTS, the slave's name as the message, as runc does), its
-    slave becomes fds 0-2 and the controlling terminal of a new session."""
+    """A pty of the container's own devpts (``/dev/pts/ptmx``, :mod:`console`): its master is
+    sent over the console socket (fd 5, SCM_RIGHTS, the slave's name as the message, as runc
+    does), its slave becomes fds 0-2 and the controlling terminal of a new session."""
+    master, slave = console.open_pty(root + "/dev/pts")
     try:
-        master = os.open(root + "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
-        name = "/dev/pts/%d" % number
-        slave = os.open(root + name, os.O_RDWR | os.O_NOCTTY)
+        name = console.pty_name(master)
         os.fchown(slave, uid, -1)
         if console_size:
-            fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", console_size[0], console_size[1], 0, 0))
+            console.set_size(slave, console_size[0], console_size[1])
     except OSError as exc:
         raise libc.InitError(f"create the console in the container's /dev/pts: {libc.strerror(exc.errno)}") from None
-    send_console(master, name)
-    os.close(master)
-    take_console(slave)
-
-
-def send_console(master: int, name: str) -> None:
-    """The pty master over the console socket (fd :data:`CONSOLE_FD`), then the socket closed."""
-    sock = _socket.socket(fileno=CONSOLE_FD)
-    try:
-        sock.sendmsg([name.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
-    except OSError as exc:
-        raise libc.InitError(f"send the console to the console socket: {libc.strerror(exc.errno)}") from None
-    finally:
-        sock.close()
-
-
-def take_console(slave: int) -> None:
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-    try:
-        os.setsid()
-        fcntl.ioctl(0, TIOCSCTTY, 0)
-    except OSError as exc:
-        raise libc.InitError(f"make the console the controlling terminal: {libc.strerror(exc.errno)}") from None
+    console.send_master(master, CONSOLE_FD, name.encode(), "the console socket")
+    console.make_controlling(slave)
 
 
 def enter_root(root: str, no_pivot: bool) -> None:

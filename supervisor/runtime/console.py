@@ -53,6 +53,7 @@ TIOCSCTTY = 0x540E  # asm-generic/ioctls.h (x86_64 and aarch64)
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441  # Linux 4.13: the slave of a master, without a path lookup
+TIOCSWINSZ = 0x5414
 PTMX_DEVICE = (5, 2)  # any devpts instance's ptmx
 
 
@@ -86,14 +87,31 @@ def open_pty(pts: str) -> "tuple[int, int]":
     return master, slave
 
 
-def send_master(master: int) -> None:
-    """Send ``master`` on the console socket (fd 0), then close both here: the container
-    keeps no master of its own terminal."""
-    console = _socket.socket(fileno=CONSOLE_SOCKET_FD)
+def pty_name(master: int) -> str:
+    """The slave's path in the container (``/dev/pts/N``), as runc names it to a console socket."""
     try:
-        console.sendmsg([MESSAGE], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
+        return "/dev/pts/%d" % struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
     except OSError as exc:
-        raise libc.InitError(f"send the terminal to the supervisor: {libc.strerror(exc.errno)}") from None
+        raise libc.InitError(f"read the terminal's number: {libc.strerror(exc.errno)}") from None
+
+
+def set_size(slave: int, rows: int, columns: int) -> None:
+    try:
+        fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    except OSError as exc:
+        raise libc.InitError(f"set the terminal's size: {libc.strerror(exc.errno)}") from None
+
+
+def send_master(master: int, socket_fd: int = CONSOLE_SOCKET_FD, message: bytes = MESSAGE,
+                to: str = "the supervisor") -> None:
+    """Send ``master`` on the console socket (fd 0, or ``socket_fd``: the OCI runtime's
+    ``--console-socket``, whose message is the slave's name), then close both here: the
+    container keeps no master of its own terminal."""
+    console = _socket.socket(fileno=socket_fd)
+    try:
+        console.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
+    except OSError as exc:
+        raise libc.InitError(f"send the terminal to {to}: {libc.strerror(exc.errno)}") from None
     finally:
         console.close()
         os.close(master)

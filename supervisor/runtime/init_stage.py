@@ -28,10 +28,11 @@ except ImportError:  # pragma: no cover - CPython always has it
     _json = None  # type: ignore[assignment]
 
 if __package__:  # imported as supervisor.runtime.init_stage
-    from supervisor.runtime import cgroupfs, console, libc, namespaces, rootfs, security, userns
+    from supervisor.runtime import cgroupfs, console, jsonlite, libc, namespaces, rootfs, security, userns
 else:  # in the fork server: top-level modules beside forkserver.py
     import cgroupfs
     import console
+    import jsonlite
     import libc
     import namespaces
     import rootfs
@@ -68,18 +69,6 @@ def exec_error(name: str, error: OSError) -> libc.InitError:
     return libc.InitError(f'exec: "{name}": {libc.strerror(error.errno)}', code)
 
 
-class _ScannerContext:  # what json.decoder.JSONDecoder gives the C scanner
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return float(name.lower().replace("infinity", "inf"))
-
-
 def loads(text: str) -> object:
     """``json.loads`` without importing ``json.decoder`` (and with it ``re``)."""
     if _json is None:  # pragma: no cover
@@ -88,7 +77,7 @@ def loads(text: str) -> object:
         return json.loads(text)
     start = len(text) - len(text.lstrip())
     try:
-        value, end = _json.make_scanner(_ScannerContext)(text, start)
+        value, end = _json.make_scanner(jsonlite.ScannerContext)(text, start)
     except StopIteration:
         raise ValueError(f"no JSON value at offset {start}") from None
     if text[end:].strip():
@@ -189,7 +178,7 @@ def stage0(config: dict) -> None:
             namespaces.join_network_namespace(network)
             network = "host"  # i.e. keep the one we are in
         userns.prepare_mapped_rootfs(config)
-    namespaces.unshare_container(network)
+    namespaces.unshare_container(network, config.get("uts_namespace") or "")
     fork_and_report("the container process")
 
 
@@ -254,7 +243,8 @@ def container(config: dict) -> None:
     rootfs.make_readonly(config.get("readonly_paths", ()))
     if config.get("readonly_rootfs"):
         rootfs.make_root_readonly()
-    namespaces.set_hostname(config.get("hostname") or config["id"][:12])
+    if config.get("uts_namespace") != "host":  # the host's hostname is never the container's to set
+        namespaces.set_hostname(config.get("hostname") or config["id"][:12])
     if not (mapped and config.get("network_namespace")):  # a shared one is not ours to change
         namespaces.loopback_up()
 

@@ -18,8 +18,9 @@ import struct
 import _socket
 
 if __package__:  # imported as supervisor.runtime.namespaces
-    from supervisor.runtime import libc, userns
+    from supervisor.runtime import cgroupfiles, libc, userns
 else:  # in the fork server: a top-level module beside forkserver.py
+    import cgroupfiles
     import libc
     import userns
 
@@ -47,16 +48,10 @@ EXEC_NAMESPACES = (
 
 def join_cgroups(cgroup_procs: "tuple[str, ...] | list[str]") -> None:
     """Move this process into each cgroup (its ``cgroup.procs`` paths)."""
-    pid = str(os.getpid()).encode()
-    for path in cgroup_procs:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise libc.InitError(f'join the cgroup: write "{path}": {libc.strerror(exc.errno)}') from None
+    try:
+        cgroupfiles.join(cgroup_procs, os.getpid())
+    except OSError as exc:
+        raise libc.InitError(f'join the cgroup: write "{exc.filename}": {libc.strerror(exc.errno)}') from None
 
 
 def join_network_namespace(path: str) -> None:
@@ -71,16 +66,20 @@ def join_network_namespace(path: str) -> None:
         os.close(fd)
 
 
-def unshare_container(network: str) -> None:
+def unshare_container(network: str, uts: str = "") -> None:
     """unshare(2) the container's namespaces. ``network``: "" for a network namespace of its
-    own, "host" for the host's, or the path of another container's to join and keep. The
-    cgroup namespace is rooted at the cgroups the process is in: join them first."""
+    own, "host" for the host's, or the path of another container's to join and keep. ``uts``:
+    "" for a UTS namespace of its own, "host" for the host's (then its hostname must never be
+    set: it is the host's). The cgroup namespace is rooted at the cgroups the process is in:
+    join them first."""
     namespaces = CONTAINER_NAMESPACES
     if network == "host":
         namespaces &= ~libc.CLONE_NEWNET
     elif network:  # another container's: join it, keep it
         join_network_namespace(network)
         namespaces &= ~libc.CLONE_NEWNET
+    if uts == "host":
+        namespaces &= ~libc.CLONE_NEWUTS
     libc.unshare(namespaces)
 
 

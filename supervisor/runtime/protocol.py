@@ -130,7 +130,10 @@ CONTAINER_ID = re.compile(r"^[0-9a-f]{64}\Z")
 DEVICE_ENTRY = re.compile(r"^[cb] \d{1,10} \d{1,10} [0-7]{1,4} /dev/[^\x00\s]+\Z")
 MAX_STATUS_BYTES = 65536  # more than any honest status report
 
-# Docker's defaults (moby oci/defaults.go and caps/defaults.go).
+# Docker's defaults (moby oci/defaults.go and caps/defaults.go). The OCI runtime's
+# ``spec`` has runc's masked and read-only paths instead (supervisor/ociruntime/template.py):
+# a deliberate copy, since they already differ in order and entries and each follows its
+# own upstream.
 MASKED_PATHS = (
     "/proc/asound",
     "/proc/acpi",
@@ -190,6 +193,8 @@ class LaunchConfig:
     devices: tuple[str, ...] = ()  # "c|b MAJOR MINOR MODE(octal) /dev/PATH", made in /dev
     # "" a new network namespace, "host" the host's, or a /proc/PID/ns/net path to join.
     network_namespace: str = ""
+    # "" a new UTS namespace (its hostname set to ``hostname``), "host" the host's (untouched).
+    uts_namespace: str = ""
     etc_dir: str = ""  # where hosts, hostname and resolv.conf are, bind-mounted into /etc
     # pid 1 waits, before its execve, for the supervisor's go (the network is configured,
     # its mount namespace held: ForkServer.launch(hold_mounts=True)); launch(prepare=...)
@@ -271,6 +276,8 @@ class LaunchConfig:
             raise InvalidArgument(f"launch config.user: {self.user!r} is not USER[:GROUP] or UID[:GID]")
         if self.hostname and not HOSTNAME.match(self.hostname):
             raise InvalidArgument(f"launch config.hostname: {self.hostname!r} is not a valid hostname")
+        if self.uts_namespace not in ("", "host"):
+            raise InvalidArgument(f"launch config.uts_namespace: {self.uts_namespace!r} is not '' or 'host'")
         for entry in self.devices:
             if not DEVICE_ENTRY.match(entry) or "/../" in entry + "/":
                 raise InvalidArgument(f"launch config.devices: {entry!r} is not 'c|b MAJOR MINOR MODE /dev/PATH'")

@@ -74,6 +74,8 @@ class Execs:
         process, cgroup = container.process, container.cgroup
         if not container.status.running or process is None or cgroup is None:
             raise InvalidState(container.name, "exec in", container.status.value, "it is not running")
+        if not container.status.can_pause():  # docker: no exec in a paused container
+            raise InvalidState(container.name, "exec in", container.status.value, "it is paused: unpause it first")
         execution = Execution(container=container, spec=spec)
         if attach is not None:
             execution.attachments.append(attach)

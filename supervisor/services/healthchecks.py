@@ -54,6 +54,8 @@ class HealthChecks:
         if not container.status.running or container.health is None or config is None:
             why = "it is not running" if not container.status.running else "it has no health check"
             raise InvalidState(container.name, "check the health of", container.status.value, why)
+        if not container.status.can_pause():  # paused: no probe (it starts again at the unpause)
+            raise InvalidState(container.name, "check the health of", container.status.value, "it is paused")
         start = time.time()
         try:
             result = await self.execs.run(container.id, config.argv(), timeout=config.timeout,

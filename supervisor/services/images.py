@@ -8,6 +8,7 @@ reports what a walk of a running container's live files skipped or caught half-w
 from __future__ import annotations
 
 import functools
+import json
 import os
 import posixpath
 import shlex
@@ -37,14 +38,19 @@ class Images:
         self.store = store
         self.events = core.events
 
-    def list(self, filters: list[str] | None = None) -> list[tuple[Image, list[str]]]:
+    def list(self, filters: list[str] | None = None, all: bool = False) -> list[tuple[Image, list[str]]]:
         """The images, newest first, with the tags to show, that pass ``filters`` (``images
         --filter KEY=VALUE``: supervisor/filters.py; ``reference=`` keeps the tags that match).
+        Without ``all``, as docker: not the untagged intermediate images of a build (each one
+        a step's image that a later step's image extends: :func:`intermediates`).
 
         Raises:
             InvalidArgument: an unknown filter key or a bad value. NotFound: a before=/since= image.
         """
         images = self.store.list()
+        if not all:
+            hidden = intermediates(images)
+            images = [image for image in images if image.id not in hidden]
         if not filters:
             return [(image, list(image.repo_tags)) for image in images]
         query = image_filters.image_query(filters, lambda ref: self.store.resolve(ref).created)
@@ -157,8 +163,8 @@ class Images:
         for line in report:  # docker's actions: untag (per tag), then delete
             if "Untagged" in line:
                 self.events.emit("image", "untag", image_id, {"name": line["Untagged"]})
-            else:
-                self.events.emit("image", "delete", image_id, {"name": ref})
+            else:  # the image, then each untagged parent it left with no child
+                self.events.emit("image", "delete", line["Deleted"].removeprefix("sha256:"), {"name": ref})
         return report
 
     async def tag(self, ref: str, reference: str) -> Image:
@@ -243,3 +249,19 @@ def from_host(container: Container) -> Any:
 def to_host(container: Container) -> Any:
     """A remapped container's ids to the host's (``IdMapping.to_host``), or None."""
     return IdMapping.from_map(container.id_mapping).to_host if container.id_mapping else None
+
+
+def intermediates(images: list[Image]) -> set[str]:
+    """The ids of the intermediate images among ``images``: untagged ones (no tag, no repo
+    digest) whose history another image's history extends, as a build's step images are
+    extended by the next step's (docker hides them from ``images`` unless ``-a``: they have
+    a child). An untagged image nothing extends is dangling and stays listed."""
+    def entries(image: Image) -> tuple[str, ...]:
+        return tuple(json.dumps(entry, sort_keys=True) for entry in image.document.get("history") or [])
+
+    extended: set[tuple[str, ...]] = set()
+    for image in images:
+        history = entries(image)
+        extended.update(history[:length] for length in range(1, len(history)))
+    return {image.id for image in images
+            if not image.repo_tags and not image.repo_digests and entries(image) in extended}

@@ -27,6 +27,18 @@ class Networks:
             raise DockyardError("networks are not available before the supervisor has started")
         return self.core.network
 
+    async def start(self, config: Any) -> None:
+        """The bridge, and the clean-up of what a crashed daemon left (after the records are
+        reconciled: no container runs yet, so every lease and veth of ours is stale)."""
+        from supervisor.network.manager import Network  # pyroute2: the daemon only
+
+        core = self.core
+        core.network = Network(config.root, config.bridge_name, config.bridge_subnet, config.ip_masq, core.log,
+                               userland_proxy=config.userland_proxy)
+        running = {c.id for c in core.containers.values() if c.status.running}
+        running |= set(core.left_alone)  # another dockyard's: their leases, veths and rules stay
+        await core.network.start(running)
+
     def _event(self, action: str, network_id: str, name: str, **attributes: str) -> None:
         self.core.events.emit("network", action, network_id, {"name": name, "type": "bridge", **attributes})
 

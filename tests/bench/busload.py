@@ -74,7 +74,9 @@ def _rate_figure(bench, subscribers: int) -> Figure:
         measure.add(min(rates) if len(rates) == subscribers else None)  # the slowest subscriber's rate
         details.append(f"slowest received {min(r['received'] for r in results)}/{params.bus_events}, "
                        f"gaps {sum(r['gaps'] for r in results)}, published in {results[0]['publish_seconds']:.2f} s, "
-                       f"server dropped {results[0]['dropped']}")
+                       f"server dropped {results[0]['dropped']}, {results[0]['frames']} frames, CPU per event: "
+                       f"publisher {results[0]['publisher_cpu'] / params.bus_events * 1e6:.2f} us, slowest subscriber "
+                       f"{max(r['cpu'] / max(1, r['received']) for r in results) * 1e6:.2f} us")
     if measure.samples:
         measure.note = f"lost {lost_total} of {params.bus_events * subscribers * len(measure.samples)} in total; " + \
             "; ".join(details)
@@ -185,5 +187,6 @@ async def _one_run(run_dir: Path, count: int, subscribers: int = 1, filtered: bo
         nursery.cancel_scope.cancel()
     for result in results:
         result.update(t0=t0, publish_seconds=publish_seconds, dropped=server.stats.events_dropped,
+                      frames=getattr(server.stats, "event_frames", None),
                       publisher_cpu=publisher_cpu)
     return results

@@ -50,7 +50,7 @@ ORDER = ["run_rm_none", "run_rm_default", "cli_version", "api", "api_bridge", "m
          "oci_runtime_podman",
          "dns_latency", "network_run", "engine_api_run_rm", "engine_api_list", "volume_run_rm", "volume_commit",
          "restore_memory", "restore_time", "restore_throughput",
-         "build_cached", "build_uncached", "build_push", "store_disk"]
+         "build_cached", "build_uncached", "build_push", "build_push_zstd", "store_disk"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

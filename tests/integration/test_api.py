@@ -348,7 +348,7 @@ def test_the_api_on_loopback_tcp(daemon):
     docker_py = pytest.importorskip("docker")
     client = docker_py.DockerClient(base_url=f"tcp://127.0.0.1:{daemon.api_port}", version="auto")
     assert client.ping() is True
-    # (the build tests before it leave untagged intermediate images: docker hides those, dockyard lists them)
+    # (the build tests before it may leave untagged images)
     assert [image.tags for image in client.images.list() if image.tags] == [["base:latest"]]
     client.close()
 
@@ -388,3 +388,64 @@ def test_docker_push_and_pull_through_the_api_with_a_local_registry(daemon, tmp_
         assert missing.returncode != 0 and b"team/nothing" in missing.stderr
     finally:
         registry.stop()
+
+
+def test_docker_py_device_cgroup_rules_and_cgroupns_mode(daemon):
+    docker_py = pytest.importorskip("docker")
+    client = docker_client(daemon)
+    rule = "c 7:128 rwm"
+    container = client.containers.create("base", ["cat", "/sys/fs/cgroup/devices/devices.list"],
+                                         device_cgroup_rules=[rule], cgroupns="private")
+    try:
+        host_config = container.attrs["HostConfig"]
+        assert (host_config["DeviceCgroupRules"], host_config["CgroupnsMode"]) == ([rule], "private")
+        container.start()
+        assert container.wait(timeout=TIMEOUT)["StatusCode"] == 0
+        if os.path.isdir("/sys/fs/cgroup/devices"):  # cgroup v1: the container's devices.list holds it
+            assert rule in container.logs().decode()
+    finally:
+        container.remove(force=True)
+    with pytest.raises(docker_py.errors.APIError, match="CgroupnsMode 'host'"):
+        client.containers.create("base", "true", cgroupns="host")
+    with pytest.raises(docker_py.errors.APIError, match="--device-cgroup-rule"):
+        client.containers.create("base", "true", device_cgroup_rules=["c 7 rwm"])
+    client.close()
+
+
+def test_docker_py_updates_the_restart_policy(daemon):
+    client = docker_client(daemon)
+    container = client.api.create_container("base", ["sleep", "60"], host_config=client.api.create_host_config(
+        restart_policy={"Name": "always", "MaximumRetryCount": 0}))
+    try:
+        client.api.start(container)
+        client.api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
+        policy = client.api.inspect_container(container)["HostConfig"]["RestartPolicy"]
+        assert (policy["Name"], policy["MaximumRetryCount"]) == ("on-failure", 42)
+    finally:
+        client.api.remove_container(container, force=True)
+    removed = docker(daemon, "run", "-d", "--rm", "base", "sleep", "60").stdout.decode().strip()
+    try:
+        refused = docker(daemon, "update", "--restart", "always", removed, check=False)
+        assert refused.returncode != 0 and b"--restart always and --rm" in refused.stderr
+    finally:
+        docker(daemon, "rm", "-f", removed, check=False)
+    client.close()
+
+
+def test_uts_host_shows_the_host_s_hostname_and_never_changes_it(daemon):
+    host_name = socket.gethostname()
+    assert daemon.out("run", "--rm", "--uts", "host", "base", "hostname").strip() == host_name
+    refused = daemon.cli("run", "--rm", "--uts", "host", "base", "hostname", "-F", "/etc/hostname")
+    assert refused.returncode != 0  # the host's UTS namespace: the container cannot rename the host
+    assert socket.gethostname() == host_name
+    conflict = daemon.cli("run", "--rm", "--uts", "host", "-h", "other", "base", "true")
+    assert conflict.returncode != 0 and b"conflicting options: --hostname and --uts host" in conflict.stderr
+    client = docker_client(daemon)
+    container = client.containers.create("base", "true", uts_mode="host")
+    try:
+        assert container.attrs["HostConfig"]["UTSMode"] == "host"
+        assert container.attrs["Config"]["Hostname"] == host_name
+    finally:
+        container.remove(force=True)
+        client.close()
+    assert socket.gethostname() == host_name

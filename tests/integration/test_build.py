@@ -72,6 +72,28 @@ def test_a_dockerfile_builds_an_image_that_runs_with_its_config(daemon, tmp_path
     assert daemon.out("ps", "-aq").strip() == "", "a build container was left behind"
 
 
+def test_images_hides_the_steps_images_and_images_a_lists_them(daemon, tmp_path):
+    context = write_context(tmp_path / "steps", "FROM base\nENV STEP=1\nRUN touch /one\nLABEL step=3\n")
+    built = daemon.out("build", "-q", "-t", "steps:1", str(context), timeout=180).strip()
+    listed = set(daemon.out("images", "-q", "--no-trunc").split())
+    everything = set(daemon.out("images", "-a", "-q", "--no-trunc").split())
+    steps_images = everything - listed
+    assert built in listed and len(steps_images) >= 2, (listed, everything)  # ENV's and RUN's images
+    rows = json.loads(daemon.out("inspect", *[image[7:] for image in steps_images]))
+    assert all(row["RepoTags"] == [] for row in rows)
+    # rmi deletes the untagged parents it leaves with no child with it, as docker's does; a
+    # parent another image still extends stays.
+    sibling = write_context(tmp_path / "sibling", "FROM base\nENV STEP=1\nRUN touch /one\nLABEL step=other\n")
+    daemon.out("build", "-q", "-t", "steps:2", str(sibling), timeout=180)
+    kept = daemon.out("rmi", "steps:1")
+    assert f"Deleted: {built}" in kept and not any(f"Deleted: {image}" in kept for image in steps_images), kept
+    assert daemon.out("run", "--rm", "steps:2", "ls", "/one") == "/one\n"
+    removed = daemon.out("rmi", "steps:2")
+    assert all(f"Deleted: {image}" in removed for image in steps_images), removed
+    assert not steps_images & set(daemon.out("images", "-a", "-q", "--no-trunc").split())
+    assert daemon.out("images", "-q", "--filter", "reference=base")  # the base (tagged) stays
+
+
 def test_a_rebuild_hits_the_cache_and_a_changed_file_misses_from_its_step(daemon, tmp_path):
     context = write_context(tmp_path / "ctx")
     first = daemon.out("build", "-q", str(context), timeout=180).strip()

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.polling import wait_until
 from tests.rootfs import snapshot, tar_bytes
@@ -228,7 +229,15 @@ def hostile_tars(tmp_path: Path) -> dict[str, bytes]:
         "device": tar_bytes([entry("dev/sda", tarfile.BLKTYPE), entry("ok")]),  # skipped, not refused
         "truncated": gzip.compress(tar_bytes([entry("big", data=os.urandom(100000))]))[:50000],
         "bomb": bz2.compress(b"\0" * (8 << 20)) * 64,  # 512 MiB of zeros from a few kB
+        "zstd-bomb": zstd_zeros(512 << 20),  # 512 MiB of zeros from a few kB
+        "zstd-truncated": zstandard.ZstdCompressor().compress(tar_bytes([entry("big", data=os.urandom(100000))]))[:50000],
     }
+
+
+def zstd_zeros(size: int) -> bytes:
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    chunks = [compressor.compress(bytes(1 << 20)) for _ in range(size >> 20)]
+    return b"".join(chunks) + compressor.flush()
 
 
 def test_hostile_archives_are_refused_with_the_member_named_and_change_nothing(daemon, tmp_path):
@@ -247,7 +256,8 @@ def test_hostile_archives_are_refused_with_the_member_named_and_change_nothing(d
             continue
         assert result.returncode == 1, case
         expected = {"dotdot": "'../../escaped'", "absolute": "escaped", "symlink-out-then-write": "'evil/pwned'",
-                    "hardlink-out": "'link'", "truncated": "truncated", "bomb": "decompression bomb"}[case]
+                    "hardlink-out": "'link'", "truncated": "truncated", "bomb": "decompression bomb",
+                    "zstd-bomb": "decompression bomb", "zstd-truncated": "truncated zstd stream"}[case]
         assert expected in error, (case, error)
         loaded = daemon.cli("load", "-i", str(path))
         assert loaded.returncode == 1, case

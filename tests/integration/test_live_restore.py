@@ -354,3 +354,18 @@ def test_a_keeper_of_another_version_is_reported_and_its_containers_left_running
             if pid is not None:  # holds the removed "new" until ended (the test started it)
                 os.kill(pid, signal.SIGKILL)
                 wait_for(lambda pid=pid: lock_pid(live.run_dir / "keeper-v2.lock") != pid, "the v2 keeper to end")
+
+
+def test_a_paused_container_stays_paused_across_a_daemon_restart_and_unpauses_after(live):
+    live.out("run", "-d", "--name", "frozen", "base", "sleep", "600")
+    pid = inspect(live, "frozen")["State"]["Pid"]
+    live.out("pause", "frozen")
+    restart(live, signal.SIGKILL)
+    state = inspect(live, "frozen")["State"]
+    assert (state["Status"], state["Paused"], state["Pid"]) == ("paused", True, pid)
+    live.out("unpause", "frozen")
+    assert inspect(live, "frozen")["State"]["Status"] == "running"
+    live.out("pause", "frozen")
+    live.out("stop", "-t", "1", "frozen")  # thawed, then killed: sleep as pid 1 ignores SIGTERM
+    assert inspect(live, "frozen")["State"]["ExitCode"] == 137
+    live.out("rm", "frozen")

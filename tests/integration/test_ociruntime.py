@@ -200,6 +200,29 @@ def test_a_limit_the_kernel_refuses_fails_create_after_stage_0_is_forked_and_lea
     assert processes_mentioning(container_id) == []
 
 
+def test_a_cgroups_path_that_is_not_a_string_is_refused_before_anything_is_made(runtime):
+    bundle = runtime.bundle("b", ["true"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["cgroupsPath"] = 5
+    (bundle / "config.json").write_text(json.dumps(config))
+    result = runtime.detached("create", "--bundle", str(bundle), "numbered", check=False)
+    assert result.returncode == 1
+    assert "config.json: linux.cgroupsPath 5 is not a string" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (runtime.root / "numbered").exists()
+
+
+def test_the_attach_warm_up_writes_our_pid_into_our_own_cgroup_and_moves_nothing():
+    from supervisor.ociruntime.cgroups import AttachWarmUp
+
+    before = Path("/proc/self/cgroup").read_text()
+    warm_up = AttachWarmUp()
+    assert warm_up.wait(TIMEOUT), "the warm-up's write never finished"
+    assert warm_up.path, "no cgroup.procs of our own cgroups could be opened"
+    assert str(os.getpid()) in Path(warm_up.path).read_text().split()
+    assert Path("/proc/self/cgroup").read_text() == before
+
+
 def test_stage_0_is_moved_into_the_cgroups_by_the_runtime_and_an_abandoned_one_leaves_nothing():
     from supervisor.ociruntime.launch import InitStage
 

@@ -61,7 +61,7 @@ def test_a_remote_subscriber_sees_what_a_local_one_sees(tmp_path, busybox_tar):
         key = client_key(daemon, tmp_path, "laptop")
         run_and_remove(daemon, "before")
         until = time.time() + 5
-        remote = remote_events(daemon.env, "--remote", daemon.endpoint, "--server-key", server_key(daemon),
+        remote = remote_events(daemon.env, "--remote", daemon.endpoint, f"--server-key={server_key(daemon)}",
                                "--key", str(key), "--since-seq", "0", until=until)
         local = remote_events(daemon.env, "--since-seq", "0", until=until)
         assert remote.returncode == 0, remote.stderr
@@ -80,7 +80,7 @@ def test_a_key_that_is_not_allowed_gets_nothing(tmp_path, busybox_tar):
         removed = client_key(daemon, tmp_path, "former")
         daemon.out("events-keys", "rm", "former")
         for key in (stranger, removed):
-            done = remote_events(daemon.env, "--remote", daemon.endpoint, "--server-key", server_key(daemon),
+            done = remote_events(daemon.env, "--remote", daemon.endpoint, f"--server-key={server_key(daemon)}",
                                  "--key", str(key), "--since-seq", "0", until=time.time() + 3)
             assert done.stdout == ""
             assert "refused this client's key" in done.stderr
@@ -97,7 +97,7 @@ def test_three_daemons_merged_one_killed_and_restarted_mid_stream(tmp_path, busy
             daemon.out("events-keys", "add", "fleet", str(key.with_suffix(".key")))
         args = ["events", "--format", "json", "--key", str(key)]
         for daemon in daemons:
-            args += ["--remote", daemon.endpoint, "--server-key", server_key(daemon)]
+            args += ["--remote", daemon.endpoint, f"--server-key={server_key(daemon)}"]
         watcher = subprocess.Popen([DOCKYARD, *args, "--since-seq", "0"], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, env=daemons[0].env)
         try:

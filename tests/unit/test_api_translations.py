@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from supervisor.errors import InvalidArgument
 from supervisor.spec import ContainerSpec
 from workers.api import specs, views
 from workers.api.http import ApiError
@@ -56,11 +57,20 @@ def test_cpu_quota_and_period_become_nano_cpus():
      "Container cannot be connected to network endpoints: a, b"),
     ({"Image": "base", "HostConfig": {"NetworkMode": "app"},
       "NetworkingConfig": {"EndpointsConfig": {"app": {"Links": ["db:database"]}}}}, "endpoint Links is not supported"),
+    ({"Image": "base", "HostConfig": {"CgroupnsMode": "host"}}, "invalid HostConfig.CgroupnsMode 'host'"),
 ])
 def test_what_dockyard_cannot_do_is_refused_by_name(body, message):
     with pytest.raises(ApiError) as caught:
         specs.spec_from_create(body, None)
     assert message in caught.value.message
+
+
+def test_device_cgroup_rules_are_the_spec_s_and_a_paused_row_is_up_paused():
+    spec = specs.spec_from_create({"Image": "base", "HostConfig": {"DeviceCgroupRules": ["c 7:128 rwm"],
+                                                                   "CgroupnsMode": "private"}}, None)
+    assert spec["resources"] == {"device_cgroup_rules": ["c 7:128 rwm"]}
+    assert views.status_text(row(status="paused"), now=views.unix_time("2026-12-06T07:00:06Z")) == \
+        "Up 5 seconds (Paused)"
 
 
 def row(**changes):
@@ -156,3 +166,14 @@ def test_logs_with_tail_0_read_nothing_without_follow():
         return [record async for record in stored_output(NoBus(), "a" * 64, follow=False, tail=0)]
 
     assert trio.run(collect) == []
+
+
+def test_uts_mode_host_is_the_spec_s_and_checked_there():
+    spec = specs.spec_from_create({"Image": "base", "HostConfig": {"UTSMode": "host"}}, None)
+    assert ContainerSpec.from_map(spec).uts == "host"
+    assert "uts" not in ContainerSpec(image="base").to_map()  # records an earlier dockyard still reads
+    for fields, message in (({"uts": "private"}, "only 'host' is supported"),
+                            ({"uts": "host", "hostname": "web"}, "--hostname and --uts host"),
+                            ({"uts": "host", "sysctls": ["kernel.domainname=x"]}, "not allowed in the host's UTS")):
+        with pytest.raises(InvalidArgument, match=message):
+            ContainerSpec(image="base", **fields)

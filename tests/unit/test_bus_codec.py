@@ -95,7 +95,7 @@ MALFORMED = {
     "missing ts": _frame(ts=DROP),
     "missing source": _frame(source=DROP),
     "missing data": _frame(data=DROP),
-    "unknown version": _frame(v=3),
+    "unknown version": _frame(v=4),
     "version as string": _frame(v="1"),
     "topic as bytes": _frame(topic=b"container.web"),
     "topic as int": _frame(topic=5),
@@ -168,7 +168,7 @@ def test_encode_refuses_what_cannot_go_on_the_wire() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"topic": "bad topic"}, {"seq": -1}, {"seq": 2**64}, {"ts": -5.0}, {"v": 3}, {"source": None}],
+    [{"topic": "bad topic"}, {"seq": -1}, {"seq": 2**64}, {"ts": -5.0}, {"v": 4}, {"source": None}],
     ids=["topic", "negative seq", "seq too big", "ts", "version", "source"],
 )
 def test_envelope_validates_on_construction(fields: dict) -> None:
@@ -348,13 +348,17 @@ def test_an_event_frame_is_its_topic_a_nul_and_the_envelope() -> None:
     assert topic == b"container.web.die" and decode(body) == envelope
     view_topic, view_body = codec.split_event(memoryview(frame))
     assert view_topic == topic and isinstance(view_body, memoryview) and decode(view_body) == envelope
-    assert envelope.v == 2 and decode(encode(envelope)).v == 2
+    assert envelope.v == 3 and decode(encode(envelope)).v == 3
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x00envelope", b"no separator at all", b"x" * codec.MAX_EVENT_PREFIX + b"\x00"])
 def test_an_event_frame_without_its_topic_is_malformed(frame: bytes) -> None:
     with pytest.raises(MalformedFrame):
         codec.split_event(frame)
+
+
+def test_version_2_envelopes_are_still_read() -> None:
+    assert decode(_frame(v=2)).v == 2
 
 
 def test_version_1_envelopes_are_still_read() -> None:

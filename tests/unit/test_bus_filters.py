@@ -96,3 +96,21 @@ def test_filter_set_numbers_matches_per_filter_and_is_bounded() -> None:
     assert wanted.topics_for(PULL) == []
     wanted.remove(dies)
     assert wanted.topics_for(DIE_WEB) == [] and len(wanted) == 1
+
+
+@pytest.mark.parametrize("items", [
+    [], ["event=die"], ["event=die", "event=start"], ["type=container"], ["type=container", "event=die"],
+    ["event=die", "label=app=web"], ["type=image", "image=base:latest"], ["container=abc"], ["label=app"],
+    ["type=volume", "event=mount", "container=abc"],
+])
+def test_the_compiled_predicate_agrees_with_matches(items: list[str]) -> None:
+    """The publisher runs compile_filter's predicate on every event (issue 22: the filter
+    must not cost the daemon): it must pass exactly what matches() passes."""
+    from types import MappingProxyType
+
+    wanted = filters.parse(items)
+    accept = filters.compile_filter(wanted)
+    odd = [{"type": "container", "action": ["die"]}, {"type": 7, "action": "die"}, "not a map", None,
+           MappingProxyType(DIE_WEB), {"attributes": None}]
+    for data in (DIE_WEB, START_DB, PULL, MOUNT, CONNECT, *odd):
+        assert accept(data) == filters.matches(wanted, data), (items, data)

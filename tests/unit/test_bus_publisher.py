@@ -262,3 +262,83 @@ async def test_a_subscriber_to_one_containers_log_topics_is_known_the_collectors
                 assert server.publisher.watches_log(web)
         await until(lambda: not server.publisher.watches_log(web), "the unsubscriptions")
         assert not server.publisher.watches_log(db)
+
+
+async def test_a_backlog_goes_out_in_batches_of_one_topic_split_across_frames(
+        server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+    """Issue 22: what the publisher has queued goes out several envelopes to a frame (wire
+    revision 3), a run of one topic per frame, at most BATCH_BYTES (a bigger backlog is
+    split across frames); in order, nothing lost; an event published alone is alone."""
+    from bus.batches import BATCH_BYTES, decode_events
+
+    async with raw_subscriber(client, run_dir, b"x.", "batchtoken") as sub:
+        published = [server.publish("x.y", {"i": i, "pad": "p" * 100}, channel="x") for i in range(2000)]
+        published += [server.publish("x.z", {"i": i}, channel="x") for i in range(3)]
+        published += [server.publish("x.y", {"i": i}, channel="x") for i in range(2)]
+        frames = []
+        received = []
+        with trio.fail_after(GUARD):
+            while len(received) < len(published):
+                (frame,) = await sub.recv()
+                topic, body = codec.split_event(frame)
+                envelopes, bad = decode_events(body)
+                assert bad == 0 and {e.topic.encode() for e in envelopes} == {topic}
+                frames.append((topic, len(envelopes), len(frame)))
+                received += envelopes
+        assert received == published
+        assert [e.seq for e in received] == list(range(1, 2006))
+        assert len([f for f in frames if f[0] == b"x.y"]) >= 2000 * 100 // BATCH_BYTES + 1 + 1  # split
+        assert all(size <= BATCH_BYTES + 64 for _, _, size in frames)
+        assert frames[-2:] == [(b"x.z", 3, frames[-2][2]), (b"x.y", 2, frames[-1][2])]
+        alone = server.publish("x.y", {"i": "alone"}, channel="x")
+        with trio.fail_after(GUARD):
+            assert await sub.recv() == [codec.event_frame("x.y", codec.encode(alone))]  # a map, not an array
+
+
+async def test_a_topic_no_subscription_takes_is_not_sent_and_is_counted(
+        server: BusServer, client: AsyncClient, run_dir: Path) -> None:
+    """The publisher knows every prefix subscribed (XPUB passes each subscription, and the
+    last unsubscription): it neither batches nor sends what nobody takes, and counts it."""
+    async with raw_subscriber(client, run_dir, b"x.", "wanttoken") as sub:
+        for i in range(50):
+            server.publish("y.nobody", {"i": i}, channel="y")
+        wanted = server.publish("x.someone", {}, channel="x")
+        with trio.fail_after(GUARD):
+            assert await sub.recv() == [codec.event_frame("x.someone", codec.encode(wanted))]
+        assert server.stats.events_unsubscribed == 50
+        async with raw_subscriber(client, run_dir, b"y.", "wanttoken2") as later:
+            now = server.publish("y.nobody", {"i": "now"}, channel="y")
+            with trio.fail_after(GUARD):
+                assert await later.recv() == [codec.event_frame("y.nobody", codec.encode(now))]
+        assert server.stats.events_unsubscribed == 50
+    await until(lambda: not server.publisher._subscribed - {b""} - {p for p in server.publisher._subscribed
+                                                                   if p.startswith(b"sync.")},
+                "the subscriptions gone")
+    server.publish("x.someone", {}, channel="x")
+    await until(lambda: server.stats.events_unsubscribed == 51, "the event nobody takes counted")
+
+
+async def test_the_sync_client_reads_a_batch_one_envelope_at_a_time(server: BusServer, run_dir: Path) -> None:
+    from bus.client import Client
+    from tests.bus_harness import in_thread
+
+    ready = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def read(count: int) -> list[codec.Envelope]:
+        with Client(run_dir) as sync_client, sync_client.subscribe(["x."], timeout=GUARD) as events:
+            trio.from_thread.run_sync(ready.set, trio_token=token)
+            return [next(events) for _ in range(count)]
+
+    async with trio.open_nursery() as nursery:
+        got: list[list[codec.Envelope]] = []
+
+        async def run() -> None:
+            got.append(await in_thread(read, 1500))
+
+        nursery.start_soon(run)
+        with trio.fail_after(GUARD):
+            await ready.wait()
+        published = [server.publish("x.y", {"i": i}, channel="x") for i in range(1500)]
+    assert got == [published]
+    assert server.stats.events_sent == 1500 and server.stats.event_frames < 1500  # it did come in batches

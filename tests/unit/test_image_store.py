@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import Conflict, ImageError, InvalidArgument, NotFound
-from supervisor.images import store as store_module
+from supervisor.images import index as index_module
 from supervisor.images.store import ImageStore, container_config, image_config
 from tests.rootfs import BUSYBOX, snapshot, tar_bytes
 
@@ -366,14 +366,14 @@ def test_failure_at_the_commit_rolls_back_the_layer_and_config(tmp_path, monkeyp
     store = ImageStore(tmp_path / "root", clock=StepClock())
     import_bytes(store, small_tar(b"a"), "base")
     before = snapshot(tmp_path)
-    real_write = store_module.write_atomic
+    real_write = index_module.write_atomic
 
     def disk_full_on_index(path, payload, **kwargs):
         if path.name == "index.json":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, payload, **kwargs)
 
-    monkeypatch.setattr(store_module, "write_atomic", disk_full_on_index)
+    monkeypatch.setattr(index_module, "write_atomic", disk_full_on_index)
     with pytest.raises(OSError, match="No space left"):
         import_bytes(store, small_tar(b"b"), "base")
     assert snapshot(tmp_path) == before

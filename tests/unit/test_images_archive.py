@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from supervisor.errors import ImageError
 from supervisor.images import archive
@@ -54,15 +55,15 @@ def docker_archive(layers: list[bytes], tags=("app:v1",), config_name=None, diff
     return archive_bytes(files)
 
 
-def oci_archive(layers: list[bytes], tag="app:v1", tamper=None) -> bytes:
-    compressed = [gzip.compress(data) for data in layers]
+def oci_archive(layers: list[bytes], tag="app:v1", tamper=None, compress=gzip.compress,
+                media_type="application/vnd.oci.image.layer.v1.tar+gzip") -> bytes:
+    compressed = [compress(data) for data in layers]
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [sha(d) for d in layers]}}).encode()
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config),
                            "size": len(config)},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(c),
-                            "size": len(c)} for c in compressed]}
+                "layers": [{"mediaType": media_type, "digest": sha(c), "size": len(c)} for c in compressed]}
     if tamper:
         tamper(manifest)
     manifest_bytes = json.dumps(manifest).encode()
@@ -120,6 +121,23 @@ def test_oci_archive_with_gzip_layers_loads_and_saves_back_identically(store, tm
     assert (again.id, again.repo_tags, again.diff_ids) == (image.id, image.repo_tags, image.diff_ids)
 
 
+def zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
+
+
+def test_oci_archive_with_zstd_layers_loads_whole_archive_zstd_too(store, tmp_path):
+    """As ``skopeo copy --dest-compress-format zstd ... oci-archive:`` writes it; and the whole
+    archive compressed with zstd, as docker load takes it."""
+    made = oci_archive([BASE, TOP], compress=zstd, media_type="application/vnd.oci.image.layer.v1.tar+zstd")
+    [image] = load_bytes(store, made, tmp_path)
+    top, base = (Path(p) for p in image.layers)
+    assert (base / "bin" / "app").read_bytes() == b"#!/bin/sh\necho app\n" and (top / "srv" / "data").read_bytes() == b"data"
+    assert image.diff_ids == (sha(BASE), sha(TOP))
+    other = ImageStore(tmp_path / "other")
+    [again] = load_bytes(other, zstd(made), tmp_path, "whole.tar.zst")
+    assert again.id == image.id
+
+
 def test_a_load_reports_only_the_tags_the_archive_named(store, tmp_path):
     [first] = load_bytes(store, docker_archive([BASE], tags=("one:1",)), tmp_path, "a.tar")
     store.tag("one:1", "extra:2")
@@ -158,6 +176,12 @@ def bad_archives() -> dict[str, bytes]:
         "not-an-image": archive_bytes({"hello.txt": b"hi"}),
         "bad-tag": docker_archive([BASE], tags=("UPPER:case",)),
         "decompression-bomb": bomb,
+        "zstd-bomb": zstd(bytes(64 << 20)),  # 64 MiB of zeros in a few kB: the whole archive
+        "zstd-layer-bomb": oci_archive([tar_bytes([file_member("zeros", bytes(64 << 20))])], compress=zstd,
+                                       media_type="application/vnd.oci.image.layer.v1.tar+zstd"),
+        "zstd-layer-truncated": oci_archive([TOP], compress=lambda data: zstd(data)[:-5]),
+        "zstd-layer-corrupt": oci_archive([TOP], compress=lambda data: (lambda z: z[:30] + bytes([z[30] ^ 0x55])
+                                                                        + z[31:])(zstd(data))),
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor.errors import InvalidState
+from supervisor.errors import InvalidArgument, InvalidState
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
 from tests.fakes import Fakes, make_lifecycle
@@ -165,3 +165,12 @@ def test_default_ulimits_fill_in_the_names_a_spec_does_not_set():
     merged = with_default_ulimits(spec, ("nofile=1:2", "nproc=5"))
     assert merged.ulimits == ("nofile=10:20", "nproc=5")  # the container's own wins, as docker
     assert with_default_ulimits(spec, ()) is spec
+
+
+async def test_update_changes_the_restart_policy_and_refuses_one_with_auto_remove(fakes: Fakes) -> None:
+    container = await fakes.core.create(ContainerSpec(image="base", name="web", restart="always"))
+    await fakes.core.update("web", {}, restart="on-failure:42")
+    assert container.spec.restart == "on-failure:42" and fakes.actions(container.id)[-1] == "update"
+    await fakes.core.create(ContainerSpec(image="base", name="gone", auto_remove=True))
+    with pytest.raises(InvalidArgument, match="--restart always and --rm"):
+        await fakes.core.update("gone", {}, restart="always")

@@ -102,6 +102,13 @@ def test_seccomp_goes_through_the_hosts_compiler(bundle_dir):
     assert seen == [{"defaultAction": "SCMP_ACT_ALLOW"}]
 
 
+def test_a_cgroups_path_that_is_not_a_string_is_refused(bundle_dir):
+    config = default_spec(["true"], terminal=False)
+    config["linux"]["cgroupsPath"] = 5
+    with pytest.raises(RuntimeCommandError, match="linux.cgroupsPath 5 is not a string"):
+        translate(config, str(bundle_dir), "c1")
+
+
 # The hand-written checks that replaced three regular expressions (no ``re`` on run's path):
 # the same answer as the expressions for every string, corner cases and random ones.
 ORIGINAL_PATTERNS = {

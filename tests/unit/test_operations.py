@@ -576,45 +576,6 @@ def test_a_fuzzed_control_message_gets_at_most_one_reply_and_never_internal(
         assert unchanged
 
 
-# --- the documentation -------------------------------------------------------------------
-
-
-EVENTS_DOC = Path(__file__).parents[2] / "docs" / "events.md"
-
-
-def test_docs_events_md_s_operation_table_is_the_generated_one() -> None:
-    document = EVENTS_DOC.read_text()
-    assert operations.with_table(document) == document, (
-        "docs/events.md's operation table differs from supervisor/operations.py; regenerate it with "
-        "`python -m supervisor.operations --update docs/events.md`")
-
-
-def test_the_generated_table_names_every_argument_and_error_of_each_operation() -> None:
-    table = operations.markdown_table()
-    rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `")}
-    assert list(rows) == list(OPERATIONS)
-    for name, operation in OPERATIONS.items():
-        for argument in operation.arguments.values():
-            assert (f"`{argument.name}`" if argument.required else f"`{argument.name}`?") in rows[name]
-        for code in operation.errors:
-            assert f"`{code}`" in rows[name].rsplit(" | ", 1)[1]
-
-
-def test_the_generated_table_is_refused_where_its_markers_are_missing() -> None:
-    with pytest.raises(ValueError, match="no generated operation table"):
-        operations.with_table("# the bus\n\nno table here\n")
-
-
-def test_the_update_command_rewrites_only_the_table(tmp_path: Path) -> None:
-    page = tmp_path / "events.md"
-    page.write_text(f"before\n{operations.TABLE_BEGIN}\n| stale |\n{operations.TABLE_END}\nafter\n")
-    assert operations.main(["--update", str(page)]) == 0
-    text = page.read_text()
-    assert text.startswith(f"before\n{operations.TABLE_BEGIN}\n\n| op | arguments | reply |")
-    assert "| stale |" not in text and text.endswith(f"{operations.TABLE_END}\nafter\n")
-    assert "| `container.run` | `spec`" in text
-
-
 def test_declared_errors_and_replies_are_the_bus_s_codes_and_keys() -> None:
     from bus.errors import ERROR_CODES
 

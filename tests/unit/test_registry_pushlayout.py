@@ -139,3 +139,80 @@ def test_a_record_of_an_earlier_compressor_is_ignored(tmp_path):
     assert records.compressed("sha256:" + "1" * 64) is None
     records.set_compressed("sha256:" + "1" * 64, "sha256:" + "3" * 64, 7)
     assert records.compressed("sha256:" + "1" * 64) == ("sha256:" + "3" * 64, 7)
+
+
+def test_zstd_layers_have_their_own_media_type_and_records(store, tmp_path):
+    import zstandard
+
+    from supervisor.registry.pushlayout import OCI_LAYER_ZSTD
+
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    gzipped = PushLayout(tmp_path / "gzip", records, lookup).build(manifest_digest)
+    (gzip_entry,) = json.loads(gzipped.blob_path(gzipped.descriptor.digest).read_bytes())["layers"]
+
+    first = PushLayout(tmp_path / "one", records, lookup, compression="zstd", forced=True).build(manifest_digest)
+    (entry,) = json.loads(first.blob_path(first.descriptor.digest).read_bytes())["layers"]
+    assert entry["mediaType"] == OCI_LAYER_ZSTD and entry["size"] < len(layer) // 20
+    compressed = first.blob_path(entry["digest"]).read_bytes()
+    assert compressed.startswith(b"\x28\xb5\x2f\xfd") and len(compressed) == entry["size"]
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(compressed) == layer
+    assert records.compressed(diff_id, "zstd") == (entry["digest"], entry["size"])
+    assert records.compressed(diff_id) == (gzip_entry["digest"], gzip_entry["size"])  # gzip's kept beside
+
+    opened = []
+    second = PushLayout(tmp_path / "two", records, lookup, open_layer=lambda d: opened.append(d),
+                        compression="zstd", forced=True).build(manifest_digest)
+    assert second.descriptor == first.descriptor and opened == []  # named from the records
+    assert second.descriptor != gzipped.descriptor
+
+
+@pytest.mark.parametrize("pulled_type, compression, forced, named", [
+    ("application/vnd.oci.image.layer.v1.tar+zstd", "gzip", False, True),  # the default keeps any
+    ("application/vnd.oci.image.layer.v1.tar+zstd", "gzip", True, False),  # --compression-format gzip
+    ("application/vnd.oci.image.layer.v1.tar+zstd", "zstd", True, True),
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", "zstd", True, False),  # --compression-format zstd
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", "gzip", True, True),
+])
+def test_a_pulled_blob_is_named_unless_another_compression_was_asked_for(store, tmp_path, pulled_type, compression,
+                                                                        forced, named):
+    from supervisor.registry.pushlayout import COMPRESSIONS
+
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    pulled_digest = "sha256:" + "c" * 64
+    records.add_sources("r:5000", "library/base", [pulled_digest])
+    layout = PushLayout(tmp_path / "one", records, lambda d: blobs / d.removeprefix("sha256:"),
+                        pulled=lambda d: {"digest": pulled_digest, "size": 1234, "mediaType": pulled_type},
+                        registry="r:5000", compression=compression, forced=forced).build(manifest_digest)
+    (entry,) = json.loads(layout.blob_path(layout.descriptor.digest).read_bytes())["layers"]
+    if named:  # as the registry has it (docker's gzip type spelt as OCI's in an OCI manifest)
+        assert entry["digest"] == pulled_digest
+        assert entry["mediaType"] == pulled_type.replace("docker.image.rootfs.diff.tar.gzip", "oci.image.layer.v1.tar+gzip")
+    else:
+        assert entry["digest"] != pulled_digest and entry["mediaType"] == COMPRESSIONS[compression].media_type
+        assert layout.blob_path(entry["digest"]).exists()
+
+
+def test_a_layer_pushed_in_the_other_format_is_named_unless_a_format_was_asked_for(store, tmp_path):
+    from supervisor.registry.pushlayout import OCI_LAYER_ZSTD
+
+    blobs, manifest_digest, diff_id, layer = store
+    records = BlobRecords(tmp_path / "records.json")
+    lookup = lambda digest: blobs / digest.removeprefix("sha256:")  # noqa: E731
+    zstd = PushLayout(tmp_path / "zstd", records, lookup, registry="r:5000", compression="zstd",
+                      forced=True).build(manifest_digest)
+    (zstd_entry,) = json.loads(zstd.blob_path(zstd.descriptor.digest).read_bytes())["layers"]
+    assert zstd_entry["mediaType"] == OCI_LAYER_ZSTD
+    default = PushLayout(tmp_path / "before", records, lookup, registry="r:5000").build(manifest_digest)
+    (entry,) = json.loads(default.blob_path(default.descriptor.digest).read_bytes())["layers"]
+    assert entry["mediaType"] == OCI_LAYER_GZIP  # the registry is not known to hold the zstd blob yet
+
+    records.add_sources("r:5000", "team/app", [zstd_entry["digest"]])  # as the zstd push records it
+    default = PushLayout(tmp_path / "default", records, lookup, registry="r:5000").build(manifest_digest)
+    assert default.descriptor == zstd.descriptor  # the same manifest: the zstd blob named, nothing compressed
+    asked = PushLayout(tmp_path / "asked", records, lookup, registry="r:5000", compression="gzip",
+                       forced=True).build(manifest_digest)
+    (entry,) = json.loads(asked.blob_path(asked.descriptor.digest).read_bytes())["layers"]
+    assert entry["mediaType"] == OCI_LAYER_GZIP

@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import trio
+import zstandard
 
 from supervisor.registry import transfer
 from supervisor.registry.options import Options
-from supervisor.registry.pushlayout import OCI_LAYER_GZIP, BlobRecords, PushLayout, gzip_file
+from supervisor.registry.pushlayout import COMPRESSIONS, BlobRecords, PushLayout, compress_file
 
 
 class MemoryRegistry:
@@ -120,7 +121,12 @@ def put(store: Path, data: bytes) -> str:
     return digest
 
 
-def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(registry, tmp_path):
+DECOMPRESS = {"gzip": gzip.decompress,
+              "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(registry, tmp_path, compression):
     store = tmp_path / "store"
     store.mkdir()
     layers = [os.urandom(1_500_000) + b"compressible " * 20_000, b"another layer " * 50_000]
@@ -142,7 +148,7 @@ def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(regi
 
     def push(directory, host=registry.host):
         source = PushLayout(tmp_path / directory, records, lambda d: store / d.removeprefix("sha256:"),
-                            open_layer=open_layer).streamed(manifest)
+                            open_layer=open_layer, compression=compression).streamed(manifest)
         return trio.run(lambda: transfer.push(source, f"{host}/app:1", options=Options(chunk_size=64 << 10)))
 
     first = push("one")
@@ -151,11 +157,14 @@ def test_layers_are_compressed_while_uploaded_in_ranged_pieces_and_recorded(regi
     pushed = json.loads(registry.manifests["1"])
     for entry, diff_id, layer in zip(pushed["layers"], diff_ids, layers):
         blob = registry.blobs[entry["digest"]]
-        assert entry["mediaType"] == OCI_LAYER_GZIP and entry["size"] == len(blob)
-        assert gzip.decompress(blob) == layer
-        # the same bytes as compressing to a file gives (deterministic gzip)
-        assert gzip_file(io.BytesIO(layer), tmp_path / "check") == (entry["digest"], entry["size"])
-        assert records.compressed(diff_id) == (entry["digest"], entry["size"])
+        assert entry["mediaType"] == f"application/vnd.oci.image.layer.v1.tar+{compression}"
+        assert entry["size"] == len(blob) and DECOMPRESS[compression](blob) == layer
+        # the same bytes as compressing to a file gives (deterministic gzip and zstd)
+        check = compress_file(io.BytesIO(layer), tmp_path / "check", COMPRESSIONS[compression].compressor())
+        assert check == (entry["digest"], entry["size"])
+        assert records.compressed(diff_id, compression) == (entry["digest"], entry["size"])
+        other = "zstd" if compression == "gzip" else "gzip"
+        assert records.compressed(diff_id, other) is None  # each format has its records
     assert set(first.uploaded) == {config, *(entry["digest"] for entry in pushed["layers"])}
     assert first.bytes_uploaded == sum(len(registry.blobs[d]) for d in first.uploaded)
 

@@ -144,3 +144,18 @@ def test_a_missing_cgroup_file_reads_as_zero(tmp_path):
     os.unlink(tmp_path / "blkio" / "dockyard" / "c1" / "blkio.throttle.io_service_bytes")
     sample = stats.StatsReader(cgroup, host_memory=MiB).read()
     assert (sample.block_read, sample.block_write) == (0, 0)
+
+
+def test_device_cgroup_rules_in_docker_s_syntax_are_kept_and_written_to_the_devices_cgroup():
+    resources = Resources.from_map({"device_cgroup_rules": ["c 7:128 rwm", "b 8:* r", "a *:* m"]})
+    assert resources.device_cgroup_rules == ("c 7:128 rwm", "b 8:* r", "a *:* m")
+    assert Resources.from_map(resources.to_map()) == resources
+    assert "device_cgroup_rules" not in Resources().to_map()  # records an earlier dockyard still reads
+    assert resources.host_config()["DeviceCgroupRules"] == ["c 7:128 rwm", "b 8:* r", "a *:* m"]
+    for bad in ("c 7 rwm", "x 1:2 r", "c 1:2 rwx", "c 1:2"):
+        with pytest.raises(InvalidArgument, match="--device-cgroup-rule"):
+            Resources.from_map({"device_cgroup_rules": [bad]})
+    from supervisor.lifecycle.privileges import device_rules
+
+    spec = ContainerSpec(image="base", resources=resources)
+    assert device_rules(spec)[-3:] == ("c 7:128 rwm", "b 8:* r", "a *:* m")

@@ -4,6 +4,7 @@ removing a cgroup."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources, cpu_weight
 from supervisor.runtime import cgroups
 from supervisor.runtime.cgroups import STANDARD_DEVICES, CgroupV2, delegated_base, detect, own_v2_cgroup
+from supervisor.runtime.cgroups.cgroup import removed_on_error
 from tests.cgroup_trees import v1_tree, v2_tree
 
 MiB = 1 << 20
@@ -241,3 +243,25 @@ def test_cgroupfs_entries_name_each_hierarchy_once_by_its_own_name(v1_root: Path
     assert entries == [[name, str(v1_root / name / "dy" / "c1")]
                        for name in ("cpu,cpuacct", "cpuset", "memory", "pids", "devices", "freezer")]
     assert cgroups.Cgroup("c1", ("/x/dy/c1",), 2).cgroupfs_entries == ("cgroup2",)
+
+
+def test_removed_on_error_removes_what_the_block_made(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        with removed_on_error() as created:
+            for name in ("parent", "parent/child"):
+                os.mkdir(tmp_path / name)
+                created.append(str(tmp_path / name))
+            os.mkdir(tmp_path / "missing" / "x")
+    assert list(tmp_path.iterdir()) == []
+    with removed_on_error() as created:
+        os.mkdir(tmp_path / "kept")
+        created.append(str(tmp_path / "kept"))
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_v2_create_removes_its_parent_when_the_container_cgroup_cannot_be_made(tmp_path: Path) -> None:
+    backend = cgroups.CgroupV2(str(tmp_path), parent="dy")
+    with pytest.raises(OSError) as raised:
+        backend.create("x" * 300)  # a single component, but longer than a file name may be
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert not (tmp_path / "dy").exists()

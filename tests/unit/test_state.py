@@ -21,6 +21,9 @@ def test_predicates_follow_the_table():
     assert not Status.RUNNING.can_start() and not Status.REMOVING.can_start()
     assert Status.RUNNING.can_kill() and not Status.EXITED.can_kill()
     assert not Status.RUNNING.can_remove() and Status.RUNNING.can_remove(force=True)
+    assert Status.PAUSED.running and Status.PAUSED.can_kill() and Status.PAUSED.can_remove(force=True)
+    assert Status.RUNNING.can_pause() and not Status.PAUSED.can_pause() and Status.PAUSED.can_unpause()
+    assert not Status.PAUSED.can_start() and not Status.PAUSED.can_remove()
     assert Status.EXITED.can_remove() and Status.DEAD.can_remove()
 
 

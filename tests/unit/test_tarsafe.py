@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -159,6 +160,7 @@ COMPRESSORS = {
     "gzip": lambda data: gzip.compress(data, compresslevel=1),
     "bzip2": lambda data: bz2.compress(data, compresslevel=1),
     "xz": lambda data: lzma.compress(data, preset=0),
+    "zstd": lambda data: zstandard.ZstdCompressor(level=1).compress(data),
 }
 
 
@@ -408,7 +410,7 @@ def test_complete_tar_without_padding_is_accepted(busybox_tar, tmp_path):
     assert report.files == len(_member_offsets(data))
 
 
-@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz"])
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
 def test_truncated_compressed_stream_is_an_error(busybox_tar, tmp_path, kind):
     dest = tmp_path / "dest"
     dest.mkdir()

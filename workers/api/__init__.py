@@ -43,7 +43,8 @@ async def serve(ctx: Any) -> None:
     from bus.client import AsyncClient
     from workers.api import server
 
-    addresses = [server.parse_listen_address(address) for address in ctx.listen]
+    addresses = [server.parse_listen_address(address, tls=bool(ctx.tls)) for address in ctx.listen]
+    tls = server.tls_context(*ctx.tls) if ctx.tls else None
     listeners: list[Any] = [server.unix_listener(ctx.run_dir / server.SOCKET_NAME)]
     for kind, host, port in addresses:
         if kind == "unix":
@@ -51,7 +52,7 @@ async def serve(ctx: Any) -> None:
 
             listeners.append(server.unix_listener(Path(host)))
         else:
-            listeners += await server.tcp_listeners(host, port)
+            listeners += await server.tcp_listeners(host, port, tls)
     import shutil
 
     scratch = ctx.root / "api" / "scratch"
@@ -63,4 +64,4 @@ async def serve(ctx: Any) -> None:
             await nursery.start(api.hub.run, client, ctx.log)
             await nursery.start(server.serve_listeners, listeners, router, ctx.log)
             ctx.log.info("Engine API listening", socket=str(ctx.run_dir / server.SOCKET_NAME),
-                         tcp=[f"{host}:{port}" for kind, host, port in addresses if kind == "tcp"])
+                         tcp=[f"{host}:{port}" for kind, host, port in addresses if kind == "tcp"], tls=tls is not None)

@@ -147,12 +147,13 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
 
     async def update(request: Request, id: str) -> Response:
         body = await request.json_body({})
-        limits = specs.resources(body if isinstance(body, dict) else {})
+        body = body if isinstance(body, dict) else {}
+        limits = specs.resources(body)
         limits.pop("devices", None)
-        if body.get("RestartPolicy", {}).get("Name"):
-            raise ApiError(400, "updating a restart policy is not supported by dockyard yet (docs/api.md)")
-        if limits:
-            await api.call(ops.CONTAINER_UPDATE, {"container": id, "resources": limits}, what="container")
+        restart = specs.restart_policy(body) or None
+        if limits or restart:
+            await api.call(ops.CONTAINER_UPDATE, {"container": id, "resources": limits, "restart": restart},
+                           what="container")
         else:
             await api.inspect(id)
         return Json({"Warnings": []})
@@ -214,8 +215,20 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         return Empty(200)
 
     async def pause(request: Request, id: str) -> Response:
-        await api.inspect(id)
-        raise ApiError(501, "pausing a container (the freezer cgroup) is not supported by dockyard (docs/api.md)")
+        state = (document := await api.inspect(id))["State"]
+        if not state["Running"]:
+            raise ApiError(409, f"Container {document['Id']} is not running")
+        if state["Paused"]:
+            raise ApiError(409, f"Container {document['Id']} is already paused")
+        await api.call(ops.CONTAINER_PAUSE, {"container": document["Id"]}, what="container")
+        return Empty(204)
+
+    async def unpause(request: Request, id: str) -> Response:
+        document = await api.inspect(id)
+        if not document["State"]["Paused"]:
+            raise ApiError(409, f"Container {document['Id']} is not paused")
+        await api.call(ops.CONTAINER_UNPAUSE, {"container": document["Id"]}, what="container")
+        return Empty(204)
 
     async def rename(request: Request, id: str) -> Response:
         name = request.arg("name")
@@ -234,7 +247,7 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         ("GET", "/containers/{id}/export", export), ("GET", "/containers/{id}/top", top),
         ("GET", "/containers/{id}/stats", stats), ("POST", "/containers/{id}/resize", resize),
         ("POST", "/containers/{id}/rename", rename), ("POST", "/containers/{id}/pause", pause),
-        ("POST", "/containers/{id}/unpause", pause),
+        ("POST", "/containers/{id}/unpause", unpause),
     ):
         router.add(method, pattern, handler)
 

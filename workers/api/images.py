@@ -64,7 +64,7 @@ def _json_lines(*documents: dict[str, Any]) -> bytes:
 def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of routes
     async def listing(request: Request) -> Response:
         filters = views.parse_filters(request.json_arg("filters"))
-        images = (await api.call(ops.IMAGE_LIST))["images"]
+        images = (await api.call(ops.IMAGE_LIST, {"all": request.flag("all")}))["images"]
         rows = [image_row(image) for image in images]
         for reference in filters.get("reference", []):
             rows = [row for row in rows if any(_reference_matches(tag, reference) for tag in row["RepoTags"])]
@@ -158,7 +158,7 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
     async def prune(request: Request) -> Response:
         filters = views.parse_filters(request.json_arg("filters"))
         dangling_only = (filters.get("dangling") or ["true"])[0] not in ("false", "0")
-        images = (await api.call(ops.IMAGE_LIST))["images"]
+        images = (await api.call(ops.IMAGE_LIST, {"all": True}))["images"]
         containers = (await api.call(ops.CONTAINER_LIST, {"all": True}))["containers"]
         used = {row.get("image_id") for row in containers}
         deleted: list[dict[str, str]] = []

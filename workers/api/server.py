@@ -1,8 +1,12 @@
-"""The API worker's listeners: ``<run>/docker.sock`` (mode 0660) and, if asked, loopback TCP.
+"""The API worker's listeners: ``<run>/docker.sock`` (mode 0660) and, if asked, TCP.
 
-``tcp://HOST:PORT`` is accepted only for a loopback address: the API gives whoever reaches it
-root on the host (it runs containers with any bind mount), and dockyard has no TLS client
-authentication yet, so a non-loopback address is refused with a message saying why.
+``tcp://HOST:PORT`` without TLS is accepted only for a loopback address: the API gives whoever
+reaches it root on the host (it runs containers with any bind mount), so a non-loopback
+address is refused with a message saying why, unless the worker has ``--tlsverify``: then
+every TCP address is served over TLS (1.2 or later, the standard library's ``ssl``) and a
+client must present a certificate signed by ``--tlscacert``, as dockerd's ``--tlsverify``.
+A client that does not is cut off in the handshake, before any HTTP; the unix sockets stay
+as they are (their mode is their access control).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +31,11 @@ class ListenAddressError(ValueError):
     """An ``--api`` address that dockyard does not serve."""
 
 
-def parse_listen_address(text: str) -> tuple[str, str, int]:
+def parse_listen_address(text: str, tls: bool = False) -> tuple[str, str, int]:
     """``tcp://127.0.0.1:2375`` to ``("tcp", host, port)``; ``unix:///path`` to ``("unix", path, 0)``.
 
     Raises:
-        ListenAddressError: not one of those, or a TCP address that is not loopback.
+        ListenAddressError: not one of those, or a TCP address that is not loopback without ``tls``.
     """
     if text.startswith("unix://"):
         path = text.removeprefix("unix://")
@@ -49,12 +54,34 @@ def parse_listen_address(text: str) -> tuple[str, str, int]:
         if host != "localhost":
             raise ListenAddressError(f"--api {text}: the host must be a loopback IP address") from None
         address = ipaddress.ip_address("127.0.0.1")
-    if not address.is_loopback:
+    if not address.is_loopback and not tls:
         raise ListenAddressError(
-            f"--api {text}: refusing a non-loopback address: the Engine API gives root on this host to whoever "
-            "reaches it, and dockyard serves it without TLS client certificates; use 127.0.0.1 (or ::1), or "
-            "the unix socket")
+            f"--api {text}: refusing a non-loopback address without TLS: the Engine API gives root on this host "
+            "to whoever reaches it; serve it with client certificates (--tlsverify --tlscacert FILE --tlscert "
+            "FILE --tlskey FILE), or use 127.0.0.1 (or ::1), or the unix socket")
     return "tcp", str(address), int(port_text)
+
+
+def tls_context(cacert: str, cert: str, key: str) -> ssl.SSLContext:
+    """The server's TLS: its certificate and key, and a client certificate signed by
+    ``cacert`` required (TLS 1.2 at least, the ``ssl`` module's default ciphers).
+
+    Raises:
+        ListenAddressError: a file that cannot be read or does not hold what it should.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenAddressError(f"--tlscert {cert} --tlskey {key}: cannot load the certificate and its key: "
+                                 f"{exc}") from None
+    try:
+        context.load_verify_locations(cafile=cacert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenAddressError(f"--tlscacert {cacert}: cannot load the CA: {exc}") from None
+    return context
 
 
 def unix_listener(path: Path) -> trio.SocketListener:
@@ -76,8 +103,13 @@ def unix_listener(path: Path) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
-async def tcp_listeners(host: str, port: int) -> list[trio.SocketListener]:
-    return await trio.open_tcp_listeners(port, host=host)
+async def tcp_listeners(host: str, port: int, tls: ssl.SSLContext | None = None) -> list[Any]:
+    """The TCP listeners of ``host:port``; with ``tls``, each wrapped in TLS (the handshake
+    happens on the connection's first read, in its own task)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if tls is None:
+        return listeners
+    return [trio.SSLListener(listener, tls, https_compatible=True) for listener in listeners]
 
 
 async def serve_listeners(listeners: list[Any], route: Any, log: Any,

@@ -291,6 +291,8 @@ def register(router: Router, api: Api) -> None:
         document = await api.inspect(id)
         if not document["State"]["Running"]:
             raise ApiError(409, f"Container {document['Id']} is not running")
+        if document["State"]["Paused"]:
+            raise ApiError(409, f"Container {document['Id']} is paused, unpause the container before exec")
         config = await request.json_body({})
         if not isinstance(config, dict) or not config.get("Cmd"):
             raise ApiError(400, "No exec command specified")

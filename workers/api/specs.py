@@ -18,9 +18,9 @@ from workers.api.http import ApiError
 IGNORED = frozenset({
     "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
     "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
-    "CgroupnsMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
+    "CgroupnsMode", "IpcMode", "PidMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
     "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
-    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
+    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceRequests", "KernelMemory",
     "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
     "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
     "DnsOptions", "DnsSearch", "VolumeDriver", "Annotations", "Image", "Hostname", "ExposedPorts",
@@ -130,20 +130,36 @@ def resources(host: dict[str, Any]) -> dict[str, Any]:
             ":".join(part for part in (device.get("PathOnHost", ""), device.get("PathInContainer", ""),
                                        device.get("CgroupPermissions", "")) if part)
             for device in devices]
+    if host.get("DeviceCgroupRules"):
+        limits["device_cgroup_rules"] = _strings(host["DeviceCgroupRules"], "DeviceCgroupRules")
     return limits
 
 
+def restart_policy(host: dict[str, Any]) -> str:
+    """A HostConfig's (or an update body's) ``RestartPolicy`` as dockyard writes it
+    (``on-failure:3``); "" when it names none."""
+    policy = _map(host.get("RestartPolicy"), "RestartPolicy")
+    name = policy.get("Name") or ""
+    if not isinstance(name, str):
+        raise ApiError(400, "invalid RestartPolicy.Name: must be a string")
+    retries = int(policy.get("MaximumRetryCount") or 0)
+    return f"{name}:{retries}" if name == "on-failure" and retries else name
+
+
 def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
+    if host.get("CgroupnsMode") not in (None, "", "private"):  # every container has its own
+        raise ApiError(400, f"invalid HostConfig.CgroupnsMode {host['CgroupnsMode']!r}: dockyard gives every "
+                            "container a cgroup namespace of its own (private)")
     limits = resources(host)
     if limits:
         spec["resources"] = limits
-    policy = _map(host.get("RestartPolicy"), "RestartPolicy")
-    if policy.get("Name") and policy["Name"] != "no":
-        name = policy["Name"]
-        retries = int(policy.get("MaximumRetryCount") or 0)
-        spec["restart"] = f"{name}:{retries}" if name == "on-failure" and retries else name
+    restart = restart_policy(host)
+    if restart and restart != "no":
+        spec["restart"] = restart
     if host.get("AutoRemove"):
         spec["auto_remove"] = True
+    if host.get("UTSMode"):  # "host", or refused by the spec
+        spec["uts"] = str(host["UTSMode"])
     if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
         spec["init"] = host["Init"]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),

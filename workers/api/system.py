@@ -69,7 +69,7 @@ def register(router: Router, api: Api) -> None:
         return Streamed(_events(api, listener, filters, since, until))
 
     async def disk_usage(request: Request) -> Response:
-        images = (await api.call(ops.IMAGE_LIST))["images"]
+        images = (await api.call(ops.IMAGE_LIST, {"all": True}))["images"]
         containers = (await api.call(ops.CONTAINER_LIST, {"all": True}))["containers"]
         volumes = (await api.call(ops.VOLUME_LIST))["volumes"]
         from workers.api.images import image_row
@@ -162,10 +162,10 @@ async def _events(api: Api, listener: Any, filters: dict[str, list[str]], since:
 def info_document(info: dict[str, Any]) -> dict[str, Any]:
     """``daemon.info`` as docker's ``/info``."""
     uname = platform.uname()
-    containers, running = info["containers"], info["running"]
+    containers, running, paused = info["containers"], info["running"], info.get("paused", 0)
     return {
         "ID": f"dockyard-{info['pid']}", "Containers": containers, "ContainersRunning": running,
-        "ContainersPaused": 0, "ContainersStopped": containers - running, "Images": info["images"],
+        "ContainersPaused": paused, "ContainersStopped": containers - running - paused, "Images": info["images"],
         "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]],
         "DockerRootDir": info["root"], "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                                                   "Log": ["json-file", "local"], "Authorization": None},

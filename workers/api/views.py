@@ -63,6 +63,8 @@ def status_text(row: dict[str, Any], now: float | None = None) -> str:
     if state == "running":
         health = f" ({row['health']})" if row.get("health") else ""
         return f"Up {human_duration(now - unix_time(row['started_at']))}{health}"
+    if state == "paused":
+        return f"Up {human_duration(now - unix_time(row['started_at']))} (Paused)"
     if state == "exited":
         if row["started_at"] == ZERO_TIME and row["finished_at"] == ZERO_TIME:
             return "Created"

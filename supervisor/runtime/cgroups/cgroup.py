@@ -11,10 +11,13 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import FLAGS, STANDARD_DEVICES, Resources
+from supervisor.runtime import cgroupfiles, freezer
 from supervisor.runtime.cgroups.limits import v1_limit_writes, v2_limit_writes
 
 #: Files a kernel may lack; a write to one is skipped (docker's default memsw without swap).
@@ -145,6 +148,32 @@ class Cgroup:
             pass
         return 0
 
+    # --- the freezer (pause) --------------------------------------------------------------
+
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (``pause``) or thaw every process of the cgroup; return once the kernel has
+        settled (supervisor/runtime/freezer.py; blocking: the daemon calls it in a thread).
+
+        Raises:
+            OSError: no freezer (the v1 controller is not mounted), the write was refused, or
+                it did not settle (TimeoutError); the message names the cgroup.
+        """
+        controller, name = freezer.freezer_file(self.version)
+        path = self.file(controller, name)
+        if path is None or not os.path.exists(path):
+            raise OSError(errno.ENOENT, f"cannot {'freeze' if frozen else 'thaw'} cgroup {self.name}: "
+                          "the freezer controller is not mounted")
+        try:
+            freezer.set_frozen(path, self.version, frozen)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot {'freeze' if frozen else 'thaw'} cgroup {self.name}: {exc.strerror or exc}",
+                            path) from None
+
+    def frozen(self) -> bool:
+        """Whether the cgroup is frozen (or freezing); False without a freezer."""
+        path = self.file(*freezer.freezer_file(self.version))
+        return path is not None and freezer.is_frozen(path, self.version)
+
     def pids(self) -> list[int]:
         """The processes in the cgroup, in every hierarchy, as pids of our pid namespace."""
         found: set[int] = set()
@@ -173,19 +202,11 @@ class Cgroup:
         """
         deadline = time.monotonic() + timeout
         for path in self.paths:
-            delay = 0.001
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
-                        reason = f"cannot remove cgroup {self.name}: {os.strerror(exc.errno)}"
-                        raise OSError(exc.errno, reason, path) from None
-                time.sleep(delay)  # the kernel offers no event for "the last task left"
-                delay = min(delay * 2, 0.05)
+            try:
+                cgroupfiles.remove_directory(path, deadline)
+            except OSError as exc:
+                reason = f"cannot remove cgroup {self.name}: {os.strerror(exc.errno)}"
+                raise OSError(exc.errno, reason, path) from None
 
     def kill_and_remove(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the cgroup, then rmdir it in every hierarchy. A process
@@ -196,6 +217,8 @@ class Cgroup:
         """
         deadline = time.monotonic() + timeout
         delay = 0.001
+        if self.frozen():  # a frozen process dies only once thawed (v1): a paused container's end
+            self.freeze(False)
         while True:
             self.kill_all(signal.SIGKILL)
             try:
@@ -235,6 +258,18 @@ def make_dirs(base: str, parts: tuple[str, ...]) -> list[str]:
             continue
         created.append(path)
     return created
+
+
+@contextmanager
+def removed_on_error() -> Iterator[list[str]]:
+    """A list for the directories a backend's ``create`` makes (``make_dirs``' results):
+    if the block raises OSError, they are removed again, newest first, and it goes on."""
+    created: list[str] = []
+    try:
+        yield created
+    except OSError:
+        remove_dirs(created)
+        raise
 
 
 def remove_dirs(paths: list[str]) -> None:

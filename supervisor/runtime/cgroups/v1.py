@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from supervisor.resources import Resources
-from supervisor.runtime.cgroups.cgroup import Cgroup, check_name, check_swap, make_dirs, remove_dirs
+from supervisor.runtime.cgroups.cgroup import Cgroup, check_name, check_swap, make_dirs, remove_dirs, removed_on_error
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio")
 CPUSET_FILES = ("cpuset.cpus", "cpuset.mems")  # empty in a new v1 cpuset cgroup, which then refuses tasks
@@ -47,16 +47,12 @@ class CgroupV1:
 
     def create(self, name: str) -> Cgroup:
         check_name(name)
-        created: list[str] = []
-        try:
+        with removed_on_error() as created:
             for hierarchy in self.hierarchies():
                 new_dirs = make_dirs(hierarchy, (self.parent, name))
                 created.extend(new_dirs)
                 for path in new_dirs:
                     _inherit_cpuset(path)
-        except OSError:
-            remove_dirs(created)
-            raise
         return self.open(name)
 
     def open(self, name: str) -> Cgroup:

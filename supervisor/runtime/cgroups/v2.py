@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from supervisor.errors import InvalidArgument
 from supervisor.resources import Resources
-from supervisor.runtime.cgroups.cgroup import Cgroup, check_name, check_swap, make_dirs, remove_dirs
+from supervisor.runtime import cgroupfiles
+from supervisor.runtime.cgroups.cgroup import Cgroup, check_name, check_swap, make_dirs, remove_dirs, removed_on_error
 
 #: The leaf of a delegated v2 cgroup that holds the daemon (v2: no processes in inner nodes).
 SUPERVISOR_LEAF = "supervisor"
@@ -60,7 +61,7 @@ class CgroupV2:
                 break
             for pid in pids:
                 try:
-                    _write_file(os.path.join(leaf, "cgroup.procs"), str(pid))
+                    cgroupfiles.write(os.path.join(leaf, "cgroup.procs"), str(pid))
                 except ProcessLookupError:
                     continue  # it exited
                 except OSError as exc:
@@ -82,13 +83,10 @@ class CgroupV2:
 
     def create(self, name: str) -> Cgroup:
         check_name(name)
-        created = make_dirs(self.base_dir, (self.parent,))
-        try:
+        with removed_on_error() as created:
+            created.extend(make_dirs(self.base_dir, (self.parent,)))
             self._enable_controllers(self.parent_dir)
             created.extend(make_dirs(self.parent_dir, (name,)))
-        except OSError:
-            remove_dirs(created)
-            raise
         return self.open(name)
 
     def open(self, name: str) -> Cgroup:
@@ -178,11 +176,3 @@ def _read_pids(path: str) -> list[int]:
             return [int(line) for line in file if line.strip()]
     except FileNotFoundError:
         return []
-
-
-def _write_file(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)

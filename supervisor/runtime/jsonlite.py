@@ -4,9 +4,12 @@ the ``json`` package imports ``re`` (json.decoder, json.encoder), ~5 ms of every
 ``json``; a malformed document raises ``json``'s own ``JSONDecodeError`` (a ValueError; the
 C scanner imports ``json.decoder`` for it, only then). Output that needs ``indent`` (``state``,
 ``features``) keeps using ``json``.
-"""
 
-from __future__ import annotations
+Used by the OCI runtime (``supervisor/ociruntime/``) and, for its :class:`ScannerContext`,
+by the init stage (``init_stage.py``), which imports it under ``python -I -S`` beside
+``forkserver.py``: ``_json`` only (``json`` on the error paths of :func:`loads` and
+:func:`dumps` alone), nothing of our package, no ``from __future__``.
+"""
 
 try:
     import _json
@@ -14,7 +17,7 @@ except ImportError:  # pragma: no cover - CPython always has it
     _json = None  # type: ignore[assignment]
 
 
-class _ScannerContext:  # what json.decoder.JSONDecoder gives the C scanner
+class ScannerContext:  # what json.decoder.JSONDecoder gives the C scanner
     strict = True
     object_hook = None
     object_pairs_hook = None
@@ -51,7 +54,7 @@ def loads(data: bytes | str) -> object:
         text = data
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
-        value, end = _json.make_scanner(_ScannerContext)(text, start)
+        value, end = _json.make_scanner(ScannerContext)(text, start)
     except StopIteration:
         import json
 

@@ -1,4 +1,4 @@
-"""supervisor/ociruntime/jsonlite.py: json's results and errors without importing json."""
+"""supervisor/runtime/jsonlite.py: json's results and errors without importing json."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supervisor.ociruntime import jsonlite
+from supervisor.runtime import jsonlite
 from supervisor.ociruntime.template import default_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,7 +45,7 @@ def test_values_json_cannot_write_are_refused():
 
 
 def test_neither_json_nor_re_is_imported():
-    code = ("import sys\nfrom supervisor.ociruntime import jsonlite\n"
+    code = ("import sys\nfrom supervisor.runtime import jsonlite\n"
             "assert jsonlite.loads(jsonlite.dumps({'a': [1, 'b']})) == {'a': [1, 'b']}\n"
             "print(sorted(m for m in ('json', 're') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

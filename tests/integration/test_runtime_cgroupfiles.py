@@ -1,0 +1,67 @@
+"""supervisor/runtime/cgroupfiles.py on the host's real cgroups: a process joined by its pid,
+and the removal of a cgroup that still holds one (EBUSY until it is gone)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor.runtime import cgroupfiles
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: cgroups"),
+]
+
+CGROUP = Path("/sys/fs/cgroup")
+TIMEOUT = 30
+
+
+@pytest.fixture
+def cgroup_dir():
+    """A new cgroup of this test (the pids hierarchy on v1, the v2 tree otherwise), removed
+    afterwards with whatever is left in it killed."""
+    base = CGROUP / "pids" if (CGROUP / "pids" / "cgroup.procs").exists() else CGROUP
+    if not (base / "cgroup.procs").exists():
+        pytest.skip("no pids hierarchy and no cgroup v2 tree at /sys/fs/cgroup")
+    path = base / f"dockyard-test-cgroupfiles-{os.getpid()}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        if path.exists():
+            for pid in (path / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            cgroupfiles.remove_directory(str(path), time.monotonic() + TIMEOUT)
+
+
+def test_a_busy_cgroup_is_removed_once_its_process_is_gone(cgroup_dir: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        cgroupfiles.join([str(cgroup_dir / "cgroup.procs")], sleeper.pid)
+        assert (cgroup_dir / "cgroup.procs").read_text().split() == [str(sleeper.pid)]
+        with pytest.raises(OSError) as raised:  # the deadline has passed: no retry
+            cgroupfiles.remove_directory(str(cgroup_dir), time.monotonic())
+        assert raised.value.errno == errno.EBUSY
+        assert cgroup_dir.is_dir()
+
+        def kill_and_reap() -> None:
+            calls.append(1)
+            sleeper.kill()
+            sleeper.wait(TIMEOUT)
+
+        calls: list[int] = []
+        cgroupfiles.remove_directory(str(cgroup_dir), time.monotonic() + TIMEOUT, on_busy=kill_and_reap)
+        assert not cgroup_dir.exists()
+        assert calls  # it was busy, then retried
+    finally:
+        sleeper.kill()
+        sleeper.wait(TIMEOUT)
