@@ -36,6 +36,7 @@ import trio
 
 from logs.format import MAX_RECORD
 from supervisor.attach import receive_chunk
+from supervisor.logspool import SpoolFull
 
 if TYPE_CHECKING:
     from supervisor.logbuffer import ContainerLog
@@ -68,6 +69,12 @@ COALESCE_BYTES = 64 << 10
 #: After the other stream of a container read output, its streams read promptly (each read
 #: wakes the pump) for this long, so their lines keep the order they were read in.
 MIXED_PROMPT = 1.0
+#: A stream whose pipe has been empty this long (seconds) gives its output spool's spare
+#: pages back (logspool.py: a busy stream writes into the same pages again).
+SPOOL_IDLE = 1.0
+#: A full spool (nothing released for a while): wait for the collector's next
+#: acknowledgement, at most this long (seconds), before trying again.
+SPOOL_FULL_WAIT = 1.0
 F_SETPIPE_SZ = 1031
 
 
@@ -169,6 +176,10 @@ class _FramePump:
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
                 count = self._readinto(memoryview(self.buffer)[self.end :])
+            except SpoolFull:  # what was read is not stored yet: let the records go, and wait
+                self._take_lines()
+                await log.wait_changed(SPOOL_FULL_WAIT)
+                continue
             except BlockingIOError:
                 if self.end > self.clean:  # lines read and not taken yet
                     if trio.current_time() < self.deadline:  # type: ignore[operator]
@@ -183,7 +194,7 @@ class _FramePump:
                     self.buffer = small
                 log.parked[self.stream] = self.let_go  # a flush() reads what came meanwhile
                 try:
-                    await trio.lowlevel.wait_readable(fd)  # ClosedResourceError when closed meanwhile
+                    await self._park()
                 finally:
                     log.parked.pop(self.stream, None)
                 continue
@@ -207,6 +218,17 @@ class _FramePump:
                     await log.wait_for_room()
             else:
                 await self._hold_back()
+
+    async def _park(self) -> None:
+        """Wait for output (ClosedResourceError when the pipe is closed meanwhile); after
+        SPOOL_IDLE seconds without any, the spool gives its spare pages back."""
+        if self.spool is not None and self.spool.ring and not self.spool.idle:
+            with trio.move_on_after(SPOOL_IDLE) as idle:
+                await trio.lowlevel.wait_readable(self.fd)
+            if not idle.cancelled_caught:
+                return
+            self.spool.trim()
+        await trio.lowlevel.wait_readable(self.fd)
 
     def _readinto(self, view: memoryview) -> int:
         """One read of the source into ``view`` (through the spool, if any; what was

@@ -36,7 +36,7 @@ from supervisor.container import Container
 from supervisor.errors import DockyardError
 from supervisor.lifecycle import reconcile
 from supervisor.lifecycle.start import supervise
-from supervisor.logspool import Spool, unstored
+from supervisor.logspool import Spool, capacity_for, unstored
 from supervisor.runtime.keeperclient import HeldContainer, adopt
 from supervisor.runtime.protocol import LaunchError
 
@@ -96,7 +96,7 @@ async def adopt_one(core: Any, container: Container, held: HeldContainer) -> Non
     directory = core.logs.directory(container.id)
     last = {name: log.streams[code].last for name, code in STREAMS.items()}
     for name, fd in process.spools.items():
-        spool = Spool(fd)
+        spool = Spool(fd, capacity_for(log.options.max_buffer_size))  # an existing one keeps its own
         code = STREAMS[name]
         _, offset = unstored(spool, last[name], lambda after, code=code: stored_sizes(directory, code, after))
         recovered = spool.read_back(offset)

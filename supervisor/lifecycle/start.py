@@ -41,7 +41,7 @@ from supervisor.lifecycle import mounts as container_mounts
 from supervisor.lifecycle.events import Events
 from supervisor.lifecycle.mechanics import CgroupBackend, ImageResolver, Launcher, Network
 from supervisor.logpump import drain, pump
-from supervisor.logspool import Spool
+from supervisor.logspool import Spool, capacity_for
 from supervisor.runtime.spawn import LaunchConfig, LaunchError
 from supervisor.runtime.stdio import StdioPlan
 from supervisor.spec import terminal_env
@@ -307,7 +307,7 @@ async def supervise(core: Lifecycle, container: Container, process: Any,
     if restored is None:
         restored = {}
         for name, fd in getattr(process, "spools", {}).items():
-            restored[name] = (Spool(fd), b"")
+            restored[name] = (Spool(fd, capacity_for(log.options.max_buffer_size)), b"")
             log.use_spool(name, restored[name][0])
     async with trio.open_nursery() as pumps:
         for name in ("stdout", "stderr"):  # a terminal has no stderr: it is merged
@@ -322,7 +322,9 @@ async def supervise(core: Lifecycle, container: Container, process: Any,
     mounts = process.take_mount_namespace()
     if mounts >= 0:
         container.unmounted = trio.Event()
-    if log.spools:  # their fds close with the process; what is left is released by the keeper
+    for spool, _ in (restored or {}).values():  # their fds close with the process; what is left
+        spool.close()  # is released by the keeper
+    if log.spools:
         log.spools.clear()
     if log.spool_failures:
         core.log.warning("an output spool failed: output is not kept across a daemon restart",

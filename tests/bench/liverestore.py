@@ -6,11 +6,15 @@
 * ``restore_time``: from starting a daemon (after a SIGKILL) to all ``many`` containers
   adopted (the daemon's "containers restored" log line, which says how long adopting took);
 * ``restore_throughput``: the 200 MB producer of figure 7 stored through the keeper's spools
-  (live restore on) against the same daemon with ``--live-restore=false`` (before issue 21).
+  (live restore on) against the same daemon with ``--live-restore=false`` (before issue 21),
+  the two alternating (which goes first alternates too). The wall time is the figure; the
+  daemon's own CPU over the same window (``/proc/PID/stat``: the pumps, the spools' copies)
+  is in the notes, a steadier sign than the wall time on a loaded machine.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -45,15 +49,28 @@ def _restored(tool: Dockyard, count: int, timeout: float = 300) -> tuple[int, fl
     return None
 
 
-def _producer_seconds(tool: Dockyard, megabytes: int, name: str) -> float | None:
+def _daemon_cpu(tool: Dockyard) -> float:
+    """The daemon process's CPU seconds so far (utime + stime, all its threads)."""
+    assert tool.process is not None
+    with open(f"/proc/{tool.process.pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _producer_seconds(tool: Dockyard, megabytes: int, name: str,
+                      cpu: Measure | None = None) -> float | None:
+    """Seconds from ``run`` to ``wait``'s return for ``megabytes`` MB of output, None if
+    ``logs`` does not give every byte back; the daemon's CPU meanwhile goes to ``cpu``."""
     line = "0123456789abcdefghijklmnopqrstuvwxyz0123"
     make = f"i=0; while [ $i -lt 24390 ]; do echo {line}; i=$((i+1)); done > /tmp/mb"
     cats = f"i=0; while [ $i -lt {megabytes} ]; do cat /tmp/mb; i=$((i+1)); done"
     run = tool.run_detached(("sh", "-c", f"{make}; {cats}"))
     run[run.index("base"):run.index("base")] = ["--name", name, "--log-opt", "max-size=256m"]
-    start = time.perf_counter()
+    start, used = time.perf_counter(), _daemon_cpu(tool)
     ok = tool.time(run, timeout=600).ok and tool.time([*tool.cli(), "wait", name], timeout=600).ok
     seconds = time.perf_counter() - start
+    if cpu is not None and ok:
+        cpu.add(_daemon_cpu(tool) - used)
     read = procs.counted([*tool.cli(), "logs", name], env=tool.env, timeout=600)
     tool.time(tool.remove([name]))
     return seconds if ok and read.stdout_bytes == 24390 * 41 * megabytes else None
@@ -73,11 +90,17 @@ def live_restore(bench: Bench) -> list[Figure]:
         return [memory, restore, throughput]
     bench.log(f"live restore: {params.logs_mb} MB with and without the keeper, then {params.many} adopted")
     with_keeper, without = Measure("dockyard live restore", "s"), Measure("dockyard --live-restore=false", "s")
+    cpu_with, cpu_without = Measure("daemon CPU, live restore", "s"), Measure("daemon CPU, --live-restore=false", "s")
     for repetition in range(params.logs_reps):
-        for flags, measure in ((("--live-restore=false",), without), (("--live-restore",), with_keeper)):
+        order = ((("--live-restore=false",), without, cpu_without), (("--live-restore",), with_keeper, cpu_with))
+        for flags, measure, cpu in order[::-1] if repetition % 2 else order:
             _restart(tool, signal.SIGTERM, flags)
-            measure.add(_producer_seconds(tool, params.logs_mb, f"dockyard-bench-restore-{repetition}"))
+            measure.add(_producer_seconds(tool, params.logs_mb, f"dockyard-bench-restore-{repetition}", cpu))
     throughput.dockyard, throughput.anchors = [with_keeper], [without]
+    if cpu_with.median and cpu_without.median:
+        throughput.notes.append(f"the daemon's own CPU over the same window (medians of {len(cpu_with.samples)}): "
+                                f"{cpu_with.median:.2f} s with the keeper's spools, {cpu_without.median:.2f} s "
+                                f"with --live-restore=false ({cpu_without.median / cpu_with.median:.2f}x)")
     if with_keeper.median and without.median:
         throughput.ratio = without.median / with_keeper.median
         throughput.ratio_basis = "throughput with the keeper / without"

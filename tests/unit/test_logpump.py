@@ -271,3 +271,87 @@ async def test_a_small_log_buffer_gets_records_that_fit_in_it():
     sizes = [len(data["data"]) for _, data in sink.events]
     assert sum(sizes) == len(burst)
     assert max(sizes) <= 32 * 1024 // 4 + len(b"line 000000\n"), max(sizes)
+
+
+async def test_a_spool_smaller_than_the_output_makes_the_pump_wait_for_acknowledgements():
+    """Live restore: the pipe is read through a ring spool of 64 KiB (logspool.py); 1 MiB of
+    output arrives while nothing is acknowledged. The pump reads until the ring holds all it
+    may, lets the lines read go as records and waits (SpoolFull) for the collector, then goes
+    on: every byte once, in order, and never more unreleased than the ring."""
+    from supervisor.logspool import Spool
+
+    sink = FrameSink()
+    log = ContainerLog("c" * 64, LogOptions.from_map({"max-buffer-size": "64m"}), {}, sink.publish, sink.drop)
+    spool_fd = os.memfd_create("test-spool", os.MFD_CLOEXEC)
+    spool = Spool(spool_fd, 64 << 10)
+    log.use_spool("stdout", spool)
+    read_end, write_end = os.pipe()
+    output = b"".join(b"line %07d\n" % i for i in range((1 << 20) // 13))
+    waited = []
+
+    async def writer():
+        stream = trio.lowlevel.FdStream(write_end)
+        try:
+            await stream.send_all(output)
+        finally:
+            await stream.aclose()
+
+    async def collector():  # acknowledges what was published each time everything waits
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            assert spool.end - spool.released < spool.capacity
+            if log.streams[STDOUT].last > log.streams[STDOUT].acked:
+                waited.append(spool.end - spool.released)
+                log.ack(STDOUT, log.streams[STDOUT].last)
+            await trio.sleep(0)
+
+    source = trio.lowlevel.FdStream(read_end)
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collector)
+                nursery.start_soon(writer)
+                await pump(log, "stdout", source, [], window=0, hold=0, spool=spool)
+                nursery.cancel_scope.cancel()
+    finally:
+        await source.aclose()
+        os.close(spool_fd)
+    assert b"".join(bytes(data["data"]) for _, data in sink.events) == output
+    assert max(waited) == spool.capacity - 1  # the ring was full: the pump waited for the acks
+
+
+def test_an_idle_stream_gives_its_spool_pages_back():
+    """After SPOOL_IDLE seconds of an empty pipe the pump trims its spool (the pages a busy
+    stream keeps); output after that is read as before. The clock is trio's mock clock."""
+    from supervisor.logspool import Spool
+
+    clock = trio.testing.MockClock()
+
+    async def main():
+        sink = FrameSink()
+        log = ContainerLog("c" * 64, LogOptions.from_map({}), {}, sink.publish, sink.drop)
+        spool_fd = os.memfd_create("test-spool", os.MFD_CLOEXEC)
+        spool = Spool(spool_fd, 64 << 10)
+        log.use_spool("stdout", spool)
+        read_end, write_end = os.pipe()
+        source = trio.lowlevel.FdStream(read_end)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(pump, log, "stdout", source, [], window=0, hold=0, spool=spool))
+                os.write(write_end, b"x" * 8192 + b"\n")
+                await trio.testing.wait_all_tasks_blocked()
+                log.ack(STDOUT, log.streams[STDOUT].last)
+                assert not spool.idle and os.fstat(spool_fd).st_blocks * 512 > 4096
+                clock.jump(logpump.SPOOL_IDLE)
+                await trio.testing.wait_all_tasks_blocked()
+                assert spool.idle and os.fstat(spool_fd).st_blocks * 512 == 4096  # its header only
+                os.write(write_end, b"again\n")
+                await trio.testing.wait_all_tasks_blocked()
+                assert bytes(sink.events[-1][1]["data"]) == b"again\n" and not spool.idle
+                nursery.cancel_scope.cancel()
+        finally:
+            await source.aclose()
+            os.close(write_end)
+            os.close(spool_fd)
+
+    trio.run(main, clock=clock)

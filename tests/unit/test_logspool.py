@@ -8,7 +8,7 @@ import pytest
 
 from logs.options import LogOptions
 from supervisor.logbuffer import ContainerLog
-from supervisor.logspool import HEADER, PUNCH_STEP, Spool, unstored
+from supervisor.logspool import HEADER, MAGIC, POSITION_AT, PUNCH_STEP, Spool, SpoolFull, unstored
 
 
 @pytest.fixture
@@ -84,18 +84,118 @@ def test_nothing_stored_after_the_release_reads_back_from_it(spool_fd, pipe):
     assert Spool(spool_fd).read_back(0) == b"x\ny"
 
 
-def test_released_pages_are_given_back(spool_fd, pipe):
-    spool = Spool(spool_fd)
-    spool.release(0, 0)
+CAPACITY = 64 << 10
+
+
+def _stream(spool, pipe, chunks, size=4096, release_each=True):
+    """Write ``chunks`` chunks of ``size`` bytes through the pipe into the spool; each
+    released once read (as if stored at once) unless ``release_each`` is false."""
+    view = memoryview(bytearray(size))
+    for index in range(chunks):
+        os.write(pipe[1], bytes([65 + index % 26]) * size)
+        assert spool.read_from(pipe[0], view) == size
+        if release_each:
+            spool.release(index + 1, spool.end)
+
+
+def _mapped(fd):
+    """Whether this process maps the memfd ``fd`` (its header, while the stream is busy)."""
+    inode = os.fstat(fd).st_ino
+    with open("/proc/self/maps") as maps:
+        return any(len(fields) > 5 and fields[4] == str(inode) and "memfd:" in fields[5]
+                   for fields in (line.split(maxsplit=5) for line in maps))
+
+
+def _position(fd):
+    return int.from_bytes(os.pread(fd, 8, POSITION_AT), "little")
+
+
+def test_the_kernel_stores_where_the_output_ends_in_the_same_splice(spool_fd, pipe):
+    """The write position in the header moves with each read (splice's off_out points into
+    the mapped header): there is no write of it of our own that a SIGKILL could miss."""
+    spool = Spool(spool_fd, CAPACITY)
+    assert _position(spool_fd) == HEADER
+    os.write(pipe[1], b"12345")
+    spool.read_from(pipe[0], memoryview(bytearray(3)))
+    assert _position(spool_fd) == HEADER + 3
+    spool.read_from(pipe[0], memoryview(bytearray(8)))
+    assert _position(spool_fd) == HEADER + 5
+    assert Spool(spool_fd).end == 5
+
+
+def test_a_busy_stream_writes_into_the_same_pages_again(spool_fd, pipe):
+    """Ten laps of the ring: the memfd never holds more pages than the ring and its header
+    (the old layout allocated a page for every 4 KiB read, and punched it once released)."""
+    spool = Spool(spool_fd, CAPACITY)
+    _stream(spool, pipe, 10 * CAPACITY // 4096)
+    assert os.fstat(spool_fd).st_blocks * 512 <= HEADER + CAPACITY
+    assert spool.end == 10 * CAPACITY
+
+
+def test_an_idle_spool_gives_its_pages_back_and_then_each_page_as_it_is_released(spool_fd, pipe):
+    spool = Spool(spool_fd, CAPACITY)
+    _stream(spool, pipe, CAPACITY // 4096 + 3)  # a lap and a bit: every page was written
+    _stream(spool, pipe, 2, release_each=False)  # read, not stored yet
+    held = os.fstat(spool_fd).st_blocks * 512
+    assert _mapped(spool_fd)
+    spool.trim()
+    assert os.fstat(spool_fd).st_blocks * 512 == HEADER + 2 * 4096 < held  # the header and the unstored
+    assert spool.read_back(spool.released) == b"A" * 4096 + b"B" * 4096
+    spool.release(99, spool.end)
+    assert os.fstat(spool_fd).st_blocks * 512 == HEADER
+    assert not _mapped(spool_fd)  # nor a page of the daemon's memory
+    _stream(spool, pipe, 1, release_each=False)  # busy again: pages are kept from now on
+    spool.release(100, spool.end)
+    assert os.fstat(spool_fd).st_blocks * 512 == HEADER + 4096
+
+
+def test_a_new_daemon_finds_the_unstored_output_across_the_end_of_the_ring(spool_fd, pipe):
+    spool = Spool(spool_fd, CAPACITY)
+    _stream(spool, pipe, CAPACITY // 4096 - 1)  # up to a page before the ring's end
+    seq = spool.released_seq
+    _stream(spool, pipe, 3, release_each=False)  # the last page of the ring and two at its start
+    assert _position(spool_fd) == HEADER + 2 * 4096
+    again = Spool(spool_fd)  # the next daemon, after a SIGKILL: the capacity from the header
+    assert (again.capacity, again.released, again.end) == (CAPACITY, CAPACITY - 4096, CAPACITY + 2 * 4096)
+    assert unstored(again, seq, lambda after: iter(())) == (seq, CAPACITY - 4096)
+    assert again.read_back(CAPACITY - 4096) == b"A" * 4096 + b"B" * 4096 + b"C" * 4096
+    os.write(pipe[1], b"more\n")  # and it goes on where the last daemon stopped
+    again.read_from(pipe[0], memoryview(bytearray(16)))
+    assert Spool(spool_fd).read_back(CAPACITY + 2 * 4096) == b"more\n"
+
+
+def test_a_full_ring_reads_nothing_until_output_is_released(spool_fd, pipe):
+    """Unstored output is never overwritten: a ring holding capacity - 1 unreleased bytes
+    raises SpoolFull and leaves the rest in the pipe."""
+    spool = Spool(spool_fd, CAPACITY)
+    _stream(spool, pipe, CAPACITY // 4096 - 1, release_each=False)
+    os.write(pipe[1], b"x" * 8192)
+    view = memoryview(bytearray(8192))
+    assert spool.read_from(pipe[0], view) == 4095
+    with pytest.raises(SpoolFull):
+        spool.read_from(pipe[0], view)
+    spool.release(1, 8192)
+    assert spool.read_from(pipe[0], view) == 8192 - 4095
+    assert spool.read_back(CAPACITY - 4096) == b"x" * 8192
+    assert Spool(spool_fd).read_back(4096)[-8192:] == b"x" * 8192
+
+
+def test_a_spool_of_the_daemon_before_the_ring_is_continued_as_it_was_written(spool_fd, pipe):
+    """An upgrade: the containers' spools (linear, DYSPOOL1) were written by the old daemon."""
+    header = MAGIC + (5).to_bytes(8, "little") + (2).to_bytes(8, "little")
+    os.pwrite(spool_fd, header.ljust(HEADER, b"\0") + b"a\nbb\n", 0)
+    spool = Spool(spool_fd, CAPACITY)
+    assert (spool.ring, spool.released_seq, spool.released, spool.end) == (False, 5, 2, 5)
+    assert spool.read_back(2) == b"bb\n"
     chunk = b"z" * 4096
     view = memoryview(bytearray(len(chunk)))
     for _ in range(PUNCH_STEP * 3 // len(chunk)):
         os.write(pipe[1], chunk)
         spool.read_from(pipe[0], view)
     held = os.fstat(spool_fd).st_blocks
-    spool.release(1, PUNCH_STEP * 3)
+    spool.release(6, PUNCH_STEP * 3)  # released pages are given back at once, as before
     assert os.fstat(spool_fd).st_blocks < held
-    assert os.fstat(spool_fd).st_size == HEADER + PUNCH_STEP * 3  # offsets stay valid
+    assert os.fstat(spool_fd).st_size == HEADER + 5 + PUNCH_STEP * 3  # offsets stay valid
 
 
 def test_the_log_releases_the_spool_as_the_collector_acknowledges(spool_fd, pipe):
