@@ -298,8 +298,10 @@ class Supervisor:
         """(name, running) of every container made from the image."""
         return self.image_service.users(image_id)
 
-    async def remove_image(self, ref: str, force: bool = False) -> list[dict[str, str]]:
-        return await self.image_service.remove(ref, force)
+    async def remove_image(self, ref: str, force: bool = False, *, prune: bool = True) -> list[dict[str, str]]:
+        """``rmi``: untag, delete once no tag is left, and (``prune``) each untagged parent
+        left with no child; docker's report."""
+        return await self.image_service.remove(ref, force, prune=prune)
 
     async def tag_image(self, ref: str, reference: str) -> Image:
         return await self.image_service.tag(ref, reference)

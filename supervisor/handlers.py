@@ -324,8 +324,8 @@ class Handlers:
         return image_summary(image)
 
     async def image_remove(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """{image, force?: bool} -> {report: [{"Untagged": ref} | {"Deleted": "sha256:<id>"}]}"""
-        report = await self.sup.remove_image(args["image"], args["force"])
+        """{image, force?: bool, no_prune?: bool} -> {report: [{"Untagged": ref} | {"Deleted": "sha256:<id>"}]}"""
+        report = await self.sup.remove_image(args["image"], args["force"], prune=not args["no_prune"])
         return {"report": report}
 
     async def image_history(self, req: Any, args: dict[str, Any]) -> dict[str, Any]:

@@ -305,6 +305,7 @@ _OPERATIONS = (
     _op(IMAGE_TAG, _image(), Argument("reference", "str", required=True),
         reply="image summary", keys=_SUMMARY_KEYS, errors=_IMAGE_REF),
     _op(IMAGE_REMOVE, _image(), Argument("force", "bool", default=False),
+        Argument("no_prune", "bool", default=False, doc="keep the untagged parents (`rmi --no-prune`)"),
         reply='`{report: [{"Untagged": ref} \\| {"Deleted": "sha256:<id>"}]}`', keys=("report",),
         errors={**_IMAGE_REF, "conflict": "an ambiguous id prefix; without `force`: a container uses it, or an id "
                                           "names an image with several tags"}),

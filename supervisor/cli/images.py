@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("rmi", help="remove images (untag; delete once no tag is left)")
     p.add_argument("-f", "--force", action="store_true",
                    help="remove every tag of an image named by id; untag an image that stopped containers use")
+    p.add_argument("--no-prune", action="store_true", help="keep the untagged parents (deleted by default, as docker)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(handler=cmd_rmi)
 
@@ -113,7 +114,8 @@ def cmd_rmi(args: argparse.Namespace, client: Any) -> int:
     status = 0
     for ref in args.images:
         try:
-            report = client.request(ops.IMAGE_REMOVE, {"image": ref, "force": args.force}, timeout=None)["report"]
+            report = client.request(ops.IMAGE_REMOVE, {"image": ref, "force": args.force, "no_prune": args.no_prune},
+                                    timeout=None)["report"]
         except RemoteError as error:
             print(f"dockyard: {error.message}", file=sys.stderr)
             status = 1

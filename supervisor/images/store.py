@@ -345,8 +345,10 @@ class ImageStore:
             return self._image(updated, image_id)
 
     def remove(self, ref: str, *, force: bool = False,
-               users: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []) -> list[dict[str, str]]:
-        """``docker rmi``: untag, and delete the image once no tag is left.
+               users: Callable[[str], list[tuple[str, bool]]] = lambda image_id: [],
+               prune: bool = True) -> list[dict[str, str]]:
+        """``docker rmi``: untag, and delete the image once no tag is left, and with it (``prune``)
+        each untagged parent it leaves with no child (:func:`~supervisor.images.index.orphaned_parents`).
 
         Args:
             force: remove every tag of an image named by id; untag an image that stopped
@@ -392,7 +394,7 @@ class ImageStore:
                 updated["digests"] = {ref: target for ref, target in updated.get("digests", {}).items()
                                       if target != image_id}
                 report.append({"Deleted": f"sha256:{image_id}"})
-                for parent in index_file.orphaned_parents(updated, image_id, self._history, users):
+                for parent in index_file.orphaned_parents(updated, image_id, self._history, users) if prune else ():
                     del updated["images"][parent]
                     report.append({"Deleted": f"sha256:{parent}"})
             self._write_index(updated)

@@ -155,10 +155,10 @@ class Images:
         """(name, running) of every container made from the image."""
         return [(c.name, c.status.running) for c in self.core.containers.values() if c.image_id == image_id]
 
-    async def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+    async def remove(self, ref: str, force: bool = False, *, prune: bool = True) -> list[dict[str, str]]:
         image_id = self.store.resolve(ref).id
         report = await trio.to_thread.run_sync(
-            functools.partial(self.store.remove, ref, force=force, users=self.users)
+            functools.partial(self.store.remove, ref, force=force, users=self.users, prune=prune)
         )
         for line in report:  # docker's actions: untag (per tag), then delete
             if "Untagged" in line:

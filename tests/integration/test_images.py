@@ -130,8 +130,15 @@ def test_rmi_refuses_while_a_container_uses_the_image_and_keeps_shared_layers(da
     forced = daemon.out("rmi", "-f", "alias:1")
     assert forced == "Untagged: alias:1\n"  # untagged; kept while "user" needs it
     daemon.out("rm", "user")
-    assert "Deleted: sha256:" in daemon.out("rmi", "child:1")
-    assert daemon.out("images", "-q").split() != []  # the dangling base is still there
+    base = daemon.out("images", "-a", "-q", "--no-trunc", "--filter", "dangling=true").split()
+    assert base[0] not in daemon.out("images", "-q", "--no-trunc")  # the untagged base is child:1's parent
+    removed = daemon.out("rmi", "--no-prune", "child:1")
+    assert removed.count("Deleted: sha256:") == 1
+    assert daemon.out("images", "-q", "--no-trunc").split() == base  # kept, and listed: dangling now
+    daemon.out("commit", daemon.out("create", base[0][7:], "true").strip(), "child:1")
+    daemon.out("rm", "-f", daemon.out("ps", "-aq").split()[0])
+    removed = daemon.out("rmi", "child:1")  # and its untagged parent with it, as docker's rmi does
+    assert removed.count("Deleted: sha256:") == 2 and f"Deleted: {base[0]}" in removed, removed
     assert daemon.cli("run", "--rm", "child:1", "true").returncode == 125
     events = daemon.out("events", "--since", "5m", "--until", "0s", "--filter", "type=image").splitlines()
     actions = [line.split()[2] for line in events]

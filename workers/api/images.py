@@ -113,7 +113,8 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
         return Json(None, 201)
 
     async def remove(request: Request, name: str) -> Response:
-        reply = await api.call(ops.IMAGE_REMOVE, {"image": name, "force": request.flag("force")}, what="image")
+        reply = await api.call(ops.IMAGE_REMOVE, {"image": name, "force": request.flag("force"),
+                                                  "no_prune": request.flag("noprune")}, what="image")
         return Json(reply["report"])
 
     async def history(request: Request, name: str) -> Response:
