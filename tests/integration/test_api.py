@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, mounts_under
+from tests.conftest import DOCKYARD, Daemon, private_daemon
 from tests.tools import require
 
 pytestmark = pytest.mark.integration
@@ -30,18 +30,10 @@ def api_daemon(tmp_path_factory, busybox_tar):
     with socket.socket() as probe:  # a free loopback port for --api
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    instance = Daemon(base, ["--api", f"tcp://127.0.0.1:{port}"])
-    instance.api_port = port
-    try:
-        instance.start()
-        instance.out("import", str(busybox_tar), "base")
+    with private_daemon(base, busybox_tar, "--api", f"tcp://127.0.0.1:{port}") as instance:
+        instance.api_port = port  # type: ignore[attr-defined]
         wait_for_socket(instance.run_dir / "docker.sock")
         yield instance
-        assert instance.stop() == 0, instance.log()
-        assert mounts_under(base) == [], "mounts left behind"
-        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
-    finally:
-        instance.cleanup()
 
 
 @pytest.fixture

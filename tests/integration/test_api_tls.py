@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, mounts_under
+from tests.conftest import DOCKYARD, private_daemon
 from tests.integration.test_api import wait_for_socket
 from tests.tools import require
 
@@ -69,21 +69,12 @@ def free_port() -> int:
 def tls_daemon(tmp_path_factory, busybox_tar, certificates):
     base = tmp_path_factory.mktemp("api-tls")
     port = free_port()
-    instance = Daemon(base, ["--api", f"tcp://0.0.0.0:{port}", "--tlsverify",
-                             "--tlscacert", str(certificates / "good-ca.pem"),
-                             "--tlscert", str(certificates / "server.pem"),
-                             "--tlskey", str(certificates / "server-key.pem")])
-    instance.api_port = port
-    try:
-        instance.start()
-        instance.out("import", str(busybox_tar), "base")
+    with private_daemon(base, busybox_tar, "--api", f"tcp://0.0.0.0:{port}", "--tlsverify",
+                        "--tlscacert", str(certificates / "good-ca.pem"), "--tlscert", str(certificates / "server.pem"),
+                        "--tlskey", str(certificates / "server-key.pem")) as instance:
+        instance.api_port = port  # type: ignore[attr-defined]
         wait_for_socket(instance.run_dir / "docker.sock")
         yield instance
-        assert instance.stop() == 0, instance.log()
-        assert mounts_under(base) == [], "mounts left behind"
-        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
-    finally:
-        instance.cleanup()
 
 
 def handshake(port: int, certificates, client: str | None) -> bytes:

@@ -22,7 +22,7 @@ from supervisor.config import Config
 from supervisor.errors import DockyardError, StartError
 from supervisor.runtime import libc
 from supervisor.spec import ContainerSpec
-from tests.conftest import DOCKYARD, Daemon, cgroup_dirs, link_exists, mounts_under, private_bridge, remove_link
+from tests.conftest import DOCKYARD, cgroup_dirs, link_exists, private_bridge, private_daemon, remove_link
 
 pytestmark = pytest.mark.integration
 
@@ -109,17 +109,8 @@ class Terminal:
 def shared_daemon(tmp_path_factory, busybox_tar):
     """One private daemon for this module's tests (each starts ~3 s): every test removes
     what it made, and the daemon must stop cleanly, leaving no mount or cgroup, at the end."""
-    base = tmp_path_factory.mktemp("interactive")
-    instance = Daemon(base)
-    try:
-        instance.start()
-        instance.out("import", str(busybox_tar), "base")
+    with private_daemon(tmp_path_factory.mktemp("interactive"), busybox_tar) as instance:
         yield instance
-        assert instance.stop() == 0, instance.log()
-        assert mounts_under(base) == [], "mounts left behind"
-        assert cgroup_dirs(instance.cgroup_parent) == [], "cgroups left behind"
-    finally:
-        instance.cleanup()
 
 
 @pytest.fixture
