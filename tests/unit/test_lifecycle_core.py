@@ -4,7 +4,6 @@ stop, kill and remove do in each state, and who ended a run (the restart policy'
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 import trio
@@ -12,14 +11,7 @@ import trio
 from supervisor.errors import InvalidArgument, InvalidState
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
-from tests.fakes import Fakes, make_lifecycle
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, nursery: trio.Nursery) -> Fakes:
-    made = make_lifecycle(tmp_path)
-    made.core.nursery = nursery
-    return made
+from tests.fakes import Fakes
 
 
 async def _running(fakes: Fakes, name: str = "web", **spec: object) -> object:

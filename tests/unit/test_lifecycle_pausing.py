@@ -4,22 +4,13 @@ cgroup's freezer holds a signal until the thaw, as the kernel's does."""
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
-import trio
 
 from supervisor.errors import DockyardError, InvalidState
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
-from tests.fakes import Fakes, make_lifecycle
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, nursery: trio.Nursery) -> Fakes:
-    made = make_lifecycle(tmp_path)
-    made.core.nursery = nursery
-    return made
+from tests.fakes import Fakes
 
 
 async def _paused(fakes: Fakes, name: str = "web", **spec: object) -> object:

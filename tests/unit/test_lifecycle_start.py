@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +16,7 @@ from supervisor.errors import InvalidArgument, StartError
 from supervisor.lifecycle.start import CANCELLED_REASON
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
-from tests.fakes import Fakes, NetworkRefused, launch_error, make_lifecycle
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, nursery: trio.Nursery) -> Fakes:
-    made = make_lifecycle(tmp_path)
-    made.core.nursery = nursery
-    return made
+from tests.fakes import Fakes, NetworkRefused, launch_error
 
 
 def _record(fakes: Fakes, container_id: str) -> dict[str, Any]:

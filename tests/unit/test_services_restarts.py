@@ -5,7 +5,6 @@ remove with a restart policy's start under way."""
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 import trio
@@ -16,14 +15,7 @@ from supervisor.errors import Conflict, InvalidArgument, InvalidState
 from supervisor.services.restarts import Restarts
 from supervisor.spec import ContainerSpec
 from supervisor.state import Status
-from tests.fakes import Fakes, make_lifecycle
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, nursery: trio.Nursery) -> Fakes:
-    made = make_lifecycle(tmp_path)
-    made.core.nursery = nursery
-    return made
+from tests.fakes import Fakes
 
 
 async def _exited(fakes: Fakes, restart: str = "always", code: int = 1) -> Container:
