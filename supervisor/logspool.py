@@ -7,14 +7,17 @@ Theory of operation
 ::
 
     pipe ──splice──▶ memfd [header | ring: ... released (stored) ... | unstored | free ... ]
-                            │  └─ write position: the kernel's    └─ pread into the pump's buffer
+                            │  └─ write position: the kernel's    └─ copied (from the mapping) into the pump's buffer
                             │     splice(off_out) stores it here
                             └─ header: released seq and stream offset, updated on ack
 
 * A read moves the output from the pipe into the spool in one syscall (``splice``: the
-  kernel copies it into the memfd's pages), and then reads it into the pump's buffer. There
-  is no moment at which the output is only in the daemon's memory: a SIGKILL before the
-  splice leaves it in the pipe, after it in the spool. (A pty master cannot be spliced: it
+  kernel copies it into the memfd's pages), and then copies it into the pump's buffer out
+  of the daemon's mapping of the ring (mapped while the stream is busy, with the header: a
+  memcpy, where a ``pread`` of every read cost a syscall and a page-cache lookup per page;
+  issue 21's throughput: docs/architecture.md "Live restore"). There is no moment at which
+  the output is only in the daemon's memory: a SIGKILL before the splice leaves it in the
+  pipe, after it in the spool. (A pty master cannot be spliced: it
   is read, then written into the spool; a SIGKILL between the two loses that one read.)
 * The spool is a **ring** of ``capacity`` bytes after the header: stream offset ``o`` is
   at ``HEADER + o % capacity``, so a busy stream writes into the same pages again instead
@@ -115,6 +118,7 @@ class Spool:
         self.idle = False  # trimmed: released pages are given back as they are released
         self._map: mmap.mmap | None = None
         self._position = None  # the ctypes view of the write position in the mapping
+        self._ring: memoryview | None = None  # the mapping, while busy: what splice wrote is read from it
         size = os.fstat(fd).st_size
         header = os.pread(fd, HEADER, 0)
         magic = header[:8]
@@ -169,8 +173,7 @@ class Spool:
                     self.splice = False
                     continue
                 if count:
-                    got = os.preadv(self.fd, [view[total:total + count]], HEADER + at)
-                    assert got == count
+                    view[total:total + count] = self._ring[HEADER + at:HEADER + at + count]
             else:
                 try:
                     count = os.readv(source, [view[total:total + count]])
@@ -192,11 +195,13 @@ class Spool:
     def _splice(self, source: int, count: int, position: int) -> int:
         """splice ``count`` bytes of ``source`` to the ring at file offset ``position``, with
         the write position in the mapped header as off_out (see the module's doc). The header
-        is mapped while the stream is busy (not while it is idle: no page in the daemon's
-        memory for an idle container)."""
+        and the ring are mapped while the stream is busy (not while it is idle: no page in the
+        daemon's memory for an idle container); :meth:`read_from` copies the output out of
+        that mapping."""
         if self._position is None:
-            self._map = mmap.mmap(self.fd, HEADER, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map = mmap.mmap(self.fd, HEADER + self.capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._position = ctypes.c_int64.from_buffer(self._map, POSITION_AT)
+            self._ring = memoryview(self._map)
         if self._position.value != position:  # only at a lap's start: after the last splice it is
             os.pwrite(self.fd, _RING.pack(position), POSITION_AT)  # one write of the 8 bytes
         splice = _c().splice
@@ -272,6 +277,8 @@ class Spool:
     def _unmap(self) -> None:
         if self._map is not None:
             self._position = None  # the mapping cannot close while it is exported
+            self._ring.release()
+            self._ring = None
             self._map.close()
             self._map = None
 

@@ -149,6 +149,35 @@ def test_an_idle_spool_gives_its_pages_back_and_then_each_page_as_it_is_released
     assert os.fstat(spool_fd).st_blocks * 512 == HEADER + 4096
 
 
+def _mapped_bytes(fd):
+    """How many bytes of the memfd ``fd`` this process maps (0: none)."""
+    inode = os.fstat(fd).st_ino
+    total = 0
+    with open("/proc/self/maps") as maps:
+        for fields in (line.split(maxsplit=5) for line in maps):
+            if len(fields) > 5 and fields[4] == str(inode) and "memfd:" in fields[5]:
+                start, end = (int(address, 16) for address in fields[0].split("-"))
+                total += end - start
+    return total
+
+
+def test_a_busy_stream_reads_its_output_out_of_the_mapped_ring(spool_fd, pipe):
+    """What splice put in the ring is copied out of the daemon's mapping of it (no pread of
+    every read: issue 21's throughput), across the ring's end too; an idle spool is not
+    mapped at all."""
+    spool = Spool(spool_fd, CAPACITY)
+    _stream(spool, pipe, CAPACITY // 4096 - 1)  # up to a page before the ring's end
+    assert _mapped_bytes(spool_fd) == HEADER + CAPACITY
+    output = bytes(range(256)) * 48  # 12 KiB: the ring's last page and two at its start
+    os.write(pipe[1], output)
+    view = memoryview(bytearray(len(output)))
+    assert spool.read_from(pipe[0], view) == len(output)
+    assert bytes(view) == output == spool.read_back(CAPACITY - 4096)
+    spool.release(99, spool.end)
+    spool.trim()
+    assert _mapped_bytes(spool_fd) == 0
+
+
 def test_a_new_daemon_finds_the_unstored_output_across_the_end_of_the_ring(spool_fd, pipe):
     spool = Spool(spool_fd, CAPACITY)
     _stream(spool, pipe, CAPACITY // 4096 - 1)  # up to a page before the ring's end
