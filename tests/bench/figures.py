@@ -39,6 +39,7 @@ class Params:
     bus_reps: int = 3
     logs_mb: int = 200
     logs_reps: int = 3
+    restore_reps: int = 6         # live restore: 200 MB with and without the keeper, alternating
     ports_mb: int = 300           # the bulk download through a published port
     ports_reps: int = 3
     ports_seconds: float = 2.0    # each run of short connections
@@ -51,7 +52,7 @@ class Params:
     def quick(cls) -> Params:
         return cls(reps=5, warmup=1, api_reps=8, concurrent=10, concurrent_reps=1, many=40,
                    many_anchors=False, many_fill_seconds=30, many_samples=4, bus_events=20_000,
-                   bus_reps=1, logs_mb=20, logs_reps=1, ports_mb=50, ports_reps=1, ports_seconds=1.0, lines=1000,
+                   bus_reps=1, logs_mb=20, logs_reps=1, restore_reps=1, ports_mb=50, ports_reps=1, ports_seconds=1.0, lines=1000,
                    lines_reps=1, latency_lines=400, budget=150)
 
 

@@ -49,6 +49,36 @@ def _restored(tool: Dockyard, count: int, timeout: float = 300) -> tuple[int, fl
     return None
 
 
+def _settled(tool: Dockyard, quiet: float = 0.2, timeout: float = 5.0) -> None:
+    """Until the daemon and its workers (its descendants) have used less than 20 ms of CPU
+    in ``quiet`` seconds (at most ``timeout``): a daemon just started spends 0.3-0.5 s of CPU
+    in its first quarter second (its workers' start), which a producer timed at once shares
+    the 2 CPUs with; that start is not the output's cost and only adds noise to both rows."""
+    assert tool.process is not None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        pids = {tool.process.pid} | procs.descendants(procs.process_table(), tool.process.pid)
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    deadline = time.monotonic() + timeout
+    before = used()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = used()
+        if now - before < 0.02:
+            return
+        before = now
+
+
 def _daemon_cpu(tool: Dockyard) -> float:
     """The daemon process's CPU seconds so far (utime + stime, all its threads)."""
     assert tool.process is not None
@@ -91,10 +121,11 @@ def live_restore(bench: Bench) -> list[Figure]:
     bench.log(f"live restore: {params.logs_mb} MB with and without the keeper, then {params.many} adopted")
     with_keeper, without = Measure("dockyard live restore", "s"), Measure("dockyard --live-restore=false", "s")
     cpu_with, cpu_without = Measure("daemon CPU, live restore", "s"), Measure("daemon CPU, --live-restore=false", "s")
-    for repetition in range(params.logs_reps):
+    for repetition in range(params.restore_reps):
         order = ((("--live-restore=false",), without, cpu_without), (("--live-restore",), with_keeper, cpu_with))
         for flags, measure, cpu in order[::-1] if repetition % 2 else order:
             _restart(tool, signal.SIGTERM, flags)
+            _settled(tool)
             measure.add(_producer_seconds(tool, params.logs_mb, f"dockyard-bench-restore-{repetition}", cpu))
     throughput.dockyard, throughput.anchors = [with_keeper], [without]
     if cpu_with.median and cpu_without.median:
