@@ -199,7 +199,9 @@ class Spool:
         daemon's memory for an idle container); :meth:`read_from` copies the output out of
         that mapping."""
         if self._position is None:
-            self._map = mmap.mmap(self.fd, HEADER + self.capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            # Never past the memfd's end (a page there would be SIGBUS, not an error).
+            size = min(HEADER + self.capacity, os.fstat(self.fd).st_size)
+            self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._position = ctypes.c_int64.from_buffer(self._map, POSITION_AT)
             self._ring = memoryview(self._map)
         if self._position.value != position:  # only at a lap's start: after the last splice it is
