@@ -12,20 +12,27 @@ over the console socket), the five capability sets, and the wait on the exec FIF
 
     dockyard-runtime create         stage 0                        pid 1
     -----------------------         -------                        -----
-    fork, config on fd 3 ---------> join cgroups, setns by path,
-                                    unshare (user ns: a helper
-                                    writes the id maps), fork ----> wait for the go
-    <-- {"pid": N} ---------------- report, _exit(0)
-                                                                   mounts, devices, console,
-                                                                   pivot_root, masks, sysctls,
-                                                                   rlimits, user, caps, seccomp
+    (stage 0 forked at start-up)    imports its modules
+    config on fd 3 ---------------> open exec.fifo (fd 6), setns
+                                    by path, unshare (user ns: a
+                                    helper writes the id maps; not
+                                    the cgroup ns), fork ----------> [cgroup_sync: wait for
+    <-- {"pid": N} ---------------- report, _exit(0)                "x" on fd 3, unshare the
+    mkdir the cgroups, limits,                                      cgroup namespace]
+    write N into cgroup.procs                                       mounts, devices, console,
+    ("x" on fd 3 with cgroup_sync)                                  pivot_root, masks, sysctls,
+                                                                    rlimits, user, caps, seccomp
     <-- {"ready": 1} ------------------------------------------------ (the program was found)
     write state.json, exit                                         open exec.fifo O_WRONLY: blocks
     dockyard-runtime start: open exec.fifo O_RDONLY, read -------> write "0"; startContainer
                                                                    hooks; execve
 
-fd 5, when the config says ``terminal``, is a socket connected to the console socket; fd 6
-the exec FIFO (O_PATH), opened by the runtime.
+pid 1 is moved into the container's cgroups by the runtime while it builds (the kernel's
+first move waits for a grace period: ``supervisor/ociruntime/launch.py``); nothing of the
+container runs before ``start``, which comes after the move. With a new cgroup or user
+namespace (``cgroup_sync``) pid 1 waits for the move before anything else. fd 5, when the
+config says ``terminal``, is a socket connected to the console socket; fd 6 the exec FIFO
+(O_PATH), opened by stage 0 from ``exec_fifo_path`` before it enters any namespace.
 Like every module of the stage: the standard library only, imported beside
 ``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
 """
@@ -77,15 +84,50 @@ def enter_namespaces(config: dict) -> None:
     finally:
         for _, _, fd in fds:
             os.close(fd)
-    new = [kind for kind, path in config.get("namespaces", ()) if not path]
+    new = new_namespaces(config)
     if "user" in new:
         map_user_namespace(config)
     flags = 0
     for kind in new:
-        if kind != "user":
+        if kind not in ("user", "cgroup"):  # a cgroup namespace: pid 1's, once it is in its cgroups
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         libc.unshare(flags)
+
+
+def new_namespaces(config: dict) -> list:
+    """The kinds of the namespaces the container gets new (not joined by path)."""
+    return [kind for kind, path in config.get("namespaces", ()) if not path]
+
+
+def open_exec_fifo(path: str) -> None:
+    """The exec FIFO opened O_PATH as fd 6, before any namespace is entered (as runc gives
+    its init the FIFO: a user namespace's root may not be allowed to walk to it)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise libc.InitError(f'open the exec fifo "{path}": {libc.strerror(exc.errno)}') from None
+    if fd != FIFO_FD:
+        os.dup2(fd, FIFO_FD, inheritable=False)
+        os.close(fd)
+
+
+def enter_cgroups(config: dict) -> None:
+    """pid 1's first step: with ``cgroup_sync`` (a new cgroup or user namespace), wait until
+    the runtime has moved us into the container's cgroups (one byte on fd 3), then unshare
+    the cgroup namespace, rooted there. Without it nothing here depends on the cgroups, and
+    the runtime moves us while we build (``launch.InitStage``)."""
+    if not config.get("cgroup_sync"):
+        return
+    try:
+        go = os.read(init_stage.CONFIG_FD, 1)
+    except OSError as exc:
+        raise libc.InitError(f"wait to be moved into the cgroups: {libc.strerror(exc.errno)}") from None
+    os.close(init_stage.CONFIG_FD)
+    if go != b"x":
+        raise libc.InitError("the runtime did not move the container into its cgroups")
+    if "cgroup" in new_namespaces(config):
+        libc.unshare(libc.CLONE_NEWCGROUP)
 
 
 def map_user_namespace(config: dict) -> None:
@@ -372,6 +414,7 @@ def run_start_hooks(hooks, state: str) -> None:
 
 def container(config: dict) -> None:
     """pid 1 of a bundle: build its world, wait for ``start``, execve. Never returns."""
+    enter_cgroups(config)
     root = config["rootfs"]
     uid, gid = config.get("uid", 0), config.get("gid", 0)
     prepare_root(root, config.get("rootfs_propagation", 0))
@@ -449,14 +492,16 @@ def join_container(config: dict) -> None:
 
 def run_bundle_stage() -> None:
     """The whole stage, from fds 3, 4 (and 5) to execve. Never returns."""
-    for fd in (init_stage.STATUS_FD, CONSOLE_FD, FIFO_FD):
+    for fd in (init_stage.STATUS_FD, CONSOLE_FD):
         try:
             os.set_inheritable(fd, False)
         except OSError:
-            pass  # no console socket, no FIFO
+            pass  # no console socket
     try:
-        os.closerange(FIFO_FD + 1, 1 << 20)
+        os.closerange(CONSOLE_FD + 1, 1 << 20)  # fd 6, the exec FIFO, is opened from the config
         config = init_stage.read_config()
+        if config.get("exec_fifo_path"):
+            open_exec_fifo(config["exec_fifo_path"])
         if config.get("join"):
             join_container(config)
         namespaces.join_cgroups(config.get("cgroup_procs", ()))

@@ -213,7 +213,7 @@ def test_a_cgroups_path_that_is_not_a_string_is_refused_before_anything_is_made(
 
 
 def test_the_attach_warm_up_writes_our_pid_into_our_own_cgroup_and_moves_nothing():
-    from supervisor.ociruntime.cgroups import AttachWarmUp
+    from supervisor.ociruntime.warmup import AttachWarmUp
 
     before = Path("/proc/self/cgroup").read_text()
     warm_up = AttachWarmUp()
