@@ -91,10 +91,10 @@ class InitStage:
         runtime                              stage 0                 pid 1
         -------                              -------                 -----
         send(config) ----------------------> unshare, fork -------> (born outside the
-        read_pid() <------- {"pid": N} ----- exit                    container's cgroups)
-        mkdir the cgroups (waits for the                             mounts, devices,
-          kernel's grace period: see                                 pivot_root, masks,
-          warmup.py), write the limits,                              user, caps, seccomp
+        mkdir the cgroups (waits for the     report, exit            container's cgroups)
+          kernel's grace period: see                                 mounts, devices,
+          warmup.py), write the limits                               pivot_root, masks,
+        read_pid() <------- {"pid": N} -----                         user, caps, seccomp
         join_cgroups(procs, N)               [with cgroup_sync: pid 1 waits for the byte
         release_cgroups() -- "x" on fd 3 --> before it does anything: cgroup namespace]
         wait_ready() <------------------------------------------- {"ready": 1}
@@ -115,6 +115,7 @@ class InitStage:
     def __init__(self, console_socket: str = "", what: str = "container"):
         self.what = what
         self.child_pid = 0  # the container's (or exec's) process, once reported
+        self.sent = False
         self.config_write = -1
         self.status_read = -1
         self.lines = None
@@ -140,6 +141,7 @@ class InitStage:
     def send(self, stage: dict, keep_open: bool = False) -> None:
         """Give stage 0 its config (the map ``stage``). ``keep_open``: the config pipe stays
         open for :meth:`release_cgroups` (the config's ``cgroup_sync``)."""
+        self.sent = True
         try:
             os.write(self.config_write, jsonlite.dumps(stage).encode() + (b"\n" if keep_open else b""))
         except BrokenPipeError:
@@ -226,7 +228,14 @@ class InitStage:
 
     def abandon(self) -> None:
         """Stage 0 (and the process it forked, if any) killed and reaped: a step of ours
-        failed before the process was ready."""
+        failed before the process was ready. A stage that has its config reports the
+        process it forks (or its error) without waiting for us: that line is read first, so
+        that no process is left behind."""
+        if self.sent and not self.child_pid and self.status_read >= 0:
+            try:
+                self.read_pid()
+            except RuntimeCommandError:
+                pass  # it failed, or died: no process of it
         self._close_config()
         self._close_status()
         self._kill()

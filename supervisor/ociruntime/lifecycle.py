@@ -88,8 +88,8 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
     Raises:
         RuntimeCommandError: nothing of the container is left (state, cgroup, process).
     """
-    # bundle.py only here and in exec: it brings security.py's capability table and with it
-    # libc and ctypes (~3 ms of CPU), which start, state, kill and delete do not need.
+    # bundle.py only here and in exec: ~1 ms of imports that start, state, kill and delete
+    # do not need.
     from supervisor.ociruntime.bundle import check_id, translate
 
     check_id(container_id)
@@ -128,9 +128,9 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
             stage.update(cgroup_procs=[], exec_fifo=True, exec_fifo_path=fifo, cgroup_sync=cgroup_sync,
                          no_pivot=no_pivot, state=jsonlite.dumps(hook_state(record, "created")))
             init.send(stage, keep_open=cgroup_sync)
-            pid = init.read_pid()
-            cgroup.create()
+            cgroup.create()  # while stage 0 enters the namespaces and forks
             cgroup.apply(bundle.resources, stage["devices"])
+            pid = init.read_pid()
             init.join_cgroups(cgroup.procs_files, pid)
             init.release_cgroups()
             running, init = init, None

@@ -8,7 +8,8 @@ bundle, stage 0 imports the init stage's (~3 ms), and the first write to a v1
 after another, as they were, they add up; here they overlap on the machine's CPUs:
 
 1. the kernel's wait starts at once (:class:`warmup.AttachWarmUp`, a thread);
-2. ``libc`` (ctypes) is imported, which both sides need, so that the fork shares it;
+2. ``run`` imports libc (ctypes), which it needs for its child subreaper and stage 0 for
+   its syscalls, so that the fork shares it (``create`` needs none: stage 0 imports it);
 3. stage 0 is forked (:class:`launch.InitStage`): it imports the init stage's modules
    and waits for its config while this process imports the runtime and reads the bundle;
    ``create`` takes it (:func:`take_stage`) and sends the config; the container's process
@@ -51,7 +52,8 @@ def start(argv: list[str]) -> None:
 
     AttachWarmUp()
     warmed_up = True
-    from supervisor.runtime import libc  # noqa: F401 - ctypes, imported once for both processes
+    if arguments.command == "run" and not arguments.detach:
+        from supervisor.runtime import libc  # noqa: F401 - ctypes, for both: run's subreaper and the stage
 
     from supervisor.ociruntime.errors import RuntimeCommandError
     from supervisor.ociruntime.launch import InitStage

@@ -26,6 +26,14 @@ def test_documents_round_trip_as_json_writes_and_reads_them(document):
     assert jsonlite.loads(b"\xef\xbb\xbf" + text.encode()) == document  # a UTF-8 BOM, as json.loads(bytes)
 
 
+@pytest.mark.parametrize("document", DOCUMENTS + [{"id": "x", "pid": 7, "annotations": {}, "list": [1, [], {"k": []}]}],
+                         ids=range(len(DOCUMENTS) + 1))
+def test_indented_output_is_json_s(document):
+    # dockyard-runtime state prints it (json.dumps(indent=2) before, which imports re).
+    assert jsonlite.dumps_indented(document) == json.dumps(document, indent=2)
+    assert jsonlite.dumps_indented(document, 4) == json.dumps(document, indent=4)
+
+
 @pytest.mark.parametrize("text", ["", "  ", "{", "{} x", "[1,]", '{"a" 1}', "nul", '"\x01"'])
 def test_malformed_documents_raise_json_s_own_error(text):
     with pytest.raises(ValueError) as raised:
