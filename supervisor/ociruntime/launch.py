@@ -5,10 +5,10 @@ this short-lived process, and speak its status pipe (the lines of ``init_stage.p
 * ``{"ready": 1}`` from pid 1 of a ``create``: it is built and waits on the exec FIFO;
 * ``{"error": ..., "exit_code": N}``: a step failed; EOF: the exec's execve succeeded.
 
-Unlike the daemon (``spawn.py``), there is no fork server: this process is new and
-single-threaded, so it may fork and let the child run Python. The child's fds are 0-2 this
-process's stdio, 3 the config pipe, 4 the status pipe, 5 a socket connected to the console
-socket when the process has a terminal.
+Unlike the daemon (``spawn.py``), there is no fork server: this process is new (its one
+other thread, ``warmup.py``'s, only blocks in a write), so it may fork and let the child run
+Python. The child's fds are 0-2 this process's stdio, 3 the config pipe, 4 the status pipe,
+5 a socket connected to the console socket when the process has a terminal.
 """
 
 from __future__ import annotations
