@@ -45,7 +45,9 @@ def loads(data: bytes | str) -> object:
         return json.loads(data)
     if isinstance(data, (bytes, bytearray)):
         try:
-            text = bytes(data).decode("utf-8-sig")  # json.loads' detect_encoding for UTF-8
+            # json.loads' detect_encoding for UTF-8, its BOM dropped by hand: the "utf-8-sig"
+            # codec is a module to import (~0.2 ms of every dockyard-runtime create)
+            text = bytes(data[3:] if data[:3] == b"\xef\xbb\xbf" else data).decode("utf-8")
         except UnicodeDecodeError:
             import json
 

@@ -55,6 +55,7 @@ def test_values_json_cannot_write_are_refused():
 def test_neither_json_nor_re_is_imported():
     code = ("import sys\nfrom supervisor.runtime import jsonlite\n"
             "assert jsonlite.loads(jsonlite.dumps({'a': [1, 'b']})) == {'a': [1, 'b']}\n"
-            "print(sorted(m for m in ('json', 're') if m in sys.modules))")
+            "assert jsonlite.loads(b'\\xef\\xbb\\xbf[1]') == [1]\n"
+            "print(sorted(m for m in ('json', 're', 'encodings.utf_8_sig') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
