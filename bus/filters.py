@@ -204,16 +204,40 @@ def _label(attributes: Mapping[str, Any], value: str) -> bool:
     return not eq or str(attributes[key]) == wanted
 
 
+#: The keys a filter set indexes its filters on, and the field of an event's data each
+#: compares (one string per event): ``event`` first, it tells events apart best.
+INDEXED_KEYS = (("event", "action"), ("type", "type"))
+
+#: A filter as the publisher runs it: ``(rest, prefix, [matches so far])``, where ``rest`` is
+#: what remains to check of the filter once the index led to it (None: nothing).
+Entry = tuple[Callable[[Any], bool] | None, str, list[int]]
+
+
 class FilterSet:
     """The filters subscribers asked for, for the publisher: each with its match count.
-    Bounded (``limit``): a subscription past it is refused (counted by the caller)."""
+    Bounded (``limit``): a subscription past it is refused (counted by the caller).
+
+    *Index.* The publisher asks, for every event of its channel, which filters it passes;
+    asking each filter would cost every event a call per filter, though a filter that passes
+    1% of the events wants nothing of the other 99%. So each filter is filed under one of its
+    keys that an event holds as one string, ``event`` (``data.action``) or else ``type``:
+    ``indexes`` maps that field to ``{value: [entry, ...]}``, the filters an event with that
+    value may pass, each with the rest of its predicate. An event of a value no filter names
+    costs one dict lookup per indexed field, whatever the number of filters. A filter with
+    neither key (``label=...`` alone, say) is in ``unindexed`` and runs on every event.
+    ``route`` is the only index when there is one and nothing is unindexed (the usual case:
+    the publisher inlines that lookup).
+    """
 
     def __init__(self, limit: int = 1024):
         self.limit = limit
-        self._active: dict[str, tuple[Callable[[Any], bool], list[int]]] = {}
-        #: ``(predicate, prefix, [matches so far])`` of each filter, for the publisher's loop
-        #: (empty: no filter, nothing to do per event).
-        self.active: list[tuple[Callable[[Any], bool], str, list[int]]] = []
+        #: prefix -> (the whole predicate, [matches so far], the normalized filter)
+        self._active: dict[str, tuple[Callable[[Any], bool], list[int], dict[str, list[str]]]] = {}
+        #: Any filter at all (the publisher's first, cheapest question).
+        self.active = False
+        self.indexes: list[tuple[str, dict[str, list[Entry]]]] = []
+        self.unindexed: list[Entry] = []
+        self.route: tuple[str, dict[str, list[Entry]]] | None = None
 
     def __len__(self) -> int:
         return len(self._active)
@@ -229,22 +253,54 @@ class FilterSet:
             filters = from_topic(prefix)
         except FilterError:
             return False
-        self._active[prefix] = (compile_filter(filters), [0])
-        self._list()
+        self._active[prefix] = (compile_filter(filters), [0], filters)
+        self._index()
         return True
 
     def remove(self, prefix: str) -> None:
         if self._active.pop(prefix, None) is not None:
-            self._list()
+            self._index()
 
-    def _list(self) -> None:
-        self.active = [(accept, prefix, count) for prefix, (accept, count) in self._active.items()]
+    def _index(self) -> None:
+        """Build the index (class doc) anew: filters come and go rarely, events do not."""
+        tables: dict[str, dict[str, list[Entry]]] = {}
+        unindexed: list[Entry] = []
+        for prefix, (accept, count, filters) in self._active.items():
+            for key, field in INDEXED_KEYS:
+                values = filters.get(key)
+                if values:
+                    others = {other: wanted for other, wanted in filters.items() if other != key and wanted}
+                    entry = (compile_filter(others) if others else None, prefix, count)
+                    table = tables.setdefault(field, {})
+                    for value in values:
+                        table.setdefault(value, []).append(entry)
+                    break
+            else:
+                unindexed.append((accept, prefix, count))
+        self.indexes = list(tables.items())
+        self.unindexed = unindexed
+        self.route = self.indexes[0] if len(self.indexes) == 1 and not unindexed else None
+        self.active = bool(self._active)
+
+    def candidates(self, data: Any) -> list[Entry]:
+        """The filters ``data`` may pass, each with what remains to check (its ``rest``):
+        those the index leads to, and the unindexed ones. Data that is not a dict is
+        checked by every filter's whole predicate (:func:`matches`)."""
+        if type(data) is not dict:
+            return [(accept, prefix, count) for prefix, (accept, count, _) in self._active.items()]
+        found: list[Entry] = []
+        for field, table in self.indexes:
+            value = data.get(field)
+            if type(value) is str:
+                found += table.get(value, ())
+        found += self.unindexed
+        return found
 
     def topics_for(self, data: Any) -> list[bytes]:
         """The topic frame of each filter ``data`` passes, its match counter advanced."""
         topics = []
-        for accept, prefix, count in self.active:
-            if accept(data):
+        for rest, prefix, count in self.candidates(data):
+            if rest is None or rest(data):
                 count[0] += 1
                 topics.append(f"{prefix}{count[0]}".encode())
         return topics

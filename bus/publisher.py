@@ -43,10 +43,12 @@ request waiting for it (bus/server.py draws the handshake), or is kept (at most
 
 *Filtered subscriptions.* A subscription ``filter.<token>.`` carries a filter
 (bus/filters.py): the events task registers it, and ``publish`` queues each event of
-``filter_channel`` that passes it once more under ``filter.<token>.<n>``, the same
-envelope bytes (no second encode). The filter is evaluated before anything is sent, so a
-subscriber that wants 1% of the events receives 1% of them. The last unsubscription (XPUB
-passes only that one) forgets the filter.
+``filter_channel`` that passes it once more, as the whole frame ``filter.<token>.<n> NUL
+envelope``: the same envelope bytes (no second encode). The filter is evaluated before
+anything is sent, so a subscriber that wants 1% of the events receives 1% of them; the
+filters are indexed by the action and type they name (:class:`bus.filters.FilterSet`), so
+an event none of them names costs ``publish`` one dict lookup, however many filters there
+are. The last unsubscription (XPUB passes only that one) forgets the filter.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from bus.batches import BATCH_BYTES, BATCH_EVENTS, EventEncoder, batch_frame
 from bus.codec import TOPIC_END, Envelope
 from bus.connections import Connections, unread_bytes
 from bus.errors import MalformedFrame
-from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, FilterSet
+from bus.filters import PREFIX as FILTER_TOPIC_PREFIX, Entry, FilterSet
 from bus.requests import RequestFailed
 from bus.stats import BusStats
 from bus.trio_zmq import AsyncSocket
@@ -194,17 +196,34 @@ class Publisher:
         if not queue and self.socket is not None:
             self.socket.wake()
         queue.append(entry)
-        if channel == self.filter_channel and self.filters.active and body is not None:
+        filters = self.filters
+        if filters.active and channel == self.filter_channel and body is not None:
             # The filtered subscriptions' copies (bus/filters.py), behind each one's numbered
-            # topic. Inline: this runs for every event, and a call costs what the check does.
-            for accept, prefix, count in self.filters.active:
-                if accept(data):
-                    count[0] += 1
-                    if len(queue) >= EVENT_QUEUE_LIMIT:
-                        self._stats.events_dropped += 1
-                    else:
-                        queue.append((f"{prefix}{count[0]}".encode(), body))
+            # topic. Inline: this runs for every event, and a call costs what the lookup does;
+            # the filters' index leads to those the event may pass, usually none.
+            route = filters.route
+            if route is not None and type(data) is dict:
+                value = data.get(route[0])
+                candidates = route[1].get(value) if type(value) is str else None
+            else:
+                candidates = filters.candidates(data)
+            if candidates:
+                self._queue_filtered(candidates, data, body)
         return envelope
+
+    def _queue_filtered(self, candidates: list[Entry], data: Any, body: bytes) -> None:
+        """Queue ``body`` once more behind the numbered topic of each filter that passes, as a
+        whole frame: its topic is new every time (never batched with another), and its
+        filter is subscribed, or it would not be registered (the events task need not look
+        the topic up in the subscriptions, nor remember one more topic)."""
+        queue = self._queue
+        for rest, prefix, count in candidates:
+            if rest is None or rest(data):
+                count[0] += 1
+                if len(queue) >= EVENT_QUEUE_LIMIT:
+                    self._stats.events_dropped += 1
+                else:
+                    queue.append((None, f"{prefix}{count[0]}\0".encode() + body))
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""

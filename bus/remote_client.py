@@ -34,6 +34,12 @@ __all__ = ["RemoteStream", "merge"]
 
 #: Messages a remote subscription queues before libzmq drops (gaps then trigger a replay).
 RCVHWM = 100_000
+#: Events :meth:`RemoteStream.on_messages` returns at most about (it stops after the message
+#: that reaches it; the rest stay queued in libzmq, and the socket stays readable). A reader
+#: that fell behind would otherwise take a whole backlog, up to RCVHWM batches, into one list
+#: before showing any of it: every envelope alive at once makes Python's collector walk them
+#: again and again (it doubled the subscriber's CPU per event in the benchmark).
+SHOWN_PER_CALL = 1024
 #: The seq a "live only" subscriber replays after: nothing is that new, so the replay is its
 #: sync and tells it the daemon's last seq.
 LIVE_ONLY = 1 << 62
@@ -135,9 +141,10 @@ class RemoteStream:
             self.warnings.append(warning)
 
     def on_messages(self) -> list[Envelope]:
-        """Every queued message taken; returns the events to show, in order."""
+        """Queued messages taken until about SHOWN_PER_CALL events are to be shown (or none
+        is queued); returns those events, in order. Call again while the socket is readable."""
         shown: list[Envelope] = []
-        while True:
+        while len(shown) < SHOWN_PER_CALL:
             try:
                 frames = [self.socket.recv(zmq.NOBLOCK)]
                 while self.socket.get(zmq.RCVMORE):
@@ -159,6 +166,7 @@ class RemoteStream:
                     self._held.append(envelope)
                 else:
                     self._on_live(envelope, shown)
+        return shown
 
     def _on_replayed(self, envelope: Envelope, shown: list[Envelope]) -> None:
         if envelope.topic != "replay.end":
@@ -199,8 +207,9 @@ class RemoteStream:
 
 
 def merge(streams: Sequence[RemoteStream], timeout: float | None = None) -> Iterator[tuple[RemoteStream, list[Envelope]]]:
-    """Events of several streams as they come, in batches (what one stream had queued),
-    each with its stream; ends after ``timeout`` seconds without any message (None: never)."""
+    """Events of several streams as they come, in batches (what one stream had queued, at
+    most about SHOWN_PER_CALL), each with its stream; ends after ``timeout`` seconds without
+    any message (None: never)."""
     poller = zmq.Poller()
     owners: dict[Any, tuple[RemoteStream, bool]] = {}
     for stream in streams:

@@ -30,6 +30,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # compat mode: a plain path entry in a .pth file, not an import hook (20 ms per start).
 .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+# dockyard-runtime runs with `python -S` (site and the venv's .pth files are ~1.5 ms of each of
+# its commands, which conmon and containerd call several times per container; the script
+# finds its package itself). pip writes the interpreter alone on a script's first line.
+sed -i '1s|^\(#!/[^ ]*/python[0-9.]*\)$|\1 -S|' .venv/bin/dockyard-runtime
 # Byte-compile now: the CLI and the container init stage must not compile on every start
 # (and cannot cache it where PYTHONDONTWRITEBYTECODE is set).
 .venv/bin/python -m compileall -q supervisor bus logs workers .venv/lib >/dev/null || true

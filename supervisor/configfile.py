@@ -15,6 +15,7 @@ daemon's flags. A flag given on the command line wins over the file.
     init = true                 # as --init
     init-path = "/usr/bin/tini-static"      # as --init-path
     userns-remap = "default"    # or "USER[:GROUP]" (docs/security.md)
+    api = ["tcp://127.0.0.1:2375"]          # as --api, the Engine API's extra addresses
 
 On SIGHUP the daemon reads the file again and applies the keys in :data:`RELOADABLE`; a
 changed key outside it is reported in the log (it needs a restart) and keeps its value. A
@@ -58,6 +59,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "subgid-file": ((str,), "a path"),
     "userns-layers": ((str,), "auto, idmapped or copy"),
     "live-restore": ((bool,), "true or false"),
+    "api": ((list,), "a list of tcp://HOST:PORT or unix:///PATH"),
     "tlsverify": ((bool,), "true or false"),
     "tlscacert": ((str,), "a path"),
     "tlscert": ((str,), "a path"),
@@ -94,7 +96,7 @@ def load(path: str | Path) -> dict[str, Any]:
             bad = value < 2
         elif not bad and key == "default-ulimits":
             bad = not all(isinstance(entry, str) for entry in value)
-        elif not bad and key == "workers":
+        elif not bad and key in ("workers", "api"):
             bad = not all(isinstance(name, str) for name in value)
         if bad:
             raise InvalidArgument(f"config file {path}: {key} must be {what}, not {value!r}", path=str(path))

@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("images", help="list images")
+    p.add_argument("repository", nargs="?", default=None, metavar="REPOSITORY[:TAG]",
+                   help="only this repository's images (as --filter reference=REPOSITORY[:TAG]; globs too)")
     p.add_argument("-a", "--all", action="store_true", help="a build's intermediate images too (hidden by default)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
     p.add_argument("--no-trunc", action="store_true", help="print whole ids (sha256:...)")
@@ -93,7 +95,8 @@ def cmd_import(args: argparse.Namespace, client: Any) -> int:
 
 def cmd_images(args: argparse.Namespace, client: Any) -> int:
     try:
-        images = client.request(ops.IMAGE_LIST, {"filters": args.filter, "all": args.all})["images"]
+        filters = [*args.filter, f"reference={args.repository}"] if args.repository else args.filter
+        images = client.request(ops.IMAGE_LIST, {"filters": filters, "all": args.all})["images"]
     except RemoteError as error:
         fail(error.message)
     if args.quiet:

@@ -5,7 +5,8 @@ Modules: ``cli.py`` (the commands and runc's error output), ``bundle.py`` (a bun
 config.json checked and turned into the init stage's config, pure), ``seccomp.py`` (the OCI
 seccomp format), ``state.py`` (the state directory, its lock and the spec's state),
 ``cgroups.py`` (cgroupsPath and linux.resources), ``launch.py`` (forking the init stage of
-``supervisor/runtime/bundle_stage.py`` and its handshake), ``hooks.py``, ``lifecycle.py``
+``supervisor/runtime/bundle_stage.py`` and its handshake), ``prelude.py`` (what run and
+create start before their imports: ``warmup.py``'s cgroup wait, stage 0), ``hooks.py``, ``lifecycle.py``
 (create, start, run, exec, kill, delete), ``template.py`` (``spec``'s config.json).
 Nothing here imports trio, pyzmq or structlog: every command is a short-lived process.
 """

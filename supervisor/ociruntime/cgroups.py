@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 import time
 
@@ -27,6 +26,7 @@ from supervisor.runtime import cgroupfiles
 DEFAULT_PARENT = "/dockyard-runtime"
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio",
                   "perf_event", "hugetlb", "pids", "rdma", "misc")
+CREATE_ATTEMPTS = 3  # a concurrent delete may remove the default parent between our mkdirs
 REMOVE_TIMEOUT = 5.0  # seconds for the processes of a killed cgroup to be gone before rmdir
 FREEZE_TIMEOUT = 5.0
 
@@ -167,12 +167,13 @@ def own_cgroups(text: str) -> dict[str, str]:
     return paths
 
 
-def resolve_paths(cgroups_path: str, container_id: str, mounts: dict[str, str], own: dict[str, str]) -> dict[str, str]:
+def resolve_paths(cgroups_path: str, container_id: str, mounts: dict[str, str], own: dict[str, str],
+                  default_parent: str = DEFAULT_PARENT) -> dict[str, str]:
     """The container's directory for each controller (one per hierarchy's mount point)."""
     if ":" in cgroups_path:
         raise RuntimeCommandError(f"cgroupsPath {cgroups_path!r} is a systemd path: dockyard-runtime has no systemd "
                                   "cgroup driver (use the cgroupfs manager)")
-    path = cgroups_path or f"{DEFAULT_PARENT}/{container_id}"
+    path = cgroups_path or f"{default_parent}/{container_id}"
     if ".." in path.split("/"):
         raise RuntimeCommandError(f"cgroupsPath {cgroups_path!r} must not contain '..'")
     result = {}
@@ -183,18 +184,23 @@ def resolve_paths(cgroups_path: str, container_id: str, mounts: dict[str, str], 
 
 
 class BundleCgroup:
-    """The container's cgroup directories (``paths``: controller to directory)."""
+    """The container's cgroup directories (``paths``: controller to directory), and the
+    ``parents`` to remove with the last of their containers: the runtime's own default parent
+    (``/dockyard-runtime``) of a container without a ``cgroupsPath``, never a caller's."""
 
-    def __init__(self, paths: dict[str, str]):
+    def __init__(self, paths: dict[str, str], parents: list[str] | None = None):
         self.paths = paths
+        self.parents = list(parents or ())
 
     @classmethod
-    def for_bundle(cls, cgroups_path: str, container_id: str) -> BundleCgroup:
+    def for_bundle(cls, cgroups_path: str, container_id: str, default_parent: str = DEFAULT_PARENT) -> BundleCgroup:
         with open("/proc/self/mountinfo") as file:
             mounts = hierarchies(file.read())
         with open("/proc/self/cgroup") as file:
             own = own_cgroups(file.read())
-        return cls(resolve_paths(cgroups_path, container_id, mounts, own))
+        paths = resolve_paths(cgroups_path, container_id, mounts, own, default_parent)
+        parents = [] if cgroups_path else sorted({os.path.dirname(path) for path in paths.values()})
+        return cls(paths, parents)
 
     @property
     def version(self) -> int:
@@ -214,15 +220,21 @@ class BundleCgroup:
             RuntimeCommandError: naming the directory and the cause.
         """
         for controller, path in self.paths.items():
-            try:
-                if self.version == 2:
-                    _make_v2(path)
-                elif controller == "cpuset":
-                    _make_cpuset(path)
-                else:
-                    os.makedirs(path, 0o755, exist_ok=True)
-            except OSError as exc:
-                raise RuntimeCommandError(f'cannot create the cgroup "{path}": {os.strerror(exc.errno)}') from None
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    if self.version == 2:
+                        _make_v2(path)
+                    elif controller == "cpuset":
+                        _make_cpuset(path)
+                    else:
+                        os.makedirs(path, 0o755, exist_ok=True)
+                    break
+                except FileNotFoundError:  # the last container of our parent removed it meanwhile
+                    if attempt + 1 < CREATE_ATTEMPTS:
+                        continue
+                    raise RuntimeCommandError(f'cannot create the cgroup "{path}": {os.strerror(errno.ENOENT)}') from None
+                except OSError as exc:
+                    raise RuntimeCommandError(f'cannot create the cgroup "{path}": {os.strerror(exc.errno)}') from None
 
     def file(self, controller: str, name: str) -> str | None:
         path = self.paths.get("" if self.version == 2 else controller)
@@ -305,6 +317,11 @@ class BundleCgroup:
                                              delay=0.01, max_delay=0.01)
             except OSError as exc:
                 raise RuntimeCommandError(f'cannot remove the cgroup "{path}": {os.strerror(exc.errno)}') from None
+        for parent in self.parents:
+            try:  # only once empty: another container's directory (EBUSY) keeps it
+                os.rmdir(parent)
+            except OSError:
+                pass
 
     def stats(self) -> dict:
         """runc's ``events --stats`` figures that the cgroup has (cpu, memory, pids)."""
@@ -365,88 +382,3 @@ def _make_v2(path: str) -> None:
         except OSError:
             pass  # best effort: a controller in use by the parent's processes stays off
         os.mkdir(directory, 0o755)
-
-
-def own_procs_files(text: str, base: str = "/sys/fs/cgroup") -> list[str]:
-    """The ``cgroup.procs`` of this process's own cgroups, from /proc/self/cgroup's ``text``,
-    under the usual mount points (``base/<controllers>``, the v2 tree at ``base/unified`` on
-    a hybrid host or at ``base`` itself), in the order of the file."""
-    files = []
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        path = parts[2].lstrip("/")
-        for directory in ([parts[1].removeprefix("name=")] if parts[1] else ["unified", ""]):
-            files.append(os.path.join(base, directory, path, "cgroup.procs"))
-    return files
-
-
-class AttachWarmUp:
-    """Start the kernel's wait for a cgroup move now, in a thread, so that the container's
-    own move (``launch.InitStage.join_cgroups``, an exec's stage 0) finds it done.
-
-    Theory: every write to a ``cgroup.procs`` takes the kernel's one global
-    ``cgroup_threadgroup_rwsem`` for writing, and the first writer after a quiet spell waits
-    for an RCU grace period (``rcu_sync_enter``: 5-25 ms on this 2-CPU VM, no CPU), the
-    longest single step of a ``run``. A writer that comes while that wait is under way
-    waits only for its rest; one that comes within a grace period after the last writer
-    left does not wait at all. ``create`` can move stage 0 only once it has imported its
-    modules, read the config, made the cgroups and forked (~5-10 ms of CPU after the
-    command line is parsed), so this writes our own pid into our own cgroup (no move: the
-    kernel sees the process is there already) from a thread as soon as the command is
-    known, and the wait runs while the command does that work. runc pays the same wait
-    (its parent writes ``runc init``'s pid) and does not overlap it. Best effort: a cgroup
-    we cannot write, or a kernel that behaves otherwise, only loses the overlap.
-
-    The kernel holds ``cgroup_mutex`` during the wait, as for any move: the command's own
-    cgroup mkdirs, if they come before it ends, wait for its rest (not longer than the
-    move itself would have waited). When the container's move comes more than a grace
-    period after this one ended, it waits in full as before: the host then sees one more
-    such wait, the command none more.
-    """
-
-    def __init__(self, cgroup_text: str | None = None):
-        self.path = ""
-        self.finished = None
-        try:
-            if cgroup_text is None:
-                with open("/proc/self/cgroup", "rb") as file:
-                    cgroup_text = file.read().decode()
-        except OSError:
-            return
-        fd = -1
-        for path in own_procs_files(cgroup_text):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            self.path = path
-            break
-        if fd < 0:
-            return
-        import _thread  # not threading: its import costs more than this saves in CPU
-
-        self.finished = _thread.allocate_lock()
-        self.finished.acquire()
-        # The new thread needs the GIL, which this one holds while it imports and releases
-        # only for moments (file reads) that the other thread rarely catches: without a short
-        # switch interval it would start ~5 ms (the default interval) late. It is put back
-        # once the write is done.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0001)
-        _thread.start_new_thread(self._write, (fd, str(os.getpid()).encode(), interval))
-
-    def _write(self, fd: int, pid: bytes, interval: float) -> None:
-        try:
-            os.write(fd, pid)
-        except OSError:
-            pass  # best effort (class docstring)
-        finally:
-            os.close(fd)
-            sys.setswitchinterval(interval)
-            self.finished.release()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the write is done (tests: the command itself never waits for it)."""
-        return self.finished is not None and self.finished.acquire(timeout=timeout)

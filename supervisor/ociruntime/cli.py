@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from supervisor.ociruntime import flags, prelude
 from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.ociruntime.state import DEFAULT_ROOT, OCI_VERSION, StateStore, now_rfc3339
 
@@ -157,27 +158,13 @@ def normalize(argv: list[str]) -> list[str]:
     return result
 
 
-def ensure_stdio() -> None:
-    """fds 0-2 open (/dev/null for a closed one), so that no pipe of ours lands on them."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ensure_stdio()
-    from supervisor.ociruntime import flags
-
+    prelude.ensure_stdio()
     argv = sys.argv[1:] if argv is None else argv
     arguments = flags.parse(argv, DEFAULT_ROOT) or build_parser().parse_args(normalize(argv))
     logger = Logger(arguments.log, arguments.log_format == "json", arguments.debug)
-    if arguments.command in ("run", "create", "exec"):  # they move a process into a cgroup
-        from supervisor.ociruntime.cgroups import AttachWarmUp
+    if arguments.command in ("run", "create", "exec") and not prelude.warmed_up:  # they move a process
+        from supervisor.ociruntime.warmup import AttachWarmUp                       # into a cgroup
 
         AttachWarmUp()
     if arguments.version:
@@ -215,6 +202,7 @@ def exit_with_main() -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int) and exc.code is not None:
             print(exc.code, file=sys.stderr)
+    prelude.discard()  # a stage 0 forked at start-up that no command took
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

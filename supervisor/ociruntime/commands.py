@@ -57,10 +57,10 @@ def _start(arguments, store, logger) -> int:
 
 
 def _state(arguments, store, logger) -> int:
-    import json
+    from supervisor.runtime import jsonlite  # not json: its re is ~7 ms of the command
 
     record = store.load(arguments.id)
-    print(json.dumps(spec_state(record, status_of(record, store)), indent=2))
+    print(jsonlite.dumps_indented(spec_state(record, status_of(record, store))))
     return 0
 
 

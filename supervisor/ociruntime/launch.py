@@ -5,14 +5,15 @@ this short-lived process, and speak its status pipe (the lines of ``init_stage.p
 * ``{"ready": 1}`` from pid 1 of a ``create``: it is built and waits on the exec FIFO;
 * ``{"error": ..., "exit_code": N}``: a step failed; EOF: the exec's execve succeeded.
 
-Unlike the daemon (``spawn.py``), there is no fork server: this process is new and
-single-threaded, so it may fork and let the child run Python. The child's fds are 0-2 this
-process's stdio, 3 the config pipe, 4 the status pipe, 5 a socket connected to the console
-socket when the process has a terminal.
+Unlike the daemon (``spawn.py``), there is no fork server: this process is new (its one
+other thread, ``warmup.py``'s, only blocks in a write), so it may fork and let the child run
+Python. The child's fds are 0-2 this process's stdio, 3 the config pipe, 4 the status pipe,
+5 a socket connected to the console socket when the process has a terminal.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
@@ -20,7 +21,7 @@ import _signal  # the C module: signal.py imports enum (~2 ms of every run) for 
 from supervisor.ociruntime.errors import RuntimeCommandError
 from supervisor.runtime import cgroupfiles, jsonlite
 
-CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD = 3, 4, 5, 6
+CONFIG_FD, STATUS_FD, CONSOLE_FD = 3, 4, 5
 
 
 def connect_console(path: str):
@@ -35,12 +36,12 @@ def connect_console(path: str):
     return sock
 
 
-def _child(config_read: int, status_write: int, console: int, fifo: int) -> None:
+def _child(config_read: int, status_write: int, console: int) -> None:
     """In the forked child: the fds in place, then the stage (never returns)."""
     try:
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) if fd >= 0 else -1
-                 for fd in (config_read, status_write, console, fifo)]
-        for fd, target in zip(moved, (CONFIG_FD, STATUS_FD, CONSOLE_FD, FIFO_FD)):
+                 for fd in (config_read, status_write, console)]
+        for fd, target in zip(moved, (CONFIG_FD, STATUS_FD, CONSOLE_FD)):
             if fd >= 0:
                 os.dup2(fd, target)
             else:  # whatever of ours is there (the stage keeps fds 0-5 and closes the rest)
@@ -80,29 +81,46 @@ class StatusLines:
 
 
 class InitStage:
-    """Stage 0, forked before its config is known, then configured (:meth:`run`).
+    """Stage 0, forked before its config is known, then configured.
 
     The fork comes first so that stage 0 imports its modules (``bundle_stage`` and the
-    steps, ctypes: a few ms) on the other CPU while this process makes the container's
-    cgroups and moves stage 0 into them (:meth:`join_cgroups`): the first write to a v1
-    ``cgroup.procs`` waits for an RCU grace period (~5-15 ms of wall time, no CPU), which
-    runc's parent overlaps the same way with its ``runc init``. Stage 0 blocks reading
-    its config, which is written only after the join, so it unshares inside the cgroups.
+    steps: a few ms) on the other CPU while this process imports and reads the bundle:
+    ``bin/dockyard-runtime`` forks it before anything else (``prelude.py``), ``create``
+    takes it from there. Then, for a bundle (docs/runtime.md, "Fourth pass")::
 
-    ``fifo``: the exec FIFO, opened here (O_PATH) and given as fd 6, as runc gives its init
-    the FIFO: pid 1 may not be allowed to walk to it (a user namespace's root is not the
-    host's). ``console_socket``: connected here, given as fd 5.
+        runtime                              stage 0                 pid 1
+        -------                              -------                 -----
+        send(config) ----------------------> unshare, fork -------> (born outside the
+        mkdir the cgroups (waits for the     report, exit            container's cgroups)
+          kernel's grace period: see                                 mounts, devices,
+          warmup.py), write the limits                               pivot_root, masks,
+        read_pid() <------- {"pid": N} -----                         user, caps, seccomp
+        join_cgroups(procs, N)               [with cgroup_sync: pid 1 waits for the byte
+        release_cgroups() -- "x" on fd 3 --> before it does anything: cgroup namespace]
+        wait_ready() <------------------------------------------- {"ready": 1}
+                                                                     open exec.fifo: blocks
+
+    The container's process is built while the runtime waits on the kernel to make and
+    join its cgroups; it can run nothing of the container's before ``start``, which comes
+    after the join. An exec (:func:`launch`) is sent its config at once: its stage 0 joins
+    the container's cgroups itself.
+
+    ``console_socket``: connected here, given as fd 5 (the stage opens the exec FIFO itself,
+    before it enters any namespace, from the config's ``exec_fifo_path``).
 
     Raises:
         RuntimeCommandError: the fork or the console socket failed (nothing left).
     """
 
-    def __init__(self, console_socket: str = "", fifo: str = "", what: str = "container"):
+    def __init__(self, console_socket: str = "", what: str = "container"):
         self.what = what
+        self.child_pid = 0  # the container's (or exec's) process, once reported
+        self.sent = False
+        self.config_write = -1
+        self.status_read = -1
+        self.lines = None
         console = connect_console(console_socket) if console_socket else None
-        fifo_fd = -1
         try:
-            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC) if fifo else -1
             config_read, self.config_write = os.pipe2(os.O_CLOEXEC)
             self.status_read, status_write = os.pipe2(os.O_CLOEXEC)
             try:
@@ -112,87 +130,133 @@ class InitStage:
                     os.close(fd)
                 raise RuntimeCommandError(f"cannot fork the init stage: {exc.strerror}") from None
             if self.pid == 0:
-                _child(config_read, status_write, console.fileno() if console else -1, fifo_fd)
+                _child(config_read, status_write, console.fileno() if console else -1)
             os.close(config_read)
             os.close(status_write)
+            self.lines = StatusLines(self.status_read)
         finally:
-            if fifo_fd >= 0:
-                os.close(fifo_fd)
             if console is not None:
                 console.close()
 
-    def join_cgroups(self, procs_files) -> None:
-        """Write stage 0's pid into each ``cgroup.procs`` (before :meth:`run`).
+    def send(self, stage: dict, keep_open: bool = False) -> None:
+        """Give stage 0 its config (the map ``stage``). ``keep_open``: the config pipe stays
+        open for :meth:`release_cgroups` (the config's ``cgroup_sync``)."""
+        self.sent = True
+        try:
+            os.write(self.config_write, jsonlite.dumps(stage).encode() + (b"\n" if keep_open else b""))
+        except BrokenPipeError:
+            pass  # the stage died first: its status says why
+        if not keep_open:
+            self._close_config()
+
+    def read_pid(self) -> int:
+        """The host pid of the process stage 0 forked (its first status line).
 
         Raises:
-            RuntimeCommandError: naming the file and the cause (stage 0 is still there:
-                :meth:`abandon` it).
+            RuntimeCommandError: the stage failed (its message; ``exit_code`` the stage's).
+        """
+        first = self.lines.next()
+        if first is None:
+            raise RuntimeCommandError(f"cannot start the {self.what}: the init stage exited without reporting a pid")
+        if "error" in first:
+            raise _stage_error(self.what, first)
+        self.child_pid = int(first["pid"])
+        return self.child_pid
+
+    def join_cgroups(self, procs_files, pid: int = 0) -> None:
+        """Write ``pid`` (stage 0's by default) into each ``cgroup.procs``.
+
+        Raises:
+            RuntimeCommandError: naming the file and the cause, or the stage's own error when
+                the process is gone because its set-up failed (:meth:`abandon` it either way).
         """
         try:
-            cgroupfiles.join(procs_files, self.pid)
+            cgroupfiles.join(procs_files, pid or self.pid)
         except OSError as exc:
+            if exc.errno == errno.ESRCH and pid:  # it died: its status line says why
+                outcome = self.lines.next()
+                if outcome is not None and "error" in outcome:
+                    raise _stage_error(self.what, outcome) from None
             raise RuntimeCommandError(f'cannot join the cgroup: write "{exc.filename}": {exc.strerror}') from None
 
+    def release_cgroups(self) -> None:
+        """Tell a process that waits for its cgroups (``cgroup_sync``) that it is in them."""
+        if self.config_write >= 0:
+            try:
+                os.write(self.config_write, b"x")
+            except BrokenPipeError:
+                pass  # it died: wait_ready reports why
+            self._close_config()
+
+    def wait_ready(self, joining: bool = False) -> int:
+        """The process's pid once it is ready (a bundle: built, waiting on its FIFO) or exec'd
+        (an exec, ``joining``). Stage 0 is reaped once the outcome is known.
+
+        Raises:
+            RuntimeCommandError: the stage failed (its message), nothing of it left running.
+        """
+        try:
+            outcome = self.lines.next()
+            if outcome is None and joining:
+                return self.child_pid  # the exec's execve closed the pipe
+            if outcome is not None and outcome.get("ready") and not joining:
+                return self.child_pid
+            if outcome is None:
+                raise RuntimeCommandError(f"cannot start the {self.what}: its init process exited during set-up")
+            raise _stage_error(self.what, outcome)
+        except BaseException:
+            self._kill()
+            raise
+        finally:
+            self._close_status()
+            self._reap()
+
     def run(self, stage: dict) -> int:
-        """Give stage 0 its config (the map ``stage``); return the process's host pid once it
-        is ready (a bundle: built, waiting on its FIFO) or exec'd (an exec, ``"join"``).
-        Stage 0 is reaped once the outcome is known (it exits right after reporting the pid:
-        waiting for it before reading on would put its exit on the way).
+        """:meth:`send`, :meth:`read_pid` and :meth:`wait_ready` in one (an exec).
 
         Raises:
             RuntimeCommandError: the stage failed (its message), nothing of it left running;
                 ``exit_code`` is the stage's (125, 126, 127).
         """
-        what = self.what
-        pid = 0
         try:
-            try:
-                os.write(self.config_write, jsonlite.dumps(stage).encode())
-            except BrokenPipeError:
-                pass  # the stage died first: its status says why
-            os.close(self.config_write)
-            self.config_write = -1
-            lines = StatusLines(self.status_read)
-            first = lines.next()
-            if first is None:
-                raise RuntimeCommandError(f"cannot start the {what}: the init stage exited without reporting a pid")
-            if "error" in first:
-                raise _stage_error(what, first)
-            pid = int(first["pid"])
-            outcome = lines.next()
-            joining = bool(stage.get("join"))
-            if outcome is None and joining:
-                return pid  # the exec's execve closed the pipe
-            if outcome is not None and outcome.get("ready") and not joining:
-                return pid
-            if outcome is None:
-                raise RuntimeCommandError(f"cannot start the {what}: its init process exited during set-up")
-            raise _stage_error(what, outcome)
+            self.send(stage)
+            self.read_pid()
         except BaseException:
-            for process in (pid, self.pid) if pid else (self.pid,):  # stage 0 is not reaped yet: its pid is ours
-                try:
-                    os.kill(process, _signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            self.abandon()
             raise
-        finally:
-            os.close(self.status_read)
-            self.status_read = -1
-            self._reap()
+        return self.wait_ready(joining=bool(stage.get("join")))
 
     def abandon(self) -> None:
-        """Stage 0 never configured (a step before :meth:`run` failed): killed and reaped."""
+        """Stage 0 (and the process it forked, if any) killed and reaped: a step of ours
+        failed before the process was ready. A stage that has its config reports the
+        process it forks (or its error) without waiting for us: that line is read first, so
+        that no process is left behind."""
+        if self.sent and not self.child_pid and self.status_read >= 0:
+            try:
+                self.read_pid()
+            except RuntimeCommandError:
+                pass  # it failed, or died: no process of it
+        self._close_config()
+        self._close_status()
+        self._kill()
+        self._reap()
+
+    def _kill(self) -> None:
+        for process in (self.child_pid, self.pid) if self.child_pid else (self.pid,):
+            try:  # stage 0 is not reaped yet: its pid is ours
+                os.kill(process, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _close_config(self) -> None:
         if self.config_write >= 0:
             os.close(self.config_write)
             self.config_write = -1
+
+    def _close_status(self) -> None:
         if self.status_read >= 0:
             os.close(self.status_read)
             self.status_read = -1
-        try:
-            os.kill(self.pid, _signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._reap()
 
     def _reap(self) -> None:
         try:
@@ -201,10 +265,10 @@ class InitStage:
             pass
 
 
-def launch(stage: dict, console_socket: str = "", what: str = "container", fifo: str = "") -> int:
+def launch(stage: dict, console_socket: str = "", what: str = "container") -> int:
     """Fork stage 0 and run it with ``stage`` at once (an exec: its stage 0 joins the
     container's cgroups itself, ``stage["cgroup_procs"]``). See :class:`InitStage`."""
-    init = InitStage(console_socket if stage.get("terminal") else "", fifo, what)
+    init = InitStage(console_socket if stage.get("terminal") else "", what)
     return init.run(stage)
 
 

@@ -15,10 +15,10 @@ import os
 import select
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
-from supervisor.ociruntime import hooks
+from supervisor.ociruntime import hooks, prelude
 from supervisor.ociruntime.cgroups import BundleCgroup
 from supervisor.ociruntime.errors import RuntimeCommandError
-from supervisor.ociruntime.launch import InitStage, launch
+from supervisor.ociruntime.launch import launch
 from supervisor.ociruntime.state import (StateStore, hook_state, now_rfc3339, process_start_time, status_of,
                                          write_small_atomic)
 from supervisor.runtime import jsonlite
@@ -88,8 +88,8 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
     Raises:
         RuntimeCommandError: nothing of the container is left (state, cgroup, process).
     """
-    # bundle.py only here and in exec: it brings security.py's capability table and with it
-    # libc and ctypes (~3 ms of CPU), which start, state, kill and delete do not need.
+    # bundle.py only here and in exec: ~1 ms of imports that start, state, kill and delete
+    # do not need.
     from supervisor.ociruntime.bundle import check_id, translate
 
     check_id(container_id)
@@ -102,32 +102,39 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
     store.make(container_id)
     cgroup = None
     init = None
-    pid = 0
+    ready = 0
     try:
         with store.locked(container_id, must_exist=False):
             fifo = store.fifo(container_id)
             os.mkfifo(fifo, 0o600)
             os.chmod(fifo, 0o622)  # pid 1 may have dropped to another uid when it opens it
-            # Stage 0 first: it imports its modules while the cgroups are made and joined
-            # (launch.InitStage says why; docs/runtime.md, "Where the time goes").
-            init = InitStage(console_socket if stage["terminal"] else "", fifo)
+            # Stage 0 was forked at start-up (prelude.py: it imported its modules meanwhile);
+            # with a terminal, one is forked now with the console socket.
+            init = prelude.take_stage(console_socket if stage["terminal"] else "")
             cgroup = BundleCgroup.for_bundle(bundle.cgroups_path, container_id)
-            cgroup.create()
-            cgroup.apply(bundle.resources, stage["devices"])
-            init.join_cgroups(cgroup.procs_files)
             record = {
                 "id": container_id, "pid": 0, "start_time": None, "bundle": bundle_dir, "rootfs": bundle.rootfs,
                 "created": now_rfc3339(), "owner": "", "annotations": bundle.annotations,
-                "cgroup_paths": cgroup.paths, "hooks": bundle.hooks,
+                "cgroup_paths": cgroup.paths, "cgroup_parents": cgroup.parents, "hooks": bundle.hooks,
                 "exec": {"capabilities": stage["capabilities"], "no_new_privileges": stage["no_new_privileges"],
                          "seccomp": stage["seccomp"], "rlimits": stage["rlimits"], "env": stage["env"],
                          "process": config["process"],
                          "join_user": any(kind == "user" for kind, _ in stage["namespaces"])},
             }
-            stage.update(cgroup_procs=[], exec_fifo=True, no_pivot=no_pivot,
-                         state=jsonlite.dumps(hook_state(record, "created")))
+            # pid 1 is built while the cgroups are made and it is moved into them (the
+            # kernel's wait for the first move: launch.InitStage); a new cgroup or user
+            # namespace needs the cgroups first, so pid 1 then waits for them (cgroup_sync).
+            cgroup_sync = any(kind in ("cgroup", "user") and not path for kind, path in stage["namespaces"])
+            stage.update(cgroup_procs=[], exec_fifo=True, exec_fifo_path=fifo, cgroup_sync=cgroup_sync,
+                         no_pivot=no_pivot, state=jsonlite.dumps(hook_state(record, "created")))
+            init.send(stage, keep_open=cgroup_sync)
+            cgroup.create()  # while stage 0 enters the namespaces and forks
+            cgroup.apply(bundle.resources, stage["devices"])
+            pid = init.read_pid()
+            init.join_cgroups(cgroup.procs_files, pid)
+            init.release_cgroups()
             running, init = init, None
-            pid = running.run(stage)
+            ready = running.wait_ready()
             record.update(pid=pid, start_time=process_start_time(pid))
             store.save(record)
             state = hook_state(record, "creating")
@@ -137,9 +144,9 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
             return record
     except BaseException:
         if init is not None:
-            init.abandon()
-        if pid:
-            _kill_quietly(pid)
+            init.abandon()  # stage 0 and the process it forked, if any
+        if ready:
+            _kill_quietly(ready)
         if cgroup is not None:
             try:
                 cgroup.remove()
@@ -275,7 +282,7 @@ def delete(store: StateStore, container_id: str, force: bool, warn) -> None:
         status = status_of(record, store)
         if status in ("running", "paused") and not force:
             raise RuntimeCommandError(f"cannot delete container {container_id} that is not stopped: {status}")
-        cgroup = BundleCgroup(record.get("cgroup_paths") or {})
+        cgroup = BundleCgroup(record.get("cgroup_paths") or {}, record.get("cgroup_parents"))
         if status != "stopped":
             _kill_quietly(record["pid"])
             if status == "paused":

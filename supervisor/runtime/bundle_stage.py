@@ -12,30 +12,37 @@ over the console socket), the five capability sets, and the wait on the exec FIF
 
     dockyard-runtime create         stage 0                        pid 1
     -----------------------         -------                        -----
-    fork, config on fd 3 ---------> join cgroups, setns by path,
-                                    unshare (user ns: a helper
-                                    writes the id maps), fork ----> wait for the go
-    <-- {"pid": N} ---------------- report, _exit(0)
-                                                                   mounts, devices, console,
-                                                                   pivot_root, masks, sysctls,
-                                                                   rlimits, user, caps, seccomp
+    (stage 0 forked at start-up)    imports its modules
+    config on fd 3 ---------------> open exec.fifo (fd 6), setns
+                                    by path, unshare (user ns: a
+                                    helper writes the id maps; not
+                                    the cgroup ns), fork ----------> [cgroup_sync: wait for
+    <-- {"pid": N} ---------------- report, _exit(0)                "x" on fd 3, unshare the
+    mkdir the cgroups, limits,                                      cgroup namespace]
+    write N into cgroup.procs                                       mounts, devices, console,
+    ("x" on fd 3 with cgroup_sync)                                  pivot_root, masks, sysctls,
+                                                                    rlimits, user, caps, seccomp
     <-- {"ready": 1} ------------------------------------------------ (the program was found)
     write state.json, exit                                         open exec.fifo O_WRONLY: blocks
     dockyard-runtime start: open exec.fifo O_RDONLY, read -------> write "0"; startContainer
                                                                    hooks; execve
 
-fd 5, when the config says ``terminal``, is a socket connected to the console socket; fd 6
-the exec FIFO (O_PATH), opened by the runtime.
+pid 1 is moved into the container's cgroups by the runtime while it builds (the kernel's
+first move waits for a grace period: ``supervisor/ociruntime/launch.py``); nothing of the
+container runs before ``start``, which comes after the move. With a new cgroup or user
+namespace (``cgroup_sync``) pid 1 waits for the move before anything else. fd 5, when the
+config says ``terminal``, is a socket connected to the console socket; fd 6 the exec FIFO
+(O_PATH), opened by stage 0 from ``exec_fifo_path`` before it enters any namespace.
 Like every module of the stage: the standard library only, imported beside
 ``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
 """
 
 import os
-import stat
 
 if __package__:  # imported as supervisor.runtime.bundle_stage
-    from supervisor.runtime import console, init_stage, libc, namespaces, nsenter, rootfs, security
+    from supervisor.runtime import bundle_mounts, console, init_stage, libc, namespaces, nsenter, rootfs, security
 else:  # pragma: no cover - beside forkserver.py
+    import bundle_mounts
     import console
     import init_stage
     import libc
@@ -77,15 +84,50 @@ def enter_namespaces(config: dict) -> None:
     finally:
         for _, _, fd in fds:
             os.close(fd)
-    new = [kind for kind, path in config.get("namespaces", ()) if not path]
+    new = new_namespaces(config)
     if "user" in new:
         map_user_namespace(config)
     flags = 0
     for kind in new:
-        if kind != "user":
+        if kind not in ("user", "cgroup"):  # a cgroup namespace: pid 1's, once it is in its cgroups
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         libc.unshare(flags)
+
+
+def new_namespaces(config: dict) -> list:
+    """The kinds of the namespaces the container gets new (not joined by path)."""
+    return [kind for kind, path in config.get("namespaces", ()) if not path]
+
+
+def open_exec_fifo(path: str) -> None:
+    """The exec FIFO opened O_PATH as fd 6, before any namespace is entered (as runc gives
+    its init the FIFO: a user namespace's root may not be allowed to walk to it)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise libc.InitError(f'open the exec fifo "{path}": {libc.strerror(exc.errno)}') from None
+    if fd != FIFO_FD:
+        os.dup2(fd, FIFO_FD, inheritable=False)
+        os.close(fd)
+
+
+def enter_cgroups(config: dict) -> None:
+    """pid 1's first step: with ``cgroup_sync`` (a new cgroup or user namespace), wait until
+    the runtime has moved us into the container's cgroups (one byte on fd 3), then unshare
+    the cgroup namespace, rooted there. Without it nothing here depends on the cgroups, and
+    the runtime moves us while we build (``launch.InitStage``)."""
+    if not config.get("cgroup_sync"):
+        return
+    try:
+        go = os.read(init_stage.CONFIG_FD, 1)
+    except OSError as exc:
+        raise libc.InitError(f"wait to be moved into the cgroups: {libc.strerror(exc.errno)}") from None
+    os.close(init_stage.CONFIG_FD)
+    if go != b"x":
+        raise libc.InitError("the runtime did not move the container into its cgroups")
+    if "cgroup" in new_namespaces(config):
+        libc.unshare(libc.CLONE_NEWCGROUP)
 
 
 def map_user_namespace(config: dict) -> None:
@@ -125,131 +167,7 @@ def map_user_namespace(config: dict) -> None:
         raise libc.InitError(f"become root of the user namespace: {libc.strerror(exc.errno)}") from None
 
 
-# --- pid 1: the root filesystem ---------------------------------------------------------------
-
-
-def prepare_root(root: str, propagation: int) -> None:
-    """Make every mount of our mount namespace ``propagation`` (rslave by default, as runc:
-    nothing we mount reaches the host), and bind the bundle's root onto itself, so that it
-    is a mount point for pivot_root."""
-    libc.mount(None, "/", None, propagation or (libc.MS_SLAVE | libc.MS_REC), None, "set the propagation of /")
-    if propagation & libc.MS_SHARED:
-        make_parent_private(root)
-    libc.mount(root, root, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount the root "{root}" onto itself')
-
-
-def make_parent_private(root: str) -> None:
-    """pivot_root refuses a new root whose parent mount is shared (rootfsPropagation
-    "shared"): make that one mount private, as runc does."""
-    parent = "/"
-    for line in init_stage.read_text("/proc/self/mountinfo").splitlines():
-        point = line.split(" ")[4].replace("\\040", " ")
-        if (root + "/").startswith(point.rstrip("/") + "/") and len(point) > len(parent):
-            parent = point
-    libc.mount(None, parent, None, libc.MS_PRIVATE, None, f'make the parent mount "{parent}" of the root private')
-
-
-def mount_bundle_mounts(root: str, mounts) -> None:
-    """Each ``[type, source, destination, flags, propagation, data]`` of the config, in order,
-    its destination resolved inside ``root`` (:func:`rootfs.secure_join`)."""
-    for kind, source, destination, flags, propagation, data in mounts:
-        try:
-            where = rootfs.secure_join(root, destination)
-        except OSError as exc:
-            raise libc.InitError(f'resolve the mount destination "{destination}": {libc.strerror(exc.errno)}') from None
-        what = f'mount {kind or "bind"} "{source}" on "{destination}"'
-        if kind == "cgroup":
-            mount_cgroup_tree(where, flags)
-        elif flags & libc.MS_BIND:
-            _make_mount_point(where, destination, os.path.isdir(source))
-            libc.mount(source, where, None, flags & (libc.MS_BIND | libc.MS_REC), None, what)
-            extra = flags & ~(libc.MS_BIND | libc.MS_REC)
-            if extra:
-                libc.mount(None, where, None, extra | libc.MS_BIND | libc.MS_REMOUNT, None, what + " (remount)")
-        else:
-            _make_mount_point(where, destination, True)
-            libc.mount(source, where, kind, flags, data or None, what)
-        if propagation:
-            libc.mount(None, where, None, propagation, None, f'set the propagation of "{destination}"')
-
-
-def _make_mount_point(where: str, destination: str, directory: bool) -> None:
-    try:
-        if directory:
-            os.makedirs(where, 0o755, exist_ok=True)
-        elif not os.path.lexists(where):
-            os.makedirs(os.path.dirname(where), 0o755, exist_ok=True)
-            os.close(os.open(where, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    except OSError as exc:
-        raise libc.InitError(f'create the mount point "{destination}": {libc.strerror(exc.errno)}') from None
-
-
-def mount_cgroup_tree(where: str, flags: int) -> None:
-    """A ``cgroup`` mount: on cgroup v2 the unified hierarchy; on v1 (and hybrid) a tmpfs with
-    one mount per hierarchy this process is in (``/proc/self/cgroup``), each rooted at its
-    cgroup namespace, and links for co-mounted controllers (cpu -> cpu,cpuacct), as runc."""
-    lines = init_stage.read_text("/proc/self/cgroup").splitlines()
-    _make_mount_point(where, where, True)
-    if all(line.startswith("0::") for line in lines):
-        libc.mount("cgroup2", where, "cgroup2", flags, None, "mount cgroup2")
-        return
-    kept = flags & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
-    libc.mount("tmpfs", where, "tmpfs", kept, "mode=755", "mount the tmpfs of /sys/fs/cgroup")
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if not controllers:
-            continue  # the (empty) unified hierarchy of a hybrid host
-        name = controllers.replace("name=", "")
-        target = where + "/" + name
-        os.mkdir(target, 0o755)
-        options = ("none," + controllers) if controllers.startswith("name=") else controllers
-        try:
-            libc.mount("cgroup", target, "cgroup", flags, options, f'mount the cgroup hierarchy "{controllers}"')
-        except libc.InitError:
-            # A user namespace without a cgroup namespace of its own may not mount cgroupfs:
-            # bind the container's own directory of the host's hierarchy instead (as runc).
-            source = "/sys/fs/cgroup/" + name + path
-            libc.mount(source, target, None, libc.MS_BIND | libc.MS_REC, None, f'bind-mount the cgroup "{source}"')
-            if flags & libc.MS_RDONLY:
-                libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | kept, None,
-                           f'make the cgroup "{source}" read-only')
-        for alias in name.split(",") if "," in name else ():
-            os.symlink(name, where + "/" + alias)
-    if flags & libc.MS_RDONLY:
-        libc.mount(None, where, None, libc.MS_REMOUNT | libc.MS_RDONLY | kept, None, "make /sys/fs/cgroup read-only")
-
-
-def make_devices(root: str, devices, default_devices: bool) -> None:
-    """The spec's default devices (and /dev's links), when /dev is the runtime's, and each
-    ``[path, type, major, minor, mode, uid, gid]`` of the config: mknod, or, where mknod is
-    not allowed (a user namespace), a bind mount of the host's node."""
-    entries = list(devices)
-    if default_devices:
-        entries = [["/dev/" + name, "c", major, minor, 0o666, 0, 0] for name, major, minor in rootfs.DEVICES] + entries
-        for name, target in rootfs.DEVICE_LINKS:
-            try:
-                os.symlink(target, rootfs.secure_join(root, "/dev/" + name))
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise libc.InitError(f'link "/dev/{name}": {libc.strerror(exc.errno)}') from None
-    for path, kind, major, minor, mode, uid, gid in entries:
-        node = rootfs.secure_join(root, path)
-        file_type = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
-        try:
-            os.makedirs(os.path.dirname(node), 0o755, exist_ok=True)
-            if os.path.lexists(node):
-                os.unlink(node)
-            try:
-                os.mknod(node, file_type | (mode & 0o7777), os.makedev(major, minor))
-            except PermissionError:
-                os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-                libc.mount(path, node, None, libc.MS_BIND, None, f'bind-mount the device "{path}"')
-                continue
-            os.chmod(node, mode & 0o7777)
-            os.chown(node, uid, gid)
-        except OSError as exc:
-            raise libc.InitError(f'create the device "{path}": {libc.strerror(exc.errno)}') from None
+# --- pid 1 ---------------------------------------------------------------------------------
 
 
 def open_console(root: str, console_size, uid: int) -> None:
@@ -372,11 +290,12 @@ def run_start_hooks(hooks, state: str) -> None:
 
 def container(config: dict) -> None:
     """pid 1 of a bundle: build its world, wait for ``start``, execve. Never returns."""
+    enter_cgroups(config)
     root = config["rootfs"]
-    uid, gid = config.get("uid", 0), config.get("gid", 0)
-    prepare_root(root, config.get("rootfs_propagation", 0))
-    mount_bundle_mounts(root, config.get("mounts", ()))
-    make_devices(root, config.get("devices", ()), config.get("default_devices", True))
+    uid = config.get("uid", 0)
+    bundle_mounts.prepare_root(root, config.get("rootfs_propagation", 0))
+    bundle_mounts.mount_bundle_mounts(root, config.get("mounts", ()))
+    bundle_mounts.make_devices(root, config.get("devices", ()), config.get("default_devices", True))
     if config.get("terminal"):
         open_console(root, config.get("console_size"), uid)
     fifo = FIFO_FD if config.get("exec_fifo") else -1
@@ -449,14 +368,16 @@ def join_container(config: dict) -> None:
 
 def run_bundle_stage() -> None:
     """The whole stage, from fds 3, 4 (and 5) to execve. Never returns."""
-    for fd in (init_stage.STATUS_FD, CONSOLE_FD, FIFO_FD):
+    for fd in (init_stage.STATUS_FD, CONSOLE_FD):
         try:
             os.set_inheritable(fd, False)
         except OSError:
-            pass  # no console socket, no FIFO
+            pass  # no console socket
     try:
-        os.closerange(FIFO_FD + 1, 1 << 20)
+        os.closerange(CONSOLE_FD + 1, 1 << 20)  # fd 6, the exec FIFO, is opened from the config
         config = init_stage.read_config()
+        if config.get("exec_fifo_path"):
+            open_exec_fifo(config["exec_fifo_path"])
         if config.get("join"):
             join_container(config)
         namespaces.join_cgroups(config.get("cgroup_procs", ()))

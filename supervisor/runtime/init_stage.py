@@ -109,7 +109,8 @@ def read_text(path: str) -> str:
 def read_config() -> dict:
     """The config JSON on fd 3, up to EOF, or up to a newline that ends a read: with
     ``network_sync`` the supervisor keeps fd 3 open after the config and its newline, and
-    pid 1 later reads the network's go byte on it (:func:`wait_for_network`)."""
+    pid 1 later reads the network's go byte on it (:func:`wait_for_network`); with
+    ``cgroup_sync`` (``bundle_stage.enter_cgroups``), dockyard-runtime its cgroups' one."""
     chunks = []
     while chunk := os.read(CONFIG_FD, 65536):
         chunks.append(chunk)
@@ -121,7 +122,7 @@ def read_config() -> dict:
         raise libc.InitError(f"read the config: invalid JSON: {exc}") from None
     if not isinstance(config, dict) or not config.get("argv"):
         raise libc.InitError("read the config: not a JSON object with a non-empty argv")
-    if not config.get("network_sync"):
+    if not config.get("network_sync") and not config.get("cgroup_sync"):  # the bundle stage's
         os.close(CONFIG_FD)
     return config
 

@@ -2,8 +2,8 @@
 the ``json`` package imports ``re`` (json.decoder, json.encoder), ~5 ms of every
 ``dockyard-runtime run`` (docs/runtime.md, "Where the time goes"). Same results as
 ``json``; a malformed document raises ``json``'s own ``JSONDecodeError`` (a ValueError; the
-C scanner imports ``json.decoder`` for it, only then). Output that needs ``indent`` (``state``,
-``features``) keeps using ``json``.
+C scanner imports ``json.decoder`` for it, only then). ``state``'s indented output has
+:func:`dumps_indented`; ``features`` and ``list`` keep using ``json``.
 
 Used by the OCI runtime (``supervisor/ociruntime/``) and, for its :class:`ScannerContext`,
 by the init stage (``init_stage.py``), which imports it under ``python -I -S`` beside
@@ -45,7 +45,9 @@ def loads(data: bytes | str) -> object:
         return json.loads(data)
     if isinstance(data, (bytes, bytearray)):
         try:
-            text = bytes(data).decode("utf-8-sig")  # json.loads' detect_encoding for UTF-8
+            # json.loads' detect_encoding for UTF-8, its BOM dropped by hand: the "utf-8-sig"
+            # codec is a module to import (~0.2 ms of every dockyard-runtime create)
+            text = bytes(data[3:] if data[:3] == b"\xef\xbb\xbf" else data).decode("utf-8")
         except UnicodeDecodeError:
             import json
 
@@ -83,3 +85,23 @@ def dumps(value: object, sort_keys: bool = False) -> str:
     encoder = _json.make_encoder({}, _unencodable, _json.encode_basestring_ascii, None, ":", ",", sort_keys,
                                  False, True)
     return "".join(encoder(value, 0))
+
+
+def dumps_indented(value: object, indent: int = 2, _level: int = 0) -> str:
+    """``json.dumps(value, indent=indent)`` (what ``dockyard-runtime state`` prints, as runc's
+    ``json.MarshalIndent``) without ``json.encoder`` and its ``re`` (~7 ms of the command:
+    podman and conmon call ``state`` for every container).
+
+    Raises:
+        TypeError: a value JSON has no form for.
+    """
+    if isinstance(value, dict) and value:
+        inner = "\n" + " " * (indent * (_level + 1))
+        items = (inner + dumps(key if isinstance(key, str) else str(key)) + ": "
+                 + dumps_indented(item, indent, _level + 1) for key, item in value.items())
+        return "{" + ",".join(items) + "\n" + " " * (indent * _level) + "}"
+    if isinstance(value, (list, tuple)) and value:
+        inner = "\n" + " " * (indent * (_level + 1))
+        return "[" + ",".join(inner + dumps_indented(item, indent, _level + 1) for item in value) \
+            + "\n" + " " * (indent * _level) + "]"
+    return dumps(value)

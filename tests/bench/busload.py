@@ -16,6 +16,7 @@ every ``CHUNK`` events, as the daemon's tasks do between publishes.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -40,11 +41,14 @@ def bus_events(bench) -> list[Figure]:
         figure.status = figure.dockyard[0].status = f"{NOT_AVAILABLE}: {describe(exc)}"
         return [figure]
     figures = [_rate_figure(bench, subscribers) for subscribers in (1, 3, 10)]
+    figures.append(_rate_figure(bench, 1, remote=True))
     figures.append(_filter_figure(bench))
     return figures
 
 
-def _rate_figure(bench, subscribers: int) -> Figure:
+def _rate_figure(bench, subscribers: int, remote: bool = False) -> Figure:
+    """``remote``: one subscriber over tcp on 127.0.0.1 with CURVE (the daemon's
+    ``--events-listen``, the client's key allowed as ``events-keys add`` does)."""
     import trio
 
     params = bench.params
@@ -52,19 +56,24 @@ def _rate_figure(bench, subscribers: int) -> Figure:
     title = "events through the bus to a subscriber" if subscribers == 1 else \
         f"events through the bus to each of {subscribers} subscribers"
     target = ">= 200,000 per second with zero loss" if subscribers < 10 else "zero loss (no target for 10)"
+    if remote:
+        key, title = "bus_curve", "events through the bus to one CURVE subscriber over tcp (127.0.0.1)"
+        target = ">= 100,000 per second with zero loss"
     measure = Measure("dockyard bus", "events/s")
     figure = Figure(key, title, target, "events/s", anchors=[], dockyard=[measure])
     figure.commands["dockyard bus"] = (f"BusServer.publish('bench.data', i, channel='events') x{params.bus_events} "
-                                       f"-> {subscribers} x python -m tests.bench.bus_subscriber RUN_DIR")
-    bench.log(f"fig 4: {params.bus_events} events through the bus to {subscribers} subscriber(s) x{params.bus_reps}")
+                                       f"-> {subscribers} x python -m tests.bench.bus_subscriber RUN_DIR"
+                                       + (" remote tcp://127.0.0.1:PORT SERVER_KEY CLIENT_KEY" if remote else ""))
+    bench.log(f"fig 4: {params.bus_events} events through the bus to {subscribers} "
+              f"{'CURVE ' if remote else ''}subscriber(s) x{params.bus_reps}")
     lost_total = 0
     details = []
     for repetition in range(params.bus_reps):
         if bench.left() <= 0:
             break
-        run_dir = bench.workspace.sub(f"bus-{subscribers}-{repetition}")
+        run_dir = bench.workspace.sub(f"bus-{'curve' if remote else subscribers}-{repetition}")
         try:
-            results = trio.run(_one_run, run_dir, params.bus_events, subscribers, False)
+            results = trio.run(_one_run, run_dir, params.bus_events, subscribers, False, remote)
         except Exception as exc:
             measure.status = f"{NOT_AVAILABLE}: {describe(exc)}"
             break
@@ -80,7 +89,7 @@ def _rate_figure(bench, subscribers: int) -> Figure:
     if measure.samples:
         measure.note = f"lost {lost_total} of {params.bus_events * subscribers * len(measure.samples)} in total; " + \
             "; ".join(details)
-        figure.met = lost_total == 0 and (subscribers >= 10 or measure.median >= 200_000)
+        figure.met = lost_total == 0 and (subscribers >= 10 or measure.median >= (100_000 if remote else 200_000))
         figure.notes.append(f"loss: {lost_total} events")
     if measure.status != "ok":
         figure.status = measure.status
@@ -126,19 +135,27 @@ def _filter_figure(bench) -> Figure:
     return figure
 
 
-async def _one_run(run_dir: Path, count: int, subscribers: int = 1, filtered: bool = False) -> list[dict]:
+async def _one_run(run_dir: Path, count: int, subscribers: int = 1, filtered: bool = False,
+                   remote: bool = False) -> list[dict]:
     import trio
 
     from bus.server import BusServer
 
-    server = BusServer(run_dir, handlers={})
+    keys = run_dir / "events-keys"
+    server = BusServer(run_dir, handlers={}, events_listen=f"tcp://127.0.0.1:{_free_port()}" if remote else None,
+                       events_keys=keys if remote else None)
     server.publisher.filter_channel = "events"
+    # A remote subscriber's sync is a replay (bus/remote.py): of an empty journal here.
+    server.publisher.replayer = lambda after: ([], server.last_seq("events"), 0)
+    server.publisher.identity = {"id": "0" * 32, "name": "bench"}
     repo = str(Path(__file__).resolve().parents[2])
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
+        mode = ["filtered" if filtered else "all"]
+        if remote:
+            mode = ["remote", server.events_endpoint, *_allowed_client(keys, run_dir / "client")]
         errors = [open(run_dir / f"subscriber-{i}.err", "w+") for i in range(subscribers)]
-        processes = [subprocess.Popen([sys.executable, "-m", "tests.bench.bus_subscriber", str(run_dir),
-                                       "filtered" if filtered else "all"],
+        processes = [subprocess.Popen([sys.executable, "-m", "tests.bench.bus_subscriber", str(run_dir), *mode],
                                       stdout=subprocess.PIPE, stderr=errors[i], text=True, cwd=repo)
                      for i in range(subscribers)]
         try:
@@ -190,3 +207,23 @@ async def _one_run(run_dir: Path, count: int, subscribers: int = 1, filtered: bo
                       frames=getattr(server.stats, "event_frames", None),
                       publisher_cpu=publisher_cpu)
     return results
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _allowed_client(keys: Path, directory: Path) -> tuple[str, str]:
+    """A client key pair made in ``directory`` and allowed (what ``events-keys generate`` then
+    ``events-keys add`` do): the daemon's public key and the client's secret key file."""
+    import zmq.auth
+
+    from bus import remote
+
+    directory.mkdir(parents=True, exist_ok=True)
+    public_file, secret_file = zmq.auth.create_certificates(directory, "bench")
+    remote.add_key(keys / "allowed", "bench", remote.load_key(public_file).decode())
+    server_public, _ = remote.server_keys(keys)
+    return server_public.decode(), str(secret_file)

@@ -228,6 +228,10 @@ def test_unsupported_features_answer_with_the_feature_named(daemon):
     assert response.status_code == 501 and "BuildKit sessions" in response.json()["message"]
     assert client.api.plugins() == []  # none installed; plugin inspect is a 404 like any missing object
     client.close()
+    before = docker(daemon, "ps", "-aq").stdout
+    pid_host = docker(daemon, "run", "--rm", "--pid", "host", "base", "true", check=False)
+    assert pid_host.returncode != 0 and b"HostConfig.PidMode 'host' is not supported" in pid_host.stderr
+    assert docker(daemon, "ps", "-aq").stdout == before  # nothing was created
 
 
 def test_docker_build_through_the_api_builds_tags_and_runs(daemon, tmp_path):
@@ -413,6 +417,10 @@ def test_docker_py_updates_the_restart_policy(daemon):
         client.api.update_container(container, restart_policy={"Name": "on-failure", "MaximumRetryCount": 42})
         policy = client.api.inspect_container(container)["HostConfig"]["RestartPolicy"]
         assert (policy["Name"], policy["MaximumRetryCount"]) == ("on-failure", 42)
+        docker_py = pytest.importorskip("docker")
+        with pytest.raises(docker_py.errors.APIError) as refused:  # told, not dropped
+            client.api.update_container(container, blkio_weight=300)
+        assert refused.value.status_code == 400 and "HostConfig.BlkioWeight 300" in str(refused.value)
     finally:
         client.api.remove_container(container, force=True)
     removed = docker(daemon, "run", "-d", "--rm", "base", "sleep", "60").stdout.decode().strip()

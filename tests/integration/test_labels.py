@@ -142,6 +142,9 @@ def test_images_and_volume_ls_filter_and_format(labelled):
         "other/base:2"
     # reference= keeps only the tags that match, of an image with several
     assert out(daemon, "images", "--format", "{{.Repository}}", "--filter", "reference=base") == "base"
+    # docker's positional REPOSITORY[:TAG] is that reference filter
+    assert out(daemon, "images", "--format", "{{.Repository}}:{{.Tag}}", "other/base") == "other/base:2"
+    assert out(daemon, "images", "--format", "{{.Repository}}:{{.Tag}}", "other/base:1") == ""
     assert out(daemon, "images", "-q", "--filter", "dangling=true") == ""
     assert out(daemon, "images", "--format", '{{.Label "b"}}', "--filter", "reference=labelled") == "image"
     row = json.loads(out(daemon, "images", "--format", "json", "--filter", "reference=labelled:*"))

@@ -213,7 +213,7 @@ def test_a_cgroups_path_that_is_not_a_string_is_refused_before_anything_is_made(
 
 
 def test_the_attach_warm_up_writes_our_pid_into_our_own_cgroup_and_moves_nothing():
-    from supervisor.ociruntime.cgroups import AttachWarmUp
+    from supervisor.ociruntime.warmup import AttachWarmUp
 
     before = Path("/proc/self/cgroup").read_text()
     warm_up = AttachWarmUp()
@@ -267,6 +267,59 @@ def test_a_user_namespace_gets_its_id_maps_and_the_fifo_still_opens(runtime):
     finally:
         shutil.rmtree(reachable, ignore_errors=True)
     assert [line.split() for line in result.stdout.splitlines()] == [["0", "200000", "65536"]] * 2 + [["0"]]
+
+
+def test_a_new_cgroup_namespace_is_rooted_at_the_container_s_cgroups(runtime):
+    # pid 1 is built while the runtime moves it into its cgroups; with a new cgroup namespace
+    # it waits for the move first (cgroup_sync) and unshares it then, rooted there.
+    bundle = runtime.bundle("b", ["cat", "/proc/self/cgroup"])
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"] = [entry for entry in config["linux"]["namespaces"] if entry["type"] != "cgroup"]
+    config["linux"]["namespaces"].append({"type": "cgroup"})
+    (bundle / "config.json").write_text(json.dumps(config))
+    lines = runtime("run", "--bundle", str(bundle), "cgns").stdout.splitlines()
+    assert lines and all(line.endswith(":/") for line in lines), lines
+
+
+def test_pid_1_is_in_the_container_s_cgroups_once_create_returns(runtime):
+    bundle = runtime.bundle("b", ["true"])
+    runtime.detached("create", "--bundle", str(bundle), "made")
+    pid = runtime.state("made")["pid"]
+    v1 = [line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.split(":")[1]]
+    assert v1 and all(line.endswith(f":/{runtime.parent}/b") for line in v1), v1
+    runtime("delete", "--force", "made")
+
+
+def test_the_default_cgroup_parent_goes_with_its_last_container():
+    from supervisor.ociruntime.cgroups import BundleCgroup
+
+    parent = "dyrt-parent-" + secrets.token_hex(4)
+    first, second = (BundleCgroup.for_bundle("", name, default_parent="/" + parent) for name in ("one", "two"))
+    assert BundleCgroup.for_bundle(f"/{parent}/three", "three").parents == []  # a caller's parent is not ours
+    try:
+        first.create()
+        second.create()
+        first.remove()
+        assert cgroup_dirs(f"{parent}/one") == [] and cgroup_dirs(f"{parent}/two") != []
+        second.remove()
+        assert cgroup_dirs(parent) == []
+    finally:
+        for directory in cgroup_dirs(parent):
+            for child in Path(directory).glob("*/"):
+                try_rmdir(child)
+            try_rmdir(Path(directory))
+
+
+def test_run_without_a_cgroups_path_leaves_no_empty_default_parent(runtime):
+    bundle = runtime.bundle("b", ["true"])
+    config = json.loads((bundle / "config.json").read_text())
+    del config["linux"]["cgroupsPath"]
+    (bundle / "config.json").write_text(json.dumps(config))
+    container_id = "dyrt-default-" + secrets.token_hex(4)
+    runtime("run", "--bundle", str(bundle), container_id)
+    assert cgroup_dirs(f"dockyard-runtime/{container_id}") == []
+    for directory in cgroup_dirs("dockyard-runtime"):  # gone, or kept by another runtime's container
+        assert list(Path(directory).glob("*/")), f"{directory} was left empty"
 
 
 def test_hooks_run_with_the_state_on_stdin_in_their_order(runtime):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOCKYARD, ROOT, Daemon, cgroup_dirs
+from tests.polling import wait_until
 from tests.tools import require
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def notified_daemon(tmp_path, busybox_tar):
     if not ROOT:
         pytest.skip("needs root")
     config = tmp_path / "daemon.toml"
-    config.write_text("stats-interval = 0.2\n")
+    config.write_text(f'stats-interval = 0.2\napi = ["unix://{tmp_path}/extra-api.sock"]\n')
     notifications = Notifications(tmp_path / "notify.sock")
     instance = CustomDaemon(tmp_path, extra=["--config", str(config)])
     instance.env.update(NOTIFY_SOCKET=str(notifications.path), WATCHDOG_USEC="200000")
@@ -115,6 +116,14 @@ def test_ready_status_watchdog_reload_and_stopping_on_a_real_notify_socket(notif
     pings = notifications.count("WATCHDOG")
     notifications.until(lambda m: notifications.count("WATCHDOG") >= pings + 3, "three more WATCHDOG=1")
     assert all(m == {"WATCHDOG": "1"} for m in notifications.received if "WATCHDOG" in m)
+
+    # The config file's api key: the Engine API answers there too.
+    extra_api = daemon.config.parent / "extra-api.sock"
+    wait_until(extra_api.exists, "the config file's api socket")
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(extra_api))
+        client.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
 
     ref = daemon.out("run", "-d", "base", "sleep", "1000").strip()
     notifications.until(lambda m: m.get("STATUS") == "1 containers: 1 running, 0 restarting", "the new counts")

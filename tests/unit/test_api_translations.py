@@ -177,3 +177,32 @@ def test_uts_mode_host_is_the_spec_s_and_checked_there():
                             ({"uts": "host", "sysctls": ["kernel.domainname=x"]}, "not allowed in the host's UTS")):
         with pytest.raises(InvalidArgument, match=message):
             ContainerSpec(image="base", **fields)
+
+
+@pytest.mark.parametrize("config,host,message", [
+    ({}, {"PidMode": "host"}, "HostConfig.PidMode 'host' is not supported"),
+    ({}, {"IpcMode": "host"}, "HostConfig.IpcMode 'host'"),
+    ({}, {"Links": ["db:database"]}, "HostConfig.Links ['db:database']"),
+    ({}, {"OomKillDisable": True}, "HostConfig.OomKillDisable True"),
+    ({}, {"DeviceRequests": [{"Count": -1}]}, "HostConfig.DeviceRequests"),
+    ({}, {"Runtime": "nvidia"}, "HostConfig.Runtime 'nvidia'"),
+    ({"MacAddress": "02:42:ac:11:00:09"}, {}, "Config.MacAddress '02:42:ac:11:00:09'"),
+    ({"NetworkDisabled": True}, {}, "Config.NetworkDisabled True"),
+])
+def test_a_field_dockyard_does_not_honour_is_refused_by_name_when_it_asks_for_something(config, host, message):
+    with pytest.raises(ApiError) as caught:
+        specs.spec_from_create({"Image": "base", **config, "HostConfig": host}, None)
+    assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_docker_s_defaults_for_the_fields_dockyard_does_not_honour_pass():
+    """What the docker CLI sends for a plain ``docker run``: every field at its default."""
+    host = {"PidMode": "", "IpcMode": "", "Links": None, "OomKillDisable": False, "OomScoreAdj": 0,
+            "MemorySwappiness": None, "BlkioWeightDevice": [], "DeviceRequests": None, "CpusetMems": "",
+            "MaskedPaths": None, "VolumeDriver": "", "Isolation": "", "ConsoleSize": [0, 0],
+            "DnsSearch": ["example.test"], "DnsOptions": ["ndots:2"], "UsernsMode": "host"}
+    spec = specs.spec_from_create({"Image": "base", "Domainname": "", "MacAddress": "", "HostConfig": host}, None)
+    assert spec["dns_search"] == ["example.test"] and spec["dns_option"] == ["ndots:2"]
+    assert ContainerSpec.from_map(spec).userns_mode == "host"
+    assert specs.spec_from_create({"Image": "base", "HostConfig": {"IpcMode": "shareable", "Runtime": "runc"}},
+                                  None) == {"image": "base"}

@@ -114,3 +114,51 @@ def test_the_compiled_predicate_agrees_with_matches(items: list[str]) -> None:
            MappingProxyType(DIE_WEB), {"attributes": None}]
     for data in (DIE_WEB, START_DB, PULL, MOUNT, CONNECT, *odd):
         assert accept(data) == filters.matches(wanted, data), (items, data)
+
+
+FILTER_MIX = [["event=die", "event=oom"], ["event=die", "label=app=web"], ["type=image"], ["label=app=db"],
+              ["type=volume", "event=mount", "container=abc123"], ["event=start", "type=image"], []]
+
+
+def test_the_filter_sets_index_passes_exactly_what_matches_passes() -> None:
+    """The index (FilterSet's doc) leads an event to some filters and checks the rest of
+    them: together, exactly the filters matches() passes, each once, whatever keys they use."""
+    from types import MappingProxyType
+
+    wanted = FilterSet()
+    prefixes = {filters.topic_of(filters.parse(items)): filters.parse(items) for items in FILTER_MIX}
+    for prefix in prefixes:
+        assert wanted.add(prefix)
+    assert {field for field, _ in wanted.indexes} == {"action", "type"} and len(wanted.unindexed) == 2
+    odd = [{"type": "container", "action": ["die"]}, {"type": 7, "action": "die"}, "not a map", None,
+           MappingProxyType(DIE_WEB), {"attributes": None}, {"type": "image", "action": "start"}]
+    for data in (DIE_WEB, START_DB, PULL, MOUNT, CONNECT, *odd):
+        passed = sorted(topic.decode().rpartition(".")[0] + "." for topic in wanted.topics_for(data))
+        assert passed == sorted(p for p, f in prefixes.items() if filters.matches(f, data)), data
+
+
+def test_an_event_no_indexed_filter_names_reaches_no_predicate() -> None:
+    """A thousand filters on actions and types: an event of another action and type is
+    checked by none of them (one lookup per indexed field, not a call per filter)."""
+    wanted = FilterSet()
+    for n in range(500):
+        assert wanted.add(filters.topic_of({"event": [f"action{n}"]}))
+        assert wanted.add(filters.topic_of({"type": [f"type{n}"], "label": ["app=web"]}))
+    assert wanted.candidates(DIE_WEB) == []
+    assert wanted.route is None  # two indexed fields: the publisher asks candidates()
+    assert [prefix for _, prefix, _ in wanted.candidates(event("type7", "action3"))] == \
+        [filters.topic_of({"event": ["action3"]}), filters.topic_of({"type": ["type7"], "label": ["app=web"]})]
+
+
+def test_one_indexed_field_is_the_publishers_route() -> None:
+    wanted = FilterSet()
+    dies = filters.topic_of({"event": ["die", "oom"]})
+    wanted.add(dies)
+    field, table = wanted.route
+    assert field == "action" and set(table) == {"die", "oom"} and table["die"] == [(None, dies, [0])]
+    wanted.add(filters.topic_of({"label": ["app"]}))  # unindexed: every event asks it
+    assert wanted.route is None
+    wanted.remove(filters.topic_of({"label": ["app"]}))
+    assert wanted.route is not None
+    wanted.remove(dies)
+    assert not wanted.active and wanted.route is None and wanted.candidates(DIE_WEB) == []

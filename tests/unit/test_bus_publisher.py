@@ -213,6 +213,48 @@ async def test_a_filtered_subscription_receives_only_what_passes(server: BusServ
     await until(lambda: len(server.publisher.filters) == 0, "the filter forgotten")
 
 
+async def test_filters_or_values_of_a_key_and_all_keys_and_send_no_frame_for_what_none_passes(
+        server: BusServer, client: AsyncClient) -> None:
+    """Several filtered subscribers at once, on different keys (bus/filters.py's index), and
+    no unfiltered one: each gets exactly what its filter passes, and an event no filter
+    passes is not sent at all (no frame; counted as unsubscribed)."""
+    server.publisher.filter_channel = "events"
+    either = bus_filters.topic_of({"event": ["die", "oom"]})  # same key: OR
+    both = bus_filters.topic_of({"event": ["die"], "label": ["app=web"]})  # different keys: AND
+    labelled = bus_filters.topic_of({"label": ["app=web"]})  # no indexed key: asked for every event
+
+    def lifecycle(action: str, app: str) -> dict:
+        return {"type": "container", "action": action, "id": "c1", "attributes": {"name": "c", "app": app}}
+
+    async with client.subscribe([either]) as got_either, client.subscribe([both]) as got_both, \
+            client.subscribe([labelled]) as got_labelled:
+        frames, unsubscribed = server.stats.event_frames, server.stats.events_unsubscribed
+        published = [server.publish(f"container.c1.{action}", lifecycle(action, app), channel="events")
+                     for action in ("start", "die", "oom", "kill") for app in ("web", "db") for _ in range(3)]
+        expected = {
+            "either": [e for e in published if e.data["action"] in ("die", "oom")],
+            "both": [e for e in published if e.data["action"] == "die" and e.data["attributes"]["app"] == "web"],
+            "labelled": [e for e in published if e.data["attributes"]["app"] == "web"],
+        }
+        received = {}
+        with trio.fail_after(GUARD):
+            for name, subscription in (("either", got_either), ("both", got_both), ("labelled", got_labelled)):
+                received[name] = [await subscription.receive() for _ in expected[name]]
+        assert received == expected
+        # Nobody takes container.*: every event went out only as its filters' copies, one frame each.
+        assert server.stats.events_unsubscribed - unsubscribed == len(published)
+        assert server.stats.event_frames - frames == sum(map(len, expected.values()))
+        passes_none = server.publish("container.c1.start", lifecycle("start", "db"), channel="events")
+        marker = server.publish("container.c1.die", lifecycle("die", "web"), channel="events")
+        with trio.fail_after(GUARD):
+            for subscription in (got_either, got_both, got_labelled):
+                assert await subscription.receive() == marker  # passes_none came to no one
+        assert passes_none.seq == marker.seq - 1
+        assert server.stats.event_frames - frames == sum(map(len, expected.values())) + 3
+        for subscription in (got_either, got_both, got_labelled):
+            assert subscription.filter_gaps.missed == 0
+
+
 async def test_a_filter_that_does_not_decode_is_counted_not_served(server: BusServer, client: AsyncClient) -> None:
     server.publisher.filter_channel = "events"
     async with client.subscribe(["filter.this-is-no-filter."]):

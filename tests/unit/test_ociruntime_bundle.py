@@ -137,3 +137,11 @@ def test_the_hand_written_checks_answer_as_the_regular_expressions(name):
     samples += ["".join(generator.choice(alphabet) for _ in range(generator.randrange(1, 8))) for _ in range(3000)]
     wrong = [text for text in samples if check(text) != bool(pattern.match(text))]
     assert wrong == []
+
+
+def test_the_capability_names_are_security_py_s_table_in_bit_order():
+    # bundle.py keeps a copy, so that create does not load security.py's libc (ctypes).
+    from supervisor.ociruntime.bundle import CAPABILITIES
+    from supervisor.runtime.security import CAPABILITIES as TABLE
+
+    assert CAPABILITIES == tuple(sorted(TABLE, key=TABLE.get))

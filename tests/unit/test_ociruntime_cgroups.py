@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.ociruntime.cgroups import (AttachWarmUp, hierarchies, own_cgroups, own_procs_files, resolve_paths,
-                                          v1_writes, v2_writes)
+from supervisor.ociruntime.cgroups import hierarchies, own_cgroups, resolve_paths, v1_writes, v2_writes
 from supervisor.ociruntime.errors import RuntimeCommandError
 
 MOUNTINFO = """\
@@ -63,17 +62,3 @@ def test_v2_writes_convert_shares_and_quota():
     assert ("memory", "memory.max", "100") in writes and ("memory", "memory.swap.max", "200") in writes
     assert ("cpu", "cpu.weight", "39") in writes and ("cpu", "cpu.max", "5000 100000") in writes
     assert ("pids", "pids.max", "10") in writes
-
-
-def test_our_own_cgroup_procs_files_follow_proc_self_cgroup_under_the_usual_mount_points():
-    text = "9:name=systemd:/user.slice\n3:cpu,cpuacct:/\n0::/user.slice/session-1.scope\n"
-    assert own_procs_files(text, "/cg") == [
-        "/cg/systemd/user.slice/cgroup.procs", "/cg/cpu,cpuacct/cgroup.procs",
-        "/cg/unified/user.slice/session-1.scope/cgroup.procs", "/cg/user.slice/session-1.scope/cgroup.procs"]
-    assert own_procs_files("garbage\n") == []
-
-
-def test_the_attach_warm_up_does_nothing_when_no_cgroup_file_opens(tmp_path):
-    warm_up = AttachWarmUp(f"1:pids:/{tmp_path.name}-not-a-cgroup\n")
-    assert (warm_up.path, warm_up.finished) == ("", None)
-    assert not warm_up.wait(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -95,9 +97,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _python(code: str) -> str:
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -129,3 +128,21 @@ def test_the_script_runs_without_garbage_collection():
         "sys.argv = ['dockyard-runtime', '--version']\n"
         f"runpy.run_path({script!r}, run_name='__main__')\n")
     assert counted.splitlines()[-1] == "passes 0 enabled False"
+
+
+def test_the_script_finds_its_package_without_site(tmp_path):
+    # scripts/setup.sh installs it as `python -S` (site is ~1.5 ms of every command): the
+    # script then adds the venv's site-packages and the editable install's path itself.
+    script = os.path.join(REPO, "bin", "dockyard-runtime")
+    result = subprocess.run([sys.executable, "-S", script, "--version"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("dockyard-runtime version ")
+
+
+def test_create_s_imports_leave_ctypes_to_stage_0():
+    # Only stage 0 and pid 1 need libc (ctypes, ~2.5 ms): create's stage 0 imports it while
+    # the runtime imports the rest (run imports it before the fork, for its subreaper too).
+    loaded = _python("import sys\nfrom supervisor.ociruntime import cli, commands, prelude, bundle, seccomp_cache\n"
+                     "print(sorted(name for name in ('ctypes', 'supervisor.runtime.libc') if name in sys.modules))")
+    assert loaded.strip() == "[]"

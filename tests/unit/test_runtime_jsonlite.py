@@ -26,6 +26,14 @@ def test_documents_round_trip_as_json_writes_and_reads_them(document):
     assert jsonlite.loads(b"\xef\xbb\xbf" + text.encode()) == document  # a UTF-8 BOM, as json.loads(bytes)
 
 
+@pytest.mark.parametrize("document", DOCUMENTS + [{"id": "x", "pid": 7, "annotations": {}, "list": [1, [], {"k": []}]}],
+                         ids=range(len(DOCUMENTS) + 1))
+def test_indented_output_is_json_s(document):
+    # dockyard-runtime state prints it (json.dumps(indent=2) before, which imports re).
+    assert jsonlite.dumps_indented(document) == json.dumps(document, indent=2)
+    assert jsonlite.dumps_indented(document, 4) == json.dumps(document, indent=4)
+
+
 @pytest.mark.parametrize("text", ["", "  ", "{", "{} x", "[1,]", '{"a" 1}', "nul", '"\x01"'])
 def test_malformed_documents_raise_json_s_own_error(text):
     with pytest.raises(ValueError) as raised:
@@ -47,6 +55,7 @@ def test_values_json_cannot_write_are_refused():
 def test_neither_json_nor_re_is_imported():
     code = ("import sys\nfrom supervisor.runtime import jsonlite\n"
             "assert jsonlite.loads(jsonlite.dumps({'a': [1, 'b']})) == {'a': [1, 'b']}\n"
-            "print(sorted(m for m in ('json', 're') if m in sys.modules))")
+            "assert jsonlite.loads(b'\\xef\\xbb\\xbf[1]') == [1]\n"
+            "print(sorted(m for m in ('json', 're', 'encodings.utf_8_sig') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr

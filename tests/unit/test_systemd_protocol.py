@@ -140,6 +140,7 @@ def test_config_file_is_checked_key_by_key(tmp_path):
         ("stats-interval = -1", "stats-interval must be seconds >= 0"),
         ("stats-interval = true", "stats-interval must be"),
         ("workers = [1]", "workers must be a list of worker names"),
+        ('api = "tcp://127.0.0.1:2375"', "api must be a list of tcp://HOST:PORT or unix:///PATH"),
         ("log-level = ", "is not valid TOML"),
         ("default-pids-limit = 0", "default-pids-limit must be a positive number of processes, or -1"),
         ('default-pids-limit = "4096"', "default-pids-limit must be"),
@@ -149,6 +150,8 @@ def test_config_file_is_checked_key_by_key(tmp_path):
             configfile.load(path)
     with pytest.raises(InvalidArgument, match="cannot read config file"):
         configfile.load(tmp_path / "missing.toml")
+    path.write_text('api = ["tcp://127.0.0.1:2375", "unix:///run/docker.sock"]\n')
+    assert configfile.load(path) == {"api": ["tcp://127.0.0.1:2375", "unix:///run/docker.sock"]}
     for limit in (-1, 4096):
         path.write_text(f"default-pids-limit = {limit}\n")
         assert configfile.load(path) == {"default-pids-limit": limit}

@@ -147,7 +147,9 @@ def register(router: Router, api: Api) -> None:  # noqa: C901 - one table of rou
 
     async def update(request: Request, id: str) -> Response:
         body = await request.json_body({})
-        body = body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid update body: must be a JSON object")
+        specs.refuse_unsupported({}, body)  # a blkio weight is told, not dropped
         limits = specs.resources(body)
         limits.pop("devices", None)
         restart = specs.restart_policy(body) or None

@@ -3,9 +3,10 @@ map (supervisor/spec.py's fields), pure.
 
 The fields dockyard has are translated; fields at their zero value are skipped; a field
 dockyard cannot honour with a value that matters is refused (400) by name rather than
-silently dropped: a client that asks for a CPU period gets told, not ignored. The few
-fields known to be harmless to leave out (``Domainname``, ``AttachStdin``...: the API's
-own bookkeeping) are listed in :data:`IGNORED` and docs/api.md.
+silently dropped: a client that asks for the host's pid namespace gets told, not ignored
+(:data:`UNSUPPORTED`). What is left unread is the API call's own bookkeeping
+(``AttachStdin``, ``StdinOnce``, ``ConsoleSize``...), a commit's fields (``Shell``,
+``OnBuild``) and deprecated ones (``KernelMemory``): docs/api.md.
 """
 
 from __future__ import annotations
@@ -14,17 +15,31 @@ from typing import Any
 
 from workers.api.http import ApiError
 
-#: Fields of Config and HostConfig read elsewhere or harmless to ignore (docs/api.md).
-IGNORED = frozenset({
-    "Domainname", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "ArgsEscaped", "OnBuild",
-    "NetworkDisabled", "MacAddress", "Shell", "ConsoleSize", "ContainerIDFile", "Isolation", "Runtime",
-    "CgroupnsMode", "IpcMode", "PidMode", "UsernsMode", "Cgroup", "CgroupParent", "OomKillDisable",
-    "OomScoreAdj", "BlkioWeight", "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
-    "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps", "DeviceRequests", "KernelMemory",
-    "KernelMemoryTCP", "MemorySwappiness", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetMems", "CpuCount",
-    "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth", "MaskedPaths", "ReadonlyPaths", "Links",
-    "DnsOptions", "DnsSearch", "VolumeDriver", "Annotations", "Image", "Hostname", "ExposedPorts",
-})
+#: Fields of Config (``Config.X``) and HostConfig (``X``) dockyard does not honour, with the
+#: values besides null, "", 0, false, [] and {} that ask for nothing more than dockyard does:
+#: any other value is refused by name (docs/api.md).
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "Config.Domainname": (), "Config.MacAddress": (), "Config.NetworkDisabled": (),
+    "PidMode": ("private",), "IpcMode": ("private", "shareable"), "Cgroup": (), "CgroupParent": (),
+    "Links": (), "OomKillDisable": (), "OomScoreAdj": (), "MemorySwappiness": (-1,),
+    "BlkioWeight": (), "BlkioWeightDevice": (), "BlkioDeviceReadBps": (), "BlkioDeviceWriteBps": (),
+    "BlkioDeviceReadIOps": (), "BlkioDeviceWriteIOps": (), "IOMaximumIOps": (), "IOMaximumBandwidth": (),
+    "DeviceRequests": (), "CpuRealtimePeriod": (), "CpuRealtimeRuntime": (), "CpusetMems": (),
+    "CpuCount": (), "CpuPercent": (), "MaskedPaths": (), "ReadonlyPaths": (), "VolumeDriver": ("local",),
+    "Runtime": ("runc", "dockyard"), "Isolation": ("default",), "Annotations": (), "StorageOpt": (),
+}
+
+
+def refuse_unsupported(config: dict[str, Any], host: dict[str, Any]) -> None:
+    """Raises ApiError (400) naming the first field of :data:`UNSUPPORTED` set to a value that
+    asks for something dockyard does not do."""
+    for field, defaults in UNSUPPORTED.items():
+        source, key = (config, field[7:]) if field.startswith("Config.") else (host, field)
+        value = source.get(key)
+        if value in (None, "", 0, False, [], {}) or value in defaults:
+            continue
+        where = field if source is config else f"HostConfig.{field}"
+        raise ApiError(400, f"{where} {value!r} is not supported by dockyard (docs/api.md)")
 
 
 def _strings(value: Any, field: str) -> list[str]:
@@ -56,6 +71,7 @@ def spec_from_create(body: Any, name: str | None) -> dict[str, Any]:
     image = config.get("Image")
     if not isinstance(image, str) or not image:
         raise ApiError(400, "Config.Image: an image is required")
+    refuse_unsupported(config, host)
     spec: dict[str, Any] = {"image": image}
     if name:
         spec["name"] = name
@@ -160,11 +176,14 @@ def _host_fields(host: dict[str, Any], spec: dict[str, Any]) -> None:
         spec["auto_remove"] = True
     if host.get("UTSMode"):  # "host", or refused by the spec
         spec["uts"] = str(host["UTSMode"])
+    if host.get("UsernsMode"):  # "host", or refused by the spec
+        spec["userns_mode"] = str(host["UsernsMode"])
     if isinstance(host.get("Init"), bool):  # docker's --init (null: the daemon's default)
         spec["init"] = host["Init"]
     for key, field in (("CapAdd", "cap_add"), ("CapDrop", "cap_drop"), ("SecurityOpt", "security_opt"),
                        ("GroupAdd", "group_add"), ("Binds", "volumes"), ("VolumesFrom", "volumes_from"),
-                       ("ExtraHosts", "add_host"), ("Dns", "dns")):
+                       ("ExtraHosts", "add_host"), ("Dns", "dns"), ("DnsSearch", "dns_search"),
+                       ("DnsOptions", "dns_option")):
         if host.get(key):
             spec[field] = _strings(host[key], key)
     if host.get("Privileged"):
