@@ -296,10 +296,11 @@ class FilterSet:
         found += self.unindexed
         return found
 
-    def topics_for(self, data: Any) -> list[bytes]:
-        """The topic frame of each filter ``data`` passes, its match counter advanced."""
+    def topics_for(self, data: Any, candidates: list[Entry] | None = None) -> list[bytes]:
+        """The topic frame of each filter ``data`` passes, its match counter advanced.
+        ``candidates``: :meth:`candidates` of ``data``, when the caller has them already."""
         topics = []
-        for rest, prefix, count in self.candidates(data):
+        for rest, prefix, count in self.candidates(data) if candidates is None else candidates:
             if rest is None or rest(data):
                 count[0] += 1
                 topics.append(f"{prefix}{count[0]}".encode())

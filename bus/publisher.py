@@ -217,13 +217,11 @@ class Publisher:
         filter is subscribed, or it would not be registered (the events task need not look
         the topic up in the subscriptions, nor remember one more topic)."""
         queue = self._queue
-        for rest, prefix, count in candidates:
-            if rest is None or rest(data):
-                count[0] += 1
-                if len(queue) >= EVENT_QUEUE_LIMIT:
-                    self._stats.events_dropped += 1
-                else:
-                    queue.append((None, f"{prefix}{count[0]}\0".encode() + body))
+        for topic in self.filters.topics_for(data, candidates):
+            if len(queue) >= EVENT_QUEUE_LIMIT:
+                self._stats.events_dropped += 1
+            else:
+                queue.append((None, topic + b"\0" + body))
 
     def last_seq(self, channel: str) -> int:
         """The seq of the last event published on a channel, 0 if none."""

@@ -11,19 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from supervisor import seccomp
+from supervisor.capabilities import CAPABILITY_NAMES
 from supervisor.errors import InvalidArgument
 
-#: Bit order of linux/capability.h; the same list as runtime/security.py's CAPABILITIES
-#: (which the init stage imports without our package; a unit test keeps them equal).
-CAPABILITY_NAMES = tuple(
-    "CAP_" + name for name in
-    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
-    "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER "
-    "SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE "
-    "SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP "
-    "MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF "
-    "CHECKPOINT_RESTORE".split()
-)
 #: Namespaced sysctls, as docker allows them: the IPC namespace's (kernel.msg*, kernel.shm*,
 #: kernel.sem), the mqueue ones (fs.mqueue.*) and net.* (with the container's own network).
 IPC_SYSCTLS = ("kernel.sem",)

@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import os
 
+from supervisor.capabilities import CAPABILITY_NAMES as CAPABILITIES
 from supervisor.ociruntime.errors import RuntimeCommandError
 
-#: The capability names of linux/capability.h, in bit order: security.py's CAPABILITIES, a
-#: deliberate copy (that module imports libc and with it ctypes, ~2.5 ms that ``create``
-#: does without; tests/unit/test_ociruntime_bundle.py keeps the two equal).
-CAPABILITIES = tuple(
-    "CAP_" + name for name in
-    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
-    "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER "
-    "SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE "
-    "SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP "
-    "MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF "
-    "CHECKPOINT_RESTORE".split())
 
 MS = {  # mount(2) flags by option name, as runc's table: (set, clear)
     "ro": (0x1, 0), "rw": (0, 0x1), "nosuid": (0x2, 0), "suid": (0, 0x2), "nodev": (0x4, 0), "dev": (0, 0x4),

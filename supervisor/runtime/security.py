@@ -17,7 +17,7 @@ if __package__:  # imported as supervisor.runtime.security
 else:  # in the fork server: a top-level module beside forkserver.py
     import libc
 
-# Bit numbers from linux/capability.h. supervisor/privileges.py's CAPABILITY_NAMES is the same
+# Bit numbers from linux/capability.h. supervisor/capabilities.py's CAPABILITY_NAMES is the same
 # list, a deliberate copy: this module runs in the init stage without our package, and the
 # daemon's model layer may not import the mechanics (tests/unit/test_privileges.py keeps them equal).
 CAPABILITIES = {

@@ -21,6 +21,7 @@ import time
 
 from tests.bench import procs
 from tests.bench.figures import Bench, _start_all
+from tests.bench.lines import parse_stat
 from tests.bench.stats import Figure, Measure
 from tests.bench.tools import Dockyard
 
@@ -55,19 +56,15 @@ def _settled(tool: Dockyard, quiet: float = 0.2, timeout: float = 5.0) -> None:
     in its first quarter second (its workers' start), which a producer timed at once shares
     the 2 CPUs with; that start is not the output's cost and only adds noise to both rows."""
     assert tool.process is not None
-    tick = os.sysconf("SC_CLK_TCK")
 
     def used() -> float:
-        pids = {tool.process.pid} | procs.descendants(procs.process_table(), tool.process.pid)
-        total = 0
-        for pid in pids:
+        total = 0.0
+        for pid in {tool.process.pid} | procs.descendants(procs.process_table(), tool.process.pid):
             try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rpartition(")")[2].split()
+                total += _cpu_seconds(pid)
             except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / tick
+                continue  # gone meanwhile
+        return total
 
     deadline = time.monotonic() + timeout
     before = used()
@@ -79,12 +76,17 @@ def _settled(tool: Dockyard, quiet: float = 0.2, timeout: float = 5.0) -> None:
         before = now
 
 
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU seconds so far (utime + stime, all its threads). Raises OSError when
+    it is gone."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return parse_stat(stat.read()).ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _daemon_cpu(tool: Dockyard) -> float:
-    """The daemon process's CPU seconds so far (utime + stime, all its threads)."""
+    """The daemon process's CPU seconds so far."""
     assert tool.process is not None
-    with open(f"/proc/{tool.process.pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_seconds(tool.process.pid)
 
 
 def _producer_seconds(tool: Dockyard, megabytes: int, name: str,

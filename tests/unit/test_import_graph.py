@@ -30,7 +30,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
              "the log store's format and files, and the one atomic write; knows nothing of the daemon"),
     "leaves": (("supervisor", "supervisor.errors", "supervisor.durations", "supervisor.backoff",
                 "supervisor.health", "supervisor.restart", "supervisor.arguments", "supervisor.operations",
-                "supervisor.optable", "supervisor.terminal", "supervisor.logconfig", "supervisor.filters", "workers"),
+                "supervisor.optable", "supervisor.capabilities", "supervisor.terminal", "supervisor.logconfig", "supervisor.filters", "workers"),
                (),
                "small modules that import only each other: what the CLI and the workers may share"),
     "model": (("supervisor.config", "supervisor.configfile", "supervisor.spec", "supervisor.container",

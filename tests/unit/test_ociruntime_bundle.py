@@ -140,7 +140,7 @@ def test_the_hand_written_checks_answer_as_the_regular_expressions(name):
 
 
 def test_the_capability_names_are_security_py_s_table_in_bit_order():
-    # bundle.py keeps a copy, so that create does not load security.py's libc (ctypes).
+    # bundle.py reads supervisor/capabilities.py, so that create does not load security.py's libc (ctypes).
     from supervisor.ociruntime.bundle import CAPABILITIES
     from supervisor.runtime.security import CAPABILITIES as TABLE
 
