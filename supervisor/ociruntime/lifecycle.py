@@ -27,7 +27,6 @@ TYPE_CHECKING = False  # typing itself is not imported: ~2 ms
 if TYPE_CHECKING:
     from supervisor.ociruntime.bundle import Host
 
-PR_SET_CHILD_SUBREAPER = 36
 START_TIMEOUT = 10.0  # seconds for pid 1 to take the start byte once the FIFO is opened
 
 
@@ -75,10 +74,12 @@ def write_pid_file(path: str, pid: int) -> None:
 
 
 def become_subreaper() -> None:
-    import ctypes
+    from supervisor.runtime import libc  # prelude.py imported it before stage 0's fork
 
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise RuntimeCommandError("cannot become a child subreaper (prctl)")
+    try:
+        libc.set_child_subreaper(True)
+    except libc.InitError as exc:
+        raise RuntimeCommandError(f"cannot become a child subreaper: {exc.message}") from None
 
 
 def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str = "", console_socket: str = "",

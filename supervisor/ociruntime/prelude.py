@@ -8,7 +8,7 @@ bundle, stage 0 imports the init stage's (~3 ms), and the first write to a v1
 after another, as they were, they add up; here they overlap on the machine's CPUs:
 
 1. the kernel's wait starts at once (:class:`warmup.AttachWarmUp`, a thread);
-2. ``run`` imports libc (ctypes), which it needs for its child subreaper and stage 0 for
+2. ``run`` imports libc (``ctypes_lite``), which it needs for its child subreaper and stage 0 for
    its syscalls, so that the fork shares it (``create`` needs none: stage 0 imports it);
 3. stage 0 is forked (:class:`launch.InitStage`): it imports the init stage's modules
    and waits for its config while this process imports the runtime and reads the bundle;
@@ -53,7 +53,7 @@ def start(argv: list[str]) -> None:
     AttachWarmUp()
     warmed_up = True
     if arguments.command == "run" and not arguments.detach:
-        from supervisor.runtime import libc  # noqa: F401 - ctypes, for both: run's subreaper and the stage
+        from supervisor.runtime import libc  # noqa: F401 - for both: run's subreaper and the stage
 
     from supervisor.ociruntime.errors import RuntimeCommandError
     from supervisor.ociruntime.launch import InitStage

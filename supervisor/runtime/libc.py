@@ -1,4 +1,5 @@
-"""The libc calls the init stage needs that Python 3.11's ``os`` lacks, through ctypes:
+"""The libc calls the init stage needs that Python 3.11's ``os`` lacks, through
+``ctypes_lite.py`` (ctypes' C module, without the package's ~2 ms of imports):
 mount, umount2, unshare, setns, pivot_root, prctl, capset, rt_sigaction; their constants;
 and the one error the stage raises, :class:`InitError`, since every wrapper raises it.
 
@@ -13,9 +14,13 @@ says why; ``json``, ``socket``, ``signal`` import ``re`` and ``enum``, a third o
 container's start-up).
 """
 
-import ctypes
 import errno
 import os
+
+if __package__:  # imported as supervisor.runtime.libc
+    from supervisor.runtime import ctypes_lite
+else:  # in the fork server: a top-level module beside forkserver.py
+    import ctypes_lite
 
 EXIT_RUNTIME = 125  # the runtime failed (mount, pivot_root, user lookup, ...)
 EXIT_CANNOT_INVOKE = 126  # the command exists but cannot be executed
@@ -93,20 +98,26 @@ def strerror(number: int | None) -> str:
 
 # --- syscalls -----------------------------------------------------------------------------
 
-_libc_handle: ctypes.CDLL | None = None
+class _Libc:
+    """libc's functions that the wrappers below call, with their prototypes."""
+
+    def __init__(self):
+        function, c = ctypes_lite.function, ctypes_lite
+        self.mount = function("mount", (c.c_char_p, c.c_char_p, c.c_char_p, c.c_ulong, c.c_char_p))
+        self.umount2 = function("umount2", (c.c_char_p, c.c_int))
+        self.unshare = function("unshare", (c.c_int,))
+        self.setns = function("setns", (c.c_int, c.c_int))
+        self.prctl = function("prctl", (c.c_int, c.c_ulong, c.c_ulong, c.c_ulong, c.c_ulong))
+        self.syscall = function("syscall", restype=c.c_long)
 
 
-def _libc() -> ctypes.CDLL:
+_libc_handle: _Libc | None = None
+
+
+def _libc() -> _Libc:
     global _libc_handle
     if _libc_handle is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-        libc.unshare.argtypes = (ctypes.c_int,)
-        libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-        libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-        libc.syscall.restype = ctypes.c_long
-        _libc_handle = libc
+        _libc_handle = _Libc()
     return _libc_handle
 
 
@@ -117,7 +128,7 @@ def preload() -> None:
 
 def _check(result: int, what: str) -> int:
     if result == -1:
-        number = ctypes.get_errno()
+        number = ctypes_lite.get_errno()
         raise InitError(f"{what}: {strerror(number)}")
     return result
 
@@ -145,18 +156,18 @@ def mount(
     _check(result, what or f'mount {fstype or source} on "{target}"')
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+class _OpenHow(ctypes_lite.Structure):
+    _fields_ = (("flags", ctypes_lite.c_uint64), ("mode", ctypes_lite.c_uint64), ("resolve", ctypes_lite.c_uint64))
 
 
 def openat2(directory_fd: int, path: str, flags: int, resolve: int, what: str) -> int:
     """openat2(2) (Linux 5.6): ``resolve`` the RESOLVE_* rules of the whole path. Raises
     InitError naming ``what``; its ``errno`` attribute is the cause."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    result = _libc().syscall(_syscall_number("openat2"), ctypes.c_int(directory_fd), os.fsencode(path),
-                             ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    result = _libc().syscall(_syscall_number("openat2"), ctypes_lite.c_int(directory_fd), os.fsencode(path),
+                             ctypes_lite.byref(how), ctypes_lite.c_size_t(ctypes_lite.sizeof(how)))
     if result < 0:
-        number = ctypes.get_errno()
+        number = ctypes_lite.get_errno()
         error = InitError(f"{what}: {strerror(number)}")
         error.errno = number  # type: ignore[attr-defined]
         raise error
@@ -184,30 +195,30 @@ def mount_new_api(fstype: str, target: str, options: list[tuple[str, str | None]
     string is built, so no page-size limit applies. Raises InitError naming ``what`` and
     the key the kernel refused, with the kernel's own message."""
     libc = _libc()
-    fs_fd = libc.syscall(ctypes.c_long(_syscall_number("fsopen")), os.fsencode(fstype), ctypes.c_uint(FSOPEN_CLOEXEC))
+    fs_fd = libc.syscall(ctypes_lite.c_long(_syscall_number("fsopen")), os.fsencode(fstype), ctypes_lite.c_uint(FSOPEN_CLOEXEC))
     _check(fs_fd, f"{what}: fsopen {fstype}")
     try:
         for key, value in options:
             command = FSCONFIG_SET_FLAG if value is None else FSCONFIG_SET_STRING
-            result = libc.syscall(ctypes.c_long(_syscall_number("fsconfig")), ctypes.c_int(fs_fd), ctypes.c_uint(command),
-                                  os.fsencode(key), None if value is None else os.fsencode(value), ctypes.c_int(0))
+            result = libc.syscall(ctypes_lite.c_long(_syscall_number("fsconfig")), ctypes_lite.c_int(fs_fd), ctypes_lite.c_uint(command),
+                                  os.fsencode(key), None if value is None else os.fsencode(value), ctypes_lite.c_int(0))
             if result == -1:
-                number = ctypes.get_errno()
+                number = ctypes_lite.get_errno()
                 detail = _fs_context_message(fs_fd)
                 raise InitError(f"{what}: {key}={value or ''}: {strerror(number)}" + (f" ({detail})" if detail else ""))
-        result = libc.syscall(ctypes.c_long(_syscall_number("fsconfig")), ctypes.c_int(fs_fd),
-                              ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes.c_int(0))
+        result = libc.syscall(ctypes_lite.c_long(_syscall_number("fsconfig")), ctypes_lite.c_int(fs_fd),
+                              ctypes_lite.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes_lite.c_int(0))
         if result == -1:
-            number = ctypes.get_errno()
+            number = ctypes_lite.get_errno()
             detail = _fs_context_message(fs_fd)
             raise InitError(f"{what}: create: {strerror(number)}" + (f" ({detail})" if detail else ""))
-        mount_fd = _check(libc.syscall(ctypes.c_long(_syscall_number("fsmount")), ctypes.c_int(fs_fd),
-                                       ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(0)), f"{what}: fsmount")
+        mount_fd = _check(libc.syscall(ctypes_lite.c_long(_syscall_number("fsmount")), ctypes_lite.c_int(fs_fd),
+                                       ctypes_lite.c_uint(FSMOUNT_CLOEXEC), ctypes_lite.c_uint(0)), f"{what}: fsmount")
     finally:
         os.close(fs_fd)
     try:
-        result = libc.syscall(ctypes.c_long(_syscall_number("move_mount")), ctypes.c_int(mount_fd), b"",
-                              ctypes.c_int(AT_FDCWD), os.fsencode(target), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        result = libc.syscall(ctypes_lite.c_long(_syscall_number("move_mount")), ctypes_lite.c_int(mount_fd), b"",
+                              ctypes_lite.c_int(AT_FDCWD), os.fsencode(target), ctypes_lite.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
         _check(result, f"{what}: move_mount")
     finally:
         os.close(mount_fd)
@@ -226,8 +237,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = ctypes.c_long(_syscall_number("pivot_root"))
-    result = _libc().syscall(number, ctypes.c_char_p(os.fsencode(new_root)), ctypes.c_char_p(os.fsencode(put_old)))
+    number = ctypes_lite.c_long(_syscall_number("pivot_root"))
+    result = _libc().syscall(number, ctypes_lite.c_char_p(os.fsencode(new_root)), ctypes_lite.c_char_p(os.fsencode(put_old)))
     _check(result, f'pivot_root to "{new_root}"')
 
 
@@ -237,12 +248,12 @@ def setns(fd: int, nstype: int, action: str) -> None:
 
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+class _CapHeader(ctypes_lite.Structure):
+    _fields_ = (("version", ctypes_lite.c_uint32), ("pid", ctypes_lite.c_int))
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+class _CapData(ctypes_lite.Structure):
+    _fields_ = (("effective", ctypes_lite.c_uint32), ("permitted", ctypes_lite.c_uint32), ("inheritable", ctypes_lite.c_uint32))
 
 
 def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
@@ -254,21 +265,21 @@ def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
         data[index].effective = (effective >> shift) & 0xFFFFFFFF
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    result = _libc().syscall(ctypes.c_long(_syscall_number("capset")), ctypes.byref(header), data)
+    result = _libc().syscall(ctypes_lite.c_long(_syscall_number("capset")), ctypes_lite.byref(header), data)
     _check(result, "set the capabilities (capset)")
 
 
-class _SockFprog(ctypes.Structure):  # struct sock_fprog (linux/filter.h)
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+class _SockFprog(ctypes_lite.Structure):  # struct sock_fprog (linux/filter.h)
+    _fields_ = (("len", ctypes_lite.c_ushort), ("filter", ctypes_lite.c_void_p))
 
 
 def set_seccomp_filter(program: bytes) -> None:
     """Install a compiled seccomp BPF program (8 bytes per instruction, native byte order)
     on the calling thread: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER). Needs no_new_privs
     or CAP_SYS_ADMIN."""
-    instructions = ctypes.create_string_buffer(program, len(program))
-    header = _SockFprog(len(program) // 8, ctypes.addressof(instructions))
-    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(header), what="load the seccomp filter")
+    instructions = ctypes_lite.create_string_buffer(program, len(program))
+    header = _SockFprog(len(program) // 8, ctypes_lite.addressof(instructions))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes_lite.addressof(header), what="load the seccomp filter")
 
 
 def reset_ignored_signals() -> None:
@@ -283,11 +294,11 @@ def reset_ignored_signals() -> None:
         if line.startswith("SigIgn:"):
             ignored = int(line.split()[1], 16)
             break
-    default = ctypes.create_string_buffer(32)  # struct sigaction, all zero: SIG_DFL, no flags
-    number = ctypes.c_long(_syscall_number("rt_sigaction"))
+    default = ctypes_lite.create_string_buffer(32)  # struct sigaction, all zero: SIG_DFL, no flags
+    number = ctypes_lite.c_long(_syscall_number("rt_sigaction"))
     for sig in range(1, 65):
         if ignored >> (sig - 1) & 1:
-            result = _libc().syscall(number, ctypes.c_long(sig), default, None, ctypes.c_long(8))
+            result = _libc().syscall(number, ctypes_lite.c_long(sig), default, None, ctypes_lite.c_long(8))
             _check(result, f"reset the disposition of signal {sig}")
 
 
@@ -296,7 +307,7 @@ def set_child_subreaper(enabled: bool) -> None:
 
 
 def is_child_subreaper() -> bool:
-    value = ctypes.c_int(0)
-    prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(value), what="prctl(PR_GET_CHILD_SUBREAPER)")
+    value = ctypes_lite.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes_lite.addressof(value), what="prctl(PR_GET_CHILD_SUBREAPER)")
     return bool(value.value)
 

@@ -39,12 +39,12 @@ Like the other modules of the stage, this one is imported by path under ``python
 the standard library's C modules only (see ``libc.py``).
 """
 
-import ctypes
 import os
 
 if __package__:  # imported as supervisor.runtime.userns
-    from supervisor.runtime import libc, rootfs
+    from supervisor.runtime import ctypes_lite, libc, rootfs
 else:  # in the fork server: a top-level module beside forkserver.py
+    import ctypes_lite
     import libc
     import rootfs
 
@@ -62,15 +62,15 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 
 
-class _MountAttr(ctypes.Structure):  # struct mount_attr (linux/mount.h)
-    _fields_ = (("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64))
+class _MountAttr(ctypes_lite.Structure):  # struct mount_attr (linux/mount.h)
+    _fields_ = (("attr_set", ctypes_lite.c_uint64), ("attr_clr", ctypes_lite.c_uint64),
+                ("propagation", ctypes_lite.c_uint64), ("userns_fd", ctypes_lite.c_uint64))
 
 
 def _syscall(number: int, *args) -> int:  # no typing import in the stage
     library = libc._libc()
-    result = library.syscall(ctypes.c_long(number), *args)
-    return -ctypes.get_errno() if result < 0 else int(result)
+    result = library.syscall(ctypes_lite.c_long(number), *args)
+    return -ctypes_lite.get_errno() if result < 0 else int(result)
 
 
 def _fail(what: str, result: int) -> None:
@@ -151,18 +151,18 @@ def idmap_in_place(path: str, userns_fd: int) -> None:
             start-up probe falls back to chowned copies then.
     """
     encoded = os.fsencode(path)
-    tree = _syscall(SYS_OPEN_TREE, ctypes.c_int(libc.AT_FDCWD), ctypes.c_char_p(encoded),
-                    ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
+    tree = _syscall(SYS_OPEN_TREE, ctypes_lite.c_int(libc.AT_FDCWD), ctypes_lite.c_char_p(encoded),
+                    ctypes_lite.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
     if tree < 0:
         _fail(f'clone the mount of the image layer "{path}" (open_tree)', tree)
     try:
         attributes = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
-        result = _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree), ctypes.c_char_p(b""),
-                          ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attributes), ctypes.c_size_t(ctypes.sizeof(attributes)))
+        result = _syscall(SYS_MOUNT_SETATTR, ctypes_lite.c_int(tree), ctypes_lite.c_char_p(b""),
+                          ctypes_lite.c_uint(AT_EMPTY_PATH), ctypes_lite.byref(attributes), ctypes_lite.c_size_t(ctypes_lite.sizeof(attributes)))
         if result < 0:
             _fail(f'idmap the image layer "{path}" (mount_setattr MOUNT_ATTR_IDMAP)', result)
-        result = _syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree), ctypes.c_char_p(b""), ctypes.c_int(libc.AT_FDCWD),
-                          ctypes.c_char_p(encoded), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        result = _syscall(SYS_MOVE_MOUNT, ctypes_lite.c_int(tree), ctypes_lite.c_char_p(b""), ctypes_lite.c_int(libc.AT_FDCWD),
+                          ctypes_lite.c_char_p(encoded), ctypes_lite.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
         if result < 0:
             _fail(f'mount the idmapped image layer on "{path}" (move_mount)', result)
     finally:

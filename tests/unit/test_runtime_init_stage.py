@@ -73,16 +73,16 @@ def test_quote_matches_json() -> None:
 # The init stage as the fork server runs it (its modules imported by path), in a fresh process.
 INIT_STAGE = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import init_stage, nsenter; init_stage.run_init_stage(nsenter.run)"
 #: The stage's own modules, top-level beside forkserver.py.
-STAGE_MODULES = {"init_stage", "libc", "namespaces", "rootfs", "security"}
+STAGE_MODULES = {"ctypes_lite", "init_stage", "libc", "namespaces", "rootfs", "security"}
 
 
 def test_init_stage_imports_only_the_standard_library() -> None:
     """Start-up time: no trio, zmq, our package, nor the re/enum-importing modules."""
     code = f"import sys; sys.path.insert(0, {RUNTIME_DIR!r}); import init_stage; print(' '.join(sorted(sys.modules)))"
     modules = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout.split())
-    assert STAGE_MODULES | {"ctypes"} <= modules
+    assert STAGE_MODULES | {"_ctypes"} <= modules
     assert not modules & {"trio", "zmq", "structlog", "msgpack", "supervisor", "re", "enum", "json", "socket", "signal",
-                          "dataclasses", "protocol"}
+                          "dataclasses", "protocol", "ctypes"}
 
 
 def test_init_stage_reports_a_bad_config_on_the_status_pipe() -> None:
