@@ -13,13 +13,12 @@ Python. The child's fds are 0-2 this process's stdio, 3 the config pipe, 4 the s
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import _signal  # the C module: signal.py imports enum (~2 ms of every run) for names we do not print
 
 from supervisor.ociruntime.errors import RuntimeCommandError
-from supervisor.runtime import cgroupfiles, jsonlite
+from supervisor.runtime import jsonlite
 
 CONFIG_FD, STATUS_FD, CONSOLE_FD = 3, 4, 5
 
@@ -86,24 +85,26 @@ class InitStage:
     The fork comes first so that stage 0 imports its modules (``bundle_stage`` and the
     steps: a few ms) on the other CPU while this process imports and reads the bundle:
     ``bin/dockyard-runtime`` forks it before anything else (``prelude.py``), ``create``
-    takes it from there. Then, for a bundle (docs/runtime.md, "Fourth pass")::
+    takes it from there. Then, for a bundle (docs/runtime.md, "Fifth pass")::
 
         runtime                              stage 0                 pid 1
         -------                              -------                 -----
-        send(config) ----------------------> unshare, fork -------> (born outside the
-        mkdir the cgroups (waits for the     report, exit            container's cgroups)
-          kernel's grace period: see                                 mounts, devices,
-          warmup.py), write the limits                               pivot_root, masks,
-        read_pid() <------- {"pid": N} -----                         user, caps, seccomp
-        join_cgroups(procs, N)               [with cgroup_sync: pid 1 waits for the byte
-        release_cgroups() -- "x" on fd 3 --> before it does anything: cgroup namespace]
+        send(config) ----------------------> unshare (not user, cgroup)
+        mkdir the cgroups, write the limits
+        release_cgroups() -- "x" on fd 3 --> join the cgroups ("0"
+                                             into v1 tasks), user ns,
+        read_pid() <------- {"pid": N} ----- fork, report, exit --> (born in them)
+                                                                     mounts, devices,
+                                                                     pivot_root, masks,
+                                                                     user, caps, seccomp
         wait_ready() <------------------------------------------- {"ready": 1}
                                                                      open exec.fifo: blocks
 
-    The container's process is built while the runtime waits on the kernel to make and
-    join its cgroups; it can run nothing of the container's before ``start``, which comes
-    after the join. An exec (:func:`launch`) is sent its config at once: its stage 0 joins
-    the container's cgroups itself.
+    The namespaces are made while the runtime makes the cgroups; stage 0 moves itself
+    into them (``cgroupfiles.join_self``: on cgroup v1 without the kernel's grace period
+    that a move of another process waits for) and pid 1 is born there. An exec
+    (:func:`launch`) is sent its config at once: its stage 0 joins the container's
+    existing cgroups the same way.
 
     ``console_socket``: connected here, given as fd 5 (the stage opens the exec FIFO itself,
     before it enters any namespace, from the config's ``exec_fifo_path``).
@@ -163,29 +164,13 @@ class InitStage:
         self.child_pid = int(first["pid"])
         return self.child_pid
 
-    def join_cgroups(self, procs_files, pid: int = 0) -> None:
-        """Write ``pid`` (stage 0's by default) into each ``cgroup.procs``.
-
-        Raises:
-            RuntimeCommandError: naming the file and the cause, or the stage's own error when
-                the process is gone because its set-up failed (:meth:`abandon` it either way).
-        """
-        try:
-            cgroupfiles.join(procs_files, pid or self.pid)
-        except OSError as exc:
-            if exc.errno == errno.ESRCH and pid:  # it died: its status line says why
-                outcome = self.lines.next()
-                if outcome is not None and "error" in outcome:
-                    raise _stage_error(self.what, outcome) from None
-            raise RuntimeCommandError(f'cannot join the cgroup: write "{exc.filename}": {exc.strerror}') from None
-
     def release_cgroups(self) -> None:
-        """Tell a process that waits for its cgroups (``cgroup_sync``) that it is in them."""
+        """Tell stage 0, which waits for its cgroups (``cgroup_sync``), that they are made."""
         if self.config_write >= 0:
             try:
                 os.write(self.config_write, b"x")
             except BrokenPipeError:
-                pass  # it died: wait_ready reports why
+                pass  # it died: read_pid reports why
             self._close_config()
 
     def wait_ready(self, joining: bool = False) -> int:
@@ -229,14 +214,15 @@ class InitStage:
     def abandon(self) -> None:
         """Stage 0 (and the process it forked, if any) killed and reaped: a step of ours
         failed before the process was ready. A stage that has its config reports the
-        process it forks (or its error) without waiting for us: that line is read first, so
+        process it forks (or its error) without waiting for us once its config pipe is
+        closed (a stage that waits for its cgroups then fails): that line is read first, so
         that no process is left behind."""
+        self._close_config()
         if self.sent and not self.child_pid and self.status_read >= 0:
             try:
                 self.read_pid()
             except RuntimeCommandError:
                 pass  # it failed, or died: no process of it
-        self._close_config()
         self._close_status()
         self._kill()
         self._reap()

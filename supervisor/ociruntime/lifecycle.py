@@ -122,18 +122,15 @@ def create(store: StateStore, container_id: str, bundle_dir: str, pid_file: str 
                          "process": config["process"],
                          "join_user": any(kind == "user" for kind, _ in stage["namespaces"])},
             }
-            # pid 1 is built while the cgroups are made and it is moved into them (the
-            # kernel's wait for the first move: launch.InitStage); a new cgroup or user
-            # namespace needs the cgroups first, so pid 1 then waits for them (cgroup_sync).
-            cgroup_sync = any(kind in ("cgroup", "user") and not path for kind, path in stage["namespaces"])
-            stage.update(cgroup_procs=[], exec_fifo=True, exec_fifo_path=fifo, cgroup_sync=cgroup_sync,
+            # Stage 0 unshares while the cgroups are made, then moves itself into them
+            # (cgroup_sync: the byte release_cgroups sends) and forks pid 1 there.
+            stage.update(cgroup_procs=cgroup.procs_files, exec_fifo=True, exec_fifo_path=fifo, cgroup_sync=True,
                          no_pivot=no_pivot, state=jsonlite.dumps(hook_state(record, "created")))
-            init.send(stage, keep_open=cgroup_sync)
-            cgroup.create()  # while stage 0 enters the namespaces and forks
+            init.send(stage, keep_open=True)
+            cgroup.create()
             cgroup.apply(bundle.resources, stage["devices"])
-            pid = init.read_pid()
-            init.join_cgroups(cgroup.procs_files, pid)
             init.release_cgroups()
+            pid = init.read_pid()
             running, init = init, None
             ready = running.wait_ready()
             record.update(pid=pid, start_time=process_start_time(pid))

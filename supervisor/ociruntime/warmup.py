@@ -26,7 +26,10 @@ def own_procs_files(text: str, base: str = "/sys/fs/cgroup") -> list[str]:
 
 class AttachWarmUp:
     """Start the kernel's wait for a cgroup move now, in a thread, so that the container's
-    own move (``launch.InitStage.join_cgroups``, an exec's stage 0) finds it done.
+    own move (stage 0's, ``cgroupfiles.join_self``) finds it done. Only on a host whose
+    cgroups are all v2: on v1 (and hybrid) hosts stage 0 moves itself through ``tasks``
+    files, which spares the wait, and a warm-up would only hold ``cgroup_mutex`` through a
+    grace period while the command makes its cgroups.
 
     Theory: every write to a ``cgroup.procs`` takes the kernel's one global
     ``cgroup_threadgroup_rwsem`` for writing, and the first writer after a quiet spell waits
@@ -58,6 +61,8 @@ class AttachWarmUp:
                     cgroup_text = file.read().decode()
         except OSError:
             return
+        if any(not line.startswith("0::") for line in cgroup_text.splitlines() if line):
+            return  # a v1 hierarchy: nothing to warm up (class docstring)
         fd = -1
         for path in own_procs_files(cgroup_text):
             try:

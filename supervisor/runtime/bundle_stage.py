@@ -14,25 +14,27 @@ over the console socket), the five capability sets, and the wait on the exec FIF
     -----------------------         -------                        -----
     (stage 0 forked at start-up)    imports its modules
     config on fd 3 ---------------> open exec.fifo (fd 6), setns
-                                    by path, unshare (user ns: a
-                                    helper writes the id maps; not
-                                    the cgroup ns), fork ----------> [cgroup_sync: wait for
-    <-- {"pid": N} ---------------- report, _exit(0)                "x" on fd 3, unshare the
-    mkdir the cgroups, limits,                                      cgroup namespace]
-    write N into cgroup.procs                                       mounts, devices, console,
-    ("x" on fd 3 with cgroup_sync)                                  pivot_root, masks, sysctls,
-                                                                    rlimits, user, caps, seccomp
+    mkdir the cgroups, limits       by path, unshare (not the user
+    "x" on fd 3 ------------------> nor the cgroup ns), join the
+                                    cgroups ("0" into each v1
+                                    ``tasks``), then a new user ns
+                                    (a helper writes the id maps),
+                                    fork ------------------------> unshare the cgroup ns;
+    <-- {"pid": N} ---------------- report, _exit(0)               mounts, devices, console,
+                                                                   pivot_root, masks, sysctls,
+                                                                   rlimits, user, caps, seccomp
     <-- {"ready": 1} ------------------------------------------------ (the program was found)
     write state.json, exit                                         open exec.fifo O_WRONLY: blocks
     dockyard-runtime start: open exec.fifo O_RDONLY, read -------> write "0"; startContainer
                                                                    hooks; execve
 
-pid 1 is moved into the container's cgroups by the runtime while it builds (the kernel's
-first move waits for a grace period: ``supervisor/ociruntime/launch.py``); nothing of the
-container runs before ``start``, which comes after the move. With a new cgroup or user
-namespace (``cgroup_sync``) pid 1 waits for the move before anything else. fd 5, when the
-config says ``terminal``, is a socket connected to the console socket; fd 6 the exec FIFO
-(O_PATH), opened by stage 0 from ``exec_fifo_path`` before it enters any namespace.
+Stage 0 moves itself into the container's cgroups once the runtime has made them (the
+``cgroup_sync`` byte; ``cgroupfiles.join_self``: no grace period on cgroup v1), after it
+unshared the namespaces and before it enters a user namespace (whose root may not write
+the host's cgroup files) or forks pid 1, who is born in them: nothing of the container
+runs outside its cgroups. fd 5, when the config says ``terminal``, is a socket connected
+to the console socket; fd 6 the exec FIFO (O_PATH), opened by stage 0 from
+``exec_fifo_path`` before it enters any namespace.
 Like every module of the stage: the standard library only, imported beside
 ``forkserver.py`` or as ``supervisor.runtime.bundle_stage``.
 """
@@ -69,9 +71,15 @@ PR_CAP_AMBIENT_RAISE = 2
 
 def enter_namespaces(config: dict) -> None:
     """Join the namespaces given by path (the user one first), then unshare the new ones (a
-    new user namespace first, mapped by :func:`map_user_namespace`)."""
+    new user namespace first, mapped by :func:`map_user_namespace`). The cgroups are
+    joined (:func:`join_cgroups`) before any user namespace is entered, else after the
+    unshare, so that it overlaps the runtime's making of the cgroups."""
     joins = [(kind, path) for kind, path in config.get("namespaces", ()) if path]
     joins.sort(key=lambda item: item[0] != "user")
+    new = new_namespaces(config)
+    user = "user" in new or any(kind == "user" for kind, _ in joins)
+    if user:
+        join_cgroups(config)
     fds = []
     try:
         for kind, path in joins:
@@ -84,15 +92,24 @@ def enter_namespaces(config: dict) -> None:
     finally:
         for _, _, fd in fds:
             os.close(fd)
-    new = new_namespaces(config)
     if "user" in new:
         map_user_namespace(config)
     flags = 0
     for kind in new:
-        if kind not in ("user", "cgroup"):  # a cgroup namespace: pid 1's, once it is in its cgroups
+        if kind not in ("user", "cgroup"):  # a cgroup namespace: pid 1's, born in its cgroups
             flags |= NAMESPACE_FLAGS[kind]
     if flags:
         libc.unshare(flags)
+    if not user:
+        join_cgroups(config)
+
+
+def join_cgroups(config: dict) -> None:
+    """Move stage 0 into the container's cgroups (``cgroup_procs``); with ``cgroup_sync``,
+    once the runtime has made them (one byte on fd 3)."""
+    if config.get("cgroup_sync") and init_stage.read_go_byte("the cgroups") != b"x":
+        raise libc.InitError("the runtime did not make the container's cgroups")
+    namespaces.join_cgroups(config.get("cgroup_procs", ()))
 
 
 def new_namespaces(config: dict) -> list:
@@ -112,20 +129,8 @@ def open_exec_fifo(path: str) -> None:
         os.close(fd)
 
 
-def enter_cgroups(config: dict) -> None:
-    """pid 1's first step: with ``cgroup_sync`` (a new cgroup or user namespace), wait until
-    the runtime has moved us into the container's cgroups (one byte on fd 3), then unshare
-    the cgroup namespace, rooted there. Without it nothing here depends on the cgroups, and
-    the runtime moves us while we build (``launch.InitStage``)."""
-    if not config.get("cgroup_sync"):
-        return
-    try:
-        go = os.read(init_stage.CONFIG_FD, 1)
-    except OSError as exc:
-        raise libc.InitError(f"wait to be moved into the cgroups: {libc.strerror(exc.errno)}") from None
-    os.close(init_stage.CONFIG_FD)
-    if go != b"x":
-        raise libc.InitError("the runtime did not move the container into its cgroups")
+def enter_cgroup_namespace(config: dict) -> None:
+    """pid 1's first step: a new cgroup namespace, rooted at the cgroups it was born in."""
     if "cgroup" in new_namespaces(config):
         libc.unshare(libc.CLONE_NEWCGROUP)
 
@@ -290,7 +295,7 @@ def run_start_hooks(hooks, state: str) -> None:
 
 def container(config: dict) -> None:
     """pid 1 of a bundle: build its world, wait for ``start``, execve. Never returns."""
-    enter_cgroups(config)
+    enter_cgroup_namespace(config)
     root = config["rootfs"]
     uid = config.get("uid", 0)
     bundle_mounts.prepare_root(root, config.get("rootfs_propagation", 0))
@@ -380,7 +385,6 @@ def run_bundle_stage() -> None:
             open_exec_fifo(config["exec_fifo_path"])
         if config.get("join"):
             join_container(config)
-        namespaces.join_cgroups(config.get("cgroup_procs", ()))
         enter_namespaces(config)
         init_stage.fork_and_report("the container process")
         container(config)

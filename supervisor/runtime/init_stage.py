@@ -106,18 +106,25 @@ def read_text(path: str) -> str:
 # --- the init stage, in order -------------------------------------------------------------
 
 
+_after_config = b""  # what came on fd 3 after the config's newline, in the same read
+
+
 def read_config() -> dict:
     """The config JSON on fd 3, up to EOF, or up to a newline that ends a read: with
     ``network_sync`` the supervisor keeps fd 3 open after the config and its newline, and
     pid 1 later reads the network's go byte on it (:func:`wait_for_network`); with
-    ``cgroup_sync`` (``bundle_stage.enter_cgroups``), dockyard-runtime its cgroups' one."""
+    ``cgroup_sync`` (``bundle_stage.join_cgroups``) stage 0 reads the byte that says
+    dockyard-runtime made its cgroups."""
     chunks = []
+    global _after_config
     while chunk := os.read(CONFIG_FD, 65536):
         chunks.append(chunk)
-        if chunk.endswith(b"\n"):  # compact JSON has no raw newline: this is the end
+        if b"\n" in chunk:  # compact JSON has no raw newline: this is the end
             break
+    # A go byte sent at once (dockyard-runtime's cgroups are made fast) may share the read.
+    text, _, _after_config = b"".join(chunks).partition(b"\n")
     try:
-        config = loads(b"".join(chunks).decode())
+        config = loads(text.decode())
     except ValueError as exc:
         raise libc.InitError(f"read the config: invalid JSON: {exc}") from None
     if not isinstance(config, dict) or not config.get("argv"):
@@ -127,17 +134,25 @@ def read_config() -> dict:
     return config
 
 
+def read_go_byte(what: str) -> bytes:
+    """The one byte that follows the config on fd 3 (a ``*_sync`` config's go), fd 3 then
+    closed; raises InitError naming ``what`` it waited for when the read fails."""
+    go = _after_config[:1]
+    if not go:
+        try:
+            go = os.read(CONFIG_FD, 1)
+        except OSError as exc:
+            raise libc.InitError(f"wait for {what}: {libc.strerror(exc.errno)}") from None
+    os.close(CONFIG_FD)
+    return go
+
+
 def wait_for_network(config: dict) -> None:
     """With ``network_sync``: block until the supervisor has configured the container's
     network namespace (one byte on fd 3), so the payload never runs without its eth0."""
     if not config.get("network_sync"):
         return
-    try:
-        go = os.read(CONFIG_FD, 1)
-    except OSError as exc:
-        raise libc.InitError(f"wait for the network set-up: {libc.strerror(exc.errno)}") from None
-    os.close(CONFIG_FD)
-    if go != b"x":
+    if read_go_byte("the network set-up") != b"x":
         raise libc.InitError("the supervisor did not finish the network set-up")
 
 

@@ -47,9 +47,10 @@ EXEC_NAMESPACES = (
 
 
 def join_cgroups(cgroup_procs: "tuple[str, ...] | list[str]") -> None:
-    """Move this process into each cgroup (its ``cgroup.procs`` paths)."""
+    """Move this process, stage 0 (one thread), into each cgroup (its ``cgroup.procs``
+    paths): ``cgroupfiles.join_self``, which on cgroup v1 spares the kernel's grace period."""
     try:
-        cgroupfiles.join(cgroup_procs, os.getpid())
+        cgroupfiles.join_self(cgroup_procs)
     except OSError as exc:
         raise libc.InitError(f'join the cgroup: write "{exc.filename}": {libc.strerror(exc.errno)}') from None
 
