@@ -23,7 +23,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python=${PYTHON:-python3}
+# Debian's python3, the one python3-venv and python3-dev above belong to (a python3 earlier
+# on PATH, say pyenv's, is often built with a shared libpython: ~1.3 ms of dynamic
+# relocations on every start of the CLI, dockyard-runtime and the fork server). PYTHON=...
+# chooses another.
+python=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($python --version)"
     "$python" -m venv .venv
