@@ -3,7 +3,9 @@
 * ``oci_runtime``: ``dockyard-runtime run`` of the `true` bundle against ``runc run`` and
   ``crun run`` of the same bundle, interleaved, each timed by the same helper process
   (:class:`tests.bench.tools.OciTimer`). Target: at most 1.0x runc. The CPU time of each run
-  (less sensitive to a shared machine's load) is reported in a note beside it.
+  (less sensitive to a shared machine's load) is reported in a note beside it. Each run
+  starts after a pause (``QUIET_SECONDS``), so that none inherits another's warm kernel
+  state.
 * ``oci_runtime_podman``: ``podman run --rm`` of the imported `base` image with
   ``--runtime dockyard-runtime`` against ``--runtime runc``, the same podman storage,
   interleaved. Target: at most 1.0x runc.
@@ -14,12 +16,19 @@ from __future__ import annotations
 import os
 import shlex
 import statistics
+import time
 
 from tests.bench.stats import NOT_AVAILABLE, Figure, Measure, interleaved, ratio
 from tests.bench import procs
 from tests.bench.tools import REPO, BenchError, OciTimer
 
 RUNTIMES = ("dockyard-runtime", "runc", "crun")
+#: A pause before each timed run, longer than an RCU grace period (5-25 ms here): a v1
+#: ``cgroup.procs`` write right after another runtime's skips the grace period the first
+#: one waited for (runc measured 27 ms right after such a write, 38 ms after a quiet 30 ms,
+#: in one run of each), so without it a runtime's figure depends on which one ran before
+#: it. Each run starts on a quiet kernel, as a lone ``run`` does.
+QUIET_SECONDS = 0.05
 
 
 def oci_runtime_run(bench) -> list[Figure]:
@@ -49,10 +58,13 @@ def _bundle_run(bench) -> Figure:
             if bench.left() <= 0:
                 measures[name].note = f"cut short by the time budget at repetition {repetition}"
                 break
+            time.sleep(QUIET_SECONDS)
             measures[name].add(timers[name].run_once())
     finally:
         for timer in timers.values():
             timer.__exit__(None, None, None)
+    figure.notes.append(f"each run starts {QUIET_SECONDS * 1000:.0f} ms after the previous one ended (longer than a "
+                        "grace period: no run finds the kernel's cgroup lock warmed by the one before)")
     cpu = {name: statistics.median(timer.cpu_samples) for name, timer in timers.items() if timer.cpu_samples}
     if cpu:
         figure.notes.append("CPU time (user+sys of the command and its reaped children), medians: "
