@@ -138,6 +138,7 @@ def extract(
     split: TarSplitWriter | None = None,
     bomb_ratio: int = BOMB_RATIO,
     bomb_floor: int = BOMB_FLOOR,
+    keep_owners: bool = True,
 ) -> ExtractReport:
     """Extract a (possibly compressed) tar stream into the existing directory ``dest``.
 
@@ -150,6 +151,8 @@ def extract(
             unpacked (:mod:`~supervisor.images.tarsplit`); it receives the stream instead
             of ``copy_to``. The caller closes it.
         bomb_ratio, bomb_floor: see :data:`BOMB_RATIO`.
+        keep_owners: as root, give each member the tar's numeric owner (an image); False
+            leaves everything the caller's (``docker cp`` into a container, as docker).
 
     Returns:
         An :class:`ExtractReport` with the diff id and size of the uncompressed stream.
@@ -168,7 +171,7 @@ def extract(
     else:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        extractor = _Extractor(root_fd, whiteouts=whiteouts, split=split)
+        extractor = _Extractor(root_fd, whiteouts=whiteouts, split=split, keep_owners=keep_owners)
         try:
             tar = tarfile.open(
                 fileobj=reader,  # type: ignore[arg-type]
@@ -241,12 +244,13 @@ def _recording_tarinfo(header_errors: list[tarfile.HeaderError]) -> type[tarfile
 class _Extractor:
     """Writes members below ``root_fd``, never through a symlink (see the module docstring)."""
 
-    def __init__(self, root_fd: int, *, whiteouts: bool = False, split: TarSplitWriter | None = None):
+    def __init__(self, root_fd: int, *, whiteouts: bool = False, split: TarSplitWriter | None = None,
+                 keep_owners: bool = True):
         self._root_fd = root_fd
         self._split = split
         self._layer = whiteouts
         self.whiteouts = 0
-        self._as_root = os.geteuid() == 0
+        self._as_root = keep_owners and os.geteuid() == 0
         self._written: set[tuple[str, ...]] = set()  # non-directory members, for hard links
         self._devices: set[tuple[str, ...]] = set()
         self._directories: dict[tuple[str, ...], tarfile.TarInfo] = {}

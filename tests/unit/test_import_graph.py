@@ -64,8 +64,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
                ("handlers", "services", "mechanics", "model", "leaves", "logs", "bus"),
                "the daemon process: the Supervisor served over the bus, with its journal and workers"),
     "workers": (("workers.monitor", "workers.logcollector", "workers.api"),
-                ("bus", "logs", "leaves"),
-                "bus clients in processes of their own: they act only through requests"),
+                ("bus", "logs", "leaves", "supervisor.images.tarsafe"),
+                "bus clients in processes of their own: they act only through requests; the API's "
+                "`PUT /containers/{id}/archive` extracts the client's tar with the safe extractor"),
     "worker runner": (("workers.runner", "workers.__main__"),
                       ("workers", "leaves"),
                       "runs one worker (`python -m workers`, `dockyard worker`); loads it by name"),
