@@ -1,19 +1,22 @@
 """The first steps of ``run`` and ``create``, taken by ``bin/dockyard-runtime`` before it
-imports the rest of the runtime (docs/runtime.md, "Fourth pass").
+imports the rest of the runtime (docs/runtime.md, "Fourth pass" and "Fifth pass").
 
 Theory of operation: a ``run`` of a small bundle is mostly waiting and start-up. The
 interpreter starts (~10 ms of CPU), the runtime imports its modules (~4 ms) and reads the
-bundle, stage 0 imports the init stage's (~3 ms), and the first write to a v1
-``cgroup.procs`` waits for an RCU grace period (5-25 ms, no CPU: ``warmup.py``). Done one
-after another, as they were, they add up; here they overlap on the machine's CPUs:
+bundle, stage 0 imports the init stage's (~3 ms), and on cgroup v2 the first write to a
+``cgroup.procs`` waits for an RCU grace period (5-25 ms, no CPU: ``warmup.py``; on v1
+stage 0 moves itself through ``tasks`` files, without it). Done one after another, as they
+were, they add up; here they overlap on the machine's CPUs:
 
-1. the kernel's wait starts at once (:class:`warmup.AttachWarmUp`, a thread);
-2. ``run`` imports libc (``ctypes_lite``), which it needs for its child subreaper and stage 0 for
-   its syscalls, so that the fork shares it (``create`` needs none: stage 0 imports it);
+1. on a host whose cgroups are all v2, the kernel's wait starts at once
+   (:class:`warmup.AttachWarmUp`, a thread; on v1 stage 0 moves itself without one);
+2. ``run`` imports libc (``ctypes_lite``), which it needs for its child subreaper and
+   stage 0 for its syscalls, so that the fork shares it (``create`` needs none: stage 0
+   imports it);
 3. stage 0 is forked (:class:`launch.InitStage`): it imports the init stage's modules
    and waits for its config while this process imports the runtime and reads the bundle;
-   ``create`` takes it (:func:`take_stage`) and sends the config; the container's process
-   is then built while the cgroups are made and it is moved into them.
+   ``create`` takes it (:func:`take_stage`) and sends the config; stage 0 unshares while
+   the cgroups are made, then moves itself into them and forks the container's process.
 
 Anything else (another command, ``--help``, a flag argparse must see) does nothing here.
 A stage no command took is killed and reaped before the process exits (:func:`discard`).

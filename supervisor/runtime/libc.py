@@ -22,6 +22,8 @@ if __package__:  # imported as supervisor.runtime.libc
 else:  # in the fork server: a top-level module beside forkserver.py
     import ctypes_lite
 
+c_int, c_uint, c_long = ctypes_lite.c_int, ctypes_lite.c_uint, ctypes_lite.c_long
+
 EXIT_RUNTIME = 125  # the runtime failed (mount, pivot_root, user lookup, ...)
 EXIT_CANNOT_INVOKE = 126  # the command exists but cannot be executed
 EXIT_NOT_FOUND = 127  # the command does not exist
@@ -164,7 +166,7 @@ def openat2(directory_fd: int, path: str, flags: int, resolve: int, what: str) -
     """openat2(2) (Linux 5.6): ``resolve`` the RESOLVE_* rules of the whole path. Raises
     InitError naming ``what``; its ``errno`` attribute is the cause."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    result = _libc().syscall(_syscall_number("openat2"), ctypes_lite.c_int(directory_fd), os.fsencode(path),
+    result = _libc().syscall(_syscall_number("openat2"), c_int(directory_fd), os.fsencode(path),
                              ctypes_lite.byref(how), ctypes_lite.c_size_t(ctypes_lite.sizeof(how)))
     if result < 0:
         number = ctypes_lite.get_errno()
@@ -195,30 +197,30 @@ def mount_new_api(fstype: str, target: str, options: list[tuple[str, str | None]
     string is built, so no page-size limit applies. Raises InitError naming ``what`` and
     the key the kernel refused, with the kernel's own message."""
     libc = _libc()
-    fs_fd = libc.syscall(ctypes_lite.c_long(_syscall_number("fsopen")), os.fsencode(fstype), ctypes_lite.c_uint(FSOPEN_CLOEXEC))
+    fs_fd = libc.syscall(c_long(_syscall_number("fsopen")), os.fsencode(fstype), c_uint(FSOPEN_CLOEXEC))
     _check(fs_fd, f"{what}: fsopen {fstype}")
     try:
         for key, value in options:
             command = FSCONFIG_SET_FLAG if value is None else FSCONFIG_SET_STRING
-            result = libc.syscall(ctypes_lite.c_long(_syscall_number("fsconfig")), ctypes_lite.c_int(fs_fd), ctypes_lite.c_uint(command),
-                                  os.fsencode(key), None if value is None else os.fsencode(value), ctypes_lite.c_int(0))
+            result = libc.syscall(c_long(_syscall_number("fsconfig")), c_int(fs_fd), c_uint(command),
+                                  os.fsencode(key), None if value is None else os.fsencode(value), c_int(0))
             if result == -1:
                 number = ctypes_lite.get_errno()
                 detail = _fs_context_message(fs_fd)
                 raise InitError(f"{what}: {key}={value or ''}: {strerror(number)}" + (f" ({detail})" if detail else ""))
-        result = libc.syscall(ctypes_lite.c_long(_syscall_number("fsconfig")), ctypes_lite.c_int(fs_fd),
-                              ctypes_lite.c_uint(FSCONFIG_CMD_CREATE), None, None, ctypes_lite.c_int(0))
+        result = libc.syscall(c_long(_syscall_number("fsconfig")), c_int(fs_fd),
+                              c_uint(FSCONFIG_CMD_CREATE), None, None, c_int(0))
         if result == -1:
             number = ctypes_lite.get_errno()
             detail = _fs_context_message(fs_fd)
             raise InitError(f"{what}: create: {strerror(number)}" + (f" ({detail})" if detail else ""))
-        mount_fd = _check(libc.syscall(ctypes_lite.c_long(_syscall_number("fsmount")), ctypes_lite.c_int(fs_fd),
-                                       ctypes_lite.c_uint(FSMOUNT_CLOEXEC), ctypes_lite.c_uint(0)), f"{what}: fsmount")
+        mount_fd = _check(libc.syscall(c_long(_syscall_number("fsmount")), c_int(fs_fd),
+                                       c_uint(FSMOUNT_CLOEXEC), c_uint(0)), f"{what}: fsmount")
     finally:
         os.close(fs_fd)
     try:
-        result = libc.syscall(ctypes_lite.c_long(_syscall_number("move_mount")), ctypes_lite.c_int(mount_fd), b"",
-                              ctypes_lite.c_int(AT_FDCWD), os.fsencode(target), ctypes_lite.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        result = libc.syscall(c_long(_syscall_number("move_mount")), c_int(mount_fd), b"",
+                              c_int(AT_FDCWD), os.fsencode(target), c_uint(MOVE_MOUNT_F_EMPTY_PATH))
         _check(result, f"{what}: move_mount")
     finally:
         os.close(mount_fd)
@@ -237,8 +239,9 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = ctypes_lite.c_long(_syscall_number("pivot_root"))
-    result = _libc().syscall(number, ctypes_lite.c_char_p(os.fsencode(new_root)), ctypes_lite.c_char_p(os.fsencode(put_old)))
+    number = c_long(_syscall_number("pivot_root"))
+    result = _libc().syscall(number, ctypes_lite.c_char_p(os.fsencode(new_root)),
+                             ctypes_lite.c_char_p(os.fsencode(put_old)))
     _check(result, f'pivot_root to "{new_root}"')
 
 
@@ -253,7 +256,8 @@ class _CapHeader(ctypes_lite.Structure):
 
 
 class _CapData(ctypes_lite.Structure):
-    _fields_ = (("effective", ctypes_lite.c_uint32), ("permitted", ctypes_lite.c_uint32), ("inheritable", ctypes_lite.c_uint32))
+    _fields_ = (("effective", ctypes_lite.c_uint32), ("permitted", ctypes_lite.c_uint32),
+                ("inheritable", ctypes_lite.c_uint32))
 
 
 def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
@@ -265,7 +269,7 @@ def capset(effective: int, permitted: int, inheritable: int = 0) -> None:
         data[index].effective = (effective >> shift) & 0xFFFFFFFF
         data[index].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[index].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    result = _libc().syscall(ctypes_lite.c_long(_syscall_number("capset")), ctypes_lite.byref(header), data)
+    result = _libc().syscall(c_long(_syscall_number("capset")), ctypes_lite.byref(header), data)
     _check(result, "set the capabilities (capset)")
 
 
@@ -295,10 +299,10 @@ def reset_ignored_signals() -> None:
             ignored = int(line.split()[1], 16)
             break
     default = ctypes_lite.create_string_buffer(32)  # struct sigaction, all zero: SIG_DFL, no flags
-    number = ctypes_lite.c_long(_syscall_number("rt_sigaction"))
+    number = c_long(_syscall_number("rt_sigaction"))
     for sig in range(1, 65):
         if ignored >> (sig - 1) & 1:
-            result = _libc().syscall(number, ctypes_lite.c_long(sig), default, None, ctypes_lite.c_long(8))
+            result = _libc().syscall(number, c_long(sig), default, None, c_long(8))
             _check(result, f"reset the disposition of signal {sig}")
 
 
@@ -307,7 +311,7 @@ def set_child_subreaper(enabled: bool) -> None:
 
 
 def is_child_subreaper() -> bool:
-    value = ctypes_lite.c_int(0)
+    value = c_int(0)
     prctl(PR_GET_CHILD_SUBREAPER, ctypes_lite.addressof(value), what="prctl(PR_GET_CHILD_SUBREAPER)")
     return bool(value.value)
 
