@@ -17,38 +17,19 @@ import _ctypes
 from _ctypes import Structure, addressof, byref, get_errno, sizeof  # noqa: F401 - re-exported
 
 
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
+def _simple(name: str, code: str) -> type:
+    """A C scalar type: ``_SimpleCData`` with struct's type ``code``, as ctypes defines its own."""
+    return type(name, (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_uint(_ctypes._SimpleCData):
-    _type_ = "I"
-
-
-class c_long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_ushort(_ctypes._SimpleCData):
-    _type_ = "H"
-
-
-class c_char(_ctypes._SimpleCData):
-    _type_ = "c"
-
-
-class c_char_p(_ctypes._SimpleCData):
-    _type_ = "z"
-
-
-class c_void_p(_ctypes._SimpleCData):
-    _type_ = "P"
-
-
+c_int = _simple("c_int", "i")
+c_uint = _simple("c_uint", "I")
+c_long = _simple("c_long", "l")
+c_ulong = _simple("c_ulong", "L")
+c_ushort = _simple("c_ushort", "H")
+c_char = _simple("c_char", "c")
+c_char_p = _simple("c_char_p", "z")
+c_void_p = _simple("c_void_p", "P")
 c_uint32 = c_uint
 c_uint64 = c_ulong  # LP64: the only data model dockyard runs on (x86_64, aarch64)
 c_size_t = c_ulong
